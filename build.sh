@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# ./build.sh        .venv for development (editable install + test tools) and dist/lavalite,
+#                   the one shiv zipapp file to copy to every node (it needs only python3 there)
+# ./build.sh test   the same, then the whole test suite (what .ci/run runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' shiv
+
+# --compile-pyc: a user command must not recompile the package on every start.
+mkdir -p dist
+rm -rf build
+.venv/bin/shiv -q --compile-pyc -e lavalite.entry:main -p '/usr/bin/env python3' \
+    -o dist/lavalite . --pip-args="--disable-pip-version-check --no-cache-dir"
+rm -rf build
+echo "built dist/lavalite ($(du -h dist/lavalite | cut -f1))"
+
+if [ "${1:-}" = "test" ]; then
+    shift
+    exec .venv/bin/python -m pytest -q "$@"
+fi

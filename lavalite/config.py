@@ -1,0 +1,467 @@
+"""LavaLite configuration: lavalite.conf plus its companions lim.conf, sbatchd.conf, queues.conf.
+
+Our own tiny INI parser rather than configparser, because every error must name FILE:LINE,
+the [section] and the key, and a bad file must report ALL its errors at once. One declarative
+table (KEYS) drives parsing, validation, defaults and the documented samples in etc/, so the
+docs cannot drift from the code. Imports stay cheap: this module is on every CLI command's path.
+"""
+import difflib
+import math
+import os
+import sys
+from types import SimpleNamespace
+
+LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
+FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
+QUEUE = "*"            # KEYS section for queues.conf: every section there is a queue
+SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
+_DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
+
+# (file, section, key, kind, default, doc). Defaults are written as they appear in a file, so
+# render() prints them verbatim and they are parsed like user values. kind "free" marks a section
+# of arbitrary `name = value` lines (key is None).
+KEYS = [
+    (LAVALITE, "cluster", "name", "str", "lavalite", "Cluster name, shown by commands and in logs."),
+    (LAVALITE, "cluster", "master_candidates", "list", "",
+     "Hosts that may run mbatchd, in failover order. Empty = this host only."),
+    (LAVALITE, "cluster", "admins", "list", "root", "Users allowed to administer the cluster."),
+    (LAVALITE, "cluster", "key_file", "path", "{state_dir}/cluster.key",
+     "Shared secret authenticating daemons and commands: same file on every host, mode 0600."),
+    (LAVALITE, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
+    (LAVALITE, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
+    (LAVALITE, "hosts", None, "free", "",
+     "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
+    (LAVALITE, "paths", "state_dir", "path", "/var/lib/lavalite",
+     "Daemon state: database, pid files, key. Relative paths are relative to this file."),
+    (LAVALITE, "paths", "spool_dir", "path", "/var/spool/lavalite",
+     "Job scripts, job working files and local sockets."),
+    (LAVALITE, "paths", "log_dir", "path", "/var/log/lavalite", "Daemon logs when [logging] target = file."),
+    (LAVALITE, "paths", "lim_conf", "path", "lim.conf",
+     "LIM settings. Missing at the default place = built-in defaults; any other path must exist."),
+    (LAVALITE, "paths", "sbatchd_conf", "path", "sbatchd.conf", "sbatchd settings (same rule as lim_conf)."),
+    (LAVALITE, "paths", "queues_conf", "path", "queues.conf",
+     "Queue definitions (same rule; missing = one queue `serial` with defaults)."),
+    (LAVALITE, "mbatchd", "port", "port", "6881", "TCP port mbatchd listens on."),
+    (LAVALITE, "mbatchd", "database", "path", "{state_dir}/lavalite.db", "The job database (SQLite)."),
+    (LAVALITE, "mbatchd", "default_queue", "str", "serial",
+     "Queue for jobs submitted without -q; must be defined in queues.conf."),
+    (LAVALITE, "mbatchd", "clean_period", "dur>=0", "1h",
+     "How long finished jobs stay in memory (shown by bjobs -a)."),
+    (LAVALITE, "mbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of mbatchd."),
+    (LAVALITE, "lim", "port", "port", "6879", "TCP port LIM listens on."),
+    (LAVALITE, "lim", "metrics_port", "port0", "0", "Prometheus metrics port of LIM."),
+    (LAVALITE, "sbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of sbatchd."),
+    (LAVALITE, "logging", "level", "choice:debug|info|warning|error", "info", "Daemon log level."),
+    (LAVALITE, "logging", "target", "choice:stderr|syslog|file", "stderr", "Where daemons log."),
+    (LIM, "lim", "poll_interval", "dur>0", "4", "Seconds between host load samples."),
+    (LIM, "lim", "poll_jitter", "dur>=0", "1", "Random extra delay per sample, so hosts do not poll in step."),
+    (LIM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats to mbatchd."),
+    (LIM, "lim", "heartbeat_misses", "int>=1", "3", "Missed heartbeats before a host is declared lost."),
+    (LIM, "lim", "restart_backoff", "dur>0", "1",
+     "First delay before restarting a dead mbatchd; doubles on each failure."),
+    (LIM, "lim", "restart_backoff_max", "dur>0", "30", "Upper bound of that delay."),
+    (LIM, "labels", None, "free", "",
+     "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem"),
+    (SBATCHD, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
+    (SBATCHD, "sbatchd", "work_dir", "path", "{spool_dir}/jobs", "Per-job scripts and state."),
+    (SBATCHD, "sbatchd", "cgroups", "choice:auto|on|off", "auto",
+     "Confine jobs in cgroups (auto = when cgroup v2 is delegated to us)."),
+    (SBATCHD, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
+     "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
+    (SBATCHD, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
+    (SBATCHD, "sbatchd", "reconnect_max", "dur>0", "30", "Maximum backoff while mbatchd is unreachable."),
+    (SBATCHD, "sbatchd", "hostname", "str", "",
+     "Name this sbatchd reports (empty = the system host name); lets several run on one machine."),
+    (QUEUES, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
+    (QUEUES, QUEUE, "max_running_user", "int>=0", "0", "Running jobs per user in this queue (0 = no limit)."),
+    (QUEUES, QUEUE, "max_running_queue", "int>=0", "0", "Running jobs in this queue (0 = no limit)."),
+    (QUEUES, QUEUE, "default_walltime", "dur>=0", "0", "Run limit of jobs that give none (0 = none)."),
+    (QUEUES, QUEUE, "max_walltime", "dur>=0", "0", "Largest run limit a job may ask for (0 = none)."),
+    (QUEUES, QUEUE, "max_attempts", "int>=1", "1", "Attempts a job gets unless bsub --retries says otherwise."),
+    (QUEUES, QUEUE, "max_retries", "int>=0", "10", "Upper bound on bsub --retries."),
+    (QUEUES, QUEUE, "retry_backoff", "dur>=0", "10", "Delay before the first retry; doubles each retry."),
+    (QUEUES, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
+    (QUEUES, QUEUE, "rerunnable", "bool", "no", "Requeue (PEND) jobs whose host is lost."),
+    (QUEUES, QUEUE, "open", "bool", "yes", "Accept submissions."),
+    (QUEUES, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
+    (QUEUES, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
+]
+_FILE_DOC = {
+    LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
+    LIM: "LIM (load information manager) settings. Every key is optional.",
+    SBATCHD: "sbatchd (per-host job runner) settings. Every key is optional.",
+    QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue.",
+}
+# (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
+_PAIRS = [("restart_backoff", "restart_backoff_max"), ("default_walltime", "max_walltime"),
+          ("retry_backoff", "retry_backoff_max")]
+# numeric kinds: (base, min, max, min is exclusive, description)
+_NUM = {"int": ("int", None, None, False, "integer"),
+        "int>=0": ("int", 0, None, False, "integer >= 0"),
+        "int>=1": ("int", 1, None, False, "integer >= 1"),
+        "port": ("int", 1, 65535, False, "TCP port 1-65535"),
+        "port0": ("int", 0, 65535, False, "TCP port, 0 = off"),
+        "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
+        "dur>=0": ("dur", 0, None, False, _DUR),
+        "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">"))}
+_BOOLS = {"yes": True, "true": True, "on": True, "1": True,
+          "no": False, "false": False, "off": False, "0": False}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+_SCHEMA = {f: {} for f in FILES}     # file -> section -> key -> (kind, default, doc)
+_FREE = {}                           # (file, section) -> doc
+for _f, _s, _k, _kind, _d, _doc in KEYS:
+    _rows = _SCHEMA[_f].setdefault(_s, {})
+    if _kind == "free":
+        _FREE[_f, _s] = _doc
+    else:
+        _rows[_k] = (_kind, _d, _doc)
+_NAMESPACES = [s for f in (LAVALITE, LIM, SBATCHD) for s in _SCHEMA[f] if (f, s) not in _FREE]
+
+
+class ConfigError(Exception):
+    def __init__(self, errors):
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+class Section(SimpleNamespace):
+    """One section's settings as attributes (conf.mbatchd.port)."""
+
+
+class QueueConf(SimpleNamespace):
+    """One queue of queues.conf; vars(q) is a plain JSON-able dict."""
+
+
+class Config:
+    def __init__(self, path):
+        self.path, self.dir = path, os.path.dirname(path)
+        for sec in dict.fromkeys(_NAMESPACES):
+            setattr(self, sec, Section())
+        self.hosts, self.queues = {}, {}
+        self.lim.labels = {}
+
+    def queue_order(self):
+        """Queues by priority, highest first; file order breaks ties (sorted is stable)."""
+        return sorted(self.queues.values(), key=lambda q: -q.priority)
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and vars(self) == vars(other)
+
+    def __repr__(self):
+        return f"Config({self.path!r})"
+
+
+def _convert(kind, raw):
+    """Text -> typed value; ValueError's message says what was expected."""
+    if kind in ("str", "path"):       # paths are resolved once [paths] is known
+        return raw
+    if kind == "list":
+        return raw.replace(",", " ").split()
+    if kind == "bool":
+        if raw.lower() in _BOOLS:
+            return _BOOLS[raw.lower()]
+        raise ValueError(f"expected yes/no/true/false/on/off/1/0, got {raw!r}")
+    if kind.startswith("choice:"):
+        if raw in kind[7:].split("|"):
+            return raw
+        raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
+    if kind == "slots" and raw == "auto":
+        return os.cpu_count() or 1
+    base, lo, hi, strict, desc = _NUM[kind]
+    try:
+        if base == "int":
+            value = int(raw)
+        else:
+            mult = _UNITS.get(raw[-1:].lower())
+            value = float(raw[:-1] if mult else raw) * (mult or 1)
+            if not math.isfinite(value):
+                raise ValueError
+    except ValueError:
+        want = ("a duration such as 90, 1.5, 90s, 10m, 2h, 1d" if base == "dur" else
+                "an integer" + (" or auto" if kind == "slots" else ""))
+        raise ValueError(f"expected {want}, got {raw!r}") from None
+    if (lo is not None and (value < lo or (strict and value == lo))) or (hi is not None and value > hi):
+        raise ValueError(f"{raw!r} out of range: expected {desc}")
+    return value
+
+
+def _queue_name_ok(name):
+    return name.isascii() and all(c.isalnum() or c in "_-." for c in name)
+
+
+def _hint(word, choices):
+    close = difflib.get_close_matches(word, list(choices), 1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _read(path, errors, queues=False):
+    """Syntax pass -> {section: (line, {key: (value, line)})} in file order, None if unreadable.
+    Known sections and keys are checked later, against KEYS."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+        return None
+    sections, cur, name = {}, None, None
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s[0] in "#;":
+            continue
+        if s[0] == "[" and s[-1] == "]":
+            name = " ".join(s[1:-1].split())
+            if queues and name.startswith("queue "):      # LSF-style `[queue NAME]` alias
+                name = name[6:]
+            cur = {}                   # keys of a rejected section are parsed, then dropped
+            if not name:
+                errors.append(f"{path}:{n}: empty section name []")
+            elif name in sections:
+                errors.append(f"{path}:{n}: duplicate {'queue' if queues else 'section'} [{name}]"
+                              f" (first at line {sections[name][0]})")
+            else:
+                sections[name] = (n, cur)
+            continue
+        key, eq, value = s.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            errors.append(f"{path}:{n}: expected [section] or key = value, got {s!r}")
+        elif cur is None:
+            errors.append(f"{path}:{n}: {key}: key = value before any [section]")
+        elif key in cur:
+            errors.append(f"{path}:{n}: [{name}] {key}: duplicate key (first at line {cur[key][1]})")
+        else:
+            cur[key] = (value.strip(), n)
+    return sections
+
+
+def _check(fname, path, parsed, errors):
+    """Report unknown sections/keys and bad free-form entries of one parsed file."""
+    schema = _SCHEMA[fname]
+    for sec, (sline, keys) in parsed.items():
+        if fname == QUEUES:
+            if not _queue_name_ok(sec):
+                errors.append(f"{path}:{sline}: bad queue name [{sec}]: use letters, digits, _ - .")
+            sec_key = QUEUE
+        elif sec not in schema:
+            elsewhere = [f for f in FILES if sec in _SCHEMA[f]]
+            hint = f"; it belongs in {elsewhere[0]}" if elsewhere else _hint(sec, schema)
+            errors.append(f"{path}:{sline}: unknown section [{sec}]{hint}")
+            continue
+        else:
+            sec_key = sec
+        if (fname, sec_key) in _FREE:
+            for key, (value, line) in keys.items():
+                if len(key.split()) != 1:
+                    errors.append(f"{path}:{line}: [{sec}] {key}: a host name cannot contain spaces")
+                elif not value:
+                    errors.append(f"{path}:{line}: [{sec}] {key}: empty value")
+            continue
+        for key, (_, line) in keys.items():
+            if key not in schema[sec_key]:
+                elsewhere = [f for f in FILES if key in _SCHEMA[f].get(sec_key, ())]
+                hint = f"; it belongs in {elsewhere[0]}" if elsewhere else _hint(key, schema[sec_key])
+                errors.append(f"{path}:{line}: [{sec}] {key}: unknown key{hint}")
+
+
+def _fill(ns, rows, given, path, sec, errors):
+    """Set every key of one section on ns: the given value if valid, else the default."""
+    for key, (kind, default, _) in rows.items():
+        raw, line = given.get(key, (default, None))
+        try:
+            value = _convert(kind, raw)
+        except ValueError as exc:
+            errors.append(f"{path}:{line}: [{sec}] {key}: {exc}")
+            value = _convert(kind, default)
+        setattr(ns, key, value)
+    for lo, hi in _PAIRS:
+        if lo in rows and hi in rows and 0 < getattr(ns, hi) < getattr(ns, lo):
+            key = lo if lo in given else hi
+            errors.append(f"{path}:{given[key][1]}: [{sec}] {key}: {lo} ({getattr(ns, lo):g}s) "
+                          f"exceeds {hi} ({getattr(ns, hi):g}s)")
+
+
+def _resolve_paths(conf, fname):
+    """Expand {state_dir}/{spool_dir}, ~ and relative paths (relative to lavalite.conf's dir)."""
+    # [paths] first, in table order (state_dir, spool_dir, ...), so later keys see resolved values
+    for sec in sorted(_SCHEMA[fname], key=lambda s: s != "paths"):
+        ns = getattr(conf, sec, None)
+        for key, (kind, _, _) in _SCHEMA[fname][sec].items():
+            if kind == "path":
+                value = getattr(ns, key)
+                for name in ("state_dir", "spool_dir"):
+                    value = value.replace("{%s}" % name, getattr(conf.paths, name))
+                setattr(ns, key, os.path.normpath(os.path.join(conf.dir, os.path.expanduser(value))))
+
+
+def _build(path, main, errors, read=True):
+    """Config from parsed lavalite.conf `main`; companions are read only if `read`."""
+    conf = Config(path)
+    _check(LAVALITE, path, main, errors)
+    for fname in FILES:
+        parsed, fpath = main, path
+        if fname != LAVALITE:
+            fpath = getattr(conf.paths, fname.replace(".", "_"))
+            parsed = None
+            if read and os.path.exists(fpath):
+                parsed = _read(fpath, errors, queues=fname == QUEUES)
+                if parsed is not None:
+                    _check(fname, fpath, parsed, errors)
+            elif read:
+                raw, line = main.get("paths", (0, {}))[1].get(fname.replace(".", "_"), (fname, 0))
+                if raw != fname:       # set explicitly elsewhere than the default place
+                    errors.append(f"{path}:{line}: [paths] {fname.replace('.', '_')}: "
+                                  f"{fpath} does not exist")
+        if fname == QUEUES:            # no queues.conf at all: one default queue `serial`
+            names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
+            for name in names:
+                q = conf.queues[name] = QueueConf(name=name)
+                _fill(q, _SCHEMA[QUEUES][QUEUE], (parsed or {}).get(name, (0, {}))[1], fpath, name,
+                      errors)
+            continue
+        parsed = parsed or {}
+        for sec, rows in _SCHEMA[fname].items():
+            given = parsed.get(sec, (0, {}))[1]
+            if (fname, sec) in _FREE:
+                table = {k: v for k, (v, _) in given.items() if v and len(k.split()) == 1}
+                if sec == "labels":
+                    conf.lim.labels = {k: v.replace(",", " ").split() for k, v in table.items()}
+                else:
+                    conf.hosts = table
+            else:
+                _fill(getattr(conf, sec), rows, given, fpath, sec, errors)
+        _resolve_paths(conf, fname)
+    dq = conf.mbatchd.default_queue
+    if dq not in conf.queues:
+        line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
+        if line:
+            errors.append(f"{path}:{line}: [mbatchd] default_queue: queue {dq!r} is not defined "
+                          f"in {conf.paths.queues_conf}")
+        else:
+            errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
+                          f"define it or set default_queue in {path}")
+    return conf
+
+
+def find_conf(explicit=None):
+    """--conf, then $LAVALITE_CONF (returned even if missing so load() reports it), then the
+    first of SEARCH that exists."""
+    if explicit:
+        return explicit
+    if os.environ.get("LAVALITE_CONF"):
+        return os.environ["LAVALITE_CONF"]
+    for cand in SEARCH:
+        if os.path.exists(os.path.expanduser(cand)):
+            return os.path.expanduser(cand)
+    raise ConfigError([f"no configuration found: looked at --conf, $LAVALITE_CONF, "
+                       f"{', '.join(SEARCH)}; run `lavalite up` for a private cluster, or "
+                       f"copy etc/lavalite.conf to /etc/lavalite/"])
+
+
+def load(path):
+    """Parse and validate lavalite.conf and its companions; ConfigError lists every error."""
+    path = os.path.abspath(os.path.expanduser(path))
+    errors = []
+    main = _read(path, errors)
+    if main is None:
+        raise ConfigError(errors)
+    conf = _build(path, main, errors)
+    if errors:
+        raise ConfigError(errors)
+    return conf
+
+
+def _state_paths(state_dir):
+    return {"state_dir": state_dir, "spool_dir": os.path.join(state_dir, "spool"),
+            "log_dir": os.path.join(state_dir, "log")}
+
+
+def defaults(state_dir):
+    """The embedded defaults with every path under state_dir (`lavalite up`, no root needed)."""
+    sd = os.path.abspath(os.path.expanduser(state_dir))
+    main = {"paths": (0, {k: (v, 0) for k, v in _state_paths(sd).items()})}
+    errors = []
+    conf = _build(os.path.join(sd, LAVALITE), main, errors, read=False)
+    assert not errors, errors
+    return conf
+
+
+def _fmt(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _describe(kind):
+    if kind in _NUM:
+        return _NUM[kind][4]
+    if kind.startswith("choice:"):
+        return "one of " + kind[7:]
+    return {"list": "names, separated by spaces or commas", "bool": "yes/no"}.get(kind, kind)
+
+
+def render(conf_name, values=None):
+    """Documented sample of conf_name: every key with its meaning, type and default, set to the
+    default or to values[section][key]. queues.conf gets the queues in values, else [serial]."""
+    values = values or {}
+    schema = _SCHEMA[conf_name]
+    for sec, keys in values.items():
+        rows = schema.get(QUEUE if conf_name == QUEUES else sec)
+        if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
+            raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
+    out = [f"# {_FILE_DOC[conf_name]}",
+           "# Syntax: [section], key = value, full-line comments with # or ;. No inline comments.", ""]
+    for sec in (list(values) or ["serial"]) if conf_name == QUEUES else schema:
+        out.append(f"[{sec}]")
+        given = values.get(sec, {})
+        if (conf_name, sec) in _FREE:
+            out += [f"# {_FREE[conf_name, sec]}"] + [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
+            continue
+        for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
+            out += [f"# {doc}", f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
+                    f"{key} = {_fmt(given.get(key, default))}".rstrip(), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_state_conf(state_dir, overrides):
+    """Write the four files into state_dir for `lavalite up` (paths default to state_dir, as in
+    defaults()); existing files are kept. Returns the lavalite.conf path."""
+    sd = os.path.abspath(os.path.expanduser(state_dir))
+    os.makedirs(sd, exist_ok=True)
+    for name in FILES:
+        values = {s: dict(kv) for s, kv in overrides.get(name, {}).items()}
+        if name == LAVALITE:
+            values["paths"] = {**_state_paths(sd), **values.get("paths", {})}
+        target = os.path.join(sd, name)
+        if not os.path.exists(target):
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(render(name, values))
+    return os.path.join(sd, LAVALITE)
+
+
+def _main(argv):
+    if len(argv) == 2 and argv[0] == "--write-samples":
+        os.makedirs(argv[1], exist_ok=True)
+        for name in FILES:
+            with open(os.path.join(argv[1], name), "w", encoding="utf-8") as f:
+                f.write(render(name))
+        return 0
+    if argv[:1] == ["--check"] and len(argv) <= 2:
+        try:
+            conf = load(find_conf(argv[1] if len(argv) == 2 else None))
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"{conf.path}: OK, queues: {' '.join(conf.queues)}")
+        return 0
+    print("usage: python -m lavalite.config --write-samples DIR | --check [LAVALITE_CONF]",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,21 @@
+"""Host names and addresses: who this node is, and where mbatchd may be."""
+import os
+import socket
+
+
+def local_host(explicit=None):
+    """This node's name: --host, then $LAVALITE_HOST, then the system's host name. The override
+    lets several nodes share one machine (tests, network namespaces)."""
+    return explicit or os.environ.get("LAVALITE_HOST") or socket.gethostname()
+
+
+def address(conf, host):
+    """The address to dial for `host`: lavalite.conf's [hosts] table, else the name itself."""
+    return conf.hosts.get(host, host)
+
+
+def mbatchd_endpoints(conf, me=None):
+    """(host, address, port) for every master candidate in priority order; with no candidates
+    configured, mbatchd runs on this node."""
+    candidates = conf.cluster.master_candidates or [local_host(me)]
+    return [(h, address(conf, h), conf.mbatchd.port) for h in candidates]

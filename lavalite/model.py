@@ -1,0 +1,161 @@
+"""The job/host/queue model and the job state machine.
+
+Plain data with __slots__ (mbatchd holds every unfinished job in memory), and one transition
+function through which every state change goes, so an illegal move cannot be written.
+"""
+
+PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
+FINISHED = frozenset((DONE, FAILED, KILLED))
+STATES = (PEND, RUN, DONE, FAILED, KILLED)
+
+# Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
+# that never reached its host.
+TRANSITIONS = {
+    PEND: frozenset((RUN, KILLED)),
+    RUN: frozenset((DONE, FAILED, KILLED, PEND)),
+    DONE: frozenset(),
+    FAILED: frozenset(),
+    KILLED: frozenset(),
+}
+
+# Why an attempt ended (FAILED(reason) in bjobs). "exit" and "signal" come with a number.
+EXIT, SIGNAL, TIMEOUT, KILLED_REASON, OOM, NODE_LOST, EXEC_FAILED = (
+    "exit", "signal", "timeout", "killed", "oom", "node_lost", "exec_failed")
+# Endings worth another attempt: the job itself failed. A timeout, a kill or an OOM would only
+# repeat, so they end the job at once (Slurm and LSF requeue only on request, too).
+RETRYABLE = frozenset((EXIT, SIGNAL, EXEC_FAILED, NODE_LOST))
+
+# Why a job is pending (bjobs -l), as LSF's pending reasons.
+PR_NEW = "New job is waiting for scheduling"
+PR_USER_CAP = "The user has reached the queue's per-user job slot limit (max_running_user)"
+PR_QUEUE_CAP = "The queue has reached its job slot limit (max_running_queue)"
+PR_NO_SLOT = "No host has a free job slot"
+PR_TOO_BIG = "No host has enough job slots for this job (-n)"
+PR_BACKOFF = "Waiting for the retry backoff to expire"
+PR_QUEUE_INACTIVE = "The queue is inactivated"
+
+# Host states as bhosts shows them.
+HOST_OK, HOST_CLOSED, HOST_UNAVAIL = "ok", "closed_Adm", "unavail"
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+class Job:
+    """One job. `spec` is immutable after submit (cmd, cwd, out, err, env_id, walltime, ...);
+    the other attributes are its mutable state."""
+    __slots__ = ("id", "req_id", "user", "uid", "queue", "name", "spec", "slots",
+                 "state", "reason", "attempt", "max_attempts", "host",
+                 "submit_time", "start_time", "end_time", "eligible_time",
+                 "exit_code", "exit_signal", "kill_requested", "pend_seq", "stored")
+
+    def __init__(self, id, user, uid, queue, name, spec, *, req_id=None, slots=1,
+                 max_attempts=1, submit_time=0.0):
+        self.id = id
+        self.req_id = req_id
+        self.user = user
+        self.uid = uid
+        self.queue = queue
+        self.name = name
+        self.spec = spec
+        self.slots = slots
+        self.state = PEND
+        self.reason = ""
+        self.attempt = 0
+        self.max_attempts = max_attempts
+        self.host = None
+        self.submit_time = submit_time
+        self.start_time = None
+        self.end_time = None
+        self.eligible_time = submit_time
+        self.exit_code = None
+        self.exit_signal = None
+        self.kill_requested = False
+        self.pend_seq = 0          # FIFO key inside its queue; set each time the job enters PEND
+        self.stored = False        # has a row in the store (insert vs update)
+
+    @property
+    def finished(self):
+        return self.state in FINISHED
+
+    @property
+    def stat(self):
+        """The STAT column: FAILED carries its reason, as FAILED(timeout)."""
+        if self.state == FAILED and self.reason:
+            return f"FAILED({self.reason})"
+        return self.state
+
+
+class Event:
+    """A row of job_events: one state change, written in the same transaction as the job row."""
+    __slots__ = ("job_id", "time", "old", "new", "reason", "host", "attempt")
+
+    def __init__(self, job_id, time, old, new, reason, host, attempt):
+        self.job_id, self.time, self.old, self.new = job_id, time, old, new
+        self.reason, self.host, self.attempt = reason, host, attempt
+
+    def as_tuple(self):
+        return (self.job_id, self.time, self.old, self.new, self.reason, self.host, self.attempt)
+
+
+def transition(job, new, now, reason=""):
+    """Move `job` to state `new`, or raise IllegalTransition. Returns the Event to store.
+
+    Side effects on times follow the state: entering RUN clears the previous attempt's end,
+    entering a finished state stamps end_time."""
+    old = job.state
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"job {job.id}: {old} -> {new} is not allowed")
+    job.state = new
+    job.reason = reason
+    if new == RUN:
+        job.attempt += 1
+        job.start_time = None      # set by the START report
+        job.end_time = None
+        job.exit_code = job.exit_signal = None
+    elif new in FINISHED:
+        job.end_time = now
+    return Event(job.id, now, old, new, reason, job.host, job.attempt)
+
+
+class Host:
+    """A worker as mbatchd sees it: slots from sbatchd's registration, load from LIM."""
+    __slots__ = ("name", "slots", "used", "status", "connected", "load", "labels", "stored")
+
+    def __init__(self, name, slots=0):
+        self.name = name
+        self.slots = slots
+        self.used = 0
+        self.status = HOST_UNAVAIL
+        self.connected = False
+        self.load = {}
+        self.labels = []
+        self.stored = False
+
+    @property
+    def free(self):
+        return self.slots - self.used if self.status == HOST_OK else 0
+
+
+def job_view(job, pend_reason=None):
+    """The JSON shape of a job in replies (bjobs, --json). Stable: scripts read it."""
+    spec = job.spec
+    return {
+        "id": job.id, "user": job.user, "queue": job.queue, "name": job.name,
+        "state": job.state, "stat": job.stat, "reason": job.reason,
+        "pend_reason": pend_reason if job.state == PEND else None,
+        "from_host": spec.get("from_host"), "exec_host": job.host,
+        "submit_time": job.submit_time, "start_time": job.start_time,
+        "end_time": job.end_time, "exit_code": job.exit_code, "exit_signal": job.exit_signal,
+        "attempt": job.attempt, "max_attempts": job.max_attempts, "slots": job.slots,
+        "cmd": spec.get("cmd"), "cwd": spec.get("cwd"), "out": spec.get("out"),
+        "err": spec.get("err"), "walltime": spec.get("walltime"),
+        "kill_requested": job.kill_requested,
+    }
+
+
+
+def submitted(job, now):
+    """The first event of a job's life (no previous state)."""
+    return Event(job.id, now, None, PEND, "submitted", None, 0)

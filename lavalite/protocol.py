@@ -1,0 +1,113 @@
+"""Wire protocol: a 4-byte big-endian length, then one JSON object.
+
+Requests carry {"v": 1, "op": ..., "id": ...}; replies carry the request's id and "ok".
+One-way messages (dispatch, report, ack) are requests nobody answers. Every malformed input
+becomes a ProtocolError, which the receiver turns into an error reply (framing intact) or a
+closed connection (framing lost): never a crash, never a half-applied change.
+"""
+import struct
+
+import orjson
+
+VERSION = 1
+MAX_FRAME = 64 << 20
+_HDR = struct.Struct(">I")
+
+# Error codes in {"ok": false, "error": {"code": ..., "message": ...}}
+BAD_FRAME = "bad_frame"
+TOO_BIG = "frame_too_big"
+BAD_VERSION = "bad_version"
+UNKNOWN_OP = "unknown_op"
+BAD_REQUEST = "bad_request"
+AUTH = "auth"
+NOT_FOUND = "not_found"
+DENIED = "permission_denied"
+UNAVAILABLE = "unavailable"
+INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """An error to send back as a typed error reply. `fatal` closes the connection after it."""
+
+    def __init__(self, code, message, fatal=False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+def encode(msg):
+    body = orjson.dumps(msg)
+    return _HDR.pack(len(body)) + body
+
+
+def dumps(obj):
+    return orjson.dumps(obj)
+
+
+def loads(data):
+    return orjson.loads(data)
+
+
+def reply(req_id, **fields):
+    return {"v": VERSION, "id": req_id, "ok": True, **fields}
+
+
+def error(req_id, code, message):
+    return {"v": VERSION, "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def check_message(msg):
+    """Validate the envelope of a decoded frame; the op's own fields are checked by its handler."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_FRAME, "a frame must hold a JSON object")
+    if msg.get("v") != VERSION:
+        raise ProtocolError(BAD_VERSION, f"protocol version {msg.get('v')!r} is not {VERSION}")
+    if "op" not in msg and "ok" not in msg:
+        raise ProtocolError(BAD_FRAME, "a frame needs 'op' (request) or 'ok' (reply)")
+    return msg
+
+
+class Decoder:
+    """Incremental frame splitter: feed bytes, get messages or ProtocolErrors in order."""
+
+    def __init__(self, max_frame=MAX_FRAME):
+        self.buf = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        buf = self.buf
+        pos = 0
+        while len(buf) - pos >= 4:
+            (size,) = _HDR.unpack_from(buf, pos)
+            if size > self.max_frame:
+                out.append(ProtocolError(TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame}",
+                                         fatal=True))
+                buf.clear()
+                return out
+            if len(buf) - pos - 4 < size:
+                break
+            body = bytes(buf[pos + 4:pos + 4 + size])
+            pos += 4 + size
+            try:
+                out.append(check_message(orjson.loads(body)))
+            except orjson.JSONDecodeError as exc:
+                out.append(ProtocolError(BAD_FRAME, f"frame body is not JSON: {exc}"))
+            except ProtocolError as exc:
+                out.append(exc)
+        del buf[:pos]
+        return out
+
+
+def require(msg, field, kind, optional=False):
+    """A request field of the expected JSON type, or a BAD_REQUEST error naming it."""
+    if field not in msg or msg[field] is None:
+        if optional:
+            return None
+        raise ProtocolError(BAD_REQUEST, f"missing field {field!r} in {msg.get('op')!r}")
+    value = msg[field]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(BAD_REQUEST, f"field {field!r} of {msg.get('op')!r} has the wrong type")
+    return value

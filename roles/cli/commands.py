@@ -1,0 +1,204 @@
+"""The commands that talk to mbatchd: submit (bsub), jobs (bjobs), kill (bkill), queues
+(bqueues), hosts (bhosts). Output follows LSF's wording and columns, which users' scripts read."""
+import argparse
+import os
+import sys
+import time
+import uuid
+
+from lavalite.hosts import local_host
+
+
+def _client(args):
+    from roles.cli import client
+    return client(args)
+
+
+# --- bsub
+
+def _setup_submit(p):
+    p.add_argument("-q", dest="queue", help="queue (default: the cluster's default queue)")
+    p.add_argument("-J", dest="name", help="job name")
+    p.add_argument("-o", dest="out", help="stdout file; %%J is the job id (stderr too unless -e)")
+    p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
+    p.add_argument("-W", dest="walltime_min", metavar="[HOURS:]MINUTES",
+                   help="wall-clock limit, as LSF's -W")
+    p.add_argument("--time", dest="walltime", type=float, metavar="SECS",
+                   help="wall-clock limit in seconds")
+    p.add_argument("-n", dest="slots", type=int, default=1, help="job slots (default 1)")
+    p.add_argument("--retries", type=int, metavar="N", help="run again up to N times on failure")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS]")
+
+
+def _walltime(args):
+    if args.walltime_min is None:
+        return args.walltime
+    hours, _, minutes = args.walltime_min.rpartition(":")
+    try:
+        return (int(hours or 0) * 60 + int(minutes)) * 60.0
+    except ValueError:
+        sys.exit(f"bsub: -W takes [HOURS:]MINUTES, not {args.walltime_min!r}")
+
+
+def submit(args):
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("bsub: no command to run (bsub [options] -- COMMAND [ARGS])", file=sys.stderr)
+        return 2
+    spec = {"cmd": cmd, "queue": args.queue, "name": args.name, "out": args.out,
+            "err": args.err, "walltime": _walltime(args), "slots": args.slots,
+            "retries": args.retries, "cwd": os.getcwd(), "env": dict(os.environ),
+            "from_host": local_host()}
+    reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
+                               req=uuid.uuid4().hex)
+    where = "queue" if args.queue else "default queue"
+    print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.")
+    return 0
+
+
+# --- bjobs
+
+def _setup_jobs(p):
+    p.add_argument("-a", dest="all", action="store_true",
+                   help="also jobs that finished recently")
+    p.add_argument("-u", dest="user", help="jobs of USER, or all")
+    p.add_argument("-q", dest="queue", help="only jobs of this queue")
+    p.add_argument("-l", dest="long", action="store_true", help="long format")
+    p.add_argument("--json", action="store_true", help="JSON, one object per job")
+    p.add_argument("jobs", nargs="*", type=_job_id, metavar="JOBID")
+
+
+def _job_id(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id")
+    return value
+
+
+def _short_time(t):
+    return time.strftime("%b %e %H:%M", time.localtime(t)) if t else "-"
+
+
+def _long_time(t):
+    return time.strftime("%a %b %e %H:%M:%S", time.localtime(t))
+
+
+def table(rows, header):
+    """Columns as wide as their widest cell, LSF style (left aligned, two spaces apart)."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def jobs(args):
+    import json
+    users = [args.user] if args.user else None
+    reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all,
+                               queue=args.queue)
+    found = sorted(reply["jobs"], key=lambda j: j["id"])
+    for job_id in reply["missing"]:
+        print(f"Job <{job_id}> is not found", file=sys.stderr)
+    if args.json:
+        for j in found:
+            print(json.dumps(j))
+    elif args.long:
+        for j in found:
+            _print_long(j)
+    elif found:
+        table([[j["id"], j["user"], j["stat"], j["queue"], j["from_host"] or "-",
+                j["exec_host"] or "-", j["name"], _short_time(j["submit_time"])] for j in found],
+              ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME",
+               "SUBMIT_TIME"])
+    elif not reply["missing"]:
+        print("No unfinished job found" if not args.all else "No job found", file=sys.stderr)
+    return 1 if reply["missing"] else 0
+
+
+def _print_long(j):
+    cmd = " ".join(j["cmd"] or [])
+    print(f"Job <{j['id']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
+          f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
+          f"Command <{cmd}>")
+    files = "".join(f", {label} <{j[k]}>" for label, k in (("Output File", "out"),
+                                                            ("Error File", "err")) if j[k])
+    print(f"{_long_time(j['submit_time'])}: Submitted from host <{j['from_host']}>, "
+          f"CWD <{j['cwd']}>{files};")
+    if j["walltime"]:
+        print(f"  RUNLIMIT: {j['walltime'] / 60:.1f} min ({j['walltime']:g} s)")
+    if j["start_time"]:
+        print(f"{_long_time(j['start_time'])}: Started {j['slots']} Task(s) on Host(s) "
+              f"<{j['exec_host']}>;")
+    elif j["state"] == "RUN":
+        print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")
+    if j["end_time"]:
+        print(f"{_long_time(j['end_time'])}: {_ending(j)}")
+    if j["state"] == "PEND":
+        if j["reason"]:
+            print(f"  Last attempt: {j['reason']}")
+        print(" PENDING REASONS:")
+        print(f" {j['pend_reason']};")
+    elif j["kill_requested"] and j["state"] == "RUN":
+        print("  Kill requested; waiting for the job to end;")
+    print()
+
+
+def _ending(j):
+    if j["state"] == "DONE":
+        return "Done successfully."
+    if j["state"] == "KILLED":
+        return "Killed by user request."
+    detail = {"timeout": "Exceeded its wall-clock limit (TERM_RUNLIMIT)",
+              "oom": "Exceeded its memory limit (TERM_MEMLIMIT)",
+              "node_lost": "Its host was lost",
+              "exec_failed": f"Could not start (exit code {j['exit_code']})"}
+    if j["exit_signal"] is not None and j["reason"] == "signal":
+        return f"Exited by signal {j['exit_signal']}."
+    if j["reason"] in detail:
+        return detail[j["reason"]] + "."
+    return f"Exited with exit code {j['exit_code']}."
+
+
+# --- bkill
+
+def _setup_kill(p):
+    p.add_argument("jobs", nargs="+", type=_job_id, metavar="JOBID")
+
+
+def kill(args):
+    results = _client(args).call("kill", jobs=args.jobs)["results"]
+    failed = False
+    for r in results:
+        print(r["message"], file=sys.stdout if r["ok"] else sys.stderr)
+        failed |= not r["ok"]
+    return 1 if failed else 0
+
+
+# --- bqueues, bhosts
+
+def queues(args):
+    rows = _client(args).call("queues")["queues"]
+    table([[q["name"], q["priority"], q["status"], q["max"] or "-", q["max_user"] or "-",
+            q["pend"] + q["run"], q["pend"], q["run"]] for q in rows],
+          ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "NJOBS", "PEND", "RUN"])
+
+
+def hosts(args):
+    rows = _client(args).call("hosts")["hosts"]
+    table([[h["name"], h["status"], h["slots"], h["used"], h["jobs"], h["free"]] for h in rows],
+          ["HOST_NAME", "STATUS", "MAX", "NJOBS", "RUN", "FREE"])
+
+
+def _none(p):
+    pass
+
+
+COMMANDS = {
+    "submit": (_setup_submit, submit, "submit a job (bsub)"),
+    "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
+    "kill": (_setup_kill, kill, "kill jobs (bkill)"),
+    "queues": (_none, queues, "show queues (bqueues)"),
+    "hosts": (_none, hosts, "show hosts (bhosts)"),
+}

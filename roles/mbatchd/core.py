@@ -1,0 +1,515 @@
+"""mbatchd's functional core: every event is a method over in-memory state.
+
+No sockets and no SQL here. Each handler changes memory and records what the shell must do
+afterwards: rows to commit (dirty jobs, events, hosts, envs, users), messages to send to hosts
+(outbox). The shell commits once per loop turn, then sends, so nothing leaves mbatchd before it
+is durable.
+"""
+import hashlib
+import heapq
+from collections import deque
+
+from lavalite import protocol as P
+from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
+                            KILLED, KILLED_REASON, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
+                            RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
+                            submitted, transition)
+from scheduler import QueueView, Snapshot, live, plan
+
+MAX_CMD_BYTES = 128 << 10
+
+
+class Core:
+    def __init__(self, conf, state, now):
+        """`state` is what Store.load returned."""
+        self.conf = conf
+        self.admins = set(conf.cluster.admins)
+        self.queues = {}                     # name -> QueueView, in priority order
+        self.qconf = {}
+        self._set_queues(conf)
+        self.jobs = {}                       # id -> Job: live, and finished within clean_period
+        self.by_req = {}                     # client request id -> job id
+        self.host_jobs = {}                  # host -> {job id} running there
+        self.hosts = {}
+        self.free = {}                       # host -> free slots, usable hosts with free > 0
+        self.total_free = 0
+        self.backoff = []                    # heap of (eligible_time, job id)
+        self.finished = deque()              # (end_time, job id), for expiry from memory
+        self.reasons = {}                    # last plan's pending reasons
+        self.npend = {}                      # queue -> PEND jobs, kept as jobs move
+        self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
+        self.env_ids = {}                    # hash -> env id, for envs in memory
+        self.users = state["users"]
+        self.next_id = state["next_job_id"]
+        self.next_seq = state["next_pend_seq"]
+        self.next_env = state["next_env_id"]
+        self.new_turn()
+        self.wake = True
+        for host in state["hosts"]:
+            host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
+            self.hosts[host.name] = host
+            self.host_jobs[host.name] = set()
+        for job in state["jobs"]:
+            self._adopt(job, state["envs"], now)
+
+    def new_turn(self):
+        """Forget what the last turn recorded; called by the shell after each commit."""
+        self.dirty_jobs = {}
+        self.events = []
+        self.dirty_hosts = {}
+        self.new_envs = []
+        self.new_users = []
+        self.outbox = {}                     # host -> [message]
+
+    def _set_queues(self, conf):
+        for qc in conf.queue_order():
+            view = self.queues.get(qc.name) or QueueView(qc.name)
+            view.priority, view.active = qc.priority, qc.active
+            view.max_running_user, view.max_running_queue = qc.max_running_user, qc.max_running_queue
+            self.queues[qc.name] = view
+            self.qconf[qc.name] = qc
+
+    def _queue(self, name):
+        """A queue a stored job names: one dropped from queues.conf lives on, inactive, so its
+        jobs stay visible and killable."""
+        if name not in self.queues:
+            self.queues[name] = QueueView(name, priority=-1, active=False)
+        return self.queues[name]
+
+    def _adopt(self, job, envs, now):
+        """Put a job loaded from the store back into the indexes."""
+        self.jobs[job.id] = job
+        if job.req_id:
+            self.by_req[job.req_id] = job.id
+        if job.state in FINISHED:
+            self.finished.append((job.end_time, job.id))
+            return
+        env_id = job.spec.get("env_id")
+        if env_id in envs:
+            digest, env = envs[env_id]
+            self._env_ref(env_id, digest, env)
+        q = self._queue(job.queue)
+        if job.state == PEND:
+            self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+            if job.eligible_time > now:
+                heapq.heappush(self.backoff, (job.eligible_time, job.id))
+            else:
+                q.pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        else:
+            self._count_run(job, +1)
+            if job.host not in self.hosts:
+                self.hosts[job.host] = Host(job.host)
+                self.host_jobs[job.host] = set()
+            self.host_jobs[job.host].add(job.id)
+            self.hosts[job.host].used += job.slots
+
+    def sort_pending(self):
+        """After a reload, put every FIFO in pend_seq order (jobs came in id order)."""
+        for q in self.queues.values():
+            for user, fifo in q.pending.items():
+                q.pending[user] = deque(sorted(fifo, key=lambda e: e[0]))
+
+    # --- bookkeeping helpers
+
+    def _dirty(self, job, event=None):
+        self.dirty_jobs[job.id] = job
+        if event is not None:
+            self.events.append(event)
+
+    def _move(self, job, new, now, reason=""):
+        """Every state change of a job: the model's transition, the event, the counters."""
+        old = job.state
+        self._dirty(job, transition(job, new, now, reason))
+        for state, sign in ((old, -1), (new, +1)):
+            if state == PEND:
+                self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
+
+    def _send(self, host, msg):
+        self.outbox.setdefault(host, []).append(msg)
+
+    def _count_run(self, job, sign):
+        q = self._queue(job.queue)
+        q.running += sign * job.slots
+        q.running_user[job.user] = q.running_user.get(job.user, 0) + sign * job.slots
+        if not q.running_user[job.user]:
+            del q.running_user[job.user]
+
+    def _set_free(self, host):
+        old = self.free.pop(host.name, 0)
+        self.total_free -= old
+        if host.free > 0:
+            self.free[host.name] = host.free
+            self.total_free += host.free
+
+    def _enqueue(self, job):
+        job.pend_seq = self.next_seq
+        self.next_seq += 1
+        self._queue(job.queue).pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        self.wake = True
+
+    def _env_ref(self, env_id, digest, env):
+        entry = self.envs.get(env_id)
+        if entry is None:
+            entry = self.envs[env_id] = [digest, env, 0]
+            self.env_ids[digest] = env_id
+        entry[2] += 1
+
+    def _env_unref(self, job):
+        entry = self.envs.get(job.spec.get("env_id"))
+        if entry is not None:
+            entry[2] -= 1
+            if entry[2] <= 0:
+                del self.envs[job.spec["env_id"]]
+                del self.env_ids[entry[0]]
+
+    def _finish(self, job, now):
+        """Bookkeeping common to every end of a job."""
+        self.finished.append((now, job.id))
+        self._env_unref(job)
+
+    # --- client requests
+
+    def submit(self, ident, msg, now, lookup_env):
+        """lookup_env(digest) -> env id already in the store, or None."""
+        req = msg.get("req")
+        if req is not None:
+            if not isinstance(req, str) or len(req) > 128:
+                raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
+            if req in self.by_req:
+                job = self.jobs[self.by_req[req]]
+                return {"job": job.id, "queue": job.queue, "duplicate": True}
+        spec = P.require(msg, "spec", dict)
+        cmd = spec.get("cmd")
+        if (not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd)
+                or sum(map(len, cmd)) > MAX_CMD_BYTES):
+            raise P.ProtocolError(P.BAD_REQUEST, "cmd must be a non-empty list of strings")
+        qname = spec.get("queue") or self.conf.mbatchd.default_queue
+        if qname not in self.qconf:
+            raise P.ProtocolError(P.NOT_FOUND, f"Queue <{qname}> does not exist "
+                                  f"(queues: {', '.join(self.qconf)})")
+        qc = self.qconf[qname]
+        if not qc.open:
+            raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
+        walltime = _number(spec, "walltime", qc.default_walltime or None)
+        if walltime is not None and walltime <= 0:
+            raise P.ProtocolError(P.BAD_REQUEST, "walltime must be positive")
+        if walltime and qc.max_walltime and walltime > qc.max_walltime:
+            raise P.ProtocolError(P.BAD_REQUEST, f"walltime {walltime:g} s exceeds queue "
+                                  f"<{qname}>'s max_walltime of {qc.max_walltime:g} s")
+        retries = spec.get("retries")
+        if retries is None:
+            attempts = qc.max_attempts
+        elif isinstance(retries, int) and 0 <= retries <= qc.max_retries:
+            attempts = retries + 1
+        else:
+            raise P.ProtocolError(P.BAD_REQUEST, f"retries must be 0..{qc.max_retries} "
+                                  f"in queue <{qname}>")
+        slots = spec.get("slots", 1)
+        if not isinstance(slots, int) or slots < 1:
+            raise P.ProtocolError(P.BAD_REQUEST, "slots (-n) must be a positive integer")
+        env = spec.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
+        for field in ("cwd", "out", "err", "name", "from_host"):
+            if not isinstance(spec.get(field) or "", str):
+                raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a string")
+
+        job_id = self.next_id
+        self.next_id += 1
+        stored = {"cmd": cmd, "cwd": spec.get("cwd") or "/", "out": spec.get("out"),
+                  "err": spec.get("err"), "walltime": walltime,
+                  "env_id": self._intern_env(env, lookup_env),
+                  "from_host": spec.get("from_host") or ident.get("host")}
+        name = spec.get("name") or " ".join(cmd)[:60]
+        job = Job(job_id, ident["user"], ident["uid"], qname, name, stored, req_id=req,
+                  slots=slots, max_attempts=attempts, submit_time=now)
+        self.jobs[job_id] = job
+        if req is not None:
+            self.by_req[req] = job_id
+        if ident["user"] not in self.users:
+            self.users.add(ident["user"])
+            self.new_users.append((ident["user"], ident["uid"], now))
+        self._enqueue(job)
+        self._dirty(job, submitted(job, now))
+        self.npend[qname] = self.npend.get(qname, 0) + 1
+        return {"job": job_id, "queue": qname}
+
+    def _intern_env(self, env, lookup_env):
+        data = P.dumps(dict(sorted(env.items())))
+        digest = hashlib.sha1(data).hexdigest()
+        env_id = self.env_ids.get(digest)
+        if env_id is None:
+            env_id = lookup_env(digest)
+            if env_id is None:
+                env_id = self.next_env
+                self.next_env += 1
+                self.new_envs.append((env_id, digest, env))
+        self._env_ref(env_id, digest, env)
+        return env_id
+
+    def kill(self, ident, msg, now):
+        ids = P.require(msg, "jobs", list)
+        results = []
+        for job_id in ids:
+            job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+            if job is None:
+                results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
+                                "message": f"Job <{job_id}>: No matching job found"})
+                continue
+            if ident["user"] != job.user and ident["user"] not in self.admins:
+                results.append({"job": job_id, "ok": False, "code": P.DENIED,
+                                "message": f"Job <{job_id}>: User permission denied"})
+                continue
+            results.append(self._kill(job, now))
+        return {"results": results}
+
+    def _kill(self, job, now):
+        if job.state == KILLED:
+            return {"job": job.id, "ok": True, "message": f"Job <{job.id}>: Job has already been killed"}
+        if job.state in FINISHED:
+            return {"job": job.id, "ok": False, "code": "finished",
+                    "message": f"Job <{job.id}>: Job has already finished"}
+        if job.state == PEND:
+            self._move(job, KILLED, now, KILLED_REASON)
+            self._finish(job, now)
+        else:
+            if not job.kill_requested:
+                job.kill_requested = True
+                self._dirty(job)
+            self._send(job.host, {"op": "kill", "job": job.id, "attempt": job.attempt})
+        return {"job": job.id, "ok": True, "message": f"Job <{job.id}> is being terminated"}
+
+    def query_jobs(self, ident, msg, now, load_job):
+        """bjobs. load_job(id) reads a job gone from memory from the store."""
+        ids = msg.get("jobs") or []
+        if ids:
+            out, missing = [], []
+            for job_id in ids:
+                job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+                job = job or (load_job(job_id) if isinstance(job_id, int) else None)
+                if job is None:
+                    missing.append(job_id)
+                else:
+                    out.append(self._view(job, now))
+            return {"jobs": out, "missing": missing}
+        users = msg.get("users") or [ident["user"]]
+        every_user = "all" in users
+        show_finished = bool(msg.get("all"))
+        queue = msg.get("queue")
+        out = [self._view(j, now) for j in self.jobs.values()
+               if (every_user or j.user in users) and (show_finished or j.state not in FINISHED)
+               and (not queue or j.queue == queue)]
+        return {"jobs": out, "missing": []}
+
+    def _view(self, job, now):
+        return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
+
+    def pending_reason(self, job, now):
+        if job.eligible_time > now:
+            return f"{PR_BACKOFF} (eligible in {job.eligible_time - now:.0f} s)"
+        reason = self.reasons.get((job.queue, job.user)) or self.reasons.get((job.queue, None))
+        if reason:
+            return reason
+        return PR_NO_SLOT if self.total_free <= 0 else PR_NEW
+
+    def query_queues(self):
+        out = []
+        for name, q in self.queues.items():
+            qc = self.qconf.get(name)
+            out.append({"name": name, "priority": q.priority,
+                        "status": ("Open" if qc and qc.open else "Closed") + ":" +
+                                  ("Active" if q.active else "Inact"),
+                        "max": q.max_running_queue, "max_user": q.max_running_user,
+                        "pend": self.npend.get(name, 0), "run": q.running,
+                        "description": qc.description if qc else "(not in queues.conf)"})
+        return {"queues": out}
+
+    def query_hosts(self):
+        return {"hosts": [{"name": h.name, "status": h.status, "slots": h.slots, "used": h.used,
+                           "free": h.free, "load": h.load, "jobs": len(self.host_jobs[h.name])}
+                          for h in self.hosts.values()]}
+
+    # --- hosts
+
+    def host_register(self, name, msg, now):
+        """sbatchd (re)connects: its slots, the attempts it runs, its unacknowledged reports."""
+        slots = P.require(msg, "slots", int)
+        running = {(j, a) for j, a in P.require(msg, "running", list)}
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = Host(name)
+            self.host_jobs[name] = set()
+        host.slots = slots
+        host.connected = True
+        if host.status != HOST_CLOSED:
+            host.status = HOST_OK
+        self.dirty_hosts[name] = host
+        acks = self.reports(name, msg.get("reports") or [], now)
+        for job_id in list(self.host_jobs[name]):
+            job = self.jobs[job_id]
+            if (job.id, job.attempt) in running:
+                if job.kill_requested:
+                    self._send(name, {"op": "kill", "job": job.id, "attempt": job.attempt})
+            else:
+                # Committed as RUN but never delivered (mbatchd died in between): send again.
+                # sbatchd starts an attempt at most once, so this cannot run it twice.
+                self._dispatch_msgs(name, [job])
+        for job_id, attempt in running:
+            job = self.jobs.get(job_id)
+            if job is None or job.state != RUN or job.attempt != attempt or job.host != name:
+                self._send(name, {"op": "kill", "job": job_id, "attempt": attempt, "stale": True})
+        self._set_free(host)
+        self.wake = True
+        return acks
+
+    def host_gone(self, name, now):
+        """The sbatchd connection dropped. Its jobs keep running there; it reports on return."""
+        host = self.hosts.get(name)
+        if host is None:
+            return
+        host.connected = False
+        if host.status == HOST_OK:
+            host.status = HOST_UNAVAIL
+        host.load["time"] = now
+        self.dirty_hosts[name] = host
+        self._set_free(host)
+
+    def host_load(self, loads):
+        """LIM's view: {host: {...load...}}."""
+        for name, load in loads.items():
+            host = self.hosts.get(name)
+            if host is not None:
+                host.load = load
+                host.labels = load.get("labels", [])
+
+    # --- reports from sbatchd
+
+    def reports(self, host, reports, now):
+        """Apply START/EXIT reports; return the report ids to acknowledge after commit.
+        A report of an attempt that is no longer current changes nothing and is acknowledged."""
+        acks = []
+        for rep in reports:
+            if not isinstance(rep, dict) or not isinstance(rep.get("rid"), int):
+                raise P.ProtocolError(P.BAD_REQUEST, "a report needs an integer rid")
+            acks.append(rep["rid"])
+            job = self.jobs.get(rep.get("job"))
+            if (job is None or job.state != RUN or job.attempt != rep.get("attempt")
+                    or job.host != host):
+                continue
+            if rep.get("kind") == "start":
+                job.start_time = rep.get("time", now)
+                self._dirty(job)
+            elif rep.get("kind") == "exit":
+                self._ended(job, rep, now)
+        return acks
+
+    def _ended(self, job, rep, now):
+        code, sig, why = rep.get("exit_code"), rep.get("exit_signal"), rep.get("reason") or ""
+        job.exit_code, job.exit_signal = code, sig
+        if job.start_time is None:
+            job.start_time = rep.get("start_time")
+        host = self.hosts[job.host]
+        host.used -= job.slots
+        self.host_jobs[job.host].discard(job.id)
+        self._set_free(host)
+        self._count_run(job, -1)
+        self.wake = True
+        if job.kill_requested or why == KILLED_REASON:
+            state, why = KILLED, KILLED_REASON
+        elif not why and code == 0 and sig is None:
+            state = DONE
+        else:
+            state = FAILED
+            why = why or (SIGNAL if sig is not None else EXIT)
+        if state == FAILED and why in RETRYABLE and job.attempt < job.max_attempts:
+            qc = self.qconf.get(job.queue)
+            base = qc.retry_backoff if qc else 10.0
+            cap = qc.retry_backoff_max if qc else 300.0
+            delay = min(cap, base * 2 ** (job.attempt - 1))
+            detail = f"retry {job.attempt + 1}/{job.max_attempts} after {_describe(why, code, sig)}"
+            self._move(job, PEND, now, detail)
+            job.host = None
+            job.eligible_time = now + delay
+            heapq.heappush(self.backoff, (job.eligible_time, job.id))
+            return
+        self._move(job, state, now, "" if state == DONE else why)
+        self._finish(job, now)
+
+    # --- time and scheduling
+
+    def tick(self, now):
+        """Release jobs whose backoff expired; drop finished jobs older than clean_period from
+        memory (they stay in the store)."""
+        while self.backoff and self.backoff[0][0] <= now:
+            _, job_id = heapq.heappop(self.backoff)
+            job = self.jobs.get(job_id)
+            if job is not None and job.state == PEND:
+                self._enqueue(job)
+                self._dirty(job)
+        horizon = now - self.conf.mbatchd.clean_period
+        while self.finished and self.finished[0][0] < horizon:
+            _, job_id = self.finished.popleft()
+            job = self.jobs.get(job_id)
+            if job is not None and job.state in FINISHED and job.end_time < horizon:
+                del self.jobs[job_id]
+                if job.req_id:
+                    self.by_req.pop(job.req_id, None)
+
+    def next_timer(self):
+        return self.backoff[0][0] if self.backoff else None
+
+    def schedule(self, now):
+        """One scheduling pass: plan, then apply the placements to memory and the outbox."""
+        self.wake = False
+        queues = list(self.queues.values())
+        max_slots = max((h.slots for h in self.hosts.values()), default=0)
+        result = plan(Snapshot(now, queues, self.free, self.total_free, max_slots))
+        self.reasons = result.reasons
+        by_host = {}
+        for job, host_name in result.placements:
+            host = self.hosts[host_name]
+            job.host = host_name
+            self._move(job, RUN, now)
+            host.used += job.slots
+            self.host_jobs[host_name].add(job.id)
+            self._count_run(job, +1)
+            by_host.setdefault(host_name, []).append(job)
+        for host_name, jobs in by_host.items():
+            self._set_free(self.hosts[host_name])
+            self._dispatch_msgs(host_name, jobs)
+        for q in queues:
+            for user, fifo in list(q.pending.items()):
+                while fifo and not live(fifo[0]):
+                    fifo.popleft()
+                if not fifo:
+                    del q.pending[user]
+        return len(result.placements)
+
+    def _dispatch_msgs(self, host, jobs):
+        """One dispatch message per host per turn; environments sent once per message."""
+        envs, specs = {}, []
+        for job in jobs:
+            env_id = job.spec.get("env_id")
+            if env_id in self.envs:
+                envs[str(env_id)] = self.envs[env_id][1]
+            specs.append({"id": job.id, "attempt": job.attempt, "user": job.user,
+                          "uid": job.uid, "queue": job.queue, "name": job.name,
+                          "slots": job.slots, "hosts": [host], **job.spec})
+        self._send(host, {"op": "dispatch", "jobs": specs, "envs": envs})
+
+
+def _number(spec, field, default):
+    value = spec.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a number")
+    return float(value)
+
+
+def _describe(why, code, sig):
+    if why == EXIT:
+        return f"exit code {code}"
+    if why == SIGNAL:
+        return f"signal {sig}"
+    return why

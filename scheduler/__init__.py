@@ -1,0 +1,145 @@
+"""Scheduling policy as a pure function: a snapshot in, a plan out.
+
+No I/O, no clock (the time is in the snapshot), nothing mutated. The snapshot holds references
+to mbatchd's live indexes (pending FIFOs per queue and user, free slots per host, running
+counts), so building it costs nothing and a turn costs what it places, not the queue's length:
+a user at their cap is skipped whole, and host search stops when the slots run out.
+"""
+import heapq
+
+from lavalite.model import PEND, PR_NO_SLOT, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_TOO_BIG, PR_USER_CAP
+
+
+class QueueView:
+    """One queue as the scheduler sees it.
+
+    pending: user -> deque of (pend_seq, job) in pend_seq order. An entry is live while
+    job.state is PEND and job.pend_seq equals its seq; stale entries are skipped (lazy deletion
+    keeps kill and dispatch O(1) for mbatchd)."""
+    __slots__ = ("name", "priority", "active", "max_running_user", "max_running_queue",
+                 "running", "running_user", "pending")
+
+    def __init__(self, name, priority=30, active=True, max_running_user=0, max_running_queue=0):
+        self.name = name
+        self.priority = priority
+        self.active = active
+        self.max_running_user = max_running_user
+        self.max_running_queue = max_running_queue
+        self.running = 0           # slots in use by this queue's jobs
+        self.running_user = {}     # user -> slots in use
+        self.pending = {}          # user -> deque[(pend_seq, Job)]
+
+
+class Snapshot:
+    """queues: QueueViews, highest priority first. free: host -> free slots, only hosts that
+    take jobs and have a free slot, in placement order. total_free: the sum of free."""
+    __slots__ = ("now", "queues", "free", "total_free", "max_slots")
+
+    def __init__(self, now, queues, free, total_free, max_slots):
+        self.now = now
+        self.queues = queues
+        self.free = free
+        self.total_free = total_free
+        self.max_slots = max_slots   # the largest slot count of any host, free or not
+
+
+class Plan:
+    """placements: [(job, host)]; reasons: {(queue, user or None): pending reason} for the
+    groups the scheduler looked at and could not place. Groups it did not reach are pending
+    for want of a free slot."""
+    __slots__ = ("placements", "reasons")
+
+    def __init__(self):
+        self.placements = []
+        self.reasons = {}
+
+
+def live(entry):
+    seq, job = entry
+    return job.state == PEND and job.pend_seq == seq
+
+
+def _first_live(it):
+    for entry in it:
+        if live(entry):
+            return entry
+    return None
+
+
+class _Hosts:
+    """Free slots handed out in order; a host left with too few slots for a wide job is kept
+    aside for narrower ones."""
+
+    def __init__(self, free, total):
+        self.it = iter(free.items())
+        self.aside = []            # [host, remaining]
+        self.left = total
+        self.used = {}
+
+    def take(self, n):
+        for i, slot in enumerate(self.aside):
+            if slot[1] >= n:
+                return self._use(slot, n, i)
+        for host, free in self.it:
+            slot = [host, free]
+            if free >= n:
+                self.aside.append(slot)
+                return self._use(slot, n, len(self.aside) - 1)
+            self.aside.append(slot)
+        return None
+
+    def _use(self, slot, n, index):
+        slot[1] -= n
+        self.left -= n
+        if slot[1] == 0:
+            del self.aside[index]
+        return slot[0]
+
+
+def plan(snap):
+    result = Plan()
+    hosts = _Hosts(snap.free, snap.total_free)
+    for q in snap.queues:
+        if hosts.left <= 0:
+            break
+        if not q.active:
+            result.reasons[(q.name, None)] = PR_QUEUE_INACTIVE
+            continue
+        _plan_queue(q, snap, hosts, result)
+    return result
+
+
+def _plan_queue(q, snap, hosts, result):
+    heads = []                     # (pend_seq, user, job, iterator) of each user's first live job
+    for user, fifo in q.pending.items():
+        it = iter(fifo)
+        entry = _first_live(it)
+        if entry:
+            heads.append((entry[0], user, entry[1], it))
+    heapq.heapify(heads)
+    q_used = q.running
+    placed = {}                    # user -> slots placed this turn
+    while heads and hosts.left > 0:
+        _, user, job, it = heads[0]
+        if q.max_running_queue and q_used + job.slots > q.max_running_queue:
+            result.reasons[(q.name, None)] = PR_QUEUE_CAP
+            return
+        used = q.running_user.get(user, 0) + placed.get(user, 0)
+        if q.max_running_user and used + job.slots > q.max_running_user:
+            result.reasons[(q.name, user)] = PR_USER_CAP
+            heapq.heappop(heads)
+            continue
+        host = hosts.take(job.slots)
+        if host is None:
+            # FIFO per user: this user's next job waits behind the wide one; others go on.
+            result.reasons[(q.name, user)] = PR_TOO_BIG if job.slots > snap.max_slots else PR_NO_SLOT
+            heapq.heappop(heads)
+            continue
+        result.placements.append((job, host))
+        q_used += job.slots
+        placed[user] = placed.get(user, 0) + job.slots
+        entry = _first_live(it)
+        if entry:
+            heapq.heapreplace(heads, (entry[0], user, entry[1], it))
+        else:
+            heapq.heappop(heads)

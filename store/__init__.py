@@ -1,0 +1,158 @@
+"""The job store: SQLite through APSW in WAL mode. The only code that speaks SQL.
+
+mbatchd answers from memory; the store is its durable record. Writes come in batches, one
+transaction per loop turn, with synchronous=NORMAL: a commit costs no fsync (WAL checkpoints
+do), a process crash loses nothing committed, and a power loss at most the last turns.
+"""
+import json
+import os
+from pathlib import Path
+
+import apsw
+
+from lavalite.model import PEND, RUN, Host, Job
+
+SCHEMA_VERSION = 1
+# Future schema changes: {version: "SQL"}; applied in order above what the file has.
+MIGRATIONS = {}
+
+_JOB_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "state", "reason",
+             "attempt", "max_attempts", "host", "submit_time", "start_time", "end_time",
+             "eligible_time", "exit_code", "exit_signal", "kill_requested", "pend_seq")
+_MUTABLE = ("state", "reason", "attempt", "host", "start_time", "end_time", "eligible_time",
+            "exit_code", "exit_signal", "kill_requested", "pend_seq")
+_INSERT_JOB = (f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) "
+               f"VALUES ({', '.join('?' * len(_JOB_COLS))})")
+_UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
+_SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            self.db = apsw.Connection(path)
+            self.db.setbusytimeout(5000)
+            self.db.execute("PRAGMA journal_mode=WAL").fetchall()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+
+    def _migrate(self):
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})")
+        with self.db:
+            if version == 0:
+                self.db.execute((Path(__file__).with_name("schema.sql")).read_text())
+                version = 1
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                self.db.execute(MIGRATIONS[v])
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self):
+        self.db.close()
+
+    # --- reading, at start-up and for jobs no longer in memory
+
+    def load(self, finished_since):
+        """Everything mbatchd keeps in memory: live jobs, jobs finished since `finished_since`,
+        hosts, the environments those jobs use, and the counters to continue from."""
+        jobs = [_job(r) for r in self.db.execute(
+            f"{_SELECT_JOB} WHERE state IN (?, ?) OR end_time >= ? ORDER BY id",
+            (PEND, RUN, finished_since))]
+        env_ids = sorted({j.spec.get("env_id") for j in jobs if j.spec.get("env_id")})
+        envs = {}
+        for i in range(0, len(env_ids), 500):
+            chunk = env_ids[i:i + 500]
+            for eid, h, data in self.db.execute(
+                    f"SELECT id, hash, data FROM envs WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                envs[eid] = (h, json.loads(data))
+        hosts = []
+        for name, slots, status in self.db.execute("SELECT name, slots, status FROM hosts"):
+            host = Host(name, slots)
+            host.status = status
+            host.stored = True
+            hosts.append(host)
+        (max_id, max_seq), = self.db.execute("SELECT max(id), max(pend_seq) FROM jobs")
+        (max_env,), = self.db.execute("SELECT max(id) FROM envs")
+        return {"jobs": jobs, "envs": envs, "hosts": hosts, "next_job_id": (max_id or 0) + 1,
+                "next_pend_seq": (max_seq or 0) + 1, "next_env_id": (max_env or 0) + 1,
+                "users": {n for (n,) in self.db.execute("SELECT name FROM users")}}
+
+    def job(self, job_id):
+        row = self.db.execute(f"{_SELECT_JOB} WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def env_id(self, digest):
+        row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def events(self, job_id=None):
+        """Event rows (job_id, time, old, new, reason, host, attempt) in the order written."""
+        sql = "SELECT job_id, time, old, new, reason, host, attempt FROM job_events"
+        if job_id is None:
+            return self.db.execute(sql + " ORDER BY seq").fetchall()
+        return self.db.execute(sql + " WHERE job_id=? ORDER BY seq", (job_id,)).fetchall()
+
+    # --- writing: one transaction per mbatchd loop turn
+
+    def commit(self, jobs=(), events=(), hosts=(), envs=(), users=(), queues=()):
+        """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
+        events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
+        queues: (name, config dict)."""
+        new, changed = [], []
+        for j in jobs:
+            (changed if j.stored else new).append(j)
+        with self.db:
+            cur = self.db.cursor()
+            if new:
+                cur.executemany(_INSERT_JOB, [_row(j) for j in new])
+            if changed:
+                cur.executemany(_UPDATE_JOB, [tuple(getattr(j, c) for c in _MUTABLE) + (j.id,)
+                                              for j in changed])
+            if events:
+                cur.executemany("INSERT INTO job_events (job_id, time, old, new, reason, host, "
+                                "attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [e.as_tuple() for e in events])
+            if hosts:
+                cur.executemany("INSERT INTO hosts (name, slots, status, last_seen) "
+                                "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                                "slots=excluded.slots, status=excluded.status, "
+                                "last_seen=excluded.last_seen",
+                                [(h.name, h.slots, h.status, h.load.get("time")) for h in hosts])
+            if envs:
+                cur.executemany("INSERT OR IGNORE INTO envs (id, hash, data) VALUES (?, ?, ?)",
+                                [(i, h, json.dumps(d)) for i, h, d in envs])
+            if users:
+                cur.executemany("INSERT OR IGNORE INTO users (name, uid, first_seen) "
+                                "VALUES (?, ?, ?)", users)
+            if queues:
+                cur.executemany("INSERT OR REPLACE INTO queues (name, config) VALUES (?, ?)",
+                                [(n, json.dumps(c)) for n, c in queues])
+        for j in new:
+            j.stored = True
+
+
+def _row(job):
+    values = [getattr(job, c) for c in _JOB_COLS]
+    values[_JOB_COLS.index("spec")] = json.dumps(job.spec)
+    return values
+
+
+def _job(row):
+    rec = dict(zip(_JOB_COLS, row))
+    job = Job(rec["id"], rec["user"], rec["uid"], rec["queue"], rec["name"],
+              json.loads(rec["spec"]), req_id=rec["req_id"], slots=rec["slots"],
+              max_attempts=rec["max_attempts"], submit_time=rec["submit_time"])
+    for col in _MUTABLE:
+        setattr(job, col, rec[col])
+    job.kill_requested = bool(job.kill_requested)
+    job.stored = True
+    return job

@@ -1,0 +1,66 @@
+-- LavaLite store, schema version 1. mbatchd is the only writer.
+-- Jobs keep their immutable spec as a JSON blob; the columns are what changes or is filtered on.
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id            INTEGER PRIMARY KEY,
+    req_id        TEXT,                 -- client request id: a retried submit finds its job
+    user          TEXT NOT NULL,
+    uid           INTEGER NOT NULL,
+    queue         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    slots         INTEGER NOT NULL,
+    spec          BLOB NOT NULL,        -- JSON: cmd, cwd, out, err, env_id, walltime, from_host
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT '',
+    attempt       INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER NOT NULL,
+    host          TEXT,
+    submit_time   REAL NOT NULL,
+    start_time    REAL,
+    end_time      REAL,
+    eligible_time REAL NOT NULL,
+    exit_code     INTEGER,
+    exit_signal   INTEGER,
+    kill_requested INTEGER NOT NULL DEFAULT 0,
+    pend_seq      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs(state) WHERE state IN ('PEND', 'RUN');
+CREATE INDEX IF NOT EXISTS jobs_end ON jobs(end_time) WHERE end_time IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_req ON jobs(req_id) WHERE req_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS job_events (
+    seq      INTEGER PRIMARY KEY,
+    job_id   INTEGER NOT NULL,
+    time     REAL NOT NULL,
+    old      TEXT,                      -- NULL for the submit event
+    new      TEXT NOT NULL,
+    reason   TEXT NOT NULL DEFAULT '',
+    host     TEXT,
+    attempt  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_events_job ON job_events(job_id);
+
+-- Submit environments, shared by every job submitted from the same environment.
+CREATE TABLE IF NOT EXISTS envs (
+    id    INTEGER PRIMARY KEY,
+    hash  TEXT NOT NULL UNIQUE,
+    data  BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS queues (
+    name    TEXT PRIMARY KEY,
+    config  BLOB NOT NULL              -- JSON of the queue's settings when mbatchd last started
+);
+
+CREATE TABLE IF NOT EXISTS hosts (
+    name       TEXT PRIMARY KEY,
+    slots      INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    last_seen  REAL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    name        TEXT PRIMARY KEY,
+    uid         INTEGER NOT NULL,
+    first_seen  REAL NOT NULL
+);

@@ -1,0 +1,170 @@
+"""Test fixtures: real clusters of real processes on loopback, started with `lavalite up`."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import apsw
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from lavalite import config  # noqa: E402
+from lavalite.client import Client, ClientError  # noqa: E402
+
+LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
+FINISHED = ("DONE", "FAILED", "KILLED")
+
+
+class Cluster:
+    """A single-host cluster in its own state directory. `queues`, `sbatchd`, `lim`, `mbatchd`
+    override sections of the generated configuration."""
+
+    def __init__(self, state, slots=4, queues=None, sbatchd=None, lim=None, mbatchd=None,
+                 program=None):
+        self.state = str(state)
+        self.program = program or LAUNCHER
+        self.conf_path = os.path.join(self.state, "lavalite.conf")
+        self.env = dict(os.environ, LAVALITE_CONF=self.conf_path)
+        overrides = {
+            "sbatchd.conf": {"sbatchd": {"slots": str(slots), "kill_grace": "2",
+                                         "reconnect_max": "1", **(sbatchd or {})}},
+            "lim.conf": {"lim": {"poll_interval": "1", "poll_jitter": "0.2",
+                                 "restart_backoff": "0.5", **(lim or {})}},
+            "queues.conf": queues or {"serial": {"retry_backoff": "1"}},
+        }
+        os.makedirs(self.state, exist_ok=True)
+        from roles.cli.local import _free_port
+        host = "testhost"
+        self.env["LAVALITE_HOST"] = host
+        overrides["lavalite.conf"] = {
+            "cluster": {"master_candidates": host, "listen": "127.0.0.1",
+                        "key_file": os.path.join(self.state, "cluster.key")},
+            "hosts": {host: "127.0.0.1"},
+            "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
+                      "log_dir": os.path.join(self.state, "log")},
+            "mbatchd": {"port": str(_free_port()), **(mbatchd or {})},
+            "lim": {"port": str(_free_port())}}
+        config.write_state_conf(self.state, overrides)
+        self.conf = config.load(self.conf_path)
+        self.proc = None
+        self._client = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.program + ["up", "--state-dir", self.state],
+                                     env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        first = self.proc.stdout.readline()
+        assert first.startswith("export LAVALITE_CONF="), first + self.logs()
+        ready = self.proc.stdout.readline()
+        assert "LavaLite is up" in ready, ready + self.logs()
+        return self
+
+    def stop(self):
+        if self._client:
+            self._client.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        kill_jobs_in(self.state)
+
+    def logs(self):
+        out = []
+        logdir = os.path.join(self.state, "log")
+        for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
+            with open(os.path.join(logdir, name), errors="replace") as f:
+                out.append(f"--- {name}\n{f.read()[-4000:]}")
+        return "\n".join(out)
+
+    def cli(self, *args, check=True, cwd=None):
+        """Run a CLI command as a user would: a new process."""
+        res = subprocess.run(self.program + list(args), env=self.env, capture_output=True,
+                             text=True, cwd=cwd or self.state, timeout=60)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{args} exited {res.returncode}: {res.stdout}{res.stderr}")
+        return res
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = Client(conf=self.conf)
+        return self._client
+
+    def submit(self, cmd, **spec):
+        spec.setdefault("cwd", self.state)
+        spec.setdefault("env", {"PATH": os.environ["PATH"]})
+        return self.client.submit(cmd, req=uuid.uuid4().hex, **spec)
+
+    def jobs(self, ids):
+        return {j["id"]: j for j in self.client.jobs(ids)}
+
+    def wait(self, ids, states=FINISHED, timeout=120):
+        """Poll until every job is in one of `states`; returns their views."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                jobs = self.jobs(ids)
+            except ClientError:            # mbatchd restarting
+                self.client.close()
+                jobs = {}
+            if len(jobs) == len(ids) and all(j["state"] in states for j in jobs.values()):
+                return jobs
+            if time.time() > deadline:
+                raise AssertionError(f"timeout waiting for {states}: "
+                                     f"{[(i, j['stat']) for i, j in jobs.items()]}\n{self.logs()}")
+            time.sleep(0.2)
+
+    def events(self, job_id=None):
+        """Event rows straight from the store (read-only, beside the running mbatchd)."""
+        db = apsw.Connection(self.conf.mbatchd.database, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            sql = "SELECT job_id, time, old, new, reason, host, attempt FROM job_events"
+            args = ()
+            if job_id is not None:
+                sql += " WHERE job_id=?"
+                args = (job_id,)
+            return db.execute(sql + " ORDER BY seq", args).fetchall()
+        finally:
+            db.close()
+
+    def pid(self, name):
+        path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
+            name, os.path.join(self.state, "spool", f"{name}-testhost.pid"))
+        with open(path) as f:
+            return int(f.read())
+
+
+def kill_jobs_in(directory):
+    """Jobs left running (a `sleep` the test did not wait for) must not outlive the test:
+    every process whose working directory is inside `directory`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(directory):
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    clusters = []
+
+    def make(**kw):
+        c = Cluster(tmp_path / f"lavalite-test-{uuid.uuid4().hex[:8]}", **kw)
+        clusters.append(c)
+        return c.start()
+
+    yield make
+    for c in clusters:
+        c.stop()
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    return make_cluster()
