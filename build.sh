@@ -14,8 +14,8 @@ fi
 # --compile-pyc: a user command must not recompile the package on every start.
 mkdir -p dist
 rm -rf build
-.venv/bin/shiv -q --compile-pyc -e lavalite.entry:main -p '/usr/bin/env python3' \
-    -o dist/lavalite . --pip-args="--disable-pip-version-check --no-cache-dir"
+.venv/bin/shiv --compile-pyc -e lavalite.entry:main -p "/usr/bin/env python3" \
+    -o dist/lavalite . --disable-pip-version-check --no-cache-dir >/dev/null
 rm -rf build
 echo "built dist/lavalite ($(du -h dist/lavalite | cut -f1))"
 

@@ -5,7 +5,6 @@ the [section] and the key, and a bad file must report ALL its errors at once. On
 table (KEYS) drives parsing, validation, defaults and the documented samples in etc/, so the
 docs cannot drift from the code. Imports stay cheap: this module is on every CLI command's path.
 """
-import difflib
 import math
 import os
 import sys
@@ -13,6 +12,7 @@ from types import SimpleNamespace
 
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
+_LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
 QUEUE = "*"            # KEYS section for queues.conf: every section there is a queue
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
@@ -21,70 +21,78 @@ _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
 # render() prints them verbatim and they are parsed like user values. kind "free" marks a section
 # of arbitrary `name = value` lines (key is None).
 KEYS = [
-    (LAVALITE, "cluster", "name", "str", "lavalite", "Cluster name, shown by commands and in logs."),
-    (LAVALITE, "cluster", "master_candidates", "list", "",
+    (_LC, "cluster", "name", "str", "lavalite", "Cluster name, shown by commands and in logs."),
+    (_LC, "cluster", "master_candidates", "list", "",
      "Hosts that may run mbatchd, in failover order. Empty = this host only."),
-    (LAVALITE, "cluster", "admins", "list", "root", "Users allowed to administer the cluster."),
-    (LAVALITE, "cluster", "key_file", "path", "{state_dir}/cluster.key",
+    (_LC, "cluster", "admins", "list", "root", "Users allowed to administer the cluster."),
+    (_LC, "cluster", "key_file", "path", "{state_dir}/cluster.key",
      "Shared secret authenticating daemons and commands: same file on every host, mode 0600."),
-    (LAVALITE, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
-    (LAVALITE, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
-    (LAVALITE, "hosts", None, "free", "",
+    (_LC, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
+    (_LC, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
+    (_LC, "hosts", None, "free", "",
      "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
-    (LAVALITE, "paths", "state_dir", "path", "/var/lib/lavalite",
+    (_LC, "paths", "state_dir", "path", "/var/lib/lavalite",
      "Daemon state: database, pid files, key. Relative paths are relative to this file."),
-    (LAVALITE, "paths", "spool_dir", "path", "/var/spool/lavalite",
+    (_LC, "paths", "spool_dir", "path", "/var/spool/lavalite",
      "Job scripts, job working files and local sockets."),
-    (LAVALITE, "paths", "log_dir", "path", "/var/log/lavalite", "Daemon logs when [logging] target = file."),
-    (LAVALITE, "paths", "lim_conf", "path", "lim.conf",
+    (_LC, "paths", "log_dir", "path", "/var/log/lavalite",
+     "Daemon logs when [logging] target = file."),
+    (_LC, "paths", "lim_conf", "path", "lim.conf",
      "LIM settings. Missing at the default place = built-in defaults; any other path must exist."),
-    (LAVALITE, "paths", "sbatchd_conf", "path", "sbatchd.conf", "sbatchd settings (same rule as lim_conf)."),
-    (LAVALITE, "paths", "queues_conf", "path", "queues.conf",
+    (_LC, "paths", "sbatchd_conf", "path", "sbatchd.conf",
+     "sbatchd settings (same rule as lim_conf)."),
+    (_LC, "paths", "queues_conf", "path", "queues.conf",
      "Queue definitions (same rule; missing = one queue `serial` with defaults)."),
-    (LAVALITE, "mbatchd", "port", "port", "6881", "TCP port mbatchd listens on."),
-    (LAVALITE, "mbatchd", "database", "path", "{state_dir}/lavalite.db", "The job database (SQLite)."),
-    (LAVALITE, "mbatchd", "default_queue", "str", "serial",
+    (_LC, "mbatchd", "port", "port", "6881", "TCP port mbatchd listens on."),
+    (_LC, "mbatchd", "database", "path", "{state_dir}/lavalite.db", "The job database (SQLite)."),
+    (_LC, "mbatchd", "default_queue", "str", "serial",
      "Queue for jobs submitted without -q; must be defined in queues.conf."),
-    (LAVALITE, "mbatchd", "clean_period", "dur>=0", "1h",
+    (_LC, "mbatchd", "clean_period", "dur>=0", "1h",
      "How long finished jobs stay in memory (shown by bjobs -a)."),
-    (LAVALITE, "mbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of mbatchd."),
-    (LAVALITE, "lim", "port", "port", "6879", "TCP port LIM listens on."),
-    (LAVALITE, "lim", "metrics_port", "port0", "0", "Prometheus metrics port of LIM."),
-    (LAVALITE, "sbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of sbatchd."),
-    (LAVALITE, "logging", "level", "choice:debug|info|warning|error", "info", "Daemon log level."),
-    (LAVALITE, "logging", "target", "choice:stderr|syslog|file", "stderr", "Where daemons log."),
-    (LIM, "lim", "poll_interval", "dur>0", "4", "Seconds between host load samples."),
-    (LIM, "lim", "poll_jitter", "dur>=0", "1", "Random extra delay per sample, so hosts do not poll in step."),
-    (LIM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats to mbatchd."),
-    (LIM, "lim", "heartbeat_misses", "int>=1", "3", "Missed heartbeats before a host is declared lost."),
-    (LIM, "lim", "restart_backoff", "dur>0", "1",
+    (_LC, "mbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of mbatchd."),
+    (_LC, "lim", "port", "port", "6879", "TCP port LIM listens on."),
+    (_LC, "lim", "metrics_port", "port0", "0", "Prometheus metrics port of LIM."),
+    (_LC, "sbatchd", "metrics_port", "port0", "0", "Prometheus metrics port of sbatchd."),
+    (_LC, "logging", "level", "choice:debug|info|warning|error", "info", "Daemon log level."),
+    (_LC, "logging", "target", "choice:stderr|syslog|file", "stderr", "Where daemons log."),
+    (_LM, "lim", "poll_interval", "dur>0", "4", "Seconds between host load samples."),
+    (_LM, "lim", "poll_jitter", "dur>=0", "1",
+     "Random extra delay per sample, so hosts do not poll in step."),
+    (_LM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats to mbatchd."),
+    (_LM, "lim", "heartbeat_misses", "int>=1", "3",
+     "Missed heartbeats before a host is declared lost."),
+    (_LM, "lim", "restart_backoff", "dur>0", "1",
      "First delay before restarting a dead mbatchd; doubles on each failure."),
-    (LIM, "lim", "restart_backoff_max", "dur>0", "30", "Upper bound of that delay."),
-    (LIM, "labels", None, "free", "",
+    (_LM, "lim", "restart_backoff_max", "dur>0", "30", "Upper bound of that delay."),
+    (_LM, "labels", None, "free", "",
      "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem"),
-    (SBATCHD, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
-    (SBATCHD, "sbatchd", "work_dir", "path", "{spool_dir}/jobs", "Per-job scripts and state."),
-    (SBATCHD, "sbatchd", "cgroups", "choice:auto|on|off", "auto",
+    (_SB, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
+    (_SB, "sbatchd", "work_dir", "path", "{spool_dir}/jobs", "Per-job scripts and state."),
+    (_SB, "sbatchd", "cgroups", "choice:auto|on|off", "auto",
      "Confine jobs in cgroups (auto = when cgroup v2 is delegated to us)."),
-    (SBATCHD, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
+    (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
-    (SBATCHD, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
-    (SBATCHD, "sbatchd", "reconnect_max", "dur>0", "30", "Maximum backoff while mbatchd is unreachable."),
-    (SBATCHD, "sbatchd", "hostname", "str", "",
+    (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
+    (_SB, "sbatchd", "reconnect_max", "dur>0", "30",
+     "Maximum backoff while mbatchd is unreachable."),
+    (_SB, "sbatchd", "hostname", "str", "",
      "Name this sbatchd reports (empty = the system host name); lets several run on one machine."),
-    (QUEUES, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
-    (QUEUES, QUEUE, "max_running_user", "int>=0", "0", "Running jobs per user in this queue (0 = no limit)."),
-    (QUEUES, QUEUE, "max_running_queue", "int>=0", "0", "Running jobs in this queue (0 = no limit)."),
-    (QUEUES, QUEUE, "default_walltime", "dur>=0", "0", "Run limit of jobs that give none (0 = none)."),
-    (QUEUES, QUEUE, "max_walltime", "dur>=0", "0", "Largest run limit a job may ask for (0 = none)."),
-    (QUEUES, QUEUE, "max_attempts", "int>=1", "1", "Attempts a job gets unless bsub --retries says otherwise."),
-    (QUEUES, QUEUE, "max_retries", "int>=0", "10", "Upper bound on bsub --retries."),
-    (QUEUES, QUEUE, "retry_backoff", "dur>=0", "10", "Delay before the first retry; doubles each retry."),
-    (QUEUES, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
-    (QUEUES, QUEUE, "rerunnable", "bool", "no", "Requeue (PEND) jobs whose host is lost."),
-    (QUEUES, QUEUE, "open", "bool", "yes", "Accept submissions."),
-    (QUEUES, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
-    (QUEUES, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
+    (_QU, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
+    (_QU, QUEUE, "max_running_user", "int>=0", "0",
+     "Running jobs per user in this queue (0 = no limit)."),
+    (_QU, QUEUE, "max_running_queue", "int>=0", "0", "Running jobs in this queue (0 = no limit)."),
+    (_QU, QUEUE, "default_walltime", "dur>=0", "0", "Run limit of jobs that give none (0 = none)."),
+    (_QU, QUEUE, "max_walltime", "dur>=0", "0", "Largest run limit a job may ask for (0 = none)."),
+    (_QU, QUEUE, "max_attempts", "int>=1", "1",
+     "Attempts a job gets unless bsub --retries says otherwise."),
+    (_QU, QUEUE, "max_retries", "int>=0", "10", "Upper bound on bsub --retries."),
+    (_QU, QUEUE, "retry_backoff", "dur>=0", "10",
+     "Delay before the first retry; doubles each retry."),
+    (_QU, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
+    (_QU, QUEUE, "rerunnable", "bool", "no", "Requeue (PEND) jobs whose host is lost."),
+    (_QU, QUEUE, "open", "bool", "yes", "Accept submissions."),
+    (_QU, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
+    (_QU, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
 ]
 _FILE_DOC = {
     LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
@@ -108,15 +116,24 @@ _BOOLS = {"yes": True, "true": True, "on": True, "1": True,
           "no": False, "false": False, "off": False, "0": False}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-_SCHEMA = {f: {} for f in FILES}     # file -> section -> key -> (kind, default, doc)
-_FREE = {}                           # (file, section) -> doc
-for _f, _s, _k, _kind, _d, _doc in KEYS:
-    _rows = _SCHEMA[_f].setdefault(_s, {})
-    if _kind == "free":
-        _FREE[_f, _s] = _doc
-    else:
-        _rows[_k] = (_kind, _d, _doc)
-_NAMESPACES = [s for f in (LAVALITE, LIM, SBATCHD) for s in _SCHEMA[f] if (f, s) not in _FREE]
+
+
+def _index():
+    """KEYS -> ({file: {section: {key: (kind, default, doc)}}}, {(file, section): doc} of the
+    free-form sections)."""
+    schema, free = {f: {} for f in FILES}, {}
+    for f, sec, key, kind, default, doc in KEYS:
+        rows = schema[f].setdefault(sec, {})
+        if kind == "free":
+            free[f, sec] = doc
+        else:
+            rows[key] = (kind, default, doc)
+    return schema, free
+
+
+_SCHEMA, _FREE = _index()
+# Config attributes conf.cluster, conf.lim...: [lim] and [sbatchd] gather keys from two files
+_NAMESPACES = dict.fromkeys(s for f in FILES[:3] for s in _SCHEMA[f] if (f, s) not in _FREE)
 
 
 class ConfigError(Exception):
@@ -136,7 +153,7 @@ class QueueConf(SimpleNamespace):
 class Config:
     def __init__(self, path):
         self.path, self.dir = path, os.path.dirname(path)
-        for sec in dict.fromkeys(_NAMESPACES):
+        for sec in _NAMESPACES:
             setattr(self, sec, Section())
         self.hosts, self.queues = {}, {}
         self.lim.labels = {}
@@ -147,9 +164,6 @@ class Config:
 
     def __eq__(self, other):
         return isinstance(other, Config) and vars(self) == vars(other)
-
-    def __repr__(self):
-        return f"Config({self.path!r})"
 
 
 def _convert(kind, raw):
@@ -181,7 +195,8 @@ def _convert(kind, raw):
         want = ("a duration such as 90, 1.5, 90s, 10m, 2h, 1d" if base == "dur" else
                 "an integer" + (" or auto" if kind == "slots" else ""))
         raise ValueError(f"expected {want}, got {raw!r}") from None
-    if (lo is not None and (value < lo or (strict and value == lo))) or (hi is not None and value > hi):
+    too_low = lo is not None and (value < lo or (strict and value == lo))
+    if too_low or (hi is not None and value > hi):
         raise ValueError(f"{raw!r} out of range: expected {desc}")
     return value
 
@@ -190,7 +205,13 @@ def _queue_name_ok(name):
     return name.isascii() and all(c.isalnum() or c in "_-." for c in name)
 
 
+def _free_ok(key, value):
+    """An entry of [hosts]/[labels]: one host name, a non-empty value."""
+    return len(key.split()) == 1 and bool(value)
+
+
 def _hint(word, choices):
+    import difflib                     # only on errors: keeps the CLI's import cheap
     close = difflib.get_close_matches(word, list(choices), 1)
     return f"; did you mean {close[0]}?" if close else ""
 
@@ -199,7 +220,7 @@ def _read(path, errors, queues=False):
     """Syntax pass -> {section: (line, {key: (value, line)})} in file order, None if unreadable.
     Known sections and keys are checked later, against KEYS."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:     # -sig: tolerate a BOM
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
@@ -227,9 +248,10 @@ def _read(path, errors, queues=False):
         if not eq or not key:
             errors.append(f"{path}:{n}: expected [section] or key = value, got {s!r}")
         elif cur is None:
-            errors.append(f"{path}:{n}: {key}: key = value before any [section]")
+            errors.append(f"{path}:{n}: key {key!r} is outside any [section]")
         elif key in cur:
-            errors.append(f"{path}:{n}: [{name}] {key}: duplicate key (first at line {cur[key][1]})")
+            errors.append(f"{path}:{n}: [{name}] {key}: duplicate key "
+                          f"(first at line {cur[key][1]})")
         else:
             cur[key] = (value.strip(), n)
     return sections
@@ -244,23 +266,22 @@ def _check(fname, path, parsed, errors):
                 errors.append(f"{path}:{sline}: bad queue name [{sec}]: use letters, digits, _ - .")
             sec_key = QUEUE
         elif sec not in schema:
-            elsewhere = [f for f in FILES if sec in _SCHEMA[f]]
-            hint = f"; it belongs in {elsewhere[0]}" if elsewhere else _hint(sec, schema)
+            other = [f for f in FILES if sec in _SCHEMA[f]]
+            hint = f"; it belongs in {other[0]}" if other else _hint(sec, schema)
             errors.append(f"{path}:{sline}: unknown section [{sec}]{hint}")
             continue
         else:
             sec_key = sec
         if (fname, sec_key) in _FREE:
             for key, (value, line) in keys.items():
-                if len(key.split()) != 1:
-                    errors.append(f"{path}:{line}: [{sec}] {key}: a host name cannot contain spaces")
-                elif not value:
-                    errors.append(f"{path}:{line}: [{sec}] {key}: empty value")
+                if not _free_ok(key, value):
+                    why = "empty value" if _free_ok(key, "x") else "host name with spaces"
+                    errors.append(f"{path}:{line}: [{sec}] {key}: {why}")
             continue
         for key, (_, line) in keys.items():
             if key not in schema[sec_key]:
-                elsewhere = [f for f in FILES if key in _SCHEMA[f].get(sec_key, ())]
-                hint = f"; it belongs in {elsewhere[0]}" if elsewhere else _hint(key, schema[sec_key])
+                other = [f for f in FILES if key in _SCHEMA[f].get(sec_key, ())]
+                hint = f"; it belongs in {other[0]}" if other else _hint(key, schema[sec_key])
                 errors.append(f"{path}:{line}: [{sec}] {key}: unknown key{hint}")
 
 
@@ -291,7 +312,8 @@ def _resolve_paths(conf, fname):
                 value = getattr(ns, key)
                 for name in ("state_dir", "spool_dir"):
                     value = value.replace("{%s}" % name, getattr(conf.paths, name))
-                setattr(ns, key, os.path.normpath(os.path.join(conf.dir, os.path.expanduser(value))))
+                value = os.path.join(conf.dir, os.path.expanduser(value))
+                setattr(ns, key, os.path.normpath(value))
 
 
 def _build(path, main, errors, read=True):
@@ -299,19 +321,17 @@ def _build(path, main, errors, read=True):
     conf = Config(path)
     _check(LAVALITE, path, main, errors)
     for fname in FILES:
-        parsed, fpath = main, path
+        parsed, fpath, pkey = main, path, fname.replace(".", "_")
         if fname != LAVALITE:
-            fpath = getattr(conf.paths, fname.replace(".", "_"))
-            parsed = None
+            fpath, parsed = getattr(conf.paths, pkey), None
             if read and os.path.exists(fpath):
                 parsed = _read(fpath, errors, queues=fname == QUEUES)
                 if parsed is not None:
                     _check(fname, fpath, parsed, errors)
             elif read:
-                raw, line = main.get("paths", (0, {}))[1].get(fname.replace(".", "_"), (fname, 0))
-                if raw != fname:       # set explicitly elsewhere than the default place
-                    errors.append(f"{path}:{line}: [paths] {fname.replace('.', '_')}: "
-                                  f"{fpath} does not exist")
+                raw, line = main.get("paths", (0, {}))[1].get(pkey, (fname, 0))
+                if raw != fname:       # set explicitly, to other than the default place
+                    errors.append(f"{path}:{line}: [paths] {pkey}: {fpath} does not exist")
         if fname == QUEUES:            # no queues.conf at all: one default queue `serial`
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
             for name in names:
@@ -323,7 +343,7 @@ def _build(path, main, errors, read=True):
         for sec, rows in _SCHEMA[fname].items():
             given = parsed.get(sec, (0, {}))[1]
             if (fname, sec) in _FREE:
-                table = {k: v for k, (v, _) in given.items() if v and len(k.split()) == 1}
+                table = {k: v for k, (v, _) in given.items() if _free_ok(k, v)}
                 if sec == "labels":
                     conf.lim.labels = {k: v.replace(",", " ").split() for k, v in table.items()}
                 else:
@@ -382,7 +402,8 @@ def defaults(state_dir):
     main = {"paths": (0, {k: (v, 0) for k, v in _state_paths(sd).items()})}
     errors = []
     conf = _build(os.path.join(sd, LAVALITE), main, errors, read=False)
-    assert not errors, errors
+    if errors:                         # only if KEYS itself is inconsistent
+        raise ConfigError(errors)
     return conf
 
 
@@ -401,7 +422,8 @@ def _describe(kind):
         return _NUM[kind][4]
     if kind.startswith("choice:"):
         return "one of " + kind[7:]
-    return {"list": "names, separated by spaces or commas", "bool": "yes/no"}.get(kind, kind)
+    return {"list": "names, separated by spaces or commas", "bool": "yes/no",
+            "str": "text"}.get(kind, kind)
 
 
 def render(conf_name, values=None):
@@ -414,12 +436,14 @@ def render(conf_name, values=None):
         if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
             raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
     out = [f"# {_FILE_DOC[conf_name]}",
-           "# Syntax: [section], key = value, full-line comments with # or ;. No inline comments.", ""]
+           "# Syntax: [section], key = value, full-line comments (# or ;), no inline comments.",
+           ""]
     for sec in (list(values) or ["serial"]) if conf_name == QUEUES else schema:
         out.append(f"[{sec}]")
         given = values.get(sec, {})
         if (conf_name, sec) in _FREE:
-            out += [f"# {_FREE[conf_name, sec]}"] + [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
+            out += [f"# {_FREE[conf_name, sec]}"]
+            out += [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
             continue
         for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
             out += [f"# {doc}", f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
@@ -450,15 +474,8 @@ def _main(argv):
             with open(os.path.join(argv[1], name), "w", encoding="utf-8") as f:
                 f.write(render(name))
         return 0
-    if argv[:1] == ["--check"] and len(argv) <= 2:
-        try:
-            conf = load(find_conf(argv[1] if len(argv) == 2 else None))
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        print(f"{conf.path}: OK, queues: {' '.join(conf.queues)}")
-        return 0
-    print("usage: python -m lavalite.config --write-samples DIR | --check [LAVALITE_CONF]",
+    print("usage: python -m lavalite.config --write-samples DIR  (to check a configuration: "
+          "lavalite config-check)",
           file=sys.stderr)
     return 2
 

@@ -63,7 +63,7 @@ class Cluster:
         assert "LavaLite is up" in ready, ready + self.logs()
         return self
 
-    def stop(self):
+    def stop(self, kill_jobs=True):
         if self._client:
             self._client.close()
         if self.proc and self.proc.poll() is None:
@@ -72,7 +72,8 @@ class Cluster:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        kill_jobs_in(self.state)
+        if kill_jobs:
+            kill_jobs_in(self.state)
 
     def logs(self):
         out = []

@@ -157,11 +157,12 @@ def test_mbatchd_kill9_mid_burst_loses_and_duplicates_nothing(make_cluster, tmp_
     assert sorted(int(r.split(".")[0]) for r in runs) == sorted(ids + more)
 
 
-def test_restart_keeps_queued_jobs(make_cluster):
+def test_restart_keeps_queued_jobs_and_adopts_running_ones(make_cluster):
     c = make_cluster(slots=1)
     blocker = c.submit(["sleep", "2"])
     queued = [c.submit(["/bin/true"]) for _ in range(5)]
-    c.stop()
+    c.wait([blocker], states=("RUN",))
+    c.stop(kill_jobs=False)          # the whole cluster goes down; the running job does not
     c.start()
     jobs = c.wait([blocker] + queued, timeout=60)
     assert all(j["stat"] == "DONE" for j in jobs.values()), jobs

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Drain benchmark: how fast a 16-slot single-host cluster runs N trivial jobs, compared with
+the machine's raw rate of running /bin/true 16 at a time, measured in the same run.
+
+    .venv/bin/python tests/bench/bench_drain.py [--jobs 1000] [--slots 16]
+        [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
+
+Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
+time. Each gets a fresh cluster; times come from the cluster's store, so polling for the drain
+adds no requests to mbatchd's CPU figure.
+"""
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from lavalite.client import Client  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    values = sorted(values)
+    return values[max(0, -(-len(values) * p // 100) - 1)]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        line = next(ln for ln in f if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+async def raw_rate(n, slots):
+    """Jobs/s of /bin/true run straight from asyncio, `slots` at a time: the ceiling."""
+    sem = asyncio.Semaphore(slots)
+
+    async def one():
+        async with sem:
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            await proc.wait()
+    t0 = time.time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.time() - t0)
+
+
+class Cluster:
+    """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
+
+    def __init__(self, program, slots):
+        self.program, self.slots = program, slots
+        self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
+        self.conf = os.path.join(self.state, "lavalite.conf")
+        self.db = os.path.join(self.state, "lavalite.db")
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            self.program + ["up", "--state-dir", self.state, "--slots", str(self.slots)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        # `up` keeps running silently if the cluster never gets ready: bound the wait.
+        timer = threading.Timer(90, self.proc.terminate)
+        timer.start()
+        try:
+            for line in self.proc.stdout:
+                if "LavaLite is up" in line:
+                    break
+            else:
+                raise RuntimeError(f"lavalite up did not get ready; see {self.state}/log")
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            timer.cancel()
+        with open(os.path.join(self.state, "mbatchd.pid")) as f:
+            self.mbatchd = int(f.read())
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})", file=sys.stderr)
+        if exc and exc[0] is None:
+            shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
+
+    def drain(self, timeout):
+        """Wait until no job is pending or running; return the store's rows of all jobs."""
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            left, = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()
+            if not left:
+                break
+            time.sleep(0.2)
+        rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
+        db.close()
+        return rows
+
+
+def submit_client(cluster, n, cwd):
+    with Client(conf_path=cluster.conf) as c:
+        return [c.submit(["/bin/true"], out="/dev/null", cwd=cwd) for _ in range(n)], []
+
+
+def submit_bsub(cluster, n, cwd):
+    """One bsub process per job through the `links` symlink, 4 at a time."""
+    bindir = os.path.join(cluster.state, "bin")
+    subprocess.run(cluster.program + ["links", bindir], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    # Same interpreter (if any) as the program, argv[0] = the link: "python lavalite.py" runs
+    # as "python bin/bsub", a zipapp as bin/bsub itself.
+    bsub = cluster.program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--", "/bin/true"]
+    env = dict(os.environ, LAVALITE_CONF=cluster.conf)
+
+    def one(_):
+        t0 = time.time()
+        out = subprocess.run(bsub, cwd=cwd, env=env, capture_output=True, text=True)
+        if out.returncode or not out.stdout.startswith("Job <"):
+            raise RuntimeError(f"bsub failed ({out.returncode}): {out.stdout}{out.stderr}")
+        return int(out.stdout.split("<", 1)[1].split(">", 1)[0]), time.time() - t0
+    with ThreadPoolExecutor(4) as pool:
+        ids, lat = zip(*pool.map(one, range(n)))
+    return list(ids), list(lat)
+
+
+def scenario(submit, args, raw, cwd):
+    with Cluster(args.program, args.slots) as cl:
+        cpu0 = cpu_seconds(cl.mbatchd)
+        t0 = time.time()
+        ids, bsub_lat = submit(cl, args.jobs, cwd)
+        t_submit = time.time() - t0
+        rows = cl.drain(args.timeout)
+        cpu = cpu_seconds(cl.mbatchd) - cpu0
+        rss = peak_rss_mb(cl.mbatchd)
+    states = {}
+    for state, *_ in rows:
+        states[state] = states.get(state, 0) + 1
+    ends = [r[3] for r in rows if r[3] is not None]
+    drain = max(ends) - t0 if ends else float("nan")
+    waits = [r[2] - r[1] for r in rows if r[2] is not None]
+    fig = {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit}
+    fig["bsub process p50 / p99 (ms)"] = (
+        (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-")
+    fig.update({"drain time (s)": drain, "jobs/s": len(ends) / drain,
+                "jobs/s ÷ raw rate": len(ends) / drain / raw,
+                "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
+                "mbatchd CPU (s)": cpu, "mbatchd peak RSS (MB)": rss,
+                "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))})
+    return fig
+
+
+def fmt(value):
+    if isinstance(value, tuple):
+        return " / ".join(fmt(v) for v in value)
+    return f"{value:.3g}" if isinstance(value, float) and value < 100 else (
+        f"{value:.0f}" if isinstance(value, float) else str(value))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--slots", type=int, default=16)
+    ap.add_argument("--program", type=shlex.split, default=[sys.executable, "lavalite.py"],
+                    help='how to run LavaLite, from the checkout (default: "python lavalite.py")')
+    ap.add_argument("--timeout", type=float, default=600, help="drain timeout per scenario (s)")
+    ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
+    args = ap.parse_args()
+    cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
+    started = time.time()
+    raw = asyncio.run(raw_rate(args.jobs, args.slots))
+    figs = {"(a) one client": scenario(submit_client, args, raw, cwd),
+            "(b) bsub processes": scenario(submit_bsub, args, raw, cwd)}
+    shutil.rmtree(cwd, ignore_errors=True)
+    table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
+                             for k in figs["(a) one client"]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; raw /bin/true rate "
+            f"{args.slots} at a time: {raw:.0f} jobs/s; whole run {time.time() - started:.0f} s")
+    print(head)
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if args.markdown:
+        new = not os.path.exists(args.markdown)
+        with open(args.markdown, "a") as f:
+            if new:
+                f.write("# Performance\n\nFigures from `tests/bench/bench_drain.py`, newest last.\n")
+            f.write(f"\n## Drain benchmark, {datetime.date.today()}\n\n"
+                    f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}, Python "
+                    f"{platform.python_version()}; program `{shlex.join(args.program)}`.\n"
+                    f"{head}.\n\n")
+            for i, row in enumerate(table):
+                f.write("| " + " | ".join(row) + " |\n")
+                if i == 0:
+                    f.write("|" + "---|" * len(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Bad input never crashes a daemon, never half-applies, and always gets a clear error:
+malformed and oversized frames, unauthenticated peers, unknown ops, bad configs, unknown
+jobs and queues, an unreachable cluster."""
+import socket
+import struct
+import subprocess
+
+import orjson
+
+from lavalite import auth
+from lavalite.protocol import MAX_FRAME, VERSION, encode
+
+
+def _conn(cluster):
+    return socket.create_connection(("127.0.0.1", cluster.conf.mbatchd.port), timeout=10)
+
+
+def _read(sock):
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    (size,) = struct.unpack(">I", head)
+    body = b""
+    while len(body) < size:
+        body += sock.recv(size - len(body))
+    return orjson.loads(body)
+
+
+def _hello(cluster):
+    key = auth.load_key(cluster.conf.cluster.key_file)
+    return encode(auth.hello(key, "user", "testhost", uid=0, user="root"))
+
+
+def _still_serves(cluster):
+    job = cluster.submit(["/bin/true"])
+    assert cluster.wait([job])[job]["stat"] == "DONE"
+
+
+def test_unauthenticated_peer_is_refused(cluster):
+    with _conn(cluster) as s:
+        s.sendall(encode({"v": VERSION, "op": "submit", "id": 1, "spec": {"cmd": ["/bin/true"]}}))
+        reply = _read(s)
+        assert reply["ok"] is False and reply["error"]["code"] == "auth"
+        assert _read(s) is None, "the connection must be closed"
+    with _conn(cluster) as s:                        # a hello signed with the wrong key
+        s.sendall(encode(auth.hello(b"x" * 64, "user", "h", uid=0, user="root")))
+        assert _read(s)["error"]["code"] == "auth"
+    assert cluster.client.jobs([], all=True) == [], "nothing was submitted"
+    _still_serves(cluster)
+
+
+def test_malformed_frames_get_error_replies(cluster):
+    with _conn(cluster) as s:
+        s.sendall(_hello(cluster))
+        assert _read(s)["ok"]
+        body = b"{not json"
+        s.sendall(struct.pack(">I", len(body)) + body)
+        assert _read(s)["error"]["code"] == "bad_frame"
+        for msg, code in [([1, 2], "bad_frame"), ({"v": 99, "op": "jobs", "id": 2}, "bad_version"),
+                          ({"v": 1, "op": "frobnicate", "id": 3}, "unknown_op"),
+                          ({"v": 1, "op": "submit", "id": 4}, "bad_request"),
+                          ({"v": 1, "op": "submit", "id": 5, "spec": {"cmd": "notalist"}},
+                           "bad_request"),
+                          ({"v": 1, "op": "register", "id": 6, "slots": 4, "running": []},
+                           "permission_denied"),
+                          ({"v": 1, "op": "kill", "id": 7, "jobs": "x"}, "bad_request")]:
+            s.sendall(encode(msg))
+            reply = _read(s)
+            assert reply["ok"] is False and reply["error"]["code"] == code, (msg, reply)
+        s.sendall(encode({"v": 1, "op": "ping", "id": 8}))   # the connection still works
+        assert _read(s)["ok"]
+    _still_serves(cluster)
+
+
+def test_oversized_frame_closes_the_connection(cluster):
+    with _conn(cluster) as s:
+        s.sendall(_hello(cluster))
+        assert _read(s)["ok"]
+        s.sendall(struct.pack(">I", MAX_FRAME + 1) + b"x" * 1024)
+        assert _read(s)["error"]["code"] == "frame_too_big"
+        assert _read(s) is None
+    _still_serves(cluster)
+
+
+def test_garbage_bytes_and_abrupt_close(cluster):
+    for junk in (b"\x00\x00", b"\xff" * 64, b"GET / HTTP/1.0\r\n\r\n"):
+        with _conn(cluster) as s:
+            s.sendall(junk)
+    _still_serves(cluster)
+
+
+def test_cli_errors_are_clear_and_nonzero(cluster):
+    res = cluster.cli("submit", "-q", "nosuch", "--", "/bin/true", check=False)
+    assert res.returncode == 1 and "Queue <nosuch> does not exist" in res.stderr
+    res = cluster.cli("jobs", "424242", check=False)
+    assert res.returncode == 1 and "Job <424242> is not found" in res.stderr
+    res = cluster.cli("kill", "424242", check=False)
+    assert res.returncode == 1 and "No matching job found" in res.stderr
+    res = cluster.cli("jobs", "abc", check=False)
+    assert res.returncode == 2 and "not a job id" in res.stderr
+    res = cluster.cli("submit", check=False)
+    assert res.returncode == 2 and "no command" in res.stderr
+    res = cluster.cli("submit", "-W", "x:y", "--", "true", check=False)
+    assert res.returncode != 0 and "-W takes" in res.stderr
+    assert cluster.client.jobs([], all=True) == [], "no bad submit made a job"
+
+
+def test_unreachable_mbatchd(cluster):
+    cluster.stop()
+    res = cluster.cli("jobs", check=False)
+    assert res.returncode == 3 and "cannot reach mbatchd" in res.stderr
+
+
+def test_bad_config_refused_by_daemon_and_config_check(cluster, tmp_path):
+    conf = tmp_path / "bad"
+    conf.mkdir()
+    (conf / "lavalite.conf").write_text("[cluster]\nname = x\n[mbatchd]\nport = 99999\nbogus\n")
+    (conf / "queues.conf").write_text("[serial]\npriority = high\n")
+    res = cluster.cli("config-check", "--conf", str(conf / "lavalite.conf"), check=False)
+    assert res.returncode == 2
+    assert f"{conf}/lavalite.conf:4: [mbatchd] port" in res.stderr
+    assert f"{conf}/lavalite.conf:5:" in res.stderr
+    assert f"{conf}/queues.conf:2: [serial] priority" in res.stderr
+    for role in ("mbatchd", "sbatchd", "lim"):
+        proc = subprocess.run(cluster.program + ["--role", role, "--conf", str(conf / "lavalite.conf")],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and "refusing to start" in proc.stderr
+        assert f"{conf}/queues.conf:2: [serial] priority" in proc.stderr
+    assert cluster.cli("config-check").returncode == 0

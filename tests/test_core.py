@@ -1,0 +1,110 @@
+"""mbatchd's core driven directly, the HyperQueue way: events in, recorded outbox and store
+rows out, no sockets. The store is real (a file in tmp_path)."""
+import pytest
+
+from lavalite import config
+from lavalite.protocol import ProtocolError
+from roles.mbatchd.core import Core
+from store import Store
+
+USER = {"role": "user", "user": "alice", "uid": 1000, "host": "h0"}
+
+
+@pytest.fixture
+def world(tmp_path):
+    conf = config.defaults(str(tmp_path))
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=100.0)
+    return conf, store, core
+
+
+def commit(store, core):
+    store.commit(jobs=core.dirty_jobs.values(), events=core.events,
+                 hosts=core.dirty_hosts.values(), envs=core.new_envs, users=core.new_users)
+    out = core.outbox
+    core.new_turn()
+    return out
+
+
+def submit(core, store, cmd=("true",), **spec):
+    return core.submit(USER, {"spec": {"cmd": list(cmd), "env": {"A": "1"}, **spec}}, 100.0,
+                       store.env_id)["job"]
+
+
+def test_dispatch_batched_per_host_and_env_shared(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    ids = [submit(core, store) for _ in range(3)]
+    assert core.schedule(100.0) == 2
+    out = commit(store, core)
+    assert [m["op"] for m in out["h1"]] == ["dispatch"]
+    assert [j["id"] for j in out["h1"][0]["jobs"]] == ids[:2]
+    assert len(out["h1"][0]["envs"]) == 1
+    assert store.db.execute("select count(*) from envs").fetchone()[0] == 1
+
+
+def test_duplicate_request_id_makes_one_job(world):
+    conf, store, core = world
+    msg = {"req": "abc", "spec": {"cmd": ["true"]}}
+    first = core.submit(USER, msg, 100.0, store.env_id)
+    again = core.submit(USER, msg, 100.0, store.env_id)
+    assert first["job"] == again["job"] and again["duplicate"]
+    assert len(core.jobs) == 1
+
+
+def test_exit_reports_retry_then_fail_and_stale_reports_change_nothing(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    job_id = submit(core, store, retries=1)
+    core.schedule(100.0)
+    commit(store, core)
+    rep = {"rid": 1, "kind": "exit", "job": job_id, "attempt": 1, "exit_code": 2}
+    assert core.reports("h1", [rep], 101.0) == [1]
+    job = core.jobs[job_id]
+    assert job.state == "PEND" and job.eligible_time == 101.0 + 10.0
+    assert core.reports("h1", [dict(rep, rid=2)], 102.0) == [2] and job.state == "PEND"
+    core.tick(111.0)
+    core.schedule(111.0)
+    core.reports("h1", [dict(rep, rid=3, attempt=2)], 112.0)
+    assert job.stat == "FAILED(exit)" and job.attempt == 2
+    commit(store, core)
+    assert [e[3] for e in store.events(job_id)] == ["PEND", "RUN", "PEND", "RUN", "FAILED"]
+
+
+def test_reregistration_redelivers_lost_dispatch_and_kills_stale_copies(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    job_id = submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    core.host_gone("h1", 100.5)
+    # back, not knowing the job (the dispatch was lost), but running a stale attempt 7 of job 99
+    core.host_register("h1", {"slots": 2, "running": [[99, 7]]}, 101.0)
+    out = commit(store, core)["h1"]
+    assert {"op": "kill", "job": 99, "attempt": 7, "stale": True} in out
+    assert [j["id"] for m in out if m["op"] == "dispatch" for j in m["jobs"]] == [job_id]
+    assert core.jobs[job_id].attempt == 1, "redelivery is the same attempt"
+
+
+def test_reload_from_store_restores_queues_and_counters(world, tmp_path):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    ids = [submit(core, store) for _ in range(3)]
+    core.schedule(100.0)
+    commit(store, core)
+    again = Core(conf, store.load(0), now=100.0)
+    again.sort_pending()
+    assert again.jobs[ids[0]].state == "RUN" and again.hosts["h1"].used == 1
+    assert again.npend["serial"] == 2 and again.next_id == ids[-1] + 1
+    assert again.hosts["h1"].status == "unavail", "a host is unavailable until it registers"
+
+
+def test_submit_validation(world):
+    conf, store, core = world
+    for spec, text in [({"cmd": []}, "cmd"), ({"cmd": ["x"], "queue": "nope"}, "does not exist"),
+                       ({"cmd": ["x"], "slots": 0}, "slots"), ({"cmd": ["x"], "retries": 99}, "retries"),
+                       ({"cmd": ["x"], "walltime": "soon"}, "number"),
+                       ({"cmd": ["x"], "env": {"A": 1}}, "env")]:
+        with pytest.raises(ProtocolError, match=text):
+            core.submit(USER, {"spec": spec}, 100.0, store.env_id)
+    assert core.jobs == {} and core.events == []

@@ -1,0 +1,59 @@
+"""Frames and authentication, without sockets."""
+import struct
+import time
+
+import pytest
+
+from lavalite import auth
+from lavalite.protocol import Decoder, ProtocolError, encode
+
+
+def test_frames_split_anywhere_reassemble():
+    msgs = [{"v": 1, "op": "ping", "id": i, "pad": "x" * i} for i in range(50)]
+    data = b"".join(encode(m) for m in msgs)
+    dec, out = Decoder(), []
+    for i in range(0, len(data), 7):
+        out += dec.feed(data[i:i + 7])
+    assert out == msgs
+
+
+def test_bad_frames_become_errors_and_decoding_goes_on():
+    dec = Decoder(max_frame=1000)
+    bad = b"{nope"
+    out = dec.feed(struct.pack(">I", len(bad)) + bad + encode([1]) + encode({"v": 2, "op": "x"})
+                   + encode({"v": 1}) + encode({"v": 1, "op": "ok", "id": 1}))
+    assert [getattr(m, "code", None) for m in out] == [
+        "bad_frame", "bad_frame", "bad_version", "bad_frame", None]
+    big = dec.feed(struct.pack(">I", 5000))
+    assert big[0].code == "frame_too_big" and big[0].fatal
+
+
+def test_hello_signature_age_and_roles():
+    key = b"k" * 64
+    msg = auth.hello(key, "user", "h1", uid=1000, user="alice")
+    ident = auth.verify_hello(key, msg)
+    assert ident["user"] == "alice" and ident["uid"] == 1000
+    forged = dict(msg, uid=0, user="root")                 # claim another user: signature breaks
+    with pytest.raises(ProtocolError, match="bad signature"):
+        auth.verify_hello(key, forged)
+    with pytest.raises(ProtocolError, match="bad signature"):
+        auth.verify_hello(b"other" * 13, msg)
+    with pytest.raises(ProtocolError, match="expired"):
+        auth.verify_hello(key, msg, now=time.time() + 3600)
+    with pytest.raises(ProtocolError, match="first frame"):
+        auth.verify_hello(key, {"v": 1, "op": "jobs", "id": 1})
+    proof = auth.server_proof(key, msg["nonce"])
+    assert auth.check_server_proof(key, msg["nonce"], proof)
+    assert not auth.check_server_proof(b"z" * 64, msg["nonce"], proof)
+
+
+def test_key_file_must_be_private(tmp_path):
+    path = str(tmp_path / "key")
+    auth.create_key(path)
+    assert len(auth.load_key(path)) == 64
+    import os
+    os.chmod(path, 0o644)
+    with pytest.raises(auth.KeyFileError, match="chmod 600"):
+        auth.load_key(path)
+    with pytest.raises(auth.KeyFileError, match="cannot read"):
+        auth.load_key(str(tmp_path / "missing"))
