@@ -75,8 +75,6 @@ KEYS = [
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
     (_SB, "sbatchd", "reconnect_max", "dur>0", "30",
      "Maximum backoff while mbatchd is unreachable."),
-    (_SB, "sbatchd", "hostname", "str", "",
-     "Name this sbatchd reports (empty = the system host name); lets several run on one machine."),
     (_QU, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
     (_QU, QUEUE, "max_running_user", "int>=0", "0",
      "Running jobs per user in this queue (0 = no limit)."),

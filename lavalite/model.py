@@ -114,6 +114,8 @@ def transition(job, new, now, reason=""):
         job.start_time = None      # set by the START report
         job.end_time = None
         job.exit_code = job.exit_signal = None
+    elif new == PEND:
+        job.start_time = None      # bjobs shows the attempt to come, not the one that ended
     elif new in FINISHED:
         job.end_time = now
     return Event(job.id, now, old, new, reason, job.host, job.attempt)

@@ -35,7 +35,7 @@ def test_empty_file_gives_defaults(tmp_path):
     assert conf.lim.heartbeat_misses == 3
     assert conf.lim.labels == {} and conf.hosts == {}
     assert conf.sbatchd.slots == (os.cpu_count() or 1) and conf.sbatchd.metrics_port == 0
-    assert conf.sbatchd.work_dir == "/var/spool/lavalite/jobs" and conf.sbatchd.hostname == ""
+    assert conf.sbatchd.work_dir == "/var/spool/lavalite/jobs"
     assert conf.paths.queues_conf == str(tmp_path / "queues.conf")
     assert conf.logging.level == "info" and conf.logging.target == "stderr"
     assert list(conf.queues) == ["serial"]
@@ -228,7 +228,7 @@ def test_unreadable_files(tmp_path):
     assert errors_of(missing) == [f"{missing}: cannot read: No such file or directory"]
     main = write(tmp_path, "lavalite.conf", "")
     (tmp_path / "lim.conf").mkdir()
-    (tmp_path / "sbatchd.conf").write_bytes(b"[sbatchd]\nhostname = \xff\n")
+    (tmp_path / "sbatchd.conf").write_bytes(b"[sbatchd]\ndefault_output = \xff\n")
     errs = errors_of(main)
     assert errs[0] == f"{tmp_path / 'lim.conf'}: cannot read: Is a directory"
     assert errs[1].startswith(f"{tmp_path / 'sbatchd.conf'}: cannot read: ")
@@ -267,14 +267,14 @@ def test_defaults_and_write_state_conf_round_trip(tmp_path):
         "lavalite.conf": {"mbatchd": {"port": 7000, "default_queue": "short"},
                           "cluster": {"master_candidates": ["a", "b"], "allow_root_jobs": True},
                           "hosts": {"a": "127.0.0.1"}},
-        "sbatchd.conf": {"sbatchd": {"hostname": "n1", "slots": 2}},
+        "sbatchd.conf": {"sbatchd": {"kill_grace": 3, "slots": 2}},
         "lim.conf": {"labels": {"a": "gpu"}, "lim": {"poll_interval": 0.25}},
         "queues.conf": {"short": {"priority": 40, "max_walltime": 600.0}, "serial": {}},
     })
     conf = config.load(path)
     assert conf.mbatchd.port == 7000 and conf.cluster.master_candidates == ["a", "b"]
     assert conf.cluster.allow_root_jobs is True and conf.hosts == {"a": "127.0.0.1"}
-    assert conf.sbatchd.hostname == "n1" and conf.sbatchd.slots == 2
+    assert conf.sbatchd.kill_grace == 3.0 and conf.sbatchd.slots == 2
     assert conf.lim.labels == {"a": ["gpu"]} and conf.lim.poll_interval == 0.25
     assert list(conf.queues) == ["short", "serial"] and conf.queues["short"].max_walltime == 600.0
     assert conf.paths.state_dir == str(other)

@@ -199,16 +199,15 @@ def demo(args):
     run = lambda *cmd: subprocess.run(list(cmd), env=env, cwd=state)   # noqa: E731
     run(*self_command(), "links", bindir)
     upper = subprocess.Popen(self_command() + ["up", "--state-dir", state, "--slots", "4"],
-                             env=env)
+                             env=env, stdout=subprocess.PIPE, text=True)
     try:
-        with Client(conf_path=env["LAVALITE_CONF"], timeout=5) as c:
-            for _ in range(300):
-                try:
-                    if any(h["status"] == "ok" for h in c.call("hosts")["hosts"]):
-                        break
-                except (ClientError, config.ConfigError):
-                    c.close()
-                time.sleep(0.2)
+        for line in upper.stdout:              # up prints its ready line once sbatchd is in
+            print(line, end="", flush=True)
+            if "LavaLite is up" in line:
+                break
+        else:
+            print("lavalite demo: the cluster did not come up", file=sys.stderr)
+            return 1
         steps = [["bsub", "-J", "hello", "-o", "hello.%J.out", "--", "echo", "hello from LavaLite"],
                  ["bsub", "-J", "sum", "-o", "sum.%J.out", "python3 -c 'print(sum(range(10**6)))'"],
                  ["bsub", "-J", "fails", "--retries", "1", "--", "sh", "-c", "exit 3"],
@@ -218,13 +217,14 @@ def demo(args):
             print("$", " ".join(step), flush=True)
             run(*step)
         time.sleep(3)
-        for step in (["bkill", "4"], ["bjobs", "-a"], ["cat", "hello.1.out", "sum.2.out"]):
+        for step in (["bkill", "4"], ["bjobs", "-a"], ["bjobs", "-l", "3"],
+                     ["cat", "hello.1.out", "sum.2.out"]):
             time.sleep(1)
             print("$", " ".join(step), flush=True)
             run(*step)
     finally:
         upper.send_signal(signal.SIGTERM)
-        upper.wait(60)
+        print(upper.communicate(timeout=60)[0], end="")
     print(f"(the demo cluster's state and logs are in {state})")
     return 0
 
