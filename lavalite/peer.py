@@ -4,8 +4,11 @@ Kept apart from lavalite.protocol so that the CLI, which speaks the same frames 
 socket, never imports asyncio.
 """
 import asyncio
+import logging
 
-from lavalite.protocol import MAX_FRAME, VERSION, Decoder, ProtocolError, encode, error
+from lavalite.protocol import INTERNAL, MAX_FRAME, VERSION, Decoder, ProtocolError, encode, error
+
+log = logging.getLogger("lavalite")
 
 
 class Peer(asyncio.Protocol):
@@ -41,6 +44,10 @@ class Peer(asyncio.Protocol):
                 self.handler(self, msg)
             except ProtocolError as exc:
                 self.fail(msg.get("id"), exc)
+            except Exception:          # a bug must cost one request, never the daemon
+                log.exception("internal error handling %r", msg.get("op"))
+                self.fail(msg.get("id"), ProtocolError(INTERNAL, f"internal error handling "
+                                                                 f"{msg.get('op')!r}; see the log"))
 
     def fail(self, req_id, exc):
         self.send(error(req_id, exc.code, exc.message))

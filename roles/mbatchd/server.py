@@ -59,13 +59,7 @@ class Mbatchd:
         role = peer.identity["role"]
         if (op in USER_OPS) != (role == "user") and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
-        try:
-            result = handler(peer, msg, time.time())
-        except P.ProtocolError:
-            raise
-        except Exception:
-            log.exception("internal error handling %s", op)
-            raise P.ProtocolError(P.INTERNAL, f"internal error handling {op!r}; see mbatchd log")
+        result = handler(peer, msg, time.time())
         if result is not None:
             self.held.append((peer, P.reply(msg.get("id"), **result)))
         self.request_turn()

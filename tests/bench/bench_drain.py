@@ -11,7 +11,9 @@ adds no requests to mbatchd's CPU figure.
 """
 import argparse
 import asyncio
+import collections
 import datetime
+import glob
 import os
 import platform
 import shlex
@@ -39,9 +41,11 @@ def pct(values, p):
 
 
 def cpu_seconds(pid):
+    """(own, reaped children's) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+    utime, stime, cutime, cstime = (int(x) / CLK_TCK for x in fields[11:15])
+    return utime + stime, cutime + cstime
 
 
 def peak_rss_mb(pid):
@@ -92,6 +96,9 @@ class Cluster:
             timer.cancel()
         with open(os.path.join(self.state, "mbatchd.pid")) as f:
             self.mbatchd = int(f.read())
+        # sbatchd too: its CPU (and its shepherds', reaped children) is the other half of a job.
+        with open(glob.glob(os.path.join(self.state, "spool", "sbatchd-*.pid"))[0]) as f:
+            self.sbatchd = int(f.read())
         return self
 
     def __exit__(self, *exc):
@@ -100,7 +107,8 @@ class Cluster:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})", file=sys.stderr)
+            print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})",
+                  file=sys.stderr)
         if exc and exc[0] is None:
             shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
 
@@ -109,8 +117,8 @@ class Cluster:
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            left, = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()
-            if not left:
+            if not db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')"
+                              ).fetchone()[0]:
                 break
             time.sleep(0.2)
         rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
@@ -130,7 +138,8 @@ def submit_bsub(cluster, n, cwd):
                    stdout=subprocess.DEVNULL)
     # Same interpreter (if any) as the program, argv[0] = the link: "python lavalite.py" runs
     # as "python bin/bsub", a zipapp as bin/bsub itself.
-    bsub = cluster.program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--", "/bin/true"]
+    bsub = cluster.program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--",
+                                   "/bin/true"]
     env = dict(os.environ, LAVALITE_CONF=cluster.conf)
 
     def one(_):
@@ -146,35 +155,34 @@ def submit_bsub(cluster, n, cwd):
 
 def scenario(submit, args, raw, cwd):
     with Cluster(args.program, args.slots) as cl:
-        cpu0 = cpu_seconds(cl.mbatchd)
+        cpu0 = {pid: cpu_seconds(pid) for pid in (cl.mbatchd, cl.sbatchd)}
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
         t_submit = time.time() - t0
         rows = cl.drain(args.timeout)
-        cpu = cpu_seconds(cl.mbatchd) - cpu0
+        cpu = {pid: [b - a for a, b in zip(cpu0[pid], cpu_seconds(pid))] for pid in cpu0}
         rss = peak_rss_mb(cl.mbatchd)
-    states = {}
-    for state, *_ in rows:
-        states[state] = states.get(state, 0) + 1
+    states = collections.Counter(r[0] for r in rows)
     ends = [r[3] for r in rows if r[3] is not None]
     drain = max(ends) - t0 if ends else float("nan")
     waits = [r[2] - r[1] for r in rows if r[2] is not None]
-    fig = {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit}
-    fig["bsub process p50 / p99 (ms)"] = (
-        (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-")
-    fig.update({"drain time (s)": drain, "jobs/s": len(ends) / drain,
-                "jobs/s ÷ raw rate": len(ends) / drain / raw,
-                "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
-                "mbatchd CPU (s)": cpu, "mbatchd peak RSS (MB)": rss,
-                "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))})
-    return fig
+    return {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit,
+            "bsub process p50 / p99 (ms)":
+                (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-",
+            "drain time (s)": drain, "jobs/s": len(ends) / drain,
+            "jobs/s ÷ raw rate": len(ends) / drain / raw,
+            "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
+            "mbatchd CPU (s)": cpu[cl.mbatchd][0], "mbatchd peak RSS (MB)": rss,
+            "sbatchd CPU: own / shepherds+jobs (s)": tuple(cpu[cl.sbatchd]),
+            "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))}
 
 
 def fmt(value):
     if isinstance(value, tuple):
         return " / ".join(fmt(v) for v in value)
-    return f"{value:.3g}" if isinstance(value, float) and value < 100 else (
-        f"{value:.0f}" if isinstance(value, float) else str(value))
+    if isinstance(value, float):
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    return str(value)
 
 
 def main():
@@ -189,9 +197,11 @@ def main():
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    figs = {"(a) one client": scenario(submit_client, args, raw, cwd),
-            "(b) bsub processes": scenario(submit_bsub, args, raw, cwd)}
-    shutil.rmtree(cwd, ignore_errors=True)
+    try:
+        figs = {"(a) one client": scenario(submit_client, args, raw, cwd),
+                "(b) bsub processes": scenario(submit_bsub, args, raw, cwd)}
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
     table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
                              for k in figs["(a) one client"]]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -204,10 +214,11 @@ def main():
         new = not os.path.exists(args.markdown)
         with open(args.markdown, "a") as f:
             if new:
-                f.write("# Performance\n\nFigures from `tests/bench/bench_drain.py`, newest last.\n")
+                f.write("# Performance\n\nFrom `tests/bench/bench_drain.py`, newest last.\n")
             f.write(f"\n## Drain benchmark, {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}, Python "
-                    f"{platform.python_version()}; program `{shlex.join(args.program)}`.\n"
+                    f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), "
+                    f"{platform.platform()}, Python {platform.python_version()}; "
+                    f"program `{shlex.join(args.program)}`.\n"
                     f"{head}.\n\n")
             for i, row in enumerate(table):
                 f.write("| " + " | ".join(row) + " |\n")
