@@ -1,6 +1,7 @@
 """What every daemon role shares: config loading that refuses a bad file, logging, pid files,
 the event loop (uvloop, imported here lazily: the CLI path never pays for it), and stopping
 cleanly on SIGTERM/SIGINT."""
+import argparse
 import asyncio
 import logging
 import os
@@ -60,3 +61,21 @@ async def sleep_or_stop(stop, seconds):
         await asyncio.wait_for(stop.wait(), seconds)
     except asyncio.TimeoutError:
         pass
+
+
+def main(role, argv, factory, startup_errors):
+    """A daemon's whole life: arguments, configuration, logging, `factory(conf, host)` (an
+    object with `serve(stop)`), then the loop. A startup_error (no key, no store...) is logged
+    and exits 2, like a bad configuration."""
+    ap = argparse.ArgumentParser(prog=f"lavalite --role {role}")
+    ap.add_argument("--conf", help="lavalite.conf (default: the usual search)")
+    ap.add_argument("--host", help="this node's name (default: $LAVALITE_HOST, the host name)")
+    args = ap.parse_args(argv)
+    conf, host = setup(role, args.conf, args.host)
+    try:
+        server = factory(conf, host)
+    except startup_errors as exc:
+        log.error("%s cannot start: %s", role, exc)
+        return 2
+    run(server.serve)
+    return 0

@@ -5,7 +5,6 @@ mbatchd reads the load over LIM's Unix socket (`<spool_dir>/lim.sock`). Heartbea
 LIMs and the election of the master among the candidates build on this (issue 5); until then
 the master is the first master candidate, or this node when none is configured.
 """
-import argparse
 import asyncio
 import logging
 import os
@@ -113,15 +112,4 @@ class Lim:
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(prog="lavalite --role lim")
-    ap.add_argument("--conf")
-    ap.add_argument("--host")
-    args = ap.parse_args(argv)
-    conf, host = daemon.setup("lim", args.conf, args.host)
-    try:
-        lim = Lim(conf, host)
-    except KeyFileError as exc:
-        daemon.log.error("lim cannot start: %s", exc)
-        return 2
-    daemon.run(lim.serve)
-    return 0
+    return daemon.main("lim", argv, Lim, (KeyFileError,))

@@ -191,7 +191,7 @@ def hosts(args):
           ["HOST_NAME", "STATUS", "MAX", "NJOBS", "RUN", "FREE"])
 
 
-def _none(p):
+def no_options(p):
     pass
 
 
@@ -199,6 +199,6 @@ COMMANDS = {
     "submit": (_setup_submit, submit, "submit a job (bsub)"),
     "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
-    "queues": (_none, queues, "show queues (bqueues)"),
-    "hosts": (_none, hosts, "show hosts (bhosts)"),
+    "queues": (no_options, queues, "show queues (bqueues)"),
+    "hosts": (no_options, hosts, "show hosts (bhosts)"),
 }

@@ -16,6 +16,7 @@ from lavalite import auth, config
 from lavalite.client import Client, ClientError
 from lavalite.entry import self_command
 from lavalite.hosts import local_host
+from roles.cli.commands import no_options
 
 LINKS = ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "llctrl")
 
@@ -177,10 +178,6 @@ def links(args):
     print(f"linked {', '.join(LINKS)} in {args.dir} to {target}")
 
 
-def _setup_none(p):
-    pass
-
-
 def config_check(args):
     path = config.find_conf(args.conf)
     conf = config.load(path)
@@ -233,6 +230,6 @@ COMMANDS = {
     "up": (_setup_up, up, "run a single-host cluster in the foreground"),
     "down": (_setup_down, down, "stop the cluster `lavalite up` runs"),
     "links": (_setup_links, links, "create the bsub/bjobs/... symlinks to this program"),
-    "config-check": (_setup_none, config_check, "check the configuration, report every error"),
-    "demo": (_setup_none, demo, "start a throw-away cluster and run a few jobs on it"),
+    "config-check": (no_options, config_check, "check the configuration, report every error"),
+    "demo": (no_options, demo, "start a throw-away cluster and run a few jobs on it"),
 }

@@ -1,5 +1,4 @@
 """mbatchd: queues, scheduling and the job store; started and supervised by the master LIM."""
-import argparse
 
 
 def main(argv):
@@ -7,16 +6,4 @@ def main(argv):
     from lavalite.auth import KeyFileError
     from roles.mbatchd.server import Mbatchd
     from store import StoreError
-
-    ap = argparse.ArgumentParser(prog="lavalite --role mbatchd")
-    ap.add_argument("--conf")
-    ap.add_argument("--host")
-    args = ap.parse_args(argv)
-    conf, host = daemon.setup("mbatchd", args.conf, args.host)
-    try:
-        server = Mbatchd(conf, host)
-    except (KeyFileError, StoreError) as exc:
-        daemon.log.error("mbatchd cannot start: %s", exc)
-        return 2
-    daemon.run(server.serve)
-    return 0
+    return daemon.main("mbatchd", argv, Mbatchd, (KeyFileError, StoreError))

@@ -6,12 +6,12 @@ the machine's raw rate of running /bin/true 16 at a time, measured in the same r
         [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
 
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
-time. Each gets a fresh cluster; times come from the cluster's store, so polling for the drain
-adds no requests to mbatchd's CPU figure.
+time; each gets a fresh cluster. Job times come from the cluster's store.
 """
 import argparse
 import asyncio
 import collections
+import contextlib
 import datetime
 import glob
 import os
@@ -67,63 +67,50 @@ async def raw_rate(n, slots):
     return n / (time.time() - t0)
 
 
-class Cluster:
-    """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
+def read_pid(path):
+    with open(path) as f:
+        return int(f.read())
 
-    def __init__(self, program, slots):
-        self.program, self.slots = program, slots
-        self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
-        self.conf = os.path.join(self.state, "lavalite.conf")
-        self.db = os.path.join(self.state, "lavalite.db")
 
-    def __enter__(self):
-        self.proc = subprocess.Popen(
-            self.program + ["up", "--state-dir", self.state, "--slots", str(self.slots)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        # `up` keeps running silently if the cluster never gets ready: bound the wait.
-        timer = threading.Timer(90, self.proc.terminate)
-        timer.start()
-        try:
-            for line in self.proc.stdout:
-                if "LavaLite is up" in line:
-                    break
-            else:
-                raise RuntimeError(f"lavalite up did not get ready; see {self.state}/log")
-        except BaseException:
-            self.__exit__()
-            raise
-        finally:
-            timer.cancel()
-        with open(os.path.join(self.state, "mbatchd.pid")) as f:
-            self.mbatchd = int(f.read())
+@contextlib.contextmanager
+def cluster(program, slots):
+    """`lavalite up` in a fresh state directory, stopped with SIGTERM whatever happens; yields
+    (state dir, mbatchd pid, sbatchd pid). The state dir is kept after an error, for its logs."""
+    state = tempfile.mkdtemp(prefix="lavalite-bench-")
+    proc = subprocess.Popen(program + ["up", "--state-dir", state, "--slots", str(slots)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    # `up` stays running without a word if the cluster never gets ready: bound the wait.
+    timer = threading.Timer(90, proc.terminate)
+    timer.start()
+    try:
+        if not any("LavaLite is up" in line for line in proc.stdout):
+            raise RuntimeError(f"lavalite up did not get ready; see {state}/log")
+        timer.cancel()
         # sbatchd too: its CPU (and its shepherds', reaped children) is the other half of a job.
-        with open(glob.glob(os.path.join(self.state, "spool", "sbatchd-*.pid"))[0]) as f:
-            self.sbatchd = int(f.read())
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGTERM)
+        yield (state, read_pid(os.path.join(state, "mbatchd.pid")),
+               read_pid(glob.glob(os.path.join(state, "spool", "sbatchd-*.pid"))[0]))
+    finally:
+        timer.cancel()
+        proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(60)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})",
-                  file=sys.stderr)
-        if exc and exc[0] is None:
-            shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
+            proc.kill()
+            print(f"warning: lavalite up ignored SIGTERM for 60 s ({state})", file=sys.stderr)
+    shutil.rmtree(state, ignore_errors=True)
 
-    def drain(self, timeout):
-        """Wait until no job is pending or running; return the store's rows of all jobs."""
-        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if not db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')"
-                              ).fetchone()[0]:
-                break
-            time.sleep(0.2)
-        rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
-        db.close()
-        return rows
+
+def drain(state, timeout):
+    """Wait until no job is pending or running; return the store's rows of all jobs. Reading
+    the store, not asking mbatchd, keeps the polling out of mbatchd's CPU figure."""
+    db = sqlite3.connect(f"file:{state}/lavalite.db?mode=ro", uri=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and db.execute(
+            "SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()[0]:
+        time.sleep(0.2)
+    rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
+    db.close()
+    return rows
 
 
 def submit_client(cluster, n, cwd):
