@@ -425,8 +425,10 @@ def _describe(kind):
 
 
 def render(conf_name, values=None):
-    """Documented sample of conf_name: every key with its meaning, type and default, set to the
-    default or to values[section][key]. queues.conf gets the queues in values, else [serial]."""
+    """Documented sample of conf_name: every key with its meaning, type and default. Keys given
+    in values[section][key] are set; the others stay commented out at their default, so a file
+    written once keeps following the defaults of the LavaLite that reads it.
+    queues.conf gets the queues in values, else [serial]."""
     values = values or {}
     schema = _SCHEMA[conf_name]
     for sec, keys in values.items():
@@ -444,8 +446,9 @@ def render(conf_name, values=None):
             out += [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
             continue
         for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
+            line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
             out += [f"# {doc}", f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
-                    f"{key} = {_fmt(given.get(key, default))}".rstrip(), ""]
+                    line.rstrip(), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

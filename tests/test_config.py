@@ -57,11 +57,13 @@ def test_etc_samples_equal_render_and_load(tmp_path):
     assert conf.queues == empty.queues
 
 
-def test_render_documents_every_key():
+def test_render_documents_every_key_and_sets_only_given_ones():
+    text = config.render("sbatchd.conf", {"sbatchd": {"slots": 3}})
+    assert "\nslots = 3\n" in text and "\n# kill_grace = 10\n" in text
     for f, sec, key, kind, default, doc in config.KEYS:
         text = config.render(f)
         if key:
-            assert f"# {doc}\n# Type: " in text and f"\n{key} = {default}".rstrip() in text
+            assert f"# {doc}\n# Type: " in text and f"\n# {key} = {default}".rstrip() in text
 
 
 def test_values_and_types(tmp_path):

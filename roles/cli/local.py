@@ -91,6 +91,10 @@ def up(args):
     print(f"export LAVALITE_CONF={conf_path}", flush=True)
     try:
         slots = _wait_ready(conf, procs, stopping)
+        if slots is None and not stopping and all(p.poll() is None for p in procs.values()):
+            print(f"lavalite up: no sbatchd registered with mbatchd within 60 s; see "
+                  f"{conf.paths.log_dir}; stopping", file=sys.stderr)
+            return 1
         if slots is not None:
             print(f"LavaLite is up on {local_host()}: {slots} job slots, mbatchd on "
                   f"{conf.cluster.listen}:{conf.mbatchd.port}, logs in {conf.paths.log_dir}. "

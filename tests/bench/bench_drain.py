@@ -113,21 +113,19 @@ def drain(state, timeout):
     return rows
 
 
-def submit_client(cluster, n, cwd):
-    with Client(conf_path=cluster.conf) as c:
+def submit_client(program, conf, n, cwd):
+    with Client(conf_path=conf) as c:
         return [c.submit(["/bin/true"], out="/dev/null", cwd=cwd) for _ in range(n)], []
 
 
-def submit_bsub(cluster, n, cwd):
+def submit_bsub(program, conf, n, cwd):
     """One bsub process per job through the `links` symlink, 4 at a time."""
-    bindir = os.path.join(cluster.state, "bin")
-    subprocess.run(cluster.program + ["links", bindir], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    # Same interpreter (if any) as the program, argv[0] = the link: "python lavalite.py" runs
+    bindir = os.path.join(os.path.dirname(conf), "bin")
+    subprocess.run(program + ["links", bindir], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # The program's interpreter (if any) with the link as argv[0]: "python lavalite.py" runs
     # as "python bin/bsub", a zipapp as bin/bsub itself.
-    bsub = cluster.program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--",
-                                   "/bin/true"]
-    env = dict(os.environ, LAVALITE_CONF=cluster.conf)
+    bsub = program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--", "/bin/true"]
+    env = dict(os.environ, LAVALITE_CONF=conf)
 
     def one(_):
         t0 = time.time()
@@ -137,30 +135,30 @@ def submit_bsub(cluster, n, cwd):
         return int(out.stdout.split("<", 1)[1].split(">", 1)[0]), time.time() - t0
     with ThreadPoolExecutor(4) as pool:
         ids, lat = zip(*pool.map(one, range(n)))
-    return list(ids), list(lat)
+    return ids, lat
 
 
 def scenario(submit, args, raw, cwd):
-    with Cluster(args.program, args.slots) as cl:
-        cpu0 = {pid: cpu_seconds(pid) for pid in (cl.mbatchd, cl.sbatchd)}
+    with cluster(args.program, args.slots) as (state, mbatchd, sbatchd):
+        cpu0 = {pid: cpu_seconds(pid) for pid in (mbatchd, sbatchd)}
         t0 = time.time()
-        ids, bsub_lat = submit(cl, args.jobs, cwd)
+        ids, bsub_lat = submit(args.program, os.path.join(state, "lavalite.conf"), args.jobs, cwd)
         t_submit = time.time() - t0
-        rows = cl.drain(args.timeout)
-        cpu = {pid: [b - a for a, b in zip(cpu0[pid], cpu_seconds(pid))] for pid in cpu0}
-        rss = peak_rss_mb(cl.mbatchd)
+        rows = drain(state, args.timeout)
+        cpu = {pid: tuple(b - a for a, b in zip(cpu0[pid], cpu_seconds(pid))) for pid in cpu0}
+        rss = peak_rss_mb(mbatchd)
     states = collections.Counter(r[0] for r in rows)
     ends = [r[3] for r in rows if r[3] is not None]
-    drain = max(ends) - t0 if ends else float("nan")
+    drain_s = max(ends) - t0 if ends else float("nan")
     waits = [r[2] - r[1] for r in rows if r[2] is not None]
     return {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit,
             "bsub process p50 / p99 (ms)":
                 (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-",
-            "drain time (s)": drain, "jobs/s": len(ends) / drain,
-            "jobs/s ÷ raw rate": len(ends) / drain / raw,
+            "drain time (s)": drain_s, "jobs/s": len(ends) / drain_s,
+            "jobs/s ÷ raw rate": len(ends) / drain_s / raw,
             "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
-            "mbatchd CPU (s)": cpu[cl.mbatchd][0], "mbatchd peak RSS (MB)": rss,
-            "sbatchd CPU: own / shepherds+jobs (s)": tuple(cpu[cl.sbatchd]),
+            "mbatchd CPU (s)": cpu[mbatchd][0], "mbatchd peak RSS (MB)": rss,
+            "sbatchd CPU: own / shepherds+jobs (s)": cpu[sbatchd],
             "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))}
 
 
