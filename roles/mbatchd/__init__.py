@@ -18,5 +18,5 @@ def main(argv):
     except (KeyFileError, StoreError) as exc:
         daemon.log.error("mbatchd cannot start: %s", exc)
         return 2
-    daemon.run(server.serve)
+    daemon.run(server.serve, server.reload)
     return 0

@@ -17,5 +17,5 @@ def main(argv):
     except (KeyFileError, OSError) as exc:
         daemon.log.error("sbatchd cannot start: %s", exc)
         return 2
-    daemon.run(server.serve)
+    daemon.run(server.serve, server.reload)
     return 0
