@@ -21,15 +21,15 @@ def syslog_address(text):
     return (host, int(port))
 
 
-def syslog_handler(conf, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
+def syslog_handler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
     """OSError when nothing listens on a Unix socket address."""
-    return logging.handlers.SysLogHandler(syslog_address(conf.logging.syslog_address), facility)
+    return logging.handlers.SysLogHandler(syslog_address(address), facility)
 
 
 def _handler(role, host, conf, target):
     fmt = FORMAT
     if target == "syslog":
-        handler, fmt = syslog_handler(conf), SYSLOG_FORMAT
+        handler, fmt = syslog_handler(conf.logging.syslog_address), SYSLOG_FORMAT
     elif target == "file":
         os.makedirs(conf.paths.log_dir, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
