@@ -24,6 +24,9 @@ def setup(role, argv_conf, argv_host):
         sys.exit(2)
     host = local_host(argv_host)
     log_mod.setup(role, host, conf)
+    # a reload asked for while the daemon starts must not kill it (SIGHUP's default); run()
+    # installs the real handler, and children started from the loop get SIGHUP's default back
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return conf, host
 
 

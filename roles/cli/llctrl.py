@@ -180,8 +180,11 @@ def setup(p):
     p.add_argument("--lavalite", default="lavalite",
                    help="the lavalite program on the hosts, for config-check (default: on PATH)")
     p.add_argument("--dry-run", action="store_true", help="print the pdsh command, run nothing")
-    p.add_argument("daemon", choices=list(UNITS))
-    p.add_argument("verb", choices=VERBS)
+    p.add_argument("daemon", choices=list(UNITS),
+                   help="which unit: lavalite-lim, lavalite-mbatchd or lavalite-sbatchd")
+    p.add_argument("verb", choices=VERBS,
+                   help="a systemctl verb (status asks is-active), or config-check: "
+                        "`lavalite config-check` on each host")
 
 
 def llctrl(args):
