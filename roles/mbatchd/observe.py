@@ -55,9 +55,11 @@ class Observer:
                 self.retried[queue] = self.retried.get(queue, 0) + 1
 
     def host_changed(self, name, old, why):
-        """One line per host state change (or re-registration), as for jobs."""
-        host = self.core.hosts.get(name)
-        log.info("host %s %s -> %s (%s)", name, old or "-", host.status if host else "-", why)
+        """One line per host state change (or re-registration), as for jobs; a warning when
+        the host stops taking jobs."""
+        new = self.core.hosts[name].status
+        log.log(logging.INFO if new == HOST_OK else logging.WARNING, "host %s %s -> %s (%s)",
+                name, old or "-", new, why)
 
     def families(self):
         core = self.core

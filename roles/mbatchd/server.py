@@ -9,11 +9,10 @@ import logging
 import os
 import time
 
-from lavalite import auth
+from lavalite import auth, daemon
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer
-from lavalite import daemon
 from roles.mbatchd.core import Core
 from roles.mbatchd.observe import Observer
 from store import Store
@@ -34,7 +33,7 @@ class Mbatchd:
         state = self.store.load(now - conf.mbatchd.clean_period)
         self.core = Core(conf, state, now)
         self.core.sort_pending()
-        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+        self.store_queues(conf)
         self.observer = Observer(self.core, host)
         log.info("store %s: %d jobs in memory, next job id %d", conf.mbatchd.database,
                  len(self.core.jobs), self.core.next_id)
@@ -97,9 +96,9 @@ class Mbatchd:
         if old is not None and old is not peer:
             old.close()
         self.sbatchd[host] = peer
-        old = getattr(self.core.hosts.get(host), "status", None)
+        was = getattr(self.core.hosts.get(host), "status", None)
         acks = self.core.host_register(host, msg, now)
-        self.observer.host_changed(host, old, f"sbatchd registered, {msg.get('slots')} slots")
+        self.observer.host_changed(host, was, f"sbatchd registered, {msg.get('slots')} slots")
         self.held.append((peer, {"v": P.VERSION, "op": "ack", "rids": acks}))
 
     def op_report(self, peer, msg, now):
@@ -149,6 +148,9 @@ class Mbatchd:
         self.timer = None
         self.request_turn()
 
+    def store_queues(self, conf):
+        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+
     def reload(self):
         """SIGHUP: new queues, limits and settings; jobs and connections are untouched."""
         conf = daemon.reread("mbatchd", self.host, self.conf)
@@ -156,7 +158,7 @@ class Mbatchd:
             return
         self.conf = conf
         self.core.reconfigure(conf)
-        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+        self.store_queues(conf)
         log.info("queues now: %s", ", ".join(self.core.qconf))
         self.request_turn()
 
