@@ -258,6 +258,18 @@ def test_dry_run_prints_the_command_and_runs_nothing(sshd):
     assert calls(sshd) == []
 
 
+def test_hosts_default_to_the_configuration(tmp_path):
+    config.write_state_conf(str(tmp_path), {"lavalite.conf": {
+        "cluster": {"master_candidates": "m1 m2"},
+        "hosts": {"node01": "10.0.0.1", "node02": "10.0.0.2", "m1": "10.0.0.9"}}})
+    conf = str(tmp_path / "lavalite.conf")
+    for daemon, hosts in (("sbatch", "m1,m2,node01,node02"), ("mbatch", "m1,m2")):
+        res = subprocess.run(LAUNCHER + ["llctrl", "--conf", conf, "--dry-run", daemon, "status"],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert f" -w {hosts} " in res.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--hosts", "n[1-x]", "lim", "status"], "bad host range"),
     (["--hosts", "a", "-f", "0", "lim", "status"], "--fanout must be at least 1"),
