@@ -111,14 +111,14 @@ def parse_pdsh(out, err, hosts):
     gave none, i.e. ssh failed}). ssh's own complaints land in the host's answer."""
     lines = {h: [] for h in hosts}
     codes = dict.fromkeys(hosts)
-    for text in (out, err):
+    for text, is_out in ((out, True), (err, False)):
         for line in text.splitlines():
             if line.startswith("pdsh@"):                  # pdsh@me: host: ssh exited with ...
                 line = line.split(": ", 1)[1] if ": " in line else line
             host, sep, rest = line.partition(": ")
             if not sep or host not in lines:
                 continue
-            if text is out and rest.startswith(RC) and rest[len(RC):].isdigit():
+            if is_out and rest.startswith(RC) and rest[len(RC):].isdigit():
                 codes[host] = int(rest[len(RC):])
             else:
                 lines[host].append(rest)
