@@ -12,7 +12,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -281,10 +280,3 @@ def test_bad_input(args, message, tmp_path):
     assert res.returncode == 2
     assert message in res.stderr
 
-
-def test_llctrl_imports_nothing_heavy():
-    code = ("import sys; from roles.cli import llctrl; "
-            "print(sorted(m for m in ('asyncio', 'apsw', 'uvloop', 'psutil', 'prometheus_client')"
-            " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert out.stdout.strip() == "[]", out.stderr
