@@ -136,6 +136,9 @@ SetEnv PATH={bindir}:/usr/bin:/bin
                 break
             except OSError:
                 time.sleep(0.1)
+        else:
+            raise AssertionError("sshd did not start: "
+                                 + open(os.path.join(base, "sshd.log")).read())
         sink = SyslogSink(os.path.join(base, "syslog.sock"))
         local = os.path.join(base, "local")
         config.write_state_conf(local, {"lavalite.conf": {
