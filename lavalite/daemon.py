@@ -1,6 +1,6 @@
 """What every daemon role shares: config loading that refuses a bad file, logging, pid files,
-the event loop (uvloop, imported here lazily: the CLI path never pays for it), and stopping
-cleanly on SIGTERM/SIGINT."""
+the event loop (uvloop, imported here lazily: the CLI path never pays for it), stopping
+cleanly on SIGTERM/SIGINT, and re-reading the configuration on SIGHUP."""
 import argparse
 import asyncio
 import logging
@@ -9,6 +9,7 @@ import signal
 import sys
 
 from lavalite import config as config_mod
+from lavalite import log as log_mod
 from lavalite.hosts import local_host
 
 log = logging.getLogger("lavalite")
@@ -23,11 +24,37 @@ def setup(role, argv_conf, argv_host):
         print(f"lavalite {role}: refusing to start, bad configuration:\n{exc}", file=sys.stderr)
         sys.exit(2)
     host = local_host(argv_host)
-    logging.basicConfig(
-        level=getattr(logging, conf.logging.level.upper()),
-        format=f"%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s",
-        stream=sys.stderr)
+    log_mod.setup(role, host, conf)
+    # a reload asked for while the daemon starts must not kill it (SIGHUP's default); run()
+    # installs the real handler, and children started from the loop get SIGHUP's default back
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return conf, host
+
+
+# Settings a running daemon cannot change: sockets are bound, files open. A reload that
+# changes one says so; the rest of the new configuration applies.
+RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "master_candidates"),
+                ("paths", "state_dir"), ("paths", "spool_dir"), ("mbatchd", "port"),
+                ("mbatchd", "database"), ("mbatchd", "metrics_port"), ("lim", "port"),
+                ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"))
+
+
+def reread(role, host, conf):
+    """SIGHUP: the configuration re-read from conf.path, or None when it is bad: the error is
+    logged exactly as config-check reports it, and the daemon keeps the one it runs."""
+    try:
+        new = config_mod.load(conf.path)
+    except config_mod.ConfigError as exc:
+        log.error("reload refused, keeping the running configuration; bad configuration:\n%s",
+                  exc)
+        return None
+    log_mod.setup(role, host, new)
+    for sec, key in RESTART_ONLY:
+        if getattr(getattr(conf, sec), key) != getattr(getattr(new, sec), key):
+            log.warning("reload: [%s] %s changed; it takes effect at the next restart", sec, key)
+            setattr(getattr(new, sec), key, getattr(getattr(conf, sec), key))
+    log.info("reloaded %s", conf.path)
+    return new
 
 
 def write_pid(path):
@@ -38,14 +65,17 @@ def write_pid(path):
     os.replace(tmp, path)
 
 
-def run(main):
+def run(main, reload=None):
     """Run coroutine function main(stop_event) on uvloop until it returns; SIGTERM and SIGINT
-    set stop_event so the role can finish its turn and close cleanly."""
+    set stop_event so the role can finish its turn and close cleanly. SIGHUP calls reload()
+    in the loop, between two turns, so a role never sees its configuration change mid-turn."""
     async def wrapper():
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload)
         return await main(stop)
 
     try:
@@ -65,8 +95,8 @@ async def sleep_or_stop(stop, seconds):
 
 def main(role, argv, factory, startup_errors):
     """A daemon's whole life: arguments, configuration, logging, `factory(conf, host)` (an
-    object with `serve(stop)`), then the loop. A startup_error (no key, no store...) is logged
-    and exits 2, like a bad configuration."""
+    object with `serve(stop)` and `reload()`), then the loop. A startup_error (no key, no
+    store...) is logged and exits 2, like a bad configuration."""
     ap = argparse.ArgumentParser(prog=f"lavalite --role {role}")
     ap.add_argument("--conf", help="lavalite.conf (default: the usual search)")
     ap.add_argument("--host", help="this node's name (default: $LAVALITE_HOST, the host name)")
@@ -77,5 +107,5 @@ def main(role, argv, factory, startup_errors):
     except startup_errors as exc:
         log.error("%s cannot start: %s", role, exc)
         return 2
-    run(server.serve)
+    run(server.serve, server.reload)
     return 0

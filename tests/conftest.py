@@ -21,10 +21,10 @@ FINISHED = ("DONE", "FAILED", "KILLED")
 
 class Cluster:
     """A single-host cluster in its own state directory. `queues`, `sbatchd`, `lim`, `mbatchd`
-    override sections of the generated configuration."""
+    override sections of the generated configuration; `conf` adds sections of lavalite.conf."""
 
     def __init__(self, state, slots=4, queues=None, sbatchd=None, lim=None, mbatchd=None,
-                 program=None):
+                 program=None, conf=None):
         self.state = str(state)
         self.program = program or LAUNCHER
         self.conf_path = os.path.join(self.state, "lavalite.conf")
@@ -48,6 +48,8 @@ class Cluster:
                       "log_dir": os.path.join(self.state, "log")},
             "mbatchd": {"port": str(_free_port()), **(mbatchd or {})},
             "lim": {"port": str(_free_port())}}
+        for sec, values in (conf or {}).items():
+            overrides["lavalite.conf"][sec] = {**overrides["lavalite.conf"].get(sec, {}), **values}
         config.write_state_conf(self.state, overrides)
         self.conf = config.load(self.conf_path)
         self.proc = None

@@ -49,9 +49,19 @@ def _first_conf(state, slots):
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": state, "spool_dir": os.path.join(state, "spool"),
                       "log_dir": os.path.join(state, "log")},
-            "mbatchd": {"port": str(_free_port())},
-            "lim": {"port": str(_free_port())}},
+            "mbatchd": {"port": str(_free_port()), "metrics_port": str(_free_port())},
+            "lim": {"port": str(_free_port()), "metrics_port": str(_free_port())},
+            "sbatchd": {"metrics_port": str(_free_port())}},
         "sbatchd.conf": {"sbatchd": sbatchd}})
+
+
+def metrics_urls(conf):
+    """(role, URL) of each daemon's metrics endpoint that is on."""
+    host = local_host() if conf.cluster.listen in ("0.0.0.0", "::") else conf.cluster.listen
+    return [(role, f"http://{host}:{port}/metrics")
+            for role, port in (("lim", conf.lim.metrics_port),
+                               ("mbatchd", conf.mbatchd.metrics_port),
+                               ("sbatchd", conf.sbatchd.metrics_port)) if port]
 
 
 def _running_pid(path):
@@ -99,6 +109,11 @@ def up(args):
             print(f"LavaLite is up on {local_host()}: {slots} job slots, mbatchd on "
                   f"{conf.cluster.listen}:{conf.mbatchd.port}, logs in {conf.paths.log_dir}. "
                   "Ctrl-C or `lavalite down` stops it.", flush=True)
+            urls = metrics_urls(conf)
+            with open(os.path.join(state, "metrics.urls"), "w") as f:
+                f.writelines(f"{role} {url}\n" for role, url in urls)
+            for role, url in urls:
+                print(f"{role} metrics: {url}", flush=True)
         while not stopping and all(p.poll() is None for p in procs.values()):
             time.sleep(0.2)
         dead = [r for r, p in procs.items() if p.poll() is not None]

@@ -62,12 +62,26 @@ class Core:
         self.outbox = {}                     # host -> [message]
 
     def _set_queues(self, conf):
+        """Queue views in conf's priority order; a view keeps its jobs and counters across a
+        reload, and a queue dropped from queues.conf lives on inactive (see _queue)."""
+        old, self.queues, self.qconf = self.queues, {}, {}
         for qc in conf.queue_order():
-            view = self.queues.get(qc.name) or QueueView(qc.name)
+            view = old.pop(qc.name, None) or QueueView(qc.name)
             view.priority, view.active = qc.priority, qc.active
             view.max_running_user, view.max_running_queue = qc.max_running_user, qc.max_running_queue
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
+        for name, view in old.items():
+            if self.npend.get(name) or view.running:
+                view.priority, view.active = -1, False
+                self.queues[name] = view
+
+    def reconfigure(self, conf):
+        """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
+        self.conf = conf
+        self.admins = set(conf.cluster.admins)
+        self._set_queues(conf)
+        self.wake = True
 
     def _queue(self, name):
         """A queue a stored job names: one dropped from queues.conf lives on, inactive, so its

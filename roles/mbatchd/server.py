@@ -9,11 +9,12 @@ import logging
 import os
 import time
 
-from lavalite import auth
+from lavalite import auth, daemon
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer
 from roles.mbatchd.core import Core
+from roles.mbatchd.observe import Observer
 from store import Store
 
 log = logging.getLogger("lavalite.mbatchd")
@@ -32,7 +33,8 @@ class Mbatchd:
         state = self.store.load(now - conf.mbatchd.clean_period)
         self.core = Core(conf, state, now)
         self.core.sort_pending()
-        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+        self.store_queues(conf)
+        self.observer = Observer(self.core, host)
         log.info("store %s: %d jobs in memory, next job id %d", conf.mbatchd.database,
                  len(self.core.jobs), self.core.next_id)
         self.held = []                 # (peer, message) to send once the turn has committed
@@ -68,8 +70,9 @@ class Mbatchd:
         ident = peer.identity or {}
         if ident.get("role") == "sbatchd" and self.sbatchd.get(ident["host"]) is peer:
             del self.sbatchd[ident["host"]]
+            old = self.core.hosts[ident["host"]].status
             self.core.host_gone(ident["host"], time.time())
-            log.warning("host %s: sbatchd disconnected", ident["host"])
+            self.observer.host_changed(ident["host"], old, "sbatchd disconnected")
             self.request_turn()
 
     def op_submit(self, peer, msg, now):
@@ -87,8 +90,9 @@ class Mbatchd:
         if old is not None and old is not peer:
             old.close()
         self.sbatchd[host] = peer
+        was = getattr(self.core.hosts.get(host), "status", None)
         acks = self.core.host_register(host, msg, now)
-        log.info("host %s: sbatchd registered, %s slots", host, msg.get("slots"))
+        self.observer.host_changed(host, was, f"sbatchd registered, {msg.get('slots')} slots")
         self.held.append((peer, {"v": P.VERSION, "op": "ack", "rids": acks}))
 
     def op_report(self, peer, msg, now):
@@ -113,9 +117,7 @@ class Mbatchd:
             self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
                               hosts=core.dirty_hosts.values(), envs=core.new_envs,
                               users=core.new_users)
-            for ev in core.events:
-                log.info("job %s: %s -> %s%s%s", ev.job_id, ev.old or "-", ev.new,
-                         f" host={ev.host}" if ev.host else "", f" ({ev.reason})" if ev.reason else "")
+            self.observer.events(core.events)
         outbox, held = core.outbox, self.held
         core.new_turn()
         self.held = []
@@ -140,6 +142,20 @@ class Mbatchd:
         self.timer = None
         self.request_turn()
 
+    def store_queues(self, conf):
+        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+
+    def reload(self):
+        """SIGHUP: new queues, limits and settings; jobs and connections are untouched."""
+        conf = daemon.reread("mbatchd", self.host, self.conf)
+        if conf is None:
+            return
+        self.conf = conf
+        self.core.reconfigure(conf)
+        self.store_queues(conf)
+        log.info("queues now: %s", ", ".join(self.core.qconf))
+        self.request_turn()
+
     # --- LIM's view of the hosts
 
     async def pull_load(self, stop):
@@ -152,13 +168,16 @@ class Mbatchd:
                 reply = await asyncio.wait_for(peer.request_msg(
                     auth.hello(self.key, "mbatchd", self.host)), 5)
                 while reply.get("ok") and not stop.is_set():
+                    sent = time.monotonic()
                     reply = await asyncio.wait_for(peer.request("load"), 5)
                     if reply.get("ok"):
+                        self.observer.lim_poll.observe((time.monotonic() - sent) * 1000)
                         self.core.host_load(reply.get("hosts") or {})
                     await sleep_or_stop(stop, self.conf.lim.poll_interval)
                 peer.close()
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 pass
+            self.observer.lim_polls_failed += 1
             await sleep_or_stop(stop, self.conf.lim.poll_interval)
 
     async def serve(self, stop):
@@ -166,12 +185,16 @@ class Mbatchd:
         server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
                                           reuse_address=True)
+        metrics = await self.observer.exporter.serve(self.conf.cluster.listen,
+                                                     self.conf.mbatchd.metrics_port)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()
         loader = asyncio.create_task(self.pull_load(stop))
         await stop.wait()
         server.close()
+        if metrics is not None:
+            metrics.close()
         loader.cancel()
         self.turn()                    # commit what the last frames changed
         self.store.close()

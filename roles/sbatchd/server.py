@@ -14,9 +14,10 @@ import shutil
 import signal
 import time
 
-from lavalite import auth
+from lavalite import auth, daemon
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
+from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer
@@ -60,6 +61,8 @@ class Sbatchd:
         self.peer = None               # the registered connection to mbatchd
         self.outgoing = []
         self.loop = None
+        self.started = 0               # attempts started here since sbatchd started
+        self.exporter = Exporter(self.families, self.status)
 
     # --- reports
 
@@ -110,6 +113,7 @@ class Sbatchd:
         with open(os.path.join(adir, "shepherd"), "w") as f:
             f.write(str(att.shepherd))
         self._watch(att)
+        self.started += 1
         self.report({"kind": "start", "job": job, "attempt": attempt, "time": time.time()})
 
     def _outputs(self, spec, cwd, adir):
@@ -216,6 +220,36 @@ class Sbatchd:
         if self.attempts:
             log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
 
+    # --- operations: status, metrics, reload
+
+    def status(self):
+        return {"sbatchd": "connected" if self.peer else "disconnected", "host": self.host,
+                "pid": os.getpid(), "jobs": len(self.attempts), "slots": self.conf.sbatchd.slots}
+
+    def families(self):
+        started = CounterMetricFamily("lavalite_sbatchd_attempts_started",
+                                      "Job attempts started on this host")
+        started.add_metric([], self.started)
+        return [started,
+                gauge("lavalite_sbatchd_jobs", "Job attempts running here", (),
+                      {(): len(self.attempts)}),
+                gauge("lavalite_sbatchd_slots", "Job slots of this host", (),
+                      {(): self.conf.sbatchd.slots}),
+                gauge("lavalite_sbatchd_connected", "1 while registered with mbatchd", (),
+                      {(): int(self.peer is not None)}),
+                gauge("lavalite_sbatchd_reports_unacked", "Reports kept until mbatchd acks",
+                      (), {(): len(self.journal.unacked)})]
+
+    def reload(self):
+        """SIGHUP: new limits and defaults apply to the next attempts; running attempts keep
+        going. A slot count change is sent to mbatchd at once by registering again."""
+        conf = daemon.reread("sbatchd", self.host, self.conf)
+        if conf is None:
+            return
+        old, self.conf = self.conf, conf
+        if self.peer is not None and conf.sbatchd.slots != old.sbatchd.slots:
+            self._register(self.peer)
+
     # --- the connection to mbatchd
 
     async def connect(self, stop):
@@ -245,8 +279,7 @@ class Sbatchd:
             raise ConnectionError(f"mbatchd refused us or failed to prove the key: {reply}")
         self.outgoing = []
         self.peer = peer
-        peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": self.conf.sbatchd.slots,
-                   "running": [list(k) for k in self.attempts], "reports": self.journal.pending()})
+        self._register(peer)
         log.info("registered with mbatchd at %s:%s (%d slots, %d running)", addr, port,
                  self.conf.sbatchd.slots, len(self.attempts))
         waiter = asyncio.ensure_future(stop.wait())
@@ -258,11 +291,19 @@ class Sbatchd:
         if not stop.is_set():
             log.warning("lost mbatchd at %s:%s; jobs keep running, reports are kept", addr, port)
 
+    def _register(self, peer):
+        peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": self.conf.sbatchd.slots,
+                   "running": [list(k) for k in self.attempts], "reports": self.journal.pending()})
+
     async def serve(self, stop):
         self.loop = asyncio.get_running_loop()
+        metrics = await self.exporter.serve(self.conf.cluster.listen,
+                                            self.conf.sbatchd.metrics_port)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))
         self.adopt()
         await self.connect(stop)
+        if metrics is not None:
+            metrics.close()
         log.info("sbatchd stopped; %d jobs left running under their shepherds", len(self.attempts))
 
 

@@ -1,0 +1,61 @@
+"""Daemon logging, chosen by lavalite.conf [logging]: stderr (what systemd's journal collects),
+syslog (facility daemon) or one file per role and host under log_dir, rotated by size.
+
+setup() may run again on a reload: it replaces the handlers, so a changed target takes effect
+without a restart."""
+import logging
+import logging.handlers
+import os
+import sys
+
+FORMAT = "%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s"
+# syslog stamps time and host itself; the tag names the role, as `lavalite-mbatchd[PID]: `
+SYSLOG_FORMAT = "lavalite-{role}[%(process)d]: %(levelname)s %(message)s"
+
+
+def syslog_address(text):
+    """'/dev/log' -> the path; 'host:port' -> (host, port) for UDP."""
+    if text.startswith("/") or ":" not in text:
+        return text
+    host, _, port = text.rpartition(":")
+    return (host, int(port))
+
+
+def syslog_handler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
+    """OSError when nothing listens on a Unix socket address."""
+    return logging.handlers.SysLogHandler(syslog_address(address), facility)
+
+
+def _handler(role, host, conf, target):
+    fmt = FORMAT
+    if target == "syslog":
+        handler, fmt = syslog_handler(conf.logging.syslog_address), SYSLOG_FORMAT
+    elif target == "file":
+        os.makedirs(conf.paths.log_dir, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            os.path.join(conf.paths.log_dir, f"{role}-{host}.log"),
+            maxBytes=conf.logging.rotate_size, backupCount=conf.logging.rotate_keep)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt.format(role=role, host=host)))
+    return handler
+
+
+def setup(role, host, conf):
+    """Route the `lavalite` loggers as conf says. A syslog socket that cannot be reached falls
+    back to stderr with a warning: a daemon must not refuse to run for its logging."""
+    root = logging.getLogger()
+    try:
+        handler = _handler(role, host, conf, conf.logging.target)
+        problem = None
+    except OSError as exc:
+        handler = _handler(role, host, conf, "stderr")
+        problem = f"cannot log to {conf.logging.target} ({exc}); logging to stderr"
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, conf.logging.level.upper()))
+    if problem:
+        logging.getLogger("lavalite").warning("%s", problem)
+

@@ -1,0 +1,102 @@
+"""What mbatchd tells the outside about its turns: one log line per job state change (to the
+daemon's log target: stderr, syslog or file), the Prometheus counters, and the gauges and
+/status computed at scrape time from the core's live counters (nothing per job is kept)."""
+import logging
+import os
+
+from prometheus_client import Histogram
+
+from lavalite.metrics import CounterMetricFamily, Exporter, gauge
+from lavalite.model import FAILED, HOST_OK, PEND, RUN
+
+log = logging.getLogger("lavalite.mbatchd")
+
+# milliseconds from eligible (submitted, or its retry backoff over) to dispatched
+LATENCY_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+                   300000)
+# mbatchd -> LIM load requests: the heartbeat between the two that exists today
+POLL_BUCKETS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
+
+
+class Observer:
+    def __init__(self, core, host):
+        self.core, self.host = core, host
+        self.submitted = 0
+        self.started = {}              # (queue, user) -> jobs dispatched
+        self.failed = {}               # reason -> jobs ended FAILED
+        self.retried = {}              # queue -> failed attempts sent back to PEND
+        self.lim_polls_failed = 0
+        self.exporter = Exporter(self.families, self.status)
+        self.latency = Histogram("lavalite_dispatch_latency_ms",
+                                 "From eligible (submit or backoff end) to dispatch, in ms",
+                                 buckets=LATENCY_BUCKETS, registry=self.exporter.registry)
+        self.lim_poll = Histogram("lavalite_lim_poll_latency_ms",
+                                  "Round trip of mbatchd's load request to its LIM, in ms",
+                                  buckets=POLL_BUCKETS, registry=self.exporter.registry)
+
+    def events(self, events):
+        """After the turn's commit: log and count each state change."""
+        jobs = self.core.jobs
+        for ev in events:
+            job = jobs.get(ev.job_id)
+            queue, user = (job.queue, job.user) if job else ("-", "-")
+            log.info("job %s user=%s queue=%s host=%s %s -> %s%s", ev.job_id, user, queue,
+                     ev.host or "-", ev.old or "-", ev.new,
+                     f" reason={ev.reason}" if ev.reason else "")
+            if ev.old is None:
+                self.submitted += 1
+            elif ev.new == RUN:
+                self.started[queue, user] = self.started.get((queue, user), 0) + 1
+                if job is not None:
+                    self.latency.observe(max(0.0, ev.time - job.eligible_time) * 1000)
+            elif ev.new == FAILED:
+                self.failed[ev.reason] = self.failed.get(ev.reason, 0) + 1
+            elif ev.new == PEND:
+                self.retried[queue] = self.retried.get(queue, 0) + 1
+
+    def host_changed(self, name, old, why):
+        """One line per host state change (or re-registration), as for jobs; a warning when
+        the host stops taking jobs."""
+        new = self.core.hosts[name].status
+        log.log(logging.INFO if new == HOST_OK else logging.WARNING, "host %s %s -> %s (%s)",
+                name, old or "-", new, why)
+
+    def families(self):
+        core = self.core
+        submitted = CounterMetricFamily("lavalite_jobs_submitted", "Jobs accepted")
+        submitted.add_metric([], self.submitted)
+        started = CounterMetricFamily("lavalite_jobs_started", "Jobs dispatched to a host",
+                                      labels=["queue", "user"])
+        for (queue, user), n in self.started.items():
+            started.add_metric([queue, user], n)
+        failed = CounterMetricFamily("lavalite_jobs_failed", "Jobs that ended FAILED",
+                                     labels=["reason"])
+        for reason, n in self.failed.items():
+            failed.add_metric([reason], n)
+        retried = CounterMetricFamily("lavalite_attempts_retried",
+                                      "Failed attempts sent back to PEND for a retry",
+                                      labels=["queue"])
+        for queue, n in self.retried.items():
+            retried.add_metric([queue], n)
+        polls = CounterMetricFamily("lavalite_lim_poll_failures",
+                                    "Load requests to the local LIM that failed or timed out")
+        polls.add_metric([], self.lim_polls_failed)
+        return [submitted, started, failed, retried, polls,
+                gauge("lavalite_queue_depth", "Pending jobs", ["queue"],
+                      {q: core.npend.get(q, 0) for q in core.queues}),
+                gauge("lavalite_queue_running_slots", "Slots used by running jobs", ["queue"],
+                      {q: view.running for q, view in core.queues.items()}),
+                gauge("lavalite_host_free_slots", "Free job slots (0 unless the host is ok)",
+                      ["host"], {h.name: h.free for h in core.hosts.values()}),
+                gauge("lavalite_host_up", "1 if the host's sbatchd is registered and ok",
+                      ["host"], {h.name: int(h.status == HOST_OK) for h in core.hosts.values()}),
+                gauge("lavalite_jobs_in_memory", "Jobs mbatchd holds (live and recently "
+                      "finished)", (), {(): len(core.jobs)})]
+
+    def status(self):
+        core = self.core
+        return {"mbatchd": "running", "host": self.host, "pid": os.getpid(),
+                "pending": sum(core.npend.values()),
+                "running": sum(len(jobs) for jobs in core.host_jobs.values()),
+                "hosts": {h.name: h.status for h in core.hosts.values()},
+                "queues": list(core.qconf), "next_job_id": core.next_id}

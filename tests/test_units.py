@@ -1,0 +1,111 @@
+"""units/ and `lavalite install`: the files land where systemd and sudo look for them, the
+units pass `systemd-analyze verify`, and the sudoers sample allows exactly what llctrl runs."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import LAUNCHER, ROOT
+from roles.cli.llctrl import UNITS, VERBS, remote_command
+
+UNITS_DIR = os.path.join(ROOT, "units")
+ZIPAPP = os.path.join(ROOT, "dist", "lavalite")
+
+
+@pytest.fixture
+def installed(tmp_path):
+    if not os.path.exists(ZIPAPP):
+        pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
+    prefix = tmp_path / "root"
+    res = subprocess.run(LAUNCHER + ["install", "--prefix", str(prefix), "--file", ZIPAPP],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"skipped creating the user 'lavalite' (--prefix {prefix} is not /)" in res.stdout
+    return prefix
+
+
+def test_install_puts_everything_in_place_and_keeps_edited_configs(installed):
+    bindir = installed / "usr/local/bin"
+    with open(bindir / "lavalite", "rb") as a, open(ZIPAPP, "rb") as b:
+        assert a.read() == b.read()
+    assert os.access(bindir / "lavalite", os.X_OK)
+    for name in ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "llctrl"):
+        assert os.readlink(bindir / name) == "lavalite"
+    for name in ("lavalite-lim.service", "lavalite-mbatchd.service", "lavalite-sbatchd.service"):
+        assert (installed / "etc/systemd/system" / name).read_text() == \
+            open(os.path.join(UNITS_DIR, name)).read()
+    assert (installed / "etc/tmpfiles.d/lavalite.conf").exists()
+    assert (installed / "usr/local/share/lavalite/sudoers.lavalite-admin").exists()
+    for d, mode in (("var/lib/lavalite", 0o750), ("var/spool/lavalite", 0o755),
+                    ("var/log/lavalite", 0o750)):
+        assert (os.stat(installed / d).st_mode & 0o777) == mode
+    conf = installed / "etc/lavalite/lavalite.conf"
+    conf.write_text(conf.read_text().replace("name = lavalite", "name = edited"))
+    res = subprocess.run(LAUNCHER + ["install", "--prefix", str(installed), "--file", ZIPAPP],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "name = edited" in conf.read_text()            # a second install keeps configs
+
+
+def test_units_pass_systemd_analyze_verify(installed, tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # verify checks that ExecStart's program exists on this machine: point the units at the
+    # installed file (--root=PREFIX needs a whole systemd tree there: sysinit.target, ...)
+    program = str(installed / "usr/local/bin/lavalite")
+    check = tmp_path / "verify"
+    check.mkdir()
+    for name in os.listdir(installed / "etc/systemd/system"):
+        text = (installed / "etc/systemd/system" / name).read_text()
+        (check / name).write_text(text.replace("/usr/local/bin/lavalite", program))
+    res = subprocess.run(["systemd-analyze", "verify", *sorted(map(str, check.iterdir()))],
+                         capture_output=True, text=True)
+    if "Failed to initialize" in res.stderr or "Failed to setup" in res.stderr:
+        pytest.skip(f"systemd-analyze cannot run here: {res.stderr.strip()}")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    (check / "broken.service").write_text("[Service]\nExecStart=%s\nKillMode=nonsense\n" % program)
+    res = subprocess.run(["systemd-analyze", "verify", str(check / "broken.service")],
+                         capture_output=True, text=True)
+    assert "Failed to parse kill mode" in res.stderr       # the check does look at the files
+
+
+def test_sbatchd_restart_leaves_jobs_running():
+    text = open(os.path.join(UNITS_DIR, "lavalite-sbatchd.service")).read()
+    assert re.search(r"^KillMode=process$", text, re.M)
+
+
+def _sudoers_commands():
+    text = open(os.path.join(UNITS_DIR, "sudoers.lavalite-admin")).read()
+    body = re.search(r"Cmnd_Alias LAVALITE_UNITS = (.*?)\n\n", text, re.S).group(1)
+    return {c.strip() for c in body.replace("\\\n", " ").split(",")}
+
+
+def test_sudoers_allows_exactly_what_llctrl_runs():
+    wanted = set()
+    for daemon in UNITS:
+        for verb in VERBS:
+            argv = remote_command(daemon, verb)
+            if argv[0] == "sudo":
+                assert argv[1:3] == ["-n", "systemctl"]
+                wanted.add(" ".join(["/usr/bin/systemctl"] + argv[3:]))
+    assert _sudoers_commands() == wanted
+
+
+def test_sudoers_sample_parses():
+    visudo = shutil.which("visudo") or ("/usr/sbin/visudo" if os.path.exists("/usr/sbin/visudo")
+                                        else None)
+    if visudo is None:
+        pytest.skip("visudo is not installed (the sudo package; .ci/run installs it)")
+    res = subprocess.run([visudo, "-c", "-f", os.path.join(UNITS_DIR, "sudoers.lavalite-admin")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_install_refuses_what_is_not_the_one_file(tmp_path):
+    res = subprocess.run(LAUNCHER + ["install", "--prefix", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "is not the one file (a zipapp)" in res.stderr
+    assert not (tmp_path / "usr").exists()
