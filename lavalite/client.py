@@ -10,7 +10,7 @@ import struct
 
 from lavalite import auth, config
 from lavalite import protocol as P
-from lavalite.hosts import local_host, mbatchd_endpoints
+from lavalite.hosts import local_host, mbatchd_endpoints, prefer
 
 _HDR = struct.Struct(">I")
 
@@ -40,10 +40,10 @@ class Client:
         uid = os.getuid()
         return key, auth.hello(key, "user", local_host(), uid=uid, user=pwd.getpwuid(uid).pw_name)
 
-    def _connect(self):
+    def _connect(self, master=None):
         key, hello = self._credential()
         errors = []
-        for host, addr, port in mbatchd_endpoints(self.conf):
+        for host, addr, port in prefer(mbatchd_endpoints(self.conf), master):
             try:
                 sock = socket.create_connection((addr, port), timeout=min(5.0, self.timeout))
             except OSError as exc:
@@ -61,12 +61,15 @@ class Client:
         first = self.sock is None
         try:
             if first:
-                self.sock, key, hello = self._connect()
-                self.sock.sendall(P.encode(hello) + P.encode(msg))
-                greeting = self._read()
+                greeting = self._greet(msg)
+                if (greeting.get("error") or {}).get("code") == P.REDIRECT and greeting.get("master"):
+                    self.close()               # a backup candidate: dial the master it names
+                    greeting = self._greet(msg, greeting["master"])
                 if not greeting.get("ok"):
-                    raise ClientError(greeting["error"]["code"], greeting["error"]["message"])
-                if not auth.check_server_proof(key, hello["nonce"], greeting.get("proof")):
+                    err = greeting["error"]
+                    raise ClientError("unreachable" if err["code"] == P.REDIRECT else err["code"],
+                                      err["message"])
+                if not auth.check_server_proof(self.key, self.hello["nonce"], greeting.get("proof")):
                     raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
             else:
                 self.sock.sendall(P.encode(msg))
@@ -81,6 +84,11 @@ class Client:
             err = reply.get("error") or {}
             raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
         return reply
+
+    def _greet(self, msg, master=None):
+        self.sock, self.key, self.hello = self._connect(master)
+        self.sock.sendall(P.encode(self.hello) + P.encode(msg))
+        return self._read()
 
     def _read(self):
         head = self._exactly(4)

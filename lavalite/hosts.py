@@ -19,3 +19,8 @@ def mbatchd_endpoints(conf, me=None):
     configured, mbatchd runs on this node."""
     candidates = conf.cluster.master_candidates or [local_host(me)]
     return [(h, address(conf, h), conf.mbatchd.port) for h in candidates]
+
+
+def prefer(endpoints, host):
+    """The endpoints with `host` (the known master, a redirect's target) moved first."""
+    return sorted(endpoints, key=lambda e: e[0] != host)

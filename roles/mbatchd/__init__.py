@@ -11,10 +11,12 @@ def main(argv):
     ap = argparse.ArgumentParser(prog="lavalite --role mbatchd")
     ap.add_argument("--conf")
     ap.add_argument("--host")
+    ap.add_argument("--epoch", type=int, default=0,
+                    help="fencing token from the master LIM (0: started by hand)")
     args = ap.parse_args(argv)
     conf, host = daemon.setup("mbatchd", args.conf, args.host)
     try:
-        server = Mbatchd(conf, host)
+        server = Mbatchd(conf, host, args.epoch)
     except (KeyFileError, StoreError) as exc:
         daemon.log.error("mbatchd cannot start: %s", exc)
         return 2
