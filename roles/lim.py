@@ -90,8 +90,8 @@ class Lim:
         """{host: load + alive} for this host and every host heard from: what mbatchd uses."""
         now = time.monotonic()
         out = {self.host: self.load}
-        for host, (_, load, _) in self.heard.items():
-            out[host] = {**load, "alive": self.alive(host, now)}
+        for host, (seen, load, _) in self.heard.items():
+            out[host] = {**load, "alive": self.alive(host, now), "silent": now - seen}
         return out
 
     def master_host(self):

@@ -40,6 +40,7 @@ class Core:
         self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}                    # hash -> env id, for envs in memory
         self.lost = {}                       # host -> since when it is UNAVAIL with jobs on it
+        self.registered = {}                 # host -> when its sbatchd last registered
         self.users = state["users"]
         self.next_id = state["next_job_id"]
         self.next_seq = state["next_pend_seq"]
@@ -345,6 +346,7 @@ class Core:
             self.host_jobs[name] = set()
         host.slots = slots
         host.connected = True
+        self.registered[name] = now
         self.lost.pop(name, None)
         if host.status != HOST_CLOSED:
             host.status = HOST_OK
@@ -381,16 +383,20 @@ class Core:
         if self.host_jobs[name]:
             self.lost.setdefault(name, now)
 
-    def host_load(self, loads):
+    def host_load(self, loads, now):
         """LIM's view: {host: {...load...}}. Returns the hosts whose sbatchd is connected but
-        which LIM declares dead (heartbeats missed): the shell drops those connections."""
+        which LIM declares dead (heartbeats missed): the shell drops those connections. An
+        sbatchd that registered after the host fell silent is trusted: its LIM comes back
+        a little later."""
         dead = []
         for name, load in loads.items():
             host = self.hosts.get(name)
             if host is not None:
                 host.load = load
                 host.labels = load.get("labels", [])
-                if host.connected and not load.get("alive", True):
+                silent_since = now - load.get("silent", 0)
+                if (host.connected and not load.get("alive", True)
+                        and self.registered.get(name, 0) < silent_since):
                     dead.append(name)
         return dead
 

@@ -176,7 +176,7 @@ class Mbatchd:
             await sleep_or_stop(stop, every)
 
     def host_view(self, loads):
-        for name in self.core.host_load(loads):
+        for name in self.core.host_load(loads, time.time()):
             log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
             self.sbatchd[name].close()
             self.on_close(self.sbatchd[name])
