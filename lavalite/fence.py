@@ -19,11 +19,23 @@ def path(state_dir):
 
 def read(state_dir):
     """The current epoch (0 when no master was ever elected)."""
+    return read_file(path(state_dir))
+
+
+def read_file(name):
     try:
-        with open(path(state_dir)) as f:
+        with open(name) as f:
             return int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0
+
+
+def remember(name, epoch):
+    """sbatchd keeps the newest epoch it has seen across its restarts."""
+    tmp = f"{name}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{epoch}\n")
+    os.replace(tmp, name)
 
 
 class EpochLock:

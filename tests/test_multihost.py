@@ -310,6 +310,11 @@ def test_master_cut_off_from_backup_is_fenced(mc):
     assert mc.wait_jobs([job])[job]["stat"] == "DONE"
     assert mc.call("ping")["host"] == "c1"
     assert "started mbatchd" not in mc.log("c2", "lim")
+    # Even started by hand on the backup, a second mbatchd cannot open the store.
+    second = subprocess.run(["ip", "netns", "exec", ns("c2")] + LAUNCHER +
+                            ["--role", "mbatchd", "--conf", mc.conf("c2"), "--host", "c2",
+                             "--epoch", "1"], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and "cannot open store" in second.stderr, second.stderr
     _ip("route", "del", "blackhole", ADDR["c2"], netns=ns("c1"))
     _ip("route", "del", "blackhole", ADDR["c1"], netns=ns("c2"))
     time.sleep(3 * T_FAIL)

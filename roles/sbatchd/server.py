@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 
-from lavalite import auth
+from lavalite import auth, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.hosts import address, mbatchd_endpoints, prefer
@@ -53,7 +53,9 @@ class Sbatchd:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
-        self.epoch = 0                 # the newest master epoch seen: older orders are refused
+        # the newest master epoch seen, kept across restarts: older orders are refused
+        self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
+        self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
         os.makedirs(self.work, exist_ok=True)
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
@@ -85,7 +87,9 @@ class Sbatchd:
                       self.epoch)
             raise P.ProtocolError(P.STALE_EPOCH, f"epoch {epoch} is older than {self.epoch}",
                                   fatal=True)
-        self.epoch = epoch
+        if epoch > self.epoch:
+            self.epoch = epoch
+            fence.remember(self.epoch_file, epoch)
         op = msg.get("op")
         if op == "dispatch":
             envs = msg.get("envs") or {}
