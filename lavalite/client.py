@@ -10,7 +10,7 @@ import struct
 
 from lavalite import auth, config
 from lavalite import protocol as P
-from lavalite.hosts import local_host, mbatchd_endpoints, prefer
+from lavalite.hosts import local_host, mbatchd_endpoints
 
 _HDR = struct.Struct(">I")
 
@@ -43,7 +43,7 @@ class Client:
     def _connect(self, master=None):
         key, hello = self._credential()
         errors = []
-        for host, addr, port in prefer(mbatchd_endpoints(self.conf), master):
+        for host, addr, port in mbatchd_endpoints(self.conf, first=master):
             try:
                 sock = socket.create_connection((addr, port), timeout=min(5.0, self.timeout))
             except OSError as exc:

@@ -149,7 +149,7 @@ class MultiCluster:
                     pass
         kill_jobs_in(self.base)
 
-    def call(self, op, via="w1", **fields):
+    def call(self, op, via="w1", conf=None, **fields):
         """One request through the real client, run inside host `via`'s namespace."""
         code = ("import json, sys; sys.path.insert(0, sys.argv[1]);"
                 "from lavalite.client import Client, ClientError\n"
@@ -157,7 +157,7 @@ class MultiCluster:
                 ".call(sys.argv[3], **json.loads(sys.argv[4]))))\n"
                 "except ClientError as e:\n print(json.dumps({'error': e.code}))")
         res = subprocess.run(["ip", "netns", "exec", ns(via), sys.executable, "-c", code, ROOT,
-                              self.conf(via), op, json.dumps(fields)],
+                              conf or self.conf(via), op, json.dumps(fields)],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)
@@ -264,11 +264,17 @@ def test_failover_to_the_backup_keeps_every_job(mc):
     assert {i: j["stat"] for i, j in jobs.items()} == {i: "DONE" for i in running + queued}
     assert all(jobs[i]["attempt"] == 1 for i in running), "a running job was run again"
     assert all(len(hosts) == 1 for hosts in mc.starts().values())
+    assert "epoch 2" in mc.log("c2", "lim")
+    # c1 returns: it ranks first, so c2 stops its mbatchd, then c1 takes over (epoch 3).
+    mc.start("c1")
+    mc.wait_until("c1 master again", lambda: mc.call("ping").get("host") == "c1", timeout=30)
+    again = mc.submit("true")
+    assert mc.wait_jobs([again])[again]["stat"] == "DONE"
+    assert "stepping down" in mc.log("c2", "lim") and "epoch 3" in mc.log("c1", "lim")
     mc.stop()
     first = min(t for _, t, _, new, *_ in mc.events() if new == "RUN" and t > lost)
     print(f"\nfailover: {first - lost:.2f} s from the loss of the master to the first "
           f"dispatch by the new one (T_fail {T_FAIL} s)")
-    assert "epoch 2" in mc.log("c2", "lim")
 
 
 def test_worker_cut_off_and_restored(mc):
@@ -321,6 +327,17 @@ def test_master_cut_off_from_backup_is_fenced(mc):
     assert "started mbatchd" not in mc.log("c2", "lim")
     with open(os.path.join(mc.shared, "master.epoch")) as f:
         assert f.read().strip() == "1"
+
+
+def test_a_backup_redirects_clients_to_the_master(mc):
+    """A client that knows only the backup still reaches mbatchd: the backup's LIM answers
+    on the mbatchd port with a redirect to the master."""
+    with open(mc.conf("w1")) as f:
+        text = f.read()
+    backup_only = os.path.join(mc.base, "w1", "backup-only.conf")
+    with open(backup_only, "w") as f:
+        f.write(text.replace("master_candidates = c1 c2", "master_candidates = c2"))
+    assert mc.call("ping", conf=backup_only)["host"] == "c1"
 
 
 def test_a_worker_joining_late_is_used(mc):

@@ -17,7 +17,7 @@ import time
 from lavalite import auth, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.hosts import address, mbatchd_endpoints, prefer
+from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer
 from roles.sbatchd import shepherd
@@ -236,7 +236,7 @@ class Sbatchd:
         jitter. Running jobs are not touched."""
         delay = 0.2
         while not stop.is_set():
-            order = prefer(mbatchd_endpoints(self.conf, self.host), await self._lim_master())
+            order = mbatchd_endpoints(self.conf, self.host, await self._lim_master())
             tried = set()
             while order and not stop.is_set():
                 host, addr, port = order.pop(0)
@@ -248,7 +248,7 @@ class Sbatchd:
                     log.debug("mbatchd at %s:%s: %s", addr, port, exc)
                     continue
                 if master and master not in tried:
-                    order = prefer(order + [(master, address(self.conf, master), port)], master)
+                    order = mbatchd_endpoints(self.conf, self.host, master)[:1] + order
             if stop.is_set():
                 break
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.5))
