@@ -147,7 +147,11 @@ class Lim:
             await sleep_or_stop(stop, self.conf.lim.heartbeat_interval)
 
     async def take_over(self):
-        epoch = self.lock.acquire()
+        try:
+            epoch = self.lock.acquire()
+        except OSError as exc:
+            log.error("cannot use the master lock %s: %s", self.lock.path, exc)
+            return
         if epoch is None:
             if not self.lock_busy_logged:
                 log.warning("master lock %s is held by another LIM: not taking over",

@@ -69,6 +69,18 @@ def test_host_back_within_the_grace_keeps_its_jobs(world):
     assert not [m for m in commit(store, core).get("h1", []) if m["op"] == "kill"]
 
 
+def test_sbatchd_down_on_a_host_whose_lim_answers_keeps_its_jobs(world):
+    conf, store, core = world
+    ids = run_two(core, store)
+    core.host_gone("h1", 101.0)
+    core.host_load({"h1": {"alive": True, "silent": 0.2}}, 101.0)
+    core.tick(200.0)
+    assert all(core.jobs[i].state == "RUN" for i in ids)
+    core.host_load({"h1": {"alive": False, "silent": 3.0}}, 201.0)     # now the node is lost
+    core.tick(201.0)
+    assert core.jobs[ids[1]].stat == "FAILED(node_lost)"
+
+
 def test_lim_silence_drops_only_a_registration_older_than_it(world):
     conf, store, core = world
     core.host_register("h1", {"slots": 1, "running": []}, 100.0)

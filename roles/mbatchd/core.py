@@ -403,10 +403,11 @@ class Core:
     def _check_lost(self, now):
         """Hosts UNAVAIL for node_lost_grace: their jobs go back to PEND (rerunnable queue) or
         end FAILED(node_lost). A copy still running there is killed when the host returns
-        (host_register: an attempt mbatchd does not expect)."""
+        (host_register: an attempt mbatchd does not expect). A host whose LIM still answers
+        only lost its sbatchd (restarting, say): its jobs run on, as LSF's UNKWN jobs."""
         grace = self.conf.mbatchd.node_lost_grace
         for name, since in list(self.lost.items()):
-            if now - since < grace:
+            if now - since < grace or self.hosts[name].load.get("alive"):
                 continue
             del self.lost[name]
             for job_id in sorted(self.host_jobs[name]):
