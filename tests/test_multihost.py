@@ -259,6 +259,8 @@ def test_failover_to_the_backup_keeps_every_job(mc):
     lost = time.time()
     os.kill(mbatchd, signal.SIGKILL)
     os.kill(lim, signal.SIGKILL)
+    during = mc.call("jobs", jobs=running)     # the CLI waits out the election, no error
+    assert [j["id"] for j in during["jobs"]] == running, during
     jobs = mc.wait_jobs(running + queued)
     assert mc.call("ping")["host"] == "c2"
     assert {i: j["stat"] for i, j in jobs.items()} == {i: "DONE" for i in running + queued}
