@@ -288,7 +288,7 @@ def test_worker_cut_off_and_restored(mc):
     assert len(on_w3) == 2
     cut("w3")
     cut_at = time.time()
-    mc.wait_until("w3 unavailable", lambda: not mc.hosts_ok(("w3",)), timeout=10)
+    mc.wait_until("w3 unavailable", lambda: not mc.hosts_ok(("w3",)), timeout=20)
     print(f"\nw3 unavailable {time.time() - cut_at:.1f} s after the cut")
     others = [i for i in ids if i not in on_w3]
     mc.wait_jobs(others)
