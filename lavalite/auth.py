@@ -4,49 +4,115 @@ Every connection opens with a `hello` frame whose fields are signed with the key
 its role and host; a user's hello carries uid and user name, signed by whoever holds the key on
 the node where the user runs (the MUNGE idea: the node vouches for the uid it sees). The server
 answers with a proof of its own, so a client also knows it talks to the real cluster.
+
+The key file holds the current key on its first line and, during a rotation's overlap window,
+the previous key on the next: everyone signs with the current key and accepts both, so hosts
+can get the new file one after the other. Daemons re-read the file when it changes.
 """
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
 
-from lavalite.protocol import AUTH, VERSION, ProtocolError, dumps
+from lavalite.protocol import AUTH, VERSION, ProtocolError, dumps, reply
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
 _UNSIGNED = ("sig", "id", "v")
+log = logging.getLogger("lavalite.auth")
 
 
 class KeyFileError(Exception):
     """The key file is missing or unsafe; the message says which and how to fix it."""
 
 
+def _new_key():
+    return secrets.token_hex(32)
+
+
+def _write_keys(path, keys, exclusive=False):
+    """Write the key file atomically (a daemon reading it sees the old or the new file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path if exclusive else f"{path}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    with os.fdopen(os.open(tmp, flags, 0o600), "w") as f:
+        f.write("".join(k + "\n" for k in keys))
+    if not exclusive:
+        os.replace(tmp, path)
+
+
 def create_key(path):
     """Write a new random key, mode 0600, unless one exists."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_keys(path, [_new_key()], exclusive=True)
     except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        pass
+
+
+def rotate_key(path, finish=False):
+    """Start a rotation: a new current key, the old current one kept as previous. With
+    `finish`, end the overlap window: keep only the current key. Returns the keys written."""
+    ring = load_key(path)
+    keys = [ring[0]] if finish else [_new_key().encode(), ring[0]]
+    _write_keys(path, [k.decode() for k in keys])
+    return keys
+
+
+class Keyring(tuple):
+    """The keys of a key file: the current one first (used to sign), then the previous one."""
 
 
 def load_key(path):
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
-            key = f.read().strip()
+            keys = f.read().split()
     except OSError as exc:
         raise KeyFileError(f"cannot read cluster key {path}: {exc.strerror}") from None
     if st.st_mode & 0o077:
         raise KeyFileError(f"cluster key {path} is readable by group or others; chmod 600 it")
-    if len(key) < 32:
+    if not keys or any(len(k) < 32 for k in keys):
         raise KeyFileError(f"cluster key {path} is too short (at least 32 characters)")
-    return key
+    return Keyring(keys[:2])
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
+class KeyFile:
+    """A daemon's key file, re-read whenever it changed (checked at each new connection), so
+    a rotation needs no restart. A broken new file keeps the keys already loaded."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stamp = _stamp(path)
+        self.keys = load_key(path)
+
+    def ring(self):
+        stamp = _stamp(self.path)
+        if stamp != self.stamp:
+            self.stamp = stamp
+            try:
+                self.keys = load_key(self.path)
+                log.info("cluster key file %s re-read (%d keys)", self.path, len(self.keys))
+            except KeyFileError as exc:
+                log.error("%s; keeping the keys loaded before", exc)
+        return self.keys
+
+
+def _ring(key):
+    """A bare key (bytes) or a Keyring, as a tuple of keys, current first."""
+    return key if isinstance(key, tuple) else (key,)
 
 
 def _mac(key, fields):
+    key = _ring(key)[0]
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
     return hmac.new(key, dumps(dict(sorted(payload.items()))), hashlib.sha256).hexdigest()
 
@@ -61,12 +127,18 @@ def hello(key, role, host, **extra):
 
 def verify_hello(key, msg, now=None):
     """Check a hello's signature and age; return the identity dict, or raise ProtocolError."""
+    return _check_hello(key, msg, now)[0]
+
+
+def _check_hello(key, msg, now):
+    """(identity, the key of the ring that signed it)."""
     now = time.time() if now is None else now
     sig = msg.get("sig")
     if msg.get("op") != "hello" or not isinstance(sig, str):
         raise ProtocolError(AUTH, "authenticate first: the first frame must be a signed hello",
                             fatal=True)
-    if not hmac.compare_digest(sig, _mac(key, msg)):
+    matched = [k for k in _ring(key) if hmac.compare_digest(sig, _mac(k, msg))]
+    if not matched:
         raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
                             fatal=True)
     ts = msg.get("ts")
@@ -81,13 +153,21 @@ def verify_hello(key, msg, now=None):
         if not isinstance(msg.get("uid"), int) or not isinstance(msg.get("user"), str):
             raise ProtocolError(AUTH, "a user credential needs uid and user", fatal=True)
         ident.update(uid=msg["uid"], user=msg["user"])
-    return ident
+    return ident, matched[0]
 
 
 def server_proof(key, nonce):
     """What the server answers to a hello: proves it holds the key too."""
-    return hmac.new(key, b"server:" + str(nonce).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_ring(key)[0], b"server:" + str(nonce).encode(), hashlib.sha256).hexdigest()
 
 
 def check_server_proof(key, nonce, proof):
-    return isinstance(proof, str) and hmac.compare_digest(proof, server_proof(key, nonce))
+    return isinstance(proof, str) and any(
+        hmac.compare_digest(proof, server_proof(k, nonce)) for k in _ring(key))
+
+
+def greet(key, msg):
+    """Server side of a hello: (identity, reply frame). The proof uses the key the client
+    signed with, so a client still on the previous key accepts it during a rotation."""
+    ident, used = _check_hello(key, msg, None)
+    return ident, reply(msg.get("id"), proof=server_proof(used, msg["nonce"]))

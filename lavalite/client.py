@@ -5,14 +5,19 @@ request, so a one-shot command costs a single round trip.
 """
 import os
 import pwd
+import random
 import socket
 import struct
+import time
 
 from lavalite import auth, config
 from lavalite import protocol as P
 from lavalite.hosts import local_host, mbatchd_endpoints
 
 _HDR = struct.Struct(">I")
+# How long a command waits while a backup LIM says no master is up yet (a failover: T_fail
+# plus mbatchd's start); a cluster where nothing answers fails at once.
+ELECTION_WAIT = 30.0
 
 
 class ClientError(Exception):
@@ -40,10 +45,10 @@ class Client:
         uid = os.getuid()
         return key, auth.hello(key, "user", local_host(), uid=uid, user=pwd.getpwuid(uid).pw_name)
 
-    def _connect(self):
+    def _connect(self, master=None):
         key, hello = self._credential()
         errors = []
-        for host, addr, port in mbatchd_endpoints(self.conf):
+        for host, addr, port in mbatchd_endpoints(self.conf, first=master):
             try:
                 sock = socket.create_connection((addr, port), timeout=min(5.0, self.timeout))
             except OSError as exc:
@@ -61,12 +66,12 @@ class Client:
         first = self.sock is None
         try:
             if first:
-                self.sock, key, hello = self._connect()
-                self.sock.sendall(P.encode(hello) + P.encode(msg))
-                greeting = self._read()
+                greeting = self._find_master(msg)
                 if not greeting.get("ok"):
-                    raise ClientError(greeting["error"]["code"], greeting["error"]["message"])
-                if not auth.check_server_proof(key, hello["nonce"], greeting.get("proof")):
+                    err = greeting["error"]
+                    raise ClientError("unreachable" if err["code"] == P.REDIRECT else err["code"],
+                                      err["message"])
+                if not auth.check_server_proof(self.key, self.hello["nonce"], greeting.get("proof")):
                     raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
             else:
                 self.sock.sendall(P.encode(msg))
@@ -81,6 +86,36 @@ class Client:
             err = reply.get("error") or {}
             raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
         return reply
+
+    def _find_master(self, msg):
+        """Connect and send hello + msg; follow redirects from backup candidates, and while
+        they know no master (an election under way) retry with backoff and jitter."""
+        deadline = time.monotonic() + ELECTION_WAIT
+        delay, master, redirected = 0.2, None, False
+        while True:
+            try:
+                greeting = self._greet(msg, master)
+            except (ClientError, OSError):
+                if not redirected or time.monotonic() > deadline:
+                    raise
+                greeting = {}                  # the master a backup named is gone too
+            if greeting and (greeting.get("error") or {}).get("code") != P.REDIRECT:
+                return greeting
+            self.close()
+            if greeting.get("master") and greeting["master"] != master:
+                master, redirected = greeting["master"], True
+                continue                       # dial the master it names, at once
+            if time.monotonic() > deadline:
+                return greeting or {"ok": False, "error": {
+                    "code": "unreachable", "message": "no master elected"}}
+            redirected, master = True, None
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
+    def _greet(self, msg, master=None):
+        self.sock, self.key, self.hello = self._connect(master)
+        self.sock.sendall(P.encode(self.hello) + P.encode(msg))
+        return self._read()
 
     def _read(self):
         head = self._exactly(4)

@@ -93,17 +93,20 @@ async def sleep_or_stop(stop, seconds):
         pass
 
 
-def main(role, argv, factory, startup_errors):
-    """A daemon's whole life: arguments, configuration, logging, `factory(conf, host)` (an
-    object with `serve(stop)` and `reload()`), then the loop. A startup_error (no key, no
-    store...) is logged and exits 2, like a bad configuration."""
+def main(role, argv, factory, startup_errors, options=None):
+    """A daemon's whole life: arguments (`options(parser)` adds the role's own), configuration,
+    logging, `factory(conf, host, args)` (an object with `serve(stop)` and `reload()`), then
+    the loop. A startup_error (no key, no store...) is logged and exits 2, like a bad
+    configuration."""
     ap = argparse.ArgumentParser(prog=f"lavalite --role {role}")
     ap.add_argument("--conf", help="lavalite.conf (default: the usual search)")
     ap.add_argument("--host", help="this node's name (default: $LAVALITE_HOST, the host name)")
+    if options:
+        options(ap)
     args = ap.parse_args(argv)
     conf, host = setup(role, args.conf, args.host)
     try:
-        server = factory(conf, host)
+        server = factory(conf, host, args)
     except startup_errors as exc:
         log.error("%s cannot start: %s", role, exc)
         return 2

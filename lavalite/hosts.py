@@ -14,8 +14,11 @@ def address(conf, host):
     return conf.hosts.get(host, host)
 
 
-def mbatchd_endpoints(conf, me=None):
+def mbatchd_endpoints(conf, me=None, first=None):
     """(host, address, port) for every master candidate in priority order; with no candidates
-    configured, mbatchd runs on this node."""
+    configured, mbatchd runs on this node. `first` (the master the local LIM knows, or the
+    target of a redirect) goes in front."""
     candidates = conf.cluster.master_candidates or [local_host(me)]
+    if first:
+        candidates = [first] + [h for h in candidates if h != first]
     return [(h, address(conf, h), conf.mbatchd.port) for h in candidates]

@@ -1,9 +1,19 @@
-"""LIM, on every node: collects the node's load; on the master node it also starts mbatchd and
-restarts it with backoff when it dies (LIM, not sbatchd, owns mbatchd's lifecycle).
+"""LIM, on every node: collects the node's load and heartbeats the master candidates; the
+candidates elect the master, whose LIM starts mbatchd and restarts it with backoff when it dies
+(LIM, not sbatchd, owns mbatchd's lifecycle).
 
-mbatchd reads the load over LIM's Unix socket (`<spool_dir>/lim.sock`). Heartbeats between
-LIMs and the election of the master among the candidates build on this (issue 5); until then
-the master is the first master candidate, or this node when none is configured.
+Heartbeats: every LIM keeps one authenticated TCP connection to each master candidate and sends
+its load every heartbeat_interval; the reply carries the candidate's load. A host not heard from
+for heartbeat_misses intervals (T_fail) is unavailable. Every frame says whether its sender is
+master, so any LIM can tell where mbatchd runs.
+
+Election v1: the first live candidate in master_candidates order is master. It becomes master
+only by taking the epoch lock (lavalite.fence), so two LIMs that cannot see each other never both
+run mbatchd. A master that sees a live candidate of higher priority, or loses the lock's use,
+stops its mbatchd first, then releases the lock. A candidate that is not master answers on the
+mbatchd port with a redirect to the master.
+
+mbatchd reads the host view over LIM's Unix socket (`<spool_dir>/lim.sock`).
 """
 import asyncio
 import logging
@@ -14,11 +24,12 @@ import time
 
 import psutil
 
-from lavalite import auth, daemon
+from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.entry import self_command
+from lavalite.hosts import address
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.peer import Peer
 
@@ -29,14 +40,19 @@ class Lim:
     def __init__(self, conf, host):
         self.conf = conf
         self.host = host
-        self.key = auth.load_key(conf.cluster.key_file)
+        self.keys = auth.KeyFile(conf.cluster.key_file)
         self.load = {"alive": True, "time": time.time()}
         self.mbatchd = None        # the supervised process
+        self.candidates = conf.cluster.master_candidates or [host]
+        self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
+        self.heard = {}            # host -> (monotonic time, its load, it says it is master)
+        self.lock = fence.EpochLock(conf.paths.state_dir)
+        self.master = False
+        self.reign = None          # (stop event, supervisor task) while master
+        self.redirector = None     # the server on the mbatchd port while a non-master candidate
+        self.started = time.monotonic()
+        self.lock_busy_logged = False
         self.mbatchd_starts = 0
-        candidates = conf.cluster.master_candidates
-        self.master = not candidates or candidates[0] == host
-        # "backup": a later master candidate; "worker": never runs mbatchd
-        self.rank = "master" if self.master else "backup" if host in candidates else "worker"
         self.exporter = Exporter(self.families, self.status)
 
     def sample(self):
@@ -49,13 +65,22 @@ class Lim:
 
     def on_frame(self, peer, msg):
         if peer.identity is None:
-            peer.identity = auth.verify_hello(self.key, msg)
-            peer.send(P.reply(msg.get("id"), proof=auth.server_proof(self.key, msg["nonce"])))
+            peer.identity, greeting = auth.greet(self.keys.ring(), msg)
+            peer.send(greeting)
         elif msg.get("op") == "load":
-            peer.send(P.reply(msg.get("id"), hosts={self.host: self.load},
-                              master=self.host if self.master else None))
+            peer.send(P.reply(msg.get("id"), hosts=self.view(), master=self.master_host()))
+        elif msg.get("op") == "heartbeat" and peer.identity["role"] == "lim":
+            self.on_heartbeat(peer.identity["host"], msg)
+            peer.send(P.reply(msg.get("id"), load=self.load, master=self.master))
         else:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {msg.get('op')!r}")
+
+    # --- observability and reload
+
+    @property
+    def rank(self):
+        """master; backup: a later master candidate; worker: never runs mbatchd."""
+        return "master" if self.master else "backup" if self.host in self.candidates else "worker"
 
     def mbatchd_state(self):
         if not (self.master and self.conf.lim.supervise_mbatchd):
@@ -64,21 +89,25 @@ class Lim:
 
     def status(self):
         return {"lim": self.rank, "host": self.host, "pid": os.getpid(),
-                "mbatchd": self.mbatchd_state(),
+                "master": self.master_host(), "mbatchd": self.mbatchd_state(),
                 "mbatchd_pid": self.mbatchd.pid if self.mbatchd else None,
                 "load_age": round(time.time() - self.load["time"], 3)}
 
     def families(self):
-        # Heartbeats between LIMs (latency, loss) arrive with the election (issue 5); what
-        # exists today: the load sample and mbatchd's supervision (mbatchd exports the
-        # latency and failures of its load requests to this LIM).
         starts = CounterMetricFamily("lavalite_mbatchd_starts", "mbatchd (re)starts by LIM")
         starts.add_metric([], self.mbatchd_starts)
+        now = time.monotonic()
+        silent = {(h,): now - seen for h, (seen, _, _) in self.heard.items()}
         load = self.load
         return [starts,
                 gauge("lavalite_lim_master", "1 on the master LIM", (), {(): int(self.master)}),
                 gauge("lavalite_mbatchd_up", "1 while the supervised mbatchd runs", (),
                       {(): int(self.mbatchd_state() == "running")}),
+                gauge("lavalite_heartbeat_age_seconds", "Seconds since each host's last "
+                      "heartbeat (over heartbeat_interval x heartbeat_misses: lost)", ("host",),
+                      silent),
+                gauge("lavalite_hosts_alive", "Hosts heard from within T_fail", (),
+                      {(): sum(self.alive(h, now) for h in self.heard)}),
                 gauge("lavalite_load_sample_age_seconds", "Age of the last load sample", (),
                       {(): time.time() - load["time"]}),
                 gauge("lavalite_host_cpu_ratio", "CPU busy, 0..1", (), {(): load.get("cpu", 0)}),
@@ -95,6 +124,131 @@ class Lim:
         if self.mbatchd is not None and self.mbatchd.returncode is None:
             self.mbatchd.send_signal(signal.SIGHUP)
 
+    # --- membership
+
+    def on_heartbeat(self, host, msg):
+        first = host not in self.heard
+        self.heard[host] = (time.monotonic(), msg.get("load") or {}, bool(msg.get("master")))
+        if first:
+            log.info("host %s: heartbeats received", host)
+
+    def alive(self, host, now=None):
+        if host == self.host:
+            return True
+        seen = self.heard.get(host)
+        return seen is not None and (now or time.monotonic()) - seen[0] < self.t_fail
+
+    def view(self):
+        """{host: load + alive} for this host and every host heard from: what mbatchd uses."""
+        now = time.monotonic()
+        out = {self.host: self.load}
+        for host, (seen, load, _) in self.heard.items():
+            out[host] = {**load, "alive": self.alive(host, now), "silent": now - seen}
+        return out
+
+    def master_host(self):
+        if self.master:
+            return self.host
+        now = time.monotonic()
+        return next((h for h, (_, _, m) in self.heard.items() if m and self.alive(h, now)), None)
+
+    async def heartbeat(self, target, stop):
+        """Keep a connection to candidate `target` and heartbeat over it; the replies tell us
+        that `target` lives."""
+        addr, port = address(self.conf, target), self.conf.lim.port
+        interval = self.conf.lim.heartbeat_interval
+        while not stop.is_set():
+            peer = None
+            try:
+                _, peer = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                    lambda: Peer(self.on_frame), addr, port), self.t_fail)
+                hello = auth.hello(self.keys.ring(), "lim", self.host)
+                reply = await asyncio.wait_for(peer.request_msg(hello), self.t_fail)
+                if not reply.get("ok") or not auth.check_server_proof(
+                        self.keys.ring(), hello["nonce"], reply.get("proof")):
+                    raise ConnectionError(f"LIM on {target} refused us: {reply.get('error')}")
+                peer.identity = {"role": "lim", "host": target}
+                while not stop.is_set():
+                    reply = await asyncio.wait_for(peer.request(
+                        "heartbeat", load=self.load, master=self.master), self.t_fail)
+                    if reply.get("ok"):
+                        self.on_heartbeat(target, reply)
+                    await sleep_or_stop(stop, interval)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                log.debug("heartbeat to %s (%s:%s): %s", target, addr, port, exc)
+            finally:
+                if peer is not None:
+                    peer.close()
+            await sleep_or_stop(stop, interval)
+
+    # --- election
+
+    async def elect(self, stop):
+        """Every heartbeat interval: the first live candidate should be master."""
+        while not stop.is_set():
+            now = time.monotonic()
+            # A fresh LIM first listens for T_fail, so it does not take over from a live master.
+            settled = len(self.candidates) == 1 or now - self.started >= self.t_fail
+            first = next((c for c in self.candidates if self.alive(c, now)), None)
+            if first == self.host and not self.master and settled:
+                await self.take_over()
+            elif first != self.host and self.master:
+                log.warning("candidate %s is alive and ranks first: stepping down", first)
+                await self.step_down()
+                await self.redirect()
+            await sleep_or_stop(stop, self.conf.lim.heartbeat_interval)
+
+    async def take_over(self):
+        try:
+            epoch = self.lock.acquire()
+        except OSError as exc:
+            log.error("cannot use the master lock %s: %s", self.lock.path, exc)
+            return
+        if epoch is None:
+            if not self.lock_busy_logged:
+                log.warning("master lock %s is held by another LIM: not taking over",
+                            self.lock.path)
+                self.lock_busy_logged = True
+            return
+        self.lock_busy_logged = False
+        if self.redirector is not None:
+            self.redirector.close()
+            await self.redirector.wait_closed()
+            self.redirector = None
+        self.master = True
+        reign = asyncio.Event()
+        supervise = self.supervise(reign, epoch) if self.conf.lim.supervise_mbatchd else reign.wait()
+        self.reign = (reign, asyncio.create_task(supervise))
+        log.info("this host is master now (epoch %d)", epoch)
+
+    async def step_down(self):
+        """Stop mbatchd first, then release the lock: never two mbatchd."""
+        reign, task = self.reign
+        reign.set()
+        await task
+        await self.stop_mbatchd()
+        self.lock.release()
+        self.master = False
+        self.reign = None
+
+    async def redirect(self):
+        """A candidate that is not master answers on the mbatchd port: 'ask the master'."""
+        try:
+            self.redirector = await asyncio.get_running_loop().create_server(
+                lambda: Peer(self.on_redirect), self.conf.cluster.listen, self.conf.mbatchd.port,
+                reuse_address=True)
+        except OSError as exc:
+            log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
+
+    def on_redirect(self, peer, msg):
+        if peer.identity is None:
+            peer.identity = auth.verify_hello(self.keys.ring(), msg)
+        master = self.master_host()
+        err = P.error(msg.get("id"), P.REDIRECT, f"{self.host} is not the master; "
+                      + (f"mbatchd runs on {master}" if master else "no master elected yet"))
+        peer.send({**err, "master": master})
+        peer.close()
+
     async def collect(self, stop):
         lc = self.conf.lim
         while not stop.is_set():
@@ -102,7 +256,7 @@ class Lim:
             await sleep_or_stop(stop, lc.poll_interval + random.uniform(-lc.poll_jitter, lc.poll_jitter)
                                 if lc.poll_interval > lc.poll_jitter else lc.poll_interval)
 
-    async def supervise(self, stop):
+    async def supervise(self, stop, epoch):
         """Keep mbatchd running: restart it when it exits, waiting restart_backoff, doubled
         after each quick death up to restart_backoff_max, reset after a minute of good health."""
         lc = self.conf.lim
@@ -110,7 +264,8 @@ class Lim:
         while not stop.is_set():
             started = time.monotonic()
             self.mbatchd = await asyncio.create_subprocess_exec(
-                *self_command(), "--role", "mbatchd", "--conf", self.conf.path, "--host", self.host)
+                *self_command(), "--role", "mbatchd", "--conf", self.conf.path, "--host", self.host,
+                "--epoch", str(epoch))
             self.mbatchd_starts += 1
             log.info("started mbatchd, pid %d", self.mbatchd.pid)
             waiter = asyncio.ensure_future(self.mbatchd.wait())
@@ -145,19 +300,29 @@ class Lim:
         os.chmod(path, 0o600)
         metrics = await self.exporter.serve(self.conf.cluster.listen, self.conf.lim.metrics_port)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
-        log.info("lim on %s (%s)", self.host, self.rank)
-        tasks = [asyncio.create_task(self.collect(stop))]
-        if self.master and self.conf.lim.supervise_mbatchd:
-            tasks.append(asyncio.create_task(self.supervise(stop)))
+        servers = [server] + ([metrics] if metrics is not None else [])
+        if self.host in self.candidates:       # the other LIMs heartbeat to the candidates
+            servers.append(await loop.create_server(
+                lambda: Peer(self.on_frame), self.conf.cluster.listen, self.conf.lim.port,
+                reuse_address=True))
+        tasks = [asyncio.create_task(self.collect(stop)), asyncio.create_task(self.elect(stop))]
+        tasks += [asyncio.create_task(self.heartbeat(c, stop))
+                  for c in self.candidates if c != self.host]
+        log.info("lim on %s: candidates %s, T_fail %.1f s", self.host,
+                 " ".join(self.candidates), self.t_fail)
+        if self.host in self.candidates and len(self.candidates) > 1:
+            await self.redirect()
         await stop.wait()
-        server.close()
-        if metrics is not None:
-            metrics.close()
-        await self.stop_mbatchd()
+        for srv in servers:
+            srv.close()
+        if self.master:
+            await self.step_down()
+        if self.redirector is not None:
+            self.redirector.close()
         for t in tasks:
             t.cancel()
         log.info("lim stopped")
 
 
 def main(argv):
-    return daemon.main("lim", argv, Lim, (KeyFileError,))
+    return daemon.main("lim", argv, lambda conf, host, args: Lim(conf, host), (KeyFileError,))

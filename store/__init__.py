@@ -32,11 +32,16 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path):
+    def __init__(self, path, exclusive=False):
+        """`exclusive`: hold the database lock for the life of the connection. WAL then needs
+        no shared-memory file, which is what makes the store safe on NFS, and a second
+        mbatchd cannot open it (it fails after the busy timeout)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
             self.db = apsw.Connection(path)
             self.db.setbusytimeout(5000)
+            if exclusive:
+                self.db.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
             self.db.execute("PRAGMA journal_mode=WAL").fetchall()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()

@@ -46,7 +46,8 @@ class Cluster:
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
                       "log_dir": os.path.join(self.state, "log")},
-            "mbatchd": {"port": str(_free_port()), **(mbatchd or {})},
+            # shared: events() reads the live store beside mbatchd (local disk, so allowed)
+            "mbatchd": {"port": str(_free_port()), "store_lock": "shared", **(mbatchd or {})},
             "lim": {"port": str(_free_port())}}
         for sec, values in (conf or {}).items():
             overrides["lavalite.conf"][sec] = {**overrides["lavalite.conf"].get(sec, {}), **values}

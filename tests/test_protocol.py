@@ -50,7 +50,7 @@ def test_hello_signature_age_and_roles():
 def test_key_file_must_be_private(tmp_path):
     path = str(tmp_path / "key")
     auth.create_key(path)
-    assert len(auth.load_key(path)) == 64
+    assert [len(k) for k in auth.load_key(path)] == [64]
     import os
     os.chmod(path, 0o644)
     with pytest.raises(auth.KeyFileError, match="chmod 600"):

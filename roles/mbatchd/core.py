@@ -11,7 +11,7 @@ from collections import deque
 
 from lavalite import protocol as P
 from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
-                            KILLED, KILLED_REASON, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
+                            KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
                             RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
                             submitted, transition)
 from scheduler import QueueView, Snapshot, live, plan
@@ -39,6 +39,8 @@ class Core:
         self.npend = {}                      # queue -> PEND jobs, kept as jobs move
         self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}                    # hash -> env id, for envs in memory
+        self.lost = {}                       # host -> since when it is UNAVAIL with jobs on it
+        self.registered = {}                 # host -> when its sbatchd last registered
         self.users = state["users"]
         self.next_id = state["next_job_id"]
         self.next_seq = state["next_pend_seq"]
@@ -51,6 +53,9 @@ class Core:
             self.host_jobs[host.name] = set()
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
+        for name, ids in self.host_jobs.items():
+            if ids:                          # their hosts have node_lost_grace to register
+                self.lost[name] = now
 
     def new_turn(self):
         """Forget what the last turn recorded; called by the shell after each commit."""
@@ -355,6 +360,8 @@ class Core:
             self.host_jobs[name] = set()
         host.slots = slots
         host.connected = True
+        self.registered[name] = now
+        self.lost.pop(name, None)
         if host.status != HOST_CLOSED:
             host.status = HOST_OK
         self.dirty_hosts[name] = host
@@ -387,14 +394,48 @@ class Core:
         host.load["time"] = now
         self.dirty_hosts[name] = host
         self._set_free(host)
+        if self.host_jobs[name]:
+            self.lost.setdefault(name, now)
 
-    def host_load(self, loads):
-        """LIM's view: {host: {...load...}}."""
+    def host_load(self, loads, now):
+        """LIM's view: {host: {...load...}}. Returns the hosts whose sbatchd is connected but
+        which LIM declares dead (heartbeats missed): the shell drops those connections. An
+        sbatchd that registered after the host fell silent is trusted: its LIM comes back
+        a little later."""
+        dead = []
         for name, load in loads.items():
             host = self.hosts.get(name)
             if host is not None:
                 host.load = load
                 host.labels = load.get("labels", [])
+                silent_since = now - load.get("silent", 0)
+                if (host.connected and not load.get("alive", True)
+                        and self.registered.get(name, 0) < silent_since):
+                    dead.append(name)
+        return dead
+
+    def _check_lost(self, now):
+        """Hosts UNAVAIL for node_lost_grace: their jobs go back to PEND (rerunnable queue) or
+        end FAILED(node_lost). A copy still running there is killed when the host returns
+        (host_register: an attempt mbatchd does not expect). A host whose LIM still answers
+        only lost its sbatchd (restarting, say): its jobs run on, as LSF's UNKWN jobs."""
+        grace = self.conf.mbatchd.node_lost_grace
+        for name, since in list(self.lost.items()):
+            if now - since < grace or self.hosts[name].load.get("alive"):
+                continue
+            del self.lost[name]
+            for job_id in sorted(self.host_jobs[name]):
+                self._node_lost(self.jobs[job_id], now)
+
+    def _node_lost(self, job, now):
+        qc = self.qconf.get(job.queue)
+        if job.kill_requested or not (qc and qc.rerunnable):
+            self._ended(job, {"reason": NODE_LOST}, now)
+            return
+        self._release(job)
+        self._move(job, PEND, now, f"{NODE_LOST}: requeued (rerunnable queue)")
+        job.host = None
+        self._enqueue(job)
 
     # --- reports from sbatchd
 
@@ -422,12 +463,7 @@ class Core:
         job.exit_code, job.exit_signal = code, sig
         if job.start_time is None:
             job.start_time = rep.get("start_time")
-        host = self.hosts[job.host]
-        host.used -= job.slots
-        self.host_jobs[job.host].discard(job.id)
-        self._set_free(host)
-        self._count_run(job, -1)
-        self.wake = True
+        self._release(job)
         if job.kill_requested or why == KILLED_REASON:
             state, why = KILLED, KILLED_REASON
         elif not why and code == 0 and sig is None:
@@ -449,6 +485,15 @@ class Core:
         self._move(job, state, now, "" if state == DONE else why)
         self._finish(job, now)
 
+    def _release(self, job):
+        """A RUN job leaves its host: give its slots back."""
+        host = self.hosts[job.host]
+        host.used -= job.slots
+        self.host_jobs[job.host].discard(job.id)
+        self._set_free(host)
+        self._count_run(job, -1)
+        self.wake = True
+
     # --- time and scheduling
 
     def tick(self, now):
@@ -460,6 +505,7 @@ class Core:
             if job is not None and job.state == PEND:
                 self._enqueue(job)
                 self._dirty(job)
+        self._check_lost(now)
         horizon = now - self.conf.mbatchd.clean_period
         while self.finished and self.finished[0][0] < horizon:
             _, job_id = self.finished.popleft()
@@ -470,7 +516,9 @@ class Core:
                     self.by_req.pop(job.req_id, None)
 
     def next_timer(self):
-        return self.backoff[0][0] if self.backoff else None
+        times = [self.backoff[0][0]] if self.backoff else []
+        times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
+        return min(times, default=None)
 
     def schedule(self, now):
         """One scheduling pass: plan, then apply the placements to memory and the outbox."""

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from lavalite import auth, daemon
+from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer
@@ -24,11 +24,13 @@ SBATCHD_OPS = ("register", "report")
 
 
 class Mbatchd:
-    def __init__(self, conf, host):
+    def __init__(self, conf, host, epoch=0):
         self.conf = conf
         self.host = host
-        self.key = auth.load_key(conf.cluster.key_file)
-        self.store = Store(conf.mbatchd.database)
+        self.epoch = epoch             # fencing token from the master LIM, on every order we send
+        self.parent = os.getppid()
+        self.keys = auth.KeyFile(conf.cluster.key_file)
+        self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
         self.core = Core(conf, state, now)
@@ -51,8 +53,8 @@ class Mbatchd:
 
     def on_frame(self, peer, msg):
         if peer.identity is None:
-            peer.identity = auth.verify_hello(self.key, msg)
-            peer.send(P.reply(msg.get("id"), proof=auth.server_proof(self.key, msg["nonce"])))
+            peer.identity, greeting = auth.greet(self.keys.ring(), msg)
+            peer.send(greeting)
             return
         op = msg.get("op")
         handler = self.ops.get(op)
@@ -93,11 +95,15 @@ class Mbatchd:
         was = getattr(self.core.hosts.get(host), "status", None)
         acks = self.core.host_register(host, msg, now)
         self.observer.host_changed(host, was, f"sbatchd registered, {msg.get('slots')} slots")
-        self.held.append((peer, {"v": P.VERSION, "op": "ack", "rids": acks}))
+        self.held.append((peer, self._order({"op": "ack", "rids": acks})))
 
     def op_report(self, peer, msg, now):
         acks = self.core.reports(peer.identity["host"], P.require(msg, "reports", list), now)
-        self.held.append((peer, {"v": P.VERSION, "op": "ack", "rids": acks}))
+        self.held.append((peer, self._order({"op": "ack", "rids": acks})))
+
+    def _order(self, msg):
+        """A message to sbatchd, stamped with our epoch so a deposed mbatchd is refused."""
+        return {"v": P.VERSION, "id": None, "epoch": self.epoch, **msg}
 
     # --- the turn
 
@@ -127,7 +133,7 @@ class Mbatchd:
             peer = self.sbatchd.get(host)
             if peer is not None:       # an absent host gets them again when it registers
                 for msg in msgs:
-                    peer.send({"v": P.VERSION, "id": None, **msg})
+                    peer.send(self._order(msg))
         self._arm_timer()
 
     def _arm_timer(self):
@@ -159,26 +165,45 @@ class Mbatchd:
     # --- LIM's view of the hosts
 
     async def pull_load(self, stop):
-        """Ask the local LIM for host loads every poll interval (over its Unix socket)."""
+        """Every heartbeat, take the local LIM's view of the hosts (over its Unix socket) and
+        check that we are still the master's mbatchd."""
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
-        while not stop.is_set():
+        every = min(self.conf.lim.poll_interval, self.conf.lim.heartbeat_interval)
+        while not self.fenced(stop):
             try:
                 _, peer = await asyncio.get_running_loop().create_unix_connection(
                     lambda: Peer(lambda p, m: None), path)
                 reply = await asyncio.wait_for(peer.request_msg(
-                    auth.hello(self.key, "mbatchd", self.host)), 5)
-                while reply.get("ok") and not stop.is_set():
+                    auth.hello(self.keys.ring(), "mbatchd", self.host)), 5)
+                while reply.get("ok") and not self.fenced(stop):
                     sent = time.monotonic()
                     reply = await asyncio.wait_for(peer.request("load"), 5)
                     if reply.get("ok"):
                         self.observer.lim_poll.observe((time.monotonic() - sent) * 1000)
-                        self.core.host_load(reply.get("hosts") or {})
-                    await sleep_or_stop(stop, self.conf.lim.poll_interval)
+                        self.host_view(reply.get("hosts") or {})
+                    await sleep_or_stop(stop, every)
                 peer.close()
             except (OSError, ConnectionError, asyncio.TimeoutError):
                 pass
             self.observer.lim_polls_failed += 1
-            await sleep_or_stop(stop, self.conf.lim.poll_interval)
+            await sleep_or_stop(stop, every)
+
+    def host_view(self, loads):
+        for name in self.core.host_load(loads, time.time()):
+            log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
+            self.sbatchd[name].close()
+            self.on_close(self.sbatchd[name])
+
+    def fenced(self, stop):
+        """Stop (set `stop`) once a newer master exists or the LIM that started us is gone:
+        a deposed mbatchd must not accept work."""
+        if self.epoch and not stop.is_set():
+            newer = fence.read(self.conf.paths.state_dir)
+            if newer > self.epoch or os.getppid() != self.parent:
+                log.error("fenced: epoch %d, store epoch %d, LIM %s; stopping", self.epoch,
+                          newer, "alive" if os.getppid() == self.parent else "gone")
+                stop.set()
+        return stop.is_set()
 
     async def serve(self, stop):
         loop = asyncio.get_running_loop()

@@ -5,4 +5,4 @@ def main(argv):
     from lavalite import daemon
     from lavalite.auth import KeyFileError
     from roles.sbatchd.server import Sbatchd
-    return daemon.main("sbatchd", argv, Sbatchd, (KeyFileError, OSError))
+    return daemon.main("sbatchd", argv, lambda conf, host, args: Sbatchd(conf, host), (KeyFileError, OSError))

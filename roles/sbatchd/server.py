@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 
-from lavalite import auth, daemon
+from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
@@ -53,7 +53,10 @@ class Sbatchd:
     def __init__(self, conf, host):
         self.conf = conf
         self.host = host
-        self.key = auth.load_key(conf.cluster.key_file)
+        self.keys = auth.KeyFile(conf.cluster.key_file)
+        # the newest master epoch seen, kept across restarts: older orders are refused
+        self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
+        self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
         os.makedirs(self.work, exist_ok=True)
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
@@ -81,6 +84,15 @@ class Sbatchd:
     # --- frames from mbatchd
 
     def on_frame(self, peer, msg):
+        epoch = msg.get("epoch") or 0
+        if epoch < self.epoch:
+            log.error("refused an order of epoch %d (seen %d): a deposed mbatchd", epoch,
+                      self.epoch)
+            raise P.ProtocolError(P.STALE_EPOCH, f"epoch {epoch} is older than {self.epoch}",
+                                  fatal=True)
+        if epoch > self.epoch:
+            self.epoch = epoch
+            fence.remember(self.epoch_file, epoch)
         op = msg.get("op")
         if op == "dispatch":
             envs = msg.get("envs") or {}
@@ -253,27 +265,56 @@ class Sbatchd:
     # --- the connection to mbatchd
 
     async def connect(self, stop):
-        """Dial mbatchd, register, serve its frames; on loss retry with backoff and jitter."""
+        """Dial mbatchd (the master the local LIM knows first, then the candidates in order,
+        following redirects), register, serve its frames; on loss retry with backoff and
+        jitter. Running jobs are not touched."""
         delay = 0.2
         while not stop.is_set():
-            for host, addr, port in mbatchd_endpoints(self.conf, self.host):
+            order = mbatchd_endpoints(self.conf, self.host, await self._lim_master())
+            tried = set()
+            while order and not stop.is_set():
+                host, addr, port = order.pop(0)
+                tried.add(host)
                 try:
-                    await self._session(addr, port, stop)
+                    master = await self._session(addr, port, stop)
                     delay = 0.2
                 except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
                     log.debug("mbatchd at %s:%s: %s", addr, port, exc)
+                    continue
+                if master and master not in tried:
+                    order = mbatchd_endpoints(self.conf, self.host, master)[:1] + order
             if stop.is_set():
                 break
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self.conf.sbatchd.reconnect_max)
 
+    async def _lim_master(self):
+        """Where the local LIM says mbatchd runs (None if it does not know or is down)."""
+        path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
+        peer = None
+        try:
+            _, peer = await self.loop.create_unix_connection(lambda: Peer(lambda p, m: None), path)
+            await asyncio.wait_for(peer.request_msg(auth.hello(self.keys.ring(), "sbatchd",
+                                                                self.host)), 2)
+            return (await asyncio.wait_for(peer.request("load"), 2)).get("master")
+        except (OSError, ConnectionError, asyncio.TimeoutError):
+            return None
+        finally:
+            if peer is not None:
+                peer.close()
+
     async def _session(self, addr, port, stop):
+        """One registered connection, until it drops or mbatchd stops answering pings for
+        T_fail (a cut network closes nothing). Returns the master named by a redirect."""
         closed = asyncio.Event()
         _, peer = await asyncio.wait_for(self.loop.create_connection(
             lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port), 5)
-        hello = auth.hello(self.key, "sbatchd", self.host)
+        hello = auth.hello(self.keys.ring(), "sbatchd", self.host)
         reply = await asyncio.wait_for(peer.request_msg(hello), 10)
-        if not reply.get("ok") or not auth.check_server_proof(self.key, hello["nonce"],
+        if (reply.get("error") or {}).get("code") == P.REDIRECT:
+            peer.close()
+            return reply.get("master")
+        if not reply.get("ok") or not auth.check_server_proof(self.keys.ring(), hello["nonce"],
                                                                reply.get("proof")):
             peer.close()
             raise ConnectionError(f"mbatchd refused us or failed to prove the key: {reply}")
@@ -282,14 +323,19 @@ class Sbatchd:
         self._register(peer)
         log.info("registered with mbatchd at %s:%s (%d slots, %d running)", addr, port,
                  self.conf.sbatchd.slots, len(self.attempts))
-        waiter = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([waiter, asyncio.ensure_future(closed.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        lc = self.conf.lim
+        try:
+            while not stop.is_set() and not closed.is_set():
+                await asyncio.wait_for(peer.request("ping"),
+                                       lc.heartbeat_interval * lc.heartbeat_misses)
+                await sleep_or_stop(stop, lc.heartbeat_interval)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
         self.peer = None
         peer.close()
         if not stop.is_set():
             log.warning("lost mbatchd at %s:%s; jobs keep running, reports are kept", addr, port)
+        return None
 
     def _register(self, peer):
         peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": self.conf.sbatchd.slots,
