@@ -23,6 +23,7 @@ AUTH = "auth"
 NOT_FOUND = "not_found"
 DENIED = "permission_denied"
 UNAVAILABLE = "unavailable"
+NOT_RUNNING = "not_running"
 INTERNAL = "internal"
 
 

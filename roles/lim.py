@@ -14,7 +14,7 @@ import time
 
 import psutil
 
-from lavalite import auth, daemon
+from lavalite import auth, credential, daemon
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
 from lavalite.daemon import sleep_or_stop, write_pid
@@ -43,7 +43,10 @@ class Lim:
                      "labels": self.conf.lim.labels.get(self.host, [])}
 
     def on_frame(self, peer, msg):
-        if peer.identity is None:
+        if peer.identity is None and msg.get("op") == "sign":
+            peer.send(P.reply(msg.get("id"), hello=credential.sign(self.key, self.host, peer)))
+            peer.close()
+        elif peer.identity is None:
             peer.identity = auth.verify_hello(self.key, msg)
             peer.send(P.reply(msg.get("id"), proof=auth.server_proof(self.key, msg["nonce"])))
         elif msg.get("op") == "load":
@@ -98,7 +101,7 @@ class Lim:
         if os.path.exists(path):
             os.unlink(path)
         server = await loop.create_unix_server(lambda: Peer(self.on_frame), path)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o666)          # every local user may ask for a credential (`sign`)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
         log.info("lim on %s (%s)", self.host, "master" if self.master else "not master")
         tasks = [asyncio.create_task(self.collect(stop))]

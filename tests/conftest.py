@@ -24,14 +24,17 @@ class Cluster:
     override sections of the generated configuration."""
 
     def __init__(self, state, slots=4, queues=None, sbatchd=None, lim=None, mbatchd=None,
-                 program=None):
+                 program=None, cluster=None):
         self.state = str(state)
         self.program = program or LAUNCHER
         self.conf_path = os.path.join(self.state, "lavalite.conf")
         self.env = dict(os.environ, LAVALITE_CONF=self.conf_path)
         overrides = {
             "sbatchd.conf": {"sbatchd": {"slots": str(slots), "kill_grace": "2",
-                                         "reconnect_max": "1", **(sbatchd or {})}},
+                                         "reconnect_max": "1",
+                                         # clusters of parallel tests must not share cgroups
+                                         "cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}",
+                                         **(sbatchd or {})}},
             "lim.conf": {"lim": {"poll_interval": "1", "poll_jitter": "0.2",
                                  "restart_backoff": "0.5", **(lim or {})}},
             "queues.conf": queues or {"serial": {"retry_backoff": "1"}},
@@ -42,7 +45,8 @@ class Cluster:
         self.env["LAVALITE_HOST"] = host
         overrides["lavalite.conf"] = {
             "cluster": {"master_candidates": host, "listen": "127.0.0.1",
-                        "key_file": os.path.join(self.state, "cluster.key")},
+                        "key_file": os.path.join(self.state, "cluster.key"),
+                        "allow_root_jobs": "yes", **(cluster or {})},
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
                       "log_dir": os.path.join(self.state, "log")},
