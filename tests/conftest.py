@@ -14,6 +14,7 @@ sys.path.insert(0, ROOT)
 
 from lavalite import config  # noqa: E402
 from lavalite.client import Client, ClientError  # noqa: E402
+from roles.sbatchd import cgroups  # noqa: E402
 
 LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
 FINISHED = ("DONE", "FAILED", "KILLED")
@@ -78,6 +79,7 @@ class Cluster:
                 self.proc.kill()
         if kill_jobs:
             kill_jobs_in(self.state)
+            remove_cgroup_slice(self.conf.sbatchd.cgroup_slice)
 
     def logs(self):
         out = []
@@ -154,6 +156,22 @@ def kill_jobs_in(directory):
                 os.kill(int(pid), signal.SIGKILL)
         except OSError:
             pass
+
+
+def remove_cgroup_slice(name):
+    """sbatchd removes its slice when it stops with no job left in it; the jobs a test left
+    running end after that, so the slice goes here (their shepherds remove their groups)."""
+    v2, v1 = cgroups.mounts()
+    deadline = time.time() + 10
+    for mount in sorted(set(v1.values()) | ({v2} if v2 else set())):
+        path = os.path.join(mount, name)
+        while os.path.isdir(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                if time.time() > deadline:
+                    break
+                time.sleep(0.05)
 
 
 @pytest.fixture
