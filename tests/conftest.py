@@ -140,6 +140,21 @@ class Cluster:
         finally:
             db.close()
 
+    def kill9_restarted(self, role):
+        """SIGKILL a daemon and wait until its supervisor (lim for mbatchd, `up` for sbatchd)
+        has started a new one."""
+        old = self.pid(role)
+        os.kill(old, signal.SIGKILL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.pid(role) != old:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{role} was not restarted\n" + self.logs())
+
     def pid(self, name):
         path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
             name, os.path.join(self.state, "spool", f"{name}-testhost.pid"))

@@ -125,6 +125,7 @@ class Sbatchd:
             att.group = self.cg.create(f"{job}.{attempt}", cgroups.Limits.of(spec))
         except OSError as exc:         # the job must not run unconfined when cgroups are in use
             log.error("job %s.%s: cannot create its cgroup: %s", job, attempt, exc)
+            self.cg.group(f"{job}.{attempt}").remove()
             shepherd.write_json(os.path.join(adir, "status"), {
                 "exit_code": 126, "reason": EXEC_FAILED, "message": f"cannot create cgroup: {exc}"})
         else:
