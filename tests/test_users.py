@@ -150,3 +150,36 @@ def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accou
 def test_root_may_not_submit_unless_allowed(multiuser):
     res = multiuser.cli("submit", "--", "true", check=False)
     assert res.returncode == 1 and "root may not submit jobs" in res.stderr
+
+
+def test_up_by_a_normal_user_runs_everything_as_that_user(accounts):
+    """No root: the daemons, the credential (the user reads their own key) and the jobs are
+    the user's; without root there are no cgroups, and the log says so once. The daemons need
+    uvloop, apsw, psutil: the user runs the zipapp, which carries them."""
+    zipapp = os.path.join(ROOT, "dist", "lavalite")
+    if not os.path.exists(zipapp):
+        pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
+    pw = accounts[USERS[1]]
+    state = os.path.join(pw.pw_dir, "lavalite-up")
+    kw = dict(env={"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir,
+                   "LAVALITE_CONF": os.path.join(state, "lavalite.conf")},
+              cwd=pw.pw_dir, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+    cmd = [SYS_PYTHON, zipapp]
+    up = subprocess.Popen(cmd + ["up", "--state-dir", state, "--slots", "2"],
+                          stdout=subprocess.PIPE, text=True, **kw)
+    try:
+        assert "LavaLite is up" in up.stdout.readline() + up.stdout.readline()
+        job = _job_id(subprocess.run(cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
+                                     capture_output=True, text=True, timeout=60, **kw))
+        deadline = time.time() + 60
+        while "DONE" not in subprocess.run(cmd + ["jobs", "-a", str(job)], capture_output=True,
+                                           text=True, timeout=60, **kw).stdout:
+            assert time.time() < deadline, "the job did not finish"
+            time.sleep(0.3)
+        with open(os.path.join(pw.pw_dir, f"up.{job}")) as f:
+            assert int(f.read()) == pw.pw_uid
+        with open(os.path.join(state, "log", "sbatchd.log")) as f:
+            assert f.read().count("no usable cgroups (sbatchd does not run as root)") == 1
+    finally:
+        subprocess.run(cmd + ["down", "--state-dir", state], capture_output=True, timeout=90, **kw)
+        up.wait(60)
