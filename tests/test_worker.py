@@ -230,3 +230,23 @@ def test_limits_validated_against_the_queue(make_cluster):
     assert "MEMLIMIT: 256M" in c.cli("jobs", "-l", str(job)).stdout
     job = int(c.cli("submit", "-M", "512", "--", "true").stdout.split("<")[1].split(">")[0])
     assert "MEMLIMIT: 512M" in c.cli("jobs", "-l", str(job)).stdout
+
+
+def test_peek_reads_the_jobs_file_not_what_its_path_points_to(cluster, tmp_path):
+    """The user owns the directory of their output: a symlink swapped in for the running file
+    must not make root's sbatchd read another file for them."""
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET\n")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    job = cluster.submit(["sh", "-c", "echo real output; sleep 30"], out=str(outdir / "o"))
+    running = outdir / f".o.lavalite-{job}.1"
+    deadline = time.time() + 30
+    while not (running.exists() and running.read_text()):
+        assert time.time() < deadline, cluster.logs()
+        time.sleep(0.1)
+    running.rename(outdir / "moved")
+    running.symlink_to(secret)
+    res = cluster.cli("peek", str(job))
+    assert res.stdout == "real output\n" and "SECRET" not in res.stdout
+    cluster.client.kill([job])

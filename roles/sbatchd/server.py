@@ -28,11 +28,12 @@ log = logging.getLogger("lavalite.sbatchd")
 
 class Attempt:
     __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "pidfd", "timer", "kill_timer",
-                 "group")
+                 "group", "peek")
 
     def __init__(self, job, attempt, adir, spec):
         self.job, self.attempt, self.dir, self.spec = job, attempt, adir, spec
         self.group = None              # its cgroup (None without cgroups)
+        self.peek = None               # its output files, opened for bpeek on first use
         self.shepherd = None
         self.pidfd = None
         self.timer = None
@@ -58,7 +59,7 @@ class Sbatchd:
         self.work = conf.sbatchd.work_dir
         os.makedirs(self.work, exist_ok=True)
         self.cg = cgroups.choose(conf.sbatchd.cgroups, conf.sbatchd.cgroup_slice)
-        self.recent = {}               # (job, attempt) -> outputs of attempts ended lately (peek)
+        self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.attempts = {}             # (job, attempt) -> Attempt running here
         self.peer = None               # the registered connection to mbatchd

@@ -59,6 +59,10 @@ def launch(adir, argv, env, cwd, outputs, account, group):
         return pid
     try:
         os.write(lock, str(os.getpid()).encode())
+        # sbatchd's sockets, journal and event loop are not ours: holding its connection to
+        # mbatchd open would hide sbatchd's death from mbatchd
+        os.closerange(3, lock)
+        os.closerange(lock + 1, os.sysconf("SC_OPEN_MAX"))
         gc.disable()                       # nothing of sbatchd's heap is ours to collect
         signal.set_wakeup_fd(-1)
         for sig in _RESET:
@@ -156,6 +160,10 @@ def _shepherd(adir, argv, env, cwd, outputs, account, group):
     notes = []
     with as_user(account):
         opened, renames = _open_outputs(outputs, notes)
+    # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls the
+    # path), so the descriptors stay open until the end and their numbers are written down
+    write_json(os.path.join(adir, "outfds"),
+               [fd if temp else None for (fd, _), (_, _, temp) in zip(opened, outputs)])
     status = {"start": time.time()}
     exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
     pid = None
@@ -164,9 +172,6 @@ def _shepherd(adir, argv, env, cwd, outputs, account, group):
     except OSError as exc:
         status.update(exit_code=127 if exc.errno == errno.ENOENT else 126,
                       reason="exec_failed", message=f"{argv[0]}: {exc.strerror}")
-    finally:
-        for fd, _ in opened:
-            os.close(fd)
     if pid is not None:
         with open(os.path.join(adir, "pid"), "w") as f:
             f.write(str(pid))
