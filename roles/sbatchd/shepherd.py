@@ -51,7 +51,7 @@ def launch(adir, argv, env, cwd, outputs, account, group):
     fds a tuple of 1 and/or 2; final the user's path (None: discard); temp the file written
     during the run and renamed onto final at the end (None: write final directly).
     `group` is the attempt's cgroup (None without cgroups)."""
-    lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     pid = os.fork()
     if pid:
