@@ -38,12 +38,34 @@ class Client:
         self.next_id = 1
 
     def _credential(self):
+        """(key, signed hello). Who can read the cluster key signs for itself; any other user
+        gets a hello the local LIM signs for the uid the kernel reports (key None: such a
+        user cannot check mbatchd's proof either)."""
+        path = self.conf.cluster.key_file
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            return None, self._node_credential()
         try:
-            key = auth.load_key(self.conf.cluster.key_file)
+            key = auth.load_key(path)
         except auth.KeyFileError as exc:
             raise ClientError(P.AUTH, str(exc)) from None
         uid = os.getuid()
         return key, auth.hello(key, "user", local_host(), uid=uid, user=pwd.getpwuid(uid).pw_name)
+
+    def _node_credential(self):
+        path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(min(10.0, self.timeout))
+                sock.connect(path)
+                sock.sendall(P.encode({"v": P.VERSION, "op": "sign", "id": 1}))
+                reply = _read_frame(sock)
+        except OSError as exc:
+            raise ClientError("unreachable", f"cannot get a credential from the local LIM at "
+                                             f"{path}: {exc.strerror or exc}") from None
+        if not reply.get("ok"):
+            raise ClientError(P.AUTH, "the local LIM refused a credential: "
+                                      + (reply.get("error") or {}).get("message", "?"))
+        return reply["hello"]
 
     def _connect(self, master=None):
         key, hello = self._credential()
@@ -71,7 +93,8 @@ class Client:
                     err = greeting["error"]
                     raise ClientError("unreachable" if err["code"] == P.REDIRECT else err["code"],
                                       err["message"])
-                if not auth.check_server_proof(self.key, self.hello["nonce"], greeting.get("proof")):
+                if self.key is not None and not auth.check_server_proof(
+                        self.key, self.hello["nonce"], greeting.get("proof")):
                     raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
             else:
                 self.sock.sendall(P.encode(msg))
@@ -118,21 +141,7 @@ class Client:
         return self._read()
 
     def _read(self):
-        head = self._exactly(4)
-        (size,) = _HDR.unpack(head)
-        if size > P.MAX_FRAME:
-            raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
-        return P.loads(self._exactly(size))
-
-    def _exactly(self, n):
-        chunks = []
-        while n:
-            chunk = self.sock.recv(min(n, 1 << 20))
-            if not chunk:
-                raise ConnectionError("mbatchd closed the connection")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
+        return _read_frame(self.sock)
 
     def close(self):
         if self.sock is not None:
@@ -160,3 +169,21 @@ class Client:
 
     def kill(self, ids):
         return self.call("kill", jobs=list(ids))["results"]
+
+
+def _read_frame(sock):
+    (size,) = _HDR.unpack(_exactly(sock, 4))
+    if size > P.MAX_FRAME:
+        raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
+    return P.loads(_exactly(sock, size))
+
+
+def _exactly(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)

@@ -10,6 +10,8 @@ import os
 import sys
 from types import SimpleNamespace
 
+from lavalite.limits import parse_size
+
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
@@ -85,8 +87,12 @@ KEYS = [
      "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem"),
     (_SB, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
     (_SB, "sbatchd", "work_dir", "path", "{spool_dir}/jobs", "Per-job scripts and state."),
-    (_SB, "sbatchd", "cgroups", "choice:auto|on|off", "auto",
-     "Confine jobs in cgroups (auto = when cgroup v2 is delegated to us)."),
+    (_SB, "sbatchd", "cgroups", "choice:auto|on|off|v1|v2", "auto",
+     "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
+     "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
+     "process group only."),
+    (_SB, "sbatchd", "cgroup_slice", "str", "lavalite",
+     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/<job>.<attempt>)."),
     (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
@@ -101,6 +107,12 @@ KEYS = [
     (_QU, QUEUE, "max_attempts", "int>=1", "1",
      "Attempts a job gets unless bsub --retries says otherwise."),
     (_QU, QUEUE, "max_retries", "int>=0", "10", "Upper bound on bsub --retries."),
+    (_QU, QUEUE, "default_memory", "size", "0",
+     "Memory limit of jobs that give no bsub -M (MB, or 512M, 2G; 0 = none)."),
+    (_QU, QUEUE, "max_memory", "size", "0", "Largest bsub -M a job may ask for (0 = no bound)."),
+    (_QU, QUEUE, "default_pids", "int>=0", "0",
+     "Task (process and thread) limit of jobs that give no --pids (0 = none)."),
+    (_QU, QUEUE, "max_pids", "int>=0", "0", "Largest --pids a job may ask for (0 = no bound)."),
     (_QU, QUEUE, "retry_backoff", "dur>=0", "10",
      "Delay before the first retry; doubles each retry."),
     (_QU, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
@@ -195,6 +207,8 @@ def _convert(kind, raw):
         if raw in kind[7:].split("|"):
             return raw
         raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
+    if kind == "size":
+        return parse_size(raw)
     if kind == "slots" and raw == "auto":
         return os.cpu_count() or 1
     base, lo, hi, strict, desc = _NUM[kind]
@@ -438,6 +452,7 @@ def _describe(kind):
     if kind.startswith("choice:"):
         return "one of " + kind[7:]
     return {"list": "names, separated by spaces or commas", "bool": "yes/no",
+            "size": "size in MB, or with a unit: 512M, 2G",
             "str": "text"}.get(kind, kind)
 
 

@@ -153,6 +153,7 @@ def job_view(job, pend_reason=None):
         "attempt": job.attempt, "max_attempts": job.max_attempts, "slots": job.slots,
         "cmd": spec.get("cmd"), "cwd": spec.get("cwd"), "out": spec.get("out"),
         "err": spec.get("err"), "walltime": spec.get("walltime"),
+        "memory": spec.get("memory"), "pids": spec.get("pids"),
         "kill_requested": job.kill_requested,
     }
 

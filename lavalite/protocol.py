@@ -23,6 +23,7 @@ AUTH = "auth"
 NOT_FOUND = "not_found"
 DENIED = "permission_denied"
 UNAVAILABLE = "unavailable"
+NOT_RUNNING = "not_running"
 INTERNAL = "internal"
 REDIRECT = "redirect"      # a non-master: the error carries "master", the host to dial instead
 STALE_EPOCH = "stale_epoch"  # an order from a deposed master (an older fencing epoch)

@@ -24,7 +24,7 @@ import time
 
 import psutil
 
-from lavalite import auth, daemon, fence
+from lavalite import auth, credential, daemon, fence
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
 from lavalite.daemon import sleep_or_stop, write_pid
@@ -64,7 +64,11 @@ class Lim:
                      "labels": self.conf.lim.labels.get(self.host, [])}
 
     def on_frame(self, peer, msg):
-        if peer.identity is None:
+        if peer.identity is None and msg.get("op") == "sign":
+            peer.send(P.reply(msg.get("id"), hello=credential.sign(self.keys.ring(), self.host,
+                                                                   peer)))
+            peer.close()
+        elif peer.identity is None:
             peer.identity, greeting = auth.greet(self.keys.ring(), msg)
             peer.send(greeting)
         elif msg.get("op") == "load":
@@ -297,7 +301,7 @@ class Lim:
         if os.path.exists(path):
             os.unlink(path)
         server = await loop.create_unix_server(lambda: Peer(self.on_frame), path)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o666)          # every local user may ask for a credential (`sign`)
         metrics = await self.exporter.serve(self.conf.cluster.listen, self.conf.lim.metrics_port)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
         servers = [server] + ([metrics] if metrics is not None else [])

@@ -14,6 +14,7 @@ sys.path.insert(0, ROOT)
 
 from lavalite import config  # noqa: E402
 from lavalite.client import Client, ClientError  # noqa: E402
+from roles.sbatchd import cgroups  # noqa: E402
 
 LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
 FINISHED = ("DONE", "FAILED", "KILLED")
@@ -31,7 +32,10 @@ class Cluster:
         self.env = dict(os.environ, LAVALITE_CONF=self.conf_path)
         overrides = {
             "sbatchd.conf": {"sbatchd": {"slots": str(slots), "kill_grace": "2",
-                                         "reconnect_max": "1", **(sbatchd or {})}},
+                                         "reconnect_max": "1",
+                                         # clusters of parallel tests must not share cgroups
+                                         "cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}",
+                                         **(sbatchd or {})}},
             "lim.conf": {"lim": {"poll_interval": "1", "poll_jitter": "0.2",
                                  "restart_backoff": "0.5", **(lim or {})}},
             "queues.conf": queues or {"serial": {"retry_backoff": "1"}},
@@ -42,7 +46,8 @@ class Cluster:
         self.env["LAVALITE_HOST"] = host
         overrides["lavalite.conf"] = {
             "cluster": {"master_candidates": host, "listen": "127.0.0.1",
-                        "key_file": os.path.join(self.state, "cluster.key")},
+                        "key_file": os.path.join(self.state, "cluster.key"),
+                        "allow_root_jobs": "yes"},
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
                       "log_dir": os.path.join(self.state, "log")},
@@ -77,6 +82,7 @@ class Cluster:
                 self.proc.kill()
         if kill_jobs:
             kill_jobs_in(self.state)
+            remove_cgroup_slice(self.conf.sbatchd.cgroup_slice)
 
     def logs(self):
         out = []
@@ -137,6 +143,21 @@ class Cluster:
         finally:
             db.close()
 
+    def kill9_restarted(self, role):
+        """SIGKILL a daemon and wait until its supervisor (lim for mbatchd, `up` for sbatchd)
+        has started a new one."""
+        old = self.pid(role)
+        os.kill(old, signal.SIGKILL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.pid(role) != old:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{role} was not restarted\n" + self.logs())
+
     def pid(self, name):
         path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
             name, os.path.join(self.state, "spool", f"{name}-testhost.pid"))
@@ -153,6 +174,22 @@ def kill_jobs_in(directory):
                 os.kill(int(pid), signal.SIGKILL)
         except OSError:
             pass
+
+
+def remove_cgroup_slice(name):
+    """sbatchd removes its slice when it stops with no job left in it; the jobs a test left
+    running end after that, so the slice goes here (their shepherds remove their groups)."""
+    v2, v1 = cgroups.mounts()
+    deadline = time.time() + 10
+    for mount in sorted(set(v1.values()) | ({v2} if v2 else set())):
+        path = os.path.join(mount, name)
+        while os.path.isdir(path):
+            try:
+                os.rmdir(path)
+            except OSError:
+                if time.time() > deadline:
+                    break
+                time.sleep(0.05)
 
 
 @pytest.fixture

@@ -129,7 +129,8 @@ level = loud
     lim = write(tmp_path, "lim.conf", "[lim]\npoll_interval = 0\nheartbeat_misses = 0\n")
     sb = write(tmp_path, "sbatchd.conf", "[sbatchd]\nslots = 0\ncgroups = maybe\n")
     qs = write(tmp_path, "queues.conf", "[serial]\nmax_attempts = 0\nopen = perhaps\n"
-                                        "default_walltime = 2h\nmax_walltime = 1h\n")
+                                        "default_walltime = 2h\nmax_walltime = 1h\n"
+                                        "max_memory = lots\n")
     assert errors_of(main) == [
         f"{main}:2: [cluster] allow_root_jobs: expected yes/no/true/false/on/off/1/0, got 'maybe'",
         f"{main}:4: [mbatchd] port: '70000' out of range: expected TCP port 1-65535",
@@ -142,8 +143,9 @@ level = loud
         f"{lim}:3: [lim] heartbeat_misses: '0' out of range: expected integer >= 1",
         f"{sb}:2: [sbatchd] slots: '0' out of range: "
         f"expected integer >= 1, or auto = number of CPUs",
-        f"{sb}:3: [sbatchd] cgroups: expected one of auto|on|off, got 'maybe'",
+        f"{sb}:3: [sbatchd] cgroups: expected one of auto|on|off|v1|v2, got 'maybe'",
         f"{qs}:2: [serial] max_attempts: '0' out of range: expected integer >= 1",
+        f"{qs}:6: [serial] max_memory: expected a size such as 512 (MB), 512M, 2G, got 'lots'",
         f"{qs}:3: [serial] open: expected yes/no/true/false/on/off/1/0, got 'perhaps'",
         f"{qs}:4: [serial] default_walltime: default_walltime (7200s) exceeds max_walltime (3600s)",
     ]

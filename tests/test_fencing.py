@@ -1,6 +1,7 @@
 """sbatchd refuses orders from a deposed master: a real sbatchd process, and this test in the
 place of mbatchd, speaking the protocol over loopback."""
 import os
+import pwd
 import socket
 import subprocess
 
@@ -46,6 +47,7 @@ class FakeMaster:
     def dispatch(self, epoch, job, cwd):
         self.send({"v": P.VERSION, "op": "dispatch", "id": None, "epoch": epoch, "envs": {},
                    "jobs": [{"id": job, "attempt": 1, "cmd": ["touch", f"ran.{job}"],
+                             "user": pwd.getpwuid(os.getuid()).pw_name, "uid": os.getuid(),
                              "cwd": cwd, "hosts": ["testhost"], "slots": 1, "out": "/dev/null"}]})
 
 
@@ -54,7 +56,8 @@ def sbatchd(tmp_path):
     state = str(tmp_path)
     port = _free_port()
     conf_path = config.write_state_conf(state, {"lavalite.conf": {
-        "cluster": {"master_candidates": "testhost", "key_file": f"{state}/cluster.key"},
+        "cluster": {"master_candidates": "testhost", "key_file": f"{state}/cluster.key",
+                    "allow_root_jobs": "yes"},
         "hosts": {"testhost": "127.0.0.1"}, "mbatchd": {"port": str(port)}}})
     auth.create_key(f"{state}/cluster.key")
     listener = socket.create_server(("127.0.0.1", port))

@@ -102,7 +102,8 @@ class MultiCluster:
             config.write_state_conf(os.path.join(self.base, host), {
                 "lavalite.conf": {
                     "cluster": {"master_candidates": " ".join(CONTROL), "listen": "0.0.0.0",
-                                "key_file": os.path.join(self.shared, "cluster.key")},
+                                "key_file": os.path.join(self.shared, "cluster.key"),
+                                "allow_root_jobs": "yes"},     # the tests run as root
                     "hosts": ADDR,
                     "paths": {"state_dir": state,
                               "spool_dir": os.path.join(self.base, host, "spool"),

@@ -12,7 +12,7 @@ from lavalite.client import Client, ClientError
 
 # LSF names -> subcommands; also what `lavalite links` creates.
 ALIASES = {"bsub": "submit", "bjobs": "jobs", "bkill": "kill", "bqueues": "queues",
-           "bhosts": "hosts", "llctrl": "llctrl"}
+           "bhosts": "hosts", "bpeek": "peek", "llctrl": "llctrl"}
 
 
 def _conf_arg(p):
@@ -21,10 +21,10 @@ def _conf_arg(p):
 
 
 def build_parser():
-    from roles.cli import admin, commands, install, llctrl, local
+    from roles.cli import admin, commands, install, llctrl, local, peek
     ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (commands, local, llctrl, install, admin):
+    for module in (commands, peek, local, llctrl, install, admin):
         for name, (setup, func, helptext) in module.COMMANDS.items():
             p = sub.add_parser(name, help=helptext, description=helptext)
             _conf_arg(p)

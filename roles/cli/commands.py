@@ -7,6 +7,7 @@ import time
 import uuid
 
 from lavalite.hosts import local_host
+from lavalite.limits import format_size, parse_size
 
 
 def _client(args):
@@ -27,7 +28,28 @@ def _setup_submit(p):
                    help="wall-clock limit in seconds")
     p.add_argument("-n", dest="slots", type=int, default=1, help="job slots (default 1)")
     p.add_argument("--retries", type=int, metavar="N", help="run again up to N times on failure")
+    p.add_argument("-M", dest="memory", type=_size, metavar="MEM",
+                   help="memory limit: MB as LSF, or with a unit (512M, 2G); above it the "
+                        "job ends FAILED(oom)")
+    p.add_argument("--pids", type=_positive, metavar="N",
+                   help="limit on the job's processes and threads")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS]")
+
+
+def _size(text):
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the limit must be above 0")
+    return value
+
+
+def _positive(text):
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def _walltime(args):
@@ -47,7 +69,8 @@ def submit(args):
         return 2
     spec = {"cmd": cmd, "queue": args.queue, "name": args.name, "out": args.out,
             "err": args.err, "walltime": _walltime(args), "slots": args.slots,
-            "retries": args.retries, "cwd": os.getcwd(), "env": dict(os.environ),
+            "retries": args.retries, "memory": args.memory, "pids": args.pids,
+            "cwd": os.getcwd(), "env": dict(os.environ),
             "from_host": local_host()}
     reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
                                req=uuid.uuid4().hex)
@@ -128,6 +151,10 @@ def _print_long(j):
           f"CWD <{j['cwd']}>{files};")
     if j["walltime"]:
         print(f"  RUNLIMIT: {j['walltime'] / 60:.1f} min ({j['walltime']:g} s)")
+    if j.get("memory") or j.get("pids"):
+        print("  " + ", ".join(f"{label}: {value}" for label, value in (
+            ("MEMLIMIT", j.get("memory") and format_size(j["memory"])),
+            ("PIDSLIMIT", j.get("pids"))) if value))
     if j["start_time"]:
         print(f"{_long_time(j['start_time'])}: Started {j['slots']} Task(s) on Host(s) "
               f"<{j['exec_host']}>;")

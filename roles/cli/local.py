@@ -18,7 +18,7 @@ from lavalite.entry import self_command
 from lavalite.hosts import local_host
 from roles.cli.commands import no_options
 
-LINKS = ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "llctrl")
+LINKS = ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "bpeek", "llctrl")
 
 
 def _state_dir(path):
@@ -45,6 +45,8 @@ def _first_conf(state, slots):
     return config.write_state_conf(state, {
         "lavalite.conf": {
             "cluster": {"master_candidates": host, "listen": "127.0.0.1",
+                        # the cluster of whoever runs `up`: root's own, if root runs it
+                        "allow_root_jobs": "yes" if os.getuid() == 0 else "no",
                         "key_file": os.path.join(state, "cluster.key")},
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": state, "spool_dir": os.path.join(state, "spool"),
@@ -93,11 +95,7 @@ def up(args):
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    procs = {}
-    for role in ("lim", "sbatchd"):
-        log = open(os.path.join(conf.paths.log_dir, f"{role}.log"), "ab")
-        procs[role] = subprocess.Popen(self_command() + ["--role", role, "--conf", conf_path],
-                                       stdout=log, stderr=log, start_new_session=True)
+    procs = {role: _start_role(conf, role) for role in ("lim", "sbatchd")}
     print(f"export LAVALITE_CONF={conf_path}", flush=True)
     try:
         slots = _wait_ready(conf, procs, stopping)
@@ -114,8 +112,7 @@ def up(args):
                 f.writelines(f"{role} {url}\n" for role, url in urls)
             for role, url in urls:
                 print(f"{role} metrics: {url}", flush=True)
-        while not stopping and all(p.poll() is None for p in procs.values()):
-            time.sleep(0.2)
+        _supervise_sbatchd(conf, procs, stopping)
         dead = [r for r, p in procs.items() if p.poll() is not None]
         if dead and not stopping:
             print(f"lavalite up: {', '.join(dead)} exited; see {conf.paths.log_dir}; stopping",
@@ -132,6 +129,32 @@ def up(args):
         os.unlink(pidfile)
     print("LavaLite stopped.", flush=True)
     return 1 if dead and not stopping else 0
+
+
+def _start_role(conf, role):
+    with open(os.path.join(conf.paths.log_dir, f"{role}.log"), "ab") as log:
+        return subprocess.Popen(self_command() + ["--role", role, "--conf", conf.path],
+                                stdout=log, stderr=log, start_new_session=True)
+
+
+def _supervise_sbatchd(conf, procs, stopping):
+    """Until asked to stop or lim dies: an sbatchd that dies is started again, as systemd's
+    Restart= would (its jobs run on under their shepherds and are adopted); the delay doubles
+    after each quick death, as lim does for mbatchd."""
+    delay, started = 1.0, time.monotonic()
+    while not stopping and procs["lim"].poll() is None:
+        code = procs["sbatchd"].poll()
+        if code == 2:                  # it refused to start (configuration): do not insist
+            return
+        if code is not None:
+            delay = 1.0 if time.monotonic() - started > 60 else delay
+            print(f"lavalite up: sbatchd exited with status {code}; restarting in {delay:g} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            started = time.monotonic()
+            procs["sbatchd"] = _start_role(conf, "sbatchd")
+        time.sleep(0.2)
 
 
 def _wait_ready(conf, procs, stopping, timeout=60.0):
@@ -182,8 +205,7 @@ def down(args):
 # --- links, config-check
 
 def _setup_links(p):
-    p.add_argument("dir", help="directory for the symlinks (bsub, bjobs, bkill, bqueues, "
-                               "bhosts, llctrl)")
+    p.add_argument("dir", help=f"directory for the symlinks ({', '.join(LINKS)})")
 
 
 def links(args):

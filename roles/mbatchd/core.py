@@ -10,6 +10,7 @@ import heapq
 from collections import deque
 
 from lavalite import protocol as P
+from lavalite.limits import format_size
 from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
                             KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
                             RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
@@ -226,6 +227,12 @@ class Core:
         slots = spec.get("slots", 1)
         if not isinstance(slots, int) or slots < 1:
             raise P.ProtocolError(P.BAD_REQUEST, "slots (-n) must be a positive integer")
+        memory = _limit(spec, "memory", "-M", qname, qc.default_memory, qc.max_memory,
+                        format_size)
+        pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str)
+        if ident["uid"] == 0 and not self.conf.cluster.allow_root_jobs:
+            raise P.ProtocolError(P.DENIED, "root may not submit jobs (allow_root_jobs = no "
+                                            "in lavalite.conf); submit as a normal user")
         env = spec.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
@@ -236,7 +243,7 @@ class Core:
         job_id = self.next_id
         self.next_id += 1
         stored = {"cmd": cmd, "cwd": spec.get("cwd") or "/", "out": spec.get("out"),
-                  "err": spec.get("err"), "walltime": walltime,
+                  "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
                   "env_id": self._intern_env(env, lookup_env),
                   "from_host": spec.get("from_host") or ident.get("host")}
         name = spec.get("name") or " ".join(cmd)[:60]
@@ -275,12 +282,31 @@ class Core:
                 results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
                                 "message": f"Job <{job_id}>: No matching job found"})
                 continue
-            if ident["user"] != job.user and ident["user"] not in self.admins:
+            if not self._may_act_on(ident, job):
                 results.append({"job": job_id, "ok": False, "code": P.DENIED,
                                 "message": f"Job <{job_id}>: User permission denied"})
                 continue
             results.append(self._kill(job, now))
         return {"results": results}
+
+    def _may_act_on(self, ident, job):
+        """Only the owner or a cluster admin may kill, modify or peek at a job."""
+        return ident["user"] == job.user or ident["user"] in self.admins
+
+    def peek_target(self, ident, job_id):
+        """The running job `bpeek JOBID` reads, or ProtocolError saying why not."""
+        job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+        if job is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{job_id}>: No matching job found")
+        if not self._may_act_on(ident, job):
+            raise P.ProtocolError(P.DENIED, f"Job <{job_id}>: User permission denied")
+        if job.state == PEND:
+            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{job_id}>: Job is pending; "
+                                                 "no output yet")
+        if job.state != RUN:
+            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{job_id}>: Job has finished; its "
+                                                 f"output is in {job.spec.get('out') or 'its -o file'}")
+        return job
 
     def _kill(self, job, now):
         if job.state == KILLED:
@@ -567,6 +593,20 @@ def _number(spec, field, default):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a number")
     return float(value)
+
+
+def _limit(spec, field, option, qname, default, maximum, fmt):
+    """A per-job limit (memory bytes, pids): the job's, else the queue's default; bounded by
+    the queue's maximum (0 = none). None = unlimited."""
+    value = spec.get(field)
+    if value is None:
+        return default or None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise P.ProtocolError(P.BAD_REQUEST, f"{field} ({option}) must be a positive integer")
+    if maximum and value > maximum:
+        raise P.ProtocolError(P.BAD_REQUEST, f"{option} {fmt(value)} exceeds queue <{qname}>'s "
+                                             f"max_{field} of {fmt(maximum)}")
+    return value
 
 
 def _describe(why, code, sig):

@@ -19,7 +19,7 @@ from store import Store
 
 log = logging.getLogger("lavalite.mbatchd")
 
-USER_OPS = ("submit", "jobs", "kill", "queues", "hosts", "ping")
+USER_OPS = ("submit", "jobs", "kill", "queues", "hosts", "ping", "peek")
 SBATCHD_OPS = ("register", "report")
 
 
@@ -47,7 +47,8 @@ class Mbatchd:
                     "queues": lambda p, m, n: self.core.query_queues(),
                     "hosts": lambda p, m, n: self.core.query_hosts(),
                     "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
-                    "register": self.op_register, "report": self.op_report}
+                    "register": self.op_register, "report": self.op_report,
+                    "peek": self.op_peek}
 
     # --- frames
 
@@ -85,6 +86,27 @@ class Mbatchd:
 
     def op_kill(self, peer, msg, now):
         return self.core.kill(peer.identity, msg, now)
+
+    def op_peek(self, peer, msg, now):
+        """Relay to the sbatchd that runs the job; its answer goes back as it arrives (it
+        changes no state, so it does not wait for a turn)."""
+        job = self.core.peek_target(peer.identity, msg.get("job"))
+        worker = self.sbatchd.get(job.host)
+        if worker is None:
+            raise P.ProtocolError(P.UNAVAILABLE, f"Job <{job.id}>: its host {job.host} is "
+                                                 "not connected")
+        fut = worker.request_msg(self._order({"op": "peek", "job": job.id, "attempt": job.attempt,
+                                              "offsets": msg.get("offsets"),
+                                              "wait": msg.get("wait")}))
+
+        def relay(fut):
+            if fut.exception() is not None:
+                answer = P.error(msg.get("id"), P.UNAVAILABLE,
+                                 f"Job <{job.id}>: lost the connection to {job.host}")
+            else:
+                answer = {**fut.result(), "id": msg.get("id")}
+            peer.send(answer)
+        fut.add_done_callback(relay)
 
     def op_register(self, peer, msg, now):
         host = peer.identity["host"]

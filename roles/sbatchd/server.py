@@ -19,19 +19,22 @@ from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.hosts import mbatchd_endpoints
-from lavalite.model import KILLED_REASON, NODE_LOST, TIMEOUT
+from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer
-from roles.sbatchd import shepherd
+from roles.sbatchd import cgroups, peek, shepherd
 from roles.sbatchd.journal import Journal
 
 log = logging.getLogger("lavalite.sbatchd")
 
 
 class Attempt:
-    __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "pidfd", "timer", "kill_timer")
+    __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "pidfd", "timer", "kill_timer",
+                 "group", "peek")
 
     def __init__(self, job, attempt, adir, spec):
         self.job, self.attempt, self.dir, self.spec = job, attempt, adir, spec
+        self.group = None              # its cgroup (None without cgroups)
+        self.peek = None               # its output files, opened for bpeek on first use
         self.shepherd = None
         self.pidfd = None
         self.timer = None
@@ -59,6 +62,8 @@ class Sbatchd:
         self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
         os.makedirs(self.work, exist_ok=True)
+        self.cg = cgroups.choose(conf.sbatchd.cgroups, conf.sbatchd.cgroup_slice)
+        self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.attempts = {}             # (job, attempt) -> Attempt running here
         self.peer = None               # the registered connection to mbatchd
@@ -104,6 +109,8 @@ class Sbatchd:
                 self.terminate(att, KILLED_REASON)
         elif op == "ack":
             self.journal.ack(P.require(msg, "rids", list))
+        elif op == "peek":
+            peek.serve(self, peer, msg)
         else:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
 
@@ -114,19 +121,36 @@ class Sbatchd:
         adir = os.path.join(self.work, f"{job}.{attempt}")
         if (job, attempt) in self.attempts or os.path.exists(adir):
             return                     # this attempt started here already: never twice
+        try:
+            account, pw = shepherd.account_for(spec, self.conf.cluster.allow_root_jobs)
+        except ValueError as exc:
+            log.warning("job %s.%s cannot run here: %s", job, attempt, exc)
+            self.report({"kind": "exit", "job": job, "attempt": attempt, "time": time.time(),
+                         "exit_code": 126, "reason": EXEC_FAILED, "message": str(exc)})
+            return
         os.makedirs(os.path.join(adir, "tmp"))
+        os.chown(os.path.join(adir, "tmp"), account.uid, account.gid)
+        os.chmod(os.path.join(adir, "tmp"), 0o700)
         att = Attempt(job, attempt, adir, spec)
         self.attempts[att.key] = att
         cwd = spec.get("cwd") or "/"
         outputs = self._outputs(spec, cwd, adir)
-        shepherd.write_json(os.path.join(adir, "job.json"), {**spec, "started": time.time()})
-        att.shepherd = shepherd.launch(adir, _argv(spec["cmd"]), self._env(spec, env, adir),
-                                       cwd, outputs)
-        with open(os.path.join(adir, "shepherd"), "w") as f:
-            f.write(str(att.shepherd))
+        att.spec = {**spec, "started": time.time(), "outputs": outputs}
+        shepherd.write_json(os.path.join(adir, "job.json"), att.spec)
+        try:
+            att.group = self.cg.create(f"{job}.{attempt}", cgroups.Limits.of(spec))
+        except OSError as exc:         # the job must not run unconfined when cgroups are in use
+            log.error("job %s.%s: cannot create its cgroup: %s", job, attempt, exc)
+            self.cg.group(f"{job}.{attempt}").remove()
+            shepherd.write_json(os.path.join(adir, "status"), {
+                "exit_code": 126, "reason": EXEC_FAILED, "message": f"cannot create cgroup: {exc}"})
+        else:
+            att.shepherd = shepherd.launch(adir, _argv(spec["cmd"]),
+                                           self._env(spec, env, adir, pw), cwd, outputs, account,
+                                           att.group)
+            self.started += 1
+            self.report({"kind": "start", "job": job, "attempt": attempt, "time": time.time()})
         self._watch(att)
-        self.started += 1
-        self.report({"kind": "start", "job": job, "attempt": attempt, "time": time.time()})
 
     def _outputs(self, spec, cwd, adir):
         """-o and -e with %J substituted; without -e, stderr joins stdout (as LSF); without -o,
@@ -140,8 +164,12 @@ class Sbatchd:
             return [((1, 2), out, _temp(out, spec))]
         return [((1,), out, _temp(out, spec)), ((2,), err, _temp(err, spec))]
 
-    def _env(self, spec, env, adir):
+    def _env(self, spec, env, adir, pw):
+        """The submitter's environment, with HOME, USER, LOGNAME and SHELL of the user's
+        account on this host (as LSF), and the LSB_* variables."""
         env = dict(env)
+        env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name,
+                   SHELL=pw.pw_shell or "/bin/sh")
         env.update(LSB_JOBID=str(spec["id"]), LSB_JOBNAME=spec.get("name") or "",
                    LSB_QUEUE=spec.get("queue") or "", LSB_JOBINDEX="0",
                    LSB_HOSTS=" ".join(h for h in spec["hosts"] for _ in range(spec["slots"])),
@@ -155,7 +183,7 @@ class Sbatchd:
         """Learn of the shepherd's end through a pidfd: works for our children and, after a
         restart, for shepherds the previous sbatchd forked."""
         try:
-            att.pidfd = os.pidfd_open(att.shepherd) if att.shepherd > 0 else None
+            att.pidfd = os.pidfd_open(att.shepherd) if att.shepherd else None
         except ProcessLookupError:
             att.pidfd = None
         if att.pidfd is None:
@@ -180,9 +208,19 @@ class Sbatchd:
         if pid is None:                # the shepherd has not started it yet: try again shortly
             self.loop.call_later(0.05, self.terminate, att, reason)
             return
-        _killpg(int(pid), signal.SIGTERM)
-        att.kill_timer = self.loop.call_later(self.conf.sbatchd.kill_grace, _killpg, int(pid),
-                                              signal.SIGKILL)
+        self._signal(att, int(pid), signal.SIGTERM)
+        att.kill_timer = self.loop.call_later(self.conf.sbatchd.kill_grace, self._signal, att,
+                                              int(pid), signal.SIGKILL)
+
+    def _signal(self, att, pgid, sig):
+        """The job's process group, and with cgroups every task of its group (which catches
+        what left the process group); SIGKILL through the cgroup kill."""
+        _killpg(pgid, sig)
+        if att.group is not None:
+            if sig == signal.SIGKILL:
+                att.group.kill()
+            else:
+                att.group.signal(sig)
 
     def _ended(self, att):
         if att.pidfd is not None:
@@ -190,10 +228,12 @@ class Sbatchd:
             os.close(att.pidfd)
             att.pidfd = None
         try:
-            if att.shepherd > 0:
+            if att.shepherd:
                 os.waitpid(att.shepherd, os.WNOHANG)
         except ChildProcessError:      # adopted: the previous sbatchd's child, reaped by init
             pass
+        if att.group is not None:      # the shepherd removes it; not if it died first
+            att.group.remove()
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()
@@ -206,6 +246,7 @@ class Sbatchd:
                "exit_signal": status.get("exit_signal"),
                "reason": kill or status.get("reason") or "", "message": status.get("message")}
         del self.attempts[att.key]
+        peek.remember(self.recent, att)
         self.report(rep)
         shutil.rmtree(att.dir, ignore_errors=True)
 
@@ -224,13 +265,19 @@ class Sbatchd:
             except (OSError, ValueError):
                 pass
             self.attempts[att.key] = att
-            pid = att.read("shepherd")
-            att.shepherd = int(pid) if pid and pid.isdigit() else 0
+            att.group = self.cg.group(name)
+            att.shepherd = shepherd.holder(adir)
             self._watch(att)
             if att.read("kill"):
                 self.terminate(att, att.read("kill"))
         if self.attempts:
             log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
+        for name in self.cg.names():   # groups of attempts that ended while no sbatchd ran
+            job, _, attempt = name.partition(".")
+            if not (job.isdigit() and attempt.isdigit()
+                    and (int(job), int(attempt)) in self.attempts):
+                log.info("removing stale cgroup %s", name)
+                self.cg.group(name).remove(wait=1.0)
 
     # --- operations: status, metrics, reload
 
@@ -350,6 +397,7 @@ class Sbatchd:
         await self.connect(stop)
         if metrics is not None:
             metrics.close()
+        self.cg.remove_slice()         # only if no job is left in it
         log.info("sbatchd stopped; %d jobs left running under their shepherds", len(self.attempts))
 
 

@@ -1,0 +1,363 @@
+"""Job confinement in cgroups: memory, pids and CPU limits, a kill nothing escapes, OOM detection.
+
+One backend is chosen when sbatchd starts (sbatchd.conf `cgroups`):
+- V2: `<mount>/<slice>/<job>.<attempt>/` with memory.max (+ memory.swap.max = 0), pids.max,
+  cpu.max; kill through cgroup.kill; OOM from memory.events (oom_kill).
+- V1: one directory per controller (memory, pids, cpu, freezer), same names below `<slice>`;
+  memory.limit_in_bytes (+ memory.memsw.limit_in_bytes where present), pids.max,
+  cpu.cfs_quota_us; kill = freeze, SIGKILL every task, thaw (a frozen task cannot fork, so a
+  fork bomb cannot outrun it); OOM from memory.oom_control (oom_kill) or memory.failcnt.
+- None: no confinement; jobs are killed by process group only.
+
+Every path is relative to a root given to the constructor, so the tests drive the file logic
+over a fake cgroupfs directory. The job joins its group itself, between fork and exec
+(`Group.join`), so nothing it runs is ever outside it; the shepherd stays outside.
+"""
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger("lavalite.sbatchd")
+
+V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+V2_CONTROLLERS = ("memory", "pids", "cpu")
+_MOUNTS = "/proc/self/mounts"
+
+
+class CgroupError(Exception):
+    """cgroups are required (cgroups = on|v1|v2) but cannot be used; the message says why."""
+
+
+class Limits:
+    """What a job may use: memory in bytes, tasks, CPUs (= its slots). None = unlimited."""
+    __slots__ = ("memory", "pids", "cpus")
+
+    def __init__(self, memory=None, pids=None, cpus=None):
+        self.memory, self.pids, self.cpus = memory, pids, cpus
+
+    @classmethod
+    def of(cls, spec):
+        return cls(spec.get("memory"), spec.get("pids"), spec.get("slots"))
+
+
+def _write(path, value, create=True):
+    """create=False: only a file that exists (the kernel's), as cgroup.kill, whose absence
+    means an older kernel."""
+    with open(path, "w" if create else "r+") as f:
+        f.write(str(value))
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _keyed(text):
+    """'name value' lines (memory.events, memory.oom_control) -> {name: int}."""
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[name] = int(value)
+    return out
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+class Group:
+    """One job attempt's cgroup: the directories it spans (one per v1 controller, one in v2)."""
+
+    def __init__(self, backend, name):
+        self.backend = backend
+        self.name = name
+        self.dirs = backend.dirs(name)
+
+    def join(self):
+        """Move the calling process in: run by the job's process before it execs."""
+        for d in self.dirs.values():
+            _write(os.path.join(d, "cgroup.procs"), os.getpid())
+
+    def pids(self):
+        """Tasks in the group: the union over its directories (the same tasks in each, except
+        in a group half made or half removed by a crash)."""
+        return sorted({int(p) for d in self.dirs.values()
+                       for p in _read(os.path.join(d, "cgroup.procs")).split()})
+
+    def exists(self):
+        return any(os.path.isdir(d) for d in self.dirs.values())
+
+    def signal(self, sig):
+        """Send sig to every task; returns how many received it."""
+        sent = 0
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+                sent += 1
+            except ProcessLookupError:
+                pass
+        return sent
+
+    def kill(self):
+        self.backend.kill(self)
+
+    def oom(self):
+        return self.backend.oom(self)
+
+    def remove(self, wait=0.0):
+        """Kill what is left and remove the directories; a group whose tasks are still exiting
+        is retried for up to `wait` seconds. Returns whether it is gone."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.kill()
+            try:
+                for d in self.dirs.values():
+                    _rmdir(d)
+                return True
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    log.debug("cgroup %s not removed yet: %s", self.name, exc)
+                    return False
+                time.sleep(0.01)
+
+
+class _Hierarchy:
+    def group(self, name):
+        """The group of an attempt that may exist already (adoption, stale clean-up)."""
+        return Group(self, name)
+
+
+class V2(_Hierarchy):
+    name = "v2"
+
+    def __init__(self, mount, slice_name):
+        self.mount = mount
+        self.base = os.path.join(mount, slice_name)
+        self.controllers = set()
+
+    def setup(self):
+        """Create the slice and enable what the kernel offers for its children."""
+        os.makedirs(self.base, exist_ok=True)
+        rel = os.path.relpath(self.base, self.mount).split(os.sep)
+        for depth in range(len(rel)):          # enable +ctrl at every level above the jobs
+            parent = os.path.join(self.mount, *rel[:depth])
+            offered = set(_read(os.path.join(parent, "cgroup.controllers")).split())
+            for ctrl in (c for c in V2_CONTROLLERS if c in offered):
+                try:
+                    _write(os.path.join(parent, "cgroup.subtree_control"), f"+{ctrl}")
+                except OSError as exc:
+                    log.warning("cgroup v2: cannot enable %s in %s: %s", ctrl, parent, exc)
+        self.controllers = set(_read(os.path.join(self.base, "cgroup.controllers")).split())
+        return [c for c in V2_CONTROLLERS if c not in self.controllers]
+
+    def dirs(self, name):
+        return {"": os.path.join(self.base, name)}
+
+    def create(self, name, limits):
+        group = Group(self, name)
+        d = group.dirs[""]
+        os.makedirs(d, exist_ok=True)
+        if limits.memory and "memory" in self.controllers:
+            _write(os.path.join(d, "memory.max"), limits.memory)
+            if os.path.exists(os.path.join(d, "memory.swap.max")):
+                _write(os.path.join(d, "memory.swap.max"), 0)
+        if limits.pids and "pids" in self.controllers:
+            _write(os.path.join(d, "pids.max"), limits.pids)
+        if limits.cpus and "cpu" in self.controllers:
+            _write(os.path.join(d, "cpu.max"), f"{limits.cpus * 100000} 100000")
+        return group
+
+    def kill(self, group):
+        d = group.dirs[""]
+        try:
+            _write(os.path.join(d, "cgroup.kill"), 1, create=False)
+        except FileNotFoundError:
+            if os.path.isdir(d):               # a kernel before 5.14: no cgroup.kill
+                group.signal(signal.SIGKILL)
+
+    def oom(self, group):
+        return _keyed(_read(os.path.join(group.dirs[""], "memory.events"))).get("oom_kill", 0) > 0
+
+    def names(self):
+        return _subdirs(self.base)
+
+    def remove_slice(self):
+        _try_rmdir(self.base)
+
+
+class V1(_Hierarchy):
+    name = "v1"
+
+    def __init__(self, mounts, slice_name):
+        """mounts: {controller: its mount point}."""
+        self.mounts = mounts
+        self.slice = slice_name
+        self.controllers = set(mounts)
+
+    def setup(self):
+        for ctrl in self.mounts:
+            os.makedirs(os.path.join(self.mounts[ctrl], self.slice), exist_ok=True)
+        return [c for c in V1_CONTROLLERS if c not in self.mounts]
+
+    def dirs(self, name):
+        return {c: os.path.join(m, self.slice, name) for c, m in self.mounts.items()}
+
+    def create(self, name, limits):
+        group = Group(self, name)
+        for d in group.dirs.values():
+            os.makedirs(d, exist_ok=True)
+        mem, cpu = group.dirs.get("memory"), group.dirs.get("cpu")
+        if limits.memory and mem:
+            _write(os.path.join(mem, "memory.limit_in_bytes"), limits.memory)
+            if os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes")):
+                _write(os.path.join(mem, "memory.memsw.limit_in_bytes"), limits.memory)
+        if limits.pids and "pids" in group.dirs:
+            _write(os.path.join(group.dirs["pids"], "pids.max"), limits.pids)
+        if limits.cpus and cpu:
+            period = int(_read(os.path.join(cpu, "cpu.cfs_period_us")) or 100000)
+            _write(os.path.join(cpu, "cpu.cfs_quota_us"), limits.cpus * period)
+        return group
+
+    def kill(self, group):
+        """Freeze, SIGKILL every task, thaw: the tasks die as they wake. A second round catches
+        a task that joined between the read and the freeze."""
+        freezer = group.dirs.get("freezer")
+        state = os.path.join(freezer, "freezer.state") if freezer and os.path.isdir(freezer) \
+            else None
+        for _ in range(2):
+            if not group.exists():
+                return
+            if state:
+                try:
+                    _write(state, "FROZEN")
+                    for _ in range(100):        # freezing is asynchronous; usually at once
+                        if _read(state).strip() != "FREEZING":
+                            break
+                        time.sleep(0.001)
+                except OSError:
+                    state = None
+            sent = group.signal(signal.SIGKILL)
+            if state:
+                _write(state, "THAWED")
+            if not sent:
+                return
+
+    def oom(self, group):
+        mem = group.dirs.get("memory")
+        if mem is None:
+            return False
+        control = _keyed(_read(os.path.join(mem, "memory.oom_control")))
+        if "oom_kill" in control:              # kernel >= 4.13 counts the kills
+            return control["oom_kill"] > 0
+        return int(_read(os.path.join(mem, "memory.failcnt")) or 0) > 0
+
+    def names(self):
+        names = set()
+        for ctrl, mount in self.mounts.items():
+            names.update(_subdirs(os.path.join(mount, self.slice)))
+        return sorted(names)
+
+    def remove_slice(self):
+        for mount in self.mounts.values():
+            _try_rmdir(os.path.join(mount, self.slice))
+
+
+class NoCgroups:
+    """Jobs are confined by their process group only."""
+    name = "none"
+    controllers = set()
+
+    def create(self, name, limits):
+        return None
+
+    def group(self, name):
+        return None
+
+    def names(self):
+        return []
+
+    def remove_slice(self):
+        pass
+
+
+def _subdirs(path):
+    try:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir())
+    except OSError:
+        return []
+
+
+def _try_rmdir(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def mounts(table=_MOUNTS):
+    """(v2 mount point or None, {v1 controller: mount point}) from the mount table."""
+    v2, v1 = None, {}
+    with open(table) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            if fields[2] == "cgroup2" and v2 is None:
+                v2 = fields[1]
+            elif fields[2] == "cgroup":
+                for opt in fields[3].split(","):
+                    if opt in V1_CONTROLLERS:
+                        v1.setdefault(opt, fields[1])
+    return v2, v1
+
+
+def choose(mode, slice_name, table=_MOUNTS, root=None):
+    """The backend for sbatchd.conf's `cgroups` mode: auto (what works, else none), on (v2 or
+    v1, or CgroupError), v1, v2 (that one or CgroupError), off. Logs the choice once."""
+    root = os.geteuid() == 0 if root is None else root
+    if mode == "off":
+        log.info("cgroups = off: jobs are confined by process group only; memory, pids and "
+                 "CPU limits are not enforced")
+        return NoCgroups()
+    if not root:
+        why = "sbatchd does not run as root"
+        return _fallback(mode, why)
+    v2_mount, v1 = mounts(table)
+    v2_rich = v2_mount and "memory" in _read(os.path.join(v2_mount, "cgroup.controllers")).split()
+    order = {"v1": ["v1"], "v2": ["v2"]}.get(mode) or (
+        ["v2", "v1"] if v2_rich or not v1.get("memory") else ["v1", "v2"])
+    errors = []
+    for kind in order:
+        if kind == "v2" and v2_mount:
+            backend = V2(v2_mount, slice_name)
+        elif kind == "v1" and v1:
+            backend = V1(v1, slice_name)
+        else:
+            errors.append(f"no cgroup {kind} mount")
+            continue
+        try:
+            missing = backend.setup()
+        except OSError as exc:
+            errors.append(f"cgroup {kind}: {exc}")
+            continue
+        log.info("cgroups: %s below %s%s", kind, backend.base if kind == "v2" else
+                 ", ".join(f"{c}={m}" for c, m in sorted(v1.items())),
+                 f"; missing controllers, not enforced: {', '.join(missing)}" if missing else "")
+        return backend
+    return _fallback(mode, "; ".join(errors))
+
+
+def _fallback(mode, why):
+    if mode != "auto":
+        raise CgroupError(f"cgroups = {mode} but cgroups are not usable: {why}")
+    log.warning("no usable cgroups (%s): jobs are confined by process group only; memory, "
+                "pids and CPU limits are not enforced", why)
+    return NoCgroups()

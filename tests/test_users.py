@@ -1,0 +1,185 @@
+"""Jobs run as their user; users are proven, not claimed. Two real local users, created here
+and removed after: a job runs with its owner's uid, groups, home; user B can neither bkill nor
+peek at user A's job; a forged credential is refused; root may not submit unless allowed.
+
+The users cannot run the test venv's python (it lives under /root, mode 0700), so their
+commands run on the system python3 with the worktree and a copy of orjson on PYTHONPATH: the
+same CLI code path as the zipapp's."""
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import orjson
+import pytest
+
+from conftest import ROOT, Cluster
+
+USERS = ("llt4a", "llt4b")
+GROUP = "llt4g"
+SYS_PYTHON = "/usr/bin/python3"
+
+
+def _sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _remove_accounts():
+    for user in USERS:
+        subprocess.run(["userdel", "-r", user], capture_output=True)
+    subprocess.run(["groupdel", GROUP], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    if os.geteuid() != 0:
+        pytest.skip("creating users and switching to them needs root")
+    if not shutil.which("useradd"):
+        pytest.skip("useradd is not installed")
+    if not os.path.exists(SYS_PYTHON):
+        pytest.skip(f"{SYS_PYTHON} missing: the test users need a python they can run")
+    ver = subprocess.run([SYS_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    if ver != str(sys.version_info[:2]):
+        pytest.skip(f"{SYS_PYTHON} is {ver}, the venv {sys.version_info[:2]}: orjson's binary "
+                    "would not load")
+    _remove_accounts()
+    _sh("groupadd", GROUP)
+    _sh("useradd", "-m", "-s", "/bin/sh", "-G", GROUP, USERS[0])
+    _sh("useradd", "-m", "-s", "/bin/sh", USERS[1])
+    try:
+        yield {u: pwd.getpwnam(u) for u in USERS}
+    finally:
+        _remove_accounts()
+
+
+@pytest.fixture
+def multiuser(accounts):
+    """A cluster the test users can reach (its directory readable by all; the key is not),
+    root jobs not allowed."""
+    state = tempfile.mkdtemp(prefix="lavalite-users-", dir="/tmp")
+    os.chmod(state, 0o755)
+    libdir = os.path.join(state, "pylib")
+    shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
+    c = Cluster(os.path.join(state, "cluster"), slots=4, conf={"cluster": {"allow_root_jobs": "no"}})
+    c.start()
+    c.pythonpath = f"{ROOT}:{libdir}"
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def as_user(c, pw, *args, script=None):
+    """Run the CLI (or a python script) as that user, in their home directory."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir, "LAVALITE_CONF": c.conf_path,
+           "LAVALITE_HOST": "testhost", "PYTHONPATH": c.pythonpath}
+    argv = [SYS_PYTHON, "-c", script] if script else [SYS_PYTHON, os.path.join(ROOT, "lavalite.py")]
+    return subprocess.run(argv + list(args), env=env, cwd=pw.pw_dir, capture_output=True,
+                          text=True, timeout=60, user=pw.pw_uid, group=pw.pw_gid,
+                          extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
+
+
+def _job_id(res):
+    assert res.returncode == 0, res.stdout + res.stderr
+    return int(res.stdout.split("<")[1].split(">")[0])
+
+
+FORGE = """
+import sys
+from lavalite import auth
+from lavalite.client import Client, ClientError
+job, uid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+own = Client()._node_credential()            # what LIM signs for us: our own uid only
+forgeries = {"own credential, uid changed": dict(own, uid=uid, user=name),
+             "signed with a made-up key": auth.hello(b"k" * 64, "user", "testhost", uid=uid,
+                                                     user=name)}
+print("LIM signed uid", own["uid"])
+for label, hello in forgeries.items():
+    c = Client()
+    c._credential = lambda: (None, hello)
+    try:
+        c.call("kill", jobs=[job])
+        print(label, "ACCEPTED")
+    except ClientError as exc:
+        print(label, "REFUSED", exc.code, exc.message)
+"""
+
+
+def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accounts):
+    c, a, b = multiuser, accounts[USERS[0]], accounts[USERS[1]]
+    assert os.stat(c.conf.cluster.key_file).st_mode & 0o077 == 0, "users cannot read the key"
+    job = _job_id(as_user(c, a, "submit", "-o", "out.%J", "--", "sh", "-c",
+                          "id -u; id -Gn; echo $HOME $USER $LOGNAME; stat -c %U $TMPDIR; "
+                          "echo started; sleep 30"))
+    deadline = time.time() + 30
+    while not c.jobs([job])[job]["start_time"]:
+        assert time.time() < deadline, c.logs()
+        time.sleep(0.1)
+    assert c.jobs([job])[job]["user"] == USERS[0]
+
+    denied = as_user(c, b, "kill", str(job))
+    assert denied.returncode == 1 and "User permission denied" in denied.stderr
+    denied = as_user(c, b, "peek", str(job))
+    assert denied.returncode == 1 and "User permission denied" in denied.stderr
+    forged = as_user(c, b, str(job), str(a.pw_uid), a.pw_name, script=FORGE)
+    assert f"LIM signed uid {b.pw_uid}" in forged.stdout, forged.stdout + forged.stderr
+    assert forged.stdout.count("REFUSED auth") == 2 and "ACCEPTED" not in forged.stdout, \
+        forged.stdout
+    assert c.jobs([job])[job]["state"] == "RUN", "B's attempts must change nothing"
+    deadline = time.time() + 30
+    while "started" not in (peeked := as_user(c, a, "peek", str(job))).stdout:
+        assert time.time() < deadline, peeked.stdout + peeked.stderr
+        time.sleep(0.2)
+
+    killed = as_user(c, a, "kill", str(job))
+    assert killed.returncode == 0, killed.stderr
+    assert c.wait([job], timeout=30)[job]["stat"] == "KILLED"
+    out = os.path.join(a.pw_dir, f"out.{job}")
+    assert os.stat(out).st_uid == a.pw_uid, "the output belongs to the job's owner"
+    uid, groups, env, tmp_owner, _ = open(out).read().splitlines()
+    assert int(uid) == a.pw_uid
+    assert set(groups.split()) == {USERS[0], GROUP}, "initgroups: the supplementary group too"
+    assert env.split() == [a.pw_dir, USERS[0], USERS[0]] and tmp_owner == USERS[0]
+
+
+def test_root_may_not_submit_unless_allowed(multiuser):
+    res = multiuser.cli("submit", "--", "true", check=False)
+    assert res.returncode == 1 and "root may not submit jobs" in res.stderr
+
+
+def test_up_by_a_normal_user_runs_everything_as_that_user(accounts):
+    """No root: the daemons, the credential (the user reads their own key) and the jobs are
+    the user's; without root there are no cgroups, and the log says so once. The daemons need
+    uvloop, apsw, psutil: the user runs the zipapp, which carries them."""
+    zipapp = os.path.join(ROOT, "dist", "lavalite")
+    if not os.path.exists(zipapp):
+        pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
+    pw = accounts[USERS[1]]
+    state = os.path.join(pw.pw_dir, "lavalite-up")
+    kw = dict(env={"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir,
+                   "LAVALITE_CONF": os.path.join(state, "lavalite.conf")},
+              cwd=pw.pw_dir, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+    cmd = [SYS_PYTHON, zipapp]
+    up = subprocess.Popen(cmd + ["up", "--state-dir", state, "--slots", "2"],
+                          stdout=subprocess.PIPE, text=True, **kw)
+    try:
+        assert "LavaLite is up" in up.stdout.readline() + up.stdout.readline()
+        job = _job_id(subprocess.run(cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
+                                     capture_output=True, text=True, timeout=60, **kw))
+        deadline = time.time() + 60
+        while "DONE" not in subprocess.run(cmd + ["jobs", "-a", str(job)], capture_output=True,
+                                           text=True, timeout=60, **kw).stdout:
+            assert time.time() < deadline, "the job did not finish"
+            time.sleep(0.3)
+        with open(os.path.join(pw.pw_dir, f"up.{job}")) as f:
+            assert int(f.read()) == pw.pw_uid
+        with open(os.path.join(state, "log", "sbatchd.log")) as f:
+            assert f.read().count("no usable cgroups (sbatchd does not run as root)") == 1
+    finally:
+        subprocess.run(cmd + ["down", "--state-dir", state], capture_output=True, timeout=90, **kw)
+        up.wait(60)

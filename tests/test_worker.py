@@ -1,0 +1,252 @@
+"""sbatchd hardened, on this machine's real cgroups: memory (v1) ends FAILED(oom), a fork bomb
+meets pids.max, a kill reaches what left the process group (v1 freezer, v2 cgroup.kill), stale
+groups are cleaned at start; sbatchd killed -9 while jobs run; retried output; peek -f."""
+import os
+import signal
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from roles.sbatchd import cgroups
+
+_V2, _V1 = cgroups.mounts()
+
+
+def _alive(pid):
+    """Running, not a zombie (this machine's init reaps orphans late, if ever)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("cgroup tests need root (sbatchd confines jobs only when it runs as root)")
+
+
+def _v1_cluster(make_cluster, **kw):
+    _need_root()
+    missing = [c for c in ("memory", "pids", "freezer") if c not in _V1]
+    if missing:
+        pytest.skip(f"no cgroup v1 {', '.join(missing)} controller mounted here")
+    return make_cluster(sbatchd={"cgroups": "v1"}, **kw)
+
+
+def _group_dirs(c, name, kind):
+    sl = c.conf.sbatchd.cgroup_slice
+    if kind == "v2":
+        return [os.path.join(_V2, sl, name)]
+    return [os.path.join(m, sl, name) for m in _V1.values()]
+
+
+def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
+    c = _v1_cluster(make_cluster)
+    # writes 256 MB under a 64 MB limit (memsw too: no swap to escape into)
+    job = c.submit(["python3", "-c", "b = b'x' * (256 << 20); print('survived')"],
+                   memory=64 << 20, out="/dev/null")
+    small = c.submit(["python3", "-c", "b = b'x' * (8 << 20)"], memory=64 << 20)
+    jobs = c.wait([job, small], timeout=60)
+    assert jobs[job]["stat"] == "FAILED(oom)", jobs[job]
+    assert jobs[small]["stat"] == "DONE"
+    assert "TERM_MEMLIMIT" in c.cli("jobs", "-l", str(job)).stdout
+    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", "v1")), \
+        "the cgroup must be removed when the job ends"
+
+
+def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):
+    c = _v1_cluster(make_cluster)
+    out = tmp_path / "bomb.out"
+    # bounded: at most 200 children, each sleeping 30 s; pids.max 20 stops it near 20
+    bomb = ("import os, time\n"
+            "n = 0\n"
+            "for _ in range(200):\n"
+            "    try:\n"
+            "        pid = os.fork()\n"
+            "    except OSError:\n"
+            "        break\n"
+            "    if pid == 0:\n"
+            "        time.sleep(30); os._exit(0)\n"
+            "    n += 1\n"
+            "print(n, flush=True)\n")
+    job = c.submit(["python3", "-c", bomb], pids=20, out=str(out))
+    view = c.wait([job], timeout=60)[job]
+    forked = int(out.read_text())
+    print(f"fork bomb under pids.max=20: {forked} children before fork failed")
+    assert view["stat"] == "DONE" and 0 < forked < 20
+    # the children it left were killed with its group, and the group is gone
+    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", "v1"))
+
+
+def _escape_and_kill(c, kind, tmp_path):
+    """A job whose child leaves the process group (setsid): bkill must still end it."""
+    pidfile = tmp_path / "escaped.pid"
+    job = c.submit(["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & "
+                                "sleep 300"])
+    c.wait([job], states=("RUN",))
+    deadline = time.time() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    escaped = int(pidfile.read_text())
+    assert any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", kind))
+    c.cli("kill", str(job))
+    assert c.wait([job], timeout=30)[job]["stat"] == "KILLED"
+    deadline = time.time() + 10
+    while _alive(escaped) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(escaped), "a process that left the job's process " \
+        "group survived bkill"
+    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", kind))
+
+
+def test_kill_reaches_processes_outside_the_group_v1_freezer(make_cluster, tmp_path):
+    c = _v1_cluster(make_cluster)
+    _escape_and_kill(c, "v1", tmp_path)
+
+
+def test_v2_cgroup_kill_on_the_unified_mount(make_cluster, tmp_path):
+    _need_root()
+    if _V2 is None:
+        pytest.skip("no cgroup2 mount on this machine")
+    c = make_cluster(sbatchd={"cgroups": "v2"})
+    assert f"cgroups: v2 below {_V2}" in c.logs()
+    _escape_and_kill(c, "v2", tmp_path)
+
+
+def test_stale_cgroup_removed_at_start(make_cluster):
+    _need_root()
+    if "memory" not in _V1:
+        pytest.skip("no cgroup v1 memory controller mounted here")
+    slice_name = f"lavalite-stale-{os.getpid()}"
+    stale = [os.path.join(_V1[ctrl], slice_name, "99.1") for ctrl in ("memory", "pids")
+             if ctrl in _V1]
+    for d in stale:
+        os.makedirs(d)
+    # a leftover of an attempt that has no shepherd any more (an orphan, as after a crash)
+    orphan = int(subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                                capture_output=True, text=True).stdout)
+    try:
+        with open(os.path.join(stale[0], "cgroup.procs"), "w") as f:
+            f.write(str(orphan))
+        c = make_cluster(sbatchd={"cgroups": "v1", "cgroup_slice": slice_name})
+        assert not _alive(orphan)
+        assert not any(os.path.exists(d) for d in stale)
+        assert "removing stale cgroup 99.1" in c.logs()
+    finally:
+        cgroups.V1(_V1, slice_name).group("99.1").remove(wait=1.0)
+
+
+def test_sbatchd_kill9_while_20_jobs_run_each_reports_its_true_end(make_cluster):
+    c = make_cluster(slots=20)
+    # job i sleeps, then exits with code i; every fifth kills itself with a signal; a few end
+    # while no sbatchd is running
+    cmds = {}
+    for i in range(20):
+        sleep = (0.3, 1.5, 3.0, 5.0)[i % 4]
+        end = f"kill -{(signal.SIGTERM, signal.SIGUSR1)[i % 2]} $$" if i % 5 == 0 else f"exit {i}"
+        cmds[i] = f"sleep {sleep}; {end}"
+    ids = {c.submit(["sh", "-c", cmd]): i for i, cmd in cmds.items()}
+    deadline = time.time() + 60
+    while not all(j["start_time"] for j in c.jobs(list(ids)).values()):   # all 20 started
+        assert time.time() < deadline, c.logs()
+        time.sleep(0.1)
+    c.kill9_restarted("sbatchd")         # `lavalite up` starts it again, as systemd would
+    jobs = c.wait(list(ids), timeout=60)
+    for job_id, i in ids.items():
+        j = jobs[job_id]
+        if i % 5 == 0:
+            sig = (signal.SIGTERM, signal.SIGUSR1)[i % 2]
+            assert (j["stat"], j["exit_signal"]) == ("FAILED(signal)", sig), j
+        elif i == 0:
+            assert j["stat"] == "DONE"
+        else:
+            assert (j["stat"], j["exit_code"]) == ("FAILED(exit)", i), j
+    assert "adopted" in c.logs() and "node_lost" not in c.logs()
+
+
+def test_retried_job_output_holds_only_the_last_attempt(cluster, tmp_path):
+    outdir = tmp_path / "outputs"
+    outdir.mkdir()
+    out = outdir / "retry.out"
+    job = cluster.submit(["sh", "-c", "echo attempt $LAVALITE_ATTEMPT; echo err $LAVALITE_ATTEMPT >&2;"
+                                      " [ $LAVALITE_ATTEMPT -ge 3 ] || exit 1"],
+                         out=str(out), retries=2)
+    view = cluster.wait([job], timeout=60)[job]
+    assert view["stat"] == "DONE" and view["attempt"] == 3
+    assert out.read_text() == "attempt 3\nerr 3\n"
+    assert os.listdir(outdir) == ["retry.out"], "an attempt's temp file was left behind"
+
+
+def test_peek_shows_running_output_and_follows(cluster):
+    job = cluster.submit(["python3", "-u", "-c",
+                          "import time\n"
+                          "for i in range(12):\n"
+                          "    print(i, repr(time.time()), flush=True); time.sleep(0.3)\n"])
+    cluster.wait([job], states=("RUN",))
+    follower = subprocess.Popen(cluster.program + ["peek", "-f", str(job)], env=cluster.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latencies, seen = [], []
+    for line in follower.stdout:
+        n, stamp = line.split()
+        seen.append(int(n))
+        latencies.append(time.time() - float(stamp))
+    assert follower.wait(30) == 0, follower.stderr.read()
+    assert seen == list(range(12)), "peek -f must show every line once, in order"
+    tail = latencies[1:]          # the first lines were written before the follower started
+    print(f"peek -f latency over {len(tail)} lines: median {statistics.median(tail) * 1000:.0f} ms, "
+          f"max {max(tail) * 1000:.0f} ms")
+    assert cluster.wait([job])[job]["stat"] == "DONE"
+    done = cluster.cli("peek", str(job), check=False)
+    assert done.returncode == 1 and "has finished" in done.stderr
+
+
+def test_peek_of_pending_and_unknown_jobs(make_cluster):
+    c = make_cluster(slots=1)
+    blocker = c.submit(["sleep", "30"])
+    pending = c.submit(["sleep", "30"])
+    c.wait([blocker], states=("RUN",))
+    res = c.cli("peek", str(pending), check=False)
+    assert res.returncode == 1 and "pending" in res.stderr
+    res = c.cli("peek", "999999", check=False)
+    assert res.returncode == 1 and "No matching job" in res.stderr
+    now = c.cli("peek", str(blocker))
+    assert now.returncode == 0 and now.stdout == ""
+    c.client.kill([blocker, pending])
+
+
+def test_limits_validated_against_the_queue(make_cluster):
+    c = make_cluster(queues={"serial": {"max_memory": "1G", "default_memory": "256M",
+                                        "max_pids": "100"}})
+    res = c.cli("submit", "-M", "2G", "--", "true", check=False)
+    assert res.returncode == 1 and "-M 2G exceeds queue <serial>'s max_memory of 1G" in res.stderr
+    res = c.cli("submit", "--pids", "500", "--", "true", check=False)
+    assert res.returncode == 1 and "max_pids of 100" in res.stderr
+    res = c.cli("submit", "-M", "lots", "--", "true", check=False)
+    assert res.returncode == 2 and "expected a size such as 512 (MB)" in res.stderr
+    job = c.submit(["true"])
+    assert "MEMLIMIT: 256M" in c.cli("jobs", "-l", str(job)).stdout
+    job = int(c.cli("submit", "-M", "512", "--", "true").stdout.split("<")[1].split(">")[0])
+    assert "MEMLIMIT: 512M" in c.cli("jobs", "-l", str(job)).stdout
+
+
+def test_peek_reads_the_jobs_file_not_what_its_path_points_to(cluster, tmp_path):
+    """The user owns the directory of their output: a symlink swapped in for the running file
+    must not make root's sbatchd read another file for them."""
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET\n")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    job = cluster.submit(["sh", "-c", "echo real output; sleep 30"], out=str(outdir / "o"))
+    running = outdir / f".o.lavalite-{job}.1"
+    deadline = time.time() + 30
+    while not (running.exists() and running.read_text()):
+        assert time.time() < deadline, cluster.logs()
+        time.sleep(0.1)
+    running.rename(outdir / "moved")
+    running.symlink_to(secret)
+    res = cluster.cli("peek", str(job))
+    assert res.stdout == "real output\n" and "SECRET" not in res.stdout
+    cluster.client.kill([job])
