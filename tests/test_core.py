@@ -108,3 +108,18 @@ def test_submit_validation(world):
         with pytest.raises(ProtocolError, match=text):
             core.submit(USER, {"spec": spec}, 100.0, store.env_id)
     assert core.jobs == {} and core.events == []
+
+
+def test_a_job_killed_while_its_dispatch_was_lost_is_not_sent_again(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    job_id = submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    core.host_gone("h1", 100.5)
+    core.kill(USER, {"jobs": [job_id]}, 101.0)
+    core.host_register("h1", {"slots": 1, "running": []}, 102.0)
+    out = commit(store, core).get("h1", [])
+    assert core.jobs[job_id].state == "KILLED"
+    assert not [m for m in out if m["op"] == "dispatch"]
+    assert core.hosts["h1"].used == 0

@@ -397,6 +397,9 @@ class Core:
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
                     self._send(name, {"op": "kill", "job": job.id, "attempt": job.attempt})
+            elif job.kill_requested:
+                # never delivered, and killed meanwhile: it ends here, it is not sent again
+                self._ended(job, {"reason": KILLED_REASON}, now)
             else:
                 # Committed as RUN but never delivered (mbatchd died in between): send again.
                 # sbatchd starts an attempt at most once, so this cannot run it twice.
