@@ -26,6 +26,15 @@ def commit(store, core):
     return out
 
 
+def dispatched(core, store, slots=1, **spec):
+    """A job submitted and dispatched to host h1 (registered with `slots`), committed."""
+    core.host_register("h1", {"slots": slots, "running": []}, 100.0)
+    job_id = submit(core, store, **spec)
+    core.schedule(100.0)
+    commit(store, core)
+    return job_id
+
+
 def submit(core, store, cmd=("true",), **spec):
     return core.submit(USER, {"spec": {"cmd": list(cmd), "env": {"A": "1"}, **spec}}, 100.0,
                        store.env_id)["job"]
@@ -54,10 +63,7 @@ def test_duplicate_request_id_makes_one_job(world):
 
 def test_exit_reports_retry_then_fail_and_stale_reports_change_nothing(world):
     conf, store, core = world
-    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
-    job_id = submit(core, store, retries=1)
-    core.schedule(100.0)
-    commit(store, core)
+    job_id = dispatched(core, store, retries=1)
     rep = {"rid": 1, "kind": "exit", "job": job_id, "attempt": 1, "exit_code": 2}
     assert core.reports("h1", [rep], 101.0) == [1]
     job = core.jobs[job_id]
@@ -73,10 +79,7 @@ def test_exit_reports_retry_then_fail_and_stale_reports_change_nothing(world):
 
 def test_reregistration_redelivers_lost_dispatch_and_kills_stale_copies(world):
     conf, store, core = world
-    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
-    job_id = submit(core, store)
-    core.schedule(100.0)
-    commit(store, core)
+    job_id = dispatched(core, store, slots=2)
     core.host_gone("h1", 100.5)
     # back, not knowing the job (the dispatch was lost), but running a stale attempt 7 of job 99
     core.host_register("h1", {"slots": 2, "running": [[99, 7]]}, 101.0)
@@ -112,10 +115,7 @@ def test_submit_validation(world):
 
 def test_a_job_killed_while_its_dispatch_was_lost_is_not_sent_again(world):
     conf, store, core = world
-    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
-    job_id = submit(core, store)
-    core.schedule(100.0)
-    commit(store, core)
+    job_id = dispatched(core, store)
     core.host_gone("h1", 100.5)
     core.kill(USER, {"jobs": [job_id]}, 101.0)
     core.host_register("h1", {"slots": 1, "running": []}, 102.0)
