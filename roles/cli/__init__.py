@@ -12,7 +12,7 @@ from lavalite.client import Client, ClientError
 
 # LSF names -> subcommands; also what `lavalite links` creates.
 ALIASES = {"bsub": "submit", "bjobs": "jobs", "bkill": "kill", "bqueues": "queues",
-           "bhosts": "hosts"}
+           "bhosts": "hosts", "bwait": "wait"}
 
 
 def _conf_arg(p):

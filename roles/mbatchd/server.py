@@ -18,7 +18,7 @@ from store import Store
 
 log = logging.getLogger("lavalite.mbatchd")
 
-USER_OPS = ("submit", "jobs", "kill", "queues", "hosts", "ping")
+USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping")
 SBATCHD_OPS = ("register", "report")
 
 
@@ -40,6 +40,9 @@ class Mbatchd:
         self.turn_pending = False
         self.timer = None
         self.ops = {"submit": self.op_submit, "jobs": self.op_jobs, "kill": self.op_kill,
+                    "submit_many": lambda p, m, n: self.core.submit_many(p.identity, m, n,
+                                                                         self.store.env_id),
+                    "wait": lambda p, m, n: self.core.wait(p.identity, m, (p, m.get("id"))),
                     "queues": lambda p, m, n: self.core.query_queues(),
                     "hosts": lambda p, m, n: self.core.query_hosts(),
                     "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
@@ -115,14 +118,18 @@ class Mbatchd:
         core.tick(now)
         if core.wake:
             core.schedule(now)
-        if core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users:
+        if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
+                or core.dirty_arrays):
             self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
                               hosts=core.dirty_hosts.values(), envs=core.new_envs,
-                              users=core.new_users)
+                              users=core.new_users, arrays=core.dirty_arrays.values())
             for ev in core.events:
                 log.info("job %s: %s -> %s%s%s", ev.job_id, ev.old or "-", ev.new,
                          f" host={ev.host}" if ev.host else "", f" ({ev.reason})" if ev.reason else "")
         outbox, held = core.outbox, self.held
+        for (peer, req_id), result in core.woken:       # bwait requests whose job ended
+            held.append((peer, P.error(req_id, result.code, result.message)
+                         if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
         core.new_turn()
         self.held = []
         for peer, msg in held:

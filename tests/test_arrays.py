@@ -1,0 +1,149 @@
+"""Job arrays, --each-line, bwait and the Python client, end to end on a real cluster."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import apsw
+import pytest
+
+from lavalite.arrays import ArrayError, parse_label, parse_name
+from lavalite.model import element_id
+
+FINISHED = ("DONE", "FAILED", "KILLED")
+
+
+def test_parse_name():
+    assert parse_name("x[1-10:3,20,30-31]%2") == ("x", [(1, 10, 3), (20, 20, 1), (30, 31, 1)], 2)
+    assert parse_name("plain") == ("plain", None, 0)
+    assert parse_label("7[3]") == element_id(7, 3)
+    for bad in ("x[0-3]", "x[5-1]", "x[1-3:0]", "x[a]", "x[1-3]%0", "x[1-3", "x[1-2000000]"):
+        with pytest.raises(ArrayError):
+            parse_name(bad)
+    for bad in ("7[0]", "7[]", "-1", "x"):
+        with pytest.raises(ArrayError):
+            parse_label(bad)
+
+
+def _store(c):
+    return apsw.Connection(c.conf.mbatchd.database, flags=apsw.SQLITE_OPEN_READONLY)
+
+
+def _array_jobs(c, array_id):
+    return {j["label"]: j for j in c.client.jobs([array_id])}
+
+
+def _wait_array(c, array_id, timeout=120):
+    c.client.wait(array_id)            # bwait's request: one connection, answered at the end
+    return _array_jobs(c, array_id)
+
+
+def test_array_throttle_index_and_outputs(make_cluster):
+    c = make_cluster(slots=4)
+    out = os.path.join(c.state, "out")
+    os.makedirs(out)
+    res = c.cli("submit", "-J", "sq[1-7:2,20,30-32]%2", "-o", f"{out}/o.%J.%I", "--",
+                "sh", "-c", "echo $LSB_JOBID $LSB_JOBINDEX; sleep 0.3")
+    array_id = int(res.stdout.split("<")[1].split(">")[0])
+    jobs = _wait_array(c, array_id)
+    indices = [1, 3, 5, 7, 20, 30, 31, 32]
+    assert sorted(jobs) == sorted(f"{array_id}[{i}]" for i in indices)
+    assert {j["stat"] for j in jobs.values()} == {"DONE"}
+    for i in indices:
+        with open(f"{out}/o.{array_id}.{i}") as f:
+            assert f.read().split() == [str(array_id), str(i)]
+    # The throttle, observed from the store's events: never more than 2 elements in RUN.
+    running = peak = 0
+    for job_id, _, old, new, *_ in c.events():
+        if job_id >> 32 != array_id:
+            continue
+        running += (new == "RUN") - (old == "RUN")
+        peak = max(peak, running)
+    assert peak == 2
+    db = _store(c)
+    try:
+        (rows,), = db.execute("SELECT count(*) FROM arrays WHERE id=?", (array_id,))
+        assert rows == 1
+    finally:
+        db.close()
+    summary = c.cli("jobs", "-A", "-a").stdout.split("\n")[1].split()
+    assert summary[0] == str(array_id) and summary[3:] == ["8", "0", "8", "0", "0"]
+
+
+def test_big_array_is_one_row_and_kills(make_cluster):
+    c = make_cluster(slots=2)
+    array_id = c.submit(["sleep", "30"], name="big[1-100000]")
+    c.wait([element_id(array_id, 1), element_id(array_id, 2)], states=("RUN",))
+    db = _store(c)
+    try:
+        (n,), = db.execute("SELECT count(*) FROM jobs WHERE id >> 32 = ?", (array_id,))
+        assert n == 2                  # only the started elements have rows
+    finally:
+        db.close()
+    listing = c.cli("jobs").stdout.splitlines()
+    assert len(listing) == 1 + 100000 and listing[3].split()[0] == f"{array_id}[3]"
+    # Kill one running element, one pending index, then the whole array.
+    res = c.cli("kill", f"{array_id}[1]", f"{array_id}[50]")
+    assert f"Job <{array_id}[1]> is being terminated" in res.stdout
+    assert c.jobs([element_id(array_id, 50)])[element_id(array_id, 50)]["stat"] == "KILLED"
+    c.wait([element_id(array_id, 1)])
+    assert c.jobs([element_id(array_id, 1)])[element_id(array_id, 1)]["stat"] == "KILLED"
+    c.cli("kill", str(array_id))
+    c.client.wait(array_id)
+    summary = [a for a in c.client.call("jobs", arrays=True, all=True)["arrays"]
+               if a["id"] == array_id][0]
+    assert summary["pend"] == summary["run"] == 0 and summary["exit"] == 100000
+    assert c.cli("jobs", check=False).stderr.startswith("No unfinished job found")
+    res = c.cli("wait", "-w", f"done({array_id})", check=False)
+    assert res.returncode == 1 and "never satisfied" in res.stderr
+
+
+def test_each_line(make_cluster):
+    c = make_cluster(slots=3)
+    lines = ["alpha", "two words", "it's $HOME"]
+    path = os.path.join(c.state, "lines.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n\n")
+    out = os.path.join(c.state, "el.%I")
+    res = c.cli("submit", "--each-line", path, "-o", out, "--", "sh", "-c",
+                'printf "%s" "$LSB_JOBLINE"')
+    array_id = int(res.stdout.split("<")[1].split(">")[0])
+    c.cli("wait", "-w", f"done({array_id})", "-t", "2")
+    for i, line in enumerate(lines, 1):
+        with open(os.path.join(c.state, f"el.{i}")) as f:
+            assert f.read() == line
+    bad = c.cli("submit", "--each-line", os.path.join(c.state, "nope"), "--", "true", check=False)
+    assert bad.returncode != 0 and "cannot read --each-line file" in bad.stderr
+
+
+def test_python_client_submit_many_and_bwait_timeout(make_cluster):
+    c = make_cluster(slots=4)
+    code = ("import lavalite, sys\n"
+            "c = lavalite.Client()\n"
+            "ids = c.submit_many([['true']] * 50 + [{'cmd': ['false'], 'name': 'f'}])\n"
+            "print(ids[0], ids[-1])\n"
+            "assert 'lavalite.client' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**c.env, "PYTHONPATH": os.getcwd()},
+                          capture_output=True, text=True, cwd=os.path.dirname(c.conf_path))
+    assert proc.returncode == 0, proc.stderr
+    first, last = map(int, proc.stdout.split())
+    assert last - first == 50
+    ended = c.wait(list(range(first, last + 1)))
+    assert [j["stat"] for j in ended.values()].count("DONE") == 50
+    assert ended[last]["stat"] == "FAILED(exit)"
+    # One bad spec refuses the whole request.
+    from lavalite.client import ClientError
+    with pytest.raises(ClientError, match="job 1: Queue <nope> does not exist"):
+        c.client.submit_many([["true"], {"cmd": ["true"], "queue": "nope"}])
+    # bwait on a running job: times out; then waits for its end on one connection.
+    slow = c.submit(["sleep", "2"])
+    res = c.cli("wait", "-w", f"ended({slow})", "-t", "0.01", check=False)
+    assert res.returncode == 1 and "not satisfied within" in res.stderr
+    done = []
+    t = threading.Thread(target=lambda: done.append(c.cli("wait", "-w", f"done({slow})")))
+    t.start()
+    t.join(60)
+    assert done and done[0].returncode == 0
+    assert c.jobs([slow])[slow]["stat"] == "DONE"
+    assert json.loads(c.cli("jobs", "--json", str(slow)).stdout)["label"] == str(slow)
