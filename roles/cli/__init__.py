@@ -21,10 +21,10 @@ def _conf_arg(p):
 
 
 def build_parser():
-    from roles.cli import commands, local
+    from roles.cli import commands, local, simulate
     ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (commands, local):
+    for module in (commands, local, simulate):
         for name, (setup, func, helptext) in module.COMMANDS.items():
             p = sub.add_parser(name, help=helptext, description=helptext)
             _conf_arg(p)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 
 from lavalite import auth
 from lavalite import protocol as P
@@ -18,7 +19,7 @@ from store import Store
 
 log = logging.getLogger("lavalite.mbatchd")
 
-USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping")
+USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping", "stats")
 SBATCHD_OPS = ("register", "report")
 
 
@@ -39,6 +40,7 @@ class Mbatchd:
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
         self.turn_pending = False
         self.timer = None
+        self.turn_times = deque(maxlen=100_000)   # seconds of the last turns (stats, simulate)
         self.ops = {"submit": self.op_submit, "jobs": self.op_jobs, "kill": self.op_kill,
                     "submit_many": lambda p, m, n: self.core.submit_many(p.identity, m, n,
                                                                          self.store.env_id),
@@ -46,6 +48,7 @@ class Mbatchd:
                     "queues": lambda p, m, n: self.core.query_queues(),
                     "hosts": lambda p, m, n: self.core.query_hosts(),
                     "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
+                    "stats": lambda p, m, n: self.stats(),
                     "register": self.op_register, "report": self.op_report}
 
     # --- frames
@@ -111,9 +114,21 @@ class Mbatchd:
             self.turn_pending = True
             asyncio.get_running_loop().call_soon(self.turn)
 
+    def stats(self):
+        """Scheduling turn durations (the last 100,000 turns) and what memory holds."""
+        times = sorted(self.turn_times)
+        pct = {f"turn_p{p}": times[min(len(times) - 1, len(times) * p // 100)] if times else 0.0
+               for p in (50, 99)}
+        return {"turns": len(times), **pct, "turn_max": times[-1] if times else 0.0,
+                "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
+                "pending": sum(self.core.npend.values()) + sum(
+                    a.remaining for a in self.core.arrays.values()),
+                "running": sum(q.running for q in self.core.queues.values())}
+
     def turn(self):
         self.turn_pending = False
         core = self.core
+        started = time.perf_counter()
         now = time.time()
         core.tick(now)
         if core.wake:
@@ -140,6 +155,7 @@ class Mbatchd:
                 for msg in msgs:
                     peer.send({"v": P.VERSION, "id": None, **msg})
         self._arm_timer()
+        self.turn_times.append(time.perf_counter() - started)
 
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
