@@ -7,11 +7,12 @@ answers with a proof of its own, so a client also knows it talks to the real clu
 """
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import time
 
-from lavalite.protocol import AUTH, VERSION, ProtocolError, dumps
+from lavalite.protocol import AUTH, VERSION, ProtocolError
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
 _UNSIGNED = ("sig", "id", "v")
@@ -48,7 +49,10 @@ def load_key(path):
 
 def _mac(key, fields):
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
-    return hmac.new(key, dumps(dict(sorted(payload.items()))), hashlib.sha256).hexdigest()
+    # A canonical form of its own, not the wire codec's: signer and verifier may use different
+    # codecs (protocol.use_orjson), and a signature must not depend on one.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def hello(key, role, host, **extra):

@@ -40,6 +40,9 @@ def write_pid(path):
 def run(main):
     """Run coroutine function main(stop_event) on uvloop until it returns; SIGTERM and SIGINT
     set stop_event so the role can finish its turn and close cleanly."""
+    from lavalite import protocol
+    protocol.use_orjson()
+
     async def wrapper():
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

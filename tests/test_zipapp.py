@@ -32,7 +32,8 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     c = make_cluster(program=[_bare_python(), zipapp], slots=2)
     bindir = tmp_path / "bin"
     c.cli("links", str(bindir))
-    assert sorted(os.listdir(bindir)) == ["bhosts", "bjobs", "bkill", "bqueues", "bsub", "llctrl"]
+    assert sorted(os.listdir(bindir)) == ["bhosts", "bjobs", "bkill", "bqueues", "bsub", "bwait",
+                                          "llctrl"]
     # the symlinks run through the shebang's `env python3`: the bare one, first on PATH
     env = dict(c.env, PATH=f"{bindir}:/usr/bin:/bin")
 

@@ -4,7 +4,6 @@ import argparse
 import os
 import sys
 import time
-import uuid
 
 from lavalite.arrays import ArrayError, parse_label
 from lavalite.hosts import local_host
@@ -58,7 +57,7 @@ def submit(args):
     if args.each_line:
         spec["lines"] = batch.read_lines(args.each_line)
     reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
-                               req=uuid.uuid4().hex)
+                               req=os.urandom(16).hex())
     where = "queue" if args.queue else "default queue"
     print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.")
     return 0

@@ -17,7 +17,7 @@ from lavalite.client import Client, ClientError
 from lavalite.entry import self_command
 from lavalite.hosts import local_host
 
-LINKS = ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "llctrl")
+LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "llctrl")
 
 
 def _state_dir(path):
@@ -162,8 +162,8 @@ def down(args):
 # --- links, config-check
 
 def _setup_links(p):
-    p.add_argument("dir", help="directory for the symlinks (bsub, bjobs, bkill, bqueues, "
-                               "bhosts, llctrl)")
+    p.add_argument("dir", help="directory for the symlinks (bsub, bjobs, bkill, bwait, "
+                               "bqueues, bhosts, llctrl)")
 
 
 def links(args):

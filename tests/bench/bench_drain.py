@@ -6,12 +6,14 @@ the machine's raw rate of running /bin/true 16 at a time, measured in the same r
         [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
 
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
-time. Each gets a fresh cluster; times come from the cluster's store, so polling for the drain
-adds no requests to mbatchd's CPU figure.
+time, (c) submits one job array of N elements. Each gets a fresh cluster; times come from the
+cluster's store, so polling for the drain adds no requests to mbatchd's CPU figure.
+--hq PYTHON runs the same workload on HyperQueue (bench_hq.py, under that python) too.
 """
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -110,7 +112,8 @@ class Cluster:
         deadline = time.time() + timeout
         while time.time() < deadline:
             left, = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()
-            if not left:
+            arrays, = db.execute("SELECT count(*) FROM arrays WHERE end_time IS NULL").fetchone()
+            if not left and not arrays:    # an array's elements get rows only as they start
                 break
             time.sleep(0.2)
         rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
@@ -121,6 +124,12 @@ class Cluster:
 def submit_client(cluster, n, cwd):
     with Client(conf_path=cluster.conf) as c:
         return [c.submit(["/bin/true"], out="/dev/null", cwd=cwd) for _ in range(n)], []
+
+
+def submit_array(cluster, n, cwd):
+    with Client(conf_path=cluster.conf) as c:
+        c.submit(["/bin/true"], name=f"drain[1-{n}]", out="/dev/null", cwd=cwd)
+    return range(n), []
 
 
 def submit_bsub(cluster, n, cwd):
@@ -170,6 +179,21 @@ def scenario(submit, args, raw, cwd):
     return fig
 
 
+def hyperqueue(args, raw):
+    """bench_hq.py under the bench venv's python prints one JSON line of figures."""
+    out = subprocess.run([args.hq, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                "bench_hq.py"), str(args.jobs), str(args.slots)],
+                         capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode:
+        raise RuntimeError(f"bench_hq.py failed ({out.returncode}): {out.stderr[-3000:]}")
+    hq = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"submit time (s)": hq["submit_s"], "submit rate (jobs/s)": args.jobs / hq["submit_s"],
+            "bsub process p50 / p99 (ms)": "-", "drain time (s)": hq["drain_s"],
+            "jobs/s": args.jobs / hq["drain_s"], "jobs/s ÷ raw rate": args.jobs / hq["drain_s"] / raw,
+            "submit-to-start p50 / p99 (s)": "-", "mbatchd CPU (s)": "-",
+            "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
+
+
 def fmt(value):
     if isinstance(value, tuple):
         return " / ".join(fmt(v) for v in value)
@@ -185,12 +209,19 @@ def main():
                     help='how to run LavaLite, from the checkout (default: "python lavalite.py")')
     ap.add_argument("--timeout", type=float, default=600, help="drain timeout per scenario (s)")
     ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
+    ap.add_argument("--hq", metavar="PYTHON", help="a python with the hyperqueue package (a "
+                    "separate bench venv, never the product's): also run the workload on it")
+    ap.add_argument("--skip-bsub", action="store_true", help="leave out (b), the slowest")
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    figs = {"(a) one client": scenario(submit_client, args, raw, cwd),
-            "(b) bsub processes": scenario(submit_bsub, args, raw, cwd)}
+    figs = {"(a) one client": scenario(submit_client, args, raw, cwd)}
+    if not args.skip_bsub:
+        figs["(b) bsub processes"] = scenario(submit_bsub, args, raw, cwd)
+    figs["(c) one array"] = scenario(submit_array, args, raw, cwd)
+    if args.hq:
+        figs["HyperQueue"] = hyperqueue(args, raw)
     shutil.rmtree(cwd, ignore_errors=True)
     table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
                              for k in figs["(a) one client"]]
