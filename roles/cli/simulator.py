@@ -192,13 +192,20 @@ async def submit_all(sim, items):
 
 async def register_hosts(sim, n, slots):
     async def one(i):
-        peer = await sim.connect("sbatchd", f"sim{i:05d}")
+        for attempt in range(5):       # as sbatchd: a refused or dropped dial is tried again
+            try:
+                peer = await sim.connect("sbatchd", f"sim{i:05d}")
+                break
+            except (OSError, ConnectionError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * 2 ** attempt)
         peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": slots, "running": [],
                    "reports": []})
         return peer
     peers = []
-    for start in range(0, n, 500):     # 500 handshakes at a time: no listen-backlog overflow
-        peers += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 500))))
+    for start in range(0, n, 200):     # 200 handshakes at a time, within mbatchd's backlog
+        peers += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
     return peers
 
 

@@ -21,6 +21,9 @@ log = logging.getLogger("lavalite.mbatchd")
 
 USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping", "stats")
 SBATCHD_OPS = ("register", "report")
+# Thousands of sbatchds redial at once when mbatchd restarts: asyncio's default of 100 would
+# drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
 
 
 class Mbatchd:
@@ -202,7 +205,7 @@ class Mbatchd:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
-                                          reuse_address=True)
+                                          reuse_address=True, backlog=BACKLOG)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()

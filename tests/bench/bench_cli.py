@@ -9,15 +9,14 @@ python) and dist/lavalite (the shiv zipapp on the system python3, as shipped) if
 Each is compared with its own interpreter's start-up.
 """
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_drain import ROOT, Cluster, pct  # noqa: E402
+from benchlib import report  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -63,21 +62,8 @@ def main():
     for name, ts in times.items():
         ts.sort()
         rows.append([name, f"{pct(ts, 50) * 1e3:.1f}", f"{pct(ts, 99) * 1e3:.1f}"])
-    width = max(len(r[0]) for r in rows)
-    head = f"CLI latency, {args.runs} runs each, interleaved"
-    print(head)
-    for r in rows:
-        print(f"{r[0].ljust(width)}  {r[1]:>9}  {r[2]:>9}")
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n## CLI latency (tests/bench/bench_cli.py), {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs shared with other work, "
-                    f"{platform.platform()}. {head}.\n\n")
-            for i, r in enumerate(rows):
-                f.write("| " + " | ".join(r) + " |\n")
-                if i == 0:
-                    f.write("|---|---|---|\n")
-
+    report(rows, "CLI latency (tests/bench/bench_cli.py)",
+           f"CLI latency, {args.runs} runs each, interleaved", args.markdown)
 
 if __name__ == "__main__":
     main()

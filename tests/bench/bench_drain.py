@@ -12,10 +12,8 @@ cluster's store, so polling for the drain adds no requests to mbatchd's CPU figu
 """
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -29,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import report  # noqa: E402
 from lavalite.client import Client  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -225,26 +225,10 @@ def main():
     shutil.rmtree(cwd, ignore_errors=True)
     table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
                              for k in figs["(a) one client"]]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; raw /bin/true rate "
-            f"{args.slots} at a time: {raw:.0f} jobs/s; whole run {time.time() - started:.0f} s")
-    print(head)
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    if args.markdown:
-        new = not os.path.exists(args.markdown)
-        with open(args.markdown, "a") as f:
-            if new:
-                f.write("# Performance\n\nFigures from `tests/bench/bench_drain.py`, newest last.\n")
-            f.write(f"\n## Drain benchmark, {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}, Python "
-                    f"{platform.python_version()}; program `{shlex.join(args.program)}`.\n"
-                    f"{head}.\n\n")
-            for i, row in enumerate(table):
-                f.write("| " + " | ".join(row) + " |\n")
-                if i == 0:
-                    f.write("|" + "---|" * len(row) + "\n")
-
+            f"{args.slots} at a time: {raw:.0f} jobs/s; whole run {time.time() - started:.0f} s; "
+            f"program `{shlex.join(args.program)}`")
+    report(table, "Drain benchmark (tests/bench/bench_drain.py)", head, args.markdown)
 
 if __name__ == "__main__":
     main()

@@ -10,13 +10,14 @@ hosts, the jobs queued first: 90% in arrays, 4 users, 3 queues, 1-60 s simulated
 the larger sizes: the dispatch rate is then mbatchd's, not the workload's (`offered/s`).
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLUMNS = [("hosts", "hosts"), ("jobs", "jobs"), ("submit_jobs_per_s", "submit jobs/s"),
@@ -61,17 +62,7 @@ def main():
     table = [[label for _, label in COLUMNS]] + [[str(r[k]) for k, _ in COLUMNS] for r in rows]
     head = (f"`lavalite simulate`, {args.slots} slots per host, speed {args.speed:g}; "
             f"whole run {time.time() - started:.0f} s")
-    print(head)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n## Scale benchmark (tests/bench/bench_scale.py), {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs shared with other work, "
-                    f"{platform.platform()}, Python {platform.python_version()}. {head}.\n\n")
-            for i, row in enumerate(table):
-                f.write("| " + " | ".join(row) + " |\n")
-                if i == 0:
-                    f.write("|" + "---|" * len(row) + "\n")
-
+    report(table, "Scale benchmark (tests/bench/bench_scale.py)", head, args.markdown)
 
 if __name__ == "__main__":
     main()

@@ -10,14 +10,13 @@ connection; one array of M elements (--repeat times). Times are the client's wal
 request to reply, which includes mbatchd's commit: a reply means the jobs are durable.
 """
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_drain import ROOT, Cluster, cpu_seconds, pct  # noqa: E402
+from benchlib import report  # noqa: E402
 
 sys.path.insert(0, ROOT)
 import lavalite  # noqa: E402
@@ -68,19 +67,8 @@ def main():
         c.close()
     table = [["submit", "time (ms)", "jobs/s", "mbatchd CPU (ms)"]] + [
         [name, f"{t * 1e3:.1f}", f"{rate:.0f}", f"{cpu * 1e3:.0f}"] for name, t, rate, cpu in rows]
-    width = max(len(r[0]) for r in table)
-    for r in table:
-        print(f"{r[0].ljust(width)}  {r[1]:>10}  {r[2]:>10}  {r[3]:>10}")
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(f"\n## Submit (tests/bench/bench_submit.py), {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs shared with other work, "
-                    f"{platform.platform()}. Queue inactive: submit path only.\n\n")
-            for i, r in enumerate(table):
-                f.write("| " + " | ".join(r) + " |\n")
-                if i == 0:
-                    f.write("|---|---|---|---|\n")
-
+    report(table, "Submit (tests/bench/bench_submit.py)",
+           "Queue inactive: the submit path only", args.markdown)
 
 if __name__ == "__main__":
     main()
