@@ -75,7 +75,8 @@ class Store:
         arrays = [_array_rec(r) for r in self.db.execute(
             f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays WHERE end_time IS NULL OR end_time >= ?",
             (finished_since,))]
-        env_ids = sorted({j.spec.get("env_id") for j in jobs + arrays if j.spec.get("env_id")})
+        specs = [j.spec for j in jobs] + [a["spec"] for a in arrays]
+        env_ids = sorted({s.get("env_id") for s in specs if s.get("env_id")})
         envs = {}
         for i in range(0, len(env_ids), 500):
             chunk = env_ids[i:i + 500]

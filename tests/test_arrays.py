@@ -1,14 +1,17 @@
 """Job arrays, --each-line, bwait and the Python client, end to end on a real cluster."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import apsw
 import pytest
 
 from lavalite.arrays import ArrayError, parse_label, parse_name
+from lavalite.client import ClientError
 from lavalite.model import element_id
 
 FINISHED = ("DONE", "FAILED", "KILLED")
@@ -133,7 +136,6 @@ def test_python_client_submit_many_and_bwait_timeout(make_cluster):
     assert [j["stat"] for j in ended.values()].count("DONE") == 50
     assert ended[last]["stat"] == "FAILED(exit)"
     # One bad spec refuses the whole request.
-    from lavalite.client import ClientError
     with pytest.raises(ClientError, match="job 1: Queue <nope> does not exist"):
         c.client.submit_many([["true"], {"cmd": ["true"], "queue": "nope"}])
     # bwait on a running job: times out; then waits for its end on one connection.
@@ -147,3 +149,41 @@ def test_python_client_submit_many_and_bwait_timeout(make_cluster):
     assert done and done[0].returncode == 0
     assert c.jobs([slow])[slow]["stat"] == "DONE"
     assert json.loads(c.cli("jobs", "--json", str(slow)).stdout)["label"] == str(slow)
+
+
+def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
+    """The array row (cursor, counts, a killed index) and its started elements come back after
+    mbatchd dies: every other index runs exactly once, the throttle still holds."""
+    c = make_cluster(slots=4)
+    log = tmp_path / "runs.log"
+    array_id = c.submit(["sh", "-c", f"sleep 0.2; echo $LSB_JOBINDEX >> {log}"],
+                        name="r[1-40]%3", out="/dev/null")
+    c.wait([element_id(array_id, 1)], states=("RUN", "DONE"))
+    c.client.kill([element_id(array_id, 30)])      # a pending index, killed alone
+    old = c.pid("mbatchd")
+    os.kill(old, signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline:                  # lim restarts it
+        try:
+            if c.pid("mbatchd") != old:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    while True:                                    # until the new mbatchd listens
+        c.client.close()
+        try:
+            jobs = _wait_array(c, array_id)
+            break
+        except ClientError:
+            assert time.time() < deadline + 30, "mbatchd did not come back\n" + c.logs()
+            time.sleep(0.2)
+    runs = sorted(map(int, log.read_text().split()))
+    assert runs == [i for i in range(1, 41) if i != 30], runs
+    assert jobs[f"{array_id}[30]"]["stat"] == "KILLED"
+    running = peak = 0
+    for job_id, _, old_state, new, *_ in c.events():
+        if job_id >> 32 == array_id:
+            running += (new == "RUN") - (old_state == "RUN")
+            peak = max(peak, running)
+    assert peak <= 3

@@ -399,7 +399,10 @@ class Core(ArrayOps):
         if job is not None:
             return [self._view(job, now)]
         arr = self._pending_index(job_id)
-        return [self._index_view(arr, PEND, str(job_id & 0xFFFFFFFF), now)] if arr else []
+        if arr is None:
+            return []
+        return [{**self._index_view(arr, PEND, str(split_id(job_id)[1]), now), "id": job_id,
+                 "label": label(job_id)}]
 
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
