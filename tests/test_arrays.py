@@ -187,3 +187,23 @@ def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
             running += (new == "RUN") - (old_state == "RUN")
             peak = max(peak, running)
     assert peak <= 3
+
+
+def test_store_v1_gains_the_arrays_table(tmp_path):
+    from conftest import ROOT
+    from store import SCHEMA_VERSION, Store
+    old = subprocess.run(["git", "-C", ROOT, "show", "68bc9e6:store/schema.sql"],
+                         capture_output=True, text=True)
+    if old.returncode:
+        pytest.skip(f"no git history to read the version 1 schema from: {old.stderr.strip()}")
+    path = str(tmp_path / "v1.db")
+    db = apsw.Connection(path)
+    db.execute(old.stdout)
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    store = Store(path)
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.load(0)["arrays"] == []
+    finally:
+        store.close()
