@@ -33,15 +33,18 @@ class QueueView:
 
 class Snapshot:
     """queues: QueueViews, highest priority first. free: host -> free slots, only hosts that
-    take jobs and have a free slot, in placement order. total_free: the sum of free."""
-    __slots__ = ("now", "queues", "free", "total_free", "max_slots")
+    take jobs and have a free slot, in placement order. total_free: the sum of free.
+    limit: place about this many slots at most (0: no limit), so that one turn stays short
+    when thousands of slots free at once; the caller plans again for the rest."""
+    __slots__ = ("now", "queues", "free", "total_free", "max_slots", "limit")
 
-    def __init__(self, now, queues, free, total_free, max_slots):
+    def __init__(self, now, queues, free, total_free, max_slots, limit=0):
         self.now = now
         self.queues = queues
         self.free = free
         self.total_free = total_free
         self.max_slots = max_slots   # the largest slot count of any host, free or not
+        self.limit = limit
 
 
 class Plan:
@@ -75,7 +78,7 @@ class _Hosts:
     def __init__(self, free, total):
         self.it = iter(free.items())
         self.aside = []            # [host, remaining]
-        self.left = total
+        self.left = total          # slots still to place: the free ones, or the turn's limit
         self.used = {}
 
     def take(self, n):
@@ -100,7 +103,7 @@ class _Hosts:
 
 def plan(snap):
     result = Plan()
-    hosts = _Hosts(snap.free, snap.total_free)
+    hosts = _Hosts(snap.free, min(snap.total_free, snap.limit or snap.total_free))
     for q in snap.queues:
         if hosts.left <= 0:
             break

@@ -207,3 +207,27 @@ def test_store_v1_gains_the_arrays_table(tmp_path):
         assert store.load(0)["arrays"] == []
     finally:
         store.close()
+
+
+def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
+    """The scheduler alone: an array is one FIFO entry placed once per element, never past
+    %LIMIT (running + placed this turn); the user's next job is not held behind it; a pass
+    places at most `limit` slots."""
+    from collections import deque
+
+    from lavalite.arrays import Array
+    from lavalite.model import PR_ARRAY_LIMIT, RUN, Job
+    from scheduler import QueueView, Snapshot, plan
+    q = QueueView("serial")
+    arr = Array(1, "u", 1000, "serial", "a", {}, [(1, 100, 1)], throttle=3)
+    arr.counts[RUN] = 1                            # one element runs already
+    arr.pend_seq = 1
+    job = Job(2, "u", 1000, "serial", "j", {})
+    job.pend_seq = 2
+    q.pending["u"] = deque([(1, arr), (2, job)])
+    p = plan(Snapshot(0.0, [q], {"h": 10}, 10, 10))
+    assert [j for j, _ in p.placements] == [arr, arr, job]
+    assert p.reasons[("array", 1)] == PR_ARRAY_LIMIT
+    arr.throttle = 0
+    p = plan(Snapshot(0.0, [q], {"h1": 8, "h2": 8}, 16, 8, limit=5))
+    assert [j for j, _ in p.placements] == [arr] * 5

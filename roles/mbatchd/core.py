@@ -19,6 +19,9 @@ from roles.mbatchd.arrays import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
+# Slots placed per scheduling pass at most: when thousands of slots free at once (10,000 hosts),
+# one pass placing them all would hold the loop for a second; the rest go in the next turn.
+MAX_PLACE_PER_TURN = 2000
 
 
 class Core(ArrayOps):
@@ -92,13 +95,14 @@ class Core(ArrayOps):
         self.jobs[job.id] = job
         if job.req_id:
             self.by_req[job.req_id] = job.id
-        job.array = self.arrays.get(job.id >> 32) if job.id >> 32 else None
+        array_id, index = split_id(job.id)
+        job.array = self.arrays.get(array_id) if array_id else None
         if job.state in FINISHED:
             self.finished.append((job.end_time, job.id))
             return
         env_id = job.spec.get("env_id")
         if job.array is not None:
-            job.array.live.add(job.id & 0xFFFFFFFF)   # its env is the array's, counted once
+            job.array.live.add(index)          # its env is the array's, counted once
         elif env_id in envs:
             digest, env = envs[env_id]
             self._env_ref(env_id, digest, env)
@@ -573,7 +577,10 @@ class Core(ArrayOps):
         """One scheduling pass: plan, then apply the placements to memory and the outbox."""
         self.wake = False
         queues = list(self.queues.values())
-        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots))
+        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots,
+                               MAX_PLACE_PER_TURN))
+        placed = sum(job.slots for job, _ in result.placements)
+        self.wake = placed >= MAX_PLACE_PER_TURN      # more to place: plan again next turn
         self.reasons = result.reasons
         by_host = {}
         for job, host_name in result.placements:

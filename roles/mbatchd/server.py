@@ -166,6 +166,8 @@ class Mbatchd:
                 for msg in msgs:
                     peer.send({"v": P.VERSION, "id": None, **msg})
         self._arm_timer()
+        if core.wake:                  # the pass stopped at its limit: go on after this turn
+            self.request_turn()
         self.turn_times.append(time.perf_counter() - started)
 
     def _arm_timer(self):
