@@ -78,6 +78,8 @@ def test_big_array_is_one_row_and_kills(make_cluster):
     c = make_cluster(slots=2)
     array_id = c.submit(["sleep", "30"], name="big[1-100000]")
     c.wait([element_id(array_id, 1), element_id(array_id, 2)], states=("RUN",))
+    waiter = subprocess.Popen(c.program + ["wait", "-w", f"ended({array_id}[60])"], env=c.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = _store(c)
     try:
         (n,), = db.execute("SELECT count(*) FROM jobs WHERE id >> 32 = ?", (array_id,))
@@ -94,6 +96,8 @@ def test_big_array_is_one_row_and_kills(make_cluster):
     assert c.jobs([element_id(array_id, 1)])[element_id(array_id, 1)]["stat"] == "KILLED"
     c.cli("kill", str(array_id))
     c.client.wait(array_id)
+    # index 60 never started: the array's kill ended it, and the wait with it
+    assert waiter.wait(60) == 0, waiter.communicate()
     summary = [a for a in c.client.call("jobs", arrays=True, all=True)["arrays"]
                if a["id"] == array_id][0]
     assert summary["pend"] == summary["run"] == 0 and summary["exit"] == 100000

@@ -10,7 +10,7 @@ import re
 from lavalite import protocol as P
 from lavalite.arrays import MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name
 from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
-                            split_id)
+                            label, split_id)
 
 MAX_LINE = 64 << 10
 _LIMIT = re.compile(r"^(.*)%([1-9][0-9]*)$")    # --each-line -J NAME%LIMIT
@@ -63,23 +63,25 @@ class ArrayOps:
         arr.killed = True
         self.dirty_arrays[arr.id] = arr
         self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
-        for job_id in sorted(self._live_elements(arr)):
-            self._kill(self.jobs[job_id], now)
+        for index in sorted(arr.live):
+            self._kill(self.jobs[element_id(arr.id, index)], now)
         self._array_check_end(arr, now)
         return {"job": arr.id, "ok": True, "message": f"Job <{arr.id}> is being terminated"}
 
-    def _live_elements(self, arr):
-        return [element_id(arr.id, i) for i in arr.live]
+    def _index_array(self, job_id):
+        """The array in memory that `job_id` is an index of, started or not."""
+        array_id, index = split_id(job_id)
+        arr = self.arrays.get(array_id) if array_id else None
+        return arr if arr is not None and arr.position(index) is not None else None
 
     def _pending_index(self, job_id):
         """The array of element `job_id` if that index is not handed out yet, else None."""
-        array_id, index = split_id(job_id)
-        arr = self.arrays.get(array_id) if array_id else None
+        arr = self._index_array(job_id)
         if arr is None or arr.killed:
             return None
-        pos = arr.position(index)
-        if pos is None or pos < arr.cursor or index in arr.skip:
-            return None                # not an index of the array, or handed out already
+        index = split_id(job_id)[1]
+        if arr.position(index) < arr.cursor or index in arr.skip:
+            return None                # handed out already
         return arr
 
     def _element_out_of_turn(self, arr, job_id):
@@ -108,6 +110,8 @@ class ArrayOps:
             self.finished.append((now, arr.id))
             self._env_unref(arr)
             self._fire(arr.id)
+            for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
+                self._fire(job_id)     # waits on indices that ended with it, never started
 
     def array_views(self, arr, show_finished, now):
         """bjobs rows of an array's indices that are not jobs: one row per state with the
@@ -136,8 +140,8 @@ class ArrayOps:
         job_id = P.require(msg, "job", int)
         if cond not in ("done", "ended"):
             raise P.ProtocolError(P.BAD_REQUEST, "cond must be done or ended")
-        if self._target(job_id) is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"Job <{job_id}>: No matching job found")
+        if self._target(job_id) is None and self._index_array(job_id) is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
         result = self._wait_result(job_id, cond)
         if isinstance(result, P.ProtocolError):
             raise result
@@ -152,7 +156,9 @@ class ArrayOps:
     def _wait_result(self, job_id, cond):
         """{"ok"...} when the condition holds, a ProtocolError when it never will, else None."""
         target = self._target(job_id)
-        if isinstance(target, Array):
+        if target is None:             # an index not started: it ends unstarted with its array
+            ended, done = self._index_array(job_id).finished, False
+        elif isinstance(target, Array):
             ended = target.finished
             done = ended and target.counts[DONE] == target.total
         else:
