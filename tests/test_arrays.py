@@ -235,3 +235,26 @@ def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
     arr.throttle = 0
     p = plan(Snapshot(0.0, [q], {"h1": 8, "h2": 8}, 16, 8, limit=5))
     assert [j for j, _ in p.placements] == [arr] * 5
+
+
+def test_bad_array_input_is_refused_clearly(cluster, tmp_path):
+    c = cluster
+    for args, message in (
+            (["submit", "-J", "x[5-1]", "--", "true"], "bad array index '5-1'"),
+            (["submit", "-J", "x[1-3", "--", "true"], "bad job array name"),
+            (["submit", "-J", "x[1-3]%0", "--", "true"], "%LIMIT must be at least 1"),
+            (["wait", "-w", "finished(3)"], "bad condition"),
+            (["kill", "3[x]"], "is not a job id"),
+            (["jobs", "0[1]"], "is not a job id")):
+        res = c.cli(*args, check=False)
+        assert res.returncode in (1, 2) and message in res.stderr, (args, res.stderr)
+    lines = tmp_path / "l.txt"
+    lines.write_text("a\nb\n")
+    res = c.cli("submit", "--each-line", str(lines), "-J", "x[1-2]", "--", "true", check=False)
+    assert res.returncode == 1 and "without [INDICES]" in res.stderr
+    from lavalite.client import ClientError
+    with pytest.raises(ClientError, match="specs"):
+        c.client.call("submit_many", specs="nope")
+    with pytest.raises(ClientError, match="No matching job found"):
+        c.client.wait(element_id(999, 1))
+    assert c.client.call("jobs", users=["all"], all=True)["jobs"] == []   # nothing was created
