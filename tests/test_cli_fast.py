@@ -32,3 +32,10 @@ def test_both_codecs_speak_the_same_frames():
             "print(a == b)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_import_lavalite_is_light():
+    code = ("import sys, lavalite; light = 'lavalite.client' not in sys.modules; "
+            "from lavalite import Client; print(light, Client.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "lavalite.client"], out.stderr
