@@ -134,6 +134,20 @@ class Cluster:
         finally:
             db.close()
 
+    def kill9_mbatchd(self, timeout=30):
+        """SIGKILL mbatchd and wait until lim has started a new one (which may not listen yet)."""
+        old = self.pid("mbatchd")
+        os.kill(old, signal.SIGKILL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.pid("mbatchd") != old:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("lim did not restart mbatchd\n" + self.logs())
+
     def pid(self, name):
         path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
             name, os.path.join(self.state, "spool", f"{name}-testhost.pid"))
