@@ -17,6 +17,23 @@ rm -rf build
 .venv/bin/shiv --compile-pyc -e lavalite.entry:main -p "/usr/bin/env python3" \
     -o dist/lavalite . --disable-pip-version-check --no-cache-dir >/dev/null
 rm -rf build
+# Our __main__.py in place of shiv's: it skips shiv's bootstrap once the file is extracted
+# (lavalite/zipmain.py says why). The shebang line stays; zipfile writes after it.
+.venv/bin/python - dist/lavalite lavalite/zipmain.py <<'EOF'
+import os, sys, zipfile
+path, main = sys.argv[1:]
+with open(path, "rb") as f:
+    shebang = f.readline()
+with zipfile.ZipFile(path) as src, open(path + ".tmp", "wb") as out:
+    out.write(shebang)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename != "__main__.py":
+                dst.writestr(info, src.read(info))
+        dst.write(main, "__main__.py")
+os.chmod(path + ".tmp", 0o755)
+os.replace(path + ".tmp", path)
+EOF
 echo "built dist/lavalite ($(du -h dist/lavalite | cut -f1))"
 
 if [ "${1:-}" = "test" ]; then

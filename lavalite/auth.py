@@ -11,12 +11,13 @@ can get the new file one after the other. Daemons re-read the file when it chang
 """
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
 import time
 
-from lavalite.protocol import AUTH, VERSION, ProtocolError, dumps, reply
+from lavalite.protocol import AUTH, VERSION, ProtocolError, reply
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
 _UNSIGNED = ("sig", "id", "v")
@@ -114,7 +115,10 @@ def _ring(key):
 def _mac(key, fields):
     key = _ring(key)[0]
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
-    return hmac.new(key, dumps(dict(sorted(payload.items()))), hashlib.sha256).hexdigest()
+    # A canonical form of its own, not the wire codec's: signer and verifier may use different
+    # codecs (protocol.use_orjson), and a signature must not depend on one.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def hello(key, role, host, **extra):

@@ -99,6 +99,9 @@ class Client:
             else:
                 self.sock.sendall(P.encode(msg))
             reply = self._read()
+        except TimeoutError:
+            self.close()
+            raise ClientError("timeout", f"no reply from mbatchd within {self.timeout:g} s") from None
         except OSError as exc:
             self.close()
             raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}") from None
@@ -170,6 +173,21 @@ class Client:
     def kill(self, ids):
         return self.call("kill", jobs=list(ids))["results"]
 
+    def submit_many(self, jobs, req=None, **defaults):
+        """Submit many jobs in ONE request; returns their ids in order. `jobs`: command lists
+        or spec dicts ({"cmd": [...], "queue": ..., "name": "x[1-100]", ...}); `defaults`
+        apply to every job (the caller's cwd and environment unless given). mbatchd checks
+        them all first: one bad spec refuses the request and creates none."""
+        defaults.setdefault("cwd", os.getcwd())
+        defaults.setdefault("env", dict(os.environ))
+        defaults.setdefault("from_host", local_host())
+        specs = [j if isinstance(j, dict) else {"cmd": list(j)} for j in jobs]
+        return self.call("submit_many", defaults=defaults, specs=specs, req=req)["jobs"]
+
+    def wait(self, job_id, cond="ended"):
+        """Block until job (or array) `job_id` has ended, or is done ("done": raises
+        ClientError if it ended otherwise). One request; mbatchd answers when it holds."""
+        return self.call("wait", cond=cond, job=job_id)
 
 def _read_frame(sock):
     (size,) = _HDR.unpack(_exactly(sock, 4))

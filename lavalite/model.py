@@ -33,9 +33,31 @@ PR_NO_SLOT = "No host has a free job slot"
 PR_TOO_BIG = "No host has enough job slots for this job (-n)"
 PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
+PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
 
 # Host states as bhosts shows them.
 HOST_OK, HOST_CLOSED, HOST_UNAVAIL = "ok", "closed_Adm", "unavail"
+
+
+# An array element is the job `array_id << ELEMENT_BITS | index` (see lavalite.arrays): it needs
+# no id of its own, and `ID[INDEX]` maps to one integer on the wire.
+ELEMENT_BITS = 32
+MAX_INDEX = (1 << ELEMENT_BITS) - 1
+
+
+def element_id(array_id, index):
+    return array_id << ELEMENT_BITS | index
+
+
+def split_id(job_id):
+    """(array id, index) of an element; (0, job id) of anything else."""
+    return job_id >> ELEMENT_BITS, job_id & MAX_INDEX
+
+
+def label(job_id):
+    """How users see a job id: 42, or 42[7] for an element."""
+    array_id, index = split_id(job_id)
+    return f"{array_id}[{index}]" if array_id else str(job_id)
 
 
 class IllegalTransition(Exception):
@@ -48,7 +70,7 @@ class Job:
     __slots__ = ("id", "req_id", "user", "uid", "queue", "name", "spec", "slots",
                  "state", "reason", "attempt", "max_attempts", "host",
                  "submit_time", "start_time", "end_time", "eligible_time",
-                 "exit_code", "exit_signal", "kill_requested", "pend_seq", "stored")
+                 "exit_code", "exit_signal", "kill_requested", "pend_seq", "stored", "array")
 
     def __init__(self, id, user, uid, queue, name, spec, *, req_id=None, slots=1,
                  max_attempts=1, submit_time=0.0):
@@ -74,6 +96,7 @@ class Job:
         self.kill_requested = False
         self.pend_seq = 0          # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False        # has a row in the store (insert vs update)
+        self.array = None          # the lavalite.arrays.Array of an array element
 
     @property
     def finished(self):
@@ -141,10 +164,13 @@ class Host:
 
 
 def job_view(job, pend_reason=None):
-    """The JSON shape of a job in replies (bjobs, --json). Stable: scripts read it."""
+    """The JSON shape of a job in replies (bjobs, --json). Stable: scripts read it.
+    An array element's id is array_id << 32 | index; "label" is how users write it, ID[INDEX]."""
     spec = job.spec
+    array_id, index = split_id(job.id)
     return {
-        "id": job.id, "user": job.user, "queue": job.queue, "name": job.name,
+        "id": job.id, "label": label(job.id),
+        "array": array_id or None, "index": index if array_id else None, "user": job.user, "queue": job.queue, "name": job.name,
         "state": job.state, "stat": job.stat, "reason": job.reason,
         "pend_reason": pend_reason if job.state == PEND else None,
         "from_host": spec.get("from_host"), "exec_host": job.host,
@@ -156,7 +182,6 @@ def job_view(job, pend_reason=None):
         "memory": spec.get("memory"), "pids": spec.get("pids"),
         "kill_requested": job.kill_requested,
     }
-
 
 
 def submitted(job, now):

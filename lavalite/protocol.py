@@ -5,9 +5,8 @@ One-way messages (dispatch, report, ack) are requests nobody answers. Every malf
 becomes a ProtocolError, which the receiver turns into an error reply (framing intact) or a
 closed connection (framing lost): never a crash, never a half-applied change.
 """
+import json
 import struct
-
-import orjson
 
 VERSION = 1
 MAX_FRAME = 64 << 20
@@ -39,17 +38,33 @@ class ProtocolError(Exception):
         self.fatal = fatal
 
 
-def encode(msg):
-    body = orjson.dumps(msg)
-    return _HDR.pack(len(body)) + body
+# The codec, chosen here and only here. A user command (a fresh process per command) uses the
+# standard library's json: importing orjson costs a new process ~30 ms, more than all of a
+# command's messages save. The daemons call use_orjson() once: they encode and decode all day.
+# Both write the same compact JSON, so either side reads the other.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def dumps(obj):
-    return orjson.dumps(obj)
+    return _JSON.encode(obj).encode()
 
 
-def loads(data):
-    return orjson.loads(data)
+loads = json.loads
+
+
+def use_orjson():
+    """Switch this process to orjson (daemons); falls back silently where it is missing."""
+    global dumps, loads
+    try:
+        import orjson
+    except ImportError:
+        return
+    dumps, loads = orjson.dumps, orjson.loads
+
+
+def encode(msg):
+    body = dumps(msg)
+    return _HDR.pack(len(body)) + body
 
 
 def reply(req_id, **fields):
@@ -95,8 +110,8 @@ class Decoder:
             body = bytes(buf[pos + 4:pos + 4 + size])
             pos += 4 + size
             try:
-                out.append(check_message(orjson.loads(body)))
-            except orjson.JSONDecodeError as exc:
+                out.append(check_message(loads(body)))
+            except ValueError as exc:          # both codecs' decode errors are ValueErrors
                 out.append(ProtocolError(BAD_FRAME, f"frame body is not JSON: {exc}"))
             except ProtocolError as exc:
                 out.append(exc)

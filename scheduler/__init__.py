@@ -7,7 +7,8 @@ a user at their cap is skipped whole, and host search stops when the slots run o
 """
 import heapq
 
-from lavalite.model import PEND, PR_NO_SLOT, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_TOO_BIG, PR_USER_CAP
+from lavalite.model import (PEND, PR_ARRAY_LIMIT, PR_NO_SLOT, PR_QUEUE_CAP, PR_QUEUE_INACTIVE,
+                            PR_TOO_BIG, PR_USER_CAP)
 
 
 class QueueView:
@@ -32,21 +33,25 @@ class QueueView:
 
 class Snapshot:
     """queues: QueueViews, highest priority first. free: host -> free slots, only hosts that
-    take jobs and have a free slot, in placement order. total_free: the sum of free."""
-    __slots__ = ("now", "queues", "free", "total_free", "max_slots")
+    take jobs and have a free slot, in placement order. total_free: the sum of free.
+    limit: place about this many slots at most (0: no limit), so that one turn stays short
+    when thousands of slots free at once; the caller plans again for the rest."""
+    __slots__ = ("now", "queues", "free", "total_free", "max_slots", "limit")
 
-    def __init__(self, now, queues, free, total_free, max_slots):
+    def __init__(self, now, queues, free, total_free, max_slots, limit=0):
         self.now = now
         self.queues = queues
         self.free = free
         self.total_free = total_free
         self.max_slots = max_slots   # the largest slot count of any host, free or not
+        self.limit = limit
 
 
 class Plan:
-    """placements: [(job, host)]; reasons: {(queue, user or None): pending reason} for the
-    groups the scheduler looked at and could not place. Groups it did not reach are pending
-    for want of a free slot."""
+    """placements: [(job, host)]; a job array (lavalite.arrays.Array) appears once per element
+    to start, mbatchd makes the elements. reasons: {(queue, user or None): pending reason} for
+    the groups the scheduler looked at and could not place, and {("array", id): reason} for
+    arrays held by their throttle. Groups it did not reach are pending for want of a free slot."""
     __slots__ = ("placements", "reasons")
 
     def __init__(self):
@@ -73,7 +78,7 @@ class _Hosts:
     def __init__(self, free, total):
         self.it = iter(free.items())
         self.aside = []            # [host, remaining]
-        self.left = total
+        self.left = total          # slots still to place: the free ones, or the turn's limit
         self.used = {}
 
     def take(self, n):
@@ -98,7 +103,7 @@ class _Hosts:
 
 def plan(snap):
     result = Plan()
-    hosts = _Hosts(snap.free, snap.total_free)
+    hosts = _Hosts(snap.free, min(snap.total_free, snap.limit or snap.total_free))
     for q in snap.queues:
         if hosts.left <= 0:
             break
@@ -119,8 +124,13 @@ def _plan_queue(q, snap, hosts, result):
     heapq.heapify(heads)
     q_used = q.running
     placed = {}                    # user -> slots placed this turn
+    taken = {}                     # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         _, user, job, it = heads[0]
+        arr = job.array            # an Array entry (arr is job) or a retried element
+        if arr is not None and not _room(job, arr, taken, result):
+            _advance(heads, user, it)
+            continue
         if q.max_running_queue and q_used + job.slots > q.max_running_queue:
             result.reasons[(q.name, None)] = PR_QUEUE_CAP
             return
@@ -138,8 +148,29 @@ def _plan_queue(q, snap, hosts, result):
         result.placements.append((job, host))
         q_used += job.slots
         placed[user] = placed.get(user, 0) + job.slots
-        entry = _first_live(it)
-        if entry:
-            heapq.heapreplace(heads, (entry[0], user, entry[1], it))
-        else:
-            heapq.heappop(heads)
+        if arr is not None:
+            counts = taken.setdefault(arr, [0, 0])
+            counts[0] += 1
+            counts[1] += arr is job
+            if arr is job:
+                continue           # the array keeps its place until it is spent or throttled
+        _advance(heads, user, it)
+
+
+def _advance(heads, user, it):
+    """Replace the head by the user's next live entry (or drop the user for this turn)."""
+    entry = _first_live(it)
+    if entry:
+        heapq.heapreplace(heads, (entry[0], user, entry[1], it))
+    else:
+        heapq.heappop(heads)
+
+
+def _room(job, arr, taken, result):
+    """May one more element start from this entry: the array's throttle (%LIMIT) counts running
+    elements and those started this turn; an Array entry also needs indices left."""
+    started, handed = taken.get(arr, (0, 0))
+    if arr.throttle and arr.running + started >= arr.throttle:
+        result.reasons[("array", arr.id)] = PR_ARRAY_LIMIT
+        return False
+    return job is not arr or handed < arr.remaining

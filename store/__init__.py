@@ -10,11 +10,12 @@ from pathlib import Path
 
 import apsw
 
-from lavalite.model import PEND, RUN, Host, Job
+from lavalite.model import ELEMENT_BITS, PEND, RUN, Host, Job
 
-SCHEMA_VERSION = 1
-# Future schema changes: {version: "SQL"}; applied in order above what the file has.
-MIGRATIONS = {}
+SCHEMA_VERSION = 2
+# Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
+# schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
+MIGRATIONS = {2: None}
 
 _JOB_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "state", "reason",
              "attempt", "max_attempts", "host", "submit_time", "start_time", "end_time",
@@ -25,6 +26,10 @@ _INSERT_JOB = (f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) "
                f"VALUES ({', '.join('?' * len(_JOB_COLS))})")
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
+_ARRAY_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "max_attempts",
+               "submit_time", "indices", "throttle", "cursor", "skip", "counts", "killed",
+               "end_time", "pend_seq")
+_ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 
 
 class StoreError(Exception):
@@ -53,11 +58,12 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})")
         with self.db:
+            schema = (Path(__file__).with_name("schema.sql")).read_text()
             if version == 0:
-                self.db.execute((Path(__file__).with_name("schema.sql")).read_text())
-                version = 1
+                self.db.execute(schema)
+                version = SCHEMA_VERSION
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                self.db.execute(MIGRATIONS[v])
+                self.db.execute(MIGRATIONS[v] or schema)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self):
@@ -71,7 +77,11 @@ class Store:
         jobs = [_job(r) for r in self.db.execute(
             f"{_SELECT_JOB} WHERE state IN (?, ?) OR end_time >= ? ORDER BY id",
             (PEND, RUN, finished_since))]
-        env_ids = sorted({j.spec.get("env_id") for j in jobs if j.spec.get("env_id")})
+        arrays = [_array_rec(r) for r in self.db.execute(
+            f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays WHERE end_time IS NULL OR end_time >= ?",
+            (finished_since,))]
+        specs = [j.spec for j in jobs] + [a["spec"] for a in arrays]
+        env_ids = sorted({s.get("env_id") for s in specs if s.get("env_id")})
         envs = {}
         for i in range(0, len(env_ids), 500):
             chunk = env_ids[i:i + 500]
@@ -85,10 +95,14 @@ class Store:
             host.status = status
             host.stored = True
             hosts.append(host)
-        (max_id, max_seq), = self.db.execute("SELECT max(id), max(pend_seq) FROM jobs")
+        (max_id,), = self.db.execute(f"SELECT max(id) FROM jobs WHERE id < {1 << ELEMENT_BITS}")
+        (max_seq,), = self.db.execute("SELECT max(pend_seq) FROM jobs")
+        (max_aid, max_aseq), = self.db.execute("SELECT max(id), max(pend_seq) FROM arrays")
         (max_env,), = self.db.execute("SELECT max(id) FROM envs")
-        return {"jobs": jobs, "envs": envs, "hosts": hosts, "next_job_id": (max_id or 0) + 1,
-                "next_pend_seq": (max_seq or 0) + 1, "next_env_id": (max_env or 0) + 1,
+        return {"jobs": jobs, "arrays": arrays, "envs": envs, "hosts": hosts,
+                "next_job_id": max(max_id or 0, max_aid or 0) + 1,
+                "next_pend_seq": max(max_seq or 0, max_aseq or 0) + 1,
+                "next_env_id": (max_env or 0) + 1,
                 "users": {n for (n,) in self.db.execute("SELECT name FROM users")}}
 
     def job(self, job_id):
@@ -108,15 +122,25 @@ class Store:
 
     # --- writing: one transaction per mbatchd loop turn
 
-    def commit(self, jobs=(), events=(), hosts=(), envs=(), users=(), queues=()):
+    def commit(self, jobs=(), events=(), hosts=(), envs=(), users=(), queues=(), arrays=()):
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
-        queues: (name, config dict)."""
+        queues: (name, config dict); arrays: Array objects, as jobs."""
         new, changed = [], []
         for j in jobs:
             (changed if j.stored else new).append(j)
+        new_arrays = [a for a in arrays if not a.stored]
         with self.db:
             cur = self.db.cursor()
+            if new_arrays:
+                cur.executemany(f"INSERT INTO arrays ({', '.join(_ARRAY_COLS)}) VALUES "
+                                f"({', '.join('?' * len(_ARRAY_COLS))})",
+                                [_array_row(a) for a in new_arrays])
+            changed_arrays = [_array_row(a) for a in arrays if a.stored]
+            if changed_arrays:
+                cur.executemany(f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)}"
+                                " WHERE id=?", [[r[_ARRAY_COLS.index(c)] for c in _ARRAY_MUTABLE]
+                                                + [r[0]] for r in changed_arrays])
             if new:
                 cur.executemany(_INSERT_JOB, [_row(j) for j in new])
             if changed:
@@ -141,7 +165,7 @@ class Store:
             if queues:
                 cur.executemany("INSERT OR REPLACE INTO queues (name, config) VALUES (?, ?)",
                                 [(n, json.dumps(c)) for n, c in queues])
-        for j in new:
+        for j in new + new_arrays:
             j.stored = True
 
 
@@ -161,3 +185,19 @@ def _job(row):
     job.kill_requested = bool(job.kill_requested)
     job.stored = True
     return job
+
+
+def _array_row(arr):
+    values = [getattr(arr, c) for c in _ARRAY_COLS]
+    for col, value in (("spec", arr.spec), ("skip", sorted(arr.skip)), ("counts", arr.counts)):
+        values[_ARRAY_COLS.index(col)] = json.dumps(value)
+    values[_ARRAY_COLS.index("killed")] = int(arr.killed)
+    return values
+
+
+def _array_rec(row):
+    """An arrays row as a dict (lavalite.arrays.Array.from_record builds the object)."""
+    rec = dict(zip(_ARRAY_COLS, row))
+    for col in ("spec", "skip", "counts"):
+        rec[col] = json.loads(rec[col])
+    return rec

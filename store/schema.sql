@@ -64,3 +64,27 @@ CREATE TABLE IF NOT EXISTS users (
     uid         INTEGER NOT NULL,
     first_seen  REAL NOT NULL
 );
+
+-- Job arrays (schema 2): one row per array however many elements; an element gets a row in
+-- jobs (id = array id << 32 | index) only when it is dispatched or killed alone.
+CREATE TABLE IF NOT EXISTS arrays (
+    id            INTEGER PRIMARY KEY,  -- from the same sequence as jobs.id
+    req_id        TEXT,
+    user          TEXT NOT NULL,
+    uid           INTEGER NOT NULL,
+    queue         TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    slots         INTEGER NOT NULL,
+    spec          BLOB NOT NULL,        -- JSON, as jobs.spec (+ lines for --each-line)
+    max_attempts  INTEGER NOT NULL,
+    submit_time   REAL NOT NULL,
+    indices       TEXT NOT NULL,        -- the indices as submitted: 1-100:2,200
+    throttle      INTEGER NOT NULL DEFAULT 0,
+    cursor        INTEGER NOT NULL DEFAULT 0,   -- indices handed out, in order
+    skip          TEXT NOT NULL DEFAULT '[]',   -- indices past the cursor that are elements already
+    counts        TEXT NOT NULL DEFAULT '{}',   -- elements by state
+    killed        INTEGER NOT NULL DEFAULT 0,
+    end_time      REAL,
+    pend_seq      INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS arrays_req ON arrays(req_id) WHERE req_id IS NOT NULL;

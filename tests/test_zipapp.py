@@ -33,7 +33,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     bindir = tmp_path / "bin"
     c.cli("links", str(bindir))
     assert sorted(os.listdir(bindir)) == ["bhosts", "bjobs", "bkill", "bpeek", "bqueues", "bsub",
-                                          "llctrl"]
+                                          "bwait", "llctrl"]
     # the symlinks run through the shebang's `env python3`: the bare one, first on PATH
     env = dict(c.env, PATH=f"{bindir}:/usr/bin:/bin")
 

@@ -12,7 +12,7 @@ from lavalite.client import Client, ClientError
 
 # LSF names -> subcommands; also what `lavalite links` creates.
 ALIASES = {"bsub": "submit", "bjobs": "jobs", "bkill": "kill", "bqueues": "queues",
-           "bhosts": "hosts", "bpeek": "peek", "llctrl": "llctrl"}
+           "bhosts": "hosts", "bpeek": "peek", "bwait": "wait", "llctrl": "llctrl"}
 
 
 def _conf_arg(p):
@@ -20,11 +20,21 @@ def _conf_arg(p):
                                   "/etc/lavalite/lavalite.conf, ~/.lavalite/lavalite.conf)")
 
 
-def build_parser():
-    from roles.cli import admin, commands, install, llctrl, local, peek
+# Which module holds each command: a command imports its own module only (local's subprocess
+# and tempfile are no business of bjobs). tests/test_cli_fast.py checks it against COMMANDS.
+MODULES = {"commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
+           "local": ("up", "down", "links", "config-check", "demo"),
+           "peek": ("peek",), "llctrl": ("llctrl",), "install": ("install",),
+           "admin": ("admin",), "simulate": ("simulate",)}
+
+
+def build_parser(command=None):
+    """The parser of `command` alone when it is known (the fast path), else of every command."""
+    import importlib
+    names = [m for m, cmds in MODULES.items() if command in cmds] or list(MODULES)
     ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (commands, peek, local, llctrl, install, admin):
+    for module in (importlib.import_module(f"roles.cli.{name}") for name in names):
         for name, (setup, func, helptext) in module.COMMANDS.items():
             p = sub.add_parser(name, help=helptext, description=helptext)
             _conf_arg(p)
@@ -34,9 +44,9 @@ def build_parser():
 
 
 def main(argv, prog="lavalite"):
-    ap = build_parser()
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
+    ap = build_parser(argv[0] if argv else None)
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()

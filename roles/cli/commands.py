@@ -4,10 +4,12 @@ import argparse
 import os
 import sys
 import time
-import uuid
 
+from lavalite.arrays import ArrayError, parse_label
 from lavalite.hosts import local_host
 from lavalite.limits import format_size, parse_size
+from lavalite.model import label
+from roles.cli import batch
 
 
 def _client(args):
@@ -19,7 +21,8 @@ def _client(args):
 
 def _setup_submit(p):
     p.add_argument("-q", dest="queue", help="queue (default: the cluster's default queue)")
-    p.add_argument("-J", dest="name", help="job name")
+    p.add_argument("-J", dest="name", help='job name; "NAME[1-100:2,200]%%LIMIT" submits a job '
+                   "array (LSB_JOBINDEX, %%I in -o/-e), at most LIMIT elements running")
     p.add_argument("-o", dest="out", help="stdout file; %%J is the job id (stderr too unless -e)")
     p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
     p.add_argument("-W", dest="walltime_min", metavar="[HOURS:]MINUTES",
@@ -33,6 +36,8 @@ def _setup_submit(p):
                         "job ends FAILED(oom)")
     p.add_argument("--pids", type=_positive, metavar="N",
                    help="limit on the job's processes and threads")
+    p.add_argument("--each-line", metavar="FILE", help="an array of one element per line of "
+                   "FILE (- for stdin); the element's line is in $LSB_JOBLINE")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS]")
 
 
@@ -72,8 +77,10 @@ def submit(args):
             "retries": args.retries, "memory": args.memory, "pids": args.pids,
             "cwd": os.getcwd(), "env": dict(os.environ),
             "from_host": local_host()}
+    if args.each_line:
+        spec["lines"] = batch.read_lines(args.each_line)
     reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
-                               req=uuid.uuid4().hex)
+                               req=os.urandom(16).hex())
     where = "queue" if args.queue else "default queue"
     print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.")
     return 0
@@ -87,18 +94,18 @@ def _setup_jobs(p):
     p.add_argument("-u", dest="user", help="jobs of USER, or all")
     p.add_argument("-q", dest="queue", help="only jobs of this queue")
     p.add_argument("-l", dest="long", action="store_true", help="long format")
+    p.add_argument("-A", dest="arrays", action="store_true",
+                   help="job arrays: one line per array with its element counts")
     p.add_argument("--json", action="store_true", help="JSON, one object per job")
     p.add_argument("jobs", nargs="*", type=_job_id, metavar="JOBID")
 
 
 def _job_id(text):
+    """ID or ID[INDEX] (an array element)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a job id") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a job id")
-    return value
+        return parse_label(text)
+    except ArrayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _short_time(t):
@@ -119,11 +126,15 @@ def table(rows, header):
 def jobs(args):
     import json
     users = [args.user] if args.user else None
+    if args.arrays:
+        return batch.print_arrays(_client(args).call(
+            "jobs", users=users, all=args.all, queue=args.queue, arrays=True)["arrays"], args)
     reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all,
                                queue=args.queue)
-    found = sorted(reply["jobs"], key=lambda j: j["id"])
+    found = batch.expand(reply["jobs"]) if not args.json else reply["jobs"]
+    found.sort(key=batch.order)
     for job_id in reply["missing"]:
-        print(f"Job <{job_id}> is not found", file=sys.stderr)
+        print(f"Job <{label(job_id)}> is not found", file=sys.stderr)
     if args.json:
         for j in found:
             print(json.dumps(j))
@@ -131,7 +142,7 @@ def jobs(args):
         for j in found:
             _print_long(j)
     elif found:
-        table([[j["id"], j["user"], j["stat"], j["queue"], j["from_host"] or "-",
+        table([[j["label"], j["user"], j["stat"], j["queue"], j["from_host"] or "-",
                 j["exec_host"] or "-", j["name"], _short_time(j["submit_time"])] for j in found],
               ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME",
                "SUBMIT_TIME"])
@@ -141,6 +152,13 @@ def jobs(args):
 
 
 def _print_long(j):
+    if "indices" in j:                 # an array index not started yet: nothing more to say
+        print(f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, "
+              f"Queue <{j['queue']}>, Status <{j['stat']}>")
+        if j["state"] == "PEND":
+            print(f" PENDING REASONS:\n {j['pend_reason']};")
+        print()
+        return
     cmd = " ".join(j["cmd"] or [])
     print(f"Job <{j['id']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
           f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
@@ -228,4 +246,5 @@ COMMANDS = {
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
     "queues": (no_options, queues, "show queues (bqueues)"),
     "hosts": (no_options, hosts, "show hosts (bhosts)"),
+    "wait": (batch.setup_wait, batch.wait, "wait for a job or array to end (bwait)"),
 }

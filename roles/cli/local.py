@@ -18,7 +18,7 @@ from lavalite.entry import self_command
 from lavalite.hosts import local_host
 from roles.cli.commands import no_options
 
-LINKS = ("bsub", "bjobs", "bkill", "bqueues", "bhosts", "bpeek", "llctrl")
+LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "llctrl")
 
 
 def _state_dir(path):

@@ -14,13 +14,18 @@ from lavalite.limits import format_size
 from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
                             KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
                             RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
-                            submitted, transition)
+                            label, split_id, submitted, transition)
+from lavalite.arrays import Array
+from roles.mbatchd.arrays import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
+# Slots placed per scheduling pass at most: when thousands of slots free at once (10,000 hosts),
+# one pass placing them all would hold the loop for a second; the rest go in the next turn.
+MAX_PLACE_PER_TURN = 2000
 
 
-class Core:
+class Core(ArrayOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -29,6 +34,9 @@ class Core:
         self.qconf = {}
         self._set_queues(conf)
         self.jobs = {}                       # id -> Job: live, and finished within clean_period
+        self.arrays = {}                     # id -> Array: live, and ended within clean_period
+        self.waiters = {}                    # job or array id -> [(cond, token)] (bwait)
+        self.max_slots = 0                   # the largest slot count of any host seen
         self.by_req = {}                     # client request id -> job id
         self.host_jobs = {}                  # host -> {job id} running there
         self.hosts = {}
@@ -52,6 +60,9 @@ class Core:
             host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
             self.hosts[host.name] = host
             self.host_jobs[host.name] = set()
+            self.max_slots = max(self.max_slots, host.slots)
+        for rec in state["arrays"]:
+            self._adopt_array(Array.from_record(rec), state["envs"])
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
         for name, ids in self.host_jobs.items():
@@ -65,6 +76,9 @@ class Core:
         self.dirty_hosts = {}
         self.new_envs = []
         self.new_users = []
+        self.dirty_arrays = {}
+        self.woken = []                      # (token, result or ProtocolError) of ended waits
+        self.touched = set()                 # (queue, user) FIFOs whose heads may be stale
         self.outbox = {}                     # host -> [message]
 
     def _set_queues(self, conf):
@@ -101,11 +115,15 @@ class Core:
         self.jobs[job.id] = job
         if job.req_id:
             self.by_req[job.req_id] = job.id
+        array_id, index = split_id(job.id)
+        job.array = self.arrays.get(array_id) if array_id else None
         if job.state in FINISHED:
             self.finished.append((job.end_time, job.id))
             return
         env_id = job.spec.get("env_id")
-        if env_id in envs:
+        if job.array is not None:
+            job.array.live.add(index)          # its env is the array's, counted once
+        elif env_id in envs:
             digest, env = envs[env_id]
             self._env_ref(env_id, digest, env)
         q = self._queue(job.queue)
@@ -122,6 +140,19 @@ class Core:
                 self.host_jobs[job.host] = set()
             self.host_jobs[job.host].add(job.id)
             self.hosts[job.host].used += job.slots
+
+    def _adopt_array(self, arr, envs):
+        self.arrays[arr.id] = arr
+        if arr.req_id:
+            self.by_req[arr.req_id] = arr.id
+        if arr.end_time is not None:
+            self.finished.append((arr.end_time, arr.id))
+            return
+        env_id = arr.spec.get("env_id")
+        if env_id in envs:
+            self._env_ref(env_id, *envs[env_id])
+        if arr.remaining:
+            self._queue(arr.queue).pending.setdefault(arr.user, deque()).append((arr.pend_seq, arr))
 
     def sort_pending(self):
         """After a reload, put every FIFO in pend_seq order (jobs came in id order)."""
@@ -143,6 +174,8 @@ class Core:
         for state, sign in ((old, -1), (new, +1)):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
+        if job.array is not None:
+            self._element_changed(job, old, new, now)
 
     def _send(self, host, msg):
         self.outbox.setdefault(host, []).append(msg)
@@ -185,20 +218,56 @@ class Core:
     def _finish(self, job, now):
         """Bookkeeping common to every end of a job."""
         self.finished.append((now, job.id))
-        self._env_unref(job)
+        if job.array is None:              # elements share their array's environment
+            self._env_unref(job)
+        self.touched.add((job.queue, job.user))
+        self._fire(job.id)
 
     # --- client requests
 
     def submit(self, ident, msg, now, lookup_env):
         """lookup_env(digest) -> env id already in the store, or None."""
-        req = msg.get("req")
-        if req is not None:
-            if not isinstance(req, str) or len(req) > 128:
-                raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
-            if req in self.by_req:
-                job = self.jobs[self.by_req[req]]
-                return {"job": job.id, "queue": job.queue, "duplicate": True}
-        spec = P.require(msg, "spec", dict)
+        self._check_submitter(ident)
+        req = _req(msg.get("req"))
+        dup = self._duplicate(req)
+        if dup:
+            return dup
+        return self._create(ident, self._check(P.require(msg, "spec", dict)), req, now, lookup_env)
+
+    def submit_many(self, ident, msg, now, lookup_env):
+        """Many jobs in one request: `defaults` (cwd, env, ...) sent once, merged under each of
+        `specs`. All are checked before any is created: one bad spec refuses the request whole.
+        With `req`, job i's request id is REQ:i, so a retried request makes no job twice."""
+        self._check_submitter(ident)
+        req = _req(msg.get("req"))
+        defaults = msg.get("defaults") or {}
+        specs = P.require(msg, "specs", list)
+        if not isinstance(defaults, dict) or not all(isinstance(x, dict) for x in specs):
+            raise P.ProtocolError(P.BAD_REQUEST, "defaults and each of specs must be objects")
+        checked = []
+        for i, spec in enumerate(specs):
+            try:
+                checked.append(self._check({**defaults, **spec}))
+            except P.ProtocolError as exc:
+                raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
+        out = []
+        for i, prep in enumerate(checked):
+            sub = None if req is None else f"{req}:{i}"
+            out.append(self._duplicate(sub) or self._create(ident, prep, sub, now, lookup_env))
+        return {"jobs": [r["job"] for r in out], "queues": [r["queue"] for r in out]}
+
+    def _check_submitter(self, ident):
+        if ident["uid"] == 0 and not self.conf.cluster.allow_root_jobs:
+            raise P.ProtocolError(P.DENIED, "root may not submit jobs (allow_root_jobs = no "
+                                            "in lavalite.conf); submit as a normal user")
+
+    def _duplicate(self, req):
+        known = self.by_req.get(req) if req is not None else None
+        job = self.jobs.get(known) or self.arrays.get(known)
+        return job and {"job": job.id, "queue": job.queue, "duplicate": True}
+
+    def _check(self, spec):
+        """Validate a submitted spec; return what _create needs. Changes nothing."""
         cmd = spec.get("cmd")
         if (not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd)
                 or sum(map(len, cmd)) > MAX_CMD_BYTES):
@@ -230,35 +299,49 @@ class Core:
         memory = _limit(spec, "memory", "-M", qname, qc.default_memory, qc.max_memory,
                         format_size)
         pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str)
-        if ident["uid"] == 0 and not self.conf.cluster.allow_root_jobs:
-            raise P.ProtocolError(P.DENIED, "root may not submit jobs (allow_root_jobs = no "
-                                            "in lavalite.conf); submit as a normal user")
         env = spec.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
         for field in ("cwd", "out", "err", "name", "from_host"):
             if not isinstance(spec.get(field) or "", str):
                 raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a string")
-
-        job_id = self.next_id
-        self.next_id += 1
+        sim = _number(spec, "sim_duration", None)
+        name, ranges, throttle, lines = check_array(spec)
         stored = {"cmd": cmd, "cwd": spec.get("cwd") or "/", "out": spec.get("out"),
                   "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
-                  "env_id": self._intern_env(env, lookup_env),
-                  "from_host": spec.get("from_host") or ident.get("host")}
-        name = spec.get("name") or " ".join(cmd)[:60]
-        job = Job(job_id, ident["user"], ident["uid"], qname, name, stored, req_id=req,
-                  slots=slots, max_attempts=attempts, submit_time=now)
-        self.jobs[job_id] = job
+                  "from_host": spec.get("from_host")}
+        if sim is not None:
+            stored["sim_duration"] = sim   # for `lavalite simulate`; sbatchd ignores it
+        if lines is not None:
+            stored["lines"] = lines
+        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env, "spec": stored,
+                "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
+
+    def _create(self, ident, prep, req, now, lookup_env):
+        job_id = self.next_id
+        self.next_id += 1
+        stored = prep["spec"]
+        stored["env_id"] = self._intern_env(prep["env"], lookup_env)
+        stored["from_host"] = stored["from_host"] or ident.get("host")
+        kind = Array if prep["ranges"] else Job
+        extra = {"ranges": prep["ranges"], "throttle": prep["throttle"]} if prep["ranges"] else {}
+        job = kind(job_id, ident["user"], ident["uid"], prep["queue"], prep["name"], stored,
+                   req_id=req, slots=prep["slots"], max_attempts=prep["attempts"],
+                   submit_time=now, **extra)
         if req is not None:
             self.by_req[req] = job_id
         if ident["user"] not in self.users:
             self.users.add(ident["user"])
             self.new_users.append((ident["user"], ident["uid"], now))
         self._enqueue(job)
-        self._dirty(job, submitted(job, now))
-        self.npend[qname] = self.npend.get(qname, 0) + 1
-        return {"job": job_id, "queue": qname}
+        if kind is Array:
+            self.arrays[job_id] = job
+            self.dirty_arrays[job_id] = job
+        else:
+            self.jobs[job_id] = job
+            self._dirty(job, submitted(job, now))
+            self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        return {"job": job_id, "queue": job.queue}
 
     def _intern_env(self, env, lookup_env):
         data = P.dumps(dict(sorted(env.items())))
@@ -277,16 +360,21 @@ class Core:
         ids = P.require(msg, "jobs", list)
         results = []
         for job_id in ids:
-            job = self.jobs.get(job_id) if isinstance(job_id, int) else None
-            if job is None:
+            job = self._target(job_id) if isinstance(job_id, int) else None
+            pending_in = self._pending_index(job_id) if job is None and isinstance(job_id, int) else None
+            who = job or pending_in
+            if who is None:
                 results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
-                                "message": f"Job <{job_id}>: No matching job found"})
+                                "message": f"Job <{label(job_id)}>: No matching job found"})
                 continue
-            if not self._may_act_on(ident, job):
+            if not self._may_act_on(ident, who):
                 results.append({"job": job_id, "ok": False, "code": P.DENIED,
-                                "message": f"Job <{job_id}>: User permission denied"})
+                                "message": f"Job <{label(job_id)}>: User permission denied"})
                 continue
-            results.append(self._kill(job, now))
+            if isinstance(job, Array):
+                results.append(self._array_kill(job, now))
+                continue
+            results.append(self._kill(job or self._element_out_of_turn(pending_in, job_id), now))
         return {"results": results}
 
     def _may_act_on(self, ident, job):
@@ -297,23 +385,24 @@ class Core:
         """The running job `bpeek JOBID` reads, or ProtocolError saying why not."""
         job = self.jobs.get(job_id) if isinstance(job_id, int) else None
         if job is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"Job <{job_id}>: No matching job found")
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
         if not self._may_act_on(ident, job):
-            raise P.ProtocolError(P.DENIED, f"Job <{job_id}>: User permission denied")
+            raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
         if job.state == PEND:
-            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{job_id}>: Job is pending; "
+            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{label(job_id)}>: Job is pending; "
                                                  "no output yet")
         if job.state != RUN:
-            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{job_id}>: Job has finished; its "
+            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{label(job_id)}>: Job has finished; its "
                                                  f"output is in {job.spec.get('out') or 'its -o file'}")
         return job
 
     def _kill(self, job, now):
+        name = label(job.id)
         if job.state == KILLED:
-            return {"job": job.id, "ok": True, "message": f"Job <{job.id}>: Job has already been killed"}
+            return {"job": job.id, "ok": True, "message": f"Job <{name}>: Job has already been killed"}
         if job.state in FINISHED:
             return {"job": job.id, "ok": False, "code": "finished",
-                    "message": f"Job <{job.id}>: Job has already finished"}
+                    "message": f"Job <{name}>: Job has already finished"}
         if job.state == PEND:
             self._move(job, KILLED, now, KILLED_REASON)
             self._finish(job, now)
@@ -322,7 +411,7 @@ class Core:
                 job.kill_requested = True
                 self._dirty(job)
             self._send(job.host, {"op": "kill", "job": job.id, "attempt": job.attempt})
-        return {"job": job.id, "ok": True, "message": f"Job <{job.id}> is being terminated"}
+        return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
 
     def query_jobs(self, ident, msg, now, load_job):
         """bjobs. load_job(id) reads a job gone from memory from the store."""
@@ -330,26 +419,51 @@ class Core:
         if ids:
             out, missing = [], []
             for job_id in ids:
-                job = self.jobs.get(job_id) if isinstance(job_id, int) else None
-                job = job or (load_job(job_id) if isinstance(job_id, int) else None)
-                if job is None:
+                found = self._query_id(job_id, now, load_job) if isinstance(job_id, int) else []
+                out += found
+                if not found:
                     missing.append(job_id)
-                else:
-                    out.append(self._view(job, now))
             return {"jobs": out, "missing": missing}
         users = msg.get("users") or [ident["user"]]
         every_user = "all" in users
         show_finished = bool(msg.get("all"))
         queue = msg.get("queue")
+
+        def wanted(j):
+            return (every_user or j.user in users) and (not queue or j.queue == queue)
+        if msg.get("arrays"):              # bjobs -A
+            return {"arrays": [a.summary() for a in self.arrays.values()
+                               if wanted(a) and (show_finished or a.end_time is None)]}
         out = [self._view(j, now) for j in self.jobs.values()
-               if (every_user or j.user in users) and (show_finished or j.state not in FINISHED)
-               and (not queue or j.queue == queue)]
+               if wanted(j) and (show_finished or j.state not in FINISHED)]
+        for arr in self.arrays.values():
+            if wanted(arr):
+                out += self.array_views(arr, show_finished, now)
         return {"jobs": out, "missing": []}
+
+    def _query_id(self, job_id, now, load_job):
+        """bjobs ID: a job, every element of an array, or one element (pending or not)."""
+        arr = self.arrays.get(job_id)
+        if arr is not None:
+            first, last = job_id << 32, (job_id + 1) << 32
+            return [self._view(j, now) for j in self.jobs.values()
+                    if first <= j.id < last] + self.array_views(arr, True, now)
+        job = self.jobs.get(job_id) or load_job(job_id)
+        if job is not None:
+            return [self._view(job, now)]
+        arr = self._pending_index(job_id)
+        if arr is None:
+            return []
+        return [{**self._index_view(arr, PEND, str(split_id(job_id)[1]), now), "id": job_id,
+                 "label": label(job_id)}]
 
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
 
     def pending_reason(self, job, now):
+        held = job.array is not None and self.reasons.get(("array", job.array.id))
+        if held:
+            return held
         if job.eligible_time > now:
             return f"{PR_BACKOFF} (eligible in {job.eligible_time - now:.0f} s)"
         reason = self.reasons.get((job.queue, job.user)) or self.reasons.get((job.queue, None))
@@ -358,6 +472,9 @@ class Core:
         return PR_NO_SLOT if self.total_free <= 0 else PR_NEW
 
     def query_queues(self):
+        unhanded = {}
+        for arr in self.arrays.values():
+            unhanded[arr.queue] = unhanded.get(arr.queue, 0) + arr.remaining
         out = []
         for name, q in self.queues.items():
             qc = self.qconf.get(name)
@@ -365,7 +482,7 @@ class Core:
                         "status": ("Open" if qc and qc.open else "Closed") + ":" +
                                   ("Active" if q.active else "Inact"),
                         "max": q.max_running_queue, "max_user": q.max_running_user,
-                        "pend": self.npend.get(name, 0), "run": q.running,
+                        "pend": self.npend.get(name, 0) + unhanded.get(name, 0), "run": q.running,
                         "description": qc.description if qc else "(not in queues.conf)"})
         return {"queues": out}
 
@@ -385,6 +502,7 @@ class Core:
             host = self.hosts[name] = Host(name)
             self.host_jobs[name] = set()
         host.slots = slots
+        self.max_slots = max(self.max_slots, slots)
         host.connected = True
         self.registered[name] = now
         self.lost.pop(name, None)
@@ -539,8 +657,9 @@ class Core:
         while self.finished and self.finished[0][0] < horizon:
             _, job_id = self.finished.popleft()
             job = self.jobs.get(job_id)
-            if job is not None and job.state in FINISHED and job.end_time < horizon:
-                del self.jobs[job_id]
+            job = job or self.arrays.get(job_id)
+            if job is not None and job.finished and job.end_time < horizon:
+                del (self.arrays if isinstance(job, Array) else self.jobs)[job_id]
                 if job.req_id:
                     self.by_req.pop(job.req_id, None)
 
@@ -553,27 +672,35 @@ class Core:
         """One scheduling pass: plan, then apply the placements to memory and the outbox."""
         self.wake = False
         queues = list(self.queues.values())
-        max_slots = max((h.slots for h in self.hosts.values()), default=0)
-        result = plan(Snapshot(now, queues, self.free, self.total_free, max_slots))
+        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots,
+                               MAX_PLACE_PER_TURN))
+        placed = sum(job.slots for job, _ in result.placements)
+        self.wake = placed >= MAX_PLACE_PER_TURN      # more to place: plan again next turn
         self.reasons = result.reasons
         by_host = {}
         for job, host_name in result.placements:
+            if isinstance(job, Array):
+                job = self._element(job, job.take())
             host = self.hosts[host_name]
             job.host = host_name
             self._move(job, RUN, now)
             host.used += job.slots
             self.host_jobs[host_name].add(job.id)
             self._count_run(job, +1)
+            self.touched.add((job.queue, job.user))
             by_host.setdefault(host_name, []).append(job)
         for host_name, jobs in by_host.items():
             self._set_free(self.hosts[host_name])
             self._dispatch_msgs(host_name, jobs)
-        for q in queues:
-            for user, fifo in list(q.pending.items()):
-                while fifo and not live(fifo[0]):
-                    fifo.popleft()
-                if not fifo:
-                    del q.pending[user]
+        # Drop the stale heads of the FIFOs that changed, not of every queue and user.
+        for qname, user in self.touched:
+            pending = self._queue(qname).pending
+            fifo = pending.get(user)
+            while fifo and not live(fifo[0]):
+                fifo.popleft()
+            if fifo is not None and not fifo:
+                del pending[user]
+        self.touched.clear()
         return len(result.placements)
 
     def _dispatch_msgs(self, host, jobs):
@@ -583,10 +710,22 @@ class Core:
             env_id = job.spec.get("env_id")
             if env_id in self.envs:
                 envs[str(env_id)] = self.envs[env_id][1]
-            specs.append({"id": job.id, "attempt": job.attempt, "user": job.user,
-                          "uid": job.uid, "queue": job.queue, "name": job.name,
-                          "slots": job.slots, "hosts": [host], **job.spec})
+            spec = {"id": job.id, "attempt": job.attempt, "user": job.user,
+                    "uid": job.uid, "queue": job.queue, "name": job.name,
+                    "slots": job.slots, "hosts": [host], **job.spec}
+            if job.array is not None:      # LSF: LSB_JOBID is the array's, LSB_JOBINDEX the index
+                spec["array"], spec["index"] = split_id(job.id)
+                lines = spec.pop("lines", None)
+                if lines is not None:
+                    spec["line"] = lines[spec["index"] - 1]
+            specs.append(spec)
         self._send(host, {"op": "dispatch", "jobs": specs, "envs": envs})
+
+
+def _req(req):
+    if req is not None and (not isinstance(req, str) or len(req) > 128):
+        raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
+    return req
 
 
 def _number(spec, field, default):

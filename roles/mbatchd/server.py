@@ -5,9 +5,11 @@ commits everything in one transaction, and only then releases replies, acknowled
 dispatches. Many submits arriving together cost one commit.
 """
 import asyncio
+import gc
 import logging
 import os
 import time
+from collections import deque
 
 from lavalite import auth, daemon, fence
 from lavalite import protocol as P
@@ -19,8 +21,13 @@ from store import Store
 
 log = logging.getLogger("lavalite.mbatchd")
 
-USER_OPS = ("submit", "jobs", "kill", "queues", "hosts", "ping", "peek")
+USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping",
+            "stats", "peek")
 SBATCHD_OPS = ("register", "report")
+# Thousands of sbatchds redial at once when mbatchd restarts: asyncio's default of 100 would
+# drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+FREEZE_EVERY = 10.0            # seconds between gc.freeze() calls (see turn)
 
 
 class Mbatchd:
@@ -43,10 +50,19 @@ class Mbatchd:
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
         self.turn_pending = False
         self.timer = None
+        # Seconds of the last 100,000 turns, whole (schedule, commit, send) and of schedule()
+        # alone, for the stats op (lavalite simulate).
+        self.turn_times = deque(maxlen=100_000)
+        self.sched_times = deque(maxlen=100_000)
+        self.frozen_at = 0.0
         self.ops = {"submit": self.op_submit, "jobs": self.op_jobs, "kill": self.op_kill,
+                    "submit_many": lambda p, m, n: self.core.submit_many(p.identity, m, n,
+                                                                         self.store.env_id),
+                    "wait": lambda p, m, n: self.core.wait(p.identity, m, (p, m.get("id"))),
                     "queues": lambda p, m, n: self.core.query_queues(),
                     "hosts": lambda p, m, n: self.core.query_hosts(),
                     "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
+                    "stats": lambda p, m, n: self.stats(),
                     "register": self.op_register, "report": self.op_report,
                     "peek": self.op_peek}
 
@@ -134,19 +150,40 @@ class Mbatchd:
             self.turn_pending = True
             asyncio.get_running_loop().call_soon(self.turn)
 
+    def stats(self):
+        """Scheduling turn durations (the last 100,000 turns) and what memory holds."""
+        out = {}
+        for name, times in (("turn", self.turn_times), ("sched", self.sched_times)):
+            times = sorted(times) or [0.0]
+            for p in (50, 99):
+                out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
+            out[f"{name}_max"] = times[-1]
+        return {"turns": len(self.turn_times), **out,
+                "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
+                "pending": sum(self.core.npend.values()) + sum(
+                    a.remaining for a in self.core.arrays.values()),
+                "running": sum(q.running for q in self.core.queues.values())}
+
     def turn(self):
         self.turn_pending = False
         core = self.core
+        started = time.perf_counter()
         now = time.time()
         core.tick(now)
         if core.wake:
+            t0 = time.perf_counter()
             core.schedule(now)
-        if core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users:
+            self.sched_times.append(time.perf_counter() - t0)
+        if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
+                or core.dirty_arrays):
             self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
                               hosts=core.dirty_hosts.values(), envs=core.new_envs,
-                              users=core.new_users)
+                              users=core.new_users, arrays=core.dirty_arrays.values())
             self.observer.events(core.events)
         outbox, held = core.outbox, self.held
+        for (peer, req_id), result in core.woken:       # bwait requests whose job ended
+            held.append((peer, P.error(req_id, result.code, result.message)
+                         if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
         core.new_turn()
         self.held = []
         for peer, msg in held:
@@ -157,6 +194,16 @@ class Mbatchd:
                 for msg in msgs:
                     peer.send(self._order(msg))
         self._arm_timer()
+        if core.wake:                  # the pass stopped at its limit: go on after this turn
+            self.request_turn()
+        if now - self.frozen_at > FREEZE_EVERY:
+            # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
+            # a turn for 0.5-1 s. Frozen objects are skipped by the collector (refcounting still
+            # frees them); jobs, arrays and events form no reference cycles. Cost: a cycle alive
+            # at a freeze and dead later (a closed connection's objects) is never collected.
+            gc.freeze()
+            self.frozen_at = now
+        self.turn_times.append(time.perf_counter() - started)
 
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
@@ -231,7 +278,7 @@ class Mbatchd:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
-                                          reuse_address=True)
+                                          reuse_address=True, backlog=BACKLOG)
         metrics = await self.observer.exporter.serve(self.conf.cluster.listen,
                                                      self.conf.mbatchd.metrics_port)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))

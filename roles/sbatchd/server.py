@@ -153,13 +153,16 @@ class Sbatchd:
         self._watch(att)
 
     def _outputs(self, spec, cwd, adir):
-        """-o and -e with %J substituted; without -e, stderr joins stdout (as LSF); without -o,
-        sbatchd.conf's default_output decides."""
+        """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
+        substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
+        default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
+        job_id, index = str(spec.get("array", spec["id"])), str(spec.get("index", 0))
+
         def resolve(path):
-            return os.path.join(cwd, path.replace("%J", str(spec["id"]))) if path else None
+            return os.path.join(cwd, path.replace("%J", job_id).replace("%I", index)) if path else None
         out, err = resolve(spec.get("out")), resolve(spec.get("err"))
         if out is None and self.conf.sbatchd.default_output == "cwd":
-            out = os.path.join(cwd, f"lavalite-{spec['id']}.out")
+            out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
         if err is None or err == out:
             return [((1, 2), out, _temp(out, spec))]
         return [((1,), out, _temp(out, spec)), ((2,), err, _temp(err, spec))]
@@ -170,13 +173,15 @@ class Sbatchd:
         env = dict(env)
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name,
                    SHELL=pw.pw_shell or "/bin/sh")
-        env.update(LSB_JOBID=str(spec["id"]), LSB_JOBNAME=spec.get("name") or "",
-                   LSB_QUEUE=spec.get("queue") or "", LSB_JOBINDEX="0",
+        env.update(LSB_JOBID=str(spec.get("array", spec["id"])), LSB_JOBNAME=spec.get("name") or "",
+                   LSB_QUEUE=spec.get("queue") or "", LSB_JOBINDEX=str(spec.get("index", 0)),
                    LSB_HOSTS=" ".join(h for h in spec["hosts"] for _ in range(spec["slots"])),
                    LSB_MCPU_HOSTS=" ".join(f"{h} {spec['slots']}" for h in spec["hosts"]),
                    LSB_DJOB_NUMPROC=str(spec["slots"]), LSB_SUB_HOST=spec.get("from_host") or "",
                    LS_SUBCWD=spec.get("cwd") or "", LAVALITE_ATTEMPT=str(spec["attempt"]),
                    TMPDIR=os.path.join(adir, "tmp"))
+        if "line" in spec:             # bsub --each-line: this element's line
+            env["LSB_JOBLINE"] = spec["line"]
         return env
 
     def _watch(self, att):

@@ -6,16 +6,14 @@ the machine's raw rate of running /bin/true 16 at a time, measured in the same r
         [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
 
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
-time; each gets a fresh cluster. Job times come from the cluster's store.
+time, (c) submits one job array of N elements. Each gets a fresh cluster; times come from the
+cluster's store, so polling for the drain adds no requests to mbatchd's CPU figure.
+--hq PYTHON runs the same workload on HyperQueue (bench_hq.py, under that python) too.
 """
 import argparse
 import asyncio
-import collections
-import contextlib
-import datetime
-import glob
+import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -29,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import report  # noqa: E402
 from lavalite.client import Client  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -41,11 +41,9 @@ def pct(values, p):
 
 
 def cpu_seconds(pid):
-    """(own, reaped children's) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
-    utime, stime, cutime, cstime = (int(x) / CLK_TCK for x in fields[11:15])
-    return utime + stime, cutime + cstime
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
 
 
 def peak_rss_mb(pid):
@@ -67,65 +65,82 @@ async def raw_rate(n, slots):
     return n / (time.time() - t0)
 
 
-def read_pid(path):
-    with open(path) as f:
-        return int(f.read())
+class Cluster:
+    """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
 
+    def __init__(self, program, slots):
+        self.program, self.slots = program, slots
+        self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
+        self.conf = os.path.join(self.state, "lavalite.conf")
+        self.db = os.path.join(self.state, "lavalite.db")
 
-@contextlib.contextmanager
-def cluster(program, slots):
-    """`lavalite up` in a fresh state directory, stopped with SIGTERM whatever happens; yields
-    (state dir, mbatchd pid, sbatchd pid). The state dir is kept after an error, for its logs."""
-    state = tempfile.mkdtemp(prefix="lavalite-bench-")
-    proc = subprocess.Popen(program + ["up", "--state-dir", state, "--slots", str(slots)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    # `up` stays running without a word if the cluster never gets ready: bound the wait.
-    timer = threading.Timer(90, proc.terminate)
-    timer.start()
-    try:
-        if not any("LavaLite is up" in line for line in proc.stdout):
-            raise RuntimeError(f"lavalite up did not get ready; see {state}/log")
-        timer.cancel()
-        # sbatchd too: its CPU (and its shepherds', reaped children) is the other half of a job.
-        yield (state, read_pid(os.path.join(state, "mbatchd.pid")),
-               read_pid(glob.glob(os.path.join(state, "spool", "sbatchd-*.pid"))[0]))
-    finally:
-        timer.cancel()
-        proc.send_signal(signal.SIGTERM)
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            self.program + ["up", "--state-dir", self.state, "--slots", str(self.slots)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        # `up` keeps running silently if the cluster never gets ready: bound the wait.
+        timer = threading.Timer(90, self.proc.terminate)
+        timer.start()
         try:
-            proc.wait(60)
+            for line in self.proc.stdout:
+                if "LavaLite is up" in line:
+                    break
+            else:
+                raise RuntimeError(f"lavalite up did not get ready; see {self.state}/log")
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            timer.cancel()
+        with open(os.path.join(self.state, "mbatchd.pid")) as f:
+            self.mbatchd = int(f.read())
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            print(f"warning: lavalite up ignored SIGTERM for 60 s ({state})", file=sys.stderr)
-    shutil.rmtree(state, ignore_errors=True)
+            self.proc.kill()
+            print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})", file=sys.stderr)
+        if exc and exc[0] is None:
+            shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
+
+    def drain(self, timeout):
+        """Wait until no job is pending or running; return the store's rows of all jobs."""
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            left, = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()
+            arrays, = db.execute("SELECT count(*) FROM arrays WHERE end_time IS NULL").fetchone()
+            if not left and not arrays:    # an array's elements get rows only as they start
+                break
+            time.sleep(0.2)
+        rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
+        db.close()
+        return rows
 
 
-def drain(state, timeout):
-    """Wait until no job is pending or running; return the store's rows of all jobs. Reading
-    the store, not asking mbatchd, keeps the polling out of mbatchd's CPU figure."""
-    db = sqlite3.connect(f"file:{state}/lavalite.db?mode=ro", uri=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline and db.execute(
-            "SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()[0]:
-        time.sleep(0.2)
-    rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
-    db.close()
-    return rows
-
-
-def submit_client(program, conf, n, cwd):
-    with Client(conf_path=conf) as c:
+def submit_client(cluster, n, cwd):
+    with Client(conf_path=cluster.conf) as c:
         return [c.submit(["/bin/true"], out="/dev/null", cwd=cwd) for _ in range(n)], []
 
 
-def submit_bsub(program, conf, n, cwd):
+def submit_array(cluster, n, cwd):
+    with Client(conf_path=cluster.conf) as c:
+        c.submit(["/bin/true"], name=f"drain[1-{n}]", out="/dev/null", cwd=cwd)
+    return range(n), []
+
+
+def submit_bsub(cluster, n, cwd):
     """One bsub process per job through the `links` symlink, 4 at a time."""
-    bindir = os.path.join(os.path.dirname(conf), "bin")
-    subprocess.run(program + ["links", bindir], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    # The program's interpreter (if any) with the link as argv[0]: "python lavalite.py" runs
+    bindir = os.path.join(cluster.state, "bin")
+    subprocess.run(cluster.program + ["links", bindir], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    # Same interpreter (if any) as the program, argv[0] = the link: "python lavalite.py" runs
     # as "python bin/bsub", a zipapp as bin/bsub itself.
-    bsub = program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--", "/bin/true"]
-    env = dict(os.environ, LAVALITE_CONF=conf)
+    bsub = cluster.program[:-1] + [os.path.join(bindir, "bsub"), "-o", "/dev/null", "--", "/bin/true"]
+    env = dict(os.environ, LAVALITE_CONF=cluster.conf)
 
     def one(_):
         t0 = time.time()
@@ -135,39 +150,55 @@ def submit_bsub(program, conf, n, cwd):
         return int(out.stdout.split("<", 1)[1].split(">", 1)[0]), time.time() - t0
     with ThreadPoolExecutor(4) as pool:
         ids, lat = zip(*pool.map(one, range(n)))
-    return ids, lat
+    return list(ids), list(lat)
 
 
 def scenario(submit, args, raw, cwd):
-    with cluster(args.program, args.slots) as (state, mbatchd, sbatchd):
-        cpu0 = {pid: cpu_seconds(pid) for pid in (mbatchd, sbatchd)}
+    with Cluster(args.program, args.slots) as cl:
+        cpu0 = cpu_seconds(cl.mbatchd)
         t0 = time.time()
-        ids, bsub_lat = submit(args.program, os.path.join(state, "lavalite.conf"), args.jobs, cwd)
+        ids, bsub_lat = submit(cl, args.jobs, cwd)
         t_submit = time.time() - t0
-        rows = drain(state, args.timeout)
-        cpu = {pid: tuple(b - a for a, b in zip(cpu0[pid], cpu_seconds(pid))) for pid in cpu0}
-        rss = peak_rss_mb(mbatchd)
-    states = collections.Counter(r[0] for r in rows)
+        rows = cl.drain(args.timeout)
+        cpu = cpu_seconds(cl.mbatchd) - cpu0
+        rss = peak_rss_mb(cl.mbatchd)
+    states = {}
+    for state, *_ in rows:
+        states[state] = states.get(state, 0) + 1
     ends = [r[3] for r in rows if r[3] is not None]
-    drain_s = max(ends) - t0 if ends else float("nan")
+    drain = max(ends) - t0 if ends else float("nan")
     waits = [r[2] - r[1] for r in rows if r[2] is not None]
-    return {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit,
-            "bsub process p50 / p99 (ms)":
-                (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-",
-            "drain time (s)": drain_s, "jobs/s": len(ends) / drain_s,
-            "jobs/s ÷ raw rate": len(ends) / drain_s / raw,
-            "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
-            "mbatchd CPU (s)": cpu[mbatchd][0], "mbatchd peak RSS (MB)": rss,
-            "sbatchd CPU: own / shepherds+jobs (s)": cpu[sbatchd],
-            "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))}
+    fig = {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit}
+    fig["bsub process p50 / p99 (ms)"] = (
+        (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-")
+    fig.update({"drain time (s)": drain, "jobs/s": len(ends) / drain,
+                "jobs/s ÷ raw rate": len(ends) / drain / raw,
+                "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
+                "mbatchd CPU (s)": cpu, "mbatchd peak RSS (MB)": rss,
+                "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))})
+    return fig
+
+
+def hyperqueue(args, raw):
+    """bench_hq.py under the bench venv's python prints one JSON line of figures."""
+    out = subprocess.run([args.hq, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                "bench_hq.py"), str(args.jobs), str(args.slots)],
+                         capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode:
+        raise RuntimeError(f"bench_hq.py failed ({out.returncode}): {out.stderr[-3000:]}")
+    hq = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"submit time (s)": hq["submit_s"], "submit rate (jobs/s)": args.jobs / hq["submit_s"],
+            "bsub process p50 / p99 (ms)": "-", "drain time (s)": hq["drain_s"],
+            "jobs/s": args.jobs / hq["drain_s"], "jobs/s ÷ raw rate": args.jobs / hq["drain_s"] / raw,
+            "submit-to-start p50 / p99 (s)": "-", "mbatchd CPU (s)": "-",
+            "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
 
 
 def fmt(value):
     if isinstance(value, tuple):
         return " / ".join(fmt(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
-    return str(value)
+    return f"{value:.3g}" if isinstance(value, float) and value < 100 else (
+        f"{value:.0f}" if isinstance(value, float) else str(value))
 
 
 def main():
@@ -178,38 +209,26 @@ def main():
                     help='how to run LavaLite, from the checkout (default: "python lavalite.py")')
     ap.add_argument("--timeout", type=float, default=600, help="drain timeout per scenario (s)")
     ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
+    ap.add_argument("--hq", metavar="PYTHON", help="a python with the hyperqueue package (a "
+                    "separate bench venv, never the product's): also run the workload on it")
+    ap.add_argument("--skip-bsub", action="store_true", help="leave out (b), the slowest")
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    try:
-        figs = {"(a) one client": scenario(submit_client, args, raw, cwd),
-                "(b) bsub processes": scenario(submit_bsub, args, raw, cwd)}
-    finally:
-        shutil.rmtree(cwd, ignore_errors=True)
+    figs = {"(a) one client": scenario(submit_client, args, raw, cwd)}
+    if not args.skip_bsub:
+        figs["(b) bsub processes"] = scenario(submit_bsub, args, raw, cwd)
+    figs["(c) one array"] = scenario(submit_array, args, raw, cwd)
+    if args.hq:
+        figs["HyperQueue"] = hyperqueue(args, raw)
+    shutil.rmtree(cwd, ignore_errors=True)
     table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
                              for k in figs["(a) one client"]]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; raw /bin/true rate "
-            f"{args.slots} at a time: {raw:.0f} jobs/s; whole run {time.time() - started:.0f} s")
-    print(head)
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    if args.markdown:
-        new = not os.path.exists(args.markdown)
-        with open(args.markdown, "a") as f:
-            if new:
-                f.write("# Performance\n\nFrom `tests/bench/bench_drain.py`, newest last.\n")
-            f.write(f"\n## Drain benchmark, {datetime.date.today()}\n\n"
-                    f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), "
-                    f"{platform.platform()}, Python {platform.python_version()}; "
-                    f"program `{shlex.join(args.program)}`.\n"
-                    f"{head}.\n\n")
-            for i, row in enumerate(table):
-                f.write("| " + " | ".join(row) + " |\n")
-                if i == 0:
-                    f.write("|" + "---|" * len(row) + "\n")
-
+            f"{args.slots} at a time: {raw:.0f} jobs/s; whole run {time.time() - started:.0f} s; "
+            f"program `{shlex.join(args.program)}`")
+    report(table, "Drain benchmark (tests/bench/bench_drain.py)", head, args.markdown)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,357 @@
+"""The engine of `lavalite simulate`: a real mbatchd driven by simulated hosts.
+
+mbatchd is the product's own, started as a process with its own store. ONE process plays every
+sbatchd: each virtual host has its own TCP connection, its own signed hello and its own
+register, exactly as sbatchd sends them, so mbatchd cannot tell them from real hosts. A
+dispatched job "runs" as a timer of its spec's `sim_duration` divided by --speed (no fork, no
+exec), then reports START and EXIT as sbatchd does. The workload generator queues the jobs
+first (arrays and single jobs, several users and queues) through the user protocol, then the
+hosts register and the cluster drains.
+
+An array's elements share one spec: element i runs sim_duration * (0.5 .. 1.5), spread by i
+and clamped to --duration, so an array is not a block of equal jobs.
+"""
+import asyncio
+import configparser
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from lavalite import auth, config
+from lavalite import protocol as P
+from lavalite.entry import self_command
+from lavalite.peer import Peer
+
+DEFAULT_QUEUES = {"short": {"priority": "50"}, "normal": {"priority": "30"},
+                  "long": {"priority": "10", "max_running_user": "20000"}}
+BATCH = 5000                       # single jobs per submit_many request
+
+
+def pct(values, p):
+    """Nearest-rank percentile of a sorted list."""
+    return values[max(0, -(-len(values) * p // 100) - 1)] if values else float("nan")
+
+
+def proc_figures(pid):
+    """(CPU seconds, peak RSS in MiB) of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    return cpu, hwm / 1024
+
+
+class Sim:
+    def __init__(self, args, key, addr, port):
+        self.args, self.key, self.addr, self.port = args, key, addr, port
+        lo, _, hi = args.duration.partition("-")
+        self.lo, self.hi = float(lo), float(hi or lo)
+        self.loop = asyncio.get_running_loop()
+        self.submitted = {}        # job or array id -> submit time
+        self.total = 0             # jobs (elements counted) the workload queued
+        self.ended = set()
+        self.twice = 0             # jobs that ended more than once: must stay 0
+        self.waits = []            # submit-to-start, seconds
+        self.per_second = {}       # int(time) -> dispatches
+        self.by_queue = {}         # queue -> [waits]
+        self.all_ended = asyncio.Event()
+
+    def duration(self, spec):
+        d = spec.get("sim_duration") or self.lo
+        if "index" in spec:
+            d *= 0.5 + (spec["index"] * 2654435761 % 1000) / 1000
+        return min(self.hi, max(self.lo, d)) / self.args.speed
+
+    def started(self, spec, now):
+        wait = now - self.submitted[spec.get("array", spec["id"])]
+        self.waits.append(wait)
+        self.by_queue.setdefault(spec["queue"], []).append(wait)
+        sec = int(now)
+        self.per_second[sec] = self.per_second.get(sec, 0) + 1
+
+    def finished(self, job_id):
+        if job_id in self.ended:
+            self.twice += 1
+        self.ended.add(job_id)
+        if len(self.ended) >= self.total:
+            self.all_ended.set()
+
+    async def connect(self, role, name, **extra):
+        _, peer = await self.loop.create_connection(lambda: Peer(self._frame(name)), self.addr,
+                                                    self.port)
+        hello = auth.hello(self.key, role, name, **extra)
+        reply = await peer.request_msg(hello)
+        if not reply.get("ok") or not auth.check_server_proof(self.key, hello["nonce"],
+                                                               reply.get("proof")):
+            raise RuntimeError(f"mbatchd refused {role} {name}: {reply}")
+        return peer
+
+    def _frame(self, name):
+        host = SimHost(self, name) if name.startswith("sim") else None
+        return host.on_frame if host else (lambda peer, msg: None)
+
+
+class SimHost:
+    """One virtual sbatchd. Reports are batched per loop iteration, as sbatchd does."""
+    __slots__ = ("sim", "name", "peer", "reports", "rid", "timers")
+
+    def __init__(self, sim, name):
+        self.sim, self.name = sim, name
+        self.peer = None
+        self.reports = []
+        self.rid = 0
+        self.timers = {}           # (job, attempt) -> TimerHandle
+
+    def on_frame(self, peer, msg):
+        self.peer = peer
+        op = msg.get("op")
+        if op == "dispatch":
+            now = time.time()
+            for spec in msg["jobs"]:
+                key = (spec["id"], spec["attempt"])
+                self.sim.started(spec, now)
+                self.timers[key] = self.sim.loop.call_later(self.sim.duration(spec), self.exit,
+                                                            key, 0, "")
+                self.report({"kind": "start", "job": key[0], "attempt": key[1], "time": now})
+        elif op == "kill":
+            key = (msg.get("job"), msg.get("attempt"))
+            timer = self.timers.get(key)
+            if timer is not None:
+                timer.cancel()
+                self.exit(key, None, "killed")
+        # "ack": nothing to drop, the simulator keeps no journal
+
+    def exit(self, key, code, reason):
+        del self.timers[key]
+        self.sim.finished(key[0])
+        self.report({"kind": "exit", "job": key[0], "attempt": key[1], "time": time.time(),
+                     "exit_code": code, "exit_signal": None, "reason": reason})
+
+    def report(self, rep):
+        rep["rid"] = self.rid
+        self.rid += 1
+        if not self.reports:
+            self.sim.loop.call_soon(self.flush)
+        self.reports.append(rep)
+
+    def flush(self):
+        self.peer.send({"v": P.VERSION, "op": "report", "id": None, "reports": self.reports})
+        self.reports = []
+
+
+def workload(args, queues, rng, lo, hi):
+    """[(user, queue, kind, size, duration)]: arrays (kind "array") and batches of single jobs
+    (kind "singles", one duration per job), shuffled."""
+    users = [f"user{i + 1}" for i in range(args.users)]
+    items = []
+    left = int(args.jobs * args.array_share)
+    while left > 0:
+        size = min(left, rng.randint(max(1, args.array_size // 10), max(1, args.array_size)))
+        items.append((rng.choice(users), rng.choice(queues), "array", size, rng.uniform(lo, hi)))
+        left -= size
+    left = args.jobs - int(args.jobs * args.array_share)
+    while left > 0:
+        size = min(left, BATCH)
+        items.append((rng.choice(users), rng.choice(queues), "singles", size,
+                      [round(rng.uniform(lo, hi), 2) for _ in range(size)]))
+        left -= size
+    rng.shuffle(items)
+    return items
+
+
+async def submit_all(sim, items):
+    peers = {}
+    for user, queue, kind, size, dur in items:
+        if user not in peers:
+            peers[user] = await sim.connect("user", "simsubmit", uid=os.getuid(), user=user)
+        peer = peers[user]
+        now = time.time()
+        base = {"cmd": ["true"], "cwd": "/", "env": {}, "queue": queue}
+        if kind == "array":
+            reply = await peer.request("submit", spec={**base, "name": f"sim[1-{size}]",
+                                                       "sim_duration": dur})
+            ids = [reply.get("job")]
+        else:
+            reply = await peer.request("submit_many", defaults=base,
+                                       specs=[{"sim_duration": d} for d in dur])
+            ids = reply.get("jobs") or []
+        if not reply.get("ok"):
+            raise RuntimeError(f"submit refused: {reply.get('error')}")
+        for job_id in ids:
+            sim.submitted[job_id] = now
+        sim.total += size
+    return peers
+
+
+async def register_hosts(sim, n, slots):
+    async def one(i):
+        for attempt in range(5):       # as sbatchd: a refused or dropped dial is tried again
+            try:
+                peer = await sim.connect("sbatchd", f"sim{i:05d}")
+                break
+            except (OSError, ConnectionError):
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * 2 ** attempt)
+        peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": slots, "running": [],
+                   "reports": []})
+        return peer
+    peers = []
+    for start in range(0, n, 200):     # 200 handshakes at a time, within mbatchd's backlog
+        peers += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
+    return peers
+
+
+async def drive(args, conf, pid):
+    key = auth.load_key(conf.cluster.key_file)
+    sim = Sim(args, key, "127.0.0.1", conf.mbatchd.port)
+    rng = random.Random(args.seed)
+    queues = [q.name for q in conf.queue_order()]
+    items = workload(args, queues, rng, sim.lo, sim.hi)
+    t0 = time.time()
+    users = await submit_all(sim, items)
+    t_submit = time.time() - t0
+    t1 = time.time()
+    hosts = await register_hosts(sim, args.hosts, args.slots)
+    t_register = time.time() - t1
+    last = time.time()
+    while not sim.all_ended.is_set():
+        try:
+            await asyncio.wait_for(sim.all_ended.wait(), 10)
+        except asyncio.TimeoutError:
+            if not args.json:
+                print(f"  {time.time() - t1:6.0f} s: {sum(sim.per_second.values())} started, "
+                      f"{len(sim.ended)} of {sim.total} ended", file=sys.stderr, flush=True)
+        last = time.time()
+    drain = last - t1
+    stats = await next(iter(users.values())).request("stats")
+    cpu, rss = proc_figures(pid)
+    for peer in list(users.values()) + hosts:
+        peer.close()
+    return sim, {"submit_s": t_submit, "register_s": t_register, "drain_s": drain,
+                 "stats": stats, "mbatchd_cpu_s": cpu, "mbatchd_peak_rss_mib": rss}
+
+
+def _state(args):
+    if args.state_dir:
+        return os.path.abspath(args.state_dir), False
+    return tempfile.mkdtemp(prefix="lavalite-sim-"), True
+
+
+def _write_conf(state, args):
+    from roles.cli.local import _free_port
+    qfile = os.path.join(state, "queues.conf")
+    overrides = {}
+    if args.queues:
+        shutil.copyfile(args.queues, qfile)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(args.queues)
+        names = parser.sections()
+    else:
+        overrides["queues.conf"] = DEFAULT_QUEUES
+        names = list(DEFAULT_QUEUES)
+    overrides["lavalite.conf"] = {
+        "cluster": {"master_candidates": "simmaster", "listen": "127.0.0.1",
+                    # a private cluster whose jobs never run: whoever simulates may submit
+                    "allow_root_jobs": "yes", "key_file": os.path.join(state, "cluster.key")},
+        "hosts": {"simmaster": "127.0.0.1"},
+        "mbatchd": {"port": str(_free_port()), "default_queue": names[0] if names else "serial"},
+        "logging": {"level": "warning"}}     # one log line per job event would be the cost
+    return config.write_state_conf(state, overrides)
+
+
+def main(args):
+    lo, _, hi = args.duration.partition("-")
+    try:
+        if not 0 < float(lo) <= float(hi or lo) or args.speed <= 0 or args.hosts < 1:
+            raise ValueError
+    except ValueError:
+        print("simulate: --duration is MIN-MAX seconds (0 < MIN <= MAX), --speed and --hosts "
+              "positive", file=sys.stderr)
+        return 2
+    state, temporary = _state(args)
+    os.makedirs(state, exist_ok=True)
+    conf_path = _write_conf(state, args)
+    conf = config.load(conf_path)             # a bad queues.conf stops here, every error listed
+    auth.create_key(conf.cluster.key_file)
+    os.makedirs(conf.paths.log_dir, exist_ok=True)
+    with open(os.path.join(conf.paths.log_dir, "mbatchd.log"), "ab") as log:
+        mbatchd = subprocess.Popen(self_command() + ["--role", "mbatchd", "--conf", conf_path,
+                                                     "--host", "simmaster"],
+                                   stdout=log, stderr=log, start_new_session=True)
+    try:
+        _wait_port(conf, mbatchd)
+        sim, fig = asyncio.run(drive(args, conf, mbatchd.pid))
+    finally:
+        mbatchd.send_signal(signal.SIGTERM)
+        try:
+            mbatchd.wait(120)
+        except subprocess.TimeoutExpired:
+            mbatchd.kill()
+    db = conf.mbatchd.database
+    fig["store_mib"] = sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p)) / 2**20
+    report(args, sim, fig)
+    if temporary:
+        shutil.rmtree(state, ignore_errors=True)
+    return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
+
+
+def _wait_port(conf, proc, timeout=60):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"simulate: mbatchd exited with {proc.returncode}; see "
+                             f"{conf.paths.log_dir}/mbatchd.log")
+        try:
+            socket.create_connection(("127.0.0.1", conf.mbatchd.port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("simulate: mbatchd did not listen within 60 s")
+
+
+def report(args, sim, fig):
+    waits = sorted(sim.waits)
+    busy = sorted(sim.per_second.values())
+    started = len(waits)
+    first, last = (min(sim.per_second), max(sim.per_second)) if sim.per_second else (0, 0)
+    mean = (sim.lo + sim.hi) / 2
+    out = {"hosts": args.hosts, "slots": args.hosts * args.slots, "jobs": sim.total,
+           "speed": args.speed, "submit_s": round(fig["submit_s"], 3),
+           "submit_jobs_per_s": round(sim.total / fig["submit_s"]) if fig["submit_s"] else None,
+           "register_s": round(fig["register_s"], 3), "drain_s": round(fig["drain_s"], 1),
+           "dispatches": started,
+           "dispatch_per_s_mean": round(started / max(1, last - first + 1)),
+           "dispatch_per_s_median_second": pct(busy, 50),
+           "offered_per_s": round(args.hosts * args.slots * args.speed / mean),
+           "wait_p50_s": round(pct(waits, 50), 3), "wait_p99_s": round(pct(waits, 99), 3),
+           "wait_max_s": round(waits[-1], 3) if waits else None,
+           "turn_p50_ms": round(fig["stats"]["turn_p50"] * 1e3, 2),
+           "turn_p99_ms": round(fig["stats"]["turn_p99"] * 1e3, 2),
+           "turn_max_ms": round(fig["stats"]["turn_max"] * 1e3, 1),
+           "sched_p50_ms": round(fig["stats"]["sched_p50"] * 1e3, 2),
+           "sched_p99_ms": round(fig["stats"]["sched_p99"] * 1e3, 2),
+           "sched_max_ms": round(fig["stats"]["sched_max"] * 1e3, 1),
+           "mbatchd_cpu_s": round(fig["mbatchd_cpu_s"], 1),
+           "mbatchd_peak_rss_mib": round(fig["mbatchd_peak_rss_mib"], 1),
+           "store_mib": round(fig["store_mib"], 1),
+           "ended": len(sim.ended), "ended_twice": sim.twice,
+           "queues": {q: {"started": len(w), "wait_p50_s": round(pct(sorted(w), 50), 3)}
+                      for q, w in sorted(sim.by_queue.items())}}
+    if args.json:
+        print(json.dumps(out))
+        return
+    width = max(map(len, out))
+    for k, v in out.items():
+        if k != "queues":
+            print(f"{k.ljust(width)}  {v}")
+    for q, v in out["queues"].items():
+        print(f"queue {q}: {v['started']} started, submit-to-start p50 {v['wait_p50_s']} s")

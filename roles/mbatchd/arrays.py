@@ -1,0 +1,185 @@
+"""mbatchd's job arrays and waits: the part of the core that knows an Array.
+
+An array is one pending entry in its queue's FIFO; the scheduler places it once per element,
+and `_element` makes the Job at that moment (or when one index is killed alone). Elements
+share the array's spec and environment; their ends update the array's counts, and the array
+ends when its last element does. `wait` (bwait) parks a request until a job or array ends.
+"""
+import re
+
+from lavalite import protocol as P
+from lavalite.arrays import MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name
+from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
+                            label, split_id)
+
+MAX_LINE = 64 << 10
+_LIMIT = re.compile(r"^(.*)%([1-9][0-9]*)$")    # --each-line -J NAME%LIMIT
+
+
+def check_array(spec):
+    """(name, ranges, throttle, lines) of a submitted spec: ranges None for a plain job.
+    `lines` (bsub --each-line) makes an array of one element per line."""
+    try:
+        name, ranges, throttle = parse_name(spec.get("name") or "")
+    except ArrayError as exc:
+        raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+    lines = spec.get("lines")
+    if lines is None:
+        return name, ranges, throttle, None
+    if (not isinstance(lines, list) or not lines or len(lines) > MAX_ELEMENTS
+            or not all(isinstance(x, str) and len(x) <= MAX_LINE for x in lines)):
+        raise P.ProtocolError(P.BAD_REQUEST, f"lines must be 1..{MAX_ELEMENTS} strings of at "
+                              f"most {MAX_LINE} bytes")
+    if ranges is not None:
+        raise P.ProtocolError(P.BAD_REQUEST, "--each-line makes the array: give -J NAME or "
+                              "-J NAME%LIMIT, without [INDICES]")
+    m = _LIMIT.match(spec.get("name") or "")
+    if m is None:
+        return name, [(1, len(lines), 1)], 0, lines
+    return m.group(1), [(1, len(lines), 1)], int(m.group(2)), lines
+
+
+class ArrayOps:
+    """Mixed into Core: uses its jobs, arrays, _move, _enqueue, _dirty, _kill, _finish."""
+
+    def _element(self, arr, index):
+        """Make element `index` of `arr` a Job (PEND) in memory."""
+        job = Job(element_id(arr.id, index), arr.user, arr.uid, arr.queue, arr.name, arr.spec,
+                  slots=arr.slots, max_attempts=arr.max_attempts, submit_time=arr.submit_time)
+        job.array = arr
+        arr.counts[PEND] += 1
+        arr.live.add(index)
+        self.jobs[job.id] = job
+        self.npend[arr.queue] = self.npend.get(arr.queue, 0) + 1
+        self.dirty_arrays[arr.id] = arr
+        return job
+
+    def _array_kill(self, arr, now):
+        """bkill ARRAY: indices not handed out end at once (no element rows: the array row
+        says killed); elements pending or running are killed as jobs."""
+        if arr.finished:
+            return {"job": arr.id, "ok": False, "code": "finished",
+                    "message": f"Job <{arr.id}>: Job has already finished"}
+        arr.killed = True
+        self.dirty_arrays[arr.id] = arr
+        self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
+        for index in sorted(arr.live):
+            self._kill(self.jobs[element_id(arr.id, index)], now)
+        self._array_check_end(arr, now)
+        return {"job": arr.id, "ok": True, "message": f"Job <{arr.id}> is being terminated"}
+
+    def _index_array(self, job_id):
+        """The array in memory that `job_id` is an index of, started or not."""
+        array_id, index = split_id(job_id)
+        arr = self.arrays.get(array_id) if array_id else None
+        return arr if arr is not None and arr.position(index) is not None else None
+
+    def _pending_index(self, job_id):
+        """The array of element `job_id` if that index is not handed out yet, else None."""
+        arr = self._index_array(job_id)
+        if arr is None or arr.killed:
+            return None
+        index = split_id(job_id)[1]
+        if arr.position(index) < arr.cursor or index in arr.skip:
+            return None                # handed out already
+        return arr
+
+    def _element_out_of_turn(self, arr, job_id):
+        """Make a pending index an element now (to kill it alone); the cursor passes it later."""
+        index = split_id(job_id)[1]
+        arr.skip.add(index)
+        return self._element(arr, index)
+
+    def _element_changed(self, job, old, new, now):
+        """Keep the array's counts; called by Core._move for elements."""
+        arr = job.array
+        arr.counts[old] -= 1
+        arr.counts[new] += 1
+        if new == PEND or new == RUN:
+            arr.live.add(split_id(job.id)[1])
+        elif new in FINISHED:
+            arr.live.discard(split_id(job.id)[1])
+        self.dirty_arrays[arr.id] = arr
+        if new in FINISHED:
+            self._array_check_end(arr, now)
+
+    def _array_check_end(self, arr, now):
+        if arr.finished and arr.end_time is None:
+            arr.end_time = now
+            self.dirty_arrays[arr.id] = arr
+            self.finished.append((now, arr.id))
+            self._env_unref(arr)
+            self._fire(arr.id)
+            for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
+                self._fire(job_id)     # waits on indices that ended with it, never started
+
+    def array_views(self, arr, show_finished, now):
+        """bjobs rows of an array's indices that are not jobs: one row per state with the
+        indices as ranges (the CLI prints one line per index, as LSF does)."""
+        out = []
+        if arr.remaining:
+            out.append(self._index_view(arr, PEND, _compact(arr.unhanded()), now))
+        elif arr.killed and show_finished and arr.cursor < arr.total:
+            out.append(self._index_view(arr, KILLED, _compact(arr.unhanded()), now))
+        return out
+
+    def _index_view(self, arr, state, ranges, now):
+        return {"array": arr.id, "indices": ranges, "user": arr.user, "queue": arr.queue,
+                "name": arr.name, "state": state, "stat": state,
+                "from_host": arr.spec.get("from_host"), "exec_host": None,
+                "submit_time": arr.submit_time,
+                "reason": KILLED_REASON if state == KILLED else "",
+                "pend_reason": self.pending_reason(arr, now) if state == PEND else None}
+
+    # --- bwait
+
+    def wait(self, ident, msg, token):
+        """bwait -w 'done(ID)' | 'ended(ID)': the reply now if the condition holds (or never
+        can), else None and the request waits; `token` comes back in self.woken when it ends."""
+        cond = P.require(msg, "cond", str)
+        job_id = P.require(msg, "job", int)
+        if cond not in ("done", "ended"):
+            raise P.ProtocolError(P.BAD_REQUEST, "cond must be done or ended")
+        if self._target(job_id) is None and self._index_array(job_id) is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
+        result = self._wait_result(job_id, cond)
+        if isinstance(result, P.ProtocolError):
+            raise result
+        if result is not None:
+            return result
+        self.waiters.setdefault(job_id, []).append((cond, token))
+        return None
+
+    def _target(self, job_id):
+        return self.jobs.get(job_id) or self.arrays.get(job_id)
+
+    def _wait_result(self, job_id, cond):
+        """{"ok"...} when the condition holds, a ProtocolError when it never will, else None."""
+        target = self._target(job_id)
+        if target is None:             # an index not started: it ends unstarted with its array
+            ended, done = self._index_array(job_id).finished, False
+        elif isinstance(target, Array):
+            ended = target.finished
+            done = ended and target.counts[DONE] == target.total
+        else:
+            ended = target.state in FINISHED
+            done = target.state == DONE
+        if cond == "done" and ended and not done:
+            return P.ProtocolError("never", f"Wait condition done({job_id}) is never satisfied: "
+                                   "the job ended without success")
+        return {"job": job_id, "cond": cond} if ended else None
+
+    def _fire(self, job_id):
+        for cond, token in self.waiters.pop(job_id, ()):
+            self.woken.append((token, self._wait_result(job_id, cond)))
+
+
+def _compact(indices):
+    """Increasing indices -> 'a-b,c' (step 1 runs)."""
+    ranges = []
+    for i in indices:
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return format_ranges([(a, b, 1) for a, b in ranges])

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""CLI latency: `bsub` and `bjobs` as a user runs them (a new process each), beside
+`python3 -c pass` and `python3 -S -c pass`, measured in the same run, interleaved.
+
+    .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--markdown docs/performance.md]
+
+Two programs: the checkout (`python lavalite.py`, through the links, with the dev venv's
+python) and dist/lavalite (the shiv zipapp on the system python3, as shipped) if it is built.
+Each is compared with its own interpreter's start-up.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_drain import ROOT, Cluster, pct  # noqa: E402
+from benchlib import report  # noqa: E402
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def timed(cmd, env):
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t0
+    if out.returncode:
+        raise RuntimeError(f"{cmd} exited {out.returncode}: {out.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--markdown", metavar="FILE")
+    args = ap.parse_args()
+    zipapp = os.path.join(ROOT, "dist", "lavalite")
+    programs = {"python lavalite.py": [sys.executable, os.path.join(ROOT, "lavalite.py")]}
+    if os.path.exists(zipapp) and os.path.exists(SYSTEM_PYTHON):
+        programs["dist/lavalite"] = [SYSTEM_PYTHON, zipapp]
+    else:
+        print("dist/lavalite not built (./build.sh): measuring the checkout only", file=sys.stderr)
+    with Cluster(programs["python lavalite.py"], 4) as cl:
+        env = dict(os.environ, LAVALITE_CONF=cl.conf)
+        cases = {}
+        for label, prog in programs.items():
+            bindir = os.path.join(cl.state, "bin-" + label.split()[0].replace("/", "_"))
+            subprocess.run(prog + ["links", bindir], check=True, stdout=subprocess.DEVNULL)
+            # interpreter + link, as the link's shebang would run it: argv[0] = bsub
+            py = prog[0]
+            cases[f"{py} -c pass"] = [py, "-c", "pass"]
+            cases[f"{py} -S -c pass"] = [py, "-S", "-c", "pass"]
+            cases[f"{label}: bsub"] = [py, os.path.join(bindir, "bsub"), "-o", "/dev/null",
+                                       "--", "true"]
+            cases[f"{label}: bjobs"] = [py, os.path.join(bindir, "bjobs")]
+        times = {k: [] for k in cases}
+        for _ in range(args.runs):          # interleaved: machine noise hits every case alike
+            for name, cmd in cases.items():
+                times[name].append(timed(cmd, env))
+    rows = [["command", "p50 (ms)", "p99 (ms)"]]
+    for name, ts in times.items():
+        ts.sort()
+        rows.append([name, f"{pct(ts, 50) * 1e3:.1f}", f"{pct(ts, 99) * 1e3:.1f}"])
+    report(rows, "CLI latency (tests/bench/bench_cli.py)",
+           f"CLI latency, {args.runs} runs each, interleaved", args.markdown)
+
+if __name__ == "__main__":
+    main()

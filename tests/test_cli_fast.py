@@ -1,0 +1,41 @@
+"""The CLI's start-up path: each command imports its own module only, and a user command
+imports neither orjson (the daemons' codec) nor what only local commands need."""
+import importlib
+import subprocess
+import sys
+
+from conftest import ROOT
+from roles.cli import MODULES
+
+
+def test_modules_table_matches_commands():
+    for name, cmds in MODULES.items():
+        assert sorted(importlib.import_module(f"roles.cli.{name}").COMMANDS) == sorted(cmds)
+
+
+def test_user_commands_import_little():
+    heavy = ("orjson", "subprocess", "tempfile", "asyncio", "uuid", "roles.cli.local",
+             "roles.cli.simulator")
+    for command in ("submit", "jobs", "kill", "wait"):
+        code = (f"import sys; import roles.cli as c; c.build_parser({command!r}); "
+                f"import lavalite.client; print(sorted(m for m in {heavy!r} if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert out.stdout.strip() == "[]", (command, out.stdout + out.stderr)
+
+
+def test_both_codecs_speak_the_same_frames():
+    code = ("from lavalite import protocol as P\n"
+            "m = {'v': 1, 'op': 'x', 'id': 1, 'f': 1.5, 's': 'é', 'l': [1, None, True]}\n"
+            "a = P.encode(m); P.use_orjson(); b = P.encode(m)\n"
+            "assert P.Decoder().feed(a) == P.Decoder().feed(b) == [m]\n"
+            "print(a == b)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_import_lavalite_is_light():
+    code = ("import sys, lavalite; light = 'lavalite.client' not in sys.modules; "
+            "from lavalite import Client; print(light, Client.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "lavalite.client"], out.stderr
