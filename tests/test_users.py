@@ -56,8 +56,31 @@ def accounts():
         _remove_accounts()
 
 
+@pytest.fixture(scope="module")
+def readable(accounts):
+    """What the test users run, copied where they can read it: the checkout (CI's fresh clone)
+    may sit in a directory only root can enter."""
+    top = tempfile.mkdtemp(prefix="lavalite-users-src-", dir="/tmp")
+    os.chmod(top, 0o755)
+    for name in ("lavalite", "roles", "scheduler", "store", "units"):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(top, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "lavalite.py"), top)
+    if os.path.exists(os.path.join(ROOT, "dist", "lavalite")):
+        os.mkdir(os.path.join(top, "dist"))
+        shutil.copy(os.path.join(ROOT, "dist", "lavalite"), os.path.join(top, "dist"))
+    for d, _, files in os.walk(top):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o755)
+    try:
+        yield top
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.fixture
-def multiuser(accounts):
+def multiuser(accounts, readable):
     """A cluster the test users can reach (its directory readable by all; the key is not),
     root jobs not allowed."""
     state = tempfile.mkdtemp(prefix="lavalite-users-", dir="/tmp")
@@ -66,7 +89,8 @@ def multiuser(accounts):
     shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
     c = Cluster(os.path.join(state, "cluster"), slots=4, conf={"cluster": {"allow_root_jobs": "no"}})
     c.start()
-    c.pythonpath = f"{ROOT}:{libdir}"
+    c.pythonpath = f"{readable}:{libdir}"
+    c.readable = readable
     try:
         yield c
     finally:
@@ -78,7 +102,8 @@ def as_user(c, pw, *args, script=None):
     """Run the CLI (or a python script) as that user, in their home directory."""
     env = {"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir, "LAVALITE_CONF": c.conf_path,
            "LAVALITE_HOST": "testhost", "PYTHONPATH": c.pythonpath}
-    argv = [SYS_PYTHON, "-c", script] if script else [SYS_PYTHON, os.path.join(ROOT, "lavalite.py")]
+    argv = [SYS_PYTHON, "-c", script] if script else [SYS_PYTHON,
+                                                      os.path.join(c.readable, "lavalite.py")]
     return subprocess.run(argv + list(args), env=env, cwd=pw.pw_dir, capture_output=True,
                           text=True, timeout=60, user=pw.pw_uid, group=pw.pw_gid,
                           extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
@@ -152,11 +177,11 @@ def test_root_may_not_submit_unless_allowed(multiuser):
     assert res.returncode == 1 and "root may not submit jobs" in res.stderr
 
 
-def test_up_by_a_normal_user_runs_everything_as_that_user(accounts):
+def test_up_by_a_normal_user_runs_everything_as_that_user(accounts, readable):
     """No root: the daemons, the credential (the user reads their own key) and the jobs are
     the user's; without root there are no cgroups, and the log says so once. The daemons need
     uvloop, apsw, psutil: the user runs the zipapp, which carries them."""
-    zipapp = os.path.join(ROOT, "dist", "lavalite")
+    zipapp = os.path.join(readable, "dist", "lavalite")
     if not os.path.exists(zipapp):
         pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
     pw = accounts[USERS[1]]
