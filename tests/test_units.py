@@ -109,3 +109,46 @@ def test_install_refuses_what_is_not_the_one_file(tmp_path):
     assert res.returncode == 2
     assert "is not the one file (a zipapp)" in res.stderr
     assert not (tmp_path / "usr").exists()
+
+
+def test_install_at_the_root_creates_the_lavalite_user_and_owns_its_directories(tmp_path):
+    """`install` as an admin runs it: --prefix /. The files go to tmpfs mounts in a private
+    mount namespace (the machine's /usr/local and /etc stay untouched); the user is real and
+    removed after."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("useradd"):
+        pytest.skip("needs root, unshare and useradd to install at / in a private namespace")
+    if not os.path.exists(ZIPAPP):
+        pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
+    import pwd
+    try:
+        pwd.getpwnam("lavalite")
+        pytest.skip("a lavalite user exists on this machine already: not ours to remove")
+    except KeyError:
+        pass
+    targets = ["/usr/local", "/etc/systemd/system", "/etc/tmpfiles.d", "/etc/lavalite",
+               "/var/lib/lavalite", "/var/spool/lavalite", "/var/log/lavalite"]
+    absent = [t for t in targets if not os.path.exists(t)]     # mount points made here
+    script = (" && ".join(f"mkdir -p {t} && mount -t tmpfs lavalite-test {t}" for t in targets)
+              + f" && {' '.join(LAUNCHER)} install --file {ZIPAPP}"
+              + " && stat -c '%U %a %n' /var/lib/lavalite /var/spool/lavalite /var/log/lavalite"
+              + " && ls /usr/local/bin /etc/systemd/system")
+    try:
+        res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                             capture_output=True, text=True, timeout=120)
+        if res.returncode != 0 and "mount" in res.stderr and "permission" in res.stderr.lower():
+            pytest.skip(f"cannot mount in a private namespace here: {res.stderr.strip()}")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "created system user 'lavalite'" in res.stdout
+        pw = pwd.getpwnam("lavalite")
+        assert pw.pw_shell == "/usr/sbin/nologin" and pw.pw_uid < 1000, "a system account"
+        assert "lavalite 750 /var/lib/lavalite" in res.stdout
+        assert "lavalite 755 /var/spool/lavalite" in res.stdout
+        assert "lavalite 750 /var/log/lavalite" in res.stdout
+        assert "lavalite-sbatchd.service" in res.stdout and "bsub" in res.stdout
+    finally:
+        subprocess.run(["userdel", "lavalite"], capture_output=True)
+        for t in absent:
+            os.rmdir(t)
+    for t in targets:                  # nothing leaked out of the namespace
+        assert not os.path.exists(os.path.join(t, "lavalite-sbatchd.service"))
+    assert not os.path.exists("/usr/local/bin/bsub")
