@@ -34,18 +34,21 @@ BATCH = 5000                       # single jobs per submit_many request
 
 
 def pct(values, p):
-    """Nearest-rank percentile of a sorted list."""
+    """Nearest-rank percentile (the bench scripts use it too)."""
+    values = sorted(values)
     return values[max(0, -(-len(values) * p // 100) - 1)] if values else float("nan")
 
 
-def proc_figures(pid):
-    """(CPU seconds, peak RSS in MiB) of a live process, from /proc."""
+def cpu_seconds(pid):
+    """User + system CPU of a live process, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
-        hwm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
-    return cpu, hwm / 1024
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
 
 
 class Sim:
@@ -232,7 +235,7 @@ async def drive(args, conf, pid):
         last = time.time()
     drain = last - t1
     stats = await next(iter(users.values())).request("stats")
-    cpu, rss = proc_figures(pid)
+    cpu, rss = cpu_seconds(pid), peak_rss_mb(pid)
     for peer in list(users.values()) + hosts:
         peer.close()
     return sim, {"submit_s": t_submit, "register_s": t_register, "drain_s": drain,

@@ -30,27 +30,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import report  # noqa: E402
 from lavalite.client import Client  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def pct(values, p):
-    """Nearest-rank percentile."""
-    values = sorted(values)
-    return values[max(0, -(-len(values) * p // 100) - 1)]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        line = next(ln for ln in f if ln.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
+from roles.cli.simulator import cpu_seconds, peak_rss_mb, pct  # noqa: E402
 
 async def raw_rate(n, slots):
     """Jobs/s of /bin/true run straight from asyncio, `slots` at a time: the ceiling."""
@@ -104,21 +84,21 @@ class Cluster:
             self.proc.kill()
             print(f"warning: lavalite up ignored SIGTERM for 60 s ({self.state})", file=sys.stderr)
         if exc and exc[0] is None:
+            self._read_rows()
             shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
 
-    def drain(self, timeout):
-        """Wait until no job is pending or running; return the store's rows of all jobs."""
+    def drain(self, ids, timeout):
+        """Wait until every job (or array) in ids has ended: parked `wait` requests, so the
+        drain costs mbatchd no polling (and the store stays mbatchd's alone: it is locked)."""
+        with Client(conf_path=self.conf, timeout=timeout) as c:
+            for job_id in ids:
+                c.wait(job_id, "ended")
+
+    def _read_rows(self):
+        """Once mbatchd is gone (its store lock released): every job's times."""
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            left, = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')").fetchone()
-            arrays, = db.execute("SELECT count(*) FROM arrays WHERE end_time IS NULL").fetchone()
-            if not left and not arrays:    # an array's elements get rows only as they start
-                break
-            time.sleep(0.2)
-        rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
+        self.rows = db.execute("SELECT state, submit_time, start_time, end_time FROM jobs").fetchall()
         db.close()
-        return rows
 
 
 def submit_client(cluster, n, cwd):
@@ -128,8 +108,7 @@ def submit_client(cluster, n, cwd):
 
 def submit_array(cluster, n, cwd):
     with Client(conf_path=cluster.conf) as c:
-        c.submit(["/bin/true"], name=f"drain[1-{n}]", out="/dev/null", cwd=cwd)
-    return range(n), []
+        return [c.submit(["/bin/true"], name=f"drain[1-{n}]", out="/dev/null", cwd=cwd)], []
 
 
 def submit_bsub(cluster, n, cwd):
@@ -159,16 +138,17 @@ def scenario(submit, args, raw, cwd):
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
         t_submit = time.time() - t0
-        rows = cl.drain(args.timeout)
+        cl.drain(ids, args.timeout)
         cpu = cpu_seconds(cl.mbatchd) - cpu0
         rss = peak_rss_mb(cl.mbatchd)
+    rows = cl.rows
     states = {}
     for state, *_ in rows:
         states[state] = states.get(state, 0) + 1
     ends = [r[3] for r in rows if r[3] is not None]
     drain = max(ends) - t0 if ends else float("nan")
     waits = [r[2] - r[1] for r in rows if r[2] is not None]
-    fig = {"submit time (s)": t_submit, "submit rate (jobs/s)": len(ids) / t_submit}
+    fig = {"submit time (s)": t_submit, "submit rate (jobs/s)": args.jobs / t_submit}
     fig["bsub process p50 / p99 (ms)"] = (
         (pct(bsub_lat, 50) * 1e3, pct(bsub_lat, 99) * 1e3) if bsub_lat else "-")
     fig.update({"drain time (s)": drain, "jobs/s": len(ends) / drain,
