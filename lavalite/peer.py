@@ -6,7 +6,9 @@ socket, never imports asyncio.
 import asyncio
 import logging
 
-from lavalite.protocol import INTERNAL, MAX_FRAME, VERSION, Decoder, ProtocolError, encode, error
+from lavalite import auth
+from lavalite.protocol import (INTERNAL, MAX_FRAME, REDIRECT, VERSION, Decoder, ProtocolError,
+                               encode, error)
 
 log = logging.getLogger("lavalite")
 
@@ -84,3 +86,16 @@ class Peer(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+
+
+async def hello(peer, keys, role, host, timeout):
+    """Open a dialled connection: send our signed hello and return the reply once the other
+    side has proved it holds the key too (a redirect reply is returned for the caller to
+    follow). Raises ConnectionError on a refusal or a missing proof."""
+    msg = auth.hello(keys, role, host)
+    reply = await asyncio.wait_for(peer.request_msg(msg), timeout)
+    if (reply.get("error") or {}).get("code") == REDIRECT:
+        return reply
+    if not reply.get("ok") or not auth.check_server_proof(keys, msg["nonce"], reply.get("proof")):
+        raise ConnectionError(f"refused, or no proof of the cluster key: {reply.get('error')}")
+    return reply

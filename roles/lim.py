@@ -31,7 +31,7 @@ from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.entry import self_command
 from lavalite.hosts import address
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
-from lavalite.peer import Peer
+from lavalite.peer import Peer, hello
 
 log = logging.getLogger("lavalite.lim")
 
@@ -166,11 +166,7 @@ class Lim:
             try:
                 _, peer = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
                     lambda: Peer(self.on_frame), addr, port), self.t_fail)
-                hello = auth.hello(self.keys.ring(), "lim", self.host)
-                reply = await asyncio.wait_for(peer.request_msg(hello), self.t_fail)
-                if not reply.get("ok") or not auth.check_server_proof(
-                        self.keys.ring(), hello["nonce"], reply.get("proof")):
-                    raise ConnectionError(f"LIM on {target} refused us: {reply.get('error')}")
+                await hello(peer, self.keys.ring(), "lim", self.host, self.t_fail)
                 peer.identity = {"role": "lim", "host": target}
                 while not stop.is_set():
                     reply = await asyncio.wait_for(peer.request(

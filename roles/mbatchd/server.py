@@ -14,7 +14,7 @@ from collections import deque
 from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.peer import Peer
+from lavalite.peer import Peer, hello
 from roles.mbatchd.core import Core
 from roles.mbatchd.observe import Observer
 from store import Store
@@ -242,8 +242,7 @@ class Mbatchd:
             try:
                 _, peer = await asyncio.get_running_loop().create_unix_connection(
                     lambda: Peer(lambda p, m: None), path)
-                reply = await asyncio.wait_for(peer.request_msg(
-                    auth.hello(self.keys.ring(), "mbatchd", self.host)), 5)
+                reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, 5)
                 while reply.get("ok") and not self.fenced(stop):
                     sent = time.monotonic()
                     reply = await asyncio.wait_for(peer.request("load"), 5)

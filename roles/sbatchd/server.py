@@ -20,7 +20,7 @@ from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
-from lavalite.peer import Peer
+from lavalite.peer import Peer, hello
 from roles.sbatchd import cgroups, peek, shepherd
 from roles.sbatchd.journal import Journal
 
@@ -346,8 +346,7 @@ class Sbatchd:
         peer = None
         try:
             _, peer = await self.loop.create_unix_connection(lambda: Peer(lambda p, m: None), path)
-            await asyncio.wait_for(peer.request_msg(auth.hello(self.keys.ring(), "sbatchd",
-                                                                self.host)), 2)
+            await hello(peer, self.keys.ring(), "sbatchd", self.host, 2)
             return (await asyncio.wait_for(peer.request("load"), 2)).get("master")
         except (OSError, ConnectionError, asyncio.TimeoutError):
             return None
@@ -361,15 +360,14 @@ class Sbatchd:
         closed = asyncio.Event()
         _, peer = await asyncio.wait_for(self.loop.create_connection(
             lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port), 5)
-        hello = auth.hello(self.keys.ring(), "sbatchd", self.host)
-        reply = await asyncio.wait_for(peer.request_msg(hello), 10)
-        if (reply.get("error") or {}).get("code") == P.REDIRECT:
+        try:
+            reply = await hello(peer, self.keys.ring(), "sbatchd", self.host, 10)
+        except ConnectionError:
+            peer.close()
+            raise
+        if not reply.get("ok"):        # a redirect
             peer.close()
             return reply.get("master")
-        if not reply.get("ok") or not auth.check_server_proof(self.keys.ring(), hello["nonce"],
-                                                               reply.get("proof")):
-            peer.close()
-            raise ConnectionError(f"mbatchd refused us or failed to prove the key: {reply}")
         self.outgoing = []
         self.peer = peer
         self._register(peer)
