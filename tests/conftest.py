@@ -41,7 +41,7 @@ class Cluster:
             "queues.conf": queues or {"serial": {"retry_backoff": "1"}},
         }
         os.makedirs(self.state, exist_ok=True)
-        from roles.cli.local import _free_port
+        from roles.cli.local import free_port
         host = "testhost"
         self.env["LAVALITE_HOST"] = host
         overrides["lavalite.conf"] = {
@@ -52,8 +52,8 @@ class Cluster:
             "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
                       "log_dir": os.path.join(self.state, "log")},
             # shared: events() reads the live store beside mbatchd (local disk, so allowed)
-            "mbatchd": {"port": str(_free_port()), "store_lock": "shared", **(mbatchd or {})},
-            "lim": {"port": str(_free_port())}}
+            "mbatchd": {"port": str(free_port()), "store_lock": "shared", **(mbatchd or {})},
+            "lim": {"port": str(free_port())}}
         for sec, values in (conf or {}).items():
             overrides["lavalite.conf"][sec] = {**overrides["lavalite.conf"].get(sec, {}), **values}
         config.write_state_conf(self.state, overrides)

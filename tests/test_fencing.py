@@ -10,7 +10,7 @@ import pytest
 from conftest import LAUNCHER
 from lavalite import auth, config
 from lavalite import protocol as P
-from roles.cli.local import _free_port
+from roles.cli.local import free_port
 
 
 class FakeMaster:
@@ -54,7 +54,7 @@ class FakeMaster:
 @pytest.fixture
 def sbatchd(tmp_path):
     state = str(tmp_path)
-    port = _free_port()
+    port = free_port()
     conf_path = config.write_state_conf(state, {"lavalite.conf": {
         "cluster": {"master_candidates": "testhost", "key_file": f"{state}/cluster.key",
                     "allow_root_jobs": "yes"},

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import LAUNCHER, ROOT
 from lavalite import config
+from roles.cli.local import free_port
 from syslogsink import SyslogSink
 
 H1, H2, H3 = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -57,12 +58,6 @@ def _need(*tools):
             pytest.skip(f"{tool} is not installed (.ci/run installs openssh-server and pdsh)")
     if os.geteuid() != 0:
         pytest.skip("needs root: sshd must switch to the test user")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind((H1, 0))
-        return s.getsockname()[1]
 
 
 def _script(path, text):
@@ -109,7 +104,7 @@ def sshd():
             with open(os.path.join(d, "queues.conf"), "w") as f:
                 f.write(queues)
             os.chmod(d, 0o755)
-        port = _free_port()
+        port = free_port()
         cfg = os.path.join(base, "sshd_config")
         with open(cfg, "w") as f:
             f.write(f"""Port {port}

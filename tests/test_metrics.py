@@ -8,7 +8,7 @@ import urllib.request
 import apsw
 from prometheus_client.parser import text_string_to_metric_families
 
-from roles.cli.local import _free_port
+from roles.cli.local import free_port
 
 SLOTS = 2
 
@@ -41,7 +41,7 @@ def _store(c, sql):
 
 
 def test_metrics_and_status_match_the_store_after_a_burst(make_cluster):
-    ports = {role: _free_port() for role in ("mbatchd", "lim", "sbatchd")}
+    ports = {role: free_port() for role in ("mbatchd", "lim", "sbatchd")}
     c = make_cluster(slots=SLOTS, queues={"serial": {"retry_backoff": "1"},
                                           "other": {"priority": "10"}},
                      conf={role: {"metrics_port": str(p)} for role, p in ports.items()})

@@ -25,7 +25,7 @@ def _state_dir(path):
     return os.path.abspath(os.path.expanduser(path or "~/.lavalite"))
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -51,9 +51,9 @@ def _first_conf(state, slots):
             "hosts": {host: "127.0.0.1"},
             "paths": {"state_dir": state, "spool_dir": os.path.join(state, "spool"),
                       "log_dir": os.path.join(state, "log")},
-            "mbatchd": {"port": str(_free_port()), "metrics_port": str(_free_port())},
-            "lim": {"port": str(_free_port()), "metrics_port": str(_free_port())},
-            "sbatchd": {"metrics_port": str(_free_port())}},
+            "mbatchd": {"port": str(free_port()), "metrics_port": str(free_port())},
+            "lim": {"port": str(free_port()), "metrics_port": str(free_port())},
+            "sbatchd": {"metrics_port": str(free_port())}},
         "sbatchd.conf": {"sbatchd": sbatchd}})
 
 

@@ -249,7 +249,7 @@ def _state(args):
 
 
 def _write_conf(state, args):
-    from roles.cli.local import _free_port
+    from roles.cli.local import free_port
     qfile = os.path.join(state, "queues.conf")
     overrides = {}
     if args.queues:
@@ -265,7 +265,7 @@ def _write_conf(state, args):
                     # a private cluster whose jobs never run: whoever simulates may submit
                     "allow_root_jobs": "yes", "key_file": os.path.join(state, "cluster.key")},
         "hosts": {"simmaster": "127.0.0.1"},
-        "mbatchd": {"port": str(_free_port()), "default_queue": names[0] if names else "serial"},
+        "mbatchd": {"port": str(free_port()), "default_queue": names[0] if names else "serial"},
         "logging": {"level": "warning"}}     # one log line per job event would be the cost
     return config.write_state_conf(state, overrides)
 
