@@ -119,8 +119,8 @@ class Sbatchd:
     def start(self, spec, env):
         job, attempt = spec["id"], spec["attempt"]
         adir = os.path.join(self.work, f"{job}.{attempt}")
-        if (job, attempt) in self.attempts or os.path.exists(adir):
-            return                     # this attempt started here already: never twice
+        if (job, attempt) in self.attempts:
+            return
         try:
             account, pw = shepherd.account_for(spec, self.conf.cluster.allow_root_jobs)
         except ValueError as exc:
@@ -128,7 +128,11 @@ class Sbatchd:
             self.report({"kind": "exit", "job": job, "attempt": attempt, "time": time.time(),
                          "exit_code": 126, "reason": EXEC_FAILED, "message": str(exc)})
             return
-        os.makedirs(os.path.join(adir, "tmp"))
+        try:
+            os.mkdir(adir)             # atomic: the record that this node started the attempt
+        except FileExistsError:
+            return                     # started here already (before a restart): never twice
+        os.mkdir(os.path.join(adir, "tmp"))
         os.chown(os.path.join(adir, "tmp"), account.uid, account.gid)
         os.chmod(os.path.join(adir, "tmp"), 0o700)
         att = Attempt(job, attempt, adir, spec)
