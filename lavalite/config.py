@@ -37,6 +37,9 @@ KEYS = [
      "Daemon state: database, pid files, key. Relative paths are relative to this file."),
     (_LC, "paths", "spool_dir", "path", "/var/spool/lavalite",
      "Job scripts, job working files and local sockets."),
+    (_LC, "paths", "run_dir", "path", "/run/lavalite",
+     "Runtime records that a reboot clears, as the jobs they describe (one small directory "
+     "per running job attempt): best on a RAM filesystem, so starting a job writes no disk."),
     (_LC, "paths", "log_dir", "path", "/var/log/lavalite",
      "Daemon logs when [logging] target = file."),
     (_LC, "paths", "lim_conf", "path", "lim.conf",
@@ -86,7 +89,11 @@ KEYS = [
     (_LM, "labels", None, "free", "",
      "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem"),
     (_SB, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
-    (_SB, "sbatchd", "work_dir", "path", "{spool_dir}/jobs", "Per-job scripts and state."),
+    (_SB, "sbatchd", "work_dir", "path", "{run_dir}/jobs",
+     "The records of the job attempts running here (lock, spec, pid, status)."),
+    (_SB, "sbatchd", "tmp_dir", "path", "/tmp",
+     "Where each job attempt gets its own TMPDIR, lavalite.<job>.<attempt>.<random>, the "
+     "user's, mode 0700, removed when the attempt ends (as LSF's LSF_TMPDIR)."),
     (_SB, "sbatchd", "cgroups", "choice:auto|on|off|v1|v2", "auto",
      "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
@@ -332,14 +339,14 @@ def _fill(ns, rows, given, path, sec, errors):
 
 
 def _resolve_paths(conf, fname):
-    """Expand {state_dir}/{spool_dir}, ~ and relative paths (relative to lavalite.conf's dir)."""
+    """Expand {state_dir}/{spool_dir}/{run_dir}, ~ and relative paths (relative to lavalite.conf's dir)."""
     # [paths] first, in table order (state_dir, spool_dir, ...), so later keys see resolved values
     for sec in sorted(_SCHEMA[fname], key=lambda s: s != "paths"):
         ns = getattr(conf, sec, None)
         for key, (kind, _, _) in _SCHEMA[fname][sec].items():
             if kind == "path":
                 value = getattr(ns, key)
-                for name in ("state_dir", "spool_dir"):
+                for name in ("state_dir", "spool_dir", "run_dir"):
                     value = value.replace("{%s}" % name, getattr(conf.paths, name))
                 value = os.path.join(conf.dir, os.path.expanduser(value))
                 setattr(ns, key, os.path.normpath(value))
@@ -421,8 +428,15 @@ def load(path):
 
 
 def _state_paths(state_dir):
+    """Everything under state_dir but the runtime records, which go to a RAM filesystem where
+    there is one (/dev/shm), named after state_dir, as /run/lavalite is for installed nodes."""
+    import zlib                        # only `lavalite up` comes here, never a user command
+    run = os.path.join(state_dir, "run")
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        run = os.path.join("/dev/shm", f"lavalite-{os.getuid()}",
+                           f"{os.path.basename(state_dir)}-{zlib.crc32(state_dir.encode()):08x}")
     return {"state_dir": state_dir, "spool_dir": os.path.join(state_dir, "spool"),
-            "log_dir": os.path.join(state_dir, "log")}
+            "run_dir": run, "log_dir": os.path.join(state_dir, "log")}
 
 
 def defaults(state_dir):

@@ -35,7 +35,7 @@ def test_empty_file_gives_defaults(tmp_path):
     assert conf.lim.heartbeat_misses == 3
     assert conf.lim.labels == {} and conf.hosts == {}
     assert conf.sbatchd.slots == (os.cpu_count() or 1) and conf.sbatchd.metrics_port == 0
-    assert conf.sbatchd.work_dir == "/var/spool/lavalite/jobs"
+    assert conf.sbatchd.work_dir == "/run/lavalite/jobs" and conf.sbatchd.tmp_dir == "/tmp"
     assert conf.paths.queues_conf == str(tmp_path / "queues.conf")
     assert conf.logging.level == "info" and conf.logging.target == "stderr"
     assert list(conf.queues) == ["serial"]
@@ -260,7 +260,11 @@ def test_defaults_and_write_state_conf_round_trip(tmp_path):
     sd = tmp_path / "state"
     d = config.defaults(str(sd))
     assert d.paths.state_dir == str(sd) and d.mbatchd.database == str(sd / "lavalite.db")
-    assert d.sbatchd.work_dir == str(sd / "spool" / "jobs") and d.paths.log_dir == str(sd / "log")
+    assert d.paths.log_dir == str(sd / "log")
+    # the attempt records go to RAM (/dev/shm) where there is one, one directory per state dir
+    assert d.sbatchd.work_dir == os.path.join(d.paths.run_dir, "jobs")
+    assert d.paths.run_dir.startswith(f"/dev/shm/lavalite-{os.getuid()}/state-")
+    assert d.paths.run_dir != config.defaults(str(tmp_path / "other" / "state")).paths.run_dir
     path = config.write_state_conf(str(sd), {})
     assert path == str(sd / "lavalite.conf")
     assert sorted(os.listdir(sd)) == sorted(config.FILES)

@@ -78,7 +78,7 @@ def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):
     print(f"fork bomb under pids.max=20: {forked} children before fork failed")
     assert view["stat"] == "DONE" and 0 < forked < 20
     # the children it left were killed with its group, and the group is gone
-    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", "v1"))
+    _wait_removed(_group_dirs(c, f"{job}.1", "v1"))
 
 
 def _escape_and_kill(c, kind, tmp_path):
@@ -99,7 +99,15 @@ def _escape_and_kill(c, kind, tmp_path):
         time.sleep(0.1)
     assert not _alive(escaped), "a process that left the job's process " \
         "group survived bkill"
-    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", kind))
+    _wait_removed(_group_dirs(c, f"{job}.1", kind))
+
+
+def _wait_removed(dirs, timeout=10):
+    """The shepherd's cleaner removes an ended attempt's group moments after its end."""
+    deadline = time.time() + timeout
+    while any(os.path.exists(d) for d in dirs) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.exists(d) for d in dirs), dirs
 
 
 def test_kill_reaches_processes_outside_the_group_v1_freezer(make_cluster, tmp_path):

@@ -39,11 +39,13 @@ def pct(values, p):
     return values[max(0, -(-len(values) * p // 100) - 1)] if values else float("nan")
 
 
-def cpu_seconds(pid):
-    """User + system CPU of a live process, from /proc."""
+def cpu_seconds(pid, children=False):
+    """User + system CPU of a live process (with children=True, plus the children it has
+    reaped), from /proc."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(f) for f in fields[11:15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid):

@@ -117,7 +117,8 @@ class Group:
         is retried for up to `wait` seconds. Returns whether it is gone."""
         deadline = time.monotonic() + wait
         while True:
-            self.kill()
+            if self.pids():                # the usual end: empty already, nothing to freeze
+                self.kill()
             try:
                 for d in self.dirs.values():
                     _rmdir(d)

@@ -13,7 +13,6 @@ it. Targets that are no regular file (/dev/null, a fifo) are never read.
 import base64
 import json
 import os
-import select
 import stat
 import time
 
@@ -39,29 +38,33 @@ def close(files):
 
 
 def _open(att):
-    """The attempt's output files, opened through its live shepherd; None if not yet known."""
+    """The attempt's output files, opened through its live shepherd; None if not yet known.
+    Each must be the very file the shepherd opened for this attempt (device and inode as it
+    wrote them): a number reused for another job since, or a pid reused by another process,
+    never shows someone else's file."""
     try:
         with open(os.path.join(att.dir, "outfds")) as f:
-            numbers = json.load(f)
+            entries = json.load(f)
     except (OSError, ValueError):
         return None                    # the shepherd has not opened them yet
-    if not att.shepherd or att.pidfd is None:
+    if not att.shepherd:
         return None
     files = []
-    for n in numbers:
+    for entry in entries:
         fd = None
-        if n is not None:
+        if entry is not None:
+            n, dev, ino = entry
             try:
                 fd = os.open(f"/proc/{att.shepherd}/fd/{n}", os.O_RDONLY | os.O_NONBLOCK)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    fd = None
             except OSError:
-                fd = None
+                close(files)
+                return None            # ended, or not ours to read
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                close(files)
+                return None
         files.append(fd)
-    if select.select([att.pidfd], [], [], 0)[0]:
-        close(files)                   # the shepherd had ended: the pid may name another process
-        return None
     return files
 
 

@@ -1,17 +1,22 @@
 """sbatchd: runs the jobs mbatchd dispatches here, enforces their wall clock, reports START
 and EXIT, and keeps every report until mbatchd acknowledges it.
 
-Each attempt gets a directory `<work_dir>/<job>.<attempt>/` (its TMPDIR, its shepherd's files).
+Each attempt gets a directory `<work_dir>/<job>.<attempt>/` (its shepherd's files) and a TMPDIR
+`<tmp_dir>/lavalite.<job>.<attempt>.<random>`.
 A directory that exists is an attempt this node has started: that is what makes a repeated
-dispatch harmless and what a restarted sbatchd adopts.
+dispatch harmless and what a restarted sbatchd adopts. The jobs themselves are started and
+waited for by the shepherd process (roles/sbatchd/shepherd.py); this loop only decides, orders
+and reports, so its cost per job stays small.
 """
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
 import signal
+import stat
 import time
 
 from lavalite import auth, daemon, fence
@@ -23,20 +28,23 @@ from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer, hello
 from roles.sbatchd import cgroups, peek, shepherd
 from roles.sbatchd.journal import Journal
+from roles.sbatchd.link import ShepherdLink
 
 log = logging.getLogger("lavalite.sbatchd")
+POLL_ADOPTED = 0.25        # seconds between looks at the locks of adopted attempts
 
 
 class Attempt:
-    __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "pidfd", "timer", "kill_timer",
-                 "group", "peek")
+    __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "adopted", "kill", "timer",
+                 "kill_timer", "group", "peek")
 
     def __init__(self, job, attempt, adir, spec):
         self.job, self.attempt, self.dir, self.spec = job, attempt, adir, spec
         self.group = None              # its cgroup (None without cgroups)
         self.peek = None               # its output files, opened for bpeek on first use
-        self.shepherd = None
-        self.pidfd = None
+        self.shepherd = None           # the pid of the shepherd process that runs it
+        self.adopted = False           # its end is learnt from its lock, not from our shepherd
+        self.kill = None               # why it is being killed
         self.timer = None
         self.kill_timer = None
 
@@ -61,7 +69,9 @@ class Sbatchd:
         self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
         self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
+        os.makedirs(conf.paths.spool_dir, exist_ok=True)
         os.makedirs(self.work, exist_ok=True)
+        _check_owned(self.work)
         self.cg = cgroups.choose(conf.sbatchd.cgroups, conf.sbatchd.cgroup_slice)
         self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
@@ -69,6 +79,9 @@ class Sbatchd:
         self.peer = None               # the registered connection to mbatchd
         self.outgoing = []
         self.loop = None
+        self.link = None               # to the shepherd process
+        self.cleaning = []             # attempt directories to remove, sent once per turn
+        self.polling = None            # the timer that looks at adopted attempts' locks
         self.started = 0               # attempts started here since sbatchd started
         self.exporter = Exporter(self.families, self.status)
 
@@ -101,8 +114,10 @@ class Sbatchd:
         op = msg.get("op")
         if op == "dispatch":
             envs = msg.get("envs") or {}
+            batch = []
             for spec in P.require(msg, "jobs", list):
-                self.start(spec, envs.get(str(spec.get("env_id"))) or {})
+                self.start(spec, envs.get(str(spec.get("env_id"))) or {}, batch)
+            self._order(batch)
         elif op == "kill":
             att = self.attempts.get((msg.get("job"), msg.get("attempt")))
             if att is not None:
@@ -116,7 +131,8 @@ class Sbatchd:
 
     # --- running jobs
 
-    def start(self, spec, env):
+    def start(self, spec, env, batch):
+        """Prepare one attempt; its order joins `batch`, sent to the shepherd by `_order`."""
         job, attempt = spec["id"], spec["attempt"]
         adir = os.path.join(self.work, f"{job}.{attempt}")
         if (job, attempt) in self.attempts:
@@ -132,29 +148,63 @@ class Sbatchd:
             os.mkdir(adir)             # atomic: the record that this node started the attempt
         except FileExistsError:
             return                     # started here already (before a restart): never twice
-        os.mkdir(os.path.join(adir, "tmp"))
-        os.chown(os.path.join(adir, "tmp"), account.uid, account.gid)
-        os.chmod(os.path.join(adir, "tmp"), 0o700)
         att = Attempt(job, attempt, adir, spec)
         self.attempts[att.key] = att
         cwd = spec.get("cwd") or "/"
         outputs = self._outputs(spec, cwd, adir)
-        att.spec = {**spec, "started": time.time(), "outputs": outputs}
-        shepherd.write_json(os.path.join(adir, "job.json"), att.spec)
-        try:
-            att.group = self.cg.create(f"{job}.{attempt}", cgroups.Limits.of(spec))
-        except OSError as exc:         # the job must not run unconfined when cgroups are in use
-            log.error("job %s.%s: cannot create its cgroup: %s", job, attempt, exc)
-            self.cg.group(f"{job}.{attempt}").remove()
-            shepherd.write_json(os.path.join(adir, "status"), {
-                "exit_code": 126, "reason": EXEC_FAILED, "message": f"cannot create cgroup: {exc}"})
-        else:
-            att.shepherd = shepherd.launch(adir, _argv(spec["cmd"]),
-                                           self._env(spec, env, adir, pw), cwd, outputs, account,
-                                           att.group)
-            self.started += 1
-            self.report({"kind": "start", "job": job, "attempt": attempt, "time": time.time()})
-        self._watch(att)
+        # unguessable, so no other user can take the name first in a shared /tmp
+        tmpdir = os.path.join(self.conf.sbatchd.tmp_dir,
+                              f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}")
+        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir}
+        name = f"{job}.{attempt}"
+        att.group = self.cg.group(name)
+        link = self._link()
+        att.shepherd = link.pid
+        # locked before the order leaves and held by the shepherd after: never a moment when
+        # a restarted sbatchd could take a started attempt for a dead one
+        lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.write(lock, str(link.pid).encode())
+        batch.append((att, lock, {
+            "job": job, "attempt": attempt, "dir": adir, "spec": att.spec,
+            "argv": _argv(spec["cmd"]), "env": self._env(spec, env, tmpdir, pw), "cwd": cwd,
+            "outputs": outputs, "account": [account.name, account.uid, account.gid,
+                                            account.switch],
+            "cgroup": name if att.group is not None else None}))
+        self._arm(att)
+
+    def _order(self, batch):
+        if not batch:
+            return
+        sent = self._link().start([order for _, _, order in batch], [lock for _, lock, _ in batch])
+        now = time.time()
+        for att, lock, _ in batch:
+            os.close(lock)
+            if sent:                   # else the link is lost and the attempts are polled
+                self.started += 1
+                self.report({"kind": "start", "job": att.job, "attempt": att.attempt,
+                             "time": now})
+
+    def _link(self):
+        if self.link is None:
+            self.link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
+                                     self._shepherd_ended, self._shepherd_lost)
+            log.info("shepherd started (pid %d)", self.link.pid)
+        return self.link
+
+    def _shepherd_ended(self, msg):
+        att = self.attempts.get((msg.get("job"), msg.get("attempt")))
+        if att is not None and not att.adopted:
+            self._ended(att, msg.get("status"))
+
+    def _shepherd_lost(self, link):
+        """Its attempts are watched through their locks, as after a restart: those that ended
+        have a status, the others are reported lost."""
+        self.link = None
+        for att in self.attempts.values():
+            if att.shepherd == link.pid:
+                att.adopted = True
+        self._poll()
 
     def _outputs(self, spec, cwd, adir):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
@@ -171,7 +221,7 @@ class Sbatchd:
             return [((1, 2), out, _temp(out, spec))]
         return [((1,), out, _temp(out, spec)), ((2,), err, _temp(err, spec))]
 
-    def _env(self, spec, env, adir, pw):
+    def _env(self, spec, env, tmpdir, pw):
         """The submitter's environment, with HOME, USER, LOGNAME and SHELL of the user's
         account on this host (as LSF), and the LSB_* variables."""
         env = dict(env)
@@ -183,34 +233,36 @@ class Sbatchd:
                    LSB_MCPU_HOSTS=" ".join(f"{h} {spec['slots']}" for h in spec["hosts"]),
                    LSB_DJOB_NUMPROC=str(spec["slots"]), LSB_SUB_HOST=spec.get("from_host") or "",
                    LS_SUBCWD=spec.get("cwd") or "", LAVALITE_ATTEMPT=str(spec["attempt"]),
-                   TMPDIR=os.path.join(adir, "tmp"))
+                   TMPDIR=tmpdir)
         if "line" in spec:             # bsub --each-line: this element's line
             env["LSB_JOBLINE"] = spec["line"]
         return env
 
-    def _watch(self, att):
-        """Learn of the shepherd's end through a pidfd: works for our children and, after a
-        restart, for shepherds the previous sbatchd forked."""
-        try:
-            att.pidfd = os.pidfd_open(att.shepherd) if att.shepherd else None
-        except ProcessLookupError:
-            att.pidfd = None
-        if att.pidfd is None:
-            self.loop.call_soon(self._ended, att)
-            return
-        self.loop.add_reader(att.pidfd, self._ended, att)
+    def _arm(self, att):
         walltime = att.spec.get("walltime")
         if walltime:
             started = att.spec.get("started") or time.time()
             att.timer = self.loop.call_later(max(0.0, started + walltime - time.time()),
                                              self.terminate, att, TIMEOUT)
 
+    def _poll(self):
+        """Adopted attempts end when their lock is free (their holder exited or closed it)."""
+        if self.polling is not None:
+            self.polling.cancel()
+            self.polling = None
+        for att in [a for a in self.attempts.values() if a.adopted]:
+            if shepherd.holder(att.dir) is None:
+                self._ended(att)
+        if any(a.adopted for a in self.attempts.values()):
+            self.polling = self.loop.call_later(POLL_ADOPTED, self._poll)
+
     def terminate(self, att, reason):
         """TERM the job's process group, KILL it after kill_grace. The reason is written down
         first, so it survives an sbatchd restart."""
         if att.kill_timer is not None or att.key not in self.attempts:
             return
-        if att.read("kill") is None:
+        if att.kill is None:
+            att.kill = reason
             with open(os.path.join(att.dir, "kill"), "w") as f:
                 f.write(reason)
         pid = att.read("pid")
@@ -231,33 +283,40 @@ class Sbatchd:
             else:
                 att.group.signal(sig)
 
-    def _ended(self, att):
-        if att.pidfd is not None:
-            self.loop.remove_reader(att.pidfd)
-            os.close(att.pidfd)
-            att.pidfd = None
-        try:
-            if att.shepherd:
-                os.waitpid(att.shepherd, os.WNOHANG)
-        except ChildProcessError:      # adopted: the previous sbatchd's child, reaped by init
-            pass
-        if att.group is not None:      # the shepherd removes it; not if it died first
-            att.group.remove()
+    def _ended(self, att, status=None):
+        """status: what its shepherd sent; None: read it from the attempt directory."""
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()
-        status = json.loads(att.read("status") or "null")
         if status is None:
-            status = {"reason": NODE_LOST, "message": "the job's shepherd vanished"}
-        kill = att.read("kill")
+            status = json.loads(att.read("status") or "null")
+            if status is None:         # its shepherd died before it could say: end the job
+                status = {"reason": NODE_LOST, "message": "the job's shepherd vanished"}
+                pid = att.read("pid")
+                if pid:
+                    _killpg(int(pid), signal.SIGKILL)
+                if att.spec.get("tmpdir"):
+                    shutil.rmtree(att.spec["tmpdir"], ignore_errors=True)
+            if att.group is not None:  # its shepherd removes it; not if it died first
+                att.group.remove()
         rep = {"kind": "exit", "job": att.job, "attempt": att.attempt, "time": time.time(),
                "start_time": status.get("start"), "exit_code": status.get("exit_code"),
                "exit_signal": status.get("exit_signal"),
-               "reason": kill or status.get("reason") or "", "message": status.get("message")}
+               "reason": att.kill or status.get("reason") or "", "message": status.get("message")}
         del self.attempts[att.key]
         peek.remember(self.recent, att)
         self.report(rep)
-        shutil.rmtree(att.dir, ignore_errors=True)
+        if not self.cleaning:
+            self.loop.call_soon(self._clean)
+        self.cleaning.append(att.dir)  # after the journal holds the report
+
+    def _clean(self):
+        dirs, self.cleaning = self.cleaning, []
+        if self.link is not None:
+            self.link.clean(dirs)
+        else:
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
 
     def adopt(self):
         """After a restart: every attempt directory is a job this node started. Watch those
@@ -276,11 +335,14 @@ class Sbatchd:
             self.attempts[att.key] = att
             att.group = self.cg.group(name)
             att.shepherd = shepherd.holder(adir)
-            self._watch(att)
-            if att.read("kill"):
-                self.terminate(att, att.read("kill"))
+            att.adopted = True
+            self._arm(att)
+            reason = att.read("kill")
+            if reason:
+                self.terminate(att, reason)
         if self.attempts:
             log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
+            self._poll()
         for name in self.cg.names():   # groups of attempts that ended while no sbatchd ran
             job, _, attempt = name.partition(".")
             if not (job.isdigit() and attempt.isdigit()
@@ -401,7 +463,10 @@ class Sbatchd:
                                             self.conf.sbatchd.metrics_port)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))
         self.adopt()
+        self._link()
         await self.connect(stop)
+        if self.link is not None:
+            self.link.close()
         if metrics is not None:
             metrics.close()
         self.cg.remove_slice()         # only if no job is left in it
@@ -423,6 +488,16 @@ def _temp(final, spec):
         return None
     head, tail = os.path.split(final)
     return os.path.join(head, f".{tail}.lavalite-{spec['id']}.{spec['attempt']}")
+
+
+def _check_owned(path):
+    """The records of running jobs decide what is killed and reported: their directory (and
+    its parent, which may be in a shared /dev/shm) must be ours or root's, and no symlink."""
+    for p in (path, os.path.dirname(path)):
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid not in (0, os.geteuid()):
+            raise OSError(f"work_dir {path}: {p} is a symlink or belongs to uid {st.st_uid}; "
+                          f"refusing to keep job records there")
 
 
 def _killpg(pgid, sig):

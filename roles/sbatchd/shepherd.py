@@ -1,28 +1,54 @@
-"""The per-job shepherd: a fork of sbatchd (no exec, so it costs a fork, not a Python start-up)
-that starts the job, waits for it, delivers its output and writes how it ended.
+"""The shepherd: one small process beside sbatchd that starts the jobs sbatchd orders, waits
+for them, delivers their output and writes how each ended.
 
-The shepherd lives in its own session, so it outlives sbatchd: sbatchd can be restarted or
-killed while jobs run, and the next sbatchd reads the ending from the attempt directory:
-    pid      the job's pid (= its process group), written once it runs
-    status   JSON: exit_code, exit_signal, start, end, reason/message when it could not start
+Why one process and not one per job: a fork of a Python process costs milliseconds on a VM
+(page tables), so a per-job shepherd capped a host at a few hundred jobs/s. This process is
+a fresh interpreter with a small heap (about 12 MB): forking the job from it is cheap, and it
+runs beside sbatchd's event loop, on the other core, not in it.
 
-The job itself is a second fork that, before it execs, joins the attempt's cgroup, drops to the
-submitting user (initgroups, setgid, setuid) and takes its output files; the shepherd stays
-outside the cgroup, so a cgroup kill or pids.max never touches it. Output files are created and
-renamed with the user's identity (seteuid), so the user owns them and root never writes where
-the user could not.
+It lives in its own session and outlives sbatchd: when sbatchd dies or stops, the shepherd
+keeps its jobs, finishes them and exits; the next sbatchd starts a new shepherd for new jobs
+and adopts the old one's attempts from their directories:
+    shepherd  the attempt's lock: sbatchd takes an exclusive flock on it before the order is
+              sent and passes the descriptor along with the order (SCM_RIGHTS), so it is held
+              from before the job exists until its status is written; lock held = running,
+              whoever watches (immune to pid reuse). Holds the shepherd's pid.
+    job.json  the spec, with its outputs, for a restarted sbatchd
+    pid       the job's pid (= its process group), written once it runs
+    outfds    where peek finds the output: [descriptor in the shepherd, st_dev, st_ino]
+    status    JSON: exit_code, exit_signal, start, end, reason/message when it could not start
+
+The job is a fork that, before it execs, joins the attempt's cgroup, drops to the submitting
+user (initgroups, setgid, setuid) and takes its output files; the shepherd stays outside the
+cgroup, so a cgroup kill or pids.max never touches it. Output files are created and renamed
+with the user's identity (seteuid; the process is single-threaded, so that is safe), so the
+user owns them and root never writes where the user could not.
+
+The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (one lock
+descriptor each) and `clean`; answers `ended` (the status). Nothing here blocks on sbatchd.
 """
+import array
 import contextlib
 import errno
 import fcntl
-import gc
 import json
+import logging
 import os
 import pwd
+import selectors
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
+from collections import deque
 
+from lavalite import protocol as P
+from roles.sbatchd import cgroups
+
+log = logging.getLogger("lavalite.shepherd")
+REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
 _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
           signal.SIGHUP, signal.SIGCHLD)
 
@@ -41,36 +67,6 @@ class Account:
 
     def __init__(self, name, uid, gid, switch):
         self.name, self.uid, self.gid, self.switch = name, uid, gid, switch
-
-
-def launch(adir, argv, env, cwd, outputs, account, group):
-    """Fork the shepherd for one attempt; return its pid. The shepherd holds a lock on
-    `<adir>/shepherd` (taken before the fork, so there is no moment when it runs unlocked)
-    for as long as it lives and writes its pid there: the lock, not the pid, says it is alive
-    (see `holder`). `outputs` is [(fds, final, temp)]:
-    fds a tuple of 1 and/or 2; final the user's path (None: discard); temp the file written
-    during the run and renamed onto final at the end (None: write final directly).
-    `group` is the attempt's cgroup (None without cgroups)."""
-    lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    pid = os.fork()
-    if pid:
-        os.close(lock)
-        return pid
-    try:
-        os.write(lock, str(os.getpid()).encode())
-        # sbatchd's sockets, journal and event loop are not ours: holding its connection to
-        # mbatchd open would hide sbatchd's death from mbatchd
-        os.closerange(3, lock)
-        os.closerange(lock + 1, os.sysconf("SC_OPEN_MAX"))
-        gc.disable()                       # nothing of sbatchd's heap is ours to collect
-        signal.set_wakeup_fd(-1)
-        for sig in _RESET:
-            signal.signal(sig, signal.SIG_DFL)
-        os.setsid()
-        _shepherd(adir, argv, env, cwd, outputs, account, group)
-    finally:
-        os._exit(0)
 
 
 @contextlib.contextmanager
@@ -110,8 +106,12 @@ def _open_outputs(outputs, notes):
 
 
 def _exec_job(exe, argv, env, cwd, opened, account, group):
-    """In the job's process: group, identity, directory, files, exec. Raises OSError."""
-    os.setpgid(0, 0)
+    """In the job's process: group, identity, TMPDIR (made here, as the user, so it is theirs
+    from the start and the shepherd never waits on the disk for it), directory, files, exec.
+    Raises OSError."""
+    os.setpgid(0, 0)                   # its own process group: pgid = pid
+    for sig in _RESET:                 # what the shepherd ignores must not stay ignored
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if group is not None:
         group.join()
@@ -119,6 +119,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
         os.initgroups(account.name, account.gid)
         os.setgid(account.gid)
         os.setuid(account.uid)
+    _mkdir_tmp(env["TMPDIR"])
     try:
         os.chdir(cwd)
     except OSError:                        # gone or not ours on this host: LSF uses a temp dir
@@ -130,12 +131,33 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     os.dup2(null, 0)
     if exe is None:
         raise FileNotFoundError(errno.ENOENT, "command not found")
-    os.execve(exe, argv, env)
+    os.execve(exe, argv, env)          # every other descriptor is close-on-exec
 
 
-def _spawn(exe, argv, env, cwd, opened, account, group):
-    """Fork the job; its pid, or OSError with the reason it could not start (reported back
-    through a close-on-exec pipe: EOF means the exec succeeded)."""
+def _unrunnable(exe):
+    """(errno, reason) if exec would refuse exe: said before the spawn, since the prelude's
+    shell could only exit 127 or 126 like the job itself."""
+    if exe is None:
+        return errno.ENOENT, "command not found"
+    if not os.path.exists(exe):
+        return errno.ENOENT, os.strerror(errno.ENOENT)
+    if os.path.isdir(exe) or not os.access(exe, os.X_OK):
+        return errno.EACCES, os.strerror(errno.EACCES)
+    return None
+
+
+def _mkdir_tmp(path):
+    """The attempt's TMPDIR, made by the job's own user (so it is theirs from the start)."""
+    try:
+        os.mkdir(path, 0o700)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create TMPDIR {path}: {exc.strerror}") from None
+
+
+def _fork(exe, argv, env, cwd, opened, account, group):
+    """Fork the job: (pid, the read end of a close-on-exec pipe). The pipe says how the exec
+    went: EOF means it succeeded, else "errno:reason". Read when it is ready, so the shepherd
+    never waits for a child's exec."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -147,63 +169,313 @@ def _spawn(exe, argv, env, cwd, opened, account, group):
         finally:
             os._exit(127)
     os.close(wfd)
-    with os.fdopen(rfd, "rb") as f:
-        failure = f.read()
-    if failure:
-        os.waitpid(pid, 0)
-        code, _, text = failure.decode(errors="replace").partition(":")
-        raise OSError(int(code), text)
-    return pid
+    return pid, rfd
 
 
-def _shepherd(adir, argv, env, cwd, outputs, account, group):
-    notes = []
-    with as_user(account):
-        opened, renames = _open_outputs(outputs, notes)
-    # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls the
-    # path), so the descriptors stay open until the end and their numbers are written down
-    write_json(os.path.join(adir, "outfds"),
-               [fd if temp else None for (fd, _), (_, _, temp) in zip(opened, outputs)])
-    status = {"start": time.time()}
-    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    pid = None
+# The first moments of a job of the shepherd's own user that has a cgroup: it joins the group
+# (writing 0 moves the writer; shell builtins only, no process forked), enters its directory
+# (else TMPDIR, as _exec_job) and becomes the job. Failing to join ends it with 126 and a line
+# on the job's stderr, as a shell reports what it cannot run.
+_PRELUDE = """cwd=$1; shift
+while [ "$1" != -- ]; do echo 0 > "$1" || { echo "lavalite: cannot join cgroup $1" >&2; exit 126; }; shift; done
+shift
+cd "$cwd" 2>/dev/null || cd "$TMPDIR" || exit 126
+exec "$@"
+"""
+
+
+def _spawn(argv, env, cwd, opened, group):
+    """vfork+exec through the standard library, for a job of the shepherd's own user: no copy
+    of the shepherd's memory. With a cgroup, /bin/sh runs _PRELUDE first: a cgroup move can
+    wait for the kernel (RCU), so the job's process makes it, not the shepherd's loop."""
+    out = {n: fd for fd, fds in opened for n in fds}
+
+    def popen(args, cwd):
+        return subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out[1],
+                                stderr=out[2], process_group=0, restore_signals=True)
+    if group is not None:
+        procs = [os.path.join(d, "cgroup.procs") for d in group.dirs.values()]
+        return popen(["/bin/sh", "-c", _PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], "/")
     try:
-        pid = _spawn(exe, argv, env, cwd, opened, account, group)
+        return popen(argv, cwd)
     except OSError as exc:
-        status.update(exit_code=127 if exc.errno == errno.ENOENT else 126,
-                      reason="exec_failed", message=f"{argv[0]}: {exc.strerror}")
-    if pid is not None:
-        with open(os.path.join(adir, "pid"), "w") as f:
-            f.write(str(pid))
-        _, wstatus, usage = os.wait4(pid, 0)
+        if exc.filename != cwd:
+            raise
+        return popen(argv, env["TMPDIR"])
+
+
+class Run:
+    """One attempt in the shepherd's care."""
+    __slots__ = ("job", "attempt", "dir", "lock", "account", "group", "opened", "renames",
+                 "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd")
+
+    def __init__(self, order, lock):
+        self.job, self.attempt, self.dir = order["job"], order["attempt"], order["dir"]
+        self.lock = lock
+        self.account = Account(*order["account"])
+        self.group = None
+        self.opened, self.renames, self.notes = [], [], []
+        self.status = {"start": time.time()}
+        self.argv0 = self.tmpdir = self.proc = self.pid = self.pidfd = None
+
+
+class Shepherd:
+    def __init__(self, sock, cg, cleaner):
+        self.sock = sock
+        self.cg = cg
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(sock, selectors.EVENT_READ, self._read)
+        self.decoder = P.Decoder()
+        self.locks = deque()           # descriptors received, in order: one per start order
+        self.out = bytearray()         # ended frames not yet taken by the socket
+        self.linked = True
+        self.runs = 0                  # attempts in our care
+        self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
+        self.trash = bytearray()       # what the cleaner has yet to be told
+
+    def serve(self):
+        """Until sbatchd is gone and every job has ended. Answers go out once per turn."""
+        while self.linked or self.runs:
+            for key, events in self.sel.select():
+                key.data(events)
+            if self.out and self.linked:
+                self._write()
+        os.set_blocking(self.cleaner, True)
+        os.write(self.cleaner, self.trash)
+        os.close(self.cleaner)
+
+    # --- the link
+
+    def _read(self, events):
+        if events & selectors.EVENT_WRITE:
+            self._write()
+        if not events & selectors.EVENT_READ:
+            return
+        try:
+            data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(256 * 4))
+        except BlockingIOError:
+            return
+        except OSError:
+            data, anc = b"", []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+                for fd in fds:
+                    os.set_inheritable(fd, False)
+                    self.locks.append(fd)
+        if not data:                   # sbatchd is gone: finish what runs, take no more
+            self.linked = False
+            self.sel.unregister(self.sock)
+            self.out.clear()           # the status files say it to the next sbatchd
+            return
+        for msg in self.decoder.feed(data):
+            if isinstance(msg, P.ProtocolError):
+                log.error("shepherd: bad frame from sbatchd: %s", msg)
+            elif msg["op"] == "start":
+                for order in msg["orders"]:
+                    self.start(order, self.locks.popleft())
+            elif msg["op"] == "clean":
+                for d in msg["dirs"]:
+                    self._trash("path", d)
+
+    def _send(self, msg):
+        if self.linked:
+            self.out += P.encode(msg)
+
+    def _write(self):
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:                # sbatchd is gone; the read side notices
+            sent = len(self.out)
+        del self.out[:sent]
+        self.sel.modify(self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0),
+                        self._read)
+
+    # --- attempts
+
+    def start(self, order, lock):
+        run = Run(order, lock)
+        self.runs += 1
+        adir = run.dir
+        write_json(os.path.join(adir, "job.json"), order["spec"])
+        if order.get("cgroup"):
+            try:
+                run.group = self.cg.create(order["cgroup"], cgroups.Limits.of(order["spec"]))
+            except OSError as exc:     # the job must not run unconfined when cgroups are in use
+                log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
+                self._trash("cgroup", order["cgroup"])
+                run.status.update(exit_code=126, reason="exec_failed",
+                                  message=f"cannot create cgroup: {exc}")
+                self._finish(run)
+                return
+        outputs = order["outputs"]
+        with as_user(run.account):
+            run.opened, run.renames = _open_outputs(outputs, run.notes)
+        # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
+        # the path); the identity beside each number lets it refuse a number reused since
+        outfds = []
+        for (fd, _), (_, _, temp) in zip(run.opened, outputs):
+            st = os.fstat(fd)
+            outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
+        write_json(os.path.join(adir, "outfds"), outfds)
+        argv, env = order["argv"], order["env"]
+        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
+        if run.account.switch:         # a fork: the job's process changes identity itself
+            run.pid, pipe = _fork(exe, argv, env, order["cwd"], run.opened, run.account,
+                                  run.group)
+            self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
+            return
+        failure = _unrunnable(exe)
+        if failure:
+            self._exec_failed(run, *failure)
+            return
+        try:
+            _mkdir_tmp(env["TMPDIR"])
+            run.proc = _spawn(argv, env, order["cwd"], run.opened, run.group)
+        except OSError as exc:
+            self._exec_failed(run, exc.errno, exc.strerror or str(exc))
+            return
+        run.pid = run.proc.pid
+        self._running(run)
+
+    def _execed(self, run, pipe):
+        self.sel.unregister(pipe)
+        failure = os.read(pipe, 4096)
+        os.close(pipe)
+        if failure:
+            os.waitpid(run.pid, 0)
+            code, _, text = failure.decode(errors="replace").partition(":")
+            self._exec_failed(run, int(code), text)
+        else:
+            self._running(run)
+
+    def _exec_failed(self, run, code, text):
+        run.status.update(exit_code=127 if code == errno.ENOENT else 126,
+                          reason="exec_failed", message=f"{run.argv0}: {text}")
+        self._finish(run)
+
+    def _running(self, run):
+        with open(os.path.join(run.dir, "pid"), "w") as f:
+            f.write(str(run.pid))
+        run.pidfd = os.pidfd_open(run.pid)     # a zombie until reaped: the pid cannot be reused
+        self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _: self._reaped(run))
+
+    def _reaped(self, run):
+        self.sel.unregister(run.pidfd)
+        os.close(run.pidfd)
+        _, wstatus, usage = os.wait4(run.pid, 0)
         code = os.waitstatus_to_exitcode(wstatus)
-        status.update(exit_code=code if code >= 0 else None,
-                      exit_signal=-code if code < 0 else None,
-                      utime=usage.ru_utime, stime=usage.ru_stime, maxrss_kb=usage.ru_maxrss)
-        try:                               # what the job left behind dies with it
-            os.killpg(pid, signal.SIGKILL)
+        if run.proc is not None:
+            run.proc.returncode = code     # reaped here: the Popen must not wait for it again
+        run.status.update(exit_code=code if code >= 0 else None,
+                          exit_signal=-code if code < 0 else None,
+                          utime=usage.ru_utime, stime=usage.ru_stime, maxrss_kb=usage.ru_maxrss)
+        try:                           # what the job left behind dies with it
+            os.killpg(run.pid, signal.SIGKILL)
         except OSError:
             pass
-    if group is not None:
-        if group.oom():
-            status.update(reason="oom", message="killed by the out-of-memory killer: the job "
-                                                "exceeded its memory limit (-M)")
-        group.remove(wait=5.0)
-    with as_user(account):
-        for temp, final in renames:
-            try:
-                os.replace(temp, final)
-            except OSError as exc:
-                notes.append(f"cannot move output to {final}: {exc.strerror}")
-    status["end"] = time.time()
-    if notes:
-        status["message"] = "; ".join(notes + ([status["message"]] if "message" in status else []))
-    write_json(os.path.join(adir, "status"), status)
+        self._finish(run)
+
+    def _finish(self, run):
+        status = run.status
+        if run.group is not None:
+            if run.group.oom():
+                status.update(reason="oom", message="killed by the out-of-memory killer: the "
+                                                    "job exceeded its memory limit (-M)")
+            self._trash("cgroup", run.group.name)
+        with as_user(run.account):
+            for temp, final in run.renames:
+                try:
+                    os.replace(temp, final)
+                except OSError as exc:
+                    run.notes.append(f"cannot move output to {final}: {exc.strerror}")
+        for fd, _ in run.opened:
+            os.close(fd)
+        if run.tmpdir:
+            self._trash("path", run.tmpdir)
+        status["end"] = time.time()
+        if run.notes:
+            status["message"] = "; ".join(run.notes + ([status["message"]] if "message" in status
+                                                       else []))
+        write_json(os.path.join(run.dir, "status"), status)
+        self._send({"v": P.VERSION, "op": "ended", "job": run.job, "attempt": run.attempt,
+                    "status": status})
+        os.close(run.lock)             # last: the status is on disk before the lock says "ended"
+        self.runs -= 1
+
+    def _trash(self, kind, what):
+        """Never waits for the cleaner: a backlog waits here (a slow disk must not slow the
+        starts)."""
+        self.trash += f"{kind} {what}\n".encode()
+        self._feed_cleaner()
+
+    def _feed_cleaner(self, _events=None):
+        try:
+            del self.trash[:os.write(self.cleaner, self.trash)]
+        except BlockingIOError:
+            pass
+        waiting = self.cleaner in self.sel.get_map()
+        if self.trash and not waiting:
+            self.sel.register(self.cleaner, selectors.EVENT_WRITE, self._feed_cleaner)
+        elif waiting and not self.trash:
+            self.sel.unregister(self.cleaner)
+
+
+def _start_cleaner(cg, link):
+    """Fork the cleaner: a process that removes what it is told, off the shepherd's loop (on a
+    slow disk, or with a cgroup's last tasks exiting, a removal takes milliseconds). Not a
+    thread: the shepherd takes the user's identity for file operations, and a thread would
+    share it. Returns (pid, the write end of its pipe); it exits at the pipe's end."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(rfd)
+        os.set_blocking(wfd, False)
+        return pid, wfd
+    try:
+        link.close()                   # sbatchd must see the link end when the shepherd does
+        os.close(wfd)
+        with os.fdopen(rfd) as f:
+            for line in f:
+                kind, _, what = line.rstrip("\n").partition(" ")
+                if kind == "path":
+                    shutil.rmtree(what, ignore_errors=True)    # never follows a symlink
+                elif not cg.group(what).remove(wait=REMOVE_FOR):
+                    log.warning("cgroup %s still busy after %g s; the next sbatchd removes "
+                                "it", what, REMOVE_FOR)
+    finally:
+        os._exit(0)
+
+
+def _unmoved(sig, frame):
+    pass
+
+
+def main(argv):
+    """`lavalite --role sbatchd --shepherd FD CGROUPS SLICE`: started by sbatchd only; FD is its
+    end of the link, CGROUPS the backend sbatchd chose (v1, v2, none)."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s shepherd[%(process)d] %(levelname)s %(message)s")
+    fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    for sig in (signal.SIGINT, signal.SIGHUP):     # sbatchd's terminal or reload: not ours
+        signal.signal(sig, _unmoved)   # a handler, not SIG_IGN, which jobs would inherit
+    cg = cgroups.NoCgroups() if kind == "none" else cgroups.choose(kind, slice_name)
+    cleaner, trash = _start_cleaner(cg, sock)
+    Shepherd(sock, cg, trash).serve()
+    os.waitpid(cleaner, 0)
+    return 0
 
 
 def holder(adir):
-    """The pid of the attempt's shepherd if it is alive (it holds the lock), else None. Immune
-    to pid reuse: a dead shepherd's lock is released with its last descriptor."""
+    """The pid of the attempt's shepherd if it is alive (it holds the lock; 0 if its pid is not
+    written yet), else None. Immune to pid reuse: a dead holder's lock goes with its last
+    descriptor."""
     path = os.path.join(adir, "shepherd")
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -213,12 +485,8 @@ def holder(adir):
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        for _ in range(500):           # locked: the pid follows within a moment of the fork
-            pid = os.pread(fd, 32, 0)
-            if pid:
-                return int(pid)
-            time.sleep(0.002)
-        return None
+        pid = os.pread(fd, 32, 0)
+        return int(pid) if pid.isdigit() else 0
     finally:
         os.close(fd)
 

@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Shepherd benchmark: what it costs sbatchd to start and finish one attempt of /bin/true, with
-the real code path (attempt directory, cgroup, fork of the shepherd, fork+exec of the job,
-cgroup removal, status file), without cgroups and with each hierarchy this machine offers,
-beside the machine's raw rate of starting /bin/true from Python.
+"""Shepherd benchmark: how fast the real shepherd process (roles/sbatchd/shepherd.py) starts
+and finishes attempts of /bin/true ordered over its link, as sbatchd orders them (attempt
+directory and lock made here, job.json, TMPDIR, cgroup with memory/pids/cpu limits, fork+exec
+of the job, status, cgroup removal, clean-up), without cgroups and with each hierarchy this
+machine offers, beside the machine's raw rate of starting /bin/true from Python.
 
-    .venv/bin/python tests/bench/bench_shepherd.py [--jobs 300] [--parallel 8]
+    .venv/bin/python tests/bench/bench_shepherd.py [--jobs 1000] [--parallel 16]
 
-Prints jobs/s and the parent's time per launch (what sbatchd's event loop pays per dispatch;
-the rest runs in the shepherd). Run as root to include the cgroup backends.
+Prints jobs/s, the shepherd's CPU per attempt (its own and its jobs') and the ordering side's
+(what sbatchd's event loop pays). Run as root to include the cgroup backends.
 """
 import argparse
+import asyncio
+import fcntl
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,39 +24,77 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from roles.sbatchd import cgroups, shepherd  # noqa: E402
-from roles.sbatchd.cgroups import Limits  # noqa: E402
+from roles.cli.simulator import cpu_seconds  # noqa: E402
+from roles.sbatchd import cgroups  # noqa: E402
+from roles.sbatchd.link import ShepherdLink  # noqa: E402
+
+# where `lavalite up` keeps attempt records (a RAM filesystem, as /run/lavalite when installed)
+RUN_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-def run(backend, jobs, parallel, work):
-    account = shepherd.Account("bench", os.getuid(), os.getgid(), False)
-    env = {"PATH": "/usr/bin:/bin"}
-    launch_s, running, started = 0.0, {}, time.perf_counter()
-    for n in range(jobs):
-        while len(running) >= parallel:
-            pid, _ = os.wait()
-            running.pop(pid)
-        adir = os.path.join(work, f"{n}.1")
-        os.makedirs(os.path.join(adir, "tmp"))
-        t0 = time.perf_counter()
-        group = backend.create(f"{n}.1", Limits(memory=256 << 20, pids=64, cpus=1))
-        pid = shepherd.launch(adir, ["/bin/true"], env, adir, [((1, 2), None, None)], account,
-                              group)
-        launch_s += time.perf_counter() - t0
-        running[pid] = adir
-    while running:
-        pid, _ = os.wait()
-        running.pop(pid)
+async def run(backend, slice_name, jobs, parallel, work, tmp):
+    """(jobs/s, shepherd CPU ms per attempt, ordering CPU ms per attempt)."""
+    loop = asyncio.get_running_loop()
+    done, statuses, sent_at, latency = asyncio.Event(), {}, {}, []
+    order_cpu = 0.0
+
+    def order(batch):
+        nonlocal order_cpu
+        t0 = time.process_time()
+        orders, locks = [], []
+        for n in batch:
+            sent_at[n] = time.perf_counter()
+            adir = os.path.join(work, f"{n}.1")
+            os.mkdir(adir)
+            lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT, 0o600)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            locks.append(lock)
+            spec = {"id": n, "attempt": 1, "slots": 1, "memory": 256 << 20, "pids": 64}
+            orders.append({"job": n, "attempt": 1, "dir": adir, "spec": spec,
+                           "argv": ["/bin/true"], "cwd": work,
+                           "env": {"PATH": "/usr/bin:/bin",
+                                   "TMPDIR": os.path.join(tmp, f"lavalite.{n}.1")},
+                           "outputs": [[[1, 2], None, None]],
+                           "account": ["bench", os.getuid(), os.getgid(), False],
+                           "cgroup": None if backend == "none" else f"{n}.1"})
+        link.start(orders, locks)
+        for lock in locks:
+            os.close(lock)
+        order_cpu += time.process_time() - t0
+
+    queued = iter(range(jobs))
+
+    def ended(msg):
+        statuses[msg["job"]] = msg["status"]
+        latency.append(time.perf_counter() - sent_at[msg["job"]])
+        link.clean([os.path.join(work, f"{msg['job']}.1")])
+        more = [n for n in [next(queued, None)] if n is not None]
+        if more:
+            order(more)
+        if len(statuses) == jobs:
+            done.set()
+
+    link = ShepherdLink(loop, backend, slice_name, ended, lambda _: done.set(),
+                        program=[sys.executable, os.path.join(ROOT, "lavalite.py")])
+    await asyncio.sleep(1.0)               # its start-up is not what is measured
+    own0 = cpu_seconds(link.pid)
+    cpu0, started = cpu_seconds(link.pid, children=True), time.perf_counter()
+    order([next(queued) for _ in range(min(parallel, jobs))])
+    await done.wait()
     elapsed = time.perf_counter() - started
-    bad = [d for d in os.listdir(work) if '"exit_code": 0' not in
-           open(os.path.join(work, d, "status")).read()]
-    assert not bad, f"attempts that did not end with exit code 0: {bad[:5]}"
-    return jobs / elapsed, launch_s / jobs * 1000
+    cpu = cpu_seconds(link.pid, children=True) - cpu0
+    print("own", (cpu_seconds(link.pid) - own0) / jobs * 1000)
+    link.close()
+    link.proc.wait(10)
+    bad = [n for n, st in statuses.items() if st.get("exit_code") != 0]
+    assert len(statuses) == jobs and not bad, f"attempts that did not end with 0: {bad[:5]}"
+    latency.sort()
+    print("latency p50 %.1f ms p99 %.1f ms" % (latency[len(latency) // 2] * 1e3, latency[int(len(latency) * .99)] * 1e3))
+    return jobs / elapsed, cpu / jobs * 1000, order_cpu / jobs * 1000
 
 
 def baseline(jobs, parallel):
     """The machine's raw rate: subprocess.Popen("/bin/true"), `parallel` at a time."""
-    import subprocess
     running, started = [], time.perf_counter()
     for _ in range(jobs):
         if len(running) >= parallel:
@@ -65,32 +107,37 @@ def baseline(jobs, parallel):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=300)
-    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--parallel", type=int, default=16)
     args = ap.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"{args.jobs} attempts of /bin/true, {args.parallel} at a time")
-    print(f"  raw Popen(/bin/true): {baseline(args.jobs, args.parallel):7.1f} jobs/s")
-    backends = [cgroups.NoCgroups()]
+    backends = ["none"]
+    slice_name = f"lavalite-bench-{uuid.uuid4().hex[:8]}"
     if os.geteuid() == 0:
-        slice_name = f"lavalite-bench-{uuid.uuid4().hex[:8]}"
         for mode in ("v1", "v2"):
             try:
-                backends.append(cgroups.choose(mode, slice_name))
+                cgroups.choose(mode, slice_name)
+                backends.append(mode)
             except cgroups.CgroupError as exc:
                 print(f"  ({mode}: {exc})")
     else:
         print("  (not root: cgroup backends skipped)")
     for backend in backends:
-        work = tempfile.mkdtemp(prefix="lavalite-bench-shepherd-")
+        raw = baseline(args.jobs, args.parallel)
+        work = tempfile.mkdtemp(prefix="lavalite-bench-shepherd-", dir=RUN_DIR)
+        tmp = tempfile.mkdtemp(prefix="lavalite-bench-tmp-", dir=RUN_DIR)   # TMPDIRs: /tmp, the default
         try:
-            rate, launch_ms = run(backend, args.jobs, args.parallel, work)
+            rate, shep_ms, order_ms = asyncio.run(run(backend, slice_name, args.jobs,
+                                                      args.parallel, work, tmp))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            backend.remove_slice()
-        controllers = ",".join(sorted(backend.controllers)) or "-"
-        print(f"  cgroups {backend.name:4} ({controllers}): {rate:7.1f} jobs/s, "
-              f"{launch_ms:.2f} ms in sbatchd per launch")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if backend != "none":
+                cgroups.choose(backend, slice_name).remove_slice()
+        print(f"  cgroups {backend:4}: {rate:7.1f} jobs/s (raw Popen just before: {raw:7.1f}, "
+              f"ratio {rate / raw:.2f}); shepherd+job CPU {shep_ms:.2f} ms, ordering CPU "
+              f"{order_ms:.2f} ms per attempt")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""sbatchd's end of the link to its shepherd process (roles/sbatchd/shepherd.py): starts it,
+sends it orders, hands each answer to sbatchd's loop.
+
+Orders go out with a blocking send (they are small and the shepherd always reads, never
+blocking on sbatchd); answers come in through the event loop.
+"""
+import array
+import logging
+import socket
+import subprocess
+
+from lavalite import protocol as P
+from lavalite.entry import self_command
+
+log = logging.getLogger("lavalite.sbatchd")
+FDS_PER_MESSAGE = 200      # the kernel takes at most 253 descriptors in one message
+
+
+class ShepherdLink:
+    def __init__(self, loop, backend, slice_name, on_ended, on_lost, program=None):
+        """backend: the cgroup backend's name (v1, v2, none); on_ended(msg) for each ended
+        attempt; on_lost(link) once, when the shepherd is gone; program: how to run LavaLite
+        (default: as this process was run)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            (program or self_command()) + ["--role", "sbatchd", "--shepherd",
+                                           str(theirs.fileno()), backend, slice_name],
+            pass_fds=[theirs.fileno()], start_new_session=True, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.pid = self.proc.pid
+        self.sock, self.loop = ours, loop
+        self.on_ended, self.on_lost = on_ended, on_lost
+        self.decoder = P.Decoder()
+        self.alive = True
+        loop.add_reader(ours, self._read)
+
+    def start(self, orders, locks):
+        """Attempts to start; `locks` the descriptors of their locked `shepherd` files, in
+        the same order, which the shepherd holds from now on (the caller closes its own)."""
+        for at in range(0, len(orders), FDS_PER_MESSAGE):
+            frame = P.encode({"v": P.VERSION, "op": "start",
+                              "orders": orders[at:at + FDS_PER_MESSAGE]})
+            fds = array.array("i", locks[at:at + FDS_PER_MESSAGE])
+            try:
+                sent = self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                self.sock.sendall(frame[sent:])
+            except OSError as exc:
+                self._lost(f"cannot send it an order: {exc}")
+                return False
+        return True
+
+    def clean(self, dirs):
+        """Remove attempt directories whose reports are in the journal (off sbatchd's loop)."""
+        try:
+            self.sock.sendall(P.encode({"v": P.VERSION, "op": "clean", "dirs": dirs}))
+        except OSError as exc:
+            self._lost(f"cannot send it an order: {exc}")
+
+    def _read(self):
+        try:
+            data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost("it exited")
+            return
+        for msg in self.decoder.feed(data):
+            if isinstance(msg, P.ProtocolError):
+                log.error("shepherd %d: %s", self.pid, msg)
+            else:
+                self.on_ended(msg)
+
+    def _lost(self, why):
+        if not self.alive:
+            return
+        self.alive = False
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        log.error("the shepherd (pid %d) is gone: %s (exit status %s); its jobs are checked "
+                  "through their locks", self.pid, why, code)
+        self.on_lost(self)
+
+    def close(self):
+        """sbatchd stops: the shepherd sees the end of the link, finishes its jobs and exits."""
+        if self.alive:
+            self.alive = False
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
+
