@@ -34,7 +34,8 @@ def setup(role, argv_conf, argv_host):
 # Settings a running daemon cannot change: sockets are bound, files open. A reload that
 # changes one says so; the rest of the new configuration applies.
 RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "master_candidates"),
-                ("paths", "state_dir"), ("paths", "spool_dir"), ("mbatchd", "port"),
+                ("paths", "state_dir"), ("paths", "spool_dir"), ("paths", "run_dir"),
+                ("mbatchd", "port"),
                 ("mbatchd", "database"), ("mbatchd", "metrics_port"), ("lim", "port"),
                 ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"))
 

@@ -58,9 +58,9 @@ def test_v2_kill_oom_and_remove(v2, tmp_path):
     d = tmp_path / "lavalite" / "3.1"
     _put(str(d / "cgroup.kill"), "")
     _put(str(d / "memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n")
-    assert not g.oom()
+    assert g.oom_count() == 0
     _put(str(d / "memory.events"), "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n")
-    assert g.oom()
+    assert g.oom_count() == 1
     g.kill()
     assert _get(d / "cgroup.kill") == "1"
     for name in os.listdir(d):          # the kernel's files vanish with the directory
@@ -100,16 +100,57 @@ def test_v1_limits_memsw_only_where_present(v1, tmp_path):
     assert not (tmp_path / "memory" / "lavalite" / "6.1" / "memory.memsw.limit_in_bytes").exists()
 
 
+def test_v1_retired_group_reused_with_only_the_changed_limits_written(v1, tmp_path,
+                                                                      monkeypatch):
+    mem = lambda name: tmp_path / "memory" / "lavalite" / name   # noqa: E731
+    _put(str(mem("5.1") / "memory.memsw.limit_in_bytes"), "-1")
+    _put(str(mem("5.1") / "memory.usage_in_bytes"), str(1 << 20))
+    g = v1.create("5.1", Limits(memory=256 << 20, pids=32, cpus=1))
+    assert v1.reusable(g)
+    free = v1.retire(g, ".free.1")
+    assert not mem("5.1").exists() and (mem(".free.1") / "memory.limit_in_bytes").exists()
+    # the pids limit stays the same: not written again (the marker survives)
+    _put(str(tmp_path / "pids" / "lavalite" / ".free.1" / "pids.max"), "kept")
+    writes, real_write = [], cgroups._write
+
+    def spy(path, value, create=True):     # the real write, and which file it was
+        writes.append(os.path.basename(path))
+        real_write(path, value, create)
+    monkeypatch.setattr(cgroups, "_write", spy)
+    g2 = v1.reuse(free, "6.1", Limits(memory=512 << 20, pids=32, cpus=None))
+    assert g2.name == "6.1" and not mem(".free.1").exists()
+    # raising the limit: memsw first, so it is never below the memory limit
+    assert writes == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "cpu.cfs_quota_us"]
+    assert _get(mem("6.1") / "memory.limit_in_bytes") == str(512 << 20)
+    assert _get(tmp_path / "cpu" / "lavalite" / "6.1" / "cpu.cfs_quota_us") == "-1"
+    assert _get(tmp_path / "pids" / "lavalite" / "6.1" / "pids.max") == "kept"
+    writes.clear()
+    v1.reuse(v1.retire(g2, ".free.2"), "7.1", Limits(memory=64 << 20, pids=32))
+    assert writes == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]  # lowering
+
+
+def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):
+    g = v1.create("5.1", Limits())
+    mem = tmp_path / "memory" / "lavalite" / "5.1"
+    _put(str(mem / "cgroup.procs"), "4242\n")
+    assert not v1.reusable(g)
+    _put(str(mem / "cgroup.procs"), "")
+    _put(str(mem / "memory.usage_in_bytes"), str(64 << 20))     # e.g. files left in a tmpfs
+    assert not v1.reusable(g)
+    _put(str(mem / "memory.usage_in_bytes"), str(1 << 20))
+    assert v1.reusable(g)
+
+
 def test_v1_oom_from_oom_control_else_failcnt(v1, tmp_path):
     g = v1.create("8.1", Limits(memory=1 << 20))
     mem = tmp_path / "memory" / "lavalite" / "8.1"
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
     _put(str(mem / "memory.failcnt"), "12")
-    assert not g.oom()                  # hit the limit, reclaimed, nobody killed
+    assert g.oom_count() == 0           # hit the limit, reclaimed, nobody killed
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-    assert g.oom()
+    assert g.oom_count() == 1
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n")  # old kernel
-    assert g.oom()
+    assert g.oom_count() == 12
 
 
 def test_v1_kill_freezes_signals_thaws(v1, tmp_path):

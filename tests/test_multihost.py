@@ -107,6 +107,7 @@ class MultiCluster:
                     "hosts": ADDR,
                     "paths": {"state_dir": state,
                               "spool_dir": os.path.join(self.base, host, "spool"),
+                              "run_dir": os.path.join(self.base, host, "run"),
                               "log_dir": os.path.join(self.base, host, "log")},
                     "mbatchd": {"node_lost_grace": "4"}},
                 "lim.conf": {"lim": {"heartbeat_interval": "0.5", "heartbeat_misses": "3",
@@ -301,7 +302,7 @@ def test_worker_cut_off_and_restored(mc):
             assert job["stat"] == "FAILED(node_lost)", job
     time.sleep(max(0.0, cut_at + 30 - time.time()))
     restore("w3")
-    work = os.path.join(mc.base, "w3", "spool", "jobs")
+    work = os.path.join(mc.base, "w3", "run", "jobs")
     mc.wait_until("stale copies on w3 killed", lambda: not os.listdir(work), timeout=30)
     mc.wait_until("w3 back", lambda: mc.hosts_ok(("w3",)), timeout=20)
     starts = mc.starts()

@@ -57,6 +57,29 @@ def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
         "the cgroup must be removed when the job ends"
 
 
+def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cluster):
+    """An ended attempt's empty group is renamed for the next one (no mkdir/rmdir per job):
+    the next job gets its own limits, and an OOM before it is not counted as its own."""
+    c = _v1_cluster(make_cluster, slots=1)
+    base = os.path.join(_V1["memory"], c.conf.sbatchd.cgroup_slice)
+    first = c.submit(["python3", "-c", "b = b'x' * (256 << 20)"], memory=64 << 20,
+                     out="/dev/null")
+    assert c.wait([first], timeout=60)[first]["stat"] == "FAILED(oom)"
+    kept = [n for n in os.listdir(base) if n.startswith(".free.")]
+    assert len(kept) == 1, os.listdir(base)
+    with open(os.path.join(base, kept[0], "memory.oom_control")) as f:
+        assert "oom_kill 1" in f.read()
+    second = c.submit(["sleep", "2"])
+    c.wait([second], states=("RUN",))
+    group = os.path.join(base, f"{second}.1")
+    with open(os.path.join(group, "memory.limit_in_bytes")) as f:
+        assert int(f.read()) > 1 << 60                 # unlimited again, not the 64 MB
+    with open(os.path.join(group, "memory.oom_control")) as f:
+        assert "oom_kill 1" in f.read()                # the renamed group, counter and all
+    assert not [n for n in os.listdir(base) if n.startswith(".free.")]
+    assert c.wait([second], timeout=30)[second]["stat"] == "DONE"
+
+
 def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):
     c = _v1_cluster(make_cluster)
     out = tmp_path / "bomb.out"

@@ -207,7 +207,7 @@ def _spawn(argv, env, cwd, opened, group):
 class Run:
     """One attempt in the shepherd's care."""
     __slots__ = ("job", "attempt", "dir", "lock", "account", "group", "opened", "renames",
-                 "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd")
+                 "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd", "ooms")
 
     def __init__(self, order, lock):
         self.job, self.attempt, self.dir = order["job"], order["attempt"], order["dir"]
@@ -217,6 +217,7 @@ class Run:
         self.opened, self.renames, self.notes = [], [], []
         self.status = {"start": time.time()}
         self.argv0 = self.tmpdir = self.proc = self.pid = self.pidfd = None
+        self.ooms = 0                  # OOM kills its group had counted before it
 
 
 class Shepherd:
@@ -232,6 +233,8 @@ class Shepherd:
         self.runs = 0                  # attempts in our care
         self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()       # what the cleaner has yet to be told
+        self.free = []                 # retired cgroups, for the next attempts (v1)
+        self.retired = 0
 
     def serve(self):
         """Until sbatchd is gone and every job has ended. Answers go out once per turn."""
@@ -240,6 +243,8 @@ class Shepherd:
                 key.data(events)
             if self.out and self.linked:
                 self._write()
+        for group in self.free:
+            self._trash("cgroup", group.name)
         os.set_blocking(self.cleaner, True)
         os.write(self.cleaner, self.trash)
         os.close(self.cleaner)
@@ -303,7 +308,8 @@ class Shepherd:
         write_json(os.path.join(adir, "job.json"), order["spec"])
         if order.get("cgroup"):
             try:
-                run.group = self.cg.create(order["cgroup"], cgroups.Limits.of(order["spec"]))
+                run.group = self._group(order["cgroup"], cgroups.Limits.of(order["spec"]))
+                run.ooms = run.group.oom_count()
             except OSError as exc:     # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
                 self._trash("cgroup", order["cgroup"])
@@ -383,10 +389,10 @@ class Shepherd:
     def _finish(self, run):
         status = run.status
         if run.group is not None:
-            if run.group.oom():
+            if run.group.oom_count() > run.ooms:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
-            self._trash("cgroup", run.group.name)
+            self._retire(run.group)
         with as_user(run.account):
             for temp, final in run.renames:
                 try:
@@ -406,6 +412,32 @@ class Shepherd:
                     "status": status})
         os.close(run.lock)             # last: the status is on disk before the lock says "ended"
         self.runs -= 1
+
+    def _group(self, name, limits):
+        """The attempt's cgroup: a retired one renamed (v1), else a new one."""
+        while self.free:
+            free = self.free.pop()
+            try:
+                return self.cg.reuse(free, name, limits)
+            except OSError as exc:     # half renamed, or a limit its charges refuse: drop it
+                log.warning("cgroup %s not reused for %s: %s", free.name, name, exc)
+                self._trash("cgroup", free.name)
+                self._trash("cgroup", name)
+        return self.cg.create(name, limits)
+
+    def _retire(self, group):
+        """Keep an ended attempt's group for a later one if the backend can (v1) and it is
+        clean; else the cleaner removes it."""
+        if self.cg.pooled and self.cg.reusable(group):
+            self.retired += 1
+            name = f".free.{os.getpid()}.{self.retired}"
+            try:
+                self.free.append(self.cg.retire(group, name))
+                return
+            except OSError as exc:
+                log.warning("cgroup %s not kept: %s", group.name, exc)
+                self._trash("cgroup", name)
+        self._trash("cgroup", group.name)
 
     def _trash(self, kind, what):
         """Never waits for the cleaner: a backlog waits here (a slow disk must not slow the

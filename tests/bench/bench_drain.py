@@ -48,9 +48,12 @@ async def raw_rate(n, slots):
 class Cluster:
     """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
 
-    def __init__(self, program, slots):
+    def __init__(self, program, slots, cgroups):
         self.program, self.slots = program, slots
         self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
+        # `up` keeps a configuration file it finds: this one sets what --slots would, and cgroups
+        with open(os.path.join(self.state, "sbatchd.conf"), "w") as f:
+            f.write(f"[sbatchd]\nslots = {slots}\ncgroups = {cgroups}\n")
         self.conf = os.path.join(self.state, "lavalite.conf")
         self.db = os.path.join(self.state, "lavalite.db")
 
@@ -147,7 +150,7 @@ def scenario(submit, args, cwd):
     """The figures of one workload on a fresh cluster; the raw rate is measured just before,
     so both see the same load on a shared machine."""
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    with Cluster(args.program, args.slots) as cl:
+    with Cluster(args.program, args.slots, args.cgroups) as cl:
         cpu0 = cl.cpu()
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
@@ -210,6 +213,8 @@ def main():
     ap.add_argument("--hq", metavar="PYTHON", help="a python with the hyperqueue package (a "
                     "separate bench venv, never the product's): also run the workload on it")
     ap.add_argument("--skip-bsub", action="store_true", help="leave out (b), the slowest")
+    ap.add_argument("--cgroups", default="auto", help="sbatchd.conf `cgroups` (default auto, "
+                    "the default configuration; `off` runs jobs unconfined, as HyperQueue)")
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
@@ -224,7 +229,7 @@ def main():
                              for k in figs["(a) one client"]]
     head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; the raw rate runs /bin/true "
             f"{args.slots} at a time from asyncio just before each column; whole run "
-            f"{time.time() - started:.0f} s; "
+            f"{time.time() - started:.0f} s; cgroups = {args.cgroups}; "
             f"program `{shlex.join(args.program)}`")
     report(table, "Drain benchmark (tests/bench/bench_drain.py)", head, args.markdown)
 
