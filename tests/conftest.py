@@ -130,6 +130,13 @@ class Cluster:
                                      f"{[(i, j['stat']) for i, j in jobs.items()]}\n{self.logs()}")
             time.sleep(0.2)
 
+    def wait_started(self, ids, timeout=60):
+        """Until every job has started on its host (RUN is set at dispatch, before)."""
+        deadline = time.time() + timeout
+        while not all(j["start_time"] for j in self.jobs(ids).values()):
+            assert time.time() < deadline, self.logs()
+            time.sleep(0.05)
+
     def events(self, job_id=None):
         """Event rows straight from the store (read-only, beside the running mbatchd)."""
         db = apsw.Connection(self.conf.mbatchd.database, flags=apsw.SQLITE_OPEN_READONLY)

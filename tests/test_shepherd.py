@@ -70,10 +70,7 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     through their locks and starts new ones with a shepherd of its own."""
     c = make_cluster(slots=4)
     long = c.submit(["sh", "-c", "sleep 3; exit 7"])
-    deadline = time.time() + 20
-    while not c.jobs([long])[long]["start_time"]:   # started on the host, not just dispatched
-        assert time.time() < deadline, c.logs()
-        time.sleep(0.05)
+    c.wait_started([long])
     old = _shepherd_pid(c)
     adir = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
     assert shepherd.holder(adir) == old            # the lock names its holder

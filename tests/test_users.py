@@ -141,10 +141,7 @@ def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accou
     job = _job_id(as_user(c, a, "submit", "-o", "out.%J", "--", "sh", "-c",
                           "id -u; id -Gn; echo $HOME $USER $LOGNAME; stat -c %U $TMPDIR; "
                           "echo started; sleep 30"))
-    deadline = time.time() + 30
-    while not c.jobs([job])[job]["start_time"]:
-        assert time.time() < deadline, c.logs()
-        time.sleep(0.1)
+    c.wait_started([job])
     assert c.jobs([job])[job]["user"] == USERS[0]
 
     denied = as_user(c, b, "kill", str(job))

@@ -70,7 +70,7 @@ def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cl
     with open(os.path.join(base, kept[0], "memory.oom_control")) as f:
         assert "oom_kill 1" in f.read()
     second = c.submit(["sleep", "2"])
-    c.wait([second], states=("RUN",))
+    c.wait_started([second])
     group = os.path.join(base, f"{second}.1")
     with open(os.path.join(group, "memory.limit_in_bytes")) as f:
         assert int(f.read()) > 1 << 60                 # unlimited again, not the 64 MB
@@ -180,10 +180,7 @@ def test_sbatchd_kill9_while_20_jobs_run_each_reports_its_true_end(make_cluster)
         end = f"kill -{(signal.SIGTERM, signal.SIGUSR1)[i % 2]} $$" if i % 5 == 0 else f"exit {i}"
         cmds[i] = f"sleep {sleep}; {end}"
     ids = {c.submit(["sh", "-c", cmd]): i for i, cmd in cmds.items()}
-    deadline = time.time() + 60
-    while not all(j["start_time"] for j in c.jobs(list(ids)).values()):   # all 20 started
-        assert time.time() < deadline, c.logs()
-        time.sleep(0.1)
+    c.wait_started(list(ids))
     c.kill9_restarted("sbatchd")         # `lavalite up` starts it again, as systemd would
     jobs = c.wait(list(ids), timeout=60)
     for job_id, i in ids.items():
