@@ -183,6 +183,15 @@ def kill_jobs_in(directory):
             pass
 
 
+def alive(pid):
+    """Running, not a zombie (this machine's init reaps orphans late, if ever)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def remove_cgroup_slice(name):
     """sbatchd removes its slice when it stops with no job left in it; the jobs a test left
     running end after that, so the slice goes here (their shepherds remove their groups)."""

@@ -5,6 +5,7 @@ import signal
 import stat
 import time
 
+from conftest import alive as _alive
 from roles.sbatchd import shepherd
 
 
@@ -15,14 +16,6 @@ def _shepherd_pid(c):
     found = [p for p in children if b"--shepherd" in open(f"/proc/{p}/cmdline", "rb").read()]
     assert len(found) == 1, children
     return found[0]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):

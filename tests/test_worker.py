@@ -9,18 +9,10 @@ import time
 
 import pytest
 
+from conftest import alive as _alive
 from roles.sbatchd import cgroups
 
 _V2, _V1 = cgroups.mounts()
-
-
-def _alive(pid):
-    """Running, not a zombie (this machine's init reaps orphans late, if ever)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _need_root():
