@@ -98,7 +98,7 @@ KEYS = [
      "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
      "process group only."),
-    (_SB, "sbatchd", "cgroup_slice", "str", "lavalite",
+    (_SB, "sbatchd", "cgroup_slice", "relpath", "lavalite",
      "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/<job>.<attempt>)."),
     (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
@@ -135,8 +135,10 @@ _FILE_DOC = {
     QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue.",
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
-_PAIRS = [("restart_backoff", "restart_backoff_max"), ("default_walltime", "max_walltime"),
-          ("retry_backoff", "retry_backoff_max")]
+# (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
+_PAIRS = [("restart_backoff", "restart_backoff_max", "s"), ("default_walltime", "max_walltime", "s"),
+          ("retry_backoff", "retry_backoff_max", "s"), ("default_memory", "max_memory", " bytes"),
+          ("default_pids", "max_pids", "")]
 # numeric kinds: (base, min, max, min is exclusive, description)
 _NUM = {"int": ("int", None, None, False, "integer"),
         "int>=0": ("int", 0, None, False, "integer >= 0"),
@@ -216,6 +218,11 @@ def _convert(kind, raw):
         raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
     if kind == "size":
         return parse_size(raw)
+    if kind == "relpath":
+        parts = raw.split("/")
+        if raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"expected a relative path without '.' or '..' parts, got {raw!r}")
+        return raw
     if kind == "slots" and raw == "auto":
         return os.cpu_count() or 1
     base, lo, hi, strict, desc = _NUM[kind]
@@ -331,11 +338,12 @@ def _fill(ns, rows, given, path, sec, errors):
             errors.append(f"{path}:{line}: [{sec}] {key}: {exc}")
             value = _convert(kind, default)
         setattr(ns, key, value)
-    for lo, hi in _PAIRS:
+    for lo, hi, unit in _PAIRS:
         if lo in rows and hi in rows and 0 < getattr(ns, hi) < getattr(ns, lo):
             key = lo if lo in given else hi
-            errors.append(f"{path}:{given[key][1]}: [{sec}] {key}: {lo} ({getattr(ns, lo):g}s) "
-                          f"exceeds {hi} ({getattr(ns, hi):g}s)")
+            low, high = (_fmt(getattr(ns, k)) for k in (lo, hi))
+            errors.append(f"{path}:{given[key][1]}: [{sec}] {key}: {lo} ({low}{unit}) exceeds "
+                          f"{hi} ({high}{unit})")
 
 
 def _resolve_paths(conf, fname):
@@ -467,6 +475,7 @@ def _describe(kind):
         return "one of " + kind[7:]
     return {"list": "names, separated by spaces or commas", "bool": "yes/no",
             "size": "size in MB, or with a unit: 512M, 2G",
+            "relpath": "relative path (no '.' or '..' parts)",
             "str": "text"}.get(kind, kind)
 
 

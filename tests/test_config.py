@@ -304,3 +304,17 @@ def test_queue_conf_is_plain_data(tmp_path):
     import json
     conf = config.load(write(tmp_path, "lavalite.conf", ""))
     assert json.loads(json.dumps(vars(conf.queues["serial"])))["name"] == "serial"
+
+
+def test_queue_default_above_its_maximum_and_a_slice_leaving_the_hierarchy(tmp_path):
+    write(tmp_path, "queues.conf", "[serial]\ndefault_memory = 2G\nmax_memory = 1G\n"
+                                   "default_pids = 50\nmax_pids = 10\n")
+    write(tmp_path, "sbatchd.conf", "[sbatchd]\ncgroup_slice = ../escape\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, "lavalite.conf", ""))
+    text = str(info.value)
+    assert f"queues.conf:2: [serial] default_memory: default_memory ({2 << 30} bytes) exceeds " \
+           f"max_memory ({1 << 30} bytes)" in text
+    assert "queues.conf:4: [serial] default_pids: default_pids (50) exceeds max_pids (10)" in text
+    assert "sbatchd.conf:2: [sbatchd] cgroup_slice: expected a relative path without '.' or " \
+           "'..' parts, got '../escape'" in text
