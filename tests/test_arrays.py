@@ -249,3 +249,23 @@ def test_bad_array_input_is_refused_clearly(cluster, tmp_path):
     with pytest.raises(ClientError, match="No matching job found"):
         c.client.wait(element_id(999, 1))
     assert c.client.call("jobs", users=["all"], all=True)["jobs"] == []   # nothing was created
+
+
+def test_bwait_on_jobs_gone_from_memory_answers_from_the_store(make_cluster):
+    """clean_period = 0: a finished job leaves mbatchd's memory at the next turn; bwait on it
+    still answers (done, or never done), as bjobs does, from its one store row."""
+    c = make_cluster(conf={"mbatchd": {"clean_period": "0"}})
+    ok, bad = c.submit(["true"]), c.submit(["false"])
+    c.wait([ok, bad])
+    last = c.submit(["true"])            # later turns: the two are dropped from memory
+    c.wait([last])
+    deadline = time.time() + 10
+    while c.client.call("stats")["jobs_in_memory"] > 1:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    res = c.cli("wait", "-w", f"done({ok})")
+    assert res.returncode == 0
+    res = c.cli("wait", "-w", f"done({bad})", check=False)
+    assert res.returncode != 0 and "never satisfied" in res.stderr
+    res = c.cli("wait", "-w", "ended(999999)", check=False)
+    assert res.returncode != 0 and "No matching job found" in res.stderr

@@ -133,16 +133,21 @@ class ArrayOps:
 
     # --- bwait
 
-    def wait(self, ident, msg, token):
+    def wait(self, ident, msg, token, lookup):
         """bwait -w 'done(ID)' | 'ended(ID)': the reply now if the condition holds (or never
-        can), else None and the request waits; `token` comes back in self.woken when it ends."""
+        can), else None and the request waits; `token` comes back in self.woken when it ends.
+        lookup(job_id): a job no longer in memory (ended before clean_period), from the store."""
         cond = P.require(msg, "cond", str)
         job_id = P.require(msg, "job", int)
         if cond not in ("done", "ended"):
             raise P.ProtocolError(P.BAD_REQUEST, "cond must be done or ended")
         if self._target(job_id) is None and self._index_array(job_id) is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
-        result = self._wait_result(job_id, cond)
+            old = lookup(job_id)
+            if old is None:
+                raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
+            result = _condition(job_id, cond, old.state in FINISHED, old.state == DONE)
+        else:
+            result = self._wait_result(job_id, cond)
         if isinstance(result, P.ProtocolError):
             raise result
         if result is not None:
@@ -164,14 +169,18 @@ class ArrayOps:
         else:
             ended = target.state in FINISHED
             done = target.state == DONE
-        if cond == "done" and ended and not done:
-            return P.ProtocolError("never", f"Wait condition done({job_id}) is never satisfied: "
-                                   "the job ended without success")
-        return {"job": job_id, "cond": cond} if ended else None
+        return _condition(job_id, cond, ended, done)
 
     def _fire(self, job_id):
         for cond, token in self.waiters.pop(job_id, ()):
             self.woken.append((token, self._wait_result(job_id, cond)))
+
+
+def _condition(job_id, cond, ended, done):
+    if cond == "done" and ended and not done:
+        return P.ProtocolError("never", f"Wait condition done({job_id}) is never satisfied: "
+                               "the job ended without success")
+    return {"job": job_id, "cond": cond} if ended else None
 
 
 def _compact(indices):

@@ -57,7 +57,7 @@ def write_json(path, data):
     """Atomic: a reader sees the whole file or none."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(json.dumps(data))      # dumps is C; dump streams through Python code
     os.replace(tmp, path)
 
 
