@@ -37,7 +37,8 @@ RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "mas
                 ("paths", "state_dir"), ("paths", "spool_dir"), ("paths", "run_dir"),
                 ("mbatchd", "port"),
                 ("mbatchd", "database"), ("mbatchd", "metrics_port"), ("lim", "port"),
-                ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"))
+                ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"),
+                ("sbatchd", "shepherds"))
 
 
 def reread(role, host, conf):

@@ -1,5 +1,5 @@
-"""The shepherd process (roles/sbatchd/shepherd.py) beside sbatchd: the job's TMPDIR, a dead
-shepherd, an sbatchd restart with a new shepherd while the old one still runs jobs."""
+"""The shepherd processes (roles/sbatchd/shepherd.py) beside sbatchd: the job's TMPDIR, a dead
+shepherd, an sbatchd restart with new shepherds while an old one still runs jobs."""
 import os
 import signal
 import stat
@@ -9,13 +9,16 @@ from conftest import alive as _alive
 from roles.sbatchd import shepherd
 
 
-def _shepherd_pid(c):
+def _shepherds(c):
+    """The pids of sbatchd's shepherd processes."""
     sbatchd = c.pid("sbatchd")
     with open(f"/proc/{sbatchd}/task/{sbatchd}/children") as f:
         children = [int(p) for p in f.read().split()]
-    found = [p for p in children if b"--shepherd" in open(f"/proc/{p}/cmdline", "rb").read()]
-    assert len(found) == 1, children
-    return found[0]
+    return {p for p in children if b"--shepherd" in open(f"/proc/{p}/cmdline", "rb").read()}
+
+
+def _holder(c, job):
+    return shepherd.holder(os.path.join(c.conf.sbatchd.work_dir, f"{job}.1"))
 
 
 def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
@@ -34,28 +37,35 @@ def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
 
 
 def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_cluster, tmp_path):
-    c = make_cluster(slots=4)
+    c = make_cluster(slots=4)                      # two shepherds (the default)
     pids = tmp_path / "pids"
     pids.mkdir()
-    jobs = [c.submit(["sh", "-c", f"echo $$ > {pids}/{i}; exec sleep 300"]) for i in range(3)]
-    c.wait(jobs, states=("RUN",))
+    jobs = [c.submit(["sh", "-c", f"echo $$ > {pids}/{i}; exec sleep 300"]) for i in range(4)]
+    c.wait_started(jobs)
     deadline = time.time() + 20
-    while len(os.listdir(pids)) < 3 and time.time() < deadline:
+    while len(os.listdir(pids)) < 4 and time.time() < deadline:
         time.sleep(0.05)
-    job_pids = [int((pids / str(i)).read_text()) for i in range(3)]
-    old = _shepherd_pid(c)
-    os.kill(old, signal.SIGKILL)
-    views = c.wait(jobs, timeout=30)
-    for j in jobs:         # no shepherd saw them end: lost, and killed so none runs unwatched
+    job_pids = {j: int((pids / str(i)).read_text()) for i, j in enumerate(jobs)}
+    before = _shepherds(c)
+    holders = {j: _holder(c, j) for j in jobs}
+    assert len(before) == 2 and set(holders.values()) == before   # the attempts were shared
+    victim = holders[jobs[0]]
+    os.kill(victim, signal.SIGKILL)
+    lost = [j for j in jobs if holders[j] == victim]
+    views = c.wait(lost, timeout=30)
+    for j in lost:         # no shepherd saw them end: lost, and killed so none runs unwatched
         assert views[j]["stat"] == "FAILED(node_lost)", views[j]
     deadline = time.time() + 10
-    while any(_alive(p) for p in job_pids) and time.time() < deadline:
+    while any(_alive(job_pids[j]) for j in lost) and time.time() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in job_pids)
-    assert "the shepherd (pid %d) is gone" % old in c.logs()
+    assert not any(_alive(job_pids[j]) for j in lost)
+    assert "the shepherd (pid %d) is gone" % victim in c.logs()
+    for j in set(jobs) - set(lost):                # the other shepherd's jobs run on
+        assert c.jobs([j])[j]["stat"] == "RUN" and _alive(job_pids[j])
     after = c.submit(["true"])
     assert c.wait([after])[after]["stat"] == "DONE"
-    assert _shepherd_pid(c) != old
+    now = _shepherds(c)
+    assert len(now) == 2 and victim not in now and before - {victim} <= now
 
 
 def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
@@ -64,15 +74,14 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     c = make_cluster(slots=4)
     long = c.submit(["sh", "-c", "sleep 3; exit 7"])
     c.wait_started([long])
-    old = _shepherd_pid(c)
-    adir = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
-    assert shepherd.holder(adir) == old            # the lock names its holder
-    st = os.stat(os.path.join(adir, "shepherd"))
+    old = _holder(c, long)                         # the lock names its holder
+    assert old in _shepherds(c)
+    st = os.stat(os.path.join(c.conf.sbatchd.work_dir, f"{long}.1", "shepherd"))
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
     assert c.wait([new])[new]["stat"] == "DONE"
-    assert _shepherd_pid(c) != old and _alive(old)
+    assert old not in _shepherds(c) and _alive(old)
     view = c.wait([long], timeout=30)[long]
     assert (view["stat"], view["exit_code"]) == ("FAILED(exit)", 7)
     deadline = time.time() + 10

@@ -32,6 +32,7 @@ class ShepherdLink:
         self.on_ended, self.on_lost = on_ended, on_lost
         self.decoder = P.Decoder()
         self.alive = True
+        self.attempts = 0              # in its care: kept by sbatchd, to pick the least busy
         loop.add_reader(ours, self._read)
 
     def start(self, orders, locks):

@@ -79,7 +79,7 @@ class Sbatchd:
         self.peer = None               # the registered connection to mbatchd
         self.outgoing = []
         self.loop = None
-        self.link = None               # to the shepherd process
+        self.links = {}                # pid -> ShepherdLink: the shepherd processes
         self.cleaning = []             # attempt directories to remove, sent once per turn
         self.polling = None            # the timer that looks at adopted attempts' locks
         self.started = 0               # attempts started here since sbatchd started
@@ -158,14 +158,15 @@ class Sbatchd:
         att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir}
         name = f"{job}.{attempt}"
         att.group = self.cg.group(name)
-        link = self._link()
+        link = self._shepherd()
+        link.attempts += 1
         att.shepherd = link.pid
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
         lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)
         os.write(lock, str(link.pid).encode())
-        batch.append((att, lock, {
+        batch.append((link, att, lock, {
             "job": job, "attempt": attempt, "dir": adir, "spec": att.spec,
             "argv": _argv(spec["cmd"]), "env": self._env(spec, env, tmpdir, pw), "cwd": cwd,
             "outputs": outputs, "account": [account.name, account.uid, account.gid,
@@ -174,33 +175,39 @@ class Sbatchd:
         self._arm(att)
 
     def _order(self, batch):
-        if not batch:
-            return
-        sent = self._link().start([order for _, _, order in batch], [lock for _, lock, _ in batch])
+        """One frame per shepherd for the attempts of a dispatch."""
+        per_link = {}
+        for link, att, lock, order in batch:
+            per_link.setdefault(link, []).append((att, lock, order))
         now = time.time()
-        for att, lock, _ in batch:
-            os.close(lock)
-            if sent:                   # else the link is lost and the attempts are polled
-                self.started += 1
-                self.report({"kind": "start", "job": att.job, "attempt": att.attempt,
-                             "time": now})
+        for link, items in per_link.items():
+            sent = link.start([order for _, _, order in items], [lock for _, lock, _ in items])
+            for att, lock, _ in items:
+                os.close(lock)
+                if sent:               # else the link is lost and the attempts are polled
+                    self.started += 1
+                    self.report({"kind": "start", "job": att.job, "attempt": att.attempt,
+                                 "time": now})
 
-    def _link(self):
-        if self.link is None:
-            self.link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
-                                     self._shepherd_ended, self._shepherd_lost)
-            log.info("shepherd started (pid %d)", self.link.pid)
-        return self.link
+    def _shepherd(self):
+        """The least busy shepherd; the missing ones (sbatchd.conf `shepherds`) started."""
+        while len(self.links) < self.conf.sbatchd.shepherds:
+            link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
+                                self._shepherd_ended, self._shepherd_lost)
+            self.links[link.pid] = link
+            log.info("shepherd started (pid %d)", link.pid)
+        return min(self.links.values(), key=lambda link: link.attempts)
 
     def _shepherd_ended(self, msg):
         att = self.attempts.get((msg.get("job"), msg.get("attempt")))
         if att is not None and not att.adopted:
+            self.links[att.shepherd].attempts -= 1
             self._ended(att, msg.get("status"))
 
     def _shepherd_lost(self, link):
         """Its attempts are watched through their locks, as after a restart: those that ended
         have a status, the others are reported lost."""
-        self.link = None
+        del self.links[link.pid]
         for att in self.attempts.values():
             if att.shepherd == link.pid:
                 att.adopted = True
@@ -312,8 +319,8 @@ class Sbatchd:
 
     def _clean(self):
         dirs, self.cleaning = self.cleaning, []
-        if self.link is not None:
-            self.link.clean(dirs)
+        if self.links:
+            next(iter(self.links.values())).clean(dirs)
         else:
             for d in dirs:
                 shutil.rmtree(d, ignore_errors=True)
@@ -463,10 +470,10 @@ class Sbatchd:
                                             self.conf.sbatchd.metrics_port)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))
         self.adopt()
-        self._link()
+        self._shepherd()
         await self.connect(stop)
-        if self.link is not None:
-            self.link.close()
+        for link in list(self.links.values()):
+            link.close()
         if metrics is not None:
             metrics.close()
         self.cg.remove_slice()         # only if no job is left in it
