@@ -5,6 +5,7 @@ alone costs several times Python's start-up here), the blocking client, no async
 Exit codes: 0 success, 1 refused or not found, 2 usage or configuration, 3 cluster unreachable.
 """
 import argparse
+import os
 import sys
 
 from lavalite import config
@@ -28,15 +29,39 @@ MODULES = {"commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
            "admin": ("admin",), "simulate": ("simulate",)}
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter at the terminal's width, as shutil.get_terminal_size() gives it
+    ($COLUMNS, then stdout's terminal, else 80), without importing shutil: that import (bz2,
+    lzma, fnmatch) was a tenth of a command's start-up, and argparse makes a formatter for
+    every add_argument."""
+
+    def __init__(self, prog):
+        super().__init__(prog, width=_columns() - 2)
+
+
+def _columns():
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def build_parser(command=None):
-    """The parser of `command` alone when it is known (the fast path), else of every command."""
+    """The parser of `command` alone when it is known (the fast path: one subparser to build),
+    else of every command."""
     import importlib
-    names = [m for m, cmds in MODULES.items() if command in cmds] or list(MODULES)
-    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.")
+    known = [m for m, cmds in MODULES.items() if command in cmds]
+    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.",
+                                 formatter_class=_Formatter)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (importlib.import_module(f"roles.cli.{name}") for name in names):
-        for name, (setup, func, helptext) in module.COMMANDS.items():
-            p = sub.add_parser(name, help=helptext, description=helptext)
+    for module in (importlib.import_module(f"roles.cli.{name}") for name in known or MODULES):
+        commands = {command: module.COMMANDS[command]} if known else module.COMMANDS
+        for name, (setup, func, helptext) in commands.items():
+            p = sub.add_parser(name, help=helptext, description=helptext,
+                               formatter_class=_Formatter)
             _conf_arg(p)
             setup(p)
             p.set_defaults(func=func)
