@@ -4,7 +4,7 @@ import importlib
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import LAUNCHER, ROOT
 from roles.cli import MODULES
 
 
@@ -39,3 +39,18 @@ def test_import_lavalite_is_light():
             "from lavalite import Client; print(light, Client.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.split() == ["True", "lavalite.client"], out.stderr
+
+
+def test_real_commands_load_no_heavy_module(cluster):
+    """What bsub and bjobs load end to end, talking to a real mbatchd: none of what their
+    start-up shed (OpenSSL's _hashlib for the hello's HMAC, logging, shutil through argparse's
+    formatter, random, the idna codec for dialling, the daemons' modules)."""
+    heavy = {"_hashlib", "hashlib", "hmac", "secrets", "logging", "shutil", "random",
+             "encodings.idna", "asyncio", "orjson", "subprocess", "tempfile", "uuid"}
+    for args in (["submit", "-o", "/dev/null", "--", "true"], ["jobs", "-a"], ["queues"]):
+        res = subprocess.run(LAUNCHER[:1] + ["-X", "importtime"] + LAUNCHER[1:] + args,
+                             env=cluster.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr[-2000:]
+        loaded = {line.split("|")[-1].strip() for line in res.stderr.splitlines()
+                  if line.startswith("import time:")}
+        assert "lavalite.client" in loaded and not loaded & heavy, (args, loaded & heavy)
