@@ -17,14 +17,14 @@ except ImportError:
 from _operator import _compare_digest as compare_digest  # noqa: F401
 
 _BLOCK = 64                            # SHA-256's block size in bytes
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
+_IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
+_OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
 
 
 def hexdigest(key, msg):
     """hmac.new(key, msg, "sha256").hexdigest() for bytes `key` and `msg`."""
     if len(key) > _BLOCK:
         key = sha256(key).digest()
-    key = key.ljust(_BLOCK, b"\0")
-    inner = sha256(key.translate(_IPAD) + msg).digest()
-    return sha256(key.translate(_OPAD) + inner).hexdigest()
+    k = int.from_bytes(key.ljust(_BLOCK, b"\0"), "big")
+    inner = sha256((k ^ _IPAD).to_bytes(_BLOCK, "big") + msg).digest()
+    return sha256((k ^ _OPAD).to_bytes(_BLOCK, "big") + inner).hexdigest()
