@@ -49,30 +49,43 @@ def _columns():
         return 80
 
 
+def _module_of(command):
+    return next((m for m, cmds in MODULES.items() if command in cmds), None)
+
+
+def _command(parser, setup, func):
+    _conf_arg(parser)
+    setup(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser(command=None):
-    """The parser of `command` alone when it is known (the fast path: one subparser to build),
-    else of every command."""
+    """The parser of `command` alone when it is known: the fast path, one parser to build (it
+    parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
+    the parser of every command, as subcommands."""
     import importlib
-    known = [m for m, cmds in MODULES.items() if command in cmds]
+    module = _module_of(command)
+    if module:
+        setup, func, helptext = importlib.import_module(f"roles.cli.{module}").COMMANDS[command]
+        return _command(argparse.ArgumentParser(prog=f"lavalite {command}", description=helptext,
+                                                formatter_class=_Formatter), setup, func)
     ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.",
                                  formatter_class=_Formatter)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (importlib.import_module(f"roles.cli.{name}") for name in known or MODULES):
-        commands = {command: module.COMMANDS[command]} if known else module.COMMANDS
-        for name, (setup, func, helptext) in commands.items():
-            p = sub.add_parser(name, help=helptext, description=helptext,
-                               formatter_class=_Formatter)
-            _conf_arg(p)
-            setup(p)
-            p.set_defaults(func=func)
+    for module in (importlib.import_module(f"roles.cli.{name}") for name in MODULES):
+        for name, (setup, func, helptext) in module.COMMANDS.items():
+            _command(sub.add_parser(name, help=helptext, description=helptext,
+                                    formatter_class=_Formatter), setup, func)
     return ap
 
 
 def main(argv, prog="lavalite"):
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
-    ap = build_parser(argv[0] if argv else None)
-    args = ap.parse_args(argv)
+    command = argv[0] if argv else None
+    ap = build_parser(command)
+    args = ap.parse_args(argv[1:] if _module_of(command) else argv)
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
