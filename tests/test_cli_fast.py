@@ -17,8 +17,9 @@ def test_user_commands_import_little():
     heavy = ("orjson", "subprocess", "tempfile", "asyncio", "uuid", "roles.cli.local",
              "roles.cli.simulator")
     for command in ("submit", "jobs", "kill", "wait"):
-        code = (f"import sys; import roles.cli as c; c.build_parser({command!r}); "
-                f"import lavalite.client; print(sorted(m for m in {heavy!r} if m in sys.modules))")
+        code = (f"import sys; from roles.cli.parser import build_parser; "
+                f"build_parser({command!r}); import lavalite.client; "
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=ROOT)
         assert out.stdout.strip() == "[]", (command, out.stdout + out.stderr)
@@ -43,10 +44,11 @@ def test_import_lavalite_is_light():
 
 def test_real_commands_load_no_heavy_module(cluster):
     """What bsub and bjobs load end to end, talking to a real mbatchd: none of what their
-    start-up shed (OpenSSL's _hashlib for the hello's HMAC, logging, shutil through argparse's
-    formatter, random, the idna codec for dialling, the daemons' modules)."""
-    heavy = {"_hashlib", "hashlib", "hmac", "secrets", "logging", "shutil", "random",
-             "encodings.idna", "asyncio", "orjson", "subprocess", "tempfile", "uuid"}
+    start-up shed (argparse with gettext and locale, OpenSSL's _hashlib for the hello's HMAC,
+    logging, shutil, random, the idna codec for dialling, the daemons' modules)."""
+    heavy = {"argparse", "gettext", "locale", "_hashlib", "hashlib", "hmac", "secrets",
+             "logging", "shutil", "random", "encodings.idna", "asyncio", "orjson", "subprocess",
+             "tempfile", "uuid"}
     for args in (["submit", "-o", "/dev/null", "--", "true"], ["jobs", "-a"], ["queues"]):
         res = subprocess.run(LAUNCHER[:1] + ["-X", "importtime"] + LAUNCHER[1:] + args,
                              env=cluster.env, capture_output=True, text=True, timeout=60)

@@ -58,8 +58,8 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
 def test_cli_path_stays_light():
     """DESIGN.md: a user command imports no apsw, uvloop, psutil, prometheus_client (nor
     asyncio): its start-up time is the user's latency."""
-    code = ("import sys; from lavalite.entry import main; import roles.cli as c; "
-            "c.build_parser(); import lavalite.client; "
+    code = ("import sys; from lavalite.entry import main; "
+            "from roles.cli.parser import build_parser; build_parser(); import lavalite.client; "
             "print(sorted(m for m in ('apsw','uvloop','psutil','prometheus_client','asyncio',"
             "'click') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -1,11 +1,10 @@
 """User and admin commands: `lavalite submit|jobs|kill|queues|hosts|...` and the LSF names.
 
-Each command is a fresh process, so this path stays light: argparse (not click, whose import
-alone costs several times Python's start-up here), the blocking client, no asyncio.
+Each command is a fresh process, so this path stays light: the user commands' arguments
+parsed without argparse where roles.cli.quick can, argparse otherwise (not click, whose
+import alone costs several times Python's start-up here), the blocking client, no asyncio.
 Exit codes: 0 success, 1 refused or not found, 2 usage or configuration, 3 cluster unreachable.
 """
-import argparse
-import os
 import sys
 
 from lavalite import config
@@ -27,68 +26,49 @@ MODULES = {"commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
            "local": ("up", "down", "links", "config-check", "demo"),
            "peek": ("peek",), "llctrl": ("llctrl",), "install": ("install",),
            "admin": ("admin",), "simulate": ("simulate",)}
+# What users run all day, parsed by roles.cli.quick first.
+QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek")
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter at the terminal's width, as shutil.get_terminal_size() gives it
-    ($COLUMNS, then stdout's terminal, else 80), without importing shutil: that import (bz2,
-    lzma, fnmatch) was a tenth of a command's start-up, and argparse makes a formatter for
-    every add_argument."""
-
-    def __init__(self, prog):
-        super().__init__(prog, width=_columns() - 2)
-
-
-def _columns():
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-def _module_of(command):
+def module_of(command):
+    """The name of the module under roles.cli that holds `command`, or None."""
     return next((m for m, cmds in MODULES.items() if command in cmds), None)
 
 
-def _command(parser, setup, func):
+def command_parts(command):
+    """(setup, func, help) of a known command."""
+    import importlib
+    return importlib.import_module(f"roles.cli.{module_of(command)}").COMMANDS[command]
+
+
+def add_command(parser, setup, func):
+    """A command's arguments on `parser` (argparse's, or a Quick)."""
     _conf_arg(parser)
     setup(parser)
     parser.set_defaults(func=func)
     return parser
 
 
-def build_parser(command=None):
-    """The parser of `command` alone when it is known: the fast path, one parser to build (it
-    parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
-    the parser of every command, as subcommands."""
-    import importlib
-    module = _module_of(command)
-    if module:
-        setup, func, helptext = importlib.import_module(f"roles.cli.{module}").COMMANDS[command]
-        return _command(argparse.ArgumentParser(prog=f"lavalite {command}", description=helptext,
-                                                formatter_class=_Formatter), setup, func)
-    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.",
-                                 formatter_class=_Formatter)
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (importlib.import_module(f"roles.cli.{name}") for name in MODULES):
-        for name, (setup, func, helptext) in module.COMMANDS.items():
-            _command(sub.add_parser(name, help=helptext, description=helptext,
-                                    formatter_class=_Formatter), setup, func)
-    return ap
+def _quick_args(command, argv):
+    """The user commands' arguments without argparse where roles.cli.quick can parse them."""
+    if command not in QUICK:
+        return None
+    from roles.cli.quick import Quick
+    return add_command(Quick(), *command_parts(command)[:2]).parse(argv)
 
 
 def main(argv, prog="lavalite"):
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
-    ap = build_parser(command)
-    args = ap.parse_args(argv[1:] if _module_of(command) else argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return 2
+    args = _quick_args(command, argv[1:])
+    if args is None:
+        from roles.cli.parser import build_parser
+        ap = build_parser(command)
+        args = ap.parse_args(argv[1:] if module_of(command) else argv)
+        if not getattr(args, "func", None):
+            ap.print_help()
+            return 2
     try:
         return args.func(args) or 0
     except config.ConfigError as exc:
