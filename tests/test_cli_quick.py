@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from roles.cli import QUICK, _quick_args
+from roles.cli import QUICK, quick_args
 from roles.cli.parser import build_parser
 
 # Each command: lines Quick must parse itself, then lines it may leave to argparse.
@@ -17,14 +17,15 @@ OWN = {
                ["-q", "short", "-J", "a[1-10]%2", "-o", "o.%J", "-e", "e.%J", "-W", "1:30",
                 "--time", "60", "-n", "2", "--retries", "3", "-M", "2G", "--pids", "50",
                 "--each-line", "f", "--conf", "c", "--", "sh", "-c", "x -y"],
-               ["--time=5", "-n", "3", "-n", "4", "cmd", "--", "-h"], ["-J", "", "-"], []],
+               ["--time=5", "-n", "3", "-n", "4", "cmd", "--", "-h"], ["-J", "", "-"], [],
+               ["-o", "x", "--"], ["--", "-o", "x"]],
     "jobs": [[], ["-a"], ["-a", "-u", "all", "-q", "q", "-l", "-A", "--json"], ["1", "2[3]"],
              ["-l", "7"], ["--conf=/x", "-u", "bob", "42"]],
     "kill": [["1"], ["1", "2[5]", "3"], ["--conf", "c", "9"]],
     "queues": [[], ["--conf", "c"]],
     "hosts": [[]],
     "wait": [["-w", "done(3)"], ["-w", "ended(3[1])", "-t", "0.5"]],
-    "peek": [["5"], ["-f", "5[2]"]],
+    "peek": [["5"], ["-f", "5[2]"], ["--conf", "c", "-f", "7"]],
 }
 OTHERS = {
     "submit": [["-h"], ["--help"], ["-n", "x", "true"], ["-n"], ["-n", "-1", "true"],
@@ -58,11 +59,11 @@ def test_tables_cover_every_quick_command():
 @pytest.mark.parametrize("command", QUICK)
 def test_quick_parses_as_argparse_does(command):
     for argv in OWN[command]:
-        quick = _quick_args(command, argv)
+        quick = quick_args(command, argv)
         assert quick is not None, (command, argv, "left to argparse")
         assert vars(quick) == _argparse(command, argv), (command, argv)
     for argv in OTHERS[command]:
-        quick = _quick_args(command, argv)
+        quick = quick_args(command, argv)
         assert quick is None or vars(quick) == _argparse(command, argv), (command, argv)
 
 

@@ -49,7 +49,7 @@ def add_command(parser, setup, func):
     return parser
 
 
-def _quick_args(command, argv):
+def quick_args(command, argv):
     """The user commands' arguments without argparse where roles.cli.quick can parse them."""
     if command not in QUICK:
         return None
@@ -61,7 +61,7 @@ def main(argv, prog="lavalite"):
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
-    args = _quick_args(command, argv[1:])
+    args = quick_args(command, argv[1:])
     if args is None:
         from roles.cli.parser import build_parser
         ap = build_parser(command)

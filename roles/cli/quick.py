@@ -53,10 +53,11 @@ class Quick:
         i = 0
         while i < len(argv):
             arg = argv[i]
-            if nargs == REMAINDER and (arg == "--" or not arg.startswith("-") or arg == "-"):
+            positional = not arg.startswith("-") or arg == "-"
+            if nargs == REMAINDER and (positional or arg == "--"):
                 strings = argv[i:]     # argparse keeps the "--" in a REMAINDER
                 break
-            if not arg.startswith("-") or arg == "-":
+            if positional:
                 strings.append(arg)
                 i += 1
                 continue
@@ -83,7 +84,7 @@ class Quick:
             return None
         if dest is not None:
             converted = [_convert(kind, s) for s in strings]
-            if _BAD in converted:
+            if any(v is _BAD for v in converted):
                 return None
             values[dest] = converted[0] if nargs is None else converted
         return SimpleNamespace(**values)
