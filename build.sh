@@ -19,9 +19,14 @@ rm -rf build
 rm -rf build
 # Our __main__.py in place of shiv's: it skips shiv's bootstrap once the file is extracted
 # (lavalite/zipmain.py says why). The shebang line stays; zipfile writes after it.
+# Compiled too: python3 compiles a zip's __main__.py from source on every start (a tenth of a
+# command's start-up). Unchecked-hash: the file is built once, never edited in place; a python3
+# whose magic number differs skips the .pyc for the .py.
 .venv/bin/python - dist/lavalite lavalite/zipmain.py <<'EOF'
-import os, sys, zipfile
+import os, py_compile, sys, zipfile
 path, main = sys.argv[1:]
+pyc = py_compile.compile(main, cfile=path + ".pyc", dfile="__main__.py", doraise=True,
+                         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 with open(path, "rb") as f:
     shebang = f.readline()
 with zipfile.ZipFile(path) as src, open(path + ".tmp", "wb") as out:
@@ -31,6 +36,8 @@ with zipfile.ZipFile(path) as src, open(path + ".tmp", "wb") as out:
             if info.filename != "__main__.py":
                 dst.writestr(info, src.read(info))
         dst.write(main, "__main__.py")
+        dst.write(pyc, "__main__.pyc")
+os.remove(pyc)
 os.chmod(path + ".tmp", 0o755)
 os.replace(path + ".tmp", path)
 EOF

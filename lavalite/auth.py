@@ -9,19 +9,15 @@ The key file holds the current key on its first line and, during a rotation's ov
 the previous key on the next: everyone signs with the current key and accepts both, so hosts
 can get the new file one after the other. Daemons re-read the file when it changes.
 """
-import hashlib
-import hmac
 import json
-import logging
 import os
-import secrets
 import time
 
+from lavalite import hmacsha
 from lavalite.protocol import AUTH, VERSION, ProtocolError, reply
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
 _UNSIGNED = ("sig", "id", "v")
-log = logging.getLogger("lavalite.auth")
 
 
 class KeyFileError(Exception):
@@ -29,7 +25,7 @@ class KeyFileError(Exception):
 
 
 def _new_key():
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()        # secrets.token_hex(32), without secrets' OpenSSL import
 
 
 def _write_keys(path, keys, exclusive=False):
@@ -99,6 +95,9 @@ class KeyFile:
         stamp = _stamp(self.path)
         if stamp != self.stamp:
             self.stamp = stamp
+            # Only daemons get here, and they have logging loaded; user commands must not pay it.
+            import logging
+            log = logging.getLogger("lavalite.auth")
             try:
                 self.keys = load_key(self.path)
                 log.info("cluster key file %s re-read (%d keys)", self.path, len(self.keys))
@@ -112,19 +111,23 @@ def _ring(key):
     return key if isinstance(key, tuple) else (key,)
 
 
-def _mac(key, fields):
-    key = _ring(key)[0]
+def canonical(fields):
+    """The bytes a hello's signature covers. A canonical form of its own, not the wire codec's:
+    signer and verifier may use different codecs (protocol.use_orjson), and a signature must
+    not depend on one."""
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
-    # A canonical form of its own, not the wire codec's: signer and verifier may use different
-    # codecs (protocol.use_orjson), and a signature must not depend on one.
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def _mac(key, fields):
+    return hmacsha.hexdigest(_ring(key)[0], canonical(fields))
 
 
 def hello(key, role, host, **extra):
     """A signed hello frame. `extra` carries uid/user for role 'user'."""
     msg = {"v": VERSION, "op": "hello", "id": 0, "role": role, "host": host,
-           "ts": time.time(), "nonce": secrets.token_hex(8), **extra}
+           "ts": time.time(), "nonce": os.urandom(8).hex(), **extra}
     msg["sig"] = _mac(key, msg)
     return msg
 
@@ -141,7 +144,7 @@ def _check_hello(key, msg, now):
     if msg.get("op") != "hello" or not isinstance(sig, str):
         raise ProtocolError(AUTH, "authenticate first: the first frame must be a signed hello",
                             fatal=True)
-    matched = [k for k in _ring(key) if hmac.compare_digest(sig, _mac(k, msg))]
+    matched = [k for k in _ring(key) if hmacsha.compare_digest(sig, _mac(k, msg))]
     if not matched:
         raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
                             fatal=True)
@@ -162,12 +165,12 @@ def _check_hello(key, msg, now):
 
 def server_proof(key, nonce):
     """What the server answers to a hello: proves it holds the key too."""
-    return hmac.new(_ring(key)[0], b"server:" + str(nonce).encode(), hashlib.sha256).hexdigest()
+    return hmacsha.hexdigest(_ring(key)[0], b"server:" + str(nonce).encode())
 
 
 def check_server_proof(key, nonce, proof):
     return isinstance(proof, str) and any(
-        hmac.compare_digest(proof, server_proof(k, nonce)) for k in _ring(key))
+        hmacsha.compare_digest(proof, server_proof(k, nonce)) for k in _ring(key))
 
 
 def greet(key, msg):

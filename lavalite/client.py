@@ -5,7 +5,6 @@ request, so a one-shot command costs a single round trip.
 """
 import os
 import pwd
-import random
 import socket
 import struct
 import time
@@ -71,8 +70,11 @@ class Client:
         key, hello = self._credential()
         errors = []
         for host, addr, port in mbatchd_endpoints(self.conf, first=master):
+            # getaddrinfo() encodes a str name with the idna codec, whose import (stringprep,
+            # unicodedata) costs a command about 1 ms; an ASCII name needs no encoding.
+            host_arg = addr.encode() if addr.isascii() else addr
             try:
-                sock = socket.create_connection((addr, port), timeout=min(5.0, self.timeout))
+                sock = socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout))
             except OSError as exc:
                 errors.append(f"{host} ({addr}:{port}): {exc.strerror or exc}")
                 continue
@@ -135,6 +137,7 @@ class Client:
                 return greeting or {"ok": False, "error": {
                     "code": "unreachable", "message": "no master elected"}}
             redirected, master = True, None
+            import random                      # only here: a command's start-up skips it
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 2.0)
 

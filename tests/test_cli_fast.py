@@ -4,7 +4,7 @@ import importlib
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import LAUNCHER, ROOT
 from roles.cli import MODULES
 
 
@@ -17,8 +17,9 @@ def test_user_commands_import_little():
     heavy = ("orjson", "subprocess", "tempfile", "asyncio", "uuid", "roles.cli.local",
              "roles.cli.simulator")
     for command in ("submit", "jobs", "kill", "wait"):
-        code = (f"import sys; import roles.cli as c; c.build_parser({command!r}); "
-                f"import lavalite.client; print(sorted(m for m in {heavy!r} if m in sys.modules))")
+        code = (f"import sys; from roles.cli.parser import build_parser; "
+                f"build_parser({command!r}); import lavalite.client; "
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=ROOT)
         assert out.stdout.strip() == "[]", (command, out.stdout + out.stderr)
@@ -39,3 +40,19 @@ def test_import_lavalite_is_light():
             "from lavalite import Client; print(light, Client.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.split() == ["True", "lavalite.client"], out.stderr
+
+
+def test_real_commands_load_no_heavy_module(cluster):
+    """What bsub and bjobs load end to end, talking to a real mbatchd: none of what their
+    start-up shed (argparse with gettext and locale, OpenSSL's _hashlib for the hello's HMAC,
+    logging, shutil, random, the idna codec for dialling, the daemons' modules)."""
+    heavy = {"argparse", "gettext", "locale", "_hashlib", "hashlib", "hmac", "secrets",
+             "logging", "shutil", "random", "encodings.idna", "asyncio", "orjson", "subprocess",
+             "tempfile", "uuid"}
+    for args in (["submit", "-o", "/dev/null", "--", "true"], ["jobs", "-a"], ["queues"]):
+        res = subprocess.run(LAUNCHER[:1] + ["-X", "importtime"] + LAUNCHER[1:] + args,
+                             env=cluster.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr[-2000:]
+        loaded = {line.split("|")[-1].strip() for line in res.stderr.splitlines()
+                  if line.startswith("import time:")}
+        assert "lavalite.client" in loaded and not loaded & heavy, (args, loaded & heavy)

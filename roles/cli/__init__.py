@@ -1,10 +1,10 @@
 """User and admin commands: `lavalite submit|jobs|kill|queues|hosts|...` and the LSF names.
 
-Each command is a fresh process, so this path stays light: argparse (not click, whose import
-alone costs several times Python's start-up here), the blocking client, no asyncio.
+Each command is a fresh process, so this path stays light: the user commands' arguments
+parsed without argparse where roles.cli.quick can, argparse otherwise (not click, whose
+import alone costs several times Python's start-up here), the blocking client, no asyncio.
 Exit codes: 0 success, 1 refused or not found, 2 usage or configuration, 3 cluster unreachable.
 """
-import argparse
 import sys
 
 from lavalite import config
@@ -26,31 +26,49 @@ MODULES = {"commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
            "local": ("up", "down", "links", "config-check", "demo"),
            "peek": ("peek",), "llctrl": ("llctrl",), "install": ("install",),
            "admin": ("admin",), "simulate": ("simulate",)}
+# What users run all day, parsed by roles.cli.quick first.
+QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek")
 
 
-def build_parser(command=None):
-    """The parser of `command` alone when it is known (the fast path), else of every command."""
+def module_of(command):
+    """The name of the module under roles.cli that holds `command`, or None."""
+    return next((m for m, cmds in MODULES.items() if command in cmds), None)
+
+
+def command_parts(command):
+    """(setup, func, help) of a known command."""
     import importlib
-    names = [m for m, cmds in MODULES.items() if command in cmds] or list(MODULES)
-    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (importlib.import_module(f"roles.cli.{name}") for name in names):
-        for name, (setup, func, helptext) in module.COMMANDS.items():
-            p = sub.add_parser(name, help=helptext, description=helptext)
-            _conf_arg(p)
-            setup(p)
-            p.set_defaults(func=func)
-    return ap
+    return importlib.import_module(f"roles.cli.{module_of(command)}").COMMANDS[command]
+
+
+def add_command(parser, setup, func):
+    """A command's arguments on `parser` (argparse's, or a Quick)."""
+    _conf_arg(parser)
+    setup(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def quick_args(command, argv):
+    """The user commands' arguments without argparse where roles.cli.quick can parse them."""
+    if command not in QUICK:
+        return None
+    from roles.cli.quick import Quick
+    return add_command(Quick(), *command_parts(command)[:2]).parse(argv)
 
 
 def main(argv, prog="lavalite"):
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
-    ap = build_parser(argv[0] if argv else None)
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return 2
+    command = argv[0] if argv else None
+    args = quick_args(command, argv[1:])
+    if args is None:
+        from roles.cli.parser import build_parser
+        ap = build_parser(command)
+        args = ap.parse_args(argv[1:] if module_of(command) else argv)
+        if not getattr(args, "func", None):
+            ap.print_help()
+            return 2
     try:
         return args.func(args) or 0
     except config.ConfigError as exc:

@@ -5,7 +5,7 @@ import sys
 
 from lavalite.arrays import parse_ranges
 
-_COND = re.compile(r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$")
+_COND = r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$"    # re.match compiles it for bwait only
 
 
 def read_lines(path):
@@ -70,7 +70,7 @@ def setup_wait(p):
 def wait(args):
     from lavalite.arrays import ArrayError, parse_label
     from lavalite.client import Client, ClientError
-    m = _COND.match(args.cond)
+    m = re.match(_COND, args.cond)
     try:
         job_id = parse_label(m.group(2)) if m else None
     except ArrayError:

@@ -1,6 +1,5 @@
 """The commands that talk to mbatchd: submit (bsub), jobs (bjobs), kill (bkill), queues
 (bqueues), hosts (bhosts). Output follows LSF's wording and columns, which users' scripts read."""
-import argparse
 import os
 import sys
 import time
@@ -10,6 +9,7 @@ from lavalite.hosts import local_host
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
 from roles.cli import batch
+from roles.cli.quick import REMAINDER
 
 
 def _client(args):
@@ -38,22 +38,29 @@ def _setup_submit(p):
                    help="limit on the job's processes and threads")
     p.add_argument("--each-line", metavar="FILE", help="an array of one element per line of "
                    "FILE (- for stdin); the element's line is in $LSB_JOBLINE")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS]")
+    p.add_argument("cmd", nargs=REMAINDER, metavar="-- COMMAND [ARGS]")
+
+
+def _bad_value(message):
+    """What a type function raises for argparse to print `message` (roles.cli.quick leaves
+    any bad value to argparse, so argparse is loaded only then)."""
+    import argparse
+    return argparse.ArgumentTypeError(message)
 
 
 def _size(text):
     try:
         value = parse_size(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise _bad_value(str(exc)) from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the limit must be above 0")
+        raise _bad_value(f"{text!r}: the limit must be above 0")
     return value
 
 
 def _positive(text):
     if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+        raise _bad_value(f"{text!r} is not a positive integer")
     return int(text)
 
 
@@ -105,7 +112,7 @@ def _job_id(text):
     try:
         return parse_label(text)
     except ArrayError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise _bad_value(str(exc)) from None
 
 
 def _short_time(t):

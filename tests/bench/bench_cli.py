@@ -2,10 +2,12 @@
 """CLI latency: `bsub` and `bjobs` as a user runs them (a new process each), beside
 `python3 -c pass` and `python3 -S -c pass`, measured in the same run, interleaved.
 
-    .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--markdown docs/performance.md]
+    .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--also OTHER_ZIPAPP ...]
+        [--markdown docs/performance.md]
 
 Two programs: the checkout (`python lavalite.py`, through the links, with the dev venv's
-python) and dist/lavalite (the shiv zipapp on the system python3, as shipped) if it is built.
+python) and dist/lavalite (the shiv zipapp on the system python3, as shipped) if it is built;
+--also adds other builds of the zipapp (another branch's, say) to the same interleaved run.
 Each is compared with its own interpreter's start-up.
 """
 import argparse
@@ -33,6 +35,8 @@ def timed(cmd, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--also", nargs="*", default=[], metavar="ZIPAPP",
+                    help="other builds of dist/lavalite to measure in the same run")
     ap.add_argument("--markdown", metavar="FILE")
     args = ap.parse_args()
     zipapp = os.path.join(ROOT, "dist", "lavalite")
@@ -41,6 +45,8 @@ def main():
         programs["dist/lavalite"] = [SYSTEM_PYTHON, zipapp]
     else:
         print("dist/lavalite not built (./build.sh): measuring the checkout only", file=sys.stderr)
+    programs.update((os.path.abspath(path), [SYSTEM_PYTHON, os.path.abspath(path)])
+                    for path in args.also)
     with Cluster(programs["python lavalite.py"], 4) as cl:
         env = dict(os.environ, LAVALITE_CONF=cl.conf)
         cases = {}

@@ -1,0 +1,46 @@
+"""The commands' argparse parsers: help, errors, and whatever roles.cli.quick leaves to them."""
+import argparse
+import os
+import sys
+
+from roles.cli import MODULES, add_command, command_parts, module_of
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter at the terminal's width, as shutil.get_terminal_size() gives it
+    ($COLUMNS, then stdout's terminal, else 80), without importing shutil: that import (bz2,
+    lzma, fnmatch) was a tenth of a command's start-up, and argparse makes a formatter for
+    every add_argument."""
+
+    def __init__(self, prog):
+        super().__init__(prog, width=_columns() - 2)
+
+
+def _columns():
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+def build_parser(command=None):
+    """The parser of `command` alone when it is known: the fast path, one parser to build (it
+    parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
+    the parser of every command, as subcommands."""
+    import importlib
+    if module_of(command):
+        setup, func, helptext = command_parts(command)
+        return add_command(argparse.ArgumentParser(prog=f"lavalite {command}",
+                                                   description=helptext,
+                                                   formatter_class=_Formatter), setup, func)
+    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.",
+                                 formatter_class=_Formatter)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (importlib.import_module(f"roles.cli.{name}") for name in MODULES):
+        for name, (setup, func, helptext) in module.COMMANDS.items():
+            add_command(sub.add_parser(name, help=helptext, description=helptext,
+                                       formatter_class=_Formatter), setup, func)
+    return ap

@@ -1,0 +1,108 @@
+"""A user command's arguments parsed without argparse, when that can be done exactly as argparse
+would. Importing argparse (gettext with it, and locale through gettext) and building a parser
+was a fifth of what bsub and bjobs spend on top of Python's own start-up.
+
+The commands' setup functions stay as they are: a Quick reads the same add_argument calls, for
+the kinds of arguments they use (flags, options taking one value, one positional taking one,
+*, + or the rest of the line). Whatever else it meets -- -h, a mistake, an abbreviated or
+combined option, an option after a positional, a value starting with '-', a kind of argument
+it does not know -- it answers None, and argparse parses the line again and prints its usual
+help or error. tests/test_cli_quick.py holds it to argparse's results.
+"""
+from types import SimpleNamespace
+
+REMAINDER = "..."                      # argparse.REMAINDER
+
+
+class Quick:
+    def __init__(self):
+        self.options = {}              # option string -> (dest, is_flag, type)
+        self.positional = None         # (dest, nargs, type)
+        self.defaults = {}
+        self.required = []
+        self.known = True              # False: some argument is beyond this parser
+
+    def add_argument(self, *names, dest=None, action=None, nargs=None, type=None, default=None,
+                     required=False, help=None, metavar=None, **other):
+        if other or action not in (None, "store_true") or (type and isinstance(default, str)):
+            self.known = False
+        elif names[0].startswith("-"):
+            dest = dest or next((n for n in names if n.startswith("--")),
+                                names[0]).lstrip("-").replace("-", "_")
+            flag = action == "store_true"
+            self.known &= nargs is None
+            self.options.update((n, (dest, flag, type)) for n in names)
+            self.defaults[dest] = False if flag and default is None else default
+            if required:
+                self.required.append(dest)
+        elif (self.positional is None and nargs in (None, "*", "+", REMAINDER) and not action
+              and default is None):
+            self.positional = (dest or names[0], nargs, type)
+        else:
+            self.known = False
+
+    def set_defaults(self, **values):
+        self.defaults.update(values)
+
+    def parse(self, argv):
+        """The namespace argparse would give for argv, or None (leave it to argparse)."""
+        if not self.known:
+            return None
+        values, given, strings = dict(self.defaults), set(), []
+        dest, nargs, kind = self.positional or (None, None, None)
+        i = 0
+        while i < len(argv):
+            arg = argv[i]
+            positional = not arg.startswith("-") or arg == "-"
+            if nargs == REMAINDER and (positional or arg == "--"):
+                strings = argv[i:]     # argparse keeps the "--" in a REMAINDER
+                break
+            if positional:
+                strings.append(arg)
+                i += 1
+                continue
+            name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if strings or name not in self.options:
+                return None
+            opt_dest, flag, opt_type = self.options[name]
+            if flag:
+                if eq:
+                    return None
+                values[opt_dest] = True
+            else:
+                if not eq:
+                    i += 1
+                    if i == len(argv) or argv[i].startswith("-"):
+                        return None
+                    value = argv[i]
+                values[opt_dest] = _convert(opt_type, value)
+                if values[opt_dest] is _BAD:
+                    return None
+            given.add(opt_dest)
+            i += 1
+        if any(r not in given for r in self.required) or not _count_ok(nargs, strings, dest):
+            return None
+        if dest is not None:
+            converted = [_convert(kind, s) for s in strings]
+            if any(v is _BAD for v in converted):
+                return None
+            values[dest] = converted[0] if nargs is None else converted
+        return SimpleNamespace(**values)
+
+
+_BAD = object()
+
+
+def _convert(kind, text):
+    if kind is None:
+        return text
+    try:
+        return kind(text)
+    except Exception:                  # argparse reports it, in its own words
+        return _BAD
+
+
+def _count_ok(nargs, strings, dest):
+    if dest is None:
+        return not strings
+    return {None: len(strings) == 1, "+": len(strings) >= 1}.get(nargs, True)
