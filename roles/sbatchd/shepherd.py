@@ -1,31 +1,35 @@
-"""The shepherd: one small process beside sbatchd that starts the jobs sbatchd orders, waits
-for them, delivers their output and writes how each ended.
+"""The shepherd: a small process beside sbatchd (sbatchd.conf `shepherds` of them) that starts
+the jobs sbatchd orders, waits for them, delivers their output and writes how each ended.
 
-Why one process and not one per job: a fork of a Python process costs milliseconds on a VM
-(page tables), so a per-job shepherd capped a host at a few hundred jobs/s. This process is
-a fresh interpreter with a small heap (about 12 MB): forking the job from it is cheap, and it
-runs beside sbatchd's event loop, on the other core, not in it.
+Why not a fork of sbatchd per job, as before: a fork of a 50 MB Python process costs
+milliseconds on a VM (page tables), which capped a host at about 200 jobs/s, all of it in
+sbatchd's event loop. A shepherd is a fresh interpreter of about 12 MB serving many attempts
+from one `select` loop, beside sbatchd, on another core.
 
 It lives in its own session and outlives sbatchd: when sbatchd dies or stops, the shepherd
-keeps its jobs, finishes them and exits; the next sbatchd starts a new shepherd for new jobs
-and adopts the old one's attempts from their directories:
+keeps its jobs, finishes them and exits; the next sbatchd starts new shepherds for new jobs
+and adopts the old ones' attempts from their directories:
     shepherd  the attempt's lock: sbatchd takes an exclusive flock on it before the order is
               sent and passes the descriptor along with the order (SCM_RIGHTS), so it is held
               from before the job exists until its status is written; lock held = running,
               whoever watches (immune to pid reuse). Holds the shepherd's pid.
-    job.json  the spec, with its outputs, for a restarted sbatchd
+    job.json  the spec, with its outputs and TMPDIR, for a restarted sbatchd
     pid       the job's pid (= its process group), written once it runs
     outfds    where peek finds the output: [descriptor in the shepherd, st_dev, st_ino]
     status    JSON: exit_code, exit_signal, start, end, reason/message when it could not start
 
-The job is a fork that, before it execs, joins the attempt's cgroup, drops to the submitting
-user (initgroups, setgid, setuid) and takes its output files; the shepherd stays outside the
-cgroup, so a cgroup kill or pids.max never touches it. Output files are created and renamed
-with the user's identity (seteuid; the process is single-threaded, so that is safe), so the
-user owns them and root never writes where the user could not.
+A job of the shepherd's own user is a vfork+exec (`_spawn`: no copy of the shepherd; with a
+cgroup, a /bin/sh prelude of builtins joins it first). A job of another user is a fork
+(`_fork`) that joins its cgroup, drops to the user (initgroups, setgid, setuid), makes its
+TMPDIR and execs. Either way the job joins its group itself and the shepherd stays outside, so
+a cgroup kill or pids.max never touches it. Output files are created and renamed with the
+user's identity (seteuid: the shepherd is single-threaded and its cleaner is another process,
+so nothing else runs with that identity meanwhile), so the user owns them and root never
+writes where the user could not. Removals go to the cleaner (`_start_cleaner`).
 
-The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (one lock
-descriptor each) and `clean`; answers `ended` (the status). Nothing here blocks on sbatchd.
+The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
+attempts, one lock descriptor each) and `clean`; answers `ended` (the status), sent once per
+loop turn. Nothing here blocks on sbatchd.
 """
 import array
 import contextlib
