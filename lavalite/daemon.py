@@ -38,7 +38,7 @@ RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "mas
                 ("mbatchd", "port"),
                 ("mbatchd", "database"), ("mbatchd", "metrics_port"), ("lim", "port"),
                 ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"),
-                ("sbatchd", "shepherds"))
+                ("sbatchd", "shepherds"), ("sbatchd", "cgroups"), ("sbatchd", "cgroup_slice"))
 
 
 def reread(role, host, conf):
