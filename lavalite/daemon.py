@@ -35,10 +35,10 @@ def setup(role, argv_conf, argv_host):
 # changes one says so; the rest of the new configuration applies.
 RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "master_candidates"),
                 ("paths", "state_dir"), ("paths", "spool_dir"), ("paths", "run_dir"),
-                ("mbatchd", "port"),
-                ("mbatchd", "database"), ("mbatchd", "metrics_port"), ("lim", "port"),
-                ("lim", "metrics_port"), ("lim", "supervise_mbatchd"), ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"),
-                ("sbatchd", "shepherds"), ("sbatchd", "cgroups"), ("sbatchd", "cgroup_slice"))
+                ("mbatchd", "port"), ("mbatchd", "database"), ("mbatchd", "metrics_port"),
+                ("lim", "port"), ("lim", "metrics_port"), ("lim", "supervise_mbatchd"),
+                ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"), ("sbatchd", "shepherds"),
+                ("sbatchd", "cgroups"), ("sbatchd", "cgroup_slice"))
 
 
 def reread(role, host, conf):
