@@ -1,6 +1,7 @@
 """Bad input never crashes a daemon, never half-applies, and always gets a clear error:
 malformed and oversized frames, unauthenticated peers, unknown ops, bad configs, unknown
 jobs and queues, an unreachable cluster."""
+import os
 import socket
 import struct
 import subprocess
@@ -130,3 +131,21 @@ def test_bad_config_refused_by_daemon_and_config_check(cluster, tmp_path):
         assert proc.returncode == 2 and "refusing to start" in proc.stderr
         assert f"{conf}/queues.conf:2: [serial] priority" in proc.stderr
     assert cluster.cli("config-check").returncode == 0
+
+
+def test_sbatchd_refuses_job_records_where_another_user_could_swap_them(cluster, tmp_path):
+    """work_dir (or its parent, which may be in a shared /dev/shm) must be sbatchd's or root's
+    and no symlink: the records there decide what is killed and reported."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.symlink(target, tmp_path / "jobs")
+    (conf / "lavalite.conf").write_text(f"[paths]\nstate_dir = {tmp_path}\n[cluster]\n"
+                                        f"key_file = {cluster.conf.cluster.key_file}\n")
+    (conf / "sbatchd.conf").write_text(f"[sbatchd]\nwork_dir = {tmp_path / 'jobs'}\n")
+    proc = subprocess.run(cluster.program + ["--role", "sbatchd", "--conf",
+                                             str(conf / "lavalite.conf")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert f"work_dir {tmp_path / 'jobs'}: {tmp_path / 'jobs'} is a symlink" in proc.stderr
