@@ -97,7 +97,7 @@ KEYS = [
     (_SB, "sbatchd", "shepherds", "int>=1", "2",
      "Shepherd processes that start and watch this host's jobs (about 12 MB each): one "
      "starts roughly a thousand short jobs a second on a 2-core VM; attempts go to the least "
-     "busy."),
+     "busy. At least one per 200 slots is started whatever this says."),
     (_SB, "sbatchd", "cgroups", "choice:auto|on|off|v1|v2", "auto",
      "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "

@@ -32,6 +32,7 @@ from roles.sbatchd.link import ShepherdLink
 
 log = logging.getLogger("lavalite.sbatchd")
 POLL_ADOPTED = 0.25        # seconds between looks at the locks of adopted attempts
+JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start more shepherds
 
 
 class Attempt:
@@ -191,7 +192,9 @@ class Sbatchd:
 
     def _shepherd(self):
         """The least busy shepherd; the missing ones (sbatchd.conf `shepherds`) started."""
-        while len(self.links) < self.conf.sbatchd.shepherds:
+        # each job holds about four of a shepherd's descriptors (soft limit usually 1024)
+        wanted = max(self.conf.sbatchd.shepherds, -(-self.conf.sbatchd.slots // JOBS_PER_SHEPHERD))
+        while len(self.links) < wanted:
             link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
                                 self._shepherd_ended, self._shepherd_lost)
             self.links[link.pid] = link
