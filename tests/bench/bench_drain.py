@@ -48,12 +48,12 @@ async def raw_rate(n, slots):
 class Cluster:
     """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
 
-    def __init__(self, program, slots, cgroups):
+    def __init__(self, program, slots, settings):
         self.program, self.slots = program, slots
         self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
-        # `up` keeps a configuration file it finds: this one sets what --slots would, and cgroups
+        # `up` keeps a configuration file it finds: this one sets what --slots would, and more
         with open(os.path.join(self.state, "sbatchd.conf"), "w") as f:
-            f.write(f"[sbatchd]\nslots = {slots}\ncgroups = {cgroups}\n")
+            f.write("".join(f"{k} = {v}\n" for k, v in [("[sbatchd]\nslots", slots), *settings]))
         self.conf = os.path.join(self.state, "lavalite.conf")
         self.db = os.path.join(self.state, "lavalite.db")
 
@@ -82,13 +82,13 @@ class Cluster:
         with open(pids[0]) as f:
             self.sbatchd = int(f.read())
         with open(f"/proc/{self.sbatchd}/task/{self.sbatchd}/children") as f:
-            self.shepherd = int(f.read().split()[0])
+            self.shepherds = [int(p) for p in f.read().split()]
         return self
 
     def cpu(self):
-        """CPU seconds so far: mbatchd, sbatchd, the shepherd with the jobs it reaped."""
+        """CPU seconds so far: mbatchd, sbatchd, its shepherds with the jobs they reaped."""
         return (cpu_seconds(self.mbatchd), cpu_seconds(self.sbatchd),
-                cpu_seconds(self.shepherd, children=True))
+                sum(cpu_seconds(p, children=True) for p in self.shepherds))
 
     def __exit__(self, *exc):
         self.proc.send_signal(signal.SIGTERM)
@@ -150,7 +150,7 @@ def scenario(submit, args, cwd):
     """The figures of one workload on a fresh cluster; the raw rate is measured just before,
     so both see the same load on a shared machine."""
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    with Cluster(args.program, args.slots, args.cgroups) as cl:
+    with Cluster(args.program, args.slots, args.sbatchd) as cl:
         cpu0 = cl.cpu()
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
@@ -173,7 +173,7 @@ def scenario(submit, args, cwd):
                 "jobs/s": len(ends) / drain, "jobs/s ÷ raw rate": len(ends) / drain / raw,
                 "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
                 "mbatchd CPU (s)": cpu[0], "sbatchd CPU (s)": cpu[1],
-                "shepherd + jobs CPU (s)": cpu[2], "mbatchd peak RSS (MB)": rss,
+                "shepherds + jobs CPU (s)": cpu[2], "mbatchd peak RSS (MB)": rss,
                 "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))})
     return fig
 
@@ -192,7 +192,7 @@ def hyperqueue(args):
             "drain time (s)": hq["drain_s"],
             "jobs/s": args.jobs / hq["drain_s"], "jobs/s ÷ raw rate": args.jobs / hq["drain_s"] / raw,
             "submit-to-start p50 / p99 (s)": "-", "mbatchd CPU (s)": "-", "sbatchd CPU (s)": "-",
-            "shepherd + jobs CPU (s)": "-", "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
+            "shepherds + jobs CPU (s)": "-", "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
 
 
 def fmt(value):
@@ -213,8 +213,10 @@ def main():
     ap.add_argument("--hq", metavar="PYTHON", help="a python with the hyperqueue package (a "
                     "separate bench venv, never the product's): also run the workload on it")
     ap.add_argument("--skip-bsub", action="store_true", help="leave out (b), the slowest")
-    ap.add_argument("--cgroups", default="auto", help="sbatchd.conf `cgroups` (default auto, "
-                    "the default configuration; `off` runs jobs unconfined, as HyperQueue)")
+    ap.add_argument("--sbatchd", metavar="KEY=VALUE", action="append", default=[],
+                    type=lambda kv: tuple(kv.split("=", 1)),
+                    help="an sbatchd.conf setting, e.g. cgroups=off (jobs unconfined, as "
+                    "HyperQueue runs them); repeatable; default: the default configuration")
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
@@ -229,7 +231,8 @@ def main():
                              for k in figs["(a) one client"]]
     head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; the raw rate runs /bin/true "
             f"{args.slots} at a time from asyncio just before each column; whole run "
-            f"{time.time() - started:.0f} s; cgroups = {args.cgroups}; "
+            f"{time.time() - started:.0f} s; sbatchd.conf: "
+            f"{', '.join(f'{k} = {v}' for k, v in args.sbatchd) or 'defaults'}; "
             f"program `{shlex.join(args.program)}`")
     report(table, "Drain benchmark (tests/bench/bench_drain.py)", head, args.markdown)
 
