@@ -1,6 +1,7 @@
 """mbatchd's imperative shell: sockets, the store, timers, the loop turn.
 
-Frames change the core's memory as they arrive; one turn per loop iteration then schedules,
+Frames change the core's memory as they arrive, except sbatchd's reports: they wait in an inbox
+and each turn applies a bounded number of them. One turn per loop iteration then schedules,
 commits everything in one transaction, and only then releases replies, acknowledgements and
 dispatches. Many submits arriving together cost one commit.
 """
@@ -16,6 +17,7 @@ from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer, hello
 from roles.mbatchd.core import Core
+from roles.mbatchd.inbox import Inbox
 from roles.mbatchd.observe import Observer
 from store import Store
 
@@ -28,6 +30,9 @@ SBATCHD_OPS = ("register", "report")
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
 FREEZE_EVERY = 10.0            # seconds between gc.freeze() calls (see turn)
+# Reports applied per turn at most (roles/mbatchd/inbox.py): with the placements capped too
+# (core.MAX_PLACE_PER_TURN), a turn's commit and its messages stay bounded at 10,000 hosts.
+MAX_REPORTS_PER_TURN = 1000
 
 
 class Mbatchd:
@@ -48,6 +53,7 @@ class Mbatchd:
                  len(self.core.jobs), self.core.next_id)
         self.held = []                 # (peer, message) to send once the turn has committed
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
+        self.inbox = Inbox()           # report frames not yet applied
         self.turn_pending = False
         self.timer = None
         # Seconds of the last 100,000 turns, whole (schedule, commit, send) and of schedule()
@@ -136,8 +142,18 @@ class Mbatchd:
         self.held.append((peer, self._order({"op": "ack", "rids": acks})))
 
     def op_report(self, peer, msg, now):
-        acks = self.core.reports(peer.identity["host"], P.require(msg, "reports", list), now)
-        self.held.append((peer, self._order({"op": "ack", "rids": acks})))
+        """Applied by a turn (apply_reports). A register applied before reports still waiting
+        from the same host's previous connection is safe: they are unacknowledged, so its
+        register carries them again, and applied twice a report changes nothing."""
+        self.inbox.put(peer, msg, P.require(msg, "reports", list))
+
+    def apply_reports(self, now):
+        """The oldest waiting reports, MAX_REPORTS_PER_TURN at most; acknowledged after this
+        turn's commit. A closed connection's reports still count: they are what happened."""
+        for peer, msg, reports in self.inbox.take(MAX_REPORTS_PER_TURN):
+            acks = peer.guarded(msg, self.core.reports, peer.identity["host"], reports, now)
+            if acks is not None:
+                self.held.append((peer, self._order({"op": "ack", "rids": acks})))
 
     def _order(self, msg):
         """A message to sbatchd, stamped with our epoch so a deposed mbatchd is refused."""
@@ -158,7 +174,7 @@ class Mbatchd:
             for p in (50, 99):
                 out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
             out[f"{name}_max"] = times[-1]
-        return {"turns": len(self.turn_times), **out,
+        return {"turns": len(self.turn_times), **out, "reports_waiting": self.inbox.waiting,
                 "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
                 "pending": sum(self.core.npend.values()) + sum(
                     a.remaining for a in self.core.arrays.values()),
@@ -170,6 +186,7 @@ class Mbatchd:
         started = time.perf_counter()
         now = time.time()
         core.tick(now)
+        self.apply_reports(now)
         if core.wake:
             t0 = time.perf_counter()
             core.schedule(now)
@@ -186,15 +203,18 @@ class Mbatchd:
                          if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
         core.new_turn()
         self.held = []
+        # One write per connection: a host's acknowledgement and its dispatch go together.
+        sends = {}
         for peer, msg in held:
-            peer.send(msg)
+            sends.setdefault(peer, []).append(msg)
         for host, msgs in outbox.items():
             peer = self.sbatchd.get(host)
             if peer is not None:       # an absent host gets them again when it registers
-                for msg in msgs:
-                    peer.send(self._order(msg))
+                sends.setdefault(peer, []).extend(map(self._order, msgs))
+        for peer, msgs in sends.items():
+            peer.send_all(msgs)
         self._arm_timer()
-        if core.wake:                  # the pass stopped at its limit: go on after this turn
+        if core.wake or self.inbox:    # a limit was reached: go on after the loop's next poll
             self.request_turn()
         if now - self.frozen_at > FREEZE_EVERY:
             # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
@@ -290,6 +310,8 @@ class Mbatchd:
             metrics.close()
         loader.cancel()
         self.turn()                    # commit what the last frames changed
+        while self.inbox:              # and every report that arrived before the stop
+            self.turn()
         self.store.close()
         log.info("mbatchd stopped")
 
