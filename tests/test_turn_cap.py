@@ -1,7 +1,8 @@
-"""A turn applies at most MAX_REPORTS_PER_TURN reports (roles/mbatchd/inbox.py). A burst larger
-than that, in one frame, must still be applied exactly once and in order, over several turns,
-and each report acknowledged only once the turn that applied it has committed: a real mbatchd
-process, and this test in the place of one sbatchd (and of a user), over loopback."""
+"""A turn applies a bounded number of reports (roles/mbatchd/inbox.py, budget.py). A burst
+larger than the largest budget, in one frame, must still be applied exactly once and in order,
+over several turns, and each report acknowledged only once the turn that applied it has
+committed: a real mbatchd process, and this test in the place of one sbatchd (and of a user),
+over loopback."""
 import os
 import socket
 import subprocess
@@ -15,9 +16,10 @@ from lavalite import auth, config
 from lavalite import protocol as P
 from lavalite.model import element_id
 from roles.cli.local import free_port
-from roles.mbatchd.server import MAX_REPORTS_PER_TURN
+from roles.mbatchd.budget import PLACE_MAX, PLACE_MIN, TARGET, TurnBudget
 
-JOBS = MAX_REPORTS_PER_TURN * 3 // 2      # a start and an exit each: 3 turns' worth
+MAX_REPORTS = TurnBudget(PLACE_MAX).reports   # per turn, at the most
+JOBS = MAX_REPORTS * 3 // 2                  # a start and an exit each: 3 turns' worth at least
 
 
 class Conn:
@@ -102,7 +104,7 @@ def test_a_burst_beyond_the_cap_is_applied_once_in_order_and_acked_after_commit(
     while len(acked) < len(reports):
         msg = host.recv()
         assert msg["op"] == "ack", msg
-        assert len(msg["rids"]) <= MAX_REPORTS_PER_TURN
+        assert len(msg["rids"]) <= MAX_REPORTS
         acked += msg["rids"]
         frames += 1
     assert acked == list(range(len(reports))), "each report acknowledged once, in order"
@@ -122,3 +124,17 @@ def test_a_burst_beyond_the_cap_is_applied_once_in_order_and_acked_after_commit(
     assert rows == {j: ("DONE", 1000.0 + n) for n, (j, _) in enumerate(jobs)}, \
         "every start applied before its exit"
     assert ends == {j: 1 for j, _ in jobs}, "every exit applied exactly once"
+
+
+def test_the_budget_follows_the_turns_length_within_its_bounds():
+    budget = TurnBudget(1000)
+    budget.full_turn(TARGET * 4)                 # four times too long: halfway to a quarter
+    assert budget.places == 625 and budget.reports == 1250
+    budget.full_turn(TARGET)                     # on target: stays
+    assert budget.places == 625
+    for _ in range(30):
+        budget.full_turn(TARGET / 10)            # short turns: grows, at most doubling each time
+    assert budget.places == PLACE_MAX
+    for _ in range(30):
+        budget.full_turn(10.0)                   # a stalled machine: shrinks to the floor
+    assert budget.places == PLACE_MIN

@@ -16,6 +16,7 @@ from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer, hello
+from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
 from roles.mbatchd.observe import Observer
@@ -30,9 +31,6 @@ SBATCHD_OPS = ("register", "report")
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
 FREEZE_EVERY = 10.0            # seconds between gc.freeze() calls (see turn)
-# Reports applied per turn at most (roles/mbatchd/inbox.py): with the placements capped too
-# (core.MAX_PLACE_PER_TURN), a turn's commit and its messages stay bounded at 10,000 hosts.
-MAX_REPORTS_PER_TURN = 1000
 
 
 class Mbatchd:
@@ -54,6 +52,7 @@ class Mbatchd:
         self.held = []                 # (peer, message) to send once the turn has committed
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
         self.inbox = Inbox()           # report frames not yet applied
+        self.budget = TurnBudget()     # slots to place and reports to apply per turn
         self.turn_pending = False
         self.timer = None
         # Seconds of the last 100,000 turns, whole (schedule, commit, send) and of schedule()
@@ -148,9 +147,9 @@ class Mbatchd:
         self.inbox.put(peer, msg, P.require(msg, "reports", list))
 
     def apply_reports(self, now):
-        """The oldest waiting reports, MAX_REPORTS_PER_TURN at most; acknowledged after this
-        turn's commit. A closed connection's reports still count: they are what happened."""
-        for peer, msg, reports in self.inbox.take(MAX_REPORTS_PER_TURN):
+        """The oldest waiting reports, up to the turn's budget; acknowledged after this turn's
+        commit. A closed connection's reports still count: they are what happened."""
+        for peer, msg, reports in self.inbox.take(self.budget.reports):
             acks = peer.guarded(msg, self.core.reports, peer.identity["host"], reports, now)
             if acks is not None:
                 self.held.append((peer, self._order({"op": "ack", "rids": acks})))
@@ -175,6 +174,7 @@ class Mbatchd:
                 out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
             out[f"{name}_max"] = times[-1]
         return {"turns": len(self.turn_times), **out, "reports_waiting": self.inbox.waiting,
+                "budget_places": self.budget.places,
                 "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
                 "pending": sum(self.core.npend.values()) + sum(
                     a.remaining for a in self.core.arrays.values()),
@@ -189,7 +189,7 @@ class Mbatchd:
         self.apply_reports(now)
         if core.wake:
             t0 = time.perf_counter()
-            core.schedule(now)
+            core.schedule(now, self.budget.places)
             self.sched_times.append(time.perf_counter() - t0)
         if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
                 or core.dirty_arrays):
@@ -214,7 +214,8 @@ class Mbatchd:
         for peer, msgs in sends.items():
             peer.send_all(msgs)
         self._arm_timer()
-        if core.wake or self.inbox:    # a limit was reached: go on after the loop's next poll
+        full = core.wake or bool(self.inbox)
+        if full:                       # the budget ran out: go on after the loop's next poll
             self.request_turn()
         if now - self.frozen_at > FREEZE_EVERY:
             # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
@@ -224,6 +225,8 @@ class Mbatchd:
             gc.freeze()
             self.frozen_at = now
         self.turn_times.append(time.perf_counter() - started)
+        if full:
+            self.budget.full_turn(self.turn_times[-1])
 
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
