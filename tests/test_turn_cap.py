@@ -16,9 +16,10 @@ from lavalite import auth, config
 from lavalite import protocol as P
 from lavalite.model import element_id
 from roles.cli.local import free_port
-from roles.mbatchd.budget import PLACE_MAX, PLACE_MIN, TARGET, TurnBudget
+from roles.mbatchd.budget import (PLACE_MAX, PLACE_MIN, REPORTS_PER_PLACE, SAMPLE, TARGET,
+                                  TurnBudget)
 
-MAX_REPORTS = TurnBudget(PLACE_MAX).reports   # per turn, at the most
+MAX_REPORTS = PLACE_MAX * REPORTS_PER_PLACE   # per turn, at the most
 JOBS = MAX_REPORTS * 3 // 2                  # a start and an exit each: 3 turns' worth at least
 
 
@@ -126,15 +127,16 @@ def test_a_burst_beyond_the_cap_is_applied_once_in_order_and_acked_after_commit(
     assert ends == {j: 1 for j, _ in jobs}, "every exit applied exactly once"
 
 
-def test_the_budget_follows_the_turns_length_within_its_bounds():
-    budget = TurnBudget(1000)
-    budget.full_turn(TARGET * 4)                 # four times too long: halfway to a quarter
-    assert budget.places == 625 and budget.reports == 1250
-    budget.full_turn(TARGET)                     # on target: stays
-    assert budget.places == 625
-    for _ in range(30):
-        budget.full_turn(TARGET / 10)            # short turns: grows, at most doubling each time
+def test_the_budget_is_the_target_over_the_measured_cost_of_a_unit_of_work():
+    budget = TurnBudget(unit=TARGET / 3000)      # 3,000 units fit: 1,000 slots, 2,000 reports
+    assert (budget.places, budget.reports) == (1000, 2000)
+    budget.turn(TARGET * 10, SAMPLE - 1)         # too little work to tell: no change
+    assert budget.places == 1000
+    budget.turn(TARGET * 4, 3000)                # four times too slow: a quarter of the way
+    assert budget.places == int(1000 / 1.75)
+    for _ in range(50):
+        budget.turn(TARGET / 10, 3000)           # fast turns: up to the ceiling
     assert budget.places == PLACE_MAX
-    for _ in range(30):
-        budget.full_turn(10.0)                   # a stalled machine: shrinks to the floor
+    for _ in range(50):
+        budget.turn(10.0, 3000)                  # a stalled machine: down to the floor
     assert budget.places == PLACE_MIN

@@ -148,11 +148,15 @@ class Mbatchd:
 
     def apply_reports(self, now):
         """The oldest waiting reports, up to the turn's budget; acknowledged after this turn's
-        commit. A closed connection's reports still count: they are what happened."""
+        commit. A closed connection's reports still count: they are what happened. Returns
+        how many it applied."""
+        applied = 0
         for peer, msg, reports in self.inbox.take(self.budget.reports):
+            applied += len(reports)
             acks = peer.guarded(msg, self.core.reports, peer.identity["host"], reports, now)
             if acks is not None:
                 self.held.append((peer, self._order({"op": "ack", "rids": acks})))
+        return applied
 
     def _order(self, msg):
         """A message to sbatchd, stamped with our epoch so a deposed mbatchd is refused."""
@@ -186,10 +190,10 @@ class Mbatchd:
         started = time.perf_counter()
         now = time.time()
         core.tick(now)
-        self.apply_reports(now)
+        work = self.apply_reports(now)
         if core.wake:
             t0 = time.perf_counter()
-            core.schedule(now, self.budget.places)
+            work += core.schedule(now, self.budget.places)
             self.sched_times.append(time.perf_counter() - t0)
         if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
                 or core.dirty_arrays):
@@ -214,8 +218,7 @@ class Mbatchd:
         for peer, msgs in sends.items():
             peer.send_all(msgs)
         self._arm_timer()
-        full = core.wake or bool(self.inbox)
-        if full:                       # the budget ran out: go on after the loop's next poll
+        if core.wake or self.inbox:    # the budget ran out: go on after the loop's next poll
             self.request_turn()
         if now - self.frozen_at > FREEZE_EVERY:
             # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
@@ -225,8 +228,7 @@ class Mbatchd:
             gc.freeze()
             self.frozen_at = now
         self.turn_times.append(time.perf_counter() - started)
-        if full:
-            self.budget.full_turn(self.turn_times[-1])
+        self.budget.turn(self.turn_times[-1], work)
 
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
