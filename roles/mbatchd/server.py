@@ -55,8 +55,8 @@ class Mbatchd:
         self.budget = TurnBudget()     # slots to place and reports to apply per turn
         self.turn_pending = False
         self.timer = None
-        # Seconds of the last 100,000 turns, whole (schedule, commit, send) and of schedule()
-        # alone, for the stats op (lavalite simulate).
+        # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
+        # of schedule() alone, for the stats op (lavalite simulate).
         self.turn_times = deque(maxlen=100_000)
         self.sched_times = deque(maxlen=100_000)
         self.frozen_at = 0.0
