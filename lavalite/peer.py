@@ -42,14 +42,20 @@ class Peer(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
                 continue
-            try:
-                self.handler(self, msg)
-            except ProtocolError as exc:
-                self.fail(msg.get("id"), exc)
-            except Exception:          # a bug must cost one request, never the daemon
-                log.exception("internal error handling %r", msg.get("op"))
-                self.fail(msg.get("id"), ProtocolError(INTERNAL, f"internal error handling "
-                                                                 f"{msg.get('op')!r}; see the log"))
+            self.guarded(msg, self.handler, self, msg)
+
+    def guarded(self, msg, fn, *args):
+        """fn(*args) on behalf of request `msg`; its result, or None once a ProtocolError has
+        become an error reply. A bug must cost one request, never the daemon."""
+        try:
+            return fn(*args)
+        except ProtocolError as exc:
+            self.fail(msg.get("id"), exc)
+        except Exception:
+            log.exception("internal error handling %r", msg.get("op"))
+            self.fail(msg.get("id"), ProtocolError(INTERNAL, f"internal error handling "
+                                                             f"{msg.get('op')!r}; see the log"))
+        return None
 
     def fail(self, req_id, exc):
         self.send(error(req_id, exc.code, exc.message))
@@ -68,6 +74,11 @@ class Peer(asyncio.Protocol):
     def send(self, msg):
         if not self.closed:
             self.transport.write(encode(msg))
+
+    def send_all(self, msgs):
+        """Several frames in one write (one system call instead of one each)."""
+        if not self.closed:
+            self.transport.write(b"".join(map(encode, msgs)))
 
     def request(self, op, **fields):
         """Send a request and return a Future for its reply."""

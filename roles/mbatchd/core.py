@@ -20,9 +20,6 @@ from roles.mbatchd.arrays import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
-# Slots placed per scheduling pass at most: when thousands of slots free at once (10,000 hosts),
-# one pass placing them all would hold the loop for a second; the rest go in the next turn.
-MAX_PLACE_PER_TURN = 2000
 
 
 class Core(ArrayOps):
@@ -668,14 +665,15 @@ class Core(ArrayOps):
         times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
         return min(times, default=None)
 
-    def schedule(self, now):
-        """One scheduling pass: plan, then apply the placements to memory and the outbox."""
+    def schedule(self, now, limit=0):
+        """One scheduling pass: plan, then apply the placements to memory and the outbox.
+        `limit`: slots to place at most (0: all it can), so that a turn stays short when
+        thousands of slots free at once; the rest go in the next turn."""
         self.wake = False
         queues = list(self.queues.values())
-        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots,
-                               MAX_PLACE_PER_TURN))
+        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots, limit))
         placed = sum(job.slots for job, _ in result.placements)
-        self.wake = placed >= MAX_PLACE_PER_TURN      # more to place: plan again next turn
+        self.wake = bool(limit) and placed >= limit   # more to place: plan again next turn
         self.reasons = result.reasons
         by_host = {}
         for job, host_name in result.placements:

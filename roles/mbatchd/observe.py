@@ -37,12 +37,14 @@ class Observer:
     def events(self, events):
         """After the turn's commit: log and count each state change."""
         jobs = self.core.jobs
+        logged = log.isEnabledFor(logging.INFO)   # thousands of events a turn at scale
         for ev in events:
             job = jobs.get(ev.job_id)
             queue, user = (job.queue, job.user) if job else ("-", "-")
-            log.info("job %s user=%s queue=%s host=%s %s -> %s%s", ev.job_id, user, queue,
-                     ev.host or "-", ev.old or "-", ev.new,
-                     f" reason={ev.reason}" if ev.reason else "")
+            if logged:
+                log.info("job %s user=%s queue=%s host=%s %s -> %s%s", ev.job_id, user, queue,
+                         ev.host or "-", ev.old or "-", ev.new,
+                         f" reason={ev.reason}" if ev.reason else "")
             if ev.old is None:
                 self.submitted += 1
             elif ev.new == RUN:

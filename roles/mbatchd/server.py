@@ -1,6 +1,7 @@
 """mbatchd's imperative shell: sockets, the store, timers, the loop turn.
 
-Frames change the core's memory as they arrive; one turn per loop iteration then schedules,
+Frames change the core's memory as they arrive, except sbatchd's reports: they wait in an inbox
+and each turn applies a bounded number of them. One turn per loop iteration then schedules,
 commits everything in one transaction, and only then releases replies, acknowledgements and
 dispatches. Many submits arriving together cost one commit.
 """
@@ -15,7 +16,9 @@ from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.peer import Peer, hello
+from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
+from roles.mbatchd.inbox import Inbox
 from roles.mbatchd.observe import Observer
 from store import Store
 
@@ -48,10 +51,12 @@ class Mbatchd:
                  len(self.core.jobs), self.core.next_id)
         self.held = []                 # (peer, message) to send once the turn has committed
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
+        self.inbox = Inbox()           # report frames not yet applied
+        self.budget = TurnBudget()     # slots to place and reports to apply per turn
         self.turn_pending = False
         self.timer = None
-        # Seconds of the last 100,000 turns, whole (schedule, commit, send) and of schedule()
-        # alone, for the stats op (lavalite simulate).
+        # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
+        # of schedule() alone, for the stats op (lavalite simulate).
         self.turn_times = deque(maxlen=100_000)
         self.sched_times = deque(maxlen=100_000)
         self.frozen_at = 0.0
@@ -137,8 +142,22 @@ class Mbatchd:
         self.held.append((peer, self._order({"op": "ack", "rids": acks})))
 
     def op_report(self, peer, msg, now):
-        acks = self.core.reports(peer.identity["host"], P.require(msg, "reports", list), now)
-        self.held.append((peer, self._order({"op": "ack", "rids": acks})))
+        """Applied by a turn (apply_reports). A register applied before reports still waiting
+        from the same host's previous connection is safe: they are unacknowledged, so its
+        register carries them again, and applied twice a report changes nothing."""
+        self.inbox.put(peer, msg, P.require(msg, "reports", list))
+
+    def apply_reports(self, now):
+        """The oldest waiting reports, up to the turn's budget; acknowledged after this turn's
+        commit. A closed connection's reports still count: they are what happened. Returns
+        how many it applied."""
+        applied = 0
+        for peer, msg, reports in self.inbox.take(self.budget.reports):
+            applied += len(reports)
+            acks = peer.guarded(msg, self.core.reports, peer.identity["host"], reports, now)
+            if acks is not None:
+                self.held.append((peer, self._order({"op": "ack", "rids": acks})))
+        return applied
 
     def _order(self, msg):
         """A message to sbatchd, stamped with our epoch so a deposed mbatchd is refused."""
@@ -159,7 +178,8 @@ class Mbatchd:
             for p in (50, 99):
                 out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
             out[f"{name}_max"] = times[-1]
-        return {"turns": len(self.turn_times), **out,
+        return {"turns": len(self.turn_times), **out, "reports_waiting": self.inbox.waiting,
+                "budget_places": self.budget.places,
                 "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
                 "pending": sum(self.core.npend.values()) + sum(
                     a.remaining for a in self.core.arrays.values()),
@@ -171,9 +191,10 @@ class Mbatchd:
         started = time.perf_counter()
         now = time.time()
         core.tick(now)
+        work = self.apply_reports(now)
         if core.wake:
             t0 = time.perf_counter()
-            core.schedule(now)
+            work += core.schedule(now, self.budget.places)
             self.sched_times.append(time.perf_counter() - t0)
         if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
                 or core.dirty_arrays):
@@ -187,15 +208,18 @@ class Mbatchd:
                          if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
         core.new_turn()
         self.held = []
+        # One write per connection: a host's acknowledgement and its dispatch go together.
+        sends = {}
         for peer, msg in held:
-            peer.send(msg)
+            sends.setdefault(peer, []).append(msg)
         for host, msgs in outbox.items():
             peer = self.sbatchd.get(host)
             if peer is not None:       # an absent host gets them again when it registers
-                for msg in msgs:
-                    peer.send(self._order(msg))
+                sends.setdefault(peer, []).extend(map(self._order, msgs))
+        for peer, msgs in sends.items():
+            peer.send_all(msgs)
         self._arm_timer()
-        if core.wake:                  # the pass stopped at its limit: go on after this turn
+        if core.wake or self.inbox:    # the budget ran out: go on after the loop's next poll
             self.request_turn()
         if now - self.frozen_at > FREEZE_EVERY:
             # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
@@ -205,6 +229,7 @@ class Mbatchd:
             gc.freeze()
             self.frozen_at = now
         self.turn_times.append(time.perf_counter() - started)
+        self.budget.turn(self.turn_times[-1], work)
 
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
@@ -291,6 +316,8 @@ class Mbatchd:
             metrics.close()
         loader.cancel()
         self.turn()                    # commit what the last frames changed
+        while self.inbox:              # and every report that arrived before the stop
+            self.turn()
         self.store.close()
         log.info("mbatchd stopped")
 
