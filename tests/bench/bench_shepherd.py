@@ -24,7 +24,7 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from roles.cli.simulator import cpu_seconds  # noqa: E402
+from roles.cli.simulator import cpu_seconds, pct  # noqa: E402
 from roles.sbatchd import cgroups  # noqa: E402
 from roles.sbatchd.link import ShepherdLink  # noqa: E402
 
@@ -33,7 +33,8 @@ RUN_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 async def run(backend, slice_name, jobs, parallel, work, tmp):
-    """(jobs/s, shepherd CPU ms per attempt, ordering CPU ms per attempt)."""
+    """Figures of one backend: jobs/s, CPU ms per attempt (the shepherd's own, with its jobs,
+    the ordering side's), order-to-answer latency p50/p99 ms."""
     loop = asyncio.get_running_loop()
     done, statuses, sent_at, latency = asyncio.Event(), {}, {}, []
     order_cpu = 0.0
@@ -77,20 +78,20 @@ async def run(backend, slice_name, jobs, parallel, work, tmp):
     link = ShepherdLink(loop, backend, slice_name, ended, lambda _: done.set(),
                         program=[sys.executable, os.path.join(ROOT, "lavalite.py")])
     await asyncio.sleep(1.0)               # its start-up is not what is measured
-    own0 = cpu_seconds(link.pid)
-    cpu0, started = cpu_seconds(link.pid, children=True), time.perf_counter()
+    own0, cpu0 = cpu_seconds(link.pid), cpu_seconds(link.pid, children=True)
+    started = time.perf_counter()
     order([next(queued) for _ in range(min(parallel, jobs))])
     await done.wait()
     elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(link.pid, children=True) - cpu0
-    print("own", (cpu_seconds(link.pid) - own0) / jobs * 1000)
+    own, cpu = cpu_seconds(link.pid) - own0, cpu_seconds(link.pid, children=True) - cpu0
     link.close()
     link.proc.wait(10)
     bad = [n for n, st in statuses.items() if st.get("exit_code") != 0]
     assert len(statuses) == jobs and not bad, f"attempts that did not end with 0: {bad[:5]}"
-    latency.sort()
-    print("latency p50 %.1f ms p99 %.1f ms" % (latency[len(latency) // 2] * 1e3, latency[int(len(latency) * .99)] * 1e3))
-    return jobs / elapsed, cpu / jobs * 1000, order_cpu / jobs * 1000
+    per_job = 1000 / jobs
+    return {"rate": jobs / elapsed, "own": own * per_job, "cpu": cpu * per_job,
+            "order": order_cpu * per_job, "p50": pct(latency, 50) * 1e3,
+            "p99": pct(latency, 99) * 1e3}
 
 
 def baseline(jobs, parallel):
@@ -126,18 +127,18 @@ def main():
     for backend in backends:
         raw = baseline(args.jobs, args.parallel)
         work = tempfile.mkdtemp(prefix="lavalite-bench-shepherd-", dir=RUN_DIR)
-        tmp = tempfile.mkdtemp(prefix="lavalite-bench-tmp-", dir=RUN_DIR)   # TMPDIRs: /tmp, the default
+        tmp = tempfile.mkdtemp(prefix="lavalite-bench-tmp-")   # TMPDIRs: /tmp, the default
         try:
-            rate, shep_ms, order_ms = asyncio.run(run(backend, slice_name, args.jobs,
-                                                      args.parallel, work, tmp))
+            fig = asyncio.run(run(backend, slice_name, args.jobs, args.parallel, work, tmp))
         finally:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(tmp, ignore_errors=True)
             if backend != "none":
                 cgroups.choose(backend, slice_name).remove_slice()
-        print(f"  cgroups {backend:4}: {rate:7.1f} jobs/s (raw Popen just before: {raw:7.1f}, "
-              f"ratio {rate / raw:.2f}); shepherd+job CPU {shep_ms:.2f} ms, ordering CPU "
-              f"{order_ms:.2f} ms per attempt")
+        print(f"  cgroups {backend:4}: {fig['rate']:6.0f} jobs/s (raw Popen just before "
+              f"{raw:.0f}: ratio {fig['rate'] / raw:.2f}); CPU ms per attempt: shepherd "
+              f"{fig['own']:.2f}, with its job {fig['cpu']:.2f}, ordering {fig['order']:.2f}; "
+              f"order to answer p50 {fig['p50']:.1f} ms, p99 {fig['p99']:.1f} ms")
 
 
 if __name__ == "__main__":
