@@ -48,7 +48,7 @@ async def raw_rate(n, slots):
 class Cluster:
     """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
 
-    def __init__(self, program, slots, settings):
+    def __init__(self, program, slots, settings=()):
         self.program, self.slots = program, slots
         self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
         # `up` keeps a configuration file it finds: this one sets what --slots would, and more
