@@ -38,24 +38,25 @@ class ShepherdLink:
     def start(self, orders, locks):
         """Attempts to start; `locks` the descriptors of their locked `shepherd` files, in
         the same order, which the shepherd holds from now on (the caller closes its own)."""
-        for at in range(0, len(orders), FDS_PER_MESSAGE):
-            frame = P.encode({"v": P.VERSION, "op": "start",
-                              "orders": orders[at:at + FDS_PER_MESSAGE]})
-            fds = array.array("i", locks[at:at + FDS_PER_MESSAGE])
-            try:
-                sent = self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-                self.sock.sendall(frame[sent:])
-            except OSError as exc:
-                self._lost(f"cannot send it an order: {exc}")
-                return False
-        return True
+        return all(self._send({"op": "start", "orders": orders[at:at + FDS_PER_MESSAGE]},
+                              locks[at:at + FDS_PER_MESSAGE])
+                   for at in range(0, len(orders), FDS_PER_MESSAGE))
 
     def clean(self, dirs):
         """Remove attempt directories whose reports are in the journal (off sbatchd's loop)."""
+        self._send({"op": "clean", "dirs": dirs})
+
+    def _send(self, msg, fds=()):
+        """One frame, its descriptors riding on its first bytes. False: the shepherd is lost."""
+        frame = P.encode({"v": P.VERSION, **msg})
         try:
-            self.sock.sendall(P.encode({"v": P.VERSION, "op": "clean", "dirs": dirs}))
+            sent = self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                array.array("i", fds))] if fds else [])
+            self.sock.sendall(frame[sent:])
         except OSError as exc:
             self._lost(f"cannot send it an order: {exc}")
+            return False
+        return True
 
     def _read(self):
         try:
