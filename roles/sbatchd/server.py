@@ -193,7 +193,8 @@ class Sbatchd:
     def _shepherd(self):
         """The least busy shepherd; the missing ones (sbatchd.conf `shepherds`) started."""
         # each job holds about four of a shepherd's descriptors (soft limit usually 1024)
-        wanted = max(self.conf.sbatchd.shepherds, -(-self.conf.sbatchd.slots // JOBS_PER_SHEPHERD))
+        sb = self.conf.sbatchd
+        wanted = max(sb.shepherds, -(-sb.slots // JOBS_PER_SHEPHERD))
         while len(self.links) < wanted:
             link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
                                 self._shepherd_ended, self._shepherd_lost)
@@ -260,10 +261,13 @@ class Sbatchd:
         if self.polling is not None:
             self.polling.cancel()
             self.polling = None
+        running = False
         for att in [a for a in self.attempts.values() if a.adopted]:
             if shepherd.holder(att.dir) is None:
                 self._ended(att)
-        if any(a.adopted for a in self.attempts.values()):
+            else:
+                running = True
+        if running:
             self.polling = self.loop.call_later(POLL_ADOPTED, self._poll)
 
     def terminate(self, att, reason):
