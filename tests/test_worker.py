@@ -72,6 +72,51 @@ def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cl
     assert c.wait([second], timeout=30)[second]["stat"] == "DONE"
 
 
+def _cgroups_of(path):
+    """{controller: path} from a /proc/.../cgroup file."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            _, ctrls, where = line.rstrip("\n").split(":", 2)
+            for ctrl in ctrls.split(","):
+                out[ctrl] = where
+    return out
+
+
+def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_cluster, tmp_path):
+    """v1: the shepherd's spawner thread forks each job from inside its groups (no /bin/sh
+    prelude); a job with --pids 1 takes the prelude (the thread would be its one task). Every
+    job's first process is in its own groups, and after a burst no thread of any shepherd is
+    left in a job's group."""
+    c = _v1_cluster(make_cluster, slots=8)
+    sl = c.conf.sbatchd.cgroup_slice
+    jobs = {c.submit(["cat", "/proc/self/cgroup"], out=str(tmp_path / f"{i}.out")): i
+            for i in range(40)}
+    jobs[c.submit(["cat", "/proc/self/cgroup"], pids=1, out=str(tmp_path / "one.out"))] = "one"
+    views = c.wait(list(jobs), timeout=90)
+    for job, name in jobs.items():
+        assert views[job]["stat"] == "DONE", views[job]
+        seen = _cgroups_of(tmp_path / f"{name}.out")
+        for ctrl in ("memory", "pids", "cpu", "freezer"):
+            if ctrl in _V1:
+                assert seen[ctrl].endswith(f"/{sl}/{job}.1"), (job, ctrl, seen)
+    shepherds = [p for p in os.listdir("/proc") if p.isdigit()
+                 and _cmdline(p)[-4:-3] == ["--shepherd"] and _cmdline(p)[-1] == sl]
+    assert shepherds, "no shepherd process found"
+    for pid in shepherds:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            groups = _cgroups_of(f"/proc/{pid}/task/{tid}/cgroup")
+            assert not any(f"/{sl}/" in g for g in groups.values()), (pid, tid, groups)
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
 def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):
     c = _v1_cluster(make_cluster)
     out = tmp_path / "bomb.out"

@@ -10,9 +10,12 @@ One backend is chosen when sbatchd starts (sbatchd.conf `cgroups`):
 - None: no confinement; jobs are killed by process group only.
 
 Every path is relative to a root given to the constructor, so the tests drive the file logic
-over a fake cgroupfs directory. The job joins its group itself, between fork and exec
-(`Group.join`), so nothing it runs is ever outside it; the shepherd stays outside.
+over a fake cgroupfs directory. The job starts inside its group, so nothing it runs is ever
+outside it: it joins itself between fork and exec (`Group.join`), or, in v1, which moves
+single threads, it is forked by a shepherd thread that has entered the group for that
+moment (`Group.enter`, `V1.home`); the shepherd's main thread stays outside.
 """
+import errno
 import logging
 import os
 import signal
@@ -43,17 +46,30 @@ class Limits:
 
 def _write(path, value, create=True):
     """create=False: only a file that exists (the kernel's), as cgroup.kill, whose absence
-    means an older kernel."""
-    with open(path, "w" if create else "r+") as f:
-        f.write(str(value))
+    means an older kernel. os.open, not open(): a buffered file costs four more system calls
+    per write, and the shepherd writes these per job."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0),
+                 0o644)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
 
 
 def _read(path):
     try:
-        with open(path) as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _keyed(text):
@@ -76,16 +92,21 @@ def _rmdir(path):
 class Group:
     """One job attempt's cgroup: the directories it spans (one per v1 controller, one in v2)."""
 
-    def __init__(self, backend, name):
+    def __init__(self, backend, name, dirs=None):
         self.backend = backend
         self.name = name
-        self.dirs = backend.dirs(name)
+        self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()         # as written by create/reuse
 
     def join(self):
         """Move the calling process in: run by the job's process before it execs."""
         for d in self.dirs.values():
             _write(os.path.join(d, "cgroup.procs"), os.getpid())
+
+    def enter(self, tid):
+        """Move one thread in (v1 only: cgroup2 moves whole processes)."""
+        for d in self.dirs.values():
+            _write(os.path.join(d, "tasks"), tid)
 
     def pids(self):
         """Tasks in the group: the union over its directories (the same tasks in each, except
@@ -141,6 +162,7 @@ class _Hierarchy:
 class V2(_Hierarchy):
     name = "v2"
     pooled = False             # cgroup2 refuses rename(2); its mkdir/rmdir are cheap anyway
+    threads = False            # a domain cgroup2 group takes whole processes only
 
     def __init__(self, mount, slice_name):
         self.mount = mount
@@ -203,6 +225,7 @@ class V1(_Hierarchy):
     mkdir and rmdir in four hierarchies that cost about 1 ms per job here."""
     name = "v1"
     pooled = True
+    threads = True
     KEEP_BELOW = 8 << 20       # memory still charged to a group that may be reused (bytes)
 
     def __init__(self, mounts, slice_name):
@@ -219,6 +242,20 @@ class V1(_Hierarchy):
     def dirs(self, name):
         return {c: os.path.join(m, self.slice, name) for c, m in self.mounts.items()}
 
+    def home(self, tid, proc="/proc"):
+        """The groups thread `tid` of this process is in now, as a Group to `enter` again."""
+        dirs = {}
+        for line in _read(os.path.join(proc, "self", "task", str(tid), "cgroup")).splitlines():
+            _, ctrls, path = line.split(":", 2)
+            for ctrl in ctrls.split(","):
+                if ctrl in self.mounts:
+                    dirs[ctrl] = os.path.join(self.mounts[ctrl], path.lstrip("/"))
+        missing = set(self.mounts) - set(dirs)
+        if missing:
+            raise OSError(errno.ENOENT, f"thread {tid} is in no {', '.join(sorted(missing))} "
+                                        f"group")
+        return Group(self, "", dirs)
+
     def create(self, name, limits):
         group = Group(self, name)
         for d in group.dirs.values():
@@ -230,7 +267,8 @@ class V1(_Hierarchy):
         """Empty, and not holding memory a next job would find charged to it (files it left
         in a tmpfs, say)."""
         mem = group.dirs.get("memory")
-        return not group.pids() and (
+        first = next(iter(group.dirs.values()))   # a pooled group spans all or is dropped
+        return not _read(os.path.join(first, "cgroup.procs")).strip() and (
             mem is None or int(_read(os.path.join(mem, "memory.usage_in_bytes")) or 0)
             < self.KEEP_BELOW)
 
@@ -317,6 +355,7 @@ class NoCgroups:
     """Jobs are confined by their process group only."""
     name = "none"
     pooled = False
+    threads = False
     controllers = set()
 
     def create(self, name, limits):

@@ -18,14 +18,14 @@ and adopts the old ones' attempts from their directories:
     outfds    where peek finds the output: [descriptor in the shepherd, st_dev, st_ino]
     status    JSON: exit_code, exit_signal, start, end, reason/message when it could not start
 
-A job of the shepherd's own user is a vfork+exec (`_spawn`: no copy of the shepherd; with a
-cgroup, a /bin/sh prelude of builtins joins it first). A job of another user is a fork
-(`_fork`) that joins its cgroup, drops to the user (initgroups, setgid, setuid), makes its
-TMPDIR and execs. Either way the job joins its group itself and the shepherd stays outside, so
-a cgroup kill or pids.max never touches it. Output files are created and renamed with the
-user's identity (seteuid: the shepherd is single-threaded and its cleaner is another process,
-so nothing else runs with that identity meanwhile), so the user owns them and root never
-writes where the user could not. Removals go to the cleaner (`_start_cleaner`).
+A job of the shepherd's own user is a vfork+exec (roles/sbatchd/spawn.py: no copy of the
+shepherd; it starts inside its cgroup). A job of another user is a fork (`_fork`) that joins
+its cgroup, drops to the user (initgroups, setgid, setuid), makes its TMPDIR and execs. Either
+way the shepherd's main thread stays outside the group, so a cgroup kill or pids.max never
+touches it. Output files are created and renamed with the user's identity (seteuid: the
+spawner thread, the only other one, runs only while the loop waits for it, and the cleaner is
+another process, so nothing else runs with that identity meanwhile), so the user owns them and
+root never writes where the user could not. Removals go to the cleaner (`_start_cleaner`).
 
 The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
 attempts, one lock descriptor each) and `clean`; answers `ended` (the status), sent once per
@@ -35,6 +35,7 @@ import array
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -43,13 +44,13 @@ import selectors
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
 
 from lavalite import protocol as P
 from roles.sbatchd import cgroups
+from roles.sbatchd.spawn import Spawner, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
@@ -57,11 +58,19 @@ _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.
           signal.SIGHUP, signal.SIGCHLD)
 
 
+def write_file(path, data):
+    """os.open, not open(): a buffered file costs four more system calls, per file per job."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
 def write_json(path, data):
     """Atomic: a reader sees the whole file or none."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data))      # dumps is C; dump streams through Python code
+    write_file(tmp, json.dumps(data))  # dumps is C; dump streams through Python code
     os.replace(tmp, path)
 
 
@@ -74,11 +83,17 @@ class Account:
 
 
 @contextlib.contextmanager
-def as_user(account):
-    """File operations with the user's identity (effective ids only, restored after)."""
+def as_user(account, quiet):
+    """File operations with the user's identity (effective ids only, restored after). quiet:
+    the spawner's lock (the ids change for every thread of the process)."""
     if not account.switch:
         yield
         return
+    with quiet:
+        yield from _switched(account)
+
+
+def _switched(account):
     groups = os.getgroups()
     os.setgroups(os.getgrouplist(account.name, account.gid))
     os.setegid(account.gid)
@@ -176,38 +191,6 @@ def _fork(exe, argv, env, cwd, opened, account, group):
     return pid, rfd
 
 
-# The first moments of a job of the shepherd's own user that has a cgroup: it joins the group
-# (writing 0 moves the writer; shell builtins only, no process forked), enters its directory
-# (else TMPDIR, as _exec_job) and becomes the job. Failing to join ends it with 126 and a line
-# on the job's stderr, as a shell reports what it cannot run.
-_PRELUDE = """cwd=$1; shift
-while [ "$1" != -- ]; do echo 0 > "$1" || { echo "lavalite: cannot join cgroup $1" >&2; exit 126; }; shift; done
-shift
-cd "$cwd" 2>/dev/null || cd "$TMPDIR" || exit 126
-exec "$@"
-"""
-
-
-def _spawn(argv, env, cwd, opened, group):
-    """vfork+exec through the standard library, for a job of the shepherd's own user: no copy
-    of the shepherd's memory. With a cgroup, /bin/sh runs _PRELUDE first: a cgroup move can
-    wait for the kernel (RCU), so the job's process makes it, not the shepherd's loop."""
-    out = {n: fd for fd, fds in opened for n in fds}
-
-    def popen(args, cwd):
-        return subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out[1],
-                                stderr=out[2], process_group=0, restore_signals=True)
-    if group is not None:
-        procs = [os.path.join(d, "cgroup.procs") for d in group.dirs.values()]
-        return popen(["/bin/sh", "-c", _PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], "/")
-    try:
-        return popen(argv, cwd)
-    except OSError as exc:
-        if exc.filename != cwd:
-            raise
-        return popen(argv, env["TMPDIR"])
-
-
 class Run:
     """One attempt in the shepherd's care."""
     __slots__ = ("job", "attempt", "dir", "lock", "account", "group", "opened", "renames",
@@ -239,6 +222,15 @@ class Shepherd:
         self.trash = bytearray()       # what the cleaner has yet to be told
         self.free = []                 # retired cgroups, for the next attempts (v1)
         self.retired = 0
+        self.spawner = None
+        self.quiet = contextlib.nullcontext()  # what as_user holds: the spawner's lock
+        if cg.threads:
+            try:
+                self.spawner = Spawner(cg)
+                self.sel.register(self.spawner.wakeup, selectors.EVENT_READ, self._take_spawns)
+                self.quiet = self.spawner.quiet
+            except OSError as exc:     # the prelude still confines the jobs, an exec dearer
+                log.warning("no spawner thread (%s): jobs join their cgroups through /bin/sh", exc)
 
     def serve(self):
         """Until sbatchd is gone and every job has ended. Answers go out once per turn."""
@@ -322,7 +314,7 @@ class Shepherd:
                 self._finish(run)
                 return
         outputs = order["outputs"]
-        with as_user(run.account):
+        with as_user(run.account, self.quiet):
             run.opened, run.renames = _open_outputs(outputs, run.notes)
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
@@ -345,11 +337,26 @@ class Shepherd:
             return
         try:
             _mkdir_tmp(env["TMPDIR"])
-            run.proc = _spawn(argv, env, order["cwd"], run.opened, run.group)
+            if self.spawner and run.group and run.group.limits.pids != 1:
+                self.spawner.submit(run, run.group, functools.partial(
+                    spawn, argv, env, order["cwd"], run.opened))
+                return
+            proc = spawn(argv, env, order["cwd"], run.opened, run.group)
         except OSError as exc:
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return
-        run.pid = run.proc.pid
+        self._spawned(run, proc)
+
+    def _take_spawns(self, _events):
+        for run, ok, value in self.spawner.results():
+            if ok:
+                self._spawned(run, value)
+            else:
+                self._exec_failed(run, getattr(value, "errno", None),
+                                  getattr(value, "strerror", None) or str(value))
+
+    def _spawned(self, run, proc):
+        run.proc, run.pid = proc, proc.pid
         self._running(run)
 
     def _execed(self, run, pipe):
@@ -369,8 +376,7 @@ class Shepherd:
         self._finish(run)
 
     def _running(self, run):
-        with open(os.path.join(run.dir, "pid"), "w") as f:
-            f.write(str(run.pid))
+        write_file(os.path.join(run.dir, "pid"), str(run.pid))
         run.pidfd = os.pidfd_open(run.pid)     # a zombie until reaped: the pid cannot be reused
         self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _: self._reaped(run))
 
@@ -397,7 +403,7 @@ class Shepherd:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
             self._retire(run.group)
-        with as_user(run.account):
+        with as_user(run.account, self.quiet):
             for temp, final in run.renames:
                 try:
                     os.replace(temp, final)
