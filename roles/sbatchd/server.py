@@ -89,13 +89,15 @@ class Sbatchd:
     # --- reports
 
     def report(self, rep):
+        """Journaled and sent at the end of the turn (before the turn's attempt directories
+        are cleaned: _clean is scheduled after)."""
         self.journal.add(rep)
-        if self.peer is not None:
-            if not self.outgoing:
-                self.loop.call_soon(self._flush)
-            self.outgoing.append(rep)
+        if not self.outgoing:
+            self.loop.call_soon(self._flush)
+        self.outgoing.append(rep)
 
     def _flush(self):
+        self.journal.flush()
         if self.peer is not None and self.outgoing:
             self.peer.send({"v": P.VERSION, "op": "report", "id": None, "reports": self.outgoing})
         self.outgoing = []
