@@ -5,7 +5,7 @@ directory and lock made here, job.json, TMPDIR, cgroup with memory/pids/cpu limi
 of the job, status, cgroup removal, clean-up), without cgroups and with each hierarchy this
 machine offers, beside the machine's raw rate of starting /bin/true from Python.
 
-    .venv/bin/python tests/bench/bench_shepherd.py [--jobs 1000] [--parallel 16]
+    .venv/bin/python tests/bench/bench_shepherd.py [--jobs 1000] [--parallel 16] [--user NAME]
 
 Prints jobs/s, the shepherd's CPU per attempt (its own and its jobs') and the ordering side's
 (what sbatchd's event loop pays). Run as root to include the cgroup backends.
@@ -15,6 +15,7 @@ import asyncio
 import fcntl
 import os
 import platform
+import pwd
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from roles.sbatchd.link import ShepherdLink  # noqa: E402
 RUN_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-async def run(backend, slice_name, jobs, parallel, work, tmp):
+async def run(backend, slice_name, jobs, parallel, work, tmp, account):
     """Figures of one backend: jobs/s, CPU ms per attempt (the shepherd's own, with its jobs,
     the ordering side's), order-to-answer latency p50/p99 ms."""
     loop = asyncio.get_running_loop()
@@ -52,11 +53,11 @@ async def run(backend, slice_name, jobs, parallel, work, tmp):
             locks.append(lock)
             spec = {"id": n, "attempt": 1, "slots": 1, "memory": 256 << 20, "pids": 64}
             orders.append({"job": n, "attempt": 1, "dir": adir, "spec": spec,
-                           "argv": ["/bin/true"], "cwd": work,
+                           "argv": ["/bin/true"], "cwd": tmp,
                            "env": {"PATH": "/usr/bin:/bin",
                                    "TMPDIR": os.path.join(tmp, f"lavalite.{n}.1")},
                            "outputs": [[[1, 2], None, None]],
-                           "account": ["bench", os.getuid(), os.getgid(), False],
+                           "account": account,
                            "cgroup": None if backend == "none" else f"{n}.1"})
         link.start(orders, locks)
         for lock in locks:
@@ -110,9 +111,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--parallel", type=int, default=16)
+    ap.add_argument("--user", help="run the jobs as this user (root only): the fork path a "
+                                   "cluster's users take; default: the bench's own user, the "
+                                   "vfork path")
     args = ap.parse_args()
+    pw = pwd.getpwnam(args.user) if args.user else pwd.getpwuid(os.geteuid())
+    account = [pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_uid != os.geteuid()]
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{args.jobs} attempts of /bin/true, {args.parallel} at a time")
+          f"{args.jobs} attempts of /bin/true, {args.parallel} at a time, as {pw.pw_name}")
     backends = ["none"]
     slice_name = f"lavalite-bench-{uuid.uuid4().hex[:8]}"
     if os.geteuid() == 0:
@@ -128,8 +134,10 @@ def main():
         raw = baseline(args.jobs, args.parallel)
         work = tempfile.mkdtemp(prefix="lavalite-bench-shepherd-", dir=RUN_DIR)
         tmp = tempfile.mkdtemp(prefix="lavalite-bench-tmp-")   # TMPDIRs: /tmp, the default
+        os.chmod(tmp, 0o1777)                                   # as /tmp, for --user
         try:
-            fig = asyncio.run(run(backend, slice_name, args.jobs, args.parallel, work, tmp))
+            fig = asyncio.run(run(backend, slice_name, args.jobs, args.parallel, work, tmp,
+                                  account))
         finally:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(tmp, ignore_errors=True)
