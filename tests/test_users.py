@@ -5,6 +5,7 @@ peek at user A's job; a forged credential is refused; root may not submit unless
 The users cannot run the test venv's python (it lives under /root, mode 0700), so their
 commands run on the system python3 with the worktree and a copy of orjson on PYTHONPATH: the
 same CLI code path as the zipapp's."""
+import contextlib
 import os
 import pwd
 import shutil
@@ -79,15 +80,16 @@ def readable(accounts):
         shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.fixture
-def multiuser(accounts, readable):
+@contextlib.contextmanager
+def _users_cluster(readable, sbatchd=None):
     """A cluster the test users can reach (its directory readable by all; the key is not),
     root jobs not allowed."""
     state = tempfile.mkdtemp(prefix="lavalite-users-", dir="/tmp")
     os.chmod(state, 0o755)
     libdir = os.path.join(state, "pylib")
     shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
-    c = Cluster(os.path.join(state, "cluster"), slots=4, conf={"cluster": {"allow_root_jobs": "no"}})
+    c = Cluster(os.path.join(state, "cluster"), slots=4, sbatchd=sbatchd,
+                conf={"cluster": {"allow_root_jobs": "no"}})
     c.start()
     c.pythonpath = f"{readable}:{libdir}"
     c.readable = readable
@@ -96,6 +98,12 @@ def multiuser(accounts, readable):
     finally:
         c.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def multiuser(accounts, readable):
+    with _users_cluster(readable) as c:
+        yield c
 
 
 def as_user(c, pw, *args, script=None):
@@ -205,3 +213,37 @@ def test_up_by_a_normal_user_runs_everything_as_that_user(accounts, readable):
     finally:
         subprocess.run(cmd + ["down", "--state-dir", state], capture_output=True, timeout=90, **kw)
         up.wait(60)
+
+
+SUBMIT_IN_ROOT = """
+import sys
+from lavalite.client import Client
+print(Client().submit(["sh", "-c", "id -u; id -Gn; stat -c %U $TMPDIR; pwd; echo $TMPDIR; "
+                                   "cat /proc/self/cgroup"], cwd="/root", out=sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("cgroups", ["off", "v1", "v2"])
+def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgroups):
+    """A job of another user starts by a fork in C (Popen with user, group, extra_groups) when
+    it has no cgroup, else by a fork whose Python child joins the group as root first. Each
+    way: the user's uid and groups, a TMPDIR of theirs, their group, and a directory they
+    cannot enter replaced by TMPDIR."""
+    from roles.sbatchd import cgroups as cg
+    v2, v1 = cg.mounts()
+    if cgroups == "v1" and not v1.get("memory"):
+        pytest.skip("no cgroup v1 memory controller mounted here")
+    if cgroups == "v2" and not v2:
+        pytest.skip("no cgroup2 mount here")
+    a = accounts[USERS[0]]
+    with _users_cluster(readable, sbatchd={"cgroups": cgroups}) as c:
+        out = os.path.join(a.pw_dir, f"start-{cgroups}.out")
+        res = as_user(c, a, out, script=SUBMIT_IN_ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        job = int(res.stdout)
+        assert c.wait([job], timeout=60)[job]["stat"] == "DONE"
+        uid, groups, tmp_owner, pwd_, tmpdir, *cgroup_lines = open(out).read().splitlines()
+    assert int(uid) == a.pw_uid and set(groups.split()) == {USERS[0], GROUP}
+    assert tmp_owner == USERS[0] and pwd_ == tmpdir, (pwd_, tmpdir)
+    if cgroups != "off":
+        assert any(line.endswith(f"/{job}.1") for line in cgroup_lines), cgroup_lines

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import alive as _alive
-from roles.sbatchd import cgroups
+from roles.sbatchd import cgroups, spawn
 
 _V2, _V1 = cgroups.mounts()
 
@@ -107,6 +107,13 @@ def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_clust
         for tid in os.listdir(f"/proc/{pid}/task"):
             groups = _cgroups_of(f"/proc/{pid}/task/{tid}/cgroup")
             assert not any(f"/{sl}/" in g for g in groups.values()), (pid, tid, groups)
+    # idle, the thread ends: every setuid call of the loop (another user's files) would
+    # otherwise signal it (glibc), three times the cost
+    deadline = time.time() + spawn.IDLE + 5
+    while any(len(os.listdir(f"/proc/{p}/task")) > 1 for p in shepherds) \
+            and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(len(os.listdir(f"/proc/{p}/task")) == 1 for p in shepherds)
 
 
 def _cmdline(pid):

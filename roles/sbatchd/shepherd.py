@@ -82,6 +82,21 @@ class Account:
         self.name, self.uid, self.gid, self.switch = name, uid, gid, switch
 
 
+GROUPS_FOR = 60.0          # seconds a user's group list is kept (as nscd would)
+_groups = {}               # (name, gid) -> (until, [gid, ...])
+
+
+def user_groups(account):
+    """The user's groups, looked up (NSS: /etc/group, LDAP...) once a minute, not per job."""
+    key = (account.name, account.gid)
+    now = time.monotonic()
+    until, groups = _groups.get(key, (0.0, None))
+    if now >= until:
+        groups = os.getgrouplist(account.name, account.gid)
+        _groups[key] = (now + GROUPS_FOR, groups)
+    return groups
+
+
 @contextlib.contextmanager
 def as_user(account, quiet):
     """File operations with the user's identity (effective ids only, restored after). quiet:
@@ -95,7 +110,7 @@ def as_user(account, quiet):
 
 def _switched(account):
     groups = os.getgroups()
-    os.setgroups(os.getgrouplist(account.name, account.gid))
+    os.setgroups(user_groups(account))
     os.setegid(account.gid)
     os.seteuid(account.uid)
     try:
@@ -135,7 +150,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     if group is not None:
         group.join()
     if account.switch:
-        os.initgroups(account.name, account.gid)
+        os.setgroups(user_groups(account))
         os.setgid(account.gid)
         os.setuid(account.uid)
     _mkdir_tmp(env["TMPDIR"])
@@ -313,9 +328,24 @@ class Shepherd:
                                   message=f"cannot create cgroup: {exc}")
                 self._finish(run)
                 return
+        argv, env, cwd = order["argv"], order["env"], order["cwd"]
+        run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
+        account = run.account
+        # another user's job with a cgroup: a fork whose Python child joins as root, then
+        # drops (a fork from the spawner thread, in v1, measured slower: the loop's setuid
+        # calls for that user's files then signal the thread, and the forks queue behind it)
+        forked = account.switch and run.group is not None
         outputs = order["outputs"]
-        with as_user(run.account, self.quiet):
-            run.opened, run.renames = _open_outputs(outputs, run.notes)
+        try:
+            with as_user(account, self.quiet):
+                run.opened, run.renames = _open_outputs(outputs, run.notes)
+                if account.switch and not forked:      # what the fork path does in the child
+                    _mkdir_tmp(env["TMPDIR"])
+                    if not os.access(cwd, os.X_OK, effective_ids=True):
+                        cwd = env["TMPDIR"]    # not theirs on this host: LSF uses a temp dir
+        except OSError as exc:
+            self._exec_failed(run, exc.errno, exc.strerror or str(exc))
+            return
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
         outfds = []
@@ -323,25 +353,25 @@ class Shepherd:
             st = os.fstat(fd)
             outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
         write_json(os.path.join(adir, "outfds"), outfds)
-        argv, env = order["argv"], order["env"]
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
-        if run.account.switch:         # a fork: the job's process changes identity itself
-            run.pid, pipe = _fork(exe, argv, env, order["cwd"], run.opened, run.account,
-                                  run.group)
+        if forked:
+            run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, run.group)
             self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
             return
-        failure = _unrunnable(exe)
-        if failure:
-            self._exec_failed(run, *failure)
-            return
+        if not account.switch:
+            failure = _unrunnable(exe)
+            if failure:
+                self._exec_failed(run, *failure)
+                return
         try:
-            _mkdir_tmp(env["TMPDIR"])
+            if not account.switch:
+                _mkdir_tmp(env["TMPDIR"])
+            user = (account.uid, account.gid, user_groups(account)) if account.switch else None
             if self.spawner and run.group and run.group.limits.pids != 1:
                 self.spawner.submit(run, run.group, functools.partial(
-                    spawn, argv, env, order["cwd"], run.opened))
+                    spawn, argv, env, cwd, run.opened))
                 return
-            proc = spawn(argv, env, order["cwd"], run.opened, run.group)
+            proc = spawn(argv, env, cwd, run.opened, prelude=run.group, user=user)
         except OSError as exc:
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return

@@ -32,30 +32,36 @@ exec "$@"
 """
 
 
+IDLE = 2.0                 # seconds without orders before the spawner thread ends
+
+
 class Spawner:
     """A thread that forks jobs from inside their v1 groups, beside the shepherd's loop (a
     cgroup move can wait for the kernel's RCU; the loop must not). Under a burst it moves from
     one job's group straight into the next one's, and home when it runs out of orders. A
     result is handed over (`results`, the loop watches `wakeup`) only once the thread has left
     that job's groups. It holds `quiet` while it works, and the loop takes `quiet` before it
-    switches its effective ids for a user's files (setuid calls apply to every thread)."""
+    switches its effective ids for a user's files (setuid calls apply to every thread). The
+    thread exists only while there is work (started by `submit`, gone after IDLE seconds):
+    glibc makes each setuid call signal every other thread, which made the loop's switches
+    for other users' jobs three times dearer."""
 
     def __init__(self, cg):
+        self.home = cg.home(threading.get_native_id())   # where every new thread starts
         self.orders, self.done = queue.SimpleQueue(), deque()
         self.wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.quiet = threading.Lock()
-        started = queue.SimpleQueue()
-        threading.Thread(target=self._serve, args=(cg, started), name="spawner",
-                         daemon=True).start()
-        failure = started.get()
-        if failure:
-            os.close(self.wakeup)
-            raise failure
+        self.guard = threading.Lock()  # a thread ending vs an order arriving
+        self.running = False
 
     def submit(self, tag, group, start):
         """start() inside group; (tag, True, its value) or (tag, False, its exception) comes
         back from `results`."""
-        self.orders.put((tag, group, start))
+        with self.guard:
+            self.orders.put((tag, group, start))
+            if not self.running:
+                self.running = True
+                threading.Thread(target=self._serve, name="spawner", daemon=True).start()
 
     def results(self):
         try:
@@ -65,28 +71,29 @@ class Spawner:
         while self.done:
             yield self.done.popleft()
 
-    def _serve(self, cg, started):
+    def _serve(self):
         tid = threading.get_native_id()
-        try:
-            home = cg.home(tid)
-        except OSError as exc:
-            started.put(exc)
-            return
-        started.put(None)
         pending = []                   # results whose group the thread may still be in
         while True:
             try:
-                tag, group, start = self.orders.get(block=not pending)
+                tag, group, start = (self.orders.get_nowait() if pending
+                                     else self.orders.get(timeout=IDLE))
             except queue.Empty:
-                with self.quiet:
-                    self._go(home, tid)
-                self._hand(pending)
+                if pending:
+                    with self.quiet:
+                        self._go(tid)
+                    self._hand(pending)
+                    continue
+                with self.guard:
+                    if self.orders.empty():
+                        self.running = False
+                        return
                 continue
             with self.quiet:
                 try:
                     group.enter(tid)
                 except OSError as exc:
-                    self._go(home, tid)    # a half move: some hierarchies may have taken it
+                    self._go(tid)      # a half move: some hierarchies may have taken it
                     pending.append((tag, False, exc))
                     self._hand(pending)
                     continue
@@ -102,24 +109,26 @@ class Spawner:
             pending.clear()
             os.eventfd_write(self.wakeup, 1)
 
-    @staticmethod
-    def _go(home, tid):
+    def _go(self, tid):
         """Home, or the shepherd must end: a thread left in a job's group would be frozen and
         killed with it (sbatchd sees the link close and reports the attempts lost)."""
         try:
-            home.enter(tid)
+            self.home.enter(tid)
         except OSError as exc:
             log.critical("cannot move the spawner thread back to its groups: %s", exc)
             os._exit(70)
 
 
-def spawn(argv, env, cwd, opened, prelude=None):
-    """The job's Popen. prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1)."""
+def spawn(argv, env, cwd, opened, prelude=None, user=None):
+    """The job's Popen. prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1);
+    user: (uid, gid, groups) of another user, whom the child becomes before it execs (a
+    fork in C, where Python 3.11 allows no vfork: still no Python code in the child)."""
     out = {n: fd for fd, fds in opened for n in fds}
+    ids = dict(zip(("user", "group", "extra_groups"), user)) if user else {}
 
     def popen(args, cwd):
         return subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out[1],
-                                stderr=out[2], process_group=0, restore_signals=True)
+                                stderr=out[2], process_group=0, restore_signals=True, **ids)
     if prelude is not None:
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
         return popen(["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], "/")
