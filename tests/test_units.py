@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 
 import pytest
 
@@ -47,6 +48,30 @@ def test_install_puts_everything_in_place_and_keeps_edited_configs(installed):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "name = edited" in conf.read_text()            # a second install keeps configs
+
+
+def test_install_by_a_system_python_pins_it_with_dash_s(tmp_path):
+    """Installed by a python outside any venv, the program's #! names that python with -S (no
+    site module at every start) and still runs: a zip's offsets survive a new prefix."""
+    python = "/usr/bin/python3"
+    if not os.path.exists(ZIPAPP):
+        pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                             capture_output=True, text=True).stdout.strip() if \
+        os.path.exists(python) else None
+    if version != "True":
+        pytest.skip(f"{python} is missing or older than 3.11")
+    prefix = tmp_path / "root"
+    res = subprocess.run([python, ZIPAPP, "install", "--prefix", str(prefix), "--no-user"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    program = prefix / "usr/local/bin/lavalite"
+    assert program.read_bytes().partition(b"\n")[0] == f"#!{python} -S".encode()
+    with zipfile.ZipFile(program) as new, zipfile.ZipFile(ZIPAPP) as old:
+        assert [(i.filename, i.CRC) for i in new.infolist()] == \
+            [(i.filename, i.CRC) for i in old.infolist()]
+    out = subprocess.run([str(program), "jobs", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
 
 
 def test_units_pass_systemd_analyze_verify(installed, tmp_path):

@@ -2,7 +2,7 @@
 """CLI latency: `bsub` and `bjobs` as a user runs them (a new process each), beside
 `python3 -c pass` and `python3 -S -c pass`, measured in the same run, interleaved.
 
-    .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--also OTHER_ZIPAPP ...]
+    .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--also OTHER_ZIPAPP ...] [--installed]
         [--markdown docs/performance.md]
 
 Two programs: the checkout (`python lavalite.py`, through the links, with the dev venv's
@@ -12,8 +12,10 @@ Each is compared with its own interpreter's start-up.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +39,9 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--also", nargs="*", default=[], metavar="ZIPAPP",
                     help="other builds of dist/lavalite to measure in the same run")
+    ap.add_argument("--installed", action="store_true",
+                    help="also dist/lavalite as `lavalite install` run by the system python3 "
+                         "puts it on a node (#!/usr/bin/python3 -S), run through its #! line")
     ap.add_argument("--markdown", metavar="FILE")
     args = ap.parse_args()
     zipapp = os.path.join(ROOT, "dist", "lavalite")
@@ -47,6 +52,25 @@ def main():
         print("dist/lavalite not built (./build.sh): measuring the checkout only", file=sys.stderr)
     programs.update((os.path.abspath(path), [SYSTEM_PYTHON, os.path.abspath(path)])
                     for path in args.also)
+    prefix = tempfile.mkdtemp(prefix="lavalite-bench-install-")
+    if args.installed and "dist/lavalite" in programs:
+        subprocess.run([SYSTEM_PYTHON, zipapp, "install", "--prefix", prefix, "--no-user"],
+                       check=True, stdout=subprocess.DEVNULL)
+        programs["installed"] = [os.path.join(prefix, "usr/local/bin/lavalite")]
+    try:
+        times = measure(programs, args.runs)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+    rows = [["command", "p50 (ms)", "p99 (ms)"]]
+    for name, ts in times.items():
+        ts.sort()
+        rows.append([name, f"{pct(ts, 50) * 1e3:.1f}", f"{pct(ts, 99) * 1e3:.1f}"])
+    report(rows, "CLI latency (tests/bench/bench_cli.py)",
+           f"CLI latency, {args.runs} runs each, interleaved", args.markdown)
+
+
+def measure(programs, runs):
+    """{case: [seconds]}; a program is [interpreter, file], or [file] run through its #!."""
     with Cluster(programs["python lavalite.py"], 4) as cl:
         env = dict(os.environ, LAVALITE_CONF=cl.conf)
         cases = {}
@@ -54,22 +78,18 @@ def main():
             bindir = os.path.join(cl.state, "bin-" + label.split()[0].replace("/", "_"))
             subprocess.run(prog + ["links", bindir], check=True, stdout=subprocess.DEVNULL)
             # interpreter + link, as the link's shebang would run it: argv[0] = bsub
-            py = prog[0]
-            cases[f"{py} -c pass"] = [py, "-c", "pass"]
-            cases[f"{py} -S -c pass"] = [py, "-S", "-c", "pass"]
-            cases[f"{label}: bsub"] = [py, os.path.join(bindir, "bsub"), "-o", "/dev/null",
+            launch = prog[:-1]
+            for py in launch:
+                cases[f"{py} -c pass"] = [py, "-c", "pass"]
+                cases[f"{py} -S -c pass"] = [py, "-S", "-c", "pass"]
+            cases[f"{label}: bsub"] = [*launch, os.path.join(bindir, "bsub"), "-o", "/dev/null",
                                        "--", "true"]
-            cases[f"{label}: bjobs"] = [py, os.path.join(bindir, "bjobs")]
+            cases[f"{label}: bjobs"] = [*launch, os.path.join(bindir, "bjobs")]
         times = {k: [] for k in cases}
-        for _ in range(args.runs):          # interleaved: machine noise hits every case alike
+        for _ in range(runs):               # interleaved: machine noise hits every case alike
             for name, cmd in cases.items():
                 times[name].append(timed(cmd, env))
-    rows = [["command", "p50 (ms)", "p99 (ms)"]]
-    for name, ts in times.items():
-        ts.sort()
-        rows.append([name, f"{pct(ts, 50) * 1e3:.1f}", f"{pct(ts, 99) * 1e3:.1f}"])
-    report(rows, "CLI latency (tests/bench/bench_cli.py)",
-           f"CLI latency, {args.runs} runs each, interleaved", args.markdown)
+    return times
 
 if __name__ == "__main__":
     main()
