@@ -489,10 +489,13 @@ class Sbatchd:
         log.info("sbatchd stopped; %d jobs left running under their shepherds", len(self.attempts))
 
 
+_SHELL_SYNTAX = frozenset(" \t\n|&;<>()$`\\\"'*?[#~=%{}")
+
+
 def _argv(cmd):
     """A single string with shell syntax runs through /bin/sh, as LSF runs a command line;
     a list of arguments (bsub ... -- prog args) is executed as it is."""
-    if len(cmd) == 1 and any(c in cmd[0] for c in " \t\n|&;<>()$`\\\"'*?[#~=%{}"):
+    if len(cmd) == 1 and not _SHELL_SYNTAX.isdisjoint(cmd[0]):
         return ["/bin/sh", "-c", cmd[0]]
     return list(cmd)
 
