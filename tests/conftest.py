@@ -137,6 +137,13 @@ class Cluster:
             assert time.time() < deadline, self.logs()
             time.sleep(0.05)
 
+    def shepherds(self):
+        """Pids of this cluster's shepherd processes (their last argument is its cgroup
+        slice, unique per test cluster)."""
+        return [p for p in os.listdir("/proc") if p.isdigit() and
+                _cmdline(p)[-4:-3] == ["--shepherd"] and
+                _cmdline(p)[-1] == self.conf.sbatchd.cgroup_slice]
+
     def events(self, job_id=None):
         """Event rows straight from the store (read-only, beside the running mbatchd)."""
         db = apsw.Connection(self.conf.mbatchd.database, flags=apsw.SQLITE_OPEN_READONLY)
@@ -181,6 +188,14 @@ def kill_jobs_in(directory):
                 os.kill(int(pid), signal.SIGKILL)
         except OSError:
             pass
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def alive(pid):

@@ -225,10 +225,11 @@ print(Client().submit(["sh", "-c", "id -u; id -Gn; stat -c %U $TMPDIR; pwd; echo
 
 @pytest.mark.parametrize("cgroups", ["off", "v1", "v2"])
 def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgroups):
-    """A job of another user starts by a fork in C (Popen with user, group, extra_groups) when
-    it has no cgroup, else by a fork whose Python child joins the group as root first. Each
-    way: the user's uid and groups, a TMPDIR of theirs, their group, and a directory they
-    cannot enter replaced by TMPDIR."""
+    """A job of another user starts by a vfork from a thread holding the user's ids (the
+    shepherd's loop without cgroups, its spawner thread inside the job's v1 groups), or by a
+    fork whose Python child joins the group as root first (cgroup2). Each way: the user's uid
+    and groups, a TMPDIR of theirs, their group, and a directory they cannot enter replaced by
+    TMPDIR; and no thread of a shepherd is left with the user's ids."""
     from roles.sbatchd import cgroups as cg
     v2, v1 = cg.mounts()
     if cgroups == "v1" and not v1.get("memory"):
@@ -243,6 +244,11 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
         job = int(res.stdout)
         assert c.wait([job], timeout=60)[job]["stat"] == "DONE"
         uid, groups, tmp_owner, pwd_, tmpdir, *cgroup_lines = open(out).read().splitlines()
+        for pid in c.shepherds():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    ids = [line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:"))]
+                assert ids == [["0"] * 4] * 2, (pid, tid, ids)
     assert int(uid) == a.pw_uid and set(groups.split()) == {USERS[0], GROUP}
     assert tmp_owner == USERS[0] and pwd_ == tmpdir, (pwd_, tmpdir)
     if cgroups != "off":

@@ -100,8 +100,7 @@ def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_clust
         for ctrl in ("memory", "pids", "cpu", "freezer"):
             if ctrl in _V1:
                 assert seen[ctrl].endswith(f"/{sl}/{job}.1"), (job, ctrl, seen)
-    shepherds = [p for p in os.listdir("/proc") if p.isdigit()
-                 and _cmdline(p)[-4:-3] == ["--shepherd"] and _cmdline(p)[-1] == sl]
+    shepherds = c.shepherds()
     assert shepherds, "no shepherd process found"
     for pid in shepherds:
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -114,14 +113,6 @@ def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_clust
             and time.time() < deadline:
         time.sleep(0.1)
     assert all(len(os.listdir(f"/proc/{p}/task")) == 1 for p in shepherds)
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
 
 
 def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):

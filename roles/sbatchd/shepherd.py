@@ -18,14 +18,16 @@ and adopts the old ones' attempts from their directories:
     outfds    where peek finds the output: [descriptor in the shepherd, st_dev, st_ino]
     status    JSON: exit_code, exit_signal, start, end, reason/message when it could not start
 
-A job of the shepherd's own user is a vfork+exec (roles/sbatchd/spawn.py: no copy of the
-shepherd; it starts inside its cgroup). A job of another user is a fork (`_fork`) that joins
-its cgroup, drops to the user (initgroups, setgid, setuid), makes its TMPDIR and execs. Either
-way the shepherd's main thread stays outside the group, so a cgroup kill or pids.max never
-touches it. Output files are created and renamed with the user's identity (seteuid: the
-spawner thread, the only other one, runs only while the loop waits for it, and the cleaner is
-another process, so nothing else runs with that identity meanwhile), so the user owns them and
-root never writes where the user could not. Removals go to the cleaner (`_start_cleaner`).
+A job is a vfork+exec (roles/sbatchd/spawn.py: no copy of the shepherd; it starts inside its
+cgroup), from a thread holding the job's user's ids when it is another user's
+(roles/sbatchd/ids.py: per-thread ids, the other threads keep root's). Where that cannot be
+(a cgroup2 group, `--pids 1`, no per-thread ids) a job of another user is a fork (`_fork`)
+whose child joins its cgroup, drops to the user (groups, gid, uid), makes its TMPDIR and
+execs. Either way the shepherd's main thread stays outside the group, so a cgroup kill or
+pids.max never touches it. Output files are created and renamed with the user's effective ids
+(the calling thread's only; else, glibc's way, the whole process's while the spawner thread
+is held), so the user owns them and root never writes where the user could not. Removals go to
+the cleaner (`_start_cleaner`), another process.
 
 The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
 attempts, one lock descriptor each) and `clean`; answers `ended` (the status), sent once per
@@ -49,7 +51,7 @@ import time
 from collections import deque
 
 from lavalite import protocol as P
-from roles.sbatchd import cgroups
+from roles.sbatchd import cgroups, ids
 from roles.sbatchd.spawn import Spawner, spawn
 
 log = logging.getLogger("lavalite.shepherd")
@@ -98,27 +100,20 @@ def user_groups(account):
 
 
 @contextlib.contextmanager
-def as_user(account, quiet):
-    """File operations with the user's identity (effective ids only, restored after). quiet:
-    the spawner's lock (the ids change for every thread of the process)."""
-    if not account.switch:
-        yield
-        return
+def _as_process(account, quiet):
+    """Where per-thread ids are unavailable: the whole process's effective ids, glibc's way
+    (every thread changes: quiet is the spawner's lock, held meanwhile)."""
     with quiet:
-        yield from _switched(account)
-
-
-def _switched(account):
-    groups = os.getgroups()
-    os.setgroups(user_groups(account))
-    os.setegid(account.gid)
-    os.seteuid(account.uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups(groups)
+        groups = os.getgroups()
+        os.setgroups(user_groups(account))
+        os.setegid(account.gid)
+        os.seteuid(account.uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+            os.setgroups(groups)
 
 
 def _open_outputs(outputs, notes):
@@ -237,8 +232,9 @@ class Shepherd:
         self.trash = bytearray()       # what the cleaner has yet to be told
         self.free = []                 # retired cgroups, for the next attempts (v1)
         self.retired = 0
+        self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
         self.spawner = None
-        self.quiet = contextlib.nullcontext()  # what as_user holds: the spawner's lock
+        self.quiet = contextlib.nullcontext()  # what _as_process holds: the spawner's lock
         if cg.threads:
             try:
                 self.spawner = Spawner(cg)
@@ -330,22 +326,14 @@ class Shepherd:
                 return
         argv, env, cwd = order["argv"], order["env"], order["cwd"]
         run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
-        account = run.account
-        # another user's job with a cgroup: a fork whose Python child joins as root, then
-        # drops (a fork from the spawner thread, in v1, measured slower: the loop's setuid
-        # calls for that user's files then signal the thread, and the forks queue behind it)
-        forked = account.switch and run.group is not None
+        account, group = run.account, run.group
+        # inside its group from the start without a prelude: forked by the spawner thread (v1;
+        # not with --pids 1, where the thread would be the group's one task), or no group
+        threaded = group is not None and self.spawner is not None and group.limits.pids != 1
+        direct = group is None or threaded
         outputs = order["outputs"]
-        try:
-            with as_user(account, self.quiet):
-                run.opened, run.renames = _open_outputs(outputs, run.notes)
-                if account.switch and not forked:      # what the fork path does in the child
-                    _mkdir_tmp(env["TMPDIR"])
-                    if not os.access(cwd, os.X_OK, effective_ids=True):
-                        cwd = env["TMPDIR"]    # not theirs on this host: LSF uses a temp dir
-        except OSError as exc:
-            self._exec_failed(run, exc.errno, exc.strerror or str(exc))
-            return
+        with self._as(account):
+            run.opened, run.renames = _open_outputs(outputs, run.notes)
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
         outfds = []
@@ -354,8 +342,10 @@ class Shepherd:
             outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
         write_json(os.path.join(adir, "outfds"), outfds)
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        if forked:
-            run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, run.group)
+        if account.switch and not (direct and self.ids):
+            # a Python child joins the group as root, then drops: cgroup2, --pids 1, or no
+            # per-thread ids
+            run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group)
             self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
             return
         if not account.switch:
@@ -363,19 +353,35 @@ class Shepherd:
             if failure:
                 self._exec_failed(run, *failure)
                 return
+        start = functools.partial(self._start_job, account, argv, env, cwd, run.opened,
+                                  None if direct else group)
+        if threaded:
+            self.spawner.submit(run, group, start)
+            return
         try:
-            if not account.switch:
-                _mkdir_tmp(env["TMPDIR"])
-            user = (account.uid, account.gid, user_groups(account)) if account.switch else None
-            if self.spawner and run.group and run.group.limits.pids != 1:
-                self.spawner.submit(run, run.group, functools.partial(
-                    spawn, argv, env, cwd, run.opened))
-                return
-            proc = spawn(argv, env, cwd, run.opened, prelude=run.group, user=user)
+            proc = start()
         except OSError as exc:
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return
         self._spawned(run, proc)
+
+    def _start_job(self, account, argv, env, cwd, opened, prelude):
+        """In the loop or in the spawner thread: the job's TMPDIR, then the job, as its user
+        (this thread's real and effective ids: the vforked child inherits them)."""
+        if not account.switch:
+            _mkdir_tmp(env["TMPDIR"])
+            return spawn(argv, env, cwd, opened, prelude)
+        with self.ids.user(account.uid, account.gid, user_groups(account), real=True):
+            _mkdir_tmp(env["TMPDIR"])
+            return spawn(argv, env, cwd, opened)
+
+    def _as(self, account):
+        """File operations with the user's identity (effective ids only, restored after)."""
+        if not account.switch:
+            return contextlib.nullcontext()
+        if self.ids:
+            return self.ids.user(account.uid, account.gid, user_groups(account))
+        return _as_process(account, self.quiet)
 
     def _take_spawns(self, _events):
         for run, ok, value in self.spawner.results():
@@ -433,7 +439,7 @@ class Shepherd:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
             self._retire(run.group)
-        with as_user(run.account, self.quiet):
+        with self._as(run.account):
             for temp, final in run.renames:
                 try:
                     os.replace(temp, final)

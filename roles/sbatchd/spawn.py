@@ -1,8 +1,10 @@
-"""How a shepherd starts a job of its own user: vfork+exec through the standard library (no
-copy of the shepherd's memory), inside the job's cgroup from its first instruction.
+"""How a shepherd starts a job: vfork+exec through the standard library (no copy of the
+shepherd's memory), inside the job's cgroup from its first instruction, with the ids of the
+calling thread (roles/sbatchd/ids.py: a thread can hold another user's).
 
 Getting into the group without the job running a line of ours first:
-- v1 moves single threads (`tasks`), and a child starts in its parent thread's groups: a
+- v1 moves single threads (`tasks`), and a child starts in its parent thread's groups (and
+  with its ids: a job of another user is forked while the thread holds that user's ids): a
   `Spawner` thread enters the attempt's groups and vforks the job. Its process's main
   thread, which owns the memory, never moves, and the spawner has left the group before the
   job's pid is written, so sbatchd, which signals a group only once it knows the pid, never
@@ -11,6 +13,7 @@ Getting into the group without the job running a line of ours first:
   runs `PRELUDE` first, builtins only, joining the group, then execs the job. An exec more
   (about 0.6 ms of CPU here), which is why v1 does not take this way (but for --pids 1:
   the spawner thread would count as the group's one task and the job's fork be refused).
+  Root's prelude can join; a job of another user in such a group is the shepherd's fork.
 """
 import logging
 import os
@@ -40,11 +43,10 @@ class Spawner:
     cgroup move can wait for the kernel's RCU; the loop must not). Under a burst it moves from
     one job's group straight into the next one's, and home when it runs out of orders. A
     result is handed over (`results`, the loop watches `wakeup`) only once the thread has left
-    that job's groups. It holds `quiet` while it works, and the loop takes `quiet` before it
-    switches its effective ids for a user's files (setuid calls apply to every thread). The
-    thread exists only while there is work (started by `submit`, gone after IDLE seconds):
-    glibc makes each setuid call signal every other thread, which made the loop's switches
-    for other users' jobs three times dearer."""
+    that job's groups. It holds `quiet` while it works: without per-thread ids the loop takes
+    it before it switches the process's effective ids for a user's files (glibc's setuid
+    calls apply to every thread). The thread exists only while there is work (started by
+    `submit`, gone after IDLE seconds): each glibc setuid call signals every other thread."""
 
     def __init__(self, cg):
         self.home = cg.home(threading.get_native_id())   # where every new thread starts
@@ -119,16 +121,14 @@ class Spawner:
             os._exit(70)
 
 
-def spawn(argv, env, cwd, opened, prelude=None, user=None):
-    """The job's Popen. prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1);
-    user: (uid, gid, groups) of another user, whom the child becomes before it execs (a
-    fork in C, where Python 3.11 allows no vfork: still no Python code in the child)."""
+def spawn(argv, env, cwd, opened, prelude=None):
+    """The job's Popen, with the calling thread's ids. prelude: a group to join through
+    PRELUDE (cgroup2, or v1 --pids 1)."""
     out = {n: fd for fd, fds in opened for n in fds}
-    ids = dict(zip(("user", "group", "extra_groups"), user)) if user else {}
 
     def popen(args, cwd):
         return subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out[1],
-                                stderr=out[2], process_group=0, restore_signals=True, **ids)
+                                stderr=out[2], process_group=0, restore_signals=True)
     if prelude is not None:
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
         return popen(["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], "/")
