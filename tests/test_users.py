@@ -117,6 +117,15 @@ def as_user(c, pw, *args, script=None):
                           extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
 
 
+def _logs(log_dir):
+    """The daemons' logs, for a failure's message: the user's home goes with the test."""
+    try:
+        names = sorted(os.listdir(log_dir))
+    except OSError as exc:
+        return f"\n(no logs: {exc})"
+    return "".join(f"\n--- {n}\n" + open(os.path.join(log_dir, n)).read()[-3000:] for n in names)
+
+
 def _job_id(res):
     assert res.returncode == 0, res.stdout + res.stderr
     return int(res.stdout.split("<")[1].split(">")[0])
@@ -198,7 +207,8 @@ def test_up_by_a_normal_user_runs_everything_as_that_user(accounts, readable):
     up = subprocess.Popen(cmd + ["up", "--state-dir", state, "--slots", "2"],
                           stdout=subprocess.PIPE, text=True, **kw)
     try:
-        assert "LavaLite is up" in up.stdout.readline() + up.stdout.readline()
+        said = up.stdout.readline() + up.stdout.readline()
+        assert "LavaLite is up" in said, said + _logs(os.path.join(state, "log"))
         job = _job_id(subprocess.run(cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
                                      capture_output=True, text=True, timeout=60, **kw))
         deadline = time.time() + 60
