@@ -22,18 +22,21 @@ def _holder(c, job):
 
 
 def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
-    out = tmp_path / "out"
+    """Removed whether the job left files in it (rmtree) or not (rmdir)."""
+    out, empty = tmp_path / "out", tmp_path / "empty"
     job = cluster.submit(["sh", "-c", 'echo "$TMPDIR"; stat -c "%u %a" "$TMPDIR"; '
                                       'echo x > "$TMPDIR/f"; ls "$TMPDIR"'], out=str(out))
-    assert cluster.wait([job])[job]["stat"] == "DONE"
+    idle = cluster.submit(["sh", "-c", 'echo "$TMPDIR"'], out=str(empty))
+    assert all(v["stat"] == "DONE" for v in cluster.wait([job, idle]).values())
     tmpdir, perms, listing = out.read_text().split("\n")[:3]
     assert os.path.basename(tmpdir).startswith(f"lavalite.{job}.1.")
     assert os.path.dirname(tmpdir) == cluster.conf.sbatchd.tmp_dir
     assert perms == f"{os.getuid()} 700" and listing == "f"
-    deadline = time.time() + 10                    # the shepherd's cleaner removes it
-    while os.path.exists(tmpdir) and time.time() < deadline:
+    dirs = [tmpdir, empty.read_text().strip()]
+    deadline = time.time() + 10                    # the shepherd's cleaner removes them
+    while any(os.path.exists(d) for d in dirs) and time.time() < deadline:
         time.sleep(0.05)
-    assert not os.path.exists(tmpdir)
+    assert not any(os.path.exists(d) for d in dirs), dirs
 
 
 def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_cluster, tmp_path):
