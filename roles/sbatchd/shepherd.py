@@ -332,8 +332,12 @@ class Shepherd:
         threaded = group is not None and self.spawner is not None and group.limits.pids != 1
         direct = group is None or threaded
         outputs = order["outputs"]
-        with self._as(account):
-            run.opened, run.renames = _open_outputs(outputs, run.notes)
+        try:
+            with self._as(account):
+                run.opened, run.renames = _open_outputs(outputs, run.notes)
+        except OSError as exc:         # the user's ids refused (their groups, say)
+            self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
+            return
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
         outfds = []
@@ -439,12 +443,17 @@ class Shepherd:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
             self._retire(run.group)
-        with self._as(run.account):
-            for temp, final in run.renames:
-                try:
-                    os.replace(temp, final)
-                except OSError as exc:
-                    run.notes.append(f"cannot move output to {final}: {exc.strerror}")
+        if run.renames:
+            try:
+                with self._as(run.account):
+                    for temp, final in run.renames:
+                        try:
+                            os.replace(temp, final)
+                        except OSError as exc:
+                            run.notes.append(f"cannot move output to {final}: {exc.strerror}")
+            except OSError as exc:     # the user's ids refused
+                run.notes.append(f"cannot act as {run.account.name} to move the output: "
+                                 f"{exc.strerror}")
         for fd, _ in run.opened:
             os.close(fd)
         if run.tmpdir:
