@@ -99,6 +99,7 @@ class MultiCluster:
         self.procs = {}
         for host in HOSTS:
             state = self.shared if host in CONTROL else os.path.join(self.base, host, "state")
+            os.makedirs(os.path.join(self.base, host, "tmp"))
             config.write_state_conf(os.path.join(self.base, host), {
                 "lavalite.conf": {
                     "cluster": {"master_candidates": " ".join(CONTROL), "listen": "0.0.0.0",
@@ -113,8 +114,10 @@ class MultiCluster:
                 "lim.conf": {"lim": {"heartbeat_interval": "0.5", "heartbeat_misses": "3",
                                      "poll_interval": "1", "poll_jitter": "0",
                                      "restart_backoff": "0.5"}},
+                # TMPDIRs in the test's tree: stop() kills the shepherds' cleaners with the rest
                 "sbatchd.conf": {"sbatchd": {"slots": "2", "reconnect_max": "1",
-                                             "kill_grace": "1"}},
+                                             "kill_grace": "1",
+                                             "tmp_dir": os.path.join(self.base, host, "tmp")}},
                 "queues.conf": {"serial": {}, "rerun": {"rerunnable": "yes"}}})
         from lavalite import auth
         auth.create_key(os.path.join(self.shared, "cluster.key"))
