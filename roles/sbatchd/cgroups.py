@@ -21,6 +21,8 @@ import os
 import signal
 import time
 
+from roles.sbatchd.files import read as _read, write as _write
+
 log = logging.getLogger("lavalite.sbatchd")
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
@@ -42,34 +44,6 @@ class Limits:
     @classmethod
     def of(cls, spec):
         return cls(spec.get("memory"), spec.get("pids"), spec.get("slots"))
-
-
-def _write(path, value, create=True):
-    """create=False: only a file that exists (the kernel's), as cgroup.kill, whose absence
-    means an older kernel. os.open, not open(): a buffered file costs four more system calls
-    per write, and the shepherd writes these per job."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0),
-                 0o644)
-    try:
-        os.write(fd, str(value).encode())
-    finally:
-        os.close(fd)
-
-
-def _read(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return ""
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
 
 
 def _keyed(text):

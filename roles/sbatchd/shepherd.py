@@ -51,7 +51,7 @@ import time
 from collections import deque
 
 from lavalite import protocol as P
-from roles.sbatchd import cgroups, ids
+from roles.sbatchd import cgroups, files, ids
 from roles.sbatchd.spawn import Spawner, spawn
 
 log = logging.getLogger("lavalite.shepherd")
@@ -60,19 +60,10 @@ _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.
           signal.SIGHUP, signal.SIGCHLD)
 
 
-def write_file(path, data):
-    """os.open, not open(): a buffered file costs four more system calls, per file per job."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
-
-
 def write_json(path, data):
     """Atomic: a reader sees the whole file or none."""
     tmp = f"{path}.tmp"
-    write_file(tmp, json.dumps(data))  # dumps is C; dump streams through Python code
+    files.write(tmp, json.dumps(data))  # dumps is C; dump streams through Python code
     os.replace(tmp, path)
 
 
@@ -416,7 +407,7 @@ class Shepherd:
         self._finish(run)
 
     def _running(self, run):
-        write_file(os.path.join(run.dir, "pid"), str(run.pid))
+        files.write(os.path.join(run.dir, "pid"), run.pid)
         run.pidfd = os.pidfd_open(run.pid)     # a zombie until reaped: the pid cannot be reused
         self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _: self._reaped(run))
 
