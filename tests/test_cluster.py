@@ -158,8 +158,29 @@ def test_restart_keeps_queued_jobs_and_adopts_running_ones(make_cluster):
     assert all(j["stat"] == "DONE" for j in jobs.values()), jobs
 
 
-@pytest.mark.parametrize("cmd, reason", [(["/nonexistent/prog"], "exec_failed")])
-def test_unrunnable_command_fails_with_reason(cluster, cmd, reason):
-    job_id = cluster.submit(cmd)
+@pytest.mark.parametrize("cmd, code, says", [
+    (["/nonexistent/prog"], 127, "/nonexistent/prog: No such file or directory"),
+    (["no-such-command-here"], 127, "no-such-command-here: command not found"),
+    (["{tmp}/data"], 126, "{tmp}/data: Permission denied"),
+    (["/etc"], 126, "/etc: Permission denied")])
+def test_unrunnable_command_fails_with_reason(cluster, tmp_path, cmd, code, says):
+    """As a shell says it: 127 for a command that is not there, 126 for one that cannot run,
+    and why in the job's error file."""
+    (tmp_path / "data").write_text("not a program\n")     # mode 0644: no x bit, even for root
+    cmd, says = [c.format(tmp=tmp_path) for c in cmd], says.format(tmp=tmp_path)
+    err = tmp_path / "err"
+    job_id = cluster.submit(cmd, err=str(err), out=str(tmp_path / "out"))
     job = cluster.wait([job_id])[job_id]
-    assert job["stat"] == f"FAILED({reason})" and job["exit_code"] == 127
+    assert job["stat"] == "FAILED(exec_failed)" and job["exit_code"] == code, job
+    assert err.read_text() == f"lavalite: {says}\n"
+
+
+def test_an_executable_file_without_interpreter_line_runs_under_sh(cluster, tmp_path):
+    """execvp's (and LSF's) way: ENOEXEC means a shell script; its arguments follow."""
+    script = tmp_path / "plain"
+    script.write_text("echo ran with $# args: $1\n")
+    script.chmod(0o755)
+    out = tmp_path / "out"
+    job_id = cluster.submit([str(script), "first"], out=str(out))
+    assert cluster.wait([job_id])[job_id]["stat"] == "DONE"
+    assert out.read_text() == "ran with 1 args: first\n"

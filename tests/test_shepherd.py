@@ -6,7 +6,7 @@ import stat
 import time
 
 from conftest import alive as _alive
-from roles.sbatchd import shepherd
+from roles.sbatchd import record
 
 
 def _shepherds(c):
@@ -18,7 +18,7 @@ def _shepherds(c):
 
 
 def _holder(c, job):
-    return shepherd.holder(os.path.join(c.conf.sbatchd.work_dir, f"{job}.1"))
+    return record.holder(os.path.join(c.conf.sbatchd.work_dir, f"{job}.1"))
 
 
 def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
@@ -79,8 +79,11 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     c.wait_started([long])
     old = _holder(c, long)                         # the lock names its holder
     assert old in _shepherds(c)
-    st = os.stat(os.path.join(c.conf.sbatchd.work_dir, f"{long}.1", "shepherd"))
+    path = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
+    st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    rec = record.read(path)                        # whom it runs, and as which process group
+    assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
     assert c.wait([new])[new]["stat"] == "DONE"

@@ -41,10 +41,6 @@ class Limits:
     def __init__(self, memory=None, pids=None, cpus=None):
         self.memory, self.pids, self.cpus = memory, pids, cpus
 
-    @classmethod
-    def of(cls, spec):
-        return cls(spec.get("memory"), spec.get("pids"), spec.get("slots"))
-
 
 def _keyed(text):
     """'name value' lines (memory.events, memory.oom_control) -> {name: int}."""
@@ -71,16 +67,51 @@ class Group:
         self.name = name
         self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()         # as written by create/reuse
+        self.fds = None                # {(dir key, file): descriptor} once `keep` is called
+
+    def keep(self):
+        """Hold the files used per job open from now on (the shepherd's pooled v1 groups and
+        its spawner's home): a descriptor outlives a rename, and a write to it skips the path
+        walk and the open (a thread's way in and out of four hierarchies: 0.18 -> 0.06 ms)."""
+        if self.fds is None:
+            self.fds = {}
+        return self
+
+    def close(self):
+        for fd in (self.fds or {}).values():
+            os.close(fd)
+        self.fds = None
+
+    def _fd(self, key, name, flags):
+        fd = self.fds.get((key, name))
+        if fd is None:
+            fd = self.fds[key, name] = os.open(os.path.join(self.dirs[key], name),
+                                               flags | os.O_CLOEXEC)
+        return fd
+
+    def knob(self, key, name):
+        """A counter file's text ("" if it cannot be read), through the kept descriptor if any.
+        Not for cgroup.procs or tasks: v1 keeps their list per open file for a second."""
+        if self.fds is None:
+            return _read(os.path.join(self.dirs[key], name))
+        try:
+            return os.pread(self._fd(key, name, os.O_RDONLY), 65536, 0).decode()
+        except OSError:
+            return ""
 
     def join(self):
         """Move the calling process in: run by the job's process before it execs."""
         for d in self.dirs.values():
             _write(os.path.join(d, "cgroup.procs"), os.getpid())
 
-    def enter(self, tid):
-        """Move one thread in (v1 only: cgroup2 moves whole processes)."""
-        for d in self.dirs.values():
-            _write(os.path.join(d, "tasks"), tid)
+    def enter(self):
+        """Move the calling thread in (v1 only: cgroup2 moves whole processes). "0" names the
+        writer, and moving oneself takes no lock on the whole thread group."""
+        for key, d in self.dirs.items():
+            if self.fds is None:
+                _write(os.path.join(d, "tasks"), 0, create=False)
+            else:
+                os.write(self._fd(key, "tasks", os.O_WRONLY), b"0")
 
     def pids(self):
         """Tasks in the group: the union over its directories (the same tasks in each, except
@@ -184,7 +215,7 @@ class V2(_Hierarchy):
                 group.signal(signal.SIGKILL)
 
     def oom_count(self, group):
-        return _keyed(_read(os.path.join(group.dirs[""], "memory.events"))).get("oom_kill", 0)
+        return _keyed(group.knob("", "memory.events")).get("oom_kill", 0)
 
     def names(self):
         return _subdirs(self.base)
@@ -207,6 +238,7 @@ class V1(_Hierarchy):
         self.mounts = mounts
         self.slice = slice_name
         self.controllers = set(mounts)
+        self.slice_fds = {}            # controller -> descriptor of its slice (for renames)
 
     def setup(self):
         for ctrl in self.mounts:
@@ -228,7 +260,7 @@ class V1(_Hierarchy):
         if missing:
             raise OSError(errno.ENOENT, f"thread {tid} is in no {', '.join(sorted(missing))} "
                                         f"group")
-        return Group(self, "", dirs)
+        return Group(self, "", dirs).keep()
 
     def create(self, name, limits):
         group = Group(self, name)
@@ -240,10 +272,9 @@ class V1(_Hierarchy):
     def reusable(self, group):
         """Empty, and not holding memory a next job would find charged to it (files it left
         in a tmpfs, say)."""
-        mem = group.dirs.get("memory")
         first = next(iter(group.dirs.values()))   # a pooled group spans all or is dropped
         return not _read(os.path.join(first, "cgroup.procs")).strip() and (
-            mem is None or int(_read(os.path.join(mem, "memory.usage_in_bytes")) or 0)
+            "memory" not in group.dirs or int(group.knob("memory", "memory.usage_in_bytes") or 0)
             < self.KEEP_BELOW)
 
     def retire(self, group, name):
@@ -255,10 +286,17 @@ class V1(_Hierarchy):
         return group
 
     def _rename(self, group, name):
+        """Within the slice, through its directories' descriptors (half the cost of paths).
+        The new Group takes the old one's descriptors: they follow the directories."""
         new = Group(self, name)
-        for ctrl, d in group.dirs.items():
-            os.rename(d, new.dirs[ctrl])
-        new.limits = group.limits
+        for ctrl in group.dirs:
+            fd = self.slice_fds.get(ctrl)
+            if fd is None:
+                fd = self.slice_fds[ctrl] = os.open(
+                    os.path.join(self.mounts[ctrl], self.slice),
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.rename(group.name, name, src_dir_fd=fd, dst_dir_fd=fd)
+        new.limits, new.fds = group.limits, group.fds
         return new
 
     def _limit(self, group, new):
@@ -306,13 +344,12 @@ class V1(_Hierarchy):
                 return
 
     def oom_count(self, group):
-        mem = group.dirs.get("memory")
-        if mem is None:
+        if "memory" not in group.dirs:
             return 0
-        control = _keyed(_read(os.path.join(mem, "memory.oom_control")))
+        control = _keyed(group.knob("memory", "memory.oom_control"))
         if "oom_kill" in control:              # kernel >= 4.13 counts the kills
             return control["oom_kill"]
-        return int(_read(os.path.join(mem, "memory.failcnt")) or 0)
+        return int(group.knob("memory", "memory.failcnt") or 0)
 
     def names(self):
         names = set()

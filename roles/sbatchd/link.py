@@ -42,9 +42,9 @@ class ShepherdLink:
                               locks[at:at + FDS_PER_MESSAGE])
                    for at in range(0, len(orders), FDS_PER_MESSAGE))
 
-    def clean(self, dirs):
-        """Remove attempt directories whose reports are in the journal (off sbatchd's loop)."""
-        self._send({"op": "clean", "dirs": dirs})
+    def clean(self, records):
+        """Remove attempt records whose reports are in the journal (off sbatchd's loop)."""
+        self._send({"op": "clean", "records": records})
 
     def _send(self, msg, fds=()):
         """One frame, its descriptors riding on its first bytes. False: the shepherd is lost."""

@@ -2,7 +2,7 @@
 offsets.
 
 The files are read through the shepherd's own descriptors (`/proc/<shepherd>/fd/N`, numbers in
-the attempt's `outfds`), never by path: the user owns the directory of their output and could
+the attempt's record, "outfds"), never by path: the user owns the directory of their output and could
 swap the file for a symlink to something only root may read. The descriptors sbatchd opens
 that way stay valid after the rename at the end, so a follower gets the output complete.
 
@@ -11,12 +11,12 @@ attempt ends, so `lavalite peek -f` shows a line about one poll interval after t
 it. Targets that are no regular file (/dev/null, a fifo) are never read.
 """
 import base64
-import json
 import os
 import stat
 import time
 
 from lavalite import protocol as P
+from roles.sbatchd import record
 
 CHUNK = 1 << 20            # bytes per stream per answer; the caller asks again for more
 RECENT = 256               # ended attempts whose files stay open, for a follower's last read
@@ -42,13 +42,9 @@ def _open(att):
     Each must be the very file the shepherd opened for this attempt (device and inode as it
     wrote them): a number reused for another job since, or a pid reused by another process,
     never shows someone else's file."""
-    try:
-        with open(os.path.join(att.dir, "outfds")) as f:
-            entries = json.load(f)
-    except (OSError, ValueError):
+    entries = record.read(att.path).get("outfds")
+    if entries is None or not att.shepherd:
         return None                    # the shepherd has not opened them yet
-    if not att.shepherd:
-        return None
     files = []
     for entry in entries:
         fd = None

@@ -1,16 +1,14 @@
 """sbatchd: runs the jobs mbatchd dispatches here, enforces their wall clock, reports START
 and EXIT, and keeps every report until mbatchd acknowledges it.
 
-Each attempt gets a directory `<work_dir>/<job>.<attempt>/` (its shepherd's files) and a TMPDIR
+Each attempt gets a record `<work_dir>/<job>.<attempt>` (roles/sbatchd/record.py) and a TMPDIR
 `<tmp_dir>/lavalite.<job>.<attempt>.<random>`.
-A directory that exists is an attempt this node has started: that is what makes a repeated
+A record that exists is an attempt this node has started: that is what makes a repeated
 dispatch harmless and what a restarted sbatchd adopts. The jobs themselves are started and
 waited for by the shepherd process (roles/sbatchd/shepherd.py); this loop only decides, orders
 and reports, so its cost per job stays small.
 """
 import asyncio
-import fcntl
-import json
 import logging
 import os
 import random
@@ -26,7 +24,7 @@ from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer, hello
-from roles.sbatchd import cgroups, peek, shepherd
+from roles.sbatchd import cgroups, peek, record, shepherd
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
 
@@ -36,11 +34,11 @@ JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start mor
 
 
 class Attempt:
-    __slots__ = ("job", "attempt", "dir", "spec", "shepherd", "adopted", "kill", "timer",
+    __slots__ = ("job", "attempt", "path", "spec", "shepherd", "adopted", "kill", "timer",
                  "kill_timer", "group", "peek")
 
-    def __init__(self, job, attempt, adir, spec):
-        self.job, self.attempt, self.dir, self.spec = job, attempt, adir, spec
+    def __init__(self, job, attempt, path, spec):
+        self.job, self.attempt, self.path, self.spec = job, attempt, path, spec
         self.group = None              # its cgroup (None without cgroups)
         self.peek = None               # its output files, opened for bpeek on first use
         self.shepherd = None           # the pid of the shepherd process that runs it
@@ -52,13 +50,6 @@ class Attempt:
     @property
     def key(self):
         return (self.job, self.attempt)
-
-    def read(self, name):
-        try:
-            with open(os.path.join(self.dir, name)) as f:
-                return f.read()
-        except OSError:
-            return None
 
 
 class Sbatchd:
@@ -79,9 +70,10 @@ class Sbatchd:
         self.attempts = {}             # (job, attempt) -> Attempt running here
         self.peer = None               # the registered connection to mbatchd
         self.outgoing = []
+        self.flushed = 0.0             # loop time of the last _flush
         self.loop = None
         self.links = {}                # pid -> ShepherdLink: the shepherd processes
-        self.cleaning = []             # attempt directories to remove, sent once per turn
+        self.cleaning = []             # attempt directories to remove, sent by _flush
         self.polling = None            # the timer that looks at adopted attempts' locks
         self.started = 0               # attempts started here since sbatchd started
         self.exporter = Exporter(self.families, self.status)
@@ -89,18 +81,22 @@ class Sbatchd:
     # --- reports
 
     def report(self, rep):
-        """Journaled and sent at the end of the turn (before the turn's attempt directories
-        are cleaned: _clean is scheduled after)."""
+        """Journaled and sent by `_flush`: at the end of this turn, or while reports stream in,
+        P.GATHER after the last frame, so mbatchd gets one frame (one turn) for all of them."""
         self.journal.add(rep)
         if not self.outgoing:
-            self.loop.call_soon(self._flush)
+            self.loop.call_at(max(self.loop.time(), self.flushed + P.GATHER), self._flush)
         self.outgoing.append(rep)
 
     def _flush(self):
+        """Journal, send, then clean the attempt directories whose reports the journal holds."""
+        self.flushed = self.loop.time()
         self.journal.flush()
         if self.peer is not None and self.outgoing:
             self.peer.send({"v": P.VERSION, "op": "report", "id": None, "reports": self.outgoing})
         self.outgoing = []
+        if self.cleaning:
+            self._clean()
 
     # --- frames from mbatchd
 
@@ -137,7 +133,7 @@ class Sbatchd:
     def start(self, spec, env, batch):
         """Prepare one attempt; its order joins `batch`, sent to the shepherd by `_order`."""
         job, attempt = spec["id"], spec["attempt"]
-        adir = os.path.join(self.work, f"{job}.{attempt}")
+        path = os.path.join(self.work, f"{job}.{attempt}")
         if (job, attempt) in self.attempts:
             return
         try:
@@ -148,34 +144,47 @@ class Sbatchd:
                          "exit_code": 126, "reason": EXEC_FAILED, "message": str(exc)})
             return
         try:
-            os.mkdir(adir)             # atomic: the record that this node started the attempt
+            # the mark that this node started the attempt, locked until the shepherd has it
+            lock = record.create(path)
         except FileExistsError:
             return                     # started here already (before a restart): never twice
-        att = Attempt(job, attempt, adir, spec)
-        self.attempts[att.key] = att
+        try:
+            batch.append(self._order_for(Attempt(job, attempt, path, spec), env, lock,
+                                         account, pw))
+        except Exception as exc:       # no shepherd could be started, say: it is lost
+            log.exception("job %s.%s not started", job, attempt)
+            os.close(lock)
+            self.attempts.pop((job, attempt), None)
+            self.report({"kind": "exit", "job": job, "attempt": attempt, "time": time.time(),
+                         "reason": NODE_LOST, "message": f"sbatchd could not start it: {exc}"})
+            self.cleaning.append(path)
+
+    def _order_for(self, att, env, lock, account, pw):
+        """The attempt's order to its shepherd, once its record names the shepherd."""
+        job, attempt, spec = att.job, att.attempt, att.spec
         cwd = spec.get("cwd") or "/"
-        outputs = self._outputs(spec, cwd, adir)
+        outputs = self._outputs(spec, cwd)
         # unguessable, so no other user can take the name first in a shared /tmp
         tmpdir = os.path.join(self.conf.sbatchd.tmp_dir,
                               f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}")
-        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir}
         name = f"{job}.{attempt}"
         att.group = self.cg.group(name)
+        order = {"job": job, "attempt": attempt, "record": att.path,
+                 "argv": _argv(spec["cmd"]), "env": self._env(spec, env, tmpdir, pw), "cwd": cwd,
+                 "outputs": outputs,
+                 "account": [account.name, account.uid, account.gid, account.switch],
+                 "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
+                 "cgroup": name if att.group is not None else None}
+        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir}
         link = self._shepherd()
-        link.attempts += 1
-        att.shepherd = link.pid
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
-        lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        os.write(lock, str(link.pid).encode())
-        batch.append((link, att, lock, {
-            "job": job, "attempt": attempt, "dir": adir, "spec": att.spec,
-            "argv": _argv(spec["cmd"]), "env": self._env(spec, env, tmpdir, pw), "cwd": cwd,
-            "outputs": outputs, "account": [account.name, account.uid, account.gid,
-                                            account.switch],
-            "cgroup": name if att.group is not None else None}))
+        record.append(lock, shepherd=link.pid, spec=att.spec)
+        link.attempts += 1
+        att.shepherd = link.pid
+        self.attempts[att.key] = att
         self._arm(att)
+        return link, att, lock, order
 
     def _order(self, batch):
         """One frame per shepherd for the attempts of a dispatch."""
@@ -219,7 +228,7 @@ class Sbatchd:
                 att.adopted = True
         self._poll()
 
-    def _outputs(self, spec, cwd, adir):
+    def _outputs(self, spec, cwd):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
         substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
         default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
@@ -265,7 +274,7 @@ class Sbatchd:
             self.polling = None
         running = False
         for att in [a for a in self.attempts.values() if a.adopted]:
-            if shepherd.holder(att.dir) is None:
+            if record.holder(att.path) is None:
                 self._ended(att)
             else:
                 running = True
@@ -279,15 +288,14 @@ class Sbatchd:
             return
         if att.kill is None:
             att.kill = reason
-            with open(os.path.join(att.dir, "kill"), "w") as f:
-                f.write(reason)
-        pid = att.read("pid")
+            record.add(att.path, kill=reason)
+        pid = record.read(att.path).get("pid")
         if pid is None:                # the shepherd has not started it yet: try again shortly
             self.loop.call_later(0.05, self.terminate, att, reason)
             return
-        self._signal(att, int(pid), signal.SIGTERM)
+        self._signal(att, pid, signal.SIGTERM)
         att.kill_timer = self.loop.call_later(self.conf.sbatchd.kill_grace, self._signal, att,
-                                              int(pid), signal.SIGKILL)
+                                              pid, signal.SIGKILL)
 
     def _signal(self, att, pgid, sig):
         """The job's process group, and with cgroups every task of its group (which catches
@@ -300,17 +308,17 @@ class Sbatchd:
                 att.group.signal(sig)
 
     def _ended(self, att, status=None):
-        """status: what its shepherd sent; None: read it from the attempt directory."""
+        """status: what its shepherd sent; None: read it from the attempt's record."""
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()
         if status is None:
-            status = json.loads(att.read("status") or "null")
+            rec = record.read(att.path)
+            status = rec.get("status")
             if status is None:         # its shepherd died before it could say: end the job
                 status = {"reason": NODE_LOST, "message": "the job's shepherd vanished"}
-                pid = att.read("pid")
-                if pid:
-                    _killpg(int(pid), signal.SIGKILL)
+                if rec.get("pid"):
+                    _killpg(rec["pid"], signal.SIGKILL)
                 if att.spec.get("tmpdir"):
                     shutil.rmtree(att.spec["tmpdir"], ignore_errors=True)
             if att.group is not None:  # its shepherd removes it; not if it died first
@@ -322,38 +330,32 @@ class Sbatchd:
         del self.attempts[att.key]
         peek.remember(self.recent, att)
         self.report(rep)
-        if not self.cleaning:
-            self.loop.call_soon(self._clean)
-        self.cleaning.append(att.dir)  # after the journal holds the report
+        self.cleaning.append(att.path)     # by _flush, once the journal holds the report
 
     def _clean(self):
-        dirs, self.cleaning = self.cleaning, []
+        records, self.cleaning = self.cleaning, []
         if self.links:
-            next(iter(self.links.values())).clean(dirs)
+            next(iter(self.links.values())).clean(records)
         else:
-            for d in dirs:
-                shutil.rmtree(d, ignore_errors=True)
+            for path in records:
+                record.remove(path)
 
     def adopt(self):
-        """After a restart: every attempt directory is a job this node started. Watch those
+        """After a restart: every attempt record is a job this node started. Watch those
         still running; report those that ended while sbatchd was away."""
         for name in os.listdir(self.work):
             job, _, attempt = name.partition(".")
             if not (job.isdigit() and attempt.isdigit()):
                 continue
-            adir = os.path.join(self.work, name)
-            att = Attempt(int(job), int(attempt), adir, {})
-            try:
-                with open(os.path.join(adir, "job.json")) as f:
-                    att.spec = json.load(f)
-            except (OSError, ValueError):
-                pass
+            path = os.path.join(self.work, name)
+            rec = record.read(path)
+            att = Attempt(int(job), int(attempt), path, rec.get("spec") or {})
             self.attempts[att.key] = att
             att.group = self.cg.group(name)
-            att.shepherd = shepherd.holder(adir)
+            att.shepherd = record.holder(path)
             att.adopted = True
             self._arm(att)
-            reason = att.read("kill")
+            reason = rec.get("kill")
             if reason:
                 self.terminate(att, reason)
         if self.attempts:
@@ -524,4 +526,3 @@ def _killpg(pgid, sig):
         os.killpg(pgid, sig)
     except OSError:
         pass
-

@@ -8,15 +8,10 @@ from one `select` loop, beside sbatchd, on another core.
 
 It lives in its own session and outlives sbatchd: when sbatchd dies or stops, the shepherd
 keeps its jobs, finishes them and exits; the next sbatchd starts new shepherds for new jobs
-and adopts the old ones' attempts from their directories:
-    shepherd  the attempt's lock: sbatchd takes an exclusive flock on it before the order is
-              sent and passes the descriptor along with the order (SCM_RIGHTS), so it is held
-              from before the job exists until its status is written; lock held = running,
-              whoever watches (immune to pid reuse). Holds the shepherd's pid.
-    job.json  the spec, with its outputs and TMPDIR, for a restarted sbatchd
-    pid       the job's pid (= its process group), written once it runs
-    outfds    where peek finds the output: [descriptor in the shepherd, st_dev, st_ino]
-    status    JSON: exit_code, exit_signal, start, end, reason/message when it could not start
+and adopts the old ones' attempts from their records (roles/sbatchd/record.py): each order
+comes with its record's descriptor, locked, which the shepherd holds until it has appended
+the status; before that it appends the job's pid (= its process group) and where peek finds
+the output ([descriptor in the shepherd, st_dev, st_ino] per output file).
 
 A job is a vfork+exec (roles/sbatchd/spawn.py: no copy of the shepherd; it starts inside its
 cgroup), from a thread holding the job's user's ids when it is another user's
@@ -36,9 +31,7 @@ loop turn. Nothing here blocks on sbatchd.
 import array
 import contextlib
 import errno
-import fcntl
 import functools
-import json
 import logging
 import os
 import pwd
@@ -51,20 +44,13 @@ import time
 from collections import deque
 
 from lavalite import protocol as P
-from roles.sbatchd import cgroups, files, ids
+from roles.sbatchd import cgroups, ids, record
 from roles.sbatchd.spawn import Spawner, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
 _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
           signal.SIGHUP, signal.SIGCHLD)
-
-
-def write_json(path, data):
-    """Atomic: a reader sees the whole file or none."""
-    tmp = f"{path}.tmp"
-    files.write(tmp, json.dumps(data))  # dumps is C; dump streams through Python code
-    os.replace(tmp, path)
 
 
 class Account:
@@ -75,19 +61,23 @@ class Account:
         self.name, self.uid, self.gid, self.switch = name, uid, gid, switch
 
 
-GROUPS_FOR = 60.0          # seconds a user's group list is kept (as nscd would)
-_groups = {}               # (name, gid) -> (until, [gid, ...])
+NSS_FOR = 60.0             # seconds an account or group list is kept (as nscd would)
+_nss = {}                  # (function, args) -> (until, its answer)
+
+
+def _nss_cached(function, *args):
+    """NSS (/etc/passwd, /etc/group, LDAP...) asked once a minute per user, not per job. An
+    unknown user is asked again each time (an account added now works at once)."""
+    now = time.monotonic()
+    until, answer = _nss.get((function, args), (0.0, None))
+    if now >= until:
+        answer = function(*args)
+        _nss[function, args] = (now + NSS_FOR, answer)
+    return answer
 
 
 def user_groups(account):
-    """The user's groups, looked up (NSS: /etc/group, LDAP...) once a minute, not per job."""
-    key = (account.name, account.gid)
-    now = time.monotonic()
-    until, groups = _groups.get(key, (0.0, None))
-    if now >= until:
-        groups = os.getgrouplist(account.name, account.gid)
-        _groups[key] = (now + GROUPS_FOR, groups)
-    return groups
+    return _nss_cached(os.getgrouplist, account.name, account.gid)
 
 
 @contextlib.contextmanager
@@ -151,7 +141,12 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     os.dup2(null, 0)
     if exe is None:
         raise FileNotFoundError(errno.ENOENT, "command not found")
-    os.execve(exe, argv, env)          # every other descriptor is close-on-exec
+    try:
+        os.execve(exe, argv, env)      # every other descriptor is close-on-exec
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            raise
+        os.execve("/bin/sh", ["/bin/sh", exe, *argv[1:]], env)  # a script without #!
 
 
 def _unrunnable(exe):
@@ -194,15 +189,15 @@ def _fork(exe, argv, env, cwd, opened, account, group):
 
 class Run:
     """One attempt in the shepherd's care."""
-    __slots__ = ("job", "attempt", "dir", "lock", "account", "group", "opened", "renames",
-                 "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd", "ooms")
+    __slots__ = ("job", "attempt", "record", "account", "group", "opened", "renames",
+                 "outfds", "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd", "ooms")
 
-    def __init__(self, order, lock):
-        self.job, self.attempt, self.dir = order["job"], order["attempt"], order["dir"]
-        self.lock = lock
+    def __init__(self, order, record):
+        self.job, self.attempt = order["job"], order["attempt"]
+        self.record = record           # the descriptor of its record, locked
         self.account = Account(*order["account"])
         self.group = None
-        self.opened, self.renames, self.notes = [], [], []
+        self.opened, self.renames, self.outfds, self.notes = [], [], [], []
         self.status = {"start": time.time()}
         self.argv0 = self.tmpdir = self.proc = self.pid = self.pidfd = None
         self.ooms = 0                  # OOM kills its group had counted before it
@@ -215,14 +210,17 @@ class Shepherd:
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, self._read)
         self.decoder = P.Decoder()
+        self.inbuf = bytearray(1 << 20)
         self.locks = deque()           # descriptors received, in order: one per start order
         self.out = bytearray()         # ended frames not yet taken by the socket
+        self.written = 0.0             # monotonic time of the last _write
         self.linked = True
         self.runs = 0                  # attempts in our care
         self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()       # what the cleaner has yet to be told
         self.free = []                 # retired cgroups, for the next attempts (v1)
         self.retired = 0
+        self.pid = os.getpid()
         self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
         self.spawner = None
         self.quiet = contextlib.nullcontext()  # what _as_process holds: the spawner's lock
@@ -235,13 +233,22 @@ class Shepherd:
                 log.warning("no spawner thread (%s): jobs join their cgroups through /bin/sh", exc)
 
     def serve(self):
-        """Until sbatchd is gone and every job has ended. Answers go out once per turn."""
+        """Until sbatchd is gone and every job has ended. Answers go out at the end of a turn,
+        at most one frame per P.GATHER while they stream (sbatchd's cost is per frame)."""
+        wait = None
         while self.linked or self.runs:
-            for key, events in self.sel.select():
+            for key, events in self.sel.select(wait):
                 key.data(events)
+            wait = None
+            if self.trash:
+                self._feed_cleaner()
             if self.out and self.linked:
-                self._write()
+                wait = self.written + P.GATHER - time.monotonic()
+                if wait <= 0:
+                    wait = None
+                    self._write()
         for group in self.free:
+            group.close()
             self._trash("cgroup", group.name)
         os.set_blocking(self.cleaner, True)
         os.write(self.cleaner, self.trash)
@@ -254,39 +261,39 @@ class Shepherd:
             self._write()
         if not events & selectors.EVENT_READ:
             return
-        try:
-            data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(256 * 4))
+        try:                           # into one buffer: a fresh 1 MiB bytes per read cost an mmap
+            size, anc, _, _ = self.sock.recvmsg_into([self.inbuf], socket.CMSG_SPACE(256 * 4),
+                                                     socket.MSG_CMSG_CLOEXEC)
         except BlockingIOError:
             return
         except OSError:
-            data, anc = b"", []
+            size, anc = 0, []
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-                for fd in fds:
-                    os.set_inheritable(fd, False)
-                    self.locks.append(fd)
-        if not data:                   # sbatchd is gone: finish what runs, take no more
+                self.locks.extend(fds)
+        if not size:                   # sbatchd is gone: finish what runs, take no more
             self.linked = False
             self.sel.unregister(self.sock)
             self.out.clear()           # the status files say it to the next sbatchd
             return
-        for msg in self.decoder.feed(data):
+        for msg in self.decoder.feed(self.inbuf[:size]):
             if isinstance(msg, P.ProtocolError):
                 log.error("shepherd: bad frame from sbatchd: %s", msg)
             elif msg["op"] == "start":
                 for order in msg["orders"]:
                     self.start(order, self.locks.popleft())
             elif msg["op"] == "clean":
-                for d in msg["dirs"]:
-                    self._trash("path", d)
+                for path in msg["records"]:
+                    self._trash("file", path)
 
     def _send(self, msg):
         if self.linked:
             self.out += P.encode(msg)
 
     def _write(self):
+        self.written = time.monotonic()
         try:
             sent = self.sock.send(self.out)
         except BlockingIOError:
@@ -302,11 +309,9 @@ class Shepherd:
     def start(self, order, lock):
         run = Run(order, lock)
         self.runs += 1
-        adir = run.dir
-        write_json(os.path.join(adir, "job.json"), order["spec"])
         if order.get("cgroup"):
             try:
-                run.group = self._group(order["cgroup"], cgroups.Limits.of(order["spec"]))
+                run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
                 run.ooms = run.group.oom_count()
             except OSError as exc:     # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
@@ -331,20 +336,19 @@ class Shepherd:
             return
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
-        outfds = []
         for (fd, _), (_, _, temp) in zip(run.opened, outputs):
-            st = os.fstat(fd)
-            outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
-        write_json(os.path.join(adir, "outfds"), outfds)
-        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        if account.switch and not (direct and self.ids):
-            # a Python child joins the group as root, then drops: cgroup2, --pids 1, or no
-            # per-thread ids
-            run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group)
-            self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
-            return
-        if not account.switch:
-            failure = _unrunnable(exe)
+            st = os.fstat(fd) if temp else None
+            run.outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
+        if not direct or (account.switch and not self.ids):
+            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0],
+                                                              path=env.get("PATH", os.defpath))
+            if account.switch:
+                # a Python child joins the group as root, then drops: cgroup2, --pids 1, or
+                # no per-thread ids
+                run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group)
+                self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
+                return
+            failure = _unrunnable(exe)     # the prelude's shell could only exit 127 or 126
             if failure:
                 self._exec_failed(run, *failure)
                 return
@@ -402,12 +406,21 @@ class Shepherd:
             self._running(run)
 
     def _exec_failed(self, run, code, text):
+        if code == errno.ENOENT and "/" not in run.argv0:
+            text = "command not found"     # not in the job's PATH (vfork reports it so)
+        message = f"{run.argv0}: {text}"
         run.status.update(exit_code=127 if code == errno.ENOENT else 126,
-                          reason="exec_failed", message=f"{run.argv0}: {text}")
+                          reason="exec_failed", message=message)
+        for fd, fds in run.opened:         # in the job's error file, as a shell says it
+            if 2 in fds:
+                try:
+                    os.write(fd, f"lavalite: {message}\n".encode())
+                except OSError:
+                    pass
         self._finish(run)
 
     def _running(self, run):
-        files.write(os.path.join(run.dir, "pid"), run.pid)
+        record.append(run.record, pid=run.pid, outfds=run.outfds)
         run.pidfd = os.pidfd_open(run.pid)     # a zombie until reaped: the pid cannot be reused
         self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _: self._reaped(run))
 
@@ -453,10 +466,10 @@ class Shepherd:
         if run.notes:
             status["message"] = "; ".join(run.notes + ([status["message"]] if "message" in status
                                                        else []))
-        write_json(os.path.join(run.dir, "status"), status)
+        record.append(run.record, status=status)
         self._send({"v": P.VERSION, "op": "ended", "job": run.job, "attempt": run.attempt,
                     "status": status})
-        os.close(run.lock)             # last: the status is on disk before the lock says "ended"
+        os.close(run.record)           # last: the status is written before the lock says "ended"
         self.runs -= 1
 
     def _group(self, name, limits):
@@ -467,29 +480,30 @@ class Shepherd:
                 return self.cg.reuse(free, name, limits)
             except OSError as exc:     # half renamed, or a limit its charges refuse: drop it
                 log.warning("cgroup %s not reused for %s: %s", free.name, name, exc)
+                free.close()
                 self._trash("cgroup", free.name)
                 self._trash("cgroup", name)
-        return self.cg.create(name, limits)
+        return self.cg.create(name, limits).keep()
 
     def _retire(self, group):
         """Keep an ended attempt's group for a later one if the backend can (v1) and it is
         clean; else the cleaner removes it."""
         if self.cg.pooled and self.cg.reusable(group):
             self.retired += 1
-            name = f".free.{os.getpid()}.{self.retired}"
+            name = f".free.{self.pid}.{self.retired}"
             try:
                 self.free.append(self.cg.retire(group, name))
                 return
             except OSError as exc:
                 log.warning("cgroup %s not kept: %s", group.name, exc)
                 self._trash("cgroup", name)
+        group.close()
         self._trash("cgroup", group.name)
 
     def _trash(self, kind, what):
-        """Never waits for the cleaner: a backlog waits here (a slow disk must not slow the
-        starts)."""
+        """For the cleaner, told once per turn (`serve`). Never waits for it: a backlog waits
+        here (a slow disk must not slow the starts)."""
         self.trash += f"{kind} {what}\n".encode()
-        self._feed_cleaner()
 
     def _feed_cleaner(self, _events=None):
         try:
@@ -522,6 +536,8 @@ def _start_cleaner(cg, link):
                 kind, _, what = line.rstrip("\n").partition(" ")
                 if kind == "path":
                     _remove(what)
+                elif kind == "file":
+                    record.remove(what)
                 elif not cg.group(what).remove(wait=REMOVE_FOR):
                     log.warning("cgroup %s still busy after %g s; the next sbatchd removes "
                                 "it", what, REMOVE_FOR)
@@ -548,6 +564,7 @@ def main(argv):
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s shepherd[%(process)d] %(levelname)s %(message)s")
     fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
+    P.use_orjson()                 # a daemon: it decodes orders and encodes answers all day
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     for sig in (signal.SIGINT, signal.SIGHUP):     # sbatchd's terminal or reload: not ours
@@ -559,31 +576,12 @@ def main(argv):
     return 0
 
 
-def holder(adir):
-    """The pid of the attempt's shepherd if it is alive (it holds the lock; 0 if its pid is not
-    written yet), else None. Immune to pid reuse: a dead holder's lock goes with its last
-    descriptor."""
-    path = os.path.join(adir, "shepherd")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        pid = os.pread(fd, 32, 0)
-        return int(pid) if pid.isdigit() else 0
-    finally:
-        os.close(fd)
-
-
 def account_for(spec, allow_root):
     """Whom to run the job as: the submitting user, by name, checked against the uid the
     submission was signed for. ValueError says why the job cannot run here."""
     user, uid = spec.get("user"), spec.get("uid")
     try:
-        pw = pwd.getpwnam(user)
+        pw = _nss_cached(pwd.getpwnam, user)
     except (KeyError, TypeError):
         raise ValueError(f"user {user!r} does not exist on this host") from None
     if pw.pw_uid != uid:

@@ -15,9 +15,11 @@ Getting into the group without the job running a line of ours first:
   the spawner thread would count as the group's one task and the job's fork be refused).
   Root's prelude can join; a job of another user in such a group is the shepherd's fork.
 """
+import errno
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import threading
 from collections import deque
@@ -74,7 +76,6 @@ class Spawner:
             yield self.done.popleft()
 
     def _serve(self):
-        tid = threading.get_native_id()
         pending = []                   # results whose group the thread may still be in
         while True:
             try:
@@ -83,7 +84,7 @@ class Spawner:
             except queue.Empty:
                 if pending:
                     with self.quiet:
-                        self._go(tid)
+                        self._go()
                     self._hand(pending)
                     continue
                 with self.guard:
@@ -93,9 +94,9 @@ class Spawner:
                 continue
             with self.quiet:
                 try:
-                    group.enter(tid)
+                    group.enter()
                 except OSError as exc:
-                    self._go(tid)      # a half move: some hierarchies may have taken it
+                    self._go()      # a half move: some hierarchies may have taken it
                     pending.append((tag, False, exc))
                     self._hand(pending)
                     continue
@@ -111,30 +112,41 @@ class Spawner:
             pending.clear()
             os.eventfd_write(self.wakeup, 1)
 
-    def _go(self, tid):
+    def _go(self):
         """Home, or the shepherd must end: a thread left in a job's group would be frozen and
         killed with it (sbatchd sees the link close and reports the attempts lost)."""
         try:
-            self.home.enter(tid)
+            self.home.enter()
         except OSError as exc:
             log.critical("cannot move the spawner thread back to its groups: %s", exc)
             os._exit(70)
+
+
+_null = []                 # /dev/null, opened once: every job's stdin
 
 
 def spawn(argv, env, cwd, opened, prelude=None):
     """The job's Popen, with the calling thread's ids. prelude: a group to join through
     PRELUDE (cgroup2, or v1 --pids 1)."""
     out = {n: fd for fd, fds in opened for n in fds}
+    if not _null:
+        _null.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
 
     def popen(args, cwd):
-        return subprocess.Popen(args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out[1],
+        return subprocess.Popen(args, env=env, cwd=cwd, stdin=_null[0], stdout=out[1],
                                 stderr=out[2], process_group=0, restore_signals=True)
     if prelude is not None:
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
         return popen(["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], "/")
     try:
         return popen(argv, cwd)
-    except OSError as exc:             # its directory is gone here: LSF runs it in a temp dir
-        if exc.filename != cwd:
-            raise
-        return popen(argv, env["TMPDIR"])
+    except OSError as exc:
+        if exc.filename == cwd != env["TMPDIR"]:   # gone here: LSF runs it in a temp dir
+            return spawn(argv, env, env["TMPDIR"], opened)
+        if exc.errno == errno.ENOEXEC:     # a script without #!: sh runs it, as execvp does
+            return popen(["/bin/sh", _script_path(argv[0], env), *argv[1:]], cwd)
+        raise
+
+
+def _script_path(name, env):
+    return name if "/" in name else shutil.which(name, path=env.get("PATH", os.defpath)) or name

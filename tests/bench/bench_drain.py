@@ -101,6 +101,10 @@ class Cluster:
             self._read_rows()
             shutil.rmtree(self.state, ignore_errors=True)   # kept on error, for its logs
 
+    def turns(self):
+        with Client(conf_path=self.conf) as c:
+            return c.call("stats")["turns"]
+
     def drain(self, ids, timeout):
         """Wait until every job (or array) in ids has ended: parked `wait` requests, so the
         drain costs mbatchd no polling (and the store stays mbatchd's alone: it is locked)."""
@@ -151,13 +155,14 @@ def scenario(submit, args, cwd):
     so both see the same load on a shared machine."""
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
     with Cluster(args.program, args.slots, args.sbatchd) as cl:
-        cpu0 = cl.cpu()
+        cpu0, turns0 = cl.cpu(), cl.turns()
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
         t_submit = time.time() - t0
         cl.drain(ids, args.timeout)
         time.sleep(0.5)                # the shepherd reaps the last jobs, sbatchd reports
         cpu = [b - a for a, b in zip(cpu0, cl.cpu())]
+        turns = cl.turns() - turns0 - 1            # the last call's own turn left out
         rss = peak_rss_mb(cl.mbatchd)
     rows = cl.rows
     states = {}
@@ -172,7 +177,7 @@ def scenario(submit, args, cwd):
     fig.update({"raw /bin/true rate (jobs/s)": raw, "drain time (s)": drain,
                 "jobs/s": len(ends) / drain, "jobs/s ÷ raw rate": len(ends) / drain / raw,
                 "submit-to-start p50 / p99 (s)": (pct(waits, 50), pct(waits, 99)),
-                "mbatchd CPU (s)": cpu[0], "sbatchd CPU (s)": cpu[1],
+                "mbatchd turns per job": turns / args.jobs, "mbatchd CPU (s)": cpu[0], "sbatchd CPU (s)": cpu[1],
                 "shepherds + jobs CPU (s)": cpu[2], "mbatchd peak RSS (MB)": rss,
                 "final states": " ".join(f"{k}={v}" for k, v in sorted(states.items()))})
     return fig
@@ -191,7 +196,8 @@ def hyperqueue(args):
             "bsub process p50 / p99 (ms)": "-", "raw /bin/true rate (jobs/s)": raw,
             "drain time (s)": hq["drain_s"],
             "jobs/s": args.jobs / hq["drain_s"], "jobs/s ÷ raw rate": args.jobs / hq["drain_s"] / raw,
-            "submit-to-start p50 / p99 (s)": "-", "mbatchd CPU (s)": "-", "sbatchd CPU (s)": "-",
+            "submit-to-start p50 / p99 (s)": "-", "mbatchd turns per job": "-",
+            "mbatchd CPU (s)": "-", "sbatchd CPU (s)": "-",
             "shepherds + jobs CPU (s)": "-", "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Shepherd benchmark: how fast the real shepherd process (roles/sbatchd/shepherd.py) starts
 and finishes attempts of /bin/true ordered over its link, as sbatchd orders them (attempt
-directory and lock made here, job.json, TMPDIR, cgroup with memory/pids/cpu limits, fork+exec
-of the job, status, cgroup removal, clean-up), without cgroups and with each hierarchy this
+record made and locked here, TMPDIR, cgroup with memory/pids/cpu limits, vfork+exec of the
+job, status, cgroup kept for reuse or removed, clean-up), without cgroups and with each hierarchy this
 machine offers, beside the machine's raw rate of starting /bin/true from Python.
 
     .venv/bin/python tests/bench/bench_shepherd.py [--jobs 1000] [--parallel 16] [--user NAME]
@@ -12,7 +12,6 @@ Prints jobs/s, the shepherd's CPU per attempt (its own and its jobs') and the or
 """
 import argparse
 import asyncio
-import fcntl
 import os
 import platform
 import pwd
@@ -26,7 +25,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from roles.cli.simulator import cpu_seconds, pct  # noqa: E402
-from roles.sbatchd import cgroups  # noqa: E402
+from roles.sbatchd import cgroups, record  # noqa: E402
 from roles.sbatchd.link import ShepherdLink  # noqa: E402
 
 # where `lavalite up` keeps attempt records (a RAM filesystem, as /run/lavalite when installed)
@@ -46,13 +45,13 @@ async def run(backend, slice_name, jobs, parallel, work, tmp, account):
         orders, locks = [], []
         for n in batch:
             sent_at[n] = time.perf_counter()
-            adir = os.path.join(work, f"{n}.1")
-            os.mkdir(adir)
-            lock = os.open(os.path.join(adir, "shepherd"), os.O_WRONLY | os.O_CREAT, 0o600)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            locks.append(lock)
+            path = os.path.join(work, f"{n}.1")
+            lock = record.create(path)
             spec = {"id": n, "attempt": 1, "slots": 1, "memory": 256 << 20, "pids": 64}
-            orders.append({"job": n, "attempt": 1, "dir": adir, "spec": spec,
+            record.append(lock, shepherd=link.pid, spec=spec)
+            locks.append(lock)
+            orders.append({"job": n, "attempt": 1, "record": path,
+                           "limits": [spec["memory"], spec["pids"], spec["slots"]],
                            "argv": ["/bin/true"], "cwd": tmp,
                            "env": {"PATH": "/usr/bin:/bin",
                                    "TMPDIR": os.path.join(tmp, f"lavalite.{n}.1")},
@@ -114,15 +113,18 @@ def main():
     ap.add_argument("--user", help="run the jobs as this user (root only): the fork path a "
                                    "cluster's users take; default: the bench's own user, the "
                                    "vfork path")
+    ap.add_argument("--backends", default="none,v1,v2",
+                    help="which of none, v1, v2 to measure (those this machine offers)")
     args = ap.parse_args()
     pw = pwd.getpwnam(args.user) if args.user else pwd.getpwuid(os.geteuid())
     account = [pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_uid != os.geteuid()]
     print(f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"{args.jobs} attempts of /bin/true, {args.parallel} at a time, as {pw.pw_name}")
-    backends = ["none"]
+    wanted = args.backends.split(",")
+    backends = ["none"] if "none" in wanted else []
     slice_name = f"lavalite-bench-{uuid.uuid4().hex[:8]}"
     if os.geteuid() == 0:
-        for mode in ("v1", "v2"):
+        for mode in [m for m in ("v1", "v2") if m in wanted]:
             try:
                 cgroups.choose(mode, slice_name)
                 backends.append(mode)
