@@ -28,11 +28,11 @@ print(seen)
 """
 
 PROCESS = """
-import contextlib, os, sys
+import os, sys
 sys.path.insert(0, sys.argv[1])
 from roles.sbatchd import shepherd
 acc = shepherd.Account("nobody", 65534, 65534, True)
-with shepherd._as_process(acc, contextlib.nullcontext()):
+with shepherd._as_process(acc):
     inside = os.geteuid(), os.getegid(), os.getuid()
 print({"inside": inside, "after": (os.geteuid(), os.getegid())})
 """

@@ -236,7 +236,7 @@ print(Client().submit(["sh", "-c", "id -u; id -Gn; stat -c %U $TMPDIR; pwd; echo
 @pytest.mark.parametrize("cgroups", ["off", "v1", "v2"])
 def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgroups):
     """A job of another user starts by a vfork from a thread holding the user's ids (the
-    shepherd's loop without cgroups, its spawner thread inside the job's v1 groups), or by a
+    shepherd's loop, outside any group or inside the job's v1 groups), or by a
     fork whose Python child joins the group as root first (cgroup2). Each way: the user's uid
     and groups, a TMPDIR of theirs, their group, and a directory they cannot enter replaced by
     TMPDIR; and no thread of a shepherd is left with the user's ids."""

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import alive as _alive
-from roles.sbatchd import cgroups, spawn
+from roles.sbatchd import cgroups
 
 _V2, _V1 = cgroups.mounts()
 
@@ -84,10 +84,10 @@ def _cgroups_of(path):
 
 
 def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_cluster, tmp_path):
-    """v1: the shepherd's spawner thread forks each job from inside its groups (no /bin/sh
+    """v1: the shepherd's loop thread forks each job from inside its groups (no /bin/sh
     prelude); a job with --pids 1 takes the prelude (the thread would be its one task). Every
-    job's first process is in its own groups, and after a burst no thread of any shepherd is
-    left in a job's group."""
+    job's first process is in its own groups; after a burst no thread of any shepherd is left
+    in a job's group, and the first thread (the owner of its memory) is where sbatchd is."""
     c = _v1_cluster(make_cluster, slots=8)
     sl = c.conf.sbatchd.cgroup_slice
     jobs = {c.submit(["cat", "/proc/self/cgroup"], out=str(tmp_path / f"{i}.out")): i
@@ -106,13 +106,10 @@ def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_clust
         for tid in os.listdir(f"/proc/{pid}/task"):
             groups = _cgroups_of(f"/proc/{pid}/task/{tid}/cgroup")
             assert not any(f"/{sl}/" in g for g in groups.values()), (pid, tid, groups)
-    # idle, the thread ends: every setuid call of the loop (another user's files) would
-    # otherwise signal it (glibc), three times the cost
-    deadline = time.time() + spawn.IDLE + 5
-    while any(len(os.listdir(f"/proc/{p}/task")) > 1 for p in shepherds) \
-            and time.time() < deadline:
-        time.sleep(0.1)
-    assert all(len(os.listdir(f"/proc/{p}/task")) == 1 for p in shepherds)
+    sbatchd = c.pid("sbatchd")
+    for pid in shepherds:
+        assert _cgroups_of(f"/proc/{pid}/task/{pid}/cgroup") == \
+            _cgroups_of(f"/proc/{sbatchd}/cgroup")
 
 
 def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):

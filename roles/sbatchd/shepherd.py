@@ -13,16 +13,20 @@ comes with its record's descriptor, locked, which the shepherd holds until it ha
 the status; before that it appends the job's pid (= its process group) and where peek finds
 the output ([descriptor in the shepherd, st_dev, st_ino] per output file).
 
-A job is a vfork+exec (roles/sbatchd/spawn.py: no copy of the shepherd; it starts inside its
-cgroup), from a thread holding the job's user's ids when it is another user's
-(roles/sbatchd/ids.py: per-thread ids, the other threads keep root's). Where that cannot be
-(a cgroup2 group, `--pids 1`, no per-thread ids) a job of another user is a fork (`_fork`)
-whose child joins its cgroup, drops to the user (groups, gid, uid), makes its TMPDIR and
-execs. Either way the shepherd's main thread stays outside the group, so a cgroup kill or
-pids.max never touches it. Output files are created and renamed with the user's effective ids
-(the calling thread's only; else, glibc's way, the whole process's while the spawner thread
-is held), so the user owns them and root never writes where the user could not. Removals go to
-the cleaner (`_start_cleaner`), another process.
+The loop runs in a thread of its own; the process's first thread only waits for it. v1 moves
+single threads, and memory is charged to the group of the first thread (the owner of the
+process's memory), so the loop thread can step into a job's groups, vfork the job there and
+step out (roles/sbatchd/spawn.py) while every page the shepherd touches stays charged where it
+was. It steps out before the job's pid is written: sbatchd signals a group only once it knows
+the pid, so it never finds the shepherd among a job's tasks.
+A job is a vfork+exec (no copy of the shepherd), from the loop thread holding the job's user's
+ids when it is another user's (roles/sbatchd/ids.py: per-thread ids, the other thread keeps
+root's). Where that cannot be (a cgroup2 group, `--pids 1`, no per-thread ids) a job of another
+user is a fork (`_fork`) whose child joins its cgroup, drops to the user (groups, gid, uid),
+makes its TMPDIR and execs. Output files are created and renamed with the user's effective ids
+(the calling thread's only; else, glibc's way, the whole process's), so the user owns them and
+root never writes where the user could not. Removals go to the cleaner (`_start_cleaner`),
+another process.
 
 The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
 attempts, one lock descriptor each) and `clean`; answers `ended` (the status), sent once per
@@ -31,7 +35,6 @@ loop turn. Nothing here blocks on sbatchd.
 import array
 import contextlib
 import errno
-import functools
 import logging
 import os
 import pwd
@@ -40,12 +43,13 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 
 from lavalite import protocol as P
 from roles.sbatchd import cgroups, ids, record
-from roles.sbatchd.spawn import Spawner, spawn
+from roles.sbatchd.spawn import spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
@@ -81,20 +85,19 @@ def user_groups(account):
 
 
 @contextlib.contextmanager
-def _as_process(account, quiet):
+def _as_process(account):
     """Where per-thread ids are unavailable: the whole process's effective ids, glibc's way
-    (every thread changes: quiet is the spawner's lock, held meanwhile)."""
-    with quiet:
-        groups = os.getgroups()
-        os.setgroups(user_groups(account))
-        os.setegid(account.gid)
-        os.seteuid(account.uid)
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-            os.setegid(0)
-            os.setgroups(groups)
+    (every thread changes; the other one only waits)."""
+    groups = os.getgroups()
+    os.setgroups(user_groups(account))
+    os.setegid(account.gid)
+    os.seteuid(account.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def _open_outputs(outputs, notes):
@@ -222,19 +225,19 @@ class Shepherd:
         self.retired = 0
         self.pid = os.getpid()
         self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
-        self.spawner = None
-        self.quiet = contextlib.nullcontext()  # what _as_process holds: the spawner's lock
-        if cg.threads:
-            try:
-                self.spawner = Spawner(cg)
-                self.sel.register(self.spawner.wakeup, selectors.EVENT_READ, self._take_spawns)
-                self.quiet = self.spawner.quiet
-            except OSError as exc:     # the prelude still confines the jobs, an exec dearer
-                log.warning("no spawner thread (%s): jobs join their cgroups through /bin/sh", exc)
+        self.home = None           # the loop thread's own groups (v1), set by serve
+        self.away = False          # the loop thread is in a job's groups (see _settle)
+        self.placed = []           # runs started from inside their groups, pids not written
 
     def serve(self):
         """Until sbatchd is gone and every job has ended. Answers go out at the end of a turn,
         at most one frame per P.GATHER while they stream (sbatchd's cost is per frame)."""
+        if self.cg.threads:
+            try:
+                self.home = self.cg.home(threading.get_native_id())
+            except OSError as exc:     # the prelude still confines the jobs, an exec dearer
+                log.warning("cannot find the shepherd's own cgroups (%s): jobs join theirs "
+                            "through /bin/sh", exc)
         wait = None
         while self.linked or self.runs:
             for key, events in self.sel.select(wait):
@@ -284,6 +287,7 @@ class Shepherd:
             elif msg["op"] == "start":
                 for order in msg["orders"]:
                     self.start(order, self.locks.popleft())
+                self._settle()
             elif msg["op"] == "clean":
                 for path in msg["records"]:
                     self._trash("file", path)
@@ -323,10 +327,10 @@ class Shepherd:
         argv, env, cwd = order["argv"], order["env"], order["cwd"]
         run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
         account, group = run.account, run.group
-        # inside its group from the start without a prelude: forked by the spawner thread (v1;
-        # not with --pids 1, where the thread would be the group's one task), or no group
-        threaded = group is not None and self.spawner is not None and group.limits.pids != 1
-        direct = group is None or threaded
+        # inside its group from the start without a prelude: forked from inside it by this
+        # thread (v1; not with --pids 1, where the thread would be the group's one task)
+        inside = group is not None and self.home is not None and group.limits.pids != 1
+        direct = group is None or inside
         outputs = order["outputs"]
         try:
             with self._as(account):
@@ -340,6 +344,7 @@ class Shepherd:
             st = os.fstat(fd) if temp else None
             run.outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
         if not direct or (account.switch and not self.ids):
+            self._settle()             # the fork and the prelude start from our own groups
             exe = argv[0] if "/" in argv[0] else shutil.which(argv[0],
                                                               path=env.get("PATH", os.defpath))
             if account.switch:
@@ -352,21 +357,43 @@ class Shepherd:
             if failure:
                 self._exec_failed(run, *failure)
                 return
-        start = functools.partial(self._start_job, account, argv, env, cwd, run.opened,
-                                  None if direct else group)
-        if threaded:
-            self.spawner.submit(run, group, start)
-            return
+        if not inside:
+            self._settle()
         try:
-            proc = start()
+            if inside:                 # from the last job's groups straight into this one's
+                self.away = True
+                group.enter()
+            proc = self._start_job(account, argv, env, cwd, run.opened,
+                                   None if direct else group)
         except OSError as exc:
+            self._settle()             # after a half move too: some hierarchies took it
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return
-        self._spawned(run, proc)
+        run.proc, run.pid = proc, proc.pid
+        if inside:
+            self.placed.append(run)
+        else:
+            self._running(run)
+
+    def _settle(self):
+        """Back in the shepherd's own groups, then the pids of the jobs started from inside
+        theirs are written: sbatchd signals a job's group only once it knows the pid, so it
+        never finds the shepherd there. Once per start frame, and before anything that must
+        not happen inside a job's group (a fork, a prelude, a status)."""
+        if self.away:
+            try:
+                self.home.enter()
+            except OSError as exc:     # a thread left there would be frozen and killed with
+                log.critical("cannot move the shepherd's loop back to its groups: %s", exc)
+                os._exit(70)           # the job; sbatchd sees the link close: attempts lost
+            self.away = False
+        placed, self.placed = self.placed, []
+        for run in placed:
+            self._running(run)
 
     def _start_job(self, account, argv, env, cwd, opened, prelude):
-        """In the loop or in the spawner thread: the job's TMPDIR, then the job, as its user
-        (this thread's real and effective ids: the vforked child inherits them)."""
+        """The job's TMPDIR, then the job, as its user (this thread's real and effective ids:
+        the vforked child inherits them)."""
         if not account.switch:
             _mkdir_tmp(env["TMPDIR"])
             return spawn(argv, env, cwd, opened, prelude)
@@ -380,19 +407,7 @@ class Shepherd:
             return contextlib.nullcontext()
         if self.ids:
             return self.ids.user(account.uid, account.gid, user_groups(account))
-        return _as_process(account, self.quiet)
-
-    def _take_spawns(self, _events):
-        for run, ok, value in self.spawner.results():
-            if ok:
-                self._spawned(run, value)
-            else:
-                self._exec_failed(run, getattr(value, "errno", None),
-                                  getattr(value, "strerror", None) or str(value))
-
-    def _spawned(self, run, proc):
-        run.proc, run.pid = proc, proc.pid
-        self._running(run)
+        return _as_process(account)
 
     def _execed(self, run, pipe):
         self.sel.unregister(pipe)
@@ -571,9 +586,19 @@ def main(argv):
         signal.signal(sig, _unmoved)   # a handler, not SIG_IGN, which jobs would inherit
     cg = cgroups.NoCgroups() if kind == "none" else cgroups.choose(kind, slice_name)
     cleaner, trash = _start_cleaner(cg, sock)
-    Shepherd(sock, cg, trash).serve()
+    failed = []
+
+    def loop():
+        try:
+            Shepherd(sock, cg, trash).serve()
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+    thread = threading.Thread(target=loop, name="shepherd")
+    thread.start()
+    thread.join()                      # this first thread, the memory's owner, never moves
     os.waitpid(cleaner, 0)
-    return 0
+    return 70 if failed else 0
 
 
 def account_for(spec, allow_root):
