@@ -102,6 +102,6 @@ def serve(sbatchd, peer, msg):
             sbatchd.loop.call_later(POLL, answer)
             return
         peer.send(P.reply(msg.get("id"), data=data, offsets=new, more=more, running=running,
-                          streams=[list(fds) for fds, _, _ in outputs]))
+                          streams=[list(fds) for fds, _ in outputs]))
 
     answer()

@@ -240,8 +240,8 @@ class Sbatchd:
         if out is None and self.conf.sbatchd.default_output == "cwd":
             out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
         if err is None or err == out:
-            return [((1, 2), out, _temp(out, spec))]
-        return [((1,), out, _temp(out, spec)), ((2,), err, _temp(err, spec))]
+            return [((1, 2), out)]
+        return [((1,), out), ((2,), err)]
 
     def _env(self, spec, env, tmpdir, pw):
         """The submitter's environment, with HOME, USER, LOGNAME and SHELL of the user's
@@ -500,15 +500,6 @@ def _argv(cmd):
     if len(cmd) == 1 and not _SHELL_SYNTAX.isdisjoint(cmd[0]):
         return ["/bin/sh", "-c", cmd[0]]
     return list(cmd)
-
-
-def _temp(final, spec):
-    """The file an attempt writes while it runs, beside the final one so that the rename at
-    the end is atomic; None where the target is no regular file (/dev/null, a fifo, a tty)."""
-    if final is None or (os.path.exists(final) and not os.path.isfile(final)):
-        return None
-    head, tail = os.path.split(final)
-    return os.path.join(head, f".{tail}.lavalite-{spec['id']}.{spec['attempt']}")
 
 
 def _check_owned(path):

@@ -42,6 +42,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -100,22 +101,39 @@ def _as_process(account):
         os.setgroups(groups)
 
 
-def _open_outputs(outputs, notes):
-    """[(fd, (1, 2))], [(temp, final)]; opened as the user."""
-    opened, renames = [], []
-    for fds, final, temp in outputs:
+def _temp(final, run):
+    """The file the attempt writes while it runs, beside the final one so that the rename at
+    the end is atomic; None where the target is no regular file (/dev/null, a fifo, a tty).
+    Looked at as the user, by the shepherd: sbatchd's loop never waits on a user's disk."""
+    if final is None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(final).st_mode):
+            return None
+    except OSError:                    # not there yet (the usual case), or not ours to see
+        pass
+    head, tail = os.path.split(final)
+    return os.path.join(head, f".{tail}.lavalite-{run.job}.{run.attempt}")
+
+
+def _open_outputs(outputs, run):
+    """[(fd, (1, 2))], [(temp, final)], [temp or None]; opened as the user."""
+    opened, renames, temps = [], [], []
+    for fds, final in outputs:
+        temp = _temp(final, run)
+        temps.append(temp)
         target = temp or final or os.devnull
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if temp else os.O_APPEND),
                          0o644)
         except OSError as exc:
-            notes.append(f"cannot write {target}: {exc.strerror}; output discarded")
+            run.notes.append(f"cannot write {target}: {exc.strerror}; output discarded")
             fd = os.open(os.devnull, os.O_WRONLY)
         else:
             if temp:
                 renames.append((temp, final))
         opened.append((fd, fds))
-    return opened, renames
+    return opened, renames, temps
 
 
 def _exec_job(exe, argv, env, cwd, opened, account, group):
@@ -331,16 +349,15 @@ class Shepherd:
         # thread (v1; not with --pids 1, where the thread would be the group's one task)
         inside = group is not None and self.home is not None and group.limits.pids != 1
         direct = group is None or inside
-        outputs = order["outputs"]
         try:
             with self._as(account):
-                run.opened, run.renames = _open_outputs(outputs, run.notes)
+                run.opened, run.renames, temps = _open_outputs(order["outputs"], run)
         except OSError as exc:         # the user's ids refused (their groups, say)
             self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
             return
         # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
         # the path); the identity beside each number lets it refuse a number reused since
-        for (fd, _), (_, _, temp) in zip(run.opened, outputs):
+        for (fd, _), temp in zip(run.opened, temps):
             st = os.fstat(fd) if temp else None
             run.outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
         if not direct or (account.switch and not self.ids):

@@ -55,7 +55,7 @@ async def run(backend, slice_name, jobs, parallel, work, tmp, account):
                            "argv": ["/bin/true"], "cwd": tmp,
                            "env": {"PATH": "/usr/bin:/bin",
                                    "TMPDIR": os.path.join(tmp, f"lavalite.{n}.1")},
-                           "outputs": [[[1, 2], None, None]],
+                           "outputs": [[[1, 2], None]],
                            "account": account,
                            "cgroup": None if backend == "none" else f"{n}.1"})
         link.start(orders, locks)
