@@ -13,6 +13,36 @@ FORMAT = "%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s"
 SYSLOG_FORMAT = "lavalite-{role}[%(process)d]: %(levelname)s %(message)s"
 
 
+class _Formatter(logging.Formatter):
+    """The format on each line of a message: a batch of lines (`lines`) goes out as one record,
+    one handler call and one write, and still reads as a line per event. The formats end with
+    the message, so what precedes it is the prefix."""
+
+    def formatMessage(self, record):
+        message = record.message
+        if "\n" not in message:
+            return super().formatMessage(record)
+        record.message = ""
+        prefix = super().formatMessage(record)
+        record.message = message
+        return "\n".join(prefix + line for line in message.split("\n"))
+
+
+_joined = True             # the target takes a record of several lines (not syslog: a message each)
+
+
+def lines(logger, level, texts):
+    """Log several lines: one record where the target allows (a record costs ~20 us; mbatchd
+    logs a line per job state change, thousands a second at full speed), else one per line."""
+    if not texts or not logger.isEnabledFor(level):
+        return
+    if _joined:
+        logger.log(level, "%s", "\n".join(texts))
+    else:
+        for text in texts:
+            logger.log(level, "%s", text)
+
+
 def syslog_address(text):
     """'/dev/log' -> the path; 'host:port' -> (host, port) for UDP."""
     if text.startswith("/") or ":" not in text:
@@ -37,7 +67,7 @@ def _handler(role, host, conf, target):
             maxBytes=conf.logging.rotate_size, backupCount=conf.logging.rotate_keep)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt.format(role=role, host=host)))
+    handler.setFormatter(_Formatter(fmt.format(role=role, host=host)))
     return handler
 
 
@@ -55,6 +85,8 @@ def setup(role, host, conf):
     except OSError as exc:
         handler = _handler(role, host, conf, "stderr")
         problem = f"cannot log to {conf.logging.target} ({exc}); logging to stderr"
+    global _joined
+    _joined = not isinstance(handler, logging.handlers.SysLogHandler)
     for old in root.handlers[:]:
         root.removeHandler(old)
         old.close()

@@ -2,6 +2,7 @@
 the running daemons; a bad one is refused with config-check's message and the old one stays;
 jobs are neither lost nor restarted. Logging goes to syslog (a test socket) or rotated files."""
 import os
+import re
 import signal
 import time
 
@@ -85,3 +86,23 @@ def test_file_logs_rotate(make_cluster):
     assert "mbatchd-testhost.log.3" not in logs
     text = open(os.path.join(c.state, "log", "mbatchd-testhost.log")).read()
     assert f"INFO job {jobs[-1]} user=" in text
+
+
+def test_a_turns_job_lines_are_one_record_yet_each_a_full_line(make_cluster):
+    """mbatchd writes a turn's job lines in one record (one write): each still reads as its own
+    line, with the time, role, host, pid and level, one per state change."""
+    c = make_cluster(conf={"logging": {"target": "file"}})
+    jobs = c.client.submit_many([["true"]] * 20, cwd=c.state)   # one turn: 20 submit lines
+    c.wait(jobs)
+    deadline = time.time() + 10
+    path = os.path.join(c.state, "log", "mbatchd-testhost.log")
+    while open(path).read().count(" RUN -> DONE") < 20 and time.time() < deadline:
+        time.sleep(0.1)
+    prefix = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} mbatchd@testhost\[\d+\] [A-Z]+ ")
+    lines = open(path).read().splitlines()
+    assert lines and all(prefix.match(line) for line in lines), lines
+    for job in jobs:
+        changes = [line.split(" host=", 1)[1].split(" ", 1)[1] for line in lines
+                   if f" INFO job {job} user=" in line]
+        assert changes == ["- -> PEND reason=submitted", "PEND -> RUN", "RUN -> DONE"], \
+            (job, changes)

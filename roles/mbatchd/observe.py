@@ -1,11 +1,13 @@
 """What mbatchd tells the outside about its turns: one log line per job state change (to the
-daemon's log target: stderr, syslog or file), the Prometheus counters, and the gauges and
-/status computed at scrape time from the core's live counters (nothing per job is kept)."""
+daemon's log target: stderr, syslog or file; a turn's lines in one record where the target
+allows), the Prometheus counters, and the gauges and /status computed at scrape time from the
+core's live counters (nothing per job is kept)."""
 import logging
 import os
 
 from prometheus_client import Histogram
 
+from lavalite.log import lines
 from lavalite.metrics import CounterMetricFamily, Exporter, gauge
 from lavalite.model import FAILED, HOST_OK, PEND, RUN
 
@@ -35,16 +37,17 @@ class Observer:
                                   buckets=POLL_BUCKETS, registry=self.exporter.registry)
 
     def events(self, events):
-        """After the turn's commit: log and count each state change."""
+        """After the turn's commit: log (a line each, written together) and count each state
+        change."""
         jobs = self.core.jobs
-        logged = log.isEnabledFor(logging.INFO)   # thousands of events a turn at scale
+        texts = [] if log.isEnabledFor(logging.INFO) else None
         for ev in events:
             job = jobs.get(ev.job_id)
             queue, user = (job.queue, job.user) if job else ("-", "-")
-            if logged:
-                log.info("job %s user=%s queue=%s host=%s %s -> %s%s", ev.job_id, user, queue,
-                         ev.host or "-", ev.old or "-", ev.new,
-                         f" reason={ev.reason}" if ev.reason else "")
+            if texts is not None:
+                texts.append(f"job {ev.job_id} user={user} queue={queue} host={ev.host or '-'} "
+                             f"{ev.old or '-'} -> {ev.new}"
+                             + (f" reason={ev.reason}" if ev.reason else ""))
             if ev.old is None:
                 self.submitted += 1
             elif ev.new == RUN:
@@ -55,6 +58,7 @@ class Observer:
                 self.failed[ev.reason] = self.failed.get(ev.reason, 0) + 1
             elif ev.new == PEND:
                 self.retried[queue] = self.retried.get(queue, 0) + 1
+        lines(log, logging.INFO, texts)
 
     def host_changed(self, name, old, why):
         """One line per host state change (or re-registration), as for jobs; a warning when
