@@ -94,3 +94,22 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     while _alive(old) and time.time() < deadline:  # nothing left in its care: it exits
         time.sleep(0.05)
     assert not _alive(old)
+
+
+def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_cluster):
+    """No record where one should be (a directory, as an older LavaLite made per attempt):
+    the restarted sbatchd neither fails nor trusts it; it reports that attempt lost, removes
+    the directory and runs jobs as before."""
+    c = make_cluster(slots=2)
+    stray = os.path.join(c.conf.sbatchd.work_dir, "999.1")
+    os.makedirs(stray)
+    with open(os.path.join(stray, "status"), "w") as f:
+        f.write('{"exit_code": 0}')
+    assert record.read(stray) == {} and record.holder(stray) is None
+    c.kill9_restarted("sbatchd")
+    deadline = time.time() + 20
+    while os.path.exists(stray) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(stray), c.logs()
+    job = c.submit(["true"])
+    assert c.wait([job])[job]["stat"] == "DONE"

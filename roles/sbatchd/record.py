@@ -21,6 +21,7 @@ were about 30 (0.26 -> 0.06 ms of CPU on tmpfs here).
 """
 import fcntl
 import os
+import shutil
 
 from lavalite import protocol as P
 
@@ -50,6 +51,8 @@ def remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except IsADirectoryError:      # no record: a stray directory (or an older LavaLite's)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read(path):
@@ -60,6 +63,8 @@ def read(path):
         return {}
     try:
         return _fields(fd)
+    except OSError:                # a directory where a record should be: nothing to trust
+        return {}
     finally:
         os.close(fd)
 
@@ -88,6 +93,9 @@ def holder(path):
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        return _fields(fd).get("shepherd") or 0
+        try:
+            return _fields(fd).get("shepherd") or 0
+        except OSError:
+            return 0
     finally:
         os.close(fd)

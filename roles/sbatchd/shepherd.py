@@ -566,13 +566,16 @@ def _start_cleaner(cg, link):
         with os.fdopen(rfd) as f:
             for line in f:
                 kind, _, what = line.rstrip("\n").partition(" ")
-                if kind == "path":
-                    _remove(what)
-                elif kind == "file":
-                    record.remove(what)
-                elif not cg.group(what).remove(wait=REMOVE_FOR):
-                    log.warning("cgroup %s still busy after %g s; the next sbatchd removes "
-                                "it", what, REMOVE_FOR)
+                try:
+                    if kind == "path":
+                        _remove(what)
+                    elif kind == "file":
+                        record.remove(what)
+                    elif not cg.group(what).remove(wait=REMOVE_FOR):
+                        log.warning("cgroup %s still busy after %g s; the next sbatchd "
+                                    "removes it", what, REMOVE_FOR)
+                except OSError as exc:     # one that cannot go must not stop the others
+                    log.warning("cannot remove %s %s: %s", kind, what, exc)
     finally:
         os._exit(0)
 
