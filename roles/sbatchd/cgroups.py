@@ -21,13 +21,40 @@ import os
 import signal
 import time
 
-from roles.sbatchd.files import read as _read, write as _write
 
 log = logging.getLogger("lavalite.sbatchd")
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 _MOUNTS = "/proc/self/mounts"
+
+
+def _write(path, value, create=True):
+    """A knob, through os.open (a buffered open() costs four more system calls). create=False:
+    only a file that exists (a kernel's, as cgroup.kill, whose absence means an older kernel)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0),
+                 0o644)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path):
+    """The file's text, or "" if it cannot be read (a group gone meanwhile, say)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 class CgroupError(Exception):

@@ -117,23 +117,24 @@ def _temp(final, run):
 
 
 def _open_outputs(outputs, run):
-    """[(fd, (1, 2))], [(temp, final)], [temp or None]; opened as the user."""
-    opened, renames, temps = [], [], []
+    """Opened as the user: run.opened [(fd, (1, 2))], run.renames [(temp, final)], and
+    run.outfds, where peek finds a file being written: [fd, st_dev, st_ino], or None."""
     for fds, final in outputs:
         temp = _temp(final, run)
-        temps.append(temp)
         target = temp or final or os.devnull
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if temp else os.O_APPEND),
                          0o644)
         except OSError as exc:
             run.notes.append(f"cannot write {target}: {exc.strerror}; output discarded")
-            fd = os.open(os.devnull, os.O_WRONLY)
+            fd, temp = os.open(os.devnull, os.O_WRONLY), None
+        if temp:                       # peek reads it through /proc/<shepherd>/fd/N, never by
+            st = os.fstat(fd)          # path (the user's); the identity refuses a reused number
+            run.renames.append((temp, final))
+            run.outfds.append([fd, st.st_dev, st.st_ino])
         else:
-            if temp:
-                renames.append((temp, final))
-        opened.append((fd, fds))
-    return opened, renames, temps
+            run.outfds.append(None)
+        run.opened.append((fd, fds))
 
 
 def _exec_job(exe, argv, env, cwd, opened, account, group):
@@ -351,15 +352,10 @@ class Shepherd:
         direct = group is None or inside
         try:
             with self._as(account):
-                run.opened, run.renames, temps = _open_outputs(order["outputs"], run)
+                _open_outputs(order["outputs"], run)
         except OSError as exc:         # the user's ids refused (their groups, say)
             self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
             return
-        # peek reads the files through /proc/<shepherd>/fd/N, never by path (the user controls
-        # the path); the identity beside each number lets it refuse a number reused since
-        for (fd, _), temp in zip(run.opened, temps):
-            st = os.fstat(fd) if temp else None
-            run.outfds.append([fd, st.st_dev, st.st_ino] if temp else None)
         if not direct or (account.switch and not self.ids):
             self._settle()             # the fork and the prelude start from our own groups
             exe = argv[0] if "/" in argv[0] else shutil.which(argv[0],
