@@ -67,10 +67,14 @@ def test_malformed_frames_get_error_replies(cluster):
                            "bad_request"),
                           ({"v": 1, "op": "register", "id": 6, "slots": 4, "running": []},
                            "permission_denied"),
-                          ({"v": 1, "op": "kill", "id": 7, "jobs": "x"}, "bad_request")]:
+                          ({"v": 1, "op": "kill", "id": 7, "jobs": "x"}, "bad_request"),
+                          ({"v": 1, "op": "submit", "id": 9, "spec": {"cmd": ["true"],
+                                                                      "cwd": "rel/dir"}},
+                           "bad_request")]:
             s.sendall(encode(msg))
             reply = _read(s)
             assert reply["ok"] is False and reply["error"]["code"] == code, (msg, reply)
+        assert reply["error"]["message"] == "cwd must be an absolute path"
         s.sendall(encode({"v": 1, "op": "ping", "id": 8}))   # the connection still works
         assert _read(s)["ok"]
     _still_serves(cluster)

@@ -184,3 +184,16 @@ def test_an_executable_file_without_interpreter_line_runs_under_sh(cluster, tmp_
     job_id = cluster.submit([str(script), "first"], out=str(out))
     assert cluster.wait([job_id])[job_id]["stat"] == "DONE"
     assert out.read_text() == "ran with 1 args: first\n"
+
+
+def test_a_job_holds_only_its_three_standard_descriptors(cluster, tmp_path):
+    """Nothing of the shepherd's (its link to sbatchd, other attempts' locks and outputs, the
+    cgroup files it keeps open) reaches a job: only stdin, stdout and stderr."""
+    out = tmp_path / "fds"
+    blockers = [cluster.submit(["sleep", "30"]) for _ in range(2)]   # other attempts' files
+    cluster.wait_started(blockers)
+    job = cluster.submit(["ls", "/proc/self/fd"], out=str(out))
+    assert cluster.wait([job])[job]["stat"] == "DONE"
+    cluster.client.kill(blockers)
+    # ls itself opens one more, for the directory it lists
+    assert sorted(int(n) for n in out.read_text().split()) == [0, 1, 2, 3]

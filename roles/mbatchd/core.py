@@ -302,6 +302,8 @@ class Core(ArrayOps):
         for field in ("cwd", "out", "err", "name", "from_host"):
             if not isinstance(spec.get(field) or "", str):
                 raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a string")
+        if not (spec.get("cwd") or "/").startswith("/"):   # -o/-e resolve against it
+            raise P.ProtocolError(P.BAD_REQUEST, "cwd must be an absolute path")
         sim = _number(spec, "sim_duration", None)
         name, ranges, throttle, lines = check_array(spec)
         stored = {"cmd": cmd, "cwd": spec.get("cwd") or "/", "out": spec.get("out"),

@@ -15,11 +15,11 @@ the output ([descriptor in the shepherd, st_dev, st_ino] per output file).
 
 The loop runs in a thread of its own; the process's first thread only waits for it. v1 moves
 single threads, and memory is charged to the group of the first thread (the owner of the
-process's memory), so the loop thread can step into a job's groups, vfork the job there and
+process's memory), so the loop thread can step into a job's groups, spawn the job there and
 step out (roles/sbatchd/spawn.py) while every page the shepherd touches stays charged where it
 was. It steps out before the job's pid is written: sbatchd signals a group only once it knows
 the pid, so it never finds the shepherd among a job's tasks.
-A job is a vfork+exec (no copy of the shepherd), from the loop thread holding the job's user's
+A job is a posix_spawn (no copy of the shepherd), from the loop thread holding the job's user's
 ids when it is another user's (roles/sbatchd/ids.py: per-thread ids, the other thread keeps
 root's). Where that cannot be (a cgroup2 group, `--pids 1`, no per-thread ids) a job of another
 user is a fork (`_fork`) whose child joins its cgroup, drops to the user (groups, gid, uid),
@@ -50,12 +50,10 @@ from collections import deque
 
 from lavalite import protocol as P
 from roles.sbatchd import cgroups, ids, record
-from roles.sbatchd.spawn import spawn
+from roles.sbatchd.spawn import RESET, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
-_RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
-          signal.SIGHUP, signal.SIGCHLD)
 
 
 class Account:
@@ -142,7 +140,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     from the start and the shepherd never waits on the disk for it), directory, files, exec.
     Raises OSError."""
     os.setpgid(0, 0)                   # its own process group: pgid = pid
-    for sig in _RESET:                 # what the shepherd ignores must not stay ignored
+    for sig in RESET:                  # what the shepherd ignores must not stay ignored
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if group is not None:
@@ -212,7 +210,7 @@ def _fork(exe, argv, env, cwd, opened, account, group):
 class Run:
     """One attempt in the shepherd's care."""
     __slots__ = ("job", "attempt", "record", "account", "group", "opened", "renames",
-                 "outfds", "notes", "status", "argv0", "tmpdir", "proc", "pid", "pidfd", "ooms")
+                 "outfds", "notes", "status", "argv0", "tmpdir", "pid", "pidfd", "ooms")
 
     def __init__(self, order, record):
         self.job, self.attempt = order["job"], order["attempt"]
@@ -221,7 +219,7 @@ class Run:
         self.group = None
         self.opened, self.renames, self.outfds, self.notes = [], [], [], []
         self.status = {"start": time.time()}
-        self.argv0 = self.tmpdir = self.proc = self.pid = self.pidfd = None
+        self.argv0 = self.tmpdir = self.pid = self.pidfd = None
         self.ooms = 0                  # OOM kills its group had counted before it
 
 
@@ -376,13 +374,13 @@ class Shepherd:
             if inside:                 # from the last job's groups straight into this one's
                 self.away = True
                 group.enter()
-            proc = self._start_job(account, argv, env, cwd, run.opened,
-                                   None if direct else group)
+            pid = self._start_job(account, argv, env, cwd, run.opened,
+                                  None if direct else group)
         except OSError as exc:
             self._settle()             # after a half move too: some hierarchies took it
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return
-        run.proc, run.pid = proc, proc.pid
+        run.pid = pid
         if inside:
             self.placed.append(run)
         else:
@@ -406,7 +404,7 @@ class Shepherd:
 
     def _start_job(self, account, argv, env, cwd, opened, prelude):
         """The job's TMPDIR, then the job, as its user (this thread's real and effective ids:
-        the vforked child inherits them)."""
+        the spawned child inherits them)."""
         if not account.switch:
             _mkdir_tmp(env["TMPDIR"])
             return spawn(argv, env, cwd, opened, prelude)
@@ -435,7 +433,7 @@ class Shepherd:
 
     def _exec_failed(self, run, code, text):
         if code == errno.ENOENT and "/" not in run.argv0:
-            text = "command not found"     # not in the job's PATH (vfork reports it so)
+            text = "command not found"     # not in the job's PATH
         message = f"{run.argv0}: {text}"
         run.status.update(exit_code=127 if code == errno.ENOENT else 126,
                           reason="exec_failed", message=message)
@@ -457,8 +455,6 @@ class Shepherd:
         os.close(run.pidfd)
         _, wstatus, usage = os.wait4(run.pid, 0)
         code = os.waitstatus_to_exitcode(wstatus)
-        if run.proc is not None:
-            run.proc.returncode = code     # reaped here: the Popen must not wait for it again
         run.status.update(exit_code=code if code >= 0 else None,
                           exit_signal=-code if code < 0 else None,
                           utime=usage.ru_utime, stime=usage.ru_stime, maxrss_kb=usage.ru_maxrss)
@@ -596,6 +592,7 @@ def main(argv):
                         format="%(asctime)s shepherd[%(process)d] %(levelname)s %(message)s")
     fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
     P.use_orjson()                 # a daemon: it decodes orders and encodes answers all day
+    os.set_inheritable(fd, False)      # sbatchd passed it inheritable; no job may hold it
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     for sig in (signal.SIGINT, signal.SIGHUP):     # sbatchd's terminal or reload: not ours
