@@ -197,3 +197,7 @@ def test_a_job_holds_only_its_three_standard_descriptors(cluster, tmp_path):
     cluster.client.kill(blockers)
     # ls itself opens one more, for the directory it lists
     assert sorted(int(n) for n in out.read_text().split()) == [0, 1, 2, 3]
+    # the shepherds enter a job's directory only to start it: they pin none (an unmount, an
+    # automount's expiry, `fuser -k` on a user's directory would meet them)
+    shepherds = cluster.shepherds()
+    assert shepherds and all(os.readlink(f"/proc/{p}/cwd") == "/" for p in shepherds)

@@ -592,6 +592,7 @@ def main(argv):
                         format="%(asctime)s shepherd[%(process)d] %(levelname)s %(message)s")
     fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
     P.use_orjson()                 # a daemon: it decodes orders and encodes answers all day
+    os.chdir("/")                  # it outlives sbatchd: pin no directory (see spawn)
     os.set_inheritable(fd, False)      # sbatchd passed it inheritable; no job may hold it
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)

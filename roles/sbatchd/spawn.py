@@ -40,8 +40,9 @@ def spawn(argv, env, cwd, opened, prelude=None):
     """Start the job with the calling thread's ids; its pid. posix_spawn (glibc: a clone that
     shares the shepherd's memory until the exec, as vfork) costs half of subprocess.Popen's
     Python here (0.10 against 0.22 ms with a 50-variable environment). It cannot change the
-    child's directory, so the shepherd's changes (nothing else in it uses a relative path);
-    a directory the user cannot enter or that is gone here: the job's TMPDIR, as LSF.
+    child's directory, so the shepherd's changes for the moment of the spawn (nothing else in
+    it uses a relative path); a directory the user cannot enter or that is gone here: the
+    job's TMPDIR, as LSF.
     prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1)."""
     out = {n: fd for fd, fds in opened for n in fds}
     if not _null:
@@ -57,15 +58,19 @@ def spawn(argv, env, cwd, opened, prelude=None):
         os.chdir(cwd)
     except OSError:
         os.chdir(env["TMPDIR"])
-    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    if path is None:
-        raise FileNotFoundError(errno.ENOENT, "command not found", argv[0])
     try:
-        return _spawn(argv, env, actions, path)
-    except OSError as exc:
-        if exc.errno != errno.ENOEXEC:
-            raise
-        return _spawn(["/bin/sh", path, *argv[1:]], env, actions)  # no #!: sh runs it, as execvp
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0],
+                                                          path=env.get("PATH", os.defpath))
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, "command not found", argv[0])
+        try:
+            return _spawn(argv, env, actions, path)
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC:
+                raise
+            return _spawn(["/bin/sh", path, *argv[1:]], env, actions)  # no #!: sh, as execvp
+    finally:                       # out again: a shepherd working there would pin the user's
+        os.chdir("/")              # directory (an unmount, an NFS home's automount expiry)
 
 
 def _spawn(argv, env, actions, path=None):
