@@ -73,7 +73,7 @@ class Sbatchd:
         self.flushed = 0.0             # loop time of the last _flush
         self.loop = None
         self.links = {}                # pid -> ShepherdLink: the shepherd processes
-        self.cleaning = []             # attempt directories to remove, sent by _flush
+        self.cleaning = []             # attempt records to remove, sent by _flush
         self.polling = None            # the timer that looks at adopted attempts' locks
         self.started = 0               # attempts started here since sbatchd started
         self.exporter = Exporter(self.families, self.status)
@@ -89,7 +89,7 @@ class Sbatchd:
         self.outgoing.append(rep)
 
     def _flush(self):
-        """Journal, send, then clean the attempt directories whose reports the journal holds."""
+        """Journal, send, then clean the attempt records whose reports the journal holds."""
         self.flushed = self.loop.time()
         self.journal.flush()
         if self.peer is not None and self.outgoing:

@@ -50,7 +50,7 @@ from collections import deque
 
 from lavalite import protocol as P
 from roles.sbatchd import cgroups, ids, record
-from roles.sbatchd.spawn import RESET, spawn
+from roles.sbatchd.spawn import RESET, command_path, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
@@ -344,9 +344,10 @@ class Shepherd:
         argv, env, cwd = order["argv"], order["env"], order["cwd"]
         run.argv0, run.tmpdir = argv[0], env["TMPDIR"]
         account, group = run.account, run.group
-        # inside its group from the start without a prelude: forked from inside it by this
-        # thread (v1; not with --pids 1, where the thread would be the group's one task)
-        inside = group is not None and self.home is not None and group.limits.pids != 1
+        # spawned from inside its group by this thread (v1; not with --pids 1, where the thread
+        # would be the group's one task, nor another user's job without per-thread ids: a fork)
+        inside = (group is not None and self.home is not None and group.limits.pids != 1
+                  and (self.ids is not None or not account.switch))
         direct = group is None or inside
         try:
             with self._as(account):
@@ -354,10 +355,10 @@ class Shepherd:
         except OSError as exc:         # the user's ids refused (their groups, say)
             self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
             return
+        if not inside:                 # a fork, a prelude, no group: from our own groups
+            self._settle()
         if not direct or (account.switch and not self.ids):
-            self._settle()             # the fork and the prelude start from our own groups
-            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0],
-                                                              path=env.get("PATH", os.defpath))
+            exe = command_path(argv[0], env)
             if account.switch:
                 # a Python child joins the group as root, then drops: cgroup2, --pids 1, or
                 # no per-thread ids
@@ -368,8 +369,6 @@ class Shepherd:
             if failure:
                 self._exec_failed(run, *failure)
                 return
-        if not inside:
-            self._settle()
         try:
             if inside:                 # from the last job's groups straight into this one's
                 self.away = True

@@ -10,7 +10,7 @@ Getting into the group without the job running a line of ours first:
 - cgroup2 moves whole processes (and Python has no clone3 for CLONE_INTO_CGROUP): /bin/sh
   runs `PRELUDE` first, builtins only, joining the group, then execs the job. An exec more
   (about 0.6 ms of CPU here), which is why v1 does not take this way (but for --pids 1:
-  the loop thread would count as the group's one task and the job's vfork be refused).
+  the loop thread would count as the group's one task and the job's spawn be refused).
   Root's prelude can join; a job of another user in such a group is the shepherd's fork.
 """
 import errno
@@ -59,8 +59,7 @@ def spawn(argv, env, cwd, opened, prelude=None):
     except OSError:
         os.chdir(env["TMPDIR"])
     try:
-        path = argv[0] if "/" in argv[0] else shutil.which(argv[0],
-                                                          path=env.get("PATH", os.defpath))
+        path = command_path(argv[0], env)
         if path is None:
             raise FileNotFoundError(errno.ENOENT, "command not found", argv[0])
         try:
@@ -71,6 +70,11 @@ def spawn(argv, env, cwd, opened, prelude=None):
             return _spawn(["/bin/sh", path, *argv[1:]], env, actions)  # no #!: sh, as execvp
     finally:                       # out again: a shepherd working there would pin the user's
         os.chdir("/")              # directory (an unmount, an NFS home's automount expiry)
+
+
+def command_path(name, env):
+    """Where exec finds `name`: as given if it has a slash, else in the job's PATH (None)."""
+    return name if "/" in name else shutil.which(name, path=env.get("PATH", os.defpath))
 
 
 def _spawn(argv, env, actions, path=None):
