@@ -70,7 +70,8 @@ class Job:
     __slots__ = ("id", "req_id", "user", "uid", "queue", "name", "spec", "slots",
                  "state", "reason", "attempt", "max_attempts", "host",
                  "submit_time", "start_time", "end_time", "eligible_time",
-                 "exit_code", "exit_signal", "kill_requested", "pend_seq", "stored", "array")
+                 "exit_code", "exit_signal", "message", "kill_requested", "pend_seq", "stored",
+                 "array")
 
     def __init__(self, id, user, uid, queue, name, spec, *, req_id=None, slots=1,
                  max_attempts=1, submit_time=0.0):
@@ -93,6 +94,7 @@ class Job:
         self.eligible_time = submit_time
         self.exit_code = None
         self.exit_signal = None
+        self.message = None        # what the worker said of the last attempt's end, if anything
         self.kill_requested = False
         self.pend_seq = 0          # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False        # has a row in the store (insert vs update)
@@ -136,7 +138,7 @@ def transition(job, new, now, reason=""):
         job.attempt += 1
         job.start_time = None      # set by the START report
         job.end_time = None
-        job.exit_code = job.exit_signal = None
+        job.exit_code = job.exit_signal = job.message = None
     elif new == PEND:
         job.start_time = None      # bjobs shows the attempt to come, not the one that ended
     elif new in FINISHED:
@@ -176,6 +178,7 @@ def job_view(job, pend_reason=None):
         "from_host": spec.get("from_host"), "exec_host": job.host,
         "submit_time": job.submit_time, "start_time": job.start_time,
         "end_time": job.end_time, "exit_code": job.exit_code, "exit_signal": job.exit_signal,
+        "message": job.message,
         "attempt": job.attempt, "max_attempts": job.max_attempts, "slots": job.slots,
         "cmd": spec.get("cmd"), "cwd": spec.get("cwd"), "out": spec.get("out"),
         "err": spec.get("err"), "walltime": spec.get("walltime"),

@@ -48,8 +48,16 @@ class ProtocolError(Exception):
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def dumps(obj):
     return _JSON.encode(obj).encode()
+
+
+def dumps_sorted(obj):
+    """The same JSON with every object's keys in order: equal contents, equal bytes."""
+    return _SORTED.encode(obj).encode()
 
 
 loads = json.loads
@@ -57,12 +65,15 @@ loads = json.loads
 
 def use_orjson():
     """Switch this process to orjson (daemons); falls back silently where it is missing."""
-    global dumps, loads
+    global dumps, dumps_sorted, loads
     try:
         import orjson
     except ImportError:
         return
     dumps, loads = orjson.dumps, orjson.loads
+
+    def dumps_sorted(obj):
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 def encode(msg):

@@ -13,16 +13,16 @@ import apsw
 
 from lavalite.model import ELEMENT_BITS, PEND, RUN, Host, Job
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
-MIGRATIONS = {2: None}
+MIGRATIONS = {2: None, 3: "ALTER TABLE jobs ADD COLUMN message TEXT"}
 
 _JOB_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "state", "reason",
              "attempt", "max_attempts", "host", "submit_time", "start_time", "end_time",
-             "eligible_time", "exit_code", "exit_signal", "kill_requested", "pend_seq")
+             "eligible_time", "exit_code", "exit_signal", "kill_requested", "pend_seq", "message")
 _MUTABLE = ("state", "reason", "attempt", "host", "start_time", "end_time", "eligible_time",
-            "exit_code", "exit_signal", "kill_requested", "pend_seq")
+            "exit_code", "exit_signal", "kill_requested", "pend_seq", "message")
 _INSERT_JOB = (f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) "
                f"VALUES ({', '.join('?' * len(_JOB_COLS))})")
 _SPEC = _JOB_COLS.index("spec")
@@ -35,6 +35,7 @@ _ARRAY_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", 
                "submit_time", "indices", "throttle", "cursor", "skip", "counts", "killed",
                "end_time", "pend_seq")
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
+_UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
 
 
 class StoreError(Exception):
@@ -141,11 +142,9 @@ class Store:
                 cur.executemany(f"INSERT INTO arrays ({', '.join(_ARRAY_COLS)}) VALUES "
                                 f"({', '.join('?' * len(_ARRAY_COLS))})",
                                 [_array_row(a) for a in new_arrays])
-            changed_arrays = [_array_row(a) for a in arrays if a.stored]
+            changed_arrays = [_array_update(a) for a in arrays if a.stored]
             if changed_arrays:
-                cur.executemany(f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)}"
-                                " WHERE id=?", [[r[_ARRAY_COLS.index(c)] for c in _ARRAY_MUTABLE]
-                                                + [r[0]] for r in changed_arrays])
+                cur.executemany(_UPDATE_ARRAY, changed_arrays)
             if new:
                 specs = {}             # an array's elements share its spec: encoded once
                 cur.executemany(_INSERT_JOB, [_row(j, specs) for j in new])
@@ -202,6 +201,13 @@ def _array_row(arr):
         values[_ARRAY_COLS.index(col)] = json.dumps(value)
     values[_ARRAY_COLS.index("killed")] = int(arr.killed)
     return values
+
+
+def _array_update(arr):
+    """The UPDATE values of a stored array, in _ARRAY_MUTABLE's order: what changes as its
+    elements run (its spec, written once, is not encoded again each turn)."""
+    return [arr.cursor, json.dumps(sorted(arr.skip)), json.dumps(arr.counts), int(arr.killed),
+            arr.end_time, arr.id]
 
 
 def _array_rec(row):

@@ -184,7 +184,7 @@ def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
     assert peak <= 3
 
 
-def test_store_v1_gains_the_arrays_table(tmp_path):
+def test_store_v1_gains_the_arrays_table_and_the_message_column(tmp_path):
     from conftest import ROOT
     from store import SCHEMA_VERSION, Store
     old = subprocess.run(["git", "-C", ROOT, "show", "68bc9e6:store/schema.sql"],
@@ -194,12 +194,17 @@ def test_store_v1_gains_the_arrays_table(tmp_path):
     path = str(tmp_path / "v1.db")
     db = apsw.Connection(path)
     db.execute(old.stdout)
+    db.execute("INSERT INTO jobs (id, user, uid, queue, name, slots, spec, state, max_attempts, "
+               "submit_time, eligible_time, end_time) VALUES (7, 'ann', 1000, 'normal', 'x', 1, "
+               "'{}', 'DONE', 1, 1.0, 1.0, 2.0)")
     db.execute("PRAGMA user_version=1")
     db.close()
     store = Store(path)
     try:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert store.load(0)["arrays"] == []
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        loaded = store.load(0)
+        assert loaded["arrays"] == []
+        assert [(j.id, j.state, j.message) for j in loaded["jobs"]] == [(7, "DONE", None)]
     finally:
         store.close()
 

@@ -139,6 +139,13 @@ def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):
     assert not v1.reusable(g)
     _put(str(mem / "memory.usage_in_bytes"), str(1 << 20))
     assert v1.reusable(g)
+    # where the pids controller counts the tasks, its counter says (cgroup.procs is not read)
+    pids = tmp_path / "pids" / "lavalite" / "5.1" / "pids.current"
+    _put(str(pids), "1\n")
+    assert not v1.reusable(g)
+    _put(str(pids), "0\n")
+    _put(str(mem / "cgroup.procs"), "4242\n")
+    assert v1.reusable(g)
 
 
 def test_v1_oom_from_oom_control_else_failcnt(v1, tmp_path):

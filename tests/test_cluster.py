@@ -173,6 +173,9 @@ def test_unrunnable_command_fails_with_reason(cluster, tmp_path, cmd, code, says
     job = cluster.wait([job_id])[job_id]
     assert job["stat"] == "FAILED(exec_failed)" and job["exit_code"] == code, job
     assert err.read_text() == f"lavalite: {says}\n"
+    # and in what mbatchd keeps: bjobs -l says it as long as the job is remembered
+    assert job["message"] == says
+    assert f"\n  {says}\n" in cluster.cli("jobs", "-l", str(job_id)).stdout
 
 
 def test_an_executable_file_without_interpreter_line_runs_under_sh(cluster, tmp_path):

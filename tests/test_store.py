@@ -15,12 +15,14 @@ def test_wal_schema_version_and_round_trip(tmp_path):
     s.commit(jobs=[job], events=[submitted(job, 5.0)], envs=[(1, "h", {"A": "1"})],
              users=[("alice", 1000, 5.0)])
     assert job.stored
-    job.state, job.attempt = "RUN", 1
+    job.state, job.attempt, job.end_time = "FAILED", 1, 6.0
+    job.message = "cannot move output to /x: No space"
     s.commit(jobs=[job])
     s.close()
     state = Store(path).load(0)
     (back,) = state["jobs"]
-    assert (back.id, back.state, back.attempt, back.req_id, back.spec["cmd"]) == (7, "RUN", 1, "r1", ["true"])
+    assert (back.id, back.state, back.attempt, back.req_id, back.spec["cmd"], back.message) == (
+        7, "FAILED", 1, "r1", ["true"], "cannot move output to /x: No space")
     assert state["envs"] == {1: ("h", {"A": "1"})} and state["next_job_id"] == 8
     assert state["users"] == {"alice"}
 

@@ -44,7 +44,8 @@ def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
     jobs = c.wait([job, small], timeout=60)
     assert jobs[job]["stat"] == "FAILED(oom)", jobs[job]
     assert jobs[small]["stat"] == "DONE"
-    assert "TERM_MEMLIMIT" in c.cli("jobs", "-l", str(job)).stdout
+    long = c.cli("jobs", "-l", str(job)).stdout
+    assert "TERM_MEMLIMIT" in long and "killed by the out-of-memory killer" in long, long
     assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", "v1")), \
         "the cgroup must be removed when the job ends"
 

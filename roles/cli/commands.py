@@ -187,9 +187,11 @@ def _print_long(j):
         print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")
     if j["end_time"]:
         print(f"{_long_time(j['end_time'])}: {_ending(j)}")
+    if j["state"] == "PEND" and j["reason"]:
+        print(f"  Last attempt: {j['reason']}")
+    if j.get("message"):               # the worker's words on the (last) attempt's end
+        print(f"  {j['message']}")
     if j["state"] == "PEND":
-        if j["reason"]:
-            print(f"  Last attempt: {j['reason']}")
         print(" PENDING REASONS:")
         print(f" {j['pend_reason']};")
     elif j["kill_requested"] and j["state"] == "RUN":

@@ -20,6 +20,7 @@ from roles.mbatchd.arrays import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
+MAX_MESSAGE = 2000             # characters of a worker's message kept with the job
 
 
 class Core(ArrayOps):
@@ -297,7 +298,7 @@ class Core(ArrayOps):
                         format_size)
         pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str)
         env = spec.get("env") or {}
-        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        if not isinstance(env, dict) or not {str}.issuperset(map(type, env.values())):
             raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
         for field in ("cwd", "out", "err", "name", "from_host"):
             if not isinstance(spec.get(field) or "", str):
@@ -343,7 +344,7 @@ class Core(ArrayOps):
         return {"job": job_id, "queue": job.queue}
 
     def _intern_env(self, env, lookup_env):
-        data = P.dumps(dict(sorted(env.items())))
+        data = P.dumps_sorted(env)
         digest = hashlib.sha1(data).hexdigest()
         env_id = self.env_ids.get(digest)
         if env_id is None:
@@ -607,6 +608,8 @@ class Core(ArrayOps):
     def _ended(self, job, rep, now):
         code, sig, why = rep.get("exit_code"), rep.get("exit_signal"), rep.get("reason") or ""
         job.exit_code, job.exit_signal = code, sig
+        message = rep.get("message")
+        job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None
         if job.start_time is None:
             job.start_time = rep.get("start_time")
         self._release(job)

@@ -55,6 +55,7 @@ class Mbatchd:
         self.budget = TurnBudget()     # slots to place and reports to apply per turn
         self.turn_pending = False
         self.timer = None
+        self.timer_at = 0.0            # when self.timer fires (time.time())
         # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
         # of schedule() alone, for the stats op (lavalite simulate).
         self.turn_times = deque(maxlen=100_000)
@@ -232,12 +233,18 @@ class Mbatchd:
         self.budget.turn(self.turn_times[-1], work)
 
     def _arm_timer(self):
-        """Wake for the next backoff expiry, and at least every 10 s for housekeeping."""
+        """Wake for the next backoff expiry, and at least every 10 s for housekeeping. A timer
+        already set to fire no later is kept (an early wake costs one turn, which arms
+        again): re-arming every turn cost more than the rest of a small turn's bookkeeping."""
         next_at = self.core.next_timer()
-        delay = 10.0 if next_at is None else min(10.0, max(0.0, next_at - time.time()))
+        now = time.time()
+        wake = now + (10.0 if next_at is None else min(10.0, max(0.0, next_at - now)))
         if self.timer is not None:
+            if self.timer_at <= wake:
+                return
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self.timer_at = wake
+        self.timer = asyncio.get_running_loop().call_later(wake - now, self._on_timer)
 
     def _on_timer(self):
         self.timer = None

@@ -95,6 +95,7 @@ class Group:
         self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()         # as written by create/reuse
         self.fds = None                # {(dir key, file): descriptor} once `keep` is called
+        self.ooms = None               # its OOM kill count when last read (0: made new)
 
     def keep(self):
         """Hold the files used per job open from now on (the shepherd's pooled v1 groups and
@@ -165,7 +166,8 @@ class Group:
 
     def oom_count(self):
         """OOM kills in the group so far (a reused group: compare with the count at reuse)."""
-        return self.backend.oom_count(self)
+        self.ooms = self.backend.oom_count(self)
+        return self.ooms
 
     def remove(self, wait=0.0):
         """Kill what is left and remove the directories; a group whose tasks are still exiting
@@ -298,11 +300,13 @@ class V1(_Hierarchy):
 
     def reusable(self, group):
         """Empty, and not holding memory a next job would find charged to it (files it left
-        in a tmpfs, say)."""
-        first = next(iter(group.dirs.values()))   # a pooled group spans all or is dropped
-        return not _read(os.path.join(first, "cgroup.procs")).strip() and (
-            "memory" not in group.dirs or int(group.knob("memory", "memory.usage_in_bytes") or 0)
-            < self.KEEP_BELOW)
+        in a tmpfs, say). Its task count read from pids.current through the kept descriptor
+        where it can (cgroup.procs cannot be: see `knob`)."""
+        count = group.knob("pids", "pids.current").strip() if "pids" in group.dirs else ""
+        empty = count == "0" if count else not _read(os.path.join(
+            next(iter(group.dirs.values())), "cgroup.procs")).strip()   # spans all or none
+        return empty and ("memory" not in group.dirs or int(
+            group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW)
 
     def retire(self, group, name):
         return self._rename(group, name)
@@ -314,7 +318,8 @@ class V1(_Hierarchy):
 
     def _rename(self, group, name):
         """Within the slice, through its directories' descriptors (half the cost of paths).
-        The new Group takes the old one's descriptors: they follow the directories."""
+        The new Group takes the old one's descriptors (they follow the directories) and
+        its OOM count."""
         new = Group(self, name)
         for ctrl in group.dirs:
             fd = self.slice_fds.get(ctrl)
@@ -323,7 +328,7 @@ class V1(_Hierarchy):
                     os.path.join(self.mounts[ctrl], self.slice),
                     os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             os.rename(group.name, name, src_dir_fd=fd, dst_dir_fd=fd)
-        new.limits, new.fds = group.limits, group.fds
+        new.limits, new.fds, new.ooms = group.limits, group.fds, group.ooms
         return new
 
     def _limit(self, group, new):

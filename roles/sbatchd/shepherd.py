@@ -333,7 +333,9 @@ class Shepherd:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
-                run.ooms = run.group.oom_count()
+                run.ooms = run.group.ooms      # a reused group's, read as its last job ended
+                if run.ooms is None:
+                    run.ooms = run.group.oom_count()
             except OSError as exc:     # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
                 self._trash("cgroup", order["cgroup"])
