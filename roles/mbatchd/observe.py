@@ -1,7 +1,8 @@
 """What mbatchd tells the outside about its turns: one log line per job state change (to the
-daemon's log target: stderr, syslog or file; a turn's lines in one record where the target
-allows), the Prometheus counters, and the gauges and /status computed at scrape time from the
+daemon's log target: stderr, syslog or file; the lines of LOG_GATHER's worth of turns in one
+record where the target allows), the Prometheus counters, and the gauges and /status computed at scrape time from the
 core's live counters (nothing per job is kept)."""
+import asyncio
 import logging
 import os
 
@@ -18,6 +19,9 @@ LATENCY_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 300
                    300000)
 # mbatchd -> LIM load requests: the heartbeat between the two that exists today
 POLL_BUCKETS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
+# Job lines wait this long (seconds) for the next turns' to go out with them: a record costs
+# ~30 us, and one submission at a time makes a turn, hence a record, per state change.
+LOG_GATHER = 0.05
 
 
 class Observer:
@@ -28,6 +32,8 @@ class Observer:
         self.failed = {}               # reason -> jobs ended FAILED
         self.retried = {}              # queue -> failed attempts sent back to PEND
         self.lim_polls_failed = 0
+        self.texts = []                # job lines not logged yet
+        self.flusher = None            # the timer that logs them
         self.exporter = Exporter(self.families, self.status)
         self.latency = Histogram("lavalite_dispatch_latency_ms",
                                  "From eligible (submit or backoff end) to dispatch, in ms",
@@ -37,10 +43,10 @@ class Observer:
                                   buckets=POLL_BUCKETS, registry=self.exporter.registry)
 
     def events(self, events):
-        """After the turn's commit: log (a line each, written together) and count each state
-        change."""
+        """After the turn's commit: count each state change and log it (a line each, gathered
+        LOG_GATHER, so the lines are stamped up to that much after the change)."""
         jobs = self.core.jobs
-        texts = [] if log.isEnabledFor(logging.INFO) else None
+        texts = self.texts if log.isEnabledFor(logging.INFO) else None
         for ev in events:
             job = jobs.get(ev.job_id)
             queue, user = (job.queue, job.user) if job else ("-", "-")
@@ -58,6 +64,15 @@ class Observer:
                 self.failed[ev.reason] = self.failed.get(ev.reason, 0) + 1
             elif ev.new == PEND:
                 self.retried[queue] = self.retried.get(queue, 0) + 1
+        if self.texts and self.flusher is None:
+            self.flusher = asyncio.get_running_loop().call_later(LOG_GATHER, self.flush)
+
+    def flush(self):
+        """Log the job lines gathered so far (mbatchd calls it last as it stops)."""
+        if self.flusher is not None:
+            self.flusher.cancel()
+            self.flusher = None
+        texts, self.texts = self.texts, []
         lines(log, logging.INFO, texts)
 
     def host_changed(self, name, old, why):

@@ -325,6 +325,7 @@ class Mbatchd:
         self.turn()                    # commit what the last frames changed
         while self.inbox:              # and every report that arrived before the stop
             self.turn()
+        self.observer.flush()
         self.store.close()
         log.info("mbatchd stopped")
 
