@@ -106,11 +106,16 @@ class Cluster:
             return c.call("stats")["turns"]
 
     def drain(self, ids, timeout):
-        """Wait until every job (or array) in ids has ended: parked `wait` requests, so the
-        drain costs mbatchd no polling (and the store stays mbatchd's alone: it is locked)."""
+        """Wait until every job (or array) in ids has ended: a parked `wait` request for the
+        last (FIFO: the last to start), then one for each job a query finds unfinished. The
+        drain costs mbatchd no polling and no request per job while it runs (a wait each
+        came during the drain of (a): a turn each, a tenth of a ms of CPU each side), and
+        the store stays mbatchd's alone (it is locked)."""
         with Client(conf_path=self.conf, timeout=timeout) as c:
-            for job_id in ids:
-                c.wait(job_id, "ended")
+            c.wait(ids[-1], "ended")
+            for job in c.jobs(ids):
+                if job["state"] in ("PEND", "RUN"):
+                    c.wait(job["id"], "ended")
 
     def _read_rows(self):
         """Once mbatchd is gone (its store lock released): every job's times."""
