@@ -46,8 +46,6 @@ class ProtocolError(Exception):
 # command's messages save. The daemons call use_orjson() once: they encode and decode all day.
 # Both write the same compact JSON, so either side reads the other.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 _SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 

@@ -197,9 +197,9 @@ def _job(row):
 
 def _array_row(arr):
     values = [getattr(arr, c) for c in _ARRAY_COLS]
-    for col, value in (("spec", arr.spec), ("skip", sorted(arr.skip)), ("counts", arr.counts)):
-        values[_ARRAY_COLS.index(col)] = json.dumps(value)
-    values[_ARRAY_COLS.index("killed")] = int(arr.killed)
+    values[_ARRAY_COLS.index("spec")] = json.dumps(arr.spec)
+    for col, value in zip(_ARRAY_MUTABLE, _array_update(arr)):
+        values[_ARRAY_COLS.index(col)] = value
     return values
 
 

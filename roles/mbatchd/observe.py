@@ -1,7 +1,7 @@
 """What mbatchd tells the outside about its turns: one log line per job state change (to the
 daemon's log target: stderr, syslog or file; the lines of LOG_GATHER's worth of turns in one
-record where the target allows), the Prometheus counters, and the gauges and /status computed at scrape time from the
-core's live counters (nothing per job is kept)."""
+record where the target allows), the Prometheus counters, and the gauges and /status
+computed at scrape time from the core's live counters (nothing per job is kept)."""
 import asyncio
 import logging
 import os

@@ -95,7 +95,7 @@ class Group:
         self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()         # as written by create/reuse
         self.fds = None                # {(dir key, file): descriptor} once `keep` is called
-        self.ooms = None               # its OOM kill count when last read (0: made new)
+        self.ooms = None               # its OOM kill count when last read (None: not yet)
 
     def keep(self):
         """Hold the files used per job open from now on (the shepherd's pooled v1 groups and
