@@ -2,9 +2,10 @@
 offsets.
 
 The files are read through the shepherd's own descriptors (`/proc/<shepherd>/fd/N`, numbers in
-the attempt's record, "outfds"), never by path: the user owns the directory of their output and could
-swap the file for a symlink to something only root may read. The descriptors sbatchd opens
-that way stay valid after the rename at the end, so a follower gets the output complete.
+the attempt's record, "outfds"), never by path: the user owns the directory of their output
+and could swap the file for a symlink to something only root may read. The descriptors
+sbatchd opens that way stay valid after the rename at the end, so a follower gets the output
+complete.
 
 A request may wait (long poll): the answer goes out as soon as there is something new or the
 attempt ends, so `lavalite peek -f` shows a line about one poll interval after the job wrote

@@ -50,7 +50,7 @@ from collections import deque
 
 from lavalite import protocol as P
 from roles.sbatchd import cgroups, ids, record
-from roles.sbatchd.spawn import RESET, command_path, spawn
+from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
@@ -150,10 +150,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
         os.setgid(account.gid)
         os.setuid(account.uid)
     _mkdir_tmp(env["TMPDIR"])
-    try:
-        os.chdir(cwd)
-    except OSError:                        # gone or not ours on this host: LSF uses a temp dir
-        os.chdir(env.get("TMPDIR") or "/tmp")
+    enter_cwd(cwd, env)
     for fd, fds in opened:
         for n in fds:
             os.dup2(fd, n)

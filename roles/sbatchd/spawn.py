@@ -54,10 +54,7 @@ def spawn(argv, env, cwd, opened, prelude=None):
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
         return _spawn(["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv],
                       env, actions)
-    try:
-        os.chdir(cwd)
-    except OSError:
-        os.chdir(env["TMPDIR"])
+    enter_cwd(cwd, env)
     try:
         path = command_path(argv[0], env)
         if path is None:
@@ -70,6 +67,14 @@ def spawn(argv, env, cwd, opened, prelude=None):
             return _spawn(["/bin/sh", path, *argv[1:]], env, actions)  # no #!: sh, as execvp
     finally:                       # out again: a shepherd working there would pin the user's
         os.chdir("/")              # directory (an unmount, an NFS home's automount expiry)
+
+
+def enter_cwd(cwd, env):
+    """The job's directory, else its TMPDIR: gone or not the user's on this host (LSF's way)."""
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir(env["TMPDIR"])
 
 
 def command_path(name, env):
