@@ -93,7 +93,8 @@ KEYS = [
      "The records of the job attempts running here (lock, spec, pid, status)."),
     (_SB, "sbatchd", "tmp_dir", "path", "/tmp",
      "Where each job attempt gets its own TMPDIR, lavalite.<job>.<attempt>.<random>, the "
-     "user's, mode 0700, removed when the attempt ends (as LSF's LSF_TMPDIR)."),
+     "user's, mode 0700, removed when the attempt ends (as LSF's LSF_TMPDIR); one left "
+     "empty is renamed for the same user's next job instead, or removed within 6 s."),
     (_SB, "sbatchd", "shepherds", "int>=1", "2",
      "Shepherd processes that start and watch this host's jobs (about 12 MB each): one "
      "starts roughly a thousand short jobs a second on a 2-core VM; attempts go to the least "

@@ -61,6 +61,10 @@ def test_v2_kill_oom_and_remove(v2, tmp_path):
     assert g.oom_count() == 0
     _put(str(d / "memory.events"), "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n")
     assert g.oom_count() == 1
+    _put(str(d / "cgroup.events"), "populated 1\nfrozen 0\n")
+    assert not v2.empty(g)
+    _put(str(d / "cgroup.events"), "populated 0\nfrozen 0\n")
+    assert v2.empty(g)
     g.kill()
     assert _get(d / "cgroup.kill") == "1"
     for name in os.listdir(d):          # the kernel's files vanish with the directory
@@ -106,7 +110,7 @@ def test_v1_retired_group_reused_with_only_the_changed_limits_written(v1, tmp_pa
     _put(str(mem("5.1") / "memory.memsw.limit_in_bytes"), "-1")
     _put(str(mem("5.1") / "memory.usage_in_bytes"), str(1 << 20))
     g = v1.create("5.1", Limits(memory=256 << 20, pids=32, cpus=1))
-    assert v1.reusable(g)
+    assert v1.empty(g) and v1.reusable(g)
     free = v1.retire(g, ".free.1")
     assert not mem("5.1").exists() and (mem(".free.1") / "memory.limit_in_bytes").exists()
     # the pids limit stays the same: not written again (the marker survives)
@@ -133,8 +137,9 @@ def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):
     g = v1.create("5.1", Limits())
     mem = tmp_path / "memory" / "lavalite" / "5.1"
     _put(str(mem / "cgroup.procs"), "4242\n")
-    assert not v1.reusable(g)
+    assert not v1.empty(g)
     _put(str(mem / "cgroup.procs"), "")
+    assert v1.empty(g)
     _put(str(mem / "memory.usage_in_bytes"), str(64 << 20))     # e.g. files left in a tmpfs
     assert not v1.reusable(g)
     _put(str(mem / "memory.usage_in_bytes"), str(1 << 20))
@@ -142,10 +147,10 @@ def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):
     # where the pids controller counts the tasks, its counter says (cgroup.procs is not read)
     pids = tmp_path / "pids" / "lavalite" / "5.1" / "pids.current"
     _put(str(pids), "1\n")
-    assert not v1.reusable(g)
+    assert not v1.empty(g)
     _put(str(pids), "0\n")
     _put(str(mem / "cgroup.procs"), "4242\n")
-    assert v1.reusable(g)
+    assert v1.empty(g)
 
 
 def test_v1_oom_from_oom_control_else_failcnt(v1, tmp_path):

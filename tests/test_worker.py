@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import alive as _alive
-from roles.sbatchd import cgroups
+from roles.sbatchd import cgroups, scratch
 
 _V2, _V1 = cgroups.mounts()
 
@@ -25,7 +25,7 @@ def _v1_cluster(make_cluster, **kw):
     missing = [c for c in ("memory", "pids", "freezer") if c not in _V1]
     if missing:
         pytest.skip(f"no cgroup v1 {', '.join(missing)} controller mounted here")
-    return make_cluster(sbatchd={"cgroups": "v1"}, **kw)
+    return make_cluster(sbatchd={"cgroups": "v1", **kw.pop("sbatchd", {})}, **kw)
 
 
 def _group_dirs(c, name, kind):
@@ -71,6 +71,40 @@ def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cl
         assert "oom_kill 1" in f.read()                # the renamed group, counter and all
     assert not [n for n in os.listdir(base) if n.startswith(".free.")]
     assert c.wait([second], timeout=30)[second]["stat"] == "DONE"
+
+
+def _gone_within(path, seconds):
+    deadline = time.time() + seconds
+    while os.path.lexists(path) and time.time() < deadline:
+        time.sleep(0.05)
+    return not os.path.lexists(path)
+
+
+def test_v1_an_empty_tmpdir_goes_to_the_users_next_job(make_cluster, tmp_path):
+    """A job that leaves its group and its TMPDIR empty hands the directory to its user's next
+    job, renamed (no mkdir and rmdir per job); one left with a file in it, or opened to
+    others, is removed at once; a kept one that no job takes, after scratch.KEEP_FOR."""
+    c = _v1_cluster(make_cluster, slots=1, sbatchd={"shepherds": 1})
+    show = 'echo "$TMPDIR" $(stat -c "%i %a" "$TMPDIR")'
+
+    def run(script):
+        out = tmp_path / f"{len(os.listdir(tmp_path))}.out"
+        job = c.submit(["sh", "-c", script], out=str(out))
+        assert c.wait([job])[job]["stat"] == "DONE"
+        return out.read_text().split()
+
+    first = run(show)
+    second = run(show)
+    assert second[0] != first[0] and second[1:] == first[1:] == [first[1], "700"]
+    assert not os.path.lexists(first[0])           # renamed, not copied
+    third = run(show + '; touch "$TMPDIR/left"')
+    assert third[1] == first[1]
+    assert _gone_within(third[0], 3), "a TMPDIR with files left in it is removed"
+    opened = run(show + '; chmod 755 "$TMPDIR"')
+    assert _gone_within(opened[0], 3), "a TMPDIR opened to others is removed"
+    last = run(show)
+    assert os.path.isdir(last[0])                  # kept for a next job...
+    assert _gone_within(last[0], scratch.KEEP_FOR + 5)     # ...for a while
 
 
 def _cgroups_of(path):

@@ -246,6 +246,9 @@ class V2(_Hierarchy):
     def oom_count(self, group):
         return _keyed(group.knob("", "memory.events")).get("oom_kill", 0)
 
+    def empty(self, group):
+        return _keyed(group.knob("", "cgroup.events")).get("populated") == 0
+
     def names(self):
         return _subdirs(self.base)
 
@@ -298,15 +301,18 @@ class V1(_Hierarchy):
         self._limit(group, limits)
         return group
 
-    def reusable(self, group):
-        """Empty, and not holding memory a next job would find charged to it (files it left
-        in a tmpfs, say). Its task count read from pids.current through the kept descriptor
-        where it can (cgroup.procs cannot be: see `knob`)."""
+    def empty(self, group):
+        """No task left: its count read from pids.current through the kept descriptor where
+        it can (cgroup.procs cannot be: see `knob`)."""
         count = group.knob("pids", "pids.current").strip() if "pids" in group.dirs else ""
-        empty = count == "0" if count else not _read(os.path.join(
+        return count == "0" if count else not _read(os.path.join(
             next(iter(group.dirs.values())), "cgroup.procs")).strip()   # spans all or none
-        return empty and ("memory" not in group.dirs or int(
-            group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW)
+
+    def reusable(self, group):
+        """An empty group not holding memory a next job would find charged to it (files its
+        job left in a tmpfs, say)."""
+        return "memory" not in group.dirs or int(
+            group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW
 
     def retire(self, group, name):
         return self._rename(group, name)

@@ -49,7 +49,7 @@ import time
 from collections import deque
 
 from lavalite import protocol as P
-from roles.sbatchd import cgroups, ids, record
+from roles.sbatchd import cgroups, ids, record, scratch
 from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
 
 log = logging.getLogger("lavalite.shepherd")
@@ -149,7 +149,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
         os.setgroups(user_groups(account))
         os.setgid(account.gid)
         os.setuid(account.uid)
-    _mkdir_tmp(env["TMPDIR"])
+    scratch.mkdir(env["TMPDIR"])
     enter_cwd(cwd, env)
     for fd, fds in opened:
         for n in fds:
@@ -176,14 +176,6 @@ def _unrunnable(exe):
     if os.path.isdir(exe) or not os.access(exe, os.X_OK):
         return errno.EACCES, os.strerror(errno.EACCES)
     return None
-
-
-def _mkdir_tmp(path):
-    """The attempt's TMPDIR, made by the job's own user (so it is theirs from the start)."""
-    try:
-        os.mkdir(path, 0o700)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot create TMPDIR {path}: {exc.strerror}") from None
 
 
 def _fork(exe, argv, env, cwd, opened, account, group):
@@ -237,6 +229,7 @@ class Shepherd:
         self.trash = bytearray()       # what the cleaner has yet to be told
         self.free = []                 # retired cgroups, for the next attempts (v1)
         self.retired = 0
+        self.scratch = scratch.Scratch()   # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
         self.home = None           # the loop thread's own groups (v1), set by serve
@@ -264,9 +257,15 @@ class Shepherd:
                 if wait <= 0:
                     wait = None
                     self._write()
+            if self.scratch.kept:
+                for path in self.scratch.expired(time.monotonic()):
+                    self._trash("path", path)
+                wait = 1.0 if wait is None else min(wait, 1.0)
         for group in self.free:
             group.close()
             self._trash("cgroup", group.name)
+        for path in self.scratch.drain():
+            self._trash("path", path)
         os.set_blocking(self.cleaner, True)
         os.write(self.cleaner, self.trash)
         os.close(self.cleaner)
@@ -404,11 +403,15 @@ class Shepherd:
         """The job's TMPDIR, then the job, as its user (this thread's real and effective ids:
         the spawned child inherits them)."""
         if not account.switch:
-            _mkdir_tmp(env["TMPDIR"])
+            self._make_tmp(account, env["TMPDIR"])
             return spawn(argv, env, cwd, opened, prelude)
         with self.ids.user(account.uid, account.gid, user_groups(account), real=True):
-            _mkdir_tmp(env["TMPDIR"])
+            self._make_tmp(account, env["TMPDIR"])
             return spawn(argv, env, cwd, opened)
+
+    def _make_tmp(self, account, path):
+        for lost in self.scratch.make(path, account.uid, time.monotonic()):
+            self._trash("path", lost)
 
     def _as(self, account):
         """File operations with the user's identity (effective ids only, restored after)."""
@@ -464,11 +467,13 @@ class Shepherd:
 
     def _finish(self, run):
         status = run.status
+        vacant = False             # nothing of the job is left to write in its TMPDIR
         if run.group is not None:
             if run.group.oom_count() > run.ooms:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
-            self._retire(run.group)
+            vacant = self.cg.empty(run.group)
+            self._retire(run.group, vacant)
         if run.renames:
             try:
                 with self._as(run.account):
@@ -482,7 +487,8 @@ class Shepherd:
                                  f"{exc.strerror}")
         for fd, _ in run.opened:
             os.close(fd)
-        if run.tmpdir:
+        if run.tmpdir and not (vacant and self.scratch.keep(run.tmpdir, run.account.uid,
+                                                            time.monotonic())):
             self._trash("path", run.tmpdir)
         status["end"] = time.time()
         if run.notes:
@@ -507,10 +513,10 @@ class Shepherd:
                 self._trash("cgroup", name)
         return self.cg.create(name, limits).keep()
 
-    def _retire(self, group):
+    def _retire(self, group, vacant):
         """Keep an ended attempt's group for a later one if the backend can (v1) and it is
-        clean; else the cleaner removes it."""
-        if self.cg.pooled and self.cg.reusable(group):
+        clean (vacant: it has no task left); else the cleaner removes it."""
+        if vacant and self.cg.pooled and self.cg.reusable(group):
             self.retired += 1
             name = f".free.{self.pid}.{self.retired}"
             try:
