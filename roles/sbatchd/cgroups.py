@@ -270,6 +270,8 @@ class V1(_Hierarchy):
         self.mounts = mounts
         self.slice = slice_name
         self.controllers = set(mounts)
+        # a group's directories are made twice per job (renames): no os.path.join each time
+        self.bases = {c: os.path.join(m, slice_name, "") for c, m in mounts.items()}
         self.slice_fds = {}            # controller -> descriptor of its slice (for renames)
 
     def setup(self):
@@ -278,7 +280,7 @@ class V1(_Hierarchy):
         return [c for c in V1_CONTROLLERS if c not in self.mounts]
 
     def dirs(self, name):
-        return {c: os.path.join(m, self.slice, name) for c, m in self.mounts.items()}
+        return {c: base + name for c, base in self.bases.items()}
 
     def home(self, tid, proc="/proc"):
         """The groups thread `tid` of this process is in now, as a Group to `enter` again."""

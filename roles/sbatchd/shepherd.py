@@ -54,6 +54,9 @@ from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
 
 log = logging.getLogger("lavalite.shepherd")
 REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
+# seconds between two `ended` frames while they stream: a frame costs sbatchd little (its own
+# reports to mbatchd are gathered P.GATHER), and each ms an answer waits is a ms its slot idles
+ANSWER_GATHER = 0.001
 
 
 class Account:
@@ -238,7 +241,7 @@ class Shepherd:
 
     def serve(self):
         """Until sbatchd is gone and every job has ended. Answers go out at the end of a turn,
-        at most one frame per P.GATHER while they stream (sbatchd's cost is per frame)."""
+        at most one frame per ANSWER_GATHER while they stream."""
         if self.cg.threads:
             try:
                 self.home = self.cg.home(threading.get_native_id())
@@ -253,7 +256,7 @@ class Shepherd:
             if self.trash:
                 self._feed_cleaner()
             if self.out and self.linked:
-                wait = self.written + P.GATHER - time.monotonic()
+                wait = self.written + ANSWER_GATHER - time.monotonic()
                 if wait <= 0:
                     wait = None
                     self._write()
