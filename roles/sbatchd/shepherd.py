@@ -240,7 +240,8 @@ class Shepherd:
         self.placed = []           # runs started from inside their groups, pids not written
 
     def serve(self):
-        """Until sbatchd is gone and every job has ended. Answers go out at the end of a turn,
+        """Until sbatchd is gone and every job has ended. Answers go out before the turn's
+        start orders are read (mbatchd refills those slots while the shepherd starts jobs),
         at most one frame per ANSWER_GATHER while they stream."""
         if self.cg.threads:
             try:
@@ -250,16 +251,18 @@ class Shepherd:
                             "through /bin/sh", exc)
         wait = None
         while self.linked or self.runs:
+            orders = None
             for key, events in self.sel.select(wait):
-                key.data(events)
-            wait = None
+                if key.fileobj is self.sock:
+                    orders = events
+                else:
+                    key.data(events)
+            wait = self._answer()
+            if orders is not None:
+                self._read(orders)
+                wait = self._answer()
             if self.trash:
                 self._feed_cleaner()
-            if self.out and self.linked:
-                wait = self.written + ANSWER_GATHER - time.monotonic()
-                if wait <= 0:
-                    wait = None
-                    self._write()
             if self.scratch.kept:
                 for path in self.scratch.expired(time.monotonic()):
                     self._trash("path", path)
@@ -311,6 +314,17 @@ class Shepherd:
     def _send(self, msg):
         if self.linked:
             self.out += P.encode(msg)
+
+    def _answer(self):
+        """Send the answers gathered unless a frame left less than ANSWER_GATHER ago; how long
+        the next select may wait (None: until something happens)."""
+        if not (self.out and self.linked):
+            return None
+        wait = self.written + ANSWER_GATHER - time.monotonic()
+        if wait > 0:
+            return wait
+        self._write()
+        return None
 
     def _write(self):
         self.written = time.monotonic()
