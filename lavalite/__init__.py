@@ -5,8 +5,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     """`lavalite.Client` without importing the client (config, sockets) on `import lavalite`:
-    every role imports this package, and the CLI's start-up is the user's latency."""
+    every role imports this package, and the CLI's start-up is the user's latency. A script's
+    client encodes with orjson, as the daemons do (its one-time import pays back over many
+    requests; the CLI's commands, one request each, import lavalite.client and keep json)."""
     if name in ("Client", "ClientError"):
-        from lavalite import client
+        from lavalite import client, protocol
+        protocol.use_orjson()
         return getattr(client, name)
     raise AttributeError(f"module 'lavalite' has no attribute {name!r}")

@@ -166,7 +166,7 @@ class Client:
         """Submit one job; returns its id. `spec` takes queue, name, out, err, walltime,
         retries, slots, cwd, env (defaults: the caller's cwd and environment)."""
         spec.setdefault("cwd", os.getcwd())
-        spec.setdefault("env", dict(os.environ))
+        spec.setdefault("env", environ())
         spec.setdefault("from_host", local_host())
         return self.call("submit", spec={"cmd": list(cmd), **spec}, req=req)["job"]
 
@@ -182,7 +182,7 @@ class Client:
         apply to every job (the caller's cwd and environment unless given). mbatchd checks
         them all first: one bad spec refuses the request and creates none."""
         defaults.setdefault("cwd", os.getcwd())
-        defaults.setdefault("env", dict(os.environ))
+        defaults.setdefault("env", environ())
         defaults.setdefault("from_host", local_host())
         specs = [j if isinstance(j, dict) else {"cmd": list(j)} for j in jobs]
         return self.call("submit_many", defaults=defaults, specs=specs, req=req)["jobs"]
@@ -191,6 +191,22 @@ class Client:
         """Block until job (or array) `job_id` has ended, or is done ("done": raises
         ClientError if it ended otherwise). One request; mbatchd answers when it holds."""
         return self.call("wait", cond=cond, job=job_id)
+
+_env = [None, None]        # os.environ's raw data when last copied, and that copy decoded
+
+
+def environ():
+    """A copy of the caller's environment, as a submission carries it. Reading os.environ
+    decodes every name and value (about 0.1 ms per submission with 40 variables): the decoded
+    copy is kept and made again only when the raw data (CPython's os.environ._data, compared
+    in C) changed."""
+    raw = getattr(os.environ, "_data", None)
+    if raw is None:
+        return dict(os.environ)
+    if raw != _env[0]:
+        _env[:] = [dict(raw), dict(os.environ)]
+    return dict(_env[1])
+
 
 def _read_frame(sock):
     (size,) = _HDR.unpack(_exactly(sock, 4))

@@ -129,12 +129,22 @@ def test_python_client_submit_many_and_bwait_timeout(make_cluster):
             "c = lavalite.Client()\n"
             "ids = c.submit_many([['true']] * 50 + [{'cmd': ['false'], 'name': 'f'}])\n"
             "print(ids[0], ids[-1])\n"
-            "assert 'lavalite.client' in sys.modules\n")
+            "assert 'lavalite.client' in sys.modules and 'orjson' in sys.modules\n"
+            # the environment a submission carries is the caller's at that moment
+            "import os\n"
+            "for value in ('a', 'b'):\n"
+            "    os.environ['LL_T'] = value\n"
+            "    print(c.submit(['sh', '-c', 'echo $LL_T'], out='env.' + value))\n")
+    cwd = os.path.dirname(c.conf_path)
     proc = subprocess.run([sys.executable, "-c", code], env={**c.env, "PYTHONPATH": os.getcwd()},
-                          capture_output=True, text=True, cwd=os.path.dirname(c.conf_path))
+                          capture_output=True, text=True, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
-    first, last = map(int, proc.stdout.split())
+    first, last, *env_jobs = map(int, proc.stdout.split())
     assert last - first == 50
+    c.wait(env_jobs)
+    for value in ("a", "b"):
+        with open(os.path.join(cwd, "env." + value)) as f:
+            assert f.read() == value + "\n"
     ended = c.wait(list(range(first, last + 1)))
     assert [j["stat"] for j in ended.values()].count("DONE") == 50
     assert ended[last]["stat"] == "FAILED(exit)"

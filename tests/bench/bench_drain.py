@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import report  # noqa: E402
-from lavalite.client import Client  # noqa: E402
+from lavalite import Client  # noqa: E402  (the scripts' API: orjson, as bench_submit)
 from roles.cli.simulator import cpu_seconds, peak_rss_mb, pct  # noqa: E402
 
 async def raw_rate(n, slots):
