@@ -11,5 +11,6 @@ def __getattr__(name):
     if name in ("Client", "ClientError"):
         from lavalite import client, protocol
         protocol.use_orjson()
-        return getattr(client, name)
+        globals().update(Client=client.Client, ClientError=client.ClientError)  # once
+        return globals()[name]
     raise AttributeError(f"module 'lavalite' has no attribute {name!r}")
