@@ -229,7 +229,8 @@ SUBMIT_IN_ROOT = """
 import sys
 from lavalite.client import Client
 print(Client().submit(["sh", "-c", "id -u; id -Gn; stat -c %U $TMPDIR; pwd; echo $TMPDIR; "
-                                   "cat /proc/self/cgroup"], cwd="/root", out=sys.argv[1]))
+                                   "stat -c %i $TMPDIR; cat /proc/self/cgroup"], cwd="/root",
+                     out=sys.argv[1]))
 """
 
 
@@ -239,7 +240,8 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
     shepherd's loop, outside any group or inside the job's v1 groups), or by a
     fork whose Python child joins the group as root first (cgroup2). Each way: the user's uid
     and groups, a TMPDIR of theirs, their group, and a directory they cannot enter replaced by
-    TMPDIR; and no thread of a shepherd is left with the user's ids."""
+    TMPDIR; and no thread of a shepherd is left with the user's ids. Under v1 the user's next
+    job gets the first one's empty TMPDIR, renamed by the user's thread (scratch.py)."""
     from roles.sbatchd import cgroups as cg
     v2, v1 = cg.mounts()
     if cgroups == "v1" and not v1.get("memory"):
@@ -253,7 +255,15 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
         assert res.returncode == 0, res.stdout + res.stderr
         job = int(res.stdout)
         assert c.wait([job], timeout=60)[job]["stat"] == "DONE"
-        uid, groups, tmp_owner, pwd_, tmpdir, *cgroup_lines = open(out).read().splitlines()
+        uid, groups, tmp_owner, pwd_, tmpdir, inode, *cgroup_lines = open(out).read().splitlines()
+        res = as_user(c, a, out + ".next", script=SUBMIT_IN_ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert c.wait([int(res.stdout)], timeout=60)[int(res.stdout)]["stat"] == "DONE"
+        _, _, next_owner, next_pwd, next_tmpdir, next_inode, *_ = open(
+            out + ".next").read().splitlines()
+        assert next_owner == USERS[0] and next_pwd == next_tmpdir != tmpdir
+        if cgroups == "v1":
+            assert next_inode == inode
         for pid in c.shepherds():
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/status") as f:
