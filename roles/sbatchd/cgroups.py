@@ -268,19 +268,19 @@ class V1(_Hierarchy):
     def __init__(self, mounts, slice_name):
         """mounts: {controller: its mount point}."""
         self.mounts = mounts
-        self.slice = slice_name
         self.controllers = set(mounts)
-        # a group's directories are made twice per job (renames): no os.path.join each time
-        self.bases = {c: os.path.join(m, slice_name, "") for c, m in mounts.items()}
+        # controller -> the slice's directory; a group's directories are made twice per job
+        # (renames), by concatenation
+        self.slices = {c: os.path.join(m, slice_name) for c, m in mounts.items()}
         self.slice_fds = {}            # controller -> descriptor of its slice (for renames)
 
     def setup(self):
-        for ctrl in self.mounts:
-            os.makedirs(os.path.join(self.mounts[ctrl], self.slice), exist_ok=True)
+        for d in self.slices.values():
+            os.makedirs(d, exist_ok=True)
         return [c for c in V1_CONTROLLERS if c not in self.mounts]
 
     def dirs(self, name):
-        return {c: base + name for c, base in self.bases.items()}
+        return {c: f"{d}/{name}" for c, d in self.slices.items()}
 
     def home(self, tid, proc="/proc"):
         """The groups thread `tid` of this process is in now, as a Group to `enter` again."""
@@ -333,8 +333,7 @@ class V1(_Hierarchy):
             fd = self.slice_fds.get(ctrl)
             if fd is None:
                 fd = self.slice_fds[ctrl] = os.open(
-                    os.path.join(self.mounts[ctrl], self.slice),
-                    os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    self.slices[ctrl], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             os.rename(group.name, name, src_dir_fd=fd, dst_dir_fd=fd)
         new.limits, new.fds, new.ooms = group.limits, group.fds, group.ooms
         return new
@@ -393,13 +392,13 @@ class V1(_Hierarchy):
 
     def names(self):
         names = set()
-        for ctrl, mount in self.mounts.items():
-            names.update(_subdirs(os.path.join(mount, self.slice)))
+        for d in self.slices.values():
+            names.update(_subdirs(d))
         return sorted(names)
 
     def remove_slice(self):
-        for mount in self.mounts.values():
-            _try_rmdir(os.path.join(mount, self.slice))
+        for d in self.slices.values():
+            _try_rmdir(d)
 
 
 class NoCgroups:
