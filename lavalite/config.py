@@ -104,7 +104,7 @@ KEYS = [
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
      "process group only."),
     (_SB, "sbatchd", "cgroup_slice", "relpath", "lavalite",
-     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/<job>.<attempt>)."),
+     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/shepherd-<pid>.<n>)."),
     (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),

@@ -104,33 +104,30 @@ def test_v1_limits_memsw_only_where_present(v1, tmp_path):
     assert not (tmp_path / "memory" / "lavalite" / "6.1" / "memory.memsw.limit_in_bytes").exists()
 
 
-def test_v1_retired_group_reused_with_only_the_changed_limits_written(v1, tmp_path,
-                                                                      monkeypatch):
-    mem = lambda name: tmp_path / "memory" / "lavalite" / name   # noqa: E731
-    _put(str(mem("5.1") / "memory.memsw.limit_in_bytes"), "-1")
-    _put(str(mem("5.1") / "memory.usage_in_bytes"), str(1 << 20))
-    g = v1.create("5.1", Limits(memory=256 << 20, pids=32, cpus=1))
+def test_v1_kept_group_reused_with_only_the_changed_limits_written(v1, tmp_path, monkeypatch):
+    mem = tmp_path / "memory" / "lavalite" / "shepherd-7.1"
+    _put(str(mem / "memory.memsw.limit_in_bytes"), "-1")
+    _put(str(mem / "memory.usage_in_bytes"), str(1 << 20))
+    g = v1.create("shepherd-7.1", Limits(memory=256 << 20, pids=32, cpus=1))
     assert v1.empty(g) and v1.reusable(g)
-    free = v1.retire(g, ".free.1")
-    assert not mem("5.1").exists() and (mem(".free.1") / "memory.limit_in_bytes").exists()
     # the pids limit stays the same: not written again (the marker survives)
-    _put(str(tmp_path / "pids" / "lavalite" / ".free.1" / "pids.max"), "kept")
+    _put(str(tmp_path / "pids" / "lavalite" / "shepherd-7.1" / "pids.max"), "kept")
     writes, real_write = [], cgroups._write
 
     def spy(path, value, create=True):     # the real write, and which file it was
         writes.append(os.path.basename(path))
         real_write(path, value, create)
     monkeypatch.setattr(cgroups, "_write", spy)
-    g2 = v1.reuse(free, "6.1", Limits(memory=512 << 20, pids=32, cpus=None))
-    assert g2.name == "6.1" and not mem(".free.1").exists()
+    assert v1.reuse(g, Limits(memory=512 << 20, pids=32, cpus=None)) is g
     # raising the limit: memsw first, so it is never below the memory limit
     assert writes == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "cpu.cfs_quota_us"]
-    assert _get(mem("6.1") / "memory.limit_in_bytes") == str(512 << 20)
-    assert _get(tmp_path / "cpu" / "lavalite" / "6.1" / "cpu.cfs_quota_us") == "-1"
-    assert _get(tmp_path / "pids" / "lavalite" / "6.1" / "pids.max") == "kept"
+    assert _get(mem / "memory.limit_in_bytes") == str(512 << 20)
+    assert _get(tmp_path / "cpu" / "lavalite" / "shepherd-7.1" / "cpu.cfs_quota_us") == "-1"
+    assert _get(tmp_path / "pids" / "lavalite" / "shepherd-7.1" / "pids.max") == "kept"
     writes.clear()
-    v1.reuse(v1.retire(g2, ".free.2"), "7.1", Limits(memory=64 << 20, pids=32))
+    v1.reuse(g, Limits(memory=64 << 20, pids=32))
     assert writes == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]  # lowering
+    assert sorted(os.listdir(tmp_path / "memory" / "lavalite")) == ["shepherd-7.1"]
 
 
 def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):

@@ -8,6 +8,7 @@ same CLI code path as the zipapp's."""
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -272,4 +273,6 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
     assert int(uid) == a.pw_uid and set(groups.split()) == {USERS[0], GROUP}
     assert tmp_owner == USERS[0] and pwd_ == tmpdir, (pwd_, tmpdir)
     if cgroups != "off":
-        assert any(line.endswith(f"/{job}.1") for line in cgroup_lines), cgroup_lines
+        slice_name = c.conf.sbatchd.cgroup_slice
+        assert any(re.search(rf"/{slice_name}/shepherd-\d+\.\d+$", line)
+                   for line in cgroup_lines), cgroup_lines

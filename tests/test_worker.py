@@ -2,6 +2,7 @@
 meets pids.max, a kill reaches what left the process group (v1 freezer, v2 cgroup.kill), stale
 groups are cleaned at start; sbatchd killed -9 while jobs run; retried output; peek -f."""
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -35,6 +36,24 @@ def _group_dirs(c, name, kind):
     return [os.path.join(m, sl, name) for m in _V1.values()]
 
 
+def _backend(c, kind):
+    sl = c.conf.sbatchd.cgroup_slice
+    return cgroups.V2(_V2, sl) if kind == "v2" else cgroups.V1(_V1, sl)
+
+
+def _wait_emptied(c, kind, timeout=10):
+    """Every group of the cluster's slice without a task: an ended job's group is kept by its
+    shepherd for the next job (v1) or removed, never left holding what the job started."""
+    cg = _backend(c, kind)
+    deadline = time.time() + timeout
+    while True:
+        left = {name: pids for name in cg.names() if (pids := cg.group(name).pids())}
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, left
+
+
 def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
     c = _v1_cluster(make_cluster)
     # writes 256 MB under a 64 MB limit (memsw too: no swap to escape into)
@@ -46,31 +65,56 @@ def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
     assert jobs[small]["stat"] == "DONE"
     long = c.cli("jobs", "-l", str(job)).stdout
     assert "TERM_MEMLIMIT" in long and "killed by the out-of-memory killer" in long, long
-    assert not any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", "v1")), \
-        "the cgroup must be removed when the job ends"
+    _wait_emptied(c, "v1")
 
 
 def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cluster):
-    """An ended attempt's empty group is renamed for the next one (no mkdir/rmdir per job):
-    the next job gets its own limits, and an OOM before it is not counted as its own."""
+    """An ended attempt's empty group is kept by its shepherd for the next attempt, under the
+    same name (no mkdir, rmdir or rename per job): the next job gets its own limits, and an
+    OOM before it is not counted as its own."""
     c = _v1_cluster(make_cluster, slots=1)
     base = os.path.join(_V1["memory"], c.conf.sbatchd.cgroup_slice)
     first = c.submit(["python3", "-c", "b = b'x' * (256 << 20)"], memory=64 << 20,
                      out="/dev/null")
     assert c.wait([first], timeout=60)[first]["stat"] == "FAILED(oom)"
-    kept = [n for n in os.listdir(base) if n.startswith(".free.")]
-    assert len(kept) == 1, os.listdir(base)
-    with open(os.path.join(base, kept[0], "memory.oom_control")) as f:
+    kept = _backend(c, "v1").names()
+    assert len(kept) == 1 and kept[0].startswith("shepherd-"), kept
+    group = os.path.join(base, kept[0])
+    with open(os.path.join(group, "memory.oom_control")) as f:
         assert "oom_kill 1" in f.read()
     second = c.submit(["sleep", "2"])
     c.wait_started([second])
-    group = os.path.join(base, f"{second}.1")
+    assert _backend(c, "v1").names() == kept
+    with open(os.path.join(group, "tasks")) as f:
+        assert f.read().split(), "the second job runs in the kept group"
     with open(os.path.join(group, "memory.limit_in_bytes")) as f:
         assert int(f.read()) > 1 << 60                 # unlimited again, not the 64 MB
     with open(os.path.join(group, "memory.oom_control")) as f:
-        assert "oom_kill 1" in f.read()                # the renamed group, counter and all
-    assert not [n for n in os.listdir(base) if n.startswith(".free.")]
+        assert "oom_kill 1" in f.read()                # the same group, counter and all
     assert c.wait([second], timeout=30)[second]["stat"] == "DONE"
+
+
+def test_v1_kept_group_whose_charges_refuse_the_next_limit_is_made_again(make_cluster):
+    """A kept group still charged for tmpfs pages its job left (under the 8 MB kept) cannot
+    take a next job's lower memory limit: the shepherd removes it and makes it again, and the
+    job runs under its own limit."""
+    c = _v1_cluster(make_cluster, slots=1)
+    cg = _backend(c, "v1")
+    shm = f"/dev/shm/lavalite-test-{os.getpid()}"
+    try:
+        first = c.submit(["sh", "-c", f"head -c 4000000 /dev/zero > {shm}"])
+        assert c.wait([first], timeout=30)[first]["stat"] == "DONE"
+        kept, = cg.names()
+        usage = int(cg.group(kept).knob("memory", "memory.usage_in_bytes"))
+        assert usage >= 4000000, usage
+        second = c.submit(["true"], memory=1 << 20)
+        assert c.wait([second], timeout=30)[second]["stat"] == "DONE"
+        assert cg.names() == [kept]        # made again, and kept after the second job
+        assert int(cg.group(kept).knob("memory", "memory.limit_in_bytes")) == 1 << 20
+        assert int(cg.group(kept).knob("memory", "memory.usage_in_bytes")) < usage
+        assert f"cgroup {kept} not reused" in c.logs()
+    finally:
+        os.unlink(shm)
 
 
 def _gone_within(path, seconds):
@@ -132,9 +176,9 @@ def test_v1_jobs_start_inside_their_groups_and_the_shepherd_stays_out(make_clust
     for job, name in jobs.items():
         assert views[job]["stat"] == "DONE", views[job]
         seen = _cgroups_of(tmp_path / f"{name}.out")
-        for ctrl in ("memory", "pids", "cpu", "freezer"):
-            if ctrl in _V1:
-                assert seen[ctrl].endswith(f"/{sl}/{job}.1"), (job, ctrl, seen)
+        names = {seen[ctrl] for ctrl in ("memory", "pids", "cpu", "freezer") if ctrl in _V1}
+        assert len(names) == 1 and re.fullmatch(rf".*/{sl}/shepherd-\d+\.\d+", names.pop()), \
+            (job, seen)
     shepherds = c.shepherds()
     assert shepherds, "no shepherd process found"
     for pid in shepherds:
@@ -167,8 +211,7 @@ def test_fork_bomb_contained_by_pids_max(make_cluster, tmp_path):
     forked = int(out.read_text())
     print(f"fork bomb under pids.max=20: {forked} children before fork failed")
     assert view["stat"] == "DONE" and 0 < forked < 20
-    # the children it left were killed with its group, and the group is gone
-    _wait_removed(_group_dirs(c, f"{job}.1", "v1"))
+    _wait_emptied(c, "v1")             # the children it left were killed with its group
 
 
 def _escape_and_kill(c, kind, tmp_path):
@@ -181,7 +224,9 @@ def _escape_and_kill(c, kind, tmp_path):
     while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
         time.sleep(0.1)
     escaped = int(pidfile.read_text())
-    assert any(os.path.exists(d) for d in _group_dirs(c, f"{job}.1", kind))
+    group = _cgroups_of(f"/proc/{escaped}/cgroup")["" if kind == "v2" else "memory"]
+    name = os.path.basename(group)
+    assert group.endswith(f"/{c.conf.sbatchd.cgroup_slice}/{name}"), group
     c.cli("kill", str(job))
     assert c.wait([job], timeout=30)[job]["stat"] == "KILLED"
     deadline = time.time() + 10
@@ -189,7 +234,9 @@ def _escape_and_kill(c, kind, tmp_path):
         time.sleep(0.1)
     assert not _alive(escaped), "a process that left the job's process " \
         "group survived bkill"
-    _wait_removed(_group_dirs(c, f"{job}.1", kind))
+    _wait_emptied(c, kind)
+    if kind == "v2":                   # a group per job; v1 may keep it for the next one
+        _wait_removed(_group_dirs(c, name, kind))
 
 
 def _wait_removed(dirs, timeout=10):
@@ -260,6 +307,36 @@ def test_sbatchd_kill9_while_20_jobs_run_each_reports_its_true_end(make_cluster)
         else:
             assert (j["stat"], j["exit_code"]) == ("FAILED(exit)", i), j
     assert "adopted" in c.logs() and "node_lost" not in c.logs()
+
+
+def test_v1_restarted_sbatchd_keeps_running_jobs_groups_and_drops_the_kept_ones(make_cluster,
+                                                                                tmp_path):
+    """Groups are named after the shepherd that keeps them, so a restarted sbatchd learns a
+    running attempt's group from its record: that one stays (its job runs on), while those
+    the old shepherds kept for jobs they will never start are removed."""
+    c = _v1_cluster(make_cluster, slots=4)
+    cg = _backend(c, "v1")
+    short = [c.submit(["sleep", "0.5"]) for _ in range(3)]
+    assert all(v["stat"] == "DONE" for v in c.wait(short, timeout=30).values())
+    kept = cg.names()
+    assert len(kept) == 3, kept
+    out = tmp_path / "long.cgroup"         # written at once (-o files are moved at the end)
+    long = c.submit(["sh", "-c", f"cat /proc/self/cgroup > {out}.part; mv {out}.part {out}; "
+                                 "sleep 8"])
+    deadline = time.time() + 20
+    while not out.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    group = os.path.basename(_cgroups_of(out)["memory"])
+    assert group in kept, (group, kept)        # a kept group serves the next job
+    c.kill9_restarted("sbatchd")
+    deadline = time.time() + 20
+    while cg.names() != [group] and time.time() < deadline:
+        time.sleep(0.1)
+    assert cg.names() == [group], c.logs()
+    assert cg.group(group).pids(), "the running job's group lost its tasks"
+    assert c.wait([long], timeout=30)[long]["stat"] == "DONE"
+    assert "adopted 1 job attempts" in c.logs()
+    assert c.wait([c.submit(["true"])], timeout=30) and "node_lost" not in c.logs()
 
 
 def test_retried_job_output_holds_only_the_last_attempt(cluster, tmp_path):

@@ -1,7 +1,7 @@
 """Job confinement in cgroups: memory, pids and CPU limits, a kill nothing escapes, OOM detection.
 
 One backend is chosen when sbatchd starts (sbatchd.conf `cgroups`):
-- V2: `<mount>/<slice>/<job>.<attempt>/` with memory.max (+ memory.swap.max = 0), pids.max,
+- V2: `<mount>/<slice>/<name>/` (sbatchd names groups after shepherds) with memory.max (+ memory.swap.max = 0), pids.max,
   cpu.max; kill through cgroup.kill; OOM from memory.events (oom_kill).
 - V1: one directory per controller (memory, pids, cpu, freezer), same names below `<slice>`;
   memory.limit_in_bytes (+ memory.memsw.limit_in_bytes where present), pids.max,
@@ -195,7 +195,7 @@ class _Hierarchy:
 
 class V2(_Hierarchy):
     name = "v2"
-    pooled = False             # cgroup2 refuses rename(2); its mkdir/rmdir are cheap anyway
+    pooled = False             # one hierarchy: its mkdir and rmdir cost little
     threads = False            # a domain cgroup2 group takes whole processes only
 
     def __init__(self, mount, slice_name):
@@ -257,9 +257,10 @@ class V2(_Hierarchy):
 
 
 class V1(_Hierarchy):
-    """v1 groups can be renamed (within the slice): an ended attempt's group, empty and holding
-    little memory, is kept (`retire`) and renamed for a later attempt (`reuse`), saving the
-    mkdir and rmdir in four hierarchies that cost about 1 ms per job here."""
+    """An ended attempt's group, empty and holding little memory, is kept by its shepherd for
+    its next attempt (`reuse`), saving the mkdir and rmdir in four hierarchies that cost about
+    1 ms per job here. Group names are the shepherd's, not the job's (sbatchd's ShepherdLink
+    names them): a rename per job to the job's name, in four hierarchies, cost 10% of a drain."""
     name = "v1"
     pooled = True
     threads = True
@@ -269,10 +270,7 @@ class V1(_Hierarchy):
         """mounts: {controller: its mount point}."""
         self.mounts = mounts
         self.controllers = set(mounts)
-        # controller -> the slice's directory; a group's directories are made twice per job
-        # (renames), by concatenation
         self.slices = {c: os.path.join(m, slice_name) for c, m in mounts.items()}
-        self.slice_fds = {}            # controller -> descriptor of its slice (for renames)
 
     def setup(self):
         for d in self.slices.values():
@@ -316,27 +314,10 @@ class V1(_Hierarchy):
         return "memory" not in group.dirs or int(
             group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW
 
-    def retire(self, group, name):
-        return self._rename(group, name)
-
-    def reuse(self, free, name, limits):
-        group = self._rename(free, name)
+    def reuse(self, group, limits):
+        """A kept group for its shepherd's next attempt: only the limits that differ written."""
         self._limit(group, limits)
         return group
-
-    def _rename(self, group, name):
-        """Within the slice, through its directories' descriptors (half the cost of paths).
-        The new Group takes the old one's descriptors (they follow the directories) and
-        its OOM count."""
-        new = Group(self, name)
-        for ctrl in group.dirs:
-            fd = self.slice_fds.get(ctrl)
-            if fd is None:
-                fd = self.slice_fds[ctrl] = os.open(
-                    self.slices[ctrl], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            os.rename(group.name, name, src_dir_fd=fd, dst_dir_fd=fd)
-        new.limits, new.fds, new.ooms = group.limits, group.fds, group.ooms
-        return new
 
     def _limit(self, group, new):
         """Write the limits that differ from the group's present ones (None = unlimited)."""

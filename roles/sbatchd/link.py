@@ -33,6 +33,8 @@ class ShepherdLink:
         self.decoder = P.Decoder()
         self.alive = True
         self.attempts = 0              # in its care: kept by sbatchd, to pick the least busy
+        self.kept = []                 # its cgroups kept for reuse (v1), by name
+        self.made = 0                  # cgroup names made for it
         loop.add_reader(ours, self._read)
 
     def start(self, orders, locks):
@@ -41,6 +43,14 @@ class ShepherdLink:
         return all(self._send({"op": "start", "orders": orders[at:at + FDS_PER_MESSAGE]},
                               locks[at:at + FDS_PER_MESSAGE])
                    for at in range(0, len(orders), FDS_PER_MESSAGE))
+
+    def group_name(self):
+        """The cgroup of its next attempt: one it kept, else a new name. Named after the
+        shepherd, unique while it lives: a kept group serves job after job without a rename."""
+        if self.kept:
+            return self.kept.pop()
+        self.made += 1
+        return f"shepherd-{self.pid}.{self.made}"
 
     def clean(self, records):
         """Remove attempt records whose reports are in the journal (off sbatchd's loop)."""
@@ -72,6 +82,8 @@ class ShepherdLink:
             if isinstance(msg, P.ProtocolError):
                 log.error("shepherd %d: %s", self.pid, msg)
             else:
+                if "kept" in msg:
+                    self.kept.append(msg["kept"])
                 self.on_ended(msg)
 
     def _lost(self, why):

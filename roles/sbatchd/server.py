@@ -167,16 +167,17 @@ class Sbatchd:
         # unguessable, so no other user can take the name first in a shared /tmp
         tmpdir = os.path.join(self.conf.sbatchd.tmp_dir,
                               f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}")
-        name = f"{job}.{attempt}"
-        att.group = self.cg.group(name)
+        env = self._env(spec, env, tmpdir, pw)
+        link = self._shepherd()
+        att.group = self.cg.group(link.group_name())   # one it kept: taken once it will be used
         order = {"job": job, "attempt": attempt, "record": att.path,
-                 "argv": _argv(spec["cmd"]), "env": self._env(spec, env, tmpdir, pw), "cwd": cwd,
+                 "argv": _argv(spec["cmd"]), "env": env, "cwd": cwd,
                  "outputs": outputs,
                  "account": [account.name, account.uid, account.gid, account.switch],
                  "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
-                 "cgroup": name if att.group is not None else None}
-        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir}
-        link = self._shepherd()
+                 "cgroup": att.group and att.group.name}
+        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir,
+                    "cgroup": order["cgroup"]}
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
         record.append(lock, shepherd=link.pid, spec=att.spec)
@@ -223,6 +224,8 @@ class Sbatchd:
         """Its attempts are watched through their locks, as after a restart: those that ended
         have a status, the others are reported lost."""
         del self.links[link.pid]
+        for name in link.kept:         # empty, and no other shepherd will name them
+            self.cg.group(name).remove()
         for att in self.attempts.values():
             if att.shepherd == link.pid:
                 att.adopted = True
@@ -351,7 +354,8 @@ class Sbatchd:
             rec = record.read(path)
             att = Attempt(int(job), int(attempt), path, rec.get("spec") or {})
             self.attempts[att.key] = att
-            att.group = self.cg.group(name)
+            # a record of a version that named groups after the attempt has no "cgroup"
+            att.group = self.cg.group(att.spec.get("cgroup") or name)
             att.shepherd = record.holder(path)
             att.adopted = True
             self._arm(att)
@@ -361,10 +365,11 @@ class Sbatchd:
         if self.attempts:
             log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
             self._poll()
-        for name in self.cg.names():   # groups of attempts that ended while no sbatchd ran
-            job, _, attempt = name.partition(".")
-            if not (job.isdigit() and attempt.isdigit()
-                    and (int(job), int(attempt)) in self.attempts):
+        # groups of attempts that ended while no sbatchd ran, and those the shepherds of the
+        # last one kept (they start no attempt any more)
+        running = {att.group.name for att in self.attempts.values() if att.group is not None}
+        for name in self.cg.names():
+            if name not in running:
                 log.info("removing stale cgroup %s", name)
                 self.cg.group(name).remove(wait=1.0)
 

@@ -29,8 +29,8 @@ root never writes where the user could not. Removals go to the cleaner (`_start_
 another process.
 
 The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
-attempts, one lock descriptor each) and `clean`; answers `ended` (the status), sent once per
-loop turn. Nothing here blocks on sbatchd.
+attempts, one lock descriptor each) and `clean`; answers `ended` (the status, and the name of
+the attempt's cgroup if the shepherd kept it for a later order), sent once per loop turn. Nothing here blocks on sbatchd.
 """
 import array
 import contextlib
@@ -230,8 +230,7 @@ class Shepherd:
         self.runs = 0                  # attempts in our care
         self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()       # what the cleaner has yet to be told
-        self.free = []                 # retired cgroups, for the next attempts (v1)
-        self.retired = 0
+        self.free = {}                 # name -> an ended attempt's cgroup, kept for the next (v1)
         self.scratch = scratch.Scratch()   # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
@@ -267,7 +266,7 @@ class Shepherd:
                 for path in self.scratch.expired(time.monotonic()):
                     self._trash("path", path)
                 wait = 1.0 if wait is None else min(wait, 1.0)
-        for group in self.free:
+        for group in self.free.values():
             group.close()
             self._trash("cgroup", group.name)
         for path in self.scratch.drain():
@@ -484,13 +483,13 @@ class Shepherd:
 
     def _finish(self, run):
         status = run.status
-        vacant = False             # nothing of the job is left to write in its TMPDIR
+        vacant = kept = False      # vacant: nothing of the job is left to write in its TMPDIR
         if run.group is not None:
             if run.group.oom_count() > run.ooms:
                 status.update(reason="oom", message="killed by the out-of-memory killer: the "
                                                     "job exceeded its memory limit (-M)")
             vacant = self.cg.empty(run.group)
-            self._retire(run.group, vacant)
+            kept = self._retire(run.group, vacant)
         if run.renames:
             try:
                 with self._as(run.account):
@@ -512,38 +511,36 @@ class Shepherd:
             status["message"] = "; ".join(run.notes + ([status["message"]] if "message" in status
                                                        else []))
         record.append(run.record, status=status)
-        self._send({"v": P.VERSION, "op": "ended", "job": run.job, "attempt": run.attempt,
-                    "status": status})
+        answer = {"v": P.VERSION, "op": "ended", "job": run.job, "attempt": run.attempt,
+                  "status": status}
+        if kept:                       # sbatchd may name it in a later order
+            answer["kept"] = run.group.name
+        self._send(answer)
         os.close(run.record)           # last: the status is written before the lock says "ended"
         self.runs -= 1
 
     def _group(self, name, limits):
-        """The attempt's cgroup: a retired one renamed (v1), else a new one."""
-        while self.free:
-            free = self.free.pop()
+        """The attempt's cgroup: the one kept under that name (v1), else a new one."""
+        kept = self.free.pop(name, None)
+        if kept is not None:
             try:
-                return self.cg.reuse(free, name, limits)
-            except OSError as exc:     # half renamed, or a limit its charges refuse: drop it
-                log.warning("cgroup %s not reused for %s: %s", free.name, name, exc)
-                free.close()
-                self._trash("cgroup", free.name)
-                self._trash("cgroup", name)
+                return self.cg.reuse(kept, limits)
+            except OSError as exc:     # a limit its charges refuse: a fresh group instead
+                log.warning("cgroup %s not reused: %s", name, exc)
+                kept.close()
+                if not kept.remove():  # empty: gone at once
+                    raise
         return self.cg.create(name, limits).keep()
 
     def _retire(self, group, vacant):
         """Keep an ended attempt's group for a later one if the backend can (v1) and it is
-        clean (vacant: it has no task left); else the cleaner removes it."""
+        clean (vacant: it has no task left); else the cleaner removes it. Whether it is kept."""
         if vacant and self.cg.pooled and self.cg.reusable(group):
-            self.retired += 1
-            name = f".free.{self.pid}.{self.retired}"
-            try:
-                self.free.append(self.cg.retire(group, name))
-                return
-            except OSError as exc:
-                log.warning("cgroup %s not kept: %s", group.name, exc)
-                self._trash("cgroup", name)
+            self.free[group.name] = group
+            return True
         group.close()
         self._trash("cgroup", group.name)
+        return False
 
     def _trash(self, kind, what):
         """For the cleaner, told once per turn (`serve`). Never waits for it: a backlog waits

@@ -57,7 +57,8 @@ async def run(backend, slice_name, jobs, parallel, work, tmp, account):
                                    "TMPDIR": os.path.join(tmp, f"lavalite.{n}.1")},
                            "outputs": [[[1, 2], None]],
                            "account": account,
-                           "cgroup": None if backend == "none" else f"{n}.1"})
+                           # named as sbatchd names them: the groups it kept first
+                           "cgroup": None if backend == "none" else link.group_name()})
         link.start(orders, locks)
         for lock in locks:
             os.close(lock)
