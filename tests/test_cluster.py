@@ -5,6 +5,15 @@ import time
 
 import pytest
 
+from roles.cli.local import free_port
+
+
+def test_free_port_never_hands_out_the_same_port_twice():
+    """`up` takes five ports in a row; bind(0) alone gives one again now and then (once lim
+    and mbatchd were both given the same, and mbatchd could not listen)."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+
 
 def test_ten_trivial_jobs_done(cluster):
     ids = [cluster.submit(["/bin/true"]) for _ in range(10)]

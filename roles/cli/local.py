@@ -25,10 +25,20 @@ def _state_dir(path):
     return os.path.abspath(os.path.expanduser(path or "~/.lavalite"))
 
 
+_handed = set()            # ports free_port gave already: the kernel may offer one again
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on loopback now, and not one this process handed out before (`up`
+    asks for five in a row; once the kernel gave the same one twice, and mbatchd could not
+    listen)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed:
+            _handed.add(port)
+            return port
 
 
 # --- up / down
