@@ -79,13 +79,19 @@ def test_sbatchd_reload_changes_its_slots_without_touching_jobs(make_cluster):
 def test_file_logs_rotate(make_cluster):
     c = make_cluster(conf={"logging": {"target": "file", "rotate_size": "2000",
                                        "rotate_keep": "2"}})
-    jobs = [c.submit(["true"]) for _ in range(30)]
-    c.wait(jobs)
+    jobs = []
+    for _ in range(6):     # mbatchd writes job lines gathered (50 ms): waves make several records
+        wave = [c.submit(["true"]) for _ in range(5)]
+        c.wait(wave)
+        jobs += wave
+    current = os.path.join(c.state, "log", "mbatchd-testhost.log")
+    deadline = time.time() + 10
+    while f"INFO job {jobs[-1]} user=" not in open(current).read():
+        assert time.time() < deadline, "the last job's lines never reached the log"
+        time.sleep(0.1)
     logs = sorted(os.listdir(os.path.join(c.state, "log")))
     assert {"mbatchd-testhost.log", "mbatchd-testhost.log.1", "mbatchd-testhost.log.2"} <= set(logs)
     assert "mbatchd-testhost.log.3" not in logs
-    text = open(os.path.join(c.state, "log", "mbatchd-testhost.log")).read()
-    assert f"INFO job {jobs[-1]} user=" in text
 
 
 def test_a_turns_job_lines_are_one_record_yet_each_a_full_line(make_cluster):
