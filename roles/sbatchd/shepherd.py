@@ -30,7 +30,8 @@ another process.
 
 The link to sbatchd is a Unix stream socket of protocol frames: orders `start` (a list of
 attempts, one lock descriptor each) and `clean`; answers `ended` (the status, and the name of
-the attempt's cgroup if the shepherd kept it for a later order), sent once per loop turn. Nothing here blocks on sbatchd.
+the attempt's cgroup if the shepherd kept it for a later order), sent once per loop turn.
+Nothing here blocks on sbatchd.
 """
 import array
 import contextlib
