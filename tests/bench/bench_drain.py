@@ -3,7 +3,8 @@
 the machine's raw rate of running /bin/true 16 at a time, measured in the same run.
 
     .venv/bin/python tests/bench/bench_drain.py [--jobs 1000] [--slots 16]
-        [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
+        [--program "python lavalite.py" | --program dist/lavalite] [--repeat K]
+        [--markdown docs/performance.md]
 
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
 time, (c) submits one job array of N elements. Each gets a fresh cluster; times come from the
@@ -206,6 +207,17 @@ def hyperqueue(args):
             "shepherds + jobs CPU (s)": "-", "mbatchd peak RSS (MB)": "-", "final states": f"finished={hq['finished']}"}
 
 
+def median_run(figs):
+    """The run with the median ratio to the raw rate (the higher of two middles), and, with
+    several runs, every run's ratio in a row of its own: a noisy machine shows as a spread."""
+    figs = sorted(figs, key=lambda f: f["jobs/s ÷ raw rate"])
+    fig = dict(figs[len(figs) // 2])
+    if len(figs) > 1:
+        fig["jobs/s ÷ raw rate, every run"] = " ".join(f"{f['jobs/s ÷ raw rate']:.2f}"
+                                                         for f in figs)
+    return fig
+
+
 def fmt(value):
     if isinstance(value, tuple):
         return " / ".join(fmt(v) for v in value)
@@ -224,6 +236,9 @@ def main():
     ap.add_argument("--hq", metavar="PYTHON", help="a python with the hyperqueue package (a "
                     "separate bench venv, never the product's): also run the workload on it")
     ap.add_argument("--skip-bsub", action="store_true", help="leave out (b), the slowest")
+    ap.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="run every column K times, in rounds; the table shows each column's "
+                    "median run and every run's ratio")
     ap.add_argument("--sbatchd", metavar="KEY=VALUE", action="append", default=[],
                     type=lambda kv: tuple(kv.split("=", 1)),
                     help="an sbatchd.conf setting, e.g. cgroups=off (jobs unconfined, as "
@@ -231,17 +246,23 @@ def main():
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
-    figs = {"(a) one client": scenario(submit_client, args, cwd)}
+    columns = {"(a) one client": lambda: scenario(submit_client, args, cwd)}
     if not args.skip_bsub:
-        figs["(b) bsub processes"] = scenario(submit_bsub, args, cwd)
-    figs["(c) one array"] = scenario(submit_array, args, cwd)
+        columns["(b) bsub processes"] = lambda: scenario(submit_bsub, args, cwd)
+    columns["(c) one array"] = lambda: scenario(submit_array, args, cwd)
     if args.hq:
-        figs["HyperQueue"] = hyperqueue(args)
+        columns["HyperQueue"] = lambda: hyperqueue(args)
+    runs = {name: [] for name in columns}
+    for _ in range(args.repeat):       # in rounds: a drift of the machine's speed hits all
+        for name, run in columns.items():
+            runs[name].append(run())
+    figs = {name: median_run(r) for name, r in runs.items()}
     shutil.rmtree(cwd, ignore_errors=True)
     table = [["", *figs]] + [[k, *(fmt(f[k]) for f in figs.values())]
                              for k in figs["(a) one client"]]
+    rounds = f"; {args.repeat} rounds, each column's median run" if args.repeat > 1 else ""
     head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots; the raw rate runs /bin/true "
-            f"{args.slots} at a time from asyncio just before each column; whole run "
+            f"{args.slots} at a time from asyncio just before each column{rounds}; whole run "
             f"{time.time() - started:.0f} s; sbatchd.conf: "
             f"{', '.join(f'{k} = {v}' for k, v in args.sbatchd) or 'defaults'}; "
             f"program `{shlex.join(args.program)}`")
