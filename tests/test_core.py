@@ -123,3 +123,22 @@ def test_a_job_killed_while_its_dispatch_was_lost_is_not_sent_again(world):
     assert core.jobs[job_id].state == "KILLED"
     assert not [m for m in out if m["op"] == "dispatch"]
     assert core.hosts["h1"].used == 0
+
+
+def test_a_kill_crossing_a_jobs_own_end_leaves_that_end(world):
+    """bkill arrives while the jobs' exit reports are on their way (or wait in the inbox under
+    the turn budget): a job that ended by itself keeps its ending, a failure of its own is not
+    tried again, and only the job the kill ended (sbatchd's reason) is KILLED."""
+    conf, store, core = world
+    core.host_register("h1", {"slots": 3, "running": []}, 100.0)
+    ok, bad, hit = submit(core, store), submit(core, store, retries=1), submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    core.kill(USER, {"jobs": [ok, bad, hit]}, 101.0)
+    reports = [{"rid": 1, "kind": "exit", "job": ok, "attempt": 1, "exit_code": 0},
+               {"rid": 2, "kind": "exit", "job": bad, "attempt": 1, "exit_code": 2},
+               {"rid": 3, "kind": "exit", "job": hit, "attempt": 1, "exit_signal": 15,
+                "reason": "killed"}]
+    assert core.reports("h1", reports, 102.0) == [1, 2, 3]
+    assert [core.jobs[j].stat for j in (ok, bad, hit)] == ["DONE", "FAILED(exit)", "KILLED"]
+    assert core.jobs[bad].attempt == 1 and core.hosts["h1"].used == 0

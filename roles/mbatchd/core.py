@@ -577,7 +577,7 @@ class Core(ArrayOps):
     def _node_lost(self, job, now):
         qc = self.qconf.get(job.queue)
         if job.kill_requested or not (qc and qc.rerunnable):
-            self._ended(job, {"reason": NODE_LOST}, now)
+            self._ended(job, {"reason": KILLED_REASON if job.kill_requested else NODE_LOST}, now)
             return
         self._release(job)
         self._move(job, PEND, now, f"{NODE_LOST}: requeued (rerunnable queue)")
@@ -613,14 +613,18 @@ class Core(ArrayOps):
         if job.start_time is None:
             job.start_time = rep.get("start_time")
         self._release(job)
-        if job.kill_requested or why == KILLED_REASON:
-            state, why = KILLED, KILLED_REASON
+        # KILLED only if the kill ended it (sbatchd says so): a job that ended by itself
+        # before a bkill reached it (its report waiting in the inbox, say) keeps its ending,
+        # as in LSF and Slurm, but is not tried again
+        if why == KILLED_REASON:
+            state = KILLED
         elif not why and code == 0 and sig is None:
             state = DONE
         else:
             state = FAILED
             why = why or (SIGNAL if sig is not None else EXIT)
-        if state == FAILED and why in RETRYABLE and job.attempt < job.max_attempts:
+        if (state == FAILED and why in RETRYABLE and job.attempt < job.max_attempts
+                and not job.kill_requested):
             qc = self.qconf.get(job.queue)
             base = qc.retry_backoff if qc else 10.0
             cap = qc.retry_backoff_max if qc else 300.0
