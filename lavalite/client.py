@@ -34,6 +34,7 @@ class Client:
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
         self.sock = None
+        self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
         self.next_id = 1
 
     def _credential(self):
@@ -57,7 +58,7 @@ class Client:
                 sock.settimeout(min(10.0, self.timeout))
                 sock.connect(path)
                 sock.sendall(P.encode({"v": P.VERSION, "op": "sign", "id": 1}))
-                reply = _read_frame(sock)
+                reply = _read_frame(sock, bytearray())
         except OSError as exc:
             raise ClientError("unreachable", f"cannot get a credential from the local LIM at "
                                              f"{path}: {exc.strerror or exc}") from None
@@ -147,12 +148,13 @@ class Client:
         return self._read()
 
     def _read(self):
-        return _read_frame(self.sock)
+        return _read_frame(self.sock, self.inbuf)
 
     def close(self):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.inbuf.clear()
 
     def __enter__(self):
         return self
@@ -208,19 +210,20 @@ def environ():
     return dict(_env[1])
 
 
-def _read_frame(sock):
-    (size,) = _HDR.unpack(_exactly(sock, 4))
-    if size > P.MAX_FRAME:
-        raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
-    return P.loads(_exactly(sock, size))
-
-
-def _exactly(sock, n):
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
+def _read_frame(sock, buf):
+    """The next frame; bytes past it stay in buf. A reply usually takes one recv (its header
+    and body together), not one for each."""
+    size = None
+    while size is None or len(buf) < 4 + size:
+        if size is None and len(buf) >= 4:
+            (size,) = _HDR.unpack_from(buf)
+            if size > P.MAX_FRAME:
+                raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
+            continue
+        chunk = sock.recv(min(max(1 << 16, 4 + (size or 0) - len(buf)), 1 << 20))
         if not chunk:
             raise ConnectionError("the server closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+        buf += chunk
+    frame = buf[4:4 + size]
+    del buf[:4 + size]
+    return P.loads(frame)

@@ -1,11 +1,14 @@
-"""Frames and authentication, without sockets."""
+"""Frames and authentication, without sockets (but for the client's reader, on a socketpair)."""
+import socket
 import struct
+import threading
 import time
 
 import pytest
 
 from lavalite import auth
-from lavalite.protocol import Decoder, ProtocolError, encode
+from lavalite.client import ClientError, _read_frame
+from lavalite.protocol import MAX_FRAME, Decoder, ProtocolError, encode
 
 
 def test_frames_split_anywhere_reassemble():
@@ -15,6 +18,34 @@ def test_frames_split_anywhere_reassemble():
     for i in range(0, len(data), 7):
         out += dec.feed(data[i:i + 7])
     assert out == msgs
+
+
+def test_client_reads_frames_split_anywhere_back_to_back_and_large():
+    """The blocking client's reader: a header split from its body, two replies in one read,
+    a frame of several MiB (many reads); what follows a frame waits in the buffer."""
+    msgs = [{"id": 1}, {"id": 2, "pad": "y" * 100}, {"id": 3, "pad": "z" * (3 << 20)}, {"id": 4}]
+    data = b"".join(encode(m) for m in msgs)
+    ours, theirs = socket.socketpair()
+
+    def write():
+        theirs.sendall(data[:2])       # half a header
+        time.sleep(0.05)
+        theirs.sendall(data[2:])
+    writer = threading.Thread(target=write)
+    writer.start()
+    buf = bytearray()
+    try:
+        assert [_read_frame(ours, buf) for _ in msgs] == msgs and not buf
+        theirs.sendall(struct.pack(">I", MAX_FRAME + 1))
+        with pytest.raises(ClientError, match="over the limit"):
+            _read_frame(ours, buf)
+        theirs.close()
+        with pytest.raises(ConnectionError):
+            _read_frame(ours, bytearray())
+    finally:
+        writer.join()
+        ours.close()
+        theirs.close()
 
 
 def test_bad_frames_become_errors_and_decoding_goes_on():
