@@ -30,7 +30,7 @@ from lavalite.auth import KeyFileError
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.entry import self_command
 from lavalite.hosts import address
-from lavalite.metrics import CounterMetricFamily, Exporter, gauge
+from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 
 log = logging.getLogger("lavalite.lim")
@@ -53,7 +53,7 @@ class Lim:
         self.started = time.monotonic()
         self.lock_busy_logged = False
         self.mbatchd_starts = 0
-        self.exporter = Exporter(self.families, self.status)
+        self.exporter = Exporter(self.families, self.status, conf.lim.metrics_port)
 
     def sample(self):
         mem = psutil.virtual_memory()
@@ -98,12 +98,11 @@ class Lim:
                 "load_age": round(time.time() - self.load["time"], 3)}
 
     def families(self):
-        starts = CounterMetricFamily("lavalite_mbatchd_starts", "mbatchd (re)starts by LIM")
-        starts.add_metric([], self.mbatchd_starts)
         now = time.monotonic()
         silent = {(h,): now - seen for h, (seen, _, _) in self.heard.items()}
         load = self.load
-        return [starts,
+        return [counter("lavalite_mbatchd_starts", "mbatchd (re)starts by LIM", (),
+                        {(): self.mbatchd_starts}),
                 gauge("lavalite_lim_master", "1 on the master LIM", (), {(): int(self.master)}),
                 gauge("lavalite_mbatchd_up", "1 while the supervised mbatchd runs", (),
                       {(): int(self.mbatchd_state() == "running")}),
@@ -298,7 +297,7 @@ class Lim:
             os.unlink(path)
         server = await loop.create_unix_server(lambda: Peer(self.on_frame), path)
         os.chmod(path, 0o666)          # every local user may ask for a credential (`sign`)
-        metrics = await self.exporter.serve(self.conf.cluster.listen, self.conf.lim.metrics_port)
+        metrics = await self.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
         servers = [server] + ([metrics] if metrics is not None else [])
         if self.host in self.candidates:       # the other LIMs heartbeat to the candidates

@@ -3,6 +3,8 @@
 import collections
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 
 import apsw
@@ -102,3 +104,20 @@ def test_metrics_and_status_match_the_store_after_a_burst(make_cluster):
             raise AssertionError("expected 404")
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
+
+
+def test_metrics_off_never_imports_prometheus_client():
+    """metrics_port = 0 (the default): no daemon loads prometheus_client (50 ms and 5 MB of
+    its start-up), and a histogram's observe does nothing."""
+    code = ("import sys\n"
+            "from roles.lim import Lim\n"
+            "from roles.sbatchd.server import Sbatchd\n"
+            "from roles.mbatchd.server import Mbatchd\n"
+            "from roles.mbatchd.observe import Observer\n"
+            "observer = Observer(None, 'h0', 0)\n"
+            "observer.latency.observe(1.0)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('prometheus')))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

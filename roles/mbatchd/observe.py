@@ -6,10 +6,8 @@ import asyncio
 import logging
 import os
 
-from prometheus_client import Histogram
-
 from lavalite.log import lines
-from lavalite.metrics import CounterMetricFamily, Exporter, gauge
+from lavalite.metrics import Exporter, counter, gauge
 from lavalite.model import FAILED, HOST_OK, PEND, RUN
 
 log = logging.getLogger("lavalite.mbatchd")
@@ -25,7 +23,7 @@ LOG_GATHER = 0.05
 
 
 class Observer:
-    def __init__(self, core, host):
+    def __init__(self, core, host, metrics_port):
         self.core, self.host = core, host
         self.submitted = 0
         self.started = {}              # (queue, user) -> jobs dispatched
@@ -34,13 +32,13 @@ class Observer:
         self.lim_polls_failed = 0
         self.texts = []                # job lines not logged yet
         self.flusher = None            # the timer that logs them
-        self.exporter = Exporter(self.families, self.status)
-        self.latency = Histogram("lavalite_dispatch_latency_ms",
-                                 "From eligible (submit or backoff end) to dispatch, in ms",
-                                 buckets=LATENCY_BUCKETS, registry=self.exporter.registry)
-        self.lim_poll = Histogram("lavalite_lim_poll_latency_ms",
-                                  "Round trip of mbatchd's load request to its LIM, in ms",
-                                  buckets=POLL_BUCKETS, registry=self.exporter.registry)
+        self.exporter = Exporter(self.families, self.status, metrics_port)
+        self.latency = self.exporter.histogram(
+            "lavalite_dispatch_latency_ms",
+            "From eligible (submit or backoff end) to dispatch, in ms", LATENCY_BUCKETS)
+        self.lim_poll = self.exporter.histogram(
+            "lavalite_lim_poll_latency_ms",
+            "Round trip of mbatchd's load request to its LIM, in ms", POLL_BUCKETS)
 
     def events(self, events):
         """After the turn's commit: count each state change and log it (a line each, gathered
@@ -84,25 +82,16 @@ class Observer:
 
     def families(self):
         core = self.core
-        submitted = CounterMetricFamily("lavalite_jobs_submitted", "Jobs accepted")
-        submitted.add_metric([], self.submitted)
-        started = CounterMetricFamily("lavalite_jobs_started", "Jobs dispatched to a host",
-                                      labels=["queue", "user"])
-        for (queue, user), n in self.started.items():
-            started.add_metric([queue, user], n)
-        failed = CounterMetricFamily("lavalite_jobs_failed", "Jobs that ended FAILED",
-                                     labels=["reason"])
-        for reason, n in self.failed.items():
-            failed.add_metric([reason], n)
-        retried = CounterMetricFamily("lavalite_attempts_retried",
-                                      "Failed attempts sent back to PEND for a retry",
-                                      labels=["queue"])
-        for queue, n in self.retried.items():
-            retried.add_metric([queue], n)
-        polls = CounterMetricFamily("lavalite_lim_poll_failures",
-                                    "Load requests to the local LIM that failed or timed out")
-        polls.add_metric([], self.lim_polls_failed)
-        return [submitted, started, failed, retried, polls,
+        return [counter("lavalite_jobs_submitted", "Jobs accepted", (), {(): self.submitted}),
+                counter("lavalite_jobs_started", "Jobs dispatched to a host", ("queue", "user"),
+                        self.started),
+                counter("lavalite_jobs_failed", "Jobs that ended FAILED", ("reason",),
+                        self.failed),
+                counter("lavalite_attempts_retried",
+                        "Failed attempts sent back to PEND for a retry", ("queue",), self.retried),
+                counter("lavalite_lim_poll_failures",
+                        "Load requests to the local LIM that failed or timed out", (),
+                        {(): self.lim_polls_failed}),
                 gauge("lavalite_queue_depth", "Pending jobs", ["queue"],
                       {q: core.npend.get(q, 0) for q in core.queues}),
                 gauge("lavalite_queue_running_slots", "Slots used by running jobs", ["queue"],

@@ -46,7 +46,7 @@ class Mbatchd:
         self.core = Core(conf, state, now)
         self.core.sort_pending()
         self.store_queues(conf)
-        self.observer = Observer(self.core, host)
+        self.observer = Observer(self.core, host, conf.mbatchd.metrics_port)
         log.info("store %s: %d jobs in memory, next job id %d", conf.mbatchd.database,
                  len(self.core.jobs), self.core.next_id)
         self.held = []                 # (peer, message) to send once the turn has committed
@@ -311,8 +311,7 @@ class Mbatchd:
         server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
                                           reuse_address=True, backlog=BACKLOG)
-        metrics = await self.observer.exporter.serve(self.conf.cluster.listen,
-                                                     self.conf.mbatchd.metrics_port)
+        metrics = await self.observer.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()

@@ -20,7 +20,7 @@ import time
 from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.metrics import CounterMetricFamily, Exporter, gauge
+from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer, hello
@@ -76,7 +76,7 @@ class Sbatchd:
         self.cleaning = []             # attempt records to remove, sent by _flush
         self.polling = None            # the timer that looks at adopted attempts' locks
         self.started = 0               # attempts started here since sbatchd started
-        self.exporter = Exporter(self.families, self.status)
+        self.exporter = Exporter(self.families, self.status, conf.sbatchd.metrics_port)
 
     # --- reports
 
@@ -380,10 +380,8 @@ class Sbatchd:
                 "pid": os.getpid(), "jobs": len(self.attempts), "slots": self.conf.sbatchd.slots}
 
     def families(self):
-        started = CounterMetricFamily("lavalite_sbatchd_attempts_started",
-                                      "Job attempts started on this host")
-        started.add_metric([], self.started)
-        return [started,
+        return [counter("lavalite_sbatchd_attempts_started", "Job attempts started on this host",
+                        (), {(): self.started}),
                 gauge("lavalite_sbatchd_jobs", "Job attempts running here", (),
                       {(): len(self.attempts)}),
                 gauge("lavalite_sbatchd_slots", "Job slots of this host", (),
@@ -482,8 +480,7 @@ class Sbatchd:
 
     async def serve(self, stop):
         self.loop = asyncio.get_running_loop()
-        metrics = await self.exporter.serve(self.conf.cluster.listen,
-                                            self.conf.sbatchd.metrics_port)
+        metrics = await self.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))
         self.adopt()
         self._shepherd()
