@@ -1,5 +1,6 @@
 """Daemon logging, chosen by lavalite.conf [logging]: stderr (what systemd's journal collects),
 syslog (facility daemon) or one file per role and host under log_dir, rotated by size.
+sbatchd's shepherds log to the same place as sbatchd (setup_helper).
 
 setup() may run again on a reload: it replaces the handlers, so a changed target takes effect
 without a restart."""
@@ -69,6 +70,34 @@ def _handler(role, host, conf, target):
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(fmt.format(role=role, host=host)))
     return handler
+
+
+def helper_spec(role, host, conf):
+    """What a helper process of `role` (sbatchd's shepherds) needs to log where the role does:
+    passed on its command line, read by setup_helper."""
+    return {"host": host, "target": conf.logging.target, "level": conf.logging.level,
+            "syslog": conf.logging.syslog_address,
+            "file": os.path.join(conf.paths.log_dir, f"{role}-{host}.log")}
+
+
+def setup_helper(role, spec, floor=logging.WARNING):
+    """Log as the daemon that started this process: into its file (appended, and opened again
+    once the daemon has rotated it), to syslog, or to the stderr it inherited; at `floor` or
+    above. An empty spec (a helper started by hand) logs to stderr."""
+    target, fmt = spec.get("target"), FORMAT
+    try:
+        if target == "syslog":
+            handler, fmt = syslog_handler(spec["syslog"]), SYSLOG_FORMAT
+        elif target == "file":
+            handler = logging.handlers.WatchedFileHandler(spec["file"])
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+    except OSError:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(fmt.format(role=role, host=spec.get("host", "-"))))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(floor, getattr(logging, spec.get("level", "warning").upper())))
 
 
 def setup(role, host, conf):

@@ -138,11 +138,11 @@ class Cluster:
             time.sleep(0.05)
 
     def shepherds(self):
-        """Pids of this cluster's shepherd processes (their last argument is its cgroup
-        slice, unique per test cluster)."""
+        """Pids of this cluster's shepherd processes (their last argument but one is its
+        cgroup slice, unique per test cluster)."""
         return [p for p in os.listdir("/proc") if p.isdigit() and
-                _cmdline(p)[-4:-3] == ["--shepherd"] and
-                _cmdline(p)[-1] == self.conf.sbatchd.cgroup_slice]
+                _cmdline(p)[-5:-4] == ["--shepherd"] and
+                _cmdline(p)[-2] == self.conf.sbatchd.cgroup_slice]
 
     def events(self, job_id=None):
         """Event rows straight from the store (read-only, beside the running mbatchd)."""

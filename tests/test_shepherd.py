@@ -1,12 +1,18 @@
 """The shepherd processes (roles/sbatchd/shepherd.py) beside sbatchd: the job's TMPDIR, a dead
 shepherd, an sbatchd restart with new shepherds while an old one still runs jobs."""
+import asyncio
+import contextlib
 import os
 import signal
 import stat
+import struct
+import sys
 import time
 
 from conftest import alive as _alive
 from roles.sbatchd import record
+from roles.sbatchd.link import ShepherdLink
+from syslogsink import SyslogSink
 
 
 def _shepherds(c):
@@ -113,3 +119,59 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
     assert not os.path.exists(stray), c.logs()
     job = c.submit(["true"])
     assert c.wait([job])[job]["stat"] == "DONE"
+
+
+
+@contextlib.contextmanager
+def _shepherd(log_to):
+    """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    loop = asyncio.new_event_loop()
+    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", lambda msg: None,
+                        lambda link: None, log_to=log_to,
+                        program=[sys.executable, os.path.join(root, "lavalite.py")])
+    try:
+        yield link
+    finally:
+        link.close()
+        link.proc.wait(10)
+        loop.close()
+
+
+def _complaint(link, read, wait=10):
+    """Send the shepherd a frame that is not JSON; what read() finds of its complaint."""
+    link.sock.sendall(struct.pack(">I", 5) + b"nope!")
+    deadline = time.time() + wait
+    while not read() and time.time() < deadline:
+        time.sleep(0.05)
+    return read()
+
+
+def test_shepherd_logs_into_sbatchds_file_and_follows_its_rotation(tmp_path):
+    """[logging] target = file: a shepherd's errors go into sbatchd's own log file, with the
+    daemons' prefix, and into the new file once sbatchd has rotated the old one away."""
+    path, rotated = tmp_path / "sbatchd-h0.log", tmp_path / "sbatchd-h0.log.1"
+    path.write_text("sbatchd@h0[1] INFO started\n")
+
+    def read():
+        return [ln for ln in path.read_text().splitlines() if "bad frame" in ln] \
+            if path.exists() else []
+    with _shepherd({"target": "file", "file": str(path), "host": "h0", "level": "info"}) as link:
+        first = _complaint(link, read)
+        assert first and first[0].split()[2].startswith("shepherd@h0["), first
+        assert "ERROR shepherd: bad frame from sbatchd" in first[0]
+        assert path.read_text().startswith("sbatchd@h0[1] INFO started\n"), "appended"
+        os.rename(path, rotated)           # as sbatchd's RotatingFileHandler does
+        second = _complaint(link, read)
+    assert second and rotated.read_text().count("bad frame") == 1, (second, rotated.read_text())
+
+
+def test_shepherd_logs_to_syslog_when_sbatchd_does(tmp_path):
+    sink = SyslogSink(tmp_path / "log.sock")
+    try:
+        with _shepherd({"target": "syslog", "syslog": sink.path, "host": "h0",
+                        "level": "info"}) as link:
+            found = _complaint(link, lambda: [m for _, _, m in sink.lines if "bad frame" in m])
+    finally:
+        sink.close()
+    assert found and found[0].startswith("lavalite-shepherd["), found

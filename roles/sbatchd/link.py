@@ -5,6 +5,7 @@ Orders go out with a blocking send (they are small and the shepherd always reads
 blocking on sbatchd); answers come in through the event loop.
 """
 import array
+import json
 import logging
 import socket
 import subprocess
@@ -17,14 +18,17 @@ FDS_PER_MESSAGE = 200      # the kernel takes at most 253 descriptors in one mes
 
 
 class ShepherdLink:
-    def __init__(self, loop, backend, slice_name, on_ended, on_lost, program=None):
+    def __init__(self, loop, backend, slice_name, on_ended, on_lost, program=None, log_to=None):
         """backend: the cgroup backend's name (v1, v2, none); on_ended(msg) for each ended
         attempt; on_lost(link) once, when the shepherd is gone; program: how to run LavaLite
-        (default: as this process was run)."""
+        (default: as this process was run); log_to: where it logs (lavalite.log.helper_spec;
+        default: its stderr, sbatchd's). A shepherd keeps it for its life: after a reload
+        that changes [logging], the shepherds started later log to the new place."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.proc = subprocess.Popen(
             (program or self_command()) + ["--role", "sbatchd", "--shepherd",
-                                           str(theirs.fileno()), backend, slice_name],
+                                           str(theirs.fileno()), backend, slice_name,
+                                           json.dumps(log_to or {})],
             pass_fds=[theirs.fileno()], start_new_session=True, stdin=subprocess.DEVNULL)
         theirs.close()
         self.pid = self.proc.pid

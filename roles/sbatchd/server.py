@@ -18,6 +18,7 @@ import stat
 import time
 
 from lavalite import auth, daemon, fence
+from lavalite import log as log_setup
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.metrics import Exporter, counter, gauge
@@ -209,7 +210,8 @@ class Sbatchd:
         wanted = max(sb.shepherds, -(-sb.slots // JOBS_PER_SHEPHERD))
         while len(self.links) < wanted:
             link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
-                                self._shepherd_ended, self._shepherd_lost)
+                                self._shepherd_ended, self._shepherd_lost,
+                                log_to=log_setup.helper_spec("sbatchd", self.host, self.conf))
             self.links[link.pid] = link
             log.info("shepherd started (pid %d)", link.pid)
         return min(self.links.values(), key=lambda link: link.attempts)

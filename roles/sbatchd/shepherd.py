@@ -36,6 +36,7 @@ Nothing here blocks on sbatchd.
 import array
 import contextlib
 import errno
+import json
 import logging
 import os
 import pwd
@@ -44,11 +45,11 @@ import shutil
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 from collections import deque
 
+from lavalite import log as log_setup
 from lavalite import protocol as P
 from roles.sbatchd import cgroups, ids, record, scratch
 from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
@@ -605,11 +606,11 @@ def _unmoved(sig, frame):
 
 
 def main(argv):
-    """`lavalite --role sbatchd --shepherd FD CGROUPS SLICE`: started by sbatchd only; FD is its
-    end of the link, CGROUPS the backend sbatchd chose (v1, v2, none)."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s shepherd[%(process)d] %(levelname)s %(message)s")
+    """`lavalite --role sbatchd --shepherd FD CGROUPS SLICE LOG`: started by sbatchd only; FD is
+    its end of the link, CGROUPS the backend sbatchd chose (v1, v2, none), LOG where sbatchd
+    logs (JSON, lavalite.log.helper_spec: its file, syslog or stderr; warnings and errors)."""
     fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
+    log_setup.setup_helper("shepherd", json.loads(argv[3]) if len(argv) > 3 else {})
     P.use_orjson()                 # a daemon: it decodes orders and encodes answers all day
     os.chdir("/")                  # it outlives sbatchd: pin no directory (see spawn)
     os.set_inheritable(fd, False)      # sbatchd passed it inheritable; no job may hold it
