@@ -213,7 +213,7 @@ def median_run(figs):
     figs = sorted(figs, key=lambda f: f["jobs/s ÷ raw rate"])
     fig = dict(figs[len(figs) // 2])
     if len(figs) > 1:
-        fig["jobs/s ÷ raw rate, every run"] = " ".join(f"{f['jobs/s ÷ raw rate']:.2f}"
+        fig["jobs/s ÷ raw rate, every run"] = " ".join(f"{f['jobs/s ÷ raw rate']:.3f}"
                                                          for f in figs)
     return fig
 
