@@ -85,7 +85,7 @@ def main():
             polled = time.monotonic() - t0
             ends = exits.times()
     if len(ends) != n:
-        sys.exit(f"saw {len(ends)} task exits, not {n}")
+        sys.exit(f"saw {len(ends)} task exits, not {n} (the kernel's process events need root)")
     print(json.dumps({"submit_s": t_submit, "drain_s": max(ends) - t0, "polled_s": polled,
                       "finished": n if ok else "failed"}))
 
