@@ -57,47 +57,53 @@ def syslog_handler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
     return logging.handlers.SysLogHandler(syslog_address(address), facility)
 
 
-def _handler(role, host, conf, target):
+def _handler(role, host, target, syslog_address, open_file):
+    """The handler for `target` in the daemons' format; open_file() makes the file's."""
     fmt = FORMAT
     if target == "syslog":
-        handler, fmt = syslog_handler(conf.logging.syslog_address), SYSLOG_FORMAT
+        handler, fmt = syslog_handler(syslog_address), SYSLOG_FORMAT
     elif target == "file":
-        os.makedirs(conf.paths.log_dir, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            os.path.join(conf.paths.log_dir, f"{role}-{host}.log"),
-            maxBytes=conf.logging.rotate_size, backupCount=conf.logging.rotate_keep)
+        handler = open_file()
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(fmt.format(role=role, host=host)))
     return handler
 
 
+def _install(handler, level):
+    """The root logger's one handler from now on (a reload's replaces the old)."""
+    global _joined
+    _joined = not isinstance(handler, logging.handlers.SysLogHandler)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _file(conf, role, host):
+    return os.path.join(conf.paths.log_dir, f"{role}-{host}.log")
+
+
 def helper_spec(role, host, conf):
     """What a helper process of `role` (sbatchd's shepherds) needs to log where the role does:
     passed on its command line, read by setup_helper."""
     return {"host": host, "target": conf.logging.target, "level": conf.logging.level,
-            "syslog": conf.logging.syslog_address,
-            "file": os.path.join(conf.paths.log_dir, f"{role}-{host}.log")}
+            "syslog": conf.logging.syslog_address, "file": _file(conf, role, host)}
 
 
 def setup_helper(role, spec, floor=logging.WARNING):
     """Log as the daemon that started this process: into its file (appended, and opened again
     once the daemon has rotated it), to syslog, or to the stderr it inherited; at `floor` or
     above. An empty spec (a helper started by hand) logs to stderr."""
-    target, fmt = spec.get("target"), FORMAT
+    host = spec.get("host", "-")
     try:
-        if target == "syslog":
-            handler, fmt = syslog_handler(spec["syslog"]), SYSLOG_FORMAT
-        elif target == "file":
-            handler = logging.handlers.WatchedFileHandler(spec["file"])
-        else:
-            handler = logging.StreamHandler(sys.stderr)
+        handler = _handler(role, host, spec.get("target"), spec.get("syslog"),
+                           lambda: logging.handlers.WatchedFileHandler(spec["file"]))
     except OSError:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(fmt.format(role=role, host=spec.get("host", "-"))))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(max(floor, getattr(logging, spec.get("level", "warning").upper())))
+        handler = _handler(role, host, "stderr", None, None)
+    _install(handler, max(floor, getattr(logging, spec.get("level", "warning").upper())))
 
 
 def setup(role, host, conf):
@@ -107,20 +113,19 @@ def setup(role, host, conf):
     # and these make a record 40% dearer (the logging HOWTO's "Optimization")
     logging.logThreads = logging.logMultiprocessing = False
     logging._srcfile = None
-    root = logging.getLogger()
+
+    def rotated():
+        os.makedirs(conf.paths.log_dir, exist_ok=True)
+        return logging.handlers.RotatingFileHandler(
+            _file(conf, role, host), maxBytes=conf.logging.rotate_size,
+            backupCount=conf.logging.rotate_keep)
     try:
-        handler = _handler(role, host, conf, conf.logging.target)
+        handler = _handler(role, host, conf.logging.target, conf.logging.syslog_address, rotated)
         problem = None
     except OSError as exc:
-        handler = _handler(role, host, conf, "stderr")
+        handler = _handler(role, host, "stderr", None, None)
         problem = f"cannot log to {conf.logging.target} ({exc}); logging to stderr"
-    global _joined
-    _joined = not isinstance(handler, logging.handlers.SysLogHandler)
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-        old.close()
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, conf.logging.level.upper()))
+    _install(handler, getattr(logging, conf.logging.level.upper()))
     if problem:
         logging.getLogger("lavalite").warning("%s", problem)
 
