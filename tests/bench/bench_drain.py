@@ -9,7 +9,8 @@ the machine's raw rate of running /bin/true 16 at a time, measured in the same r
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
 time, (c) submits one job array of N elements. Each gets a fresh cluster; times come from the
 cluster's store, so polling for the drain adds no requests to mbatchd's CPU figure.
---hq PYTHON runs the same workload on HyperQueue (bench_hq.py, under that python) too.
+--hq PYTHON runs the same workload on HyperQueue (bench_hq.py, under that python) too; its
+drain ends at its last task's exit, read from the kernel's process events (root only).
 """
 import argparse
 import asyncio
