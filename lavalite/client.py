@@ -213,17 +213,20 @@ def environ():
 def _read_frame(sock, buf):
     """The next frame; bytes past it stay in buf. A reply usually takes one recv (its header
     and body together), not one for each."""
-    size = None
-    while size is None or len(buf) < 4 + size:
-        if size is None and len(buf) >= 4:
-            (size,) = _HDR.unpack_from(buf)
-            if size > P.MAX_FRAME:
-                raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
-            continue
-        chunk = sock.recv(min(max(1 << 16, 4 + (size or 0) - len(buf)), 1 << 20))
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        buf += chunk
+    _fill(sock, buf, 4)
+    (size,) = _HDR.unpack_from(buf)
+    if size > P.MAX_FRAME:
+        raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
+    _fill(sock, buf, 4 + size)
     frame = buf[4:4 + size]
     del buf[:4 + size]
     return P.loads(frame)
+
+
+def _fill(sock, buf, n):
+    """Read until buf holds n bytes (at least 64 KiB a read, at most 1 MiB)."""
+    while len(buf) < n:
+        chunk = sock.recv(min(max(1 << 16, n - len(buf)), 1 << 20))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buf += chunk

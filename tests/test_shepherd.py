@@ -121,7 +121,6 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
     assert c.wait([job])[job]["stat"] == "DONE"
 
 
-
 @contextlib.contextmanager
 def _shepherd(log_to):
     """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says."""
