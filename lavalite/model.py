@@ -131,7 +131,7 @@ def transition(job, new, now, reason=""):
     entering a finished state stamps end_time."""
     old = job.state
     if new not in TRANSITIONS[old]:
-        raise IllegalTransition(f"job {job.id}: {old} -> {new} is not allowed")
+        raise IllegalTransition(f"job {label(job.id)}: {old} -> {new} is not allowed")
     job.state = new
     job.reason = reason
     if new == RUN:

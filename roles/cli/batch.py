@@ -40,6 +40,12 @@ def order(view):
     return view["id"]
 
 
+def public(view: dict) -> dict:
+    """A job view as users see it (bjobs --json): an element is job `array` with its `index`,
+    as in its label ID[INDEX]; the id on the wire packs both into one number, never shown."""
+    return {**view, "id": view["array"]} if view.get("array") else view
+
+
 def print_arrays(arrays, args):
     """bjobs -A: one line per array, LSF's columns (EXIT counts killed elements too)."""
     if args.json:

@@ -144,7 +144,7 @@ def jobs(args):
         print(f"Job <{label(job_id)}> is not found", file=sys.stderr)
     if args.json:
         for j in found:
-            print(json.dumps(j))
+            print(json.dumps(batch.public(j)))
     elif args.long:
         for j in found:
             _print_long(j)
@@ -167,7 +167,7 @@ def _print_long(j):
         print()
         return
     cmd = " ".join(j["cmd"] or [])
-    print(f"Job <{j['id']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
+    print(f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
           f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
           f"Command <{cmd}>")
     files = "".join(f", {label} <{j[k]}>" for label, k in (("Output File", "out"),

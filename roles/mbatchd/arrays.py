@@ -178,7 +178,7 @@ class ArrayOps:
 
 def _condition(job_id, cond, ended, done):
     if cond == "done" and ended and not done:
-        return P.ProtocolError("never", f"Wait condition done({job_id}) is never satisfied: "
+        return P.ProtocolError("never", f"Wait condition done({label(job_id)}) is never satisfied: "
                                "the job ended without success")
     return {"job": job_id, "cond": cond} if ended else None
 

@@ -454,7 +454,8 @@ class Core(ArrayOps):
         arr = self._pending_index(job_id)
         if arr is None:
             return []
-        return [{**self._index_view(arr, PEND, str(split_id(job_id)[1]), now), "id": job_id,
+        index = split_id(job_id)[1]
+        return [{**self._index_view(arr, PEND, str(index), now), "id": job_id, "index": index,
                  "label": label(job_id)}]
 
     def _view(self, job, now):

@@ -15,6 +15,7 @@ from collections import deque
 from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
+from lavalite.model import label
 from lavalite.peer import Peer, hello
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
@@ -116,7 +117,7 @@ class Mbatchd:
         job = self.core.peek_target(peer.identity, msg.get("job"))
         worker = self.sbatchd.get(job.host)
         if worker is None:
-            raise P.ProtocolError(P.UNAVAILABLE, f"Job <{job.id}>: its host {job.host} is "
+            raise P.ProtocolError(P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {job.host} is "
                                                  "not connected")
         fut = worker.request_msg(self._order({"op": "peek", "job": job.id, "attempt": job.attempt,
                                               "offsets": msg.get("offsets"),
@@ -125,7 +126,7 @@ class Mbatchd:
         def relay(fut):
             if fut.exception() is not None:
                 answer = P.error(msg.get("id"), P.UNAVAILABLE,
-                                 f"Job <{job.id}>: lost the connection to {job.host}")
+                                 f"Job <{label(job.id)}>: lost the connection to {job.host}")
             else:
                 answer = {**fut.result(), "id": msg.get("id")}
             peer.send(answer)
