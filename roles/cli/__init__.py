@@ -70,7 +70,11 @@ def main(argv, prog="lavalite"):
             ap.print_help()
             return 2
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()             # buffered output meets a closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except config.ConfigError as exc:
         print(f"lavalite: bad configuration:\n{exc}", file=sys.stderr)
         return 2
@@ -79,6 +83,17 @@ def main(argv, prog="lavalite"):
         return 3 if exc.code == "unreachable" else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (`bjobs | head -1`): end quietly with the status a shell
+    shows for coreutils killed by SIGPIPE, 128 + 13. stdout goes to /dev/null first, so that
+    Python's last flush at exit meets no closed pipe ("Exception ignored ...")."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def client(args):
