@@ -9,6 +9,7 @@ import sys
 
 from lavalite import config
 from lavalite.client import Client, ClientError
+from roles.cli.quick import Quick, Refused
 
 # LSF names -> subcommands; also what `lavalite links` creates.
 ALIASES = {"bsub": "submit", "bjobs": "jobs", "bkill": "kill", "bqueues": "queues",
@@ -49,19 +50,38 @@ def add_command(parser, setup, func):
     return parser
 
 
+def quick_parser(command: str) -> Quick:
+    """A Quick holding the arguments of `command`, one of QUICK."""
+    return add_command(Quick(), *command_parts(command)[:2])
+
+
 def quick_args(command, argv):
     """The user commands' arguments without argparse where roles.cli.quick can parse them."""
     if command not in QUICK:
         return None
-    from roles.cli.quick import Quick
-    return add_command(Quick(), *command_parts(command)[:2]).parse(argv)
+    return quick_parser(command).parse(argv)
+
+
+def _quick(command: str | None, argv: list[str], prog: str):
+    """A QUICK command's arguments parsed without argparse where roles.cli.quick can, None
+    otherwise; its words are checked first, whoever parses them (raises Refused)."""
+    if command not in QUICK:
+        return None
+    quick = quick_parser(command)
+    lsf_name = prog if prog != "lavalite" else None
+    quick.check_words(argv, lsf_name or f"lavalite {command}", lsf_name)
+    return quick.parse(argv)
 
 
 def main(argv, prog="lavalite"):
     if prog != "lavalite":                     # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
-    args = quick_args(command, argv[1:])
+    try:
+        args = _quick(command, argv[1:], prog)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args is None:
         from roles.cli.parser import build_parser
         ap = build_parser(command)

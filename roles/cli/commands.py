@@ -38,7 +38,7 @@ def _setup_submit(p):
                    help="limit on the job's processes and threads")
     p.add_argument("--each-line", metavar="FILE", help="an array of one element per line of "
                    "FILE (- for stdin); the element's line is in $LSB_JOBLINE")
-    p.add_argument("cmd", nargs=REMAINDER, metavar="-- COMMAND [ARGS]")
+    p.add_argument("cmd", nargs=REMAINDER, metavar="[--] COMMAND [ARGS]")
 
 
 def _bad_value(message):
@@ -77,7 +77,7 @@ def _walltime(args):
 def submit(args):
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        print("bsub: no command to run (bsub [options] -- COMMAND [ARGS])", file=sys.stderr)
+        print("bsub: no command to run (bsub [options] COMMAND [ARGS])", file=sys.stderr)
         return 2
     spec = {"cmd": cmd, "queue": args.queue, "name": args.name, "out": args.out,
             "err": args.err, "walltime": _walltime(args), "slots": args.slots,

@@ -8,10 +8,18 @@ the kinds of arguments they use (flags, options taking one value, one positional
 combined option, an option after a positional, a value starting with '-', a kind of argument
 it does not know -- it answers None, and argparse parses the line again and prints its usual
 help or error. tests/test_cli_quick.py holds it to argparse's results.
+
+Before either parser reads a line, check_words refuses what argparse would misread (a value
+glued to its option, flags run together) and, under an LSF name, the LSF options LavaLite does
+not implement (roles.cli.lsf_options).
 """
 from types import SimpleNamespace
 
 REMAINDER = "..."                      # argparse.REMAINDER
+
+
+class Refused(Exception):
+    """A command line refused before any parser reads it; the message names the word (exit 2)."""
 
 
 class Quick:
@@ -43,6 +51,35 @@ class Quick:
 
     def set_defaults(self, **values):
         self.defaults.update(values)
+
+    def check_words(self, argv: list[str], prog: str, lsf_name: str | None = None) -> None:
+        """Raise Refused for the first word that looks like an option and is none of this
+        command's: a value glued to its option or flags run together, which argparse would
+        split (`-oo FILE` read as `-o o FILE`), and under an LSF name an LSF option that
+        LavaLite does not implement. Words after `--`, and from the first word of a command
+        line on (bsub COMMAND ARGS), are not looked at."""
+        i = 0
+        while i < len(argv) and argv[i] != "--":
+            word = argv[i]
+            if word.startswith("-") and word != "-":
+                i += 1 + self._takes_value(word, prog, lsf_name)
+            elif self.positional and self.positional[1] == REMAINDER:
+                return                 # the command starts: the rest are its own words
+            else:
+                i += 1
+
+    def _takes_value(self, word: str, prog: str, lsf_name: str | None) -> bool:
+        if word in self.options:       # an implemented LSF option takes a value as in LSF
+            return not self.options[word][1]
+        if word.startswith("--") or word == "-h":   # argparse refuses an unknown long option
+            return False
+        # Only a word that is none of the command's own options loads LSF's table: the lines
+        # users type all day start no slower for it.
+        if lsf_name is not None:
+            from roles.cli.lsf_options import OPTIONS
+            if word in OPTIONS[lsf_name]:
+                raise Refused(f"{prog}: {word} is an LSF option that LavaLite does not support")
+        raise Refused(f"{prog}: {word} is not an option of {prog}")
 
     def parse(self, argv):
         """The namespace argparse would give for argv, or None (leave it to argparse)."""
