@@ -17,6 +17,7 @@ FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
 QUEUE = "*"            # KEYS section for queues.conf: every section there is a queue
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
+AUTO_SLICE = "auto"    # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
 
 # (file, section, key, kind, default, doc). Defaults are written as they appear in a file, so
@@ -103,8 +104,10 @@ KEYS = [
      "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
      "process group only."),
-    (_SB, "sbatchd", "cgroup_slice", "relpath", "lavalite",
-     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/shepherd-<pid>.<n>)."),
+    (_SB, "sbatchd", "cgroup_slice", "relpath", "auto",
+     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/shepherd-<pid>.<n>). "
+     "auto = lavalite-<cluster name>-<8 hex digits of a hash of state_dir>: one per cluster, so "
+     "clusters sharing a host never touch each other's jobs."),
     (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
@@ -400,6 +403,8 @@ def _build(path, main, errors, read=True):
             else:
                 _fill(getattr(conf, sec), rows, given, fpath, sec, errors)
         _resolve_paths(conf, fname)
+    if conf.sbatchd.cgroup_slice == AUTO_SLICE:
+        conf.sbatchd.cgroup_slice = cluster_slice(conf.cluster.name, conf.paths.state_dir)
     dq = conf.mbatchd.default_queue
     if dq not in conf.queues:
         line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
@@ -410,6 +415,20 @@ def _build(path, main, errors, read=True):
             errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
                           f"define it or set default_queue in {path}")
     return conf
+
+
+def cluster_slice(name: str, state_dir: str) -> str:
+    """The cgroup slice of the cluster whose state is in state_dir: its name (characters a
+    directory name may not hold, or that would read as a path, as _) and 8 hex digits of a
+    hash of state_dir, so two clusters of one name on a host still get a slice each."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in name)
+    return f"lavalite-{safe}-{_state_id(state_dir)}"
+
+
+def _state_id(state_dir: str) -> str:
+    """8 hex digits naming a state directory (the cluster it holds) in shared places."""
+    import zlib                        # only when one is derived: the CLI path stays as cheap
+    return f"{zlib.crc32(state_dir.encode()):08x}"
 
 
 def find_conf(explicit=None):
@@ -443,11 +462,10 @@ def load(path):
 def _state_paths(state_dir):
     """Everything under state_dir but the runtime records, which go to a RAM filesystem where
     there is one (/dev/shm), named after state_dir, as /run/lavalite is for installed nodes."""
-    import zlib                        # only `lavalite up` comes here, never a user command
     run = os.path.join(state_dir, "run")
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
         run = os.path.join("/dev/shm", f"lavalite-{os.getuid()}",
-                           f"{os.path.basename(state_dir)}-{zlib.crc32(state_dir.encode()):08x}")
+                           f"{os.path.basename(state_dir)}-{_state_id(state_dir)}")
     return {"state_dir": state_dir, "spool_dir": os.path.join(state_dir, "spool"),
             "run_dir": run, "log_dir": os.path.join(state_dir, "log")}
 
