@@ -14,6 +14,7 @@ from roles.sbatchd import cgroups, shepherd
 
 _V2, _V1 = cgroups.mounts()
 _MOUNTS = sorted({*_V1.values(), *([_V2] if _V2 else [])})
+CONFINED = os.geteuid() == 0 and "memory" in _V1    # jobs run in v1 memory groups here
 
 
 def _poll(condition, what, timeout=60):
@@ -37,7 +38,7 @@ def _held_job(c, tmp_path, name):
 
 def _cgroup_dir(group):
     """The job's memory group as a directory (None without cgroups)."""
-    return os.path.join(_V1["memory"], group.lstrip("/")) if group and "memory" in _V1 else None
+    return os.path.join(_V1["memory"], group.lstrip("/")) if CONFINED else None
 
 
 def _restart_sbatchd(c, sig):
@@ -50,15 +51,18 @@ def _restart_sbatchd(c, sig):
 
 def test_two_clusters_restarting_their_sbatchd_never_touch_each_others_jobs(make_cluster,
                                                                            tmp_path):
+    """Each cluster's sbatchd stopped cleanly and killed -9 while both clusters' jobs run:
+    the other cluster's job keeps its TMPDIR and its cgroup (with the job in it), and ends
+    DONE (it exits 0 only if its TMPDIR is still there)."""
     a = make_cluster(derived_slice=True)
     b = make_cluster(derived_slice=True)
     assert a.conf.sbatchd.cgroup_slice != b.conf.sbatchd.cgroup_slice
     assert a.conf.sbatchd.cgroup_slice.startswith("lavalite-lavalite-")
     job_a, (tmp_a, group_a), go_a = _held_job(a, tmp_path, "a")
     job_b, (tmp_b, group_b), go_b = _held_job(b, tmp_path, "b")
-    if os.geteuid() == 0 and "memory" in _V1:
+    if CONFINED:
         assert f"/{a.conf.sbatchd.cgroup_slice}/" in group_a, group_a
-    for restarted, other, (tmp, group) in ((b, a, (tmp_a, group_a)), (a, b, (tmp_b, group_b))):
+    for restarted, (tmp, group) in ((b, (tmp_a, group_a)), (a, (tmp_b, group_b))):
         for sig in (signal.SIGTERM, signal.SIGKILL):
             _restart_sbatchd(restarted, sig)
             assert os.path.isdir(tmp), f"{tmp} of the other cluster's job was removed"
@@ -72,6 +76,7 @@ def test_two_clusters_restarting_their_sbatchd_never_touch_each_others_jobs(make
 
 
 def _slice_dirs(c):
+    """The cluster's slice directories that exist, in every hierarchy."""
     return [d for m in _MOUNTS if os.path.isdir(d := os.path.join(m, c.conf.sbatchd.cgroup_slice))]
 
 
@@ -81,7 +86,7 @@ def test_down_leaves_no_run_dir_and_no_slice(make_cluster):
     assert all(j["stat"] == "DONE" for j in c.wait(jobs).values())
     run_dir = c.conf.paths.run_dir
     assert os.path.isdir(c.conf.sbatchd.work_dir)
-    if os.geteuid() == 0 and "memory" in _V1:
+    if CONFINED:
         assert _slice_dirs(c), "the jobs ran in no cgroup slice"
     c.cli("down")
     c.proc.wait(60)
