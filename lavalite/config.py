@@ -17,6 +17,7 @@ FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
 QUEUE = "*"            # KEYS section for queues.conf: every section there is a queue
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
+AUTO_SLICE = "auto"    # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
 
 # (file, section, key, kind, default, doc). Defaults are written as they appear in a file, so
@@ -103,8 +104,10 @@ KEYS = [
      "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
      "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
      "process group only."),
-    (_SB, "sbatchd", "cgroup_slice", "relpath", "lavalite",
-     "Directory under each cgroup hierarchy that holds the jobs' groups (<slice>/shepherd-<pid>.<n>)."),
+    (_SB, "sbatchd", "cgroup_slice", "relpath", "auto",
+     "Directory under each cgroup hierarchy that holds the jobs' groups "
+     "(<slice>/shepherd-<pid>.<n>). auto = lavalite-<cluster name>-<8 hex digits of a hash of "
+     "state_dir>: one per cluster, so clusters sharing a host never touch each other's jobs."),
     (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
@@ -400,6 +403,8 @@ def _build(path, main, errors, read=True):
             else:
                 _fill(getattr(conf, sec), rows, given, fpath, sec, errors)
         _resolve_paths(conf, fname)
+    if conf.sbatchd.cgroup_slice == AUTO_SLICE:
+        conf.sbatchd.cgroup_slice = cluster_slice(conf.cluster.name, conf.paths.state_dir)
     dq = conf.mbatchd.default_queue
     if dq not in conf.queues:
         line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
@@ -410,6 +415,23 @@ def _build(path, main, errors, read=True):
             errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
                           f"define it or set default_queue in {path}")
     return conf
+
+
+def cluster_slice(name: str, state_dir: str) -> str:
+    """The cgroup slice of the cluster whose state is in state_dir: its name (characters a
+    directory name may not hold, or that would read as a path, as _) and 8 hex digits of a
+    hash of state_dir, so two clusters of one name on a host still get a slice each."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in name)
+    return f"lavalite-{safe}-{_state_id(state_dir)}"
+
+
+def _state_id(state_dir: str) -> str:
+    """8 hex digits naming a state directory (the cluster it holds): FNV-1a, a few lines of
+    Python, where zlib's CRC would add its import (0.3 ms) to every user command's start."""
+    h = 0x811C9DC5
+    for byte in state_dir.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
 
 
 def find_conf(explicit=None):

@@ -59,11 +59,42 @@ def reread(role, host, conf):
     return new
 
 
+CLAIM = ".cluster"          # in a directory a cluster's daemons own: that cluster's state_dir
+
+
+def claim(directory: str, key: str, state_dir: str) -> None:
+    """Mark `directory` (named by config `key`) as the cluster's whose state is in state_dir,
+    or refuse it (OSError, a start-up error) if another cluster marked it first: two
+    clusters sharing a spool or a records directory would adopt, report and remove each
+    other's jobs."""
+    path = os.path.join(directory, CLAIM)
+    try:
+        with open(path) as f:
+            owner = f.read().strip()
+    except FileNotFoundError:
+        owner = ""
+    if owner and owner != state_dir:
+        raise OSError(f"{key} {directory} belongs to the cluster whose state_dir is {owner} "
+                      f"(says {path}); give each cluster its own, or remove {path} if that "
+                      f"cluster is gone")
+    if not owner:
+        write_whole(path, f"{state_dir}\n")
+
+
+def unclaim(directory: str) -> None:
+    os.unlink(os.path.join(directory, CLAIM))
+
+
 def write_pid(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_whole(path, f"{os.getpid()}\n")
+
+
+def write_whole(path: str, text: str) -> None:
+    """path holds text, whole: a reader sees the old file or the new one."""
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(text)
     os.replace(tmp, path)
 
 

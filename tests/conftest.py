@@ -18,23 +18,27 @@ from roles.sbatchd import cgroups  # noqa: E402
 
 LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
 FINISHED = ("DONE", "FAILED", "KILLED")
+SLICES = set()         # the cgroup slices of this session's clusters: the only ones it cleans
 
 
 class Cluster:
     """A single-host cluster in its own state directory. `queues`, `sbatchd`, `lim`, `mbatchd`
-    override sections of the generated configuration; `conf` adds sections of lavalite.conf."""
+    override sections of the generated configuration; `conf` adds sections of lavalite.conf.
+    derived_slice: leave cgroup_slice at its default (derived from the cluster's name and
+    state directory) instead of a random one."""
 
     def __init__(self, state, slots=4, queues=None, sbatchd=None, lim=None, mbatchd=None,
-                 program=None, conf=None):
+                 program=None, conf=None, derived_slice=False):
         self.state = str(state)
         self.program = program or LAUNCHER
         self.conf_path = os.path.join(self.state, "lavalite.conf")
         self.env = dict(os.environ, LAVALITE_CONF=self.conf_path)
+        # a slice of its own even where the default's derivation is not under test
+        random_slice = {} if derived_slice else {
+            "cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}"}
         overrides = {
             "sbatchd.conf": {"sbatchd": {"slots": str(slots), "kill_grace": "2",
-                                         "reconnect_max": "1",
-                                         # clusters of parallel tests must not share cgroups
-                                         "cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}",
+                                         "reconnect_max": "1", **random_slice,
                                          **(sbatchd or {})}},
             "lim.conf": {"lim": {"poll_interval": "1", "poll_jitter": "0.2",
                                  "restart_backoff": "0.5", **(lim or {})}},
@@ -58,6 +62,7 @@ class Cluster:
             overrides["lavalite.conf"][sec] = {**overrides["lavalite.conf"].get(sec, {}), **values}
         config.write_state_conf(self.state, overrides)
         self.conf = config.load(self.conf_path)
+        SLICES.add(self.conf.sbatchd.cgroup_slice)
         self.proc = None
         self._client = None
 
@@ -160,8 +165,12 @@ class Cluster:
     def kill9_restarted(self, role):
         """SIGKILL a daemon and wait until its supervisor (lim for mbatchd, `up` for sbatchd)
         has started a new one."""
+        self.restarted(role, signal.SIGKILL)
+
+    def restarted(self, role, sig):
+        """Send a daemon `sig` and wait until its supervisor has started a new one."""
         old = self.pid(role)
-        os.kill(old, signal.SIGKILL)
+        os.kill(old, sig)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -227,10 +236,11 @@ def remove_cgroup_slice(name):
 def make_cluster(tmp_path):
     clusters = []
 
-    def make(**kw):
+    def make(start=True, **kw):
+        """start=False: configured, for the test to prepare its state and call start()."""
         c = Cluster(tmp_path / f"lavalite-test-{uuid.uuid4().hex[:8]}", **kw)
         clusters.append(c)
-        return c.start()
+        return c.start() if start else c
 
     yield make
     for c in clusters:
@@ -246,16 +256,15 @@ def cluster(make_cluster):
 def _no_cgroup_slices_left():
     """A cluster killed with -9 (the crash tests) leaves its slice of cgroups behind, with the
     empty groups its shepherds kept for reuse: removed once the session ends (rmdir refuses
-    a group that still has tasks)."""
+    a group that still has tasks). Only this session's slices: other test runs and clusters
+    on the machine keep theirs."""
     yield
     v2, v1 = cgroups.mounts()
     for mount in {*v1.values(), *([v2] if v2 else [])}:
-        try:
-            names = [n for n in os.listdir(mount) if n.startswith("lavalite-test-")]
-        except OSError:
-            continue
-        for name in names:
+        for name in SLICES:
             slice_dir = os.path.join(mount, name)
+            if not os.path.isdir(slice_dir):
+                continue
             for group in [e.path for e in os.scandir(slice_dir) if e.is_dir()] + [slice_dir]:
                 try:
                     os.rmdir(group)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from roles.sbatchd import cgroups
+from roles.sbatchd import cgroups, server
 from roles.sbatchd.cgroups import Limits
 
 
@@ -195,3 +195,25 @@ def test_choose_reads_the_mount_table(tmp_path):
     empty.write_text("")
     with pytest.raises(cgroups.CgroupError, match="no cgroup v2 mount"):
         cgroups.choose("v2", "x", str(empty), root=True)
+
+
+def test_adopted_group_found_under_the_slice_its_record_names(tmp_path):
+    """A record names its group's slice; one written before slices were derived per cluster
+    names none, and its group is under the old shared default `lavalite` if not under ours:
+    an upgrade while jobs run keeps their groups."""
+    mounts = {c: str(tmp_path / c) for c in ("memory", "pids")}
+    ours = cgroups.V1(mounts, "lavalite-c-0000abcd")
+    ours.setup()
+    legacy = cgroups.V1(mounts, server.LEGACY_SLICE)
+    legacy.create("shepherd-5.1", Limits())
+    ours.create("shepherd-6.1", Limits())
+
+    def dirs(spec, name="9.1"):
+        return server.adopted_group(ours, spec, name).dirs
+
+    assert dirs({"cgroup": "shepherd-5.1"}) == legacy.dirs("shepherd-5.1")
+    assert dirs({"cgroup": "shepherd-6.1"}) == ours.dirs("shepherd-6.1")
+    assert dirs({}) == legacy.dirs("9.1")      # a group named after its attempt, gone
+    assert dirs({"cgroup": "shepherd-7.1", "slice": "elsewhere"}) == {
+        c: os.path.join(m, "elsewhere", "shepherd-7.1") for c, m in mounts.items()}
+    assert server.adopted_group(cgroups.NoCgroups(), {"cgroup": None}, "9.1") is None

@@ -1,5 +1,6 @@
 """lavalite.config: real files in tmp_path; every error names FILE:LINE: [section] key."""
 import os
+import re
 import pathlib
 
 import pytest
@@ -318,3 +319,19 @@ def test_queue_default_above_its_maximum_and_a_slice_leaving_the_hierarchy(tmp_p
     assert "queues.conf:4: [serial] default_pids: default_pids (50) exceeds max_pids (10)" in text
     assert "sbatchd.conf:2: [sbatchd] cgroup_slice: expected a relative path without '.' or " \
            "'..' parts, got '../escape'" in text
+
+
+def test_cgroup_slice_derived_per_cluster_unless_given(tmp_path):
+    """auto (the default): lavalite-<name>-<8 hex of state_dir>, so two clusters on one host,
+    even of one name, never share a slice; an explicit slice is used as it is."""
+    a, b = (config.defaults(str(tmp_path / d / "state")) for d in ("a", "b"))
+    assert a.sbatchd.cgroup_slice != b.sbatchd.cgroup_slice
+    assert re.fullmatch(r"lavalite-lavalite-[0-9a-f]{8}", a.sbatchd.cgroup_slice)
+    assert config.cluster_slice("prod/x y", "/s").startswith("lavalite-prod_x_y-")
+    path = config.write_state_conf(str(tmp_path / "c"), {
+        "lavalite.conf": {"cluster": {"name": "hpc"}},
+        "sbatchd.conf": {"sbatchd": {"cgroup_slice": "site/jobs"}}})
+    assert config.load(path).sbatchd.cgroup_slice == "site/jobs"
+    path = config.write_state_conf(str(tmp_path / "d"), {
+        "lavalite.conf": {"cluster": {"name": "hpc"}}})
+    assert config.load(path).sbatchd.cgroup_slice.startswith("lavalite-hpc-")

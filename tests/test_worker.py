@@ -261,27 +261,36 @@ def test_v2_cgroup_kill_on_the_unified_mount(make_cluster, tmp_path):
     _escape_and_kill(c, "v2", tmp_path)
 
 
-def test_stale_cgroup_removed_at_start(make_cluster):
+def test_stale_cgroups_of_its_own_shepherds_removed_at_start_and_no_other(make_cluster):
+    """At start sbatchd removes the groups its own shepherds left (the spool lists the
+    shepherds it started), killing what is still in them (a crash leftover); a group of a
+    shepherd it did not start, in the same slice, is not its to touch."""
     _need_root()
     if "memory" not in _V1:
         pytest.skip("no cgroup v1 memory controller mounted here")
-    slice_name = f"lavalite-stale-{os.getpid()}"
-    stale = [os.path.join(_V1[ctrl], slice_name, "99.1") for ctrl in ("memory", "pids")
-             if ctrl in _V1]
-    for d in stale:
-        os.makedirs(d)
-    # a leftover of an attempt that has no shepherd any more (an orphan, as after a crash)
-    orphan = int(subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
-                                capture_output=True, text=True).stdout)
+    c = make_cluster(start=False, sbatchd={"cgroups": "v1"})
+    ours, foreign = "shepherd-999999991.1", "shepherd-999999992.1"
+    os.makedirs(c.conf.paths.spool_dir)
+    with open(os.path.join(c.conf.paths.spool_dir, "shepherds-testhost"), "w") as f:
+        f.write("999999991\n")
+    cg = _backend(c, "v1")
+    orphans = {}
+    for name in (ours, foreign):
+        for d in _group_dirs(c, name, "v1"):
+            os.makedirs(d)
+        orphans[name] = int(subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                                           capture_output=True, text=True).stdout)
+        with open(os.path.join(_group_dirs(c, name, "v1")[0], "cgroup.procs"), "w") as f:
+            f.write(str(orphans[name]))
     try:
-        with open(os.path.join(stale[0], "cgroup.procs"), "w") as f:
-            f.write(str(orphan))
-        c = make_cluster(sbatchd={"cgroups": "v1", "cgroup_slice": slice_name})
-        assert not _alive(orphan)
-        assert not any(os.path.exists(d) for d in stale)
-        assert "removing stale cgroup 99.1" in c.logs()
+        c.start()
+        assert _alive(orphans[foreign]) and cg.group(foreign).pids() == [orphans[foreign]]
+        assert not _alive(orphans[ours])
+        assert not cg.group(ours).exists()
+        assert f"removed stale cgroup {ours}" in c.logs()
     finally:
-        cgroups.V1(_V1, slice_name).group("99.1").remove(wait=1.0)
+        cg.group(foreign).remove(wait=1.0)
+        cg.group(ours).remove(wait=1.0)
 
 
 def test_sbatchd_kill9_while_20_jobs_run_each_reports_its_true_end(make_cluster):

@@ -4,6 +4,7 @@
 working configuration into its state directory on first use and runs lim (which starts and
 supervises mbatchd) and sbatchd as separate processes until Ctrl-C, SIGTERM or `down`.
 """
+import contextlib
 import os
 import signal
 import socket
@@ -137,6 +138,11 @@ def up(args):
             except subprocess.TimeoutExpired:
                 p.kill()
         os.unlink(pidfile)
+        # sbatchd removed the records' directory if no job is left; the run dir goes with it
+        # (rmdir: jobs left running keep theirs, and the per-user parent stays, other
+        # clusters' run dirs may be in it)
+        with contextlib.suppress(OSError):
+            os.rmdir(conf.paths.run_dir)
     print("LavaLite stopped.", flush=True)
     return 1 if dead and not stopping else 0
 

@@ -189,9 +189,10 @@ class Group:
 
 
 class _Hierarchy:
-    def group(self, name):
-        """The group of an attempt that may exist already (adoption, stale clean-up)."""
-        return Group(self, name)
+    def group(self, name: str, slice_name: str | None = None) -> Group:
+        """The group of an attempt that may exist already (adoption, stale clean-up), under
+        this backend's slice or the one an attempt's record names."""
+        return Group(self, name, self.dirs(name, slice_name))
 
 
 class V2(_Hierarchy):
@@ -219,8 +220,9 @@ class V2(_Hierarchy):
         self.controllers = set(_read(os.path.join(self.base, "cgroup.controllers")).split())
         return [c for c in V2_CONTROLLERS if c not in self.controllers]
 
-    def dirs(self, name):
-        return {"": os.path.join(self.base, name)}
+    def dirs(self, name: str, slice_name: str | None = None) -> dict[str, str]:
+        return {"": os.path.join(self.mount, slice_name, name) if slice_name else
+                os.path.join(self.base, name)}
 
     def create(self, name, limits):
         group = Group(self, name)
@@ -278,7 +280,9 @@ class V1(_Hierarchy):
             os.makedirs(d, exist_ok=True)
         return [c for c in V1_CONTROLLERS if c not in self.mounts]
 
-    def dirs(self, name):
+    def dirs(self, name: str, slice_name: str | None = None) -> dict[str, str]:
+        if slice_name:
+            return {c: os.path.join(m, slice_name, name) for c, m in self.mounts.items()}
         return {c: f"{d}/{name}" for c, d in self.slices.items()}
 
     def home(self, tid, proc="/proc"):
@@ -393,7 +397,7 @@ class NoCgroups:
     def create(self, name, limits):
         return None
 
-    def group(self, name):
+    def group(self, name: str, slice_name: str | None = None) -> None:
         return None
 
     def names(self):

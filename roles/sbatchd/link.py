@@ -56,6 +56,15 @@ class ShepherdLink:
         self.made += 1
         return f"shepherd-{self.pid}.{self.made}"
 
+    def exited(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the shepherd to exit (once told to, by close):
+        whether it did."""
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
     def clean(self, records):
         """Remove attempt records whose reports are in the journal (off sbatchd's loop)."""
         self._send({"op": "clean", "records": records})

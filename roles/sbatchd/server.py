@@ -9,6 +9,7 @@ waited for by the shepherd process (roles/sbatchd/shepherd.py); this loop only d
 and reports, so its cost per job stays small.
 """
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import time
 from lavalite import auth, daemon, fence
 from lavalite import log as log_setup
 from lavalite import protocol as P
-from lavalite.daemon import sleep_or_stop, write_pid
+from lavalite.daemon import sleep_or_stop, write_pid, write_whole
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
@@ -30,6 +31,9 @@ from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
 
 log = logging.getLogger("lavalite.sbatchd")
+LEGACY_SLICE = "lavalite"  # the cgroup slice every cluster shared before it was derived per cluster
+# seconds a stopping sbatchd waits for its idle shepherds (a cleaner retries a busy group 5 s)
+SHEPHERD_EXIT = 10.0
 POLL_ADOPTED = 0.25        # seconds between looks at the locks of adopted attempts
 JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start more shepherds
 
@@ -65,7 +69,13 @@ class Sbatchd:
         os.makedirs(conf.paths.spool_dir, exist_ok=True)
         os.makedirs(self.work, exist_ok=True)
         _check_owned(self.work)
-        self.cg = cgroups.choose(conf.sbatchd.cgroups, conf.sbatchd.cgroup_slice)
+        # what a restart adopts, reports and cleans there must be this cluster's own
+        daemon.claim(conf.paths.spool_dir, "[paths] spool_dir", conf.paths.state_dir)
+        daemon.claim(self.work, "[sbatchd] work_dir", conf.paths.state_dir)
+        self.slice = conf.sbatchd.cgroup_slice
+        self.cg = cgroups.choose(conf.sbatchd.cgroups, self.slice)
+        # the pids of the shepherds this sbatchd started: whose cgroups are its own to clean
+        self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
         self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.attempts = {}             # (job, attempt) -> Attempt running here
@@ -178,7 +188,7 @@ class Sbatchd:
                  "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
                  "cgroup": att.group and att.group.name}
         att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir,
-                    "cgroup": order["cgroup"]}
+                    "cgroup": order["cgroup"], "slice": self.slice}
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
         record.append(lock, shepherd=link.pid, spec=att.spec)
@@ -209,10 +219,11 @@ class Sbatchd:
         sb = self.conf.sbatchd
         wanted = max(sb.shepherds, -(-sb.slots // JOBS_PER_SHEPHERD))
         while len(self.links) < wanted:
-            link = ShepherdLink(self.loop, self.cg.name, self.conf.sbatchd.cgroup_slice,
+            link = ShepherdLink(self.loop, self.cg.name, self.slice,
                                 self._shepherd_ended, self._shepherd_lost,
                                 log_to=log_setup.helper_spec("sbatchd", self.host, self.conf))
             self.links[link.pid] = link
+            _add_pid(self.made, link.pid)
             log.info("shepherd started (pid %d)", link.pid)
         return min(self.links.values(), key=lambda link: link.attempts)
 
@@ -356,8 +367,7 @@ class Sbatchd:
             rec = record.read(path)
             att = Attempt(int(job), int(attempt), path, rec.get("spec") or {})
             self.attempts[att.key] = att
-            # a record of a version that named groups after the attempt has no "cgroup"
-            att.group = self.cg.group(att.spec.get("cgroup") or name)
+            att.group = adopted_group(self.cg, att.spec, name)
             att.shepherd = record.holder(path)
             att.adopted = True
             self._arm(att)
@@ -367,13 +377,25 @@ class Sbatchd:
         if self.attempts:
             log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
             self._poll()
-        # groups of attempts that ended while no sbatchd ran, and those the shepherds of the
-        # last one kept (they start no attempt any more)
+        self._remove_stale_groups()
+
+    def _remove_stale_groups(self) -> None:
+        """The groups of our shepherds (those this host's sbatchd started, listed in the spool)
+        that no adopted attempt uses: those of attempts that ended while no sbatchd ran, and
+        those the old shepherds kept (they start no attempt any more). A group of another
+        cluster's, should a slice be shared, is never named there, so never touched."""
+        ours = _read_pids(self.made)
         running = {att.group.name for att in self.attempts.values() if att.group is not None}
+        left = set()
         for name in self.cg.names():
-            if name not in running:
-                log.info("removing stale cgroup %s", name)
-                self.cg.group(name).remove(wait=1.0)
+            pid = _shepherd_of(name)
+            if pid not in ours:
+                continue
+            if name in running or not self.cg.group(name).remove(wait=1.0):
+                left.add(pid)
+            else:
+                log.info("removed stale cgroup %s", name)
+        _write_pids(self.made, left)
 
     # --- operations: status, metrics, reload
 
@@ -487,12 +509,31 @@ class Sbatchd:
         self.adopt()
         self._shepherd()
         await self.connect(stop)
+        self._flush()                  # the records of ended attempts go with the shepherds
         for link in list(self.links.values()):
             link.close()
         if metrics is not None:
             metrics.close()
-        self.cg.remove_slice()         # only if no job is left in it
-        log.info("sbatchd stopped; %d jobs left running under their shepherds", len(self.attempts))
+        if self.attempts:
+            log.info("sbatchd stopped; %d jobs left running under their shepherds",
+                     len(self.attempts))
+        else:
+            self._leave_nothing()
+            log.info("sbatchd stopped")
+
+    def _leave_nothing(self) -> None:
+        """No job left: once the shepherds have removed what they hold (their cgroups, the
+        TMPDIRs they kept, the records they were told to clean), the slice and the records'
+        directory go too (rmdir: never what another process put there meanwhile)."""
+        deadline = time.monotonic() + SHEPHERD_EXIT
+        for link in self.links.values():
+            if not link.exited(max(0.0, deadline - time.monotonic())):
+                log.warning("shepherd %d still removing after %g s; the slice may be left",
+                            link.pid, SHEPHERD_EXIT)
+        self.cg.remove_slice()
+        with contextlib.suppress(OSError):
+            daemon.unclaim(self.work)
+            os.rmdir(self.work)
 
 
 _SHELL_SYNTAX = frozenset(" \t\n|&;<>()$`\\\"'*?[#~=%{}")
@@ -514,6 +555,45 @@ def _check_owned(path):
         if stat.S_ISLNK(st.st_mode) or st.st_uid not in (0, os.geteuid()):
             raise OSError(f"work_dir {path}: {p} is a symlink or belongs to uid {st.st_uid}; "
                           f"refusing to keep job records there")
+
+
+def adopted_group(cg, spec: dict, name: str) -> cgroups.Group | None:
+    """An adopted attempt's cgroup, under the slice its record names. A record of a version
+    that named no slice: under ours, else under that version's default slice (an upgrade
+    must not lose the groups of running jobs); one that named groups after the attempt
+    (`name`) has no "cgroup" either."""
+    group = cg.group(spec.get("cgroup") or name, spec.get("slice"))
+    if group is None or "slice" in spec or group.exists():
+        return group
+    return cg.group(group.name, LEGACY_SLICE)
+
+
+def _shepherd_of(group: str) -> int | None:
+    """The shepherd pid in a group name `shepherd-<pid>.<n>` (None for another name)."""
+    prefix, _, rest = group.partition("-")
+    pid = rest.partition(".")[0]
+    return int(pid) if prefix == "shepherd" and pid.isdigit() else None
+
+
+def _read_pids(path: str) -> set[int]:
+    try:
+        with open(path) as f:
+            return {int(line) for line in f if line.strip().isdigit()}
+    except FileNotFoundError:
+        return set()
+
+
+def _add_pid(path: str, pid: int) -> None:
+    """One line, appended in one write: a crash tears nothing before it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _write_pids(path: str, pids: set[int]) -> None:
+    write_whole(path, "".join(f"{pid}\n" for pid in sorted(pids)))
 
 
 def _killpg(pgid, sig):

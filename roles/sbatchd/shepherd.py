@@ -119,6 +119,30 @@ def _temp(final, run):
     return os.path.join(head, f".{tail}.lavalite-{run.job}.{run.attempt}")
 
 
+def _deliver(temp: str, final: str) -> str | None:
+    """Move an attempt's output to its name, as the user; else say where it is. The hidden
+    file never stays where the user would not look, unless nothing else can be done: empty,
+    it is removed (nothing is lost); else it goes beside the target under its visible name
+    NAME.lavalite-J.A (a link, so that nothing there is overwritten), and only a directory
+    that refuses even that keeps it hidden."""
+    try:
+        os.replace(temp, final)
+        return None
+    except OSError as exc:
+        why = f"cannot move output to {final}: {exc.strerror}"
+    try:
+        if os.stat(temp).st_size == 0:
+            os.unlink(temp)
+            return f"{why}; it was empty"
+        head, tail = os.path.split(temp)
+        visible = os.path.join(head, tail[1:])
+        os.link(temp, visible)
+        os.unlink(temp)
+        return f"{why}; it is in {visible}"
+    except OSError:
+        return f"{why}; it is in {temp}"
+
+
 def _open_outputs(outputs, run):
     """Opened as the user: run.opened [(fd, (1, 2))], run.renames [(temp, final)], and
     run.outfds, where peek finds a file being written: [fd, st_dev, st_ino], or None."""
@@ -496,13 +520,12 @@ class Shepherd:
             try:
                 with self._as(run.account):
                     for temp, final in run.renames:
-                        try:
-                            os.replace(temp, final)
-                        except OSError as exc:
-                            run.notes.append(f"cannot move output to {final}: {exc.strerror}")
+                        if (note := _deliver(temp, final)) is not None:
+                            run.notes.append(note)
             except OSError as exc:     # the user's ids refused
                 run.notes.append(f"cannot act as {run.account.name} to move the output: "
-                                 f"{exc.strerror}")
+                                 f"{exc.strerror}; it is in "
+                                 f"{', '.join(temp for temp, _ in run.renames)}")
         for fd, _ in run.opened:
             os.close(fd)
         if run.tmpdir and not (vacant and self.scratch.keep(run.tmpdir, run.account.uid,
