@@ -156,26 +156,24 @@ class Peer(asyncio.Protocol):
     def resume_writing(self):
         self.paused = False
 
-    def writable(self) -> bool:
-        """Whether a frame may go to this peer. One that has left more than WRITE_BOUND bytes
-        unread is dropped instead (logged once: it is closed from then on)."""
-        if self.closed:
-            return False
-        if self.paused and self.transport.get_write_buffer_size() > WRITE_BOUND:
-            log.warning("peer %s (%s) has not read the last %d bytes sent to it; dropping it",
-                        self.name(), (self.identity or {}).get("role", "unauthenticated"),
-                        self.transport.get_write_buffer_size())
-            self.abort()
-            return False
-        return True
+    def keeps_up(self) -> bool:
+        """While writing is paused: whether this peer still reads. One that has left more than
+        WRITE_BOUND bytes unread is dropped instead (logged once: it is closed from then on)."""
+        unread = self.transport.get_write_buffer_size()
+        if unread <= WRITE_BOUND:
+            return True
+        log.warning("peer %s (%s) has not read the last %d bytes sent to it; dropping it",
+                    self.name(), (self.identity or {}).get("role", "unauthenticated"), unread)
+        self.abort()
+        return False
 
     def send(self, msg):
-        if self.writable():
+        if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(encode(msg))
 
     def send_all(self, msgs):
         """Several frames in one write (one system call instead of one each)."""
-        if self.writable():
+        if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(b"".join(map(encode, msgs)))
 
     def request(self, op, **fields):
