@@ -132,6 +132,11 @@ def setup(role, host, conf):
 
 
 
+def address(peername) -> str:
+    """A peer's address in a log line: host:port, or "(Unix socket)"."""
+    return f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "(Unix socket)"
+
+
 class Throttled:
     """A warning about a misbehaving peer, at most one line per `every` seconds: a stranger
     can make such events as fast as it can connect, and each must not cost a log line. The

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 
-from lavalite.log import Throttled
+from lavalite.log import Throttled, address
 
 log = logging.getLogger("lavalite.metrics")
 
@@ -100,7 +100,7 @@ class Exporter:
                 code, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
         except _TooLarge as exc:
             self.warn.warning("metrics: request from %s refused: %s",
-                              writer.get_extra_info("peername"), exc)
+                              address(writer.get_extra_info("peername")), exc)
             code, ctype, body = "431 Request Header Fields Too Large", "text/plain", b"too large\n"
         except (asyncio.TimeoutError, ConnectionError):
             writer.close()

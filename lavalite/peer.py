@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from lavalite import auth
-from lavalite.log import Throttled
+from lavalite.log import Throttled, address
 from lavalite.protocol import (INTERNAL, MAX_FRAME, REDIRECT, STRANGER_FRAME, VERSION, Decoder,
                                ProtocolError, encode, error)
 
@@ -84,8 +84,7 @@ class Peer(asyncio.Protocol):
             self.decoder.max_frame = MAX_FRAME
 
     def name(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "on the local socket"
+        return address(self.transport.get_extra_info("peername"))
 
     def connection_made(self, transport):
         self.transport = transport
@@ -133,10 +132,11 @@ class Peer(asyncio.Protocol):
         return None
 
     def fail(self, req_id, exc):
-        if self.strangers is not None:
+        stranger = self.strangers is not None
+        if stranger:
             self.strangers.refused(self, exc.message)
         self.send(error(req_id, exc.code, exc.message))
-        if exc.fatal:
+        if exc.fatal or stranger:      # a stranger's first frame is its hello, or it goes
             self.close()
 
     def connection_lost(self, exc):

@@ -99,6 +99,14 @@ def test_unauthenticated_big_frame_is_refused_before_its_body(cluster):
     assert cluster.client.jobs([], all=True) == []
 
 
+def test_a_stranger_gets_one_frame_to_say_hello(cluster):
+    body = b"{not json"
+    with _conn(cluster) as s:
+        s.sendall(struct.pack(">I", len(body)) + body + _hello(cluster))
+        assert _read(s)["error"]["code"] == "bad_frame"
+        assert _read(s) is None, "closed, the hello behind the bad frame unread"
+
+
 def test_hello_and_a_big_request_in_one_write_are_served(cluster):
     """The frame right behind a verified hello has the full limit, even in the same write."""
     big = {"v": VERSION, "op": "ping", "id": 1, "pad": "x" * (2 * STRANGER_FRAME)}
