@@ -33,13 +33,21 @@ from lavalite.protocol import VERSION, encode  # noqa: E402
 from roles.cli.simulator import peak_rss_mb  # noqa: E402
 
 
-class Silent(threading.Thread):
+class Attacker(threading.Thread):
+    """A thread against mbatchd's `address` until `stop` is set."""
+
+    def __init__(self, address):
+        super().__init__(daemon=True)
+        self.address = address
+        self.stop = threading.Event()
+
+
+class Silent(Attacker):
     """Holds `n` connections to mbatchd that never send a byte; reopens each one it closes."""
 
     def __init__(self, address, n):
-        super().__init__(daemon=True)
-        self.address, self.n = address, n
-        self.stop = threading.Event()
+        super().__init__(address)
+        self.n = n
         self.reopened = 0
 
     def open(self, sel):
@@ -60,13 +68,12 @@ class Silent(threading.Thread):
                 key.fileobj.close()
 
 
-class NonReader(threading.Thread):
+class NonReader(Attacker):
     """An authenticated peer that sends `jobs` queries (the whole list) and never reads."""
 
     def __init__(self, address, key):
-        super().__init__(daemon=True)
-        self.address, self.key = address, key
-        self.stop = threading.Event()
+        super().__init__(address)
+        self.key = key
         self.dropped = 0
 
     def run(self):
@@ -146,7 +153,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=300, help="drain timeout (s)")
     ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # 1,000 sockets and more
     args.cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     quiet = drain(args, attacked=False)
