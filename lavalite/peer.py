@@ -5,6 +5,7 @@ socket, never imports asyncio.
 """
 import asyncio
 import logging
+import resource
 
 from lavalite import auth
 from lavalite.log import Throttled, address
@@ -21,14 +22,22 @@ MAX_STRANGERS = 1024       # connections a daemon holds before their hello: then
 WRITE_BOUND = 8 << 20
 
 
+def stranger_cap() -> int:
+    """MAX_STRANGERS, or half the descriptors this process may open if that is less: the cap
+    must bite before accept() runs out of descriptors, with room left for the peers that have
+    the key."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_STRANGERS if soft == resource.RLIM_INFINITY else min(MAX_STRANGERS, soft // 2)
+
+
 class Strangers:
     """A daemon's policy for the connections its listeners accepted that have not proved they
-    hold the cluster key: each gets HELLO_DEADLINE seconds; past MAX_STRANGERS of them the
+    hold the cluster key: each gets HELLO_DEADLINE seconds; past stranger_cap() of them the
     oldest is dropped (a silent one most likely: a real client says hello at once). Shared by
     every listener of the daemon; its warnings are throttled."""
 
-    def __init__(self, deadline: float = HELLO_DEADLINE, cap: int = MAX_STRANGERS):
-        self.deadline, self.cap = deadline, cap
+    def __init__(self, deadline: float = HELLO_DEADLINE):
+        self.deadline, self.cap = deadline, stranger_cap()
         self.waiting: dict[Peer, asyncio.TimerHandle] = {}     # oldest first
         self.warn = Throttled(log)
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from lavalite import auth
-from lavalite.peer import HELLO_DEADLINE, MAX_STRANGERS, WRITE_BOUND
+from lavalite.peer import HELLO_DEADLINE, MAX_STRANGERS, WRITE_BOUND, stranger_cap
 from lavalite.protocol import STRANGER_FRAME, VERSION, encode
 from roles.cli.local import free_port
 
@@ -133,9 +133,23 @@ def test_silent_connections_are_closed_after_the_hello_deadline(cluster, role):
     assert cluster.cli("jobs", "-a").returncode == 0
 
 
+def test_the_cap_leaves_half_the_descriptors_to_peers_with_the_key():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, hard))
+        assert stranger_cap() == 300
+        if hard >= 2 * MAX_STRANGERS:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            assert stranger_cap() == MAX_STRANGERS
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
-    _enough_fds(MAX_STRANGERS + 200)
-    socks = [_conn(cluster) for _ in range(MAX_STRANGERS)]
+    soft, _ = resource.prlimit(cluster.pid("mbatchd"), resource.RLIMIT_NOFILE)
+    cap = min(MAX_STRANGERS, soft // 2)           # what mbatchd allows itself
+    _enough_fds(cap + 200)
+    socks = [_conn(cluster) for _ in range(cap)]
     try:
         newest = _conn(cluster)
         socks.append(newest)
