@@ -17,6 +17,7 @@ log = logging.getLogger("lavalite.metrics")
 HEAD_TIME = 10.0           # seconds a client has to send its whole request head
 MAX_HEADERS = 100
 _LINE_LIMIT = 64 << 10     # the longest request or header line
+_END = (b"\r\n", b"\n", b"")   # the empty line that ends a request head, or the end of input
 
 __all__ = ["Exporter", "counter", "gauge"]
 
@@ -122,13 +123,18 @@ class _TooLarge(Exception):
 
 async def _request_line(reader: asyncio.StreamReader) -> bytes:
     """The request line, once the whole head is read (the headers say nothing we need).
-    A line over the reader's limit (64 KiB) or more than MAX_HEADERS lines is refused."""
-    lines = []
-    while not lines or lines[-1] not in (b"\r\n", b"\n", b""):
-        if len(lines) > MAX_HEADERS:
-            raise _TooLarge(f"more than {MAX_HEADERS} header lines")
-        try:
-            lines.append(await reader.readline())
-        except ValueError:              # what readline makes of a line over the limit
-            raise _TooLarge(f"a line over {_LINE_LIMIT >> 10} KiB") from None
-    return lines[0]
+    A line over _LINE_LIMIT or more than MAX_HEADERS headers is refused."""
+    request = await _line(reader)
+    if request in _END:
+        return request
+    for _ in range(MAX_HEADERS + 1):           # the headers, then the empty line
+        if await _line(reader) in _END:
+            return request
+    raise _TooLarge(f"more than {MAX_HEADERS} header lines")
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:                          # what readline makes of a line over the limit
+        raise _TooLarge(f"a line over {_LINE_LIMIT >> 10} KiB") from None
