@@ -14,7 +14,7 @@ import os
 import time
 
 from lavalite import hmacsha
-from lavalite.protocol import AUTH, VERSION, ProtocolError, reply
+from lavalite.protocol import AUTH, BAD_FRAME, VERSION, ProtocolError, reply
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
 _UNSIGNED = ("sig", "id", "v")
@@ -116,8 +116,11 @@ def canonical(fields):
     signer and verifier may use different codecs (protocol.use_orjson), and a signature must
     not depend on one."""
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    try:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+    except RecursionError:     # orjson decodes 1,024 levels; the json module stops sooner
+        raise ProtocolError(BAD_FRAME, "hello nested too deep to check", fatal=True) from None
 
 
 def _mac(key, fields):

@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 
 FORMAT = "%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s"
 # syslog stamps time and host itself; the tag names the role, as `lavalite-mbatchd[PID]: `
@@ -129,3 +130,29 @@ def setup(role, host, conf):
     if problem:
         logging.getLogger("lavalite").warning("%s", problem)
 
+
+
+def address(peername) -> str:
+    """A peer's address in a log line: host:port, or "(Unix socket)"."""
+    return f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "(Unix socket)"
+
+
+class Throttled:
+    """A warning about a misbehaving peer, at most one line per `every` seconds: a stranger
+    can make such events as fast as it can connect, and each must not cost a log line. The
+    lines held back are counted in the next one written."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0):
+        self.logger, self.every = logger, every
+        self.next_at = 0.0
+        self.held = 0
+
+    def warning(self, fmt: str, *args) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.held += 1
+            return
+        self.next_at = now + self.every
+        held, self.held = self.held, 0
+        more = f" (and {held} more since the last such line)" if held else ""
+        self.logger.warning(fmt + "%s", *args, more)

@@ -10,7 +10,14 @@ import asyncio
 import json
 import logging
 
+from lavalite.log import Throttled, address
+
 log = logging.getLogger("lavalite.metrics")
+
+HEAD_TIME = 10.0           # seconds a client has to send its whole request head
+MAX_HEADERS = 100
+_LINE_LIMIT = 64 << 10     # the longest request or header line
+_END = (b"\r\n", b"\n", b"")   # the empty line that ends a request head, or the end of input
 
 __all__ = ["Exporter", "counter", "gauge"]
 
@@ -49,6 +56,7 @@ class Exporter:
 
     def __init__(self, collect, status, port):
         self._collect, self.status, self.port = collect, status, port
+        self.warn = Throttled(log)
         self.registry = None
         if port:
             from prometheus_client import CollectorRegistry
@@ -71,15 +79,14 @@ class Exporter:
         """Listen when the port is set; returns the server (to close) or None."""
         if not self.port:
             return None
-        server = await asyncio.start_server(self._handle, address, self.port, reuse_address=True)
+        server = await asyncio.start_server(self._handle, address, self.port, reuse_address=True,
+                                            limit=_LINE_LIMIT)
         log.info("metrics on http://%s:%d/metrics, status on /status", address, self.port)
         return server
 
     async def _handle(self, reader, writer):
         try:
-            request = await asyncio.wait_for(reader.readline(), 10)
-            while (await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b"\n", b""):
-                pass                                   # headers: nothing we need
+            request = await asyncio.wait_for(_request_line(reader), HEAD_TIME)
             parts = request.split()
             path = parts[1].split(b"?")[0] if len(parts) > 1 else b""
             if parts[:1] != [b"GET"]:
@@ -92,12 +99,42 @@ class Exporter:
                 body = json.dumps(self.status()).encode() + b"\n"
             else:
                 code, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
+        except _TooLarge as exc:
+            self.warn.warning("metrics: request from %s refused: %s",
+                              address(writer.get_extra_info("peername")), exc)
+            code, ctype, body = "431 Request Header Fields Too Large", "text/plain", b"too large\n"
+        except (asyncio.TimeoutError, ConnectionError):
+            writer.close()
+            return
+        try:
             writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                          + body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except ConnectionError:
             pass
         finally:
             writer.close()
 
+
+class _TooLarge(Exception):
+    """A request head over the limits; the message says which."""
+
+
+async def _request_line(reader: asyncio.StreamReader) -> bytes:
+    """The request line, once the whole head is read (the headers say nothing we need).
+    A line over _LINE_LIMIT or more than MAX_HEADERS headers is refused."""
+    request = await _line(reader)
+    if request in _END:
+        return request
+    for _ in range(MAX_HEADERS + 1):           # the headers, then the empty line
+        if await _line(reader) in _END:
+            return request
+    raise _TooLarge(f"more than {MAX_HEADERS} header lines")
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:                          # what readline makes of a line over the limit
+        raise _TooLarge(f"a line over {_LINE_LIMIT >> 10} KiB") from None

@@ -5,43 +5,126 @@ socket, never imports asyncio.
 """
 import asyncio
 import logging
+import resource
 
 from lavalite import auth
-from lavalite.protocol import (INTERNAL, MAX_FRAME, REDIRECT, VERSION, Decoder, ProtocolError,
-                               encode, error)
+from lavalite.log import Throttled, address
+from lavalite.protocol import (INTERNAL, MAX_FRAME, REDIRECT, STRANGER_FRAME, VERSION, Decoder,
+                               ProtocolError, encode, error)
 
 log = logging.getLogger("lavalite")
+
+HELLO_DEADLINE = 5.0       # seconds an accepted connection has to get its hello verified
+MAX_STRANGERS = 1024       # connections a daemon holds before their hello: then the oldest goes
+# bytes sent to a peer and not yet read by it past which one more frame for it drops it: above
+# any one reply (a slow reader of a big answer is served), below what a few stuck peers could
+# make a daemon hold
+WRITE_BOUND = 8 << 20
+
+
+def stranger_cap() -> int:
+    """MAX_STRANGERS, or half the descriptors this process may open if that is less: the cap
+    must bite before accept() runs out of descriptors, with room left for the peers that have
+    the key."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_STRANGERS if soft == resource.RLIM_INFINITY else min(MAX_STRANGERS, soft // 2)
+
+
+class Strangers:
+    """A daemon's policy for the connections its listeners accepted that have not proved they
+    hold the cluster key: each gets HELLO_DEADLINE seconds; past stranger_cap() of them the
+    oldest is dropped (a silent one most likely: a real client says hello at once). Shared by
+    every listener of the daemon; its warnings are throttled."""
+
+    def __init__(self, deadline: float = HELLO_DEADLINE):
+        self.deadline, self.cap = deadline, stranger_cap()
+        self.waiting: dict[Peer, asyncio.TimerHandle] = {}     # oldest first
+        self.warn = Throttled(log)
+
+    def admit(self, peer: "Peer") -> None:
+        if len(self.waiting) >= self.cap:
+            self.drop(next(iter(self.waiting)),
+                      f"{self.cap} connections were waiting for their hello; the oldest dropped")
+        self.waiting[peer] = asyncio.get_running_loop().call_later(
+            self.deadline, self.drop, peer, f"no hello within {self.deadline:g} s")
+
+    def forget(self, peer: "Peer") -> None:
+        timer = self.waiting.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+
+    def drop(self, peer: "Peer", why: str) -> None:
+        self.forget(peer)
+        self.refused(peer, why)
+        peer.abort()
+
+    def refused(self, peer: "Peer", why: str) -> None:
+        self.warn.warning("unauthenticated peer %s refused: %s", peer.name(), why)
 
 
 class Peer(asyncio.Protocol):
     """One connection of a daemon. Frames go to `handler(peer, msg)`; a ProtocolError raised by
-    the handler or by decoding becomes an error reply. `identity` is set once hello succeeds."""
+    the handler or by decoding becomes an error reply. `identity` is set once hello succeeds.
+    A connection a listener accepted comes with the daemon's `strangers` policy: until its
+    identity is set its frames are limited to STRANGER_FRAME and it is under that policy."""
 
-    def __init__(self, handler, on_close=None, max_frame=MAX_FRAME):
+    def __init__(self, handler, on_close=None, strangers: Strangers | None = None):
         self.handler = handler
         self.on_close = on_close
-        self.decoder = Decoder(max_frame)
+        self.strangers = strangers
+        self.decoder = Decoder(MAX_FRAME if strangers is None else STRANGER_FRAME)
         self.transport = None
-        self.identity = None
+        self._identity = None
         self.closed = False
+        self.paused = False        # the transport's buffer is over its high-water mark
         self.waiters = {}          # request id -> Future, for requests this side sends
         self.next_id = 1
 
+    @property
+    def identity(self):
+        return self._identity
+
+    @identity.setter
+    def identity(self, ident) -> None:
+        self._identity = ident
+        if ident is not None and self.strangers is not None:
+            self.strangers.forget(self)
+            self.strangers = None
+            self.decoder.max_frame = MAX_FRAME
+
+    def name(self) -> str:
+        return address(self.transport.get_extra_info("peername"))
+
     def connection_made(self, transport):
         self.transport = transport
+        if self.strangers is not None:
+            self.strangers.admit(self)
 
     def data_received(self, data):
+        # A stranger's frames one at a time: its hello, once verified, lifts the limit for the
+        # frames sent right behind it (a client sends hello and request in one write).
+        while self.strangers is not None and not self.closed:
+            msgs = self.decoder.feed(data, most=1)
+            data = b""
+            if not msgs:
+                return
+            self.take(msgs[0])
+        if self.closed:
+            return
         for msg in self.decoder.feed(data):
             if self.closed:
                 return
-            if isinstance(msg, ProtocolError):
-                self.fail(None, msg)
-                continue
-            if "ok" in msg and "op" not in msg:
-                fut = self.waiters.pop(msg.get("id"), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-                continue
+            self.take(msg)
+
+    def take(self, msg) -> None:
+        """One decoded frame (or decoding error): a request to handle or a reply awaited."""
+        if isinstance(msg, ProtocolError):
+            self.fail(None, msg)
+        elif "ok" in msg and "op" not in msg:
+            fut = self.waiters.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        else:
             self.guarded(msg, self.handler, self, msg)
 
     def guarded(self, msg, fn, *args):
@@ -58,8 +141,11 @@ class Peer(asyncio.Protocol):
         return None
 
     def fail(self, req_id, exc):
+        stranger = self.strangers is not None
+        if stranger:
+            self.strangers.refused(self, exc.message)
         self.send(error(req_id, exc.code, exc.message))
-        if exc.fatal:
+        if exc.fatal or stranger:      # a stranger's first frame is its hello, or it goes
             self.close()
 
     def connection_lost(self, exc):
@@ -68,16 +154,35 @@ class Peer(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(ConnectionError("connection lost"))
         self.waiters.clear()
+        if self.strangers is not None:
+            self.strangers.forget(self)
         if self.on_close:
             self.on_close(self)
 
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+
+    def keeps_up(self) -> bool:
+        """While writing is paused: whether this peer still reads. One that has left more than
+        WRITE_BOUND bytes unread is dropped instead (logged once: it is closed from then on)."""
+        unread = self.transport.get_write_buffer_size()
+        if unread <= WRITE_BOUND:
+            return True
+        log.warning("peer %s (%s) has not read the last %d bytes sent to it; dropping it",
+                    self.name(), (self.identity or {}).get("role", "unauthenticated"), unread)
+        self.abort()
+        return False
+
     def send(self, msg):
-        if not self.closed:
+        if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(encode(msg))
 
     def send_all(self, msgs):
         """Several frames in one write (one system call instead of one each)."""
-        if not self.closed:
+        if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(b"".join(map(encode, msgs)))
 
     def request(self, op, **fields):
@@ -97,6 +202,12 @@ class Peer(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close without flushing what the peer has not read."""
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
 
 
 async def hello(peer, keys, role, host, timeout):

@@ -10,6 +10,9 @@ import struct
 
 VERSION = 1
 MAX_FRAME = 64 << 20
+# a frame's limit until the peer's hello is verified: a stranger cannot make a daemon buffer
+# (or hash, to check a signature) more than this
+STRANGER_FRAME = 64 << 10
 # seconds a stream of reports is gathered into one frame: each frame costs its receiver a
 # turn (a store transaction in mbatchd); a lone report still goes out at once
 GATHER = 0.004
@@ -105,12 +108,14 @@ class Decoder:
         self.buf = bytearray()
         self.max_frame = max_frame
 
-    def feed(self, data):
+    def feed(self, data, most=None):
+        """The messages completed by `data`; with `most`, no more than that many, the rest
+        staying buffered for the next call (a stranger's frames are taken one at a time)."""
         self.buf += data
         out = []
         buf = self.buf
         pos = 0
-        while len(buf) - pos >= 4:
+        while len(buf) - pos >= 4 and len(out) != most:
             (size,) = _HDR.unpack_from(buf, pos)
             if size > self.max_frame:
                 out.append(ProtocolError(TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame}",
@@ -125,6 +130,8 @@ class Decoder:
                 out.append(check_message(loads(body)))
             except ValueError as exc:          # both codecs' decode errors are ValueErrors
                 out.append(ProtocolError(BAD_FRAME, f"frame body is not JSON: {exc}"))
+            except RecursionError:             # the json module's answer to deep nesting
+                out.append(ProtocolError(BAD_FRAME, "frame body is nested too deep"))
             except ProtocolError as exc:
                 out.append(exc)
         del buf[:pos]

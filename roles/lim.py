@@ -31,7 +31,7 @@ from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.entry import self_command
 from lavalite.hosts import address
 from lavalite.metrics import Exporter, counter, gauge
-from lavalite.peer import Peer, hello
+from lavalite.peer import Peer, Strangers, hello
 
 log = logging.getLogger("lavalite.lim")
 
@@ -50,6 +50,7 @@ class Lim:
         self.master = False
         self.reign = None          # (stop event, supervisor task) while master
         self.redirector = None     # the server on the mbatchd port while a non-master candidate
+        self.strangers = Strangers()   # every listener's connections until their hello
         self.started = time.monotonic()
         self.lock_busy_logged = False
         self.mbatchd_starts = 0
@@ -234,7 +235,8 @@ class Lim:
         """A candidate that is not master answers on the mbatchd port: 'ask the master'."""
         try:
             self.redirector = await asyncio.get_running_loop().create_server(
-                lambda: Peer(self.on_redirect), self.conf.cluster.listen, self.conf.mbatchd.port,
+                lambda: Peer(self.on_redirect, strangers=self.strangers), self.conf.cluster.listen,
+                self.conf.mbatchd.port,
                 reuse_address=True)
         except OSError as exc:
             log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
@@ -289,20 +291,24 @@ class Lim:
             proc.kill()
             await proc.wait()
 
+    def accepted(self) -> Peer:
+        """A connection to one of our listeners."""
+        return Peer(self.on_frame, strangers=self.strangers)
+
     async def serve(self, stop):
         loop = asyncio.get_running_loop()
         os.makedirs(self.conf.paths.spool_dir, exist_ok=True)
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
         if os.path.exists(path):
             os.unlink(path)
-        server = await loop.create_unix_server(lambda: Peer(self.on_frame), path)
+        server = await loop.create_unix_server(self.accepted, path)
         os.chmod(path, 0o666)          # every local user may ask for a credential (`sign`)
         metrics = await self.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
         servers = [server] + ([metrics] if metrics is not None else [])
         if self.host in self.candidates:       # the other LIMs heartbeat to the candidates
             servers.append(await loop.create_server(
-                lambda: Peer(self.on_frame), self.conf.cluster.listen, self.conf.lim.port,
+                self.accepted, self.conf.cluster.listen, self.conf.lim.port,
                 reuse_address=True))
         tasks = [asyncio.create_task(self.collect(stop)), asyncio.create_task(self.elect(stop))]
         tasks += [asyncio.create_task(self.heartbeat(c, stop))

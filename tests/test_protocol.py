@@ -1,4 +1,5 @@
 """Frames and authentication, without sockets (but for the client's reader, on a socketpair)."""
+import logging
 import socket
 import struct
 import threading
@@ -6,7 +7,8 @@ import time
 
 import pytest
 
-from lavalite import auth
+from lavalite import auth, protocol
+from lavalite.log import Throttled
 from lavalite.client import ClientError, _read_frame
 from lavalite.protocol import MAX_FRAME, Decoder, ProtocolError, encode
 
@@ -57,6 +59,42 @@ def test_bad_frames_become_errors_and_decoding_goes_on():
         "bad_frame", "bad_frame", "bad_version", "bad_frame", None]
     big = dec.feed(struct.pack(">I", 5000))
     assert big[0].code == "frame_too_big" and big[0].fatal
+
+
+def test_decoder_hands_out_at_most_what_it_is_asked_and_keeps_the_rest():
+    dec = Decoder(max_frame=100)
+    data = encode({"v": 1, "op": "hello", "id": 0}) + encode({"v": 1, "op": "ping", "id": 1,
+                                                             "pad": "x" * 200})
+    assert dec.feed(data, most=1) == [{"v": 1, "op": "hello", "id": 0}]
+    dec.max_frame = MAX_FRAME                  # what a verified hello does
+    assert dec.feed(b"")[0]["id"] == 1
+
+
+def test_deep_nesting_is_a_bad_frame_with_either_codec(monkeypatch):
+    import json
+
+    import orjson
+    body = b"[" * 100_000 + b"]" * 100_000
+    for codec in (json.loads, orjson.loads):
+        monkeypatch.setattr(protocol, "loads", codec)
+        (err,) = Decoder().feed(struct.pack(">I", len(body)) + body)
+        assert err.code == "bad_frame" and not err.fatal, codec
+    key = b"k" * 64
+    deep = dict(auth.hello(key, "user", "h1", uid=1, user="a"), deep=orjson.loads(b"[" * 1000
+                                                                              + b"]" * 1000))
+    with pytest.raises(ProtocolError, match="nested too deep") as exc:
+        auth.greet(key, deep)
+    assert exc.value.code == "bad_frame" and exc.value.fatal
+
+
+def test_throttled_warnings_count_what_they_held_back(caplog):
+    warn = Throttled(logging.getLogger("lavalite.test"), every=3600)
+    for n in range(4):
+        warn.warning("peer %d refused", n)
+    warn.next_at = 0                           # as if the hour had passed
+    warn.warning("peer %d refused", 4)
+    assert [r.getMessage() for r in caplog.records] == [
+        "peer 0 refused", "peer 4 refused (and 3 more since the last such line)"]
 
 
 def test_hello_signature_age_and_roles():

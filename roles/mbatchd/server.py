@@ -16,7 +16,7 @@ from lavalite import auth, daemon, fence
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.model import label
-from lavalite.peer import Peer, hello
+from lavalite.peer import Peer, Strangers, hello
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
@@ -309,7 +309,8 @@ class Mbatchd:
 
     async def serve(self, stop):
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close),
+        strangers = Strangers()
+        server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close, strangers),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
                                           reuse_address=True, backlog=BACKLOG)
         metrics = await self.observer.exporter.serve(self.conf.cluster.listen)
