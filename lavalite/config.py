@@ -10,6 +10,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+from lavalite.files import write_whole
 from lavalite.limits import parse_size
 
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
@@ -523,8 +524,7 @@ def write_state_conf(state_dir, overrides):
             values["paths"] = {**_state_paths(sd), **values.get("paths", {})}
         target = os.path.join(sd, name)
         if not os.path.exists(target):
-            with open(target, "w", encoding="utf-8") as f:
-                f.write(render(name, values))
+            write_whole(target, render(name, values))
     return os.path.join(sd, LAVALITE)
 
 

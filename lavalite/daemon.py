@@ -10,6 +10,7 @@ import sys
 
 from lavalite import config as config_mod
 from lavalite import log as log_mod
+from lavalite.files import write_whole
 from lavalite.hosts import local_host
 
 log = logging.getLogger("lavalite")
@@ -61,10 +62,7 @@ def reread(role, host, conf):
 
 def write_pid(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_whole(path, f"{os.getpid()}\n")
 
 
 def run(main, reload=None):
