@@ -60,6 +60,9 @@ KEYS = [
     (_LC, "mbatchd", "store_lock", "choice:exclusive|shared", "exclusive",
      "exclusive: mbatchd holds the database lock while it runs (needed on NFS, and no second "
      "mbatchd can open it); shared: sqlite3 may read the live database (local disk only)."),
+    (_LC, "mbatchd", "disk_warn_free", "size", "1G",
+     "mbatchd logs a warning when the database's filesystem has less free space than this "
+     "(0 = never); lavalite_store_free_bytes shows it. On a full disk submits are refused."),
     (_LC, "mbatchd", "node_lost_grace", "dur>=0", "60",
      "How long a host may be unavailable before its running jobs are requeued (rerunnable "
      "queue) or end FAILED(node_lost)."),
