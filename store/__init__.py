@@ -83,7 +83,7 @@ class Store:
     def close(self):
         self.db.close()
 
-    def free_bytes(self):
+    def free_bytes(self) -> int:
         """Bytes free for us on the database's filesystem (one statvfs call)."""
         st = os.statvfs(self.dir)
         return st.f_bavail * st.f_frsize

@@ -343,7 +343,7 @@ class Core(ArrayOps):
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
         return {"job": job_id, "queue": job.queue}
 
-    def refuse_created(self, error):
+    def refuse_created(self, error: P.ProtocolError) -> int:
         """After a commit that failed: forget the jobs and arrays this turn created, and all
         that happened to them since (placed, killed, waited on), so that memory holds the store
         plus this turn's changes to stored jobs, which the shell writes again. Their bwaits
@@ -353,7 +353,7 @@ class Core(ArrayOps):
                 if not j.stored and (j.array is None or not j.array.stored)]
         gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
 
-        def refused(job_id):
+        def refused(job_id: int) -> bool:
             return job_id in gone or split_id(job_id)[0] in gone
         for job in jobs:
             if job.state == RUN:

@@ -76,7 +76,7 @@ class Observer:
         texts, self.texts = self.texts, []
         lines(log, logging.INFO, texts)
 
-    def disk_space(self, path, free, warn_below):
+    def disk_space(self, path: str, free: int, warn_below: int) -> None:
         """A look at the store's free space: a warning as it drops under `warn_below` (0:
         never) and a line when it is back above, not one per look."""
         self.disk_free = free

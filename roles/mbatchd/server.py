@@ -245,34 +245,46 @@ class Mbatchd:
 
     def _commit(self) -> bool:
         """Make the turn's changes durable. When that fails, the turn's new jobs are refused
-        (their submitters get the error, memory forgets them: Core.refuse_created) and the rest
-        is written again. If that fails too: on a full disk, False, and the rest stays in
-        memory, written again by later turns, acknowledged and dispatched only then; on any
-        other error memory cannot be trusted, so mbatchd exits and LIM restarts it from the
-        store."""
+        and the rest is written again; False when that cannot be written either (see
+        _unstorable)."""
         try:
             self._write()
         except Exception as exc:
-            why = (str(exc) if isinstance(exc, StoreFull)
-                   else f"cannot store this request: {type(exc).__name__}: {exc}")
-            refused = self.core.refuse_created(P.ProtocolError(P.UNAVAILABLE, why))
-            log.error("%s; refused %d new jobs", why, refused)
-            self.submits = [(peer, P.error(reply["id"], P.UNAVAILABLE, why))
-                            for peer, reply in self.submits]
+            if not self._refuse_submits(exc):  # nothing taken out: the same write would fail
+                return self._unstorable(exc)
             try:
                 self._write()
-            except StoreFull as full:
-                self._set_full(str(full))
-                return False
-            except Exception:
-                log.critical("cannot store the turn even without its new jobs; exiting, so that "
-                             "LIM restarts mbatchd from the store", exc_info=True)
-                logging.shutdown()
-                os._exit(1)
+            except Exception as again:
+                return self._unstorable(again)
         self._set_full(None)
         return True
 
-    def _write(self):
+    def _refuse_submits(self, exc: Exception) -> int:
+        """The turn's new jobs leave memory (Core.refuse_created) and their submitters get
+        the error instead of their ids. Returns how many jobs it refused."""
+        why = (str(exc) if isinstance(exc, StoreFull)
+               else f"cannot store this request: {type(exc).__name__}: {exc}")
+        refused = self.core.refuse_created(P.ProtocolError(P.UNAVAILABLE, why))
+        if refused:
+            log.error("%s; refused %d new jobs", why, refused)
+            self.submits = [(peer, P.error(reply["id"], P.UNAVAILABLE, why))
+                            for peer, reply in self.submits]
+        return refused
+
+    def _unstorable(self, exc: Exception) -> bool:
+        """What memory holds beyond the store cannot be written. On a full disk it waits in
+        memory, written again by later turns and acknowledged and dispatched only then
+        (False). Any other error: memory can no longer be trusted to match the store, so
+        mbatchd exits and LIM restarts it from the store."""
+        if isinstance(exc, StoreFull):
+            self._set_full(str(exc))
+            return False
+        log.critical("cannot store the turn even without its new jobs; exiting, so that LIM "
+                     "restarts mbatchd from the store", exc_info=exc)
+        logging.shutdown()
+        os._exit(1)
+
+    def _write(self) -> None:
         core = self.core
         if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
                 or core.dirty_arrays):
@@ -281,7 +293,7 @@ class Mbatchd:
                               users=core.new_users, arrays=core.dirty_arrays.values())
             self.observer.events(core.events)
 
-    def _set_full(self, full):
+    def _set_full(self, full: str | None) -> None:
         if full == self.full:
             return
         if full:
@@ -291,7 +303,7 @@ class Mbatchd:
             log.warning("store writable again on %s: scheduling resumes", self.store.dir)
         self.full = full
 
-    def _answer_users(self):
+    def _answer_users(self) -> None:
         """After a turn that could not commit: answer the users now (queries, refused
         submits); what goes to sbatchd waits for a commit."""
         users = [(p, m) for p, m in self.held if p.identity["role"] == "user"]
@@ -404,8 +416,7 @@ class Mbatchd:
         log.info("mbatchd stopped")
 
 
-
-def _by_peer(held):
+def _by_peer(held: list) -> dict:
     """(peer, message) pairs as {peer: [message]}: one write per connection."""
     sends = {}
     for peer, msg in held:
