@@ -1,5 +1,5 @@
 """Whole-file writes: a reader, a crash or a full disk sees the old file or the new one, never
-an empty or partial one (an empty pid or key file left by a full disk broke the next start)."""
+an empty or partial one (an empty pid or key file would break the next start)."""
 import contextlib
 import os
 
