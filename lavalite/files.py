@@ -6,7 +6,7 @@ import os
 
 def write_whole(path: str, text: str, mode: int = 0o644, replace: bool = True) -> None:
     """Write `text` to `path` through a temporary file moved into place. replace=False keeps
-    an existing file: FileExistsError, and nothing written."""
+    an existing file: FileExistsError, and nothing written. An OSError names `path`."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w",
@@ -16,6 +16,8 @@ def write_whole(path: str, text: str, mode: int = 0o644, replace: bool = True) -
             os.replace(tmp, path)
         else:
             os.link(tmp, path)         # atomic, and fails when path exists
+    except OSError as exc:             # the temporary name would only puzzle the reader
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
