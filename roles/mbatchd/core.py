@@ -351,6 +351,8 @@ class Core(ArrayOps):
         arrays = [a for a in self.dirty_arrays.values() if not a.stored]
         jobs = [j for j in self.dirty_jobs.values()
                 if not j.stored and (j.array is None or not j.array.stored)]
+        if not jobs and not arrays:
+            return 0
         gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
 
         def refused(job_id: int) -> bool:
