@@ -14,6 +14,7 @@ import os
 import time
 
 from lavalite import hmacsha
+from lavalite.files import write_whole
 from lavalite.protocol import AUTH, BAD_FRAME, VERSION, ProtocolError, reply
 
 HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
@@ -31,12 +32,7 @@ def _new_key():
 def _write_keys(path, keys, exclusive=False):
     """Write the key file atomically (a daemon reading it sees the old or the new file)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path if exclusive else f"{path}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    with os.fdopen(os.open(tmp, flags, 0o600), "w") as f:
-        f.write("".join(k + "\n" for k in keys))
-    if not exclusive:
-        os.replace(tmp, path)
+    write_whole(path, "".join(k + "\n" for k in keys), 0o600, replace=not exclusive)
 
 
 def create_key(path):

@@ -10,6 +10,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+from lavalite.files import write_whole
 from lavalite.limits import parse_size
 
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
@@ -60,6 +61,9 @@ KEYS = [
     (_LC, "mbatchd", "store_lock", "choice:exclusive|shared", "exclusive",
      "exclusive: mbatchd holds the database lock while it runs (needed on NFS, and no second "
      "mbatchd can open it); shared: sqlite3 may read the live database (local disk only)."),
+    (_LC, "mbatchd", "disk_warn_free", "size", "1G",
+     "mbatchd logs a warning when the database's filesystem has less free space than this "
+     "(0 = never); lavalite_store_free_bytes shows it. On a full disk submits are refused."),
     (_LC, "mbatchd", "node_lost_grace", "dur>=0", "60",
      "How long a host may be unavailable before its running jobs are requeued (rerunnable "
      "queue) or end FAILED(node_lost)."),
@@ -545,8 +549,7 @@ def write_state_conf(state_dir, overrides):
             values["paths"] = {**_state_paths(sd), **values.get("paths", {})}
         target = os.path.join(sd, name)
         if not os.path.exists(target):
-            with open(target, "w", encoding="utf-8") as f:
-                f.write(render(name, values))
+            write_whole(target, render(name, values))
     return os.path.join(sd, LAVALITE)
 
 

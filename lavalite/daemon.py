@@ -10,6 +10,7 @@ import sys
 
 from lavalite import config as config_mod
 from lavalite import log as log_mod
+from lavalite.files import write_whole
 from lavalite.hosts import local_host
 
 log = logging.getLogger("lavalite")
@@ -88,14 +89,6 @@ def unclaim(directory: str) -> None:
 def write_pid(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_whole(path, f"{os.getpid()}\n")
-
-
-def write_whole(path: str, text: str) -> None:
-    """path holds text, whole: a reader sees the old file or the new one."""
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def run(main, reload=None):

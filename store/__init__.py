@@ -42,12 +42,18 @@ class StoreError(Exception):
     pass
 
 
+class StoreFull(StoreError):
+    """A commit found no space left on the database's filesystem (SQLITE_FULL); nothing of
+    it was written."""
+
+
 class Store:
     def __init__(self, path, exclusive=False):
         """`exclusive`: hold the database lock for the life of the connection. WAL then needs
         no shared-memory file, which is what makes the store safe on NFS, and a second
         mbatchd cannot open it (it fails after the busy timeout)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.dir = os.path.dirname(os.path.abspath(path))
+        os.makedirs(self.dir, exist_ok=True)
         try:
             self.db = apsw.Connection(path)
             self.db.setbusytimeout(5000)
@@ -63,6 +69,8 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:  # nothing to write: a store on a full disk still opens
+            return
         with self.db:
             schema = (Path(__file__).with_name("schema.sql")).read_text()
             if version == 0:
@@ -74,6 +82,11 @@ class Store:
 
     def close(self):
         self.db.close()
+
+    def free_bytes(self) -> int:
+        """Bytes free for us on the database's filesystem (one statvfs call)."""
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize
 
     # --- reading, at start-up and for jobs no longer in memory
 
@@ -131,7 +144,14 @@ class Store:
     def commit(self, jobs=(), events=(), hosts=(), envs=(), users=(), queues=(), arrays=()):
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
-        queues: (name, config dict); arrays: Array objects, as jobs."""
+        queues: (name, config dict); arrays: Array objects, as jobs. Raises StoreFull when the
+        filesystem is full; any error leaves the store as it was (the transaction rolls back)."""
+        try:
+            self._commit(jobs, events, hosts, envs, users, queues, arrays)
+        except apsw.FullError:
+            raise StoreFull(f"disk full on {self.dir}") from None
+
+    def _commit(self, jobs, events, hosts, envs, users, queues, arrays):
         new, changed = [], []
         for j in jobs:
             (changed if j.stored else new).append(j)

@@ -142,3 +142,46 @@ def test_a_kill_crossing_a_jobs_own_end_leaves_that_end(world):
     assert core.reports("h1", reports, 102.0) == [1, 2, 3]
     assert [core.jobs[j].stat for j in (ok, bad, hit)] == ["DONE", "FAILED(exit)", "KILLED"]
     assert core.jobs[bad].attempt == 1 and core.hosts["h1"].used == 0
+
+
+def _memory(core):
+    """What mbatchd's memory says, in terms a store reload must reproduce."""
+    return {"jobs": {i: j.state for i, j in core.jobs.items()}, "arrays": sorted(core.arrays),
+            "by_req": dict(core.by_req), "users": set(core.users),
+            "npend": {q: n for q, n in core.npend.items() if n},
+            "envs": {i: e[2] for i, e in core.envs.items()},
+            "used": {h.name: h.used for h in core.hosts.values()},
+            "running": {q: (v.running, dict(v.running_user)) for q, v in core.queues.items()},
+            "fifos": {q: {u: [e[1].id for e in f] for u, f in v.pending.items()}
+                      for q, v in core.queues.items()}}
+
+
+def test_a_failed_commit_forgets_the_turns_new_jobs_and_keeps_the_rest(world):
+    """The turn's new job (placed), array (an element placed), killed job and new user are
+    forgotten: memory then equals a reload of the store once the rest is committed."""
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    first = submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    bob = {**USER, "user": "bob", "uid": 1001}
+    new = core.submit(USER, {"req": "r1", "spec": {"cmd": ["a"], "env": {"B": "2"}}}, 101.0,
+                      store.env_id)["job"]
+    core.submit(bob, {"spec": {"cmd": ["b"], "name": "arr[1-3]"}}, 101.0, store.env_id)
+    killed = submit(core, store)
+    core.kill(USER, {"jobs": [killed]}, 101.0)
+    assert core.wait(USER, {"cond": "ended", "job": new}, "token", store.job) is None
+    core.reports("h1", [{"rid": 1, "job": first, "attempt": 1, "kind": "exit",
+                         "exit_code": 0}], 101.0)
+    assert core.schedule(101.0) == 2
+    error = ProtocolError("unavailable", "disk full")
+    assert core.refuse_created(error) == 3
+    assert core.woken == [("token", error)]
+    out = commit(store, core)
+    assert not [m for msgs in out.values() for m in msgs if m["op"] == "dispatch"]
+    assert store.db.execute("select id, state from jobs").fetchall() == [(first, "DONE")]
+    again = Core(conf, store.load(0), now=101.0)
+    again.host_register("h1", {"slots": 2, "running": []}, 101.0)
+    assert _memory(core) == _memory(again)
+    retried = core.submit(USER, {"req": "r1", "spec": {"cmd": ["a"]}}, 102.0, store.env_id)
+    assert "duplicate" not in retried, "a refused request id is free again"

@@ -16,6 +16,7 @@ import time
 from lavalite import auth, config
 from lavalite.client import Client, ClientError
 from lavalite.entry import self_command
+from lavalite.files import write_whole
 from lavalite.hosts import local_host
 from roles.cli.commands import no_options
 
@@ -90,19 +91,23 @@ def _running_pid(path):
 def up(args):
     state = _state_dir(args.state_dir)
     conf_path = os.path.join(state, "lavalite.conf")
-    if not os.path.exists(conf_path):
-        _first_conf(state, args.slots)
-    conf = config.load(conf_path)
     pidfile = os.path.join(state, "up.pid")
-    pid = _running_pid(pidfile)
-    if pid:
-        print(f"lavalite up: already running in {state} (pid {pid}); `lavalite down` stops it",
+    try:
+        if not os.path.exists(conf_path):
+            _first_conf(state, args.slots)
+        conf = config.load(conf_path)
+        pid = _running_pid(pidfile)
+        if pid:
+            print(f"lavalite up: already running in {state} (pid {pid}); `lavalite down` "
+                  "stops it", file=sys.stderr)
+            return 1
+        auth.create_key(conf.cluster.key_file)
+        os.makedirs(conf.paths.log_dir, exist_ok=True)
+        write_whole(pidfile, f"{os.getpid()}\n")
+    except OSError as exc:         # a full disk, say: one line, and no partial file left
+        print(f"lavalite up: cannot write {exc.filename or state}: {exc.strerror}",
               file=sys.stderr)
         return 1
-    auth.create_key(conf.cluster.key_file)
-    os.makedirs(conf.paths.log_dir, exist_ok=True)
-    with open(pidfile, "w") as f:
-        f.write(f"{os.getpid()}\n")
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))

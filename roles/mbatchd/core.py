@@ -343,6 +343,56 @@ class Core(ArrayOps):
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
         return {"job": job_id, "queue": job.queue}
 
+    def refuse_created(self, error: P.ProtocolError) -> int:
+        """After a commit that failed: forget the jobs and arrays this turn created, and all
+        that happened to them since (placed, killed, waited on), so that memory holds the store
+        plus this turn's changes to stored jobs, which the shell writes again. Their bwaits
+        get `error` (a ProtocolError). Returns how many it forgot."""
+        arrays = [a for a in self.dirty_arrays.values() if not a.stored]
+        jobs = [j for j in self.dirty_jobs.values()
+                if not j.stored and (j.array is None or not j.array.stored)]
+        if not jobs and not arrays:
+            return 0
+        gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
+
+        def refused(job_id: int) -> bool:
+            return job_id in gone or split_id(job_id)[0] in gone
+        for job in jobs:
+            if job.state == RUN:
+                self._release(job)
+            elif job.state == PEND:
+                self.npend[job.queue] -= 1
+            if job.array is None and job.state not in FINISHED:
+                self._env_unref(job)
+            del self.jobs[job.id], self.dirty_jobs[job.id]
+        for arr in arrays:
+            if arr.end_time is None:
+                self._env_unref(arr)
+            del self.arrays[arr.id], self.dirty_arrays[arr.id]
+        for obj in jobs + arrays:
+            self.by_req.pop(obj.req_id, None)
+        for qname, user in {(o.queue, o.user) for o in jobs + arrays}:
+            pending = self._queue(qname).pending
+            fifo = deque(e for e in pending.get(user, ()) if not refused(e[1].id))
+            if fifo:
+                pending[user] = fifo
+            else:
+                pending.pop(user, None)
+        self.events = [e for e in self.events if not refused(e.job_id)]
+        self.users.difference_update(name for name, _, _ in self.new_users)
+        self.new_users, self.new_envs = [], []     # only new jobs add them
+        for msgs in self.outbox.values():
+            for msg in msgs:
+                if msg["op"] == "dispatch":
+                    msg["jobs"] = [s for s in msg["jobs"] if not refused(s["id"])]
+            msgs[:] = [m for m in msgs if m["op"] != "dispatch" or m["jobs"]]
+        for job_id in [k for k in self.waiters if refused(k)]:
+            self.woken += [(token, error) for _, token in self.waiters.pop(job_id)]
+        self.woken = [(token, error if isinstance(r, dict) and refused(r["job"]) else r)
+                      for token, r in self.woken]
+        self.wake = True
+        return len(gone)
+
     def _intern_env(self, env, lookup_env):
         data = P.dumps_sorted(env)
         digest = hashlib.sha1(data).hexdigest()

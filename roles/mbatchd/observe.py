@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from lavalite.limits import format_size
 from lavalite.log import lines
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.model import FAILED, HOST_OK, PEND, RUN
@@ -30,6 +31,8 @@ class Observer:
         self.failed = {}               # reason -> jobs ended FAILED
         self.retried = {}              # queue -> failed attempts sent back to PEND
         self.lim_polls_failed = 0
+        self.disk_free = None          # bytes free on the store's filesystem, last look
+        self.disk_low = False          # under disk_warn_free at the last look
         self.texts = []                # job lines not logged yet
         self.flusher = None            # the timer that logs them
         self.exporter = Exporter(self.families, self.status, metrics_port)
@@ -73,6 +76,20 @@ class Observer:
         texts, self.texts = self.texts, []
         lines(log, logging.INFO, texts)
 
+    def disk_space(self, path: str, free: int, warn_below: int) -> None:
+        """A look at the store's free space: a warning as it drops under `warn_below` (0:
+        never) and a line when it is back above, not one per look."""
+        self.disk_free = free
+        low = free < warn_below
+        if low != self.disk_low:
+            self.disk_low = low
+            if low:
+                log.warning("low disk space on %s: %d MB free, under disk_warn_free (%s); "
+                            "submits are refused once it is full", path, free >> 20,
+                            format_size(warn_below))
+            else:
+                log.info("disk space on %s: %d MB free again", path, free >> 20)
+
     def host_changed(self, name, old, why):
         """One line per host state change (or re-registration), as for jobs; a warning when
         the host stops taking jobs."""
@@ -100,6 +117,9 @@ class Observer:
                       ["host"], {h.name: h.free for h in core.hosts.values()}),
                 gauge("lavalite_host_up", "1 if the host's sbatchd is registered and ok",
                       ["host"], {h.name: int(h.status == HOST_OK) for h in core.hosts.values()}),
+                gauge("lavalite_store_free_bytes", "Bytes free on the filesystem of "
+                      "mbatchd's database", (), {(): self.disk_free} if self.disk_free is not None
+                      else {}),
                 gauge("lavalite_jobs_in_memory", "Jobs mbatchd holds (live and recently "
                       "finished)", (), {(): len(core.jobs)})]
 

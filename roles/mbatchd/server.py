@@ -21,17 +21,20 @@ from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
 from roles.mbatchd.observe import Observer
-from store import Store
+from store import Store, StoreFull
 
 log = logging.getLogger("lavalite.mbatchd")
 
 USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping",
             "stats", "peek")
 SBATCHD_OPS = ("register", "report")
+SUBMIT_OPS = ("submit", "submit_many")
 # Thousands of sbatchds redial at once when mbatchd restarts: asyncio's default of 100 would
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
 FREEZE_EVERY = 10.0            # seconds between gc.freeze() calls (see turn)
+FULL_RETRY = 2.0               # seconds between commits tried while the store's disk is full
+SPACE_EVERY = 5.0              # seconds between two looks at the store's free space
 
 
 class Mbatchd:
@@ -51,6 +54,9 @@ class Mbatchd:
         log.info("store %s: %d jobs in memory, next job id %d", conf.mbatchd.database,
                  len(self.core.jobs), self.core.next_id)
         self.held = []                 # (peer, message) to send once the turn has committed
+        self.submits = []              # (peer, reply) of the turn's submits: refused if it fails
+        self.full = None               # "disk full on DIR" while the turn's changes wait
+        self.space_at = 0.0            # when to look at the free space again
         self.sbatchd = {}              # host -> Peer of its registered sbatchd
         self.inbox = Inbox()           # report frames not yet applied
         self.budget = TurnBudget()     # slots to place and reports to apply per turn
@@ -88,9 +94,12 @@ class Mbatchd:
         role = peer.identity["role"]
         if (op in USER_OPS) != (role == "user") and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
+        if op == "kill" and self.full:
+            raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: kill again once space is freed")
         result = handler(peer, msg, time.time())
         if result is not None:
-            self.held.append((peer, P.reply(msg.get("id"), **result)))
+            held = self.submits if op in SUBMIT_OPS else self.held
+            held.append((peer, P.reply(msg.get("id"), **result)))
         self.request_turn()
 
     def on_close(self, peer):
@@ -193,27 +202,29 @@ class Mbatchd:
         started = time.perf_counter()
         now = time.time()
         core.tick(now)
-        work = self.apply_reports(now)
-        if core.wake:
-            t0 = time.perf_counter()
-            work += core.schedule(now, self.budget.places)
-            self.sched_times.append(time.perf_counter() - t0)
-        if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
-                or core.dirty_arrays):
-            self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
-                              hosts=core.dirty_hosts.values(), envs=core.new_envs,
-                              users=core.new_users, arrays=core.dirty_arrays.values())
-            self.observer.events(core.events)
-        outbox, held = core.outbox, self.held
+        work = 0
+        if self.full is None:          # else memory runs no further ahead of the store
+            work = self.apply_reports(now)
+            if core.wake:
+                t0 = time.perf_counter()
+                work += core.schedule(now, self.budget.places)
+                self.sched_times.append(time.perf_counter() - t0)
+        if now >= self.space_at:
+            self.space_at = now + SPACE_EVERY
+            self.observer.disk_space(self.store.dir, self.store.free_bytes(),
+                                     self.conf.mbatchd.disk_warn_free)
+        if not self._commit():
+            self._answer_users()
+            self._arm_timer()
+            return
+        outbox, held = core.outbox, self.submits + self.held
         for (peer, req_id), result in core.woken:       # bwait requests whose job ended
             held.append((peer, P.error(req_id, result.code, result.message)
                          if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
         core.new_turn()
-        self.held = []
+        self.held, self.submits = [], []
         # One write per connection: a host's acknowledgement and its dispatch go together.
-        sends = {}
-        for peer, msg in held:
-            sends.setdefault(peer, []).append(msg)
+        sends = _by_peer(held)
         for host, msgs in outbox.items():
             peer = self.sbatchd.get(host)
             if peer is not None:       # an absent host gets them again when it registers
@@ -233,6 +244,75 @@ class Mbatchd:
         self.turn_times.append(time.perf_counter() - started)
         self.budget.turn(self.turn_times[-1], work)
 
+    def _commit(self) -> bool:
+        """Make the turn's changes durable. When that fails, the turn's new jobs are refused
+        and the rest is written again; False when that cannot be written either (see
+        _unstorable)."""
+        try:
+            self._write()
+        except Exception as exc:
+            if not self._refuse_submits(exc):  # nothing taken out: the same write would fail
+                return self._unstorable(exc)
+            try:
+                self._write()
+            except Exception as again:
+                return self._unstorable(again)
+        self._set_full(None)
+        return True
+
+    def _refuse_submits(self, exc: Exception) -> int:
+        """The turn's new jobs leave memory (Core.refuse_created) and their submitters get
+        the error instead of their ids. Returns how many jobs it refused."""
+        why = (str(exc) if isinstance(exc, StoreFull)
+               else f"cannot store this request: {type(exc).__name__}: {exc}")
+        refused = self.core.refuse_created(P.ProtocolError(P.UNAVAILABLE, why))
+        if refused:
+            log.error("%s; refused %d new jobs", why, refused)
+            self.submits = [(peer, P.error(reply["id"], P.UNAVAILABLE, why))
+                            for peer, reply in self.submits]
+        return refused
+
+    def _unstorable(self, exc: Exception) -> bool:
+        """What memory holds beyond the store cannot be written. On a full disk it waits in
+        memory, written again by later turns and acknowledged and dispatched only then
+        (False). Any other error: memory can no longer be trusted to match the store, so
+        mbatchd exits and LIM restarts it from the store."""
+        if isinstance(exc, StoreFull):
+            self._set_full(str(exc))
+            return False
+        log.critical("cannot store the turn even without its new jobs; exiting, so that LIM "
+                     "restarts mbatchd from the store", exc_info=exc)
+        logging.shutdown()
+        os._exit(1)
+
+    def _write(self) -> None:
+        core = self.core
+        if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
+                or core.dirty_arrays):
+            self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
+                              hosts=core.dirty_hosts.values(), envs=core.new_envs,
+                              users=core.new_users, arrays=core.dirty_arrays.values())
+            self.observer.events(core.events)
+
+    def _set_full(self, full: str | None) -> None:
+        if full == self.full:
+            return
+        if full:
+            log.error("%s: submits and kills are refused; job state changes wait in memory, "
+                      "written again every %g s", full, FULL_RETRY)
+        else:
+            log.warning("store writable again on %s: scheduling resumes", self.store.dir)
+        self.full = full
+
+    def _answer_users(self) -> None:
+        """After a turn that could not commit: answer the users now (queries, refused
+        submits); what goes to sbatchd waits for a commit."""
+        users = [(p, m) for p, m in self.held if p.identity["role"] == "user"]
+        self.held = [(p, m) for p, m in self.held if p.identity["role"] != "user"]
+        for peer, msgs in _by_peer(self.submits + users).items():
+            peer.send_all(msgs)
+        self.submits = []
+
     def _arm_timer(self):
         """Wake for the next backoff expiry, and at least every 10 s for housekeeping. A timer
         already set to fire no later is kept (an early wake costs one turn, which arms
@@ -240,6 +320,8 @@ class Mbatchd:
         next_at = self.core.next_timer()
         now = time.time()
         wake = now + (10.0 if next_at is None else min(10.0, max(0.0, next_at - now)))
+        if self.full:
+            wake = min(wake, now + FULL_RETRY)
         if self.timer is not None:
             if self.timer_at <= wake:
                 return
@@ -252,7 +334,12 @@ class Mbatchd:
         self.request_turn()
 
     def store_queues(self, conf):
-        self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+        """Queues are kept for the record; memory has them from the configuration, so a
+        full disk delays the record (to the next start or reload) and nothing else."""
+        try:
+            self.store.commit(queues=[(q.name, vars(q)) for q in conf.queue_order()])
+        except StoreFull as exc:
+            log.warning("%s: the queue definitions are not recorded", exc)
 
     def reload(self):
         """SIGHUP: new queues, limits and settings; jobs and connections are untouched."""
@@ -324,9 +411,16 @@ class Mbatchd:
             metrics.close()
         loader.cancel()
         self.turn()                    # commit what the last frames changed
-        while self.inbox:              # and every report that arrived before the stop
+        while self.inbox and not self.full:   # and every report that arrived before the stop
             self.turn()
         self.observer.flush()
         self.store.close()
         log.info("mbatchd stopped")
 
+
+def _by_peer(held: list) -> dict:
+    """(peer, message) pairs as {peer: [message]}: one write per connection."""
+    sends = {}
+    for peer, msg in held:
+        sends.setdefault(peer, []).append(msg)
+    return sends

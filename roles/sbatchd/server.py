@@ -21,7 +21,8 @@ import time
 from lavalite import auth, daemon, fence
 from lavalite import log as log_setup
 from lavalite import protocol as P
-from lavalite.daemon import sleep_or_stop, write_pid, write_whole
+from lavalite.daemon import sleep_or_stop, write_pid
+from lavalite.files import write_whole
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
