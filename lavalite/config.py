@@ -31,6 +31,10 @@ KEYS = [
      "Shared secret authenticating daemons and commands: same file on every host, mode 0600."),
     (_LC, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
     (_LC, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
+    (_LC, "cluster", "command_wait", "dur>=0", "60",
+     "How long a command waits while mbatchd cannot be reached (restarting, failing over), "
+     "retrying with one line on stderr, before it gives up (exit 3); 0 = at once. "
+     "$LAVALITE_COMMAND_WAIT overrides it for one command or script."),
     (_LC, "hosts", None, "free", "",
      "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
     (_LC, "paths", "state_dir", "path", "/var/lib/lavalite",
@@ -410,6 +414,17 @@ def _build(path, main, errors, read=True):
             errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
                           f"define it or set default_queue in {path}")
     return conf
+
+
+def from_env(var, kind, value):
+    """$var checked as a key of `kind` would be, else `value` (the configured one)."""
+    raw = os.environ.get(var)
+    if raw is None:
+        return value
+    try:
+        return _convert(kind, raw.strip())
+    except ValueError as exc:
+        raise ConfigError([f"${var}: {exc}"]) from None
 
 
 def find_conf(explicit=None):
