@@ -84,9 +84,10 @@ KEYS = [
     (_LM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats among LIMs."),
     (_LM, "lim", "heartbeat_misses", "int>=1", "3",
      "Missed heartbeats before a host is unavailable (and a backup takes over the master)."),
-    (_LM, "lim", "restart_backoff", "dur>0", "1",
-     "First delay before restarting a dead mbatchd; doubles on each failure."),
-    (_LM, "lim", "restart_backoff_max", "dur>0", "30", "Upper bound of that delay."),
+    (_LM, "lim", "restart_backoff", "dur>0", "0.5",
+     "Delay before restarting a dead mbatchd; doubles each time it dies within 10 s of its "
+     "start (a failure to start), back to this after a longer run."),
+    (_LM, "lim", "restart_backoff_max", "dur>0", "10", "Upper bound of that delay."),
     (_LM, "lim", "supervise_mbatchd", "bool", "yes",
      "The master LIM starts and restarts mbatchd. `no` where systemd runs mbatchd "
      "(lavalite-mbatchd.service, pinned to one host)."),
@@ -113,7 +114,8 @@ KEYS = [
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
     (_SB, "sbatchd", "reconnect_max", "dur>0", "30",
-     "Maximum backoff while mbatchd is unreachable."),
+     "Maximum backoff while mbatchd is unreachable, from a minute after losing it (before, "
+     "sbatchd retries about twice a second: a restarted mbatchd is found at once)."),
     (_QU, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
     (_QU, QUEUE, "max_running_user", "int>=0", "0",
      "Running jobs per user in this queue (0 = no limit)."),

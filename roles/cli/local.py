@@ -150,7 +150,7 @@ def _start_role(conf, role):
 def _supervise_sbatchd(conf, procs, stopping):
     """Until asked to stop or lim dies: an sbatchd that dies is started again, as systemd's
     Restart= would (its jobs run on under their shepherds and are adopted); the delay doubles
-    after each quick death, as lim does for mbatchd."""
+    after each death within a minute of its start."""
     delay, started = 1.0, time.monotonic()
     while not stopping and procs["lim"].poll() is None:
         code = procs["sbatchd"].poll()
