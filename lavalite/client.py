@@ -19,12 +19,14 @@ _HDR = struct.Struct(">I")
 
 class ClientError(Exception):
     """A request mbatchd refused, or a cluster that cannot be reached. `code` is the
-    protocol's error code ('unreachable' for the latter)."""
+    protocol's error code ('unreachable' for the latter); `sent`: the connection was lost
+    after the request may have reached mbatchd."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str, sent: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.sent = sent
 
 
 class Client:
@@ -32,7 +34,7 @@ class Client:
     failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
     configured [cluster] command_wait. A refusal is never retried."""
 
-    def __init__(self, conf_path=None, conf=None, timeout=60.0, wait=None):
+    def __init__(self, conf_path=None, conf=None, timeout=60.0, wait: float | None = None):
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
         self.wait = wait if wait is not None else config.from_env(
@@ -92,7 +94,8 @@ class Client:
     def call(self, op, **fields):
         """Send one request, return the reply's fields; raise ClientError on an error reply.
         While mbatchd cannot be reached, the same request (same id, same `req`: a submit
-        retried makes no second job) is sent again until `wait` has passed."""
+        retried makes no second job) is sent again until `wait` has passed; a submit without
+        `req` is not, once it may have reached mbatchd."""
         msg = {"v": P.VERSION, "op": op, "id": self.next_id, **fields}
         self.next_id += 1
         deadline, delay = None, 0.2
@@ -101,7 +104,7 @@ class Client:
                 reply = self._exchange(msg)
                 break
             except ClientError as exc:
-                if exc.code != "unreachable":
+                if exc.code != "unreachable" or (exc.sent and not _resendable(msg)):
                     raise
                 deadline = deadline or time.monotonic() + self.wait
                 left = deadline - time.monotonic()
@@ -114,13 +117,13 @@ class Client:
             raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
         return reply
 
-    def _say_waiting(self, exc):
+    def _say_waiting(self, exc: ClientError) -> None:
         if not self.waited:
             self.waited = True
             print(f"lavalite: {exc.message}; retrying for up to {self.wait:g} s (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)
 
-    def _exchange(self, msg):
+    def _exchange(self, msg: dict) -> dict:
         """One attempt: the reply to msg (on a new connection: hello first, then msg)."""
         try:
             if self.sock is None:
@@ -138,12 +141,13 @@ class Client:
             raise ClientError("timeout", f"no reply from mbatchd within {self.timeout:g} s") from None
         except OSError as exc:
             self.close()
-            raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}") from None
+            raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}",
+                              sent=True) from None
         except ClientError:
             self.close()
             raise
 
-    def _find_master(self, msg):
+    def _find_master(self, msg: dict) -> dict:
         """Connect and send hello + msg, following a backup candidate's redirect to the master
         it names; 'unreachable' while none is known (an election under way)."""
         master = None
@@ -225,7 +229,13 @@ def environ():
     return dict(_env[1])
 
 
-def _pause(delay, left):
+def _resendable(msg: dict) -> bool:
+    """Whether a request that may have reached mbatchd can be sent again: all but a submit
+    without a request id, which could make its jobs twice."""
+    return msg["op"] not in ("submit", "submit_many") or msg.get("req") is not None
+
+
+def _pause(delay: float, left: float) -> float:
     """Sleep about `delay` (jittered, so many waiting commands do not retry in step; never past
     `left`); the next delay, doubled up to 2 s."""
     import random                      # only here: a command's start-up skips it

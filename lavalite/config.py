@@ -418,7 +418,7 @@ def _build(path, main, errors, read=True):
     return conf
 
 
-def from_env(var, kind, value):
+def from_env(var: str, kind: str, value):
     """$var checked as a key of `kind` would be, else `value` (the configured one)."""
     raw = os.environ.get(var)
     if raw is None:

@@ -19,11 +19,12 @@ import os
 import stat
 import sys
 import zipimport
+from _collections_abc import Iterator  # loaded by os already; collections.abc costs start-up
 
 HOST_DIR = "/var/cache/lavalite"
 
 
-def _environment():
+def _environment() -> dict | None:
     """The archive's shiv environment, or None when shiv's own bootstrap must run."""
     if any(k.startswith("SHIV_") for k in os.environ):
         return None
@@ -34,7 +35,7 @@ def _environment():
     return env
 
 
-def _unsafe(path, uid):
+def _unsafe(path: str, uid: int) -> str | None:
     """Why `path` may not hold our code for this user (None: it may): it must be a real
     directory (no symlink), owned by `uid`, writable by no one else."""
     try:
@@ -50,7 +51,7 @@ def _unsafe(path, uid):
     return None
 
 
-def _roots(errors):
+def _roots(errors: list) -> Iterator[tuple[str, bool]]:
     """(directory, may extract there) in order of preference, each one checked first; why
     one is passed over goes to `errors`."""
     uid = os.geteuid()
@@ -70,7 +71,7 @@ def _roots(errors):
         errors.append(f"{home}: no home directory")
 
 
-def _usable(path, uid, errors):
+def _usable(path: str, uid: int, errors: list) -> bool:
     """Whether `path` is safe for this user; one line on stderr when a look-alike is there."""
     why = _unsafe(path, uid)
     if why is not None:
@@ -80,14 +81,15 @@ def _usable(path, uid, errors):
     return why is None
 
 
-def _mkdir(path, mode):
+def _mkdir(path: str, mode: int) -> None:
     try:
         os.mkdir(path, mode)
     except OSError:
-        pass                           # exists (checked next), or cannot be made: the next
+        return                         # exists (checked next), or cannot be made: the next
+    os.chmod(path, mode)               # whatever the umask: the host's copy serves every user
 
 
-def _extract(root, leaf, env):
+def _extract(root: str, leaf: str, env: dict) -> None:
     """Extract the site-packages as shiv would (its lock, its atomic rename); readable by all,
     whatever the umask: a per-host copy serves every user."""
     import _bootstrap
@@ -101,7 +103,7 @@ def _extract(root, leaf, env):
         os.umask(old)
 
 
-def _site_packages(env, errors):
+def _site_packages(env: dict, errors: list) -> tuple[str | None, str | None]:
     leaf = f"{os.path.basename(os.path.realpath(sys.argv[0]))}_{env['build_id']}"
     for root, may_extract in _roots(errors):
         site = os.path.join(root, leaf, "site-packages")
@@ -118,14 +120,14 @@ def _site_packages(env, errors):
     return None, None
 
 
-def _bootstrap_in(root=None):
+def _bootstrap_in(root: str | None = None) -> None:
     if root is not None:
         os.environ["SHIV_ROOT"] = root
     import _bootstrap
     _bootstrap.bootstrap()
 
 
-def main():
+def main() -> None:
     env = _environment()
     if env is None:
         return _bootstrap_in()

@@ -1,7 +1,8 @@
 """Commands across a restarting mbatchd: a command that cannot reach mbatchd waits and retries
 ([cluster] command_wait, $LAVALITE_COMMAND_WAIT) with one line on stderr; a refusal is never
 retried; a submit whose first send reached an mbatchd that died before answering is sent again
-with the same request id and makes exactly one job."""
+with the same request id and makes exactly one job, and one without a request id is not sent
+again."""
 import copy
 import os
 import signal
@@ -12,9 +13,10 @@ import time
 import uuid
 
 import orjson
+import pytest
 
 from conftest import Cluster
-from lavalite.client import Client
+from lavalite.client import Client, ClientError
 
 WAITING = "retrying for up to"
 
@@ -126,16 +128,32 @@ def _pipe(src, dst):
         dst.close()
 
 
-def test_a_submit_retried_across_an_mbatchd_crash_makes_one_job(make_cluster, capsys):
-    c = make_cluster(lim={"restart_backoff": "2"})
+def _relayed_client(c):
+    """A Client of cluster c that reaches mbatchd through a DyingMaster."""
     relay = DyingMaster(c)
     conf = copy.deepcopy(c.conf)
     conf.mbatchd.port = relay.port
-    req = uuid.uuid4().hex
-    with Client(conf=conf) as client:
-        job = client.submit(["true"], req=req, cwd=c.state, out="/dev/null",
+    return relay, Client(conf=conf)
+
+
+def test_a_submit_retried_across_an_mbatchd_crash_makes_one_job(make_cluster, capsys):
+    c = make_cluster(lim={"restart_backoff": "2"})
+    relay, client = _relayed_client(c)
+    with client:
+        job = client.submit(["true"], req=uuid.uuid4().hex, cwd=c.state, out="/dev/null",
                             env={"PATH": os.environ["PATH"]})
     assert relay.answered["ok"] and relay.answered["job"] == job, relay.answered
     assert capsys.readouterr().err.count(WAITING) == 1
     assert [j["id"] for j in c.client.jobs([], all=True)] == [job], "one job, not two"
     assert c.wait([job])[job]["stat"] == "DONE"
+
+
+def test_a_submit_without_request_id_is_not_sent_twice(make_cluster):
+    """Nothing would tell its second sending from a new job: it fails (exit 3), and the one
+    job its first sending made is there."""
+    c = make_cluster(lim={"restart_backoff": "2"})
+    relay, client = _relayed_client(c)
+    with client, pytest.raises(ClientError) as failed:
+        client.submit(["true"], cwd=c.state, out="/dev/null", env={"PATH": os.environ["PATH"]})
+    assert failed.value.code == "unreachable" and failed.value.sent
+    assert [j["id"] for j in c.client.jobs([], all=True)] == [relay.answered["job"]]
