@@ -103,7 +103,8 @@ def _extract(root: str, leaf: str, env: dict) -> None:
         os.umask(old)
 
 
-def _site_packages(env: dict, errors: list) -> tuple[str | None, str | None]:
+def _site_packages(env: dict, errors: list) -> tuple[str, str, bool] | None:
+    """(root, its site-packages, whether they hold .pth files) of the first usable root."""
     leaf = f"{os.path.basename(os.path.realpath(sys.argv[0]))}_{env['build_id']}"
     for root, may_extract in _roots(errors):
         site = os.path.join(root, leaf, "site-packages")
@@ -116,8 +117,11 @@ def _site_packages(env: dict, errors: list) -> tuple[str | None, str | None]:
             except OSError as exc:
                 errors.append(f"{root}: {exc.strerror or exc}")
                 continue
-        return root, site
-    return None, None
+        try:
+            return root, site, any(f.endswith(".pth") for f in os.listdir(site))
+        except OSError as exc:
+            errors.append(f"{site}: {exc.strerror or exc}")
+    return None
 
 
 def _bootstrap_in(root: str | None = None) -> None:
@@ -132,12 +136,13 @@ def main() -> None:
     if env is None:
         return _bootstrap_in()
     errors = []
-    root, site = _site_packages(env, errors)
-    if site is None:
+    found = _site_packages(env, errors)
+    if found is None:
         print("lavalite: no directory to extract the program to: " + "; ".join(errors),
               file=sys.stderr)
         sys.exit(2)
-    if any(f.endswith(".pth") for f in os.listdir(site)):
+    root, site, pth = found
+    if pth:
         return _bootstrap_in(root)
     sys.path.insert(0, site)
     from lavalite.entry import main as entry

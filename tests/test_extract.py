@@ -127,3 +127,14 @@ def test_a_look_alike_directory_is_refused(users_cluster, zipapp, user, accounts
     fallback = (os.path.join(user.pw_dir, ".shiv") if planted == _private(user)
                 else _private(user))
     assert os.path.isdir(os.path.join(fallback, _leaf(zipapp), "site-packages"))
+
+
+def test_no_usable_directory_is_one_line_and_exit_2(users_cluster, zipapp, user, shared_tmp):
+    """No per-host copy, the private directory someone else's, no home: nothing to run from."""
+    os.mkdir(_private(user), 0o755)
+    res = run_file(users_cluster, zipapp, os.path.join(shared_tmp, "cache"), "jobs", pw=user,
+                   home="/nonexistent")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.splitlines()[-1].startswith(
+        "lavalite: no directory to extract the program to: "), res.stderr
+    assert "/nonexistent: no home directory" in res.stderr
