@@ -7,6 +7,7 @@ import os
 import pwd
 import socket
 import struct
+import sys
 import time
 
 from lavalite import auth, config
@@ -14,28 +15,34 @@ from lavalite import protocol as P
 from lavalite.hosts import local_host, mbatchd_endpoints
 
 _HDR = struct.Struct(">I")
-# How long a command waits while a backup LIM says no master is up yet (a failover: T_fail
-# plus mbatchd's start); a cluster where nothing answers fails at once.
-ELECTION_WAIT = 30.0
 
 
 class ClientError(Exception):
     """A request mbatchd refused, or a cluster that cannot be reached. `code` is the
-    protocol's error code ('unreachable' for the latter)."""
+    protocol's error code ('unreachable' for the latter); `sent`: the connection was lost
+    after the request may have reached mbatchd."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str, sent: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.sent = sent
 
 
 class Client:
-    def __init__(self, conf_path=None, conf=None, timeout=60.0):
+    """`wait`: how long a request keeps retrying while mbatchd cannot be reached (restarting,
+    failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
+    configured [cluster] command_wait. A refusal is never retried."""
+
+    def __init__(self, conf_path=None, conf=None, timeout=60.0, wait: float | None = None):
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
+        self.wait = wait if wait is not None else config.from_env(
+            "LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
         self.sock = None
         self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
         self.next_id = 1
+        self.waited = False            # said once on stderr that it waits for mbatchd
 
     def _credential(self):
         """(key, signed hello). Who can read the cluster key signs for itself; any other user
@@ -85,62 +92,74 @@ class Client:
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
 
     def call(self, op, **fields):
-        """Send one request, return the reply's fields; raise ClientError on an error reply."""
+        """Send one request, return the reply's fields; raise ClientError on an error reply.
+        While mbatchd cannot be reached, the same request (same id, same `req`: a submit
+        retried makes no second job) is sent again until `wait` has passed; a submit without
+        `req` is not, once it may have reached mbatchd."""
         msg = {"v": P.VERSION, "op": op, "id": self.next_id, **fields}
         self.next_id += 1
-        first = self.sock is None
-        try:
-            if first:
-                greeting = self._find_master(msg)
-                if not greeting.get("ok"):
-                    err = greeting["error"]
-                    raise ClientError("unreachable" if err["code"] == P.REDIRECT else err["code"],
-                                      err["message"])
-                if self.key is not None and not auth.check_server_proof(
-                        self.key, self.hello["nonce"], greeting.get("proof")):
-                    raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
-            else:
-                self.sock.sendall(P.encode(msg))
-            reply = self._read()
-        except TimeoutError:
-            self.close()
-            raise ClientError("timeout", f"no reply from mbatchd within {self.timeout:g} s") from None
-        except OSError as exc:
-            self.close()
-            raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}") from None
-        except ClientError:
-            self.close()
-            raise
+        deadline, delay = None, 0.2
+        while True:
+            try:
+                reply = self._exchange(msg)
+                break
+            except ClientError as exc:
+                if exc.code != "unreachable" or (exc.sent and not _resendable(msg)):
+                    raise
+                deadline = deadline or time.monotonic() + self.wait
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                self._say_waiting(exc)
+                delay = _pause(delay, left)
         if not reply.get("ok"):
             err = reply.get("error") or {}
             raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
         return reply
 
-    def _find_master(self, msg):
-        """Connect and send hello + msg; follow redirects from backup candidates, and while
-        they know no master (an election under way) retry with backoff and jitter."""
-        deadline = time.monotonic() + ELECTION_WAIT
-        delay, master, redirected = 0.2, None, False
+    def _say_waiting(self, exc: ClientError) -> None:
+        if not self.waited:
+            self.waited = True
+            print(f"lavalite: {exc.message}; retrying for up to {self.wait:g} s (Ctrl-C to stop)",
+                  file=sys.stderr, flush=True)
+
+    def _exchange(self, msg: dict) -> dict:
+        """One attempt: the reply to msg (on a new connection: hello first, then msg)."""
+        try:
+            if self.sock is None:
+                greeting = self._find_master(msg)
+                if not greeting.get("ok"):
+                    raise ClientError(greeting["error"]["code"], greeting["error"]["message"])
+                if self.key is not None and not auth.check_server_proof(
+                        self.key, self.hello["nonce"], greeting.get("proof")):
+                    raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
+            else:
+                self.sock.sendall(P.encode(msg))
+            return self._read()
+        except TimeoutError:
+            self.close()
+            raise ClientError("timeout", f"no reply from mbatchd within {self.timeout:g} s") from None
+        except OSError as exc:
+            self.close()
+            raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}",
+                              sent=True) from None
+        except ClientError:
+            self.close()
+            raise
+
+    def _find_master(self, msg: dict) -> dict:
+        """Connect and send hello + msg, following a backup candidate's redirect to the master
+        it names; 'unreachable' while none is known (an election under way)."""
+        master = None
         while True:
-            try:
-                greeting = self._greet(msg, master)
-            except (ClientError, OSError):
-                if not redirected or time.monotonic() > deadline:
-                    raise
-                greeting = {}                  # the master a backup named is gone too
-            if greeting and (greeting.get("error") or {}).get("code") != P.REDIRECT:
+            greeting = self._greet(msg, master)
+            err = greeting.get("error") or {}
+            if err.get("code") != P.REDIRECT:
                 return greeting
             self.close()
-            if greeting.get("master") and greeting["master"] != master:
-                master, redirected = greeting["master"], True
-                continue                       # dial the master it names, at once
-            if time.monotonic() > deadline:
-                return greeting or {"ok": False, "error": {
-                    "code": "unreachable", "message": "no master elected"}}
-            redirected, master = True, None
-            import random                      # only here: a command's start-up skips it
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 2.0)
+            if not greeting.get("master") or greeting["master"] == master:
+                raise ClientError("unreachable", err.get("message") or "no master elected")
+            master = greeting["master"]
 
     def _greet(self, msg, master=None):
         self.sock, self.key, self.hello = self._connect(master)
@@ -208,6 +227,20 @@ def environ():
     if raw != _env[0]:
         _env[:] = [dict(raw), dict(os.environ)]
     return dict(_env[1])
+
+
+def _resendable(msg: dict) -> bool:
+    """Whether a request that may have reached mbatchd can be sent again: all but a submit
+    without a request id, which could make its jobs twice."""
+    return msg["op"] not in ("submit", "submit_many") or msg.get("req") is not None
+
+
+def _pause(delay: float, left: float) -> float:
+    """Sleep about `delay` (jittered, so many waiting commands do not retry in step; never past
+    `left`); the next delay, doubled up to 2 s."""
+    import random                      # only here: a command's start-up skips it
+    time.sleep(min(delay * random.uniform(0.5, 1.5), left))
+    return min(delay * 2, 2.0)
 
 
 def _read_frame(sock, buf):

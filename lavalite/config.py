@@ -33,6 +33,10 @@ KEYS = [
      "Shared secret authenticating daemons and commands: same file on every host, mode 0600."),
     (_LC, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
     (_LC, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
+    (_LC, "cluster", "command_wait", "dur>=0", "60",
+     "How long a command waits while mbatchd cannot be reached (restarting, failing over), "
+     "retrying with one line on stderr, before it gives up (exit 3); 0 = at once. "
+     "$LAVALITE_COMMAND_WAIT overrides it for one command or script."),
     (_LC, "hosts", None, "free", "",
      "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
     (_LC, "paths", "state_dir", "path", "/var/lib/lavalite",
@@ -85,9 +89,10 @@ KEYS = [
     (_LM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats among LIMs."),
     (_LM, "lim", "heartbeat_misses", "int>=1", "3",
      "Missed heartbeats before a host is unavailable (and a backup takes over the master)."),
-    (_LM, "lim", "restart_backoff", "dur>0", "1",
-     "First delay before restarting a dead mbatchd; doubles on each failure."),
-    (_LM, "lim", "restart_backoff_max", "dur>0", "30", "Upper bound of that delay."),
+    (_LM, "lim", "restart_backoff", "dur>0", "0.5",
+     "Delay before restarting a dead mbatchd; doubles each time it dies within 10 s of its "
+     "start (a failure to start), back to this after a longer run."),
+    (_LM, "lim", "restart_backoff_max", "dur>0", "10", "Upper bound of that delay."),
     (_LM, "lim", "supervise_mbatchd", "bool", "yes",
      "The master LIM starts and restarts mbatchd. `no` where systemd runs mbatchd "
      "(lavalite-mbatchd.service, pinned to one host)."),
@@ -116,7 +121,8 @@ KEYS = [
      "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
     (_SB, "sbatchd", "reconnect_max", "dur>0", "30",
-     "Maximum backoff while mbatchd is unreachable."),
+     "Maximum backoff while mbatchd is unreachable, from a minute after losing it (before, "
+     "sbatchd retries about twice a second: a restarted mbatchd is found at once)."),
     (_QU, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
     (_QU, QUEUE, "max_running_user", "int>=0", "0",
      "Running jobs per user in this queue (0 = no limit)."),
@@ -436,6 +442,17 @@ def _state_id(state_dir: str) -> str:
     for byte in state_dir.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return f"{h:08x}"
+
+
+def from_env(var: str, kind: str, value):
+    """$var checked as a key of `kind` would be, else `value` (the configured one)."""
+    raw = os.environ.get(var)
+    if raw is None:
+        return value
+    try:
+        return _convert(kind, raw.strip())
+    except ValueError as exc:
+        raise ConfigError([f"${var}: {exc}"]) from None
 
 
 def find_conf(explicit=None):

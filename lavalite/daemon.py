@@ -114,12 +114,15 @@ def run(main, reload=None):
     return uvloop.run(wrapper())
 
 
-async def sleep_or_stop(stop, seconds):
-    """Sleep, but wake at once when the daemon is asked to stop."""
+async def sleep_or_stop(stop: asyncio.Event, seconds: float, *also: asyncio.Event) -> None:
+    """Sleep, but wake at once when the daemon is asked to stop, or any event of `also` is set
+    (a connection closed: waiting out the sleep would only delay noticing)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *also)]
     try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def main(role, argv, factory, startup_errors, options=None):

@@ -27,6 +27,7 @@ import psutil
 from lavalite import auth, credential, daemon, fence
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
+from lavalite.config import Section
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.entry import self_command
 from lavalite.hosts import address
@@ -34,6 +35,18 @@ from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, Strangers, hello
 
 log = logging.getLogger("lavalite.lim")
+# An mbatchd that ran this long did not fail to start: its next restart waits only
+# restart_backoff (a crash after a while is no loop; every second it is down stalls the cluster).
+HEALTHY = 10.0
+
+
+def restart_delay(last: float | None, ran: float, lc: Section) -> float:
+    """The wait before restarting an mbatchd that ran `ran` seconds, the wait before its start
+    having been `last` (None: none): restart_backoff after a healthy run (HEALTHY), else
+    doubled (a failure to start, looping) up to restart_backoff_max."""
+    if last is None or ran > HEALTHY:
+        return lc.restart_backoff
+    return min(last * 2, lc.restart_backoff_max)
 
 
 class Lim:
@@ -258,10 +271,9 @@ class Lim:
                                 if lc.poll_interval > lc.poll_jitter else lc.poll_interval)
 
     async def supervise(self, stop, epoch):
-        """Keep mbatchd running: restart it when it exits, waiting restart_backoff, doubled
-        after each quick death up to restart_backoff_max, reset after a minute of good health."""
+        """Keep mbatchd running: restart it when it exits, after restart_delay()."""
         lc = self.conf.lim
-        delay = lc.restart_backoff
+        delay = None
         while not stop.is_set():
             started = time.monotonic()
             self.mbatchd = await asyncio.create_subprocess_exec(
@@ -274,11 +286,9 @@ class Lim:
                                return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 break
-            code = waiter.result()
-            delay = lc.restart_backoff if time.monotonic() - started > 60 else delay
-            log.error("mbatchd exited with status %s; restarting in %.1f s", code, delay)
+            delay = restart_delay(delay, time.monotonic() - started, lc)
+            log.error("mbatchd exited with status %s; restarting in %.1f s", waiter.result(), delay)
             await sleep_or_stop(stop, delay)
-            delay = min(delay * 2, lc.restart_backoff_max)
 
     async def stop_mbatchd(self):
         proc = self.mbatchd

@@ -115,6 +115,7 @@ def test_cli_errors_are_clear_and_nonzero(cluster):
 
 def test_unreachable_mbatchd(cluster):
     cluster.stop()
+    cluster.env["LAVALITE_COMMAND_WAIT"] = "0"          # no retrying (test_command_wait's)
     res = cluster.cli("jobs", check=False)
     assert res.returncode == 3 and "cannot reach mbatchd" in res.stderr
 

@@ -52,9 +52,12 @@ def accounts():
     _sh("groupadd", GROUP)
     _sh("useradd", "-m", "-s", "/bin/sh", "-G", GROUP, USERS[0])
     _sh("useradd", "-m", "-s", "/bin/sh", USERS[1])
+    accounts = {u: pwd.getpwnam(u) for u in USERS}
     try:
-        yield {u: pwd.getpwnam(u) for u in USERS}
+        yield accounts
     finally:
+        for pw in accounts.values():       # where the one file extracted itself for them
+            shutil.rmtree(f"/tmp/lavalite-{pw.pw_uid}", ignore_errors=True)
         _remove_accounts()
 
 

@@ -161,7 +161,7 @@ def _start_role(conf, role):
 def _supervise_sbatchd(conf, procs, stopping):
     """Until asked to stop or lim dies: an sbatchd that dies is started again, as systemd's
     Restart= would (its jobs run on under their shepherds and are adopted); the delay doubles
-    after each quick death, as lim does for mbatchd."""
+    after each death within a minute of its start."""
     delay, started = 1.0, time.monotonic()
     while not stopping and procs["lim"].poll() is None:
         code = procs["sbatchd"].poll()
@@ -181,7 +181,7 @@ def _supervise_sbatchd(conf, procs, stopping):
 def _wait_ready(conf, procs, stopping, timeout=60.0):
     """Until mbatchd answers and this host's sbatchd has registered: its slot count."""
     deadline = time.time() + timeout
-    with Client(conf=conf, timeout=5) as c:
+    with Client(conf=conf, timeout=5, wait=0) as c:        # it retries itself, watching procs
         while time.time() < deadline and not stopping:
             if any(p.poll() is not None for p in procs.values()):
                 return None

@@ -37,6 +37,10 @@ LEGACY_SLICE = "lavalite"  # the cgroup slice every cluster shared before it was
 SHEPHERD_EXIT = 10.0
 POLL_ADOPTED = 0.25        # seconds between looks at the locks of adopted attempts
 JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start more shepherds
+# For this long after losing mbatchd (or starting), retry at least about this often: a
+# crashed mbatchd is back within seconds (LIM restarts it) and every second away stalls the
+# host's jobs; jitter spreads the hosts' attempts. Past it, back off up to reconnect_max.
+RECONNECT_FAST = (60.0, 0.5)
 
 
 class Attempt:
@@ -431,8 +435,8 @@ class Sbatchd:
     async def connect(self, stop):
         """Dial mbatchd (the master the local LIM knows first, then the candidates in order,
         following redirects), register, serve its frames; on loss retry with backoff and
-        jitter. Running jobs are not touched."""
-        delay = 0.2
+        jitter (RECONNECT_FAST). Running jobs are not touched."""
+        delay, since = 0.2, time.monotonic()
         while not stop.is_set():
             order = mbatchd_endpoints(self.conf, self.host, await self._lim_master())
             tried = set()
@@ -441,7 +445,7 @@ class Sbatchd:
                 tried.add(host)
                 try:
                     master = await self._session(addr, port, stop)
-                    delay = 0.2
+                    delay, since = 0.2, time.monotonic()
                 except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
                     log.debug("mbatchd at %s:%s: %s", addr, port, exc)
                     continue
@@ -450,7 +454,8 @@ class Sbatchd:
             if stop.is_set():
                 break
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.conf.sbatchd.reconnect_max)
+            delay = reconnect_delay(delay, time.monotonic() - since,
+                                    self.conf.sbatchd.reconnect_max)
 
     async def _lim_master(self):
         """Where the local LIM says mbatchd runs (None if it does not know or is down)."""
@@ -490,7 +495,7 @@ class Sbatchd:
             while not stop.is_set() and not closed.is_set():
                 await asyncio.wait_for(peer.request("ping"),
                                        lc.heartbeat_interval * lc.heartbeat_misses)
-                await sleep_or_stop(stop, lc.heartbeat_interval)
+                await sleep_or_stop(stop, lc.heartbeat_interval, closed)
         except (ConnectionError, asyncio.TimeoutError):
             pass
         self.peer = None
@@ -535,6 +540,13 @@ class Sbatchd:
         with contextlib.suppress(OSError):
             daemon.unclaim(self.work)
             os.rmdir(self.work)
+
+
+def reconnect_delay(last: float, away: float, reconnect_max: float) -> float:
+    """The next wait between attempts to reach mbatchd, `away` seconds after losing it:
+    doubled, up to RECONNECT_FAST's bound for its first window, then up to reconnect_max."""
+    window, fast = RECONNECT_FAST
+    return min(last * 2, fast if away < window else reconnect_max)
 
 
 _SHELL_SYNTAX = frozenset(" \t\n|&;<>()$`\\\"'*?[#~=%{}")
