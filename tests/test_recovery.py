@@ -4,7 +4,6 @@ retries about twice a second. tests/bench/bench_recovery.py measures the time it
 import asyncio
 import os
 import signal
-import time
 from types import SimpleNamespace
 
 from lavalite.daemon import sleep_or_stop
