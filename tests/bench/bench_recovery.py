@@ -53,7 +53,7 @@ def main():
     args = ap.parse_args()
     rows = [["round", "mbatchd answers (s)", "next job dispatched (s)"]]
     with Cluster(shlex.split(args.program), 2) as cl:
-        with Client(conf_path=cl.conf, wait=0) as client:    # it polls every 20 ms itself
+        with Client(conf_path=cl.conf, command_wait=0) as client:    # it polls every 20 ms itself
             for i in range(1, args.rounds + 1):
                 answered, dispatched = one_round(cl, client)
                 rows.append([str(i), f"{answered:.2f}", f"{dispatched:.2f}"])
