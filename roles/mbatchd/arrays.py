@@ -8,7 +8,8 @@ ends when its last element does. `wait` (bwait) parks a request until a job or a
 import re
 
 from lavalite import protocol as P
-from lavalite.arrays import MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name
+from lavalite.arrays import (MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name,
+                             parse_throttle)
 from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
                             label, split_id)
 
@@ -36,7 +37,11 @@ def check_array(spec):
     m = _LIMIT.match(spec.get("name") or "")
     if m is None:
         return name, [(1, len(lines), 1)], 0, lines
-    return m.group(1), [(1, len(lines), 1)], int(m.group(2)), lines
+    try:
+        throttle = parse_throttle(m.group(2))
+    except ArrayError as exc:
+        raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+    return m.group(1), [(1, len(lines), 1)], throttle, lines
 
 
 class ArrayOps:
