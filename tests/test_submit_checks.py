@@ -111,3 +111,34 @@ def test_submit_many_checks_its_shared_environment_once_and_names_the_bad_spec(w
         many({"cmd": ["true"], "env": {"A": "1"}}, [{"env": {"B=": "1"}}])
     assert core.jobs == {}
     assert len(many({"cmd": ["true"], "env": {"A": "1"}}, [{}, {}])["jobs"]) == 2
+
+
+def test_killing_a_pending_job_wakes_the_scheduler_for_the_job_behind_it(world):
+    """A wide job waits at the head of its user's FIFO; killed, the narrow one behind it
+    starts in the next turn, not when some other event happens to wake the scheduler."""
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    running = submit(core, store)
+    wide, narrow = submit(core, store, slots=2), submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    assert [core.jobs[j].state for j in (running, wide, narrow)] == ["RUN", "PEND", "PEND"]
+    assert not core.wake
+    core.kill(USER, {"jobs": [wide]}, 101.0)
+    assert core.wake
+    assert core.schedule(101.0) == 1 and core.jobs[narrow].state == "RUN"
+
+
+def test_killing_a_pending_array_wakes_the_scheduler(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    submit(core, store)
+    arr = submit(core, store, slots=2, name="a[1-3]")
+    behind = submit(core, store)
+    core.schedule(100.0)
+    commit(store, core)
+    assert core.jobs[behind].state == "PEND" and not core.wake
+    core.kill(USER, {"jobs": [arr]}, 101.0)
+    assert core.wake
+    core.schedule(101.0)
+    assert core.jobs[behind].state == "RUN"

@@ -66,6 +66,7 @@ class ArrayOps:
             return {"job": arr.id, "ok": False, "code": "finished",
                     "message": f"Job <{arr.id}>: Job has already finished"}
         arr.killed = True
+        self.wake = True                       # its FIFO entry held the jobs behind it
         self.dirty_arrays[arr.id] = arr
         self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
         for index in sorted(arr.live):

@@ -218,7 +218,9 @@ class Core(ArrayOps):
                 del self.env_ids[entry[0]]
 
     def _finish(self, job, now):
-        """Bookkeeping common to every end of a job."""
+        """Bookkeeping common to every end of a job. The scheduler is woken: a pending job
+        that ends (bkill) may have held its user's FIFO, with a job behind it that can run."""
+        self.wake = True
         self.finished.append((now, job.id))
         if job.array is None:              # elements share their array's environment
             self._env_unref(job)
