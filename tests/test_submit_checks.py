@@ -142,3 +142,12 @@ def test_killing_a_pending_array_wakes_the_scheduler(world):
     assert core.wake
     core.schedule(101.0)
     assert core.jobs[behind].state == "RUN"
+
+
+@pytest.mark.parametrize("msg, field", [({"users": 5}, "users"), ({"users": [5]}, "users"),
+                                        ({"jobs": "x"}, "jobs"), ({"queue": ["q"]}, "queue")])
+def test_query_fields_of_the_wrong_type_are_a_bad_request_naming_them(world, msg, field):
+    conf, store, core = world
+    with pytest.raises(ProtocolError) as exc:
+        core.query_jobs(USER, {"op": "jobs", **msg}, 100.0, lambda job_id: None)
+    assert exc.value.code == "bad_request" and f"'{field}'" in exc.value.message

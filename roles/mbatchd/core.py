@@ -430,7 +430,7 @@ class Core(ArrayOps):
 
     def query_jobs(self, ident, msg, now, load_job):
         """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = msg.get("jobs") or []
+        ids = P.require(msg, "jobs", list, optional=True)
         if ids:
             out, missing = [], []
             for job_id in ids:
@@ -439,10 +439,12 @@ class Core(ArrayOps):
                 if not found:
                     missing.append(job_id)
             return {"jobs": out, "missing": missing}
-        users = msg.get("users") or [ident["user"]]
+        users = P.require(msg, "users", list, optional=True) or [ident["user"]]
+        if not all(isinstance(u, str) for u in users):
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'users' of 'jobs' must list user names")
         every_user = "all" in users
         show_finished = bool(msg.get("all"))
-        queue = msg.get("queue")
+        queue = P.require(msg, "queue", str, optional=True)
 
         def wanted(j):
             return (every_user or j.user in users) and (not queue or j.queue == queue)
