@@ -122,11 +122,12 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
 
 
 @contextlib.contextmanager
-def _shepherd(log_to):
-    """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says."""
+def _shepherd(log_to, on_ended=lambda msg: None):
+    """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says; its
+    answers go to on_ended (link.loop runs them)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     loop = asyncio.new_event_loop()
-    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", lambda msg: None,
+    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", on_ended,
                         lambda link: None, log_to=log_to,
                         program=[sys.executable, os.path.join(root, "lavalite.py")])
     try:
