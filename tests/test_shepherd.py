@@ -6,6 +6,7 @@ import os
 import signal
 import stat
 import struct
+import subprocess
 import sys
 import time
 
@@ -134,7 +135,11 @@ def _shepherd(log_to, on_ended=lambda msg: None):
         yield link
     finally:
         link.close()
-        link.proc.wait(10)
+        try:
+            link.proc.wait(10)
+        except subprocess.TimeoutExpired:  # a hung shepherd (and its cleaner) must not stay
+            os.killpg(link.proc.pid, signal.SIGKILL)
+            link.proc.wait()
         loop.close()
 
 
