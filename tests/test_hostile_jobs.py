@@ -38,6 +38,23 @@ def test_bkill_of_a_pending_job_lets_the_job_behind_it_start(make_cluster):
     c.client.kill([running])
 
 
+def test_400_kb_environment_jobs_end_done(cluster, tmp_path):
+    """Their orders to the shepherds are more than a socket's buffer: each goes out as its
+    shepherd reads it, and every job sees all of its environment. Several at once, so that
+    the sockets fill however fast the shepherds read."""
+    env = {"PATH": os.environ["PATH"], **{f"V{i}": "x" * 1000 for i in range(400)}}
+    outs = [tmp_path / f"out{i}" for i in range(8)]
+    jobs = [cluster.submit(["sh", "-c", 'echo "${#V399} $(env | wc -l)"'], env=env,
+                           out=str(out)) for out in outs]
+    views = cluster.wait(jobs)
+    assert [v["stat"] for v in views.values()] == ["DONE"] * len(jobs), cluster.logs()
+    for out in outs:
+        length, count = out.read_text().split()
+        assert length == "1000" and int(count) >= 400
+    again = cluster.submit(["true"])               # the links serve on
+    assert cluster.wait([again])[again]["stat"] == "DONE"
+
+
 def _order(tmp_path, job, argv=("true",), env=None, cwd="/", out=None):
     """A start order as sbatchd sends it (no cgroup), with the record's lock."""
     path = str(tmp_path / f"{job}.1")
