@@ -4,12 +4,24 @@ fails, the shepherd serves on), a bkill that frees the FIFO, a large legal envir
 import asyncio
 import os
 import pwd
+import subprocess
+import sys
 import time
 
+import pytest
+
+from conftest import ROOT
+from lavalite.client import ClientError
 from roles.sbatchd import record
 from test_shepherd import _shepherd
 
 NUL = "a\0b"
+
+
+def _refusal(cluster, cmd=("true",), **spec):
+    with pytest.raises(ClientError) as exc:
+        cluster.submit(list(cmd), **spec)
+    return exc.value
 
 
 def _host_slots(cluster, deadline=60):
@@ -21,6 +33,41 @@ def _host_slots(cluster, deadline=60):
             return hosts[0]["slots"]
         assert time.time() < end, cluster.logs()
         time.sleep(0.1)
+
+
+def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
+    for spec, words in [({"cmd": ["echo", NUL]}, "argument 1 of the command holds a NUL byte"),
+                        ({"cwd": "/tmp/" + NUL}, "cwd holds a NUL byte"),
+                        ({"name": NUL}, "name holds a NUL byte"),
+                        ({"out": NUL}, "out holds a NUL byte"),
+                        ({"env": {"A": NUL}}, "environment variable A holds a NUL byte"),
+                        ({"env": {"A=B": "1"}}, "environment name 'A=B' must be non-empty"),
+                        ({"env": {"": "1"}}, "environment name '' must be non-empty"),
+                        ({"slots": 2 ** 63}, "slots (-n) must be an integer"),
+                        ({"slots": True}, "slots (-n) must be an integer"),
+                        ({"walltime": 1e308}, "walltime must be a number of seconds"),
+                        ({"memory": 2 ** 63}, "memory (-M) must be an integer"),
+                        ({"name": "x" * (1 << 20)}, "name has 1048576 characters")]:
+        err = _refusal(cluster, **spec)
+        assert err.code == "bad_request" and words in err.message, (spec, err.message)
+    for fields, name in [({"users": 5}, "'users'"), ({"jobs": "x"}, "'jobs'")]:
+        with pytest.raises(ClientError) as exc:
+            cluster.client.call("jobs", **fields)
+        assert exc.value.code == "bad_request" and name in exc.value.message
+    slots = _host_slots(cluster)
+    err = _refusal(cluster, slots=slots + 1)
+    assert err.message == f"slots (-n) {slots + 1}: the largest host has {slots} slots"
+    for args in (["-n", "9223372036854775808"], ["-n", "true"], ["-n", "nan"],
+                 ["--time", "1e308"], ["--time", "nan"]):
+        res = cluster.cli("submit", *args, "--", "true", check=False)
+        assert res.returncode == 2 and f"argument {args[0]}:" in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    res = cluster.cli("submit", "-n", str(slots + 1), "--", "true", check=False)
+    assert res.returncode == 1 and f"the largest host has {slots} slots" in res.stderr
+    assert cluster.client.jobs([], users=["all"], all=True) == [], "nothing got in"
+    job = cluster.submit(["true"])
+    assert cluster.wait([job])[job]["stat"] == "DONE"
+    assert "internal error" not in cluster.logs()
 
 
 def test_bkill_of_a_pending_job_lets_the_job_behind_it_start(make_cluster):
@@ -103,3 +150,12 @@ def test_a_shepherd_whose_loop_dies_exits(tmp_path):
         while not lost and time.time() < deadline:
             link.loop.run_until_complete(asyncio.sleep(0.05))
         assert lost == [link] and link.proc.poll() == 70
+
+
+@pytest.mark.parametrize("minutes", ["-1", "1e308", "nan"])
+def test_bwait_with_a_bad_timeout_is_a_usage_error(minutes):
+    res = subprocess.run([sys.executable, "lavalite.py", "wait", "-t", minutes, "-w", "done(1)"],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={"LAVALITE_CONF": "/nonexistent"})
+    assert res.returncode == 2 and "argument -t: the time to wait must be above 0" in res.stderr
+    assert "Traceback" not in res.stderr
