@@ -20,7 +20,7 @@ class SpecError(ValueError):
     """A value a job spec may not hold; the message names the field."""
 
 
-def text(field, value, limit):
+def text(field: str, value: object, limit: int) -> str:
     """`value` if it is a string without NUL of at most `limit` characters."""
     if not isinstance(value, str):
         raise SpecError(f"{field} must be a string")
@@ -31,14 +31,14 @@ def text(field, value, limit):
     return value
 
 
-def integer(field, value, low, high):
+def integer(field: str, value: object, low: int, high: int) -> int:
     """`value` if it is an integer (not a boolean) in low..high."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise SpecError(f"{field} must be an integer from {low} to {high}")
     return value
 
 
-def seconds(field, value, zero=False):
+def seconds(field: str, value: object, zero: bool = False) -> float:
     """`value` as a float if it is a number (not a boolean) of seconds above 0 (or 0 itself
     if `zero`) and at most MAX_SECONDS."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -48,31 +48,41 @@ def seconds(field, value, zero=False):
     return float(value)
 
 
-def exec_bytes(cmd, env):
-    """The bytes `cmd` and `env` take at exec (each string and its NUL), after checking each:
-    no NUL, none longer than MAX_ARG, environment names non-empty and without '='."""
+def command_bytes(cmd: list[str]) -> int:
+    """The bytes the arguments take at exec (each with its NUL), each checked (`_exec_size`)."""
+    return sum(_exec_size(arg, "command argument", i) for i, arg in enumerate(cmd))
+
+
+def environment_bytes(env: dict[str, object]) -> int:
+    """The bytes the environment takes at exec, each NAME=value checked (`_exec_size`), each
+    name non-empty and without '=' (exec would split it elsewhere)."""
     size = 0
-    for i, arg in enumerate(cmd):
-        size += _exec_string(f"argument {i} of the command", arg)
     for name, value in env.items():
         if not name or "=" in name:
             raise SpecError(f"environment name {name[:40]!r} must be non-empty, without '='")
         if not isinstance(value, str):
-            raise SpecError(f"environment variable {name[:40]} must be a string")
-        size += _exec_string(f"environment variable {name[:40]}", f"{name}={value}")
+            raise SpecError(f"environment variable {_shown(name)} must be a string")
+        size += _exec_size(f"{name}={value}", "environment variable", name)
     return size
 
 
-def _exec_string(field, value):
+def _exec_size(value: str, kind: str, key: str | int) -> int:
+    """Bytes of one exec string and its NUL; a NUL inside, or past MAX_ARG, is refused with
+    the string named (`kind` `key`: command argument 3, environment variable HOME)."""
     if "\0" in value:
-        raise SpecError(f"{field} holds a NUL byte")
-    size = len(value.encode(errors="replace")) + 1
+        raise SpecError(f"{kind} {_shown(key)} holds a NUL byte")
+    size = (len(value) if value.isascii() else len(value.encode(errors="replace"))) + 1
     if size > MAX_ARG:
-        raise SpecError(f"{field} has {size} bytes; exec takes at most {MAX_ARG}")
+        raise SpecError(f"{kind} {_shown(key)} has {size} bytes; exec takes at most {MAX_ARG}")
     return size
 
 
-def check_exec_size(size):
+def _shown(key: str | int) -> str | int:
+    """An argument's number, or an environment name as Python writes it (a NUL shows)."""
+    return repr(key[:40]) if isinstance(key, str) else key
+
+
+def check_exec_size(size: int) -> None:
+    """Arguments and environment of `size` bytes fit exec, with room for what sbatchd adds."""
     if size > MAX_EXEC:
         raise SpecError(f"command and environment take {size} bytes; at most {MAX_EXEC} (1 MiB)")
-

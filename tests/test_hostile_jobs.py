@@ -36,11 +36,11 @@ def _host_slots(cluster, deadline=60):
 
 
 def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
-    for spec, words in [({"cmd": ["echo", NUL]}, "argument 1 of the command holds a NUL byte"),
+    for spec, words in [({"cmd": ["echo", NUL]}, "command argument 1 holds a NUL byte"),
                         ({"cwd": "/tmp/" + NUL}, "cwd holds a NUL byte"),
                         ({"name": NUL}, "name holds a NUL byte"),
                         ({"out": NUL}, "out holds a NUL byte"),
-                        ({"env": {"A": NUL}}, "environment variable A holds a NUL byte"),
+                        ({"env": {"A": NUL}}, "environment variable 'A' holds a NUL byte"),
                         ({"env": {"A=B": "1"}}, "environment name 'A=B' must be non-empty"),
                         ({"env": {"": "1"}}, "environment name '' must be non-empty"),
                         ({"slots": 2 ** 63}, "slots (-n) must be an integer"),

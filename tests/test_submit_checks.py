@@ -22,14 +22,14 @@ def refused(core, store, spec, words):
 
 
 @pytest.mark.parametrize("spec, words", [
-    ({"cmd": ["echo", NUL]}, "argument 1 of the command holds a NUL byte"),
+    ({"cmd": ["echo", NUL]}, "command argument 1 holds a NUL byte"),
     ({"cwd": "/tmp/" + NUL}, "cwd holds a NUL byte"),
     ({"name": NUL}, "name holds a NUL byte"),
     ({"out": NUL}, "out holds a NUL byte"),
     ({"err": NUL}, "err holds a NUL byte"),
     ({"queue": NUL}, "queue holds a NUL byte"),
     ({"from_host": NUL}, "from_host holds a NUL byte"),
-    ({"env": {"A": NUL}}, "environment variable A holds a NUL byte"),
+    ({"env": {"A": NUL}}, "environment variable 'A' holds a NUL byte"),
     ({"env": {NUL: "1"}}, "holds a NUL byte"),
     ({"env": {"": "1"}}, "environment name '' must be non-empty, without '='"),
     ({"env": {"A=B": "1"}}, "environment name 'A=B' must be non-empty, without '='"),
@@ -84,7 +84,7 @@ def test_command_and_environment_are_bounded_by_size(world):
     refused(core, store, {"env": over}, "command and environment take 1")
     refused(core, store, {"env": over}, f"bytes; at most {jobspec.MAX_EXEC}")
     refused(core, store, {"env": {"A": "x" * jobspec.MAX_ARG}},
-            f"environment variable A has {jobspec.MAX_ARG + 3} bytes; exec takes at most")
+            f"environment variable 'A' has {jobspec.MAX_ARG + 3} bytes; exec takes at most")
 
 
 def test_a_job_wider_than_the_largest_host_is_refused(world):
@@ -105,7 +105,7 @@ def test_submit_many_checks_its_shared_environment_once_and_names_the_bad_spec(w
                                 store.env_id)
     with pytest.raises(ProtocolError, match="job 1: slots"):
         many({"cmd": ["true"]}, [{}, {"slots": BIG}])
-    with pytest.raises(ProtocolError, match="defaults: environment variable A holds a NUL"):
+    with pytest.raises(ProtocolError, match="defaults: environment variable 'A' holds a NUL"):
         many({"cmd": ["true"], "env": {"A": NUL}}, [{}])
     with pytest.raises(ProtocolError, match="job 0: environment name 'B=' must be"):
         many({"cmd": ["true"], "env": {"A": "1"}}, [{"env": {"B=": "1"}}])

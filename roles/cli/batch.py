@@ -67,7 +67,7 @@ def setup_wait(p):
                    help="give up after MINUTES (default: wait as long as it takes)")
 
 
-def _minutes(text):
+def _minutes(text: str) -> float:
     from roles.cli.commands import seconds
     return seconds(text, "the time to wait", unit=60) / 60
 

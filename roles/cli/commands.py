@@ -28,7 +28,7 @@ def _setup_submit(p):
     p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
     p.add_argument("-W", dest="walltime_w", type=_w_limit, metavar="[HOURS:]MINUTES",
                    help="wall-clock limit, as LSF's -W")
-    p.add_argument("--time", dest="walltime", type=_seconds, metavar="SECS",
+    p.add_argument("--time", dest="walltime", type=seconds, metavar="SECS",
                    help="wall-clock limit in seconds")
     p.add_argument("-n", dest="slots", type=_slots, default=1, help="job slots (default 1)")
     p.add_argument("--retries", type=_retries, metavar="N",
@@ -50,42 +50,37 @@ def _bad_value(message):
     return argparse.ArgumentTypeError(message)
 
 
-def _size(text):
+def _size(text: str) -> int:
     try:
         value = parse_size(text)
     except ValueError as exc:
         raise _bad_value(str(exc)) from None
-    return _checked(jobspec.integer, "the memory limit in bytes", value, 1, jobspec.MAX_MEMORY)
+    return _int_option(value, "the memory limit in bytes", 1, jobspec.MAX_MEMORY)
 
 
-def _checked(check, field, *args):
-    """check(field, *args) (a lavalite.jobspec bound, as mbatchd applies it), for argparse."""
+def _int_option(text: str | int, field: str, low: int, high: int) -> int:
+    """An integer option within lavalite.jobspec's bound (the one mbatchd applies)."""
     try:
-        return check(field, *args)
+        return jobspec.integer(field, int(text), low, high)
     except jobspec.SpecError as exc:
         raise _bad_value(str(exc)) from None
-
-
-def _integer(text):
-    try:
-        return int(text)
     except ValueError:
         raise _bad_value(f"{text!r} is not an integer") from None
 
 
-def _slots(text):
-    return _checked(jobspec.integer, "the job slots", _integer(text), 1, jobspec.MAX_SLOTS)
+def _slots(text: str) -> int:
+    return _int_option(text, "the job slots", 1, jobspec.MAX_SLOTS)
 
 
-def _pids(text):
-    return _checked(jobspec.integer, "the process limit", _integer(text), 1, jobspec.MAX_PIDS)
+def _pids(text: str) -> int:
+    return _int_option(text, "the process limit", 1, jobspec.MAX_PIDS)
 
 
-def _retries(text):
-    return _checked(jobspec.integer, "the retries", _integer(text), 0, jobspec.MAX_RETRIES)
+def _retries(text: str) -> int:
+    return _int_option(text, "the retries", 0, jobspec.MAX_RETRIES)
 
 
-def seconds(text, field="the wall-clock limit", unit=1):
+def seconds(text: str | int, field: str = "the wall-clock limit", unit: int = 1) -> float:
     """A time option given in `unit` seconds (1 or 60), as seconds within lavalite.jobspec's
     bound; refused in the option's own unit."""
     try:
@@ -98,11 +93,7 @@ def seconds(text, field="the wall-clock limit", unit=1):
     return value
 
 
-def _seconds(text):
-    return seconds(text)
-
-
-def _w_limit(text):
+def _w_limit(text: str) -> float:
     """-W [HOURS:]MINUTES, in seconds."""
     hours, _, minutes = text.rpartition(":")
     try:

@@ -270,7 +270,7 @@ class Core(ArrayOps):
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
-    def _check(self, spec, known_env=(None, 0)):
+    def _check(self, spec: dict, known_env: tuple = (None, 0)) -> dict:
         """Validate a submitted spec; return what _create needs. Changes nothing.
         known_env: (an env already checked, its exec bytes), so that submit_many checks the
         environment its specs share once."""
@@ -279,12 +279,14 @@ class Core(ArrayOps):
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
-    def _checked(self, spec, known_env):
+    def _checked(self, spec: dict, known_env: tuple) -> dict:
         cmd, env = _check_exec(spec, known_env)
         qname, qc = self._check_queue(spec)
         walltime = spec.get("walltime")
-        walltime = (qc.default_walltime or None) if walltime is None else \
-            jobspec.seconds("walltime", walltime)
+        if walltime is None:
+            walltime = qc.default_walltime or None
+        else:
+            walltime = jobspec.seconds("walltime", walltime)
         if walltime and qc.max_walltime and walltime > qc.max_walltime:
             raise P.ProtocolError(P.BAD_REQUEST, f"walltime {walltime:g} s exceeds queue "
                                   f"<{qname}>'s max_walltime of {qc.max_walltime:g} s")
@@ -296,13 +298,13 @@ class Core(ArrayOps):
                         format_size, jobspec.MAX_MEMORY)
         pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str,
                       jobspec.MAX_PIDS)
-        paths = {field: jobspec.text(field, spec.get(field) or "", limit)
+        texts = {field: jobspec.text(field, spec.get(field) or "", limit)
                  for field, limit in _TEXTS}
-        if not (paths["cwd"] or "/").startswith("/"):   # -o/-e resolve against it
+        if not (texts["cwd"] or "/").startswith("/"):   # -o/-e resolve against it
             raise P.ProtocolError(P.BAD_REQUEST, "cwd must be an absolute path")
         sim = spec.get("sim_duration")
         name, ranges, throttle, lines = check_array(spec)
-        stored = {"cmd": cmd, "cwd": paths["cwd"] or "/", "out": spec.get("out"),
+        stored = {"cmd": cmd, "cwd": texts["cwd"] or "/", "out": spec.get("out"),
                   "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
                   "from_host": spec.get("from_host")}
         if sim is not None:                # for `lavalite simulate`; sbatchd ignores it
@@ -312,7 +314,7 @@ class Core(ArrayOps):
         return {"queue": qname, "slots": slots, "attempts": attempts, "env": env, "spec": stored,
                 "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
 
-    def _check_queue(self, spec):
+    def _check_queue(self, spec: dict) -> tuple:
         qname = jobspec.text("queue", spec.get("queue") or self.conf.mbatchd.default_queue,
                              jobspec.MAX_NAME)
         if qname not in self.qconf:
@@ -323,7 +325,7 @@ class Core(ArrayOps):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 
-    def _check_slots(self, slots):
+    def _check_slots(self, slots: object) -> int:
         """-n, bounded by the largest host known (registered now, or before and stored), as
         LSF refuses a job no host can run. Until any host has registered, only MAX_SLOTS."""
         jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
@@ -752,18 +754,18 @@ def _req(req):
     return req
 
 
-def _known_env(defaults):
+def _known_env(defaults: dict) -> tuple:
     """(env, its exec bytes) of submit_many's defaults, checked once for all its specs."""
     env = defaults.get("env")
     if not isinstance(env, dict):
         return None, 0
     try:
-        return env, jobspec.exec_bytes((), env)
+        return env, jobspec.environment_bytes(env)
     except jobspec.SpecError as exc:
         raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
 
 
-def _check_exec(spec, known_env):
+def _check_exec(spec: dict, known_env: tuple) -> tuple:
     """(cmd, env) of a spec: what exec takes, each string checked, within MAX_EXEC."""
     cmd = spec.get("cmd")
     if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
@@ -771,10 +773,10 @@ def _check_exec(spec, known_env):
     env = spec.get("env") or {}
     if not isinstance(env, dict):
         raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
-    size = jobspec.exec_bytes(cmd, {})
+    size = jobspec.command_bytes(cmd)
     if size > MAX_CMD_BYTES:           # stored with every job (an env is stored once)
         raise P.ProtocolError(P.BAD_REQUEST, f"cmd takes {size} bytes; at most {MAX_CMD_BYTES}")
-    env_size = known_env[1] if env is known_env[0] else jobspec.exec_bytes((), env)
+    env_size = known_env[1] if env is known_env[0] else jobspec.environment_bytes(env)
     jobspec.check_exec_size(size + env_size)
     return cmd, env
 

@@ -87,12 +87,12 @@ class ShepherdLink:
                 self.loop.add_writer(self.sock, self._drain)
         return True
 
-    def _put(self, data, fds):
+    def _put(self, data: memoryview, fds: list[int]) -> int:
         """Bytes of `data` the socket took (at least one), with `fds` on the first."""
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         return self.sock.sendmsg([data], anc)
 
-    def _drain(self):
+    def _drain(self) -> None:
         """The socket has room: the waiting orders, in order, until it is full again."""
         while self.waiting:
             data, fds = self.waiting[0]
@@ -145,7 +145,7 @@ class ShepherdLink:
         if self.alive:
             self._unlink()
 
-    def _unlink(self):
+    def _unlink(self) -> None:
         """Off the loop and closed; the locks of orders never sent are let go (their attempts
         did not start: sbatchd finds their records unlocked without a status)."""
         self.alive = False
@@ -158,7 +158,7 @@ class ShepherdLink:
         self.sock.close()
 
 
-def _close_all(fds):
+def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
 

@@ -343,7 +343,7 @@ class Shepherd:
 
     # --- attempts
 
-    def start(self, order, lock):
+    def start(self, order: dict, lock: int) -> None:
         """One attempt. What its order holds can fail that attempt, never the shepherd: mbatchd
         refuses such specs at submit, and what gets past it (a value no check foresaw) ends
         this job FAILED(exec_failed) with the reason while the loop serves the others."""
@@ -358,7 +358,7 @@ class Shepherd:
             log.error("job %s.%s cannot start: %r", run.job, run.attempt, exc)
             self._exec_failed(run, errno.EINVAL, f"cannot start the job: {exc}")
 
-    def _launch(self, run, order):
+    def _launch(self, run: Run, order: dict) -> None:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
