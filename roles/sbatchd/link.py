@@ -71,15 +71,9 @@ class ShepherdLink:
         if not self.alive:
             return False
         frame = memoryview(P.encode({"v": P.VERSION, **msg}))
-        sent = 0
-        if not self.waiting:
-            try:
-                sent = self._put(frame, fds)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._lost(f"cannot send it an order: {exc}")
-                return False
+        sent = 0 if self.waiting else self._put(frame, fds)
+        if sent is None:
+            return False
         if sent < len(frame):
             # the caller closes its descriptors: the locks stay held by copies until sent
             self.waiting.append((frame[sent:], [os.dup(fd) for fd in fds] if not sent else []))
@@ -87,21 +81,24 @@ class ShepherdLink:
                 self.loop.add_writer(self.sock, self._drain)
         return True
 
-    def _put(self, data: memoryview, fds: list[int]) -> int:
-        """Bytes of `data` the socket took (at least one), with `fds` on the first."""
+    def _put(self, data: memoryview, fds: list[int]) -> int | None:
+        """Bytes of `data` the socket took, `fds` riding on the first; 0: it is full. None:
+        the shepherd is lost (and `_lost` has run)."""
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        return self.sock.sendmsg([data], anc)
+        try:
+            return self.sock.sendmsg([data], anc)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._lost(f"cannot send it an order: {exc}")
+            return None
 
     def _drain(self) -> None:
         """The socket has room: the waiting orders, in order, until it is full again."""
         while self.waiting:
             data, fds = self.waiting[0]
-            try:
-                sent = self._put(data, fds)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._lost(f"cannot send it an order: {exc}")
+            sent = self._put(data, fds)
+            if not sent:               # full again, or lost (which let the waiting go)
                 return
             _close_all(fds)            # the shepherd has its own now
             if sent < len(data):
