@@ -89,7 +89,12 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     path = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
-    rec = record.read(path)                        # whom it runs, and as which process group
+    # whom it runs, and as which process group: the pid once the shepherd has spawned it (the
+    # start is reported when the order leaves sbatchd, a moment before)
+    deadline = time.time() + 10
+    while "pid" not in record.read(path) and time.time() < deadline:
+        time.sleep(0.02)
+    rec = record.read(path)
     assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
