@@ -50,9 +50,10 @@ def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
                         ({"name": "x" * (1 << 20)}, "name has 1048576 characters")]:
         err = _refusal(cluster, **spec)
         assert err.code == "bad_request" and words in err.message, (spec, err.message)
-    for fields, name in [({"users": 5}, "'users'"), ({"jobs": "x"}, "'jobs'")]:
+    for op, fields, name in [("jobs", {"users": 5}, "'users'"), ("jobs", {"jobs": "x"}, "'jobs'"),
+                             ("kill", {"jobs": [[1]]}, "'jobs'"), ("peek", {"job": "x"}, "'job'")]:
         with pytest.raises(ClientError) as exc:
-            cluster.client.call("jobs", **fields)
+            cluster.client.call(op, **fields)
         assert exc.value.code == "bad_request" and name in exc.value.message
     slots = _host_slots(cluster)
     err = _refusal(cluster, slots=slots + 1)

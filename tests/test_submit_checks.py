@@ -144,10 +144,17 @@ def test_killing_a_pending_array_wakes_the_scheduler(world):
     assert core.jobs[behind].state == "RUN"
 
 
-@pytest.mark.parametrize("msg, field", [({"users": 5}, "users"), ({"users": [5]}, "users"),
-                                        ({"jobs": "x"}, "jobs"), ({"queue": ["q"]}, "queue")])
-def test_query_fields_of_the_wrong_type_are_a_bad_request_naming_them(world, msg, field):
+@pytest.mark.parametrize("op, msg, field", [
+    ("jobs", {"users": 5}, "users"), ("jobs", {"users": [5]}, "users"),
+    ("jobs", {"jobs": "x"}, "jobs"), ("jobs", {"jobs": ["x"]}, "jobs"),
+    ("jobs", {"queue": ["q"]}, "queue"), ("kill", {"jobs": [[1]]}, "jobs"),
+    ("kill", {"jobs": [True]}, "jobs"), ("peek", {"job": "x"}, "job")])
+def test_request_fields_of_the_wrong_type_are_a_bad_request_naming_them(world, op, msg, field):
+    """Not a TypeError deep in a handler, logged with a traceback as an internal error."""
     conf, store, core = world
+    calls = {"jobs": lambda m: core.query_jobs(USER, m, 100.0, lambda job_id: None),
+             "kill": lambda m: core.kill(USER, m, 100.0),
+             "peek": lambda m: core.peek_target(USER, m["job"])}
     with pytest.raises(ProtocolError) as exc:
-        core.query_jobs(USER, {"op": "jobs", **msg}, 100.0, lambda job_id: None)
+        calls[op]({"op": op, **msg})
     assert exc.value.code == "bad_request" and f"'{field}'" in exc.value.message

@@ -374,11 +374,10 @@ class Core(ArrayOps):
         return env_id
 
     def kill(self, ident, msg, now):
-        ids = P.require(msg, "jobs", list)
         results = []
-        for job_id in ids:
-            job = self._target(job_id) if isinstance(job_id, int) else None
-            pending_in = self._pending_index(job_id) if job is None and isinstance(job_id, int) else None
+        for job_id in _job_ids(msg):
+            job = self._target(job_id)
+            pending_in = self._pending_index(job_id) if job is None else None
             who = job or pending_in
             if who is None:
                 results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
@@ -400,7 +399,9 @@ class Core(ArrayOps):
 
     def peek_target(self, ident, job_id):
         """The running job `bpeek JOBID` reads, or ProtocolError saying why not."""
-        job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+        if type(job_id) is not int:
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'job' of 'peek' must be a job id")
+        job = self.jobs.get(job_id)
         if job is None:
             raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
         if not self._may_act_on(ident, job):
@@ -432,11 +433,11 @@ class Core(ArrayOps):
 
     def query_jobs(self, ident, msg, now, load_job):
         """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = P.require(msg, "jobs", list, optional=True)
+        ids = _job_ids(msg, optional=True)
         if ids:
             out, missing = [], []
             for job_id in ids:
-                found = self._query_id(job_id, now, load_job) if isinstance(job_id, int) else []
+                found = self._query_id(job_id, now, load_job)
                 out += found
                 if not found:
                     missing.append(job_id)
@@ -752,6 +753,15 @@ def _req(req):
     if req is not None and (not isinstance(req, str) or len(req) > 128):
         raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
     return req
+
+
+def _job_ids(msg: dict, optional: bool = False) -> list[int]:
+    """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
+    ids = P.require(msg, "jobs", list, optional) or []
+    if not all(type(job_id) is int for job_id in ids):
+        raise P.ProtocolError(P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list "
+                                             "job ids (integers)")
+    return ids
 
 
 def _known_env(defaults: dict) -> tuple:
