@@ -50,6 +50,7 @@ class Core(ArrayOps):
         self.npend = {}                      # queue -> PEND jobs, kept as jobs move
         self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}                    # hash -> env id, for envs in memory
+        self.env_sizes = {}                  # hash -> exec bytes, of envs in memory (checked)
         self.lost = {}                       # host -> since when it is UNAVAIL with jobs on it
         self.registered = {}                 # host -> when its sbatchd last registered
         self.users = state["users"]
@@ -216,6 +217,7 @@ class Core(ArrayOps):
             if entry[2] <= 0:
                 del self.envs[job.spec["env_id"]]
                 del self.env_ids[entry[0]]
+                self.env_sizes.pop(entry[0], None)
 
     def _finish(self, job, now):
         """Bookkeeping common to every end of a job. The scheduler is woken: a pending job
@@ -248,7 +250,7 @@ class Core(ArrayOps):
         specs = P.require(msg, "specs", list)
         if not isinstance(defaults, dict) or not all(isinstance(x, dict) for x in specs):
             raise P.ProtocolError(P.BAD_REQUEST, "defaults and each of specs must be objects")
-        checked, known_env = [], _known_env(defaults)
+        checked, known_env = [], self._known_env(defaults)
         for i, spec in enumerate(specs):
             try:
                 checked.append(self._check({**defaults, **spec}, known_env))
@@ -270,17 +272,17 @@ class Core(ArrayOps):
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
-    def _check(self, spec: dict, known_env: tuple = (None, 0)) -> dict:
+    def _check(self, spec: dict, known_env: tuple = (None,)) -> dict:
         """Validate a submitted spec; return what _create needs. Changes nothing.
-        known_env: (an env already checked, its exec bytes), so that submit_many checks the
-        environment its specs share once."""
+        known_env: an environment's (env, hash, exec bytes) already checked, so that
+        submit_many checks the environment its specs share once."""
         try:
             return self._checked(spec, known_env)
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
     def _checked(self, spec: dict, known_env: tuple) -> dict:
-        cmd, env = _check_exec(spec, known_env)
+        cmd, env_info = self._check_exec(spec, known_env)
         qname, qc = self._check_queue(spec)
         walltime = spec.get("walltime")
         if walltime is None:
@@ -311,8 +313,42 @@ class Core(ArrayOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
-        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env, "spec": stored,
+        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env_info,
+                "spec": stored,
                 "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
+
+    def _check_exec(self, spec: dict, known_env: tuple) -> tuple:
+        """(cmd, (env, its hash, its bytes)): what exec takes, each string checked, within
+        MAX_EXEC."""
+        cmd = spec.get("cmd")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
+            raise P.ProtocolError(P.BAD_REQUEST, "cmd must be a non-empty list of strings")
+        env = spec.get("env") or {}
+        if not isinstance(env, dict):
+            raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
+        size = jobspec.command_bytes(cmd)
+        if size > MAX_CMD_BYTES:           # stored with every job (an env is stored once)
+            raise P.ProtocolError(P.BAD_REQUEST, f"cmd takes {size} bytes; at most {MAX_CMD_BYTES}")
+        env_info = known_env if env is known_env[0] else self._env_info(env)
+        jobspec.check_exec_size(size + env_info[2])
+        return cmd, env_info
+
+    def _env_info(self, env: dict) -> tuple:
+        """(env, its hash, its exec bytes). One in memory was checked when it came: the
+        submitter's environment, the same job after job, costs its hash, as before."""
+        digest = hashlib.sha1(P.dumps_sorted(env)).hexdigest()
+        size = self.env_sizes.get(digest)
+        return env, digest, jobspec.environment_bytes(env) if size is None else size
+
+    def _known_env(self, defaults: dict) -> tuple:
+        """submit_many's shared environment, checked once for all its specs."""
+        env = defaults.get("env")
+        if not isinstance(env, dict):
+            return (None,)
+        try:
+            return self._env_info(env)
+        except jobspec.SpecError as exc:
+            raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
 
     def _check_queue(self, spec: dict) -> tuple:
         qname = jobspec.text("queue", spec.get("queue") or self.conf.mbatchd.default_queue,
@@ -360,9 +396,8 @@ class Core(ArrayOps):
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
         return {"job": job_id, "queue": job.queue}
 
-    def _intern_env(self, env, lookup_env):
-        data = P.dumps_sorted(env)
-        digest = hashlib.sha1(data).hexdigest()
+    def _intern_env(self, env_info, lookup_env):
+        env, digest, size = env_info
         env_id = self.env_ids.get(digest)
         if env_id is None:
             env_id = lookup_env(digest)
@@ -371,6 +406,7 @@ class Core(ArrayOps):
                 self.next_env += 1
                 self.new_envs.append((env_id, digest, env))
         self._env_ref(env_id, digest, env)
+        self.env_sizes[digest] = size
         return env_id
 
     def kill(self, ident, msg, now):
@@ -762,33 +798,6 @@ def _job_ids(msg: dict, optional: bool = False) -> list[int]:
         raise P.ProtocolError(P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list "
                                              "job ids (integers)")
     return ids
-
-
-def _known_env(defaults: dict) -> tuple:
-    """(env, its exec bytes) of submit_many's defaults, checked once for all its specs."""
-    env = defaults.get("env")
-    if not isinstance(env, dict):
-        return None, 0
-    try:
-        return env, jobspec.environment_bytes(env)
-    except jobspec.SpecError as exc:
-        raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
-
-
-def _check_exec(spec: dict, known_env: tuple) -> tuple:
-    """(cmd, env) of a spec: what exec takes, each string checked, within MAX_EXEC."""
-    cmd = spec.get("cmd")
-    if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-        raise P.ProtocolError(P.BAD_REQUEST, "cmd must be a non-empty list of strings")
-    env = spec.get("env") or {}
-    if not isinstance(env, dict):
-        raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
-    size = jobspec.command_bytes(cmd)
-    if size > MAX_CMD_BYTES:           # stored with every job (an env is stored once)
-        raise P.ProtocolError(P.BAD_REQUEST, f"cmd takes {size} bytes; at most {MAX_CMD_BYTES}")
-    env_size = known_env[1] if env is known_env[0] else jobspec.environment_bytes(env)
-    jobspec.check_exec_size(size + env_size)
-    return cmd, env
 
 
 def _limit(spec, field, option, qname, default, maximum, fmt, bound):
