@@ -47,7 +47,9 @@ def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
                         ({"slots": True}, "slots (-n) must be an integer"),
                         ({"walltime": 1e308}, "walltime must be a number of seconds"),
                         ({"memory": 2 ** 63}, "memory (-M) must be an integer"),
-                        ({"name": "x" * (1 << 20)}, "name has 1048576 characters")]:
+                        ({"name": "x" * (1 << 20)}, "name has 1048576 characters"),
+                        ({"env": {f"V{i}": "x" * 1000 for i in range(1100)}},
+                         "command and environment take 1")]:
         err = _refusal(cluster, **spec)
         assert err.code == "bad_request" and words in err.message, (spec, err.message)
     for op, fields, name in [("jobs", {"users": 5}, "'users'"), ("jobs", {"jobs": "x"}, "'jobs'"),

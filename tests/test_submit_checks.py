@@ -33,6 +33,7 @@ def refused(core, store, spec, words):
     ({"env": {NUL: "1"}}, "holds a NUL byte"),
     ({"env": {"": "1"}}, "environment name '' must be non-empty, without '='"),
     ({"env": {"A=B": "1"}}, "environment name 'A=B' must be non-empty, without '='"),
+    ({"name": "each", "lines": ["x", NUL]}, "without NUL"),
 ])
 def test_a_nul_byte_or_a_bad_environment_name_is_refused_by_field(world, spec, words):
     conf, store, core = world

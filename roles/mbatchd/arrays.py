@@ -28,9 +28,10 @@ def check_array(spec):
     if lines is None:
         return name, ranges, throttle, None
     if (not isinstance(lines, list) or not lines or len(lines) > MAX_ELEMENTS
-            or not all(isinstance(x, str) and len(x) <= MAX_LINE for x in lines)):
+            or not all(isinstance(x, str) and len(x) <= MAX_LINE and "\0" not in x
+                       for x in lines)):
         raise P.ProtocolError(P.BAD_REQUEST, f"lines must be 1..{MAX_ELEMENTS} strings of at "
-                              f"most {MAX_LINE} bytes")
+                              f"most {MAX_LINE} bytes, without NUL")   # $LSB_JOBLINE
     if ranges is not None:
         raise P.ProtocolError(P.BAD_REQUEST, "--each-line makes the array: give -J NAME or "
                               "-J NAME%LIMIT, without [INDICES]")
