@@ -43,10 +43,15 @@ def parse_name(text):
     if not m:
         raise ArrayError(f"bad job array name {text!r} (use NAME[1-100:2,200]%LIMIT)")
     ranges = parse_ranges(m.group("spec"))
-    throttle = int(m.group("throttle") or 0)
-    if m.group("throttle") is not None and throttle < 1:
-        raise ArrayError("an array's %LIMIT must be at least 1")
-    return m.group("name"), ranges, throttle
+    throttle = m.group("throttle")
+    return m.group("name"), ranges, 0 if throttle is None else parse_throttle(throttle)
+
+
+def parse_throttle(text):
+    """%LIMIT: running elements at most, 1..MAX_ELEMENTS (an array has no more)."""
+    if not 1 <= int(text) <= MAX_ELEMENTS:
+        raise ArrayError(f"an array's %LIMIT must be from 1 to {MAX_ELEMENTS}")
+    return int(text)
 
 
 def parse_ranges(spec):

@@ -248,7 +248,7 @@ def test_bad_array_input_is_refused_clearly(cluster, tmp_path):
     for args, message in (
             (["submit", "-J", "x[5-1]", "--", "true"], "bad array index '5-1'"),
             (["submit", "-J", "x[1-3", "--", "true"], "bad job array name"),
-            (["submit", "-J", "x[1-3]%0", "--", "true"], "%LIMIT must be at least 1"),
+            (["submit", "-J", "x[1-3]%0", "--", "true"], "%LIMIT must be from 1 to"),
             (["wait", "-w", "finished(3)"], "bad condition"),
             (["kill", "3[x]"], "is not a job id"),
             (["jobs", "0[1]"], "is not a job id")):

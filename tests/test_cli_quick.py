@@ -83,8 +83,9 @@ def test_help_and_errors_are_argparse_s():
     """Left to argparse, the user sees exactly argparse's help and messages, exit 2."""
     for argv, words in ((["jobs", "-h"], "usage: lavalite jobs"),
                         (["jobs", "abc"], "argument JOBID: 'abc' is not a job id"),
-                        (["submit", "-n", "x", "true"], "argument -n: invalid int value: 'x'"),
-                        (["submit", "--pids", "0", "true"], "'0' is not a positive integer"),
+                        (["submit", "-n", "x", "true"], "argument -n: 'x' is not an integer"),
+                        (["submit", "--pids", "0", "true"],
+                         "the process limit must be an integer from 1 to"),
                         (["kill"], "the following arguments are required: JOBID")):
         res = subprocess.run([sys.executable, "lavalite.py"] + argv, cwd=ROOT,
                              capture_output=True, text=True, env={"LAVALITE_CONF": "/nonexistent"})

@@ -6,6 +6,7 @@ import os
 import signal
 import stat
 import struct
+import subprocess
 import sys
 import time
 
@@ -88,7 +89,12 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     path = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
-    rec = record.read(path)                        # whom it runs, and as which process group
+    # whom it runs, and as which process group: the pid once the shepherd has spawned it (the
+    # start is reported when the order leaves sbatchd, a moment before)
+    deadline = time.time() + 10
+    while "pid" not in record.read(path) and time.time() < deadline:
+        time.sleep(0.02)
+    rec = record.read(path)
     assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
@@ -122,18 +128,23 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
 
 
 @contextlib.contextmanager
-def _shepherd(log_to):
-    """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says."""
+def _shepherd(log_to, on_ended=lambda msg: None):
+    """A shepherd started as sbatchd starts one (no cgroups), logging as log_to says; its
+    answers go to on_ended (link.loop runs them)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     loop = asyncio.new_event_loop()
-    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", lambda msg: None,
+    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", on_ended,
                         lambda link: None, log_to=log_to,
                         program=[sys.executable, os.path.join(root, "lavalite.py")])
     try:
         yield link
     finally:
         link.close()
-        link.proc.wait(10)
+        try:
+            link.proc.wait(10)
+        except subprocess.TimeoutExpired:  # a hung shepherd (and its cleaner) must not stay
+            os.killpg(link.proc.pid, signal.SIGKILL)
+            link.proc.wait()
         loop.close()
 
 

@@ -69,8 +69,13 @@ def print_arrays(arrays, args):
 def setup_wait(p):
     p.add_argument("-w", dest="cond", required=True, metavar="'done(ID)'|'ended(ID)'",
                    help="the condition: the job (or every element of the array) done, or ended")
-    p.add_argument("-t", dest="minutes", type=float, metavar="MINUTES",
+    p.add_argument("-t", dest="minutes", type=_minutes, metavar="MINUTES",
                    help="give up after MINUTES (default: wait as long as it takes)")
+
+
+def _minutes(text: str) -> float:
+    from roles.cli.commands import seconds
+    return seconds(text, "the time to wait", unit=60) / 60
 
 
 def wait(args):

@@ -4,6 +4,7 @@ import os
 import sys
 import time
 
+from lavalite import jobspec
 from lavalite.arrays import ArrayError, parse_label
 from lavalite.hosts import local_host
 from lavalite.limits import format_size, parse_size
@@ -25,16 +26,17 @@ def _setup_submit(p):
                    "array (LSB_JOBINDEX, %%I in -o/-e), at most LIMIT elements running")
     p.add_argument("-o", dest="out", help="stdout file; %%J is the job id (stderr too unless -e)")
     p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
-    p.add_argument("-W", dest="walltime_min", metavar="[HOURS:]MINUTES",
+    p.add_argument("-W", dest="walltime_w", type=_w_limit, metavar="[HOURS:]MINUTES",
                    help="wall-clock limit, as LSF's -W")
-    p.add_argument("--time", dest="walltime", type=float, metavar="SECS",
+    p.add_argument("--time", dest="walltime", type=seconds, metavar="SECS",
                    help="wall-clock limit in seconds")
-    p.add_argument("-n", dest="slots", type=int, default=1, help="job slots (default 1)")
-    p.add_argument("--retries", type=int, metavar="N", help="run again up to N times on failure")
+    p.add_argument("-n", dest="slots", type=_slots, default=1, help="job slots (default 1)")
+    p.add_argument("--retries", type=_retries, metavar="N",
+                   help="run again up to N times on failure")
     p.add_argument("-M", dest="memory", type=_size, metavar="MEM",
                    help="memory limit: MB as LSF, or with a unit (512M, 2G); above it the "
                         "job ends FAILED(oom)")
-    p.add_argument("--pids", type=_positive, metavar="N",
+    p.add_argument("--pids", type=_pids, metavar="N",
                    help="limit on the job's processes and threads")
     p.add_argument("--each-line", metavar="FILE", help="an array of one element per line of "
                    "FILE (- for stdin); the element's line is in $LSB_JOBLINE")
@@ -48,30 +50,57 @@ def _bad_value(message):
     return argparse.ArgumentTypeError(message)
 
 
-def _size(text):
+def _size(text: str) -> int:
     try:
         value = parse_size(text)
     except ValueError as exc:
         raise _bad_value(str(exc)) from None
-    if value <= 0:
-        raise _bad_value(f"{text!r}: the limit must be above 0")
+    return _int_option(value, "the memory limit in bytes", 1, jobspec.MAX_MEMORY)
+
+
+def _int_option(text: str | int, field: str, low: int, high: int) -> int:
+    """An integer option within lavalite.jobspec's bound (the one mbatchd applies)."""
+    try:
+        return jobspec.integer(field, int(text), low, high)
+    except jobspec.SpecError as exc:
+        raise _bad_value(str(exc)) from None
+    except ValueError:
+        raise _bad_value(f"{text!r} is not an integer") from None
+
+
+def _slots(text: str) -> int:
+    return _int_option(text, "the job slots", 1, jobspec.MAX_SLOTS)
+
+
+def _pids(text: str) -> int:
+    return _int_option(text, "the process limit", 1, jobspec.MAX_PIDS)
+
+
+def _retries(text: str) -> int:
+    return _int_option(text, "the retries", 0, jobspec.MAX_RETRIES)
+
+
+def seconds(text: str | int, field: str = "the wall-clock limit", unit: int = 1) -> float:
+    """A time option given in `unit` seconds (1 or 60), as seconds within lavalite.jobspec's
+    bound; refused in the option's own unit."""
+    try:
+        value = float(text) * unit
+    except ValueError:
+        raise _bad_value(f"{text!r} is not a number") from None
+    if not 0 < value <= jobspec.MAX_SECONDS:        # NaN compares false: refused too
+        raise _bad_value(f"{field} must be above 0 and at most a year "
+                         f"({jobspec.MAX_SECONDS // unit} {'minutes' if unit == 60 else 's'})")
     return value
 
 
-def _positive(text):
-    if not text.isdigit() or int(text) <= 0:
-        raise _bad_value(f"{text!r} is not a positive integer")
-    return int(text)
-
-
-def _walltime(args):
-    if args.walltime_min is None:
-        return args.walltime
-    hours, _, minutes = args.walltime_min.rpartition(":")
+def _w_limit(text: str) -> float:
+    """-W [HOURS:]MINUTES, in seconds."""
+    hours, _, minutes = text.rpartition(":")
     try:
-        return (int(hours or 0) * 60 + int(minutes)) * 60.0
+        value = int(hours or 0) * 60 + int(minutes)
     except ValueError:
-        sys.exit(f"bsub: -W takes [HOURS:]MINUTES, not {args.walltime_min!r}")
+        raise _bad_value(f"-W takes [HOURS:]MINUTES, not {text!r}") from None
+    return seconds(value, unit=60)
 
 
 def submit(args):
@@ -80,7 +109,8 @@ def submit(args):
         print("bsub: no command to run (bsub [options] COMMAND [ARGS])", file=sys.stderr)
         return 2
     spec = {"cmd": cmd, "queue": args.queue, "name": args.name, "out": args.out,
-            "err": args.err, "walltime": _walltime(args), "slots": args.slots,
+            "err": args.err, "slots": args.slots,
+            "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
             "retries": args.retries, "memory": args.memory, "pids": args.pids,
             "cwd": os.getcwd(), "env": dict(os.environ),
             "from_host": local_host()}

@@ -8,7 +8,8 @@ ends when its last element does. `wait` (bwait) parks a request until a job or a
 import re
 
 from lavalite import protocol as P
-from lavalite.arrays import MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name
+from lavalite.arrays import (MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name,
+                             parse_throttle)
 from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
                             label, split_id)
 
@@ -27,16 +28,21 @@ def check_array(spec):
     if lines is None:
         return name, ranges, throttle, None
     if (not isinstance(lines, list) or not lines or len(lines) > MAX_ELEMENTS
-            or not all(isinstance(x, str) and len(x) <= MAX_LINE for x in lines)):
+            or not all(isinstance(x, str) and len(x) <= MAX_LINE and "\0" not in x
+                       for x in lines)):
         raise P.ProtocolError(P.BAD_REQUEST, f"lines must be 1..{MAX_ELEMENTS} strings of at "
-                              f"most {MAX_LINE} bytes")
+                              f"most {MAX_LINE} bytes, without NUL")   # $LSB_JOBLINE
     if ranges is not None:
         raise P.ProtocolError(P.BAD_REQUEST, "--each-line makes the array: give -J NAME or "
                               "-J NAME%LIMIT, without [INDICES]")
     m = _LIMIT.match(spec.get("name") or "")
     if m is None:
         return name, [(1, len(lines), 1)], 0, lines
-    return m.group(1), [(1, len(lines), 1)], int(m.group(2)), lines
+    try:
+        throttle = parse_throttle(m.group(2))
+    except ArrayError as exc:
+        raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+    return m.group(1), [(1, len(lines), 1)], throttle, lines
 
 
 class ArrayOps:
@@ -61,6 +67,7 @@ class ArrayOps:
             return {"job": arr.id, "ok": False, "code": "finished",
                     "message": f"Job <{arr.id}>: Job has already finished"}
         arr.killed = True
+        self.wake = True                       # its FIFO entry held the jobs behind it
         self.dirty_arrays[arr.id] = arr
         self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
         for index in sorted(arr.live):

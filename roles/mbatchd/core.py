@@ -9,6 +9,7 @@ import hashlib
 import heapq
 from collections import deque
 
+from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.limits import format_size
 from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
@@ -21,6 +22,9 @@ from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
 MAX_MESSAGE = 2000             # characters of a worker's message kept with the job
+# the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
+_TEXTS = (("cwd", jobspec.MAX_PATH), ("out", jobspec.MAX_PATH), ("err", jobspec.MAX_PATH),
+          ("name", jobspec.MAX_NAME), ("from_host", jobspec.MAX_NAME))
 
 
 class Core(ArrayOps):
@@ -46,6 +50,7 @@ class Core(ArrayOps):
         self.npend = {}                      # queue -> PEND jobs, kept as jobs move
         self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}                    # hash -> env id, for envs in memory
+        self.env_sizes = {}                  # hash -> exec bytes, of envs in memory (checked)
         self.lost = {}                       # host -> since when it is UNAVAIL with jobs on it
         self.registered = {}                 # host -> when its sbatchd last registered
         self.users = state["users"]
@@ -212,9 +217,12 @@ class Core(ArrayOps):
             if entry[2] <= 0:
                 del self.envs[job.spec["env_id"]]
                 del self.env_ids[entry[0]]
+                self.env_sizes.pop(entry[0], None)
 
     def _finish(self, job, now):
-        """Bookkeeping common to every end of a job."""
+        """Bookkeeping common to every end of a job. The scheduler is woken: a pending job
+        that ends (bkill) may have held its user's FIFO, with a job behind it that can run."""
+        self.wake = True
         self.finished.append((now, job.id))
         if job.array is None:              # elements share their array's environment
             self._env_unref(job)
@@ -242,10 +250,10 @@ class Core(ArrayOps):
         specs = P.require(msg, "specs", list)
         if not isinstance(defaults, dict) or not all(isinstance(x, dict) for x in specs):
             raise P.ProtocolError(P.BAD_REQUEST, "defaults and each of specs must be objects")
-        checked = []
+        checked, known_env = [], self._known_env(defaults)
         for i, spec in enumerate(specs):
             try:
-                checked.append(self._check({**defaults, **spec}))
+                checked.append(self._check({**defaults, **spec}, known_env))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
         out = []
@@ -264,58 +272,103 @@ class Core(ArrayOps):
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
-    def _check(self, spec):
-        """Validate a submitted spec; return what _create needs. Changes nothing."""
+    def _check(self, spec: dict, known_env: tuple = (None,)) -> dict:
+        """Validate a submitted spec; return what _create needs. Changes nothing.
+        known_env: an environment's (env, hash, exec bytes) already checked, so that
+        submit_many checks the environment its specs share once."""
+        try:
+            return self._checked(spec, known_env)
+        except jobspec.SpecError as exc:
+            raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+
+    def _checked(self, spec: dict, known_env: tuple) -> dict:
+        cmd, env_info = self._check_exec(spec, known_env)
+        qname, qc = self._check_queue(spec)
+        walltime = spec.get("walltime")
+        if walltime is None:
+            walltime = qc.default_walltime or None
+        else:
+            walltime = jobspec.seconds("walltime", walltime)
+        if walltime and qc.max_walltime and walltime > qc.max_walltime:
+            raise P.ProtocolError(P.BAD_REQUEST, f"walltime {walltime:g} s exceeds queue "
+                                  f"<{qname}>'s max_walltime of {qc.max_walltime:g} s")
+        retries = spec.get("retries")
+        attempts = qc.max_attempts if retries is None else 1 + jobspec.integer(
+            f"retries in queue <{qname}>", retries, 0, min(qc.max_retries, jobspec.MAX_RETRIES))
+        slots = self._check_slots(spec.get("slots", 1))
+        memory = _limit(spec, "memory", "-M", qname, qc.default_memory, qc.max_memory,
+                        format_size, jobspec.MAX_MEMORY)
+        pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str,
+                      jobspec.MAX_PIDS)
+        texts = {field: jobspec.text(field, spec.get(field) or "", limit)
+                 for field, limit in _TEXTS}
+        if not (texts["cwd"] or "/").startswith("/"):   # -o/-e resolve against it
+            raise P.ProtocolError(P.BAD_REQUEST, "cwd must be an absolute path")
+        sim = spec.get("sim_duration")
+        name, ranges, throttle, lines = check_array(spec)
+        stored = {"cmd": cmd, "cwd": texts["cwd"] or "/", "out": spec.get("out"),
+                  "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
+                  "from_host": spec.get("from_host")}
+        if sim is not None:                # for `lavalite simulate`; sbatchd ignores it
+            stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
+        if lines is not None:
+            stored["lines"] = lines
+        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env_info,
+                "spec": stored,
+                "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
+
+    def _check_exec(self, spec: dict, known_env: tuple) -> tuple:
+        """(cmd, (env, its hash, its bytes)): what exec takes, each string checked, within
+        MAX_EXEC."""
         cmd = spec.get("cmd")
-        if (not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd)
-                or sum(map(len, cmd)) > MAX_CMD_BYTES):
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
             raise P.ProtocolError(P.BAD_REQUEST, "cmd must be a non-empty list of strings")
-        qname = spec.get("queue") or self.conf.mbatchd.default_queue
+        env = spec.get("env") or {}
+        if not isinstance(env, dict):
+            raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
+        size = jobspec.command_bytes(cmd)
+        if size > MAX_CMD_BYTES:           # stored with every job (an env is stored once)
+            raise P.ProtocolError(P.BAD_REQUEST, f"cmd takes {size} bytes; at most {MAX_CMD_BYTES}")
+        env_info = known_env if env is known_env[0] else self._env_info(env)
+        jobspec.check_exec_size(size + env_info[2])
+        return cmd, env_info
+
+    def _env_info(self, env: dict) -> tuple:
+        """(env, its hash, its exec bytes). One in memory was checked when it came: the
+        submitter's environment, the same job after job, costs its hash, as before."""
+        digest = hashlib.sha1(P.dumps_sorted(env)).hexdigest()
+        size = self.env_sizes.get(digest)
+        return env, digest, jobspec.environment_bytes(env) if size is None else size
+
+    def _known_env(self, defaults: dict) -> tuple:
+        """submit_many's shared environment, checked once for all its specs."""
+        env = defaults.get("env")
+        if not isinstance(env, dict):
+            return (None,)
+        try:
+            return self._env_info(env)
+        except jobspec.SpecError as exc:
+            raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
+
+    def _check_queue(self, spec: dict) -> tuple:
+        qname = jobspec.text("queue", spec.get("queue") or self.conf.mbatchd.default_queue,
+                             jobspec.MAX_NAME)
         if qname not in self.qconf:
             raise P.ProtocolError(P.NOT_FOUND, f"Queue <{qname}> does not exist "
                                   f"(queues: {', '.join(self.qconf)})")
         qc = self.qconf[qname]
         if not qc.open:
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
-        walltime = _number(spec, "walltime", qc.default_walltime or None)
-        if walltime is not None and walltime <= 0:
-            raise P.ProtocolError(P.BAD_REQUEST, "walltime must be positive")
-        if walltime and qc.max_walltime and walltime > qc.max_walltime:
-            raise P.ProtocolError(P.BAD_REQUEST, f"walltime {walltime:g} s exceeds queue "
-                                  f"<{qname}>'s max_walltime of {qc.max_walltime:g} s")
-        retries = spec.get("retries")
-        if retries is None:
-            attempts = qc.max_attempts
-        elif isinstance(retries, int) and 0 <= retries <= qc.max_retries:
-            attempts = retries + 1
-        else:
-            raise P.ProtocolError(P.BAD_REQUEST, f"retries must be 0..{qc.max_retries} "
-                                  f"in queue <{qname}>")
-        slots = spec.get("slots", 1)
-        if not isinstance(slots, int) or slots < 1:
-            raise P.ProtocolError(P.BAD_REQUEST, "slots (-n) must be a positive integer")
-        memory = _limit(spec, "memory", "-M", qname, qc.default_memory, qc.max_memory,
-                        format_size)
-        pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str)
-        env = spec.get("env") or {}
-        if not isinstance(env, dict) or not {str}.issuperset(map(type, env.values())):
-            raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
-        for field in ("cwd", "out", "err", "name", "from_host"):
-            if not isinstance(spec.get(field) or "", str):
-                raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a string")
-        if not (spec.get("cwd") or "/").startswith("/"):   # -o/-e resolve against it
-            raise P.ProtocolError(P.BAD_REQUEST, "cwd must be an absolute path")
-        sim = _number(spec, "sim_duration", None)
-        name, ranges, throttle, lines = check_array(spec)
-        stored = {"cmd": cmd, "cwd": spec.get("cwd") or "/", "out": spec.get("out"),
-                  "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
-                  "from_host": spec.get("from_host")}
-        if sim is not None:
-            stored["sim_duration"] = sim   # for `lavalite simulate`; sbatchd ignores it
-        if lines is not None:
-            stored["lines"] = lines
-        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env, "spec": stored,
-                "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
+        return qname, qc
+
+    def _check_slots(self, slots: object) -> int:
+        """-n, bounded by the largest host known (registered now, or before and stored), as
+        LSF refuses a job no host can run. Until any host has registered, only MAX_SLOTS."""
+        jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
+        if self.max_slots and slots > self.max_slots:
+            raise P.ProtocolError(P.BAD_REQUEST, f"slots (-n) {slots}: the largest host has "
+                                                 f"{self.max_slots} slots")
+        return slots
 
     def _create(self, ident, prep, req, now, lookup_env):
         job_id = self.next_id
@@ -393,9 +446,8 @@ class Core(ArrayOps):
         self.wake = True
         return len(gone)
 
-    def _intern_env(self, env, lookup_env):
-        data = P.dumps_sorted(env)
-        digest = hashlib.sha1(data).hexdigest()
+    def _intern_env(self, env_info, lookup_env):
+        env, digest, size = env_info
         env_id = self.env_ids.get(digest)
         if env_id is None:
             env_id = lookup_env(digest)
@@ -404,14 +456,14 @@ class Core(ArrayOps):
                 self.next_env += 1
                 self.new_envs.append((env_id, digest, env))
         self._env_ref(env_id, digest, env)
+        self.env_sizes[digest] = size
         return env_id
 
     def kill(self, ident, msg, now):
-        ids = P.require(msg, "jobs", list)
         results = []
-        for job_id in ids:
-            job = self._target(job_id) if isinstance(job_id, int) else None
-            pending_in = self._pending_index(job_id) if job is None and isinstance(job_id, int) else None
+        for job_id in _job_ids(msg):
+            job = self._target(job_id)
+            pending_in = self._pending_index(job_id) if job is None else None
             who = job or pending_in
             if who is None:
                 results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
@@ -433,7 +485,9 @@ class Core(ArrayOps):
 
     def peek_target(self, ident, job_id):
         """The running job `bpeek JOBID` reads, or ProtocolError saying why not."""
-        job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+        if type(job_id) is not int:
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'job' of 'peek' must be a job id")
+        job = self.jobs.get(job_id)
         if job is None:
             raise P.ProtocolError(P.NOT_FOUND, f"Job <{label(job_id)}>: No matching job found")
         if not self._may_act_on(ident, job):
@@ -465,19 +519,21 @@ class Core(ArrayOps):
 
     def query_jobs(self, ident, msg, now, load_job):
         """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = msg.get("jobs") or []
+        ids = _job_ids(msg, optional=True)
         if ids:
             out, missing = [], []
             for job_id in ids:
-                found = self._query_id(job_id, now, load_job) if isinstance(job_id, int) else []
+                found = self._query_id(job_id, now, load_job)
                 out += found
                 if not found:
                     missing.append(job_id)
             return {"jobs": out, "missing": missing}
-        users = msg.get("users") or [ident["user"]]
+        users = P.require(msg, "users", list, optional=True) or [ident["user"]]
+        if not all(isinstance(u, str) for u in users):
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'users' of 'jobs' must list user names")
         every_user = "all" in users
         show_finished = bool(msg.get("all"))
-        queue = msg.get("queue")
+        queue = P.require(msg, "queue", str, optional=True)
 
         def wanted(j):
             return (every_user or j.user in users) and (not queue or j.queue == queue)
@@ -786,23 +842,22 @@ def _req(req):
     return req
 
 
-def _number(spec, field, default):
-    value = spec.get(field)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise P.ProtocolError(P.BAD_REQUEST, f"{field} must be a number")
-    return float(value)
+def _job_ids(msg: dict, optional: bool = False) -> list[int]:
+    """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
+    ids = P.require(msg, "jobs", list, optional) or []
+    if not all(type(job_id) is int for job_id in ids):
+        raise P.ProtocolError(P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list "
+                                             "job ids (integers)")
+    return ids
 
 
-def _limit(spec, field, option, qname, default, maximum, fmt):
+def _limit(spec, field, option, qname, default, maximum, fmt, bound):
     """A per-job limit (memory bytes, pids): the job's, else the queue's default; bounded by
-    the queue's maximum (0 = none). None = unlimited."""
+    the queue's maximum (0 = none), and by `bound` in any case. None = unlimited."""
     value = spec.get(field)
     if value is None:
         return default or None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise P.ProtocolError(P.BAD_REQUEST, f"{field} ({option}) must be a positive integer")
+    jobspec.integer(f"{field} ({option})", value, 1, bound)
     if maximum and value > maximum:
         raise P.ProtocolError(P.BAD_REQUEST, f"{option} {fmt(value)} exceeds queue <{qname}>'s "
                                              f"max_{field} of {fmt(maximum)}")

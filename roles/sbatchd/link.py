@@ -1,14 +1,18 @@
 """sbatchd's end of the link to its shepherd process (roles/sbatchd/shepherd.py): starts it,
 sends it orders, hands each answer to sbatchd's loop.
 
-Orders go out with a blocking send (they are small and the shepherd always reads, never
-blocking on sbatchd); answers come in through the event loop.
+Orders go out at once when the socket takes them whole (the usual case: they are small and
+the shepherd always reads, never blocking on sbatchd); what it does not take (an order with a
+large environment is more than the socket's buffer) waits in `waiting`, in order, and goes out
+as the shepherd drains the socket. Answers come in through the event loop.
 """
 import array
 import json
 import logging
+import os
 import socket
 import subprocess
+from collections import deque
 
 from lavalite import protocol as P
 from lavalite.entry import self_command
@@ -35,6 +39,7 @@ class ShepherdLink:
         self.sock, self.loop = ours, loop
         self.on_ended, self.on_lost = on_ended, on_lost
         self.decoder = P.Decoder()
+        self.waiting = deque()         # [(bytes, descriptors)] of orders the socket has yet to take
         self.alive = True
         self.attempts = 0              # in its care: kept by sbatchd, to pick the least busy
         self.kept = []                 # its cgroups kept for reuse (v1), by name
@@ -70,16 +75,46 @@ class ShepherdLink:
         self._send({"op": "clean", "records": records})
 
     def _send(self, msg, fds=()):
-        """One frame, its descriptors riding on its first bytes. False: the shepherd is lost."""
-        frame = P.encode({"v": P.VERSION, **msg})
+        """One frame, its descriptors riding on its first bytes; what the socket does not take
+        now waits for it to drain (`_drain`). False: the shepherd is lost."""
+        if not self.alive:
+            return False
+        frame = memoryview(P.encode({"v": P.VERSION, **msg}))
+        sent = 0 if self.waiting else self._put(frame, fds)
+        if sent is None:
+            return False
+        if sent < len(frame):
+            # the caller closes its descriptors: the locks stay held by copies until sent
+            self.waiting.append((frame[sent:], [os.dup(fd) for fd in fds] if not sent else []))
+            if len(self.waiting) == 1:
+                self.loop.add_writer(self.sock, self._drain)
+        return True
+
+    def _put(self, data: memoryview, fds: list[int]) -> int | None:
+        """Bytes of `data` the socket took, `fds` riding on the first; 0: it is full. None:
+        the shepherd is lost (and `_lost` has run)."""
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
-            sent = self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                array.array("i", fds))] if fds else [])
-            self.sock.sendall(frame[sent:])
+            return self.sock.sendmsg([data], anc)
+        except BlockingIOError:
+            return 0
         except OSError as exc:
             self._lost(f"cannot send it an order: {exc}")
-            return False
-        return True
+            return None
+
+    def _drain(self) -> None:
+        """The socket has room: the waiting orders, in order, until it is full again."""
+        while self.waiting:
+            data, fds = self.waiting[0]
+            sent = self._put(data, fds)
+            if not sent:               # full again, or lost (which let the waiting go)
+                return
+            _close_all(fds)            # the shepherd has its own now
+            if sent < len(data):
+                self.waiting[0] = (data[sent:], [])
+            else:
+                self.waiting.popleft()
+        self.loop.remove_writer(self.sock)
 
     def _read(self):
         try:
@@ -102,9 +137,7 @@ class ShepherdLink:
     def _lost(self, why):
         if not self.alive:
             return
-        self.alive = False
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
+        self._unlink()
         try:
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -116,7 +149,22 @@ class ShepherdLink:
     def close(self):
         """sbatchd stops: the shepherd sees the end of the link, finishes its jobs and exits."""
         if self.alive:
-            self.alive = False
-            self.loop.remove_reader(self.sock)
-            self.sock.close()
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Off the loop and closed; the locks of orders never sent are let go (their attempts
+        did not start: sbatchd finds their records unlocked without a status)."""
+        self.alive = False
+        self.loop.remove_reader(self.sock)
+        if self.waiting:
+            self.loop.remove_writer(self.sock)
+            for _, fds in self.waiting:
+                _close_all(fds)
+            self.waiting.clear()
+        self.sock.close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 

@@ -218,7 +218,9 @@ def _fork(exe, argv, env, cwd, opened, account, group):
             os.close(rfd)
             _exec_job(exe, argv, env, cwd, opened, account, group)
         except OSError as exc:
-            os.write(wfd, f"{exc.errno or 0}:{exc.strerror or exc}".encode())
+            os.write(wfd, f"{exc.errno or 0}:{exc.strerror or exc}".encode(errors="replace"))
+        except ValueError as exc:      # a NUL byte, say: exec takes none
+            os.write(wfd, f"{errno.EINVAL}:{exc}".encode(errors="replace"))
         finally:
             os._exit(127)
     os.close(wfd)
@@ -365,9 +367,22 @@ class Shepherd:
 
     # --- attempts
 
-    def start(self, order, lock):
+    def start(self, order: dict, lock: int) -> None:
+        """One attempt. What its order holds can fail that attempt, never the shepherd: mbatchd
+        refuses such specs at submit, and what gets past it (a value no check foresaw) ends
+        this job FAILED(exec_failed) with the reason while the loop serves the others."""
         run = Run(order, lock)
         self.runs += 1
+        try:
+            self._launch(run, order)
+        except Exception as exc:
+            self._settle()             # out of the job's groups, if it was on its way in
+            if run.pid is not None:    # it runs: a failure of ours after the spawn
+                raise
+            log.error("job %s.%s cannot start: %r", run.job, run.attempt, exc)
+            self._exec_failed(run, errno.EINVAL, f"cannot start the job: {exc}")
+
+    def _launch(self, run: Run, order: dict) -> None:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
@@ -483,7 +498,7 @@ class Shepherd:
         for fd, fds in run.opened:         # in the job's error file, as a shell says it
             if 2 in fds:
                 try:
-                    os.write(fd, f"lavalite: {message}\n".encode())
+                    os.write(fd, f"lavalite: {message}\n".encode(errors="replace"))
                 except OSError:
                     pass
         self._finish(run)
@@ -650,7 +665,9 @@ def main(argv):
             Shepherd(sock, cg, trash).serve()
         except BaseException as exc:
             failed.append(exc)
-            raise
+            with contextlib.suppress(OSError):
+                os.close(trash)        # the cleaner ends, so this process does: sbatchd sees
+            raise                      # the link close and checks its attempts by their locks
     thread = threading.Thread(target=loop, name="shepherd")
     thread.start()
     thread.join()                      # this first thread, the memory's owner, never moves
