@@ -15,9 +15,9 @@
   shepherd, or sbatchd before the order, died): the attempt is lost.
 It stays root's, mode 0600: a job must not be able to forge it.
 
-One file instead of a directory of five (lock, job.json, pid, outfds, status) written
-through temporary files and renames: 3 system calls an attempt for the record where there
-were about 30 (0.26 -> 0.06 ms of CPU on tmpfs here).
+One file, not a directory of five (lock, job.json, pid, outfds, status) written through
+temporary files and renames: 3 system calls an attempt for the record against about 30
+(0.06 against 0.26 ms of CPU on tmpfs here).
 """
 import fcntl
 import os

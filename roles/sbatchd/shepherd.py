@@ -1,7 +1,7 @@
 """The shepherd: a small process beside sbatchd (sbatchd.conf `shepherds` of them) that starts
 the jobs sbatchd orders, waits for them, delivers their output and writes how each ended.
 
-Why not a fork of sbatchd per job, as before: a fork of a 50 MB Python process costs
+Why not a fork of sbatchd per job: a fork of a 50 MB Python process costs
 milliseconds on a VM (page tables), which capped a host at about 200 jobs/s, all of it in
 sbatchd's event loop. A shepherd is a fresh interpreter of about 12 MB serving many attempts
 from one `select` loop, beside sbatchd, on another core.
