@@ -110,11 +110,15 @@ def test_up_on_a_full_disk_says_so_in_one_line(tmpfs):
 
 
 def test_a_submit_the_store_cannot_take_is_refused_and_mbatchd_goes_on(cluster):
-    """A slot count beyond SQLite's INTEGER: a one-line error, whichever refuses it first (the
-    CLI's bounds: 2; mbatchd's checks or its commit: 1); mbatchd answers after it, and the job
-    never appears."""
+    """A slot count beyond SQLite's INTEGER: refused with the option named (the CLI's bounds:
+    argparse's usage and one error line, exit 2; through the API, mbatchd's checks: a
+    bad_request); mbatchd answers after it, and the job never appears."""
     res = cluster.cli("submit", "-n", "9223372036854775808", "--", "true", check=False)
-    assert res.returncode in (1, 2) and len(res.stderr.strip().splitlines()) == 1, res
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res
+    assert res.stderr.strip().splitlines()[-1].endswith("argument -n: the job slots must be an "
+                                                        "integer from 1 to 65536"), res
+    with pytest.raises(ClientError, match="slots"):
+        cluster.submit(["true"], slots=2 ** 63)
     job = cluster.submit(["true"])
     assert cluster.wait([job])[job]["state"] == "DONE"
     assert [j["id"] for j in cluster.client.jobs(users=["all"], all=True)] == [job]
