@@ -557,16 +557,19 @@ def render(conf_name, values=None):
 
 def write_state_conf(state_dir, overrides):
     """Write the four files into state_dir for `lavalite up` (paths default to state_dir, as in
-    defaults()); existing files are kept. Returns the lavalite.conf path."""
+    defaults()); existing files are kept. Returns the lavalite.conf path. They are readable by
+    all, in a directory all can traverse: every user's commands read them (they hold no
+    secret: the key is a file of its own)."""
+    from lavalite import private        # only `lavalite up` and tests come here
     sd = os.path.abspath(os.path.expanduser(state_dir))
-    os.makedirs(sd, exist_ok=True)
+    private.make_dir(sd, traversable=True)
     for name in FILES:
         values = {s: dict(kv) for s, kv in overrides.get(name, {}).items()}
         if name == LAVALITE:
             values["paths"] = {**_state_paths(sd), **values.get("paths", {})}
         target = os.path.join(sd, name)
         if not os.path.exists(target):
-            write_whole(target, render(name, values))
+            write_whole(target, render(name, values), 0o644)
     return os.path.join(sd, LAVALITE)
 
 

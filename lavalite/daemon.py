@@ -10,6 +10,7 @@ import sys
 
 from lavalite import config as config_mod
 from lavalite import log as log_mod
+from lavalite import private
 from lavalite.files import write_whole
 from lavalite.hosts import local_host
 
@@ -17,8 +18,9 @@ log = logging.getLogger("lavalite")
 
 
 def setup(role, argv_conf, argv_host):
-    """Load the config (exit 2 with every error on a bad one), set up logging, return
-    (conf, host)."""
+    """Load the config (exit 2 with every error on a bad one), make what the daemon writes
+    private (and what an earlier run left loose), set up logging, return (conf, host)."""
+    private.enter()
     try:
         conf = config_mod.load(config_mod.find_conf(argv_conf))
     except config_mod.ConfigError as exc:
@@ -26,6 +28,7 @@ def setup(role, argv_conf, argv_host):
         sys.exit(2)
     host = local_host(argv_host)
     log_mod.setup(role, host, conf)
+    private.tighten_state(conf, log)
     # a reload asked for while the daemon starts must not kill it (SIGHUP's default); run()
     # installs the real handler, and children started from the loop get SIGHUP's default back
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -4,13 +4,16 @@ import contextlib
 import os
 
 
-def write_whole(path: str, text: str, mode: int = 0o644, replace: bool = True) -> None:
-    """Write `text` to `path` through a temporary file moved into place. replace=False keeps
+def write_whole(path: str, text: str, mode: int | None = None, replace: bool = True) -> None:
+    """Write `text` to `path` through a temporary file moved into place. mode: exactly this,
+    whatever the umask; None: as the umask says (a daemon's is private). replace=False keeps
     an existing file: FileExistsError, and nothing written. An OSError names `path`."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w",
-                       encoding="utf-8") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if mode is not None:
+                os.fchmod(fd, mode)
             f.write(text)
         if replace:
             os.replace(tmp, path)

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from lavalite import private
+
 FORMAT = "%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s"
 # syslog stamps time and host itself; the tag names the role, as `lavalite-mbatchd[PID]: `
 SYSLOG_FORMAT = "lavalite-{role}[%(process)d]: %(levelname)s %(message)s"
@@ -58,6 +60,27 @@ def syslog_handler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
     return logging.handlers.SysLogHandler(syslog_address(address), facility)
 
 
+class _Private:
+    """A file handler whose files (a rotation's new one too) are created private whatever the
+    process's umask: a shepherd keeps the jobs' umask, and opens the file again once rotated."""
+
+    def _open(self):
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                    opener=_open_private)
+
+
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags, private.file_mode())
+
+
+class _RotatingFile(_Private, logging.handlers.RotatingFileHandler):
+    pass
+
+
+class _WatchedFile(_Private, logging.handlers.WatchedFileHandler):
+    pass
+
+
 def _handler(role, host, target, syslog_address, open_file):
     """The handler for `target` in the daemons' format; open_file() makes the file's."""
     fmt = FORMAT
@@ -101,7 +124,7 @@ def setup_helper(role, spec, floor=logging.WARNING):
     host = spec.get("host", "-")
     try:
         handler = _handler(role, host, spec.get("target"), spec.get("syslog"),
-                           lambda: logging.handlers.WatchedFileHandler(spec["file"]))
+                           lambda: _WatchedFile(spec["file"]))
     except OSError:
         handler = _handler(role, host, "stderr", None, None)
     _install(handler, max(floor, getattr(logging, spec.get("level", "warning").upper())))
@@ -117,7 +140,7 @@ def setup(role, host, conf):
 
     def rotated():
         os.makedirs(conf.paths.log_dir, exist_ok=True)
-        return logging.handlers.RotatingFileHandler(
+        return _RotatingFile(
             _file(conf, role, host), maxBytes=conf.logging.rotate_size,
             backupCount=conf.logging.rotate_keep)
     try:

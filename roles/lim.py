@@ -24,7 +24,7 @@ import time
 
 import psutil
 
-from lavalite import auth, credential, daemon, fence
+from lavalite import auth, credential, daemon, fence, private
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
 from lavalite.config import Section
@@ -307,7 +307,7 @@ class Lim:
 
     async def serve(self, stop):
         loop = asyncio.get_running_loop()
-        os.makedirs(self.conf.paths.spool_dir, exist_ok=True)
+        private.make_dir(self.conf.paths.spool_dir, traversable=True)    # lim.sock is for all
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
         if os.path.exists(path):
             os.unlink(path)

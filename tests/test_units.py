@@ -39,7 +39,7 @@ def test_install_puts_everything_in_place_and_keeps_edited_configs(installed):
             open(os.path.join(UNITS_DIR, name)).read()
     assert (installed / "etc/tmpfiles.d/lavalite.conf").exists()
     assert (installed / "usr/local/share/lavalite/sudoers.lavalite-admin").exists()
-    for d, mode in (("var/lib/lavalite", 0o750), ("var/spool/lavalite", 0o755),
+    for d, mode in (("var/lib/lavalite", 0o750), ("var/spool/lavalite", 0o751),
                     ("var/log/lavalite", 0o750)):
         assert (os.stat(installed / d).st_mode & 0o777) == mode
     conf = installed / "etc/lavalite/lavalite.conf"
@@ -167,7 +167,7 @@ def test_install_at_the_root_creates_the_lavalite_user_and_owns_its_directories(
         pw = pwd.getpwnam("lavalite")
         assert pw.pw_shell == "/usr/sbin/nologin" and pw.pw_uid < 1000, "a system account"
         assert "lavalite 750 /var/lib/lavalite" in res.stdout
-        assert "lavalite 755 /var/spool/lavalite" in res.stdout
+        assert "lavalite 751 /var/spool/lavalite" in res.stdout     # traversed to lim.sock
         assert "lavalite 750 /var/log/lavalite" in res.stdout
         assert "lavalite-sbatchd.service" in res.stdout and "bsub" in res.stdout
     finally:

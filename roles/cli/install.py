@@ -18,8 +18,10 @@ from lavalite import config
 
 USER = "lavalite"
 UNIT_FILES = ("lavalite-lim.service", "lavalite-mbatchd.service", "lavalite-sbatchd.service")
-# directory -> mode; owned by the lavalite user (sbatchd, running as root, writes the spool too)
-DIRS = {"var/lib/lavalite": 0o750, "var/spool/lavalite": 0o755, "var/log/lavalite": 0o750}
+# directory -> mode; owned by the lavalite user (sbatchd, running as root, writes the spool too);
+# the daemons' private modes under the lavalite group (lavalite/private.py): every user may
+# only traverse the spool, to LIM's lim.sock
+DIRS = {"var/lib/lavalite": 0o750, "var/spool/lavalite": 0o751, "var/log/lavalite": 0o750}
 
 
 def _setup(p):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from lavalite import auth, config
+from lavalite import auth, config, private
 from lavalite.client import Client, ClientError
 from lavalite.entry import self_command
 from lavalite.files import write_whole
@@ -89,6 +89,7 @@ def _running_pid(path):
 
 
 def up(args):
+    private.enter()
     state = _state_dir(args.state_dir)
     conf_path = os.path.join(state, "lavalite.conf")
     pidfile = os.path.join(state, "up.pid")
@@ -153,9 +154,12 @@ def up(args):
 
 
 def _start_role(conf, role):
+    """The daemon, started with up's own umask, not up's private one: it keeps that for its
+    jobs (lavalite/private.py)."""
     with open(os.path.join(conf.paths.log_dir, f"{role}.log"), "ab") as log:
         return subprocess.Popen(self_command() + ["--role", role, "--conf", conf.path],
-                                stdout=log, stderr=log, start_new_session=True)
+                                stdout=log, stderr=log, start_new_session=True,
+                                umask=private.inherited())
 
 
 def _supervise_sbatchd(conf, procs, stopping):

@@ -14,6 +14,7 @@ import socket
 import subprocess
 from collections import deque
 
+from lavalite import private
 from lavalite import protocol as P
 from lavalite.entry import self_command
 
@@ -33,7 +34,8 @@ class ShepherdLink:
             (program or self_command()) + ["--role", "sbatchd", "--shepherd",
                                            str(theirs.fileno()), backend, slice_name,
                                            json.dumps(log_to or {})],
-            pass_fds=[theirs.fileno()], start_new_session=True, stdin=subprocess.DEVNULL)
+            pass_fds=[theirs.fileno()], start_new_session=True, stdin=subprocess.DEVNULL,
+            umask=private.inherited())     # the jobs' (and their output files'), not sbatchd's
         theirs.close()
         self.pid = self.proc.pid
         self.sock, self.loop = ours, loop

@@ -18,7 +18,7 @@ import signal
 import stat
 import time
 
-from lavalite import auth, daemon, fence
+from lavalite import auth, daemon, fence, private
 from lavalite import log as log_setup
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
@@ -71,7 +71,7 @@ class Sbatchd:
         self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
         self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
-        os.makedirs(conf.paths.spool_dir, exist_ok=True)
+        private.make_dir(conf.paths.spool_dir, traversable=True)     # LIM's lim.sock is for all
         os.makedirs(self.work, exist_ok=True)
         _check_owned(self.work)
         # what a restart adopts, reports and cleans there must be this cluster's own
