@@ -43,6 +43,7 @@ class Client:
         self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
         self.next_id = 1
         self.waited = False            # said once on stderr that it waits for mbatchd
+        self.tls = None                # the ssl context, made at the first connection with TLS
 
     def _credential(self):
         """(key, signed hello). Who can read the cluster key signs for itself; any other user
@@ -82,7 +83,8 @@ class Client:
             # unicodedata) costs a command about 1 ms; an ASCII name needs no encoding.
             host_arg = addr.encode() if addr.isascii() else addr
             try:
-                sock = socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout))
+                sock = self._secure(socket.create_connection((host_arg, port),
+                                                             timeout=min(5.0, self.timeout)), host)
             except OSError as exc:
                 errors.append(f"{host} ({addr}:{port}): {exc.strerror or exc}")
                 continue
@@ -90,6 +92,24 @@ class Client:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock, key, hello
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
+
+    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
+        """sock in TLS, checking that mbatchd's certificate names `host`, where [cluster]
+        tls_ca is set; else sock. A certificate refused is a refusal, not worth a retry."""
+        if not self.conf.cluster.tls_ca:
+            return sock
+        from lavalite import tls       # only here: ssl's import costs a command milliseconds
+        if self.tls is None:
+            try:
+                self.tls = tls.user_client_context(self.conf)
+            except tls.TLSConfigError as exc:
+                sock.close()
+                raise config.ConfigError([str(exc)]) from None
+        try:
+            return self.tls.wrap_socket(sock, server_hostname=host)
+        except tls.ssl.SSLCertVerificationError as exc:
+            raise ClientError(P.AUTH, f"mbatchd on {host}: TLS certificate refused: "
+                                      f"{exc.verify_message}") from None
 
     def call(self, op, **fields):
         """Send one request, return the reply's fields; raise ClientError on an error reply.
