@@ -108,17 +108,22 @@ def test_plain_tcp_gets_nothing_from_mbatchd(tls_cluster):
         assert _frame_or_nothing(sock) is None
 
 
-def test_a_certificate_from_another_ca_is_refused(tls_cluster, certs):
-    conf = tls_cluster.conf
-    other = tls_keys(certs["other"])
-    ctx = _tls_client(conf.cluster.tls_ca, cert=(other["tls_cert"], other["tls_key"]))
+def _ask_over_tls(conf, cert):
+    """A user hello over TLS, presenting `cert` (a tls_keys dict): the reply, or None."""
+    ctx = _tls_client(conf.cluster.tls_ca, cert=(cert["tls_cert"], cert["tls_key"]))
     with socket.create_connection(("127.0.0.1", conf.mbatchd.port)) as raw:
         try:
             sock = ctx.wrap_socket(raw, server_hostname=HOST)
         except (ssl.SSLError, ConnectionError):
-            return                     # refused in the handshake (TLS 1.2)
+            return None                # refused in the handshake (TLS 1.2)
         sock.sendall(_hello(conf))     # TLS 1.3: refused once the server has checked it
-        assert _frame_or_nothing(sock) is None
+        return _frame_or_nothing(sock)
+
+
+def test_a_certificate_from_another_ca_is_refused(tls_cluster, certs):
+    conf = tls_cluster.conf
+    assert _ask_over_tls(conf, tls_keys(certs["good"]))["ok"]
+    assert _ask_over_tls(conf, tls_keys(certs["other"])) is None
 
 
 def test_a_daemon_hello_without_a_host_certificate_is_refused(tls_cluster):
