@@ -77,6 +77,7 @@ class Client:
 
     def _connect(self, master=None):
         key, hello = self._credential()
+        self._tls_context()
         errors = []
         for host, addr, port in mbatchd_endpoints(self.conf, first=master):
             # getaddrinfo() encodes a str name with the idna codec, whose import (stringprep,
@@ -93,21 +94,26 @@ class Client:
             return sock, key, hello
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
 
-    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
-        """sock in TLS, checking that mbatchd's certificate names `host`, where [cluster]
-        tls_ca is set; else sock. A certificate refused is a refusal, not worth a retry."""
-        if not self.conf.cluster.tls_ca:
-            return sock
-        from lavalite import tls       # only here: ssl's import costs a command milliseconds
-        if self.tls is None:
+    def _tls_context(self):
+        """Where [cluster] tls_ca is set, the ssl context to dial mbatchd with (made once);
+        a tls_ca that cannot be used is a configuration error, found before any dial."""
+        if self.tls is None and self.conf.cluster.tls_ca:
+            from lavalite import tls   # only here: ssl's import costs a command milliseconds
             try:
                 self.tls = tls.user_client_context(self.conf)
             except tls.TLSConfigError as exc:
-                sock.close()
                 raise config.ConfigError([str(exc)]) from None
+        return self.tls
+
+    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
+        """sock in TLS, checking that mbatchd's certificate names `host`, where TLS is on;
+        else sock. A certificate refused is a refusal, not worth a retry."""
+        if self.tls is None:
+            return sock
+        import ssl                     # loaded with the context already
         try:
             return self.tls.wrap_socket(sock, server_hostname=host)
-        except tls.ssl.SSLCertVerificationError as exc:
+        except ssl.SSLCertVerificationError as exc:
             raise ClientError(P.AUTH, f"mbatchd on {host}: TLS certificate refused: "
                                       f"{exc.verify_message}") from None
 

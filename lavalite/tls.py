@@ -85,7 +85,7 @@ def _context(protocol: int, conf: config.Config) -> ssl.SSLContext:
     try:
         ctx.load_verify_locations(cafile=conf.cluster.tls_ca)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(_blame(conf, "tls_ca", exc)) from None
+        raise TLSConfigError(_file_error(conf, "tls_ca", exc)) from None
     return ctx
 
 
@@ -99,15 +99,15 @@ def _load_chain(ctx: ssl.SSLContext, conf: config.Config) -> None:
             with open(getattr(conf.cluster, name), "rb"):
                 pass
         except OSError as exc:
-            raise TLSConfigError(_blame(conf, name, exc)) from None
+            raise TLSConfigError(_file_error(conf, name, exc)) from None
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        raise TLSConfigError(_blame(conf, "tls_key", exc, f"does not fit tls_cert {cert}, or "
+        raise TLSConfigError(_file_error(conf, "tls_key", exc, f"does not fit tls_cert {cert}, or "
                                                          f"one of them is no PEM file")) from None
 
 
-def _blame(conf: config.Config, key: str, exc: Exception, what: str = "") -> str:
+def _file_error(conf: config.Config, key: str, exc: Exception, what: str = "") -> str:
     path = getattr(conf.cluster, key)
     why = what or getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
     return f"{config.origin(conf, 'cluster', key)}: [cluster] {key}: {path}: {why}"

@@ -192,6 +192,17 @@ def test_config_check_names_the_tls_file_that_cannot_work(tmp_path, certs, case,
     assert lim.returncode == 2 and f"{path}:{line}: [cluster] {key}: " in lim.stderr, lim.stderr
 
 
+def test_a_command_with_an_unusable_tls_ca_stops_at_once(tmp_path):
+    """A configuration error (exit 2, the key's line), not a cluster to wait for."""
+    path = _write_conf(tmp_path, tls_ca=str(tmp_path / "none.pem"))
+    auth.create_key(config.load(path).cluster.key_file)
+    res = subprocess.run(LAUNCHER + ["jobs", "--conf", path], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "LAVALITE_COMMAND_WAIT": "30"})
+    line = next(n for n, text in enumerate(open(path), 1) if text.startswith("tls_ca ="))
+    assert res.returncode == 2, res.stderr
+    assert f"{path}:{line}: [cluster] tls_ca: " in res.stderr and "retrying" not in res.stderr
+
+
 def test_config_check_accepts_good_files_and_a_commands_only_host(tmp_path, certs):
     assert _config_check(_write_conf(tmp_path, **tls_keys(certs["good"]))).returncode == 0
     ca_only = _write_conf(tmp_path / "commands", tls_ca=tls_keys(certs["good"])["tls_ca"])
