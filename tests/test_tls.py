@@ -43,6 +43,17 @@ def tls_keys(directory, host=HOST):
             "tls_key": os.path.join(directory, f"{host}.key")}
 
 
+@pytest.mark.parametrize("args, says", [
+    (["../up", "h1"], "HOST '../up': not a host name or address"),
+    (["--days", "0", "h1"], "--days 0: expected an integer >= 1"),
+])
+def test_tls_init_refuses_bad_input_and_writes_nothing(tmp_path, args, says):
+    res = subprocess.run(LAUNCHER + ["admin", "tls-init", str(tmp_path / "tls"), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr == f"lavalite admin tls-init: {says}\n"
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     """Two CAs: `good` with certificates for testhost and another host, `other` (a stranger's

@@ -3,6 +3,7 @@
 import argparse
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,9 +56,19 @@ _NEW_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
 
 def tls_init(directory: str, hosts: list[str], days: int) -> int:
-    os.makedirs(directory, exist_ok=True)
+    bad = next((h for h in hosts if not _host_name_ok(h)), None)
+    if bad is not None or days < 1:
+        why = f"HOST {bad!r}: not a host name or address" if bad is not None else \
+            f"--days {days}: expected an integer >= 1"
+        print(f"lavalite admin tls-init: {why}", file=sys.stderr)
+        return 2
+    if shutil.which("openssl") is None:
+        print("lavalite admin tls-init: needs the openssl command, not found on PATH",
+              file=sys.stderr)
+        return 1
     ca, ca_key = os.path.join(directory, "ca.pem"), os.path.join(directory, "ca.key")
     try:
+        os.makedirs(directory, exist_ok=True)
         if not os.path.exists(ca_key):
             _openssl("req", "-x509", *_NEW_KEY, "-keyout", ca_key, "-out", ca, "-days", "3650",
                      "-subj", "/CN=LavaLite cluster CA",
@@ -65,18 +76,25 @@ def tls_init(directory: str, hosts: list[str], days: int) -> int:
                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
         for host in hosts:
             _host_cert(directory, host, ca, ca_key, days)
-    except FileNotFoundError:
-        print("lavalite admin tls-init: needs the openssl command, not found on PATH",
+    except subprocess.CalledProcessError as exc:
+        last = exc.stderr.strip().splitlines()[-1:] or [f"exit status {exc.returncode}"]
+        print(f"lavalite admin tls-init: openssl {exc.cmd[1]} failed: {last[0]}",
               file=sys.stderr)
         return 1
-    except subprocess.CalledProcessError as exc:
-        print(f"lavalite admin tls-init: openssl {exc.cmd[1]} failed: "
-              f"{exc.stderr.strip().splitlines()[-1:] or exc.returncode}", file=sys.stderr)
+    except OSError as exc:
+        print(f"lavalite admin tls-init: {exc.filename or directory}: {exc.strerror}",
+              file=sys.stderr)
         return 1
     print(f"{directory}: ca.pem (tls_ca, on every host), ca.key (keep it off the cluster), "
           f"HOST.pem and HOST.key (tls_cert, tls_key, on that host only, mode 0600) for "
           f"{', '.join(hosts)}")
     return 0
+
+
+def _host_name_ok(host: str) -> bool:
+    """A name or address that makes a file name in DIR (no '/', no leading '.' or '-')."""
+    return host[:1].isalnum() and host.isascii() and all(c.isalnum() or c in "-._:"
+                                                         for c in host)
 
 
 def _host_cert(directory: str, host: str, ca: str, ca_key: str, days: int) -> None:
