@@ -134,11 +134,10 @@ class Cluster:
         came during the drain of (a): a turn each, a tenth of a ms of CPU each side), and
         the store stays mbatchd's alone (it is locked)."""
         with Client(conf_path=self.conf, timeout=timeout) as c:
-            # call("wait"): Client's `wait` attribute (command_wait) hides its wait() method
-            c.call("wait", cond="ended", job=ids[-1])
+            c.wait(ids[-1], "ended")
             for job in c.jobs(ids):
                 if job["state"] in ("PEND", "RUN"):
-                    c.call("wait", cond="ended", job=job["id"])
+                    c.wait(job["id"], "ended")
 
     def _read_rows(self):
         """Once mbatchd is gone (its store lock released): every job's times."""
