@@ -44,6 +44,7 @@ class Client:
         self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
         self.next_id = 1
         self.waited = False            # said once on stderr that it waits for mbatchd
+        self.tls = None                # the ssl context, made at the first connection with TLS
 
     def _credential(self):
         """(key, signed hello). Who can read the cluster key signs for itself; any other user
@@ -77,13 +78,15 @@ class Client:
 
     def _connect(self, master=None):
         key, hello = self._credential()
+        self._tls_context()
         errors = []
         for host, addr, port in mbatchd_endpoints(self.conf, first=master):
             # getaddrinfo() encodes a str name with the idna codec, whose import (stringprep,
             # unicodedata) costs a command about 1 ms; an ASCII name needs no encoding.
             host_arg = addr.encode() if addr.isascii() else addr
             try:
-                sock = socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout))
+                sock = self._secure(socket.create_connection((host_arg, port),
+                                                             timeout=min(5.0, self.timeout)), host)
             except OSError as exc:
                 errors.append(f"{host} ({addr}:{port}): {exc.strerror or exc}")
                 continue
@@ -91,6 +94,29 @@ class Client:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock, key, hello
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
+
+    def _tls_context(self):
+        """Where [cluster] tls_ca is set, the ssl context to dial mbatchd with (made once);
+        a tls_ca that cannot be used is a configuration error, found before any dial."""
+        if self.tls is None and self.conf.cluster.tls_ca:
+            from lavalite import tls   # only here: ssl's import costs a command milliseconds
+            try:
+                self.tls = tls.user_client_context(self.conf)
+            except tls.TLSConfigError as exc:
+                raise config.ConfigError([str(exc)]) from None
+        return self.tls
+
+    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
+        """sock in TLS, checking that mbatchd's certificate names `host`, where TLS is on;
+        else sock. A certificate refused is a refusal, not worth a retry."""
+        if self.tls is None:
+            return sock
+        import ssl                     # loaded with the context already
+        try:
+            return self.tls.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            raise ClientError(P.AUTH, f"mbatchd on {host}: TLS certificate refused: "
+                                      f"{exc.verify_message}") from None
 
     def call(self, op, **fields):
         """Send one request, return the reply's fields; raise ClientError on an error reply.

@@ -37,6 +37,15 @@ KEYS = [
      "How long a command waits while mbatchd cannot be reached (restarting, failing over), "
      "retrying with one line on stderr, before it gives up (exit 3); 0 = at once. "
      "$LAVALITE_COMMAND_WAIT overrides it for one command or script."),
+    (_LC, "cluster", "tls_ca", "file?", "",
+     "CA certificate(s) (PEM) that every host's certificate is issued by. Set = every TCP "
+     "connection uses TLS 1.2+: daemons verify each other (mutual TLS), commands verify "
+     "mbatchd. Empty = no TLS (the cluster key authenticates either way). See docs/multihost.md."),
+    (_LC, "cluster", "tls_cert", "file?", "",
+     "This host's certificate (PEM), naming the host as the cluster does; needed by the "
+     "daemons when tls_ca is set, not by hosts that only run commands."),
+    (_LC, "cluster", "tls_key", "file?", "",
+     "The private key of tls_cert (PEM, unencrypted, mode 0600: root and the daemons only)."),
     (_LC, "hosts", None, "free", "",
      "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
     (_LC, "paths", "state_dir", "path", "/var/lib/lavalite",
@@ -222,7 +231,7 @@ class Config:
 
 def _convert(kind, raw):
     """Text -> typed value; ValueError's message says what was expected."""
-    if kind in ("str", "path"):       # paths are resolved once [paths] is known
+    if kind in ("str", "path", "file?"):    # paths are resolved once [paths] is known
         return raw
     if kind == "list":
         return raw.replace(",", " ").split()
@@ -370,8 +379,8 @@ def _resolve_paths(conf, fname):
     for sec in sorted(_SCHEMA[fname], key=lambda s: s != "paths"):
         ns = getattr(conf, sec, None)
         for key, (kind, _, _) in _SCHEMA[fname][sec].items():
-            if kind == "path":
-                value = getattr(ns, key)
+            value = getattr(ns, key)
+            if kind == "path" or (kind == "file?" and value):
                 for name in ("state_dir", "spool_dir", "run_dir"):
                     value = value.replace("{%s}" % name, getattr(conf.paths, name))
                 value = os.path.join(conf.dir, os.path.expanduser(value))
@@ -424,7 +433,28 @@ def _build(path, main, errors, read=True):
         else:
             errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
                           f"define it or set default_queue in {path}")
+    _tls_keys_together(conf, main, path, errors)
     return conf
+
+
+def _tls_keys_together(conf, main, path, errors):
+    """tls_cert and tls_key go together and need tls_ca to check peers with (tls_ca alone:
+    a host that only runs commands). Whether the files fit is tls.check's business."""
+    c, given = conf.cluster, main.get("cluster", (0, {}))[1]     # a key set here is given
+    if bool(c.tls_cert) != bool(c.tls_key):
+        key, other = ("tls_cert", "tls_key") if c.tls_cert else ("tls_key", "tls_cert")
+        errors.append(f"{path}:{given[key][1]}: [cluster] {key}: needs {other} too")
+    elif c.tls_cert and not c.tls_ca:
+        errors.append(f"{path}:{given['tls_cert'][1]}: [cluster] tls_cert: needs tls_ca, the CA "
+                      f"that peers' certificates are checked against")
+
+
+def origin(conf, section, key):
+    """'FILE:LINE' where lavalite.conf sets [section] key (FILE alone where it does not), for
+    errors found after loading."""
+    parsed = _read(conf.path, []) or {}
+    line = parsed.get(section, (0, {}))[1].get(key, (None, None))[1]
+    return f"{conf.path}:{line}" if line else conf.path
 
 
 def cluster_slice(name: str, state_dir: str) -> str:
@@ -524,6 +554,7 @@ def _describe(kind):
     return {"list": "names, separated by spaces or commas", "bool": "yes/no",
             "size": "size in MB, or with a unit: 512M, 2G",
             "relpath": "relative path (no '.' or '..' parts)",
+            "file?": "path of a file, empty = none",
             "str": "text"}.get(kind, kind)
 
 

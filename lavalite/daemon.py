@@ -27,6 +27,7 @@ def setup(role, argv_conf, argv_host):
         print(f"lavalite {role}: refusing to start, bad configuration:\n{exc}", file=sys.stderr)
         sys.exit(2)
     host = local_host(argv_host)
+    _check_tls(role, conf, host)
     log_mod.setup(role, host, conf)
     private.tighten_state(conf, log)
     # a reload asked for while the daemon starts must not kill it (SIGHUP's default); run()
@@ -35,9 +36,23 @@ def setup(role, argv_conf, argv_host):
     return conf, host
 
 
+def _check_tls(role: str, conf: config_mod.Config, host: str) -> None:
+    """With TLS on, files that cannot serve this host stop the start, as a bad configuration
+    does (exit 2): a daemon that could not complete one handshake would only log failures."""
+    if not conf.cluster.tls_ca:
+        return
+    from lavalite import tls
+    errors = tls.check(conf, host, daemon=True)
+    if errors:
+        print(f"lavalite {role}: refusing to start, bad configuration:\n" + "\n".join(errors),
+              file=sys.stderr)
+        sys.exit(2)
+
+
 # Settings a running daemon cannot change: sockets are bound, files open. A reload that
 # changes one says so; the rest of the new configuration applies.
 RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "master_candidates"),
+                ("cluster", "tls_ca"), ("cluster", "tls_cert"), ("cluster", "tls_key"),
                 ("paths", "state_dir"), ("paths", "spool_dir"), ("paths", "run_dir"),
                 ("mbatchd", "port"), ("mbatchd", "database"), ("mbatchd", "metrics_port"),
                 ("lim", "port"), ("lim", "metrics_port"), ("lim", "supervise_mbatchd"),

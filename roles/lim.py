@@ -33,6 +33,7 @@ from lavalite.entry import self_command
 from lavalite.hosts import address
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, Strangers, hello
+from lavalite.tls import DaemonTLS
 
 log = logging.getLogger("lavalite.lim")
 # An mbatchd that ran this long did not fail to start: its next restart waits only
@@ -64,6 +65,7 @@ class Lim:
         self.reign = None          # (stop event, supervisor task) while master
         self.redirector = None     # the server on the mbatchd port while a non-master candidate
         self.strangers = Strangers()   # every listener's connections until their hello
+        self.tls = DaemonTLS(conf)
         self.started = time.monotonic()
         self.lock_busy_logged = False
         self.mbatchd_starts = 0
@@ -178,7 +180,7 @@ class Lim:
             peer = None
             try:
                 _, peer = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
-                    lambda: Peer(self.on_frame), addr, port), self.t_fail)
+                    lambda: Peer(self.on_frame), addr, port, **self.tls.dial(target)), self.t_fail)
                 await hello(peer, self.keys.ring(), "lim", self.host, self.t_fail)
                 peer.identity = {"role": "lim", "host": target}
                 while not stop.is_set():
@@ -249,8 +251,7 @@ class Lim:
         try:
             self.redirector = await asyncio.get_running_loop().create_server(
                 lambda: Peer(self.on_redirect, strangers=self.strangers), self.conf.cluster.listen,
-                self.conf.mbatchd.port,
-                reuse_address=True)
+                self.conf.mbatchd.port, reuse_address=True, **self.tls.listen(users=True))
         except OSError as exc:
             log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
 
@@ -319,7 +320,7 @@ class Lim:
         if self.host in self.candidates:       # the other LIMs heartbeat to the candidates
             servers.append(await loop.create_server(
                 self.accepted, self.conf.cluster.listen, self.conf.lim.port,
-                reuse_address=True))
+                reuse_address=True, **self.tls.listen(users=False)))
         tasks = [asyncio.create_task(self.collect(stop)), asyncio.create_task(self.elect(stop))]
         tasks += [asyncio.create_task(self.heartbeat(c, stop))
                   for c in self.candidates if c != self.host]

@@ -45,10 +45,11 @@ def test_import_lavalite_is_light():
 def test_real_commands_load_no_heavy_module(cluster):
     """What bsub and bjobs load end to end, talking to a real mbatchd: none of what their
     start-up shed (argparse with gettext and locale, OpenSSL's _hashlib for the hello's HMAC,
-    logging, shutil, random, the idna codec for dialling, the daemons' modules)."""
+    logging, shutil, random, the idna codec for dialling, the daemons' modules; ssl, where
+    TLS is not configured)."""
     heavy = {"argparse", "gettext", "locale", "_hashlib", "hashlib", "hmac", "secrets",
              "logging", "shutil", "random", "encodings.idna", "asyncio", "orjson", "subprocess",
-             "tempfile", "uuid"}
+             "tempfile", "uuid", "ssl", "lavalite.tls"}
     for args in (["submit", "-o", "/dev/null", "--", "true"], ["jobs", "-a"], ["queues"]):
         res = subprocess.run(LAUNCHER[:1] + ["-X", "importtime"] + LAUNCHER[1:] + args,
                              env=cluster.env, capture_output=True, text=True, timeout=60)

@@ -92,7 +92,9 @@ def restore(host):
 
 
 class MultiCluster:
-    def __init__(self, base):
+    """`cluster(host)`: more [cluster] keys for that host's lavalite.conf."""
+
+    def __init__(self, base, cluster=None):
         self.base = str(base)
         self.shared = os.path.join(self.base, "shared")     # the control hosts' NFS
         self.joblog = os.path.join(self.base, "jobs.log")
@@ -104,7 +106,8 @@ class MultiCluster:
                 "lavalite.conf": {
                     "cluster": {"master_candidates": " ".join(CONTROL), "listen": "0.0.0.0",
                                 "key_file": os.path.join(self.shared, "cluster.key"),
-                                "allow_root_jobs": "yes"},     # the tests run as root
+                                "allow_root_jobs": "yes",      # the tests run as root
+                                **(cluster(host) if cluster else {})},
                     "hosts": ADDR,
                     "paths": {"state_dir": state,
                               "spool_dir": os.path.join(self.base, host, "spool"),

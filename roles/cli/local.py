@@ -247,6 +247,11 @@ def links(args):
 def config_check(args):
     path = config.find_conf(args.conf)
     conf = config.load(path)
+    if conf.cluster.tls_ca:
+        from lavalite import tls
+        errors = tls.check(conf, local_host(), daemon=False)
+        if errors:
+            raise config.ConfigError(errors)
     print(f"{path}: OK ({len(conf.queues)} queues: {', '.join(conf.queues)})")
     return 0
 

@@ -17,6 +17,7 @@ from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.model import label
 from lavalite.peer import Peer, Strangers, hello
+from lavalite.tls import DaemonTLS
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
@@ -44,6 +45,7 @@ class Mbatchd:
         self.epoch = epoch             # fencing token from the master LIM, on every order we send
         self.parent = os.getppid()
         self.keys = auth.KeyFile(conf.cluster.key_file)
+        self.tls = DaemonTLS(conf)
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
@@ -84,6 +86,7 @@ class Mbatchd:
 
     def on_frame(self, peer, msg):
         if peer.identity is None:
+            self.tls.check_hello(peer.transport, msg)
             peer.identity, greeting = auth.greet(self.keys.ring(), msg)
             peer.send(greeting)
             return
@@ -399,7 +402,8 @@ class Mbatchd:
         strangers = Strangers()
         server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close, strangers),
                                           self.conf.cluster.listen, self.conf.mbatchd.port,
-                                          reuse_address=True, backlog=BACKLOG)
+                                          reuse_address=True, backlog=BACKLOG,
+                                          **self.tls.listen(users=True))
         metrics = await self.observer.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)

@@ -27,6 +27,7 @@ from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer, hello
+from lavalite.tls import DaemonTLS
 from roles.sbatchd import cgroups, peek, record, shepherd
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
@@ -67,6 +68,7 @@ class Sbatchd:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
+        self.tls = DaemonTLS(conf)
         # the newest master epoch seen, kept across restarts: older orders are refused
         self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
         self.epoch = fence.read_file(self.epoch_file)
@@ -444,7 +446,7 @@ class Sbatchd:
                 host, addr, port = order.pop(0)
                 tried.add(host)
                 try:
-                    master = await self._session(addr, port, stop)
+                    master = await self._session(host, addr, port, stop)
                     delay, since = 0.2, time.monotonic()
                 except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
                     log.debug("mbatchd at %s:%s: %s", addr, port, exc)
@@ -471,12 +473,13 @@ class Sbatchd:
             if peer is not None:
                 peer.close()
 
-    async def _session(self, addr, port, stop):
+    async def _session(self, host, addr, port, stop):
         """One registered connection, until it drops or mbatchd stops answering pings for
         T_fail (a cut network closes nothing). Returns the master named by a redirect."""
         closed = asyncio.Event()
         _, peer = await asyncio.wait_for(self.loop.create_connection(
-            lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port), 5)
+            lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port,
+            **self.tls.dial(host)), 5)
         try:
             reply = await hello(peer, self.keys.ring(), "sbatchd", self.host, 10)
         except ConnectionError:

@@ -4,7 +4,7 @@ the machine's raw rate of running /bin/true 16 at a time, measured in the same r
 
     .venv/bin/python tests/bench/bench_drain.py [--jobs 1000] [--slots 16]
         [--program "python lavalite.py" | --program dist/lavalite] [--repeat K]
-        [--markdown docs/performance.md]
+        [--markdown docs/performance.md] [--tls]
 
 Scenario (a) submits through one Client connection, (b) runs one bsub process per job, 4 at a
 time, (c) submits one job array of N elements. Each gets a fresh cluster; times come from the
@@ -32,6 +32,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import report  # noqa: E402
 from lavalite import Client  # noqa: E402  (the scripts' API: orjson, as bench_submit)
+from lavalite.hosts import local_host  # noqa: E402
+from roles.cli.local import _first_conf  # noqa: E402  (the configuration `up` writes)
 from roles.cli.simulator import cpu_seconds, peak_rss_mb, pct  # noqa: E402
 
 async def raw_rate(n, slots):
@@ -50,14 +52,32 @@ async def raw_rate(n, slots):
 class Cluster:
     """`lavalite up` in a fresh state directory; always stopped with SIGTERM on exit."""
 
-    def __init__(self, program, slots, settings=()):
+    def __init__(self, program, slots, settings=(), tls=False):
         self.program, self.slots = program, slots
         self.state = tempfile.mkdtemp(prefix="lavalite-bench-")
+        if tls:
+            self._tls_conf()
         # `up` keeps a configuration file it finds: this one sets what --slots would, and more
         with open(os.path.join(self.state, "sbatchd.conf"), "w") as f:
             f.write("".join(f"{k} = {v}\n" for k, v in [("[sbatchd]\nslots", slots), *settings]))
         self.conf = os.path.join(self.state, "lavalite.conf")
         self.db = os.path.join(self.state, "lavalite.db")
+
+    def _tls_conf(self):
+        """The lavalite.conf `up` would write, with TLS on: certificates for this host by
+        `lavalite admin tls-init`."""
+        certs = os.path.join(self.state, "tls")
+        host = local_host()
+        subprocess.run(self.program + ["admin", "tls-init", certs, host], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        conf = _first_conf(self.state, self.slots)
+        with open(conf) as f:
+            text = f.read()
+        files = {"tls_ca": "ca.pem", "tls_cert": f"{host}.pem", "tls_key": f"{host}.key"}
+        for key, name in files.items():            # set what the sample leaves commented out
+            text = text.replace(f"# {key} =\n", f"{key} = {os.path.join(certs, name)}\n")
+        with open(conf, "w") as f:
+            f.write(text)
 
     def __enter__(self):
         self.proc = subprocess.Popen(
@@ -161,7 +181,7 @@ def scenario(submit, args, cwd):
     """The figures of one workload on a fresh cluster; the raw rate is measured just before,
     so both see the same load on a shared machine."""
     raw = asyncio.run(raw_rate(args.jobs, args.slots))
-    with Cluster(args.program, args.slots, args.sbatchd) as cl:
+    with Cluster(args.program, args.slots, args.sbatchd, args.tls) as cl:
         cpu0, turns0 = cl.cpu(), cl.turns()
         t0 = time.time()
         ids, bsub_lat = submit(cl, args.jobs, cwd)
@@ -244,6 +264,8 @@ def main():
                     type=lambda kv: tuple(kv.split("=", 1)),
                     help="an sbatchd.conf setting, e.g. cgroups=off (jobs unconfined, as "
                     "HyperQueue runs them); repeatable; default: the default configuration")
+    ap.add_argument("--tls", action="store_true", help="TLS on every connection ([cluster] "
+                    "tls_ca, tls_cert, tls_key; certificates by `lavalite admin tls-init`)")
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     started = time.time()
@@ -266,6 +288,7 @@ def main():
             f"{args.slots} at a time from asyncio just before each column{rounds}; whole run "
             f"{time.time() - started:.0f} s; sbatchd.conf: "
             f"{', '.join(f'{k} = {v}' for k, v in args.sbatchd) or 'defaults'}; "
+            f"TLS {'on' if args.tls else 'off'}; "
             f"program `{shlex.join(args.program)}`")
     report(table, "Drain benchmark (tests/bench/bench_drain.py)", head, args.markdown)
 
