@@ -48,7 +48,7 @@ class Snapshot:
 
 
 class Plan:
-    """placements: [(job, host)]; a job array (lavalite.arrays.Array) appears once per element
+    """placements: [(job, host)]; a job array (lavalite.job_array.Array) appears once per element
     to start, mbatchd makes the elements. reasons: {(queue, user or None): pending reason} for
     the groups the scheduler looked at and could not place, and {("array", id): reason} for
     arrays held by their throttle. Groups it did not reach are pending for want of a free slot."""

@@ -9,7 +9,7 @@ import time
 import apsw
 import pytest
 
-from lavalite.arrays import ArrayError, parse_label, parse_name
+from lavalite.job_array import ArrayError, parse_label, parse_name
 from lavalite.client import ClientError
 from lavalite.model import element_id
 
@@ -225,7 +225,7 @@ def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
     places at most `limit` slots."""
     from collections import deque
 
-    from lavalite.arrays import Array
+    from lavalite.job_array import Array
     from lavalite.model import PR_ARRAY_LIMIT, RUN, Job
     from scheduler import QueueView, Snapshot, plan
     q = QueueView("serial")

@@ -15,8 +15,8 @@ from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
                             KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
                             RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
                             label, split_id, submitted, transition)
-from lavalite.arrays import Array
-from roles.mbatchd.arrays import ArrayOps, check_array
+from lavalite.job_array import Array
+from roles.mbatchd.array_ops import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
