@@ -11,7 +11,7 @@ import socket
 import subprocess
 
 from lavalite import protocol as P
-from lavalite.entry import self_command
+from lavalite.program import self_command
 
 log = logging.getLogger("lavalite.sbatchd")
 FDS_PER_MESSAGE = 200      # the kernel takes at most 253 descriptors in one message
