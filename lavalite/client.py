@@ -30,16 +30,14 @@ class ClientError(Exception):
 
 
 class Client:
-    """`command_wait`: how long a request keeps retrying while mbatchd cannot be reached
-    (restarting, failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else
-    the configured [cluster] command_wait. A refusal is never retried."""
+    """`wait`: how long a request keeps retrying while mbatchd cannot be reached (restarting,
+    failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
+    configured [cluster] command_wait. A refusal is never retried."""
 
-    def __init__(self, conf_path=None, conf=None, timeout=60.0,
-                 command_wait: float | None = None):
+    def __init__(self, conf_path=None, conf=None, timeout=60.0, wait: float | None = None):
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
-        # not `wait`: that is the bwait request below
-        self.command_wait = command_wait if command_wait is not None else config.from_env(
+        self.wait = wait if wait is not None else config.from_env(
             "LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
         self.sock = None
         self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
@@ -96,8 +94,8 @@ class Client:
     def call(self, op, **fields):
         """Send one request, return the reply's fields; raise ClientError on an error reply.
         While mbatchd cannot be reached, the same request (same id, same `req`: a submit
-        retried makes no second job) is sent again until `command_wait` has passed; a submit
-        without `req` is not, once it may have reached mbatchd."""
+        retried makes no second job) is sent again until `wait` has passed; a submit without
+        `req` is not, once it may have reached mbatchd."""
         msg = {"v": P.VERSION, "op": op, "id": self.next_id, **fields}
         self.next_id += 1
         deadline, delay = None, 0.2
@@ -108,7 +106,7 @@ class Client:
             except ClientError as exc:
                 if exc.code != "unreachable" or (exc.sent and not _resendable(msg)):
                     raise
-                deadline = deadline or time.monotonic() + self.command_wait
+                deadline = deadline or time.monotonic() + self.wait
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
@@ -122,8 +120,8 @@ class Client:
     def _say_waiting(self, exc: ClientError) -> None:
         if not self.waited:
             self.waited = True
-            print(f"lavalite: {exc.message}; retrying for up to {self.command_wait:g} s "
-                  "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+            print(f"lavalite: {exc.message}; retrying for up to {self.wait:g} s (Ctrl-C to stop)",
+                  file=sys.stderr, flush=True)
 
     def _exchange(self, msg: dict) -> dict:
         """One attempt: the reply to msg (on a new connection: hello first, then msg)."""

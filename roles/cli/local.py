@@ -181,7 +181,7 @@ def _supervise_sbatchd(conf, procs, stopping):
 def _wait_ready(conf, procs, stopping, timeout=60.0):
     """Until mbatchd answers and this host's sbatchd has registered: its slot count."""
     deadline = time.time() + timeout
-    with Client(conf=conf, timeout=5, command_wait=0) as c:    # it retries, watching procs
+    with Client(conf=conf, timeout=5, wait=0) as c:        # it retries itself, watching procs
         while time.time() < deadline and not stopping:
             if any(p.poll() is not None for p in procs.values()):
                 return None
