@@ -7,12 +7,6 @@ import sys
 ROLES = ("lim", "mbatchd", "sbatchd", "cli")
 
 
-def self_command():
-    """The argv that starts this same program again (the zipapp, the launcher or the script,
-    whatever name it was called by)."""
-    return [sys.executable, os.path.realpath(sys.argv[0])]
-
-
 def main(argv=None):
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "lavalite"

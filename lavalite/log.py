@@ -133,10 +133,8 @@ def setup_helper(role, spec, floor=logging.WARNING):
 def setup(role, host, conf):
     """Route the `lavalite` loggers as conf says. A syslog socket that cannot be reached falls
     back to stderr with a warning: a daemon must not refuse to run for its logging."""
-    # what the formats never show is not gathered: mbatchd logs a line per job state change,
-    # and these make a record 40% dearer (the logging HOWTO's "Optimization")
+    # what the formats never show is not gathered (the logging HOWTO's "Optimization")
     logging.logThreads = logging.logMultiprocessing = False
-    logging._srcfile = None
 
     def rotated():
         os.makedirs(conf.paths.log_dir, exist_ok=True)

@@ -39,7 +39,7 @@ PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMI
 HOST_OK, HOST_CLOSED, HOST_UNAVAIL = "ok", "closed_Adm", "unavail"
 
 
-# An array element is the job `array_id << ELEMENT_BITS | index` (see lavalite.arrays): it needs
+# An array element is the job `array_id << ELEMENT_BITS | index` (see lavalite.job_array): it needs
 # no id of its own, and `ID[INDEX]` maps to one integer on the wire.
 ELEMENT_BITS = 32
 MAX_INDEX = (1 << ELEMENT_BITS) - 1
@@ -98,7 +98,7 @@ class Job:
         self.kill_requested = False
         self.pend_seq = 0          # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False        # has a row in the store (insert vs update)
-        self.array = None          # the lavalite.arrays.Array of an array element
+        self.array = None          # the lavalite.job_array.Array of an array element
 
     @property
     def finished(self):

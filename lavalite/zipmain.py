@@ -19,7 +19,7 @@ import os
 import stat
 import sys
 import zipimport
-from _collections_abc import Iterator  # loaded by os already; collections.abc costs start-up
+from collections.abc import Iterator
 
 HOST_DIR = "/var/cache/lavalite"
 

@@ -29,10 +29,10 @@ from lavalite import protocol as P
 from lavalite.auth import KeyFileError
 from lavalite.config import Section
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.entry import self_command
 from lavalite.hosts import address
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, Strangers, hello
+from lavalite.program import self_command
 from lavalite.tls import DaemonTLS
 
 log = logging.getLogger("lavalite.lim")

@@ -32,23 +32,23 @@ class QueueView:
 
 
 class Snapshot:
-    """queues: QueueViews, highest priority first. free: host -> free slots, only hosts that
-    take jobs and have a free slot, in placement order. total_free: the sum of free.
+    """queues: QueueViews, highest priority first. free_by_host: host -> free slots, only hosts
+    that take jobs and have a free slot, in placement order. total_free: the sum of those.
     limit: place about this many slots at most (0: no limit), so that one turn stays short
     when thousands of slots free at once; the caller plans again for the rest."""
-    __slots__ = ("now", "queues", "free", "total_free", "max_slots", "limit")
+    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit")
 
-    def __init__(self, now, queues, free, total_free, max_slots, limit=0):
+    def __init__(self, now, queues, free_by_host, total_free, max_slots, limit=0):
         self.now = now
         self.queues = queues
-        self.free = free
+        self.free_by_host = free_by_host
         self.total_free = total_free
         self.max_slots = max_slots   # the largest slot count of any host, free or not
         self.limit = limit
 
 
 class Plan:
-    """placements: [(job, host)]; a job array (lavalite.arrays.Array) appears once per element
+    """placements: [(job, host)]; a job array (lavalite.job_array.Array) appears once per element
     to start, mbatchd makes the elements. reasons: {(queue, user or None): pending reason} for
     the groups the scheduler looked at and could not place, and {("array", id): reason} for
     arrays held by their throttle. Groups it did not reach are pending for want of a free slot."""
@@ -75,8 +75,8 @@ class _Hosts:
     """Free slots handed out in order; a host left with too few slots for a wide job is kept
     aside for narrower ones."""
 
-    def __init__(self, free, total):
-        self.it = iter(free.items())
+    def __init__(self, free_by_host, total):
+        self.it = iter(free_by_host.items())
         self.aside = []            # [host, remaining]
         self.left = total          # slots still to place: the free ones, or the turn's limit
         self.used = {}
@@ -103,7 +103,7 @@ class _Hosts:
 
 def plan(snap):
     result = Plan()
-    hosts = _Hosts(snap.free, min(snap.total_free, snap.limit or snap.total_free))
+    hosts = _Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
     for q in snap.queues:
         if hosts.left <= 0:
             break

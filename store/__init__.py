@@ -231,7 +231,7 @@ def _array_update(arr):
 
 
 def _array_rec(row):
-    """An arrays row as a dict (lavalite.arrays.Array.from_record builds the object)."""
+    """An arrays row as a dict (lavalite.job_array.Array.from_record builds the object)."""
     rec = dict(zip(_ARRAY_COLS, row))
     for col in ("spec", "skip", "counts"):
         rec[col] = json.loads(rec[col])

@@ -1,10 +1,14 @@
 """Test fixtures: real clusters of real processes on loopback, started with `lavalite up`."""
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import apsw
 import pytest
@@ -19,6 +23,24 @@ from roles.sbatchd import cgroups  # noqa: E402
 LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
 FINISHED = ("DONE", "FAILED", "KILLED")
 SLICES = set()         # the cgroup slices of this session's clusters: the only ones it cleans
+T = TypeVar("T")
+
+
+def wait_until(cond: Callable[[], T], timeout: float = 30.0,
+               what: str | Callable[[], str] = "the condition", interval: float = 0.05) -> T:
+    """Call `cond` every `interval` seconds until it returns something truthy, and return that.
+    After `timeout` seconds: AssertionError naming `what` (a callable, such as a cluster's
+    logs, is called only then) and the last value cond returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            told = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {told}; "
+                                 f"last value: {value!r}")
+        time.sleep(interval)
 
 
 class Cluster:
@@ -121,26 +143,26 @@ class Cluster:
 
     def wait(self, ids, states=FINISHED, timeout=120):
         """Poll until every job is in one of `states`; returns their views."""
-        deadline = time.time() + timeout
-        while True:
+        seen = {}                          # the last views read, for the timeout's message
+
+        def reached():
             try:
                 jobs = self.jobs(ids)
             except ClientError:            # mbatchd restarting
                 self.client.close()
-                jobs = {}
-            if len(jobs) == len(ids) and all(j["state"] in states for j in jobs.values()):
-                return jobs
-            if time.time() > deadline:
-                raise AssertionError(f"timeout waiting for {states}: "
-                                     f"{[(i, j['stat']) for i, j in jobs.items()]}\n{self.logs()}")
-            time.sleep(0.2)
+                return None
+            seen.clear()
+            seen.update(jobs)
+            ok = len(jobs) == len(ids) and all(j["state"] in states for j in jobs.values())
+            return jobs if ok else None
+
+        return wait_until(reached, timeout, lambda: f"{states}: "
+                          f"{[(i, j['stat']) for i, j in seen.items()]}\n{self.logs()}", 0.2)
 
     def wait_started(self, ids, timeout=60):
         """Until every job has started on its host (RUN is set at dispatch, before)."""
-        deadline = time.time() + timeout
-        while not all(j["start_time"] for j in self.jobs(ids).values()):
-            assert time.time() < deadline, self.logs()
-            time.sleep(0.05)
+        wait_until(lambda: all(j["start_time"] for j in self.jobs(ids).values()), timeout,
+                   lambda: f"jobs {ids} to start\n{self.logs()}")
 
     def shepherds(self):
         """Pids of this cluster's shepherd processes (their last argument but one is its
@@ -171,15 +193,14 @@ class Cluster:
         """Send a daemon `sig` and wait until its supervisor has started a new one."""
         old = self.pid(role)
         os.kill(old, sig)
-        deadline = time.time() + 30
-        while time.time() < deadline:
+
+        def new_pid():
             try:
-                if self.pid(role) != old:
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{role} was not restarted\n" + self.logs())
+                return self.pid(role) != old
+            except (OSError, ValueError):  # the pid file is being replaced
+                return False
+
+        wait_until(new_pid, 30, lambda: f"{role} to be restarted\n{self.logs()}", 0.1)
 
     def pid(self, name):
         path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
@@ -207,6 +228,15 @@ def _cmdline(pid):
         return []
 
 
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def alive(pid):
     """Running, not a zombie (this machine's init reaps orphans late, if ever)."""
     try:
@@ -220,16 +250,24 @@ def remove_cgroup_slice(name):
     """sbatchd removes its slice when it stops with no job left in it; the jobs a test left
     running end after that, so the slice goes here (their shepherds remove their groups)."""
     v2, v1 = cgroups.mounts()
-    deadline = time.time() + 10
+    deadline = time.monotonic() + 10   # for all the mounts together
     for mount in sorted(set(v1.values()) | ({v2} if v2 else set())):
         path = os.path.join(mount, name)
-        while os.path.isdir(path):
-            try:
-                os.rmdir(path)
-            except OSError:
-                if time.time() > deadline:
-                    break
-                time.sleep(0.05)
+        # best effort: what is left goes at the session's end (_no_cgroup_slices_left)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: _removed(path), max(0.0, deadline - time.monotonic()),
+                       f"{path} to be removed")
+
+
+def _removed(path: str) -> bool:
+    """Remove the directory if it is empty; whether it is gone."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import os
 import re
 import socket
 import threading
-import time
+
+from conftest import wait_until
 
 
 class SyslogSink:
@@ -34,15 +35,10 @@ class SyslogSink:
 
     def wait_for(self, pattern, timeout=30, start=0):
         """The first message from index `start` on matching `pattern` (a regex)."""
-        deadline = time.time() + timeout
-        while True:
-            for line in self.lines[start:]:
-                if re.search(pattern, line[2]):
-                    return line
-            if time.time() > deadline:
-                raise AssertionError(f"no syslog line matches {pattern!r}; got:\n"
-                                     + "\n".join(m for _, _, m in self.lines))
-            time.sleep(0.1)
+        return wait_until(
+            lambda: next((ln for ln in self.lines[start:] if re.search(pattern, ln[2])), None),
+            timeout, lambda: f"a syslog line matching {pattern!r}; got:\n"
+                             + "\n".join(m for _, _, m in self.lines), 0.1)
 
     def close(self):
         self.sock.shutdown(socket.SHUT_RDWR)

@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import apsw
 import pytest
 
-from lavalite.arrays import ArrayError, parse_label, parse_name
+from conftest import wait_until
 from lavalite.client import ClientError
+from lavalite.job_array import ArrayError, parse_label, parse_name
 from lavalite.model import element_id
 
 FINISHED = ("DONE", "FAILED", "KILLED")
@@ -174,15 +174,15 @@ def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
     c.wait([element_id(array_id, 1)], states=("RUN", "DONE"))
     c.client.kill([element_id(array_id, 30)])      # a pending index, killed alone
     c.kill9_restarted("mbatchd")
-    deadline = time.time() + 60
-    while True:                                    # until the new mbatchd listens
+
+    def ended():
         c.client.close()
         try:
-            jobs = _wait_array(c, array_id)
-            break
-        except ClientError:
-            assert time.time() < deadline, "mbatchd did not come back\n" + c.logs()
-            time.sleep(0.2)
+            return _wait_array(c, array_id)
+        except ClientError:                        # until the new mbatchd listens
+            return None
+
+    jobs = wait_until(ended, 60, lambda: "mbatchd to come back\n" + c.logs(), 0.2)
     runs = sorted(map(int, log.read_text().split()))
     assert runs == [i for i in range(1, 41) if i != 30], runs
     assert jobs[f"{array_id}[30]"]["stat"] == "KILLED"
@@ -225,7 +225,7 @@ def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
     places at most `limit` slots."""
     from collections import deque
 
-    from lavalite.arrays import Array
+    from lavalite.job_array import Array
     from lavalite.model import PR_ARRAY_LIMIT, RUN, Job
     from scheduler import QueueView, Snapshot, plan
     q = QueueView("serial")
@@ -274,10 +274,8 @@ def test_bwait_on_jobs_gone_from_memory_answers_from_the_store(make_cluster):
     c.wait([ok, bad])
     last = c.submit(["true"])            # later turns: the two are dropped from memory
     c.wait([last])
-    deadline = time.time() + 10
-    while c.client.call("stats")["jobs_in_memory"] > 1:
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: c.client.call("stats")["jobs_in_memory"] <= 1, 10,
+               "the finished jobs to leave mbatchd's memory")
     res = c.cli("wait", "-w", f"done({ok})")
     assert res.returncode == 0
     res = c.cli("wait", "-w", f"done({bad})", check=False)

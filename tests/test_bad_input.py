@@ -80,6 +80,25 @@ def test_malformed_frames_get_error_replies(cluster):
     _still_serves(cluster)
 
 
+def test_only_an_sbatchd_may_register_or_report(cluster):
+    """A peer that holds the key but says it is a lim or an mbatchd is no worker: mbatchd
+    refuses its register and report (it would otherwise add a host or end jobs)."""
+    key = auth.load_key(cluster.conf.cluster.key_file)
+    register = {"v": VERSION, "op": "register", "id": 1, "slots": 4, "running": []}
+    report = {"v": VERSION, "op": "report", "id": 2, "reports": []}
+    for role in ("lim", "mbatchd"):
+        with _conn(cluster) as s:
+            s.sendall(encode(auth.hello(key, role, "ghost")))
+            assert _read(s)["ok"]
+            for msg in (register, report):
+                s.sendall(encode(msg))
+                reply = _read(s)
+                assert (reply.get("error") or {}).get("code") == "permission_denied", \
+                    (role, msg["op"], reply)
+    assert "ghost" not in {h["name"] for h in cluster.client.call("hosts")["hosts"]}
+    _still_serves(cluster)
+
+
 def test_oversized_frame_closes_the_connection(cluster):
     with _conn(cluster) as s:
         s.sendall(_hello(cluster))

@@ -1,10 +1,10 @@
 """The MVP test plan, sections B, C, D, F, G: a real single-host cluster, real processes."""
 import os
 import signal
-import time
 
 import pytest
 
+from conftest import wait_until
 from roles.cli.local import free_port
 
 
@@ -63,14 +63,20 @@ def test_per_user_cap_never_exceeded(make_cluster):
     assert peak == 2, f"peak concurrent RUN for the user was {peak}"
 
 
+def _pending_for(c, job_id, reason):
+    """The job's view once it is pending for `reason` (a turn has looked at it), else None."""
+    view = c.jobs([job_id])[job_id]
+    return view if reason in (view.get("pend_reason") or "") else None
+
+
 def test_pending_reason_names_the_user_cap(make_cluster):
     c = make_cluster(slots=4, queues={"serial": {"max_running_user": "1"}})
     first = c.submit(["sleep", "30"])
     second = c.submit(["sleep", "30"])
     c.wait([first], states=("RUN",))
-    time.sleep(0.5)
-    view = c.jobs([second])[second]
-    assert view["state"] == "PEND" and "per-user job slot limit" in view["pend_reason"]
+    view = wait_until(lambda: _pending_for(c, second, "per-user job slot limit"), 30,
+                      "the second job to pend for the user's cap")
+    assert view["state"] == "PEND"
     assert "PENDING REASONS" in c.cli("jobs", "-l", str(second)).stdout
     c.client.kill([first, second])
 
@@ -144,7 +150,8 @@ def test_mbatchd_kill9_mid_burst_loses_and_duplicates_nothing(make_cluster, tmp_
     log = tmp_path / "runs.log"
     ids = [c.submit(["sh", "-c", f"sleep 0.05; echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"],
                     out="/dev/null") for _ in range(300)]
-    time.sleep(1.0)
+    wait_until(lambda: log.exists() and log.read_text().count("\n") >= 10, 60,
+               "the burst to be running")
     c.kill9_restarted("mbatchd")
     c.client.close()
     more = [c.submit(["sh", "-c", f"echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"],

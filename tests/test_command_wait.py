@@ -9,13 +9,12 @@ import signal
 import socket
 import struct
 import threading
-import time
 import uuid
 
 import orjson
 import pytest
 
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from lavalite.client import Client, ClientError
 
 WAITING = "retrying for up to"
@@ -33,10 +32,8 @@ def _kill9_mbatchd(c):
     """SIGKILL mbatchd and return once its port refuses connections (LIM restarts it after
     restart_backoff)."""
     os.kill(c.pid("mbatchd"), signal.SIGKILL)
-    deadline = time.time() + 30
-    while not _refused(c.conf.mbatchd.port):
-        assert time.time() < deadline, "mbatchd still answers after SIGKILL\n" + c.logs()
-        time.sleep(0.02)
+    wait_until(lambda: _refused(c.conf.mbatchd.port), 30,
+               lambda: "mbatchd to stop answering after SIGKILL\n" + c.logs(), 0.02)
 
 
 def test_a_command_waits_while_lim_restarts_mbatchd(make_cluster):

@@ -5,11 +5,10 @@ import os
 import pathlib
 import socket
 import subprocess
-import time
 
 import pytest
 
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from lavalite import auth
 from lavalite.client import ClientError
 from lavalite.protocol import VERSION, encode
@@ -46,14 +45,6 @@ def fill(directory):
     return path
 
 
-def poll(what, check, timeout=60):
-    deadline = time.time() + timeout
-    while not (result := check()):
-        assert time.time() < deadline, f"timeout waiting for {what}"
-        time.sleep(0.1)
-    return result
-
-
 def log_text(c):
     logdir = pathlib.Path(c.state, "log")
     return "".join(f.read_text(errors="replace") for f in sorted(logdir.iterdir()))
@@ -74,25 +65,26 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
     res = c.cli("submit", "--", "true", check=False)
     assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
     assert c.jobs([running])[running]["state"] == "RUN", "queries are answered"
-    poll("the low-space warning", lambda: "low disk space on" in log_text(c))
+    wait_until(lambda: "low disk space on" in log_text(c), 60, "the low-space warning")
     assert scrape(metrics)[("lavalite_store_free_bytes", frozenset())] < 4 << 20
 
     open(go, "w").close()              # the job ends while its end cannot be stored
-    poll("the turn that cannot store the end",
-         lambda: "submits and kills are refused" in log_text(c))
+    wait_until(lambda: "submits and kills are refused" in log_text(c), 60,
+               "the turn that cannot store the end")
     res = c.cli("kill", str(running), check=False)
     assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
     assert [e[3] for e in c.events(running)] == ["PEND", "RUN"], "not stored yet"
 
     os.unlink(filler)                  # space returns: mbatchd resumes by itself
-    ends = poll("the end recorded", lambda: [e for e in c.events(running) if e[3] == "DONE"])
+    ends = wait_until(lambda: [e for e in c.events(running) if e[3] == "DONE"], 60,
+                      "the end recorded")
     after = c.submit(["true"])         # accepted, placed and ended: how it ends is sbatchd's
     c.wait([after])
     assert len(ends) == 1 and [e[3] for e in c.events(running)].count("DONE") == 1
     shown = c.client.jobs(users=["all"], all=True)
     assert sorted(j["id"] for j in shown) == [running, after], "no refused submit appears"
     assert {e[0] for e in c.events()} == {running, after}
-    poll("the space-back line", lambda: "free again" in log_text(c))
+    wait_until(lambda: "free again" in log_text(c), 60, "the space-back line")
     assert log_text(c).count("low disk space on") == 1, "warned once, not at every look"
 
 
@@ -133,7 +125,7 @@ def test_a_turn_that_cannot_commit_restarts_mbatchd_from_the_store(cluster):
         s.sendall(encode(auth.hello(key, "sbatchd", "ghost")))
         s.sendall(encode({"v": VERSION, "op": "register", "id": 1, "slots": 2 ** 63,
                           "running": []}))
-        poll("mbatchd restarted", lambda: _restarted(cluster, before))
+        wait_until(lambda: _restarted(cluster, before), 60, "mbatchd restarted")
     cluster.client.close()             # its connection was to the mbatchd that exited
     job = cluster.submit(["true"])
     assert cluster.wait([job])[job]["state"] == "DONE"

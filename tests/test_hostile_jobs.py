@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from lavalite.client import ClientError
 from roles.sbatchd import record
 from test_shepherd import _shepherd
@@ -26,13 +26,10 @@ def _refusal(cluster, cmd=("true",), **spec):
 
 def _host_slots(cluster, deadline=60):
     """The slots of the cluster's one host, once its sbatchd has registered."""
-    end = time.time() + deadline
-    while True:
+    def slots():
         hosts = cluster.client.call("hosts")["hosts"]
-        if hosts and hosts[0]["slots"]:
-            return hosts[0]["slots"]
-        assert time.time() < end, cluster.logs()
-        time.sleep(0.1)
+        return hosts and hosts[0]["slots"]
+    return wait_until(slots, deadline, cluster.logs)
 
 
 def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):

@@ -5,23 +5,16 @@ hidden file."""
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
+from conftest import wait_until
 from lavalite import auth
 from roles.sbatchd import cgroups, shepherd
 
 _V2, _V1 = cgroups.mounts()
 _MOUNTS = sorted({*_V1.values(), *([_V2] if _V2 else [])})
 CONFINED = os.geteuid() == 0 and "memory" in _V1    # jobs run in v1 memory groups here
-
-
-def _poll(condition, what, timeout=60):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _held_job(c, tmp_path, name):
@@ -32,7 +25,7 @@ def _held_job(c, tmp_path, name):
               f' | cut -d: -f3; }} > {facts}.part; mv {facts}.part {facts}; '
               f'while [ ! -e {go} ]; do sleep 0.1; done; test -d "$TMPDIR"')
     job = c.submit(["sh", "-c", script])
-    _poll(facts.exists, f"{name}'s job to start")
+    wait_until(facts.exists, 60, f"{name}'s job to start")
     return job, facts.read_text().splitlines(), go
 
 
@@ -46,7 +39,8 @@ def _restart_sbatchd(c, sig):
     adopted its running job (and cleaned what it owns) once it says so in its log."""
     before = c.logs().count("adopted 1 job attempts")
     c.restarted("sbatchd", sig)
-    _poll(lambda: c.logs().count("adopted 1 job attempts") > before, "sbatchd to adopt its job")
+    wait_until(lambda: c.logs().count("adopted 1 job attempts") > before, 60,
+               "sbatchd to adopt its job")
 
 
 def test_two_clusters_restarting_their_sbatchd_never_touch_each_others_jobs(make_cluster,

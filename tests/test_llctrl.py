@@ -10,14 +10,12 @@ sshd listens on 127.0.0.1 and 127.0.0.3 (two "hosts"); nothing listens on 127.0.
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from conftest import LAUNCHER, ROOT
+from conftest import LAUNCHER, ROOT, listening, wait_until
 from lavalite import config
 from roles.cli.local import free_port
 from syslogsink import SyslogSink
@@ -125,15 +123,8 @@ SetEnv PATH={bindir}:/usr/bin:/bin
         os.makedirs("/run/sshd", exist_ok=True)        # sshd's privilege separation directory
         proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfg],
                                 stderr=open(os.path.join(base, "sshd.log"), "w"))
-        for _ in range(100):
-            try:
-                socket.create_connection((H3, port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("sshd did not start: "
-                                 + open(os.path.join(base, "sshd.log")).read())
+        wait_until(lambda: listening(H3, port), 10,
+                   lambda: "sshd to listen: " + open(os.path.join(base, "sshd.log")).read())
         sink = SyslogSink(os.path.join(base, "syslog.sock"))
         local = os.path.join(base, "local")
         config.write_state_conf(local, {"lavalite.conf": {

@@ -18,7 +18,7 @@ import uuid
 import apsw
 import pytest
 
-from conftest import LAUNCHER, ROOT, kill_jobs_in
+from conftest import LAUNCHER, ROOT, kill_jobs_in, wait_until
 from lavalite import config, daemon
 
 TAG = f"ll{os.getpid() % 100000}"
@@ -183,14 +183,7 @@ class MultiCluster:
         return {j["id"]: j for j in reply.get("jobs", [])}
 
     def wait_until(self, what, check, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.time() > deadline:
-                raise AssertionError(f"timeout waiting for {what}\n{self.logs()}")
-            time.sleep(0.5)
+        return wait_until(check, timeout, lambda: f"{what}\n{self.logs()}", 0.5)
 
     def wait_jobs(self, ids, states=("DONE", "FAILED", "KILLED"), timeout=90):
         def done():

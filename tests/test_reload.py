@@ -4,8 +4,8 @@ jobs are neither lost nor restarted. Logging goes to syslog (a test socket) or r
 import os
 import re
 import signal
-import time
 
+from conftest import wait_until
 from syslogsink import SyslogSink
 
 QUEUES = "[serial]\nretry_backoff = 1\n"
@@ -68,10 +68,8 @@ def test_sbatchd_reload_changes_its_slots_without_touching_jobs(make_cluster):
     conf = open(os.path.join(c.state, "sbatchd.conf")).read()
     _write(c, "sbatchd.conf", conf.replace("slots = 4", "slots = 2"))
     os.kill(c.pid("sbatchd"), signal.SIGHUP)
-    deadline = time.time() + 30
-    while c.client.call("hosts")["hosts"][0]["slots"] != 2:
-        assert time.time() < deadline, c.logs()
-        time.sleep(0.2)
+    wait_until(lambda: c.client.call("hosts")["hosts"][0]["slots"] == 2, 30,
+               lambda: "sbatchd's new slot count\n" + c.logs(), 0.2)
     assert c.jobs([sleeper])[sleeper]["attempt"] == 1
     assert len(c.events(sleeper)) == 2
 
@@ -85,10 +83,8 @@ def test_file_logs_rotate(make_cluster):
         c.wait(wave)
         jobs += wave
     current = os.path.join(c.state, "log", "mbatchd-testhost.log")
-    deadline = time.time() + 10
-    while f"INFO job {jobs[-1]} user=" not in open(current).read():
-        assert time.time() < deadline, "the last job's lines never reached the log"
-        time.sleep(0.1)
+    wait_until(lambda: f"INFO job {jobs[-1]} user=" in open(current).read(), 10,
+               "the last job's lines in the log")
     logs = sorted(os.listdir(os.path.join(c.state, "log")))
     assert {"mbatchd-testhost.log", "mbatchd-testhost.log.1", "mbatchd-testhost.log.2"} <= set(logs)
     assert "mbatchd-testhost.log.3" not in logs
@@ -100,10 +96,9 @@ def test_a_turns_job_lines_are_one_record_yet_each_a_full_line(make_cluster):
     c = make_cluster(conf={"logging": {"target": "file"}})
     jobs = c.client.submit_many([["true"]] * 20, cwd=c.state)   # one turn: 20 submit lines
     c.wait(jobs)
-    deadline = time.time() + 10
     path = os.path.join(c.state, "log", "mbatchd-testhost.log")
-    while open(path).read().count(" RUN -> DONE") < 20 and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: open(path).read().count(" RUN -> DONE") >= 20, 10,
+               "the 20 jobs' RUN -> DONE lines in the log")
     prefix = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} mbatchd@testhost\[\d+\] [A-Z]+ ")
     lines = open(path).read().splitlines()
     assert lines and all(prefix.match(line) for line in lines), lines

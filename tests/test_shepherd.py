@@ -8,9 +8,9 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 
 from conftest import alive as _alive
+from conftest import wait_until
 from roles.sbatchd import record
 from roles.sbatchd.link import ShepherdLink
 from syslogsink import SyslogSink
@@ -40,10 +40,8 @@ def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
     assert os.path.dirname(tmpdir) == cluster.conf.sbatchd.tmp_dir
     assert perms == f"{os.getuid()} 700" and listing == "f"
     dirs = [tmpdir, empty.read_text().strip()]
-    deadline = time.time() + 10                    # the shepherd's cleaner removes them
-    while any(os.path.exists(d) for d in dirs) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not any(os.path.exists(d) for d in dirs), dirs
+    wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
+               f"the shepherd's cleaner to remove {dirs}")
 
 
 def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_cluster, tmp_path):
@@ -52,9 +50,7 @@ def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_clus
     pids.mkdir()
     jobs = [c.submit(["sh", "-c", f"echo $$ > {pids}/{i}; exec sleep 300"]) for i in range(4)]
     c.wait_started(jobs)
-    deadline = time.time() + 20
-    while len(os.listdir(pids)) < 4 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(os.listdir(pids)) == 4, 20, "the four jobs' pid files")
     job_pids = {j: int((pids / str(i)).read_text()) for i, j in enumerate(jobs)}
     before = _shepherds(c)
     holders = {j: _holder(c, j) for j in jobs}
@@ -65,10 +61,8 @@ def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_clus
     views = c.wait(lost, timeout=30)
     for j in lost:         # no shepherd saw them end: lost, and killed so none runs unwatched
         assert views[j]["stat"] == "FAILED(node_lost)", views[j]
-    deadline = time.time() + 10
-    while any(_alive(job_pids[j]) for j in lost) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(job_pids[j]) for j in lost)
+    wait_until(lambda: not any(_alive(job_pids[j]) for j in lost), 10,
+               "the lost jobs' processes to be killed")
     assert "the shepherd (pid %d) is gone" % victim in c.logs()
     for j in set(jobs) - set(lost):                # the other shepherd's jobs run on
         assert c.jobs([j])[j]["stat"] == "RUN" and _alive(job_pids[j])
@@ -91,10 +85,8 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     # whom it runs, and as which process group: the pid once the shepherd has spawned it (the
     # start is reported when the order leaves sbatchd, a moment before)
-    deadline = time.time() + 10
-    while "pid" not in record.read(path) and time.time() < deadline:
-        time.sleep(0.02)
-    rec = record.read(path)
+    rec = wait_until(lambda: (r := record.read(path)) if "pid" in r else None, 10,
+                     "the shepherd's pid in the record")
     assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
@@ -102,10 +94,8 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     assert old not in _shepherds(c) and _alive(old)
     view = c.wait([long], timeout=30)[long]
     assert (view["stat"], view["exit_code"]) == ("FAILED(exit)", 7)
-    deadline = time.time() + 10
-    while _alive(old) and time.time() < deadline:  # nothing left in its care: it exits
-        time.sleep(0.05)
-    assert not _alive(old)
+    # nothing left in its care: it exits
+    wait_until(lambda: not _alive(old), 10, "the old shepherd to exit")
 
 
 def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_cluster):
@@ -119,10 +109,8 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
         f.write('{"exit_code": 0}')
     assert record.read(stray) == {} and record.holder(stray) is None
     c.kill9_restarted("sbatchd")
-    deadline = time.time() + 20
-    while os.path.exists(stray) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(stray), c.logs()
+    wait_until(lambda: not os.path.exists(stray), 20,
+               lambda: "the stray directory to be removed\n" + c.logs())
     job = c.submit(["true"])
     assert c.wait([job])[job]["stat"] == "DONE"
 
@@ -151,10 +139,7 @@ def _shepherd(log_to, on_ended=lambda msg: None):
 def _complaint(link, read, wait=10):
     """Send the shepherd a frame that is not JSON; what read() finds of its complaint."""
     link.sock.sendall(struct.pack(">I", 5) + b"nope!")
-    deadline = time.time() + wait
-    while not read() and time.time() < deadline:
-        time.sleep(0.05)
-    return read()
+    return wait_until(read, wait, "the shepherd's complaint about a bad frame")
 
 
 def test_shepherd_logs_into_sbatchds_file_and_follows_its_rotation(tmp_path):

@@ -6,11 +6,11 @@ import os
 import resource
 import socket
 import struct
-import time
 
 import orjson
 import pytest
 
+from conftest import wait_until
 from lavalite import auth
 from lavalite.peer import HELLO_DEADLINE, MAX_STRANGERS, WRITE_BOUND, stranger_cap
 from lavalite.protocol import STRANGER_FRAME, VERSION, encode
@@ -60,13 +60,6 @@ def _closed(sock):
         return False
     except ConnectionResetError:
         return True
-
-
-def _poll(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def _log(cluster):
@@ -123,9 +116,9 @@ def test_silent_connections_are_closed_after_the_hello_deadline(cluster, role):
     before = _fds(pid)
     socks = [_conn(cluster, role=role) for _ in range(300)]
     try:
-        _poll(lambda: all(_closed(s) for s in socks), HELLO_DEADLINE + 30,
-              "silent connections still open after the hello deadline")
-        _poll(lambda: _fds(pid) <= before + 5, 10, "mbatchd still holds their descriptors")
+        wait_until(lambda: all(_closed(s) for s in socks), HELLO_DEADLINE + 30,
+                   "the silent connections to be closed after the hello deadline")
+        wait_until(lambda: _fds(pid) <= before + 5, 10, "mbatchd to let their descriptors go")
     finally:
         for s in socks:
             s.close()
@@ -153,11 +146,12 @@ def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
     try:
         newest = _conn(cluster)
         socks.append(newest)
-        _poll(lambda: _closed(socks[0]), HELLO_DEADLINE + 30, "the oldest stranger is still open")
+        wait_until(lambda: _closed(socks[0]), HELLO_DEADLINE + 30,
+                   "the oldest stranger to be closed")
         newest.setblocking(True)
         newest.sendall(_hello(cluster))
         assert _read(newest)["ok"], "a new peer gets in past the cap"
-        _poll(lambda: "the oldest dropped" in _log(cluster), 10, "no log line for the drop")
+        wait_until(lambda: "the oldest dropped" in _log(cluster), 10, "a log line for the drop")
         assert cluster.cli("jobs", "-a").returncode == 0
     finally:
         for s in socks:
@@ -178,7 +172,7 @@ def test_a_peer_that_never_reads_is_dropped(cluster):
                 break
             sent += len(pings)
     assert dropped, "the daemon kept buffering replies for a peer that does not read"
-    _poll(lambda: "has not read the last" in _log(cluster), 10, "no log line for the drop")
+    wait_until(lambda: "has not read the last" in _log(cluster), 10, "a log line for the drop")
     assert _log(cluster).count("has not read the last") == 1
     assert cluster.cli("jobs", "-a").returncode == 0
 
@@ -192,7 +186,7 @@ def test_a_deeply_nested_hello_gets_an_error_and_one_short_log_line(cluster):
         reply = _read(s)
         assert reply["ok"] is False and reply["error"]["code"] == "bad_frame", reply
         assert _read(s) is None
-    _poll(lambda: "nested too deep" in _log(cluster), 10, "no log line for the bad hello")
+    wait_until(lambda: "nested too deep" in _log(cluster), 10, "a log line for the bad hello")
     lines = [line for line in _log(cluster).splitlines() if "nested too deep" in line]
     assert len(lines) == 1 and len(lines[0]) < 300, lines
     assert "Traceback" not in _log(cluster)
@@ -210,7 +204,8 @@ def test_an_oversized_metrics_request_is_refused_without_a_traceback(make_cluste
             except ConnectionResetError:      # closed while the rest was unread: refused too
                 answer = b""
             assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer
-    _poll(lambda: "metrics: request from" in _log(cluster), 10, "no log line for the request")
+    wait_until(lambda: "metrics: request from" in _log(cluster), 10,
+               "a log line for the request")
     assert _log(cluster).count("metrics: request from") == 1, "the second line is throttled"
     assert "Traceback" not in _log(cluster)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -6,12 +6,11 @@ over loopback."""
 import os
 import socket
 import subprocess
-import time
 
 import apsw
 import pytest
 
-from conftest import LAUNCHER
+from conftest import LAUNCHER, listening, wait_until
 from lavalite import auth, config
 from lavalite import protocol as P
 from lavalite.model import element_id
@@ -58,15 +57,13 @@ def mbatchd(tmp_path):
     log = open(tmp_path / "mbatchd.log", "wb")
     proc = subprocess.Popen(LAUNCHER + ["--role", "mbatchd", "--conf", conf_path,
                                         "--host", "testhost"], stdout=log, stderr=log)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "mbatchd.log"
-                                                                    ).read_text()
-            time.sleep(0.1)
+
+    def up():
+        assert proc.poll() is None, (tmp_path / "mbatchd.log").read_text()
+        return listening("127.0.0.1", port)
+
+    wait_until(up, 30, lambda: "mbatchd to listen\n" + (tmp_path / "mbatchd.log").read_text(),
+               0.1)
     try:
         yield proc, port, auth.load_key(f"{state}/cluster.key"), config.load(conf_path)
     finally:

@@ -13,12 +13,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import orjson
 import pytest
 
-from conftest import ROOT, Cluster
+from conftest import ROOT, Cluster, wait_until
 
 USERS = ("llt4a", "llt4b")
 GROUP = "llt4g"
@@ -174,10 +173,8 @@ def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accou
     assert forged.stdout.count("REFUSED auth") == 2 and "ACCEPTED" not in forged.stdout, \
         forged.stdout
     assert c.jobs([job])[job]["state"] == "RUN", "B's attempts must change nothing"
-    deadline = time.time() + 30
-    while "started" not in (peeked := as_user(c, a, "peek", str(job))).stdout:
-        assert time.time() < deadline, peeked.stdout + peeked.stderr
-        time.sleep(0.2)
+    wait_until(lambda: "started" in as_user(c, a, "peek", str(job)).stdout, 30,
+               "A's peek to show the job's output", 0.2)
 
     killed = as_user(c, a, "kill", str(job))
     assert killed.returncode == 0, killed.stderr
@@ -215,11 +212,9 @@ def test_up_by_a_normal_user_runs_everything_as_that_user(accounts, readable):
         assert "LavaLite is up" in said, said + _logs(os.path.join(state, "log"))
         job = _job_id(subprocess.run(cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
                                      capture_output=True, text=True, timeout=60, **kw))
-        deadline = time.time() + 60
-        while "DONE" not in subprocess.run(cmd + ["jobs", "-a", str(job)], capture_output=True,
-                                           text=True, timeout=60, **kw).stdout:
-            assert time.time() < deadline, "the job did not finish"
-            time.sleep(0.3)
+        wait_until(lambda: "DONE" in subprocess.run(cmd + ["jobs", "-a", str(job)],
+                                                    capture_output=True, text=True, timeout=60,
+                                                    **kw).stdout, 60, "the job to finish", 0.3)
         with open(os.path.join(pw.pw_dir, f"up.{job}")) as f:
             assert int(f.read()) == pw.pw_uid
         with open(os.path.join(state, "log", "sbatchd.log")) as f:

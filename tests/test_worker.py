@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import alive as _alive
+from conftest import wait_until
 from roles.sbatchd import cgroups, scratch
 
 _V2, _V1 = cgroups.mounts()
@@ -45,13 +46,13 @@ def _wait_emptied(c, kind, timeout=10):
     """Every group of the cluster's slice without a task: an ended job's group is kept by its
     shepherd for the next job (v1) or removed, never left holding what the job started."""
     cg = _backend(c, kind)
-    deadline = time.time() + timeout
-    while True:
-        left = {name: pids for name in cg.names() if (pids := cg.group(name).pids())}
-        if not left or time.time() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, left
+    wait_until(lambda: not _held(cg), timeout,
+               lambda: f"the slice's groups to hold no task: {_held(cg)}")
+
+
+def _held(cg):
+    """{group: its pids} of the groups that still hold a task."""
+    return {name: pids for name in cg.names() if (pids := cg.group(name).pids())}
 
 
 def test_memory_above_limit_ends_failed_oom_v1(make_cluster):
@@ -117,11 +118,8 @@ def test_v1_kept_group_whose_charges_refuse_the_next_limit_is_made_again(make_cl
         os.unlink(shm)
 
 
-def _gone_within(path, seconds):
-    deadline = time.time() + seconds
-    while os.path.lexists(path) and time.time() < deadline:
-        time.sleep(0.05)
-    return not os.path.lexists(path)
+def _wait_gone(path, seconds, what):
+    wait_until(lambda: not os.path.lexists(path), seconds, what)
 
 
 def test_v1_an_empty_tmpdir_goes_to_the_users_next_job(make_cluster, tmp_path):
@@ -143,12 +141,12 @@ def test_v1_an_empty_tmpdir_goes_to_the_users_next_job(make_cluster, tmp_path):
     assert not os.path.lexists(first[0])           # renamed, not copied
     third = run(show + '; touch "$TMPDIR/left"')
     assert third[1] == first[1]
-    assert _gone_within(third[0], 3), "a TMPDIR with files left in it is removed"
+    _wait_gone(third[0], 3, "a TMPDIR with files left in it to be removed")
     opened = run(show + '; chmod 755 "$TMPDIR"')
-    assert _gone_within(opened[0], 3), "a TMPDIR opened to others is removed"
+    _wait_gone(opened[0], 3, "a TMPDIR opened to others to be removed")
     last = run(show)
     assert os.path.isdir(last[0])                  # kept for a next job...
-    assert _gone_within(last[0], scratch.KEEP_FOR + 5)     # ...for a while
+    _wait_gone(last[0], scratch.KEEP_FOR + 5, "a kept TMPDIR no job took to be removed")
 
 
 def _cgroups_of(path):
@@ -220,20 +218,16 @@ def _escape_and_kill(c, kind, tmp_path):
     job = c.submit(["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & "
                                 "sleep 300"])
     c.wait([job], states=("RUN",))
-    deadline = time.time() + 20
-    while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20,
+               "the escaped process's pid file")
     escaped = int(pidfile.read_text())
     group = _cgroups_of(f"/proc/{escaped}/cgroup")["" if kind == "v2" else "memory"]
     name = os.path.basename(group)
     assert group.endswith(f"/{c.conf.sbatchd.cgroup_slice}/{name}"), group
     c.cli("kill", str(job))
     assert c.wait([job], timeout=30)[job]["stat"] == "KILLED"
-    deadline = time.time() + 10
-    while _alive(escaped) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(escaped), "a process that left the job's process " \
-        "group survived bkill"
+    wait_until(lambda: not _alive(escaped), 10,
+               "bkill to end the process that left the job's process group")
     _wait_emptied(c, kind)
     if kind == "v2":                   # a group per job; v1 may keep it for the next one
         _wait_removed(_group_dirs(c, name, kind))
@@ -241,10 +235,8 @@ def _escape_and_kill(c, kind, tmp_path):
 
 def _wait_removed(dirs, timeout=10):
     """The shepherd's cleaner removes an ended attempt's group moments after its end."""
-    deadline = time.time() + timeout
-    while any(os.path.exists(d) for d in dirs) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not any(os.path.exists(d) for d in dirs), dirs
+    wait_until(lambda: not any(os.path.exists(d) for d in dirs), timeout,
+               f"the cleaner to remove {dirs}")
 
 
 def test_kill_reaches_processes_outside_the_group_v1_freezer(make_cluster, tmp_path):
@@ -332,16 +324,12 @@ def test_v1_restarted_sbatchd_keeps_running_jobs_groups_and_drops_the_kept_ones(
     out = tmp_path / "long.cgroup"         # written at once (-o files are moved at the end)
     long = c.submit(["sh", "-c", f"cat /proc/self/cgroup > {out}.part; mv {out}.part {out}; "
                                  "sleep 8"])
-    deadline = time.time() + 20
-    while not out.exists() and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(out.exists, 20, "the long job's cgroup file")
     group = os.path.basename(_cgroups_of(out)["memory"])
     assert group in kept, (group, kept)        # a kept group serves the next job
     c.kill9_restarted("sbatchd")
-    deadline = time.time() + 20
-    while cg.names() != [group] and time.time() < deadline:
-        time.sleep(0.1)
-    assert cg.names() == [group], c.logs()
+    wait_until(lambda: cg.names() == [group], 20,
+               lambda: f"only the running job's group {group} kept: {cg.names()}\n{c.logs()}")
     assert cg.group(group).pids(), "the running job's group lost its tasks"
     assert c.wait([long], timeout=30)[long]["stat"] == "DONE"
     assert "adopted 1 job attempts" in c.logs()
@@ -422,10 +410,8 @@ def test_peek_reads_the_jobs_file_not_what_its_path_points_to(cluster, tmp_path)
     outdir.mkdir()
     job = cluster.submit(["sh", "-c", "echo real output; sleep 30"], out=str(outdir / "o"))
     running = outdir / f".o.lavalite-{job}.1"
-    deadline = time.time() + 30
-    while not (running.exists() and running.read_text()):
-        assert time.time() < deadline, cluster.logs()
-        time.sleep(0.1)
+    wait_until(lambda: running.exists() and running.read_text(), 30,
+               lambda: "the job's first output\n" + cluster.logs())
     running.rename(outdir / "moved")
     running.symlink_to(secret)
     res = cluster.cli("peek", str(job))

@@ -5,11 +5,11 @@ import sys
 import time
 
 from lavalite import jobspec
-from lavalite.arrays import ArrayError, parse_label
+from lavalite.job_array import ArrayError, parse_label
 from lavalite.hosts import local_host
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import batch
+from roles.cli import array_commands
 from roles.cli.quick import REMAINDER
 
 
@@ -115,7 +115,7 @@ def submit(args):
             "cwd": os.getcwd(), "env": dict(os.environ),
             "from_host": local_host()}
     if args.each_line:
-        spec["lines"] = batch.read_lines(args.each_line)
+        spec["lines"] = array_commands.read_lines(args.each_line)
     reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
                                req=os.urandom(16).hex())
     where = "queue" if args.queue else "default queue"
@@ -164,17 +164,17 @@ def jobs(args):
     import json
     users = [args.user] if args.user else None
     if args.arrays:
-        return batch.print_arrays(_client(args).call(
+        return array_commands.print_arrays(_client(args).call(
             "jobs", users=users, all=args.all, queue=args.queue, arrays=True)["arrays"], args)
     reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all,
                                queue=args.queue)
-    found = batch.expand(reply["jobs"]) if not args.json else reply["jobs"]
-    found.sort(key=batch.order)
+    found = array_commands.expand(reply["jobs"]) if not args.json else reply["jobs"]
+    found.sort(key=array_commands.order)
     for job_id in reply["missing"]:
         print(f"Job <{label(job_id)}> is not found", file=sys.stderr)
     if args.json:
         for j in found:
-            print(json.dumps(batch.public(j)))
+            print(json.dumps(array_commands.public(j)))
     elif args.long:
         for j in found:
             _print_long(j)
@@ -285,5 +285,6 @@ COMMANDS = {
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
     "queues": (no_options, queues, "show queues (bqueues)"),
     "hosts": (no_options, hosts, "show hosts (bhosts)"),
-    "wait": (batch.setup_wait, batch.wait, "wait for a job or array to end (bwait)"),
+    "wait": (array_commands.setup_wait, array_commands.wait,
+             "wait for a job or array to end (bwait)"),
 }

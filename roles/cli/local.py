@@ -15,9 +15,9 @@ import time
 
 from lavalite import auth, config, private
 from lavalite.client import Client, ClientError
-from lavalite.entry import self_command
 from lavalite.files import write_whole
 from lavalite.hosts import local_host
+from lavalite.program import self_command
 from roles.cli.commands import no_options
 
 LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "llctrl")

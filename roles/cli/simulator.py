@@ -25,8 +25,8 @@ import time
 
 from lavalite import auth, config
 from lavalite import protocol as P
-from lavalite.entry import self_command
 from lavalite.peer import Peer
+from lavalite.program import self_command
 
 DEFAULT_QUEUES = {"short": {"priority": "50"}, "normal": {"priority": "30"},
                   "long": {"priority": "10", "max_running_user": "20000"}}

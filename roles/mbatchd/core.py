@@ -16,8 +16,8 @@ from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
                             KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
                             RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
                             label, split_id, submitted, transition)
-from lavalite.arrays import Array
-from roles.mbatchd.arrays import ArrayOps, check_array
+from lavalite.job_array import Array
+from roles.mbatchd.array_ops import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -42,7 +42,7 @@ class Core(ArrayOps):
         self.by_req = {}                     # client request id -> job id
         self.host_jobs = {}                  # host -> {job id} running there
         self.hosts = {}
-        self.free = {}                       # host -> free slots, usable hosts with free > 0
+        self.free_by_host = {}               # host -> free slots, usable hosts with free > 0
         self.total_free = 0
         self.backoff = []                    # heap of (eligible_time, job id)
         self.finished = deque()              # (end_time, job id), for expiry from memory
@@ -191,10 +191,10 @@ class Core(ArrayOps):
             del q.running_user[job.user]
 
     def _set_free(self, host):
-        old = self.free.pop(host.name, 0)
+        old = self.free_by_host.pop(host.name, 0)
         self.total_free -= old
         if host.free > 0:
-            self.free[host.name] = host.free
+            self.free_by_host[host.name] = host.free
             self.total_free += host.free
 
     def _enqueue(self, job):
@@ -787,7 +787,8 @@ class Core(ArrayOps):
         thousands of slots free at once; the rest go in the next turn."""
         self.wake = False
         queues = list(self.queues.values())
-        result = plan(Snapshot(now, queues, self.free, self.total_free, self.max_slots, limit))
+        result = plan(Snapshot(now, queues, self.free_by_host, self.total_free, self.max_slots,
+                               limit))
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit   # more to place: plan again next turn
         self.reasons = result.reasons

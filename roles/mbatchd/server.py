@@ -29,6 +29,9 @@ log = logging.getLogger("lavalite.mbatchd")
 USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping",
             "stats", "peek")
 SBATCHD_OPS = ("register", "report")
+# What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
+# (it holds the key, but mbatchd has nothing to ask of it) may do nothing else.
+ROLE_OPS = {"user": USER_OPS, "sbatchd": SBATCHD_OPS}
 SUBMIT_OPS = ("submit", "submit_many")
 # Thousands of sbatchds redial at once when mbatchd restarts: asyncio's default of 100 would
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
@@ -95,7 +98,7 @@ class Mbatchd:
         if handler is None:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
         role = peer.identity["role"]
-        if (op in USER_OPS) != (role == "user") and op != "ping":
+        if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
         if op == "kill" and self.full:
             raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: kill again once space is freed")

@@ -16,7 +16,7 @@ from collections import deque
 
 from lavalite import private
 from lavalite import protocol as P
-from lavalite.entry import self_command
+from lavalite.program import self_command
 
 log = logging.getLogger("lavalite.sbatchd")
 FDS_PER_MESSAGE = 200      # the kernel takes at most 253 descriptors in one message

@@ -8,8 +8,8 @@ ends when its last element does. `wait` (bwait) parks a request until a job or a
 import re
 
 from lavalite import protocol as P
-from lavalite.arrays import (MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name,
-                             parse_throttle)
+from lavalite.job_array import (MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name,
+                                parse_throttle)
 from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
                             label, split_id)
 

@@ -3,7 +3,7 @@
 import re
 import sys
 
-from lavalite.arrays import parse_ranges
+from lavalite.job_array import parse_ranges
 
 _COND = r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$"    # re.match compiles it for bwait only
 
@@ -79,7 +79,7 @@ def _minutes(text: str) -> float:
 
 
 def wait(args):
-    from lavalite.arrays import ArrayError, parse_label
+    from lavalite.job_array import ArrayError, parse_label
     from lavalite.client import Client, ClientError
     m = re.match(_COND, args.cond)
     try:
