@@ -85,7 +85,7 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     # whom it runs, and as which process group: the pid once the shepherd has spawned it (the
     # start is reported when the order leaves sbatchd, a moment before)
-    rec = wait_until(lambda: (r := record.read(path)) if "pid" in r else None, 10,
+    rec = wait_until(lambda: "pid" in (r := record.read(path)) and r, 10,
                      "the shepherd's pid in the record")
     assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
