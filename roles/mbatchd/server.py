@@ -44,6 +44,7 @@ class Mbatchd:
         self.epoch = epoch             # fencing token from the master LIM, on every order we send
         self.parent = os.getppid()
         self.keys = auth.KeyFile(conf.cluster.key_file)
+        self.seen = auth.ReplayCache()     # the nonces of recent hellos: each is good once
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
@@ -84,8 +85,7 @@ class Mbatchd:
 
     def on_frame(self, peer, msg):
         if peer.identity is None:
-            peer.identity, greeting = auth.greet(self.keys.ring(), msg)
-            peer.send(greeting)
+            peer.send(peer.login(self.keys.ring(), msg, "mbatchd", self.seen))
             return
         op = msg.get("op")
         handler = self.ops.get(op)
@@ -363,7 +363,7 @@ class Mbatchd:
             try:
                 _, peer = await asyncio.get_running_loop().create_unix_connection(
                     lambda: Peer(lambda p, m: None), path)
-                reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, 5)
+                reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, "lim", 5)
                 while reply.get("ok") and not self.fenced(stop):
                     sent = time.monotonic()
                     reply = await asyncio.wait_for(peer.request("load"), 5)
