@@ -208,9 +208,9 @@ def greet(key, msg, sn: str, to: str, seen: "ReplayCache"):
 
 
 class ReplayCache:
-    """The hello nonces seen in the last HELLO_TTL seconds (MUNGE's replay cache): a
-    credential used twice is refused. Bounded: past REPLAY_CAP the oldest nonce goes, which
-    the challenge (a hello is good for one connection only) makes safe."""
+    """The hello nonces seen while their hellos could still pass the age check (MUNGE's
+    replay cache): a credential used twice is refused. Bounded: past REPLAY_CAP the oldest
+    nonce goes, which the challenge (a hello is good for one connection only) makes safe."""
 
     def __init__(self, cap: int = REPLAY_CAP):
         self.cap = cap
@@ -218,11 +218,12 @@ class ReplayCache:
 
     def first(self, nonce, now: float) -> bool:
         """Record `nonce`; whether it is new. A missing nonce is never new."""
-        if not isinstance(nonce, str) or nonce in self.until:
-            return False
         while self.until and (len(self.until) >= self.cap or next(iter(self.until.values())) < now):
             self.until.popitem(last=False)
-        self.until[nonce] = now + HELLO_TTL
+        if not isinstance(nonce, str) or nonce in self.until:
+            return False
+        # a hello stamped up to HELLO_TTL ahead of our clock passes the age check that long
+        self.until[nonce] = now + 2 * HELLO_TTL
         return True
 
 
