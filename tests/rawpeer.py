@@ -13,11 +13,16 @@ _HDR = struct.Struct(">I")
 
 
 class RawPeer:
-    """A dialled connection (`port`) that has read its challenge, or with `sock` the
-    accepted end of one, which sends its own (serve_login)."""
+    """A dialled connection (to TCP `port` on loopback, or to Unix socket `path`) that has
+    read its challenge, or with `sock` the accepted end of one, which sends its own
+    (serve_login)."""
 
-    def __init__(self, port=None, sock=None, rcvbuf=None, timeout=10.0):
-        if sock is None:
+    def __init__(self, port=None, sock=None, rcvbuf=None, timeout=10.0, path=None):
+        if path is not None:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        elif sock is None:
             sock = socket.socket()
             if rcvbuf:                   # before connect, so the window is small from the start
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -27,7 +32,7 @@ class RawPeer:
         self.sock.settimeout(timeout)
         self.session = None
         self.nonce = None
-        if port is not None:
+        if port is not None or path is not None:
             challenge = self.read()
             assert challenge and challenge["op"] == "challenge", challenge
             self.nonce = challenge["nonce"]
