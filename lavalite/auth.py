@@ -240,14 +240,14 @@ class Session:
         self.sent = self.got = 0
 
     def seal(self, body: bytes) -> bytes:
-        tag = self.mac.digest(self.out + self.sent.to_bytes(8, "big") + body)
+        tag = self.mac.digest(self.out, self.sent.to_bytes(8, "big"), body)
         self.sent += 1
         return body + tag[:TAG]
 
     def open(self, frame: bytes) -> bytes:
         """The body of a sealed frame, or raise ProtocolError (fatal)."""
         body, tag = frame[:-TAG], frame[-TAG:]
-        good = self.mac.digest(self.into + self.got.to_bytes(8, "big") + body)[:TAG]
+        good = self.mac.digest(self.into, self.got.to_bytes(8, "big"), body)[:TAG]
         if len(frame) < TAG or not hmacsha.compare_digest(tag, good):
             if self.got == 0 and self.into == b"a" and _refusal(frame):
                 return frame   # the server refused our hello: it has no session to seal with

@@ -37,6 +37,15 @@ def test_keyed_digest_as_hmac_would():
             assert keyed.digest(msg) == hmac.digest(key, msg, "sha256"), (key_len, msg_len)
 
 
+def test_keyed_on_openssl_digests_the_same(monkeypatch):
+    monkeypatch.setattr(hmacsha, "sha256", hmacsha.sha256)     # put back after the test
+    key, msg = os.urandom(32), os.urandom(5000)
+    builtin = hmacsha.Keyed(key).digest(msg[:10], msg[10:])
+    hmacsha.use_openssl()
+    assert hmacsha.sha256.__module__ == "_hashlib"
+    assert hmacsha.Keyed(key).digest(msg) == builtin == hmac.digest(key, msg, "sha256")
+
+
 def test_hello_and_session_signed_as_hmac_would():
     key = b"k" * 64
     msg = auth.hello(key, "user", "h1", "mbatchd", "sn", uid=1000, user="alice")
