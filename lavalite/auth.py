@@ -169,15 +169,16 @@ def verify_hello(key, msg, sn: str, to: str, seen: "ReplayCache", now=None):
     if msg.get("op") != "hello" or not isinstance(sig, str):
         raise ProtocolError(AUTH, "authenticate first: the first frame must be a signed hello",
                             fatal=True)
-    matched = [k for k in _ring(key) if hmacsha.compare_digest(sig, _mac(k, msg))]
-    if not matched:
-        raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
-                            fatal=True)
+    # the cheap checks first: a replayed hello costs no HMAC
     if msg.get("sn") != sn:
         raise ProtocolError(AUTH, "hello answers another connection's challenge (a replay)",
                             fatal=True)
     if msg.get("to") != to:
         raise ProtocolError(AUTH, f"hello meant for {msg.get('to')!r}, not {to!r}", fatal=True)
+    matched = [k for k in _ring(key) if hmacsha.compare_digest(sig, _mac(k, msg))]
+    if not matched:
+        raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
+                            fatal=True)
     ts = msg.get("ts")
     if not isinstance(ts, (int, float)) or abs(now - ts) > HELLO_TTL:
         raise ProtocolError(AUTH, "credential expired or clock skew over "
@@ -218,8 +219,9 @@ class ReplayCache:
 
     def first(self, nonce, now: float) -> bool:
         """Record `nonce`; whether it is new. A missing nonce is never new."""
-        while self.until and (len(self.until) >= self.cap or next(iter(self.until.values())) < now):
-            self.until.popitem(last=False)
+        until = self.until
+        while until and (len(until) >= self.cap or next(iter(until.values())) < now):
+            until.popitem(last=False)
         if not isinstance(nonce, str) or nonce in self.until:
             return False
         # a hello stamped up to HELLO_TTL ahead of our clock passes the age check that long

@@ -19,6 +19,7 @@ from lavalite import auth, config
 from lavalite.client import Client
 from lavalite.protocol import VERSION, encode
 from rawpeer import RawPeer, key_of
+from test_command_wait import _refused
 
 _HDR = struct.Struct(">I")
 
@@ -311,7 +312,7 @@ def two_lims(tmp_path):
         procs[name] = subprocess.Popen(LAUNCHER + ["--role", "lim", "--conf", conf,
                                                    "--host", name], stdout=log, stderr=log)
     start("a", a)
-    _poll("LIM a listening", lambda: _listening(port))
+    _poll("LIM a listening", lambda: not _refused(port))
     rec = Recorder(port)
     start("b", _lim_conf(tmp_path, "b", rec.port, key_file))
     yield config.load(a), procs["b"], rec
@@ -320,14 +321,6 @@ def two_lims(tmp_path):
             proc.terminate()
             proc.wait(20)
     rec.close()
-
-
-def _listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _b_alive(conf_a):
