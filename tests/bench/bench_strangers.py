@@ -60,13 +60,23 @@ class Silent(Attacker):
             for _ in range(self.n):
                 self.open(sel)
             while not self.stop.is_set():
-                for key, _ in sel.select(0.2):     # readable: EOF or reset, the daemon closed it
+                for key, _ in sel.select(0.2):
+                    if not _closed(key.fileobj):   # the daemon's challenge: read, unanswered
+                        continue
                     sel.unregister(key.fileobj)
                     key.fileobj.close()
                     self.open(sel)
                     self.reopened += 1
             for key in list(sel.get_map().values()):
                 key.fileobj.close()
+
+
+def _closed(sock) -> bool:
+    """Whether a readable socket is at its end (EOF or reset) rather than holding data."""
+    try:
+        return not sock.recv(1 << 16)
+    except ConnectionResetError:
+        return True
 
 
 class NonReader(Attacker):
