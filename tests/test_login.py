@@ -72,6 +72,11 @@ def test_both_sides_derive_the_same_session_and_each_frame_is_checked():
     assert client.open(answer) == b'{"ok":true}'
     with pytest.raises(ProtocolError, match="bad MAC"):    # replayed: its number is past
         server.open(frames[2])
+    _, client, _, server = _login()
+    first, _dropped, third = (client.seal(b"{}") for _ in range(3))
+    assert server.open(first) == b"{}"
+    with pytest.raises(ProtocolError, match="frame 1 has a bad MAC"):   # one went missing
+        server.open(third)
 
 
 def test_a_flipped_byte_a_swap_or_a_reflection_fails_the_mac():
