@@ -1,9 +1,16 @@
 """Authentication: HMAC-SHA256 over a cluster key that only root and the lavalite user can read.
 
-Every connection opens with a `hello` frame whose fields are signed with the key. A daemon says
-its role and host; a user's hello carries uid and user name, signed by whoever holds the key on
-the node where the user runs (the MUNGE idea: the node vouches for the uid it sees). The server
-answers with a proof of its own, so a client also knows it talks to the real cluster.
+A login is a challenge and a response. The accepting side opens with a `challenge` frame
+carrying a fresh nonce (sn); the dialler answers with a `hello` carrying its own fresh nonce
+(cn), its role and host, the role it means to reach, the protocol version and, for a user, uid
+and user name, all signed with the key by whoever holds it on the dialler's node (a daemon, or
+for a user the local LIM: the MUNGE idea, the node vouches for the uid it sees). A hello is
+good for the one connection whose challenge it answers, within HELLO_TTL, once.
+
+Both sides then derive a session key from the cluster key and the two nonces. Every later frame,
+both ways, carries a MAC under it over (direction, sequence number, body): a frame cannot be
+forged, changed, replayed, reordered, dropped unnoticed or moved to another connection. The
+server's first sealed frame (its answer to the hello) is its proof that it holds the key too.
 
 The key file holds the current key on its first line and, during a rotation's overlap window,
 the previous key on the next: everyone signs with the current key and accepts both, so hosts
@@ -12,13 +19,19 @@ can get the new file one after the other. Daemons re-read the file when it chang
 import json
 import os
 import time
+from collections import OrderedDict
 
 from lavalite import hmacsha
 from lavalite.files import write_whole
-from lavalite.protocol import AUTH, BAD_FRAME, VERSION, ProtocolError, reply
+from lavalite.protocol import AUTH, BAD_FRAME, REDIRECT, VERSION, ProtocolError, loads, reply
 
-HELLO_TTL = 300.0     # seconds a signed hello stays valid (MUNGE's default credential TTL)
-_UNSIGNED = ("sig", "id", "v")
+# seconds a signed hello stays valid: a credential the local LIM signs lives this long, and a
+# server remembers its nonce as long (clocks of the cluster's hosts must agree within it)
+HELLO_TTL = 60.0
+TAG = 16              # bytes of a sealed frame's MAC trailer (HMAC-SHA256, truncated)
+REPLAY_CAP = 1 << 17  # nonces a ReplayCache holds at most (about 2,000 logins a second)
+ROLES = ("user", "sbatchd", "lim", "mbatchd")
+_UNSIGNED = ("sig", "id")
 
 
 class KeyFileError(Exception):
@@ -123,26 +136,45 @@ def _mac(key, fields):
     return hmacsha.hexdigest(_ring(key)[0], canonical(fields))
 
 
-def hello(key, role, host, **extra):
-    """A signed hello frame. `extra` carries uid/user for role 'user'."""
-    msg = {"v": VERSION, "op": "hello", "id": 0, "role": role, "host": host,
-           "ts": time.time(), "nonce": os.urandom(8).hex(), **extra}
+def _nonce() -> str:
+    return os.urandom(16).hex()
+
+
+def challenge() -> dict:
+    """The accepting side's first frame: a fresh nonce the dialler's hello must sign."""
+    return {"v": VERSION, "op": "challenge", "id": None, "nonce": _nonce()}
+
+
+def hello(key, role: str, host: str, to: str, sn: str, **extra) -> dict:
+    """A signed hello answering challenge nonce `sn` of a `to` server (its role). `extra`
+    carries uid/user for role 'user'."""
+    msg = {"v": VERSION, "op": "hello", "id": 0, "role": role, "host": host, "to": to,
+           "sn": sn, "cn": _nonce(), "ts": time.time(), **extra}
     msg["sig"] = _mac(key, msg)
     return msg
 
 
-def verify_hello(key, msg, now=None):
-    """Check a hello's signature and age; return the identity dict, or raise ProtocolError."""
-    return _check_hello(key, msg, now)[0]
+def session_key(key, msg: dict) -> bytes:
+    """The session key of the connection `msg` (a signed hello) logged in: known only to who
+    holds the cluster key (and to the user LIM signed that one hello for)."""
+    material = f"session|{msg['sn']}|{msg['cn']}|{msg['sig']}".encode()
+    return bytes.fromhex(hmacsha.hexdigest(_ring(key)[0], material))
 
 
-def _check_hello(key, msg, now):
-    """(identity, the key of the ring that signed it)."""
+def verify_hello(key, msg, sn: str, to: str, seen: "ReplayCache", now=None):
+    """Check a hello answering challenge `sn` on a `to` server: (identity, its Session on the
+    accepting side), or raise ProtocolError (fatal: the connection goes)."""
     now = time.time() if now is None else now
     sig = msg.get("sig")
     if msg.get("op") != "hello" or not isinstance(sig, str):
         raise ProtocolError(AUTH, "authenticate first: the first frame must be a signed hello",
                             fatal=True)
+    # the cheap checks first: a replayed hello costs no HMAC
+    if msg.get("sn") != sn:
+        raise ProtocolError(AUTH, "hello answers another connection's challenge (a replay)",
+                            fatal=True)
+    if msg.get("to") != to:
+        raise ProtocolError(AUTH, f"hello meant for {msg.get('to')!r}, not {to!r}", fatal=True)
     matched = [k for k in _ring(key) if hmacsha.compare_digest(sig, _mac(k, msg))]
     if not matched:
         raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
@@ -151,29 +183,88 @@ def _check_hello(key, msg, now):
     if not isinstance(ts, (int, float)) or abs(now - ts) > HELLO_TTL:
         raise ProtocolError(AUTH, "credential expired or clock skew over "
                                   f"{int(HELLO_TTL)} s", fatal=True)
+    if not seen.first(msg.get("cn"), now):
+        raise ProtocolError(AUTH, "credential used before (a replay)", fatal=True)
+    return _identity(msg), Session(session_key(matched[0], msg), dialler=False)
+
+
+def _identity(msg: dict) -> dict:
     role = msg.get("role")
-    if role not in ("user", "sbatchd", "lim", "mbatchd"):
+    if role not in ROLES:
         raise ProtocolError(AUTH, f"unknown role {role!r}", fatal=True)
-    ident = {"role": role, "host": msg.get("host"), "nonce": msg.get("nonce")}
+    ident = {"role": role, "host": msg.get("host"), "nonce": msg.get("cn")}
     if role == "user":
         if not isinstance(msg.get("uid"), int) or not isinstance(msg.get("user"), str):
             raise ProtocolError(AUTH, "a user credential needs uid and user", fatal=True)
         ident.update(uid=msg["uid"], user=msg["user"])
-    return ident, matched[0]
+    return ident
 
 
-def server_proof(key, nonce):
-    """What the server answers to a hello: proves it holds the key too."""
-    return hmacsha.hexdigest(_ring(key)[0], b"server:" + str(nonce).encode())
+def greet(key, msg, sn: str, to: str, seen: "ReplayCache"):
+    """Server side of a hello: (identity, Session, reply frame). The session key comes from
+    the key the client signed with, so a client still on the previous key during a rotation
+    gets an answer it can check."""
+    ident, session = verify_hello(key, msg, sn, to, seen)
+    return ident, session, reply(msg.get("id"))
 
 
-def check_server_proof(key, nonce, proof):
-    return isinstance(proof, str) and any(
-        hmacsha.compare_digest(proof, server_proof(k, nonce)) for k in _ring(key))
+class ReplayCache:
+    """The hello nonces seen while their hellos could still pass the age check (MUNGE's
+    replay cache): a credential used twice is refused. Bounded: past REPLAY_CAP the oldest
+    nonce goes, which the challenge (a hello is good for one connection only) makes safe."""
+
+    def __init__(self, cap: int = REPLAY_CAP):
+        self.cap = cap
+        self.until: OrderedDict[str, float] = OrderedDict()    # nonce -> expiry, oldest first
+
+    def first(self, nonce, now: float) -> bool:
+        """Record `nonce`; whether it is new. A missing nonce is never new."""
+        until = self.until
+        while until and (len(until) >= self.cap or next(iter(until.values())) < now):
+            until.popitem(last=False)
+        if not isinstance(nonce, str) or nonce in self.until:
+            return False
+        # a hello stamped up to HELLO_TTL ahead of our clock passes the age check that long
+        self.until[nonce] = now + 2 * HELLO_TTL
+        return True
 
 
-def greet(key, msg):
-    """Server side of a hello: (identity, reply frame). The proof uses the key the client
-    signed with, so a client still on the previous key accepts it during a rotation."""
-    ident, used = _check_hello(key, msg, None)
-    return ident, reply(msg.get("id"), proof=server_proof(used, msg["nonce"]))
+class Session:
+    """One logged-in connection's frame seal: each frame's body is followed by TAG bytes of
+    HMAC(session key, direction | sequence number | body). Sequence numbers are implicit
+    (each side counts the frames of each direction), so a frame dropped, replayed or swapped
+    fails the next check."""
+    __slots__ = ("mac", "out", "into", "sent", "got")
+
+    def __init__(self, key: bytes, dialler: bool):
+        self.mac = hmacsha.Keyed(key)
+        self.out, self.into = (b"d", b"a") if dialler else (b"a", b"d")
+        self.sent = self.got = 0
+
+    def seal(self, body: bytes) -> bytes:
+        tag = self.mac.digest(self.out, self.sent.to_bytes(8, "big"), body)
+        self.sent += 1
+        return body + tag[:TAG]
+
+    def open(self, frame: bytes) -> bytes:
+        """The body of a sealed frame, or raise ProtocolError (fatal)."""
+        body, tag = frame[:-TAG], frame[-TAG:]
+        good = self.mac.digest(self.into, self.got.to_bytes(8, "big"), body)[:TAG]
+        if len(frame) < TAG or not hmacsha.compare_digest(tag, good):
+            if self.got == 0 and self.into == b"a" and _refusal(frame):
+                return frame   # the server refused our hello: it has no session to seal with
+            raise ProtocolError(AUTH, f"frame {self.got} has a bad MAC (forged, altered, "
+                                      "replayed or out of order)", fatal=True)
+        self.got += 1
+        return body
+
+
+def _refusal(frame: bytes) -> bool:
+    """Whether an unsealed frame is a refusal of the hello (an error reply other than a
+    redirect): taken as the failure it reports, it can make nothing happen."""
+    try:
+        msg = loads(frame)
+    except ValueError:
+        return False
+    return (isinstance(msg, dict) and msg.get("ok") is False
+            and (msg.get("error") or {}).get("code") != REDIRECT)

@@ -1,7 +1,9 @@
 """The blocking client of mbatchd: what the CLI and `import lavalite` scripts use.
 
-One TCP connection, opened on first use and kept; the hello is sent together with the first
-request, so a one-shot command costs a single round trip.
+One TCP connection, opened on first use and kept. mbatchd opens it with a challenge; the hello
+answering it goes together with the first request, and every frame after the hello is sealed
+with the session's MAC (lavalite.auth). A one-shot command costs the challenge and one round
+trip.
 """
 import os
 import pwd
@@ -41,43 +43,49 @@ class Client:
         self.command_wait = command_wait if command_wait is not None else config.from_env(
             "LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
         self.sock = None
+        self.session = None            # the connection's seal, from its login
         self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
         self.next_id = 1
         self.waited = False            # said once on stderr that it waits for mbatchd
         self.tls = None                # the ssl context, made at the first connection with TLS
 
-    def _credential(self):
-        """(key, signed hello). Who can read the cluster key signs for itself; any other user
-        gets a hello the local LIM signs for the uid the kernel reports (key None: such a
-        user cannot check mbatchd's proof either)."""
+    def _credential(self, sn: str):
+        """(signed hello answering challenge `sn`, its Session). Who can read the cluster key
+        signs for itself; any other user gets a hello the local LIM signs for the uid the
+        kernel reports, with the key of that hello's session."""
         path = self.conf.cluster.key_file
         if os.path.exists(path) and not os.access(path, os.R_OK):
-            return None, self._node_credential()
+            hello, key = self._node_credential(sn)
+            return hello, auth.Session(key, dialler=True)
         try:
             key = auth.load_key(path)
         except auth.KeyFileError as exc:
             raise ClientError(P.AUTH, str(exc)) from None
         uid = os.getuid()
-        return key, auth.hello(key, "user", local_host(), uid=uid, user=pwd.getpwuid(uid).pw_name)
+        hello = auth.hello(key, "user", local_host(), "mbatchd", sn, uid=uid,
+                           user=pwd.getpwuid(uid).pw_name)
+        return hello, auth.Session(auth.session_key(key, hello), dialler=True)
 
-    def _node_credential(self):
+    def _node_credential(self, sn: str) -> tuple[dict, bytes]:
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
         try:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(min(10.0, self.timeout))
                 sock.connect(path)
-                sock.sendall(P.encode({"v": P.VERSION, "op": "sign", "id": 1}))
-                reply = _read_frame(sock, bytearray())
+                sock.sendall(P.encode({"v": P.VERSION, "op": "sign", "id": 1, "sn": sn,
+                                       "to": "mbatchd"}))
+                buf = bytearray()
+                _read_frame(sock, buf)             # LIM's challenge: a `sign` needs none
+                reply = _read_frame(sock, buf)
         except OSError as exc:
             raise ClientError("unreachable", f"cannot get a credential from the local LIM at "
                                              f"{path}: {exc.strerror or exc}") from None
         if not reply.get("ok"):
             raise ClientError(P.AUTH, "the local LIM refused a credential: "
                                       + (reply.get("error") or {}).get("message", "?"))
-        return reply["hello"]
+        return reply["hello"], bytes.fromhex(reply["session"])
 
     def _connect(self, master=None):
-        key, hello = self._credential()
         self._tls_context()
         errors = []
         for host, addr, port in mbatchd_endpoints(self.conf, first=master):
@@ -92,7 +100,7 @@ class Client:
                 continue
             sock.settimeout(self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock, key, hello
+            return sock
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
 
     def _tls_context(self):
@@ -155,13 +163,10 @@ class Client:
         try:
             if self.sock is None:
                 greeting = self._find_master(msg)
-                if not greeting.get("ok"):
+                if not greeting.get("ok"):     # sealed, or a refusal of the hello
                     raise ClientError(greeting["error"]["code"], greeting["error"]["message"])
-                if self.key is not None and not auth.check_server_proof(
-                        self.key, self.hello["nonce"], greeting.get("proof")):
-                    raise ClientError(P.AUTH, "mbatchd did not prove it holds the cluster key")
             else:
-                self.sock.sendall(P.encode(msg))
+                self.sock.sendall(P.encode(msg, self.session))
             return self._read()
         except TimeoutError:
             self.close()
@@ -189,17 +194,28 @@ class Client:
             master = greeting["master"]
 
     def _greet(self, msg, master=None):
-        self.sock, self.key, self.hello = self._connect(master)
-        self.sock.sendall(P.encode(self.hello) + P.encode(msg))
+        """Connect, take the challenge, send the hello answering it and msg (sealed) in one
+        write; the answer to the hello (sealed: mbatchd's proof that it holds the key)."""
+        self.sock = self._connect(master)
+        challenge = self._read()
+        if challenge.get("op") != "challenge" or not isinstance(challenge.get("nonce"), str):
+            raise ClientError(P.AUTH, "mbatchd did not open with a challenge")
+        hello, session = self._credential(challenge["nonce"])
+        self.sock.sendall(P.encode(hello) + P.encode(msg, session))
+        self.session = session
         return self._read()
 
     def _read(self):
-        return _read_frame(self.sock, self.inbuf)
+        try:
+            return _read_frame(self.sock, self.inbuf, self.session)
+        except P.ProtocolError as exc:
+            raise ClientError(exc.code, exc.message) from None
 
     def close(self):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.session = None
             self.inbuf.clear()
 
     def __enter__(self):
@@ -269,17 +285,18 @@ def _pause(delay: float, left: float) -> float:
     return min(delay * 2, 2.0)
 
 
-def _read_frame(sock, buf):
-    """The next frame; bytes past it stay in buf. A reply usually takes one recv (its header
-    and body together), not one for each."""
+def _read_frame(sock, buf, session=None):
+    """The next frame (its MAC checked under `session`, if given; ProtocolError if bad); bytes
+    past it stay in buf. A reply usually takes one recv (its header and body together), not
+    one for each."""
     _fill(sock, buf, 4)
     (size,) = _HDR.unpack_from(buf)
     if size > P.MAX_FRAME:
         raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
     _fill(sock, buf, 4 + size)
-    frame = buf[4:4 + size]
+    frame = bytes(buf[4:4 + size])
     del buf[:4 + size]
-    return P.loads(frame)
+    return P.loads(frame if session is None else session.open(frame))
 
 
 def _fill(sock, buf, n):

@@ -1,7 +1,8 @@
 """User credentials signed by the node (the MUNGE idea, inside our one binary).
 
 A user who cannot read the cluster key asks the local LIM over its Unix socket; LIM asks the
-kernel who is on the other end (SO_PEERCRED) and signs a user hello for that uid with the key.
+kernel who is on the other end (SO_PEERCRED) and signs a user hello for that uid with the key,
+bound to the one connection (its challenge nonce) the user is logging in on.
 The uid is the kernel's word, never the client's: a user can only obtain their own credential.
 """
 import pwd
@@ -9,7 +10,7 @@ import socket
 import struct
 
 from lavalite import auth
-from lavalite.protocol import AUTH, ProtocolError
+from lavalite.protocol import AUTH, ProtocolError, require
 
 _UCRED = struct.Struct("3i")       # struct ucred: pid, uid, gid
 
@@ -24,11 +25,16 @@ def peer_uid(sock):
     return uid
 
 
-def sign(key, host, peer):
-    """A signed user hello for whoever is connected to `peer` (a daemon-side Peer)."""
+def sign(key, host: str, peer, msg: dict) -> dict:
+    """For whoever is connected to `peer` (a daemon-side Peer), a signed user hello answering
+    the challenge `msg` names (sn, of a `to` server) and the key of that hello's session,
+    which the user needs to seal its frames: the user learns the key of that one session,
+    never the cluster key."""
+    sn, to = require(msg, "sn", str), require(msg, "to", str)
     uid = peer_uid(peer.transport.get_extra_info("socket"))
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         raise ProtocolError(AUTH, f"uid {uid} has no user name on this host", fatal=True) from None
-    return auth.hello(key, "user", host, uid=uid, user=name)
+    hello = auth.hello(key, "user", host, to, sn, uid=uid, user=name)
+    return {"hello": hello, "session": auth.session_key(key, hello).hex()}

@@ -113,8 +113,9 @@ def run(main, reload=None):
     """Run coroutine function main(stop_event) on uvloop until it returns; SIGTERM and SIGINT
     set stop_event so the role can finish its turn and close cleanly. SIGHUP calls reload()
     in the loop, between two turns, so a role never sees its configuration change mid-turn."""
-    from lavalite import protocol
+    from lavalite import hmacsha, protocol
     protocol.use_orjson()
+    hmacsha.use_openssl()
 
     async def wrapper():
         stop = asyncio.Event()

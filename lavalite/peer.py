@@ -9,10 +9,12 @@ import resource
 
 from lavalite import auth
 from lavalite.log import Throttled, address
-from lavalite.protocol import (INTERNAL, MAX_FRAME, REDIRECT, STRANGER_FRAME, VERSION, Decoder,
-                               ProtocolError, encode, error)
+from lavalite.protocol import (AUTH, INTERNAL, MAX_FRAME, REDIRECT, STRANGER_FRAME, VERSION,
+                               Decoder, ProtocolError, encode, error)
 
 log = logging.getLogger("lavalite")
+# a peer with the key whose frame fails its MAC: one line per 10 s however many do
+_bad_mac = Throttled(log)
 
 HELLO_DEADLINE = 5.0       # seconds an accepted connection has to get its hello verified
 MAX_STRANGERS = 1024       # connections a daemon holds before their hello: then the oldest goes
@@ -66,7 +68,9 @@ class Peer(asyncio.Protocol):
     """One connection of a daemon. Frames go to `handler(peer, msg)`; a ProtocolError raised by
     the handler or by decoding becomes an error reply. `identity` is set once hello succeeds.
     A connection a listener accepted comes with the daemon's `strangers` policy: until its
-    identity is set its frames are limited to STRANGER_FRAME and it is under that policy."""
+    identity is set its frames are limited to STRANGER_FRAME and it is under that policy, and
+    it opens with a challenge its hello must answer (login()). A dialled connection waits for
+    the challenge (`challenged`) and logs in with hello()."""
 
     def __init__(self, handler, on_close=None, strangers: Strangers | None = None):
         self.handler = handler
@@ -75,6 +79,9 @@ class Peer(asyncio.Protocol):
         self.decoder = Decoder(MAX_FRAME if strangers is None else STRANGER_FRAME)
         self.transport = None
         self._identity = None
+        self.session: auth.Session | None = None     # set by the login: seals every frame
+        self.challenge: dict | None = None           # the one we sent (accepted side)
+        self.challenged: asyncio.Future | None = None    # its nonce, when dialled
         self.closed = False
         self.paused = False        # the transport's buffer is over its high-water mark
         self.waiters = {}          # request id -> Future, for requests this side sends
@@ -99,6 +106,19 @@ class Peer(asyncio.Protocol):
         self.transport = transport
         if self.strangers is not None:
             self.strangers.admit(self)
+            self.challenge = auth.challenge()
+            self.send(self.challenge)
+        else:
+            self.challenged = asyncio.get_running_loop().create_future()
+
+    def login(self, keys, msg: dict, to: str, seen: auth.ReplayCache) -> dict:
+        """Check `msg` as the hello answering our challenge (we serve as role `to`): from
+        now on every frame is sealed. Returns the answer to send (sealed: the proof that we
+        hold the key too); raises ProtocolError (fatal) on a bad hello."""
+        ident, session, answer = auth.greet(keys, msg, self.challenge["nonce"], to, seen)
+        self.session = self.decoder.session = session
+        self.identity = ident
+        return answer
 
     def data_received(self, data):
         # A stranger's frames one at a time: its hello, once verified, lifts the limit for the
@@ -120,6 +140,8 @@ class Peer(asyncio.Protocol):
         """One decoded frame (or decoding error): a request to handle or a reply awaited."""
         if isinstance(msg, ProtocolError):
             self.fail(None, msg)
+        elif self.challenged is not None and not self.challenged.done():
+            self.challenged.set_result(msg)
         elif "ok" in msg and "op" not in msg:
             fut = self.waiters.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
@@ -144,6 +166,9 @@ class Peer(asyncio.Protocol):
         stranger = self.strangers is not None
         if stranger:
             self.strangers.refused(self, exc.message)
+        elif exc.code == AUTH:
+            _bad_mac.warning("peer %s (%s) refused: %s", self.name(),
+                             (self.identity or {}).get("role", "dialled"), exc.message)
         self.send(error(req_id, exc.code, exc.message))
         if exc.fatal or stranger:      # a stranger's first frame is its hello, or it goes
             self.close()
@@ -154,6 +179,8 @@ class Peer(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(ConnectionError("connection lost"))
         self.waiters.clear()
+        if self.challenged is not None and not self.challenged.done():
+            self.challenged.set_exception(ConnectionError("closed before its challenge"))
         if self.strangers is not None:
             self.strangers.forget(self)
         if self.on_close:
@@ -178,12 +205,12 @@ class Peer(asyncio.Protocol):
 
     def send(self, msg):
         if not self.closed and (not self.paused or self.keeps_up()):
-            self.transport.write(encode(msg))
+            self.transport.write(encode(msg, self.session))
 
     def send_all(self, msgs):
         """Several frames in one write (one system call instead of one each)."""
         if not self.closed and (not self.paused or self.keeps_up()):
-            self.transport.write(b"".join(map(encode, msgs)))
+            self.transport.write(b"".join([encode(m, self.session) for m in msgs]))
 
     def request(self, op, **fields):
         """Send a request and return a Future for its reply."""
@@ -210,14 +237,20 @@ class Peer(asyncio.Protocol):
             self.transport.abort()
 
 
-async def hello(peer, keys, role, host, timeout):
-    """Open a dialled connection: send our signed hello and return the reply once the other
-    side has proved it holds the key too (a redirect reply is returned for the caller to
-    follow). Raises ConnectionError on a refusal or a missing proof."""
-    msg = auth.hello(keys, role, host)
-    reply = await asyncio.wait_for(peer.request_msg(msg), timeout)
+async def hello(peer, keys, role, host, to, timeout, **extra):
+    """Log a dialled connection in to a `to` server: answer its challenge with our signed
+    hello and return its reply once it has proved it holds the key too (its reply is sealed
+    under the session key; a redirect reply is returned for the caller to follow). Raises
+    ConnectionError on a refusal or a missing proof. `extra`: uid and user for role 'user'."""
+    challenge = await asyncio.wait_for(peer.challenged, timeout)
+    if challenge.get("op") != "challenge" or not isinstance(challenge.get("nonce"), str):
+        raise ConnectionError(f"expected a challenge, got {challenge.get('op')!r}")
+    msg = auth.hello(keys, role, host, to, challenge["nonce"], **extra)
+    answer = peer.request_msg(msg)
+    peer.session = peer.decoder.session = auth.Session(auth.session_key(keys, msg), dialler=True)
+    reply = await asyncio.wait_for(answer, timeout)
     if (reply.get("error") or {}).get("code") == REDIRECT:
         return reply
-    if not reply.get("ok") or not auth.check_server_proof(keys, msg["nonce"], reply.get("proof")):
-        raise ConnectionError(f"refused, or no proof of the cluster key: {reply.get('error')}")
+    if not reply.get("ok"):
+        raise ConnectionError(f"refused: {reply.get('error')}")
     return reply

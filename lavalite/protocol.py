@@ -1,6 +1,7 @@
-"""Wire protocol: a 4-byte big-endian length, then one JSON object.
+"""Wire protocol: a 4-byte big-endian length, then one JSON object (after a login, followed by
+the session's MAC: lavalite.auth.Session).
 
-Requests carry {"v": 1, "op": ..., "id": ...}; replies carry the request's id and "ok".
+Requests carry {"v": 2, "op": ..., "id": ...}; replies carry the request's id and "ok".
 One-way messages (dispatch, report, ack) are requests nobody answers. Every malformed input
 becomes a ProtocolError, which the receiver turns into an error reply (framing intact) or a
 closed connection (framing lost): never a crash, never a half-applied change.
@@ -8,7 +9,7 @@ closed connection (framing lost): never a crash, never a half-applied change.
 import json
 import struct
 
-VERSION = 1
+VERSION = 2
 MAX_FRAME = 64 << 20
 # a frame's limit until the peer's hello is verified: a stranger cannot make a daemon buffer
 # (or hash, to check a signature) more than this
@@ -77,8 +78,9 @@ def use_orjson():
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
-def encode(msg):
-    body = dumps(msg)
+def encode(msg, session=None):
+    """One frame; sealed with `session` (a lavalite.auth.Session) once there is one."""
+    body = dumps(msg) if session is None else session.seal(dumps(msg))
     return _HDR.pack(len(body)) + body
 
 
@@ -95,7 +97,8 @@ def check_message(msg):
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_FRAME, "a frame must hold a JSON object")
     if msg.get("v") != VERSION:
-        raise ProtocolError(BAD_VERSION, f"protocol version {msg.get('v')!r} is not {VERSION}")
+        raise ProtocolError(BAD_VERSION, f"protocol version {msg.get('v')!r} is not supported; "
+                                         f"upgrade (this side speaks {VERSION})", fatal=True)
     if "op" not in msg and "ok" not in msg:
         raise ProtocolError(BAD_FRAME, "a frame needs 'op' (request) or 'ok' (reply)")
     return msg
@@ -107,6 +110,7 @@ class Decoder:
     def __init__(self, max_frame=MAX_FRAME):
         self.buf = bytearray()
         self.max_frame = max_frame
+        self.session = None        # once logged in: each frame's MAC is checked before decoding
 
     def feed(self, data, most=None):
         """The messages completed by `data`; with `most`, no more than that many, the rest
@@ -127,6 +131,8 @@ class Decoder:
             body = bytes(buf[pos + 4:pos + 4 + size])
             pos += 4 + size
             try:
+                if self.session is not None:
+                    body = self.session.open(body)
                 out.append(check_message(loads(body)))
             except ValueError as exc:          # both codecs' decode errors are ValueErrors
                 out.append(ProtocolError(BAD_FRAME, f"frame body is not JSON: {exc}"))
@@ -134,6 +140,9 @@ class Decoder:
                 out.append(ProtocolError(BAD_FRAME, "frame body is nested too deep"))
             except ProtocolError as exc:
                 out.append(exc)
+                if exc.fatal:          # a bad MAC or version: nothing behind it is read
+                    buf.clear()
+                    return out
         del buf[:pos]
         return out
 

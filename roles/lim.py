@@ -55,6 +55,7 @@ class Lim:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
+        self.seen = auth.ReplayCache()     # the nonces of recent hellos: each is good once
         self.load = {"alive": True, "time": time.time()}
         self.mbatchd = None        # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
@@ -81,12 +82,11 @@ class Lim:
 
     def on_frame(self, peer, msg):
         if peer.identity is None and msg.get("op") == "sign":
-            peer.send(P.reply(msg.get("id"), hello=credential.sign(self.keys.ring(), self.host,
-                                                                   peer)))
+            peer.send(P.reply(msg.get("id"), **credential.sign(self.keys.ring(), self.host, peer,
+                                                               msg)))
             peer.close()
         elif peer.identity is None:
-            peer.identity, greeting = auth.greet(self.keys.ring(), msg)
-            peer.send(greeting)
+            peer.send(peer.login(self.keys.ring(), msg, "lim", self.seen))
         elif msg.get("op") == "load":
             peer.send(P.reply(msg.get("id"), hosts=self.view(), master=self.master_host()))
         elif msg.get("op") == "heartbeat" and peer.identity["role"] == "lim":
@@ -181,7 +181,7 @@ class Lim:
             try:
                 _, peer = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
                     lambda: Peer(self.on_frame), addr, port, **self.tls.dial(target)), self.t_fail)
-                await hello(peer, self.keys.ring(), "lim", self.host, self.t_fail)
+                await hello(peer, self.keys.ring(), "lim", self.host, "lim", self.t_fail)
                 peer.identity = {"role": "lim", "host": target}
                 while not stop.is_set():
                     reply = await asyncio.wait_for(peer.request(
@@ -256,8 +256,8 @@ class Lim:
             log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
 
     def on_redirect(self, peer, msg):
-        if peer.identity is None:
-            peer.identity = auth.verify_hello(self.keys.ring(), msg)
+        if peer.identity is None:          # the redirect goes sealed: a client can trust it
+            peer.login(self.keys.ring(), msg, "mbatchd", self.seen)
         master = self.master_host()
         err = P.error(msg.get("id"), P.REDIRECT, f"{self.host} is not the master; "
                       + (f"mbatchd runs on {master}" if master else "no master elected yet"))

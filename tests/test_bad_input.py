@@ -2,37 +2,15 @@
 malformed and oversized frames, unauthenticated peers, unknown ops, bad configs, unknown
 jobs and queues, an unreachable cluster."""
 import os
-import socket
 import struct
 import subprocess
 
-import orjson
-
-from lavalite import auth
-from lavalite.protocol import MAX_FRAME, VERSION, encode
+from lavalite.protocol import MAX_FRAME, VERSION
+from rawpeer import RawPeer, key_of
 
 
 def _conn(cluster):
-    return socket.create_connection(("127.0.0.1", cluster.conf.mbatchd.port), timeout=10)
-
-
-def _read(sock):
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    (size,) = struct.unpack(">I", head)
-    body = b""
-    while len(body) < size:
-        body += sock.recv(size - len(body))
-    return orjson.loads(body)
-
-
-def _hello(cluster):
-    key = auth.load_key(cluster.conf.cluster.key_file)
-    return encode(auth.hello(key, "user", "testhost", uid=0, user="root"))
+    return RawPeer(cluster.conf.mbatchd.port)
 
 
 def _still_serves(cluster):
@@ -41,58 +19,56 @@ def _still_serves(cluster):
 
 
 def test_unauthenticated_peer_is_refused(cluster):
-    with _conn(cluster) as s:
-        s.sendall(encode({"v": VERSION, "op": "submit", "id": 1, "spec": {"cmd": ["/bin/true"]}}))
-        reply = _read(s)
+    with _conn(cluster) as p:
+        p.send({"v": VERSION, "op": "submit", "id": 1, "spec": {"cmd": ["/bin/true"]}})
+        reply = p.read()
         assert reply["ok"] is False and reply["error"]["code"] == "auth"
-        assert _read(s) is None, "the connection must be closed"
-    with _conn(cluster) as s:                        # a hello signed with the wrong key
-        s.sendall(encode(auth.hello(b"x" * 64, "user", "h", uid=0, user="root")))
-        assert _read(s)["error"]["code"] == "auth"
+        assert p.read() is None, "the connection must be closed"
+    with _conn(cluster) as p:                        # a hello signed with the wrong key
+        assert p.login(b"x" * 64)["error"]["code"] == "auth"
     assert cluster.client.jobs([], all=True) == [], "nothing was submitted"
     _still_serves(cluster)
 
 
 def test_malformed_frames_get_error_replies(cluster):
-    with _conn(cluster) as s:
-        s.sendall(_hello(cluster))
-        assert _read(s)["ok"]
-        body = b"{not json"
-        s.sendall(struct.pack(">I", len(body)) + body)
-        assert _read(s)["error"]["code"] == "bad_frame"
-        for msg, code in [([1, 2], "bad_frame"), ({"v": 99, "op": "jobs", "id": 2}, "bad_version"),
-                          ({"v": 1, "op": "frobnicate", "id": 3}, "unknown_op"),
-                          ({"v": 1, "op": "submit", "id": 4}, "bad_request"),
-                          ({"v": 1, "op": "submit", "id": 5, "spec": {"cmd": "notalist"}},
+    with _conn(cluster) as p:
+        assert p.login(key_of(cluster))["ok"]
+        body = p.session.seal(b"{not json")
+        p.sock.sendall(struct.pack(">I", len(body)) + body)
+        assert p.read()["error"]["code"] == "bad_frame"
+        for msg, code in [([1, 2], "bad_frame"),
+                          ({"v": VERSION, "op": "frobnicate", "id": 3}, "unknown_op"),
+                          ({"v": VERSION, "op": "submit", "id": 4}, "bad_request"),
+                          ({"v": VERSION, "op": "submit", "id": 5, "spec": {"cmd": "notalist"}},
                            "bad_request"),
-                          ({"v": 1, "op": "register", "id": 6, "slots": 4, "running": []},
+                          ({"v": VERSION, "op": "register", "id": 6, "slots": 4, "running": []},
                            "permission_denied"),
-                          ({"v": 1, "op": "kill", "id": 7, "jobs": "x"}, "bad_request"),
-                          ({"v": 1, "op": "submit", "id": 9, "spec": {"cmd": ["true"],
-                                                                      "cwd": "rel/dir"}},
-                           "bad_request")]:
-            s.sendall(encode(msg))
-            reply = _read(s)
+                          ({"v": VERSION, "op": "kill", "id": 7, "jobs": "x"}, "bad_request"),
+                          ({"v": VERSION, "op": "submit", "id": 9,
+                            "spec": {"cmd": ["true"], "cwd": "rel/dir"}}, "bad_request")]:
+            p.send(msg)
+            reply = p.read()
             assert reply["ok"] is False and reply["error"]["code"] == code, (msg, reply)
         assert reply["error"]["message"] == "cwd must be an absolute path"
-        s.sendall(encode({"v": 1, "op": "ping", "id": 8}))   # the connection still works
-        assert _read(s)["ok"]
+        p.send({"v": VERSION, "op": "ping", "id": 8})   # the connection still works
+        assert p.read()["ok"]
+        p.send({"v": 99, "op": "jobs", "id": 2})        # another version: refused, closed
+        assert p.read()["error"]["code"] == "bad_version"
+        assert p.read() is None
     _still_serves(cluster)
 
 
 def test_only_an_sbatchd_may_register_or_report(cluster):
     """A peer that holds the key but says it is a lim or an mbatchd is no worker: mbatchd
     refuses its register and report (it would otherwise add a host or end jobs)."""
-    key = auth.load_key(cluster.conf.cluster.key_file)
     register = {"v": VERSION, "op": "register", "id": 1, "slots": 4, "running": []}
     report = {"v": VERSION, "op": "report", "id": 2, "reports": []}
     for role in ("lim", "mbatchd"):
-        with _conn(cluster) as s:
-            s.sendall(encode(auth.hello(key, role, "ghost")))
-            assert _read(s)["ok"]
+        with _conn(cluster) as p:
+            assert p.login(key_of(cluster), role=role, host="ghost")["ok"]
             for msg in (register, report):
-                s.sendall(encode(msg))
-                reply = _read(s)
+                p.send(msg)
+                reply = p.read()
                 assert (reply.get("error") or {}).get("code") == "permission_denied", \
                     (role, msg["op"], reply)
     assert "ghost" not in {h["name"] for h in cluster.client.call("hosts")["hosts"]}
@@ -100,19 +76,18 @@ def test_only_an_sbatchd_may_register_or_report(cluster):
 
 
 def test_oversized_frame_closes_the_connection(cluster):
-    with _conn(cluster) as s:
-        s.sendall(_hello(cluster))
-        assert _read(s)["ok"]
-        s.sendall(struct.pack(">I", MAX_FRAME + 1) + b"x" * 1024)
-        assert _read(s)["error"]["code"] == "frame_too_big"
-        assert _read(s) is None
+    with _conn(cluster) as p:
+        assert p.login(key_of(cluster))["ok"]
+        p.sock.sendall(struct.pack(">I", MAX_FRAME + 1) + b"x" * 1024)
+        assert p.read()["error"]["code"] == "frame_too_big"
+        assert p.read() is None
     _still_serves(cluster)
 
 
 def test_garbage_bytes_and_abrupt_close(cluster):
     for junk in (b"\x00\x00", b"\xff" * 64, b"GET / HTTP/1.0\r\n\r\n"):
-        with _conn(cluster) as s:
-            s.sendall(junk)
+        with _conn(cluster) as p:
+            p.sock.sendall(junk)
     _still_serves(cluster)
 
 

@@ -27,7 +27,7 @@ def test_user_commands_import_little():
 
 def test_both_codecs_speak_the_same_frames():
     code = ("from lavalite import protocol as P\n"
-            "m = {'v': 1, 'op': 'x', 'id': 1, 'f': 1.5, 's': 'é', 'l': [1, None, True]}\n"
+            "m = {'v': P.VERSION, 'op': 'x', 'id': 1, 'f': 1.5, 's': 'é', 'l': [1, None, True]}\n"
             "a = P.encode(m); P.use_orjson(); b = P.encode(m)\n"
             "assert P.Decoder().feed(a) == P.Decoder().feed(b) == [m]\n"
             "print(a == b)")

@@ -8,41 +8,28 @@ import subprocess
 import pytest
 
 from conftest import LAUNCHER
+from rawpeer import RawPeer
 from lavalite import auth, config
 from lavalite import protocol as P
 from roles.cli.local import free_port
 
 
-class FakeMaster:
+class FakeMaster(RawPeer):
     """The mbatchd side of one sbatchd connection, frame by frame."""
 
     def __init__(self, listener, keys):
-        self.sock, _ = listener.accept()
-        self.sock.settimeout(20)
-        self.decoder = P.Decoder()
-        self.pending = []
-        _, greeting = auth.greet(keys, self.recv())
-        self.send(greeting)
-        self.register = self.recv()
-
-    def recv(self):
-        while not self.pending:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                return None
-            self.pending += self.decoder.feed(data)
-        return self.pending.pop(0)
+        sock, _ = listener.accept()
+        super().__init__(sock=sock, timeout=20)
+        self.serve_login(keys)
+        self.register = self.read()
 
     def recv_op(self):
         """The next frame that is not a ping (pings are answered), or None at close."""
         while True:
-            msg = self.recv()
+            msg = self.read()
             if msg is None or msg.get("op") != "ping":
                 return msg
             self.send(P.reply(msg["id"]))
-
-    def send(self, msg):
-        self.sock.sendall(P.encode(msg))
 
     def dispatch(self, epoch, job, cwd):
         self.send({"v": P.VERSION, "op": "dispatch", "id": None, "epoch": epoch, "envs": {},

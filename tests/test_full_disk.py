@@ -3,15 +3,14 @@ the database (or the whole state directory, for `up`), and a file fills it."""
 import errno
 import os
 import pathlib
-import socket
 import subprocess
 
 import pytest
 
 from conftest import Cluster, wait_until
-from lavalite import auth
 from lavalite.client import ClientError
-from lavalite.protocol import VERSION, encode
+from lavalite.protocol import VERSION
+from rawpeer import RawPeer, key_of
 from roles.cli.local import free_port
 from test_metrics import scrape
 
@@ -120,11 +119,9 @@ def test_a_turn_that_cannot_commit_restarts_mbatchd_from_the_store(cluster):
     """A change that is no new job (an sbatchd registering 2**63 slots) and that the store
     cannot take: mbatchd exits and LIM restarts it; it then serves, without that change."""
     before = cluster.pid("mbatchd")
-    key = auth.load_key(cluster.conf.cluster.key_file)
-    with socket.create_connection(("127.0.0.1", cluster.conf.mbatchd.port), timeout=10) as s:
-        s.sendall(encode(auth.hello(key, "sbatchd", "ghost")))
-        s.sendall(encode({"v": VERSION, "op": "register", "id": 1, "slots": 2 ** 63,
-                          "running": []}))
+    with RawPeer(cluster.conf.mbatchd.port) as p:
+        p.sock.sendall(p.hello(key_of(cluster), "sbatchd", "ghost"))
+        p.send({"v": VERSION, "op": "register", "id": 1, "slots": 2 ** 63, "running": []})
         wait_until(lambda: _restarted(cluster, before), 60, "mbatchd restarted")
     cluster.client.close()             # its connection was to the mbatchd that exited
     job = cluster.submit(["true"])

@@ -28,17 +28,43 @@ def test_compare_digest():
     assert not hmacsha.compare_digest("ab12", "ab1")
 
 
-def test_hello_signed_as_hmac_would():
+def test_keyed_digest_as_hmac_would():
+    for key_len in (0, 32, 64, 65):
+        key = os.urandom(key_len)
+        keyed = hmacsha.Keyed(key)
+        for msg_len in (0, 1, 64, 1000):
+            msg = os.urandom(msg_len)
+            assert keyed.digest(msg) == hmac.digest(key, msg, "sha256"), (key_len, msg_len)
+
+
+def test_keyed_on_openssl_digests_the_same(monkeypatch):
+    monkeypatch.setattr(hmacsha, "sha256", hmacsha.sha256)     # put back after the test
+    key, msg = os.urandom(32), os.urandom(5000)
+    builtin = hmacsha.Keyed(key).digest(msg[:10], msg[10:])
+    hmacsha.use_openssl()
+    assert hmacsha.sha256.__module__ == "_hashlib"
+    assert hmacsha.Keyed(key).digest(msg) == builtin == hmac.digest(key, msg, "sha256")
+
+
+def test_hello_and_session_signed_as_hmac_would():
     key = b"k" * 64
-    msg = auth.hello(key, "user", "h1", uid=1000, user="alice")
+    msg = auth.hello(key, "user", "h1", "mbatchd", "sn", uid=1000, user="alice")
     canonical = auth.canonical(msg)
     assert msg["sig"] == hmac.new(key, canonical, "sha256").hexdigest()
-    assert auth.server_proof(key, "n1") == hmac.new(key, b"server:n1", "sha256").hexdigest()
+    material = f"session|sn|{msg['cn']}|{msg['sig']}".encode()
+    assert auth.session_key(key, msg) == hmac.digest(key, material, "sha256")
+
+
+def test_the_interpreter_still_has_its_builtin_sha256():
+    """hmacsha leans on CPython's private modules: an interpreter without them must fail
+    here, loudly, rather than have every user command quietly load OpenSSL again."""
+    assert hmacsha.sha256.__module__ in ("_sha256", "_sha2"), hmacsha.sha256.__module__
+    assert hmacsha.compare_digest.__module__ == "_operator"
 
 
 def test_signing_loads_no_openssl():
-    code = ("import sys; from lavalite import auth; auth.hello(b'k' * 64, 'user', 'h', uid=1, "
-            "user='u'); print(sorted(m for m in ('_hashlib', 'hashlib', 'hmac', 'secrets', "
+    code = ("import sys; from lavalite import auth; auth.hello(b'k' * 64, 'user', 'h', 'mbatchd', "
+            "'sn', uid=1, user='u'); print(sorted(m for m in ('_hashlib', 'hashlib', 'hmac', 'secrets', "
             "'logging') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

