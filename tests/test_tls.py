@@ -20,6 +20,7 @@ import pytest
 from conftest import LAUNCHER
 from lavalite import auth, config
 from lavalite import protocol as P
+from rawpeer import RawPeer
 from roles.cli.local import free_port
 # network: test_multihost's fixture (its namespaces), used here by name
 from test_multihost import ADDR, CONTROL, MultiCluster, network, ns  # noqa: F401
@@ -87,10 +88,22 @@ def _frame_or_nothing(sock):
     return None
 
 
-def _hello(conf, role="user"):
-    key = auth.load_key(conf.cluster.key_file)
-    extra = {"uid": 0, "user": "root"} if role == "user" else {}
-    return P.encode(auth.hello(key, role, HOST, **extra))
+def _login(sock, conf, role="user"):
+    """Take mbatchd's challenge on `sock` and answer it with a signed hello: the reply to the
+    hello, or None if the server says nothing (TLS alerts and resets count as nothing)."""
+    peer = RawPeer(sock=sock)
+    try:
+        challenge = peer.read()
+        if challenge is None:
+            return None
+        peer.nonce = challenge["nonce"]
+        return peer.login(key_of_conf(conf), role=role, host=HOST)
+    except (ssl.SSLError, ConnectionError):
+        return None
+
+
+def key_of_conf(conf):
+    return auth.load_key(conf.cluster.key_file)
 
 
 def _tls_client(ca, cert=None):
@@ -115,7 +128,8 @@ def test_a_tls_cluster_runs_jobs_through_the_commands(tls_cluster):
 
 def test_plain_tcp_gets_nothing_from_mbatchd(tls_cluster):
     with socket.create_connection(("127.0.0.1", tls_cluster.conf.mbatchd.port)) as sock:
-        sock.sendall(_hello(tls_cluster.conf) + P.encode({"v": 1, "op": "ping", "id": 1}))
+        # a TLS server sends no challenge to a peer that does not speak TLS, and answers no frame
+        sock.sendall(P.encode({"v": P.VERSION, "op": "ping", "id": 1}))
         assert _frame_or_nothing(sock) is None
 
 
@@ -127,8 +141,7 @@ def _ask_over_tls(conf, cert):
             sock = ctx.wrap_socket(raw, server_hostname=HOST)
         except (ssl.SSLError, ConnectionError):
             return None                # refused in the handshake (TLS 1.2)
-        sock.sendall(_hello(conf))     # TLS 1.3: refused once the server has checked it
-        return _frame_or_nothing(sock)
+        return _login(sock, conf)      # TLS 1.3: refused once the server has checked it
 
 
 def test_a_certificate_from_another_ca_is_refused(tls_cluster, certs):
@@ -143,8 +156,7 @@ def test_a_daemon_hello_without_a_host_certificate_is_refused(tls_cluster):
     ctx = _tls_client(conf.cluster.tls_ca)
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", conf.mbatchd.port)),
                          server_hostname=HOST) as sock:
-        sock.sendall(_hello(conf, "sbatchd"))
-        reply = _frame_or_nothing(sock)
+        reply = _login(sock, conf, "sbatchd")
     assert reply is not None and reply["error"]["code"] == P.AUTH, reply
     assert "host certificate" in reply["error"]["message"]
 
@@ -247,7 +259,7 @@ def _plain_reply_in(host, addr, port):
             " while chunk := s.recv(65536): data += chunk\n"
             "except ConnectionError: pass\n"
             "print('ok' if b'\"ok\"' in data else '')")
-    frame = P.encode({"v": 1, "op": "ping", "id": 1}).hex()
+    frame = P.encode({"v": P.VERSION, "op": "ping", "id": 1}).hex()
     res = subprocess.run(["ip", "netns", "exec", ns(host), sys.executable, "-c", code, addr,
                           str(port), frame], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
