@@ -214,6 +214,14 @@ class QueueConf(SimpleNamespace):
 
 
 class Config:
+    # one Section per namespace of _NAMESPACES, set in __init__ (declared for type checkers)
+    cluster: Section
+    paths: Section
+    mbatchd: Section
+    lim: Section
+    sbatchd: Section
+    logging: Section
+
     def __init__(self, path):
         self.path, self.dir = path, os.path.dirname(path)
         for sec in _NAMESPACES:

@@ -41,8 +41,8 @@ def integer(field: str, value: object, low: int, high: int) -> int:
 def seconds(field: str, value: object, zero: bool = False) -> float:
     """`value` as a float if it is a number (not a boolean) of seconds above 0 (or 0 itself
     if `zero`) and at most MAX_SECONDS."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and (0 <= value if zero else 0 < value) and value <= MAX_SECONDS):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (0 <= value if zero else 0 < value) or not value <= MAX_SECONDS):
         raise SpecError(f"{field} must be a number of seconds above 0 and at most "
                         f"{MAX_SECONDS} (a year)")        # NaN compares false: refused too
     return float(value)

@@ -77,14 +77,14 @@ class Peer(asyncio.Protocol):
         self.on_close = on_close
         self.strangers = strangers
         self.decoder = Decoder(MAX_FRAME if strangers is None else STRANGER_FRAME)
-        self.transport = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self._identity = None
         self.session: auth.Session | None = None     # set by the login: seals every frame
         self.challenge: dict | None = None           # the one we sent (accepted side)
         self.challenged: asyncio.Future | None = None    # its nonce, when dialled
         self.closed = False
         self.paused = False        # the transport's buffer is over its high-water mark
-        self.waiters = {}          # request id -> Future, for requests this side sends
+        self.waiters: dict[int, asyncio.Future] = {}   # request id -> reply, for our requests
         self.next_id = 1
 
     @property
@@ -115,6 +115,7 @@ class Peer(asyncio.Protocol):
         """Check `msg` as the hello answering our challenge (we serve as role `to`): from
         now on every frame is sealed. Returns the answer to send (sealed: the proof that we
         hold the key too); raises ProtocolError (fatal) on a bad hello."""
+        assert self.challenge is not None, "only an accepted connection is challenged"
         ident, session, answer = auth.greet(keys, msg, self.challenge["nonce"], to, seen)
         self.session = self.decoder.session = session
         self.identity = ident

@@ -135,7 +135,7 @@ def main() -> None:
     env = _environment()
     if env is None:
         return _bootstrap_in()
-    errors = []
+    errors: list[str] = []
     found = _site_packages(env, errors)
     if found is None:
         print("lavalite: no directory to extract the program to: " + "; ".join(errors),

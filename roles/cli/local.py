@@ -27,7 +27,7 @@ def _state_dir(path):
     return os.path.abspath(os.path.expanduser(path or "~/.lavalite"))
 
 
-_handed = set()            # ports free_port gave already: the kernel may offer one again
+_handed: set[int] = set()  # ports free_port gave already: the kernel may offer one again
 
 
 def free_port():

@@ -364,7 +364,7 @@ class Core(ArrayOps):
     def _check_slots(self, slots: object) -> int:
         """-n, bounded by the largest host known (registered now, or before and stored), as
         LSF refuses a job no host can run. Until any host has registered, only MAX_SLOTS."""
-        jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
+        slots = jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
         if self.max_slots and slots > self.max_slots:
             raise P.ProtocolError(P.BAD_REQUEST, f"slots (-n) {slots}: the largest host has "
                                                  f"{self.max_slots} slots")

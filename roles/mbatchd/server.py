@@ -427,7 +427,7 @@ class Mbatchd:
 
 def _by_peer(held: list) -> dict:
     """(peer, message) pairs as {peer: [message]}: one write per connection."""
-    sends = {}
+    sends: dict[Peer, list[dict]] = {}
     for peer, msg in held:
         sends.setdefault(peer, []).append(msg)
     return sends

@@ -194,6 +194,10 @@ class _Hierarchy:
         this backend's slice or the one an attempt's record names."""
         return Group(self, name, self.dirs(name, slice_name))
 
+    def dirs(self, name: str, slice_name: str | None = None) -> dict[str, str]:
+        """The group's directory per controller (each backend has its own layout)."""
+        raise NotImplementedError
+
 
 class V2(_Hierarchy):
     name = "v2"
@@ -392,7 +396,7 @@ class NoCgroups:
     name = "none"
     pooled = False
     threads = False
-    controllers = set()
+    controllers: set[str] = set()
 
     def create(self, name, limits):
         return None

@@ -70,7 +70,7 @@ class Account:
 
 
 NSS_FOR = 60.0             # seconds an account or group list is kept (as nscd would)
-_nss = {}                  # (function, args) -> (until, its answer)
+_nss: dict = {}            # (function, args) -> (until, its answer)
 
 
 def _nss_cached(function, *args):

@@ -33,7 +33,7 @@ exec "$@"
 # SIGXFSZ; an ignored signal stays ignored across exec).
 RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
          signal.SIGHUP, signal.SIGCHLD)
-_null = []                 # /dev/null, opened once: every job's stdin
+_null: list[int] = []      # /dev/null, opened once: every job's stdin
 
 
 def spawn(argv, env, cwd, opened, prelude=None):
