@@ -7,16 +7,9 @@ from 3.12). The digests are byte-identical to hmac.new(key, msg, "sha256") (test
 The built-in hash is portable C, about six times slower than OpenSSL's on a long message: a
 long-running process (daemons, scripts) calls use_openssl() once, as it calls use_orjson().
 """
-try:
-    from _sha256 import sha256
-except ImportError:
-    try:
-        from _sha2 import sha256
-    except ImportError:                # an interpreter built with OpenSSL's hashes only
-        from hashlib import sha256
+from lavalite.cpython import compare_digest, sha256  # the interpreter's own (no OpenSSL)
 
-# The constant-time comparison hmac.compare_digest falls back to without OpenSSL.
-from _operator import _compare_digest as compare_digest  # noqa: F401
+__all__ = ["Keyed", "compare_digest", "hexdigest", "use_openssl"]
 
 
 def use_openssl() -> None:
