@@ -42,13 +42,15 @@ class Attempt:
 
 # --- effects, carried out by the shell in the order returned
 
-@dataclass(frozen=True, slots=True)
+effect = dataclass(frozen=True, slots=True)
+
+@effect
 class SaveEpoch:
     """Remember the newest epoch across restarts."""
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Start:
     """Make the attempt's record (O_EXCL: the mark that this node started it) and order a
     shepherd to run it; the outcome comes back as `started`, `duplicate` or `not_started`."""
@@ -56,58 +58,58 @@ class Start:
     env: dict
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Report:
     """Journal the report, and send it to mbatchd with the turn's others."""
     report: dict
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Arm:
     """Call `timer(att)` at wall-clock time `at` (its wall clock runs out)."""
     att: Attempt
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class RecordKill:
     """Append the kill's reason to the attempt's record: a restarted sbatchd kills it too."""
     att: Attempt
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Signal:
     """TERM the job (once its pid is known), KILL it after kill_grace."""
     att: Attempt
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Reap:
     """Its shepherd died before the job ended: KILL what is left, remove its TMPDIR."""
     att: Attempt
     pid: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Finish:
     """The attempt ended: cancel its timers; its cgroup is removed if it was adopted (no
     shepherd of ours keeps it), else its shepherd has one attempt less."""
     att: Attempt
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Clean:
     """Remove the attempt's record once the journal holds its EXIT report."""
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Watch:
     """Look at the adopted attempts' locks until none runs (`lock_freed` for each that ends)."""
 
 
-@dataclass(frozen=True, slots=True)
+@effect
 class Ack:
     """mbatchd holds these reports: the journal lets them go."""
     rids: list
