@@ -160,6 +160,10 @@ class Sbatchd:
         except FileExistsError:
             self.run(self.core.duplicate(att))     # started here already (before a restart)
             return
+        except OSError as exc:         # work_dir full or gone: lost here, mbatchd retries it
+            log.error("job %s.%s not started: its record: %s", job, attempt, exc)
+            self.run(self.core.not_started(att, str(exc), now))
+            return
         try:
             batch.append(self._order_for(att, env, lock, account, pw))
         except Exception as exc:       # no shepherd could be started, say: it is lost
