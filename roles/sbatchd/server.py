@@ -84,12 +84,12 @@ class Sbatchd:
     def run(self, effects: list[Effect]) -> None:
         """Carry out the core's effects in order; the attempts to start are ordered together,
         one frame per shepherd."""
-        batch = []
+        batch, carry = [], self.carry
         for effect in effects:
             if type(effect) is Start:
                 self._prepare(effect.att, effect.env, batch)
             else:
-                self.carry[type(effect)](effect)
+                carry[type(effect)](effect)
         if batch:
             self._order(batch)
 
