@@ -1,5 +1,5 @@
-"""mbatchd's core driven directly, the HyperQueue way: events in, recorded outbox and store
-rows out, no sockets. The store is real (a file in tmp_path)."""
+"""mbatchd's core driven directly, the HyperQueue way: events in, one recorded TurnOutput
+(store rows, outbox, bwait answers) out, no sockets. The store is real (a file in tmp_path)."""
 import pytest
 
 from lavalite import config
@@ -19,11 +19,11 @@ def world(tmp_path):
 
 
 def commit(store, core):
-    store.commit(jobs=core.dirty_jobs.values(), events=core.events,
-                 hosts=core.dirty_hosts.values(), envs=core.new_envs, users=core.new_users)
-    out = core.outbox
-    core.new_turn()
-    return out
+    """The shell's turn: commit the output's rows, then take it; the outbox it would send."""
+    rows = core.out.rows()
+    if rows is not None:
+        store.commit(**rows)
+    return core.new_turn().outbox
 
 
 def dispatched(core, store, slots=1, **spec):
@@ -110,7 +110,7 @@ def test_submit_validation(world):
                        ({"cmd": ["x"], "env": {"A": 1}}, "env")]:
         with pytest.raises(ProtocolError, match=text):
             core.submit(USER, {"spec": spec}, 100.0, store.env_id)
-    assert core.jobs == {} and core.events == []
+    assert core.jobs == {} and core.out.events == []
 
 
 def test_a_job_killed_while_its_dispatch_was_lost_is_not_sent_again(world):
@@ -176,7 +176,7 @@ def test_a_failed_commit_forgets_the_turns_new_jobs_and_keeps_the_rest(world):
     assert core.schedule(101.0) == 2
     error = ProtocolError("unavailable", "disk full")
     assert core.refuse_created(error) == 3
-    assert core.woken == [("token", error)]
+    assert core.out.woken == [("token", error)]
     out = commit(store, core)
     assert not [m for msgs in out.values() for m in msgs if m["op"] == "dispatch"]
     assert store.db.execute("select id, state from jobs").fetchall() == [(first, "DONE")]
@@ -185,3 +185,19 @@ def test_a_failed_commit_forgets_the_turns_new_jobs_and_keeps_the_rest(world):
     assert _memory(core) == _memory(again)
     retried = core.submit(USER, {"req": "r1", "spec": {"cmd": ["a"]}}, 102.0, store.env_id)
     assert "duplicate" not in retried, "a refused request id is free again"
+
+
+def test_a_turns_output_waits_for_the_commit_then_is_handed_over_once(world):
+    """What the handlers record stays in Core.out until the shell has committed it (a failed
+    commit writes it again next turn); new_turn hands it over and the next turn starts empty."""
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    job_id = submit(core, store)
+    core.schedule(100.0)
+    rows = core.out.rows()
+    assert [j.id for j in rows["jobs"]] == [job_id] and [h.name for h in rows["hosts"]] == ["h1"]
+    assert [e.new for e in rows["events"]] == ["PEND", "RUN"] and len(rows["envs"]) == 1
+    assert [m["op"] for m in core.out.outbox["h1"]] == ["dispatch"]
+    out = core.new_turn()
+    assert out.outbox["h1"][0]["jobs"][0]["id"] == job_id
+    assert core.out.rows() is None and core.new_turn().outbox == {}

@@ -13,11 +13,11 @@ BIG = 2 ** 63
 
 def refused(core, store, spec, words):
     """The spec is refused with a message holding `words`; nothing was created."""
-    before = (core.next_id, len(core.jobs), len(core.new_envs))
+    before = (core.next_id, len(core.jobs), len(core.out.envs))
     with pytest.raises(ProtocolError) as exc:
         core.submit(USER, {"spec": {"cmd": ["true"], **spec}}, 100.0, store.env_id)
     assert words in exc.value.message, (spec, exc.value.message)
-    assert (core.next_id, len(core.jobs), len(core.new_envs)) == before
+    assert (core.next_id, len(core.jobs), len(core.out.envs)) == before
     return exc.value
 
 

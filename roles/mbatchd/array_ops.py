@@ -57,7 +57,7 @@ class ArrayOps:
         arr.live.add(index)
         self.jobs[job.id] = job
         self.npend[arr.queue] = self.npend.get(arr.queue, 0) + 1
-        self.dirty_arrays[arr.id] = arr
+        self.out.arrays[arr.id] = arr
         return job
 
     def _array_kill(self, arr, now):
@@ -68,7 +68,7 @@ class ArrayOps:
                     "message": f"Job <{arr.id}>: Job has already finished"}
         arr.killed = True
         self.wake = True                       # its FIFO entry held the jobs behind it
-        self.dirty_arrays[arr.id] = arr
+        self.out.arrays[arr.id] = arr
         self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
         for index in sorted(arr.live):
             self._kill(self.jobs[element_id(arr.id, index)], now)
@@ -106,14 +106,14 @@ class ArrayOps:
             arr.live.add(split_id(job.id)[1])
         elif new in FINISHED:
             arr.live.discard(split_id(job.id)[1])
-        self.dirty_arrays[arr.id] = arr
+        self.out.arrays[arr.id] = arr
         if new in FINISHED:
             self._array_check_end(arr, now)
 
     def _array_check_end(self, arr, now):
         if arr.finished and arr.end_time is None:
             arr.end_time = now
-            self.dirty_arrays[arr.id] = arr
+            self.out.arrays[arr.id] = arr
             self.finished.append((now, arr.id))
             self._env_unref(arr)
             self._fire(arr.id)
@@ -142,7 +142,7 @@ class ArrayOps:
 
     def wait(self, ident, msg, token, lookup):
         """bwait -w 'done(ID)' | 'ended(ID)': the reply now if the condition holds (or never
-        can), else None and the request waits; `token` comes back in self.woken when it ends.
+        can), else None and the request waits; `token` comes back in self.out.woken when it ends.
         lookup(job_id): a job no longer in memory (ended before clean_period), from the store."""
         cond = P.require(msg, "cond", str)
         job_id = P.require(msg, "job", int)
@@ -180,7 +180,7 @@ class ArrayOps:
 
     def _fire(self, job_id):
         for cond, token in self.waiters.pop(job_id, ()):
-            self.woken.append((token, self._wait_result(job_id, cond)))
+            self.out.woken.append((token, self._wait_result(job_id, cond)))
 
 
 def _condition(job_id, cond, ended, done):

@@ -1,13 +1,15 @@
 """mbatchd's functional core: every event is a method over in-memory state.
 
 No sockets and no SQL here. Each handler changes memory and records what the shell must do
-afterwards: rows to commit (dirty jobs, events, hosts, envs, users), messages to send to hosts
-(outbox). The shell commits once per loop turn, then sends, so nothing leaves mbatchd before it
-is durable.
+afterwards in one `TurnOutput` (`Core.out`): rows to commit (jobs, events, hosts, envs, users,
+arrays), bwait answers, messages to send to hosts (outbox). The shell commits once per loop
+turn, then takes the output (`new_turn`) and sends it, so nothing leaves mbatchd before it is
+durable.
 """
 import hashlib
 import heapq
 from collections import deque
+from dataclasses import dataclass, field
 
 from lavalite import jobspec
 from lavalite import protocol as P
@@ -25,6 +27,27 @@ MAX_MESSAGE = 2000             # characters of a worker's message kept with the 
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
 _TEXTS = (("cwd", jobspec.MAX_PATH), ("out", jobspec.MAX_PATH), ("err", jobspec.MAX_PATH),
           ("name", jobspec.MAX_NAME), ("from_host", jobspec.MAX_NAME))
+
+
+@dataclass(slots=True)
+class TurnOutput:
+    """What the handlers of one turn recorded: the rows the shell commits, then what it sends."""
+    jobs: dict = field(default_factory=dict)       # id -> Job changed
+    events: list = field(default_factory=list)     # model.Event rows
+    hosts: dict = field(default_factory=dict)      # name -> Host changed
+    envs: list = field(default_factory=list)       # (env id, hash, env) new
+    users: list = field(default_factory=list)      # (name, uid, time) new
+    arrays: dict = field(default_factory=dict)     # id -> Array changed
+    woken: list = field(default_factory=list)      # (token, result or ProtocolError) of bwaits
+    outbox: dict = field(default_factory=dict)     # host -> [message]
+
+    def rows(self) -> dict | None:
+        """Store.commit's arguments; None when there is nothing to write."""
+        if not (self.jobs or self.events or self.hosts or self.envs or self.users
+                or self.arrays):
+            return None
+        return {"jobs": self.jobs.values(), "events": self.events, "hosts": self.hosts.values(),
+                "envs": self.envs, "users": self.users, "arrays": self.arrays.values()}
 
 
 class Core(ArrayOps):
@@ -57,7 +80,8 @@ class Core(ArrayOps):
         self.next_id = state["next_job_id"]
         self.next_seq = state["next_pend_seq"]
         self.next_env = state["next_env_id"]
-        self.new_turn()
+        self.out = TurnOutput()              # what this turn must commit, then send
+        self.touched = set()                 # (queue, user) FIFOs whose heads may be stale
         self.wake = True
         for host in state["hosts"]:
             host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
@@ -72,17 +96,12 @@ class Core(ArrayOps):
             if ids:                          # their hosts have node_lost_grace to register
                 self.lost[name] = now
 
-    def new_turn(self):
-        """Forget what the last turn recorded; called by the shell after each commit."""
-        self.dirty_jobs = {}
-        self.events = []
-        self.dirty_hosts = {}
-        self.new_envs = []
-        self.new_users = []
-        self.dirty_arrays = {}
-        self.woken = []                      # (token, result or ProtocolError) of ended waits
-        self.touched = set()                 # (queue, user) FIFOs whose heads may be stale
-        self.outbox = {}                     # host -> [message]
+    def new_turn(self) -> TurnOutput:
+        """What the last turn recorded, handed to the shell after its commit; the next turn
+        records afresh."""
+        out, self.out = self.out, TurnOutput()
+        self.touched = set()
+        return out
 
     def _set_queues(self, conf):
         """Queue views in conf's priority order; a view keeps its jobs and counters across a
@@ -166,9 +185,9 @@ class Core(ArrayOps):
     # --- bookkeeping helpers
 
     def _dirty(self, job, event=None):
-        self.dirty_jobs[job.id] = job
+        self.out.jobs[job.id] = job
         if event is not None:
-            self.events.append(event)
+            self.out.events.append(event)
 
     def _move(self, job, new, now, reason=""):
         """Every state change of a job: the model's transition, the event, the counters."""
@@ -181,7 +200,7 @@ class Core(ArrayOps):
             self._element_changed(job, old, new, now)
 
     def _send(self, host, msg):
-        self.outbox.setdefault(host, []).append(msg)
+        self.out.outbox.setdefault(host, []).append(msg)
 
     def _count_run(self, job, sign):
         q = self._queue(job.queue)
@@ -385,11 +404,11 @@ class Core(ArrayOps):
             self.by_req[req] = job_id
         if ident["user"] not in self.users:
             self.users.add(ident["user"])
-            self.new_users.append((ident["user"], ident["uid"], now))
+            self.out.users.append((ident["user"], ident["uid"], now))
         self._enqueue(job)
         if kind is Array:
             self.arrays[job_id] = job
-            self.dirty_arrays[job_id] = job
+            self.out.arrays[job_id] = job
         else:
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
@@ -401,8 +420,8 @@ class Core(ArrayOps):
         that happened to them since (placed, killed, waited on), so that memory holds the store
         plus this turn's changes to stored jobs, which the shell writes again. Their bwaits
         get `error` (a ProtocolError). Returns how many it forgot."""
-        arrays = [a for a in self.dirty_arrays.values() if not a.stored]
-        jobs = [j for j in self.dirty_jobs.values()
+        arrays = [a for a in self.out.arrays.values() if not a.stored]
+        jobs = [j for j in self.out.jobs.values()
                 if not j.stored and (j.array is None or not j.array.stored)]
         if not jobs and not arrays:
             return 0
@@ -417,11 +436,11 @@ class Core(ArrayOps):
                 self.npend[job.queue] -= 1
             if job.array is None and job.state not in FINISHED:
                 self._env_unref(job)
-            del self.jobs[job.id], self.dirty_jobs[job.id]
+            del self.jobs[job.id], self.out.jobs[job.id]
         for arr in arrays:
             if arr.end_time is None:
                 self._env_unref(arr)
-            del self.arrays[arr.id], self.dirty_arrays[arr.id]
+            del self.arrays[arr.id], self.out.arrays[arr.id]
         for obj in jobs + arrays:
             self.by_req.pop(obj.req_id, None)
         for qname, user in {(o.queue, o.user) for o in jobs + arrays}:
@@ -431,18 +450,18 @@ class Core(ArrayOps):
                 pending[user] = fifo
             else:
                 pending.pop(user, None)
-        self.events = [e for e in self.events if not refused(e.job_id)]
-        self.users.difference_update(name for name, _, _ in self.new_users)
-        self.new_users, self.new_envs = [], []     # only new jobs add them
-        for msgs in self.outbox.values():
+        self.out.events = [e for e in self.out.events if not refused(e.job_id)]
+        self.users.difference_update(name for name, _, _ in self.out.users)
+        self.out.users, self.out.envs = [], []     # only new jobs add them
+        for msgs in self.out.outbox.values():
             for msg in msgs:
                 if msg["op"] == "dispatch":
                     msg["jobs"] = [s for s in msg["jobs"] if not refused(s["id"])]
             msgs[:] = [m for m in msgs if m["op"] != "dispatch" or m["jobs"]]
         for job_id in [k for k in self.waiters if refused(k)]:
-            self.woken += [(token, error) for _, token in self.waiters.pop(job_id)]
-        self.woken = [(token, error if isinstance(r, dict) and refused(r["job"]) else r)
-                      for token, r in self.woken]
+            self.out.woken += [(token, error) for _, token in self.waiters.pop(job_id)]
+        self.out.woken = [(token, error if isinstance(r, dict) and refused(r["job"]) else r)
+                      for token, r in self.out.woken]
         self.wake = True
         return len(gone)
 
@@ -454,7 +473,7 @@ class Core(ArrayOps):
             if env_id is None:
                 env_id = self.next_env
                 self.next_env += 1
-                self.new_envs.append((env_id, digest, env))
+                self.out.envs.append((env_id, digest, env))
         self._env_ref(env_id, digest, env)
         self.env_sizes[digest] = size
         return env_id
@@ -615,7 +634,7 @@ class Core(ArrayOps):
         self.lost.pop(name, None)
         if host.status != HOST_CLOSED:
             host.status = HOST_OK
-        self.dirty_hosts[name] = host
+        self.out.hosts[name] = host
         acks = self.reports(name, msg.get("reports") or [], now)
         for job_id in list(self.host_jobs[name]):
             job = self.jobs[job_id]
@@ -646,7 +665,7 @@ class Core(ArrayOps):
         if host.status == HOST_OK:
             host.status = HOST_UNAVAIL
         host.load["time"] = now
-        self.dirty_hosts[name] = host
+        self.out.hosts[name] = host
         self._set_free(host)
         if self.host_jobs[name]:
             self.lost.setdefault(name, now)

@@ -223,15 +223,14 @@ class Mbatchd:
             self._answer_users()
             self._arm_timer()
             return
-        outbox, held = core.outbox, self.submits + self.held
-        for (peer, req_id), result in core.woken:       # bwait requests whose job ended
+        out, held = core.new_turn(), self.submits + self.held
+        for (peer, req_id), result in out.woken:        # bwait requests whose job ended
             held.append((peer, P.error(req_id, result.code, result.message)
                          if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
-        core.new_turn()
         self.held, self.submits = [], []
         # One write per connection: a host's acknowledgement and its dispatch go together.
         sends = _by_peer(held)
-        for host, msgs in outbox.items():
+        for host, msgs in out.outbox.items():
             peer = self.sbatchd.get(host)
             if peer is not None:       # an absent host gets them again when it registers
                 sends.setdefault(peer, []).extend(map(self._order, msgs))
@@ -292,13 +291,10 @@ class Mbatchd:
         os._exit(1)
 
     def _write(self) -> None:
-        core = self.core
-        if (core.dirty_jobs or core.events or core.dirty_hosts or core.new_envs or core.new_users
-                or core.dirty_arrays):
-            self.store.commit(jobs=core.dirty_jobs.values(), events=core.events,
-                              hosts=core.dirty_hosts.values(), envs=core.new_envs,
-                              users=core.new_users, arrays=core.dirty_arrays.values())
-            self.observer.events(core.events)
+        rows = self.core.out.rows()
+        if rows is not None:
+            self.store.commit(**rows)
+            self.observer.events(rows["events"])
 
     def _set_full(self, full: str | None) -> None:
         if full == self.full:

@@ -44,7 +44,7 @@ class ShepherdLink:
         self.waiting = deque()         # [(bytes, descriptors)] of orders the socket has yet to take
         self.alive = True
         self.attempts = 0              # in its care: kept by sbatchd, to pick the least busy
-        self.kept = []                 # its cgroups kept for reuse (v1), by name
+        self.kept_groups = []          # its cgroups kept for reuse (v1), by name
         self.made = 0                  # cgroup names made for it
         loop.add_reader(ours, self._read)
 
@@ -58,8 +58,8 @@ class ShepherdLink:
     def group_name(self):
         """The cgroup of its next attempt: one it kept, else a new name. Named after the
         shepherd, unique while it lives: a kept group serves job after job without a rename."""
-        if self.kept:
-            return self.kept.pop()
+        if self.kept_groups:
+            return self.kept_groups.pop()
         self.made += 1
         return f"shepherd-{self.pid}.{self.made}"
 
@@ -133,7 +133,7 @@ class ShepherdLink:
                 log.error("shepherd %d: %s", self.pid, msg)
             else:
                 if "kept" in msg:
-                    self.kept.append(msg["kept"])
+                    self.kept_groups.append(msg["kept"])
                 self.on_ended(msg)
 
     def _lost(self, why):

@@ -80,7 +80,7 @@ def read(files, offsets):
 def serve(sbatchd, peer, msg):
     """Answer a peek request relayed by mbatchd: {job, attempt, offsets, wait}."""
     key = (msg.get("job"), msg.get("attempt"))
-    att = sbatchd.attempts.get(key)
+    att = sbatchd.core.attempts.get(key)
     if att is None and key not in sbatchd.recent:
         raise P.ProtocolError(P.NOT_FOUND, f"Job <{key[0]}>: not running on this host")
     outputs = att.spec.get("outputs") or [] if att is not None else sbatchd.recent[key][0]
@@ -94,7 +94,7 @@ def serve(sbatchd, peer, msg):
     deadline = time.monotonic() + min(max(wait, 0), MAX_WAIT)
 
     def answer():
-        running = key in sbatchd.attempts
+        running = key in sbatchd.core.attempts
         if running and att.peek is None:
             att.peek = _open(att)
         files = att.peek if running else sbatchd.recent.get(key, (None, None))[1]

@@ -5,8 +5,9 @@ Each attempt gets a record `<work_dir>/<job>.<attempt>` (roles/sbatchd/record.py
 `<tmp_dir>/lavalite.<job>.<attempt>.<random>`.
 A record that exists is an attempt this node has started: that is what makes a repeated
 dispatch harmless and what a restarted sbatchd adopts. The jobs themselves are started and
-waited for by the shepherd process (roles/sbatchd/shepherd.py); this loop only decides, orders
-and reports, so its cost per job stays small.
+waited for by the shepherd process (roles/sbatchd/shepherd.py). What happens to an attempt is
+decided by the core (roles/sbatchd/core.py); this is its shell: it hands each event to the
+core and carries out the effects the core returns (`run`), so its cost per job stays small.
 """
 import asyncio
 import contextlib
@@ -25,10 +26,11 @@ from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.files import write_whole
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
-from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
 from roles.sbatchd import cgroups, peek, record, shepherd
+from roles.sbatchd.core import (Ack, Arm, Attempt, Clean, Core, Effect, Finish, Reap, RecordKill,
+                                Report, SaveEpoch, Signal, StaleEpoch, Start, Watch)
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
 
@@ -44,25 +46,6 @@ JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start mor
 RECONNECT_FAST = (60.0, 0.5)
 
 
-class Attempt:
-    __slots__ = ("job", "attempt", "path", "spec", "shepherd", "adopted", "kill", "timer",
-                 "kill_timer", "group", "peek")
-
-    def __init__(self, job, attempt, path, spec):
-        self.job, self.attempt, self.path, self.spec = job, attempt, path, spec
-        self.group = None              # its cgroup (None without cgroups)
-        self.peek = None               # its output files, opened for bpeek on first use
-        self.shepherd = None           # the pid of the shepherd process that runs it
-        self.adopted = False           # its end is learnt from its lock, not from our shepherd
-        self.kill = None               # why it is being killed
-        self.timer = None
-        self.kill_timer = None
-
-    @property
-    def key(self):
-        return (self.job, self.attempt)
-
-
 class Sbatchd:
     def __init__(self, conf, host):
         self.conf = conf
@@ -71,7 +54,6 @@ class Sbatchd:
         self.tls = DaemonTLS(conf)
         # the newest master epoch seen, kept across restarts: older orders are refused
         self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
-        self.epoch = fence.read_file(self.epoch_file)
         self.work = conf.sbatchd.work_dir
         private.make_dir(conf.paths.spool_dir, traversable=True)     # LIM's lim.sock is for all
         os.makedirs(self.work, exist_ok=True)
@@ -85,7 +67,7 @@ class Sbatchd:
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
         self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
-        self.attempts = {}             # (job, attempt) -> Attempt running here
+        self.core = Core(self.work, fence.read_file(self.epoch_file))
         self.peer = None               # the registered connection to mbatchd
         self.outgoing = []
         self.flushed = 0.0             # loop time of the last _flush
@@ -93,18 +75,42 @@ class Sbatchd:
         self.links = {}                # pid -> ShepherdLink: the shepherd processes
         self.cleaning = []             # attempt records to remove, sent by _flush
         self.polling = None            # the timer that looks at adopted attempts' locks
-        self.started = 0               # attempts started here since sbatchd started
+        self.carry = {SaveEpoch: self._save_epoch, Report: self._report, Arm: self._arm,
+                      RecordKill: self._record_kill, Signal: self._signal_job, Reap: self._reap,
+                      Finish: self._finish, Clean: self._clean_later, Watch: self._watch,
+                      Ack: self._ack}
         self.exporter = Exporter(self.families, self.status, conf.sbatchd.metrics_port)
 
-    # --- reports
+    # --- the core's effects
 
-    def report(self, rep):
+    def run(self, effects: list[Effect]) -> None:
+        """Carry out the core's effects in order; the attempts to start are ordered together,
+        one frame per shepherd."""
+        batch, carry = [], self.carry
+        for effect in effects:
+            if type(effect) is Start:
+                self._prepare(effect.att, effect.env, batch)
+            else:
+                carry[type(effect)](effect)
+        if batch:
+            self._order(batch)
+
+    def _save_epoch(self, effect: SaveEpoch) -> None:
+        fence.remember(self.epoch_file, effect.epoch)
+
+    def _report(self, effect: Report) -> None:
         """Journaled and sent by `_flush`: at the end of this turn, or while reports stream in,
         P.GATHER after the last frame, so mbatchd gets one frame (one turn) for all of them."""
-        self.journal.add(rep)
+        self.journal.add(effect.report)
         if not self.outgoing:
             self.loop.call_at(max(self.loop.time(), self.flushed + P.GATHER), self._flush)
-        self.outgoing.append(rep)
+        self.outgoing.append(effect.report)
+
+    def _ack(self, effect: Ack) -> None:
+        self.journal.ack(effect.rids)
+
+    def _clean_later(self, effect: Clean) -> None:
+        self.cleaning.append(effect.path)  # by _flush, once the journal holds the report
 
     def _flush(self):
         """Journal, send, then clean the attempt records whose reports the journal holds."""
@@ -120,27 +126,19 @@ class Sbatchd:
 
     def on_frame(self, peer, msg):
         epoch = msg.get("epoch") or 0
-        if epoch < self.epoch:
+        try:
+            self.run(self.core.fence(epoch))
+        except StaleEpoch as exc:
             log.error("refused an order of epoch %d (seen %d): a deposed mbatchd", epoch,
-                      self.epoch)
-            raise P.ProtocolError(P.STALE_EPOCH, f"epoch {epoch} is older than {self.epoch}",
-                                  fatal=True)
-        if epoch > self.epoch:
-            self.epoch = epoch
-            fence.remember(self.epoch_file, epoch)
+                      self.core.epoch)
+            raise P.ProtocolError(P.STALE_EPOCH, str(exc), fatal=True) from None
         op = msg.get("op")
         if op == "dispatch":
-            envs = msg.get("envs") or {}
-            batch = []
-            for spec in P.require(msg, "jobs", list):
-                self.start(spec, envs.get(str(spec.get("env_id"))) or {}, batch)
-            self._order(batch)
+            self.run(self.core.dispatch(P.require(msg, "jobs", list), msg.get("envs") or {}))
         elif op == "kill":
-            att = self.attempts.get((msg.get("job"), msg.get("attempt")))
-            if att is not None:
-                self.terminate(att, KILLED_REASON)
+            self.run(self.core.kill(msg.get("job"), msg.get("attempt")))
         elif op == "ack":
-            self.journal.ack(P.require(msg, "rids", list))
+            self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
             peek.serve(self, peer, msg)
         else:
@@ -148,34 +146,32 @@ class Sbatchd:
 
     # --- running jobs
 
-    def start(self, spec, env, batch):
-        """Prepare one attempt; its order joins `batch`, sent to the shepherd by `_order`."""
-        job, attempt = spec["id"], spec["attempt"]
-        path = os.path.join(self.work, f"{job}.{attempt}")
-        if (job, attempt) in self.attempts:
-            return
+    def _prepare(self, att: Attempt, env: dict, batch: list) -> None:
+        """Make the attempt's record; its order joins `batch`, sent to the shepherd by
+        `_order`."""
+        job, attempt, now = att.job, att.attempt, time.time()
         try:
-            account, pw = shepherd.account_for(spec, self.conf.cluster.allow_root_jobs)
+            account, pw = shepherd.account_for(att.spec, self.conf.cluster.allow_root_jobs)
         except ValueError as exc:
             log.warning("job %s.%s cannot run here: %s", job, attempt, exc)
-            self.report({"kind": "exit", "job": job, "attempt": attempt, "time": time.time(),
-                         "exit_code": 126, "reason": EXEC_FAILED, "message": str(exc)})
+            self.run(self.core.cannot_run(att, str(exc), now))
             return
         try:
             # the mark that this node started the attempt, locked until the shepherd has it
-            lock = record.create(path)
+            lock = record.create(att.path)
         except FileExistsError:
-            return                     # started here already (before a restart): never twice
+            self.run(self.core.duplicate(att))     # started here already (before a restart)
+            return
+        except OSError as exc:         # work_dir full or gone: lost here, mbatchd retries it
+            log.error("job %s.%s not started: its record: %s", job, attempt, exc)
+            self.run(self.core.not_started(att, str(exc), now))
+            return
         try:
-            batch.append(self._order_for(Attempt(job, attempt, path, spec), env, lock,
-                                         account, pw))
+            batch.append(self._order_for(att, env, lock, account, pw))
         except Exception as exc:       # no shepherd could be started, say: it is lost
             log.exception("job %s.%s not started", job, attempt)
             os.close(lock)
-            self.attempts.pop((job, attempt), None)
-            self.report({"kind": "exit", "job": job, "attempt": attempt, "time": time.time(),
-                         "reason": NODE_LOST, "message": f"sbatchd could not start it: {exc}"})
-            self.cleaning.append(path)
+            self.run(self.core.not_started(att, str(exc), now))
 
     def _order_for(self, att, env, lock, account, pw):
         """The attempt's order to its shepherd, once its record names the shepherd."""
@@ -201,8 +197,6 @@ class Sbatchd:
         record.append(lock, shepherd=link.pid, spec=att.spec)
         link.attempts += 1
         att.shepherd = link.pid
-        self.attempts[att.key] = att
-        self._arm(att)
         return link, att, lock, order
 
     def _order(self, batch):
@@ -210,15 +204,12 @@ class Sbatchd:
         per_link = {}
         for link, att, lock, order in batch:
             per_link.setdefault(link, []).append((att, lock, order))
-        now = time.time()
         for link, items in per_link.items():
             sent = link.start([order for _, _, order in items], [lock for _, lock, _ in items])
-            for att, lock, _ in items:
+            for _, lock, _ in items:
                 os.close(lock)
-                if sent:               # else the link is lost and the attempts are polled
-                    self.started += 1
-                    self.report({"kind": "start", "job": att.job, "attempt": att.attempt,
-                                 "time": now})
+            if sent:                   # else the link is lost and the attempts are polled
+                self.run(self.core.started([att for att, _, _ in items], time.time()))
 
     def _shepherd(self):
         """The least busy shepherd; the missing ones (sbatchd.conf `shepherds`) started."""
@@ -235,21 +226,14 @@ class Sbatchd:
         return min(self.links.values(), key=lambda link: link.attempts)
 
     def _shepherd_ended(self, msg):
-        att = self.attempts.get((msg.get("job"), msg.get("attempt")))
-        if att is not None and not att.adopted:
-            self.links[att.shepherd].attempts -= 1
-            self._ended(att, msg.get("status"))
+        self.run(self.core.shepherd_answered(msg.get("job"), msg.get("attempt"),
+                                             msg.get("status"), time.time()))
 
     def _shepherd_lost(self, link):
-        """Its attempts are watched through their locks, as after a restart: those that ended
-        have a status, the others are reported lost."""
         del self.links[link.pid]
-        for name in link.kept:         # empty, and no other shepherd will name them
+        for name in link.kept_groups:  # empty, and no other shepherd will name them
             self.cg.group(name).remove()
-        for att in self.attempts.values():
-            if att.shepherd == link.pid:
-                att.adopted = True
-        self._poll()
+        self.run(self.core.shepherd_lost(link.pid))
 
     def _outputs(self, spec, cwd):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
@@ -283,38 +267,37 @@ class Sbatchd:
             env["LSB_JOBLINE"] = spec["line"]
         return env
 
-    def _arm(self, att):
-        walltime = att.spec.get("walltime")
-        if walltime:
-            started = att.spec.get("started") or time.time()
-            att.timer = self.loop.call_later(max(0.0, started + walltime - time.time()),
-                                             self.terminate, att, TIMEOUT)
+    def _arm(self, effect: Arm) -> None:
+        att = effect.att
+        att.timer = self.loop.call_later(max(0.0, effect.at - time.time()),
+                                         lambda: self.run(self.core.timer(att)))
 
-    def _poll(self):
+    def _watch(self, effect: Watch | None = None) -> None:
         """Adopted attempts end when their lock is free (their holder exited or closed it)."""
         if self.polling is not None:
             self.polling.cancel()
             self.polling = None
         running = False
-        for att in [a for a in self.attempts.values() if a.adopted]:
+        for att in [a for a in self.core.attempts.values() if a.adopted]:
             if record.holder(att.path) is None:
-                self._ended(att)
+                self.run(self.core.lock_freed(att, record.read(att.path), time.time()))
             else:
                 running = True
         if running:
-            self.polling = self.loop.call_later(POLL_ADOPTED, self._poll)
+            self.polling = self.loop.call_later(POLL_ADOPTED, self._watch)
 
-    def terminate(self, att, reason):
-        """TERM the job's process group, KILL it after kill_grace. The reason is written down
-        first, so it survives an sbatchd restart."""
-        if att.kill_timer is not None or att.key not in self.attempts:
+    def _record_kill(self, effect: RecordKill) -> None:
+        record.add(effect.att.path, kill=effect.reason)
+
+    def _signal_job(self, effect: Signal) -> None:
+        """TERM the job's process group, KILL it after kill_grace; until the shepherd has
+        started the job (its pid in the record), try again shortly."""
+        att = effect.att
+        if att.key not in self.core.attempts:
             return
-        if att.kill is None:
-            att.kill = reason
-            record.add(att.path, kill=reason)
         pid = record.read(att.path).get("pid")
-        if pid is None:                # the shepherd has not started it yet: try again shortly
-            self.loop.call_later(0.05, self.terminate, att, reason)
+        if pid is None:
+            self.loop.call_later(0.05, self._signal_job, effect)
             return
         self._signal(att, pid, signal.SIGTERM)
         att.kill_timer = self.loop.call_later(self.conf.sbatchd.kill_grace, self._signal, att,
@@ -330,30 +313,23 @@ class Sbatchd:
             else:
                 att.group.signal(sig)
 
-    def _ended(self, att, status=None):
-        """status: what its shepherd sent; None: read it from the attempt's record."""
+    def _reap(self, effect: Reap) -> None:
+        if effect.pid:
+            _killpg(effect.pid, signal.SIGKILL)
+        if effect.att.spec.get("tmpdir"):
+            shutil.rmtree(effect.att.spec["tmpdir"], ignore_errors=True)
+
+    def _finish(self, effect: Finish) -> None:
+        att = effect.att
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()
-        if status is None:
-            rec = record.read(att.path)
-            status = rec.get("status")
-            if status is None:         # its shepherd died before it could say: end the job
-                status = {"reason": NODE_LOST, "message": "the job's shepherd vanished"}
-                if rec.get("pid"):
-                    _killpg(rec["pid"], signal.SIGKILL)
-                if att.spec.get("tmpdir"):
-                    shutil.rmtree(att.spec["tmpdir"], ignore_errors=True)
-            if att.group is not None:  # its shepherd removes it; not if it died first
+        if att.adopted:                # its shepherd removes it; not if it died first
+            if att.group is not None:
                 att.group.remove()
-        rep = {"kind": "exit", "job": att.job, "attempt": att.attempt, "time": time.time(),
-               "start_time": status.get("start"), "exit_code": status.get("exit_code"),
-               "exit_signal": status.get("exit_signal"),
-               "reason": att.kill or status.get("reason") or "", "message": status.get("message")}
-        del self.attempts[att.key]
+        else:
+            self.links[att.shepherd].attempts -= 1
         peek.remember(self.recent, att)
-        self.report(rep)
-        self.cleaning.append(att.path)     # by _flush, once the journal holds the report
 
     def _clean(self):
         records, self.cleaning = self.cleaning, []
@@ -366,24 +342,18 @@ class Sbatchd:
     def adopt(self):
         """After a restart: every attempt record is a job this node started. Watch those
         still running; report those that ended while sbatchd was away."""
+        found = []
         for name in os.listdir(self.work):
             job, _, attempt = name.partition(".")
             if not (job.isdigit() and attempt.isdigit()):
                 continue
             path = os.path.join(self.work, name)
             rec = record.read(path)
-            att = Attempt(int(job), int(attempt), path, rec.get("spec") or {})
-            self.attempts[att.key] = att
-            att.group = adopted_group(self.cg, att.spec, name)
-            att.shepherd = record.holder(path)
-            att.adopted = True
-            self._arm(att)
-            reason = rec.get("kill")
-            if reason:
-                self.terminate(att, reason)
-        if self.attempts:
-            log.info("adopted %d job attempts from %s", len(self.attempts), self.work)
-            self._poll()
+            found.append((int(job), int(attempt), rec, record.holder(path),
+                          adopted_group(self.cg, rec.get("spec") or {}, name)))
+        if found:
+            log.info("adopted %d job attempts from %s", len(found), self.work)
+        self.run(self.core.adopt(found, time.time()))
         self._remove_stale_groups()
 
     def _remove_stale_groups(self) -> None:
@@ -392,7 +362,7 @@ class Sbatchd:
         those the old shepherds kept (they start no attempt any more). A group of another
         cluster's, should a slice be shared, is never named there, so never touched."""
         ours = _read_pids(self.made)
-        running = {att.group.name for att in self.attempts.values() if att.group is not None}
+        running = {att.group.name for att in self.core.attempts.values() if att.group is not None}
         left = set()
         for name in self.cg.names():
             pid = _shepherd_of(name)
@@ -408,13 +378,14 @@ class Sbatchd:
 
     def status(self):
         return {"sbatchd": "connected" if self.peer else "disconnected", "host": self.host,
-                "pid": os.getpid(), "jobs": len(self.attempts), "slots": self.conf.sbatchd.slots}
+                "pid": os.getpid(), "jobs": len(self.core.attempts),
+                "slots": self.conf.sbatchd.slots}
 
     def families(self):
         return [counter("lavalite_sbatchd_attempts_started", "Job attempts started on this host",
-                        (), {(): self.started}),
+                        (), {(): self.core.starts}),
                 gauge("lavalite_sbatchd_jobs", "Job attempts running here", (),
-                      {(): len(self.attempts)}),
+                      {(): len(self.core.attempts)}),
                 gauge("lavalite_sbatchd_slots", "Job slots of this host", (),
                       {(): self.conf.sbatchd.slots}),
                 gauge("lavalite_sbatchd_connected", "1 while registered with mbatchd", (),
@@ -492,7 +463,7 @@ class Sbatchd:
         self.peer = peer
         self._register(peer)
         log.info("registered with mbatchd at %s:%s (%d slots, %d running)", addr, port,
-                 self.conf.sbatchd.slots, len(self.attempts))
+                 self.conf.sbatchd.slots, len(self.core.attempts))
         lc = self.conf.lim
         try:
             while not stop.is_set() and not closed.is_set():
@@ -509,7 +480,7 @@ class Sbatchd:
 
     def _register(self, peer):
         peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": self.conf.sbatchd.slots,
-                   "running": [list(k) for k in self.attempts], "reports": self.journal.pending()})
+                   "running": [list(k) for k in self.core.attempts], "reports": self.journal.pending()})
 
     async def serve(self, stop):
         self.loop = asyncio.get_running_loop()
@@ -523,9 +494,9 @@ class Sbatchd:
             link.close()
         if metrics is not None:
             metrics.close()
-        if self.attempts:
+        if self.core.attempts:
             log.info("sbatchd stopped; %d jobs left running under their shepherds",
-                     len(self.attempts))
+                     len(self.core.attempts))
         else:
             self._leave_nothing()
             log.info("sbatchd stopped")

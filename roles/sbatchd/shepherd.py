@@ -258,7 +258,7 @@ class Shepherd:
         self.runs = 0                  # attempts in our care
         self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()       # what the cleaner has yet to be told
-        self.free = {}                 # name -> an ended attempt's cgroup, kept for the next (v1)
+        self.kept_groups = {}          # name -> an ended attempt's cgroup, kept for the next (v1)
         self.scratch = scratch.Scratch()   # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
@@ -294,7 +294,7 @@ class Shepherd:
                 for path in self.scratch.expired(time.monotonic()):
                     self._trash("path", path)
                 wait = 1.0 if wait is None else min(wait, 1.0)
-        for group in self.free.values():
+        for group in self.kept_groups.values():
             group.close()
             self._trash("cgroup", group.name)
         for path in self.scratch.drain():
@@ -561,7 +561,7 @@ class Shepherd:
 
     def _group(self, name, limits):
         """The attempt's cgroup: the one kept under that name (v1), else a new one."""
-        kept = self.free.pop(name, None)
+        kept = self.kept_groups.pop(name, None)
         if kept is not None:
             try:
                 return self.cg.reuse(kept, limits)
@@ -576,7 +576,7 @@ class Shepherd:
         """Keep an ended attempt's group for a later one if the backend can (v1) and it is
         clean (vacant: it has no task left); else the cleaner removes it. Whether it is kept."""
         if vacant and self.cg.pooled and self.cg.reusable(group):
-            self.free[group.name] = group
+            self.kept_groups[group.name] = group
             return True
         group.close()
         self._trash("cgroup", group.name)
