@@ -27,12 +27,15 @@ class Attempt:
     def __init__(self, job: int, attempt: int, path: str, spec: dict):
         self.job, self.attempt, self.path, self.spec = job, attempt, path, spec
         self.state = ORDERED           # RUNNING once its shepherd has the order
-        self.shepherd = None           # the pid of the shepherd process that runs it
+        self.shepherd: int | None = None   # the pid of the shepherd process that runs it
         self.adopted = False           # its end is learnt from its lock, not from our shepherd
-        self.kill = None               # why it is being killed
+        self.kill: str | None = None   # why it is being killed
         self.signalled = False         # TERM (then KILL) ordered: once per attempt
         # the shell's handles, carried along: its timers, cgroup, and files opened for bpeek
-        self.timer = self.kill_timer = self.group = self.peek = None
+        self.timer: Any = None
+        self.kill_timer: Any = None
+        self.group: Any = None
+        self.peek: Any = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -127,7 +130,7 @@ class Core:
 
     def dispatch(self, specs: list[dict], envs: dict) -> list[Effect]:
         """Attempts to start. One this host already has is not started again."""
-        effects = []
+        effects: list[Effect] = []
         for spec in specs:
             key = (spec["id"], spec["attempt"])
             if key in self.attempts:
@@ -156,7 +159,7 @@ class Core:
 
     def started(self, atts: list[Attempt], now: float) -> list[Effect]:
         """Their shepherd has the orders: START reported, wall clocks armed."""
-        effects = []
+        effects: list[Effect] = []
         for att in atts:
             att.state = RUNNING
             self.starts += 1
@@ -220,7 +223,7 @@ class Core:
         """At start: every record (job, attempt, its fields, the pid holding its lock, its
         cgroup) is an attempt this node started. Each is watched through its lock, its wall
         clock armed again, and a kill it records carried on."""
-        effects = []
+        effects: list[Effect] = []
         for job, attempt, rec, holder, group in found:
             att = Attempt(job, attempt, f"{self.work}/{job}.{attempt}", rec.get("spec") or {})
             att.state, att.adopted, att.shepherd, att.group = RUNNING, True, holder, group

@@ -86,7 +86,8 @@ class Sbatchd:
     def run(self, effects: list[Effect]) -> None:
         """Carry out the core's effects in order; the attempts to start are ordered together,
         one frame per shepherd."""
-        batch, carry = [], self.carry
+        batch: list = []
+        carry = self.carry
         for effect in effects:
             if type(effect) is Start:
                 self._prepare(effect.att, effect.env, batch)
