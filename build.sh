@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ./build.sh        .venv for development (editable install + test tools) and dist/lavalite,
 #                   the one shiv zipapp file to copy to every node (it needs only python3 there)
-# ./build.sh test   the same, then the whole test suite (what .ci/run runs)
+# ./build.sh test   the same, then ruff, mypy and the whole test suite (what .ci/run runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -45,5 +45,9 @@ echo "built dist/lavalite ($(du -h dist/lavalite | cut -f1))"
 
 if [ "${1:-}" = "test" ]; then
     shift
+    # the checks configured in pyproject.toml, then the suite
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy
     exec .venv/bin/python -m pytest -q "$@"
 fi

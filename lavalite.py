@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Launcher: `python lavalite.py ARGS` is the zipapp's entry point, run from a checkout."""
+
 import sys
 
 from lavalite.entry import main

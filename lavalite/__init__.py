@@ -11,6 +11,7 @@ def __getattr__(name):
     It seals its frames with OpenSSL's SHA-256 for the same reason (lavalite.hmacsha)."""
     if name in ("Client", "ClientError"):
         from lavalite import client, hmacsha, protocol
+
         protocol.use_orjson()
         hmacsha.use_openssl()
         globals().update(Client=client.Client, ClientError=client.ClientError)  # once

@@ -16,6 +16,7 @@ The key file holds the current key on its first line and, during a rotation's ov
 the previous key on the next: everyone signs with the current key and accepts both, so hosts
 can get the new file one after the other. Daemons re-read the file when it changes.
 """
+
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from lavalite.protocol import AUTH, BAD_FRAME, REDIRECT, VERSION, ProtocolError,
 # seconds a signed hello stays valid: a credential the local LIM signs lives this long, and a
 # server remembers its nonce as long (clocks of the cluster's hosts must agree within it)
 HELLO_TTL = 60.0
-TAG = 16              # bytes of a sealed frame's MAC trailer (HMAC-SHA256, truncated)
+TAG = 16  # bytes of a sealed frame's MAC trailer (HMAC-SHA256, truncated)
 REPLAY_CAP = 1 << 17  # nonces a ReplayCache holds at most (about 2,000 logins a second)
 ROLES = ("user", "sbatchd", "lim", "mbatchd")
 _UNSIGNED = ("sig", "id")
@@ -39,7 +40,7 @@ class KeyFileError(Exception):
 
 
 def _new_key():
-    return os.urandom(32).hex()        # secrets.token_hex(32), without secrets' OpenSSL import
+    return os.urandom(32).hex()  # secrets.token_hex(32), without secrets' OpenSSL import
 
 
 def _write_keys(path, keys, exclusive=False):
@@ -106,6 +107,7 @@ class KeyFile:
             self.stamp = stamp
             # Only daemons get here, and they have logging loaded; user commands must not pay it.
             import logging
+
             log = logging.getLogger("lavalite.auth")
             try:
                 self.keys = load_key(self.path)
@@ -126,9 +128,10 @@ def canonical(fields):
     not depend on one."""
     payload = {k: v for k, v in fields.items() if k not in _UNSIGNED}
     try:
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
-    except RecursionError:     # orjson decodes 1,024 levels; the json module stops sooner
+        return json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except RecursionError:  # orjson decodes 1,024 levels; the json module stops sooner
         raise ProtocolError(BAD_FRAME, "hello nested too deep to check", fatal=True) from None
 
 
@@ -148,8 +151,18 @@ def challenge() -> dict:
 def hello(key, role: str, host: str, to: str, sn: str, **extra) -> dict:
     """A signed hello answering challenge nonce `sn` of a `to` server (its role). `extra`
     carries uid/user for role 'user'."""
-    msg = {"v": VERSION, "op": "hello", "id": 0, "role": role, "host": host, "to": to,
-           "sn": sn, "cn": _nonce(), "ts": time.time(), **extra}
+    msg = {
+        "v": VERSION,
+        "op": "hello",
+        "id": 0,
+        "role": role,
+        "host": host,
+        "to": to,
+        "sn": sn,
+        "cn": _nonce(),
+        "ts": time.time(),
+        **extra,
+    }
     msg["sig"] = _mac(key, msg)
     return msg
 
@@ -167,22 +180,26 @@ def verify_hello(key, msg, sn: str, to: str, seen: "ReplayCache", now=None):
     now = time.time() if now is None else now
     sig = msg.get("sig")
     if msg.get("op") != "hello" or not isinstance(sig, str):
-        raise ProtocolError(AUTH, "authenticate first: the first frame must be a signed hello",
-                            fatal=True)
+        raise ProtocolError(
+            AUTH, "authenticate first: the first frame must be a signed hello", fatal=True
+        )
     # the cheap checks first: a replayed hello costs no HMAC
     if msg.get("sn") != sn:
-        raise ProtocolError(AUTH, "hello answers another connection's challenge (a replay)",
-                            fatal=True)
+        raise ProtocolError(
+            AUTH, "hello answers another connection's challenge (a replay)", fatal=True
+        )
     if msg.get("to") != to:
         raise ProtocolError(AUTH, f"hello meant for {msg.get('to')!r}, not {to!r}", fatal=True)
     matched = [k for k in _ring(key) if hmacsha.compare_digest(sig, _mac(k, msg))]
     if not matched:
-        raise ProtocolError(AUTH, "bad signature: this peer does not hold the cluster key",
-                            fatal=True)
+        raise ProtocolError(
+            AUTH, "bad signature: this peer does not hold the cluster key", fatal=True
+        )
     ts = msg.get("ts")
     if not isinstance(ts, (int, float)) or abs(now - ts) > HELLO_TTL:
-        raise ProtocolError(AUTH, "credential expired or clock skew over "
-                                  f"{int(HELLO_TTL)} s", fatal=True)
+        raise ProtocolError(
+            AUTH, f"credential expired or clock skew over {int(HELLO_TTL)} s", fatal=True
+        )
     if not seen.first(msg.get("cn"), now):
         raise ProtocolError(AUTH, "credential used before (a replay)", fatal=True)
     return _identity(msg), Session(session_key(matched[0], msg), dialler=False)
@@ -215,7 +232,7 @@ class ReplayCache:
 
     def __init__(self, cap: int = REPLAY_CAP):
         self.cap = cap
-        self.until: OrderedDict[str, float] = OrderedDict()    # nonce -> expiry, oldest first
+        self.until: OrderedDict[str, float] = OrderedDict()  # nonce -> expiry, oldest first
 
     def first(self, nonce, now: float) -> bool:
         """Record `nonce`; whether it is new. A missing nonce is never new."""
@@ -234,6 +251,7 @@ class Session:
     HMAC(session key, direction | sequence number | body). Sequence numbers are implicit
     (each side counts the frames of each direction), so a frame dropped, replayed or swapped
     fails the next check."""
+
     __slots__ = ("mac", "out", "into", "sent", "got")
 
     def __init__(self, key: bytes, dialler: bool):
@@ -252,9 +270,12 @@ class Session:
         good = self.mac.digest(self.into, self.got.to_bytes(8, "big"), body)[:TAG]
         if len(frame) < TAG or not hmacsha.compare_digest(tag, good):
             if self.got == 0 and self.into == b"a" and _refusal(frame):
-                return frame   # the server refused our hello: it has no session to seal with
-            raise ProtocolError(AUTH, f"frame {self.got} has a bad MAC (forged, altered, "
-                                      "replayed or out of order)", fatal=True)
+                return frame  # the server refused our hello: it has no session to seal with
+            raise ProtocolError(
+                AUTH,
+                f"frame {self.got} has a bad MAC (forged, altered, replayed or out of order)",
+                fatal=True,
+            )
         self.got += 1
         return body
 
@@ -266,5 +287,8 @@ def _refusal(frame: bytes) -> bool:
         msg = loads(frame)
     except ValueError:
         return False
-    return (isinstance(msg, dict) and msg.get("ok") is False
-            and (msg.get("error") or {}).get("code") != REDIRECT)
+    return (
+        isinstance(msg, dict)
+        and msg.get("ok") is False
+        and (msg.get("error") or {}).get("code") != REDIRECT
+    )

@@ -5,6 +5,7 @@ answering it goes together with the first request, and every frame after the hel
 with the session's MAC (lavalite.auth). A one-shot command costs the challenge and one round
 trip.
 """
+
 import os
 import pwd
 import socket
@@ -32,22 +33,24 @@ class ClientError(Exception):
 
 
 class Client:
-    """`command_wait`: how long a request keeps retrying while mbatchd cannot be reached (restarting,
-    failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
+    """`command_wait`: how long a request keeps retrying while mbatchd cannot be reached
+    (restarting, failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
     configured [cluster] command_wait. A refusal is never retried."""
 
-    def __init__(self, conf_path=None, conf=None, timeout=60.0,
-                 command_wait: float | None = None):
+    def __init__(self, conf_path=None, conf=None, timeout=60.0, command_wait: float | None = None):
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
-        self.command_wait = command_wait if command_wait is not None else config.from_env(
-            "LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
+        self.command_wait = (
+            command_wait
+            if command_wait is not None
+            else config.from_env("LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
+        )
         self.sock = None
-        self.session = None            # the connection's seal, from its login
-        self.inbuf = bytearray()       # bytes read past the last reply (none, in practice)
+        self.session = None  # the connection's seal, from its login
+        self.inbuf = bytearray()  # bytes read past the last reply (none, in practice)
         self.next_id = 1
-        self.waited = False            # said once on stderr that it waits for mbatchd
-        self.tls = None                # the ssl context, made at the first connection with TLS
+        self.waited = False  # said once on stderr that it waits for mbatchd
+        self.tls = None  # the ssl context, made at the first connection with TLS
 
     def _credential(self, sn: str):
         """(signed hello answering challenge `sn`, its Session). Who can read the cluster key
@@ -62,8 +65,9 @@ class Client:
         except auth.KeyFileError as exc:
             raise ClientError(P.AUTH, str(exc)) from None
         uid = os.getuid()
-        hello = auth.hello(key, "user", local_host(), "mbatchd", sn, uid=uid,
-                           user=pwd.getpwuid(uid).pw_name)
+        hello = auth.hello(
+            key, "user", local_host(), "mbatchd", sn, uid=uid, user=pwd.getpwuid(uid).pw_name
+        )
         return hello, auth.Session(auth.session_key(key, hello), dialler=True)
 
     def _node_credential(self, sn: str) -> tuple[dict, bytes]:
@@ -72,17 +76,23 @@ class Client:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(min(10.0, self.timeout))
                 sock.connect(path)
-                sock.sendall(P.encode({"v": P.VERSION, "op": "sign", "id": 1, "sn": sn,
-                                       "to": "mbatchd"}))
+                sock.sendall(
+                    P.encode({"v": P.VERSION, "op": "sign", "id": 1, "sn": sn, "to": "mbatchd"})
+                )
                 buf = bytearray()
-                _read_frame(sock, buf)             # LIM's challenge: a `sign` needs none
+                _read_frame(sock, buf)  # LIM's challenge: a `sign` needs none
                 reply = _read_frame(sock, buf)
         except OSError as exc:
-            raise ClientError("unreachable", f"cannot get a credential from the local LIM at "
-                                             f"{path}: {exc.strerror or exc}") from None
+            raise ClientError(
+                "unreachable",
+                f"cannot get a credential from the local LIM at {path}: {exc.strerror or exc}",
+            ) from None
         if not reply.get("ok"):
-            raise ClientError(P.AUTH, "the local LIM refused a credential: "
-                                      + (reply.get("error") or {}).get("message", "?"))
+            raise ClientError(
+                P.AUTH,
+                "the local LIM refused a credential: "
+                + (reply.get("error") or {}).get("message", "?"),
+            )
         return reply["hello"], bytes.fromhex(reply["session"])
 
     def _connect(self, master=None):
@@ -93,8 +103,9 @@ class Client:
             # unicodedata) costs a command about 1 ms; an ASCII name needs no encoding.
             host_arg = addr.encode() if addr.isascii() else addr
             try:
-                sock = self._secure(socket.create_connection((host_arg, port),
-                                                             timeout=min(5.0, self.timeout)), host)
+                sock = self._secure(
+                    socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout)), host
+                )
             except OSError as exc:
                 errors.append(f"{host} ({addr}:{port}): {exc.strerror or exc}")
                 continue
@@ -107,7 +118,8 @@ class Client:
         """Where [cluster] tls_ca is set, the ssl context to dial mbatchd with (made once);
         a tls_ca that cannot be used is a configuration error, found before any dial."""
         if self.tls is None and self.conf.cluster.tls_ca:
-            from lavalite import tls   # only here: ssl's import costs a command milliseconds
+            from lavalite import tls  # only here: ssl's import costs a command milliseconds
+
             try:
                 self.tls = tls.user_client_context(self.conf)
             except tls.TLSConfigError as exc:
@@ -119,12 +131,14 @@ class Client:
         else sock. A certificate refused is a refusal, not worth a retry."""
         if self.tls is None:
             return sock
-        import ssl                     # loaded with the context already
+        import ssl  # loaded with the context already
+
         try:
             return self.tls.wrap_socket(sock, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
-            raise ClientError(P.AUTH, f"mbatchd on {host}: TLS certificate refused: "
-                                      f"{exc.verify_message}") from None
+            raise ClientError(
+                P.AUTH, f"mbatchd on {host}: TLS certificate refused: {exc.verify_message}"
+            ) from None
 
     def call(self, op, **fields):
         """Send one request, return the reply's fields; raise ClientError on an error reply.
@@ -155,26 +169,33 @@ class Client:
     def _say_waiting(self, exc: ClientError) -> None:
         if not self.waited:
             self.waited = True
-            print(f"lavalite: {exc.message}; retrying for up to {self.command_wait:g} s "
-                  "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+            print(
+                f"lavalite: {exc.message}; retrying for up to {self.command_wait:g} s "
+                "(Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _exchange(self, msg: dict) -> dict:
         """One attempt: the reply to msg (on a new connection: hello first, then msg)."""
         try:
             if self.sock is None:
                 greeting = self._find_master(msg)
-                if not greeting.get("ok"):     # sealed, or a refusal of the hello
+                if not greeting.get("ok"):  # sealed, or a refusal of the hello
                     raise ClientError(greeting["error"]["code"], greeting["error"]["message"])
             else:
                 self.sock.sendall(P.encode(msg, self.session))
             return self._read()
         except TimeoutError:
             self.close()
-            raise ClientError("timeout", f"no reply from mbatchd within {self.timeout:g} s") from None
+            raise ClientError(
+                "timeout", f"no reply from mbatchd within {self.timeout:g} s"
+            ) from None
         except OSError as exc:
             self.close()
-            raise ClientError("unreachable", f"lost the connection to mbatchd: {exc}",
-                              sent=True) from None
+            raise ClientError(
+                "unreachable", f"lost the connection to mbatchd: {exc}", sent=True
+            ) from None
         except ClientError:
             self.close()
             raise
@@ -256,7 +277,8 @@ class Client:
         ClientError if it ended otherwise). One request; mbatchd answers when it holds."""
         return self.call("wait", cond=cond, job=job_id)
 
-_env = [None, None]        # os.environ's raw data when last copied, and that copy decoded
+
+_env = [None, None]  # os.environ's raw data when last copied, and that copy decoded
 
 
 def environ():
@@ -280,7 +302,8 @@ def _resendable(msg: dict) -> bool:
 def _pause(delay: float, left: float) -> float:
     """Sleep about `delay` (jittered, so many waiting commands do not retry in step; never past
     `left`); the next delay, doubled up to 2 s."""
-    import random                      # only here: a command's start-up skips it
+    import random  # only here: a command's start-up skips it
+
     time.sleep(min(delay * random.uniform(0.5, 1.5), left))
     return min(delay * 2, 2.0)
 
@@ -294,8 +317,8 @@ def _read_frame(sock, buf, session=None):
     if size > P.MAX_FRAME:
         raise ClientError(P.TOO_BIG, f"reply frame of {size} bytes is over the limit")
     _fill(sock, buf, 4 + size)
-    frame = bytes(buf[4:4 + size])
-    del buf[:4 + size]
+    frame = bytes(buf[4 : 4 + size])
+    del buf[: 4 + size]
     return P.loads(frame if session is None else session.open(frame))
 
 

@@ -5,6 +5,7 @@ the [section] and the key, and a bad file must report ALL its errors at once. On
 table (KEYS) drives parsing, validation, defaults and the documented samples in etc/, so the
 docs cannot drift from the code. Imports stay cheap: this module is on every CLI command's path.
 """
+
 import math
 import os
 import sys
@@ -16,9 +17,9 @@ from lavalite.limits import parse_size
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
-QUEUE = "*"            # KEYS section for queues.conf: every section there is a queue
+QUEUE = "*"  # KEYS section for queues.conf: every section there is a queue
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
-AUTO_SLICE = "auto"    # cgroup_slice derived per cluster (cluster_slice)
+AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
 
 # (file, section, key, kind, default, doc). Defaults are written as they appear in a file, so
@@ -26,129 +27,371 @@ _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
 # of arbitrary `name = value` lines (key is None).
 KEYS = [
     (_LC, "cluster", "name", "str", "lavalite", "Cluster name, shown by commands and in logs."),
-    (_LC, "cluster", "master_candidates", "list", "",
-     "Hosts that may run mbatchd, in failover order. Empty = this host only."),
+    (
+        _LC,
+        "cluster",
+        "master_candidates",
+        "list",
+        "",
+        "Hosts that may run mbatchd, in failover order. Empty = this host only.",
+    ),
     (_LC, "cluster", "admins", "list", "root", "Users allowed to administer the cluster."),
-    (_LC, "cluster", "key_file", "path", "{state_dir}/cluster.key",
-     "Shared secret authenticating daemons and commands: same file on every host, mode 0600."),
+    (
+        _LC,
+        "cluster",
+        "key_file",
+        "path",
+        "{state_dir}/cluster.key",
+        "Shared secret authenticating daemons and commands: same file on every host, mode 0600.",
+    ),
     (_LC, "cluster", "listen", "str", "0.0.0.0", "Address the daemons listen on."),
     (_LC, "cluster", "allow_root_jobs", "bool", "no", "Whether root may submit jobs."),
-    (_LC, "cluster", "command_wait", "dur>=0", "60",
-     "How long a command waits while mbatchd cannot be reached (restarting, failing over), "
-     "retrying with one line on stderr, before it gives up (exit 3); 0 = at once. "
-     "$LAVALITE_COMMAND_WAIT overrides it for one command or script."),
-    (_LC, "cluster", "tls_ca", "file?", "",
-     "CA certificate(s) (PEM) that every host's certificate is issued by. Set = every TCP "
-     "connection uses TLS 1.2+: daemons verify each other (mutual TLS), commands verify "
-     "mbatchd. Empty = no TLS (the cluster key authenticates either way). See docs/multihost.md."),
-    (_LC, "cluster", "tls_cert", "file?", "",
-     "This host's certificate (PEM), naming the host as the cluster does; needed by the "
-     "daemons when tls_ca is set, not by hosts that only run commands."),
-    (_LC, "cluster", "tls_key", "file?", "",
-     "The private key of tls_cert (PEM, unencrypted, mode 0600: root and the daemons only)."),
-    (_LC, "hosts", None, "free", "",
-     "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11"),
-    (_LC, "paths", "state_dir", "path", "/var/lib/lavalite",
-     "Daemon state: database, pid files, key. Relative paths are relative to this file."),
-    (_LC, "paths", "spool_dir", "path", "/var/spool/lavalite",
-     "Job scripts, job working files and local sockets."),
-    (_LC, "paths", "run_dir", "path", "/run/lavalite",
-     "Runtime records that a reboot clears, as the jobs they describe (one small directory "
-     "per running job attempt): best on a RAM filesystem, so starting a job writes no disk."),
-    (_LC, "paths", "log_dir", "path", "/var/log/lavalite",
-     "Daemon logs when [logging] target = file."),
-    (_LC, "paths", "lim_conf", "path", "lim.conf",
-     "LIM settings. Missing at the default place = built-in defaults; any other path must exist."),
-    (_LC, "paths", "sbatchd_conf", "path", "sbatchd.conf",
-     "sbatchd settings (same rule as lim_conf)."),
-    (_LC, "paths", "queues_conf", "path", "queues.conf",
-     "Queue definitions (same rule; missing = one queue `serial` with defaults)."),
+    (
+        _LC,
+        "cluster",
+        "command_wait",
+        "dur>=0",
+        "60",
+        "How long a command waits while mbatchd cannot be reached (restarting, failing over), "
+        "retrying with one line on stderr, before it gives up (exit 3); 0 = at once. "
+        "$LAVALITE_COMMAND_WAIT overrides it for one command or script.",
+    ),
+    (
+        _LC,
+        "cluster",
+        "tls_ca",
+        "file?",
+        "",
+        "CA certificate(s) (PEM) that every host's certificate is issued by. Set = every TCP "
+        "connection uses TLS 1.2+: daemons verify each other (mutual TLS), commands verify "
+        "mbatchd. Empty = no TLS (the cluster key authenticates either way). "
+        "See docs/multihost.md.",
+    ),
+    (
+        _LC,
+        "cluster",
+        "tls_cert",
+        "file?",
+        "",
+        "This host's certificate (PEM), naming the host as the cluster does; needed by the "
+        "daemons when tls_ca is set, not by hosts that only run commands.",
+    ),
+    (
+        _LC,
+        "cluster",
+        "tls_key",
+        "file?",
+        "",
+        "The private key of tls_cert (PEM, unencrypted, mode 0600: root and the daemons only).",
+    ),
+    (
+        _LC,
+        "hosts",
+        None,
+        "free",
+        "",
+        "host = address: where to reach a host whose name does not resolve, e.g. node1 = 10.0.0.11",
+    ),
+    (
+        _LC,
+        "paths",
+        "state_dir",
+        "path",
+        "/var/lib/lavalite",
+        "Daemon state: database, pid files, key. Relative paths are relative to this file.",
+    ),
+    (
+        _LC,
+        "paths",
+        "spool_dir",
+        "path",
+        "/var/spool/lavalite",
+        "Job scripts, job working files and local sockets.",
+    ),
+    (
+        _LC,
+        "paths",
+        "run_dir",
+        "path",
+        "/run/lavalite",
+        "Runtime records that a reboot clears, as the jobs they describe (one small directory "
+        "per running job attempt): best on a RAM filesystem, so starting a job writes no disk.",
+    ),
+    (
+        _LC,
+        "paths",
+        "log_dir",
+        "path",
+        "/var/log/lavalite",
+        "Daemon logs when [logging] target = file.",
+    ),
+    (
+        _LC,
+        "paths",
+        "lim_conf",
+        "path",
+        "lim.conf",
+        "LIM settings. Missing at the default place = built-in defaults; "
+        "any other path must exist.",
+    ),
+    (
+        _LC,
+        "paths",
+        "sbatchd_conf",
+        "path",
+        "sbatchd.conf",
+        "sbatchd settings (same rule as lim_conf).",
+    ),
+    (
+        _LC,
+        "paths",
+        "queues_conf",
+        "path",
+        "queues.conf",
+        "Queue definitions (same rule; missing = one queue `serial` with defaults).",
+    ),
     (_LC, "mbatchd", "port", "port", "6881", "TCP port mbatchd listens on."),
     (_LC, "mbatchd", "database", "path", "{state_dir}/lavalite.db", "The job database (SQLite)."),
-    (_LC, "mbatchd", "default_queue", "str", "serial",
-     "Queue for jobs submitted without -q; must be defined in queues.conf."),
-    (_LC, "mbatchd", "clean_period", "dur>=0", "1h",
-     "How long finished jobs stay in memory (shown by bjobs -a)."),
-    (_LC, "mbatchd", "metrics_port", "port0", "0",
-     "HTTP port of mbatchd's /metrics (Prometheus) and /status (JSON)."),
-    (_LC, "mbatchd", "store_lock", "choice:exclusive|shared", "exclusive",
-     "exclusive: mbatchd holds the database lock while it runs (needed on NFS, and no second "
-     "mbatchd can open it); shared: sqlite3 may read the live database (local disk only)."),
-    (_LC, "mbatchd", "disk_warn_free", "size", "1G",
-     "mbatchd logs a warning when the database's filesystem has less free space than this "
-     "(0 = never); lavalite_store_free_bytes shows it. On a full disk submits are refused."),
-    (_LC, "mbatchd", "node_lost_grace", "dur>=0", "60",
-     "How long a host may be unavailable before its running jobs are requeued (rerunnable "
-     "queue) or end FAILED(node_lost)."),
+    (
+        _LC,
+        "mbatchd",
+        "default_queue",
+        "str",
+        "serial",
+        "Queue for jobs submitted without -q; must be defined in queues.conf.",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "clean_period",
+        "dur>=0",
+        "1h",
+        "How long finished jobs stay in memory (shown by bjobs -a).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "metrics_port",
+        "port0",
+        "0",
+        "HTTP port of mbatchd's /metrics (Prometheus) and /status (JSON).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "store_lock",
+        "choice:exclusive|shared",
+        "exclusive",
+        "exclusive: mbatchd holds the database lock while it runs (needed on NFS, and no second "
+        "mbatchd can open it); shared: sqlite3 may read the live database (local disk only).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "disk_warn_free",
+        "size",
+        "1G",
+        "mbatchd logs a warning when the database's filesystem has less free space than this "
+        "(0 = never); lavalite_store_free_bytes shows it. On a full disk submits are refused.",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "node_lost_grace",
+        "dur>=0",
+        "60",
+        "How long a host may be unavailable before its running jobs are requeued (rerunnable "
+        "queue) or end FAILED(node_lost).",
+    ),
     (_LC, "lim", "port", "port", "6879", "TCP port LIM listens on."),
     (_LC, "lim", "metrics_port", "port0", "0", "HTTP port of LIM's /metrics and /status."),
     (_LC, "sbatchd", "metrics_port", "port0", "0", "HTTP port of sbatchd's /metrics and /status."),
     (_LC, "logging", "level", "choice:debug|info|warning|error", "info", "Daemon log level."),
-    (_LC, "logging", "target", "choice:stderr|syslog|file", "stderr",
-     "Where daemons log: stderr (systemd's journal), syslog (facility daemon) or file "
-     "(<log_dir>/<role>-<host>.log, rotated)."),
-    (_LC, "logging", "syslog_address", "str", "/dev/log",
-     "Syslog socket (a path) or host:port (UDP), for target = syslog and llctrl's audit lines."),
-    (_LC, "logging", "rotate_size", "int>=1", "10485760",
-     "target = file: bytes at which a log file is rotated."),
+    (
+        _LC,
+        "logging",
+        "target",
+        "choice:stderr|syslog|file",
+        "stderr",
+        "Where daemons log: stderr (systemd's journal), syslog (facility daemon) or file "
+        "(<log_dir>/<role>-<host>.log, rotated).",
+    ),
+    (
+        _LC,
+        "logging",
+        "syslog_address",
+        "str",
+        "/dev/log",
+        "Syslog socket (a path) or host:port (UDP), for target = syslog and llctrl's audit lines.",
+    ),
+    (
+        _LC,
+        "logging",
+        "rotate_size",
+        "int>=1",
+        "10485760",
+        "target = file: bytes at which a log file is rotated.",
+    ),
     (_LC, "logging", "rotate_keep", "int>=0", "5", "target = file: rotated files kept."),
     (_LM, "lim", "poll_interval", "dur>0", "4", "Seconds between host load samples."),
-    (_LM, "lim", "poll_jitter", "dur>=0", "1",
-     "Random extra delay per sample, so hosts do not poll in step."),
+    (
+        _LM,
+        "lim",
+        "poll_jitter",
+        "dur>=0",
+        "1",
+        "Random extra delay per sample, so hosts do not poll in step.",
+    ),
     (_LM, "lim", "heartbeat_interval", "dur>0", "2", "Seconds between heartbeats among LIMs."),
-    (_LM, "lim", "heartbeat_misses", "int>=1", "3",
-     "Missed heartbeats before a host is unavailable (and a backup takes over the master)."),
-    (_LM, "lim", "restart_backoff", "dur>0", "0.5",
-     "Delay before restarting a dead mbatchd; doubles each time it dies within 10 s of its "
-     "start (a failure to start), back to this after a longer run."),
+    (
+        _LM,
+        "lim",
+        "heartbeat_misses",
+        "int>=1",
+        "3",
+        "Missed heartbeats before a host is unavailable (and a backup takes over the master).",
+    ),
+    (
+        _LM,
+        "lim",
+        "restart_backoff",
+        "dur>0",
+        "0.5",
+        "Delay before restarting a dead mbatchd; doubles each time it dies within 10 s of its "
+        "start (a failure to start), back to this after a longer run.",
+    ),
     (_LM, "lim", "restart_backoff_max", "dur>0", "10", "Upper bound of that delay."),
-    (_LM, "lim", "supervise_mbatchd", "bool", "yes",
-     "The master LIM starts and restarts mbatchd. `no` where systemd runs mbatchd "
-     "(lavalite-mbatchd.service, pinned to one host)."),
-    (_LM, "labels", None, "free", "",
-     "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem"),
+    (
+        _LM,
+        "lim",
+        "supervise_mbatchd",
+        "bool",
+        "yes",
+        "The master LIM starts and restarts mbatchd. `no` where systemd runs mbatchd "
+        "(lavalite-mbatchd.service, pinned to one host).",
+    ),
+    (
+        _LM,
+        "labels",
+        None,
+        "free",
+        "",
+        "host = labels (spaces or commas) that jobs can request, e.g. node1 = gpu bigmem",
+    ),
     (_SB, "sbatchd", "slots", "slots", "auto", "Job slots on this host."),
-    (_SB, "sbatchd", "work_dir", "path", "{run_dir}/jobs",
-     "The records of the job attempts running here (lock, spec, pid, status)."),
-    (_SB, "sbatchd", "tmp_dir", "path", "/tmp",
-     "Where each job attempt gets its own TMPDIR, lavalite.<job>.<attempt>.<random>, the "
-     "user's, mode 0700, removed when the attempt ends (as LSF's LSF_TMPDIR); one left "
-     "empty is renamed for the same user's next job instead, or removed within 6 s."),
-    (_SB, "sbatchd", "shepherds", "int>=1", "2",
-     "Shepherd processes that start and watch this host's jobs (about 12 MB each): one "
-     "starts roughly a thousand short jobs a second on a 2-core VM; attempts go to the least "
-     "busy. At least one per 200 slots is started whatever this says."),
-    (_SB, "sbatchd", "cgroups", "choice:auto|on|off|v1|v2", "auto",
-     "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
-     "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
-     "process group only."),
-    (_SB, "sbatchd", "cgroup_slice", "relpath", "auto",
-     "Directory under each cgroup hierarchy that holds the jobs' groups "
-     "(<slice>/shepherd-<pid>.<n>). auto = lavalite-<cluster name>-<8 hex digits of a hash of "
-     "state_dir>: one per cluster, so clusters sharing a host never touch each other's jobs."),
-    (_SB, "sbatchd", "default_output", "choice:cwd|discard", "cwd",
-     "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm)."),
+    (
+        _SB,
+        "sbatchd",
+        "work_dir",
+        "path",
+        "{run_dir}/jobs",
+        "The records of the job attempts running here (lock, spec, pid, status).",
+    ),
+    (
+        _SB,
+        "sbatchd",
+        "tmp_dir",
+        "path",
+        "/tmp",
+        "Where each job attempt gets its own TMPDIR, lavalite.<job>.<attempt>.<random>, the "
+        "user's, mode 0700, removed when the attempt ends (as LSF's LSF_TMPDIR); one left "
+        "empty is renamed for the same user's next job instead, or removed within 6 s.",
+    ),
+    (
+        _SB,
+        "sbatchd",
+        "shepherds",
+        "int>=1",
+        "2",
+        "Shepherd processes that start and watch this host's jobs (about 12 MB each): one "
+        "starts roughly a thousand short jobs a second on a 2-core VM; attempts go to the least "
+        "busy. At least one per 200 slots is started whatever this says.",
+    ),
+    (
+        _SB,
+        "sbatchd",
+        "cgroups",
+        "choice:auto|on|off|v1|v2",
+        "auto",
+        "Confine jobs in cgroups: auto = v2 or v1, whichever has the memory controller, else "
+        "none (logged once); on = refuse to start without; v1/v2 = that hierarchy only; off = "
+        "process group only.",
+    ),
+    (
+        _SB,
+        "sbatchd",
+        "cgroup_slice",
+        "relpath",
+        "auto",
+        "Directory under each cgroup hierarchy that holds the jobs' groups "
+        "(<slice>/shepherd-<pid>.<n>). auto = lavalite-<cluster name>-<8 hex digits of a hash of "
+        "state_dir>: one per cluster, so clusters sharing a host never touch each other's jobs.",
+    ),
+    (
+        _SB,
+        "sbatchd",
+        "default_output",
+        "choice:cwd|discard",
+        "cwd",
+        "Job output without bsub -o: cwd = lavalite-%J.out in the submit directory (as Slurm).",
+    ),
     (_SB, "sbatchd", "kill_grace", "dur>=0", "10", "Seconds between SIGTERM and SIGKILL."),
-    (_SB, "sbatchd", "reconnect_max", "dur>0", "30",
-     "Maximum backoff while mbatchd is unreachable, from a minute after losing it (before, "
-     "sbatchd retries about twice a second: a restarted mbatchd is found at once)."),
+    (
+        _SB,
+        "sbatchd",
+        "reconnect_max",
+        "dur>0",
+        "30",
+        "Maximum backoff while mbatchd is unreachable, from a minute after losing it (before, "
+        "sbatchd retries about twice a second: a restarted mbatchd is found at once).",
+    ),
     (_QU, QUEUE, "priority", "int", "30", "Higher-priority queues dispatch first (as LSF)."),
-    (_QU, QUEUE, "max_running_user", "int>=0", "0",
-     "Running jobs per user in this queue (0 = no limit)."),
+    (
+        _QU,
+        QUEUE,
+        "max_running_user",
+        "int>=0",
+        "0",
+        "Running jobs per user in this queue (0 = no limit).",
+    ),
     (_QU, QUEUE, "max_running_queue", "int>=0", "0", "Running jobs in this queue (0 = no limit)."),
     (_QU, QUEUE, "default_walltime", "dur>=0", "0", "Run limit of jobs that give none (0 = none)."),
     (_QU, QUEUE, "max_walltime", "dur>=0", "0", "Largest run limit a job may ask for (0 = none)."),
-    (_QU, QUEUE, "max_attempts", "int>=1", "1",
-     "Attempts a job gets unless bsub --retries says otherwise."),
+    (
+        _QU,
+        QUEUE,
+        "max_attempts",
+        "int>=1",
+        "1",
+        "Attempts a job gets unless bsub --retries says otherwise.",
+    ),
     (_QU, QUEUE, "max_retries", "int>=0", "10", "Upper bound on bsub --retries."),
-    (_QU, QUEUE, "default_memory", "size", "0",
-     "Memory limit of jobs that give no bsub -M (MB, or 512M, 2G; 0 = none)."),
+    (
+        _QU,
+        QUEUE,
+        "default_memory",
+        "size",
+        "0",
+        "Memory limit of jobs that give no bsub -M (MB, or 512M, 2G; 0 = none).",
+    ),
     (_QU, QUEUE, "max_memory", "size", "0", "Largest bsub -M a job may ask for (0 = no bound)."),
-    (_QU, QUEUE, "default_pids", "int>=0", "0",
-     "Task (process and thread) limit of jobs that give no --pids (0 = none)."),
+    (
+        _QU,
+        QUEUE,
+        "default_pids",
+        "int>=0",
+        "0",
+        "Task (process and thread) limit of jobs that give no --pids (0 = none).",
+    ),
     (_QU, QUEUE, "max_pids", "int>=0", "0", "Largest --pids a job may ask for (0 = no bound)."),
-    (_QU, QUEUE, "retry_backoff", "dur>=0", "10",
-     "Delay before the first retry; doubles each retry."),
+    (
+        _QU,
+        QUEUE,
+        "retry_backoff",
+        "dur>=0",
+        "10",
+        "Delay before the first retry; doubles each retry.",
+    ),
     (_QU, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
     (_QU, QUEUE, "rerunnable", "bool", "no", "Requeue (PEND) jobs whose host is lost."),
     (_QU, QUEUE, "open", "bool", "yes", "Accept submissions."),
@@ -163,22 +406,35 @@ _FILE_DOC = {
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
 # (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
-_PAIRS = [("restart_backoff", "restart_backoff_max", "s"), ("default_walltime", "max_walltime", "s"),
-          ("retry_backoff", "retry_backoff_max", "s"), ("default_memory", "max_memory", " bytes"),
-          ("default_pids", "max_pids", "")]
+_PAIRS = [
+    ("restart_backoff", "restart_backoff_max", "s"),
+    ("default_walltime", "max_walltime", "s"),
+    ("retry_backoff", "retry_backoff_max", "s"),
+    ("default_memory", "max_memory", " bytes"),
+    ("default_pids", "max_pids", ""),
+]
 # numeric kinds: (base, min, max, min is exclusive, description)
-_NUM = {"int": ("int", None, None, False, "integer"),
-        "int>=0": ("int", 0, None, False, "integer >= 0"),
-        "int>=1": ("int", 1, None, False, "integer >= 1"),
-        "port": ("int", 1, 65535, False, "TCP port 1-65535"),
-        "port0": ("int", 0, 65535, False, "TCP port, 0 = off"),
-        "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
-        "dur>=0": ("dur", 0, None, False, _DUR),
-        "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">"))}
-_BOOLS = {"yes": True, "true": True, "on": True, "1": True,
-          "no": False, "false": False, "off": False, "0": False}
+_NUM = {
+    "int": ("int", None, None, False, "integer"),
+    "int>=0": ("int", 0, None, False, "integer >= 0"),
+    "int>=1": ("int", 1, None, False, "integer >= 1"),
+    "port": ("int", 1, 65535, False, "TCP port 1-65535"),
+    "port0": ("int", 0, 65535, False, "TCP port, 0 = off"),
+    "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
+    "dur>=0": ("dur", 0, None, False, _DUR),
+    "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">")),
+}
+_BOOLS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 
 def _index():
@@ -239,7 +495,7 @@ class Config:
 
 def _convert(kind, raw):
     """Text -> typed value; ValueError's message says what was expected."""
-    if kind in ("str", "path", "file?"):    # paths are resolved once [paths] is known
+    if kind in ("str", "path", "file?"):  # paths are resolved once [paths] is known
         return raw
     if kind == "list":
         return raw.replace(",", " ").split()
@@ -270,8 +526,11 @@ def _convert(kind, raw):
             if not math.isfinite(value):
                 raise ValueError
     except ValueError:
-        want = ("a duration such as 90, 1.5, 90s, 10m, 2h, 1d" if base == "dur" else
-                "an integer" + (" or auto" if kind == "slots" else ""))
+        want = (
+            "a duration such as 90, 1.5, 90s, 10m, 2h, 1d"
+            if base == "dur"
+            else "an integer" + (" or auto" if kind == "slots" else "")
+        )
         raise ValueError(f"expected {want}, got {raw!r}") from None
     too_low = lo is not None and (value < lo or (strict and value == lo))
     if too_low or (hi is not None and value > hi):
@@ -289,7 +548,8 @@ def _free_ok(key, value):
 
 
 def _hint(word, choices):
-    import difflib                     # only on errors: keeps the CLI's import cheap
+    import difflib  # only on errors: keeps the CLI's import cheap
+
     close = difflib.get_close_matches(word, list(choices), 1)
     return f"; did you mean {close[0]}?" if close else ""
 
@@ -298,7 +558,7 @@ def _read(path, errors, queues=False):
     """Syntax pass -> {section: (line, {key: (value, line)})} in file order, None if unreadable.
     Known sections and keys are checked later, against KEYS."""
     try:
-        with open(path, encoding="utf-8-sig") as f:     # -sig: tolerate a BOM
+        with open(path, encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
@@ -310,14 +570,16 @@ def _read(path, errors, queues=False):
             continue
         if s[0] == "[" and s[-1] == "]":
             name = " ".join(s[1:-1].split())
-            if queues and name.startswith("queue "):      # LSF-style `[queue NAME]` alias
+            if queues and name.startswith("queue "):  # LSF-style `[queue NAME]` alias
                 name = name[6:]
-            cur = {}                   # keys of a rejected section are parsed, then dropped
+            cur = {}  # keys of a rejected section are parsed, then dropped
             if not name:
                 errors.append(f"{path}:{n}: empty section name []")
             elif name in sections:
-                errors.append(f"{path}:{n}: duplicate {'queue' if queues else 'section'} [{name}]"
-                              f" (first at line {sections[name][0]})")
+                errors.append(
+                    f"{path}:{n}: duplicate {'queue' if queues else 'section'} [{name}]"
+                    f" (first at line {sections[name][0]})"
+                )
             else:
                 sections[name] = (n, cur)
             continue
@@ -328,8 +590,9 @@ def _read(path, errors, queues=False):
         elif cur is None:
             errors.append(f"{path}:{n}: key {key!r} is outside any [section]")
         elif key in cur:
-            errors.append(f"{path}:{n}: [{name}] {key}: duplicate key "
-                          f"(first at line {cur[key][1]})")
+            errors.append(
+                f"{path}:{n}: [{name}] {key}: duplicate key (first at line {cur[key][1]})"
+            )
         else:
             cur[key] = (value.strip(), n)
     return sections
@@ -377,12 +640,15 @@ def _fill(ns, rows, given, path, sec, errors):
         if lo in rows and hi in rows and 0 < getattr(ns, hi) < getattr(ns, lo):
             key = lo if lo in given else hi
             low, high = (_fmt(getattr(ns, k)) for k in (lo, hi))
-            errors.append(f"{path}:{given[key][1]}: [{sec}] {key}: {lo} ({low}{unit}) exceeds "
-                          f"{hi} ({high}{unit})")
+            errors.append(
+                f"{path}:{given[key][1]}: [{sec}] {key}: {lo} ({low}{unit}) exceeds "
+                f"{hi} ({high}{unit})"
+            )
 
 
 def _resolve_paths(conf, fname):
-    """Expand {state_dir}/{spool_dir}/{run_dir}, ~ and relative paths (relative to lavalite.conf's dir)."""
+    """Expand {state_dir}/{spool_dir}/{run_dir}, ~ and relative paths (relative to
+    lavalite.conf's dir)."""
     # [paths] first, in table order (state_dir, spool_dir, ...), so later keys see resolved values
     for sec in sorted(_SCHEMA[fname], key=lambda s: s != "paths"):
         ns = getattr(conf, sec, None)
@@ -390,7 +656,7 @@ def _resolve_paths(conf, fname):
             value = getattr(ns, key)
             if kind == "path" or (kind == "file?" and value):
                 for name in ("state_dir", "spool_dir", "run_dir"):
-                    value = value.replace("{%s}" % name, getattr(conf.paths, name))
+                    value = value.replace(f"{{{name}}}", getattr(conf.paths, name))
                 value = os.path.join(conf.dir, os.path.expanduser(value))
                 setattr(ns, key, os.path.normpath(value))
 
@@ -409,14 +675,20 @@ def _build(path, main, errors, read=True):
                     _check(fname, fpath, parsed, errors)
             elif read:
                 raw, line = main.get("paths", (0, {}))[1].get(pkey, (fname, 0))
-                if raw != fname:       # set explicitly, to other than the default place
+                if raw != fname:  # set explicitly, to other than the default place
                     errors.append(f"{path}:{line}: [paths] {pkey}: {fpath} does not exist")
-        if fname == QUEUES:            # no queues.conf at all: one default queue `serial`
+        if fname == QUEUES:  # no queues.conf at all: one default queue `serial`
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
             for name in names:
                 q = conf.queues[name] = QueueConf(name=name)
-                _fill(q, _SCHEMA[QUEUES][QUEUE], (parsed or {}).get(name, (0, {}))[1], fpath, name,
-                      errors)
+                _fill(
+                    q,
+                    _SCHEMA[QUEUES][QUEUE],
+                    (parsed or {}).get(name, (0, {}))[1],
+                    fpath,
+                    name,
+                    errors,
+                )
             continue
         parsed = parsed or {}
         for sec, rows in _SCHEMA[fname].items():
@@ -436,11 +708,15 @@ def _build(path, main, errors, read=True):
     if dq not in conf.queues:
         line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
         if line:
-            errors.append(f"{path}:{line}: [mbatchd] default_queue: queue {dq!r} is not defined "
-                          f"in {conf.paths.queues_conf}")
+            errors.append(
+                f"{path}:{line}: [mbatchd] default_queue: queue {dq!r} is not defined "
+                f"in {conf.paths.queues_conf}"
+            )
         else:
-            errors.append(f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
-                          f"define it or set default_queue in {path}")
+            errors.append(
+                f"{conf.paths.queues_conf}: no queue [{dq}], the default_queue; "
+                f"define it or set default_queue in {path}"
+            )
     _tls_keys_together(conf, main, path, errors)
     return conf
 
@@ -448,13 +724,15 @@ def _build(path, main, errors, read=True):
 def _tls_keys_together(conf, main, path, errors):
     """tls_cert and tls_key go together and need tls_ca to check peers with (tls_ca alone:
     a host that only runs commands). Whether the files fit is tls.check's business."""
-    c, given = conf.cluster, main.get("cluster", (0, {}))[1]     # a key set here is given
+    c, given = conf.cluster, main.get("cluster", (0, {}))[1]  # a key set here is given
     if bool(c.tls_cert) != bool(c.tls_key):
         key, other = ("tls_cert", "tls_key") if c.tls_cert else ("tls_key", "tls_cert")
         errors.append(f"{path}:{given[key][1]}: [cluster] {key}: needs {other} too")
     elif c.tls_cert and not c.tls_ca:
-        errors.append(f"{path}:{given['tls_cert'][1]}: [cluster] tls_cert: needs tls_ca, the CA "
-                      f"that peers' certificates are checked against")
+        errors.append(
+            f"{path}:{given['tls_cert'][1]}: [cluster] tls_cert: needs tls_ca, the CA "
+            f"that peers' certificates are checked against"
+        )
 
 
 def origin(conf, section, key):
@@ -503,9 +781,13 @@ def find_conf(explicit=None):
     for cand in SEARCH:
         if os.path.exists(os.path.expanduser(cand)):
             return os.path.expanduser(cand)
-    raise ConfigError([f"no configuration found: looked at --conf, $LAVALITE_CONF, "
-                       f"{', '.join(SEARCH)}; run `lavalite up` for a private cluster, or "
-                       f"copy etc/lavalite.conf to /etc/lavalite/"])
+    raise ConfigError(
+        [
+            f"no configuration found: looked at --conf, $LAVALITE_CONF, "
+            f"{', '.join(SEARCH)}; run `lavalite up` for a private cluster, or "
+            f"copy etc/lavalite.conf to /etc/lavalite/"
+        ]
+    )
 
 
 def load(path):
@@ -524,13 +806,21 @@ def load(path):
 def _state_paths(state_dir):
     """Everything under state_dir but the runtime records, which go to a RAM filesystem where
     there is one (/dev/shm), named after state_dir, as /run/lavalite is for installed nodes."""
-    import zlib                        # only `lavalite up` comes here, never a user command
+    import zlib  # only `lavalite up` comes here, never a user command
+
     run = os.path.join(state_dir, "run")
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        run = os.path.join("/dev/shm", f"lavalite-{os.getuid()}",
-                           f"{os.path.basename(state_dir)}-{zlib.crc32(state_dir.encode()):08x}")
-    return {"state_dir": state_dir, "spool_dir": os.path.join(state_dir, "spool"),
-            "run_dir": run, "log_dir": os.path.join(state_dir, "log")}
+        run = os.path.join(
+            "/dev/shm",
+            f"lavalite-{os.getuid()}",
+            f"{os.path.basename(state_dir)}-{zlib.crc32(state_dir.encode()):08x}",
+        )
+    return {
+        "state_dir": state_dir,
+        "spool_dir": os.path.join(state_dir, "spool"),
+        "run_dir": run,
+        "log_dir": os.path.join(state_dir, "log"),
+    }
 
 
 def defaults(state_dir):
@@ -539,7 +829,7 @@ def defaults(state_dir):
     main = {"paths": (0, {k: (v, 0) for k, v in _state_paths(sd).items()})}
     errors = []
     conf = _build(os.path.join(sd, LAVALITE), main, errors, read=False)
-    if errors:                         # only if KEYS itself is inconsistent
+    if errors:  # only if KEYS itself is inconsistent
         raise ConfigError(errors)
     return conf
 
@@ -559,11 +849,14 @@ def _describe(kind):
         return _NUM[kind][4]
     if kind.startswith("choice:"):
         return "one of " + kind[7:]
-    return {"list": "names, separated by spaces or commas", "bool": "yes/no",
-            "size": "size in MB, or with a unit: 512M, 2G",
-            "relpath": "relative path (no '.' or '..' parts)",
-            "file?": "path of a file, empty = none",
-            "str": "text"}.get(kind, kind)
+    return {
+        "list": "names, separated by spaces or commas",
+        "bool": "yes/no",
+        "size": "size in MB, or with a unit: 512M, 2G",
+        "relpath": "relative path (no '.' or '..' parts)",
+        "file?": "path of a file, empty = none",
+        "str": "text",
+    }.get(kind, kind)
 
 
 def render(conf_name, values=None):
@@ -577,9 +870,11 @@ def render(conf_name, values=None):
         rows = schema.get(QUEUE if conf_name == QUEUES else sec)
         if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
             raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
-    out = [f"# {_FILE_DOC[conf_name]}",
-           "# Syntax: [section], key = value, full-line comments (# or ;), no inline comments.",
-           ""]
+    out = [
+        f"# {_FILE_DOC[conf_name]}",
+        "# Syntax: [section], key = value, full-line comments (# or ;), no inline comments.",
+        "",
+    ]
     for sec in (list(values) or ["serial"]) if conf_name == QUEUES else schema:
         out.append(f"[{sec}]")
         given = values.get(sec, {})
@@ -589,8 +884,12 @@ def render(conf_name, values=None):
             continue
         for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
             line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
-            out += [f"# {doc}", f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
-                    line.rstrip(), ""]
+            out += [
+                f"# {doc}",
+                f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
+                line.rstrip(),
+                "",
+            ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -599,7 +898,8 @@ def write_state_conf(state_dir, overrides):
     defaults()); existing files are kept. Returns the lavalite.conf path. They are readable by
     all, in a directory all can traverse: every user's commands read them (they hold no
     secret: the key is a file of its own)."""
-    from lavalite import private        # only `lavalite up` and tests come here
+    from lavalite import private  # only `lavalite up` and tests come here
+
     sd = os.path.abspath(os.path.expanduser(state_dir))
     private.make_dir(sd, traversable=True)
     for name in FILES:
@@ -619,9 +919,11 @@ def _main(argv):
             with open(os.path.join(argv[1], name), "w", encoding="utf-8") as f:
                 f.write(render(name))
         return 0
-    print("usage: python -m lavalite.config --write-samples DIR  (to check a configuration: "
-          "lavalite config-check)",
-          file=sys.stderr)
+    print(
+        "usage: python -m lavalite.config --write-samples DIR  (to check a configuration: "
+        "lavalite config-check)",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -1,6 +1,7 @@
 """The one module that reads a private detail of CPython, kept for a measured gain
 (docs/throughput.md, "CPython internals"); tests/test_cpython.py fails loudly when an
 interpreter changes it. Everything here falls back to the public API without it."""
+
 import os
 
 # HMAC-SHA256 without OpenSSL for user commands (lavalite/hmacsha.py): CPython's built-in
@@ -11,7 +12,7 @@ try:
 except ImportError:
     try:
         from _sha2 import sha256
-    except ImportError:                # an interpreter built with OpenSSL's hashes only
+    except ImportError:  # an interpreter built with OpenSSL's hashes only
         from hashlib import sha256
 from _operator import _compare_digest as compare_digest
 

@@ -5,6 +5,7 @@ kernel who is on the other end (SO_PEERCRED) and signs a user hello for that uid
 bound to the one connection (its challenge nonce) the user is logging in on.
 The uid is the kernel's word, never the client's: a user can only obtain their own credential.
 """
+
 import pwd
 import socket
 import struct
@@ -12,16 +13,16 @@ import struct
 from lavalite import auth
 from lavalite.protocol import AUTH, ProtocolError, require
 
-_UCRED = struct.Struct("3i")       # struct ucred: pid, uid, gid
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def peer_uid(sock):
     """The uid of the process at the other end of a connected Unix socket."""
     if sock is None or sock.family != socket.AF_UNIX:
-        raise ProtocolError(AUTH, "credentials are signed only over the local Unix socket",
-                            fatal=True)
-    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                              _UCRED.size))
+        raise ProtocolError(
+            AUTH, "credentials are signed only over the local Unix socket", fatal=True
+        )
+    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return uid
 
 

@@ -1,6 +1,7 @@
 """What every daemon role shares: config loading that refuses a bad file, logging, pid files,
 the event loop (uvloop, imported here lazily: the CLI path never pays for it), stopping
 cleanly on SIGTERM/SIGINT, and re-reading the configuration on SIGHUP."""
+
 import argparse
 import asyncio
 import logging
@@ -42,22 +43,40 @@ def _check_tls(role: str, conf: config_mod.Config, host: str) -> None:
     if not conf.cluster.tls_ca:
         return
     from lavalite import tls
+
     errors = tls.check(conf, host, daemon=True)
     if errors:
-        print(f"lavalite {role}: refusing to start, bad configuration:\n" + "\n".join(errors),
-              file=sys.stderr)
+        print(
+            f"lavalite {role}: refusing to start, bad configuration:\n" + "\n".join(errors),
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
 # Settings a running daemon cannot change: sockets are bound, files open. A reload that
 # changes one says so; the rest of the new configuration applies.
-RESTART_ONLY = (("cluster", "listen"), ("cluster", "key_file"), ("cluster", "master_candidates"),
-                ("cluster", "tls_ca"), ("cluster", "tls_cert"), ("cluster", "tls_key"),
-                ("paths", "state_dir"), ("paths", "spool_dir"), ("paths", "run_dir"),
-                ("mbatchd", "port"), ("mbatchd", "database"), ("mbatchd", "metrics_port"),
-                ("lim", "port"), ("lim", "metrics_port"), ("lim", "supervise_mbatchd"),
-                ("sbatchd", "metrics_port"), ("sbatchd", "work_dir"), ("sbatchd", "shepherds"),
-                ("sbatchd", "cgroups"), ("sbatchd", "cgroup_slice"))
+RESTART_ONLY = (
+    ("cluster", "listen"),
+    ("cluster", "key_file"),
+    ("cluster", "master_candidates"),
+    ("cluster", "tls_ca"),
+    ("cluster", "tls_cert"),
+    ("cluster", "tls_key"),
+    ("paths", "state_dir"),
+    ("paths", "spool_dir"),
+    ("paths", "run_dir"),
+    ("mbatchd", "port"),
+    ("mbatchd", "database"),
+    ("mbatchd", "metrics_port"),
+    ("lim", "port"),
+    ("lim", "metrics_port"),
+    ("lim", "supervise_mbatchd"),
+    ("sbatchd", "metrics_port"),
+    ("sbatchd", "work_dir"),
+    ("sbatchd", "shepherds"),
+    ("sbatchd", "cgroups"),
+    ("sbatchd", "cgroup_slice"),
+)
 
 
 def reread(role, host, conf):
@@ -66,8 +85,7 @@ def reread(role, host, conf):
     try:
         new = config_mod.load(conf.path)
     except config_mod.ConfigError as exc:
-        log.error("reload refused, keeping the running configuration; bad configuration:\n%s",
-                  exc)
+        log.error("reload refused, keeping the running configuration; bad configuration:\n%s", exc)
         return None
     log_mod.setup(role, host, new)
     for sec, key in RESTART_ONLY:
@@ -78,7 +96,7 @@ def reread(role, host, conf):
     return new
 
 
-CLAIM = ".cluster"          # in a directory a cluster's daemons own: that cluster's state_dir
+CLAIM = ".cluster"  # in a directory a cluster's daemons own: that cluster's state_dir
 
 
 def claim(directory: str, key: str, state_dir: str) -> None:
@@ -93,9 +111,11 @@ def claim(directory: str, key: str, state_dir: str) -> None:
     except FileNotFoundError:
         owner = ""
     if owner and owner != state_dir:
-        raise OSError(f"{key} {directory} belongs to the cluster whose state_dir is {owner} "
-                      f"(says {path}); give each cluster its own, or remove {path} if that "
-                      f"cluster is gone")
+        raise OSError(
+            f"{key} {directory} belongs to the cluster whose state_dir is {owner} "
+            f"(says {path}); give each cluster its own, or remove {path} if that "
+            f"cluster is gone"
+        )
     if not owner:
         write_whole(path, f"{state_dir}\n")
 
@@ -114,6 +134,7 @@ def run(main, reload=None):
     set stop_event so the role can finish its turn and close cleanly. SIGHUP calls reload()
     in the loop, between two turns, so a role never sees its configuration change mid-turn."""
     from lavalite import hmacsha, protocol
+
     protocol.use_orjson()
     hmacsha.use_openssl()
 
@@ -128,7 +149,7 @@ def run(main, reload=None):
 
     try:
         import uvloop
-    except ImportError:        # a plain asyncio loop works, only slower
+    except ImportError:  # a plain asyncio loop works, only slower
         return asyncio.run(wrapper())
     return uvloop.run(wrapper())
 

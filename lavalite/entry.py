@@ -1,6 +1,7 @@
 """The entry point of the one file: `lavalite --role lim|mbatchd|sbatchd|cli ...`, the CLI
 subcommands directly, or an LSF name (bsub, bjobs, ...) as argv[0], busybox style.
 Roles are imported only once chosen, so a user command never loads a daemon's modules."""
+
 import os
 import sys
 
@@ -18,8 +19,9 @@ def main(argv=None):
         elif args[0].startswith("--role="):
             role, args = args[0].split("=", 1)[1], args[1:]
         if role not in ROLES:
-            print(f"lavalite: unknown role {role!r} (choose from {', '.join(ROLES)})",
-                  file=sys.stderr)
+            print(
+                f"lavalite: unknown role {role!r} (choose from {', '.join(ROLES)})", file=sys.stderr
+            )
             return 2
     if role == "lim":
         from roles.lim import main as run
@@ -28,6 +30,8 @@ def main(argv=None):
     elif role == "sbatchd":
         from roles.sbatchd import main as run
     else:
-        from roles.cli import ALIASES, main as cli_main
+        from roles.cli import ALIASES
+        from roles.cli import main as cli_main
+
         return cli_main(args, prog if prog in ALIASES else "lavalite")
     return run(args)

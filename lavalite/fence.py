@@ -7,6 +7,7 @@ kernel (or the NFS server, once the lease expires) releases it. mbatchd stamps t
 message to sbatchd, and sbatchd refuses an epoch older than one it has seen: a deposed master
 that still runs cannot give orders.
 """
+
 import fcntl
 import os
 
@@ -48,7 +49,7 @@ class EpochLock:
 
     def acquire(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)     # the umask: private
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask: private
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -65,5 +66,5 @@ class EpochLock:
 
     def release(self):
         if self.fd is not None:
-            os.close(self.fd)          # closing drops the fcntl lock
+            os.close(self.fd)  # closing drops the fcntl lock
             self.fd = self.epoch = None

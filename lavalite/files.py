@@ -1,5 +1,6 @@
 """Whole-file writes: a reader, a crash or a full disk sees the old file or the new one, never
 an empty or partial one (an empty pid or key file would break the next start)."""
+
 import contextlib
 import os
 
@@ -18,8 +19,8 @@ def write_whole(path: str, text: str, mode: int | None = None, replace: bool = T
         if replace:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)         # atomic, and fails when path exists
-    except OSError as exc:             # the temporary name would only puzzle the reader
+            os.link(tmp, path)  # atomic, and fails when path exists
+    except OSError as exc:  # the temporary name would only puzzle the reader
         raise type(exc)(exc.errno, exc.strerror, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -7,6 +7,7 @@ from 3.12). The digests are byte-identical to hmac.new(key, msg, "sha256") (test
 The built-in hash is portable C, about six times slower than OpenSSL's on a long message: a
 long-running process (daemons, scripts) calls use_openssl() once, as it calls use_orjson().
 """
+
 from lavalite.cpython import compare_digest, sha256  # the interpreter's own (no OpenSSL)
 
 __all__ = ["Keyed", "compare_digest", "hexdigest", "use_openssl"]
@@ -19,7 +20,7 @@ def use_openssl() -> None:
     from hashlib import sha256
 
 
-_BLOCK = 64                            # SHA-256's block size in bytes
+_BLOCK = 64  # SHA-256's block size in bytes
 _IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
 _OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
 
@@ -36,6 +37,7 @@ def hexdigest(key, msg):
 class Keyed:
     """HMAC-SHA256 under one key, its padded-key blocks hashed once: each digest() then costs
     two hash copies and the message's own blocks (what a session pays per frame)."""
+
     __slots__ = ("inner", "outer")
 
     def __init__(self, key: bytes):

@@ -1,4 +1,5 @@
 """Host names and addresses: who this node is, and where mbatchd may be."""
+
 import os
 import socket
 

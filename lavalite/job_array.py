@@ -7,12 +7,13 @@ or changed (killed alone), so a 100,000-element array costs one row and one pend
 Element ids: an element is the job `array_id << 32 | index` (model.element_id), so it needs no
 id of its own, sorts after every plain job, and `ID[INDEX]` maps to one integer on the wire.
 """
+
 import bisect
 import re
 
 from lavalite.model import DONE, FAILED, KILLED, MAX_INDEX, PEND, RUN, element_id
 
-MAX_ELEMENTS = 1_000_000          # LSF's MAX_JOB_ARRAY_SIZE is configurable; this is ours
+MAX_ELEMENTS = 1_000_000  # LSF's MAX_JOB_ARRAY_SIZE is configurable; this is ours
 _NAME = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<spec>[^\[\]]+)\](?:%(?P<throttle>\d+))?$")
 _LABEL = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 
@@ -65,8 +66,9 @@ def parse_ranges(spec):
         except ValueError:
             raise ArrayError(f"bad array index {part!r} (use N, N-M or N-M:STEP)") from None
         if not 1 <= first <= last <= MAX_INDEX or step < 1:
-            raise ArrayError(f"bad array index {part!r}: indices are 1..{MAX_INDEX}, "
-                             f"first <= last, step >= 1")
+            raise ArrayError(
+                f"bad array index {part!r}: indices are 1..{MAX_INDEX}, first <= last, step >= 1"
+            )
         ranges.append((first, last, step))
         total += (last - first) // step + 1
         if total > MAX_ELEMENTS:
@@ -75,8 +77,9 @@ def parse_ranges(spec):
 
 
 def format_ranges(ranges):
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" + (f":{s}" if s != 1 else "")
-                    for a, b, s in ranges)
+    return ",".join(
+        f"{a}" if a == b else f"{a}-{b}" + (f":{s}" if s != 1 else "") for a, b, s in ranges
+    )
 
 
 class Array:
@@ -87,18 +90,59 @@ class Array:
     that exist already as elements (killed alone), passed over when the cursor reaches them.
     counts: elements that exist, by state; `running` is what the throttle limits.
     Duck-types a Job where the scheduler and bjobs look (state, slots, pend_seq, array)."""
-    __slots__ = ("id", "req_id", "user", "uid", "queue", "name", "spec", "slots", "max_attempts",
-                 "submit_time", "ranges", "indices", "starts", "total", "cursor", "skip", "throttle",
-                 "killed", "end_time", "counts", "live", "pend_seq", "eligible_time", "stored")
 
-    def __init__(self, id, user, uid, queue, name, spec, ranges, *, throttle=0, req_id=None,
-                 slots=1, max_attempts=1, submit_time=0.0, cursor=0, killed=False, end_time=None):
+    __slots__ = (
+        "id",
+        "req_id",
+        "user",
+        "uid",
+        "queue",
+        "name",
+        "spec",
+        "slots",
+        "max_attempts",
+        "submit_time",
+        "ranges",
+        "indices",
+        "starts",
+        "total",
+        "cursor",
+        "skip",
+        "throttle",
+        "killed",
+        "end_time",
+        "counts",
+        "live",
+        "pend_seq",
+        "eligible_time",
+        "stored",
+    )
+
+    def __init__(
+        self,
+        id,
+        user,
+        uid,
+        queue,
+        name,
+        spec,
+        ranges,
+        *,
+        throttle=0,
+        req_id=None,
+        slots=1,
+        max_attempts=1,
+        submit_time=0.0,
+        cursor=0,
+        killed=False,
+        end_time=None,
+    ):
         self.id, self.req_id, self.user, self.uid = id, req_id, user, uid
         self.queue, self.name, self.spec, self.slots = queue, name, spec, slots
         self.max_attempts, self.submit_time = max_attempts, submit_time
         self.ranges = ranges
         self.indices = format_ranges(ranges)
-        self.starts = []                # position of each range's first index
+        self.starts = []  # position of each range's first index
         self.total = 0
         for first, last, step in ranges:
             self.starts.append(self.total)
@@ -106,19 +150,31 @@ class Array:
         self.cursor, self.skip, self.throttle = cursor, set(), throttle
         self.killed, self.end_time = killed, end_time
         self.counts = {PEND: 0, RUN: 0, DONE: 0, FAILED: 0, KILLED: 0}
-        self.live = set()               # indices of elements PEND or RUN
+        self.live = set()  # indices of elements PEND or RUN
         self.pend_seq = 0
-        self.eligible_time = 0.0        # as a job's: an array is never in retry backoff
+        self.eligible_time = 0.0  # as a job's: an array is never in retry backoff
         self.stored = False
 
     @classmethod
     def from_record(cls, rec):
         """From a store row (store.load's dict)."""
-        arr = cls(rec["id"], rec["user"], rec["uid"], rec["queue"], rec["name"], rec["spec"],
-                  parse_ranges(rec["indices"]), throttle=rec["throttle"], req_id=rec["req_id"],
-                  slots=rec["slots"], max_attempts=rec["max_attempts"],
-                  submit_time=rec["submit_time"], cursor=rec["cursor"],
-                  killed=bool(rec["killed"]), end_time=rec["end_time"])
+        arr = cls(
+            rec["id"],
+            rec["user"],
+            rec["uid"],
+            rec["queue"],
+            rec["name"],
+            rec["spec"],
+            parse_ranges(rec["indices"]),
+            throttle=rec["throttle"],
+            req_id=rec["req_id"],
+            slots=rec["slots"],
+            max_attempts=rec["max_attempts"],
+            submit_time=rec["submit_time"],
+            cursor=rec["cursor"],
+            killed=bool(rec["killed"]),
+            end_time=rec["end_time"],
+        )
         arr.skip = set(rec["skip"])
         arr.counts.update(rec["counts"])
         arr.pend_seq = rec["pend_seq"]
@@ -181,7 +237,16 @@ class Array:
         (LSF counts a killed element as EXIT), including indices killed with the array."""
         c = self.counts
         never = self.total - self.cursor - len(self.skip) if self.killed else 0
-        return {"id": self.id, "name": self.name, "user": self.user, "queue": self.queue,
-                "total": self.total, "pend": c[PEND] + self.remaining, "run": c[RUN],
-                "done": c[DONE], "exit": c[FAILED] + c[KILLED] + never,
-                "throttle": self.throttle, "indices": self.indices}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "user": self.user,
+            "queue": self.queue,
+            "total": self.total,
+            "pend": c[PEND] + self.remaining,
+            "run": c[RUN],
+            "done": c[DONE],
+            "exit": c[FAILED] + c[KILLED] + never,
+            "throttle": self.throttle,
+            "indices": self.indices,
+        }

@@ -5,15 +5,16 @@ the options it parses (roles/cli/commands.py), so that no value a host cannot ru
 cannot hold or a listing cannot show ever gets in: a NUL byte (no exec or path takes one), an
 integer past SQLite's 64 bits, a NaN, a name of a megabyte. Stdlib only: the CLI imports it.
 """
-MAX_NAME = 512                 # characters of a job name (-J, array indices included), queue, host
-MAX_PATH = 4096                # characters of cwd, -o and -e: Linux's PATH_MAX
-MAX_ARG = 128 << 10            # bytes of one argument or one NAME=value: Linux's MAX_ARG_STRLEN
-MAX_EXEC = 1 << 20             # bytes of arguments + environment (exec refuses past ARG_MAX)
-MAX_SLOTS = 1 << 16            # -n, before the largest host's slots bound it
-MAX_MEMORY = 1 << 60           # bytes of -M (1 EiB)
-MAX_PIDS = 1 << 22             # --pids: Linux's largest pid_max
-MAX_RETRIES = 1000             # --retries, before the queue's max_retries bounds it
-MAX_SECONDS = 366 * 86400      # walltime (--time, -W) and the like: one year
+
+MAX_NAME = 512  # characters of a job name (-J, array indices included), queue, host
+MAX_PATH = 4096  # characters of cwd, -o and -e: Linux's PATH_MAX
+MAX_ARG = 128 << 10  # bytes of one argument or one NAME=value: Linux's MAX_ARG_STRLEN
+MAX_EXEC = 1 << 20  # bytes of arguments + environment (exec refuses past ARG_MAX)
+MAX_SLOTS = 1 << 16  # -n, before the largest host's slots bound it
+MAX_MEMORY = 1 << 60  # bytes of -M (1 EiB)
+MAX_PIDS = 1 << 22  # --pids: Linux's largest pid_max
+MAX_RETRIES = 1000  # --retries, before the queue's max_retries bounds it
+MAX_SECONDS = 366 * 86400  # walltime (--time, -W) and the like: one year
 
 
 class SpecError(ValueError):
@@ -41,10 +42,15 @@ def integer(field: str, value: object, low: int, high: int) -> int:
 def seconds(field: str, value: object, zero: bool = False) -> float:
     """`value` as a float if it is a number (not a boolean) of seconds above 0 (or 0 itself
     if `zero`) and at most MAX_SECONDS."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not (0 <= value if zero else 0 < value) or not value <= MAX_SECONDS):
-        raise SpecError(f"{field} must be a number of seconds above 0 and at most "
-                        f"{MAX_SECONDS} (a year)")        # NaN compares false: refused too
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0 <= value if zero else 0 < value)
+        or not value <= MAX_SECONDS
+    ):
+        raise SpecError(
+            f"{field} must be a number of seconds above 0 and at most {MAX_SECONDS} (a year)"
+        )  # NaN compares false: refused too
     return float(value)
 
 

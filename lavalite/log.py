@@ -4,6 +4,7 @@ sbatchd's shepherds log to the same place as sbatchd (setup_helper).
 
 setup() may run again on a reload: it replaces the handlers, so a changed target takes effect
 without a restart."""
+
 import logging
 import logging.handlers
 import os
@@ -32,7 +33,7 @@ class _Formatter(logging.Formatter):
         return "\n".join(prefix + line for line in message.split("\n"))
 
 
-_joined = True             # the target takes a record of several lines (not syslog: a message each)
+_joined = True  # the target takes a record of several lines (not syslog: a message each)
 
 
 def lines(logger, level, texts):
@@ -65,8 +66,13 @@ class _Private:
     process's umask: a shepherd keeps the jobs' umask, and opens the file again once rotated."""
 
     def _open(self):
-        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
-                    opener=_open_private)
+        return open(
+            self.baseFilename,
+            self.mode,
+            encoding=self.encoding,
+            errors=self.errors,
+            opener=_open_private,
+        )
 
 
 def _open_private(path: str, flags: int) -> int:
@@ -113,8 +119,13 @@ def _file(conf, role, host):
 def helper_spec(role, host, conf):
     """What a helper process of `role` (sbatchd's shepherds) needs to log where the role does:
     passed on its command line, read by setup_helper."""
-    return {"host": host, "target": conf.logging.target, "level": conf.logging.level,
-            "syslog": conf.logging.syslog_address, "file": _file(conf, role, host)}
+    return {
+        "host": host,
+        "target": conf.logging.target,
+        "level": conf.logging.level,
+        "syslog": conf.logging.syslog_address,
+        "file": _file(conf, role, host),
+    }
 
 
 def setup_helper(role, spec, floor=logging.WARNING):
@@ -123,8 +134,9 @@ def setup_helper(role, spec, floor=logging.WARNING):
     above. An empty spec (a helper started by hand) logs to stderr."""
     host = spec.get("host", "-")
     try:
-        handler = _handler(role, host, spec.get("target"), spec.get("syslog"),
-                           lambda: _WatchedFile(spec["file"]))
+        handler = _handler(
+            role, host, spec.get("target"), spec.get("syslog"), lambda: _WatchedFile(spec["file"])
+        )
     except OSError:
         handler = _handler(role, host, "stderr", None, None)
     _install(handler, max(floor, getattr(logging, spec.get("level", "warning").upper())))
@@ -139,8 +151,11 @@ def setup(role, host, conf):
     def rotated():
         os.makedirs(conf.paths.log_dir, exist_ok=True)
         return _RotatingFile(
-            _file(conf, role, host), maxBytes=conf.logging.rotate_size,
-            backupCount=conf.logging.rotate_keep)
+            _file(conf, role, host),
+            maxBytes=conf.logging.rotate_size,
+            backupCount=conf.logging.rotate_keep,
+        )
+
     try:
         handler = _handler(role, host, conf.logging.target, conf.logging.syslog_address, rotated)
         problem = None
@@ -150,7 +165,6 @@ def setup(role, host, conf):
     _install(handler, getattr(logging, conf.logging.level.upper()))
     if problem:
         logging.getLogger("lavalite").warning("%s", problem)
-
 
 
 def address(peername) -> str:

@@ -6,6 +6,7 @@ the counter increments its role makes. Off when the role's metrics_port is 0, an
 prometheus_client is never imported (50 ms and 5 MB of every daemon's start-up) and a
 histogram's observe does nothing.
 """
+
 import asyncio
 import json
 import logging
@@ -14,10 +15,10 @@ from lavalite.log import Throttled, address
 
 log = logging.getLogger("lavalite.metrics")
 
-HEAD_TIME = 10.0           # seconds a client has to send its whole request head
+HEAD_TIME = 10.0  # seconds a client has to send its whole request head
 MAX_HEADERS = 100
-_LINE_LIMIT = 64 << 10     # the longest request or header line
-_END = (b"\r\n", b"\n", b"")   # the empty line that ends a request head, or the end of input
+_LINE_LIMIT = 64 << 10  # the longest request or header line
+_END = (b"\r\n", b"\n", b"")  # the empty line that ends a request head, or the end of input
 
 __all__ = ["Exporter", "counter", "gauge"]
 
@@ -26,20 +27,21 @@ def gauge(name, doc, labels, values):
     """A gauge family from {label value or tuple: number} (labels=() for one plain value).
     Called at scrape time only."""
     from prometheus_client.core import GaugeMetricFamily
+
     return _family(GaugeMetricFamily, name, doc, labels, values)
 
 
 def counter(name, doc, labels, values):
     """A counter family, as `gauge`."""
     from prometheus_client.core import CounterMetricFamily
+
     return _family(CounterMetricFamily, name, doc, labels, values)
 
 
 def _family(kind, name, doc, labels, values):
     family = kind(name, doc, labels=list(labels))
     for key, value in values.items():
-        family.add_metric(list(key) if isinstance(key, tuple) else ([key] if labels else []),
-                          value)
+        family.add_metric(list(key) if isinstance(key, tuple) else ([key] if labels else []), value)
     return family
 
 
@@ -61,6 +63,7 @@ class Exporter:
         if port:
             from prometheus_client import CollectorRegistry
             from prometheus_client.process_collector import ProcessCollector
+
             self.registry = CollectorRegistry()
             ProcessCollector(registry=self.registry)
             self.registry.register(self)
@@ -70,6 +73,7 @@ class Exporter:
         if self.registry is None:
             return _Unobserved()
         from prometheus_client import Histogram
+
         return Histogram(name, doc, buckets=buckets, registry=self.registry)
 
     def collect(self):
@@ -79,8 +83,9 @@ class Exporter:
         """Listen when the port is set; returns the server (to close) or None."""
         if not self.port:
             return None
-        server = await asyncio.start_server(self._handle, address, self.port, reuse_address=True,
-                                            limit=_LINE_LIMIT)
+        server = await asyncio.start_server(
+            self._handle, address, self.port, reuse_address=True, limit=_LINE_LIMIT
+        )
         log.info("metrics on http://%s:%d/metrics, status on /status", address, self.port)
         return server
 
@@ -93,6 +98,7 @@ class Exporter:
                 code, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
             elif path == b"/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
                 code, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path == b"/status":
                 code, ctype = "200 OK", "application/json"
@@ -100,16 +106,21 @@ class Exporter:
             else:
                 code, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
         except _TooLarge as exc:
-            self.warn.warning("metrics: request from %s refused: %s",
-                              address(writer.get_extra_info("peername")), exc)
+            self.warn.warning(
+                "metrics: request from %s refused: %s",
+                address(writer.get_extra_info("peername")),
+                exc,
+            )
             code, ctype, body = "431 Request Header Fields Too Large", "text/plain", b"too large\n"
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             writer.close()
             return
         try:
-            writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                         + body)
+            writer.write(
+                f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
         except ConnectionError:
             pass
@@ -127,7 +138,7 @@ async def _request_line(reader: asyncio.StreamReader) -> bytes:
     request = await _line(reader)
     if request in _END:
         return request
-    for _ in range(MAX_HEADERS + 1):           # the headers, then the empty line
+    for _ in range(MAX_HEADERS + 1):  # the headers, then the empty line
         if await _line(reader) in _END:
             return request
     raise _TooLarge(f"more than {MAX_HEADERS} header lines")
@@ -136,5 +147,5 @@ async def _request_line(reader: asyncio.StreamReader) -> bytes:
 async def _line(reader: asyncio.StreamReader) -> bytes:
     try:
         return await reader.readline()
-    except ValueError:                          # what readline makes of a line over the limit
+    except ValueError:  # what readline makes of a line over the limit
         raise _TooLarge(f"a line over {_LINE_LIMIT >> 10} KiB") from None

@@ -20,7 +20,14 @@ TRANSITIONS = {
 
 # Why an attempt ended (FAILED(reason) in bjobs). "exit" and "signal" come with a number.
 EXIT, SIGNAL, TIMEOUT, KILLED_REASON, OOM, NODE_LOST, EXEC_FAILED = (
-    "exit", "signal", "timeout", "killed", "oom", "node_lost", "exec_failed")
+    "exit",
+    "signal",
+    "timeout",
+    "killed",
+    "oom",
+    "node_lost",
+    "exec_failed",
+)
 # Endings worth another attempt: the job itself failed. A timeout, a kill or an OOM would only
 # repeat, so they end the job at once (Slurm and LSF requeue only on request, too).
 RETRYABLE = frozenset((EXIT, SIGNAL, EXEC_FAILED, NODE_LOST))
@@ -67,14 +74,48 @@ class IllegalTransition(Exception):
 class Job:
     """One job. `spec` is immutable after submit (cmd, cwd, out, err, env_id, walltime, ...);
     the other attributes are its mutable state."""
-    __slots__ = ("id", "req_id", "user", "uid", "queue", "name", "spec", "slots",
-                 "state", "reason", "attempt", "max_attempts", "host",
-                 "submit_time", "start_time", "end_time", "eligible_time",
-                 "exit_code", "exit_signal", "message", "kill_requested", "pend_seq", "stored",
-                 "array")
 
-    def __init__(self, id, user, uid, queue, name, spec, *, req_id=None, slots=1,
-                 max_attempts=1, submit_time=0.0):
+    __slots__ = (
+        "id",
+        "req_id",
+        "user",
+        "uid",
+        "queue",
+        "name",
+        "spec",
+        "slots",
+        "state",
+        "reason",
+        "attempt",
+        "max_attempts",
+        "host",
+        "submit_time",
+        "start_time",
+        "end_time",
+        "eligible_time",
+        "exit_code",
+        "exit_signal",
+        "message",
+        "kill_requested",
+        "pend_seq",
+        "stored",
+        "array",
+    )
+
+    def __init__(
+        self,
+        id,
+        user,
+        uid,
+        queue,
+        name,
+        spec,
+        *,
+        req_id=None,
+        slots=1,
+        max_attempts=1,
+        submit_time=0.0,
+    ):
         self.id = id
         self.req_id = req_id
         self.user = user
@@ -94,11 +135,11 @@ class Job:
         self.eligible_time = submit_time
         self.exit_code = None
         self.exit_signal = None
-        self.message = None        # what the worker said of the last attempt's end, if anything
+        self.message = None  # what the worker said of the last attempt's end, if anything
         self.kill_requested = False
-        self.pend_seq = 0          # FIFO key inside its queue; set each time the job enters PEND
-        self.stored = False        # has a row in the store (insert vs update)
-        self.array = None          # the lavalite.job_array.Array of an array element
+        self.pend_seq = 0  # FIFO key inside its queue; set each time the job enters PEND
+        self.stored = False  # has a row in the store (insert vs update)
+        self.array = None  # the lavalite.job_array.Array of an array element
 
     @property
     def finished(self):
@@ -114,6 +155,7 @@ class Job:
 
 class Event:
     """A row of job_events: one state change, written in the same transaction as the job row."""
+
     __slots__ = ("job_id", "time", "old", "new", "reason", "host", "attempt")
 
     def __init__(self, job_id, time, old, new, reason, host, attempt):
@@ -136,11 +178,11 @@ def transition(job, new, now, reason=""):
     job.reason = reason
     if new == RUN:
         job.attempt += 1
-        job.start_time = None      # set by the START report
+        job.start_time = None  # set by the START report
         job.end_time = None
         job.exit_code = job.exit_signal = job.message = None
     elif new == PEND:
-        job.start_time = None      # bjobs shows the attempt to come, not the one that ended
+        job.start_time = None  # bjobs shows the attempt to come, not the one that ended
     elif new in FINISHED:
         job.end_time = now
     return Event(job.id, now, old, new, reason, job.host, job.attempt)
@@ -148,6 +190,7 @@ def transition(job, new, now, reason=""):
 
 class Host:
     """A worker as mbatchd sees it: slots from sbatchd's registration, load from LIM."""
+
     __slots__ = ("name", "slots", "used", "status", "connected", "load", "labels", "stored")
 
     def __init__(self, name, slots=0):
@@ -171,18 +214,35 @@ def job_view(job, pend_reason=None):
     spec = job.spec
     array_id, index = split_id(job.id)
     return {
-        "id": job.id, "label": label(job.id),
-        "array": array_id or None, "index": index if array_id else None, "user": job.user, "queue": job.queue, "name": job.name,
-        "state": job.state, "stat": job.stat, "reason": job.reason,
+        "id": job.id,
+        "label": label(job.id),
+        "array": array_id or None,
+        "index": index if array_id else None,
+        "user": job.user,
+        "queue": job.queue,
+        "name": job.name,
+        "state": job.state,
+        "stat": job.stat,
+        "reason": job.reason,
         "pend_reason": pend_reason if job.state == PEND else None,
-        "from_host": spec.get("from_host"), "exec_host": job.host,
-        "submit_time": job.submit_time, "start_time": job.start_time,
-        "end_time": job.end_time, "exit_code": job.exit_code, "exit_signal": job.exit_signal,
+        "from_host": spec.get("from_host"),
+        "exec_host": job.host,
+        "submit_time": job.submit_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "exit_code": job.exit_code,
+        "exit_signal": job.exit_signal,
         "message": job.message,
-        "attempt": job.attempt, "max_attempts": job.max_attempts, "slots": job.slots,
-        "cmd": spec.get("cmd"), "cwd": spec.get("cwd"), "out": spec.get("out"),
-        "err": spec.get("err"), "walltime": spec.get("walltime"),
-        "memory": spec.get("memory"), "pids": spec.get("pids"),
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "slots": job.slots,
+        "cmd": spec.get("cmd"),
+        "cwd": spec.get("cwd"),
+        "out": spec.get("out"),
+        "err": spec.get("err"),
+        "walltime": spec.get("walltime"),
+        "memory": spec.get("memory"),
+        "pids": spec.get("pids"),
         "kill_requested": job.kill_requested,
     }
 

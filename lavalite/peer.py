@@ -3,21 +3,32 @@
 Kept apart from lavalite.protocol so that the CLI, which speaks the same frames over a blocking
 socket, never imports asyncio.
 """
+
 import asyncio
 import logging
 import resource
 
 from lavalite import auth
 from lavalite.log import Throttled, address
-from lavalite.protocol import (AUTH, INTERNAL, MAX_FRAME, REDIRECT, STRANGER_FRAME, VERSION,
-                               Decoder, ProtocolError, encode, error)
+from lavalite.protocol import (
+    AUTH,
+    INTERNAL,
+    MAX_FRAME,
+    REDIRECT,
+    STRANGER_FRAME,
+    VERSION,
+    Decoder,
+    ProtocolError,
+    encode,
+    error,
+)
 
 log = logging.getLogger("lavalite")
 # a peer with the key whose frame fails its MAC: one line per 10 s however many do
 _bad_mac = Throttled(log)
 
-HELLO_DEADLINE = 5.0       # seconds an accepted connection has to get its hello verified
-MAX_STRANGERS = 1024       # connections a daemon holds before their hello: then the oldest goes
+HELLO_DEADLINE = 5.0  # seconds an accepted connection has to get its hello verified
+MAX_STRANGERS = 1024  # connections a daemon holds before their hello: then the oldest goes
 # bytes sent to a peer and not yet read by it past which one more frame for it drops it: above
 # any one reply (a slow reader of a big answer is served), below what a few stuck peers could
 # make a daemon hold
@@ -40,15 +51,18 @@ class Strangers:
 
     def __init__(self, deadline: float = HELLO_DEADLINE):
         self.deadline, self.cap = deadline, stranger_cap()
-        self.waiting: dict[Peer, asyncio.TimerHandle] = {}     # oldest first
+        self.waiting: dict[Peer, asyncio.TimerHandle] = {}  # oldest first
         self.warn = Throttled(log)
 
     def admit(self, peer: "Peer") -> None:
         if len(self.waiting) >= self.cap:
-            self.drop(next(iter(self.waiting)),
-                      f"{self.cap} connections were waiting for their hello; the oldest dropped")
+            self.drop(
+                next(iter(self.waiting)),
+                f"{self.cap} connections were waiting for their hello; the oldest dropped",
+            )
         self.waiting[peer] = asyncio.get_running_loop().call_later(
-            self.deadline, self.drop, peer, f"no hello within {self.deadline:g} s")
+            self.deadline, self.drop, peer, f"no hello within {self.deadline:g} s"
+        )
 
     def forget(self, peer: "Peer") -> None:
         timer = self.waiting.pop(peer, None)
@@ -79,12 +93,12 @@ class Peer(asyncio.Protocol):
         self.decoder = Decoder(MAX_FRAME if strangers is None else STRANGER_FRAME)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self._identity = None
-        self.session: auth.Session | None = None     # set by the login: seals every frame
-        self.challenge: dict | None = None           # the one we sent (accepted side)
-        self.challenged: asyncio.Future | None = None    # its nonce, when dialled
+        self.session: auth.Session | None = None  # set by the login: seals every frame
+        self.challenge: dict | None = None  # the one we sent (accepted side)
+        self.challenged: asyncio.Future | None = None  # its nonce, when dialled
         self.closed = False
-        self.paused = False        # the transport's buffer is over its high-water mark
-        self.waiters: dict[int, asyncio.Future] = {}   # request id -> reply, for our requests
+        self.paused = False  # the transport's buffer is over its high-water mark
+        self.waiters: dict[int, asyncio.Future] = {}  # request id -> reply, for our requests
         self.next_id = 1
 
     @property
@@ -159,8 +173,10 @@ class Peer(asyncio.Protocol):
             self.fail(msg.get("id"), exc)
         except Exception:
             log.exception("internal error handling %r", msg.get("op"))
-            self.fail(msg.get("id"), ProtocolError(INTERNAL, f"internal error handling "
-                                                             f"{msg.get('op')!r}; see the log"))
+            self.fail(
+                msg.get("id"),
+                ProtocolError(INTERNAL, f"internal error handling {msg.get('op')!r}; see the log"),
+            )
         return None
 
     def fail(self, req_id, exc):
@@ -168,10 +184,14 @@ class Peer(asyncio.Protocol):
         if stranger:
             self.strangers.refused(self, exc.message)
         elif exc.code == AUTH:
-            _bad_mac.warning("peer %s (%s) refused: %s", self.name(),
-                             (self.identity or {}).get("role", "dialled"), exc.message)
+            _bad_mac.warning(
+                "peer %s (%s) refused: %s",
+                self.name(),
+                (self.identity or {}).get("role", "dialled"),
+                exc.message,
+            )
         self.send(error(req_id, exc.code, exc.message))
-        if exc.fatal or stranger:      # a stranger's first frame is its hello, or it goes
+        if exc.fatal or stranger:  # a stranger's first frame is its hello, or it goes
             self.close()
 
     def connection_lost(self, exc):
@@ -199,8 +219,12 @@ class Peer(asyncio.Protocol):
         unread = self.transport.get_write_buffer_size()
         if unread <= WRITE_BOUND:
             return True
-        log.warning("peer %s (%s) has not read the last %d bytes sent to it; dropping it",
-                    self.name(), (self.identity or {}).get("role", "unauthenticated"), unread)
+        log.warning(
+            "peer %s (%s) has not read the last %d bytes sent to it; dropping it",
+            self.name(),
+            (self.identity or {}).get("role", "unauthenticated"),
+            unread,
+        )
         self.abort()
         return False
 

@@ -11,6 +11,7 @@ configuration that every user's commands read.
 The jobs are not the daemons' files: they, and their output files, run with the umask the
 daemon was started with (`inherited`), never with its private one.
 """
+
 import functools
 import grp
 import logging
@@ -19,8 +20,8 @@ import stat
 from collections.abc import Iterable
 
 GROUP = "lavalite"
-SHOWN = 5                  # paths a tightening line names; the rest are counted
-_inherited: list[int] = []     # the umask this process was started with, once enter() ran
+SHOWN = 5  # paths a tightening line names; the rest are counted
+_inherited: list[int] = []  # the umask this process was started with, once enter() ran
 
 
 @functools.cache
@@ -83,7 +84,7 @@ def tighten(targets: Iterable[tuple[str, bool]]) -> list[str]:
             if new != mode:
                 os.chmod(path, new)
                 changed.append(path)
-        except OSError:                # gone meanwhile (a record cleaned): nothing to protect
+        except OSError:  # gone meanwhile (a record cleaned): nothing to protect
             continue
     return changed
 
@@ -103,13 +104,23 @@ def state_targets(conf) -> list[tuple[str, bool]]:
     state_dir the files LavaLite writes there (the configuration stays readable: users need
     it; jobs may write their output there under `up`)."""
     paths, db = conf.paths, conf.mbatchd.database
-    state = [os.path.join(paths.state_dir, n)
-             for n in ("up.pid", "mbatchd.pid", "master.epoch", "metrics.urls")]
-    return ([(paths.state_dir, True), (paths.spool_dir, True), (paths.log_dir, False),
-             (paths.run_dir, False), (conf.sbatchd.work_dir, False)]
-            + [(p, False) for p in (db, f"{db}-wal", f"{db}-shm", *state)]
-            + _entries(paths.spool_dir, keep=("lim.sock",))
-            + _entries(paths.log_dir) + _entries(conf.sbatchd.work_dir))
+    state = [
+        os.path.join(paths.state_dir, n)
+        for n in ("up.pid", "mbatchd.pid", "master.epoch", "metrics.urls")
+    ]
+    return (
+        [
+            (paths.state_dir, True),
+            (paths.spool_dir, True),
+            (paths.log_dir, False),
+            (paths.run_dir, False),
+            (conf.sbatchd.work_dir, False),
+        ]
+        + [(p, False) for p in (db, f"{db}-wal", f"{db}-shm", *state)]
+        + _entries(paths.spool_dir, keep=("lim.sock",))
+        + _entries(paths.log_dir)
+        + _entries(conf.sbatchd.work_dir)
+    )
 
 
 def tighten_state(conf, log: logging.Logger) -> None:
@@ -118,5 +129,9 @@ def tighten_state(conf, log: logging.Logger) -> None:
     changed = tighten(state_targets(conf))
     if changed:
         more = f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
-        log.warning("made %d files and directories private (other users could read them): "
-                    "%s%s", len(changed), ", ".join(changed[:SHOWN]), more)
+        log.warning(
+            "made %d files and directories private (other users could read them): %s%s",
+            len(changed),
+            ", ".join(changed[:SHOWN]),
+            more,
+        )

@@ -1,5 +1,6 @@
 """How to start this same program again: LIM starts mbatchd, sbatchd its shepherds, and
 `lavalite up` a whole cluster, each from the file it was itself run from."""
+
 import os
 import sys
 

@@ -6,6 +6,7 @@ One-way messages (dispatch, report, ack) are requests nobody answers. Every malf
 becomes a ProtocolError, which the receiver turns into an error reply (framing intact) or a
 closed connection (framing lost): never a crash, never a half-applied change.
 """
+
 import json
 import struct
 
@@ -31,7 +32,7 @@ DENIED = "permission_denied"
 UNAVAILABLE = "unavailable"
 NOT_RUNNING = "not_running"
 INTERNAL = "internal"
-REDIRECT = "redirect"      # a non-master: the error carries "master", the host to dial instead
+REDIRECT = "redirect"  # a non-master: the error carries "master", the host to dial instead
 STALE_EPOCH = "stale_epoch"  # an order from a deposed master (an older fencing epoch)
 
 
@@ -97,8 +98,12 @@ def check_message(msg):
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_FRAME, "a frame must hold a JSON object")
     if msg.get("v") != VERSION:
-        raise ProtocolError(BAD_VERSION, f"protocol version {msg.get('v')!r} is not supported; "
-                                         f"upgrade (this side speaks {VERSION})", fatal=True)
+        raise ProtocolError(
+            BAD_VERSION,
+            f"protocol version {msg.get('v')!r} is not supported; "
+            f"upgrade (this side speaks {VERSION})",
+            fatal=True,
+        )
     if "op" not in msg and "ok" not in msg:
         raise ProtocolError(BAD_FRAME, "a frame needs 'op' (request) or 'ok' (reply)")
     return msg
@@ -110,7 +115,7 @@ class Decoder:
     def __init__(self, max_frame=MAX_FRAME):
         self.buf = bytearray()
         self.max_frame = max_frame
-        self.session = None        # once logged in: each frame's MAC is checked before decoding
+        self.session = None  # once logged in: each frame's MAC is checked before decoding
 
     def feed(self, data, most=None):
         """The messages completed by `data`; with `most`, no more than that many, the rest
@@ -122,25 +127,28 @@ class Decoder:
         while len(buf) - pos >= 4 and len(out) != most:
             (size,) = _HDR.unpack_from(buf, pos)
             if size > self.max_frame:
-                out.append(ProtocolError(TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame}",
-                                         fatal=True))
+                out.append(
+                    ProtocolError(
+                        TOO_BIG, f"frame of {size} bytes exceeds {self.max_frame}", fatal=True
+                    )
+                )
                 buf.clear()
                 return out
             if len(buf) - pos - 4 < size:
                 break
-            body = bytes(buf[pos + 4:pos + 4 + size])
+            body = bytes(buf[pos + 4 : pos + 4 + size])
             pos += 4 + size
             try:
                 if self.session is not None:
                     body = self.session.open(body)
                 out.append(check_message(loads(body)))
-            except ValueError as exc:          # both codecs' decode errors are ValueErrors
+            except ValueError as exc:  # both codecs' decode errors are ValueErrors
                 out.append(ProtocolError(BAD_FRAME, f"frame body is not JSON: {exc}"))
-            except RecursionError:             # the json module's answer to deep nesting
+            except RecursionError:  # the json module's answer to deep nesting
                 out.append(ProtocolError(BAD_FRAME, "frame body is nested too deep"))
             except ProtocolError as exc:
                 out.append(exc)
-                if exc.fatal:          # a bad MAC or version: nothing behind it is read
+                if exc.fatal:  # a bad MAC or version: nothing behind it is read
                     buf.clear()
                     return out
         del buf[:pos]

@@ -9,6 +9,7 @@ the local host) carry no TLS.
 
 Only imported where TLS is configured: `import ssl` costs a user command milliseconds.
 """
+
 import ssl
 
 from lavalite import config
@@ -42,17 +43,26 @@ class DaemonTLS:
         """create_connection() arguments for dialling the daemon on cluster host `host`."""
         if self.dialling is None:
             return {}
-        return {"ssl": self.dialling, "server_hostname": host,
-                "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+        return {
+            "ssl": self.dialling,
+            "server_hostname": host,
+            "ssl_handshake_timeout": HANDSHAKE_TIMEOUT,
+        }
 
     def check_hello(self, transport, msg: dict) -> None:
         """On a port users share with daemons: a hello in a daemon's role must come over a
         connection that presented a host certificate (which TLS has verified), so that the
         cluster key alone does not make a daemon."""
-        if (self.anyone is not None and msg.get("role") != "user"
-                and not transport.get_extra_info("peercert")):
-            raise ProtocolError(AUTH, f"role {msg.get('role')!r} must present its host "
-                                      f"certificate (tls_cert)", fatal=True)
+        if (
+            self.anyone is not None
+            and msg.get("role") != "user"
+            and not transport.get_extra_info("peercert")
+        ):
+            raise ProtocolError(
+                AUTH,
+                f"role {msg.get('role')!r} must present its host certificate (tls_cert)",
+                fatal=True,
+            )
 
 
 def server_context(conf: config.Config, require_client_cert: bool) -> ssl.SSLContext:
@@ -92,8 +102,10 @@ def _context(protocol: int, conf: config.Config) -> ssl.SSLContext:
 def _load_chain(ctx: ssl.SSLContext, conf: config.Config) -> None:
     cert, key = conf.cluster.tls_cert, conf.cluster.tls_key
     if not cert or not key:
-        raise TLSConfigError(f"{config.origin(conf, 'cluster', 'tls_ca')}: [cluster] tls_ca: "
-                             f"daemons need tls_cert and tls_key with it")
+        raise TLSConfigError(
+            f"{config.origin(conf, 'cluster', 'tls_ca')}: [cluster] tls_ca: "
+            f"daemons need tls_cert and tls_key with it"
+        )
     for name in ("tls_cert", "tls_key"):
         try:
             with open(getattr(conf.cluster, name), "rb"):
@@ -103,8 +115,11 @@ def _load_chain(ctx: ssl.SSLContext, conf: config.Config) -> None:
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        raise TLSConfigError(_file_error(conf, "tls_key", exc, f"does not fit tls_cert {cert}, or "
-                                                         f"one of them is no PEM file")) from None
+        raise TLSConfigError(
+            _file_error(
+                conf, "tls_key", exc, f"does not fit tls_cert {cert}, or one of them is no PEM file"
+            )
+        ) from None
 
 
 def _file_error(conf: config.Config, key: str, exc: Exception, what: str = "") -> str:
@@ -120,24 +135,26 @@ def check(conf: config.Config, host: str, daemon: bool) -> list[str]:
     try:
         client = user_client_context(conf)
         if not (daemon or conf.cluster.tls_cert):
-            return []                  # a host that only runs commands
+            return []  # a host that only runs commands
         server = server_context(conf, require_client_cert=False)
     except TLSConfigError as exc:
         return [str(exc)]
     why = _handshake(server, client, host)
     if why:
-        return [f"{config.origin(conf, 'cluster', 'tls_cert')}: [cluster] tls_cert: "
-                f"{conf.cluster.tls_cert}: {why}"]
+        return [
+            f"{config.origin(conf, 'cluster', 'tls_cert')}: [cluster] tls_cert: "
+            f"{conf.cluster.tls_cert}: {why}"
+        ]
     return []
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, host: str) -> str:
     """Why a client trusting tls_ca refuses this host's certificate when dialling `host`
     ('' if it accepts it): one handshake in memory, no socket."""
-    pipes = [(ssl.MemoryBIO(), ssl.MemoryBIO()) for _ in range(2)]      # (in, out) per side
+    pipes = [(ssl.MemoryBIO(), ssl.MemoryBIO()) for _ in range(2)]  # (in, out) per side
     client = client_ctx.wrap_bio(*pipes[0], server_hostname=host)
     server = server_ctx.wrap_bio(*pipes[1], server_side=True)
-    for _ in range(10):                # a TLS 1.3 handshake takes two round trips
+    for _ in range(10):  # a TLS 1.3 handshake takes two round trips
         done = 0
         for side in (client, server):
             try:
@@ -147,7 +164,7 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, host: str
                 pass
             except ssl.SSLCertVerificationError as exc:
                 return f"not accepted for host {host!r}: {exc.verify_message}"
-            except ssl.SSLError:       # the server side, once the client gave up
+            except ssl.SSLError:  # the server side, once the client gave up
                 pass
         pipes[1][0].write(pipes[0][1].read())
         pipes[0][0].write(pipes[1][1].read())

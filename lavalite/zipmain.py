@@ -14,6 +14,7 @@ site-packages are extracted, this imports the entry point from them directly (sh
 <root>/<file name>_<build id>/site-packages). Anything unusual (a SHIV_* variable set, .pth
 files to process, another entry point) goes through shiv's own bootstrap, unchanged.
 """
+
 import json
 import os
 import stat
@@ -29,8 +30,13 @@ def _environment() -> dict | None:
     if any(k.startswith("SHIV_") for k in os.environ):
         return None
     env = json.loads(zipimport.zipimporter(sys.argv[0]).get_data("environment.json"))
-    if (env.get("root") or env.get("preamble") or env.get("no_modify") or env.get("script")
-            or env.get("entry_point") != "lavalite.entry:main"):
+    if (
+        env.get("root")
+        or env.get("preamble")
+        or env.get("no_modify")
+        or env.get("script")
+        or env.get("entry_point") != "lavalite.entry:main"
+    ):
         return None
     return env
 
@@ -85,20 +91,23 @@ def _mkdir(path: str, mode: int) -> None:
     try:
         os.mkdir(path, mode)
     except OSError:
-        return                         # exists (checked next), or cannot be made: the next
-    os.chmod(path, mode)               # whatever the umask: the host's copy serves every user
+        return  # exists (checked next), or cannot be made: the next
+    os.chmod(path, mode)  # whatever the umask: the host's copy serves every user
 
 
 def _extract(root: str, leaf: str, env: dict) -> None:
     """Extract the site-packages as shiv would (its lock, its atomic rename); readable by all,
     whatever the umask: a per-host copy serves every user."""
-    import _bootstrap
     from pathlib import Path
+
+    import _bootstrap
+
     old = os.umask(0o022)
     try:
         with _bootstrap.current_zipfile() as archive:
-            _bootstrap.extract_site_packages(archive, Path(root, leaf), env.get("compile_pyc"),
-                                             env.get("compile_workers", 0))
+            _bootstrap.extract_site_packages(
+                archive, Path(root, leaf), env.get("compile_pyc"), env.get("compile_workers", 0)
+            )
     finally:
         os.umask(old)
 
@@ -128,6 +137,7 @@ def _bootstrap_in(root: str | None = None) -> None:
     if root is not None:
         os.environ["SHIV_ROOT"] = root
     import _bootstrap
+
     _bootstrap.bootstrap()
 
 
@@ -138,14 +148,17 @@ def main() -> None:
     errors: list[str] = []
     found = _site_packages(env, errors)
     if found is None:
-        print("lavalite: no directory to extract the program to: " + "; ".join(errors),
-              file=sys.stderr)
+        print(
+            "lavalite: no directory to extract the program to: " + "; ".join(errors),
+            file=sys.stderr,
+        )
         sys.exit(2)
     root, site, pth = found
     if pth:
         return _bootstrap_in(root)
     sys.path.insert(0, site)
     from lavalite.entry import main as entry
+
     sys.exit(entry())
 
 

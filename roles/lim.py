@@ -15,6 +15,7 @@ mbatchd port with a redirect to the master.
 
 mbatchd reads the host view over LIM's Unix socket (`<spool_dir>/lim.sock`).
 """
+
 import asyncio
 import logging
 import os
@@ -55,17 +56,17 @@ class Lim:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
-        self.seen = auth.ReplayCache()     # the nonces of recent hellos: each is good once
+        self.seen = auth.ReplayCache()  # the nonces of recent hellos: each is good once
         self.load = {"alive": True, "time": time.time()}
-        self.mbatchd = None        # the supervised process
+        self.mbatchd = None  # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
         self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
-        self.heard = {}            # host -> (monotonic time, its load, it says it is master)
+        self.heard = {}  # host -> (monotonic time, its load, it says it is master)
         self.lock = fence.EpochLock(conf.paths.state_dir)
         self.master = False
-        self.reign = None          # (stop event, supervisor task) while master
-        self.redirector = None     # the server on the mbatchd port while a non-master candidate
-        self.strangers = Strangers()   # every listener's connections until their hello
+        self.reign = None  # (stop event, supervisor task) while master
+        self.redirector = None  # the server on the mbatchd port while a non-master candidate
+        self.strangers = Strangers()  # every listener's connections until their hello
         self.tls = DaemonTLS(conf)
         self.started = time.monotonic()
         self.lock_busy_logged = False
@@ -74,16 +75,22 @@ class Lim:
 
     def sample(self):
         mem = psutil.virtual_memory()
-        self.load = {"alive": True, "time": time.time(),
-                     "cpu": psutil.cpu_percent(interval=None) / 100.0,
-                     "loadavg": os.getloadavg(), "ncpu": os.cpu_count(),
-                     "mem_total": mem.total, "mem_avail": mem.available,
-                     "labels": self.conf.lim.labels.get(self.host, [])}
+        self.load = {
+            "alive": True,
+            "time": time.time(),
+            "cpu": psutil.cpu_percent(interval=None) / 100.0,
+            "loadavg": os.getloadavg(),
+            "ncpu": os.cpu_count(),
+            "mem_total": mem.total,
+            "mem_avail": mem.available,
+            "labels": self.conf.lim.labels.get(self.host, []),
+        }
 
     def on_frame(self, peer, msg):
         if peer.identity is None and msg.get("op") == "sign":
-            peer.send(P.reply(msg.get("id"), **credential.sign(self.keys.ring(), self.host, peer,
-                                                               msg)))
+            peer.send(
+                P.reply(msg.get("id"), **credential.sign(self.keys.ring(), self.host, peer, msg))
+            )
             peer.close()
         elif peer.identity is None:
             peer.send(peer.login(self.keys.ring(), msg, "lim", self.seen))
@@ -108,30 +115,61 @@ class Lim:
         return "running" if self.mbatchd and self.mbatchd.returncode is None else "restarting"
 
     def status(self):
-        return {"lim": self.rank, "host": self.host, "pid": os.getpid(),
-                "master": self.master_host(), "mbatchd": self.mbatchd_state(),
-                "mbatchd_pid": self.mbatchd.pid if self.mbatchd else None,
-                "load_age": round(time.time() - self.load["time"], 3)}
+        return {
+            "lim": self.rank,
+            "host": self.host,
+            "pid": os.getpid(),
+            "master": self.master_host(),
+            "mbatchd": self.mbatchd_state(),
+            "mbatchd_pid": self.mbatchd.pid if self.mbatchd else None,
+            "load_age": round(time.time() - self.load["time"], 3),
+        }
 
     def families(self):
         now = time.monotonic()
         silent = {(h,): now - seen for h, (seen, _, _) in self.heard.items()}
         load = self.load
-        return [counter("lavalite_mbatchd_starts", "mbatchd (re)starts by LIM", (),
-                        {(): self.mbatchd_starts}),
-                gauge("lavalite_lim_master", "1 on the master LIM", (), {(): int(self.master)}),
-                gauge("lavalite_mbatchd_up", "1 while the supervised mbatchd runs", (),
-                      {(): int(self.mbatchd_state() == "running")}),
-                gauge("lavalite_heartbeat_age_seconds", "Seconds since each host's last "
-                      "heartbeat (over heartbeat_interval x heartbeat_misses: lost)", ("host",),
-                      silent),
-                gauge("lavalite_hosts_alive", "Hosts heard from within T_fail", (),
-                      {(): sum(self.alive(h, now) for h in self.heard)}),
-                gauge("lavalite_load_sample_age_seconds", "Age of the last load sample", (),
-                      {(): time.time() - load["time"]}),
-                gauge("lavalite_host_cpu_ratio", "CPU busy, 0..1", (), {(): load.get("cpu", 0)}),
-                gauge("lavalite_host_mem_avail_bytes", "Available memory", (),
-                      {(): load.get("mem_avail", 0)})]
+        return [
+            counter(
+                "lavalite_mbatchd_starts",
+                "mbatchd (re)starts by LIM",
+                (),
+                {(): self.mbatchd_starts},
+            ),
+            gauge("lavalite_lim_master", "1 on the master LIM", (), {(): int(self.master)}),
+            gauge(
+                "lavalite_mbatchd_up",
+                "1 while the supervised mbatchd runs",
+                (),
+                {(): int(self.mbatchd_state() == "running")},
+            ),
+            gauge(
+                "lavalite_heartbeat_age_seconds",
+                "Seconds since each host's last "
+                "heartbeat (over heartbeat_interval x heartbeat_misses: lost)",
+                ("host",),
+                silent,
+            ),
+            gauge(
+                "lavalite_hosts_alive",
+                "Hosts heard from within T_fail",
+                (),
+                {(): sum(self.alive(h, now) for h in self.heard)},
+            ),
+            gauge(
+                "lavalite_load_sample_age_seconds",
+                "Age of the last load sample",
+                (),
+                {(): time.time() - load["time"]},
+            ),
+            gauge("lavalite_host_cpu_ratio", "CPU busy, 0..1", (), {(): load.get("cpu", 0)}),
+            gauge(
+                "lavalite_host_mem_avail_bytes",
+                "Available memory",
+                (),
+                {(): load.get("mem_avail", 0)},
+            ),
+        ]
 
     def reload(self):
         """SIGHUP: new sampling settings and labels; the supervised mbatchd reloads too (it is
@@ -179,17 +217,22 @@ class Lim:
         while not stop.is_set():
             peer = None
             try:
-                _, peer = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
-                    lambda: Peer(self.on_frame), addr, port, **self.tls.dial(target)), self.t_fail)
+                _, peer = await asyncio.wait_for(
+                    asyncio.get_running_loop().create_connection(
+                        lambda: Peer(self.on_frame), addr, port, **self.tls.dial(target)
+                    ),
+                    self.t_fail,
+                )
                 await hello(peer, self.keys.ring(), "lim", self.host, "lim", self.t_fail)
                 peer.identity = {"role": "lim", "host": target}
                 while not stop.is_set():
-                    reply = await asyncio.wait_for(peer.request(
-                        "heartbeat", load=self.load, master=self.master), self.t_fail)
+                    reply = await asyncio.wait_for(
+                        peer.request("heartbeat", load=self.load, master=self.master), self.t_fail
+                    )
                     if reply.get("ok"):
                         self.on_heartbeat(target, reply)
                     await sleep_or_stop(stop, interval)
-            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 log.debug("heartbeat to %s (%s:%s): %s", target, addr, port, exc)
             finally:
                 if peer is not None:
@@ -221,8 +264,9 @@ class Lim:
             return
         if epoch is None:
             if not self.lock_busy_logged:
-                log.warning("master lock %s is held by another LIM: not taking over",
-                            self.lock.path)
+                log.warning(
+                    "master lock %s is held by another LIM: not taking over", self.lock.path
+                )
                 self.lock_busy_logged = True
             return
         self.lock_busy_logged = False
@@ -232,7 +276,9 @@ class Lim:
             self.redirector = None
         self.master = True
         reign = asyncio.Event()
-        supervise = self.supervise(reign, epoch) if self.conf.lim.supervise_mbatchd else reign.wait()
+        supervise = (
+            self.supervise(reign, epoch) if self.conf.lim.supervise_mbatchd else reign.wait()
+        )
         self.reign = (reign, asyncio.create_task(supervise))
         log.info("this host is master now (epoch %d)", epoch)
 
@@ -250,17 +296,25 @@ class Lim:
         """A candidate that is not master answers on the mbatchd port: 'ask the master'."""
         try:
             self.redirector = await asyncio.get_running_loop().create_server(
-                lambda: Peer(self.on_redirect, strangers=self.strangers), self.conf.cluster.listen,
-                self.conf.mbatchd.port, reuse_address=True, **self.tls.listen(users=True))
+                lambda: Peer(self.on_redirect, strangers=self.strangers),
+                self.conf.cluster.listen,
+                self.conf.mbatchd.port,
+                reuse_address=True,
+                **self.tls.listen(users=True),
+            )
         except OSError as exc:
             log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
 
     def on_redirect(self, peer, msg):
-        if peer.identity is None:          # the redirect goes sealed: a client can trust it
+        if peer.identity is None:  # the redirect goes sealed: a client can trust it
             peer.login(self.keys.ring(), msg, "mbatchd", self.seen)
         master = self.master_host()
-        err = P.error(msg.get("id"), P.REDIRECT, f"{self.host} is not the master; "
-                      + (f"mbatchd runs on {master}" if master else "no master elected yet"))
+        err = P.error(
+            msg.get("id"),
+            P.REDIRECT,
+            f"{self.host} is not the master; "
+            + (f"mbatchd runs on {master}" if master else "no master elected yet"),
+        )
         peer.send({**err, "master": master})
         peer.close()
 
@@ -268,8 +322,12 @@ class Lim:
         lc = self.conf.lim
         while not stop.is_set():
             self.sample()
-            await sleep_or_stop(stop, lc.poll_interval + random.uniform(-lc.poll_jitter, lc.poll_jitter)
-                                if lc.poll_interval > lc.poll_jitter else lc.poll_interval)
+            await sleep_or_stop(
+                stop,
+                lc.poll_interval + random.uniform(-lc.poll_jitter, lc.poll_jitter)
+                if lc.poll_interval > lc.poll_jitter
+                else lc.poll_interval,
+            )
 
     async def supervise(self, stop, epoch):
         """Keep mbatchd running: restart it when it exits, after restart_delay()."""
@@ -278,13 +336,22 @@ class Lim:
         while not stop.is_set():
             started = time.monotonic()
             self.mbatchd = await asyncio.create_subprocess_exec(
-                *self_command(), "--role", "mbatchd", "--conf", self.conf.path, "--host", self.host,
-                "--epoch", str(epoch))
+                *self_command(),
+                "--role",
+                "mbatchd",
+                "--conf",
+                self.conf.path,
+                "--host",
+                self.host,
+                "--epoch",
+                str(epoch),
+            )
             self.mbatchd_starts += 1
             log.info("started mbatchd, pid %d", self.mbatchd.pid)
             waiter = asyncio.ensure_future(self.mbatchd.wait())
-            await asyncio.wait([waiter, asyncio.ensure_future(stop.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [waiter, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             if stop.is_set():
                 break
             delay = restart_delay(delay, time.monotonic() - started, lc)
@@ -298,7 +365,7 @@ class Lim:
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 
@@ -308,24 +375,35 @@ class Lim:
 
     async def serve(self, stop):
         loop = asyncio.get_running_loop()
-        private.make_dir(self.conf.paths.spool_dir, traversable=True)    # lim.sock is for all
+        private.make_dir(self.conf.paths.spool_dir, traversable=True)  # lim.sock is for all
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
         if os.path.exists(path):
             os.unlink(path)
         server = await loop.create_unix_server(self.accepted, path)
-        os.chmod(path, 0o666)          # every local user may ask for a credential (`sign`)
+        os.chmod(path, 0o666)  # every local user may ask for a credential (`sign`)
         metrics = await self.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"lim-{self.host}.pid"))
         servers = [server] + ([metrics] if metrics is not None else [])
-        if self.host in self.candidates:       # the other LIMs heartbeat to the candidates
-            servers.append(await loop.create_server(
-                self.accepted, self.conf.cluster.listen, self.conf.lim.port,
-                reuse_address=True, **self.tls.listen(users=False)))
+        if self.host in self.candidates:  # the other LIMs heartbeat to the candidates
+            servers.append(
+                await loop.create_server(
+                    self.accepted,
+                    self.conf.cluster.listen,
+                    self.conf.lim.port,
+                    reuse_address=True,
+                    **self.tls.listen(users=False),
+                )
+            )
         tasks = [asyncio.create_task(self.collect(stop)), asyncio.create_task(self.elect(stop))]
-        tasks += [asyncio.create_task(self.heartbeat(c, stop))
-                  for c in self.candidates if c != self.host]
-        log.info("lim on %s: candidates %s, T_fail %.1f s", self.host,
-                 " ".join(self.candidates), self.t_fail)
+        tasks += [
+            asyncio.create_task(self.heartbeat(c, stop)) for c in self.candidates if c != self.host
+        ]
+        log.info(
+            "lim on %s: candidates %s, T_fail %.1f s",
+            self.host,
+            " ".join(self.candidates),
+            self.t_fail,
+        )
         if self.host in self.candidates and len(self.candidates) > 1:
             await self.redirect()
         await stop.wait()

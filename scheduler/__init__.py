@@ -5,10 +5,18 @@ to mbatchd's live indexes (pending FIFOs per queue and user, free slots per host
 counts), so building it costs nothing and a turn costs what it places, not the queue's length:
 a user at their cap is skipped whole, and host search stops when the slots run out.
 """
+
 import heapq
 
-from lavalite.model import (PEND, PR_ARRAY_LIMIT, PR_NO_SLOT, PR_QUEUE_CAP, PR_QUEUE_INACTIVE,
-                            PR_TOO_BIG, PR_USER_CAP)
+from lavalite.model import (
+    PEND,
+    PR_ARRAY_LIMIT,
+    PR_NO_SLOT,
+    PR_QUEUE_CAP,
+    PR_QUEUE_INACTIVE,
+    PR_TOO_BIG,
+    PR_USER_CAP,
+)
 
 
 class QueueView:
@@ -17,8 +25,17 @@ class QueueView:
     pending: user -> deque of (pend_seq, job) in pend_seq order. An entry is live while
     job.state is PEND and job.pend_seq equals its seq; stale entries are skipped (lazy deletion
     keeps kill and dispatch O(1) for mbatchd)."""
-    __slots__ = ("name", "priority", "active", "max_running_user", "max_running_queue",
-                 "running", "running_user", "pending")
+
+    __slots__ = (
+        "name",
+        "priority",
+        "active",
+        "max_running_user",
+        "max_running_queue",
+        "running",
+        "running_user",
+        "pending",
+    )
 
     def __init__(self, name, priority=30, active=True, max_running_user=0, max_running_queue=0):
         self.name = name
@@ -26,9 +43,9 @@ class QueueView:
         self.active = active
         self.max_running_user = max_running_user
         self.max_running_queue = max_running_queue
-        self.running = 0           # slots in use by this queue's jobs
-        self.running_user = {}     # user -> slots in use
-        self.pending = {}          # user -> deque[(pend_seq, Job)]
+        self.running = 0  # slots in use by this queue's jobs
+        self.running_user = {}  # user -> slots in use
+        self.pending = {}  # user -> deque[(pend_seq, Job)]
 
 
 class Snapshot:
@@ -36,6 +53,7 @@ class Snapshot:
     that take jobs and have a free slot, in placement order. total_free: the sum of those.
     limit: place about this many slots at most (0: no limit), so that one turn stays short
     when thousands of slots free at once; the caller plans again for the rest."""
+
     __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit")
 
     def __init__(self, now, queues, free_by_host, total_free, max_slots, limit=0):
@@ -43,7 +61,7 @@ class Snapshot:
         self.queues = queues
         self.free_by_host = free_by_host
         self.total_free = total_free
-        self.max_slots = max_slots   # the largest slot count of any host, free or not
+        self.max_slots = max_slots  # the largest slot count of any host, free or not
         self.limit = limit
 
 
@@ -52,6 +70,7 @@ class Plan:
     to start, mbatchd makes the elements. reasons: {(queue, user or None): pending reason} for
     the groups the scheduler looked at and could not place, and {("array", id): reason} for
     arrays held by their throttle. Groups it did not reach are pending for want of a free slot."""
+
     __slots__ = ("placements", "reasons")
 
     def __init__(self):
@@ -77,8 +96,8 @@ class _Hosts:
 
     def __init__(self, free_by_host, total):
         self.it = iter(free_by_host.items())
-        self.aside = []            # [host, remaining]
-        self.left = total          # slots still to place: the free ones, or the turn's limit
+        self.aside = []  # [host, remaining]
+        self.left = total  # slots still to place: the free ones, or the turn's limit
         self.used = {}
 
     def take(self, n):
@@ -115,7 +134,7 @@ def plan(snap):
 
 
 def _plan_queue(q, snap, hosts, result):
-    heads = []                     # (pend_seq, user, job, iterator) of each user's first live job
+    heads = []  # (pend_seq, user, job, iterator) of each user's first live job
     for user, fifo in q.pending.items():
         it = iter(fifo)
         entry = _first_live(it)
@@ -123,11 +142,11 @@ def _plan_queue(q, snap, hosts, result):
             heads.append((entry[0], user, entry[1], it))
     heapq.heapify(heads)
     q_used = q.running
-    placed = {}                    # user -> slots placed this turn
-    taken = {}                     # array -> [elements started this turn, indices handed out]
+    placed = {}  # user -> slots placed this turn
+    taken = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         _, user, job, it = heads[0]
-        arr = job.array            # an Array entry (arr is job) or a retried element
+        arr = job.array  # an Array entry (arr is job) or a retried element
         if arr is not None and not _room(job, arr, taken, result):
             _advance(heads, user, it)
             continue
@@ -142,7 +161,9 @@ def _plan_queue(q, snap, hosts, result):
         host = hosts.take(job.slots)
         if host is None:
             # FIFO per user: this user's next job waits behind the wide one; others go on.
-            result.reasons[(q.name, user)] = PR_TOO_BIG if job.slots > snap.max_slots else PR_NO_SLOT
+            result.reasons[(q.name, user)] = (
+                PR_TOO_BIG if job.slots > snap.max_slots else PR_NO_SLOT
+            )
             heapq.heappop(heads)
             continue
         result.placements.append((job, host))
@@ -153,7 +174,7 @@ def _plan_queue(q, snap, hosts, result):
             counts[0] += 1
             counts[1] += arr is job
             if arr is job:
-                continue           # the array keeps its place until it is spent or throttled
+                continue  # the array keeps its place until it is spent or throttled
         _advance(heads, user, it)
 
 

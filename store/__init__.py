@@ -4,6 +4,7 @@ mbatchd answers from memory; the store is its durable record. Writes come in bat
 transaction per loop turn, with synchronous=NORMAL: a commit costs no fsync (WAL checkpoints
 do), a process crash loses nothing committed, and a power loss at most the last turns.
 """
+
 import json
 import operator
 import os
@@ -18,22 +19,73 @@ SCHEMA_VERSION = 3
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {2: None, 3: "ALTER TABLE jobs ADD COLUMN message TEXT"}
 
-_JOB_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "state", "reason",
-             "attempt", "max_attempts", "host", "submit_time", "start_time", "end_time",
-             "eligible_time", "exit_code", "exit_signal", "kill_requested", "pend_seq", "message")
-_MUTABLE = ("state", "reason", "attempt", "host", "start_time", "end_time", "eligible_time",
-            "exit_code", "exit_signal", "kill_requested", "pend_seq", "message")
-_INSERT_JOB = (f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) "
-               f"VALUES ({', '.join('?' * len(_JOB_COLS))})")
+_JOB_COLS = (
+    "id",
+    "req_id",
+    "user",
+    "uid",
+    "queue",
+    "name",
+    "slots",
+    "spec",
+    "state",
+    "reason",
+    "attempt",
+    "max_attempts",
+    "host",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "eligible_time",
+    "exit_code",
+    "exit_signal",
+    "kill_requested",
+    "pend_seq",
+    "message",
+)
+_MUTABLE = (
+    "state",
+    "reason",
+    "attempt",
+    "host",
+    "start_time",
+    "end_time",
+    "eligible_time",
+    "exit_code",
+    "exit_signal",
+    "kill_requested",
+    "pend_seq",
+    "message",
+)
+_INSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) VALUES ({', '.join('?' * len(_JOB_COLS))})"
+)
 _SPEC = _JOB_COLS.index("spec")
 # Row values read in C: a commit at scale builds thousands of rows per turn.
 _job_values = operator.attrgetter(*_JOB_COLS)
 _update_values = operator.attrgetter(*_MUTABLE, "id")
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
-_ARRAY_COLS = ("id", "req_id", "user", "uid", "queue", "name", "slots", "spec", "max_attempts",
-               "submit_time", "indices", "throttle", "cursor", "skip", "counts", "killed",
-               "end_time", "pend_seq")
+_ARRAY_COLS = (
+    "id",
+    "req_id",
+    "user",
+    "uid",
+    "queue",
+    "name",
+    "slots",
+    "spec",
+    "max_attempts",
+    "submit_time",
+    "indices",
+    "throttle",
+    "cursor",
+    "skip",
+    "counts",
+    "killed",
+    "end_time",
+    "pend_seq",
+)
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
 
@@ -68,7 +120,9 @@ class Store:
     def _migrate(self):
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})")
+            raise StoreError(
+                f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})"
+            )
         if version == SCHEMA_VERSION:  # nothing to write: a store on a full disk still opens
             return
         with self.db:
@@ -93,20 +147,29 @@ class Store:
     def load(self, finished_since):
         """Everything mbatchd keeps in memory: live jobs, jobs finished since `finished_since`,
         hosts, the environments those jobs use, and the counters to continue from."""
-        jobs = [_job(r) for r in self.db.execute(
-            f"{_SELECT_JOB} WHERE state IN (?, ?) OR end_time >= ? ORDER BY id",
-            (PEND, RUN, finished_since))]
-        arrays = [_array_rec(r) for r in self.db.execute(
-            f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays WHERE end_time IS NULL OR end_time >= ?",
-            (finished_since,))]
+        jobs = [
+            _job(r)
+            for r in self.db.execute(
+                f"{_SELECT_JOB} WHERE state IN (?, ?) OR end_time >= ? ORDER BY id",
+                (PEND, RUN, finished_since),
+            )
+        ]
+        arrays = [
+            _array_rec(r)
+            for r in self.db.execute(
+                f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays "
+                "WHERE end_time IS NULL OR end_time >= ?",
+                (finished_since,),
+            )
+        ]
         specs = [j.spec for j in jobs] + [a["spec"] for a in arrays]
         env_ids = sorted({s.get("env_id") for s in specs if s.get("env_id")})
         envs = {}
         for i in range(0, len(env_ids), 500):
-            chunk = env_ids[i:i + 500]
+            chunk = env_ids[i : i + 500]
             for eid, h, data in self.db.execute(
-                    f"SELECT id, hash, data FROM envs WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk):
+                f"SELECT id, hash, data FROM envs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ):
                 envs[eid] = (h, json.loads(data))
         hosts = []
         for name, slots, status in self.db.execute("SELECT name, slots, status FROM hosts"):
@@ -114,15 +177,20 @@ class Store:
             host.status = status
             host.stored = True
             hosts.append(host)
-        (max_id,), = self.db.execute(f"SELECT max(id) FROM jobs WHERE id < {1 << ELEMENT_BITS}")
-        (max_seq,), = self.db.execute("SELECT max(pend_seq) FROM jobs")
-        (max_aid, max_aseq), = self.db.execute("SELECT max(id), max(pend_seq) FROM arrays")
-        (max_env,), = self.db.execute("SELECT max(id) FROM envs")
-        return {"jobs": jobs, "arrays": arrays, "envs": envs, "hosts": hosts,
-                "next_job_id": max(max_id or 0, max_aid or 0) + 1,
-                "next_pend_seq": max(max_seq or 0, max_aseq or 0) + 1,
-                "next_env_id": (max_env or 0) + 1,
-                "users": {n for (n,) in self.db.execute("SELECT name FROM users")}}
+        ((max_id,),) = self.db.execute(f"SELECT max(id) FROM jobs WHERE id < {1 << ELEMENT_BITS}")
+        ((max_seq,),) = self.db.execute("SELECT max(pend_seq) FROM jobs")
+        ((max_aid, max_aseq),) = self.db.execute("SELECT max(id), max(pend_seq) FROM arrays")
+        ((max_env,),) = self.db.execute("SELECT max(id) FROM envs")
+        return {
+            "jobs": jobs,
+            "arrays": arrays,
+            "envs": envs,
+            "hosts": hosts,
+            "next_job_id": max(max_id or 0, max_aid or 0) + 1,
+            "next_pend_seq": max(max_seq or 0, max_aseq or 0) + 1,
+            "next_env_id": (max_env or 0) + 1,
+            "users": {n for (n,) in self.db.execute("SELECT name FROM users")},
+        }
 
     def job(self, job_id):
         row = self.db.execute(f"{_SELECT_JOB} WHERE id=?", (job_id,)).fetchone()
@@ -159,36 +227,47 @@ class Store:
         with self.db:
             cur = self.db.cursor()
             if new_arrays:
-                cur.executemany(f"INSERT INTO arrays ({', '.join(_ARRAY_COLS)}) VALUES "
-                                f"({', '.join('?' * len(_ARRAY_COLS))})",
-                                [_array_row(a) for a in new_arrays])
+                cur.executemany(
+                    f"INSERT INTO arrays ({', '.join(_ARRAY_COLS)}) VALUES "
+                    f"({', '.join('?' * len(_ARRAY_COLS))})",
+                    [_array_row(a) for a in new_arrays],
+                )
             changed_arrays = [_array_update(a) for a in arrays if a.stored]
             if changed_arrays:
                 cur.executemany(_UPDATE_ARRAY, changed_arrays)
             if new:
-                specs = {}             # an array's elements share its spec: encoded once
+                specs = {}  # an array's elements share its spec: encoded once
                 cur.executemany(_INSERT_JOB, [_row(j, specs) for j in new])
             if changed:
                 cur.executemany(_UPDATE_JOB, [_update_values(j) for j in changed])
             if events:
-                cur.executemany("INSERT INTO job_events (job_id, time, old, new, reason, host, "
-                                "attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [e.as_tuple() for e in events])
+                cur.executemany(
+                    "INSERT INTO job_events (job_id, time, old, new, reason, host, "
+                    "attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [e.as_tuple() for e in events],
+                )
             if hosts:
-                cur.executemany("INSERT INTO hosts (name, slots, status, last_seen) "
-                                "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                                "slots=excluded.slots, status=excluded.status, "
-                                "last_seen=excluded.last_seen",
-                                [(h.name, h.slots, h.status, h.load.get("time")) for h in hosts])
+                cur.executemany(
+                    "INSERT INTO hosts (name, slots, status, last_seen) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "slots=excluded.slots, status=excluded.status, "
+                    "last_seen=excluded.last_seen",
+                    [(h.name, h.slots, h.status, h.load.get("time")) for h in hosts],
+                )
             if envs:
-                cur.executemany("INSERT OR IGNORE INTO envs (id, hash, data) VALUES (?, ?, ?)",
-                                [(i, h, json.dumps(d)) for i, h, d in envs])
+                cur.executemany(
+                    "INSERT OR IGNORE INTO envs (id, hash, data) VALUES (?, ?, ?)",
+                    [(i, h, json.dumps(d)) for i, h, d in envs],
+                )
             if users:
-                cur.executemany("INSERT OR IGNORE INTO users (name, uid, first_seen) "
-                                "VALUES (?, ?, ?)", users)
+                cur.executemany(
+                    "INSERT OR IGNORE INTO users (name, uid, first_seen) VALUES (?, ?, ?)", users
+                )
             if queues:
-                cur.executemany("INSERT OR REPLACE INTO queues (name, config) VALUES (?, ?)",
-                                [(n, json.dumps(c)) for n, c in queues])
+                cur.executemany(
+                    "INSERT OR REPLACE INTO queues (name, config) VALUES (?, ?)",
+                    [(n, json.dumps(c)) for n, c in queues],
+                )
         for j in new + new_arrays:
             j.stored = True
 
@@ -205,9 +284,18 @@ def _row(job, specs):
 
 def _job(row):
     rec = dict(zip(_JOB_COLS, row))
-    job = Job(rec["id"], rec["user"], rec["uid"], rec["queue"], rec["name"],
-              json.loads(rec["spec"]), req_id=rec["req_id"], slots=rec["slots"],
-              max_attempts=rec["max_attempts"], submit_time=rec["submit_time"])
+    job = Job(
+        rec["id"],
+        rec["user"],
+        rec["uid"],
+        rec["queue"],
+        rec["name"],
+        json.loads(rec["spec"]),
+        req_id=rec["req_id"],
+        slots=rec["slots"],
+        max_attempts=rec["max_attempts"],
+        submit_time=rec["submit_time"],
+    )
     for col in _MUTABLE:
         setattr(job, col, rec[col])
     job.kill_requested = bool(job.kill_requested)
@@ -226,8 +314,14 @@ def _array_row(arr):
 def _array_update(arr):
     """The UPDATE values of a stored array, in _ARRAY_MUTABLE's order: what changes as its
     elements run (its spec, written once, is not encoded again each turn)."""
-    return [arr.cursor, json.dumps(sorted(arr.skip)), json.dumps(arr.counts), int(arr.killed),
-            arr.end_time, arr.id]
+    return [
+        arr.cursor,
+        json.dumps(sorted(arr.skip)),
+        json.dumps(arr.counts),
+        int(arr.killed),
+        arr.end_time,
+        arr.id,
+    ]
 
 
 def _array_rec(row):

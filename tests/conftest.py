@@ -1,4 +1,5 @@
 """Test fixtures: real clusters of real processes on loopback, started with `lavalite up`."""
+
 import contextlib
 import os
 import signal
@@ -22,12 +23,16 @@ from roles.sbatchd import cgroups  # noqa: E402
 
 LAUNCHER = [sys.executable, os.path.join(ROOT, "lavalite.py")]
 FINISHED = ("DONE", "FAILED", "KILLED")
-SLICES = set()         # the cgroup slices of this session's clusters: the only ones it cleans
+SLICES = set()  # the cgroup slices of this session's clusters: the only ones it cleans
 T = TypeVar("T")
 
 
-def wait_until(cond: Callable[[], T], timeout: float = 30.0,
-               what: str | Callable[[], str] = "the condition", interval: float = 0.05) -> T:
+def wait_until(
+    cond: Callable[[], T],
+    timeout: float = 30.0,
+    what: str | Callable[[], str] = "the condition",
+    interval: float = 0.05,
+) -> T:
     """Call `cond` every `interval` seconds until it returns something truthy, and return that.
     After `timeout` seconds: AssertionError naming `what` (a callable, such as a cluster's
     logs, is called only then) and the last value cond returned."""
@@ -38,8 +43,9 @@ def wait_until(cond: Callable[[], T], timeout: float = 30.0,
             return value
         if time.monotonic() > deadline:
             told = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {told}; "
-                                 f"last value: {value!r}")
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {told}; last value: {value!r}"
+            )
         time.sleep(interval)
 
 
@@ -49,37 +55,68 @@ class Cluster:
     derived_slice: leave cgroup_slice at its default (derived from the cluster's name and
     state directory) instead of a random one."""
 
-    def __init__(self, state, slots=4, queues=None, sbatchd=None, lim=None, mbatchd=None,
-                 program=None, conf=None, derived_slice=False):
+    def __init__(
+        self,
+        state,
+        slots=4,
+        queues=None,
+        sbatchd=None,
+        lim=None,
+        mbatchd=None,
+        program=None,
+        conf=None,
+        derived_slice=False,
+    ):
         self.state = str(state)
         self.program = program or LAUNCHER
         self.conf_path = os.path.join(self.state, "lavalite.conf")
         self.env = dict(os.environ, LAVALITE_CONF=self.conf_path)
         # a slice of its own even where the default's derivation is not under test
-        random_slice = {} if derived_slice else {
-            "cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}"}
+        random_slice = (
+            {} if derived_slice else {"cgroup_slice": f"lavalite-test-{uuid.uuid4().hex[:8]}"}
+        )
         overrides = {
-            "sbatchd.conf": {"sbatchd": {"slots": str(slots), "kill_grace": "2",
-                                         "reconnect_max": "1", **random_slice,
-                                         **(sbatchd or {})}},
-            "lim.conf": {"lim": {"poll_interval": "1", "poll_jitter": "0.2",
-                                 "restart_backoff": "0.5", **(lim or {})}},
+            "sbatchd.conf": {
+                "sbatchd": {
+                    "slots": str(slots),
+                    "kill_grace": "2",
+                    "reconnect_max": "1",
+                    **random_slice,
+                    **(sbatchd or {}),
+                }
+            },
+            "lim.conf": {
+                "lim": {
+                    "poll_interval": "1",
+                    "poll_jitter": "0.2",
+                    "restart_backoff": "0.5",
+                    **(lim or {}),
+                }
+            },
             "queues.conf": queues or {"serial": {"retry_backoff": "1"}},
         }
         os.makedirs(self.state, exist_ok=True)
         from roles.cli.local import free_port
+
         host = "testhost"
         self.env["LAVALITE_HOST"] = host
         overrides["lavalite.conf"] = {
-            "cluster": {"master_candidates": host, "listen": "127.0.0.1",
-                        "key_file": os.path.join(self.state, "cluster.key"),
-                        "allow_root_jobs": "yes"},
+            "cluster": {
+                "master_candidates": host,
+                "listen": "127.0.0.1",
+                "key_file": os.path.join(self.state, "cluster.key"),
+                "allow_root_jobs": "yes",
+            },
             "hosts": {host: "127.0.0.1"},
-            "paths": {"state_dir": self.state, "spool_dir": os.path.join(self.state, "spool"),
-                      "log_dir": os.path.join(self.state, "log")},
+            "paths": {
+                "state_dir": self.state,
+                "spool_dir": os.path.join(self.state, "spool"),
+                "log_dir": os.path.join(self.state, "log"),
+            },
             # shared: events() reads the live store beside mbatchd (local disk, so allowed)
             "mbatchd": {"port": str(free_port()), "store_lock": "shared", **(mbatchd or {})},
-            "lim": {"port": str(free_port())}}
+            "lim": {"port": str(free_port())},
+        }
         for sec, values in (conf or {}).items():
             overrides["lavalite.conf"][sec] = {**overrides["lavalite.conf"].get(sec, {}), **values}
         config.write_state_conf(self.state, overrides)
@@ -89,9 +126,13 @@ class Cluster:
         self._client = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.program + ["up", "--state-dir", self.state],
-                                     env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            self.program + ["up", "--state-dir", self.state],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         first = self.proc.stdout.readline()
         assert first.startswith("export LAVALITE_CONF="), first + self.logs()
         ready = self.proc.stdout.readline()
@@ -121,8 +162,14 @@ class Cluster:
 
     def cli(self, *args, check=True, cwd=None):
         """Run a CLI command as a user would: a new process."""
-        res = subprocess.run(self.program + list(args), env=self.env, capture_output=True,
-                             text=True, cwd=cwd or self.state, timeout=60)
+        res = subprocess.run(
+            self.program + list(args),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=cwd or self.state,
+            timeout=60,
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"{args} exited {res.returncode}: {res.stdout}{res.stderr}")
         return res
@@ -143,12 +190,12 @@ class Cluster:
 
     def wait(self, ids, states=FINISHED, timeout=120):
         """Poll until every job is in one of `states`; returns their views."""
-        seen = {}                          # the last views read, for the timeout's message
+        seen = {}  # the last views read, for the timeout's message
 
         def reached():
             try:
                 jobs = self.jobs(ids)
-            except ClientError:            # mbatchd restarting
+            except ClientError:  # mbatchd restarting
                 self.client.close()
                 return None
             seen.clear()
@@ -156,20 +203,31 @@ class Cluster:
             ok = len(jobs) == len(ids) and all(j["state"] in states for j in jobs.values())
             return jobs if ok else None
 
-        return wait_until(reached, timeout, lambda: f"{states}: "
-                          f"{[(i, j['stat']) for i, j in seen.items()]}\n{self.logs()}", 0.2)
+        return wait_until(
+            reached,
+            timeout,
+            lambda: f"{states}: {[(i, j['stat']) for i, j in seen.items()]}\n{self.logs()}",
+            0.2,
+        )
 
     def wait_started(self, ids, timeout=60):
         """Until every job has started on its host (RUN is set at dispatch, before)."""
-        wait_until(lambda: all(j["start_time"] for j in self.jobs(ids).values()), timeout,
-                   lambda: f"jobs {ids} to start\n{self.logs()}")
+        wait_until(
+            lambda: all(j["start_time"] for j in self.jobs(ids).values()),
+            timeout,
+            lambda: f"jobs {ids} to start\n{self.logs()}",
+        )
 
     def shepherds(self):
         """Pids of this cluster's shepherd processes (their last argument but one is its
         cgroup slice, unique per test cluster)."""
-        return [p for p in os.listdir("/proc") if p.isdigit() and
-                _cmdline(p)[-5:-4] == ["--shepherd"] and
-                _cmdline(p)[-2] == self.conf.sbatchd.cgroup_slice]
+        return [
+            p
+            for p in os.listdir("/proc")
+            if p.isdigit()
+            and _cmdline(p)[-5:-4] == ["--shepherd"]
+            and _cmdline(p)[-2] == self.conf.sbatchd.cgroup_slice
+        ]
 
     def events(self, job_id=None):
         """Event rows straight from the store (read-only, beside the running mbatchd)."""
@@ -204,7 +262,8 @@ class Cluster:
 
     def pid(self, name):
         path = {"mbatchd": os.path.join(self.state, "mbatchd.pid")}.get(
-            name, os.path.join(self.state, "spool", f"{name}-testhost.pid"))
+            name, os.path.join(self.state, "spool", f"{name}-testhost.pid")
+        )
         with open(path) as f:
             return int(f.read())
 
@@ -250,13 +309,16 @@ def remove_cgroup_slice(name):
     """sbatchd removes its slice when it stops with no job left in it; the jobs a test left
     running end after that, so the slice goes here (their shepherds remove their groups)."""
     v2, v1 = cgroups.mounts()
-    deadline = time.monotonic() + 10   # for all the mounts together
+    deadline = time.monotonic() + 10  # for all the mounts together
     for mount in sorted(set(v1.values()) | ({v2} if v2 else set())):
         path = os.path.join(mount, name)
         # best effort: what is left goes at the session's end (_no_cgroup_slices_left)
         with contextlib.suppress(AssertionError):
-            wait_until(lambda: _removed(path), max(0.0, deadline - time.monotonic()),
-                       f"{path} to be removed")
+            wait_until(
+                lambda path=path: _removed(path),
+                max(0.0, deadline - time.monotonic()),
+                f"{path} to be removed",
+            )
 
 
 def _removed(path: str) -> bool:

@@ -1,6 +1,7 @@
 """A protocol peer driven by hand over a blocking socket, for tests that speak the wire protocol
 frame by frame: it takes the challenge, logs in, and seals what it sends (and checks what it
 reads) once logged in, as lavalite.peer.Peer does."""
+
 import socket
 import struct
 
@@ -24,7 +25,7 @@ class RawPeer:
             sock.connect(path)
         elif sock is None:
             sock = socket.socket()
-            if rcvbuf:                   # before connect, so the window is small from the start
+            if rcvbuf:  # before connect, so the window is small from the start
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.settimeout(timeout)
             sock.connect(("127.0.0.1", port))
@@ -90,8 +91,9 @@ class RawPeer:
         """The accepting side: challenge, check the hello, answer. The peer's identity."""
         challenge = auth.challenge()
         self.send(challenge)
-        ident, session, answer = auth.greet(keys, self.read(), challenge["nonce"], to,
-                                            auth.ReplayCache())
+        ident, session, answer = auth.greet(
+            keys, self.read(), challenge["nonce"], to, auth.ReplayCache()
+        )
         self.session = session
         self.send(answer)
         return ident

@@ -3,6 +3,7 @@ lavalite.conf's [logging] syslog_address, so daemons and llctrl log to it as to 
 
 A thread reads it all the time, as syslogd does: an unread datagram socket holds only
 net.unix.max_dgram_qlen (10) messages, after which senders block."""
+
 import os
 import re
 import socket
@@ -17,7 +18,7 @@ class SyslogSink:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         os.chmod(self.path, 0o666)
-        self.lines = []              # (facility, severity, message), in arrival order
+        self.lines = []  # (facility, severity, message), in arrival order
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -25,9 +26,9 @@ class SyslogSink:
         while True:
             try:
                 data = self.sock.recv(65536)
-            except OSError:          # closed
+            except OSError:  # closed
                 return
-            if not data:             # shut down
+            if not data:  # shut down
                 return
             m = re.match(rb"<(\d+)>(.*)", data.rstrip(b"\0"), re.S)
             pri = int(m.group(1))
@@ -37,8 +38,13 @@ class SyslogSink:
         """The first message from index `start` on matching `pattern` (a regex)."""
         return wait_until(
             lambda: next((ln for ln in self.lines[start:] if re.search(pattern, ln[2])), None),
-            timeout, lambda: f"a syslog line matching {pattern!r}; got:\n"
-                             + "\n".join(m for _, _, m in self.lines), 0.1)
+            timeout,
+            lambda: (
+                f"a syslog line matching {pattern!r}; got:\n"
+                + "\n".join(m for _, _, m in self.lines)
+            ),
+            0.1,
+        )
 
     def close(self):
         self.sock.shutdown(socket.SHUT_RDWR)

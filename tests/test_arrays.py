@@ -1,4 +1,5 @@
 """Job arrays, --each-line, bwait and the Python client, end to end on a real cluster."""
+
 import json
 import os
 import subprocess
@@ -7,8 +8,8 @@ import threading
 
 import apsw
 import pytest
-
 from conftest import wait_until
+
 from lavalite.client import ClientError
 from lavalite.job_array import ArrayError, parse_label, parse_name
 from lavalite.model import element_id
@@ -37,7 +38,7 @@ def _array_jobs(c, array_id):
 
 
 def _wait_array(c, array_id, timeout=120):
-    c.client.wait(array_id)            # bwait's request: one connection, answered at the end
+    c.client.wait(array_id)  # bwait's request: one connection, answered at the end
     return _array_jobs(c, array_id)
 
 
@@ -45,8 +46,17 @@ def test_array_throttle_index_and_outputs(make_cluster):
     c = make_cluster(slots=4)
     out = os.path.join(c.state, "out")
     os.makedirs(out)
-    res = c.cli("submit", "-J", "sq[1-7:2,20,30-32]%2", "-o", f"{out}/o.%J.%I", "--",
-                "sh", "-c", "echo $LSB_JOBID $LSB_JOBINDEX; sleep 0.3")
+    res = c.cli(
+        "submit",
+        "-J",
+        "sq[1-7:2,20,30-32]%2",
+        "-o",
+        f"{out}/o.%J.%I",
+        "--",
+        "sh",
+        "-c",
+        "echo $LSB_JOBID $LSB_JOBINDEX; sleep 0.3",
+    )
     array_id = int(res.stdout.split("<")[1].split(">")[0])
     jobs = _wait_array(c, array_id)
     indices = [1, 3, 5, 7, 20, 30, 31, 32]
@@ -65,7 +75,7 @@ def test_array_throttle_index_and_outputs(make_cluster):
     assert peak == 2
     db = _store(c)
     try:
-        (rows,), = db.execute("SELECT count(*) FROM arrays WHERE id=?", (array_id,))
+        ((rows,),) = db.execute("SELECT count(*) FROM arrays WHERE id=?", (array_id,))
         assert rows == 1
     finally:
         db.close()
@@ -77,12 +87,17 @@ def test_big_array_is_one_row_and_kills(make_cluster):
     c = make_cluster(slots=2)
     array_id = c.submit(["sleep", "30"], name="big[1-100000]")
     c.wait([element_id(array_id, 1), element_id(array_id, 2)], states=("RUN",))
-    waiter = subprocess.Popen(c.program + ["wait", "-w", f"ended({array_id}[60])"], env=c.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        c.program + ["wait", "-w", f"ended({array_id}[60])"],
+        env=c.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     db = _store(c)
     try:
-        (n,), = db.execute("SELECT count(*) FROM jobs WHERE id >> 32 = ?", (array_id,))
-        assert n == 2                  # only the started elements have rows
+        ((n,),) = db.execute("SELECT count(*) FROM jobs WHERE id >> 32 = ?", (array_id,))
+        assert n == 2  # only the started elements have rows
     finally:
         db.close()
     listing = c.cli("jobs").stdout.splitlines()
@@ -97,8 +112,9 @@ def test_big_array_is_one_row_and_kills(make_cluster):
     c.client.wait(array_id)
     # index 60 never started: the array's kill ended it, and the wait with it
     assert waiter.wait(60) == 0, waiter.communicate()
-    summary = [a for a in c.client.call("jobs", arrays=True, all=True)["arrays"]
-               if a["id"] == array_id][0]
+    summary = [
+        a for a in c.client.call("jobs", arrays=True, all=True)["arrays"] if a["id"] == array_id
+    ][0]
     assert summary["pend"] == summary["run"] == 0 and summary["exit"] == 100000
     assert c.cli("jobs", check=False).stderr.startswith("No unfinished job found")
     res = c.cli("wait", "-w", f"done({array_id})", check=False)
@@ -112,8 +128,9 @@ def test_each_line(make_cluster):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n\n")
     out = os.path.join(c.state, "el.%I")
-    res = c.cli("submit", "--each-line", path, "-o", out, "--", "sh", "-c",
-                'printf "%s" "$LSB_JOBLINE"')
+    res = c.cli(
+        "submit", "--each-line", path, "-o", out, "--", "sh", "-c", 'printf "%s" "$LSB_JOBLINE"'
+    )
     array_id = int(res.stdout.split("<")[1].split(">")[0])
     c.cli("wait", "-w", f"done({array_id})", "-t", "2")
     for i, line in enumerate(lines, 1):
@@ -125,19 +142,26 @@ def test_each_line(make_cluster):
 
 def test_python_client_submit_many_and_bwait_timeout(make_cluster):
     c = make_cluster(slots=4)
-    code = ("import lavalite, sys\n"
-            "c = lavalite.Client()\n"
-            "ids = c.submit_many([['true']] * 50 + [{'cmd': ['false'], 'name': 'f'}])\n"
-            "print(ids[0], ids[-1])\n"
-            "assert 'lavalite.client' in sys.modules and 'orjson' in sys.modules\n"
-            # the environment a submission carries is the caller's at that moment
-            "import os\n"
-            "for value in ('a', 'b'):\n"
-            "    os.environ['LL_T'] = value\n"
-            "    print(c.submit(['sh', '-c', 'echo $LL_T'], out='env.' + value))\n")
+    code = (
+        "import lavalite, sys\n"
+        "c = lavalite.Client()\n"
+        "ids = c.submit_many([['true']] * 50 + [{'cmd': ['false'], 'name': 'f'}])\n"
+        "print(ids[0], ids[-1])\n"
+        "assert 'lavalite.client' in sys.modules and 'orjson' in sys.modules\n"
+        # the environment a submission carries is the caller's at that moment
+        "import os\n"
+        "for value in ('a', 'b'):\n"
+        "    os.environ['LL_T'] = value\n"
+        "    print(c.submit(['sh', '-c', 'echo $LL_T'], out='env.' + value))\n"
+    )
     cwd = os.path.dirname(c.conf_path)
-    proc = subprocess.run([sys.executable, "-c", code], env={**c.env, "PYTHONPATH": os.getcwd()},
-                          capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**c.env, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
     assert proc.returncode == 0, proc.stderr
     first, last, *env_jobs = map(int, proc.stdout.split())
     assert last - first == 50
@@ -169,17 +193,18 @@ def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
     mbatchd dies: every other index runs exactly once, the throttle still holds."""
     c = make_cluster(slots=4)
     log = tmp_path / "runs.log"
-    array_id = c.submit(["sh", "-c", f"sleep 0.2; echo $LSB_JOBINDEX >> {log}"],
-                        name="r[1-40]%3", out="/dev/null")
+    array_id = c.submit(
+        ["sh", "-c", f"sleep 0.2; echo $LSB_JOBINDEX >> {log}"], name="r[1-40]%3", out="/dev/null"
+    )
     c.wait([element_id(array_id, 1)], states=("RUN", "DONE"))
-    c.client.kill([element_id(array_id, 30)])      # a pending index, killed alone
+    c.client.kill([element_id(array_id, 30)])  # a pending index, killed alone
     c.kill9_restarted("mbatchd")
 
     def ended():
         c.client.close()
         try:
             return _wait_array(c, array_id)
-        except ClientError:                        # until the new mbatchd listens
+        except ClientError:  # until the new mbatchd listens
             return None
 
     jobs = wait_until(ended, 60, lambda: "mbatchd to come back\n" + c.logs(), 0.2)
@@ -196,17 +221,22 @@ def test_array_survives_mbatchd_kill9(make_cluster, tmp_path):
 
 def test_store_v1_gains_the_arrays_table_and_the_message_column(tmp_path):
     from conftest import ROOT
+
     from store import SCHEMA_VERSION, Store
-    old = subprocess.run(["git", "-C", ROOT, "show", "68bc9e6:store/schema.sql"],
-                         capture_output=True, text=True)
+
+    old = subprocess.run(
+        ["git", "-C", ROOT, "show", "68bc9e6:store/schema.sql"], capture_output=True, text=True
+    )
     if old.returncode:
         pytest.skip(f"no git history to read the version 1 schema from: {old.stderr.strip()}")
     path = str(tmp_path / "v1.db")
     db = apsw.Connection(path)
     db.execute(old.stdout)
-    db.execute("INSERT INTO jobs (id, user, uid, queue, name, slots, spec, state, max_attempts, "
-               "submit_time, eligible_time, end_time) VALUES (7, 'ann', 1000, 'normal', 'x', 1, "
-               "'{}', 'DONE', 1, 1.0, 1.0, 2.0)")
+    db.execute(
+        "INSERT INTO jobs (id, user, uid, queue, name, slots, spec, state, max_attempts, "
+        "submit_time, eligible_time, end_time) VALUES (7, 'ann', 1000, 'normal', 'x', 1, "
+        "'{}', 'DONE', 1, 1.0, 1.0, 2.0)"
+    )
     db.execute("PRAGMA user_version=1")
     db.close()
     store = Store(path)
@@ -228,9 +258,10 @@ def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
     from lavalite.job_array import Array
     from lavalite.model import PR_ARRAY_LIMIT, RUN, Job
     from scheduler import QueueView, Snapshot, plan
+
     q = QueueView("serial")
     arr = Array(1, "u", 1000, "serial", "a", {}, [(1, 100, 1)], throttle=3)
-    arr.counts[RUN] = 1                            # one element runs already
+    arr.counts[RUN] = 1  # one element runs already
     arr.pend_seq = 1
     job = Job(2, "u", 1000, "serial", "j", {})
     job.pend_seq = 2
@@ -246,12 +277,13 @@ def test_plan_takes_elements_under_the_throttle_and_the_turn_limit():
 def test_bad_array_input_is_refused_clearly(cluster, tmp_path):
     c = cluster
     for args, message in (
-            (["submit", "-J", "x[5-1]", "--", "true"], "bad array index '5-1'"),
-            (["submit", "-J", "x[1-3", "--", "true"], "bad job array name"),
-            (["submit", "-J", "x[1-3]%0", "--", "true"], "%LIMIT must be from 1 to"),
-            (["wait", "-w", "finished(3)"], "bad condition"),
-            (["kill", "3[x]"], "is not a job id"),
-            (["jobs", "0[1]"], "is not a job id")):
+        (["submit", "-J", "x[5-1]", "--", "true"], "bad array index '5-1'"),
+        (["submit", "-J", "x[1-3", "--", "true"], "bad job array name"),
+        (["submit", "-J", "x[1-3]%0", "--", "true"], "%LIMIT must be from 1 to"),
+        (["wait", "-w", "finished(3)"], "bad condition"),
+        (["kill", "3[x]"], "is not a job id"),
+        (["jobs", "0[1]"], "is not a job id"),
+    ):
         res = c.cli(*args, check=False)
         assert res.returncode in (1, 2) and message in res.stderr, (args, res.stderr)
     lines = tmp_path / "l.txt"
@@ -259,11 +291,12 @@ def test_bad_array_input_is_refused_clearly(cluster, tmp_path):
     res = c.cli("submit", "--each-line", str(lines), "-J", "x[1-2]", "--", "true", check=False)
     assert res.returncode == 1 and "without [INDICES]" in res.stderr
     from lavalite.client import ClientError
+
     with pytest.raises(ClientError, match="specs"):
         c.client.call("submit_many", specs="nope")
     with pytest.raises(ClientError, match="No matching job found"):
         c.client.wait(element_id(999, 1))
-    assert c.client.call("jobs", users=["all"], all=True)["jobs"] == []   # nothing was created
+    assert c.client.call("jobs", users=["all"], all=True)["jobs"] == []  # nothing was created
 
 
 def test_bwait_on_jobs_gone_from_memory_answers_from_the_store(make_cluster):
@@ -272,10 +305,13 @@ def test_bwait_on_jobs_gone_from_memory_answers_from_the_store(make_cluster):
     c = make_cluster(conf={"mbatchd": {"clean_period": "0"}})
     ok, bad = c.submit(["true"]), c.submit(["false"])
     c.wait([ok, bad])
-    last = c.submit(["true"])            # later turns: the two are dropped from memory
+    last = c.submit(["true"])  # later turns: the two are dropped from memory
     c.wait([last])
-    wait_until(lambda: c.client.call("stats")["jobs_in_memory"] <= 1, 10,
-               "the finished jobs to leave mbatchd's memory")
+    wait_until(
+        lambda: c.client.call("stats")["jobs_in_memory"] <= 1,
+        10,
+        "the finished jobs to leave mbatchd's memory",
+    )
     res = c.cli("wait", "-w", f"done({ok})")
     assert res.returncode == 0
     res = c.cli("wait", "-w", f"done({bad})", check=False)

@@ -1,12 +1,14 @@
 """Bad input never crashes a daemon, never half-applies, and always gets a clear error:
 malformed and oversized frames, unauthenticated peers, unknown ops, bad configs, unknown
 jobs and queues, an unreachable cluster."""
+
 import os
 import struct
 import subprocess
 
-from lavalite.protocol import MAX_FRAME, VERSION
 from rawpeer import RawPeer, key_of
+
+from lavalite.protocol import MAX_FRAME, VERSION
 
 
 def _conn(cluster):
@@ -24,7 +26,7 @@ def test_unauthenticated_peer_is_refused(cluster):
         reply = p.read()
         assert reply["ok"] is False and reply["error"]["code"] == "auth"
         assert p.read() is None, "the connection must be closed"
-    with _conn(cluster) as p:                        # a hello signed with the wrong key
+    with _conn(cluster) as p:  # a hello signed with the wrong key
         assert p.login(b"x" * 64)["error"]["code"] == "auth"
     assert cluster.client.jobs([], all=True) == [], "nothing was submitted"
     _still_serves(cluster)
@@ -36,23 +38,33 @@ def test_malformed_frames_get_error_replies(cluster):
         body = p.session.seal(b"{not json")
         p.sock.sendall(struct.pack(">I", len(body)) + body)
         assert p.read()["error"]["code"] == "bad_frame"
-        for msg, code in [([1, 2], "bad_frame"),
-                          ({"v": VERSION, "op": "frobnicate", "id": 3}, "unknown_op"),
-                          ({"v": VERSION, "op": "submit", "id": 4}, "bad_request"),
-                          ({"v": VERSION, "op": "submit", "id": 5, "spec": {"cmd": "notalist"}},
-                           "bad_request"),
-                          ({"v": VERSION, "op": "register", "id": 6, "slots": 4, "running": []},
-                           "permission_denied"),
-                          ({"v": VERSION, "op": "kill", "id": 7, "jobs": "x"}, "bad_request"),
-                          ({"v": VERSION, "op": "submit", "id": 9,
-                            "spec": {"cmd": ["true"], "cwd": "rel/dir"}}, "bad_request")]:
+        for msg, code in [
+            ([1, 2], "bad_frame"),
+            ({"v": VERSION, "op": "frobnicate", "id": 3}, "unknown_op"),
+            ({"v": VERSION, "op": "submit", "id": 4}, "bad_request"),
+            ({"v": VERSION, "op": "submit", "id": 5, "spec": {"cmd": "notalist"}}, "bad_request"),
+            (
+                {"v": VERSION, "op": "register", "id": 6, "slots": 4, "running": []},
+                "permission_denied",
+            ),
+            ({"v": VERSION, "op": "kill", "id": 7, "jobs": "x"}, "bad_request"),
+            (
+                {
+                    "v": VERSION,
+                    "op": "submit",
+                    "id": 9,
+                    "spec": {"cmd": ["true"], "cwd": "rel/dir"},
+                },
+                "bad_request",
+            ),
+        ]:
             p.send(msg)
             reply = p.read()
             assert reply["ok"] is False and reply["error"]["code"] == code, (msg, reply)
         assert reply["error"]["message"] == "cwd must be an absolute path"
-        p.send({"v": VERSION, "op": "ping", "id": 8})   # the connection still works
+        p.send({"v": VERSION, "op": "ping", "id": 8})  # the connection still works
         assert p.read()["ok"]
-        p.send({"v": 99, "op": "jobs", "id": 2})        # another version: refused, closed
+        p.send({"v": 99, "op": "jobs", "id": 2})  # another version: refused, closed
         assert p.read()["error"]["code"] == "bad_version"
         assert p.read() is None
     _still_serves(cluster)
@@ -69,8 +81,11 @@ def test_only_an_sbatchd_may_register_or_report(cluster):
             for msg in (register, report):
                 p.send(msg)
                 reply = p.read()
-                assert (reply.get("error") or {}).get("code") == "permission_denied", \
-                    (role, msg["op"], reply)
+                assert (reply.get("error") or {}).get("code") == "permission_denied", (
+                    role,
+                    msg["op"],
+                    reply,
+                )
     assert "ghost" not in {h["name"] for h in cluster.client.call("hosts")["hosts"]}
     _still_serves(cluster)
 
@@ -109,7 +124,7 @@ def test_cli_errors_are_clear_and_nonzero(cluster):
 
 def test_unreachable_mbatchd(cluster):
     cluster.stop()
-    cluster.env["LAVALITE_COMMAND_WAIT"] = "0"          # no retrying (test_command_wait's)
+    cluster.env["LAVALITE_COMMAND_WAIT"] = "0"  # no retrying (test_command_wait's)
     res = cluster.cli("jobs", check=False)
     assert res.returncode == 3 and "cannot reach mbatchd" in res.stderr
 
@@ -125,8 +140,12 @@ def test_bad_config_refused_by_daemon_and_config_check(cluster, tmp_path):
     assert f"{conf}/lavalite.conf:5:" in res.stderr
     assert f"{conf}/queues.conf:2: [serial] priority" in res.stderr
     for role in ("mbatchd", "sbatchd", "lim"):
-        proc = subprocess.run(cluster.program + ["--role", role, "--conf", str(conf / "lavalite.conf")],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            cluster.program + ["--role", role, "--conf", str(conf / "lavalite.conf")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 2 and "refusing to start" in proc.stderr
         assert f"{conf}/queues.conf:2: [serial] priority" in proc.stderr
     assert cluster.cli("config-check").returncode == 0
@@ -140,11 +159,15 @@ def test_sbatchd_refuses_job_records_where_another_user_could_swap_them(cluster,
     target = tmp_path / "elsewhere"
     target.mkdir()
     os.symlink(target, tmp_path / "jobs")
-    (conf / "lavalite.conf").write_text(f"[paths]\nstate_dir = {tmp_path}\n[cluster]\n"
-                                        f"key_file = {cluster.conf.cluster.key_file}\n")
+    (conf / "lavalite.conf").write_text(
+        f"[paths]\nstate_dir = {tmp_path}\n[cluster]\nkey_file = {cluster.conf.cluster.key_file}\n"
+    )
     (conf / "sbatchd.conf").write_text(f"[sbatchd]\nwork_dir = {tmp_path / 'jobs'}\n")
-    proc = subprocess.run(cluster.program + ["--role", "sbatchd", "--conf",
-                                             str(conf / "lavalite.conf")],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        cluster.program + ["--role", "sbatchd", "--conf", str(conf / "lavalite.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode != 0
     assert f"work_dir {tmp_path / 'jobs'}: {tmp_path / 'jobs'} is a symlink" in proc.stderr

@@ -1,6 +1,7 @@
 """The cgroup file logic of both hierarchies over a fake cgroupfs directory (plain files stand in
 for the kernel's): what each limit writes, how OOM is read, which groups are stale. The real
 hierarchies are exercised by tests/test_worker.py."""
+
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def test_v2_limits_written_in_the_kernels_units(v2, tmp_path):
     assert _get(d / "cpu.max") == "200000 100000"
     assert g.dirs == {"": str(d)}
     # the slice's controllers were enabled from the root down
-    assert _get(tmp_path / "cgroup.subtree_control") == "+cpu"    # a file keeps the last write
+    assert _get(tmp_path / "cgroup.subtree_control") == "+cpu"  # a file keeps the last write
 
 
 def test_v2_without_a_controller_skips_its_limit(tmp_path):
@@ -67,7 +68,7 @@ def test_v2_kill_oom_and_remove(v2, tmp_path):
     assert v2.empty(g)
     g.kill()
     assert _get(d / "cgroup.kill") == "1"
-    for name in os.listdir(d):          # the kernel's files vanish with the directory
+    for name in os.listdir(d):  # the kernel's files vanish with the directory
         os.unlink(d / name)
     assert g.remove()
     assert not d.exists()
@@ -84,7 +85,7 @@ def test_v2_kill_without_cgroup_kill_signals_every_task(v2, tmp_path):
 @pytest.fixture
 def v1(tmp_path):
     mounts = {c: str(tmp_path / c) for c in ("memory", "pids", "cpu", "freezer")}
-    for ctrl, mount in mounts.items():
+    for _ctrl, mount in mounts.items():
         os.makedirs(mount)
     backend = cgroups.V1(mounts, "lavalite")
     assert backend.setup() == []
@@ -114,9 +115,10 @@ def test_v1_kept_group_reused_with_only_the_changed_limits_written(v1, tmp_path,
     _put(str(tmp_path / "pids" / "lavalite" / "shepherd-7.1" / "pids.max"), "kept")
     writes, real_write = [], cgroups._write
 
-    def spy(path, value, create=True):     # the real write, and which file it was
+    def spy(path, value, create=True):  # the real write, and which file it was
         writes.append(os.path.basename(path))
         real_write(path, value, create)
+
     monkeypatch.setattr(cgroups, "_write", spy)
     assert v1.reuse(g, Limits(memory=512 << 20, pids=32, cpus=None)) is g
     # raising the limit: memsw first, so it is never below the memory limit
@@ -137,7 +139,7 @@ def test_v1_group_with_tasks_or_memory_left_is_not_reusable(v1, tmp_path):
     assert not v1.empty(g)
     _put(str(mem / "cgroup.procs"), "")
     assert v1.empty(g)
-    _put(str(mem / "memory.usage_in_bytes"), str(64 << 20))     # e.g. files left in a tmpfs
+    _put(str(mem / "memory.usage_in_bytes"), str(64 << 20))  # e.g. files left in a tmpfs
     assert not v1.reusable(g)
     _put(str(mem / "memory.usage_in_bytes"), str(1 << 20))
     assert v1.reusable(g)
@@ -155,7 +157,7 @@ def test_v1_oom_from_oom_control_else_failcnt(v1, tmp_path):
     mem = tmp_path / "memory" / "lavalite" / "8.1"
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
     _put(str(mem / "memory.failcnt"), "12")
-    assert g.oom_count() == 0           # hit the limit, reclaimed, nobody killed
+    assert g.oom_count() == 0  # hit the limit, reclaimed, nobody killed
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
     assert g.oom_count() == 1
     _put(str(mem / "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n")  # old kernel
@@ -184,9 +186,12 @@ def test_choose_reads_the_mount_table(tmp_path):
     table.write_text(
         "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0\n"
         "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n"
-        "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n")
-    assert cgroups.mounts(str(table)) == ("/sys/fs/cgroup/unified", {
-        "cpu": "/sys/fs/cgroup/cpu,cpuacct", "memory": "/sys/fs/cgroup/memory"})
+        "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n"
+    )
+    assert cgroups.mounts(str(table)) == (
+        "/sys/fs/cgroup/unified",
+        {"cpu": "/sys/fs/cgroup/cpu,cpuacct", "memory": "/sys/fs/cgroup/memory"},
+    )
     assert cgroups.choose("off", "x", str(table)).name == "none"
     assert cgroups.choose("auto", "x", str(table), root=False).name == "none"
     with pytest.raises(cgroups.CgroupError, match="does not run as root"):
@@ -213,7 +218,8 @@ def test_adopted_group_found_under_the_slice_its_record_names(tmp_path):
 
     assert dirs({"cgroup": "shepherd-5.1"}) == legacy.dirs("shepherd-5.1")
     assert dirs({"cgroup": "shepherd-6.1"}) == ours.dirs("shepherd-6.1")
-    assert dirs({}) == legacy.dirs("9.1")      # a group named after its attempt, gone
+    assert dirs({}) == legacy.dirs("9.1")  # a group named after its attempt, gone
     assert dirs({"cgroup": "shepherd-7.1", "slice": "elsewhere"}) == {
-        c: os.path.join(m, "elsewhere", "shepherd-7.1") for c, m in mounts.items()}
+        c: os.path.join(m, "elsewhere", "shepherd-7.1") for c, m in mounts.items()
+    }
     assert server.adopted_group(cgroups.NoCgroups(), {"cgroup": None}, "9.1") is None

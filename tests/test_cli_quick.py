@@ -1,26 +1,68 @@
 """roles.cli.quick against argparse: whatever it parses, it parses as argparse does; whatever
 else it leaves to argparse (None); and the everyday forms of the user commands it parses."""
+
 import contextlib
 import io
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from roles.cli import QUICK, quick_args
 from roles.cli.parser import build_parser
 
 # Each command: lines Quick must parse itself, then lines it may leave to argparse.
 OWN = {
-    "submit": [["--", "true"], ["-o", "/dev/null", "--", "true"], ["true"], ["echo", "-n", "x"],
-               ["-q", "short", "-J", "a[1-10]%2", "-o", "o.%J", "-e", "e.%J", "-W", "1:30",
-                "--time", "60", "-n", "2", "--retries", "3", "-M", "2G", "--pids", "50",
-                "--each-line", "f", "--conf", "c", "--", "sh", "-c", "x -y"],
-               ["--time=5", "-n", "3", "-n", "4", "cmd", "--", "-h"], ["-J", "", "-"], [],
-               ["-o", "x", "--"], ["--", "-o", "x"]],
-    "jobs": [[], ["-a"], ["-a", "-u", "all", "-q", "q", "-l", "-A", "--json"], ["1", "2[3]"],
-             ["-l", "7"], ["--conf=/x", "-u", "bob", "42"]],
+    "submit": [
+        ["--", "true"],
+        ["-o", "/dev/null", "--", "true"],
+        ["true"],
+        ["echo", "-n", "x"],
+        [
+            "-q",
+            "short",
+            "-J",
+            "a[1-10]%2",
+            "-o",
+            "o.%J",
+            "-e",
+            "e.%J",
+            "-W",
+            "1:30",
+            "--time",
+            "60",
+            "-n",
+            "2",
+            "--retries",
+            "3",
+            "-M",
+            "2G",
+            "--pids",
+            "50",
+            "--each-line",
+            "f",
+            "--conf",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            "x -y",
+        ],
+        ["--time=5", "-n", "3", "-n", "4", "cmd", "--", "-h"],
+        ["-J", "", "-"],
+        [],
+        ["-o", "x", "--"],
+        ["--", "-o", "x"],
+    ],
+    "jobs": [
+        [],
+        ["-a"],
+        ["-a", "-u", "all", "-q", "q", "-l", "-A", "--json"],
+        ["1", "2[3]"],
+        ["-l", "7"],
+        ["--conf=/x", "-u", "bob", "42"],
+    ],
     "kill": [["1"], ["1", "2[5]", "3"], ["--conf", "c", "9"]],
     "queues": [[], ["--conf", "c"]],
     "hosts": [[]],
@@ -28,12 +70,35 @@ OWN = {
     "peek": [["5"], ["-f", "5[2]"], ["--conf", "c", "-f", "7"]],
 }
 OTHERS = {
-    "submit": [["-h"], ["--help"], ["-n", "x", "true"], ["-n"], ["-n", "-1", "true"],
-               ["-M", "0", "true"], ["--pids", "0", "true"], ["--ret", "2", "true"],
-               ["-ofile", "true"], ["-o=f", "true"], ["--json", "true"], ["-x", "true"],
-               ["--time", "x"], ["-J", "-x", "true"], ["-o", "-", "true"]],
-    "jobs": [["-al"], ["abc"], ["1", "-l"], ["1", "-l", "2"], ["--", "5"], ["-u"], ["-h"],
-             ["--json=1"], ["-1"], ["-"]],
+    "submit": [
+        ["-h"],
+        ["--help"],
+        ["-n", "x", "true"],
+        ["-n"],
+        ["-n", "-1", "true"],
+        ["-M", "0", "true"],
+        ["--pids", "0", "true"],
+        ["--ret", "2", "true"],
+        ["-ofile", "true"],
+        ["-o=f", "true"],
+        ["--json", "true"],
+        ["-x", "true"],
+        ["--time", "x"],
+        ["-J", "-x", "true"],
+        ["-o", "-", "true"],
+    ],
+    "jobs": [
+        ["-al"],
+        ["abc"],
+        ["1", "-l"],
+        ["1", "-l", "2"],
+        ["--", "5"],
+        ["-u"],
+        ["-h"],
+        ["--json=1"],
+        ["-1"],
+        ["-"],
+    ],
     "kill": [[], ["x"], ["-h"], ["1", "--conf", "c"]],
     "queues": [["x"], ["-h"], ["--conf"]],
     "hosts": [["x"], ["--con", "c"]],
@@ -69,6 +134,7 @@ def test_quick_parses_as_argparse_does(command):
 
 def test_unknown_kinds_of_argument_are_left_to_argparse():
     from roles.cli.quick import Quick
+
     for kwargs in ({"choices": ["a"]}, {"action": "append"}, {"nargs": 2}, {"action": "count"}):
         q = Quick()
         q.add_argument("-x", **kwargs)
@@ -81,13 +147,19 @@ def test_unknown_kinds_of_argument_are_left_to_argparse():
 
 def test_help_and_errors_are_argparse_s():
     """Left to argparse, the user sees exactly argparse's help and messages, exit 2."""
-    for argv, words in ((["jobs", "-h"], "usage: lavalite jobs"),
-                        (["jobs", "abc"], "argument JOBID: 'abc' is not a job id"),
-                        (["submit", "-n", "x", "true"], "argument -n: 'x' is not an integer"),
-                        (["submit", "--pids", "0", "true"],
-                         "the process limit must be an integer from 1 to"),
-                        (["kill"], "the following arguments are required: JOBID")):
-        res = subprocess.run([sys.executable, "lavalite.py"] + argv, cwd=ROOT,
-                             capture_output=True, text=True, env={"LAVALITE_CONF": "/nonexistent"})
+    for argv, words in (
+        (["jobs", "-h"], "usage: lavalite jobs"),
+        (["jobs", "abc"], "argument JOBID: 'abc' is not a job id"),
+        (["submit", "-n", "x", "true"], "argument -n: 'x' is not an integer"),
+        (["submit", "--pids", "0", "true"], "the process limit must be an integer from 1 to"),
+        (["kill"], "the following arguments are required: JOBID"),
+    ):
+        res = subprocess.run(
+            [sys.executable, "lavalite.py"] + argv,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={"LAVALITE_CONF": "/nonexistent"},
+        )
         assert res.returncode == (0 if "-h" in argv else 2), (argv, res.stderr)
         assert words in res.stdout + res.stderr, (argv, res.stdout + res.stderr)

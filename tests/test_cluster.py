@@ -1,10 +1,11 @@
 """The MVP test plan, sections B, C, D, F, G: a real single-host cluster, real processes."""
+
 import os
 import signal
 
 import pytest
-
 from conftest import wait_until
+
 from roles.cli.local import free_port
 
 
@@ -23,9 +24,22 @@ def test_ten_trivial_jobs_done(cluster):
 
 
 def test_bsub_bjobs_through_the_cli(cluster, tmp_path):
-    res = cluster.cli("submit", "-o", "out.%J", "-e", "err.%J", "-J", "greet", "--",
-                      "sh", "-c", "echo to-stdout $LSB_JOBID $LSB_JOBNAME $LSB_QUEUE; echo to-stderr >&2")
-    assert res.stdout.startswith("Job <") and "is submitted to default queue <serial>." in res.stdout
+    res = cluster.cli(
+        "submit",
+        "-o",
+        "out.%J",
+        "-e",
+        "err.%J",
+        "-J",
+        "greet",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout $LSB_JOBID $LSB_JOBNAME $LSB_QUEUE; echo to-stderr >&2",
+    )
+    assert (
+        res.stdout.startswith("Job <") and "is submitted to default queue <serial>." in res.stdout
+    )
     job_id = int(res.stdout.split("<")[1].split(">")[0])
     cluster.wait([job_id])
     with open(os.path.join(cluster.state, f"out.{job_id}")) as f:
@@ -33,17 +47,28 @@ def test_bsub_bjobs_through_the_cli(cluster, tmp_path):
     with open(os.path.join(cluster.state, f"err.{job_id}")) as f:
         assert f.read() == "to-stderr\n"
     listing = cluster.cli("jobs", "-a").stdout.splitlines()
-    assert listing[0].split() == ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST",
-                                  "JOB_NAME", "SUBMIT_TIME"]
+    assert listing[0].split() == [
+        "JOBID",
+        "USER",
+        "STAT",
+        "QUEUE",
+        "FROM_HOST",
+        "EXEC_HOST",
+        "JOB_NAME",
+        "SUBMIT_TIME",
+    ]
     row = [line for line in listing if line.startswith(str(job_id))][0].split()
     assert row[2:4] == ["DONE", "serial"] and row[5] == "testhost" and row[6] == "greet"
     long = cluster.cli("jobs", "-l", str(job_id)).stdout
-    assert "Done successfully." in long and f"Job <{job_id}>" in long and "Started 1 Task(s)" in long
+    assert (
+        "Done successfully." in long and f"Job <{job_id}>" in long and "Started 1 Task(s)" in long
+    )
 
 
 def test_default_output_goes_to_cwd_and_env_is_the_submitters(cluster):
-    job_id = cluster.submit(["sh", "-c", "echo $MY_VAR; pwd"],
-                            env={"PATH": os.environ["PATH"], "MY_VAR": "carried"})
+    job_id = cluster.submit(
+        ["sh", "-c", "echo $MY_VAR; pwd"], env={"PATH": os.environ["PATH"], "MY_VAR": "carried"}
+    )
     cluster.wait([job_id])
     with open(os.path.join(cluster.state, f"lavalite-{job_id}.out")) as f:
         assert f.read().split() == ["carried", cluster.state]
@@ -54,7 +79,7 @@ def test_per_user_cap_never_exceeded(make_cluster):
     ids = [c.submit(["sleep", "0.3"]) for _ in range(12)]
     c.wait(ids)
     running, peak = 0, 0
-    for job_id, _, old, new, *_ in c.events():
+    for _job_id, _, old, new, *_ in c.events():
         if new == "RUN":
             running += 1
         elif old == "RUN":
@@ -74,17 +99,25 @@ def test_pending_reason_names_the_user_cap(make_cluster):
     first = c.submit(["sleep", "30"])
     second = c.submit(["sleep", "30"])
     c.wait([first], states=("RUN",))
-    view = wait_until(lambda: _pending_for(c, second, "per-user job slot limit"), 30,
-                      "the second job to pend for the user's cap")
+    view = wait_until(
+        lambda: _pending_for(c, second, "per-user job slot limit"),
+        30,
+        "the second job to pend for the user's cap",
+    )
     assert view["state"] == "PEND"
     assert "PENDING REASONS" in c.cli("jobs", "-l", str(second)).stdout
     c.client.kill([first, second])
 
 
 def test_queue_priority_and_queue_cap(make_cluster):
-    c = make_cluster(slots=1, queues={"low": {"priority": "10"},
-                                      "high": {"priority": "50", "max_running_queue": "1"},
-                                      "serial": {}})
+    c = make_cluster(
+        slots=1,
+        queues={
+            "low": {"priority": "10"},
+            "high": {"priority": "50", "max_running_queue": "1"},
+            "serial": {},
+        },
+    )
     blocker = c.submit(["sleep", "1"], queue="low")
     c.wait([blocker], states=("RUN",))
     low = c.submit(["/bin/true"], queue="low")
@@ -135,8 +168,9 @@ def test_bkill_running_and_pending_twice_is_fine(make_cluster):
 def test_burst_of_1000_drains_each_job_done_once(make_cluster, tmp_path):
     c = make_cluster(slots=8)
     log = tmp_path / "runs.log"
-    ids = [c.submit(["sh", "-c", f"echo $LSB_JOBID >> {log}"], out="/dev/null")
-           for _ in range(1000)]
+    ids = [
+        c.submit(["sh", "-c", f"echo $LSB_JOBID >> {log}"], out="/dev/null") for _ in range(1000)
+    ]
     jobs = c.wait(ids, timeout=300)
     assert all(j["stat"] == "DONE" for j in jobs.values())
     runs = log.read_text().split()
@@ -148,14 +182,21 @@ def test_burst_of_1000_drains_each_job_done_once(make_cluster, tmp_path):
 def test_mbatchd_kill9_mid_burst_loses_and_duplicates_nothing(make_cluster, tmp_path):
     c = make_cluster(slots=4)
     log = tmp_path / "runs.log"
-    ids = [c.submit(["sh", "-c", f"sleep 0.05; echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"],
-                    out="/dev/null") for _ in range(300)]
-    wait_until(lambda: log.exists() and log.read_text().count("\n") >= 10, 60,
-               "the burst to be running")
+    ids = [
+        c.submit(
+            ["sh", "-c", f"sleep 0.05; echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"], out="/dev/null"
+        )
+        for _ in range(300)
+    ]
+    wait_until(
+        lambda: log.exists() and log.read_text().count("\n") >= 10, 60, "the burst to be running"
+    )
     c.kill9_restarted("mbatchd")
     c.client.close()
-    more = [c.submit(["sh", "-c", f"echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"],
-                     out="/dev/null") for _ in range(50)]
+    more = [
+        c.submit(["sh", "-c", f"echo $LSB_JOBID.$LAVALITE_ATTEMPT >> {log}"], out="/dev/null")
+        for _ in range(50)
+    ]
     jobs = c.wait(ids + more, timeout=300)
     assert all(j["stat"] == "DONE" for j in jobs.values())
     runs = log.read_text().split()
@@ -168,21 +209,25 @@ def test_restart_keeps_queued_jobs_and_adopts_running_ones(make_cluster):
     blocker = c.submit(["sleep", "2"])
     queued = [c.submit(["/bin/true"]) for _ in range(5)]
     c.wait([blocker], states=("RUN",))
-    c.stop(kill_jobs=False)          # the whole cluster goes down; the running job does not
+    c.stop(kill_jobs=False)  # the whole cluster goes down; the running job does not
     c.start()
     jobs = c.wait([blocker] + queued, timeout=60)
     assert all(j["stat"] == "DONE" for j in jobs.values()), jobs
 
 
-@pytest.mark.parametrize("cmd, code, says", [
-    (["/nonexistent/prog"], 127, "/nonexistent/prog: No such file or directory"),
-    (["no-such-command-here"], 127, "no-such-command-here: command not found"),
-    (["{tmp}/data"], 126, "{tmp}/data: Permission denied"),
-    (["/etc"], 126, "/etc: Permission denied")])
+@pytest.mark.parametrize(
+    "cmd, code, says",
+    [
+        (["/nonexistent/prog"], 127, "/nonexistent/prog: No such file or directory"),
+        (["no-such-command-here"], 127, "no-such-command-here: command not found"),
+        (["{tmp}/data"], 126, "{tmp}/data: Permission denied"),
+        (["/etc"], 126, "/etc: Permission denied"),
+    ],
+)
 def test_unrunnable_command_fails_with_reason(cluster, tmp_path, cmd, code, says):
     """As a shell says it: 127 for a command that is not there, 126 for one that cannot run,
     and why in the job's error file."""
-    (tmp_path / "data").write_text("not a program\n")     # mode 0644: no x bit, even for root
+    (tmp_path / "data").write_text("not a program\n")  # mode 0644: no x bit, even for root
     cmd, says = [c.format(tmp=tmp_path) for c in cmd], says.format(tmp=tmp_path)
     err = tmp_path / "err"
     job_id = cluster.submit(cmd, err=str(err), out=str(tmp_path / "out"))
@@ -209,7 +254,7 @@ def test_a_job_holds_only_its_three_standard_descriptors(cluster, tmp_path):
     """Nothing of the shepherd's (its link to sbatchd, other attempts' locks and outputs, the
     cgroup files it keeps open) reaches a job: only stdin, stdout and stderr."""
     out = tmp_path / "fds"
-    blockers = [cluster.submit(["sleep", "30"]) for _ in range(2)]   # other attempts' files
+    blockers = [cluster.submit(["sleep", "30"]) for _ in range(2)]  # other attempts' files
     cluster.wait_started(blockers)
     job = cluster.submit(["ls", "/proc/self/fd"], out=str(out))
     assert cluster.wait([job])[job]["stat"] == "DONE"

@@ -3,6 +3,7 @@
 retried; a submit whose first send reached an mbatchd that died before answering is sent again
 with the same request id and makes exactly one job, and one without a request id is not sent
 again."""
+
 import copy
 import os
 import signal
@@ -13,8 +14,8 @@ import uuid
 
 import orjson
 import pytest
-
 from conftest import Cluster, wait_until
+
 from lavalite import auth
 from lavalite.client import Client, ClientError
 
@@ -33,8 +34,12 @@ def _kill9_mbatchd(c):
     """SIGKILL mbatchd and return once its port refuses connections (LIM restarts it after
     restart_backoff)."""
     os.kill(c.pid("mbatchd"), signal.SIGKILL)
-    wait_until(lambda: _refused(c.conf.mbatchd.port), 30,
-               lambda: "mbatchd to stop answering after SIGKILL\n" + c.logs(), 0.02)
+    wait_until(
+        lambda: _refused(c.conf.mbatchd.port),
+        30,
+        lambda: "mbatchd to stop answering after SIGKILL\n" + c.logs(),
+        0.02,
+    )
 
 
 def test_a_command_waits_while_lim_restarts_mbatchd(make_cluster):
@@ -59,7 +64,7 @@ def test_unreachable_after_the_wait_exits_3(cluster):
 
 
 def test_a_bad_command_wait_variable_is_a_usage_error(tmp_path):
-    c = Cluster(tmp_path / "c")                    # configured, never started
+    c = Cluster(tmp_path / "c")  # configured, never started
     c.env["LAVALITE_COMMAND_WAIT"] = "soon"
     res = c.cli("jobs", check=False)
     assert res.returncode == 2 and "$LAVALITE_COMMAND_WAIT: expected a duration" in res.stderr
@@ -84,7 +89,7 @@ class DyingMaster:
             try:
                 server = socket.create_connection(("127.0.0.1", self.cluster.conf.mbatchd.port))
             except OSError:
-                client.close()                     # mbatchd down: refused, as it would be
+                client.close()  # mbatchd down: refused, as it would be
                 continue
             if first:
                 first = False
@@ -96,9 +101,9 @@ class DyingMaster:
     def _die_after_answering(self, client, server):
         (challenge,) = _frames(server, 1)
         client.sendall(struct.pack(">I", len(challenge)) + challenge)
-        server.sendall(client.recv(1 << 20))       # hello + submit, sent together
-        frames = _frames(server, 2)                # the greeting, then the submit's answer
-        self.answered = orjson.loads(frames[1][:-auth.TAG])    # its MAC trailer off
+        server.sendall(client.recv(1 << 20))  # hello + submit, sent together
+        frames = _frames(server, 2)  # the greeting, then the submit's answer
+        self.answered = orjson.loads(frames[1][: -auth.TAG])  # its MAC trailer off
         os.kill(self.cluster.pid("mbatchd"), signal.SIGKILL)
         server.close()
         client.close()
@@ -112,8 +117,8 @@ def _frames(sock, n):
             assert chunk, "mbatchd closed the connection"
             buf += chunk
         size = struct.unpack(">I", buf[:4])[0]
-        out.append(buf[4:4 + size])
-        buf = buf[4 + size:]
+        out.append(buf[4 : 4 + size])
+        buf = buf[4 + size :]
     return out
 
 
@@ -140,8 +145,13 @@ def test_a_submit_retried_across_an_mbatchd_crash_makes_one_job(make_cluster, ca
     c = make_cluster(lim={"restart_backoff": "2"})
     relay, client = _relayed_client(c)
     with client:
-        job = client.submit(["true"], req=uuid.uuid4().hex, cwd=c.state, out="/dev/null",
-                            env={"PATH": os.environ["PATH"]})
+        job = client.submit(
+            ["true"],
+            req=uuid.uuid4().hex,
+            cwd=c.state,
+            out="/dev/null",
+            env={"PATH": os.environ["PATH"]},
+        )
     assert relay.answered["ok"] and relay.answered["job"] == job, relay.answered
     assert capsys.readouterr().err.count(WAITING) == 1
     assert [j["id"] for j in c.client.jobs([], all=True)] == [job], "one job, not two"

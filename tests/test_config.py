@@ -1,7 +1,8 @@
 """lavalite.config: real files in tmp_path; every error names FILE:LINE: [section] key."""
+
 import os
-import re
 import pathlib
+import re
 
 import pytest
 
@@ -41,14 +42,20 @@ def test_empty_file_gives_defaults(tmp_path):
     assert conf.logging.level == "info" and conf.logging.target == "stderr"
     assert list(conf.queues) == ["serial"]
     q = conf.queues["serial"]
-    assert (q.priority, q.max_attempts, q.retry_backoff_max, q.open, q.rerunnable) == \
-        (30, 1, 300.0, True, False)
+    assert (q.priority, q.max_attempts, q.retry_backoff_max, q.open, q.rerunnable) == (
+        30,
+        1,
+        300.0,
+        True,
+        False,
+    )
 
 
 def test_etc_samples_equal_render_and_load(tmp_path):
     for name in config.FILES:
-        assert (ETC / name).read_text() == config.render(name), \
+        assert (ETC / name).read_text() == config.render(name), (
             f"etc/{name} is stale: run python -m lavalite.config --write-samples etc"
+        )
     conf = config.load(str(ETC / "lavalite.conf"))
     assert conf.paths.lim_conf == str(ETC / "lim.conf")
     # the sample spells out every default: loading it equals loading an empty file
@@ -61,14 +68,17 @@ def test_etc_samples_equal_render_and_load(tmp_path):
 def test_render_documents_every_key_and_sets_only_given_ones():
     text = config.render("sbatchd.conf", {"sbatchd": {"slots": 3}})
     assert "\nslots = 3\n" in text and "\n# kill_grace = 10\n" in text
-    for f, sec, key, kind, default, doc in config.KEYS:
+    for f, _sec, key, _kind, default, doc in config.KEYS:
         text = config.render(f)
         if key:
             assert f"# {doc}\n# Type: " in text and f"\n# {key} = {default}".rstrip() in text
 
 
 def test_values_and_types(tmp_path):
-    write(tmp_path, "lavalite.conf", """
+    write(
+        tmp_path,
+        "lavalite.conf",
+        """
 # comment
 ; other comment
 [cluster]
@@ -83,11 +93,16 @@ spool_dir = {state_dir}/spool
 [mbatchd]
 clean_period = 10m
 default_queue = short
-""")
+""",
+    )
     write(tmp_path, "lim.conf", "[lim]\npoll_interval = 0.5\n[labels]\nnode1 = gpu, bigmem\n")
     write(tmp_path, "sbatchd.conf", "[sbatchd]\nslots = 4\nkill_grace = 1m\nwork_dir = ~/jobs\n")
-    write(tmp_path, "queues.conf", "[normal]\n[short]\npriority = 50\nmax_walltime = 1d\n"
-                                   "default_walltime = 2h\n[queue low]\npriority = 1\n")
+    write(
+        tmp_path,
+        "queues.conf",
+        "[normal]\n[short]\npriority = 50\nmax_walltime = 1d\n"
+        "default_walltime = 2h\n[queue low]\npriority = 1\n",
+    )
     conf = config.load(str(tmp_path / "lavalite.conf"))
     assert conf.cluster.name == "prod" and conf.cluster.master_candidates == ["m1", "m2", "m3"]
     assert conf.cluster.allow_root_jobs is True and conf.hosts == {"node1": "10.0.0.1"}
@@ -104,9 +119,17 @@ default_queue = short
     assert short.max_walltime == 86400.0 and short.default_walltime == 7200.0
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("90", 90.0), ("1.5", 1.5), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("90", 90.0),
+        ("1.5", 1.5),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+    ],
+)
 def test_durations(text, expected):
     assert config._convert("dur>=0", text) == expected
 
@@ -118,7 +141,10 @@ def test_bad_durations(text):
 
 
 def test_every_type_error_names_file_line_section_key(tmp_path):
-    main = write(tmp_path, "lavalite.conf", """[cluster]
+    main = write(
+        tmp_path,
+        "lavalite.conf",
+        """[cluster]
 allow_root_jobs = maybe
 [mbatchd]
 port = 70000
@@ -126,12 +152,17 @@ clean_period = soon
 metrics_port = x
 [logging]
 level = loud
-""")
+""",
+    )
     lim = write(tmp_path, "lim.conf", "[lim]\npoll_interval = 0\nheartbeat_misses = 0\n")
     sb = write(tmp_path, "sbatchd.conf", "[sbatchd]\nslots = 0\ncgroups = maybe\n")
-    qs = write(tmp_path, "queues.conf", "[serial]\nmax_attempts = 0\nopen = perhaps\n"
-                                        "default_walltime = 2h\nmax_walltime = 1h\n"
-                                        "max_memory = lots\n")
+    qs = write(
+        tmp_path,
+        "queues.conf",
+        "[serial]\nmax_attempts = 0\nopen = perhaps\n"
+        "default_walltime = 2h\nmax_walltime = 1h\n"
+        "max_memory = lots\n",
+    )
     assert errors_of(main) == [
         f"{main}:2: [cluster] allow_root_jobs: expected yes/no/true/false/on/off/1/0, got 'maybe'",
         f"{main}:4: [mbatchd] port: '70000' out of range: expected TCP port 1-65535",
@@ -153,7 +184,10 @@ level = loud
 
 
 def test_unknown_key_hint_duplicate_malformed_unknown_section(tmp_path):
-    main = write(tmp_path, "lavalite.conf", """stray = 1
+    main = write(
+        tmp_path,
+        "lavalite.conf",
+        """stray = 1
 [mbatchd]
 prot = 1
 port = 2
@@ -168,7 +202,8 @@ x = 1
 Name = x
 zzzz = 1
 [cluster]
-""")
+""",
+    )
     assert errors_of(main) == [
         f"{main}:1: key 'stray' is outside any [section]",
         f"{main}:5: [mbatchd] port: duplicate key (first at line 4)",
@@ -197,8 +232,10 @@ def test_queue_errors(tmp_path):
 
 def test_default_queue_must_exist(tmp_path):
     main = write(tmp_path, "lavalite.conf", "[mbatchd]\n\ndefault_queue = normal\n")
-    assert errors_of(main) == [f"{main}:3: [mbatchd] default_queue: queue 'normal' is not defined "
-                               f"in {tmp_path / 'queues.conf'}"]
+    assert errors_of(main) == [
+        f"{main}:3: [mbatchd] default_queue: queue 'normal' is not defined "
+        f"in {tmp_path / 'queues.conf'}"
+    ]
     write(tmp_path, "queues.conf", "[normal]\n")
     assert list(config.load(main).queues) == ["normal"]
 
@@ -212,14 +249,17 @@ def test_empty_queues_conf_defines_no_queue(tmp_path):
 def test_hosts_and_labels_entries(tmp_path):
     main = write(tmp_path, "lavalite.conf", "[hosts]\nnode1 =\nnode 2 = x\n")
     lim = write(tmp_path, "lim.conf", "[labels]\nn1 =\n")
-    assert errors_of(main) == [f"{main}:2: [hosts] node1: empty value",
-                               f"{main}:3: [hosts] node 2: host name with spaces",
-                               f"{lim}:2: [labels] n1: empty value"]
+    assert errors_of(main) == [
+        f"{main}:2: [hosts] node1: empty value",
+        f"{main}:3: [hosts] node 2: host name with spaces",
+        f"{lim}:2: [labels] n1: empty value",
+    ]
 
 
 def test_explicit_companion_paths(tmp_path):
-    main = write(tmp_path, "lavalite.conf",
-                 "[paths]\nlim_conf = conf/lim.conf\nqueues_conf = queues.conf\n")
+    main = write(
+        tmp_path, "lavalite.conf", "[paths]\nlim_conf = conf/lim.conf\nqueues_conf = queues.conf\n"
+    )
     # the default place may be missing, an explicit other place may not
     missing = tmp_path / "conf" / "lim.conf"
     assert errors_of(main) == [f"{main}:2: [paths] lim_conf: {missing} does not exist"]
@@ -272,14 +312,19 @@ def test_defaults_and_write_state_conf_round_trip(tmp_path):
     assert config.load(path) == d
 
     other = tmp_path / "other"
-    path = config.write_state_conf(str(other), {
-        "lavalite.conf": {"mbatchd": {"port": 7000, "default_queue": "short"},
-                          "cluster": {"master_candidates": ["a", "b"], "allow_root_jobs": True},
-                          "hosts": {"a": "127.0.0.1"}},
-        "sbatchd.conf": {"sbatchd": {"kill_grace": 3, "slots": 2}},
-        "lim.conf": {"labels": {"a": "gpu"}, "lim": {"poll_interval": 0.25}},
-        "queues.conf": {"short": {"priority": 40, "max_walltime": 600.0}, "serial": {}},
-    })
+    path = config.write_state_conf(
+        str(other),
+        {
+            "lavalite.conf": {
+                "mbatchd": {"port": 7000, "default_queue": "short"},
+                "cluster": {"master_candidates": ["a", "b"], "allow_root_jobs": True},
+                "hosts": {"a": "127.0.0.1"},
+            },
+            "sbatchd.conf": {"sbatchd": {"kill_grace": 3, "slots": 2}},
+            "lim.conf": {"labels": {"a": "gpu"}, "lim": {"poll_interval": 0.25}},
+            "queues.conf": {"short": {"priority": 40, "max_walltime": 600.0}, "serial": {}},
+        },
+    )
     conf = config.load(path)
     assert conf.mbatchd.port == 7000 and conf.cluster.master_candidates == ["a", "b"]
     assert conf.cluster.allow_root_jobs is True and conf.hosts == {"a": "127.0.0.1"}
@@ -303,22 +348,30 @@ def test_render_rejects_unknown_keys():
 
 def test_queue_conf_is_plain_data(tmp_path):
     import json
+
     conf = config.load(write(tmp_path, "lavalite.conf", ""))
     assert json.loads(json.dumps(vars(conf.queues["serial"])))["name"] == "serial"
 
 
 def test_queue_default_above_its_maximum_and_a_slice_leaving_the_hierarchy(tmp_path):
-    write(tmp_path, "queues.conf", "[serial]\ndefault_memory = 2G\nmax_memory = 1G\n"
-                                   "default_pids = 50\nmax_pids = 10\n")
+    write(
+        tmp_path,
+        "queues.conf",
+        "[serial]\ndefault_memory = 2G\nmax_memory = 1G\ndefault_pids = 50\nmax_pids = 10\n",
+    )
     write(tmp_path, "sbatchd.conf", "[sbatchd]\ncgroup_slice = ../escape\n")
     with pytest.raises(config.ConfigError) as info:
         config.load(write(tmp_path, "lavalite.conf", ""))
     text = str(info.value)
-    assert f"queues.conf:2: [serial] default_memory: default_memory ({2 << 30} bytes) exceeds " \
-           f"max_memory ({1 << 30} bytes)" in text
+    assert (
+        f"queues.conf:2: [serial] default_memory: default_memory ({2 << 30} bytes) exceeds "
+        f"max_memory ({1 << 30} bytes)" in text
+    )
     assert "queues.conf:4: [serial] default_pids: default_pids (50) exceeds max_pids (10)" in text
-    assert "sbatchd.conf:2: [sbatchd] cgroup_slice: expected a relative path without '.' or " \
-           "'..' parts, got '../escape'" in text
+    assert (
+        "sbatchd.conf:2: [sbatchd] cgroup_slice: expected a relative path without '.' or "
+        "'..' parts, got '../escape'" in text
+    )
 
 
 def test_cgroup_slice_derived_per_cluster_unless_given(tmp_path):
@@ -328,10 +381,15 @@ def test_cgroup_slice_derived_per_cluster_unless_given(tmp_path):
     assert a.sbatchd.cgroup_slice != b.sbatchd.cgroup_slice
     assert re.fullmatch(r"lavalite-lavalite-[0-9a-f]{8}", a.sbatchd.cgroup_slice)
     assert config.cluster_slice("prod/x y", "/s").startswith("lavalite-prod_x_y-")
-    path = config.write_state_conf(str(tmp_path / "c"), {
-        "lavalite.conf": {"cluster": {"name": "hpc"}},
-        "sbatchd.conf": {"sbatchd": {"cgroup_slice": "site/jobs"}}})
+    path = config.write_state_conf(
+        str(tmp_path / "c"),
+        {
+            "lavalite.conf": {"cluster": {"name": "hpc"}},
+            "sbatchd.conf": {"sbatchd": {"cgroup_slice": "site/jobs"}},
+        },
+    )
     assert config.load(path).sbatchd.cgroup_slice == "site/jobs"
-    path = config.write_state_conf(str(tmp_path / "d"), {
-        "lavalite.conf": {"cluster": {"name": "hpc"}}})
+    path = config.write_state_conf(
+        str(tmp_path / "d"), {"lavalite.conf": {"cluster": {"name": "hpc"}}}
+    )
     assert config.load(path).sbatchd.cgroup_slice.startswith("lavalite-hpc-")

@@ -1,5 +1,6 @@
 """mbatchd's core driven directly, the HyperQueue way: events in, one recorded TurnOutput
 (store rows, outbox, bwait answers) out, no sockets. The store is real (a file in tmp_path)."""
+
 import pytest
 
 from lavalite import config
@@ -36,8 +37,9 @@ def dispatched(core, store, slots=1, **spec):
 
 
 def submit(core, store, cmd=("true",), **spec):
-    return core.submit(USER, {"spec": {"cmd": list(cmd), "env": {"A": "1"}, **spec}}, 100.0,
-                       store.env_id)["job"]
+    return core.submit(
+        USER, {"spec": {"cmd": list(cmd), "env": {"A": "1"}, **spec}}, 100.0, store.env_id
+    )["job"]
 
 
 def test_dispatch_batched_per_host_and_env_shared(world):
@@ -104,10 +106,14 @@ def test_reload_from_store_restores_queues_and_counters(world, tmp_path):
 
 def test_submit_validation(world):
     conf, store, core = world
-    for spec, text in [({"cmd": []}, "cmd"), ({"cmd": ["x"], "queue": "nope"}, "does not exist"),
-                       ({"cmd": ["x"], "slots": 0}, "slots"), ({"cmd": ["x"], "retries": 99}, "retries"),
-                       ({"cmd": ["x"], "walltime": "soon"}, "number"),
-                       ({"cmd": ["x"], "env": {"A": 1}}, "env")]:
+    for spec, text in [
+        ({"cmd": []}, "cmd"),
+        ({"cmd": ["x"], "queue": "nope"}, "does not exist"),
+        ({"cmd": ["x"], "slots": 0}, "slots"),
+        ({"cmd": ["x"], "retries": 99}, "retries"),
+        ({"cmd": ["x"], "walltime": "soon"}, "number"),
+        ({"cmd": ["x"], "env": {"A": 1}}, "env"),
+    ]:
         with pytest.raises(ProtocolError, match=text):
             core.submit(USER, {"spec": spec}, 100.0, store.env_id)
     assert core.jobs == {} and core.out.events == []
@@ -135,10 +141,11 @@ def test_a_kill_crossing_a_jobs_own_end_leaves_that_end(world):
     core.schedule(100.0)
     commit(store, core)
     core.kill(USER, {"jobs": [ok, bad, hit]}, 101.0)
-    reports = [{"rid": 1, "kind": "exit", "job": ok, "attempt": 1, "exit_code": 0},
-               {"rid": 2, "kind": "exit", "job": bad, "attempt": 1, "exit_code": 2},
-               {"rid": 3, "kind": "exit", "job": hit, "attempt": 1, "exit_signal": 15,
-                "reason": "killed"}]
+    reports = [
+        {"rid": 1, "kind": "exit", "job": ok, "attempt": 1, "exit_code": 0},
+        {"rid": 2, "kind": "exit", "job": bad, "attempt": 1, "exit_code": 2},
+        {"rid": 3, "kind": "exit", "job": hit, "attempt": 1, "exit_signal": 15, "reason": "killed"},
+    ]
     assert core.reports("h1", reports, 102.0) == [1, 2, 3]
     assert [core.jobs[j].stat for j in (ok, bad, hit)] == ["DONE", "FAILED(exit)", "KILLED"]
     assert core.jobs[bad].attempt == 1 and core.hosts["h1"].used == 0
@@ -146,14 +153,20 @@ def test_a_kill_crossing_a_jobs_own_end_leaves_that_end(world):
 
 def _memory(core):
     """What mbatchd's memory says, in terms a store reload must reproduce."""
-    return {"jobs": {i: j.state for i, j in core.jobs.items()}, "arrays": sorted(core.arrays),
-            "by_req": dict(core.by_req), "users": set(core.users),
-            "npend": {q: n for q, n in core.npend.items() if n},
-            "envs": {i: e[2] for i, e in core.envs.items()},
-            "used": {h.name: h.used for h in core.hosts.values()},
-            "running": {q: (v.running, dict(v.running_user)) for q, v in core.queues.items()},
-            "fifos": {q: {u: [e[1].id for e in f] for u, f in v.pending.items()}
-                      for q, v in core.queues.items()}}
+    return {
+        "jobs": {i: j.state for i, j in core.jobs.items()},
+        "arrays": sorted(core.arrays),
+        "by_req": dict(core.by_req),
+        "users": set(core.users),
+        "npend": {q: n for q, n in core.npend.items() if n},
+        "envs": {i: e[2] for i, e in core.envs.items()},
+        "used": {h.name: h.used for h in core.hosts.values()},
+        "running": {q: (v.running, dict(v.running_user)) for q, v in core.queues.items()},
+        "fifos": {
+            q: {u: [e[1].id for e in f] for u, f in v.pending.items()}
+            for q, v in core.queues.items()
+        },
+    }
 
 
 def test_a_failed_commit_forgets_the_turns_new_jobs_and_keeps_the_rest(world):
@@ -165,14 +178,16 @@ def test_a_failed_commit_forgets_the_turns_new_jobs_and_keeps_the_rest(world):
     core.schedule(100.0)
     commit(store, core)
     bob = {**USER, "user": "bob", "uid": 1001}
-    new = core.submit(USER, {"req": "r1", "spec": {"cmd": ["a"], "env": {"B": "2"}}}, 101.0,
-                      store.env_id)["job"]
+    new = core.submit(
+        USER, {"req": "r1", "spec": {"cmd": ["a"], "env": {"B": "2"}}}, 101.0, store.env_id
+    )["job"]
     core.submit(bob, {"spec": {"cmd": ["b"], "name": "arr[1-3]"}}, 101.0, store.env_id)
     killed = submit(core, store)
     core.kill(USER, {"jobs": [killed]}, 101.0)
     assert core.wait(USER, {"cond": "ended", "job": new}, "token", store.job) is None
-    core.reports("h1", [{"rid": 1, "job": first, "attempt": 1, "kind": "exit",
-                         "exit_code": 0}], 101.0)
+    core.reports(
+        "h1", [{"rid": 1, "job": first, "attempt": 1, "kind": "exit", "exit_code": 0}], 101.0
+    )
     assert core.schedule(101.0) == 2
     error = ProtocolError("unavailable", "disk full")
     assert core.refuse_created(error) == 3

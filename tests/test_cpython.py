@@ -1,6 +1,7 @@
 """The private CPython detail lavalite.cpython reads is still there and still means what the
 code assumes: when an interpreter changes it, this fails (the code itself would silently fall
 back to the slower public path)."""
+
 import os
 
 from lavalite import client, cpython

@@ -4,6 +4,7 @@ commands; a look-alike directory someone else could write is refused, its code n
 
 Real users (test_users' accounts) run dist/lavalite on the system python3; the per-host
 directory is a fresh one per test ($LAVALITE_CACHE_DIR), never the machine's own."""
+
 import json
 import os
 import shutil
@@ -12,7 +13,6 @@ import tempfile
 import zipfile
 
 import pytest
-
 from test_users import SYS_PYTHON, USERS, _job_id, _users_cluster, accounts, readable  # noqa: F401
 
 
@@ -60,22 +60,34 @@ def _leaf(zipapp):
 
 def run_file(c, zipapp, cache, *args, pw=None, home=None):
     """dist/lavalite ARGS as user `pw` (root if None), with HOME `home` (theirs if None)."""
-    env = {"PATH": "/usr/bin:/bin", "LAVALITE_CONF": c.conf_path, "LAVALITE_HOST": "testhost",
-           "LAVALITE_CACHE_DIR": cache}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LAVALITE_CONF": c.conf_path,
+        "LAVALITE_HOST": "testhost",
+        "LAVALITE_CACHE_DIR": cache,
+    }
     kw = {}
     if pw is not None:
         env["HOME"] = home or pw.pw_dir
         kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
-    return subprocess.run([SYS_PYTHON, zipapp, *args], env=env, cwd="/tmp", capture_output=True,
-                          text=True, timeout=120, **kw)
+    return subprocess.run(
+        [SYS_PYTHON, zipapp, *args],
+        env=env,
+        cwd="/tmp",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_a_user_without_a_home_runs_submit_and_jobs(users_cluster, zipapp, user, shared_tmp):
     """No per-host copy, no home: the user's private directory, 0700 and theirs; nothing in
     any home, no traceback."""
     c, cache = users_cluster, os.path.join(shared_tmp, "not-prepared")
-    sub = run_file(c, zipapp, cache, "submit", "-o", "/dev/null", "--", "true", pw=user,
-                   home="/nonexistent")
+    sub = run_file(
+        c, zipapp, cache, "submit", "-o", "/dev/null", "--", "true", pw=user, home="/nonexistent"
+    )
     job = _job_id(sub)
     assert "Traceback" not in sub.stderr, sub.stderr
     res = run_file(c, zipapp, cache, "jobs", "-a", str(job), pw=user, home="/nonexistent")
@@ -88,7 +100,7 @@ def test_a_user_without_a_home_runs_submit_and_jobs(users_cluster, zipapp, user,
 
 def test_root_prepares_the_host_copy_that_users_share(users_cluster, zipapp, user, shared_tmp):
     c, cache = users_cluster, os.path.join(shared_tmp, "cache")
-    assert run_file(c, zipapp, cache, "jobs").returncode == 0       # root: the daemons, install
+    assert run_file(c, zipapp, cache, "jobs").returncode == 0  # root: the daemons, install
     st = os.lstat(cache)
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o755
     res = run_file(c, zipapp, cache, "jobs", pw=user, home="/nonexistent")
@@ -108,10 +120,12 @@ def _plant(root, zipapp):
             f.write(text)
 
 
-@pytest.mark.parametrize("look_alike", ["host dir mode 0777", "host dir owned by a user",
-                                        "private dir made by root"])
-def test_a_look_alike_directory_is_refused(users_cluster, zipapp, user, accounts, shared_tmp,
-                                           look_alike):
+@pytest.mark.parametrize(
+    "look_alike", ["host dir mode 0777", "host dir owned by a user", "private dir made by root"]
+)
+def test_a_look_alike_directory_is_refused(
+    users_cluster, zipapp, user, accounts, shared_tmp, look_alike
+):
     c = users_cluster
     cache = os.path.join(shared_tmp, "cache")
     planted = _private(user) if look_alike == "private dir made by root" else cache
@@ -124,17 +138,23 @@ def test_a_look_alike_directory_is_refused(users_cluster, zipapp, user, accounts
     res = run_file(c, zipapp, cache, "jobs", pw=user)
     assert res.returncode == 0 and "PLANTED" not in res.stdout, res.stdout + res.stderr
     assert f"lavalite: not using {planted}: " in res.stderr, res.stderr
-    fallback = (os.path.join(user.pw_dir, ".shiv") if planted == _private(user)
-                else _private(user))
+    fallback = os.path.join(user.pw_dir, ".shiv") if planted == _private(user) else _private(user)
     assert os.path.isdir(os.path.join(fallback, _leaf(zipapp), "site-packages"))
 
 
 def test_no_usable_directory_is_one_line_and_exit_2(users_cluster, zipapp, user, shared_tmp):
     """No per-host copy, the private directory someone else's, no home: nothing to run from."""
     os.mkdir(_private(user), 0o755)
-    res = run_file(users_cluster, zipapp, os.path.join(shared_tmp, "cache"), "jobs", pw=user,
-                   home="/nonexistent")
+    res = run_file(
+        users_cluster,
+        zipapp,
+        os.path.join(shared_tmp, "cache"),
+        "jobs",
+        pw=user,
+        home="/nonexistent",
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.splitlines()[-1].startswith(
-        "lavalite: no directory to extract the program to: "), res.stderr
+        "lavalite: no directory to extract the program to: "
+    ), res.stderr
     assert "/nonexistent: no home directory" in res.stderr

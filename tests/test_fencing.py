@@ -1,14 +1,15 @@
 """sbatchd refuses orders from a deposed master: a real sbatchd process, and this test in the
 place of mbatchd, speaking the protocol over loopback."""
+
 import os
 import pwd
 import socket
 import subprocess
 
 import pytest
-
 from conftest import LAUNCHER
 from rawpeer import RawPeer
+
 from lavalite import auth, config
 from lavalite import protocol as P
 from roles.cli.local import free_port
@@ -32,25 +33,56 @@ class FakeMaster(RawPeer):
             self.send(P.reply(msg["id"]))
 
     def dispatch(self, epoch, job, cwd):
-        self.send({"v": P.VERSION, "op": "dispatch", "id": None, "epoch": epoch, "envs": {},
-                   "jobs": [{"id": job, "attempt": 1, "cmd": ["touch", f"ran.{job}"],
-                             "user": pwd.getpwuid(os.getuid()).pw_name, "uid": os.getuid(),
-                             "cwd": cwd, "hosts": ["testhost"], "slots": 1, "out": "/dev/null"}]})
+        self.send(
+            {
+                "v": P.VERSION,
+                "op": "dispatch",
+                "id": None,
+                "epoch": epoch,
+                "envs": {},
+                "jobs": [
+                    {
+                        "id": job,
+                        "attempt": 1,
+                        "cmd": ["touch", f"ran.{job}"],
+                        "user": pwd.getpwuid(os.getuid()).pw_name,
+                        "uid": os.getuid(),
+                        "cwd": cwd,
+                        "hosts": ["testhost"],
+                        "slots": 1,
+                        "out": "/dev/null",
+                    }
+                ],
+            }
+        )
 
 
 @pytest.fixture
 def sbatchd(tmp_path):
     state = str(tmp_path)
     port = free_port()
-    conf_path = config.write_state_conf(state, {"lavalite.conf": {
-        "cluster": {"master_candidates": "testhost", "key_file": f"{state}/cluster.key",
-                    "allow_root_jobs": "yes"},
-        "hosts": {"testhost": "127.0.0.1"}, "mbatchd": {"port": str(port)}}})
+    conf_path = config.write_state_conf(
+        state,
+        {
+            "lavalite.conf": {
+                "cluster": {
+                    "master_candidates": "testhost",
+                    "key_file": f"{state}/cluster.key",
+                    "allow_root_jobs": "yes",
+                },
+                "hosts": {"testhost": "127.0.0.1"},
+                "mbatchd": {"port": str(port)},
+            }
+        },
+    )
     auth.create_key(f"{state}/cluster.key")
     listener = socket.create_server(("127.0.0.1", port))
     log = open(tmp_path / "sbatchd.log", "wb")
-    proc = subprocess.Popen(LAUNCHER + ["--role", "sbatchd", "--conf", conf_path,
-                                        "--host", "testhost"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        LAUNCHER + ["--role", "sbatchd", "--conf", conf_path, "--host", "testhost"],
+        stdout=log,
+        stderr=log,
+    )
     try:
         yield state, listener, auth.load_key(f"{state}/cluster.key")
     finally:
@@ -66,9 +98,9 @@ def test_sbatchd_refuses_an_older_epoch_and_remembers_the_newest(sbatchd):
     master.dispatch(5, 1, state)
     start = master.recv_op()
     assert start["op"] == "report" and start["reports"][0]["kind"] == "start"
-    master.dispatch(3, 2, state)                       # a deposed master's order
+    master.dispatch(3, 2, state)  # a deposed master's order
     refusal = master.recv_op()
-    while refusal is not None and refusal.get("op") == "report":   # job 1's exit report
+    while refusal is not None and refusal.get("op") == "report":  # job 1's exit report
         refusal = master.recv_op()
     assert refusal["error"]["code"] == P.STALE_EPOCH
     assert master.recv_op() is None, "sbatchd closes the connection of a deposed master"

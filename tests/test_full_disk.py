@@ -1,18 +1,19 @@
 """The store's filesystem full, for real: a small tmpfs mounted by the test (root only) holds
 the database (or the whole state directory, for `up`), and a file fills it."""
+
 import errno
 import os
 import pathlib
 import subprocess
 
 import pytest
-
 from conftest import Cluster, wait_until
+from rawpeer import RawPeer, key_of
+from test_metrics import scrape
+
 from lavalite.client import ClientError
 from lavalite.protocol import VERSION
-from rawpeer import RawPeer, key_of
 from roles.cli.local import free_port
-from test_metrics import scrape
 
 
 @pytest.fixture
@@ -22,8 +23,9 @@ def tmpfs(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if res.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
@@ -51,8 +53,13 @@ def log_text(c):
 
 def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make_cluster):
     metrics = free_port()
-    c = make_cluster(mbatchd={"database": str(tmpfs / "lavalite.db"), "disk_warn_free": "4M",
-                              "metrics_port": str(metrics)})
+    c = make_cluster(
+        mbatchd={
+            "database": str(tmpfs / "lavalite.db"),
+            "disk_warn_free": "4M",
+            "metrics_port": str(metrics),
+        }
+    )
     go = os.path.join(c.state, "go")
     running = c.submit(["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done"])
     c.wait_started([running])
@@ -67,17 +74,21 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
     wait_until(lambda: "low disk space on" in log_text(c), 60, "the low-space warning")
     assert scrape(metrics)[("lavalite_store_free_bytes", frozenset())] < 4 << 20
 
-    open(go, "w").close()              # the job ends while its end cannot be stored
-    wait_until(lambda: "submits and kills are refused" in log_text(c), 60,
-               "the turn that cannot store the end")
+    open(go, "w").close()  # the job ends while its end cannot be stored
+    wait_until(
+        lambda: "submits and kills are refused" in log_text(c),
+        60,
+        "the turn that cannot store the end",
+    )
     res = c.cli("kill", str(running), check=False)
     assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
     assert [e[3] for e in c.events(running)] == ["PEND", "RUN"], "not stored yet"
 
-    os.unlink(filler)                  # space returns: mbatchd resumes by itself
-    ends = wait_until(lambda: [e for e in c.events(running) if e[3] == "DONE"], 60,
-                      "the end recorded")
-    after = c.submit(["true"])         # accepted, placed and ended: how it ends is sbatchd's
+    os.unlink(filler)  # space returns: mbatchd resumes by itself
+    ends = wait_until(
+        lambda: [e for e in c.events(running) if e[3] == "DONE"], 60, "the end recorded"
+    )
+    after = c.submit(["true"])  # accepted, placed and ended: how it ends is sbatchd's
     c.wait([after])
     assert len(ends) == 1 and [e[3] for e in c.events(running)].count("DONE") == 1
     shown = c.client.jobs(users=["all"], all=True)
@@ -88,16 +99,23 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
 
 
 def test_up_on_a_full_disk_says_so_in_one_line(tmpfs):
-    c = Cluster(tmpfs / "state")       # writes its configuration, then the disk fills
+    c = Cluster(tmpfs / "state")  # writes its configuration, then the disk fills
     fill(tmpfs)
-    res = subprocess.run(c.program + ["up", "--state-dir", c.state], env=c.env,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        c.program + ["up", "--state-dir", c.state],
+        env=c.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
-    assert out.strip() == (f"lavalite up: cannot write {c.conf.cluster.key_file}: "
-                           "No space left on device"), out      # one line, no traceback
-    assert sorted(os.listdir(c.state)) == sorted(["lavalite.conf", "lim.conf", "sbatchd.conf",
-                                                  "queues.conf"]), "no empty pid or key file"
+    assert out.strip() == (
+        f"lavalite up: cannot write {c.conf.cluster.key_file}: No space left on device"
+    ), out  # one line, no traceback
+    assert sorted(os.listdir(c.state)) == sorted(
+        ["lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"]
+    ), "no empty pid or key file"
 
 
 def test_a_submit_the_store_cannot_take_is_refused_and_mbatchd_goes_on(cluster):
@@ -106,10 +124,13 @@ def test_a_submit_the_store_cannot_take_is_refused_and_mbatchd_goes_on(cluster):
     bad_request); mbatchd answers after it, and the job never appears."""
     res = cluster.cli("submit", "-n", "9223372036854775808", "--", "true", check=False)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res
-    assert res.stderr.strip().splitlines()[-1].endswith("argument -n: the job slots must be an "
-                                                        "integer from 1 to 65536"), res
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .endswith("argument -n: the job slots must be an integer from 1 to 65536")
+    ), res
     with pytest.raises(ClientError, match="slots"):
-        cluster.submit(["true"], slots=2 ** 63)
+        cluster.submit(["true"], slots=2**63)
     job = cluster.submit(["true"])
     assert cluster.wait([job])[job]["state"] == "DONE"
     assert [j["id"] for j in cluster.client.jobs(users=["all"], all=True)] == [job]
@@ -121,9 +142,9 @@ def test_a_turn_that_cannot_commit_restarts_mbatchd_from_the_store(cluster):
     before = cluster.pid("mbatchd")
     with RawPeer(cluster.conf.mbatchd.port) as p:
         p.sock.sendall(p.hello(key_of(cluster), "sbatchd", "ghost"))
-        p.send({"v": VERSION, "op": "register", "id": 1, "slots": 2 ** 63, "running": []})
+        p.send({"v": VERSION, "op": "register", "id": 1, "slots": 2**63, "running": []})
         wait_until(lambda: _restarted(cluster, before), 60, "mbatchd restarted")
-    cluster.client.close()             # its connection was to the mbatchd that exited
+    cluster.client.close()  # its connection was to the mbatchd that exited
     job = cluster.submit(["true"])
     assert cluster.wait([job])[job]["state"] == "DONE"
     assert "ghost" not in [h["name"] for h in cluster.client.call("hosts")["hosts"]]

@@ -1,10 +1,12 @@
 """lavalite.hmacsha (HMAC-SHA256 without OpenSSL) against the standard library's hmac."""
+
 import hmac
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
+
 from lavalite import auth, hmacsha
 
 
@@ -13,13 +15,16 @@ def test_same_digest_as_hmac_for_every_key_length():
     for key_len in (0, 1, 32, 63, 64, 65, 128, 300):
         for msg_len in (0, 1, 55, 56, 64, 1000):
             key, msg = os.urandom(key_len), os.urandom(msg_len)
-            assert hmacsha.hexdigest(key, msg) == hmac.new(key, msg, "sha256").hexdigest(), \
-                (key_len, msg_len)
+            assert hmacsha.hexdigest(key, msg) == hmac.new(key, msg, "sha256").hexdigest(), (
+                key_len,
+                msg_len,
+            )
 
 
 def test_rfc4231_case_2():
     assert hmacsha.hexdigest(b"Jefe", b"what do ya want for nothing?") == (
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
 
 
 def test_compare_digest():
@@ -38,7 +43,7 @@ def test_keyed_digest_as_hmac_would():
 
 
 def test_keyed_on_openssl_digests_the_same(monkeypatch):
-    monkeypatch.setattr(hmacsha, "sha256", hmacsha.sha256)     # put back after the test
+    monkeypatch.setattr(hmacsha, "sha256", hmacsha.sha256)  # put back after the test
     key, msg = os.urandom(32), os.urandom(5000)
     builtin = hmacsha.Keyed(key).digest(msg[:10], msg[10:])
     hmacsha.use_openssl()
@@ -63,8 +68,10 @@ def test_the_interpreter_still_has_its_builtin_sha256():
 
 
 def test_signing_loads_no_openssl():
-    code = ("import sys; from lavalite import auth; auth.hello(b'k' * 64, 'user', 'h', 'mbatchd', "
-            "'sn', uid=1, user='u'); print(sorted(m for m in ('_hashlib', 'hashlib', 'hmac', 'secrets', "
-            "'logging') if m in sys.modules))")
+    code = (
+        "import sys; from lavalite import auth; auth.hello(b'k' * 64, 'user', 'h', 'mbatchd', "
+        "'sn', uid=1, user='u'); print(sorted(m for m in ('_hashlib', 'hashlib', 'hmac', "
+        "'secrets', 'logging') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,11 +1,11 @@
 """How the shepherd takes a user's identity (roles/sbatchd/ids.py, shepherd._as_process): each
 way in a fresh root process, so the test process keeps its own ids."""
+
 import os
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 PER_THREAD = """
@@ -41,10 +41,11 @@ print({"inside": inside, "after": (os.geteuid(), os.getegid())})
 def _run(code):
     if os.geteuid() != 0:
         pytest.skip("switching to another user's ids needs root")
-    res = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr
-    return eval(res.stdout)            # a dict literal printed by our own snippet
+    return eval(res.stdout)  # a dict literal printed by our own snippet
 
 
 def test_per_thread_ids_change_the_thread_and_its_child_only():

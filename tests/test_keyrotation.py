@@ -1,4 +1,5 @@
 """`lavalite admin rotate-key`: a new cluster key without restarting anything."""
+
 import os
 import shutil
 
@@ -36,7 +37,7 @@ def test_rotate_key_with_an_overlap_window(cluster, tmp_path):
             raise AssertionError("the dropped key was still accepted")
         except ClientError as exc:
             assert exc.code == "auth" and "cluster key" in exc.message
-    assert cluster.wait([running])[running]["stat"] == "DONE"     # sbatchd's session survived
+    assert cluster.wait([running])[running]["stat"] == "DONE"  # sbatchd's session survived
     assert "re-read" in cluster.logs()
 
 

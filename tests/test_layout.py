@@ -1,4 +1,5 @@
 """The import rules the tests can hold the code to without running it."""
+
 import ast
 import pathlib
 
@@ -19,9 +20,13 @@ def _imported(path: pathlib.Path) -> set[str]:
 def test_only_the_launchers_import_the_entry_point():
     """lavalite.entry imports the roles; a role importing it back would make a circle."""
     launchers = {ROOT / "lavalite.py", ROOT / "lavalite" / "zipmain.py"}
-    sources = [p for top in ("lavalite", "roles", "scheduler", "store")
-               for p in (ROOT / top).rglob("*.py")]
+    sources = [
+        p for top in ("lavalite", "roles", "scheduler", "store") for p in (ROOT / top).rglob("*.py")
+    ]
     assert len(sources) > 20, "the source tree was not found"
-    importers = [str(p.relative_to(ROOT)) for p in sources
-                 if p not in launchers and "lavalite.entry" in _imported(p)]
+    importers = [
+        str(p.relative_to(ROOT))
+        for p in sources
+        if p not in launchers and "lavalite.entry" in _imported(p)
+    ]
     assert importers == []

@@ -1,12 +1,23 @@
 """Sizes as users write them (bsub -M, queues.conf): MB by default, as LSF."""
+
 import pytest
 
 from lavalite.limits import format_size, parse_size
 
 
-@pytest.mark.parametrize("text, value", [("512", 512 << 20), ("512M", 512 << 20),
-                                         ("2G", 2 << 30), ("2gb", 2 << 30), ("100K", 100 << 10),
-                                         ("1.5G", 3 << 29), ("1T", 1 << 40), ("0", 0)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("512", 512 << 20),
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("2gb", 2 << 30),
+        ("100K", 100 << 10),
+        ("1.5G", 3 << 29),
+        ("1T", 1 << 40),
+        ("0", 0),
+    ],
+)
 def test_parse_size(text, value):
     assert parse_size(text) == value
 
@@ -18,5 +29,10 @@ def test_bad_sizes_say_what_is_expected(text):
 
 
 def test_format_size_picks_the_largest_whole_unit():
-    assert [format_size(n) for n in (512 << 20, 2 << 30, 3 << 10, 1536, 0)] == \
-        ["512M", "2G", "3K", "1536B", "0"]
+    assert [format_size(n) for n in (512 << 20, 2 << 30, 3 << 10, 1536, 0)] == [
+        "512M",
+        "2G",
+        "3K",
+        "1536B",
+        "0",
+    ]

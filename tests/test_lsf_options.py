@@ -1,12 +1,14 @@
 """The commands under their LSF names: every LSF 10.1 option is implemented or refused by name,
 no word is misread as an option (glued values, abbreviations), a closed pipe ends a command
 quietly, and users see job ids as ID and ID[INDEX], never the number on the wire."""
+
 import json
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
+
 from roles.cli import ALIASES, main, quick_parser
 from roles.cli.lsf_options import OPTIONS
 
@@ -22,16 +24,20 @@ LSF_DOC = {
         "-data -datagrp -E -Ep -e -env -eo -eptl -ext -F -f -freq -G -g -gpu -hostfile -i -io "
         "-J -Jd -jobaff -jsdl -jsdl_strict -jsm -json -k -L -Lp -ln_mem -ln_slots -M -m -mig "
         "-n -network -nnodes -notify -o -oo -outdir -P -p -pack -ptl -Q -q -R -rcacct -rnc -S "
-        "-s -sla -smt -sp -stage -step_cgroup -T -t -U -u -v -W -We -w -wa -wt -yaml"),
+        "-s -sla -smt -sp -stage -step_cgroup -T -t -U -u -v -W -We -w -wa -wt -yaml",
+    ),
     "bjobs": (
         "-A -a -aff -aps -cname -d -data -env -fwd -gpu -hms -hostfile -json -l -noheader -p "
         "-p0 -p1 -p2 -p3 -pei -pi -plan -prio -psum -r -s -script -ss -sum -UF -W -WF -WL -WP "
         "-w -X -x -h -help -V",
-        "-app -G -g -J -Jd -Lp -m -N -o -P -q -rusage -sla -U -u"),
+        "-app -G -g -J -Jd -Lp -m -N -o -P -q -rusage -sla -U -u",
+    ),
     "bkill": ("-l -b -r -d -h -V", "-stat -app -g -sla -J -m -q -s -u -C"),
     "bqueues": ("-w -l -r -lr -json -alloc -noheader -h -V", "-o -m -u"),
-    "bhosts": ("-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w "
-               "-x -X -h -V", "-o -R"),
+    "bhosts": (
+        "-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w -x -X -h -V",
+        "-o -R",
+    ),
     "bpeek": ("-f -h -V", "-q -m -J"),
     "bwait": ("-h -V", "-w -t -r"),
 }
@@ -39,8 +45,11 @@ LSF_NAMES = sorted(LSF_DOC)
 
 
 def _unsupported(name):
-    return [(opt, takes_value) for opt, (takes_value, implemented) in OPTIONS[name].items()
-            if not implemented]
+    return [
+        (opt, takes_value)
+        for opt, (takes_value, implemented) in OPTIONS[name].items()
+        if not implemented
+    ]
 
 
 def test_the_table_holds_each_command_s_lsf_options_as_documented():
@@ -71,7 +80,8 @@ def _line(name, opt, takes_value):
 
 
 def test_every_unsupported_lsf_option_is_refused_by_name_and_submits_nothing(
-        cluster, monkeypatch, capsys):
+    cluster, monkeypatch, capsys
+):
     monkeypatch.setenv("LAVALITE_CONF", cluster.conf_path)
     walked = 0
     for name in LSF_NAMES:
@@ -100,19 +110,34 @@ def test_bsub_oo_is_refused_and_nothing_runs(cluster, tmp_path):
     assert cluster.client.jobs(all=True) == []
 
 
-MISREAD = [["bsub", "--ret", "2", "true"], ["bsub", "--each", "f", "true"], ["bjobs", "--js"],
-           ["lavalite", "submit", "--ret", "2", "true"], ["lavalite", "jobs", "--js"],
-           ["bsub", "-qserial", "true"], ["bsub", "-o=x", "true"], ["bjobs", "-al"],
-           ["bkill", "-1"], ["lavalite", "submit", "-oo", "out.txt", "true"],
-           ["lavalite", "submit", "-qserial", "true"]]
+MISREAD = [
+    ["bsub", "--ret", "2", "true"],
+    ["bsub", "--each", "f", "true"],
+    ["bjobs", "--js"],
+    ["lavalite", "submit", "--ret", "2", "true"],
+    ["lavalite", "jobs", "--js"],
+    ["bsub", "-qserial", "true"],
+    ["bsub", "-o=x", "true"],
+    ["bjobs", "-al"],
+    ["bkill", "-1"],
+    ["lavalite", "submit", "-oo", "out.txt", "true"],
+    ["lavalite", "submit", "-qserial", "true"],
+]
 
 
 def _run(cluster, tmp_path, argv, **kw):
     """argv[0] is the command's name: lavalite, or an LSF name."""
     program = cluster.program if argv[0] == "lavalite" else _lsf_command(tmp_path, argv[0])
     kw.setdefault("stdout", subprocess.PIPE)
-    return subprocess.run(program + argv[1:], env=cluster.env, cwd=cluster.state,
-                          stderr=subprocess.PIPE, text=True, timeout=60, **kw)
+    return subprocess.run(
+        program + argv[1:],
+        env=cluster.env,
+        cwd=cluster.state,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        **kw,
+    )
 
 
 def test_abbreviations_and_glued_values_are_refused(cluster, tmp_path):
@@ -135,10 +160,16 @@ def test_a_closed_pipe_ends_a_command_quietly(cluster, tmp_path):
     """No traceback, no "Exception ignored" at exit: the status a shell shows for coreutils
     killed by SIGPIPE."""
     cluster.wait([cluster.submit(["true"])])
-    for argv in (["bjobs", "-a"], ["bjobs", "-a", "-l"], ["bjobs", "-a", "--json"],
-                 ["bqueues"], ["bhosts"], ["lavalite", "jobs", "-a"]):
+    for argv in (
+        ["bjobs", "-a"],
+        ["bjobs", "-a", "-l"],
+        ["bjobs", "-a", "--json"],
+        ["bqueues"],
+        ["bhosts"],
+        ["lavalite", "jobs", "-a"],
+    ):
         read_end, write_end = os.pipe()
-        os.close(read_end)             # no reader at all: the first write fails (EPIPE)
+        os.close(read_end)  # no reader at all: the first write fails (EPIPE)
         try:
             res = _run(cluster, tmp_path, argv, stdout=write_end)
         finally:
@@ -154,11 +185,16 @@ def test_array_elements_show_as_id_and_index(make_cluster):
     c.wait_started([wire])
     long = c.cli("jobs", "-l", f"{array_id}[1]").stdout
     assert f"Job <{array_id}[1]>" in long and str(wire) not in long
-    for index in (1, 3):               # a running element; an index not handed out yet
-        view, = [json.loads(line) for line in
-                 c.cli("jobs", "--json", f"{array_id}[{index}]").stdout.splitlines()]
-        assert (view["id"], view["index"], view["label"]) == (array_id, index,
-                                                              f"{array_id}[{index}]")
+    for index in (1, 3):  # a running element; an index not handed out yet
+        (view,) = [
+            json.loads(line)
+            for line in c.cli("jobs", "--json", f"{array_id}[{index}]").stdout.splitlines()
+        ]
+        assert (view["id"], view["index"], view["label"]) == (
+            array_id,
+            index,
+            f"{array_id}[{index}]",
+        )
     killed = c.cli("kill", f"{array_id}[1]").stdout
     assert killed == f"Job <{array_id}[1]> is being terminated\n"
     c.wait([wire])

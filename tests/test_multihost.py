@@ -7,6 +7,7 @@ What is checked: failover of the master (kill -9 of LIM and mbatchd), a worker c
 restored (node loss policy, stale copies killed, no attempt run twice), the master cut off from
 the backup (fencing: never two mbatchd), a worker that joins late.
 """
+
 import json
 import os
 import signal
@@ -17,8 +18,8 @@ import uuid
 
 import apsw
 import pytest
-
 from conftest import LAUNCHER, ROOT, kill_jobs_in, wait_until
+
 from lavalite import config, daemon
 
 TAG = f"ll{os.getpid() % 100000}"
@@ -27,7 +28,7 @@ CONTROL = ("c1", "c2")
 WORKERS = ("w1", "w2", "w3", "w4")
 HOSTS = CONTROL + WORKERS
 ADDR = {h: f"{NET}.{i + 1}" for i, h in enumerate(HOSTS)}
-T_FAIL = 1.5                          # heartbeat_interval 0.5 x heartbeat_misses 3
+T_FAIL = 1.5  # heartbeat_interval 0.5 x heartbeat_misses 3
 
 
 def ns(host):
@@ -42,8 +43,9 @@ def _ip(*args, netns=None):
 def _remove_namespaces():
     for name in [ns(h) for h in HOSTS] + [ns("br")]:
         if os.path.exists(f"/run/netns/{name}"):
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                  text=True).stdout.split()
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True
+            ).stdout.split()
             for pid in pids:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -60,8 +62,9 @@ def network():
     except FileNotFoundError:
         pytest.skip("multi-host tests need iproute2 (`ip netns`); not installed here")
     if res.returncode != 0:
-        pytest.skip(f"multi-host tests need network namespaces: `ip netns add` failed: "
-                    f"{res.stderr.strip()}")
+        pytest.skip(
+            f"multi-host tests need network namespaces: `ip netns add` failed: {res.stderr.strip()}"
+        )
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     try:
         br = ns("br")
@@ -96,33 +99,55 @@ class MultiCluster:
 
     def __init__(self, base, cluster=None):
         self.base = str(base)
-        self.shared = os.path.join(self.base, "shared")     # the control hosts' NFS
+        self.shared = os.path.join(self.base, "shared")  # the control hosts' NFS
         self.joblog = os.path.join(self.base, "jobs.log")
         self.procs = {}
         for host in HOSTS:
             state = self.shared if host in CONTROL else os.path.join(self.base, host, "state")
             os.makedirs(os.path.join(self.base, host, "tmp"))
-            config.write_state_conf(os.path.join(self.base, host), {
-                "lavalite.conf": {
-                    "cluster": {"master_candidates": " ".join(CONTROL), "listen": "0.0.0.0",
-                                "key_file": os.path.join(self.shared, "cluster.key"),
-                                "allow_root_jobs": "yes",      # the tests run as root
-                                **(cluster(host) if cluster else {})},
-                    "hosts": ADDR,
-                    "paths": {"state_dir": state,
-                              "spool_dir": os.path.join(self.base, host, "spool"),
-                              "run_dir": os.path.join(self.base, host, "run"),
-                              "log_dir": os.path.join(self.base, host, "log")},
-                    "mbatchd": {"node_lost_grace": "4"}},
-                "lim.conf": {"lim": {"heartbeat_interval": "0.5", "heartbeat_misses": "3",
-                                     "poll_interval": "1", "poll_jitter": "0",
-                                     "restart_backoff": "0.5"}},
-                # TMPDIRs in the test's tree: stop() kills the shepherds' cleaners with the rest
-                "sbatchd.conf": {"sbatchd": {"slots": "2", "reconnect_max": "1",
-                                             "kill_grace": "1",
-                                             "tmp_dir": os.path.join(self.base, host, "tmp")}},
-                "queues.conf": {"serial": {}, "rerun": {"rerunnable": "yes"}}})
+            config.write_state_conf(
+                os.path.join(self.base, host),
+                {
+                    "lavalite.conf": {
+                        "cluster": {
+                            "master_candidates": " ".join(CONTROL),
+                            "listen": "0.0.0.0",
+                            "key_file": os.path.join(self.shared, "cluster.key"),
+                            "allow_root_jobs": "yes",  # the tests run as root
+                            **(cluster(host) if cluster else {}),
+                        },
+                        "hosts": ADDR,
+                        "paths": {
+                            "state_dir": state,
+                            "spool_dir": os.path.join(self.base, host, "spool"),
+                            "run_dir": os.path.join(self.base, host, "run"),
+                            "log_dir": os.path.join(self.base, host, "log"),
+                        },
+                        "mbatchd": {"node_lost_grace": "4"},
+                    },
+                    "lim.conf": {
+                        "lim": {
+                            "heartbeat_interval": "0.5",
+                            "heartbeat_misses": "3",
+                            "poll_interval": "1",
+                            "poll_jitter": "0",
+                            "restart_backoff": "0.5",
+                        }
+                    },
+                    # TMPDIRs in the test's tree: stop() kills the shepherds' cleaners with the rest
+                    "sbatchd.conf": {
+                        "sbatchd": {
+                            "slots": "2",
+                            "reconnect_max": "1",
+                            "kill_grace": "1",
+                            "tmp_dir": os.path.join(self.base, host, "tmp"),
+                        }
+                    },
+                    "queues.conf": {"serial": {}, "rerun": {"rerunnable": "yes"}},
+                },
+            )
         from lavalite import auth
+
         auth.create_key(os.path.join(self.shared, "cluster.key"))
 
     def conf(self, host):
@@ -134,9 +159,13 @@ class MultiCluster:
         for role in roles:
             log = open(os.path.join(self.base, host, "log", f"{role}.log"), "ab")
             self.procs[host, role] = subprocess.Popen(
-                ["ip", "netns", "exec", ns(host)] + LAUNCHER +
-                ["--role", role, "--conf", self.conf(host), "--host", host],
-                stdout=log, stderr=log, start_new_session=True)
+                ["ip", "netns", "exec", ns(host)]
+                + LAUNCHER
+                + ["--role", role, "--conf", self.conf(host), "--host", host],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
 
     def stop(self):
         for proc in self.procs.values():
@@ -148,9 +177,10 @@ class MultiCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         for host in HOSTS:
-            pids = subprocess.run(["ip", "netns", "pids", ns(host)], capture_output=True,
-                                  text=True).stdout.split()
-            for pid in pids:               # a leftover mbatchd or job
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns(host)], capture_output=True, text=True
+            ).stdout.split()
+            for pid in pids:  # a leftover mbatchd or job
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except OSError:
@@ -159,22 +189,47 @@ class MultiCluster:
 
     def call(self, op, via="w1", conf=None, **fields):
         """One request through the real client, run inside host `via`'s namespace."""
-        code = ("import json, sys; sys.path.insert(0, sys.argv[1]);"
-                "from lavalite.client import Client, ClientError\n"
-                "try:\n print(json.dumps(Client(conf_path=sys.argv[2], timeout=10)"
-                ".call(sys.argv[3], **json.loads(sys.argv[4]))))\n"
-                "except ClientError as e:\n print(json.dumps({'error': e.code}))")
-        res = subprocess.run(["ip", "netns", "exec", ns(via), sys.executable, "-c", code, ROOT,
-                              conf or self.conf(via), op, json.dumps(fields)],
-                             capture_output=True, text=True, timeout=60)
+        code = (
+            "import json, sys; sys.path.insert(0, sys.argv[1]);"
+            "from lavalite.client import Client, ClientError\n"
+            "try:\n print(json.dumps(Client(conf_path=sys.argv[2], timeout=10)"
+            ".call(sys.argv[3], **json.loads(sys.argv[4]))))\n"
+            "except ClientError as e:\n print(json.dumps({'error': e.code}))"
+        )
+        res = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns(via),
+                sys.executable,
+                "-c",
+                code,
+                ROOT,
+                conf or self.conf(via),
+                op,
+                json.dumps(fields),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)
 
     def submit(self, script, queue="serial"):
         cmd = f'echo "$LSB_JOBID $LAVALITE_ATTEMPT $LSB_HOSTS" >> {self.joblog}; {script}'
-        reply = self.call("submit", req=uuid.uuid4().hex, spec={
-            "cmd": [cmd], "queue": queue, "cwd": self.base, "out": "/dev/null",
-            "env": {"PATH": os.environ["PATH"]}})
+        reply = self.call(
+            "submit",
+            req=uuid.uuid4().hex,
+            spec={
+                "cmd": [cmd],
+                "queue": queue,
+                "cwd": self.base,
+                "out": "/dev/null",
+                "env": {"PATH": os.environ["PATH"]},
+            },
+        )
         assert "job" in reply, reply
         return reply["job"]
 
@@ -188,8 +243,12 @@ class MultiCluster:
     def wait_jobs(self, ids, states=("DONE", "FAILED", "KILLED"), timeout=90):
         def done():
             jobs = self.jobs(ids)
-            return jobs if len(jobs) == len(ids) and all(
-                j["state"] in states for j in jobs.values()) else None
+            return (
+                jobs
+                if len(jobs) == len(ids) and all(j["state"] in states for j in jobs.values())
+                else None
+            )
+
         return self.wait_until(f"jobs {ids} in {states}", done, timeout)
 
     def hosts_ok(self, names):
@@ -214,11 +273,13 @@ class MultiCluster:
 
     def events(self):
         """The store's events, read once every daemon is stopped (mbatchd holds the lock)."""
-        db = apsw.Connection(os.path.join(self.shared, "lavalite.db"),
-                             flags=apsw.SQLITE_OPEN_READONLY)
+        db = apsw.Connection(
+            os.path.join(self.shared, "lavalite.db"), flags=apsw.SQLITE_OPEN_READONLY
+        )
         try:
-            return db.execute("SELECT job_id, time, old, new, reason, host, attempt "
-                              "FROM job_events ORDER BY seq").fetchall()
+            return db.execute(
+                "SELECT job_id, time, old, new, reason, host, attempt FROM job_events ORDER BY seq"
+            ).fetchall()
         finally:
             db.close()
 
@@ -240,27 +301,27 @@ class MultiCluster:
 @pytest.fixture
 def mc(network, tmp_path):
     c = MultiCluster(tmp_path)
-    for host in HOSTS[:-1]:                # w4 joins late, in its own test
+    for host in HOSTS[:-1]:  # w4 joins late, in its own test
         c.start(host)
     try:
         c.wait_until("three workers ok", lambda: c.hosts_ok(("w1", "w2", "w3")))
         yield c
     finally:
         c.stop()
-        for host in HOSTS:                 # the bridge may still have a host unplugged
+        for host in HOSTS:  # the bridge may still have a host unplugged
             restore(host)
 
 
 def test_failover_to_the_backup_keeps_every_job(mc):
     assert mc.call("ping")["host"] == "c1"
-    running = [mc.submit("sleep 5") for _ in range(6)]         # fills the three workers
+    running = [mc.submit("sleep 5") for _ in range(6)]  # fills the three workers
     mc.wait_jobs(running, states=("RUN",))
     queued = [mc.submit("sleep 1") for _ in range(4)]
     lim, mbatchd = mc.master_pids("c1")
     lost = time.time()
     os.kill(mbatchd, signal.SIGKILL)
     os.kill(lim, signal.SIGKILL)
-    during = mc.call("jobs", jobs=running)     # the CLI waits out the election, no error
+    during = mc.call("jobs", jobs=running)  # the CLI waits out the election, no error
     assert [j["id"] for j in during["jobs"]] == running, during
     jobs = mc.wait_jobs(running + queued)
     assert mc.call("ping")["host"] == "c2"
@@ -276,8 +337,10 @@ def test_failover_to_the_backup_keeps_every_job(mc):
     assert "stepping down" in mc.log("c2", "lim") and "epoch 3" in mc.log("c1", "lim")
     mc.stop()
     first = min(t for _, t, _, new, *_ in mc.events() if new == "RUN" and t > lost)
-    print(f"\nfailover: {first - lost:.2f} s from the loss of the master to the first "
-          f"dispatch by the new one (T_fail {T_FAIL} s)")
+    print(
+        f"\nfailover: {first - lost:.2f} s from the loss of the master to the first "
+        f"dispatch by the new one (T_fail {T_FAIL} s)"
+    )
 
 
 def test_worker_cut_off_and_restored(mc):
@@ -294,7 +357,7 @@ def test_worker_cut_off_and_restored(mc):
     others = [i for i in ids if i not in on_w3]
     mc.wait_jobs(others)
     handled = mc.wait_jobs(on_w3)
-    for job_id, job in handled.items():
+    for _job_id, job in handled.items():
         if job["queue"] == "rerun":
             assert job["stat"] == "DONE" and job["attempt"] == 2 and job["exec_host"] != "w3"
         else:
@@ -302,28 +365,39 @@ def test_worker_cut_off_and_restored(mc):
     time.sleep(max(0.0, cut_at + 30 - time.time()))
     restore("w3")
     work = os.path.join(mc.base, "w3", "run", "jobs")
-    mc.wait_until("stale copies on w3 killed",              # their records gone: only the claim left
-                  lambda: os.listdir(work) == [daemon.CLAIM], timeout=30)
+    mc.wait_until(
+        "stale copies on w3 killed",  # their records gone: only the claim left
+        lambda: os.listdir(work) == [daemon.CLAIM],
+        timeout=30,
+    )
     mc.wait_until("w3 back", lambda: mc.hosts_ok(("w3",)), timeout=20)
     starts = mc.starts()
     assert all(len(hosts) == 1 for hosts in starts.values()), starts
-    after = mc.jobs(on_w3)               # the stale copies' ends changed nothing
+    after = mc.jobs(on_w3)  # the stale copies' ends changed nothing
     assert {i: after[i]["stat"] for i in on_w3} == {i: handled[i]["stat"] for i in on_w3}
 
 
 def test_master_cut_off_from_backup_is_fenced(mc):
     _ip("route", "add", "blackhole", ADDR["c2"], netns=ns("c1"))
     _ip("route", "add", "blackhole", ADDR["c1"], netns=ns("c2"))
-    mc.wait_until("c2 sees c1 lost and finds the lock held",
-                  lambda: "held by another LIM" in mc.log("c2", "lim"), timeout=20)
+    mc.wait_until(
+        "c2 sees c1 lost and finds the lock held",
+        lambda: "held by another LIM" in mc.log("c2", "lim"),
+        timeout=20,
+    )
     job = mc.submit("true")
     assert mc.wait_jobs([job])[job]["stat"] == "DONE"
     assert mc.call("ping")["host"] == "c1"
     assert "started mbatchd" not in mc.log("c2", "lim")
     # Even started by hand on the backup, a second mbatchd cannot open the store.
-    second = subprocess.run(["ip", "netns", "exec", ns("c2")] + LAUNCHER +
-                            ["--role", "mbatchd", "--conf", mc.conf("c2"), "--host", "c2",
-                             "--epoch", "1"], capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        ["ip", "netns", "exec", ns("c2")]
+        + LAUNCHER
+        + ["--role", "mbatchd", "--conf", mc.conf("c2"), "--host", "c2", "--epoch", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 2 and "cannot open store" in second.stderr, second.stderr
     _ip("route", "del", "blackhole", ADDR["c2"], netns=ns("c1"))
     _ip("route", "del", "blackhole", ADDR["c1"], netns=ns("c2"))

@@ -1,22 +1,23 @@
 """mbatchd's core on host loss, and the fencing epoch lock, driven directly (no sockets)."""
+
 import subprocess
 import sys
 
 import pytest
+from test_core import USER, commit
 
 from lavalite import config, fence
 from lavalite.config import QueueConf
 from roles.mbatchd.core import Core
 from store import Store
 
-from test_core import USER, commit
-
 
 @pytest.fixture
 def world(tmp_path):
     conf = config.defaults(str(tmp_path))
-    conf.queues["rerun"] = QueueConf(**{**vars(conf.queues["serial"]), "name": "rerun",
-                                        "rerunnable": True})
+    conf.queues["rerun"] = QueueConf(
+        **{**vars(conf.queues["serial"]), "name": "rerun", "rerunnable": True}
+    )
     conf.mbatchd.node_lost_grace = 5.0
     store = Store(str(tmp_path / "db"))
     core = Core(conf, store.load(0), now=100.0)
@@ -25,8 +26,10 @@ def world(tmp_path):
 
 def run_two(core, store):
     core.host_register("h1", {"slots": 2, "running": []}, 100.0)
-    ids = [core.submit(USER, {"spec": {"cmd": ["sleep", "9"], "queue": q}}, 100.0,
-                       store.env_id)["job"] for q in ("rerun", "serial")]
+    ids = [
+        core.submit(USER, {"spec": {"cmd": ["sleep", "9"], "queue": q}}, 100.0, store.env_id)["job"]
+        for q in ("rerun", "serial")
+    ]
     core.schedule(100.0)
     commit(store, core)
     return ids
@@ -36,7 +39,7 @@ def test_lost_host_requeues_rerunnable_and_fails_the_rest_after_the_grace(world)
     conf, store, core = world
     rerun, serial = run_two(core, store)
     core.host_gone("h1", 101.0)
-    core.tick(105.0)                                   # within the grace: nothing yet
+    core.tick(105.0)  # within the grace: nothing yet
     assert core.jobs[rerun].state == core.jobs[serial].state == "RUN"
     assert core.next_timer() == 106.0
     core.tick(106.0)
@@ -54,8 +57,9 @@ def test_lost_host_requeues_rerunnable_and_fails_the_rest_after_the_grace(world)
     assert {(m["job"], m["attempt"]) for m in kills} == {(rerun, 1), (serial, 1)}
     assert all(m["stale"] for m in kills)
     # Their late exit reports change nothing.
-    core.reports("h1", [{"rid": 1, "kind": "exit", "job": rerun, "attempt": 1,
-                         "exit_code": 0}], 109.0)
+    core.reports(
+        "h1", [{"rid": 1, "kind": "exit", "job": rerun, "attempt": 1, "exit_code": 0}], 109.0
+    )
     assert core.jobs[rerun].state == "RUN" and core.jobs[rerun].host == "h2"
 
 
@@ -76,7 +80,7 @@ def test_sbatchd_down_on_a_host_whose_lim_answers_keeps_its_jobs(world):
     core.host_load({"h1": {"alive": True, "silent": 0.2}}, 101.0)
     core.tick(200.0)
     assert all(core.jobs[i].state == "RUN" for i in ids)
-    core.host_load({"h1": {"alive": False, "silent": 3.0}}, 201.0)     # now the node is lost
+    core.host_load({"h1": {"alive": False, "silent": 3.0}}, 201.0)  # now the node is lost
     core.tick(201.0)
     assert core.jobs[ids[1]].stat == "FAILED(node_lost)"
 
@@ -112,8 +116,10 @@ time.sleep(60)
 
 def test_epoch_lock_excludes_other_processes_and_only_grows(tmp_path):
     from conftest import ROOT
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, ROOT, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, ROOT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "1"
         assert fence.EpochLock(str(tmp_path)).acquire() is None
@@ -121,6 +127,6 @@ def test_epoch_lock_excludes_other_processes_and_only_grows(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    lock = fence.EpochLock(str(tmp_path))      # the kernel dropped the dead holder's lock
+    lock = fence.EpochLock(str(tmp_path))  # the kernel dropped the dead holder's lock
     assert lock.acquire() == 2 and fence.read(str(tmp_path)) == 2
     lock.release()

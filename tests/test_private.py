@@ -2,6 +2,7 @@
 keys, pid files) cannot be read by another local user, whatever umask they started with; what
 an earlier run left loose is tightened at start, with one log line; the jobs keep the umask
 they always had, and the configuration and lim.sock stay within every user's reach."""
+
 import contextlib
 import json
 import logging
@@ -12,13 +13,13 @@ import subprocess
 import tempfile
 
 import pytest
-
 from conftest import Cluster
+
 from lavalite import log as log_mod
 from lavalite import private
 from lavalite.files import write_whole
 
-SECRET = "s3cr3t-7f1c2a"            # a job's SECRET_TOKEN
+SECRET = "s3cr3t-7f1c2a"  # a job's SECRET_TOKEN
 NOBODY = 65534
 # Run as nobody: every path of argv it can read (a file's first byte, a directory's listing).
 PROBE = """
@@ -53,6 +54,7 @@ def _umask(mask: int):
 
 # --- without processes
 
+
 def test_tighten_takes_group_and_other_bits_and_leaves_traverse(tmp_path):
     loose_file, loose_dir, passage = tmp_path / "f", tmp_path / "d", tmp_path / "p"
     loose_file.write_text("x")
@@ -62,9 +64,15 @@ def test_tighten_takes_group_and_other_bits_and_leaves_traverse(tmp_path):
     os.chmod(loose_dir, 0o755)
     os.chmod(passage, 0o755)
     os.symlink(loose_file, tmp_path / "link")
-    changed = private.tighten([(str(loose_file), False), (str(loose_dir), False),
-                               (str(passage), True), (str(tmp_path / "link"), False),
-                               (str(tmp_path / "gone"), False)])
+    changed = private.tighten(
+        [
+            (str(loose_file), False),
+            (str(loose_dir), False),
+            (str(passage), True),
+            (str(tmp_path / "link"), False),
+            (str(tmp_path / "gone"), False),
+        ]
+    )
     assert changed == [str(loose_file), str(loose_dir), str(passage)]
     assert (_mode(loose_file), _mode(loose_dir), _mode(passage)) == (0o600, 0o700, 0o711)
     assert private.tighten([(str(loose_file), False), (str(passage), True)]) == []
@@ -83,6 +91,7 @@ def test_tighten_leaves_another_users_file_alone(tmp_path):
 def test_the_lavalite_group_shares_the_state_with_its_members(monkeypatch):
     """Under the installed units (group lavalite) the group reads too; elsewhere no one."""
     import grp
+
     own_group = grp.getgrgid(os.getegid()).gr_name
     try:
         for group, mask in ((own_group, 0o027), ("lavalite-no-such-group", 0o077)):
@@ -109,10 +118,10 @@ def test_log_files_are_private_under_a_loose_umask_after_rotation_too(tmp_path):
     try:
         with _umask(0o000):
             rotating.handle(record)
-            rotating.handle(record)            # rotates: r.log.1, and a new r.log
+            rotating.handle(record)  # rotates: r.log.1, and a new r.log
             watched.handle(record)
             os.unlink(tmp_path / "w.log")
-            watched.handle(record)             # gone (rotated by sbatchd): opened anew
+            watched.handle(record)  # gone (rotated by sbatchd): opened anew
     finally:
         rotating.close()
         watched.close()
@@ -121,6 +130,7 @@ def test_log_files_are_private_under_a_loose_umask_after_rotation_too(tmp_path):
 
 
 # --- real clusters
+
 
 @pytest.fixture
 def reachable():
@@ -135,8 +145,16 @@ def reachable():
 
 
 def _as_nobody(*argv):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60,
-                          user=NOBODY, group=NOBODY, extra_groups=[], cwd="/")
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        cwd="/",
+    )
 
 
 def _readable_by_nobody(paths):
@@ -151,37 +169,48 @@ def _everything_under(*tops):
     for top in tops:
         for d, _, files in os.walk(top):
             out.append(d)
-            out += [p for f in files
-                    if stat.S_ISREG(os.lstat(p := os.path.join(d, f)).st_mode)]
+            out += [p for f in files if stat.S_ISREG(os.lstat(p := os.path.join(d, f)).st_mode)]
     return out
 
 
 needs_nobody = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
-    reason="reading as another user needs root and /usr/bin/python3")
+    reason="reading as another user needs root and /usr/bin/python3",
+)
 
 
 @needs_nobody
 def test_another_user_reads_no_state_file_and_finds_no_job_environment(reachable, tmp_path):
     c = Cluster(os.path.join(reachable, "cluster"), slots=2)
-    with _umask(0o022):                # a umask that would leave the daemons' files readable
+    with _umask(0o022):  # a umask that would leave the daemons' files readable
         c.start()
     try:
-        job = c.submit(["sleep", "60"], cwd=str(tmp_path),
-                       env={"PATH": os.environ["PATH"], "SECRET_TOKEN": SECRET})
-        c.wait_started([job])          # its attempt record, with the spec, is in work_dir
+        job = c.submit(
+            ["sleep", "60"],
+            cwd=str(tmp_path),
+            env={"PATH": os.environ["PATH"], "SECRET_TOKEN": SECRET},
+        )
+        c.wait_started([job])  # its attempt record, with the spec, is in work_dir
         work, paths = c.conf.sbatchd.work_dir, c.conf.paths
         assert f"{job}.1" in os.listdir(work)
         tops = (paths.state_dir, paths.run_dir)
-        found = subprocess.run(["grep", "-r", "-a", "-l", SECRET, *tops], capture_output=True,
-                               text=True).stdout.split()
+        found = subprocess.run(
+            ["grep", "-r", "-a", "-l", SECRET, *tops], capture_output=True, text=True
+        ).stdout.split()
         assert found, "the secret is in the state (so the search below can find it)"
 
-        confs = [os.path.join(paths.state_dir, n) for n in
-                 ("lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf")]
+        confs = [
+            os.path.join(paths.state_dir, n)
+            for n in ("lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf")
+        ]
         state = [p for p in _everything_under(*tops) if p not in confs]
-        assert {c.conf.mbatchd.database, c.conf.cluster.key_file, work, paths.log_dir,
-                os.path.join(paths.spool_dir, "reports-testhost.log")} <= set(state)
+        assert {
+            c.conf.mbatchd.database,
+            c.conf.cluster.key_file,
+            work,
+            paths.log_dir,
+            os.path.join(paths.spool_dir, "reports-testhost.log"),
+        } <= set(state)
         assert _readable_by_nobody(confs) == confs, "the configuration stays readable by all"
         assert _readable_by_nobody(state) == []
         grep = _as_nobody("grep", "-r", "-a", "-l", SECRET, *tops)
@@ -199,9 +228,12 @@ def test_loose_state_is_tightened_at_start_with_one_line(reachable):
     c.start()
     c.stop()
     paths = c.conf.paths
-    lim_log = os.path.join(paths.log_dir, "lim.log")     # up keeps its stderr
-    loose = [c.conf.mbatchd.database, lim_log,
-             os.path.join(paths.spool_dir, "reports-testhost.log")]
+    lim_log = os.path.join(paths.log_dir, "lim.log")  # up keeps its stderr
+    loose = [
+        c.conf.mbatchd.database,
+        lim_log,
+        os.path.join(paths.spool_dir, "reports-testhost.log"),
+    ]
     for path in loose:
         os.chmod(path, 0o644)
     os.chmod(paths.log_dir, 0o755)
@@ -211,12 +243,12 @@ def test_loose_state_is_tightened_at_start_with_one_line(reachable):
     try:
         assert [_mode(p) for p in loose] == [0o600] * 3
         assert (_mode(paths.log_dir), _mode(paths.spool_dir)) == (0o700, 0o711)
-        lines = []                     # lim and sbatchd start together: either may see a file
+        lines = []  # lim and sbatchd start together: either may see a file
         for path, size in logs.items():
             with open(path) as f:
                 f.seek(size)
                 lines += [line for line in f if "files and directories private" in line]
-        daemons = [line.split()[2] for line in lines]          # role@host[pid]
+        daemons = [line.split()[2] for line in lines]  # role@host[pid]
         assert len(daemons) == len(set(daemons)), f"one line per daemon: {lines}"
         assert all(any(p in line for line in lines) for p in loose), lines
     finally:

@@ -1,4 +1,5 @@
 """Frames and authentication, without sockets (but for the client's reader, on a socketpair)."""
+
 import logging
 import socket
 import struct
@@ -8,8 +9,8 @@ import time
 import pytest
 
 from lavalite import auth, protocol
-from lavalite.log import Throttled
 from lavalite.client import ClientError, _read_frame
+from lavalite.log import Throttled
 from lavalite.protocol import MAX_FRAME, VERSION, Decoder, ProtocolError, encode
 
 
@@ -18,7 +19,7 @@ def test_frames_split_anywhere_reassemble():
     data = b"".join(encode(m) for m in msgs)
     dec, out = Decoder(), []
     for i in range(0, len(data), 7):
-        out += dec.feed(data[i:i + 7])
+        out += dec.feed(data[i : i + 7])
     assert out == msgs
 
 
@@ -30,9 +31,10 @@ def test_client_reads_frames_split_anywhere_back_to_back_and_large():
     ours, theirs = socket.socketpair()
 
     def write():
-        theirs.sendall(data[:2])       # half a header
+        theirs.sendall(data[:2])  # half a header
         time.sleep(0.05)
         theirs.sendall(data[2:])
+
     writer = threading.Thread(target=write)
     writer.start()
     buf = bytearray()
@@ -53,11 +55,22 @@ def test_client_reads_frames_split_anywhere_back_to_back_and_large():
 def test_bad_frames_become_errors_and_decoding_goes_on():
     dec = Decoder(max_frame=1000)
     bad = b"{nope"
-    out = dec.feed(struct.pack(">I", len(bad)) + bad + encode([1]) + encode({"v": VERSION})
-                   + encode({"v": VERSION, "op": "ok", "id": 1})
-                   + encode({"v": 1, "op": "x"}) + encode({"v": VERSION, "op": "x"}))
+    out = dec.feed(
+        struct.pack(">I", len(bad))
+        + bad
+        + encode([1])
+        + encode({"v": VERSION})
+        + encode({"v": VERSION, "op": "ok", "id": 1})
+        + encode({"v": 1, "op": "x"})
+        + encode({"v": VERSION, "op": "x"})
+    )
     assert [getattr(m, "code", None) for m in out] == [
-        "bad_frame", "bad_frame", "bad_frame", None, "bad_version"]
+        "bad_frame",
+        "bad_frame",
+        "bad_frame",
+        None,
+        "bad_version",
+    ]
     assert out[-1].fatal and "protocol version 1 is not supported; upgrade" in out[-1].message
     big = dec.feed(struct.pack(">I", 5000))
     assert big[0].code == "frame_too_big" and big[0].fatal
@@ -66,9 +79,10 @@ def test_bad_frames_become_errors_and_decoding_goes_on():
 def test_decoder_hands_out_at_most_what_it_is_asked_and_keeps_the_rest():
     dec = Decoder(max_frame=100)
     data = encode({"v": VERSION, "op": "hello", "id": 0}) + encode(
-        {"v": VERSION, "op": "ping", "id": 1, "pad": "x" * 200})
+        {"v": VERSION, "op": "ping", "id": 1, "pad": "x" * 200}
+    )
     assert dec.feed(data, most=1) == [{"v": VERSION, "op": "hello", "id": 0}]
-    dec.max_frame = MAX_FRAME                  # what a verified hello does
+    dec.max_frame = MAX_FRAME  # what a verified hello does
     assert dec.feed(b"")[0]["id"] == 1
 
 
@@ -76,14 +90,17 @@ def test_deep_nesting_is_a_bad_frame_with_either_codec(monkeypatch):
     import json
 
     import orjson
+
     body = b"[" * 100_000 + b"]" * 100_000
     for codec in (json.loads, orjson.loads):
         monkeypatch.setattr(protocol, "loads", codec)
         (err,) = Decoder().feed(struct.pack(">I", len(body)) + body)
         assert err.code == "bad_frame" and not err.fatal, codec
     key = b"k" * 64
-    deep = dict(auth.hello(key, "user", "h1", "mbatchd", "sn", uid=1, user="a"),
-                deep=orjson.loads(b"[" * 1000 + b"]" * 1000))
+    deep = dict(
+        auth.hello(key, "user", "h1", "mbatchd", "sn", uid=1, user="a"),
+        deep=orjson.loads(b"[" * 1000 + b"]" * 1000),
+    )
     with pytest.raises(ProtocolError, match="nested too deep") as exc:
         auth.greet(key, deep, "sn", "mbatchd", auth.ReplayCache())
     assert exc.value.code == "bad_frame" and exc.value.fatal
@@ -93,10 +110,12 @@ def test_throttled_warnings_count_what_they_held_back(caplog):
     warn = Throttled(logging.getLogger("lavalite.test"), every=3600)
     for n in range(4):
         warn.warning("peer %d refused", n)
-    warn.next_at = 0                           # as if the hour had passed
+    warn.next_at = 0  # as if the hour had passed
     warn.warning("peer %d refused", 4)
     assert [r.getMessage() for r in caplog.records] == [
-        "peer 0 refused", "peer 4 refused (and 3 more since the last such line)"]
+        "peer 0 refused",
+        "peer 4 refused (and 3 more since the last such line)",
+    ]
 
 
 def test_key_file_must_be_private(tmp_path):
@@ -104,6 +123,7 @@ def test_key_file_must_be_private(tmp_path):
     auth.create_key(path)
     assert [len(k) for k in auth.load_key(path)] == [64]
     import os
+
     os.chmod(path, 0o644)
     with pytest.raises(auth.KeyFileError, match="chmod 600"):
         auth.load_key(path)

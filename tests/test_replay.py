@@ -3,6 +3,7 @@ relay, played again from a socket without the key (whole, in part, at once, late
 same daemon and to another with the same key): nothing is answered, nothing is acted on. A
 frame altered, swapped or spliced into another session closes the connection; an old
 protocol version is refused by name; a credential from LIM serves one connection only."""
+
 import os
 import shutil
 import socket
@@ -13,13 +14,13 @@ import time
 
 import orjson
 import pytest
-
 from conftest import LAUNCHER, wait_until
+from rawpeer import RawPeer, key_of
+from test_command_wait import _refused
+
 from lavalite import auth, config
 from lavalite.client import Client
 from lavalite.protocol import VERSION, encode
-from rawpeer import RawPeer, key_of
-from test_command_wait import _refused
 
 _HDR = struct.Struct(">I")
 
@@ -39,13 +40,15 @@ class Recorder:
         while True:
             try:
                 client, _ = self.listener.accept()
-            except OSError:                    # closed: the test is over
+            except OSError:  # closed: the test is over
                 return
             server = socket.create_connection(self.target)
             record = {"up": bytearray(), "down": bytearray()}
             self.sessions.append(record)
-            for src, dst, into in ((client, server, record["up"]),
-                                   (server, client, record["down"])):
+            for src, dst, into in (
+                (client, server, record["up"]),
+                (server, client, record["down"]),
+            ):
                 threading.Thread(target=_pipe, args=(src, dst, into), daemon=True).start()
 
     def close(self):
@@ -59,7 +62,7 @@ def _pipe(src, dst, into):
             dst.sendall(chunk)
     except OSError:
         pass
-    finally:       # shutdown, not just close: that wakes the other direction's blocked recv
+    finally:  # shutdown, not just close: that wakes the other direction's blocked recv
         for sock in (src, dst):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -80,7 +83,7 @@ def frames(data):
 
 def _decode(frame):
     """A frame's JSON, sealed (its MAC trailer cut off) or not; None if neither."""
-    for body in (frame[4:], frame[4:-auth.TAG]):
+    for body in (frame[4:], frame[4 : -auth.TAG]):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -108,8 +111,11 @@ def replay(port, data, pause=0.0):
 
 def _answered(replies):
     """Any reply the daemon sent as served (ok), rather than a challenge or a refusal."""
-    return [m for m in replies if not isinstance(m, dict) or m.get("ok") is not False
-            and m.get("op") != "challenge"]
+    return [
+        m
+        for m in replies
+        if not isinstance(m, dict) or m.get("ok") is not False and m.get("op") != "challenge"
+    ]
 
 
 def _stored_jobs(cluster):
@@ -142,20 +148,23 @@ def recorded_submit(cluster, tmp_path):
 
 
 def test_a_recorded_user_session_replayed_is_refused_and_runs_nothing(
-        cluster, make_cluster, recorded_submit):
+    cluster, make_cluster, recorded_submit
+):
     _, session, marker = recorded_submit
     up = bytes(session["up"])
     hello, submit = frames(up)
     before = _stored_jobs(cluster)
-    other = make_cluster(start=False)          # another cluster with the same key
+    other = make_cluster(start=False)  # another cluster with the same key
     os.makedirs(os.path.dirname(other.conf.cluster.key_file), exist_ok=True)
     shutil.copy(cluster.conf.cluster.key_file, other.conf.cluster.key_file)
     other.start()
-    for port, data, pause in ((cluster.conf.mbatchd.port, up, 0),      # whole, at once
-                              (cluster.conf.mbatchd.port, hello, 0),   # the hello alone
-                              (cluster.conf.mbatchd.port, up, 3),      # whole, later
-                              (cluster.conf.lim.port, up, 0),          # to another daemon
-                              (other.conf.mbatchd.port, up, 0)):       # to another cluster
+    for port, data, pause in (
+        (cluster.conf.mbatchd.port, up, 0),  # whole, at once
+        (cluster.conf.mbatchd.port, hello, 0),  # the hello alone
+        (cluster.conf.mbatchd.port, up, 3),  # whole, later
+        (cluster.conf.lim.port, up, 0),  # to another daemon
+        (other.conf.mbatchd.port, up, 0),
+    ):  # to another cluster
         replies = replay(port, data, pause)
         assert not _answered(replies), (port, pause, replies)
         refusal = replies[-1]
@@ -174,17 +183,22 @@ def test_a_recorded_user_session_replayed_is_refused_and_runs_nothing(
 
 
 def test_a_flipped_byte_or_two_swapped_frames_close_the_session_and_act_on_nothing(
-        cluster, tmp_path):
-    submit = {"v": VERSION, "op": "submit", "id": 1,
-              "spec": {"cmd": ["touch", str(tmp_path / "x")], "cwd": str(tmp_path)}}
+    cluster, tmp_path
+):
+    submit = {
+        "v": VERSION,
+        "op": "submit",
+        "id": 1,
+        "spec": {"cmd": ["touch", str(tmp_path / "x")], "cwd": str(tmp_path)},
+    }
     ping = {"v": VERSION, "op": "ping", "id": 2}
     for tamper in ("flip", "swap"):
         with RawPeer(cluster.conf.mbatchd.port) as p:
             assert p.login(key_of(cluster))["ok"]
             first, second = p.frame(submit), p.frame(ping)
-            if tamper == "flip":           # one byte of the command: /tmp/... -> /tmq/...
+            if tamper == "flip":  # one byte of the command: /tmp/... -> /tmq/...
                 at = first.index(b"/tmp/") + 3
-                first = first[:at] + b"q" + first[at + 1:]
+                first = first[:at] + b"q" + first[at + 1 :]
             else:
                 first, second = second, first
             p.sock.sendall(first + second)
@@ -198,8 +212,9 @@ def test_a_flipped_byte_or_two_swapped_frames_close_the_session_and_act_on_nothi
 
 def test_an_old_protocol_version_is_refused_by_name(cluster):
     with RawPeer(cluster.conf.mbatchd.port) as p:
-        msg = auth.hello(key_of(cluster), "user", "testhost", "mbatchd", p.nonce, uid=0,
-                         user="root")
+        msg = auth.hello(
+            key_of(cluster), "user", "testhost", "mbatchd", p.nonce, uid=0, user="root"
+        )
         p.sock.sendall(encode(dict(msg, v=1)))
         refusal = p.read()
         assert refusal["error"]["code"] == "bad_version"
@@ -227,7 +242,7 @@ def test_a_credential_from_lim_serves_one_connection(cluster):
         assert p.read()["ok"], "its own connection: in, and the answer proves mbatchd"
         p.send({"v": VERSION, "op": "jobs", "id": 1, "all": True})
         assert p.read()["ok"]
-    with RawPeer(cluster.conf.mbatchd.port) as again:      # the same credential once more
+    with RawPeer(cluster.conf.mbatchd.port) as again:  # the same credential once more
         again.sock.sendall(encode(signed["hello"]))
         refusal = again.read()
         assert refusal["error"]["code"] == "auth" and "(a replay)" in refusal["error"]["message"]
@@ -240,16 +255,33 @@ def second_sbatchd(cluster, tmp_path):
     (its process, the recorder)."""
     rec = Recorder(cluster.conf.mbatchd.port)
     state = str(tmp_path / "h2")
-    conf_path = config.write_state_conf(state, {"lavalite.conf": {
-        "cluster": {"master_candidates": "testhost", "key_file": cluster.conf.cluster.key_file,
-                    "allow_root_jobs": "yes"},
-        "hosts": {"testhost": "127.0.0.1", "h2": "127.0.0.1"},
-        "mbatchd": {"port": str(rec.port)}},
-        "sbatchd.conf": {"sbatchd": {"slots": "1", "reconnect_max": "1",
-                                     "cgroup_slice": f"lavalite-test-h2-{os.getpid()}"}}})
+    conf_path = config.write_state_conf(
+        state,
+        {
+            "lavalite.conf": {
+                "cluster": {
+                    "master_candidates": "testhost",
+                    "key_file": cluster.conf.cluster.key_file,
+                    "allow_root_jobs": "yes",
+                },
+                "hosts": {"testhost": "127.0.0.1", "h2": "127.0.0.1"},
+                "mbatchd": {"port": str(rec.port)},
+            },
+            "sbatchd.conf": {
+                "sbatchd": {
+                    "slots": "1",
+                    "reconnect_max": "1",
+                    "cgroup_slice": f"lavalite-test-h2-{os.getpid()}",
+                }
+            },
+        },
+    )
     log = open(tmp_path / "h2.log", "wb")
-    proc = subprocess.Popen(LAUNCHER + ["--role", "sbatchd", "--conf", conf_path,
-                                        "--host", "h2"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        LAUNCHER + ["--role", "sbatchd", "--conf", conf_path, "--host", "h2"],
+        stdout=log,
+        stderr=log,
+    )
     yield proc, rec
     if proc.poll() is None:
         proc.terminate()
@@ -258,8 +290,9 @@ def second_sbatchd(cluster, tmp_path):
 
 
 def _h2(cluster):
-    return next((h["status"] for h in cluster.client.call("hosts")["hosts"]
-                 if h["name"] == "h2"), None)
+    return next(
+        (h["status"] for h in cluster.client.call("hosts")["hosts"] if h["name"] == "h2"), None
+    )
 
 
 def test_a_recorded_sbatchd_session_replayed_registers_nothing(cluster, second_sbatchd):
@@ -280,13 +313,23 @@ def _lim_conf(tmp_path, name, port, key_file):
     """A LIM of its own on loopback: candidate 'a' (which supervises no mbatchd), reached at
     127.0.0.1:`port` (for 'b': the Recorder in front of 'a')."""
     state = str(tmp_path / name)
-    return config.write_state_conf(state, {
-        "lavalite.conf": {"cluster": {"master_candidates": "a", "listen": "127.0.0.1",
-                                      "key_file": key_file},
-                          "hosts": {"a": "127.0.0.1", "b": "127.0.0.1"},
-                          "lim": {"port": str(port)}},
-        "lim.conf": {"lim": {"heartbeat_interval": "0.5", "heartbeat_misses": "3",
-                             "supervise_mbatchd": "no"}}})
+    return config.write_state_conf(
+        state,
+        {
+            "lavalite.conf": {
+                "cluster": {"master_candidates": "a", "listen": "127.0.0.1", "key_file": key_file},
+                "hosts": {"a": "127.0.0.1", "b": "127.0.0.1"},
+                "lim": {"port": str(port)},
+            },
+            "lim.conf": {
+                "lim": {
+                    "heartbeat_interval": "0.5",
+                    "heartbeat_misses": "3",
+                    "supervise_mbatchd": "no",
+                }
+            },
+        },
+    )
 
 
 @pytest.fixture
@@ -294,6 +337,7 @@ def two_lims(tmp_path):
     """LIM a (a candidate) and LIM b, whose heartbeats to a go through a Recorder.
     (a's conf, b's process, the recorder)."""
     from roles.cli.local import free_port
+
     key_file = str(tmp_path / "cluster.key")
     auth.create_key(key_file)
     port = free_port()
@@ -302,8 +346,10 @@ def two_lims(tmp_path):
 
     def start(name, conf):
         log = open(tmp_path / f"lim-{name}.log", "wb")
-        procs[name] = subprocess.Popen(LAUNCHER + ["--role", "lim", "--conf", conf,
-                                                   "--host", name], stdout=log, stderr=log)
+        procs[name] = subprocess.Popen(
+            LAUNCHER + ["--role", "lim", "--conf", conf, "--host", name], stdout=log, stderr=log
+        )
+
     start("a", a)
     wait_until(lambda: not _refused(port), 30, "LIM a listening")
     rec = Recorder(port)

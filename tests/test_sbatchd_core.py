@@ -1,5 +1,6 @@
 """sbatchd's core driven directly: events in, effects out, no processes, files or sockets
 (except the report journal, a real file in tmp_path, where replay is the promise)."""
+
 import pytest
 
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
@@ -36,7 +37,7 @@ def test_an_attempt_starts_once_under_a_repeated_dispatch():
     assert kinds(first) == ["Start", "Start"]
     assert [e.att.key for e in first] == [(1, 1), (2, 1)] and first[0].env == {"A": "1"}
     assert first[0].att.path == "/work/1.1"
-    assert core.dispatch([spec(1)], {}) == []              # ordered, not yet started
+    assert core.dispatch([spec(1)], {}) == []  # ordered, not yet started
     started = core.started([e.att for e in first], 10.0)
     assert [(r["kind"], r["job"]) for r in reports(started)] == [("start", 1), ("start", 2)]
     assert core.dispatch([spec(1), spec(2)], {}) == [] and core.starts == 2
@@ -67,20 +68,29 @@ def test_no_shepherd_for_it_reports_it_lost_and_cleans_its_record():
 
 def test_adoption_after_a_restart_watches_running_and_reports_ended():
     core = Core(WORK, 4)
-    found = [(1, 1, {"shepherd": 7, "spec": {"walltime": 60, "started": 100.0}}, 7, "g1"),
-             (2, 1, {"shepherd": 7, "spec": {}, "status": {"exit_code": 3, "start": 90.0}},
-              None, None)]
+    found = [
+        (1, 1, {"shepherd": 7, "spec": {"walltime": 60, "started": 100.0}}, 7, "g1"),
+        (2, 1, {"shepherd": 7, "spec": {}, "status": {"exit_code": 3, "start": 90.0}}, None, None),
+    ]
     effects = core.adopt(found, 130.0)
     assert kinds(effects) == ["Arm", "Watch"] and effects[0].at == 160.0
     one, two = core.attempts[(1, 1)], core.attempts[(2, 1)]
     assert one.adopted and one.shepherd == 7 and one.group == "g1"
-    assert core.dispatch([spec(1)], {}) == []              # mbatchd sends it again: not twice
+    assert core.dispatch([spec(1)], {}) == []  # mbatchd sends it again: not twice
     assert core.shepherd_answered(1, 1, {"exit_code": 0}, 131.0) == []  # not its shepherd's now
     ended = core.lock_freed(two, {"status": {"exit_code": 3, "start": 90.0}}, 131.0)
     assert kinds(ended) == ["Finish", "Report", "Clean"]
-    assert reports(ended)[0] == {"kind": "exit", "job": 2, "attempt": 1, "time": 131.0,
-                                 "start_time": 90.0, "exit_code": 3, "exit_signal": None,
-                                 "reason": "", "message": None}
+    assert reports(ended)[0] == {
+        "kind": "exit",
+        "job": 2,
+        "attempt": 1,
+        "time": 131.0,
+        "start_time": 90.0,
+        "exit_code": 3,
+        "exit_signal": None,
+        "reason": "",
+        "message": None,
+    }
     assert list(core.attempts) == [(1, 1)]
 
 
@@ -88,12 +98,13 @@ def test_a_kill_during_a_restart_is_carried_on_and_reported_as_a_kill():
     before = Core(WORK, 1)
     [att] = running(before, 1)
     assert kinds(before.kill(1, 1)) == ["RecordKill", "Signal"]
-    assert before.kill(1, 1) == []                          # signalled once
+    assert before.kill(1, 1) == []  # signalled once
     # sbatchd restarts before the job ends: the record holds the reason
     after = Core(WORK, 1)
-    effects = after.adopt([(1, 1, {"shepherd": 7, "spec": {}, "kill": KILLED_REASON}, 7, None)],
-                          20.0)
-    assert kinds(effects) == ["Signal", "Watch"]            # signalled again, not re-recorded
+    effects = after.adopt(
+        [(1, 1, {"shepherd": 7, "spec": {}, "kill": KILLED_REASON}, 7, None)], 20.0
+    )
+    assert kinds(effects) == ["Signal", "Watch"]  # signalled again, not re-recorded
     adopted = after.attempts[(1, 1)]
     [rep] = reports(after.lock_freed(adopted, {"status": {"exit_signal": 15}}, 21.0))
     assert rep["reason"] == KILLED_REASON and rep["exit_signal"] == 15
@@ -115,7 +126,7 @@ def test_the_wall_clock_kills_with_timeout_and_the_first_reason_stays():
     assert kinds(effects) == ["Report", "Arm"] and effects[1].at == 40.0
     fired = core.timer(start.att)
     assert kinds(fired) == ["RecordKill", "Signal"] and fired[0].reason == TIMEOUT
-    assert core.kill(1, 1) == []                            # a later bkill changes nothing
+    assert core.kill(1, 1) == []  # a later bkill changes nothing
     [rep] = reports(core.shepherd_answered(1, 1, {"exit_signal": 15, "reason": ""}, 41.0))
     assert rep["reason"] == TIMEOUT
 
@@ -132,9 +143,15 @@ def test_a_lost_shepherds_attempts_are_watched_and_lost_without_a_status():
     assert kinds(effects) == ["Reap", "Finish", "Report", "Clean"] and effects[0].pid == 4242
     assert reports(effects)[0]["reason"] == NODE_LOST
     assert kinds(core.lock_freed(b, {"status": {"exit_code": 0}}, 12.0)) == [
-        "Finish", "Report", "Clean"]
+        "Finish",
+        "Report",
+        "Clean",
+    ]
     assert kinds(core.shepherd_answered(3, 1, {"exit_code": 0}, 12.0)) == [
-        "Finish", "Report", "Clean"]
+        "Finish",
+        "Report",
+        "Clean",
+    ]
     assert core.attempts == {}
 
 
@@ -176,6 +193,5 @@ def test_unacknowledged_reports_are_replayed_after_a_restart_and_acks_trim_them(
     replayed = Shell(path).journal.pending()
     assert [(r["kind"], r["rid"]) for r in replayed] == [("exit", end["rid"])]
     again = Shell(path)
-    again.run(Core(WORK, 1).ack([end["rid"], 999]))          # an unknown rid is ignored
+    again.run(Core(WORK, 1).ack([end["rid"], 999]))  # an unknown rid is ignored
     assert Shell(path).journal.pending() == []
-

@@ -1,8 +1,8 @@
 """scheduler.plan is a pure function: snapshots built by hand, plans checked."""
+
 from collections import deque
 
-from lavalite.model import (KILLED, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_TOO_BIG,
-                            PR_USER_CAP, Job)
+from lavalite.model import KILLED, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_TOO_BIG, PR_USER_CAP, Job
 from scheduler import QueueView, Snapshot, plan
 
 _seq = iter(range(1, 10**6))
@@ -65,8 +65,11 @@ def test_slots_and_hosts():
     wide = pend(q, "a", 1, slots=3)[0]
     narrow = pend(q, "b", 2)
     p = plan(snap([q], {"h1": 2, "h2": 4}))
-    assert dict((j.id, h) for j, h in p.placements) == {wide.id: "h2", narrow[0].id: "h1",
-                                                         narrow[1].id: "h1"}
+    assert dict((j.id, h) for j, h in p.placements) == {
+        wide.id: "h2",
+        narrow[0].id: "h1",
+        narrow[1].id: "h1",
+    }
     q2 = QueueView("serial")
     pend(q2, "a", 1, slots=8)
     assert plan(snap([q2], {"h1": 2})).reasons[("serial", "a")] == PR_TOO_BIG
@@ -75,11 +78,11 @@ def test_slots_and_hosts():
 def test_no_free_slot_stops_and_stale_entries_are_skipped():
     q = QueueView("serial")
     jobs = pend(q, "u", 4)
-    jobs[0].state = KILLED                  # killed while queued: a stale entry
+    jobs[0].state = KILLED  # killed while queued: a stale entry
     p = plan(snap([q], {"h": 2}))
     assert [j for j, _ in p.placements] == jobs[1:3]
     empty = plan(snap([q], {}))
-    assert empty.placements == [] and empty.reasons == {}   # mbatchd reports PR_NO_SLOT
+    assert empty.placements == [] and empty.reasons == {}  # mbatchd reports PR_NO_SLOT
 
 
 def test_same_snapshot_same_plan_and_nothing_mutated():

@@ -1,5 +1,6 @@
 """The shepherd processes (roles/sbatchd/shepherd.py) beside sbatchd: the job's TMPDIR, a dead
 shepherd, an sbatchd restart with new shepherds while an old one still runs jobs."""
+
 import asyncio
 import contextlib
 import os
@@ -11,9 +12,10 @@ import sys
 
 from conftest import alive as _alive
 from conftest import wait_until
+from syslogsink import SyslogSink
+
 from roles.sbatchd import record
 from roles.sbatchd.link import ShepherdLink
-from syslogsink import SyslogSink
 
 
 def _shepherds(c):
@@ -31,8 +33,14 @@ def _holder(c, job):
 def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
     """Removed whether the job left files in it (rmtree) or not (rmdir)."""
     out, empty = tmp_path / "out", tmp_path / "empty"
-    job = cluster.submit(["sh", "-c", 'echo "$TMPDIR"; stat -c "%u %a" "$TMPDIR"; '
-                                      'echo x > "$TMPDIR/f"; ls "$TMPDIR"'], out=str(out))
+    job = cluster.submit(
+        [
+            "sh",
+            "-c",
+            'echo "$TMPDIR"; stat -c "%u %a" "$TMPDIR"; echo x > "$TMPDIR/f"; ls "$TMPDIR"',
+        ],
+        out=str(out),
+    )
     idle = cluster.submit(["sh", "-c", 'echo "$TMPDIR"'], out=str(empty))
     assert all(v["stat"] == "DONE" for v in cluster.wait([job, idle]).values())
     tmpdir, perms, listing = out.read_text().split("\n")[:3]
@@ -40,12 +48,15 @@ def test_each_attempt_has_its_own_tmpdir_removed_at_the_end(cluster, tmp_path):
     assert os.path.dirname(tmpdir) == cluster.conf.sbatchd.tmp_dir
     assert perms == f"{os.getuid()} 700" and listing == "f"
     dirs = [tmpdir, empty.read_text().strip()]
-    wait_until(lambda: not any(os.path.exists(d) for d in dirs), 10,
-               f"the shepherd's cleaner to remove {dirs}")
+    wait_until(
+        lambda: not any(os.path.exists(d) for d in dirs),
+        10,
+        f"the shepherd's cleaner to remove {dirs}",
+    )
 
 
 def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_cluster, tmp_path):
-    c = make_cluster(slots=4)                      # two shepherds (the default)
+    c = make_cluster(slots=4)  # two shepherds (the default)
     pids = tmp_path / "pids"
     pids.mkdir()
     jobs = [c.submit(["sh", "-c", f"echo $$ > {pids}/{i}; exec sleep 300"]) for i in range(4)]
@@ -54,17 +65,20 @@ def test_a_killed_shepherd_ends_its_jobs_lost_and_a_new_one_takes_over(make_clus
     job_pids = {j: int((pids / str(i)).read_text()) for i, j in enumerate(jobs)}
     before = _shepherds(c)
     holders = {j: _holder(c, j) for j in jobs}
-    assert len(before) == 2 and set(holders.values()) == before   # the attempts were shared
+    assert len(before) == 2 and set(holders.values()) == before  # the attempts were shared
     victim = holders[jobs[0]]
     os.kill(victim, signal.SIGKILL)
     lost = [j for j in jobs if holders[j] == victim]
     views = c.wait(lost, timeout=30)
-    for j in lost:         # no shepherd saw them end: lost, and killed so none runs unwatched
+    for j in lost:  # no shepherd saw them end: lost, and killed so none runs unwatched
         assert views[j]["stat"] == "FAILED(node_lost)", views[j]
-    wait_until(lambda: not any(_alive(job_pids[j]) for j in lost), 10,
-               "the lost jobs' processes to be killed")
-    assert "the shepherd (pid %d) is gone" % victim in c.logs()
-    for j in set(jobs) - set(lost):                # the other shepherd's jobs run on
+    wait_until(
+        lambda: not any(_alive(job_pids[j]) for j in lost),
+        10,
+        "the lost jobs' processes to be killed",
+    )
+    assert f"the shepherd (pid {victim}) is gone" in c.logs()
+    for j in set(jobs) - set(lost):  # the other shepherd's jobs run on
         assert c.jobs([j])[j]["stat"] == "RUN" and _alive(job_pids[j])
     after = c.submit(["true"])
     assert c.wait([after])[after]["stat"] == "DONE"
@@ -78,15 +92,16 @@ def test_sbatchd_restart_leaves_the_old_shepherd_its_jobs(make_cluster):
     c = make_cluster(slots=4)
     long = c.submit(["sh", "-c", "sleep 3; exit 7"])
     c.wait_started([long])
-    old = _holder(c, long)                         # the lock names its holder
+    old = _holder(c, long)  # the lock names its holder
     assert old in _shepherds(c)
     path = os.path.join(c.conf.sbatchd.work_dir, f"{long}.1")
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     # whom it runs, and as which process group: the pid once the shepherd has spawned it (the
     # start is reported when the order leaves sbatchd, a moment before)
-    rec = wait_until(lambda: "pid" in (r := record.read(path)) and r, 10,
-                     "the shepherd's pid in the record")
+    rec = wait_until(
+        lambda: "pid" in (r := record.read(path)) and r, 10, "the shepherd's pid in the record"
+    )
     assert rec["shepherd"] == old and rec["spec"]["id"] == long and _alive(rec["pid"])
     c.kill9_restarted("sbatchd")
     new = c.submit(["true"])
@@ -109,8 +124,11 @@ def test_a_stray_directory_among_the_records_is_reported_lost_and_removed(make_c
         f.write('{"exit_code": 0}')
     assert record.read(stray) == {} and record.holder(stray) is None
     c.kill9_restarted("sbatchd")
-    wait_until(lambda: not os.path.exists(stray), 20,
-               lambda: "the stray directory to be removed\n" + c.logs())
+    wait_until(
+        lambda: not os.path.exists(stray),
+        20,
+        lambda: "the stray directory to be removed\n" + c.logs(),
+    )
     job = c.submit(["true"])
     assert c.wait([job])[job]["stat"] == "DONE"
 
@@ -121,9 +139,15 @@ def _shepherd(log_to, on_ended=lambda msg: None):
     answers go to on_ended (link.loop runs them)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     loop = asyncio.new_event_loop()
-    link = ShepherdLink(loop, "none", f"lavalite-test-{os.getpid()}", on_ended,
-                        lambda link: None, log_to=log_to,
-                        program=[sys.executable, os.path.join(root, "lavalite.py")])
+    link = ShepherdLink(
+        loop,
+        "none",
+        f"lavalite-test-{os.getpid()}",
+        on_ended,
+        lambda link: None,
+        log_to=log_to,
+        program=[sys.executable, os.path.join(root, "lavalite.py")],
+    )
     try:
         yield link
     finally:
@@ -149,14 +173,18 @@ def test_shepherd_logs_into_sbatchds_file_and_follows_its_rotation(tmp_path):
     path.write_text("sbatchd@h0[1] INFO started\n")
 
     def read():
-        return [ln for ln in path.read_text().splitlines() if "bad frame" in ln] \
-            if path.exists() else []
+        return (
+            [ln for ln in path.read_text().splitlines() if "bad frame" in ln]
+            if path.exists()
+            else []
+        )
+
     with _shepherd({"target": "file", "file": str(path), "host": "h0", "level": "info"}) as link:
         first = _complaint(link, read)
         assert first and first[0].split()[2].startswith("shepherd@h0["), first
         assert "ERROR shepherd: bad frame from sbatchd" in first[0]
         assert path.read_text().startswith("sbatchd@h0[1] INFO started\n"), "appended"
-        os.rename(path, rotated)           # as sbatchd's RotatingFileHandler does
+        os.rename(path, rotated)  # as sbatchd's RotatingFileHandler does
         second = _complaint(link, read)
     assert second and rotated.read_text().count("bad frame") == 1, (second, rotated.read_text())
 
@@ -164,8 +192,9 @@ def test_shepherd_logs_into_sbatchds_file_and_follows_its_rotation(tmp_path):
 def test_shepherd_logs_to_syslog_when_sbatchd_does(tmp_path):
     sink = SyslogSink(tmp_path / "log.sock")
     try:
-        with _shepherd({"target": "syslog", "syslog": sink.path, "host": "h0",
-                        "level": "info"}) as link:
+        with _shepherd(
+            {"target": "syslog", "syslog": sink.path, "host": "h0", "level": "info"}
+        ) as link:
             found = _complaint(link, lambda: [m for _, _, m in sink.lines if "bad frame" in m])
     finally:
         sink.close()

@@ -1,10 +1,10 @@
 """`lavalite simulate` on a small configuration: a real mbatchd, simulated hosts; every job
 must end exactly once, as the simulator saw it and as the store recorded it."""
+
 import json
 import subprocess
 
 import apsw
-
 from conftest import LAUNCHER
 
 QUEUES = """[fast]
@@ -20,26 +20,51 @@ def test_simulate_small_every_job_ends_once(tmp_path):
     qconf = tmp_path / "queues.conf"
     qconf.write_text(QUEUES)
     state = tmp_path / "sim"
-    out = subprocess.run(LAUNCHER + ["simulate", "--json", "--hosts", "12", "--slots", "2",
-                                     "--jobs", "600", "--array-size", "120", "--users", "3",
-                                     "--duration", "1-4", "--speed", "40", "--queues", str(qconf),
-                                     "--state-dir", str(state)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        LAUNCHER
+        + [
+            "simulate",
+            "--json",
+            "--hosts",
+            "12",
+            "--slots",
+            "2",
+            "--jobs",
+            "600",
+            "--array-size",
+            "120",
+            "--users",
+            "3",
+            "--duration",
+            "1-4",
+            "--speed",
+            "40",
+            "--queues",
+            str(qconf),
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     fig = json.loads(out.stdout.strip().splitlines()[-1])
     assert fig["jobs"] == fig["ended"] == fig["dispatches"] == 600 and fig["ended_twice"] == 0
     assert set(fig["queues"]) == {"fast", "slow"}
     db = apsw.Connection(str(state / "lavalite.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        ends = dict(db.execute("SELECT job_id, count(*) FROM job_events WHERE new = 'DONE' "
-                               "GROUP BY job_id"))
-        (live,), = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')")
-        (open_arrays,), = db.execute("SELECT count(*) FROM arrays WHERE end_time IS NULL")
+        ends = dict(
+            db.execute("SELECT job_id, count(*) FROM job_events WHERE new = 'DONE' GROUP BY job_id")
+        )
+        ((live,),) = db.execute("SELECT count(*) FROM jobs WHERE state IN ('PEND', 'RUN')")
+        ((open_arrays,),) = db.execute("SELECT count(*) FROM arrays WHERE end_time IS NULL")
         # the per-user cap of queue fast, observed from the events
         running, peak = {}, 0
-        for job_id, old, new, user in db.execute(
-                "SELECT e.job_id, e.old, e.new, j.user FROM job_events e JOIN jobs j "
-                "ON j.id = e.job_id WHERE j.queue = 'fast' ORDER BY e.seq"):
+        for _job_id, old, new, user in db.execute(
+            "SELECT e.job_id, e.old, e.new, j.user FROM job_events e JOIN jobs j "
+            "ON j.id = e.job_id WHERE j.queue = 'fast' ORDER BY e.seq"
+        ):
             running[user] = running.get(user, 0) + (new == "RUN") - (old == "RUN")
             peak = max(peak, running[user])
     finally:
@@ -52,7 +77,10 @@ def test_simulate_small_every_job_ends_once(tmp_path):
 def test_simulate_refuses_a_bad_queues_conf(tmp_path):
     bad = tmp_path / "queues.conf"
     bad.write_text("[q]\npriority = high\n")
-    out = subprocess.run(LAUNCHER + ["simulate", "--queues", str(bad), "--state-dir",
-                                     str(tmp_path / "s")], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        LAUNCHER + ["simulate", "--queues", str(bad), "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "priority" in out.stderr, out.stdout + out.stderr

@@ -1,4 +1,5 @@
 """The store on its own: schema, WAL, migrations by user_version, round trips."""
+
 import apsw
 import pytest
 
@@ -12,8 +13,12 @@ def test_wal_schema_version_and_round_trip(tmp_path):
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     job = Job(7, "alice", 1000, "serial", "n", {"cmd": ["true"], "env_id": 1}, req_id="r1")
-    s.commit(jobs=[job], events=[submitted(job, 5.0)], envs=[(1, "h", {"A": "1"})],
-             users=[("alice", 1000, 5.0)])
+    s.commit(
+        jobs=[job],
+        events=[submitted(job, 5.0)],
+        envs=[(1, "h", {"A": "1"})],
+        users=[("alice", 1000, 5.0)],
+    )
     assert job.stored
     job.state, job.attempt, job.end_time = "FAILED", 1, 6.0
     job.message = "cannot move output to /x: No space"
@@ -22,7 +27,13 @@ def test_wal_schema_version_and_round_trip(tmp_path):
     state = Store(path).load(0)
     (back,) = state["jobs"]
     assert (back.id, back.state, back.attempt, back.req_id, back.spec["cmd"], back.message) == (
-        7, "FAILED", 1, "r1", ["true"], "cannot move output to /x: No space")
+        7,
+        "FAILED",
+        1,
+        "r1",
+        ["true"],
+        "cannot move output to /x: No space",
+    )
     assert state["envs"] == {1: ("h", {"A": "1"})} and state["next_job_id"] == 8
     assert state["users"] == {"alice"}
 

@@ -2,6 +2,7 @@
 not read cannot exhaust a daemon: a small frame limit until the hello is verified, a hello
 deadline, a cap on waiting connections (the oldest dropped), a bound on what a peer may leave
 unread, one throttled line per bad peer instead of tracebacks. Real daemons, raw sockets."""
+
 import os
 import resource
 import socket
@@ -9,12 +10,12 @@ import struct
 
 import orjson
 import pytest
-
 from conftest import wait_until
+from rawpeer import RawPeer, key_of
+
 from lavalite import auth
 from lavalite.peer import HELLO_DEADLINE, MAX_STRANGERS, WRITE_BOUND, stranger_cap
 from lavalite.protocol import STRANGER_FRAME, VERSION
-from rawpeer import RawPeer, key_of
 from roles.cli.local import free_port
 
 
@@ -66,7 +67,7 @@ def _enough_fds(n):
 
 def test_unauthenticated_big_frame_is_refused_before_its_body(cluster):
     with _peer(cluster) as p:
-        p.sock.sendall(struct.pack(">I", 1 << 20) + b"x" * 1000)    # the rest never comes
+        p.sock.sendall(struct.pack(">I", 1 << 20) + b"x" * 1000)  # the rest never comes
         reply = p.read()
         assert reply["error"]["code"] == "frame_too_big", reply
         assert str(STRANGER_FRAME) in reply["error"]["message"]
@@ -78,7 +79,7 @@ def test_a_stranger_gets_one_frame_to_say_hello(cluster):
     body = b"{not json"
     with _peer(cluster) as p:
         p.sock.sendall(struct.pack(">I", len(body)) + body + p.hello(key_of(cluster)))
-        p.session = None                   # its answer is unsealed: the hello went unread
+        p.session = None  # its answer is unsealed: the hello went unread
         assert p.read()["error"]["code"] == "bad_frame"
         assert p.read() is None, "closed, the hello behind the bad frame unread"
 
@@ -99,8 +100,11 @@ def test_silent_connections_are_closed_after_the_hello_deadline(cluster, role):
     before = _fds(pid)
     socks = [_conn(cluster, role=role) for _ in range(300)]
     try:
-        wait_until(lambda: all(_closed(s) for s in socks), HELLO_DEADLINE + 30,
-                   "the silent connections to be closed after the hello deadline")
+        wait_until(
+            lambda: all(_closed(s) for s in socks),
+            HELLO_DEADLINE + 30,
+            "the silent connections to be closed after the hello deadline",
+        )
         wait_until(lambda: _fds(pid) <= before + 5, 10, "mbatchd to let their descriptors go")
     finally:
         for s in socks:
@@ -123,14 +127,15 @@ def test_the_cap_leaves_half_the_descriptors_to_peers_with_the_key():
 
 def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
     soft, _ = resource.prlimit(cluster.pid("mbatchd"), resource.RLIMIT_NOFILE)
-    cap = min(MAX_STRANGERS, soft // 2)           # what mbatchd allows itself
+    cap = min(MAX_STRANGERS, soft // 2)  # what mbatchd allows itself
     _enough_fds(cap + 200)
     socks = [_conn(cluster) for _ in range(cap)]
     try:
         newest = _peer(cluster)
         socks.append(newest.sock)
-        wait_until(lambda: _closed(socks[0]), HELLO_DEADLINE + 30,
-                   "the oldest stranger to be closed")
+        wait_until(
+            lambda: _closed(socks[0]), HELLO_DEADLINE + 30, "the oldest stranger to be closed"
+        )
         assert newest.login(key_of(cluster))["ok"], "a new peer gets in past the cap"
         wait_until(lambda: "the oldest dropped" in _log(cluster), 10, "a log line for the drop")
         assert cluster.cli("jobs", "-a").returncode == 0
@@ -142,7 +147,7 @@ def test_past_the_cap_the_oldest_stranger_is_dropped(cluster):
 def test_a_peer_that_never_reads_is_dropped(cluster):
     sent, dropped = 0, False
     with _peer(cluster, rcvbuf=4096) as p:
-        p.sock.sendall(p.hello(key_of(cluster)))      # and never read again
+        p.sock.sendall(p.hello(key_of(cluster)))  # and never read again
         # a ping's reply is longer than the ping: four times the bound in requests is ample
         while sent < 4 * WRITE_BOUND:
             pings = b"".join(p.frame({"v": VERSION, "op": "ping", "id": i}) for i in range(2000))
@@ -160,8 +165,9 @@ def test_a_peer_that_never_reads_is_dropped(cluster):
 
 def test_a_deeply_nested_hello_gets_an_error_and_one_short_log_line(cluster):
     with _peer(cluster) as p:
-        msg = auth.hello(key_of(cluster), "user", "testhost", "mbatchd", p.nonce, uid=0,
-                         user="root")
+        msg = auth.hello(
+            key_of(cluster), "user", "testhost", "mbatchd", p.nonce, uid=0, user="root"
+        )
         body = orjson.dumps(msg)[:-1] + b',"deep":' + b"[" * 1000 + b"]" * 1000 + b"}"
         p.sock.sendall(struct.pack(">I", len(body)) + body)
         reply = p.read()
@@ -176,17 +182,18 @@ def test_a_deeply_nested_hello_gets_an_error_and_one_short_log_line(cluster):
 def test_an_oversized_metrics_request_is_refused_without_a_traceback(make_cluster):
     port = free_port()
     cluster = make_cluster(mbatchd={"metrics_port": str(port)})
-    for request in (b"GET /" + b"x" * (70 << 10) + b" HTTP/1.1\r\n\r\n",
-                    b"GET /metrics HTTP/1.1\r\n" + b"X-Flood: 1\r\n" * 1000 + b"\r\n"):
+    for request in (
+        b"GET /" + b"x" * (70 << 10) + b" HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\n" + b"X-Flood: 1\r\n" * 1000 + b"\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             try:
                 s.sendall(request)
                 answer = s.recv(100)
-            except ConnectionResetError:      # closed while the rest was unread: refused too
+            except ConnectionResetError:  # closed while the rest was unread: refused too
                 answer = b""
             assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer
-    wait_until(lambda: "metrics: request from" in _log(cluster), 10,
-               "a log line for the request")
+    wait_until(lambda: "metrics: request from" in _log(cluster), 10, "a log line for the request")
     assert _log(cluster).count("metrics: request from") == 1, "the second line is throttled"
     assert "Traceback" not in _log(cluster)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -5,6 +5,7 @@ peek at user A's job; a forged credential is refused; root may not submit unless
 The users cannot run the test venv's python (it lives under /root, mode 0700), so their
 commands run on the system python3 with the worktree and a copy of orjson on PYTHONPATH: the
 same CLI code path as the zipapp's."""
+
 import contextlib
 import os
 import pwd
@@ -16,7 +17,6 @@ import tempfile
 
 import orjson
 import pytest
-
 from conftest import ROOT, Cluster, wait_until
 
 USERS = ("llt4a", "llt4b")
@@ -42,11 +42,16 @@ def accounts():
         pytest.skip("useradd is not installed")
     if not os.path.exists(SYS_PYTHON):
         pytest.skip(f"{SYS_PYTHON} missing: the test users need a python they can run")
-    ver = subprocess.run([SYS_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                         capture_output=True, text=True).stdout.strip()
+    ver = subprocess.run(
+        [SYS_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if ver != str(sys.version_info[:2]):
-        pytest.skip(f"{SYS_PYTHON} is {ver}, the venv {sys.version_info[:2]}: orjson's binary "
-                    "would not load")
+        pytest.skip(
+            f"{SYS_PYTHON} is {ver}, the venv {sys.version_info[:2]}: orjson's binary "
+            "would not load"
+        )
     _remove_accounts()
     _sh("groupadd", GROUP)
     _sh("useradd", "-m", "-s", "/bin/sh", "-G", GROUP, USERS[0])
@@ -55,7 +60,7 @@ def accounts():
     try:
         yield accounts
     finally:
-        for pw in accounts.values():       # where the one file extracted itself for them
+        for pw in accounts.values():  # where the one file extracted itself for them
             shutil.rmtree(f"/tmp/lavalite-{pw.pw_uid}", ignore_errors=True)
         _remove_accounts()
 
@@ -67,8 +72,11 @@ def readable(accounts):
     top = tempfile.mkdtemp(prefix="lavalite-users-src-", dir="/tmp")
     os.chmod(top, 0o755)
     for name in ("lavalite", "roles", "scheduler", "store", "units"):
-        shutil.copytree(os.path.join(ROOT, name), os.path.join(top, name),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            os.path.join(ROOT, name),
+            os.path.join(top, name),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     shutil.copy(os.path.join(ROOT, "lavalite.py"), top)
     if os.path.exists(os.path.join(ROOT, "dist", "lavalite")):
         os.mkdir(os.path.join(top, "dist"))
@@ -91,8 +99,12 @@ def _users_cluster(readable, sbatchd=None):
     os.chmod(state, 0o755)
     libdir = os.path.join(state, "pylib")
     shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
-    c = Cluster(os.path.join(state, "cluster"), slots=4, sbatchd=sbatchd,
-                conf={"cluster": {"allow_root_jobs": "no"}})
+    c = Cluster(
+        os.path.join(state, "cluster"),
+        slots=4,
+        sbatchd=sbatchd,
+        conf={"cluster": {"allow_root_jobs": "no"}},
+    )
     c.start()
     c.pythonpath = f"{readable}:{libdir}"
     c.readable = readable
@@ -111,13 +123,29 @@ def multiuser(accounts, readable):
 
 def as_user(c, pw, *args, script=None):
     """Run the CLI (or a python script) as that user, in their home directory."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir, "LAVALITE_CONF": c.conf_path,
-           "LAVALITE_HOST": "testhost", "PYTHONPATH": c.pythonpath}
-    argv = [SYS_PYTHON, "-c", script] if script else [SYS_PYTHON,
-                                                      os.path.join(c.readable, "lavalite.py")]
-    return subprocess.run(argv + list(args), env=env, cwd=pw.pw_dir, capture_output=True,
-                          text=True, timeout=60, user=pw.pw_uid, group=pw.pw_gid,
-                          extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": pw.pw_dir,
+        "LAVALITE_CONF": c.conf_path,
+        "LAVALITE_HOST": "testhost",
+        "PYTHONPATH": c.pythonpath,
+    }
+    argv = (
+        [SYS_PYTHON, "-c", script]
+        if script
+        else [SYS_PYTHON, os.path.join(c.readable, "lavalite.py")]
+    )
+    return subprocess.run(
+        argv + list(args),
+        env=env,
+        cwd=pw.pw_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
+    )
 
 
 def _logs(log_dir):
@@ -168,9 +196,19 @@ for label, forge in forgeries.items():
 def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accounts):
     c, a, b = multiuser, accounts[USERS[0]], accounts[USERS[1]]
     assert os.stat(c.conf.cluster.key_file).st_mode & 0o077 == 0, "users cannot read the key"
-    job = _job_id(as_user(c, a, "submit", "-o", "out.%J", "--", "sh", "-c",
-                          "id -u; id -Gn; echo $HOME $USER $LOGNAME; stat -c %U $TMPDIR; "
-                          "echo started; sleep 30"))
+    job = _job_id(
+        as_user(
+            c,
+            a,
+            "submit",
+            "-o",
+            "out.%J",
+            "--",
+            "sh",
+            "-c",
+            "id -u; id -Gn; echo $HOME $USER $LOGNAME; stat -c %U $TMPDIR; echo started; sleep 30",
+        )
+    )
     c.wait_started([job])
     assert c.jobs([job])[job]["user"] == USERS[0]
 
@@ -180,11 +218,16 @@ def test_jobs_run_as_their_user_and_only_the_owner_acts_on_them(multiuser, accou
     assert denied.returncode == 1 and "User permission denied" in denied.stderr
     forged = as_user(c, b, str(job), str(a.pw_uid), a.pw_name, script=FORGE)
     assert f"LIM signed uid {b.pw_uid}" in forged.stdout, forged.stdout + forged.stderr
-    assert forged.stdout.count("REFUSED auth") == 2 and "ACCEPTED" not in forged.stdout, \
+    assert forged.stdout.count("REFUSED auth") == 2 and "ACCEPTED" not in forged.stdout, (
         forged.stdout
+    )
     assert c.jobs([job])[job]["state"] == "RUN", "B's attempts must change nothing"
-    wait_until(lambda: "started" in as_user(c, a, "peek", str(job)).stdout, 30,
-               "A's peek to show the job's output", 0.2)
+    wait_until(
+        lambda: "started" in as_user(c, a, "peek", str(job)).stdout,
+        30,
+        "A's peek to show the job's output",
+        0.2,
+    )
 
     killed = as_user(c, a, "kill", str(job))
     assert killed.returncode == 0, killed.stderr
@@ -211,20 +254,44 @@ def test_up_by_a_normal_user_runs_everything_as_that_user(accounts, readable):
         pytest.skip("dist/lavalite is not built: run ./build.sh (./build.sh test builds it)")
     pw = accounts[USERS[1]]
     state = os.path.join(pw.pw_dir, "lavalite-up")
-    kw = dict(env={"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir,
-                   "LAVALITE_CONF": os.path.join(state, "lavalite.conf")},
-              cwd=pw.pw_dir, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+    kw = dict(
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": pw.pw_dir,
+            "LAVALITE_CONF": os.path.join(state, "lavalite.conf"),
+        },
+        cwd=pw.pw_dir,
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=[],
+    )
     cmd = [SYS_PYTHON, zipapp]
-    up = subprocess.Popen(cmd + ["up", "--state-dir", state, "--slots", "2"],
-                          stdout=subprocess.PIPE, text=True, **kw)
+    up = subprocess.Popen(
+        cmd + ["up", "--state-dir", state, "--slots", "2"], stdout=subprocess.PIPE, text=True, **kw
+    )
     try:
         said = up.stdout.readline() + up.stdout.readline()
         assert "LavaLite is up" in said, said + _logs(os.path.join(state, "log"))
-        job = _job_id(subprocess.run(cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
-                                     capture_output=True, text=True, timeout=60, **kw))
-        wait_until(lambda: "DONE" in subprocess.run(cmd + ["jobs", "-a", str(job)],
-                                                    capture_output=True, text=True, timeout=60,
-                                                    **kw).stdout, 60, "the job to finish", 0.3)
+        job = _job_id(
+            subprocess.run(
+                cmd + ["submit", "-o", "up.%J", "--", "id", "-u"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                **kw,
+            )
+        )
+        wait_until(
+            lambda: (
+                "DONE"
+                in subprocess.run(
+                    cmd + ["jobs", "-a", str(job)], capture_output=True, text=True, timeout=60, **kw
+                ).stdout
+            ),
+            60,
+            "the job to finish",
+            0.3,
+        )
         with open(os.path.join(pw.pw_dir, f"up.{job}")) as f:
             assert int(f.read()) == pw.pw_uid
         with open(os.path.join(state, "log", "sbatchd.log")) as f:
@@ -252,6 +319,7 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
     TMPDIR; and no thread of a shepherd is left with the user's ids. Under v1 the user's next
     job gets the first one's empty TMPDIR, renamed by the user's thread (scratch.py)."""
     from roles.sbatchd import cgroups as cg
+
     v2, v1 = cg.mounts()
     if cgroups == "v1" and not v1.get("memory"):
         pytest.skip("no cgroup v1 memory controller mounted here")
@@ -268,8 +336,9 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
         res = as_user(c, a, out + ".next", script=SUBMIT_IN_ROOT)
         assert res.returncode == 0, res.stdout + res.stderr
         assert c.wait([int(res.stdout)], timeout=60)[int(res.stdout)]["stat"] == "DONE"
-        _, _, next_owner, next_pwd, next_tmpdir, next_inode, *_ = open(
-            out + ".next").read().splitlines()
+        _, _, next_owner, next_pwd, next_tmpdir, next_inode, *_ = (
+            open(out + ".next").read().splitlines()
+        )
         assert next_owner == USERS[0] and next_pwd == next_tmpdir != tmpdir
         if cgroups == "v1":
             assert next_inode == inode
@@ -282,5 +351,6 @@ def test_every_start_path_runs_a_users_job_as_that_user(accounts, readable, cgro
     assert tmp_owner == USERS[0] and pwd_ == tmpdir, (pwd_, tmpdir)
     if cgroups != "off":
         slice_name = c.conf.sbatchd.cgroup_slice
-        assert any(re.search(rf"/{slice_name}/shepherd-\d+\.\d+$", line)
-                   for line in cgroup_lines), cgroup_lines
+        assert any(
+            re.search(rf"/{slice_name}/shepherd-\d+\.\d+$", line) for line in cgroup_lines
+        ), cgroup_lines

@@ -1,6 +1,6 @@
 """The tests' one way of waiting for a condition: conftest.wait_until."""
-import pytest
 
+import pytest
 from conftest import wait_until
 
 

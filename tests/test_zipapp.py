@@ -1,5 +1,6 @@
 """The one file as an admin ships it: dist/lavalite, built by build.sh, run by a python3 that
 has none of our dependencies, dispatching on argv[0] through `lavalite links`."""
+
 import importlib.util
 import marshal
 import os
@@ -8,11 +9,10 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import ROOT
 
 ZIPAPP = os.path.join(ROOT, "dist", "lavalite")
-BARE_PYTHON = "/usr/bin/python3"     # Debian's: no apsw, uvloop, psutil, orjson installed
+BARE_PYTHON = "/usr/bin/python3"  # Debian's: no apsw, uvloop, psutil, orjson installed
 
 
 def _bare_python():
@@ -35,16 +35,28 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     c = make_cluster(program=[_bare_python(), zipapp], slots=2)
     bindir = tmp_path / "bin"
     c.cli("links", str(bindir))
-    assert sorted(os.listdir(bindir)) == ["bhosts", "bjobs", "bkill", "bpeek", "bqueues", "bsub",
-                                          "bwait", "llctrl"]
+    assert sorted(os.listdir(bindir)) == [
+        "bhosts",
+        "bjobs",
+        "bkill",
+        "bpeek",
+        "bqueues",
+        "bsub",
+        "bwait",
+        "llctrl",
+    ]
     # the symlinks run through the shebang's `env python3`: the bare one, first on PATH
     env = dict(c.env, PATH=f"{bindir}:/usr/bin:/bin")
 
     def run(*cmd):
-        return subprocess.run(list(cmd), env=env, capture_output=True, text=True, cwd=c.state,
-                              timeout=60)
+        return subprocess.run(
+            list(cmd), env=env, capture_output=True, text=True, cwd=c.state, timeout=60
+        )
+
     sub = run("bsub", "-o", "z.%J", "--", "echo", "from the zipapp")
-    assert sub.returncode == 0 and "is submitted to default queue <serial>" in sub.stdout, sub.stderr
+    assert sub.returncode == 0 and "is submitted to default queue <serial>" in sub.stdout, (
+        sub.stderr
+    )
     job_id = int(sub.stdout.split("<")[1].split(">")[0])
     c.wait([job_id])
     with open(os.path.join(c.state, f"z.{job_id}")) as f:
@@ -58,26 +70,38 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
 def test_cli_path_stays_light():
     """DESIGN.md: a user command imports no apsw, uvloop, psutil, prometheus_client (nor
     asyncio): its start-up time is the user's latency."""
-    code = ("import sys; from lavalite.entry import main; "
-            "from roles.cli.parser import build_parser; build_parser(); import lavalite.client; "
-            "print(sorted(m for m in ('apsw','uvloop','psutil','prometheus_client','asyncio',"
-            "'click') if m in sys.modules))")
+    code = (
+        "import sys; from lavalite.entry import main; "
+        "from roles.cli.parser import build_parser; build_parser(); import lavalite.client; "
+        "print(sorted(m for m in ('apsw','uvloop','psutil','prometheus_client','asyncio',"
+        "'click') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_role_dispatch_errors():
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "lavalite.py"), "--role", "nope"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "lavalite.py"), "--role", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "unknown role" in res.stderr
 
 
 def test_zipapp_main_is_precompiled_for_the_bare_python(zipapp):
     """build.sh ships __main__.pyc beside __main__.py (compiling it cost a tenth of each
     command's start-up): the current lavalite/zipmain.py, with the bare python3's magic number."""
-    magic = subprocess.run([_bare_python(), "-c", "import importlib.util, sys; "
-                            "sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())"],
-                           capture_output=True, text=True, check=True).stdout
+    magic = subprocess.run(
+        [
+            _bare_python(),
+            "-c",
+            "import importlib.util, sys; sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     with zipfile.ZipFile(zipapp) as z:
         pyc = z.read("__main__.pyc")
     with open(os.path.join(ROOT, "lavalite", "zipmain.py"), "rb") as f:

@@ -5,6 +5,7 @@ parsed without argparse where roles.cli.quick can, argparse otherwise (not click
 import alone costs several times Python's start-up here), the blocking client, no asyncio.
 Exit codes: 0 success, 1 refused or not found, 2 usage or configuration, 3 cluster unreachable.
 """
+
 import sys
 
 from lavalite import config
@@ -12,21 +13,37 @@ from lavalite.client import Client, ClientError
 from roles.cli.quick import Quick, Refused
 
 # LSF names -> subcommands; also what `lavalite links` creates.
-ALIASES = {"bsub": "submit", "bjobs": "jobs", "bkill": "kill", "bqueues": "queues",
-           "bhosts": "hosts", "bpeek": "peek", "bwait": "wait", "llctrl": "llctrl"}
+ALIASES = {
+    "bsub": "submit",
+    "bjobs": "jobs",
+    "bkill": "kill",
+    "bqueues": "queues",
+    "bhosts": "hosts",
+    "bpeek": "peek",
+    "bwait": "wait",
+    "llctrl": "llctrl",
+}
 
 
 def _conf_arg(p):
-    p.add_argument("--conf", help="lavalite.conf (default: $LAVALITE_CONF, "
-                                  "/etc/lavalite/lavalite.conf, ~/.lavalite/lavalite.conf)")
+    p.add_argument(
+        "--conf",
+        help="lavalite.conf (default: $LAVALITE_CONF, "
+        "/etc/lavalite/lavalite.conf, ~/.lavalite/lavalite.conf)",
+    )
 
 
 # Which module holds each command: a command imports its own module only (local's subprocess
 # and tempfile are no business of bjobs). tests/test_cli_fast.py checks it against COMMANDS.
-MODULES = {"commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
-           "local": ("up", "down", "links", "config-check", "demo"),
-           "peek": ("peek",), "llctrl": ("llctrl",), "install": ("install",),
-           "admin": ("admin",), "simulate": ("simulate",)}
+MODULES = {
+    "commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
+    "local": ("up", "down", "links", "config-check", "demo"),
+    "peek": ("peek",),
+    "llctrl": ("llctrl",),
+    "install": ("install",),
+    "admin": ("admin",),
+    "simulate": ("simulate",),
+}
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek")
 
@@ -39,6 +56,7 @@ def module_of(command):
 def command_parts(command):
     """(setup, func, help) of a known command."""
     import importlib
+
     return importlib.import_module(f"roles.cli.{module_of(command)}").COMMANDS[command]
 
 
@@ -74,7 +92,7 @@ def _quick(command: str | None, argv: list[str], prog: str):
 
 
 def main(argv, prog="lavalite"):
-    if prog != "lavalite":                     # invoked as bsub, bjobs, ...
+    if prog != "lavalite":  # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
     try:
@@ -84,6 +102,7 @@ def main(argv, prog="lavalite"):
         return 2
     if args is None:
         from roles.cli.parser import build_parser
+
         ap = build_parser(command)
         args = ap.parse_args(argv[1:] if module_of(command) else argv)
         if not getattr(args, "func", None):
@@ -91,7 +110,7 @@ def main(argv, prog="lavalite"):
             return 2
     try:
         code = args.func(args) or 0
-        sys.stdout.flush()             # buffered output meets a closed pipe here, not at exit
+        sys.stdout.flush()  # buffered output meets a closed pipe here, not at exit
         return code
     except BrokenPipeError:
         return _reader_gone()
@@ -110,6 +129,7 @@ def _reader_gone() -> int:
     shows for coreutils killed by SIGPIPE, 128 + 13. stdout goes to /dev/null first, so that
     Python's last flush at exit meets no closed pipe ("Exception ignored ...")."""
     import os
+
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

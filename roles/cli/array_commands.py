@@ -1,11 +1,12 @@
 """The CLI side of job arrays and bulk work: bjobs rows of array elements, bjobs -A, bsub
 --each-line's file, and bwait (blocks on one connection until mbatchd answers)."""
+
 import re
 import sys
 
 from lavalite.job_array import parse_ranges
 
-_COND = r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$"    # re.match compiles it for bwait only
+_COND = r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$"  # re.match compiles it for bwait only
 
 
 def read_lines(path):
@@ -50,6 +51,7 @@ def print_arrays(arrays, args):
     """bjobs -A: one line per array, LSF's columns (EXIT counts killed elements too)."""
     if args.json:
         import json
+
         for a in arrays:
             print(json.dumps(a))
         return 0
@@ -57,38 +59,65 @@ def print_arrays(arrays, args):
         print("No job array found", file=sys.stderr)
         return 0
     from roles.cli.commands import table
-    table([[a["id"], f"{a['name']}[{a['indices']}]" + (f"%{a['throttle']}" if a["throttle"] else ""),
-            a["user"], a["total"], a["pend"], a["done"], a["run"], a["exit"]]
-           for a in sorted(arrays, key=lambda a: a["id"])],
-          ["JOBID", "ARRAY_SPEC", "OWNER", "NJOBS", "PEND", "DONE", "RUN", "EXIT"])
+
+    table(
+        [
+            [
+                a["id"],
+                f"{a['name']}[{a['indices']}]" + (f"%{a['throttle']}" if a["throttle"] else ""),
+                a["user"],
+                a["total"],
+                a["pend"],
+                a["done"],
+                a["run"],
+                a["exit"],
+            ]
+            for a in sorted(arrays, key=lambda a: a["id"])
+        ],
+        ["JOBID", "ARRAY_SPEC", "OWNER", "NJOBS", "PEND", "DONE", "RUN", "EXIT"],
+    )
     return 0
 
 
 # --- bwait
 
+
 def setup_wait(p):
-    p.add_argument("-w", dest="cond", required=True, metavar="'done(ID)'|'ended(ID)'",
-                   help="the condition: the job (or every element of the array) done, or ended")
-    p.add_argument("-t", dest="minutes", type=_minutes, metavar="MINUTES",
-                   help="give up after MINUTES (default: wait as long as it takes)")
+    p.add_argument(
+        "-w",
+        dest="cond",
+        required=True,
+        metavar="'done(ID)'|'ended(ID)'",
+        help="the condition: the job (or every element of the array) done, or ended",
+    )
+    p.add_argument(
+        "-t",
+        dest="minutes",
+        type=_minutes,
+        metavar="MINUTES",
+        help="give up after MINUTES (default: wait as long as it takes)",
+    )
 
 
 def _minutes(text: str) -> float:
     from roles.cli.commands import seconds
+
     return seconds(text, "the time to wait", unit=60) / 60
 
 
 def wait(args):
-    from lavalite.job_array import ArrayError, parse_label
     from lavalite.client import Client, ClientError
+    from lavalite.job_array import ArrayError, parse_label
+
     m = re.match(_COND, args.cond)
     try:
         job_id = parse_label(m.group(2)) if m else None
     except ArrayError:
         job_id = None
     if job_id is None:
-        print(f"bwait: bad condition {args.cond!r} (use 'done(ID)' or 'ended(ID)')",
-              file=sys.stderr)
+        print(
+            f"bwait: bad condition {args.cond!r} (use 'done(ID)' or 'ended(ID)')", file=sys.stderr
+        )
         return 2
     # The request waits on this one connection until mbatchd replies: no polling.
     timeout = args.minutes * 60 if args.minutes else 10 * 365 * 86400.0
@@ -97,8 +126,9 @@ def wait(args):
     except ClientError as exc:
         if exc.code != "timeout":
             raise
-        print(f"bwait: wait condition {args.cond} not satisfied within {args.minutes:g} "
-              f"minutes", file=sys.stderr)
+        print(
+            f"bwait: wait condition {args.cond} not satisfied within {args.minutes:g} minutes",
+            file=sys.stderr,
+        )
         return 1
     return 0
-

@@ -1,12 +1,13 @@
 """The commands that talk to mbatchd: submit (bsub), jobs (bjobs), kill (bkill), queues
 (bqueues), hosts (bhosts). Output follows LSF's wording and columns, which users' scripts read."""
+
 import os
 import sys
 import time
 
 from lavalite import jobspec
-from lavalite.job_array import ArrayError, parse_label
 from lavalite.hosts import local_host
+from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
 from roles.cli import array_commands
@@ -15,31 +16,54 @@ from roles.cli.quick import REMAINDER
 
 def _client(args):
     from roles.cli import client
+
     return client(args)
 
 
 # --- bsub
 
+
 def _setup_submit(p):
     p.add_argument("-q", dest="queue", help="queue (default: the cluster's default queue)")
-    p.add_argument("-J", dest="name", help='job name; "NAME[1-100:2,200]%%LIMIT" submits a job '
-                   "array (LSB_JOBINDEX, %%I in -o/-e), at most LIMIT elements running")
+    p.add_argument(
+        "-J",
+        dest="name",
+        help='job name; "NAME[1-100:2,200]%%LIMIT" submits a job '
+        "array (LSB_JOBINDEX, %%I in -o/-e), at most LIMIT elements running",
+    )
     p.add_argument("-o", dest="out", help="stdout file; %%J is the job id (stderr too unless -e)")
     p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
-    p.add_argument("-W", dest="walltime_w", type=_w_limit, metavar="[HOURS:]MINUTES",
-                   help="wall-clock limit, as LSF's -W")
-    p.add_argument("--time", dest="walltime", type=seconds, metavar="SECS",
-                   help="wall-clock limit in seconds")
+    p.add_argument(
+        "-W",
+        dest="walltime_w",
+        type=_w_limit,
+        metavar="[HOURS:]MINUTES",
+        help="wall-clock limit, as LSF's -W",
+    )
+    p.add_argument(
+        "--time", dest="walltime", type=seconds, metavar="SECS", help="wall-clock limit in seconds"
+    )
     p.add_argument("-n", dest="slots", type=_slots, default=1, help="job slots (default 1)")
-    p.add_argument("--retries", type=_retries, metavar="N",
-                   help="run again up to N times on failure")
-    p.add_argument("-M", dest="memory", type=_size, metavar="MEM",
-                   help="memory limit: MB as LSF, or with a unit (512M, 2G); above it the "
-                        "job ends FAILED(oom)")
-    p.add_argument("--pids", type=_pids, metavar="N",
-                   help="limit on the job's processes and threads")
-    p.add_argument("--each-line", metavar="FILE", help="an array of one element per line of "
-                   "FILE (- for stdin); the element's line is in $LSB_JOBLINE")
+    p.add_argument(
+        "--retries", type=_retries, metavar="N", help="run again up to N times on failure"
+    )
+    p.add_argument(
+        "-M",
+        dest="memory",
+        type=_size,
+        metavar="MEM",
+        help="memory limit: MB as LSF, or with a unit (512M, 2G); above it the "
+        "job ends FAILED(oom)",
+    )
+    p.add_argument(
+        "--pids", type=_pids, metavar="N", help="limit on the job's processes and threads"
+    )
+    p.add_argument(
+        "--each-line",
+        metavar="FILE",
+        help="an array of one element per line of "
+        "FILE (- for stdin); the element's line is in $LSB_JOBLINE",
+    )
     p.add_argument("cmd", nargs=REMAINDER, metavar="[--] COMMAND [ARGS]")
 
 
@@ -47,6 +71,7 @@ def _bad_value(message):
     """What a type function raises for argparse to print `message` (roles.cli.quick leaves
     any bad value to argparse, so argparse is loaded only then)."""
     import argparse
+
     return argparse.ArgumentTypeError(message)
 
 
@@ -87,9 +112,11 @@ def seconds(text: str | int, field: str = "the wall-clock limit", unit: int = 1)
         value = float(text) * unit
     except ValueError:
         raise _bad_value(f"{text!r} is not a number") from None
-    if not 0 < value <= jobspec.MAX_SECONDS:        # NaN compares false: refused too
-        raise _bad_value(f"{field} must be above 0 and at most a year "
-                         f"({jobspec.MAX_SECONDS // unit} {'minutes' if unit == 60 else 's'})")
+    if not 0 < value <= jobspec.MAX_SECONDS:  # NaN compares false: refused too
+        raise _bad_value(
+            f"{field} must be above 0 and at most a year "
+            f"({jobspec.MAX_SECONDS // unit} {'minutes' if unit == 60 else 's'})"
+        )
     return value
 
 
@@ -108,16 +135,26 @@ def submit(args):
     if not cmd:
         print("bsub: no command to run (bsub [options] COMMAND [ARGS])", file=sys.stderr)
         return 2
-    spec = {"cmd": cmd, "queue": args.queue, "name": args.name, "out": args.out,
-            "err": args.err, "slots": args.slots,
-            "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
-            "retries": args.retries, "memory": args.memory, "pids": args.pids,
-            "cwd": os.getcwd(), "env": dict(os.environ),
-            "from_host": local_host()}
+    spec = {
+        "cmd": cmd,
+        "queue": args.queue,
+        "name": args.name,
+        "out": args.out,
+        "err": args.err,
+        "slots": args.slots,
+        "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
+        "retries": args.retries,
+        "memory": args.memory,
+        "pids": args.pids,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "from_host": local_host(),
+    }
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
-    reply = _client(args).call("submit", spec={k: v for k, v in spec.items() if v is not None},
-                               req=os.urandom(16).hex())
+    reply = _client(args).call(
+        "submit", spec={k: v for k, v in spec.items() if v is not None}, req=os.urandom(16).hex()
+    )
     where = "queue" if args.queue else "default queue"
     print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.")
     return 0
@@ -125,14 +162,18 @@ def submit(args):
 
 # --- bjobs
 
+
 def _setup_jobs(p):
-    p.add_argument("-a", dest="all", action="store_true",
-                   help="also jobs that finished recently")
+    p.add_argument("-a", dest="all", action="store_true", help="also jobs that finished recently")
     p.add_argument("-u", dest="user", help="jobs of USER, or all")
     p.add_argument("-q", dest="queue", help="only jobs of this queue")
     p.add_argument("-l", dest="long", action="store_true", help="long format")
-    p.add_argument("-A", dest="arrays", action="store_true",
-                   help="job arrays: one line per array with its element counts")
+    p.add_argument(
+        "-A",
+        dest="arrays",
+        action="store_true",
+        help="job arrays: one line per array with its element counts",
+    )
     p.add_argument("--json", action="store_true", help="JSON, one object per job")
     p.add_argument("jobs", nargs="*", type=_job_id, metavar="JOBID")
 
@@ -162,12 +203,16 @@ def table(rows, header):
 
 def jobs(args):
     import json
+
     users = [args.user] if args.user else None
     if args.arrays:
-        return array_commands.print_arrays(_client(args).call(
-            "jobs", users=users, all=args.all, queue=args.queue, arrays=True)["arrays"], args)
-    reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all,
-                               queue=args.queue)
+        return array_commands.print_arrays(
+            _client(args).call("jobs", users=users, all=args.all, queue=args.queue, arrays=True)[
+                "arrays"
+            ],
+            args,
+        )
+    reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all, queue=args.queue)
     found = array_commands.expand(reply["jobs"]) if not args.json else reply["jobs"]
     found.sort(key=array_commands.order)
     for job_id in reply["missing"]:
@@ -179,47 +224,78 @@ def jobs(args):
         for j in found:
             _print_long(j)
     elif found:
-        table([[j["label"], j["user"], j["stat"], j["queue"], j["from_host"] or "-",
-                j["exec_host"] or "-", j["name"], _short_time(j["submit_time"])] for j in found],
-              ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME",
-               "SUBMIT_TIME"])
+        table(
+            [
+                [
+                    j["label"],
+                    j["user"],
+                    j["stat"],
+                    j["queue"],
+                    j["from_host"] or "-",
+                    j["exec_host"] or "-",
+                    j["name"],
+                    _short_time(j["submit_time"]),
+                ]
+                for j in found
+            ],
+            ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME", "SUBMIT_TIME"],
+        )
     elif not reply["missing"]:
         print("No unfinished job found" if not args.all else "No job found", file=sys.stderr)
     return 1 if reply["missing"] else 0
 
 
 def _print_long(j):
-    if "indices" in j:                 # an array index not started yet: nothing more to say
-        print(f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, "
-              f"Queue <{j['queue']}>, Status <{j['stat']}>")
+    if "indices" in j:  # an array index not started yet: nothing more to say
+        print(
+            f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, "
+            f"Queue <{j['queue']}>, Status <{j['stat']}>"
+        )
         if j["state"] == "PEND":
             print(f" PENDING REASONS:\n {j['pend_reason']};")
         print()
         return
     cmd = " ".join(j["cmd"] or [])
-    print(f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
-          f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
-          f"Command <{cmd}>")
-    files = "".join(f", {label} <{j[k]}>" for label, k in (("Output File", "out"),
-                                                            ("Error File", "err")) if j[k])
-    print(f"{_long_time(j['submit_time'])}: Submitted from host <{j['from_host']}>, "
-          f"CWD <{j['cwd']}>{files};")
+    print(
+        f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
+        f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
+        f"Command <{cmd}>"
+    )
+    files = "".join(
+        f", {label} <{j[k]}>"
+        for label, k in (("Output File", "out"), ("Error File", "err"))
+        if j[k]
+    )
+    print(
+        f"{_long_time(j['submit_time'])}: Submitted from host <{j['from_host']}>, "
+        f"CWD <{j['cwd']}>{files};"
+    )
     if j["walltime"]:
         print(f"  RUNLIMIT: {j['walltime'] / 60:.1f} min ({j['walltime']:g} s)")
     if j.get("memory") or j.get("pids"):
-        print("  " + ", ".join(f"{label}: {value}" for label, value in (
-            ("MEMLIMIT", j.get("memory") and format_size(j["memory"])),
-            ("PIDSLIMIT", j.get("pids"))) if value))
+        print(
+            "  "
+            + ", ".join(
+                f"{label}: {value}"
+                for label, value in (
+                    ("MEMLIMIT", j.get("memory") and format_size(j["memory"])),
+                    ("PIDSLIMIT", j.get("pids")),
+                )
+                if value
+            )
+        )
     if j["start_time"]:
-        print(f"{_long_time(j['start_time'])}: Started {j['slots']} Task(s) on Host(s) "
-              f"<{j['exec_host']}>;")
+        print(
+            f"{_long_time(j['start_time'])}: Started {j['slots']} Task(s) on Host(s) "
+            f"<{j['exec_host']}>;"
+        )
     elif j["state"] == "RUN":
         print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")
     if j["end_time"]:
         print(f"{_long_time(j['end_time'])}: {_ending(j)}")
     if j["state"] == "PEND" and j["reason"]:
         print(f"  Last attempt: {j['reason']}")
-    if j.get("message"):               # the worker's words on the (last) attempt's end
+    if j.get("message"):  # the worker's words on the (last) attempt's end
         print(f"  {j['message']}")
     if j["state"] == "PEND":
         print(" PENDING REASONS:")
@@ -234,10 +310,12 @@ def _ending(j):
         return "Done successfully."
     if j["state"] == "KILLED":
         return "Killed by user request."
-    detail = {"timeout": "Exceeded its wall-clock limit (TERM_RUNLIMIT)",
-              "oom": "Exceeded its memory limit (TERM_MEMLIMIT)",
-              "node_lost": "Its host was lost",
-              "exec_failed": f"Could not start (exit code {j['exit_code']})"}
+    detail = {
+        "timeout": "Exceeded its wall-clock limit (TERM_RUNLIMIT)",
+        "oom": "Exceeded its memory limit (TERM_MEMLIMIT)",
+        "node_lost": "Its host was lost",
+        "exec_failed": f"Could not start (exit code {j['exit_code']})",
+    }
     if j["exit_signal"] is not None and j["reason"] == "signal":
         return f"Exited by signal {j['exit_signal']}."
     if j["reason"] in detail:
@@ -246,6 +324,7 @@ def _ending(j):
 
 
 # --- bkill
+
 
 def _setup_kill(p):
     p.add_argument("jobs", nargs="+", type=_job_id, metavar="JOBID")
@@ -262,17 +341,33 @@ def kill(args):
 
 # --- bqueues, bhosts
 
+
 def queues(args):
     rows = _client(args).call("queues")["queues"]
-    table([[q["name"], q["priority"], q["status"], q["max"] or "-", q["max_user"] or "-",
-            q["pend"] + q["run"], q["pend"], q["run"]] for q in rows],
-          ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "NJOBS", "PEND", "RUN"])
+    table(
+        [
+            [
+                q["name"],
+                q["priority"],
+                q["status"],
+                q["max"] or "-",
+                q["max_user"] or "-",
+                q["pend"] + q["run"],
+                q["pend"],
+                q["run"],
+            ]
+            for q in rows
+        ],
+        ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "NJOBS", "PEND", "RUN"],
+    )
 
 
 def hosts(args):
     rows = _client(args).call("hosts")["hosts"]
-    table([[h["name"], h["status"], h["slots"], h["used"], h["jobs"], h["free"]] for h in rows],
-          ["HOST_NAME", "STATUS", "MAX", "NJOBS", "RUN", "FREE"])
+    table(
+        [[h["name"], h["status"], h["slots"], h["used"], h["jobs"], h["free"]] for h in rows],
+        ["HOST_NAME", "STATUS", "MAX", "NJOBS", "RUN", "FREE"],
+    )
 
 
 def no_options(p):
@@ -285,6 +380,9 @@ COMMANDS = {
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
     "queues": (no_options, queues, "show queues (bqueues)"),
     "hosts": (no_options, hosts, "show hosts (bhosts)"),
-    "wait": (array_commands.setup_wait, array_commands.wait,
-             "wait for a job or array to end (bwait)"),
+    "wait": (
+        array_commands.setup_wait,
+        array_commands.wait,
+        "wait for a job or array to end (bwait)",
+    ),
 }

@@ -8,6 +8,7 @@ configuration to <prefix>/etc/lavalite (existing files kept), creates the system
 `lavalite` and the state, spool and log directories. Running it again updates the program and
 the units and changes nothing else.
 """
+
 import os
 import shutil
 import subprocess
@@ -25,12 +26,14 @@ DIRS = {"var/lib/lavalite": 0o750, "var/spool/lavalite": 0o751, "var/log/lavalit
 
 
 def _setup(p):
-    p.add_argument("--prefix", default="/",
-                   help="install below this directory (default /); the lavalite user is "
-                        "created only when it is /")
+    p.add_argument(
+        "--prefix",
+        default="/",
+        help="install below this directory (default /); the lavalite user is "
+        "created only when it is /",
+    )
     p.add_argument("--file", help="the program to install (default: this one file)")
-    p.add_argument("--no-user", action="store_true",
-                   help="do not create the lavalite system user")
+    p.add_argument("--no-user", action="store_true", help="do not create the lavalite system user")
 
 
 def _copy(src, dst, mode, first_line=None):
@@ -47,7 +50,7 @@ def _copy(src, dst, mode, first_line=None):
                 for info in old.infolist():
                     new.writestr(info, old.read(info))
     os.chmod(tmp, mode)
-    os.replace(tmp, dst)             # a running daemon keeps the old file's inode
+    os.replace(tmp, dst)  # a running daemon keeps the old file's inode
     print(f"installed {dst}")
 
 
@@ -63,16 +66,32 @@ def _shebang():
 def _user(prefix, no_user):
     """The uid/gid of the lavalite user, created if missing; None when not ours to create."""
     import pwd
+
     if no_user or prefix != "/":
-        print(f"skipped creating the user {USER!r}"
-              + ("" if no_user else f" (--prefix {prefix} is not /)"))
+        print(
+            f"skipped creating the user {USER!r}"
+            + ("" if no_user else f" (--prefix {prefix} is not /)")
+        )
         return None
     try:
         pw = pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/lavalite",
-                        "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        "--comment", "LavaLite daemons", USER], check=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                "/var/lib/lavalite",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "LavaLite daemons",
+                USER,
+            ],
+            check=True,
+        )
         print(f"created system user {USER!r}")
         pw = pwd.getpwnam(USER)
     return pw.pw_uid, pw.pw_gid
@@ -80,21 +99,26 @@ def _user(prefix, no_user):
 
 def install(args):
     from importlib import resources
+
     program = os.path.realpath(args.file or sys.argv[0])
     if not os.path.isfile(program):
         print(f"lavalite install: {program} is not a file", file=sys.stderr)
         return 2
     if not zipfile.is_zipfile(program):
         # e.g. the source tree's lavalite.py launcher: that file alone is not the program
-        print(f"lavalite install: {program} is not the one file (a zipapp): run "
-              f"dist/lavalite install, or give --file dist/lavalite", file=sys.stderr)
+        print(
+            f"lavalite install: {program} is not the one file (a zipapp): run "
+            f"dist/lavalite install, or give --file dist/lavalite",
+            file=sys.stderr,
+        )
         return 2
     prefix = os.path.abspath(args.prefix)
-    root = lambda path: os.path.join(prefix, path)          # noqa: E731
+    root = lambda path: os.path.join(prefix, path)  # noqa: E731
     owner = _user(prefix, args.no_user)
     bindir = root("usr/local/bin")
     _copy(program, os.path.join(bindir, "lavalite"), 0o755, _shebang())
     from roles.cli.local import LINKS
+
     for name in LINKS:
         link = os.path.join(bindir, name)
         if os.path.lexists(link):
@@ -122,11 +146,18 @@ def install(args):
         if owner:
             os.chown(root(path), *owner)
     print(f"directories: {', '.join(root(p) for p in DIRS)}")
-    print("next: copy one cluster key (lavalite.conf key_file, mode 0600, owner lavalite) to "
-          "every host, then `systemctl daemon-reload; systemctl enable --now "
-          "lavalite-lim lavalite-sbatchd`")
+    print(
+        "next: copy one cluster key (lavalite.conf key_file, mode 0600, owner lavalite) to "
+        "every host, then `systemctl daemon-reload; systemctl enable --now "
+        "lavalite-lim lavalite-sbatchd`"
+    )
     return 0
 
 
-COMMANDS = {"install": (_setup, install, "install the program, units, links, user and "
-                                         "directories on this host")}
+COMMANDS = {
+    "install": (
+        _setup,
+        install,
+        "install the program, units, links, user and directories on this host",
+    )
+}

@@ -3,11 +3,13 @@ many hosts at once through pdsh over ssh, prints the answers grouped by host wit
 answers folded (as `dshbak -c`), names the hosts that failed (exit 1) and writes every action
 to syslog: who, on which hosts, what, when.
 
-    llctrl [--hosts H1,H2 | --file FILE] {lim|mbatch|sbatch} {status|start|stop|restart|reload|config-check}
+    llctrl [--hosts H1,H2 | --file FILE] {lim|mbatch|sbatch}
+           {status|start|stop|restart|reload|config-check}
 
 The remote side needs only sshd, sudo (units/sudoers.lavalite-admin lets the admin user run
 exactly these systemctl verbs on the lavalite units) and the lavalite file on its PATH.
 """
+
 import os
 import pwd
 import re
@@ -19,13 +21,21 @@ import time
 
 from lavalite import config
 
-UNITS = {"lim": "lavalite-lim.service", "mbatch": "lavalite-mbatchd.service",
-         "sbatch": "lavalite-sbatchd.service"}
+UNITS = {
+    "lim": "lavalite-lim.service",
+    "mbatch": "lavalite-mbatchd.service",
+    "sbatch": "lavalite-sbatchd.service",
+}
 VERBS = ("status", "start", "stop", "restart", "reload", "config-check")
 # `status` asks `is-active`: one word per host, so a hundred healthy hosts fold into one group
-SYSTEMCTL_VERBS = {"status": "is-active", "start": "start", "stop": "stop",
-                   "restart": "restart", "reload": "reload"}
-RC = "llctrl-rc="          # the remote command's exit status, as the last line of its answer
+SYSTEMCTL_VERBS = {
+    "status": "is-active",
+    "start": "start",
+    "stop": "stop",
+    "restart": "restart",
+    "reload": "reload",
+}
+RC = "llctrl-rc="  # the remote command's exit status, as the last line of its answer
 
 
 def remote_command(daemon, verb, lavalite="lavalite"):
@@ -98,8 +108,10 @@ def _hosts(args, conf):
         with open(args.file) as f:
             return [h for line in f for h in expand(line.split("#")[0].strip())]
     if conf is None:
-        raise ValueError("no hosts: give --hosts or --file (or a configuration whose "
-                         "master_candidates and [hosts] name them)")
+        raise ValueError(
+            "no hosts: give --hosts or --file (or a configuration whose "
+            "master_candidates and [hosts] name them)"
+        )
     hosts = list(conf.cluster.master_candidates)
     if args.daemon != "mbatch":
         hosts += [h for h in conf.hosts if h not in hosts]
@@ -113,13 +125,13 @@ def parse_pdsh(out, err, hosts):
     codes = dict.fromkeys(hosts)
     for text, is_out in ((out, True), (err, False)):
         for line in text.splitlines():
-            if line.startswith("pdsh@"):                  # pdsh@me: host: ssh exited with ...
+            if line.startswith("pdsh@"):  # pdsh@me: host: ssh exited with ...
                 line = line.split(": ", 1)[1] if ": " in line else line
             host, sep, rest = line.partition(": ")
             if not sep or host not in lines:
                 continue
-            if is_out and rest.startswith(RC) and rest[len(RC):].isdigit():
-                codes[host] = int(rest[len(RC):])
+            if is_out and rest.startswith(RC) and rest[len(RC) :].isdigit():
+                codes[host] = int(rest[len(RC) :])
             else:
                 lines[host].append(rest)
     return lines, codes
@@ -135,8 +147,9 @@ def report(lines, codes):
         bar = "-" * 16
         print(f"{bar}\n{fold(hosts)}\n{bar}")
         print("\n".join(answer) if answer else "(no output)")
-    return {h: ("unreachable" if rc is None else f"exit {rc}")
-            for h, rc in codes.items() if rc != 0}
+    return {
+        h: ("unreachable" if rc is None else f"exit {rc}") for h, rc in codes.items() if rc != 0
+    }
 
 
 def _who():
@@ -152,7 +165,9 @@ def audit(address, message):
     """One syslog line (facility daemon, tag llctrl). A missing syslog socket is said, not
     fatal: the admin's action must not depend on the logger."""
     import logging
+
     from lavalite import log
+
     logger = logging.getLogger("lavalite.llctrl")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -160,8 +175,7 @@ def audit(address, message):
         try:
             handler = log.syslog_handler(address)
         except OSError as exc:
-            print(f"llctrl: warning: cannot write to syslog at {address}: {exc}",
-                  file=sys.stderr)
+            print(f"llctrl: warning: cannot write to syslog at {address}: {exc}", file=sys.stderr)
             return
         handler.setFormatter(logging.Formatter(f"llctrl[{os.getpid()}]: %(message)s"))
         logger.addHandler(handler)
@@ -170,21 +184,39 @@ def audit(address, message):
 
 def setup(p):
     where = p.add_mutually_exclusive_group()
-    where.add_argument("-w", "--hosts", help="hosts, comma separated; ranges as node[01-10] "
-                       "(default: master_candidates and [hosts] of lavalite.conf)")
+    where.add_argument(
+        "-w",
+        "--hosts",
+        help="hosts, comma separated; ranges as node[01-10] "
+        "(default: master_candidates and [hosts] of lavalite.conf)",
+    )
     where.add_argument("--file", help="file with one host (or range) per line, # comments")
-    p.add_argument("-l", "--user", default="lavalite-admin",
-                   help="ssh user on the hosts (default lavalite-admin)")
-    p.add_argument("-f", "--fanout", type=int, default=32,
-                   help="hosts contacted at once (pdsh -f, default 32)")
-    p.add_argument("--lavalite", default="lavalite",
-                   help="the lavalite program on the hosts, for config-check (default: on PATH)")
+    p.add_argument(
+        "-l",
+        "--user",
+        default="lavalite-admin",
+        help="ssh user on the hosts (default lavalite-admin)",
+    )
+    p.add_argument(
+        "-f", "--fanout", type=int, default=32, help="hosts contacted at once (pdsh -f, default 32)"
+    )
+    p.add_argument(
+        "--lavalite",
+        default="lavalite",
+        help="the lavalite program on the hosts, for config-check (default: on PATH)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the pdsh command, run nothing")
-    p.add_argument("daemon", choices=list(UNITS),
-                   help="which unit: lavalite-lim, lavalite-mbatchd or lavalite-sbatchd")
-    p.add_argument("verb", choices=VERBS,
-                   help="a systemctl verb (status asks is-active), or config-check: "
-                        "`lavalite config-check` on each host")
+    p.add_argument(
+        "daemon",
+        choices=list(UNITS),
+        help="which unit: lavalite-lim, lavalite-mbatchd or lavalite-sbatchd",
+    )
+    p.add_argument(
+        "verb",
+        choices=VERBS,
+        help="a systemctl verb (status asks is-active), or config-check: "
+        "`lavalite config-check` on each host",
+    )
 
 
 def llctrl(args):
@@ -194,9 +226,9 @@ def llctrl(args):
     try:
         conf = config.load(config.find_conf(args.conf))
     except config.ConfigError:
-        if args.conf:                  # asked for explicitly: its errors are the answer
+        if args.conf:  # asked for explicitly: its errors are the answer
             raise
-        conf = None                    # hosts come from the command line
+        conf = None  # hosts come from the command line
     try:
         hosts = _hosts(args, conf)
     except (OSError, ValueError) as exc:
@@ -206,16 +238,28 @@ def llctrl(args):
         print("llctrl: the host list is empty", file=sys.stderr)
         return 2
     command = shlex.join(remote_command(args.daemon, args.verb, args.lavalite))
-    pdsh = ["pdsh", "-R", "ssh", "-l", args.user, "-f", str(args.fanout), "-w", ",".join(hosts),
-            f"{command} 2>&1; echo {RC}$?"]
+    pdsh = [
+        "pdsh",
+        "-R",
+        "ssh",
+        "-l",
+        args.user,
+        "-f",
+        str(args.fanout),
+        "-w",
+        ",".join(hosts),
+        f"{command} 2>&1; echo {RC}$?",
+    ]
     if args.dry_run:
         print(shlex.join(pdsh))
         return 0
     if shutil.which("pdsh") is None:
         print("llctrl: pdsh is not installed (Debian: apt-get install pdsh)", file=sys.stderr)
         return 2
-    what = (f"user={_who()} hosts={fold(hosts)} command={command!r} "
-            f"time={time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
+    what = (
+        f"user={_who()} hosts={fold(hosts)} command={command!r} "
+        f"time={time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
+    )
     syslog = conf.logging.syslog_address if conf else "/dev/log"
     audit(syslog, f"{what} begin")
     # pdsh passes its environment to ssh: PDSH_SSH_ARGS_APPEND carries a port, a key, ...
@@ -224,8 +268,11 @@ def llctrl(args):
     if failed:
         why = ", ".join(f"{h} ({w})" for h, w in failed.items())
         audit(syslog, f"{what} failed on {why}")
-        print(f"llctrl: {args.daemon} {args.verb} failed on {len(failed)} of {len(hosts)} "
-              f"hosts: {why}", file=sys.stderr)
+        print(
+            f"llctrl: {args.daemon} {args.verb} failed on {len(failed)} of {len(hosts)} "
+            f"hosts: {why}",
+            file=sys.stderr,
+        )
         return 1
     audit(syslog, f"{what} ok")
     return 0

@@ -4,6 +4,7 @@
 working configuration into its state directory on first use and runs lim (which starts and
 supervises mbatchd) and sbatchd as separate processes until Ctrl-C, SIGTERM or `down`.
 """
+
 import contextlib
 import os
 import signal
@@ -45,37 +46,58 @@ def free_port():
 
 # --- up / down
 
+
 def _setup_up(p):
     p.add_argument("--state-dir", help="where the cluster keeps its state (default ~/.lavalite)")
-    p.add_argument("--slots", type=int, help="job slots of this host (default: its CPUs); "
-                                             "used when the state directory is first created")
+    p.add_argument(
+        "--slots",
+        type=int,
+        help="job slots of this host (default: its CPUs); "
+        "used when the state directory is first created",
+    )
 
 
 def _first_conf(state, slots):
     host = local_host()
     sbatchd = {"slots": str(slots)} if slots else {}
-    return config.write_state_conf(state, {
-        "lavalite.conf": {
-            "cluster": {"master_candidates": host, "listen": "127.0.0.1",
-                        # the cluster of whoever runs `up`: root's own, if root runs it
-                        "allow_root_jobs": "yes" if os.getuid() == 0 else "no",
-                        "key_file": os.path.join(state, "cluster.key")},
-            "hosts": {host: "127.0.0.1"},
-            "paths": {"state_dir": state, "spool_dir": os.path.join(state, "spool"),
-                      "log_dir": os.path.join(state, "log")},
-            "mbatchd": {"port": str(free_port()), "metrics_port": str(free_port())},
-            "lim": {"port": str(free_port()), "metrics_port": str(free_port())},
-            "sbatchd": {"metrics_port": str(free_port())}},
-        "sbatchd.conf": {"sbatchd": sbatchd}})
+    return config.write_state_conf(
+        state,
+        {
+            "lavalite.conf": {
+                "cluster": {
+                    "master_candidates": host,
+                    "listen": "127.0.0.1",
+                    # the cluster of whoever runs `up`: root's own, if root runs it
+                    "allow_root_jobs": "yes" if os.getuid() == 0 else "no",
+                    "key_file": os.path.join(state, "cluster.key"),
+                },
+                "hosts": {host: "127.0.0.1"},
+                "paths": {
+                    "state_dir": state,
+                    "spool_dir": os.path.join(state, "spool"),
+                    "log_dir": os.path.join(state, "log"),
+                },
+                "mbatchd": {"port": str(free_port()), "metrics_port": str(free_port())},
+                "lim": {"port": str(free_port()), "metrics_port": str(free_port())},
+                "sbatchd": {"metrics_port": str(free_port())},
+            },
+            "sbatchd.conf": {"sbatchd": sbatchd},
+        },
+    )
 
 
 def metrics_urls(conf):
     """(role, URL) of each daemon's metrics endpoint that is on."""
     host = local_host() if conf.cluster.listen in ("0.0.0.0", "::") else conf.cluster.listen
-    return [(role, f"http://{host}:{port}/metrics")
-            for role, port in (("lim", conf.lim.metrics_port),
-                               ("mbatchd", conf.mbatchd.metrics_port),
-                               ("sbatchd", conf.sbatchd.metrics_port)) if port]
+    return [
+        (role, f"http://{host}:{port}/metrics")
+        for role, port in (
+            ("lim", conf.lim.metrics_port),
+            ("mbatchd", conf.mbatchd.metrics_port),
+            ("sbatchd", conf.sbatchd.metrics_port),
+        )
+        if port
+    ]
 
 
 def _running_pid(path):
@@ -99,15 +121,16 @@ def up(args):
         conf = config.load(conf_path)
         pid = _running_pid(pidfile)
         if pid:
-            print(f"lavalite up: already running in {state} (pid {pid}); `lavalite down` "
-                  "stops it", file=sys.stderr)
+            print(
+                f"lavalite up: already running in {state} (pid {pid}); `lavalite down` stops it",
+                file=sys.stderr,
+            )
             return 1
         auth.create_key(conf.cluster.key_file)
         os.makedirs(conf.paths.log_dir, exist_ok=True)
         write_whole(pidfile, f"{os.getpid()}\n")
-    except OSError as exc:         # a full disk, say: one line, and no partial file left
-        print(f"lavalite up: cannot write {exc.filename or state}: {exc.strerror}",
-              file=sys.stderr)
+    except OSError as exc:  # a full disk, say: one line, and no partial file left
+        print(f"lavalite up: cannot write {exc.filename or state}: {exc.strerror}", file=sys.stderr)
         return 1
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,13 +140,19 @@ def up(args):
     try:
         slots = _wait_ready(conf, procs, stopping)
         if slots is None and not stopping and all(p.poll() is None for p in procs.values()):
-            print(f"lavalite up: no sbatchd registered with mbatchd within 60 s; see "
-                  f"{conf.paths.log_dir}; stopping", file=sys.stderr)
+            print(
+                f"lavalite up: no sbatchd registered with mbatchd within 60 s; see "
+                f"{conf.paths.log_dir}; stopping",
+                file=sys.stderr,
+            )
             return 1
         if slots is not None:
-            print(f"LavaLite is up on {local_host()}: {slots} job slots, mbatchd on "
-                  f"{conf.cluster.listen}:{conf.mbatchd.port}, logs in {conf.paths.log_dir}. "
-                  "Ctrl-C or `lavalite down` stops it.", flush=True)
+            print(
+                f"LavaLite is up on {local_host()}: {slots} job slots, mbatchd on "
+                f"{conf.cluster.listen}:{conf.mbatchd.port}, logs in {conf.paths.log_dir}. "
+                "Ctrl-C or `lavalite down` stops it.",
+                flush=True,
+            )
             urls = metrics_urls(conf)
             with open(os.path.join(state, "metrics.urls"), "w") as f:
                 f.writelines(f"{role} {url}\n" for role, url in urls)
@@ -132,10 +161,12 @@ def up(args):
         _supervise_sbatchd(conf, procs, stopping)
         dead = [r for r, p in procs.items() if p.poll() is not None]
         if dead and not stopping:
-            print(f"lavalite up: {', '.join(dead)} exited; see {conf.paths.log_dir}; stopping",
-                  file=sys.stderr)
+            print(
+                f"lavalite up: {', '.join(dead)} exited; see {conf.paths.log_dir}; stopping",
+                file=sys.stderr,
+            )
     finally:
-        for role in ("sbatchd", "lim"):        # lim stops mbatchd before it exits
+        for role in ("sbatchd", "lim"):  # lim stops mbatchd before it exits
             if procs[role].poll() is None:
                 procs[role].terminate()
         for p in procs.values():
@@ -157,9 +188,13 @@ def _start_role(conf, role):
     """The daemon, started with up's own umask, not up's private one: it keeps that for its
     jobs (lavalite/private.py)."""
     with open(os.path.join(conf.paths.log_dir, f"{role}.log"), "ab") as log:
-        return subprocess.Popen(self_command() + ["--role", role, "--conf", conf.path],
-                                stdout=log, stderr=log, start_new_session=True,
-                                umask=private.inherited())
+        return subprocess.Popen(
+            self_command() + ["--role", role, "--conf", conf.path],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            umask=private.inherited(),
+        )
 
 
 def _supervise_sbatchd(conf, procs, stopping):
@@ -169,12 +204,15 @@ def _supervise_sbatchd(conf, procs, stopping):
     delay, started = 1.0, time.monotonic()
     while not stopping and procs["lim"].poll() is None:
         code = procs["sbatchd"].poll()
-        if code == 2:                  # it refused to start (configuration): do not insist
+        if code == 2:  # it refused to start (configuration): do not insist
             return
         if code is not None:
             delay = 1.0 if time.monotonic() - started > 60 else delay
-            print(f"lavalite up: sbatchd exited with status {code}; restarting in {delay:g} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"lavalite up: sbatchd exited with status {code}; restarting in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
             started = time.monotonic()
@@ -185,7 +223,7 @@ def _supervise_sbatchd(conf, procs, stopping):
 def _wait_ready(conf, procs, stopping, timeout=60.0):
     """Until mbatchd answers and this host's sbatchd has registered: its slot count."""
     deadline = time.time() + timeout
-    with Client(conf=conf, timeout=5, command_wait=0) as c:        # it retries itself, watching procs
+    with Client(conf=conf, timeout=5, command_wait=0) as c:  # it retries itself, watching procs
         while time.time() < deadline and not stopping:
             if any(p.poll() is not None for p in procs.values()):
                 return None
@@ -201,8 +239,11 @@ def _wait_ready(conf, procs, stopping, timeout=60.0):
 
 
 def _setup_down(p):
-    p.add_argument("--state-dir", help="the state directory of the cluster to stop "
-                                       "(default: from the configuration, else ~/.lavalite)")
+    p.add_argument(
+        "--state-dir",
+        help="the state directory of the cluster to stop "
+        "(default: from the configuration, else ~/.lavalite)",
+    )
 
 
 def down(args):
@@ -229,6 +270,7 @@ def down(args):
 
 # --- links, config-check
 
+
 def _setup_links(p):
     p.add_argument("dir", help=f"directory for the symlinks ({', '.join(LINKS)})")
 
@@ -249,6 +291,7 @@ def config_check(args):
     conf = config.load(path)
     if conf.cluster.tls_ca:
         from lavalite import tls
+
         errors = tls.check(conf, local_host(), daemon=False)
         if errors:
             raise config.ConfigError(errors)
@@ -258,35 +301,51 @@ def config_check(args):
 
 # --- demo
 
+
 def demo(args):
     """Start a throw-away cluster, run a few jobs through the LSF commands, show them, stop."""
     state = tempfile.mkdtemp(prefix="lavalite-demo-")
     bindir = os.path.join(state, "bin")
-    env = dict(os.environ, LAVALITE_CONF=os.path.join(state, "lavalite.conf"),
-               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
-    run = lambda *cmd: subprocess.run(list(cmd), env=env, cwd=state)   # noqa: E731
+    env = dict(
+        os.environ,
+        LAVALITE_CONF=os.path.join(state, "lavalite.conf"),
+        PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
+    )
+    run = lambda *cmd: subprocess.run(list(cmd), env=env, cwd=state)  # noqa: E731
     run(*self_command(), "links", bindir)
-    upper = subprocess.Popen(self_command() + ["up", "--state-dir", state, "--slots", "4"],
-                             env=env, stdout=subprocess.PIPE, text=True)
+    upper = subprocess.Popen(
+        self_command() + ["up", "--state-dir", state, "--slots", "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        for line in upper.stdout:              # up prints its ready line once sbatchd is in
+        for line in upper.stdout:  # up prints its ready line once sbatchd is in
             print(line, end="", flush=True)
             if "LavaLite is up" in line:
                 break
         else:
             print("lavalite demo: the cluster did not come up", file=sys.stderr)
             return 1
-        steps = [["bsub", "-J", "hello", "-o", "hello.%J.out", "--", "echo", "hello from LavaLite"],
-                 ["bsub", "-J", "sum", "-o", "sum.%J.out", "python3 -c 'print(sum(range(10**6)))'"],
-                 ["bsub", "-J", "fails", "--retries", "1", "--", "sh", "-c", "exit 3"],
-                 ["bsub", "-J", "sleeper", "--", "sleep", "600"],
-                 ["bqueues"], ["bhosts"], ["bjobs"]]
+        steps = [
+            ["bsub", "-J", "hello", "-o", "hello.%J.out", "--", "echo", "hello from LavaLite"],
+            ["bsub", "-J", "sum", "-o", "sum.%J.out", "python3 -c 'print(sum(range(10**6)))'"],
+            ["bsub", "-J", "fails", "--retries", "1", "--", "sh", "-c", "exit 3"],
+            ["bsub", "-J", "sleeper", "--", "sleep", "600"],
+            ["bqueues"],
+            ["bhosts"],
+            ["bjobs"],
+        ]
         for step in steps:
             print("$", " ".join(step), flush=True)
             run(*step)
         time.sleep(3)
-        for step in (["bkill", "4"], ["bjobs", "-a"], ["bjobs", "-l", "3"],
-                     ["cat", "hello.1.out", "sum.2.out"]):
+        for step in (
+            ["bkill", "4"],
+            ["bjobs", "-a"],
+            ["bjobs", "-l", "3"],
+            ["cat", "hello.1.out", "sum.2.out"],
+        ):
             time.sleep(1)
             print("$", " ".join(step), flush=True)
             run(*step)

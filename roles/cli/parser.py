@@ -1,5 +1,6 @@
 """The commands' argparse parsers: help, errors, and whatever roles.cli.quick leaves to them.
 No parser takes an abbreviation of a long option (allow_abbrev=False): `--ret 2` is no --retries."""
+
 import argparse
 import os
 import sys
@@ -32,17 +33,37 @@ def build_parser(command=None):
     parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
     the parser of every command, as subcommands."""
     import importlib
+
     if module_of(command):
         setup, func, helptext = command_parts(command)
-        return add_command(argparse.ArgumentParser(prog=f"lavalite {command}",
-                                                   description=helptext, allow_abbrev=False,
-                                                   formatter_class=_Formatter), setup, func)
-    ap = argparse.ArgumentParser(prog="lavalite", description="LavaLite batch scheduler.",
-                                 allow_abbrev=False, formatter_class=_Formatter)
+        return add_command(
+            argparse.ArgumentParser(
+                prog=f"lavalite {command}",
+                description=helptext,
+                allow_abbrev=False,
+                formatter_class=_Formatter,
+            ),
+            setup,
+            func,
+        )
+    ap = argparse.ArgumentParser(
+        prog="lavalite",
+        description="LavaLite batch scheduler.",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for module in (importlib.import_module(f"roles.cli.{name}") for name in MODULES):
         for name, (setup, func, helptext) in module.COMMANDS.items():
-            add_command(sub.add_parser(name, help=helptext, description=helptext,
-                                       allow_abbrev=False, formatter_class=_Formatter),
-                        setup, func)
+            add_command(
+                sub.add_parser(
+                    name,
+                    help=helptext,
+                    description=helptext,
+                    allow_abbrev=False,
+                    formatter_class=_Formatter,
+                ),
+                setup,
+                func,
+            )
     return ap

@@ -2,19 +2,22 @@
 host runs it (mbatchd relays to that host's sbatchd). With -f it follows until the job ends;
 each request waits on the worker until there is something new, so a line shows within about
 a twentieth of a second of being written."""
+
 import base64
 import sys
 
 from lavalite import protocol as P
 from lavalite.client import ClientError
 
-FOLLOW_WAIT = 5.0          # seconds a follow request may wait on the worker for new output
+FOLLOW_WAIT = 5.0  # seconds a follow request may wait on the worker for new output
 
 
 def _setup(p):
     from roles.cli.commands import _job_id
-    p.add_argument("-f", dest="follow", action="store_true",
-                   help="keep showing new output until the job ends")
+
+    p.add_argument(
+        "-f", dest="follow", action="store_true", help="keep showing new output until the job ends"
+    )
     p.add_argument("job", type=_job_id, metavar="JOBID")
 
 
@@ -27,7 +30,7 @@ def stream(client, job, follow, write):
             r = client.call("peek", job=job, offsets=offsets, wait=FOLLOW_WAIT if follow else 0)
         except ClientError as exc:
             if offsets is not None and exc.code == P.NOT_RUNNING:
-                return                 # it ended between two requests; all was shown
+                return  # it ended between two requests; all was shown
             raise
         for fds, chunk in zip(r["streams"], r["data"]):
             if chunk:
@@ -39,11 +42,13 @@ def stream(client, job, follow, write):
 
 def peek(args):
     from roles.cli import client
+
     out = sys.stdout.buffer
 
     def write(fds, data):
         out.write(data)
         out.flush()
+
     with client(args) as c:
         stream(c, args.job, args.follow, write)
     return 0

@@ -13,9 +13,10 @@ Before either parser reads a line, check_words refuses what argparse would misre
 glued to its option, flags run together) and, under an LSF name, the LSF options LavaLite does
 not implement (roles.cli.lsf_options).
 """
+
 from types import SimpleNamespace
 
-REMAINDER = "..."                      # argparse.REMAINDER
+REMAINDER = "..."  # argparse.REMAINDER
 
 
 class Refused(Exception):
@@ -24,27 +25,43 @@ class Refused(Exception):
 
 class Quick:
     def __init__(self):
-        self.options = {}              # option string -> (dest, is_flag, type)
-        self.positional = None         # (dest, nargs, type)
+        self.options = {}  # option string -> (dest, is_flag, type)
+        self.positional = None  # (dest, nargs, type)
         self.defaults = {}
         self.required = []
-        self.known = True              # False: some argument is beyond this parser
+        self.known = True  # False: some argument is beyond this parser
 
-    def add_argument(self, *names, dest=None, action=None, nargs=None, type=None, default=None,
-                     required=False, help=None, metavar=None, **other):
+    def add_argument(
+        self,
+        *names,
+        dest=None,
+        action=None,
+        nargs=None,
+        type=None,
+        default=None,
+        required=False,
+        help=None,
+        metavar=None,
+        **other,
+    ):
         if other or action not in (None, "store_true") or (type and isinstance(default, str)):
             self.known = False
         elif names[0].startswith("-"):
-            dest = dest or next((n for n in names if n.startswith("--")),
-                                names[0]).lstrip("-").replace("-", "_")
+            dest = dest or next((n for n in names if n.startswith("--")), names[0]).lstrip(
+                "-"
+            ).replace("-", "_")
             flag = action == "store_true"
             self.known &= nargs is None
             self.options.update((n, (dest, flag, type)) for n in names)
             self.defaults[dest] = False if flag and default is None else default
             if required:
                 self.required.append(dest)
-        elif (self.positional is None and nargs in (None, "*", "+", REMAINDER) and not action
-              and default is None):
+        elif (
+            self.positional is None
+            and nargs in (None, "*", "+", REMAINDER)
+            and not action
+            and default is None
+        ):
             self.positional = (dest or names[0], nargs, type)
         else:
             self.known = False
@@ -64,19 +81,20 @@ class Quick:
             if word.startswith("-") and word != "-":
                 i += 1 + self._takes_value(word, prog, lsf_name)
             elif self.positional and self.positional[1] == REMAINDER:
-                return                 # the command starts: the rest are its own words
+                return  # the command starts: the rest are its own words
             else:
                 i += 1
 
     def _takes_value(self, word: str, prog: str, lsf_name: str | None) -> bool:
-        if word in self.options:       # an implemented LSF option takes a value as in LSF
+        if word in self.options:  # an implemented LSF option takes a value as in LSF
             return not self.options[word][1]
-        if word.startswith("--") or word == "-h":   # argparse refuses an unknown long option
+        if word.startswith("--") or word == "-h":  # argparse refuses an unknown long option
             return False
         # Only a word that is none of the command's own options loads LSF's table: the lines
         # users type all day start no slower for it.
         if lsf_name is not None:
             from roles.cli.lsf_options import OPTIONS
+
             if word in OPTIONS[lsf_name]:
                 raise Refused(f"{prog}: {word} is an LSF option that LavaLite does not support")
         raise Refused(f"{prog}: {word} is not an option of {prog}")
@@ -92,7 +110,7 @@ class Quick:
             arg = argv[i]
             positional = not arg.startswith("-") or arg == "-"
             if nargs == REMAINDER and (positional or arg == "--"):
-                strings = argv[i:]     # argparse keeps the "--" in a REMAINDER
+                strings = argv[i:]  # argparse keeps the "--" in a REMAINDER
                 break
             if positional:
                 strings.append(arg)
@@ -135,7 +153,7 @@ def _convert(kind, text):
         return text
     try:
         return kind(text)
-    except Exception:                  # argparse reports it, in its own words
+    except Exception:  # argparse reports it, in its own words
         return _BAD
 
 

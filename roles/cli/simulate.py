@@ -6,28 +6,53 @@ def _setup(p):
     p.add_argument("--hosts", type=int, default=100, help="virtual hosts (default 100)")
     p.add_argument("--slots", type=int, default=8, help="slots per host (default 8)")
     p.add_argument("--jobs", type=int, default=10_000, help="jobs to queue (default 10,000)")
-    p.add_argument("--array-share", type=float, default=0.9,
-                   help="share of the jobs submitted as arrays (default 0.9)")
-    p.add_argument("--array-size", type=int, default=10_000,
-                   help="largest array; sizes are drawn up to it (default 10,000)")
+    p.add_argument(
+        "--array-share",
+        type=float,
+        default=0.9,
+        help="share of the jobs submitted as arrays (default 0.9)",
+    )
+    p.add_argument(
+        "--array-size",
+        type=int,
+        default=10_000,
+        help="largest array; sizes are drawn up to it (default 10,000)",
+    )
     p.add_argument("--users", type=int, default=4, help="submitting users (default 4)")
-    p.add_argument("--duration", default="1-60", metavar="MIN-MAX",
-                   help="simulated job run time in seconds, uniform (default 1-60)")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="simulated seconds per real second (default 1)")
-    p.add_argument("--queues", metavar="QUEUES_CONF",
-                   help="a queues.conf to test (default: three queues of different priority); "
-                        "jobs are spread over its queues")
-    p.add_argument("--state-dir", help="keep the simulated cluster's state here (default: a "
-                                       "temporary directory, removed afterwards)")
+    p.add_argument(
+        "--duration",
+        default="1-60",
+        metavar="MIN-MAX",
+        help="simulated job run time in seconds, uniform (default 1-60)",
+    )
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
+    )
+    p.add_argument(
+        "--queues",
+        metavar="QUEUES_CONF",
+        help="a queues.conf to test (default: three queues of different priority); "
+        "jobs are spread over its queues",
+    )
+    p.add_argument(
+        "--state-dir",
+        help="keep the simulated cluster's state here (default: a "
+        "temporary directory, removed afterwards)",
+    )
     p.add_argument("--seed", type=int, default=1, help="workload random seed (default 1)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def run(args):
     from roles.cli import simulator
+
     return simulator.main(args)
 
 
-COMMANDS = {"simulate": (_setup, run, "run a real mbatchd against simulated hosts and a "
-                                      "generated workload; print its figures")}
+COMMANDS = {
+    "simulate": (
+        _setup,
+        run,
+        "run a real mbatchd against simulated hosts and a generated workload; print its figures",
+    )
+}

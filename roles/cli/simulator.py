@@ -11,6 +11,7 @@ hosts register and the cluster drains.
 An array's elements share one spec: element i runs sim_duration * (0.5 .. 1.5), spread by i
 and clamped to --duration, so an array is not a block of equal jobs.
 """
+
 import asyncio
 import configparser
 import json
@@ -28,9 +29,12 @@ from lavalite import protocol as P
 from lavalite.peer import Peer, hello
 from lavalite.program import self_command
 
-DEFAULT_QUEUES = {"short": {"priority": "50"}, "normal": {"priority": "30"},
-                  "long": {"priority": "10", "max_running_user": "20000"}}
-BATCH = 5000                       # single jobs per submit_many request
+DEFAULT_QUEUES = {
+    "short": {"priority": "50"},
+    "normal": {"priority": "30"},
+    "long": {"priority": "10", "max_running_user": "20000"},
+}
+BATCH = 5000  # single jobs per submit_many request
 
 
 def pct(values, p):
@@ -43,8 +47,8 @@ def cpu_seconds(pid, children=False):
     """User + system CPU of a live process (with children=True, plus the children it has
     reaped), from /proc."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()   # the name in parentheses may hold spaces
-    ticks = sum(int(f) for f in fields[11:15 if children else 13])
+        fields = f.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    ticks = sum(int(f) for f in fields[11 : 15 if children else 13])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -59,13 +63,13 @@ class Sim:
         lo, _, hi = args.duration.partition("-")
         self.lo, self.hi = float(lo), float(hi or lo)
         self.loop = asyncio.get_running_loop()
-        self.submitted = {}        # job or array id -> submit time
-        self.total = 0             # jobs (elements counted) the workload queued
+        self.submitted = {}  # job or array id -> submit time
+        self.total = 0  # jobs (elements counted) the workload queued
         self.ended = set()
-        self.twice = 0             # jobs that ended more than once: must stay 0
-        self.waits = []            # submit-to-start, seconds
-        self.per_second = {}       # int(time) -> dispatches
-        self.by_queue = {}         # queue -> [waits]
+        self.twice = 0  # jobs that ended more than once: must stay 0
+        self.waits = []  # submit-to-start, seconds
+        self.per_second = {}  # int(time) -> dispatches
+        self.by_queue = {}  # queue -> [waits]
         self.all_ended = asyncio.Event()
 
     def duration(self, spec):
@@ -89,8 +93,9 @@ class Sim:
             self.all_ended.set()
 
     async def connect(self, role, name, **extra):
-        _, peer = await self.loop.create_connection(lambda: Peer(self._frame(name)), self.addr,
-                                                    self.port)
+        _, peer = await self.loop.create_connection(
+            lambda: Peer(self._frame(name)), self.addr, self.port
+        )
         try:
             reply = await hello(peer, self.key, role, name, "mbatchd", 30, **extra)
         except ConnectionError as exc:
@@ -106,6 +111,7 @@ class Sim:
 
 class SimHost:
     """One virtual sbatchd. Reports are batched per loop iteration, as sbatchd does."""
+
     __slots__ = ("sim", "name", "peer", "reports", "rid", "timers")
 
     def __init__(self, sim, name):
@@ -113,7 +119,7 @@ class SimHost:
         self.peer = None
         self.reports = []
         self.rid = 0
-        self.timers = {}           # (job, attempt) -> TimerHandle
+        self.timers = {}  # (job, attempt) -> TimerHandle
 
     def on_frame(self, peer, msg):
         self.peer = peer
@@ -123,8 +129,9 @@ class SimHost:
             for spec in msg["jobs"]:
                 key = (spec["id"], spec["attempt"])
                 self.sim.started(spec, now)
-                self.timers[key] = self.sim.loop.call_later(self.sim.duration(spec), self.exit,
-                                                            key, 0, "")
+                self.timers[key] = self.sim.loop.call_later(
+                    self.sim.duration(spec), self.exit, key, 0, ""
+                )
                 self.report({"kind": "start", "job": key[0], "attempt": key[1], "time": now})
         elif op == "kill":
             key = (msg.get("job"), msg.get("attempt"))
@@ -137,8 +144,17 @@ class SimHost:
     def exit(self, key, code, reason):
         del self.timers[key]
         self.sim.finished(key[0])
-        self.report({"kind": "exit", "job": key[0], "attempt": key[1], "time": time.time(),
-                     "exit_code": code, "exit_signal": None, "reason": reason})
+        self.report(
+            {
+                "kind": "exit",
+                "job": key[0],
+                "attempt": key[1],
+                "time": time.time(),
+                "exit_code": code,
+                "exit_signal": None,
+                "reason": reason,
+            }
+        )
 
     def report(self, rep):
         rep["rid"] = self.rid
@@ -165,8 +181,15 @@ def workload(args, queues, rng, lo, hi):
     left = args.jobs - int(args.jobs * args.array_share)
     while left > 0:
         size = min(left, BATCH)
-        items.append((rng.choice(users), rng.choice(queues), "singles", size,
-                      [round(rng.uniform(lo, hi), 2) for _ in range(size)]))
+        items.append(
+            (
+                rng.choice(users),
+                rng.choice(queues),
+                "singles",
+                size,
+                [round(rng.uniform(lo, hi), 2) for _ in range(size)],
+            )
+        )
         left -= size
     rng.shuffle(items)
     return items
@@ -181,12 +204,14 @@ async def submit_all(sim, items):
         now = time.time()
         base = {"cmd": ["true"], "cwd": "/", "env": {}, "queue": queue}
         if kind == "array":
-            reply = await peer.request("submit", spec={**base, "name": f"sim[1-{size}]",
-                                                       "sim_duration": dur})
+            reply = await peer.request(
+                "submit", spec={**base, "name": f"sim[1-{size}]", "sim_duration": dur}
+            )
             ids = [reply.get("job")]
         else:
-            reply = await peer.request("submit_many", defaults=base,
-                                       specs=[{"sim_duration": d} for d in dur])
+            reply = await peer.request(
+                "submit_many", defaults=base, specs=[{"sim_duration": d} for d in dur]
+            )
             ids = reply.get("jobs") or []
         if not reply.get("ok"):
             raise RuntimeError(f"submit refused: {reply.get('error')}")
@@ -198,19 +223,28 @@ async def submit_all(sim, items):
 
 async def register_hosts(sim, n, slots):
     async def one(i):
-        for attempt in range(5):       # as sbatchd: a refused or dropped dial is tried again
+        for attempt in range(5):  # as sbatchd: a refused or dropped dial is tried again
             try:
                 peer = await sim.connect("sbatchd", f"sim{i:05d}")
                 break
             except (OSError, ConnectionError):
                 if attempt == 4:
                     raise
-                await asyncio.sleep(0.5 * 2 ** attempt)
-        peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": slots, "running": [],
-                   "reports": []})
+                await asyncio.sleep(0.5 * 2**attempt)
+        peer.send(
+            {
+                "v": P.VERSION,
+                "op": "register",
+                "id": None,
+                "slots": slots,
+                "running": [],
+                "reports": [],
+            }
+        )
         return peer
+
     peers = []
-    for start in range(0, n, 200):     # 200 handshakes at a time, within mbatchd's backlog
+    for start in range(0, n, 200):  # 200 handshakes at a time, within mbatchd's backlog
         peers += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
     return peers
 
@@ -231,18 +265,28 @@ async def drive(args, conf, pid):
     while not sim.all_ended.is_set():
         try:
             await asyncio.wait_for(sim.all_ended.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not args.json:
-                print(f"  {time.time() - t1:6.0f} s: {sum(sim.per_second.values())} started, "
-                      f"{len(sim.ended)} of {sim.total} ended", file=sys.stderr, flush=True)
+                print(
+                    f"  {time.time() - t1:6.0f} s: {sum(sim.per_second.values())} started, "
+                    f"{len(sim.ended)} of {sim.total} ended",
+                    file=sys.stderr,
+                    flush=True,
+                )
         last = time.time()
     drain = last - t1
     stats = await next(iter(users.values())).request("stats")
     cpu, rss = cpu_seconds(pid), peak_rss_mb(pid)
     for peer in list(users.values()) + hosts:
         peer.close()
-    return sim, {"submit_s": t_submit, "register_s": t_register, "drain_s": drain,
-                 "stats": stats, "mbatchd_cpu_s": cpu, "mbatchd_peak_rss_mib": rss}
+    return sim, {
+        "submit_s": t_submit,
+        "register_s": t_register,
+        "drain_s": drain,
+        "stats": stats,
+        "mbatchd_cpu_s": cpu,
+        "mbatchd_peak_rss_mib": rss,
+    }
 
 
 def _state(args):
@@ -253,6 +297,7 @@ def _state(args):
 
 def _write_conf(state, args):
     from roles.cli.local import free_port
+
     qfile = os.path.join(state, "queues.conf")
     overrides = {}
     if args.queues:
@@ -264,12 +309,17 @@ def _write_conf(state, args):
         overrides["queues.conf"] = DEFAULT_QUEUES
         names = list(DEFAULT_QUEUES)
     overrides["lavalite.conf"] = {
-        "cluster": {"master_candidates": "simmaster", "listen": "127.0.0.1",
-                    # a private cluster whose jobs never run: whoever simulates may submit
-                    "allow_root_jobs": "yes", "key_file": os.path.join(state, "cluster.key")},
+        "cluster": {
+            "master_candidates": "simmaster",
+            "listen": "127.0.0.1",
+            # a private cluster whose jobs never run: whoever simulates may submit
+            "allow_root_jobs": "yes",
+            "key_file": os.path.join(state, "cluster.key"),
+        },
         "hosts": {"simmaster": "127.0.0.1"},
         "mbatchd": {"port": str(free_port()), "default_queue": names[0] if names else "serial"},
-        "logging": {"level": "warning"}}     # one log line per job event would be the cost
+        "logging": {"level": "warning"},
+    }  # one log line per job event would be the cost
     return config.write_state_conf(state, overrides)
 
 
@@ -279,19 +329,25 @@ def main(args):
         if not 0 < float(lo) <= float(hi or lo) or args.speed <= 0 or args.hosts < 1:
             raise ValueError
     except ValueError:
-        print("simulate: --duration is MIN-MAX seconds (0 < MIN <= MAX), --speed and --hosts "
-              "positive", file=sys.stderr)
+        print(
+            "simulate: --duration is MIN-MAX seconds (0 < MIN <= MAX), --speed and --hosts "
+            "positive",
+            file=sys.stderr,
+        )
         return 2
     state, temporary = _state(args)
     os.makedirs(state, exist_ok=True)
     conf_path = _write_conf(state, args)
-    conf = config.load(conf_path)             # a bad queues.conf stops here, every error listed
+    conf = config.load(conf_path)  # a bad queues.conf stops here, every error listed
     auth.create_key(conf.cluster.key_file)
     os.makedirs(conf.paths.log_dir, exist_ok=True)
     with open(os.path.join(conf.paths.log_dir, "mbatchd.log"), "ab") as log:
-        mbatchd = subprocess.Popen(self_command() + ["--role", "mbatchd", "--conf", conf_path,
-                                                     "--host", "simmaster"],
-                                   stdout=log, stderr=log, start_new_session=True)
+        mbatchd = subprocess.Popen(
+            self_command() + ["--role", "mbatchd", "--conf", conf_path, "--host", "simmaster"],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
         _wait_port(conf, mbatchd)
         sim, fig = asyncio.run(drive(args, conf, mbatchd.pid))
@@ -302,7 +358,9 @@ def main(args):
         except subprocess.TimeoutExpired:
             mbatchd.kill()
     db = conf.mbatchd.database
-    fig["store_mib"] = sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p)) / 2**20
+    fig["store_mib"] = (
+        sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p)) / 2**20
+    )
     report(args, sim, fig)
     if temporary:
         shutil.rmtree(state, ignore_errors=True)
@@ -311,11 +369,14 @@ def main(args):
 
 def _wait_port(conf, proc, timeout=60):
     import socket
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"simulate: mbatchd exited with {proc.returncode}; see "
-                             f"{conf.paths.log_dir}/mbatchd.log")
+            raise SystemExit(
+                f"simulate: mbatchd exited with {proc.returncode}; see "
+                f"{conf.paths.log_dir}/mbatchd.log"
+            )
         try:
             socket.create_connection(("127.0.0.1", conf.mbatchd.port), timeout=1).close()
             return
@@ -330,28 +391,38 @@ def report(args, sim, fig):
     started = len(waits)
     first, last = (min(sim.per_second), max(sim.per_second)) if sim.per_second else (0, 0)
     mean = (sim.lo + sim.hi) / 2
-    out = {"hosts": args.hosts, "slots": args.hosts * args.slots, "jobs": sim.total,
-           "speed": args.speed, "submit_s": round(fig["submit_s"], 3),
-           "submit_jobs_per_s": round(sim.total / fig["submit_s"]) if fig["submit_s"] else None,
-           "register_s": round(fig["register_s"], 3), "drain_s": round(fig["drain_s"], 1),
-           "dispatches": started,
-           "dispatch_per_s_mean": round(started / max(1, last - first + 1)),
-           "dispatch_per_s_median_second": pct(busy, 50),
-           "offered_per_s": round(args.hosts * args.slots * args.speed / mean),
-           "wait_p50_s": round(pct(waits, 50), 3), "wait_p99_s": round(pct(waits, 99), 3),
-           "wait_max_s": round(waits[-1], 3) if waits else None,
-           "turn_p50_ms": round(fig["stats"]["turn_p50"] * 1e3, 2),
-           "turn_p99_ms": round(fig["stats"]["turn_p99"] * 1e3, 2),
-           "turn_max_ms": round(fig["stats"]["turn_max"] * 1e3, 1),
-           "sched_p50_ms": round(fig["stats"]["sched_p50"] * 1e3, 2),
-           "sched_p99_ms": round(fig["stats"]["sched_p99"] * 1e3, 2),
-           "sched_max_ms": round(fig["stats"]["sched_max"] * 1e3, 1),
-           "mbatchd_cpu_s": round(fig["mbatchd_cpu_s"], 1),
-           "mbatchd_peak_rss_mib": round(fig["mbatchd_peak_rss_mib"], 1),
-           "store_mib": round(fig["store_mib"], 1),
-           "ended": len(sim.ended), "ended_twice": sim.twice,
-           "queues": {q: {"started": len(w), "wait_p50_s": round(pct(sorted(w), 50), 3)}
-                      for q, w in sorted(sim.by_queue.items())}}
+    out = {
+        "hosts": args.hosts,
+        "slots": args.hosts * args.slots,
+        "jobs": sim.total,
+        "speed": args.speed,
+        "submit_s": round(fig["submit_s"], 3),
+        "submit_jobs_per_s": round(sim.total / fig["submit_s"]) if fig["submit_s"] else None,
+        "register_s": round(fig["register_s"], 3),
+        "drain_s": round(fig["drain_s"], 1),
+        "dispatches": started,
+        "dispatch_per_s_mean": round(started / max(1, last - first + 1)),
+        "dispatch_per_s_median_second": pct(busy, 50),
+        "offered_per_s": round(args.hosts * args.slots * args.speed / mean),
+        "wait_p50_s": round(pct(waits, 50), 3),
+        "wait_p99_s": round(pct(waits, 99), 3),
+        "wait_max_s": round(waits[-1], 3) if waits else None,
+        "turn_p50_ms": round(fig["stats"]["turn_p50"] * 1e3, 2),
+        "turn_p99_ms": round(fig["stats"]["turn_p99"] * 1e3, 2),
+        "turn_max_ms": round(fig["stats"]["turn_max"] * 1e3, 1),
+        "sched_p50_ms": round(fig["stats"]["sched_p50"] * 1e3, 2),
+        "sched_p99_ms": round(fig["stats"]["sched_p99"] * 1e3, 2),
+        "sched_max_ms": round(fig["stats"]["sched_max"] * 1e3, 1),
+        "mbatchd_cpu_s": round(fig["mbatchd_cpu_s"], 1),
+        "mbatchd_peak_rss_mib": round(fig["mbatchd_peak_rss_mib"], 1),
+        "store_mib": round(fig["store_mib"], 1),
+        "ended": len(sim.ended),
+        "ended_twice": sim.twice,
+        "queues": {
+            q: {"started": len(w), "wait_p50_s": round(pct(sorted(w), 50), 3)}
+            for q, w in sorted(sim.by_queue.items())
+        },
+    }
     if args.json:
         print(json.dumps(out))
         return

@@ -6,10 +6,20 @@ def main(argv):
     from lavalite.auth import KeyFileError
     from roles.mbatchd.server import Mbatchd
     from store import StoreError
-    return daemon.main("mbatchd", argv, lambda conf, host, args: Mbatchd(conf, host, args.epoch),
-                       (KeyFileError, StoreError), options=_options)
+
+    return daemon.main(
+        "mbatchd",
+        argv,
+        lambda conf, host, args: Mbatchd(conf, host, args.epoch),
+        (KeyFileError, StoreError),
+        options=_options,
+    )
 
 
 def _options(ap):
-    ap.add_argument("--epoch", type=int, default=0,
-                    help="fencing token from the master LIM (0: started by hand)")
+    ap.add_argument(
+        "--epoch",
+        type=int,
+        default=0,
+        help="fencing token from the master LIM (0: started by hand)",
+    )

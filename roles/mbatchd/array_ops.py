@@ -5,16 +5,33 @@ and `_element` makes the Job at that moment (or when one index is killed alone).
 share the array's spec and environment; their ends update the array's counts, and the array
 ends when its last element does. `wait` (bwait) parks a request until a job or array ends.
 """
+
 import re
 
 from lavalite import protocol as P
-from lavalite.job_array import (MAX_ELEMENTS, Array, ArrayError, format_ranges, parse_name,
-                                parse_throttle)
-from lavalite.model import (DONE, FINISHED, KILLED, KILLED_REASON, PEND, RUN, Job, element_id,
-                            label, split_id)
+from lavalite.job_array import (
+    MAX_ELEMENTS,
+    Array,
+    ArrayError,
+    format_ranges,
+    parse_name,
+    parse_throttle,
+)
+from lavalite.model import (
+    DONE,
+    FINISHED,
+    KILLED,
+    KILLED_REASON,
+    PEND,
+    RUN,
+    Job,
+    element_id,
+    label,
+    split_id,
+)
 
 MAX_LINE = 64 << 10
-_LIMIT = re.compile(r"^(.*)%([1-9][0-9]*)$")    # --each-line -J NAME%LIMIT
+_LIMIT = re.compile(r"^(.*)%([1-9][0-9]*)$")  # --each-line -J NAME%LIMIT
 
 
 def check_array(spec):
@@ -27,14 +44,21 @@ def check_array(spec):
     lines = spec.get("lines")
     if lines is None:
         return name, ranges, throttle, None
-    if (not isinstance(lines, list) or not lines or len(lines) > MAX_ELEMENTS
-            or not all(isinstance(x, str) and len(x) <= MAX_LINE and "\0" not in x
-                       for x in lines)):
-        raise P.ProtocolError(P.BAD_REQUEST, f"lines must be 1..{MAX_ELEMENTS} strings of at "
-                              f"most {MAX_LINE} bytes, without NUL")   # $LSB_JOBLINE
+    if (
+        not isinstance(lines, list)
+        or not lines
+        or len(lines) > MAX_ELEMENTS
+        or not all(isinstance(x, str) and len(x) <= MAX_LINE and "\0" not in x for x in lines)
+    ):
+        raise P.ProtocolError(
+            P.BAD_REQUEST,
+            f"lines must be 1..{MAX_ELEMENTS} strings of at most {MAX_LINE} bytes, without NUL",
+        )  # $LSB_JOBLINE
     if ranges is not None:
-        raise P.ProtocolError(P.BAD_REQUEST, "--each-line makes the array: give -J NAME or "
-                              "-J NAME%LIMIT, without [INDICES]")
+        raise P.ProtocolError(
+            P.BAD_REQUEST,
+            "--each-line makes the array: give -J NAME or -J NAME%LIMIT, without [INDICES]",
+        )
     m = _LIMIT.match(spec.get("name") or "")
     if m is None:
         return name, [(1, len(lines), 1)], 0, lines
@@ -50,8 +74,17 @@ class ArrayOps:
 
     def _element(self, arr, index):
         """Make element `index` of `arr` a Job (PEND) in memory."""
-        job = Job(element_id(arr.id, index), arr.user, arr.uid, arr.queue, arr.name, arr.spec,
-                  slots=arr.slots, max_attempts=arr.max_attempts, submit_time=arr.submit_time)
+        job = Job(
+            element_id(arr.id, index),
+            arr.user,
+            arr.uid,
+            arr.queue,
+            arr.name,
+            arr.spec,
+            slots=arr.slots,
+            max_attempts=arr.max_attempts,
+            submit_time=arr.submit_time,
+        )
         job.array = arr
         arr.counts[PEND] += 1
         arr.live.add(index)
@@ -64,12 +97,16 @@ class ArrayOps:
         """bkill ARRAY: indices not handed out end at once (no element rows: the array row
         says killed); elements pending or running are killed as jobs."""
         if arr.finished:
-            return {"job": arr.id, "ok": False, "code": "finished",
-                    "message": f"Job <{arr.id}>: Job has already finished"}
+            return {
+                "job": arr.id,
+                "ok": False,
+                "code": "finished",
+                "message": f"Job <{arr.id}>: Job has already finished",
+            }
         arr.killed = True
-        self.wake = True                       # its FIFO entry held the jobs behind it
+        self.wake = True  # its FIFO entry held the jobs behind it
         self.out.arrays[arr.id] = arr
-        self.touched.add((arr.queue, arr.user))   # its FIFO entry is stale now
+        self.touched.add((arr.queue, arr.user))  # its FIFO entry is stale now
         for index in sorted(arr.live):
             self._kill(self.jobs[element_id(arr.id, index)], now)
         self._array_check_end(arr, now)
@@ -88,7 +125,7 @@ class ArrayOps:
             return None
         index = split_id(job_id)[1]
         if arr.position(index) < arr.cursor or index in arr.skip:
-            return None                # handed out already
+            return None  # handed out already
         return arr
 
     def _element_out_of_turn(self, arr, job_id):
@@ -118,7 +155,7 @@ class ArrayOps:
             self._env_unref(arr)
             self._fire(arr.id)
             for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
-                self._fire(job_id)     # waits on indices that ended with it, never started
+                self._fire(job_id)  # waits on indices that ended with it, never started
 
     def array_views(self, arr, show_finished, now):
         """bjobs rows of an array's indices that are not jobs: one row per state with the
@@ -131,12 +168,20 @@ class ArrayOps:
         return out
 
     def _index_view(self, arr, state, ranges, now):
-        return {"array": arr.id, "indices": ranges, "user": arr.user, "queue": arr.queue,
-                "name": arr.name, "state": state, "stat": state,
-                "from_host": arr.spec.get("from_host"), "exec_host": None,
-                "submit_time": arr.submit_time,
-                "reason": KILLED_REASON if state == KILLED else "",
-                "pend_reason": self.pending_reason(arr, now) if state == PEND else None}
+        return {
+            "array": arr.id,
+            "indices": ranges,
+            "user": arr.user,
+            "queue": arr.queue,
+            "name": arr.name,
+            "state": state,
+            "stat": state,
+            "from_host": arr.spec.get("from_host"),
+            "exec_host": None,
+            "submit_time": arr.submit_time,
+            "reason": KILLED_REASON if state == KILLED else "",
+            "pend_reason": self.pending_reason(arr, now) if state == PEND else None,
+        }
 
     # --- bwait
 
@@ -168,7 +213,7 @@ class ArrayOps:
     def _wait_result(self, job_id, cond):
         """{"ok"...} when the condition holds, a ProtocolError when it never will, else None."""
         target = self._target(job_id)
-        if target is None:             # an index not started: it ends unstarted with its array
+        if target is None:  # an index not started: it ends unstarted with its array
             ended, done = self._index_array(job_id).finished, False
         elif isinstance(target, Array):
             ended = target.finished
@@ -185,8 +230,11 @@ class ArrayOps:
 
 def _condition(job_id, cond, ended, done):
     if cond == "done" and ended and not done:
-        return P.ProtocolError("never", f"Wait condition done({label(job_id)}) is never satisfied: "
-                               "the job ended without success")
+        return P.ProtocolError(
+            "never",
+            f"Wait condition done({label(job_id)}) is never satisfied: "
+            "the job ended without success",
+        )
     return {"job": job_id, "cond": cond} if ended else None
 
 

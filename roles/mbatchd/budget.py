@@ -8,15 +8,16 @@ placed, averaged over recent turns). TARGET is well under the 100 ms goal for a 
 a turn slowed by a busy CPU or an SQLite checkpoint still stays under it. Work left over
 waits for the next turn.
 """
-TARGET = 0.035                     # seconds a turn should last at most, on average
-PLACE_MIN, PLACE_MAX = 50, 2000    # slots placed per turn: the budget's bounds
-REPORTS_PER_PLACE = 2              # each job started comes back as a START and an EXIT report
-SAMPLE = 100                       # units of work a turn must do to count in the estimate
+
+TARGET = 0.035  # seconds a turn should last at most, on average
+PLACE_MIN, PLACE_MAX = 50, 2000  # slots placed per turn: the budget's bounds
+REPORTS_PER_PLACE = 2  # each job started comes back as a START and an EXIT report
+SAMPLE = 100  # units of work a turn must do to count in the estimate
 
 
 class TurnBudget:
     def __init__(self, unit=50e-6):
-        self.unit = unit           # seconds per unit of work, a moving average
+        self.unit = unit  # seconds per unit of work, a moving average
 
     @property
     def places(self):

@@ -6,6 +6,7 @@ arrays), bwait answers, messages to send to hosts (outbox). The shell commits on
 turn, then takes the output (`new_turn`) and sends it, so nothing leaves mbatchd before it is
 durable.
 """
+
 import hashlib
 import heapq
 from collections import deque
@@ -13,41 +14,74 @@ from dataclasses import dataclass, field
 
 from lavalite import jobspec
 from lavalite import protocol as P
-from lavalite.limits import format_size
-from lavalite.model import (EXIT, FINISHED, HOST_CLOSED, HOST_OK, HOST_UNAVAIL,
-                            KILLED, KILLED_REASON, NODE_LOST, PEND, PR_BACKOFF, PR_NEW, PR_NO_SLOT,
-                            RETRYABLE, RUN, SIGNAL, DONE, FAILED, Host, Job, job_view,
-                            label, split_id, submitted, transition)
 from lavalite.job_array import Array
+from lavalite.limits import format_size
+from lavalite.model import (
+    DONE,
+    EXIT,
+    FAILED,
+    FINISHED,
+    HOST_CLOSED,
+    HOST_OK,
+    HOST_UNAVAIL,
+    KILLED,
+    KILLED_REASON,
+    NODE_LOST,
+    PEND,
+    PR_BACKOFF,
+    PR_NEW,
+    PR_NO_SLOT,
+    RETRYABLE,
+    RUN,
+    SIGNAL,
+    Host,
+    Job,
+    job_view,
+    label,
+    split_id,
+    submitted,
+    transition,
+)
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
-MAX_MESSAGE = 2000             # characters of a worker's message kept with the job
+MAX_MESSAGE = 2000  # characters of a worker's message kept with the job
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
-_TEXTS = (("cwd", jobspec.MAX_PATH), ("out", jobspec.MAX_PATH), ("err", jobspec.MAX_PATH),
-          ("name", jobspec.MAX_NAME), ("from_host", jobspec.MAX_NAME))
+_TEXTS = (
+    ("cwd", jobspec.MAX_PATH),
+    ("out", jobspec.MAX_PATH),
+    ("err", jobspec.MAX_PATH),
+    ("name", jobspec.MAX_NAME),
+    ("from_host", jobspec.MAX_NAME),
+)
 
 
 @dataclass(slots=True)
 class TurnOutput:
     """What the handlers of one turn recorded: the rows the shell commits, then what it sends."""
-    jobs: dict = field(default_factory=dict)       # id -> Job changed
-    events: list = field(default_factory=list)     # model.Event rows
-    hosts: dict = field(default_factory=dict)      # name -> Host changed
-    envs: list = field(default_factory=list)       # (env id, hash, env) new
-    users: list = field(default_factory=list)      # (name, uid, time) new
-    arrays: dict = field(default_factory=dict)     # id -> Array changed
-    woken: list = field(default_factory=list)      # (token, result or ProtocolError) of bwaits
-    outbox: dict = field(default_factory=dict)     # host -> [message]
+
+    jobs: dict = field(default_factory=dict)  # id -> Job changed
+    events: list = field(default_factory=list)  # model.Event rows
+    hosts: dict = field(default_factory=dict)  # name -> Host changed
+    envs: list = field(default_factory=list)  # (env id, hash, env) new
+    users: list = field(default_factory=list)  # (name, uid, time) new
+    arrays: dict = field(default_factory=dict)  # id -> Array changed
+    woken: list = field(default_factory=list)  # (token, result or ProtocolError) of bwaits
+    outbox: dict = field(default_factory=dict)  # host -> [message]
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
-        if not (self.jobs or self.events or self.hosts or self.envs or self.users
-                or self.arrays):
+        if not (self.jobs or self.events or self.hosts or self.envs or self.users or self.arrays):
             return None
-        return {"jobs": self.jobs.values(), "events": self.events, "hosts": self.hosts.values(),
-                "envs": self.envs, "users": self.users, "arrays": self.arrays.values()}
+        return {
+            "jobs": self.jobs.values(),
+            "events": self.events,
+            "hosts": self.hosts.values(),
+            "envs": self.envs,
+            "users": self.users,
+            "arrays": self.arrays.values(),
+        }
 
 
 class Core(ArrayOps):
@@ -55,33 +89,33 @@ class Core(ArrayOps):
         """`state` is what Store.load returned."""
         self.conf = conf
         self.admins = set(conf.cluster.admins)
-        self.queues = {}                     # name -> QueueView, in priority order
+        self.queues = {}  # name -> QueueView, in priority order
         self.qconf = {}
         self._set_queues(conf)
-        self.jobs = {}                       # id -> Job: live, and finished within clean_period
-        self.arrays = {}                     # id -> Array: live, and ended within clean_period
-        self.waiters = {}                    # job or array id -> [(cond, token)] (bwait)
-        self.max_slots = 0                   # the largest slot count of any host seen
-        self.by_req = {}                     # client request id -> job id
-        self.host_jobs = {}                  # host -> {job id} running there
+        self.jobs = {}  # id -> Job: live, and finished within clean_period
+        self.arrays = {}  # id -> Array: live, and ended within clean_period
+        self.waiters = {}  # job or array id -> [(cond, token)] (bwait)
+        self.max_slots = 0  # the largest slot count of any host seen
+        self.by_req = {}  # client request id -> job id
+        self.host_jobs = {}  # host -> {job id} running there
         self.hosts = {}
-        self.free_by_host = {}               # host -> free slots, usable hosts with free > 0
+        self.free_by_host = {}  # host -> free slots, usable hosts with free > 0
         self.total_free = 0
-        self.backoff = []                    # heap of (eligible_time, job id)
-        self.finished = deque()              # (end_time, job id), for expiry from memory
-        self.reasons = {}                    # last plan's pending reasons
-        self.npend = {}                      # queue -> PEND jobs, kept as jobs move
-        self.envs = {}                       # env id -> [hash, env dict, live jobs using it]
-        self.env_ids = {}                    # hash -> env id, for envs in memory
-        self.env_sizes = {}                  # hash -> exec bytes, of envs in memory (checked)
-        self.lost = {}                       # host -> since when it is UNAVAIL with jobs on it
-        self.registered = {}                 # host -> when its sbatchd last registered
+        self.backoff = []  # heap of (eligible_time, job id)
+        self.finished = deque()  # (end_time, job id), for expiry from memory
+        self.reasons = {}  # last plan's pending reasons
+        self.npend = {}  # queue -> PEND jobs, kept as jobs move
+        self.envs = {}  # env id -> [hash, env dict, live jobs using it]
+        self.env_ids = {}  # hash -> env id, for envs in memory
+        self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)
+        self.lost = {}  # host -> since when it is UNAVAIL with jobs on it
+        self.registered = {}  # host -> when its sbatchd last registered
         self.users = state["users"]
         self.next_id = state["next_job_id"]
         self.next_seq = state["next_pend_seq"]
         self.next_env = state["next_env_id"]
-        self.out = TurnOutput()              # what this turn must commit, then send
-        self.touched = set()                 # (queue, user) FIFOs whose heads may be stale
+        self.out = TurnOutput()  # what this turn must commit, then send
+        self.touched = set()  # (queue, user) FIFOs whose heads may be stale
         self.wake = True
         for host in state["hosts"]:
             host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
@@ -93,7 +127,7 @@ class Core(ArrayOps):
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
         for name, ids in self.host_jobs.items():
-            if ids:                          # their hosts have node_lost_grace to register
+            if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
 
     def new_turn(self) -> TurnOutput:
@@ -110,7 +144,10 @@ class Core(ArrayOps):
         for qc in conf.queue_order():
             view = old.pop(qc.name, None) or QueueView(qc.name)
             view.priority, view.active = qc.priority, qc.active
-            view.max_running_user, view.max_running_queue = qc.max_running_user, qc.max_running_queue
+            view.max_running_user, view.max_running_queue = (
+                qc.max_running_user,
+                qc.max_running_queue,
+            )
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
         for name, view in old.items():
@@ -144,7 +181,7 @@ class Core(ArrayOps):
             return
         env_id = job.spec.get("env_id")
         if job.array is not None:
-            job.array.live.add(index)          # its env is the array's, counted once
+            job.array.live.add(index)  # its env is the array's, counted once
         elif env_id in envs:
             digest, env = envs[env_id]
             self._env_ref(env_id, digest, env)
@@ -243,7 +280,7 @@ class Core(ArrayOps):
         that ends (bkill) may have held its user's FIFO, with a job behind it that can run."""
         self.wake = True
         self.finished.append((now, job.id))
-        if job.array is None:              # elements share their array's environment
+        if job.array is None:  # elements share their array's environment
             self._env_unref(job)
         self.touched.add((job.queue, job.user))
         self._fire(job.id)
@@ -283,8 +320,11 @@ class Core(ArrayOps):
 
     def _check_submitter(self, ident):
         if ident["uid"] == 0 and not self.conf.cluster.allow_root_jobs:
-            raise P.ProtocolError(P.DENIED, "root may not submit jobs (allow_root_jobs = no "
-                                            "in lavalite.conf); submit as a normal user")
+            raise P.ProtocolError(
+                P.DENIED,
+                "root may not submit jobs (allow_root_jobs = no "
+                "in lavalite.conf); submit as a normal user",
+            )
 
     def _duplicate(self, req):
         known = self.by_req.get(req) if req is not None else None
@@ -309,32 +349,65 @@ class Core(ArrayOps):
         else:
             walltime = jobspec.seconds("walltime", walltime)
         if walltime and qc.max_walltime and walltime > qc.max_walltime:
-            raise P.ProtocolError(P.BAD_REQUEST, f"walltime {walltime:g} s exceeds queue "
-                                  f"<{qname}>'s max_walltime of {qc.max_walltime:g} s")
+            raise P.ProtocolError(
+                P.BAD_REQUEST,
+                f"walltime {walltime:g} s exceeds queue "
+                f"<{qname}>'s max_walltime of {qc.max_walltime:g} s",
+            )
         retries = spec.get("retries")
-        attempts = qc.max_attempts if retries is None else 1 + jobspec.integer(
-            f"retries in queue <{qname}>", retries, 0, min(qc.max_retries, jobspec.MAX_RETRIES))
+        attempts = (
+            qc.max_attempts
+            if retries is None
+            else 1
+            + jobspec.integer(
+                f"retries in queue <{qname}>", retries, 0, min(qc.max_retries, jobspec.MAX_RETRIES)
+            )
+        )
         slots = self._check_slots(spec.get("slots", 1))
-        memory = _limit(spec, "memory", "-M", qname, qc.default_memory, qc.max_memory,
-                        format_size, jobspec.MAX_MEMORY)
-        pids = _limit(spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str,
-                      jobspec.MAX_PIDS)
-        texts = {field: jobspec.text(field, spec.get(field) or "", limit)
-                 for field, limit in _TEXTS}
-        if not (texts["cwd"] or "/").startswith("/"):   # -o/-e resolve against it
+        memory = _limit(
+            spec,
+            "memory",
+            "-M",
+            qname,
+            qc.default_memory,
+            qc.max_memory,
+            format_size,
+            jobspec.MAX_MEMORY,
+        )
+        pids = _limit(
+            spec, "pids", "--pids", qname, qc.default_pids, qc.max_pids, str, jobspec.MAX_PIDS
+        )
+        texts = {
+            field: jobspec.text(field, spec.get(field) or "", limit) for field, limit in _TEXTS
+        }
+        if not (texts["cwd"] or "/").startswith("/"):  # -o/-e resolve against it
             raise P.ProtocolError(P.BAD_REQUEST, "cwd must be an absolute path")
         sim = spec.get("sim_duration")
         name, ranges, throttle, lines = check_array(spec)
-        stored = {"cmd": cmd, "cwd": texts["cwd"] or "/", "out": spec.get("out"),
-                  "err": spec.get("err"), "walltime": walltime, "memory": memory, "pids": pids,
-                  "from_host": spec.get("from_host")}
-        if sim is not None:                # for `lavalite simulate`; sbatchd ignores it
+        stored = {
+            "cmd": cmd,
+            "cwd": texts["cwd"] or "/",
+            "out": spec.get("out"),
+            "err": spec.get("err"),
+            "walltime": walltime,
+            "memory": memory,
+            "pids": pids,
+            "from_host": spec.get("from_host"),
+        }
+        if sim is not None:  # for `lavalite simulate`; sbatchd ignores it
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
-        return {"queue": qname, "slots": slots, "attempts": attempts, "env": env_info,
-                "spec": stored,
-                "name": name or " ".join(cmd)[:60], "ranges": ranges, "throttle": throttle}
+        return {
+            "queue": qname,
+            "slots": slots,
+            "attempts": attempts,
+            "env": env_info,
+            "spec": stored,
+            "name": name or " ".join(cmd)[:60],
+            "ranges": ranges,
+            "throttle": throttle,
+        }
 
     def _check_exec(self, spec: dict, known_env: tuple) -> tuple:
         """(cmd, (env, its hash, its bytes)): what exec takes, each string checked, within
@@ -346,7 +419,7 @@ class Core(ArrayOps):
         if not isinstance(env, dict):
             raise P.ProtocolError(P.BAD_REQUEST, "env must map names to strings")
         size = jobspec.command_bytes(cmd)
-        if size > MAX_CMD_BYTES:           # stored with every job (an env is stored once)
+        if size > MAX_CMD_BYTES:  # stored with every job (an env is stored once)
             raise P.ProtocolError(P.BAD_REQUEST, f"cmd takes {size} bytes; at most {MAX_CMD_BYTES}")
         env_info = known_env if env is known_env[0] else self._env_info(env)
         jobspec.check_exec_size(size + env_info[2])
@@ -370,11 +443,13 @@ class Core(ArrayOps):
             raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
 
     def _check_queue(self, spec: dict) -> tuple:
-        qname = jobspec.text("queue", spec.get("queue") or self.conf.mbatchd.default_queue,
-                             jobspec.MAX_NAME)
+        qname = jobspec.text(
+            "queue", spec.get("queue") or self.conf.mbatchd.default_queue, jobspec.MAX_NAME
+        )
         if qname not in self.qconf:
-            raise P.ProtocolError(P.NOT_FOUND, f"Queue <{qname}> does not exist "
-                                  f"(queues: {', '.join(self.qconf)})")
+            raise P.ProtocolError(
+                P.NOT_FOUND, f"Queue <{qname}> does not exist (queues: {', '.join(self.qconf)})"
+            )
         qc = self.qconf[qname]
         if not qc.open:
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
@@ -385,8 +460,9 @@ class Core(ArrayOps):
         LSF refuses a job no host can run. Until any host has registered, only MAX_SLOTS."""
         slots = jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
         if self.max_slots and slots > self.max_slots:
-            raise P.ProtocolError(P.BAD_REQUEST, f"slots (-n) {slots}: the largest host has "
-                                                 f"{self.max_slots} slots")
+            raise P.ProtocolError(
+                P.BAD_REQUEST, f"slots (-n) {slots}: the largest host has {self.max_slots} slots"
+            )
         return slots
 
     def _create(self, ident, prep, req, now, lookup_env):
@@ -397,9 +473,19 @@ class Core(ArrayOps):
         stored["from_host"] = stored["from_host"] or ident.get("host")
         kind = Array if prep["ranges"] else Job
         extra = {"ranges": prep["ranges"], "throttle": prep["throttle"]} if prep["ranges"] else {}
-        job = kind(job_id, ident["user"], ident["uid"], prep["queue"], prep["name"], stored,
-                   req_id=req, slots=prep["slots"], max_attempts=prep["attempts"],
-                   submit_time=now, **extra)
+        job = kind(
+            job_id,
+            ident["user"],
+            ident["uid"],
+            prep["queue"],
+            prep["name"],
+            stored,
+            req_id=req,
+            slots=prep["slots"],
+            max_attempts=prep["attempts"],
+            submit_time=now,
+            **extra,
+        )
         if req is not None:
             self.by_req[req] = job_id
         if ident["user"] not in self.users:
@@ -421,14 +507,18 @@ class Core(ArrayOps):
         plus this turn's changes to stored jobs, which the shell writes again. Their bwaits
         get `error` (a ProtocolError). Returns how many it forgot."""
         arrays = [a for a in self.out.arrays.values() if not a.stored]
-        jobs = [j for j in self.out.jobs.values()
-                if not j.stored and (j.array is None or not j.array.stored)]
+        jobs = [
+            j
+            for j in self.out.jobs.values()
+            if not j.stored and (j.array is None or not j.array.stored)
+        ]
         if not jobs and not arrays:
             return 0
         gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
 
         def refused(job_id: int) -> bool:
             return job_id in gone or split_id(job_id)[0] in gone
+
         for job in jobs:
             if job.state == RUN:
                 self._release(job)
@@ -452,7 +542,7 @@ class Core(ArrayOps):
                 pending.pop(user, None)
         self.out.events = [e for e in self.out.events if not refused(e.job_id)]
         self.users.difference_update(name for name, _, _ in self.out.users)
-        self.out.users, self.out.envs = [], []     # only new jobs add them
+        self.out.users, self.out.envs = [], []  # only new jobs add them
         for msgs in self.out.outbox.values():
             for msg in msgs:
                 if msg["op"] == "dispatch":
@@ -460,8 +550,10 @@ class Core(ArrayOps):
             msgs[:] = [m for m in msgs if m["op"] != "dispatch" or m["jobs"]]
         for job_id in [k for k in self.waiters if refused(k)]:
             self.out.woken += [(token, error) for _, token in self.waiters.pop(job_id)]
-        self.out.woken = [(token, error if isinstance(r, dict) and refused(r["job"]) else r)
-                      for token, r in self.out.woken]
+        self.out.woken = [
+            (token, error if isinstance(r, dict) and refused(r["job"]) else r)
+            for token, r in self.out.woken
+        ]
         self.wake = True
         return len(gone)
 
@@ -485,12 +577,24 @@ class Core(ArrayOps):
             pending_in = self._pending_index(job_id) if job is None else None
             who = job or pending_in
             if who is None:
-                results.append({"job": job_id, "ok": False, "code": P.NOT_FOUND,
-                                "message": f"Job <{label(job_id)}>: No matching job found"})
+                results.append(
+                    {
+                        "job": job_id,
+                        "ok": False,
+                        "code": P.NOT_FOUND,
+                        "message": f"Job <{label(job_id)}>: No matching job found",
+                    }
+                )
                 continue
             if not self._may_act_on(ident, who):
-                results.append({"job": job_id, "ok": False, "code": P.DENIED,
-                                "message": f"Job <{label(job_id)}>: User permission denied"})
+                results.append(
+                    {
+                        "job": job_id,
+                        "ok": False,
+                        "code": P.DENIED,
+                        "message": f"Job <{label(job_id)}>: User permission denied",
+                    }
+                )
                 continue
             if isinstance(job, Array):
                 results.append(self._array_kill(job, now))
@@ -512,20 +616,32 @@ class Core(ArrayOps):
         if not self._may_act_on(ident, job):
             raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
         if job.state == PEND:
-            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{label(job_id)}>: Job is pending; "
-                                                 "no output yet")
+            raise P.ProtocolError(
+                P.NOT_RUNNING, f"Job <{label(job_id)}>: Job is pending; no output yet"
+            )
         if job.state != RUN:
-            raise P.ProtocolError(P.NOT_RUNNING, f"Job <{label(job_id)}>: Job has finished; its "
-                                                 f"output is in {job.spec.get('out') or 'its -o file'}")
+            raise P.ProtocolError(
+                P.NOT_RUNNING,
+                f"Job <{label(job_id)}>: Job has finished; its "
+                f"output is in {job.spec.get('out') or 'its -o file'}",
+            )
         return job
 
     def _kill(self, job, now):
         name = label(job.id)
         if job.state == KILLED:
-            return {"job": job.id, "ok": True, "message": f"Job <{name}>: Job has already been killed"}
+            return {
+                "job": job.id,
+                "ok": True,
+                "message": f"Job <{name}>: Job has already been killed",
+            }
         if job.state in FINISHED:
-            return {"job": job.id, "ok": False, "code": "finished",
-                    "message": f"Job <{name}>: Job has already finished"}
+            return {
+                "job": job.id,
+                "ok": False,
+                "code": "finished",
+                "message": f"Job <{name}>: Job has already finished",
+            }
         if job.state == PEND:
             self._move(job, KILLED, now, KILLED_REASON)
             self._finish(job, now)
@@ -556,11 +672,20 @@ class Core(ArrayOps):
 
         def wanted(j):
             return (every_user or j.user in users) and (not queue or j.queue == queue)
-        if msg.get("arrays"):              # bjobs -A
-            return {"arrays": [a.summary() for a in self.arrays.values()
-                               if wanted(a) and (show_finished or a.end_time is None)]}
-        out = [self._view(j, now) for j in self.jobs.values()
-               if wanted(j) and (show_finished or j.state not in FINISHED)]
+
+        if msg.get("arrays"):  # bjobs -A
+            return {
+                "arrays": [
+                    a.summary()
+                    for a in self.arrays.values()
+                    if wanted(a) and (show_finished or a.end_time is None)
+                ]
+            }
+        out = [
+            self._view(j, now)
+            for j in self.jobs.values()
+            if wanted(j) and (show_finished or j.state not in FINISHED)
+        ]
         for arr in self.arrays.values():
             if wanted(arr):
                 out += self.array_views(arr, show_finished, now)
@@ -571,8 +696,9 @@ class Core(ArrayOps):
         arr = self.arrays.get(job_id)
         if arr is not None:
             first, last = job_id << 32, (job_id + 1) << 32
-            return [self._view(j, now) for j in self.jobs.values()
-                    if first <= j.id < last] + self.array_views(arr, True, now)
+            return [
+                self._view(j, now) for j in self.jobs.values() if first <= j.id < last
+            ] + self.array_views(arr, True, now)
         job = self.jobs.get(job_id) or load_job(job_id)
         if job is not None:
             return [self._view(job, now)]
@@ -580,8 +706,14 @@ class Core(ArrayOps):
         if arr is None:
             return []
         index = split_id(job_id)[1]
-        return [{**self._index_view(arr, PEND, str(index), now), "id": job_id, "index": index,
-                 "label": label(job_id)}]
+        return [
+            {
+                **self._index_view(arr, PEND, str(index), now),
+                "id": job_id,
+                "index": index,
+                "label": label(job_id),
+            }
+        ]
 
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
@@ -604,18 +736,37 @@ class Core(ArrayOps):
         out = []
         for name, q in self.queues.items():
             qc = self.qconf.get(name)
-            out.append({"name": name, "priority": q.priority,
-                        "status": ("Open" if qc and qc.open else "Closed") + ":" +
-                                  ("Active" if q.active else "Inact"),
-                        "max": q.max_running_queue, "max_user": q.max_running_user,
-                        "pend": self.npend.get(name, 0) + unhanded.get(name, 0), "run": q.running,
-                        "description": qc.description if qc else "(not in queues.conf)"})
+            out.append(
+                {
+                    "name": name,
+                    "priority": q.priority,
+                    "status": ("Open" if qc and qc.open else "Closed")
+                    + ":"
+                    + ("Active" if q.active else "Inact"),
+                    "max": q.max_running_queue,
+                    "max_user": q.max_running_user,
+                    "pend": self.npend.get(name, 0) + unhanded.get(name, 0),
+                    "run": q.running,
+                    "description": qc.description if qc else "(not in queues.conf)",
+                }
+            )
         return {"queues": out}
 
     def query_hosts(self):
-        return {"hosts": [{"name": h.name, "status": h.status, "slots": h.slots, "used": h.used,
-                           "free": h.free, "load": h.load, "jobs": len(self.host_jobs[h.name])}
-                          for h in self.hosts.values()]}
+        return {
+            "hosts": [
+                {
+                    "name": h.name,
+                    "status": h.status,
+                    "slots": h.slots,
+                    "used": h.used,
+                    "free": h.free,
+                    "load": h.load,
+                    "jobs": len(self.host_jobs[h.name]),
+                }
+                for h in self.hosts.values()
+            ]
+        }
 
     # --- hosts
 
@@ -682,8 +833,11 @@ class Core(ArrayOps):
                 host.load = load
                 host.labels = load.get("labels", [])
                 silent_since = now - load.get("silent", 0)
-                if (host.connected and not load.get("alive", True)
-                        and self.registered.get(name, 0) < silent_since):
+                if (
+                    host.connected
+                    and not load.get("alive", True)
+                    and self.registered.get(name, 0) < silent_since
+                ):
                     dead.append(name)
         return dead
 
@@ -721,8 +875,12 @@ class Core(ArrayOps):
                 raise P.ProtocolError(P.BAD_REQUEST, "a report needs an integer rid")
             acks.append(rep["rid"])
             job = self.jobs.get(rep.get("job"))
-            if (job is None or job.state != RUN or job.attempt != rep.get("attempt")
-                    or job.host != host):
+            if (
+                job is None
+                or job.state != RUN
+                or job.attempt != rep.get("attempt")
+                or job.host != host
+            ):
                 continue
             if rep.get("kind") == "start":
                 job.start_time = rep.get("time", now)
@@ -749,8 +907,12 @@ class Core(ArrayOps):
         else:
             state = FAILED
             why = why or (SIGNAL if sig is not None else EXIT)
-        if (state == FAILED and why in RETRYABLE and job.attempt < job.max_attempts
-                and not job.kill_requested):
+        if (
+            state == FAILED
+            and why in RETRYABLE
+            and job.attempt < job.max_attempts
+            and not job.kill_requested
+        ):
             qc = self.qconf.get(job.queue)
             base = qc.retry_backoff if qc else 10.0
             cap = qc.retry_backoff_max if qc else 300.0
@@ -806,10 +968,11 @@ class Core(ArrayOps):
         thousands of slots free at once; the rest go in the next turn."""
         self.wake = False
         queues = list(self.queues.values())
-        result = plan(Snapshot(now, queues, self.free_by_host, self.total_free, self.max_slots,
-                               limit))
+        result = plan(
+            Snapshot(now, queues, self.free_by_host, self.total_free, self.max_slots, limit)
+        )
         placed = sum(job.slots for job, _ in result.placements)
-        self.wake = bool(limit) and placed >= limit   # more to place: plan again next turn
+        self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons
         by_host = {}
         for job, host_name in result.placements:
@@ -844,10 +1007,18 @@ class Core(ArrayOps):
             env_id = job.spec.get("env_id")
             if env_id in self.envs:
                 envs[str(env_id)] = self.envs[env_id][1]
-            spec = {"id": job.id, "attempt": job.attempt, "user": job.user,
-                    "uid": job.uid, "queue": job.queue, "name": job.name,
-                    "slots": job.slots, "hosts": [host], **job.spec}
-            if job.array is not None:      # LSF: LSB_JOBID is the array's, LSB_JOBINDEX the index
+            spec = {
+                "id": job.id,
+                "attempt": job.attempt,
+                "user": job.user,
+                "uid": job.uid,
+                "queue": job.queue,
+                "name": job.name,
+                "slots": job.slots,
+                "hosts": [host],
+                **job.spec,
+            }
+            if job.array is not None:  # LSF: LSB_JOBID is the array's, LSB_JOBINDEX the index
                 spec["array"], spec["index"] = split_id(job.id)
                 lines = spec.pop("lines", None)
                 if lines is not None:
@@ -866,8 +1037,9 @@ def _job_ids(msg: dict, optional: bool = False) -> list[int]:
     """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
     ids = P.require(msg, "jobs", list, optional) or []
     if not all(type(job_id) is int for job_id in ids):
-        raise P.ProtocolError(P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list "
-                                             "job ids (integers)")
+        raise P.ProtocolError(
+            P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list job ids (integers)"
+        )
     return ids
 
 
@@ -879,8 +1051,10 @@ def _limit(spec, field, option, qname, default, maximum, fmt, bound):
         return default or None
     jobspec.integer(f"{field} ({option})", value, 1, bound)
     if maximum and value > maximum:
-        raise P.ProtocolError(P.BAD_REQUEST, f"{option} {fmt(value)} exceeds queue <{qname}>'s "
-                                             f"max_{field} of {fmt(maximum)}")
+        raise P.ProtocolError(
+            P.BAD_REQUEST,
+            f"{option} {fmt(value)} exceeds queue <{qname}>'s max_{field} of {fmt(maximum)}",
+        )
     return value
 
 

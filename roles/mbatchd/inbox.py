@@ -6,13 +6,14 @@ applied together, their commit and acknowledgements held one turn for hundreds o
 what matters: the reports of one job come from one host over one connection, in order, and
 this queue is FIFO, so they are applied in the order sbatchd sent them.
 """
+
 from collections import deque
 
 
 class Inbox:
     def __init__(self):
-        self.frames = deque()      # [peer, msg, index of its first report not yet applied]
-        self.waiting = 0           # reports not yet applied
+        self.frames = deque()  # [peer, msg, index of its first report not yet applied]
+        self.waiting = 0  # reports not yet applied
 
     def __bool__(self):
         return bool(self.frames)

@@ -2,6 +2,7 @@
 daemon's log target: stderr, syslog or file; the lines of LOG_GATHER's worth of turns in one
 record where the target allows), the Prometheus counters, and the gauges and /status
 computed at scrape time from the core's live counters (nothing per job is kept)."""
+
 import asyncio
 import logging
 import os
@@ -14,8 +15,7 @@ from lavalite.model import FAILED, HOST_OK, PEND, RUN
 log = logging.getLogger("lavalite.mbatchd")
 
 # milliseconds from eligible (submitted, or its retry backoff over) to dispatched
-LATENCY_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-                   300000)
+LATENCY_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
 # mbatchd -> LIM load requests: the heartbeat between the two that exists today
 POLL_BUCKETS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000)
 # Job lines wait this long (seconds) for the next turns' to go out with them: a record costs
@@ -27,21 +27,25 @@ class Observer:
     def __init__(self, core, host, metrics_port):
         self.core, self.host = core, host
         self.submitted = 0
-        self.started = {}              # (queue, user) -> jobs dispatched
-        self.failed = {}               # reason -> jobs ended FAILED
-        self.retried = {}              # queue -> failed attempts sent back to PEND
+        self.started = {}  # (queue, user) -> jobs dispatched
+        self.failed = {}  # reason -> jobs ended FAILED
+        self.retried = {}  # queue -> failed attempts sent back to PEND
         self.lim_polls_failed = 0
-        self.disk_free = None          # bytes free on the store's filesystem, last look
-        self.disk_low = False          # under disk_warn_free at the last look
-        self.texts = []                # job lines not logged yet
-        self.flusher = None            # the timer that logs them
+        self.disk_free = None  # bytes free on the store's filesystem, last look
+        self.disk_low = False  # under disk_warn_free at the last look
+        self.texts = []  # job lines not logged yet
+        self.flusher = None  # the timer that logs them
         self.exporter = Exporter(self.families, self.status, metrics_port)
         self.latency = self.exporter.histogram(
             "lavalite_dispatch_latency_ms",
-            "From eligible (submit or backoff end) to dispatch, in ms", LATENCY_BUCKETS)
+            "From eligible (submit or backoff end) to dispatch, in ms",
+            LATENCY_BUCKETS,
+        )
         self.lim_poll = self.exporter.histogram(
             "lavalite_lim_poll_latency_ms",
-            "Round trip of mbatchd's load request to its LIM, in ms", POLL_BUCKETS)
+            "Round trip of mbatchd's load request to its LIM, in ms",
+            POLL_BUCKETS,
+        )
 
     def events(self, events):
         """After the turn's commit: count each state change and log it (a line each, gathered
@@ -52,9 +56,10 @@ class Observer:
             job = jobs.get(ev.job_id)
             queue, user = (job.queue, job.user) if job else ("-", "-")
             if texts is not None:
-                texts.append(f"job {ev.job_id} user={user} queue={queue} host={ev.host or '-'} "
-                             f"{ev.old or '-'} -> {ev.new}"
-                             + (f" reason={ev.reason}" if ev.reason else ""))
+                texts.append(
+                    f"job {ev.job_id} user={user} queue={queue} host={ev.host or '-'} "
+                    f"{ev.old or '-'} -> {ev.new}" + (f" reason={ev.reason}" if ev.reason else "")
+                )
             if ev.old is None:
                 self.submitted += 1
             elif ev.new == RUN:
@@ -84,9 +89,13 @@ class Observer:
         if low != self.disk_low:
             self.disk_low = low
             if low:
-                log.warning("low disk space on %s: %d MB free, under disk_warn_free (%s); "
-                            "submits are refused once it is full", path, free >> 20,
-                            format_size(warn_below))
+                log.warning(
+                    "low disk space on %s: %d MB free, under disk_warn_free (%s); "
+                    "submits are refused once it is full",
+                    path,
+                    free >> 20,
+                    format_size(warn_below),
+                )
             else:
                 log.info("disk space on %s: %d MB free again", path, free >> 20)
 
@@ -94,39 +103,85 @@ class Observer:
         """One line per host state change (or re-registration), as for jobs; a warning when
         the host stops taking jobs."""
         new = self.core.hosts[name].status
-        log.log(logging.INFO if new == HOST_OK else logging.WARNING, "host %s %s -> %s (%s)",
-                name, old or "-", new, why)
+        log.log(
+            logging.INFO if new == HOST_OK else logging.WARNING,
+            "host %s %s -> %s (%s)",
+            name,
+            old or "-",
+            new,
+            why,
+        )
 
     def families(self):
         core = self.core
-        return [counter("lavalite_jobs_submitted", "Jobs accepted", (), {(): self.submitted}),
-                counter("lavalite_jobs_started", "Jobs dispatched to a host", ("queue", "user"),
-                        self.started),
-                counter("lavalite_jobs_failed", "Jobs that ended FAILED", ("reason",),
-                        self.failed),
-                counter("lavalite_attempts_retried",
-                        "Failed attempts sent back to PEND for a retry", ("queue",), self.retried),
-                counter("lavalite_lim_poll_failures",
-                        "Load requests to the local LIM that failed or timed out", (),
-                        {(): self.lim_polls_failed}),
-                gauge("lavalite_queue_depth", "Pending jobs", ["queue"],
-                      {q: core.npend.get(q, 0) for q in core.queues}),
-                gauge("lavalite_queue_running_slots", "Slots used by running jobs", ["queue"],
-                      {q: view.running for q, view in core.queues.items()}),
-                gauge("lavalite_host_free_slots", "Free job slots (0 unless the host is ok)",
-                      ["host"], {h.name: h.free for h in core.hosts.values()}),
-                gauge("lavalite_host_up", "1 if the host's sbatchd is registered and ok",
-                      ["host"], {h.name: int(h.status == HOST_OK) for h in core.hosts.values()}),
-                gauge("lavalite_store_free_bytes", "Bytes free on the filesystem of "
-                      "mbatchd's database", (), {(): self.disk_free} if self.disk_free is not None
-                      else {}),
-                gauge("lavalite_jobs_in_memory", "Jobs mbatchd holds (live and recently "
-                      "finished)", (), {(): len(core.jobs)})]
+        return [
+            counter("lavalite_jobs_submitted", "Jobs accepted", (), {(): self.submitted}),
+            counter(
+                "lavalite_jobs_started",
+                "Jobs dispatched to a host",
+                ("queue", "user"),
+                self.started,
+            ),
+            counter("lavalite_jobs_failed", "Jobs that ended FAILED", ("reason",), self.failed),
+            counter(
+                "lavalite_attempts_retried",
+                "Failed attempts sent back to PEND for a retry",
+                ("queue",),
+                self.retried,
+            ),
+            counter(
+                "lavalite_lim_poll_failures",
+                "Load requests to the local LIM that failed or timed out",
+                (),
+                {(): self.lim_polls_failed},
+            ),
+            gauge(
+                "lavalite_queue_depth",
+                "Pending jobs",
+                ["queue"],
+                {q: core.npend.get(q, 0) for q in core.queues},
+            ),
+            gauge(
+                "lavalite_queue_running_slots",
+                "Slots used by running jobs",
+                ["queue"],
+                {q: view.running for q, view in core.queues.items()},
+            ),
+            gauge(
+                "lavalite_host_free_slots",
+                "Free job slots (0 unless the host is ok)",
+                ["host"],
+                {h.name: h.free for h in core.hosts.values()},
+            ),
+            gauge(
+                "lavalite_host_up",
+                "1 if the host's sbatchd is registered and ok",
+                ["host"],
+                {h.name: int(h.status == HOST_OK) for h in core.hosts.values()},
+            ),
+            gauge(
+                "lavalite_store_free_bytes",
+                "Bytes free on the filesystem of mbatchd's database",
+                (),
+                {(): self.disk_free} if self.disk_free is not None else {},
+            ),
+            gauge(
+                "lavalite_jobs_in_memory",
+                "Jobs mbatchd holds (live and recently finished)",
+                (),
+                {(): len(core.jobs)},
+            ),
+        ]
 
     def status(self):
         core = self.core
-        return {"mbatchd": "running", "host": self.host, "pid": os.getpid(),
-                "pending": sum(core.npend.values()),
-                "running": sum(len(jobs) for jobs in core.host_jobs.values()),
-                "hosts": {h.name: h.status for h in core.hosts.values()},
-                "queues": list(core.qconf), "next_job_id": core.next_id}
+        return {
+            "mbatchd": "running",
+            "host": self.host,
+            "pid": os.getpid(),
+            "pending": sum(core.npend.values()),
+            "running": sum(len(jobs) for jobs in core.host_jobs.values()),
+            "hosts": {h.name: h.status for h in core.hosts.values()},
+            "queues": list(core.qconf),
+            "next_job_id": core.next_id,
+        }

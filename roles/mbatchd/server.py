@@ -5,6 +5,7 @@ and each turn applies a bounded number of them. One turn per loop iteration then
 commits everything in one transaction, and only then releases replies, acknowledgements and
 dispatches. Many submits arriving together cost one commit.
 """
+
 import asyncio
 import gc
 import logging
@@ -26,8 +27,18 @@ from store import Store, StoreFull
 
 log = logging.getLogger("lavalite.mbatchd")
 
-USER_OPS = ("submit", "submit_many", "jobs", "kill", "wait", "queues", "hosts", "ping",
-            "stats", "peek")
+USER_OPS = (
+    "submit",
+    "submit_many",
+    "jobs",
+    "kill",
+    "wait",
+    "queues",
+    "hosts",
+    "ping",
+    "stats",
+    "peek",
+)
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
 # (it holds the key, but mbatchd has nothing to ask of it) may do nothing else.
@@ -36,20 +47,20 @@ SUBMIT_OPS = ("submit", "submit_many")
 # Thousands of sbatchds redial at once when mbatchd restarts: asyncio's default of 100 would
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
-FREEZE_EVERY = 10.0            # seconds between gc.freeze() calls (see turn)
-FULL_RETRY = 2.0               # seconds between commits tried while the store's disk is full
-SPACE_EVERY = 5.0              # seconds between two looks at the store's free space
+FREEZE_EVERY = 10.0  # seconds between gc.freeze() calls (see turn)
+FULL_RETRY = 2.0  # seconds between commits tried while the store's disk is full
+SPACE_EVERY = 5.0  # seconds between two looks at the store's free space
 
 
 class Mbatchd:
     def __init__(self, conf, host, epoch=0):
         self.conf = conf
         self.host = host
-        self.epoch = epoch             # fencing token from the master LIM, on every order we send
+        self.epoch = epoch  # fencing token from the master LIM, on every order we send
         self.parent = os.getppid()
         self.keys = auth.KeyFile(conf.cluster.key_file)
         self.tls = DaemonTLS(conf)
-        self.seen = auth.ReplayCache()     # the nonces of recent hellos: each is good once
+        self.seen = auth.ReplayCache()  # the nonces of recent hellos: each is good once
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
@@ -57,34 +68,43 @@ class Mbatchd:
         self.core.sort_pending()
         self.store_queues(conf)
         self.observer = Observer(self.core, host, conf.mbatchd.metrics_port)
-        log.info("store %s: %d jobs in memory, next job id %d", conf.mbatchd.database,
-                 len(self.core.jobs), self.core.next_id)
-        self.held = []                 # (peer, message) to send once the turn has committed
-        self.submits = []              # (peer, reply) of the turn's submits: refused if it fails
-        self.full = None               # "disk full on DIR" while the turn's changes wait
-        self.space_at = 0.0            # when to look at the free space again
-        self.sbatchd = {}              # host -> Peer of its registered sbatchd
-        self.inbox = Inbox()           # report frames not yet applied
-        self.budget = TurnBudget()     # slots to place and reports to apply per turn
+        log.info(
+            "store %s: %d jobs in memory, next job id %d",
+            conf.mbatchd.database,
+            len(self.core.jobs),
+            self.core.next_id,
+        )
+        self.held = []  # (peer, message) to send once the turn has committed
+        self.submits = []  # (peer, reply) of the turn's submits: refused if it fails
+        self.full = None  # "disk full on DIR" while the turn's changes wait
+        self.space_at = 0.0  # when to look at the free space again
+        self.sbatchd = {}  # host -> Peer of its registered sbatchd
+        self.inbox = Inbox()  # report frames not yet applied
+        self.budget = TurnBudget()  # slots to place and reports to apply per turn
         self.turn_pending = False
         self.timer = None
-        self.timer_at = 0.0            # when self.timer fires (time.time())
+        self.timer_at = 0.0  # when self.timer fires (time.time())
         # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
         # of schedule() alone, for the stats op (lavalite simulate).
         self.turn_times = deque(maxlen=100_000)
         self.sched_times = deque(maxlen=100_000)
         self.frozen_at = 0.0
-        self.ops = {"submit": self.op_submit, "jobs": self.op_jobs, "kill": self.op_kill,
-                    "submit_many": lambda p, m, n: self.core.submit_many(p.identity, m, n,
-                                                                         self.store.env_id),
-                    "wait": lambda p, m, n: self.core.wait(p.identity, m, (p, m.get("id")),
-                                                           self.store.job),
-                    "queues": lambda p, m, n: self.core.query_queues(),
-                    "hosts": lambda p, m, n: self.core.query_hosts(),
-                    "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
-                    "stats": lambda p, m, n: self.stats(),
-                    "register": self.op_register, "report": self.op_report,
-                    "peek": self.op_peek}
+        self.ops = {
+            "submit": self.op_submit,
+            "jobs": self.op_jobs,
+            "kill": self.op_kill,
+            "submit_many": lambda p, m, n: self.core.submit_many(
+                p.identity, m, n, self.store.env_id
+            ),
+            "wait": lambda p, m, n: self.core.wait(p.identity, m, (p, m.get("id")), self.store.job),
+            "queues": lambda p, m, n: self.core.query_queues(),
+            "hosts": lambda p, m, n: self.core.query_hosts(),
+            "ping": lambda p, m, n: {"host": self.host, "pid": os.getpid()},
+            "stats": lambda p, m, n: self.stats(),
+            "register": self.op_register,
+            "report": self.op_report,
+            "peek": self.op_peek,
+        }
 
     # --- frames
 
@@ -132,19 +152,32 @@ class Mbatchd:
         job = self.core.peek_target(peer.identity, msg.get("job"))
         worker = self.sbatchd.get(job.host)
         if worker is None:
-            raise P.ProtocolError(P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {job.host} is "
-                                                 "not connected")
-        fut = worker.request_msg(self._order({"op": "peek", "job": job.id, "attempt": job.attempt,
-                                              "offsets": msg.get("offsets"),
-                                              "wait": msg.get("wait")}))
+            raise P.ProtocolError(
+                P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {job.host} is not connected"
+            )
+        fut = worker.request_msg(
+            self._order(
+                {
+                    "op": "peek",
+                    "job": job.id,
+                    "attempt": job.attempt,
+                    "offsets": msg.get("offsets"),
+                    "wait": msg.get("wait"),
+                }
+            )
+        )
 
         def relay(fut):
             if fut.exception() is not None:
-                answer = P.error(msg.get("id"), P.UNAVAILABLE,
-                                 f"Job <{label(job.id)}>: lost the connection to {job.host}")
+                answer = P.error(
+                    msg.get("id"),
+                    P.UNAVAILABLE,
+                    f"Job <{label(job.id)}>: lost the connection to {job.host}",
+                )
             else:
                 answer = {**fut.result(), "id": msg.get("id")}
             peer.send(answer)
+
         fut.add_done_callback(relay)
 
     def op_register(self, peer, msg, now):
@@ -195,12 +228,17 @@ class Mbatchd:
             for p in (50, 99):
                 out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
             out[f"{name}_max"] = times[-1]
-        return {"turns": len(self.turn_times), **out, "reports_waiting": self.inbox.waiting,
-                "budget_places": self.budget.places,
-                "jobs_in_memory": len(self.core.jobs), "arrays_in_memory": len(self.core.arrays),
-                "pending": sum(self.core.npend.values()) + sum(
-                    a.remaining for a in self.core.arrays.values()),
-                "running": sum(q.running for q in self.core.queues.values())}
+        return {
+            "turns": len(self.turn_times),
+            **out,
+            "reports_waiting": self.inbox.waiting,
+            "budget_places": self.budget.places,
+            "jobs_in_memory": len(self.core.jobs),
+            "arrays_in_memory": len(self.core.arrays),
+            "pending": sum(self.core.npend.values())
+            + sum(a.remaining for a in self.core.arrays.values()),
+            "running": sum(q.running for q in self.core.queues.values()),
+        }
 
     def turn(self):
         self.turn_pending = False
@@ -209,7 +247,7 @@ class Mbatchd:
         now = time.time()
         core.tick(now)
         work = 0
-        if self.full is None:          # else memory runs no further ahead of the store
+        if self.full is None:  # else memory runs no further ahead of the store
             work = self.apply_reports(now)
             if core.wake:
                 t0 = time.perf_counter()
@@ -217,27 +255,34 @@ class Mbatchd:
                 self.sched_times.append(time.perf_counter() - t0)
         if now >= self.space_at:
             self.space_at = now + SPACE_EVERY
-            self.observer.disk_space(self.store.dir, self.store.free_bytes(),
-                                     self.conf.mbatchd.disk_warn_free)
+            self.observer.disk_space(
+                self.store.dir, self.store.free_bytes(), self.conf.mbatchd.disk_warn_free
+            )
         if not self._commit():
             self._answer_users()
             self._arm_timer()
             return
         out, held = core.new_turn(), self.submits + self.held
-        for (peer, req_id), result in out.woken:        # bwait requests whose job ended
-            held.append((peer, P.error(req_id, result.code, result.message)
-                         if isinstance(result, P.ProtocolError) else P.reply(req_id, **result)))
+        for (peer, req_id), result in out.woken:  # bwait requests whose job ended
+            held.append(
+                (
+                    peer,
+                    P.error(req_id, result.code, result.message)
+                    if isinstance(result, P.ProtocolError)
+                    else P.reply(req_id, **result),
+                )
+            )
         self.held, self.submits = [], []
         # One write per connection: a host's acknowledgement and its dispatch go together.
         sends = _by_peer(held)
         for host, msgs in out.outbox.items():
             peer = self.sbatchd.get(host)
-            if peer is not None:       # an absent host gets them again when it registers
+            if peer is not None:  # an absent host gets them again when it registers
                 sends.setdefault(peer, []).extend(map(self._order, msgs))
         for peer, msgs in sends.items():
             peer.send_all(msgs)
         self._arm_timer()
-        if core.wake or self.inbox:    # the budget ran out: go on after the loop's next poll
+        if core.wake or self.inbox:  # the budget ran out: go on after the loop's next poll
             self.request_turn()
         if now - self.frozen_at > FREEZE_EVERY:
             # At scale the heap is a million long-lived jobs: a full cyclic-GC pass over it held
@@ -268,13 +313,17 @@ class Mbatchd:
     def _refuse_submits(self, exc: Exception) -> int:
         """The turn's new jobs leave memory (Core.refuse_created) and their submitters get
         the error instead of their ids. Returns how many jobs it refused."""
-        why = (str(exc) if isinstance(exc, StoreFull)
-               else f"cannot store this request: {type(exc).__name__}: {exc}")
+        why = (
+            str(exc)
+            if isinstance(exc, StoreFull)
+            else f"cannot store this request: {type(exc).__name__}: {exc}"
+        )
         refused = self.core.refuse_created(P.ProtocolError(P.UNAVAILABLE, why))
         if refused:
             log.error("%s; refused %d new jobs", why, refused)
-            self.submits = [(peer, P.error(reply["id"], P.UNAVAILABLE, why))
-                            for peer, reply in self.submits]
+            self.submits = [
+                (peer, P.error(reply["id"], P.UNAVAILABLE, why)) for peer, reply in self.submits
+            ]
         return refused
 
     def _unstorable(self, exc: Exception) -> bool:
@@ -285,8 +334,11 @@ class Mbatchd:
         if isinstance(exc, StoreFull):
             self._set_full(str(exc))
             return False
-        log.critical("cannot store the turn even without its new jobs; exiting, so that LIM "
-                     "restarts mbatchd from the store", exc_info=exc)
+        log.critical(
+            "cannot store the turn even without its new jobs; exiting, so that LIM "
+            "restarts mbatchd from the store",
+            exc_info=exc,
+        )
         logging.shutdown()
         os._exit(1)
 
@@ -300,8 +352,12 @@ class Mbatchd:
         if full == self.full:
             return
         if full:
-            log.error("%s: submits and kills are refused; job state changes wait in memory, "
-                      "written again every %g s", full, FULL_RETRY)
+            log.error(
+                "%s: submits and kills are refused; job state changes wait in memory, "
+                "written again every %g s",
+                full,
+                FULL_RETRY,
+            )
         else:
             log.warning("store writable again on %s: scheduling resumes", self.store.dir)
         self.full = full
@@ -364,7 +420,8 @@ class Mbatchd:
         while not self.fenced(stop):
             try:
                 _, peer = await asyncio.get_running_loop().create_unix_connection(
-                    lambda: Peer(lambda p, m: None), path)
+                    lambda: Peer(lambda p, m: None), path
+                )
                 reply = await hello(peer, self.keys.ring(), "mbatchd", self.host, "lim", 5)
                 while reply.get("ok") and not self.fenced(stop):
                     sent = time.monotonic()
@@ -374,7 +431,7 @@ class Mbatchd:
                         self.host_view(reply.get("hosts") or {})
                     await sleep_or_stop(stop, every)
                 peer.close()
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ConnectionError):
                 pass
             self.observer.lim_polls_failed += 1
             await sleep_or_stop(stop, every)
@@ -391,18 +448,26 @@ class Mbatchd:
         if self.epoch and not stop.is_set():
             newer = fence.read(self.conf.paths.state_dir)
             if newer > self.epoch or os.getppid() != self.parent:
-                log.error("fenced: epoch %d, store epoch %d, LIM %s; stopping", self.epoch,
-                          newer, "alive" if os.getppid() == self.parent else "gone")
+                log.error(
+                    "fenced: epoch %d, store epoch %d, LIM %s; stopping",
+                    self.epoch,
+                    newer,
+                    "alive" if os.getppid() == self.parent else "gone",
+                )
                 stop.set()
         return stop.is_set()
 
     async def serve(self, stop):
         loop = asyncio.get_running_loop()
         strangers = Strangers()
-        server = await loop.create_server(lambda: Peer(self.on_frame, self.on_close, strangers),
-                                          self.conf.cluster.listen, self.conf.mbatchd.port,
-                                          reuse_address=True, backlog=BACKLOG,
-                                          **self.tls.listen(users=True))
+        server = await loop.create_server(
+            lambda: Peer(self.on_frame, self.on_close, strangers),
+            self.conf.cluster.listen,
+            self.conf.mbatchd.port,
+            reuse_address=True,
+            backlog=BACKLOG,
+            **self.tls.listen(users=True),
+        )
         metrics = await self.observer.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
@@ -413,8 +478,8 @@ class Mbatchd:
         if metrics is not None:
             metrics.close()
         loader.cancel()
-        self.turn()                    # commit what the last frames changed
-        while self.inbox and not self.full:   # and every report that arrived before the stop
+        self.turn()  # commit what the last frames changed
+        while self.inbox and not self.full:  # and every report that arrived before the stop
             self.turn()
         self.observer.flush()
         self.store.close()

@@ -2,10 +2,14 @@
 
 
 def main(argv):
-    if argv[:1] == ["--shepherd"]:     # the job shepherd sbatchd starts beside itself
+    if argv[:1] == ["--shepherd"]:  # the job shepherd sbatchd starts beside itself
         from roles.sbatchd.shepherd import main as shepherd
+
         return shepherd(argv[1:])
     from lavalite import daemon
     from lavalite.auth import KeyFileError
     from roles.sbatchd.server import Sbatchd
-    return daemon.main("sbatchd", argv, lambda conf, host, args: Sbatchd(conf, host), (KeyFileError, OSError))
+
+    return daemon.main(
+        "sbatchd", argv, lambda conf, host, args: Sbatchd(conf, host), (KeyFileError, OSError)
+    )

@@ -16,12 +16,12 @@ outside it: it joins itself between fork and exec (`Group.join`), or, in v1, whi
 single threads, it is forked by a shepherd thread that has entered the group for that
 moment (`Group.enter`, `V1.home`); the shepherd's main thread stays outside.
 """
+
 import errno
 import logging
 import os
 import signal
 import time
-
 
 log = logging.getLogger("lavalite.sbatchd")
 
@@ -33,8 +33,9 @@ _MOUNTS = "/proc/self/mounts"
 def _write(path, value, create=True):
     """A knob, through os.open (a buffered open() costs four more system calls). create=False:
     only a file that exists (a kernel's, as cgroup.kill, whose absence means an older kernel)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0),
-                 0o644)
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0), 0o644
+    )
     try:
         os.write(fd, str(value).encode())
     finally:
@@ -64,6 +65,7 @@ class CgroupError(Exception):
 
 class Limits:
     """What a job may use: memory in bytes, tasks, CPUs (= its slots). None = unlimited."""
+
     __slots__ = ("memory", "pids", "cpus")
 
     def __init__(self, memory=None, pids=None, cpus=None):
@@ -94,9 +96,9 @@ class Group:
         self.backend = backend
         self.name = name
         self.dirs = dirs or backend.dirs(name)
-        self.limits = Limits()         # as written by create/reuse
-        self.fds = None                # {(dir key, file): descriptor} once `keep` is called
-        self.ooms = None               # its OOM kill count when last read (None: not yet)
+        self.limits = Limits()  # as written by create/reuse
+        self.fds = None  # {(dir key, file): descriptor} once `keep` is called
+        self.ooms = None  # its OOM kill count when last read (None: not yet)
 
     def keep(self):
         """Hold the files used per job open from now on (the shepherd's pooled v1 groups and
@@ -114,8 +116,9 @@ class Group:
     def _fd(self, key, name, flags):
         fd = self.fds.get((key, name))
         if fd is None:
-            fd = self.fds[key, name] = os.open(os.path.join(self.dirs[key], name),
-                                               flags | os.O_CLOEXEC)
+            fd = self.fds[key, name] = os.open(
+                os.path.join(self.dirs[key], name), flags | os.O_CLOEXEC
+            )
         return fd
 
     def knob(self, key, name):
@@ -145,8 +148,13 @@ class Group:
     def pids(self):
         """Tasks in the group: the union over its directories (the same tasks in each, except
         in a group half made or half removed by a crash)."""
-        return sorted({int(p) for d in self.dirs.values()
-                       for p in _read(os.path.join(d, "cgroup.procs")).split()})
+        return sorted(
+            {
+                int(p)
+                for d in self.dirs.values()
+                for p in _read(os.path.join(d, "cgroup.procs")).split()
+            }
+        )
 
     def exists(self):
         return any(os.path.isdir(d) for d in self.dirs.values())
@@ -175,7 +183,7 @@ class Group:
         is retried for up to `wait` seconds. Returns whether it is gone."""
         deadline = time.monotonic() + wait
         while True:
-            if self.pids():                # the usual end: empty already, nothing to freeze
+            if self.pids():  # the usual end: empty already, nothing to freeze
                 self.kill()
             try:
                 for d in self.dirs.values():
@@ -201,8 +209,8 @@ class _Hierarchy:
 
 class V2(_Hierarchy):
     name = "v2"
-    pooled = False             # one hierarchy: its mkdir and rmdir cost little
-    threads = False            # a domain cgroup2 group takes whole processes only
+    pooled = False  # one hierarchy: its mkdir and rmdir cost little
+    threads = False  # a domain cgroup2 group takes whole processes only
 
     def __init__(self, mount, slice_name):
         self.mount = mount
@@ -213,7 +221,7 @@ class V2(_Hierarchy):
         """Create the slice and enable what the kernel offers for its children."""
         os.makedirs(self.base, exist_ok=True)
         rel = os.path.relpath(self.base, self.mount).split(os.sep)
-        for depth in range(len(rel)):          # enable +ctrl at every level above the jobs
+        for depth in range(len(rel)):  # enable +ctrl at every level above the jobs
             parent = os.path.join(self.mount, *rel[:depth])
             offered = set(_read(os.path.join(parent, "cgroup.controllers")).split())
             for ctrl in (c for c in V2_CONTROLLERS if c in offered):
@@ -225,8 +233,11 @@ class V2(_Hierarchy):
         return [c for c in V2_CONTROLLERS if c not in self.controllers]
 
     def dirs(self, name: str, slice_name: str | None = None) -> dict[str, str]:
-        return {"": os.path.join(self.mount, slice_name, name) if slice_name else
-                os.path.join(self.base, name)}
+        return {
+            "": os.path.join(self.mount, slice_name, name)
+            if slice_name
+            else os.path.join(self.base, name)
+        }
 
     def create(self, name, limits):
         group = Group(self, name)
@@ -247,7 +258,7 @@ class V2(_Hierarchy):
         try:
             _write(os.path.join(d, "cgroup.kill"), 1, create=False)
         except FileNotFoundError:
-            if os.path.isdir(d):               # a kernel before 5.14: no cgroup.kill
+            if os.path.isdir(d):  # a kernel before 5.14: no cgroup.kill
                 group.signal(signal.SIGKILL)
 
     def oom_count(self, group):
@@ -268,10 +279,11 @@ class V1(_Hierarchy):
     its next attempt (`reuse`), saving the mkdir and rmdir in four hierarchies that cost about
     1 ms per job here. Group names are the shepherd's, not the job's (sbatchd's ShepherdLink
     names them): renames to the job's name, eight per job, were 13% of a shepherd's CPU."""
+
     name = "v1"
     pooled = True
     threads = True
-    KEEP_BELOW = 8 << 20       # memory still charged to a group that may be reused (bytes)
+    KEEP_BELOW = 8 << 20  # memory still charged to a group that may be reused (bytes)
 
     def __init__(self, mounts, slice_name):
         """mounts: {controller: its mount point}."""
@@ -299,8 +311,7 @@ class V1(_Hierarchy):
                     dirs[ctrl] = os.path.join(self.mounts[ctrl], path.lstrip("/"))
         missing = set(self.mounts) - set(dirs)
         if missing:
-            raise OSError(errno.ENOENT, f"thread {tid} is in no {', '.join(sorted(missing))} "
-                                        f"group")
+            raise OSError(errno.ENOENT, f"thread {tid} is in no {', '.join(sorted(missing))} group")
         return Group(self, "", dirs).keep()
 
     def create(self, name, limits):
@@ -314,14 +325,19 @@ class V1(_Hierarchy):
         """No task left: its count read from pids.current through the kept descriptor where
         it can (cgroup.procs cannot be: see `knob`)."""
         count = group.knob("pids", "pids.current").strip() if "pids" in group.dirs else ""
-        return count == "0" if count else not _read(os.path.join(
-            next(iter(group.dirs.values())), "cgroup.procs")).strip()   # spans all or none
+        return (
+            count == "0"
+            if count
+            else not _read(os.path.join(next(iter(group.dirs.values())), "cgroup.procs")).strip()
+        )  # spans all or none
 
     def reusable(self, group):
         """An empty group not holding memory a next job would find charged to it (files its
         job left in a tmpfs, say)."""
-        return "memory" not in group.dirs or int(
-            group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW
+        return (
+            "memory" not in group.dirs
+            or int(group.knob("memory", "memory.usage_in_bytes") or 0) < self.KEEP_BELOW
+        )
 
     def reuse(self, group, limits):
         """A kept group for its shepherd's next attempt: only the limits that differ written."""
@@ -352,15 +368,16 @@ class V1(_Hierarchy):
         """Freeze, SIGKILL every task, thaw: the tasks die as they wake. A second round catches
         a task that joined between the read and the freeze."""
         freezer = group.dirs.get("freezer")
-        state = os.path.join(freezer, "freezer.state") if freezer and os.path.isdir(freezer) \
-            else None
+        state = (
+            os.path.join(freezer, "freezer.state") if freezer and os.path.isdir(freezer) else None
+        )
         for _ in range(2):
             if not group.exists():
                 return
             if state:
                 try:
                     _write(state, "FROZEN")
-                    for _ in range(100):        # freezing is asynchronous; usually at once
+                    for _ in range(100):  # freezing is asynchronous; usually at once
                         if _read(state).strip() != "FREEZING":
                             break
                         time.sleep(0.001)
@@ -376,7 +393,7 @@ class V1(_Hierarchy):
         if "memory" not in group.dirs:
             return 0
         control = _keyed(group.knob("memory", "memory.oom_control"))
-        if "oom_kill" in control:              # kernel >= 4.13 counts the kills
+        if "oom_kill" in control:  # kernel >= 4.13 counts the kills
             return control["oom_kill"]
         return int(group.knob("memory", "memory.failcnt") or 0)
 
@@ -393,6 +410,7 @@ class V1(_Hierarchy):
 
 class NoCgroups:
     """Jobs are confined by their process group only."""
+
     name = "none"
     pooled = False
     threads = False
@@ -447,8 +465,10 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
     v1, or CgroupError), v1, v2 (that one or CgroupError), off. Logs the choice once."""
     root = os.geteuid() == 0 if root is None else root
     if mode == "off":
-        log.info("cgroups = off: jobs are confined by process group only; memory, pids and "
-                 "CPU limits are not enforced")
+        log.info(
+            "cgroups = off: jobs are confined by process group only; memory, pids and "
+            "CPU limits are not enforced"
+        )
         return NoCgroups()
     if not root:
         why = "sbatchd does not run as root"
@@ -456,7 +476,8 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
     v2_mount, v1 = mounts(table)
     v2_rich = v2_mount and "memory" in _read(os.path.join(v2_mount, "cgroup.controllers")).split()
     order = {"v1": ["v1"], "v2": ["v2"]}.get(mode) or (
-        ["v2", "v1"] if v2_rich or not v1.get("memory") else ["v1", "v2"])
+        ["v2", "v1"] if v2_rich or not v1.get("memory") else ["v1", "v2"]
+    )
     errors = []
     for kind in order:
         if kind == "v2" and v2_mount:
@@ -471,9 +492,12 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
         except OSError as exc:
             errors.append(f"cgroup {kind}: {exc}")
             continue
-        log.info("cgroups: %s below %s%s", kind, backend.base if kind == "v2" else
-                 ", ".join(f"{c}={m}" for c, m in sorted(v1.items())),
-                 f"; missing controllers, not enforced: {', '.join(missing)}" if missing else "")
+        log.info(
+            "cgroups: %s below %s%s",
+            kind,
+            backend.base if kind == "v2" else ", ".join(f"{c}={m}" for c, m in sorted(v1.items())),
+            f"; missing controllers, not enforced: {', '.join(missing)}" if missing else "",
+        )
         return backend
     return _fallback(mode, "; ".join(errors))
 
@@ -481,6 +505,9 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
 def _fallback(mode, why):
     if mode != "auto":
         raise CgroupError(f"cgroups = {mode} but cgroups are not usable: {why}")
-    log.warning("no usable cgroups (%s): jobs are confined by process group only; memory, "
-                "pids and CPU limits are not enforced", why)
+    log.warning(
+        "no usable cgroups (%s): jobs are confined by process group only; memory, "
+        "pids and CPU limits are not enforced",
+        why,
+    )
     return NoCgroups()

@@ -9,6 +9,7 @@ is an argument), so the worker's promises are tested without processes
 (tests/test_sbatchd_core.py): an attempt starts once, a restart adopts what runs, a kill
 survives a restart, a lost shepherd's attempts are watched through their locks.
 """
+
 from typing import Any, NamedTuple
 
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
@@ -21,16 +22,29 @@ class StaleEpoch(Exception):
 
 
 class Attempt:
-    __slots__ = ("job", "attempt", "path", "spec", "state", "shepherd", "adopted", "kill",
-                 "signalled", "timer", "kill_timer", "group", "peek")
+    __slots__ = (
+        "job",
+        "attempt",
+        "path",
+        "spec",
+        "state",
+        "shepherd",
+        "adopted",
+        "kill",
+        "signalled",
+        "timer",
+        "kill_timer",
+        "group",
+        "peek",
+    )
 
     def __init__(self, job: int, attempt: int, path: str, spec: dict):
         self.job, self.attempt, self.path, self.spec = job, attempt, path, spec
-        self.state = ORDERED           # RUNNING once its shepherd has the order
-        self.shepherd: int | None = None   # the pid of the shepherd process that runs it
-        self.adopted = False           # its end is learnt from its lock, not from our shepherd
-        self.kill: str | None = None   # why it is being killed
-        self.signalled = False         # TERM (then KILL) ordered: once per attempt
+        self.state = ORDERED  # RUNNING once its shepherd has the order
+        self.shepherd: int | None = None  # the pid of the shepherd process that runs it
+        self.adopted = False  # its end is learnt from its lock, not from our shepherd
+        self.kill: str | None = None  # why it is being killed
+        self.signalled = False  # TERM (then KILL) ordered: once per attempt
         # the shell's handles, carried along: its timers, cgroup, and files opened for bpeek
         self.timer: Any = None
         self.kill_timer: Any = None
@@ -46,42 +60,50 @@ class Attempt:
 # typed, and cheaper to make than dataclasses (the hot path makes about five per job); the
 # shell tells them apart by type.
 
+
 class SaveEpoch(NamedTuple):
     """Remember the newest epoch across restarts."""
+
     epoch: int
 
 
 class Start(NamedTuple):
     """Make the attempt's record (O_EXCL: the mark that this node started it) and order a
     shepherd to run it; the outcome comes back as `started`, `duplicate` or `not_started`."""
+
     att: Attempt
     env: dict
 
 
 class Report(NamedTuple):
     """Journal the report, and send it to mbatchd with the turn's others."""
+
     report: dict
 
 
 class Arm(NamedTuple):
     """Call `timer(att)` at wall-clock time `at` (its wall clock runs out)."""
+
     att: Attempt
     at: float
 
 
 class RecordKill(NamedTuple):
     """Append the kill's reason to the attempt's record: a restarted sbatchd kills it too."""
+
     att: Attempt
     reason: str
 
 
 class Signal(NamedTuple):
     """TERM the job (once its pid is known), KILL it after kill_grace."""
+
     att: Attempt
 
 
 class Reap(NamedTuple):
     """Its shepherd died before the job ended: KILL what is left, remove its TMPDIR."""
+
     att: Attempt
     pid: int | None
 
@@ -89,11 +111,13 @@ class Reap(NamedTuple):
 class Finish(NamedTuple):
     """The attempt ended: cancel its timers; its cgroup is removed if it was adopted (no
     shepherd of ours keeps it), else its shepherd has one attempt less."""
+
     att: Attempt
 
 
 class Clean(NamedTuple):
     """Remove the attempt's record once the journal holds its EXIT report."""
+
     path: str
 
 
@@ -103,19 +127,21 @@ class Watch(NamedTuple):
 
 class Ack(NamedTuple):
     """mbatchd holds these reports: the journal lets them go."""
+
     rids: list
 
 
-Effect = (SaveEpoch | Start | Report | Arm | RecordKill | Signal | Reap | Finish | Clean | Watch
-          | Ack)
+Effect = (
+    SaveEpoch | Start | Report | Arm | RecordKill | Signal | Reap | Finish | Clean | Watch | Ack
+)
 
 
 class Core:
     def __init__(self, work: str, epoch: int):
-        self.work = work               # the attempt records' directory
-        self.epoch = epoch             # the newest master epoch seen
-        self.attempts: dict[tuple[int, int], Attempt] = {}    # ordered or running here
-        self.starts = 0                # attempts started since sbatchd started
+        self.work = work  # the attempt records' directory
+        self.epoch = epoch  # the newest master epoch seen
+        self.attempts: dict[tuple[int, int], Attempt] = {}  # ordered or running here
+        self.starts = 0  # attempts started since sbatchd started
 
     # --- mbatchd's frames
 
@@ -135,8 +161,9 @@ class Core:
             key = (spec["id"], spec["attempt"])
             if key in self.attempts:
                 continue
-            att = self.attempts[key] = Attempt(key[0], key[1], f"{self.work}/{key[0]}.{key[1]}",
-                                               spec)
+            att = self.attempts[key] = Attempt(
+                key[0], key[1], f"{self.work}/{key[0]}.{key[1]}", spec
+            )
             effects.append(Start(att, envs.get(str(spec.get("env_id"))) or {}))
         return effects
 
@@ -147,7 +174,7 @@ class Core:
         if att is None or att.signalled:
             return []
         att.signalled = True
-        if att.kill is not None:       # adopted with its reason recorded already
+        if att.kill is not None:  # adopted with its reason recorded already
             return [Signal(att)]
         att.kill = reason
         return [RecordKill(att, reason), Signal(att)]
@@ -163,8 +190,9 @@ class Core:
         for att in atts:
             att.state = RUNNING
             self.starts += 1
-            effects.append(Report({"kind": "start", "job": att.job, "attempt": att.attempt,
-                                   "time": now}))
+            effects.append(
+                Report({"kind": "start", "job": att.job, "attempt": att.attempt, "time": now})
+            )
             effects += self._arm(att, now)
         return effects
 
@@ -177,15 +205,36 @@ class Core:
     def cannot_run(self, att: Attempt, message: str, now: float) -> list[Effect]:
         """No account for the job on this host: it fails as a command that cannot run."""
         del self.attempts[att.key]
-        return [Report({"kind": "exit", "job": att.job, "attempt": att.attempt, "time": now,
-                        "exit_code": 126, "reason": EXEC_FAILED, "message": message})]
+        return [
+            Report(
+                {
+                    "kind": "exit",
+                    "job": att.job,
+                    "attempt": att.attempt,
+                    "time": now,
+                    "exit_code": 126,
+                    "reason": EXEC_FAILED,
+                    "message": message,
+                }
+            )
+        ]
 
     def not_started(self, att: Attempt, message: str, now: float) -> list[Effect]:
         """No shepherd could take it (its record exists, unlocked): it is lost."""
         del self.attempts[att.key]
-        return [Report({"kind": "exit", "job": att.job, "attempt": att.attempt, "time": now,
-                        "reason": NODE_LOST, "message": f"sbatchd could not start it: {message}"}),
-                Clean(att.path)]
+        return [
+            Report(
+                {
+                    "kind": "exit",
+                    "job": att.job,
+                    "attempt": att.attempt,
+                    "time": now,
+                    "reason": NODE_LOST,
+                    "message": f"sbatchd could not start it: {message}",
+                }
+            ),
+            Clean(att.path),
+        ]
 
     # --- the shepherds, the clocks, the locks
 
@@ -214,12 +263,14 @@ class Core:
         status = record.get("status")
         if status is not None:
             return self._end(att, status, now)
-        return [Reap(att, record.get("pid")),
-                *self._end(att, {"reason": NODE_LOST, "message": "the job's shepherd vanished"},
-                           now)]
+        return [
+            Reap(att, record.get("pid")),
+            *self._end(att, {"reason": NODE_LOST, "message": "the job's shepherd vanished"}, now),
+        ]
 
-    def adopt(self, found: list[tuple[int, int, dict, int | None, Any]], now: float
-              ) -> list[Effect]:
+    def adopt(
+        self, found: list[tuple[int, int, dict, int | None, Any]], now: float
+    ) -> list[Effect]:
         """At start: every record (job, attempt, its fields, the pid holding its lock, its
         cgroup) is an attempt this node started. Each is watched through its lock, its wall
         clock armed again, and a kill it records carried on."""
@@ -242,10 +293,20 @@ class Core:
 
     def _end(self, att: Attempt, status: dict, now: float) -> list[Effect]:
         del self.attempts[att.key]
-        return [Finish(att),
-                Report({"kind": "exit", "job": att.job, "attempt": att.attempt, "time": now,
-                        "start_time": status.get("start"), "exit_code": status.get("exit_code"),
-                        "exit_signal": status.get("exit_signal"),
-                        "reason": att.kill or status.get("reason") or "",
-                        "message": status.get("message")}),
-                Clean(att.path)]
+        return [
+            Finish(att),
+            Report(
+                {
+                    "kind": "exit",
+                    "job": att.job,
+                    "attempt": att.attempt,
+                    "time": now,
+                    "start_time": status.get("start"),
+                    "exit_code": status.get("exit_code"),
+                    "exit_signal": status.get("exit_signal"),
+                    "reason": att.kill or status.get("reason") or "",
+                    "message": status.get("message"),
+                }
+            ),
+            Clean(att.path),
+        ]

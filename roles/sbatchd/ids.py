@@ -12,6 +12,7 @@ Call numbers are known here for x86_64 and aarch64; elsewhere, without ctypes, o
 calls do not act as expected, `thread_ids()` is None and the shepherd uses glibc's calls and a
 fork per job of another user.
 """
+
 import contextlib
 import logging
 import os
@@ -20,7 +21,7 @@ log = logging.getLogger("lavalite.shepherd")
 
 # setgroups, setresgid, setresuid
 _CALLS = {"x86_64": (116, 119, 117), "aarch64": (159, 149, 147)}
-PROBE = 65534              # the ids of the start-up check (nobody's, usually)
+PROBE = 65534  # the ids of the start-up check (nobody's, usually)
 
 
 class ThreadIds:
@@ -36,13 +37,19 @@ class ThreadIds:
 
     def _ids(self, nr, real, effective, saved):
         c = self.c
-        self._check(self.libc.syscall(c.c_long(nr), c.c_long(real), c.c_long(effective),
-                                      c.c_long(saved)))
+        self._check(
+            self.libc.syscall(c.c_long(nr), c.c_long(real), c.c_long(effective), c.c_long(saved))
+        )
 
     def _groups(self, groups):
         c = self.c
-        self._check(self.libc.syscall(c.c_long(self.nr_setgroups), c.c_long(len(groups)),
-                                      (c.c_uint * len(groups))(*groups)))
+        self._check(
+            self.libc.syscall(
+                c.c_long(self.nr_setgroups),
+                c.c_long(len(groups)),
+                (c.c_uint * len(groups))(*groups),
+            )
+        )
 
     @contextlib.contextmanager
     def user(self, uid, gid, groups, real=False):
@@ -73,6 +80,7 @@ def thread_ids():
     before = os.geteuid(), os.getegid()
     try:
         import ctypes
+
         ids = ThreadIds(ctypes, numbers)
         with ids.user(PROBE, PROBE, [PROBE]):
             seen = os.geteuid(), os.getegid()

@@ -5,24 +5,25 @@ and whenever it grows past what is still unacknowledged. No fsync: a report is l
 the machine, and then its job is lost too. Lines are written once per loop turn (`flush`,
 before the turn's reports are sent), in one system call.
 """
+
 import os
 
 import orjson
 
-COMPACT_AT = 4096          # lines written since the last compaction
+COMPACT_AT = 4096  # lines written since the last compaction
 
 
 class Journal:
     def __init__(self, path):
         self.path = path
-        self.unacked = {}          # rid -> report, in rid order
+        self.unacked = {}  # rid -> report, in rid order
         self.next_rid = 1
         if os.path.exists(path):
             with open(path, "rb") as f:
                 for line in f:
                     try:
                         rec = orjson.loads(line)
-                    except ValueError:     # a line torn by a crash mid-write
+                    except ValueError:  # a line torn by a crash mid-write
                         continue
                     if "ack" in rec:
                         for rid in rec["ack"]:
@@ -64,7 +65,7 @@ class Journal:
 
     def flush(self):
         while self.buf:
-            del self.buf[:os.write(self.fd, self.buf)]
+            del self.buf[: os.write(self.fd, self.buf)]
 
     def pending(self):
         return list(self.unacked.values())

@@ -6,6 +6,7 @@ the shepherd always reads, never blocking on sbatchd); what it does not take (an
 large environment is more than the socket's buffer) waits in `waiting`, in order, and goes out
 as the shepherd drains the socket. Answers come in through the event loop.
 """
+
 import array
 import json
 import logging
@@ -19,7 +20,7 @@ from lavalite import protocol as P
 from lavalite.program import self_command
 
 log = logging.getLogger("lavalite.sbatchd")
-FDS_PER_MESSAGE = 200      # the kernel takes at most 253 descriptors in one message
+FDS_PER_MESSAGE = 200  # the kernel takes at most 253 descriptors in one message
 
 
 class ShepherdLink:
@@ -31,29 +32,43 @@ class ShepherdLink:
         that changes [logging], the shepherds started later log to the new place."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.proc = subprocess.Popen(
-            (program or self_command()) + ["--role", "sbatchd", "--shepherd",
-                                           str(theirs.fileno()), backend, slice_name,
-                                           json.dumps(log_to or {})],
-            pass_fds=[theirs.fileno()], start_new_session=True, stdin=subprocess.DEVNULL,
-            umask=private.inherited())     # the jobs' (and their output files'), not sbatchd's
+            (program or self_command())
+            + [
+                "--role",
+                "sbatchd",
+                "--shepherd",
+                str(theirs.fileno()),
+                backend,
+                slice_name,
+                json.dumps(log_to or {}),
+            ],
+            pass_fds=[theirs.fileno()],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            umask=private.inherited(),
+        )  # the jobs' (and their output files'), not sbatchd's
         theirs.close()
         self.pid = self.proc.pid
         self.sock, self.loop = ours, loop
         self.on_ended, self.on_lost = on_ended, on_lost
         self.decoder = P.Decoder()
-        self.waiting = deque()         # [(bytes, descriptors)] of orders the socket has yet to take
+        self.waiting = deque()  # [(bytes, descriptors)] of orders the socket has yet to take
         self.alive = True
-        self.attempts = 0              # in its care: kept by sbatchd, to pick the least busy
-        self.kept_groups = []          # its cgroups kept for reuse (v1), by name
-        self.made = 0                  # cgroup names made for it
+        self.attempts = 0  # in its care: kept by sbatchd, to pick the least busy
+        self.kept_groups = []  # its cgroups kept for reuse (v1), by name
+        self.made = 0  # cgroup names made for it
         loop.add_reader(ours, self._read)
 
     def start(self, orders, locks):
         """Attempts to start; `locks` the descriptors of their locked `shepherd` files, in
         the same order, which the shepherd holds from now on (the caller closes its own)."""
-        return all(self._send({"op": "start", "orders": orders[at:at + FDS_PER_MESSAGE]},
-                              locks[at:at + FDS_PER_MESSAGE])
-                   for at in range(0, len(orders), FDS_PER_MESSAGE))
+        return all(
+            self._send(
+                {"op": "start", "orders": orders[at : at + FDS_PER_MESSAGE]},
+                locks[at : at + FDS_PER_MESSAGE],
+            )
+            for at in range(0, len(orders), FDS_PER_MESSAGE)
+        )
 
     def group_name(self):
         """The cgroup of its next attempt: one it kept, else a new name. Named after the
@@ -109,9 +124,9 @@ class ShepherdLink:
         while self.waiting:
             data, fds = self.waiting[0]
             sent = self._put(data, fds)
-            if not sent:               # full again, or lost (which let the waiting go)
+            if not sent:  # full again, or lost (which let the waiting go)
                 return
-            _close_all(fds)            # the shepherd has its own now
+            _close_all(fds)  # the shepherd has its own now
             if sent < len(data):
                 self.waiting[0] = (data[sent:], [])
             else:
@@ -144,8 +159,13 @@ class ShepherdLink:
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
-        log.error("the shepherd (pid %d) is gone: %s (exit status %s); its jobs are checked "
-                  "through their locks", self.pid, why, code)
+        log.error(
+            "the shepherd (pid %d) is gone: %s (exit status %s); its jobs are checked "
+            "through their locks",
+            self.pid,
+            why,
+            code,
+        )
         self.on_lost(self)
 
     def close(self):
@@ -169,4 +189,3 @@ class ShepherdLink:
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
-

@@ -11,6 +11,7 @@ A request may wait (long poll): the answer goes out as soon as there is somethin
 attempt ends, so `lavalite peek -f` shows a line about one poll interval after the job wrote
 it. Targets that are no regular file (/dev/null, a fifo) are never read.
 """
+
 import base64
 import os
 import stat
@@ -19,9 +20,9 @@ import time
 from lavalite import protocol as P
 from roles.sbatchd import record
 
-CHUNK = 1 << 20            # bytes per stream per answer; the caller asks again for more
-RECENT = 256               # ended attempts whose files stay open, for a follower's last read
-POLL = 0.05                # seconds between looks at the files while a request waits
+CHUNK = 1 << 20  # bytes per stream per answer; the caller asks again for more
+RECENT = 256  # ended attempts whose files stay open, for a follower's last read
+POLL = 0.05  # seconds between looks at the files while a request waits
 MAX_WAIT = 10.0
 
 
@@ -45,7 +46,7 @@ def _open(att):
     never shows someone else's file."""
     entries = record.read(att.path).get("outfds")
     if entries is None or not att.shepherd:
-        return None                    # the shepherd has not opened them yet
+        return None  # the shepherd has not opened them yet
     files = []
     for entry in entries:
         fd = None
@@ -55,7 +56,7 @@ def _open(att):
                 fd = os.open(f"/proc/{att.shepherd}/fd/{n}", os.O_RDONLY | os.O_NONBLOCK)
             except OSError:
                 close(files)
-                return None            # ended, or not ours to read
+                return None  # ended, or not ours to read
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
                 os.close(fd)
@@ -85,8 +86,11 @@ def serve(sbatchd, peer, msg):
         raise P.ProtocolError(P.NOT_FOUND, f"Job <{key[0]}>: not running on this host")
     outputs = att.spec.get("outputs") or [] if att is not None else sbatchd.recent[key][0]
     offsets = msg.get("offsets") or [0] * len(outputs)
-    if (not isinstance(offsets, list) or len(offsets) != len(outputs)
-            or not all(isinstance(o, int) and o >= 0 for o in offsets)):
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != len(outputs)
+        or not all(isinstance(o, int) and o >= 0 for o in offsets)
+    ):
         raise P.ProtocolError(P.BAD_REQUEST, f"offsets must be {len(outputs)} integers >= 0")
     wait = msg.get("wait") or 0
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
@@ -99,10 +103,18 @@ def serve(sbatchd, peer, msg):
             att.peek = _open(att)
         files = att.peek if running else sbatchd.recent.get(key, (None, None))[1]
         data, new, more = read(files or [None] * len(offsets), offsets)
-        if (new == offsets and running and not peer.closed and time.monotonic() < deadline):
+        if new == offsets and running and not peer.closed and time.monotonic() < deadline:
             sbatchd.loop.call_later(POLL, answer)
             return
-        peer.send(P.reply(msg.get("id"), data=data, offsets=new, more=more, running=running,
-                          streams=[list(fds) for fds, _ in outputs]))
+        peer.send(
+            P.reply(
+                msg.get("id"),
+                data=data,
+                offsets=new,
+                more=more,
+                running=running,
+                streams=[list(fds) for fds, _ in outputs],
+            )
+        )
 
     answer()

@@ -7,11 +7,12 @@ a block (about 90 us here, more while the shepherds and their cleaners contend f
 directory's lock) where a rename costs about 16 us. A directory no job takes within KEEP_FOR
 seconds goes to the cleaner.
 """
+
 import os
 import stat
 from collections import deque
 
-KEEP_FOR = 5.0             # seconds an empty TMPDIR waits for its user's next job
+KEEP_FOR = 5.0  # seconds an empty TMPDIR waits for its user's next job
 _CHECK = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -27,8 +28,8 @@ class Scratch:
     """One shepherd's kept TMPDIRs, per user."""
 
     def __init__(self):
-        self.kept = {}             # uid -> deque of (until, path), oldest first
-        self.check_at = 0.0        # monotonic time of the next look for expired ones
+        self.kept = {}  # uid -> deque of (until, path), oldest first
+        self.check_at = 0.0  # monotonic time of the next look for expired ones
 
     def make(self, path, uid, now):
         """The attempt's TMPDIR at `path`: a kept one of this user's renamed, else a new one.
@@ -36,7 +37,7 @@ class Scratch:
         the name refused), for the cleaner."""
         kept, lost = self.kept.get(uid), []
         while kept:
-            until, old = kept.pop()            # the newest: its blocks are the likeliest cached
+            until, old = kept.pop()  # the newest: its blocks are the likeliest cached
             if until <= now:
                 lost.append(old)
                 continue

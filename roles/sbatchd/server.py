@@ -9,6 +9,7 @@ waited for by the shepherd process (roles/sbatchd/shepherd.py). What happens to 
 decided by the core (roles/sbatchd/core.py); this is its shell: it hands each event to the
 core and carries out the effects the core returns (`run`), so its cost per job stays small.
 """
+
 import asyncio
 import contextlib
 import logging
@@ -24,13 +25,28 @@ from lavalite import log as log_setup
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.files import write_whole
-from lavalite.metrics import Exporter, counter, gauge
 from lavalite.hosts import mbatchd_endpoints
+from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
 from roles.sbatchd import cgroups, peek, record, shepherd
-from roles.sbatchd.core import (Ack, Arm, Attempt, Clean, Core, Effect, Finish, Reap, RecordKill,
-                                Report, SaveEpoch, Signal, StaleEpoch, Start, Watch)
+from roles.sbatchd.core import (
+    Ack,
+    Arm,
+    Attempt,
+    Clean,
+    Core,
+    Effect,
+    Finish,
+    Reap,
+    RecordKill,
+    Report,
+    SaveEpoch,
+    Signal,
+    StaleEpoch,
+    Start,
+    Watch,
+)
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
 
@@ -38,8 +54,8 @@ log = logging.getLogger("lavalite.sbatchd")
 LEGACY_SLICE = "lavalite"  # the cgroup slice every cluster shared before it was derived per cluster
 # seconds a stopping sbatchd waits for its idle shepherds (a cleaner retries a busy group 5 s)
 SHEPHERD_EXIT = 10.0
-POLL_ADOPTED = 0.25        # seconds between looks at the locks of adopted attempts
-JOBS_PER_SHEPHERD = 200    # at most, on average: more slots than that start more shepherds
+POLL_ADOPTED = 0.25  # seconds between looks at the locks of adopted attempts
+JOBS_PER_SHEPHERD = 200  # at most, on average: more slots than that start more shepherds
 # For this long after losing mbatchd (or starting), retry at least about this often: a
 # crashed mbatchd is back within seconds (LIM restarts it) and every second away stalls the
 # host's jobs; jitter spreads the hosts' attempts. Past it, back off up to reconnect_max.
@@ -55,7 +71,7 @@ class Sbatchd:
         # the newest master epoch seen, kept across restarts: older orders are refused
         self.epoch_file = os.path.join(conf.paths.spool_dir, f"epoch-{host}")
         self.work = conf.sbatchd.work_dir
-        private.make_dir(conf.paths.spool_dir, traversable=True)     # LIM's lim.sock is for all
+        private.make_dir(conf.paths.spool_dir, traversable=True)  # LIM's lim.sock is for all
         os.makedirs(self.work, exist_ok=True)
         _check_owned(self.work)
         # what a restart adopts, reports and cleans there must be this cluster's own
@@ -65,20 +81,28 @@ class Sbatchd:
         self.cg = cgroups.choose(conf.sbatchd.cgroups, self.slice)
         # the pids of the shepherds this sbatchd started: whose cgroups are its own to clean
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
-        self.recent = {}               # (job, attempt) -> (outputs, open files): ended lately
+        self.recent = {}  # (job, attempt) -> (outputs, open files): ended lately
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
-        self.peer = None               # the registered connection to mbatchd
+        self.peer = None  # the registered connection to mbatchd
         self.outgoing = []
-        self.flushed = 0.0             # loop time of the last _flush
+        self.flushed = 0.0  # loop time of the last _flush
         self.loop = None
-        self.links = {}                # pid -> ShepherdLink: the shepherd processes
-        self.cleaning = []             # attempt records to remove, sent by _flush
-        self.polling = None            # the timer that looks at adopted attempts' locks
-        self.carry = {SaveEpoch: self._save_epoch, Report: self._report, Arm: self._arm,
-                      RecordKill: self._record_kill, Signal: self._signal_job, Reap: self._reap,
-                      Finish: self._finish, Clean: self._clean_later, Watch: self._watch,
-                      Ack: self._ack}
+        self.links = {}  # pid -> ShepherdLink: the shepherd processes
+        self.cleaning = []  # attempt records to remove, sent by _flush
+        self.polling = None  # the timer that looks at adopted attempts' locks
+        self.carry = {
+            SaveEpoch: self._save_epoch,
+            Report: self._report,
+            Arm: self._arm,
+            RecordKill: self._record_kill,
+            Signal: self._signal_job,
+            Reap: self._reap,
+            Finish: self._finish,
+            Clean: self._clean_later,
+            Watch: self._watch,
+            Ack: self._ack,
+        }
         self.exporter = Exporter(self.families, self.status, conf.sbatchd.metrics_port)
 
     # --- the core's effects
@@ -130,8 +154,9 @@ class Sbatchd:
         try:
             self.run(self.core.fence(epoch))
         except StaleEpoch as exc:
-            log.error("refused an order of epoch %d (seen %d): a deposed mbatchd", epoch,
-                      self.core.epoch)
+            log.error(
+                "refused an order of epoch %d (seen %d): a deposed mbatchd", epoch, self.core.epoch
+            )
             raise P.ProtocolError(P.STALE_EPOCH, str(exc), fatal=True) from None
         op = msg.get("op")
         if op == "dispatch":
@@ -161,15 +186,15 @@ class Sbatchd:
             # the mark that this node started the attempt, locked until the shepherd has it
             lock = record.create(att.path)
         except FileExistsError:
-            self.run(self.core.duplicate(att))     # started here already (before a restart)
+            self.run(self.core.duplicate(att))  # started here already (before a restart)
             return
-        except OSError as exc:         # work_dir full or gone: lost here, mbatchd retries it
+        except OSError as exc:  # work_dir full or gone: lost here, mbatchd retries it
             log.error("job %s.%s not started: its record: %s", job, attempt, exc)
             self.run(self.core.not_started(att, str(exc), now))
             return
         try:
             batch.append(self._order_for(att, env, lock, account, pw))
-        except Exception as exc:       # no shepherd could be started, say: it is lost
+        except Exception as exc:  # no shepherd could be started, say: it is lost
             log.exception("job %s.%s not started", job, attempt)
             os.close(lock)
             self.run(self.core.not_started(att, str(exc), now))
@@ -180,19 +205,32 @@ class Sbatchd:
         cwd = spec.get("cwd") or "/"
         outputs = self._outputs(spec, cwd)
         # unguessable, so no other user can take the name first in a shared /tmp
-        tmpdir = os.path.join(self.conf.sbatchd.tmp_dir,
-                              f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}")
+        tmpdir = os.path.join(
+            self.conf.sbatchd.tmp_dir, f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}"
+        )
         env = self._env(spec, env, tmpdir, pw)
         link = self._shepherd()
-        att.group = self.cg.group(link.group_name())   # one it kept: taken once it will be used
-        order = {"job": job, "attempt": attempt, "record": att.path,
-                 "argv": _argv(spec["cmd"]), "env": env, "cwd": cwd,
-                 "outputs": outputs,
-                 "account": [account.name, account.uid, account.gid, account.switch],
-                 "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
-                 "cgroup": att.group and att.group.name}
-        att.spec = {**spec, "started": time.time(), "outputs": outputs, "tmpdir": tmpdir,
-                    "cgroup": order["cgroup"], "slice": self.slice}
+        att.group = self.cg.group(link.group_name())  # one it kept: taken once it will be used
+        order = {
+            "job": job,
+            "attempt": attempt,
+            "record": att.path,
+            "argv": _argv(spec["cmd"]),
+            "env": env,
+            "cwd": cwd,
+            "outputs": outputs,
+            "account": [account.name, account.uid, account.gid, account.switch],
+            "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
+            "cgroup": att.group and att.group.name,
+        }
+        att.spec = {
+            **spec,
+            "started": time.time(),
+            "outputs": outputs,
+            "tmpdir": tmpdir,
+            "cgroup": order["cgroup"],
+            "slice": self.slice,
+        }
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
         record.append(lock, shepherd=link.pid, spec=att.spec)
@@ -209,7 +247,7 @@ class Sbatchd:
             sent = link.start([order for _, _, order in items], [lock for _, lock, _ in items])
             for _, lock, _ in items:
                 os.close(lock)
-            if sent:                   # else the link is lost and the attempts are polled
+            if sent:  # else the link is lost and the attempts are polled
                 self.run(self.core.started([att for att, _, _ in items], time.time()))
 
     def _shepherd(self):
@@ -218,17 +256,25 @@ class Sbatchd:
         sb = self.conf.sbatchd
         wanted = max(sb.shepherds, -(-sb.slots // JOBS_PER_SHEPHERD))
         while len(self.links) < wanted:
-            link = ShepherdLink(self.loop, self.cg.name, self.slice,
-                                self._shepherd_ended, self._shepherd_lost,
-                                log_to=log_setup.helper_spec("sbatchd", self.host, self.conf))
+            link = ShepherdLink(
+                self.loop,
+                self.cg.name,
+                self.slice,
+                self._shepherd_ended,
+                self._shepherd_lost,
+                log_to=log_setup.helper_spec("sbatchd", self.host, self.conf),
+            )
             self.links[link.pid] = link
             _add_pid(self.made, link.pid)
             log.info("shepherd started (pid %d)", link.pid)
         return min(self.links.values(), key=lambda link: link.attempts)
 
     def _shepherd_ended(self, msg):
-        self.run(self.core.shepherd_answered(msg.get("job"), msg.get("attempt"),
-                                             msg.get("status"), time.time()))
+        self.run(
+            self.core.shepherd_answered(
+                msg.get("job"), msg.get("attempt"), msg.get("status"), time.time()
+            )
+        )
 
     def _shepherd_lost(self, link):
         del self.links[link.pid]
@@ -243,7 +289,10 @@ class Sbatchd:
         job_id, index = str(spec.get("array", spec["id"])), str(spec.get("index", 0))
 
         def resolve(path):
-            return os.path.join(cwd, path.replace("%J", job_id).replace("%I", index)) if path else None
+            return (
+                os.path.join(cwd, path.replace("%J", job_id).replace("%I", index)) if path else None
+            )
+
         out, err = resolve(spec.get("out")), resolve(spec.get("err"))
         if out is None and self.conf.sbatchd.default_output == "cwd":
             out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
@@ -255,23 +304,31 @@ class Sbatchd:
         """The submitter's environment, with HOME, USER, LOGNAME and SHELL of the user's
         account on this host (as LSF), and the LSB_* variables."""
         env = dict(env)
-        env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name,
-                   SHELL=pw.pw_shell or "/bin/sh")
-        env.update(LSB_JOBID=str(spec.get("array", spec["id"])), LSB_JOBNAME=spec.get("name") or "",
-                   LSB_QUEUE=spec.get("queue") or "", LSB_JOBINDEX=str(spec.get("index", 0)),
-                   LSB_HOSTS=" ".join(h for h in spec["hosts"] for _ in range(spec["slots"])),
-                   LSB_MCPU_HOSTS=" ".join(f"{h} {spec['slots']}" for h in spec["hosts"]),
-                   LSB_DJOB_NUMPROC=str(spec["slots"]), LSB_SUB_HOST=spec.get("from_host") or "",
-                   LS_SUBCWD=spec.get("cwd") or "", LAVALITE_ATTEMPT=str(spec["attempt"]),
-                   TMPDIR=tmpdir)
-        if "line" in spec:             # bsub --each-line: this element's line
+        env.update(
+            HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=pw.pw_shell or "/bin/sh"
+        )
+        env.update(
+            LSB_JOBID=str(spec.get("array", spec["id"])),
+            LSB_JOBNAME=spec.get("name") or "",
+            LSB_QUEUE=spec.get("queue") or "",
+            LSB_JOBINDEX=str(spec.get("index", 0)),
+            LSB_HOSTS=" ".join(h for h in spec["hosts"] for _ in range(spec["slots"])),
+            LSB_MCPU_HOSTS=" ".join(f"{h} {spec['slots']}" for h in spec["hosts"]),
+            LSB_DJOB_NUMPROC=str(spec["slots"]),
+            LSB_SUB_HOST=spec.get("from_host") or "",
+            LS_SUBCWD=spec.get("cwd") or "",
+            LAVALITE_ATTEMPT=str(spec["attempt"]),
+            TMPDIR=tmpdir,
+        )
+        if "line" in spec:  # bsub --each-line: this element's line
             env["LSB_JOBLINE"] = spec["line"]
         return env
 
     def _arm(self, effect: Arm) -> None:
         att = effect.att
-        att.timer = self.loop.call_later(max(0.0, effect.at - time.time()),
-                                         lambda: self.run(self.core.timer(att)))
+        att.timer = self.loop.call_later(
+            max(0.0, effect.at - time.time()), lambda: self.run(self.core.timer(att))
+        )
 
     def _watch(self, effect: Watch | None = None) -> None:
         """Adopted attempts end when their lock is free (their holder exited or closed it)."""
@@ -301,8 +358,9 @@ class Sbatchd:
             self.loop.call_later(0.05, self._signal_job, effect)
             return
         self._signal(att, pid, signal.SIGTERM)
-        att.kill_timer = self.loop.call_later(self.conf.sbatchd.kill_grace, self._signal, att,
-                                              pid, signal.SIGKILL)
+        att.kill_timer = self.loop.call_later(
+            self.conf.sbatchd.kill_grace, self._signal, att, pid, signal.SIGKILL
+        )
 
     def _signal(self, att, pgid, sig):
         """The job's process group, and with cgroups every task of its group (which catches
@@ -325,7 +383,7 @@ class Sbatchd:
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()
-        if att.adopted:                # its shepherd removes it; not if it died first
+        if att.adopted:  # its shepherd removes it; not if it died first
             if att.group is not None:
                 att.group.remove()
         else:
@@ -350,8 +408,15 @@ class Sbatchd:
                 continue
             path = os.path.join(self.work, name)
             rec = record.read(path)
-            found.append((int(job), int(attempt), rec, record.holder(path),
-                          adopted_group(self.cg, rec.get("spec") or {}, name)))
+            found.append(
+                (
+                    int(job),
+                    int(attempt),
+                    rec,
+                    record.holder(path),
+                    adopted_group(self.cg, rec.get("spec") or {}, name),
+                )
+            )
         if found:
             log.info("adopted %d job attempts from %s", len(found), self.work)
         self.run(self.core.adopt(found, time.time()))
@@ -378,21 +443,47 @@ class Sbatchd:
     # --- operations: status, metrics, reload
 
     def status(self):
-        return {"sbatchd": "connected" if self.peer else "disconnected", "host": self.host,
-                "pid": os.getpid(), "jobs": len(self.core.attempts),
-                "slots": self.conf.sbatchd.slots}
+        return {
+            "sbatchd": "connected" if self.peer else "disconnected",
+            "host": self.host,
+            "pid": os.getpid(),
+            "jobs": len(self.core.attempts),
+            "slots": self.conf.sbatchd.slots,
+        }
 
     def families(self):
-        return [counter("lavalite_sbatchd_attempts_started", "Job attempts started on this host",
-                        (), {(): self.core.starts}),
-                gauge("lavalite_sbatchd_jobs", "Job attempts running here", (),
-                      {(): len(self.core.attempts)}),
-                gauge("lavalite_sbatchd_slots", "Job slots of this host", (),
-                      {(): self.conf.sbatchd.slots}),
-                gauge("lavalite_sbatchd_connected", "1 while registered with mbatchd", (),
-                      {(): int(self.peer is not None)}),
-                gauge("lavalite_sbatchd_reports_unacked", "Reports kept until mbatchd acks",
-                      (), {(): len(self.journal.unacked)})]
+        return [
+            counter(
+                "lavalite_sbatchd_attempts_started",
+                "Job attempts started on this host",
+                (),
+                {(): self.core.starts},
+            ),
+            gauge(
+                "lavalite_sbatchd_jobs",
+                "Job attempts running here",
+                (),
+                {(): len(self.core.attempts)},
+            ),
+            gauge(
+                "lavalite_sbatchd_slots",
+                "Job slots of this host",
+                (),
+                {(): self.conf.sbatchd.slots},
+            ),
+            gauge(
+                "lavalite_sbatchd_connected",
+                "1 while registered with mbatchd",
+                (),
+                {(): int(self.peer is not None)},
+            ),
+            gauge(
+                "lavalite_sbatchd_reports_unacked",
+                "Reports kept until mbatchd acks",
+                (),
+                {(): len(self.journal.unacked)},
+            ),
+        ]
 
     def reload(self):
         """SIGHUP: new limits and defaults apply to the next attempts; running attempts keep
@@ -420,7 +511,7 @@ class Sbatchd:
                 try:
                     master = await self._session(host, addr, port, stop)
                     delay, since = 0.2, time.monotonic()
-                except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, ConnectionError) as exc:
                     log.debug("mbatchd at %s:%s: %s", addr, port, exc)
                     continue
                 if master and master not in tried:
@@ -428,8 +519,9 @@ class Sbatchd:
             if stop.is_set():
                 break
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.5))
-            delay = reconnect_delay(delay, time.monotonic() - since,
-                                    self.conf.sbatchd.reconnect_max)
+            delay = reconnect_delay(
+                delay, time.monotonic() - since, self.conf.sbatchd.reconnect_max
+            )
 
     async def _lim_master(self):
         """Where the local LIM says mbatchd runs (None if it does not know or is down)."""
@@ -439,7 +531,7 @@ class Sbatchd:
             _, peer = await self.loop.create_unix_connection(lambda: Peer(lambda p, m: None), path)
             await hello(peer, self.keys.ring(), "sbatchd", self.host, "lim", 2)
             return (await asyncio.wait_for(peer.request("load"), 2)).get("master")
-        except (OSError, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ConnectionError):
             return None
         finally:
             if peer is not None:
@@ -449,29 +541,41 @@ class Sbatchd:
         """One registered connection, until it drops or mbatchd stops answering pings for
         T_fail (a cut network closes nothing). Returns the master named by a redirect."""
         closed = asyncio.Event()
-        _, peer = await asyncio.wait_for(self.loop.create_connection(
-            lambda: Peer(self.on_frame, lambda p: closed.set()), addr, port,
-            **self.tls.dial(host)), 5)
+        _, peer = await asyncio.wait_for(
+            self.loop.create_connection(
+                lambda: Peer(self.on_frame, lambda p: closed.set()),
+                addr,
+                port,
+                **self.tls.dial(host),
+            ),
+            5,
+        )
         try:
             reply = await hello(peer, self.keys.ring(), "sbatchd", self.host, "mbatchd", 10)
         except ConnectionError:
             peer.close()
             raise
-        if not reply.get("ok"):        # a redirect
+        if not reply.get("ok"):  # a redirect
             peer.close()
             return reply.get("master")
         self.outgoing = []
         self.peer = peer
         self._register(peer)
-        log.info("registered with mbatchd at %s:%s (%d slots, %d running)", addr, port,
-                 self.conf.sbatchd.slots, len(self.core.attempts))
+        log.info(
+            "registered with mbatchd at %s:%s (%d slots, %d running)",
+            addr,
+            port,
+            self.conf.sbatchd.slots,
+            len(self.core.attempts),
+        )
         lc = self.conf.lim
         try:
             while not stop.is_set() and not closed.is_set():
-                await asyncio.wait_for(peer.request("ping"),
-                                       lc.heartbeat_interval * lc.heartbeat_misses)
+                await asyncio.wait_for(
+                    peer.request("ping"), lc.heartbeat_interval * lc.heartbeat_misses
+                )
                 await sleep_or_stop(stop, lc.heartbeat_interval, closed)
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             pass
         self.peer = None
         peer.close()
@@ -480,8 +584,16 @@ class Sbatchd:
         return None
 
     def _register(self, peer):
-        peer.send({"v": P.VERSION, "op": "register", "id": None, "slots": self.conf.sbatchd.slots,
-                   "running": [list(k) for k in self.core.attempts], "reports": self.journal.pending()})
+        peer.send(
+            {
+                "v": P.VERSION,
+                "op": "register",
+                "id": None,
+                "slots": self.conf.sbatchd.slots,
+                "running": [list(k) for k in self.core.attempts],
+                "reports": self.journal.pending(),
+            }
+        )
 
     async def serve(self, stop):
         self.loop = asyncio.get_running_loop()
@@ -490,14 +602,16 @@ class Sbatchd:
         self.adopt()
         self._shepherd()
         await self.connect(stop)
-        self._flush()                  # the records of ended attempts go with the shepherds
+        self._flush()  # the records of ended attempts go with the shepherds
         for link in list(self.links.values()):
             link.close()
         if metrics is not None:
             metrics.close()
         if self.core.attempts:
-            log.info("sbatchd stopped; %d jobs left running under their shepherds",
-                     len(self.core.attempts))
+            log.info(
+                "sbatchd stopped; %d jobs left running under their shepherds",
+                len(self.core.attempts),
+            )
         else:
             self._leave_nothing()
             log.info("sbatchd stopped")
@@ -509,8 +623,11 @@ class Sbatchd:
         deadline = time.monotonic() + SHEPHERD_EXIT
         for link in self.links.values():
             if not link.exited(max(0.0, deadline - time.monotonic())):
-                log.warning("shepherd %d still removing after %g s; the slice may be left",
-                            link.pid, SHEPHERD_EXIT)
+                log.warning(
+                    "shepherd %d still removing after %g s; the slice may be left",
+                    link.pid,
+                    SHEPHERD_EXIT,
+                )
         self.cg.remove_slice()
         with contextlib.suppress(OSError):
             daemon.unclaim(self.work)
@@ -541,8 +658,10 @@ def _check_owned(path):
     for p in (path, os.path.dirname(path)):
         st = os.lstat(p)
         if stat.S_ISLNK(st.st_mode) or st.st_uid not in (0, os.geteuid()):
-            raise OSError(f"work_dir {path}: {p} is a symlink or belongs to uid {st.st_uid}; "
-                          f"refusing to keep job records there")
+            raise OSError(
+                f"work_dir {path}: {p} is a symlink or belongs to uid {st.st_uid}; "
+                f"refusing to keep job records there"
+            )
 
 
 def adopted_group(cg, spec: dict, name: str) -> cgroups.Group | None:

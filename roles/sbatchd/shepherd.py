@@ -33,6 +33,7 @@ attempts, one lock descriptor each) and `clean`; answers `ended` (the status, an
 the attempt's cgroup if the shepherd kept it for a later order), sent once per loop turn.
 Nothing here blocks on sbatchd.
 """
+
 import array
 import contextlib
 import errno
@@ -55,7 +56,7 @@ from roles.sbatchd import cgroups, ids, record, scratch
 from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
 
 log = logging.getLogger("lavalite.shepherd")
-REMOVE_FOR = 5.0           # seconds a group whose last tasks are still exiting is retried
+REMOVE_FOR = 5.0  # seconds a group whose last tasks are still exiting is retried
 # seconds between two `ended` frames while they stream: a frame costs sbatchd little (its own
 # reports to mbatchd are gathered P.GATHER), and each ms an answer waits is a ms its slot idles
 ANSWER_GATHER = 0.001
@@ -63,14 +64,15 @@ ANSWER_GATHER = 0.001
 
 class Account:
     """Whom the job runs as. switch=False: sbatchd is not root and runs jobs as itself."""
+
     __slots__ = ("name", "uid", "gid", "switch")
 
     def __init__(self, name, uid, gid, switch):
         self.name, self.uid, self.gid, self.switch = name, uid, gid, switch
 
 
-NSS_FOR = 60.0             # seconds an account or group list is kept (as nscd would)
-_nss: dict = {}            # (function, args) -> (until, its answer)
+NSS_FOR = 60.0  # seconds an account or group list is kept (as nscd would)
+_nss: dict = {}  # (function, args) -> (until, its answer)
 
 
 def _nss_cached(function, *args):
@@ -113,7 +115,7 @@ def _temp(final, run):
     try:
         if not stat.S_ISREG(os.stat(final).st_mode):
             return None
-    except OSError:                    # not there yet (the usual case), or not ours to see
+    except OSError:  # not there yet (the usual case), or not ours to see
         pass
     head, tail = os.path.split(final)
     return os.path.join(head, f".{tail}.lavalite-{run.job}.{run.attempt}")
@@ -150,13 +152,14 @@ def _open_outputs(outputs, run):
         temp = _temp(final, run)
         target = temp or final or os.devnull
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if temp else os.O_APPEND),
-                         0o644)
+            fd = os.open(
+                target, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if temp else os.O_APPEND), 0o644
+            )
         except OSError as exc:
             run.notes.append(f"cannot write {target}: {exc.strerror}; output discarded")
             fd, temp = os.open(os.devnull, os.O_WRONLY), None
-        if temp:                       # peek reads it through /proc/<shepherd>/fd/N, never by
-            st = os.fstat(fd)          # path (the user's); the identity refuses a reused number
+        if temp:  # peek reads it through /proc/<shepherd>/fd/N, never by
+            st = os.fstat(fd)  # path (the user's); the identity refuses a reused number
             run.renames.append((temp, final))
             run.outfds.append([fd, st.st_dev, st.st_ino])
         else:
@@ -168,8 +171,8 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     """In the job's process: group, identity, TMPDIR (made here, as the user, so it is theirs
     from the start and the shepherd never waits on the disk for it), directory, files, exec.
     Raises OSError."""
-    os.setpgid(0, 0)                   # its own process group: pgid = pid
-    for sig in RESET:                  # what the shepherd ignores must not stay ignored
+    os.setpgid(0, 0)  # its own process group: pgid = pid
+    for sig in RESET:  # what the shepherd ignores must not stay ignored
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if group is not None:
@@ -188,7 +191,7 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
     if exe is None:
         raise FileNotFoundError(errno.ENOENT, "command not found")
     try:
-        os.execve(exe, argv, env)      # every other descriptor is close-on-exec
+        os.execve(exe, argv, env)  # every other descriptor is close-on-exec
     except OSError as exc:
         if exc.errno != errno.ENOEXEC:
             raise
@@ -219,7 +222,7 @@ def _fork(exe, argv, env, cwd, opened, account, group):
             _exec_job(exe, argv, env, cwd, opened, account, group)
         except OSError as exc:
             os.write(wfd, f"{exc.errno or 0}:{exc.strerror or exc}".encode(errors="replace"))
-        except ValueError as exc:      # a NUL byte, say: exec takes none
+        except ValueError as exc:  # a NUL byte, say: exec takes none
             os.write(wfd, f"{errno.EINVAL}:{exc}".encode(errors="replace"))
         finally:
             os._exit(127)
@@ -229,18 +232,34 @@ def _fork(exe, argv, env, cwd, opened, account, group):
 
 class Run:
     """One attempt in the shepherd's care."""
-    __slots__ = ("job", "attempt", "record", "account", "group", "opened", "renames",
-                 "outfds", "notes", "status", "argv0", "tmpdir", "pid", "pidfd", "ooms")
+
+    __slots__ = (
+        "job",
+        "attempt",
+        "record",
+        "account",
+        "group",
+        "opened",
+        "renames",
+        "outfds",
+        "notes",
+        "status",
+        "argv0",
+        "tmpdir",
+        "pid",
+        "pidfd",
+        "ooms",
+    )
 
     def __init__(self, order, record):
         self.job, self.attempt = order["job"], order["attempt"]
-        self.record = record           # the descriptor of its record, locked
+        self.record = record  # the descriptor of its record, locked
         self.account = Account(*order["account"])
         self.group = None
         self.opened, self.renames, self.outfds, self.notes = [], [], [], []
         self.status = {"start": time.time()}
         self.argv0 = self.tmpdir = self.pid = self.pidfd = None
-        self.ooms = 0                  # OOM kills its group had counted before it
+        self.ooms = 0  # OOM kills its group had counted before it
 
 
 class Shepherd:
@@ -251,20 +270,20 @@ class Shepherd:
         self.sel.register(sock, selectors.EVENT_READ, self._read)
         self.decoder = P.Decoder()
         self.inbuf = bytearray(1 << 20)
-        self.locks = deque()           # descriptors received, in order: one per start order
-        self.out = bytearray()         # ended frames not yet taken by the socket
-        self.written = 0.0             # monotonic time of the last _write
+        self.locks = deque()  # descriptors received, in order: one per start order
+        self.out = bytearray()  # ended frames not yet taken by the socket
+        self.written = 0.0  # monotonic time of the last _write
         self.linked = True
-        self.runs = 0                  # attempts in our care
-        self.cleaner = cleaner         # the write end of the cleaner's pipe (non-blocking)
-        self.trash = bytearray()       # what the cleaner has yet to be told
-        self.kept_groups = {}          # name -> an ended attempt's cgroup, kept for the next (v1)
-        self.scratch = scratch.Scratch()   # TMPDIRs kept for their users' next jobs
+        self.runs = 0  # attempts in our care
+        self.cleaner = cleaner  # the write end of the cleaner's pipe (non-blocking)
+        self.trash = bytearray()  # what the cleaner has yet to be told
+        self.kept_groups = {}  # name -> an ended attempt's cgroup, kept for the next (v1)
+        self.scratch = scratch.Scratch()  # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
-        self.ids = ids.thread_ids()    # None: glibc's calls, a fork per other user's job
-        self.home = None           # the loop thread's own groups (v1), set by serve
-        self.away = False          # the loop thread is in a job's groups (see _settle)
-        self.placed = []           # runs started from inside their groups, pids not written
+        self.ids = ids.thread_ids()  # None: glibc's calls, a fork per other user's job
+        self.home = None  # the loop thread's own groups (v1), set by serve
+        self.away = False  # the loop thread is in a job's groups (see _settle)
+        self.placed = []  # runs started from inside their groups, pids not written
 
     def serve(self):
         """Until sbatchd is gone and every job has ended. Answers go out before the turn's
@@ -273,9 +292,11 @@ class Shepherd:
         if self.cg.threads:
             try:
                 self.home = self.cg.home(threading.get_native_id())
-            except OSError as exc:     # the prelude still confines the jobs, an exec dearer
-                log.warning("cannot find the shepherd's own cgroups (%s): jobs join theirs "
-                            "through /bin/sh", exc)
+            except OSError as exc:  # the prelude still confines the jobs, an exec dearer
+                log.warning(
+                    "cannot find the shepherd's own cgroups (%s): jobs join theirs through /bin/sh",
+                    exc,
+                )
         wait = None
         while self.linked or self.runs:
             orders = None
@@ -310,9 +331,10 @@ class Shepherd:
             self._write()
         if not events & selectors.EVENT_READ:
             return
-        try:                           # into one buffer: a fresh 1 MiB bytes per read cost an mmap
-            size, anc, _, _ = self.sock.recvmsg_into([self.inbuf], socket.CMSG_SPACE(256 * 4),
-                                                     socket.MSG_CMSG_CLOEXEC)
+        try:  # into one buffer: a fresh 1 MiB bytes per read cost an mmap
+            size, anc, _, _ = self.sock.recvmsg_into(
+                [self.inbuf], socket.CMSG_SPACE(256 * 4), socket.MSG_CMSG_CLOEXEC
+            )
         except BlockingIOError:
             return
         except OSError:
@@ -320,12 +342,12 @@ class Shepherd:
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 self.locks.extend(fds)
-        if not size:                   # sbatchd is gone: finish what runs, take no more
+        if not size:  # sbatchd is gone: finish what runs, take no more
             self.linked = False
             self.sel.unregister(self.sock)
-            self.out.clear()           # the status files say it to the next sbatchd
+            self.out.clear()  # the status files say it to the next sbatchd
             return
         for msg in self.decoder.feed(self.inbuf[:size]):
             if isinstance(msg, P.ProtocolError):
@@ -359,11 +381,12 @@ class Shepherd:
             sent = self.sock.send(self.out)
         except BlockingIOError:
             sent = 0
-        except OSError:                # sbatchd is gone; the read side notices
+        except OSError:  # sbatchd is gone; the read side notices
             sent = len(self.out)
         del self.out[:sent]
-        self.sel.modify(self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0),
-                        self._read)
+        self.sel.modify(
+            self.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0), self._read
+        )
 
     # --- attempts
 
@@ -376,8 +399,8 @@ class Shepherd:
         try:
             self._launch(run, order)
         except Exception as exc:
-            self._settle()             # out of the job's groups, if it was on its way in
-            if run.pid is not None:    # it runs: a failure of ours after the spawn
+            self._settle()  # out of the job's groups, if it was on its way in
+            if run.pid is not None:  # it runs: a failure of ours after the spawn
                 raise
             log.error("job %s.%s cannot start: %r", run.job, run.attempt, exc)
             self._exec_failed(run, errno.EINVAL, f"cannot start the job: {exc}")
@@ -386,14 +409,15 @@ class Shepherd:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
-                run.ooms = run.group.ooms      # a reused group's, read as its last job ended
+                run.ooms = run.group.ooms  # a reused group's, read as its last job ended
                 if run.ooms is None:
                     run.ooms = run.group.oom_count()
-            except OSError as exc:     # the job must not run unconfined when cgroups are in use
+            except OSError as exc:  # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
                 self._trash("cgroup", order["cgroup"])
-                run.status.update(exit_code=126, reason="exec_failed",
-                                  message=f"cannot create cgroup: {exc}")
+                run.status.update(
+                    exit_code=126, reason="exec_failed", message=f"cannot create cgroup: {exc}"
+                )
                 self._finish(run)
                 return
         argv, env, cwd = order["argv"], order["env"], order["cwd"]
@@ -401,16 +425,20 @@ class Shepherd:
         account, group = run.account, run.group
         # spawned from inside its group by this thread (v1; not with --pids 1, where the thread
         # would be the group's one task, nor another user's job without per-thread ids: a fork)
-        inside = (group is not None and self.home is not None and group.limits.pids != 1
-                  and (self.ids is not None or not account.switch))
+        inside = (
+            group is not None
+            and self.home is not None
+            and group.limits.pids != 1
+            and (self.ids is not None or not account.switch)
+        )
         direct = group is None or inside
         try:
             with self._as(account):
                 _open_outputs(order["outputs"], run)
-        except OSError as exc:         # the user's ids refused (their groups, say)
+        except OSError as exc:  # the user's ids refused (their groups, say)
             self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
             return
-        if not inside:                 # a fork, a prelude, no group: from our own groups
+        if not inside:  # a fork, a prelude, no group: from our own groups
             self._settle()
         if not direct or (account.switch and not self.ids):
             exe = command_path(argv[0], env)
@@ -420,18 +448,17 @@ class Shepherd:
                 run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group)
                 self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
                 return
-            failure = _unrunnable(exe)     # the prelude's shell could only exit 127 or 126
+            failure = _unrunnable(exe)  # the prelude's shell could only exit 127 or 126
             if failure:
                 self._exec_failed(run, *failure)
                 return
         try:
-            if inside:                 # from the last job's groups straight into this one's
+            if inside:  # from the last job's groups straight into this one's
                 self.away = True
                 group.enter()
-            pid = self._start_job(account, argv, env, cwd, run.opened,
-                                  None if direct else group)
+            pid = self._start_job(account, argv, env, cwd, run.opened, None if direct else group)
         except OSError as exc:
-            self._settle()             # after a half move too: some hierarchies took it
+            self._settle()  # after a half move too: some hierarchies took it
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
             return
         run.pid = pid
@@ -448,9 +475,9 @@ class Shepherd:
         if self.away:
             try:
                 self.home.enter()
-            except OSError as exc:     # a thread left there would be frozen and killed with
+            except OSError as exc:  # a thread left there would be frozen and killed with
                 log.critical("cannot move the shepherd's loop back to its groups: %s", exc)
-                os._exit(70)           # the job; sbatchd sees the link close: attempts lost
+                os._exit(70)  # the job; sbatchd sees the link close: attempts lost
             self.away = False
         placed, self.placed = self.placed, []
         for run in placed:
@@ -491,11 +518,12 @@ class Shepherd:
 
     def _exec_failed(self, run, code, text):
         if code == errno.ENOENT and "/" not in run.argv0:
-            text = "command not found"     # not in the job's PATH
+            text = "command not found"  # not in the job's PATH
         message = f"{run.argv0}: {text}"
-        run.status.update(exit_code=127 if code == errno.ENOENT else 126,
-                          reason="exec_failed", message=message)
-        for fd, fds in run.opened:         # in the job's error file, as a shell says it
+        run.status.update(
+            exit_code=127 if code == errno.ENOENT else 126, reason="exec_failed", message=message
+        )
+        for fd, fds in run.opened:  # in the job's error file, as a shell says it
             if 2 in fds:
                 try:
                     os.write(fd, f"lavalite: {message}\n".encode(errors="replace"))
@@ -505,7 +533,7 @@ class Shepherd:
 
     def _running(self, run):
         record.append(run.record, pid=run.pid, outfds=run.outfds)
-        run.pidfd = os.pidfd_open(run.pid)     # a zombie until reaped: the pid cannot be reused
+        run.pidfd = os.pidfd_open(run.pid)  # a zombie until reaped: the pid cannot be reused
         self.sel.register(run.pidfd, selectors.EVENT_READ, lambda _: self._reaped(run))
 
     def _reaped(self, run):
@@ -513,10 +541,14 @@ class Shepherd:
         os.close(run.pidfd)
         _, wstatus, usage = os.wait4(run.pid, 0)
         code = os.waitstatus_to_exitcode(wstatus)
-        run.status.update(exit_code=code if code >= 0 else None,
-                          exit_signal=-code if code < 0 else None,
-                          utime=usage.ru_utime, stime=usage.ru_stime, maxrss_kb=usage.ru_maxrss)
-        try:                           # what the job left behind dies with it
+        run.status.update(
+            exit_code=code if code >= 0 else None,
+            exit_signal=-code if code < 0 else None,
+            utime=usage.ru_utime,
+            stime=usage.ru_stime,
+            maxrss_kb=usage.ru_maxrss,
+        )
+        try:  # what the job left behind dies with it
             os.killpg(run.pid, signal.SIGKILL)
         except OSError:
             pass
@@ -524,11 +556,14 @@ class Shepherd:
 
     def _finish(self, run):
         status = run.status
-        vacant = kept = False      # vacant: nothing of the job is left to write in its TMPDIR
+        vacant = kept = False  # vacant: nothing of the job is left to write in its TMPDIR
         if run.group is not None:
             if run.group.oom_count() > run.ooms:
-                status.update(reason="oom", message="killed by the out-of-memory killer: the "
-                                                    "job exceeded its memory limit (-M)")
+                status.update(
+                    reason="oom",
+                    message="killed by the out-of-memory killer: the "
+                    "job exceeded its memory limit (-M)",
+                )
             vacant = self.cg.empty(run.group)
             kept = self._retire(run.group, vacant)
         if run.renames:
@@ -537,26 +572,35 @@ class Shepherd:
                     for temp, final in run.renames:
                         if (note := _deliver(temp, final)) is not None:
                             run.notes.append(note)
-            except OSError as exc:     # the user's ids refused
-                run.notes.append(f"cannot act as {run.account.name} to move the output: "
-                                 f"{exc.strerror}; it is in "
-                                 f"{', '.join(temp for temp, _ in run.renames)}")
+            except OSError as exc:  # the user's ids refused
+                run.notes.append(
+                    f"cannot act as {run.account.name} to move the output: "
+                    f"{exc.strerror}; it is in "
+                    f"{', '.join(temp for temp, _ in run.renames)}"
+                )
         for fd, _ in run.opened:
             os.close(fd)
-        if run.tmpdir and not (vacant and self.scratch.keep(run.tmpdir, run.account.uid,
-                                                            time.monotonic())):
+        if run.tmpdir and not (
+            vacant and self.scratch.keep(run.tmpdir, run.account.uid, time.monotonic())
+        ):
             self._trash("path", run.tmpdir)
         status["end"] = time.time()
         if run.notes:
-            status["message"] = "; ".join(run.notes + ([status["message"]] if "message" in status
-                                                       else []))
+            status["message"] = "; ".join(
+                run.notes + ([status["message"]] if "message" in status else [])
+            )
         record.append(run.record, status=status)
-        answer = {"v": P.VERSION, "op": "ended", "job": run.job, "attempt": run.attempt,
-                  "status": status}
-        if kept:                       # sbatchd may name it in a later order
+        answer = {
+            "v": P.VERSION,
+            "op": "ended",
+            "job": run.job,
+            "attempt": run.attempt,
+            "status": status,
+        }
+        if kept:  # sbatchd may name it in a later order
             answer["kept"] = run.group.name
         self._send(answer)
-        os.close(run.record)           # last: the status is written before the lock says "ended"
+        os.close(run.record)  # last: the status is written before the lock says "ended"
         self.runs -= 1
 
     def _group(self, name, limits):
@@ -565,7 +609,7 @@ class Shepherd:
         if kept is not None:
             try:
                 return self.cg.reuse(kept, limits)
-            except OSError as exc:     # a limit its charges refuse: a fresh group instead
+            except OSError as exc:  # a limit its charges refuse: a fresh group instead
                 log.warning("cgroup %s not reused: %s", name, exc)
                 kept.close()
                 if not kept.remove():  # empty: gone at once
@@ -589,7 +633,7 @@ class Shepherd:
 
     def _feed_cleaner(self, _events=None):
         try:
-            del self.trash[:os.write(self.cleaner, self.trash)]
+            del self.trash[: os.write(self.cleaner, self.trash)]
         except BlockingIOError:
             pass
         waiting = self.cleaner in self.sel.get_map()
@@ -611,7 +655,7 @@ def _start_cleaner(cg, link):
         os.set_blocking(wfd, False)
         return pid, wfd
     try:
-        link.close()                   # sbatchd must see the link end when the shepherd does
+        link.close()  # sbatchd must see the link end when the shepherd does
         os.close(wfd)
         with os.fdopen(rfd) as f:
             for line in f:
@@ -622,9 +666,12 @@ def _start_cleaner(cg, link):
                     elif kind == "file":
                         record.remove(what)
                     elif not cg.group(what).remove(wait=REMOVE_FOR):
-                        log.warning("cgroup %s still busy after %g s; the next sbatchd "
-                                    "removes it", what, REMOVE_FOR)
-                except OSError as exc:     # one that cannot go must not stop the others
+                        log.warning(
+                            "cgroup %s still busy after %g s; the next sbatchd removes it",
+                            what,
+                            REMOVE_FOR,
+                        )
+                except OSError as exc:  # one that cannot go must not stop the others
                     log.warning("cannot remove %s %s: %s", kind, what, exc)
     finally:
         os._exit(0)
@@ -649,13 +696,13 @@ def main(argv):
     logs (JSON, lavalite.log.helper_spec: its file, syslog or stderr; warnings and errors)."""
     fd, kind, slice_name = int(argv[0]), argv[1], argv[2]
     log_setup.setup_helper("shepherd", json.loads(argv[3]) if len(argv) > 3 else {})
-    P.use_orjson()                 # a daemon: it decodes orders and encodes answers all day
-    os.chdir("/")                  # it outlives sbatchd: pin no directory (see spawn)
-    os.set_inheritable(fd, False)      # sbatchd passed it inheritable; no job may hold it
+    P.use_orjson()  # a daemon: it decodes orders and encodes answers all day
+    os.chdir("/")  # it outlives sbatchd: pin no directory (see spawn)
+    os.set_inheritable(fd, False)  # sbatchd passed it inheritable; no job may hold it
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    for sig in (signal.SIGINT, signal.SIGHUP):     # sbatchd's terminal or reload: not ours
-        signal.signal(sig, _unmoved)   # a handler, not SIG_IGN, which jobs would inherit
+    for sig in (signal.SIGINT, signal.SIGHUP):  # sbatchd's terminal or reload: not ours
+        signal.signal(sig, _unmoved)  # a handler, not SIG_IGN, which jobs would inherit
     cg = cgroups.NoCgroups() if kind == "none" else cgroups.choose(kind, slice_name)
     cleaner, trash = _start_cleaner(cg, sock)
     failed = []
@@ -666,11 +713,12 @@ def main(argv):
         except BaseException as exc:
             failed.append(exc)
             with contextlib.suppress(OSError):
-                os.close(trash)        # the cleaner ends, so this process does: sbatchd sees
-            raise                      # the link close and checks its attempts by their locks
+                os.close(trash)  # the cleaner ends, so this process does: sbatchd sees
+            raise  # the link close and checks its attempts by their locks
+
     thread = threading.Thread(target=loop, name="shepherd")
     thread.start()
-    thread.join()                      # this first thread, the memory's owner, never moves
+    thread.join()  # this first thread, the memory's owner, never moves
     os.waitpid(cleaner, 0)
     return 70 if failed else 0
 
@@ -684,12 +732,12 @@ def account_for(spec, allow_root):
     except (KeyError, TypeError):
         raise ValueError(f"user {user!r} does not exist on this host") from None
     if pw.pw_uid != uid:
-        raise ValueError(f"user {user} has uid {pw.pw_uid} on this host but submitted as "
-                         f"uid {uid}")
+        raise ValueError(f"user {user} has uid {pw.pw_uid} on this host but submitted as uid {uid}")
     if os.geteuid() != 0:
         if uid != os.geteuid():
-            raise ValueError(f"sbatchd runs as uid {os.geteuid()}, not root: it cannot run "
-                             f"jobs of {user}")
+            raise ValueError(
+                f"sbatchd runs as uid {os.geteuid()}, not root: it cannot run jobs of {user}"
+            )
         return Account(user, uid, pw.pw_gid, False), pw
     if uid == 0 and not allow_root:
         raise ValueError("root jobs are not allowed (allow_root_jobs = no in lavalite.conf)")

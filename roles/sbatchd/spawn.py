@@ -13,6 +13,7 @@ Getting into the group without the job running a line of ours first:
   the loop thread would count as the group's one task and the job's spawn be refused).
   Root's prelude can join; a job of another user in such a group is the shepherd's fork.
 """
+
 import errno
 import os
 import shutil
@@ -22,7 +23,9 @@ import signal
 # its directory (else TMPDIR, as the fork path) and becomes the job. Failing to join ends it
 # with 126 and a line on the job's stderr, as a shell reports what it cannot run.
 PRELUDE = """cwd=$1; shift
-while [ "$1" != -- ]; do echo 0 > "$1" || { echo "lavalite: cannot join cgroup $1" >&2; exit 126; }; shift; done
+while [ "$1" != -- ]; do
+  echo 0 > "$1" || { echo "lavalite: cannot join cgroup $1" >&2; exit 126; }; shift
+done
 shift
 cd "$cwd" 2>/dev/null || cd "$TMPDIR" || exit 126
 exec "$@"
@@ -31,9 +34,16 @@ exec "$@"
 
 # What the shepherd ignores or handles must not stay so in a job (Python ignores SIGPIPE and
 # SIGXFSZ; an ignored signal stays ignored across exec).
-RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
-         signal.SIGHUP, signal.SIGCHLD)
-_null: list[int] = []      # /dev/null, opened once: every job's stdin
+RESET = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+)
+_null: list[int] = []  # /dev/null, opened once: every job's stdin
 
 
 def spawn(argv, env, cwd, opened, prelude=None):
@@ -47,13 +57,17 @@ def spawn(argv, env, cwd, opened, prelude=None):
     out = {n: fd for fd, fds in opened for n in fds}
     if not _null:
         _null.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    actions = [(os.POSIX_SPAWN_DUP2, _null[0], 0), (os.POSIX_SPAWN_DUP2, out[1], 1),
-               (os.POSIX_SPAWN_DUP2, out[2], 2)]   # every other descriptor is close-on-exec
+    actions = [
+        (os.POSIX_SPAWN_DUP2, _null[0], 0),
+        (os.POSIX_SPAWN_DUP2, out[1], 1),
+        (os.POSIX_SPAWN_DUP2, out[2], 2),
+    ]  # every other descriptor is close-on-exec
     if prelude is not None:
         os.chdir("/")
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
-        return _spawn(["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv],
-                      env, actions)
+        return _spawn(
+            ["/bin/sh", "-c", PRELUDE, "lavalite-job", cwd, *procs, "--", *argv], env, actions
+        )
     enter_cwd(cwd, env)
     try:
         path = command_path(argv[0], env)
@@ -65,8 +79,8 @@ def spawn(argv, env, cwd, opened, prelude=None):
             if exc.errno != errno.ENOEXEC:
                 raise
             return _spawn(["/bin/sh", path, *argv[1:]], env, actions)  # no #!: sh, as execvp
-    finally:                       # out again: a shepherd working there would pin the user's
-        os.chdir("/")              # directory (an unmount, an NFS home's automount expiry)
+    finally:  # out again: a shepherd working there would pin the user's
+        os.chdir("/")  # directory (an unmount, an NFS home's automount expiry)
 
 
 def enter_cwd(cwd, env):
@@ -83,5 +97,12 @@ def command_path(name, env):
 
 
 def _spawn(argv, env, actions, path=None):
-    return os.posix_spawn(path or argv[0], argv, env, file_actions=actions, setpgroup=0,
-                          setsigdef=RESET, setsigmask=())
+    return os.posix_spawn(
+        path or argv[0],
+        argv,
+        env,
+        file_actions=actions,
+        setpgroup=0,
+        setsigdef=RESET,
+        setsigmask=(),
+    )

@@ -10,6 +10,7 @@ python) and dist/lavalite (the shiv zipapp on the system python3, as shipped) if
 --also adds other builds of the zipapp (another branch's, say) to the same interleaved run.
 Each is compared with its own interpreter's start-up.
 """
+
 import argparse
 import os
 import shutil
@@ -37,11 +38,19 @@ def timed(cmd, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--also", nargs="*", default=[], metavar="ZIPAPP",
-                    help="other builds of dist/lavalite to measure in the same run")
-    ap.add_argument("--installed", action="store_true",
-                    help="also dist/lavalite as `lavalite install` run by the system python3 "
-                         "puts it on a node (#!/usr/bin/python3 -S), run through its #! line")
+    ap.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="ZIPAPP",
+        help="other builds of dist/lavalite to measure in the same run",
+    )
+    ap.add_argument(
+        "--installed",
+        action="store_true",
+        help="also dist/lavalite as `lavalite install` run by the system python3 "
+        "puts it on a node (#!/usr/bin/python3 -S), run through its #! line",
+    )
     ap.add_argument("--markdown", metavar="FILE")
     args = ap.parse_args()
     zipapp = os.path.join(ROOT, "dist", "lavalite")
@@ -50,12 +59,16 @@ def main():
         programs["dist/lavalite"] = [SYSTEM_PYTHON, zipapp]
     else:
         print("dist/lavalite not built (./build.sh): measuring the checkout only", file=sys.stderr)
-    programs.update((os.path.abspath(path), [SYSTEM_PYTHON, os.path.abspath(path)])
-                    for path in args.also)
+    programs.update(
+        (os.path.abspath(path), [SYSTEM_PYTHON, os.path.abspath(path)]) for path in args.also
+    )
     prefix = tempfile.mkdtemp(prefix="lavalite-bench-install-")
     if args.installed and "dist/lavalite" in programs:
-        subprocess.run([SYSTEM_PYTHON, zipapp, "install", "--prefix", prefix, "--no-user"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [SYSTEM_PYTHON, zipapp, "install", "--prefix", prefix, "--no-user"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         programs["installed"] = [os.path.join(prefix, "usr/local/bin/lavalite")]
     try:
         times = measure(programs, args.runs)
@@ -65,8 +78,12 @@ def main():
     for name, ts in times.items():
         ts.sort()
         rows.append([name, f"{pct(ts, 50) * 1e3:.1f}", f"{pct(ts, 99) * 1e3:.1f}"])
-    report(rows, "CLI latency (tests/bench/bench_cli.py)",
-           f"CLI latency, {args.runs} runs each, interleaved", args.markdown)
+    report(
+        rows,
+        "CLI latency (tests/bench/bench_cli.py)",
+        f"CLI latency, {args.runs} runs each, interleaved",
+        args.markdown,
+    )
 
 
 def measure(programs, runs):
@@ -82,14 +99,21 @@ def measure(programs, runs):
             for py in launch:
                 cases[f"{py} -c pass"] = [py, "-c", "pass"]
                 cases[f"{py} -S -c pass"] = [py, "-S", "-c", "pass"]
-            cases[f"{label}: bsub"] = [*launch, os.path.join(bindir, "bsub"), "-o", "/dev/null",
-                                       "--", "true"]
+            cases[f"{label}: bsub"] = [
+                *launch,
+                os.path.join(bindir, "bsub"),
+                "-o",
+                "/dev/null",
+                "--",
+                "true",
+            ]
             cases[f"{label}: bjobs"] = [*launch, os.path.join(bindir, "bjobs")]
         times = {k: [] for k in cases}
-        for _ in range(runs):               # interleaved: machine noise hits every case alike
+        for _ in range(runs):  # interleaved: machine noise hits every case alike
             for name, cmd in cases.items():
                 times[name].append(timed(cmd, env))
     return times
+
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ second, so its return rounds a drain up to whole seconds (1.1 s reads as 2.0). T
 runs in this process, so the tasks are our children: their exits come from the kernel's
 process events (the proc connector, root only), read once the job has ended.
 """
+
 import json
 import os
 import socket
@@ -27,10 +28,10 @@ from hyperqueue.cluster import WorkerConfig
 NETLINK_CONNECTOR, CN_IDX_PROC, CN_VAL_PROC = 11, 1, 1
 PROC_CN_MCAST_LISTEN, PROC_EVENT_EXIT, NLMSG_DONE = 1, 0x80000000, 3
 SO_RCVBUFFORCE = 33
-NLMSG = struct.Struct("=IHHII")            # length, type, flags, seq, pid
-CN_MSG = struct.Struct("=IIIIHH")          # idx, val, seq, ack, len, flags
-EVENT = struct.Struct("=IIQ")              # what, cpu, timestamp_ns (CLOCK_MONOTONIC)
-EXIT = struct.Struct("=iiIIii")            # pid, tgid, exit code, signal, parent pid, tgid
+NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, pid
+CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+EVENT = struct.Struct("=IIQ")  # what, cpu, timestamp_ns (CLOCK_MONOTONIC)
+EXIT = struct.Struct("=iiIIii")  # pid, tgid, exit code, signal, parent pid, tgid
 
 
 class ChildExits:
@@ -71,7 +72,7 @@ class ChildExits:
 def main():
     n, slots = int(sys.argv[1]), int(sys.argv[2])
     with tempfile.TemporaryDirectory(prefix="hq-bench-") as d:
-        os.environ["TMPDIR"] = d       # its sockets (hq-lc-*), else left behind in /tmp
+        os.environ["TMPDIR"] = d  # its sockets (hq-lc-*), else left behind in /tmp
         with LocalCluster(server_dir=d, worker_config=WorkerConfig(cores=slots)) as cluster:
             client = cluster.client()
             job = Job()
@@ -86,8 +87,16 @@ def main():
             ends = exits.times()
     if len(ends) != n:
         sys.exit(f"saw {len(ends)} task exits, not {n} (the kernel's process events need root)")
-    print(json.dumps({"submit_s": t_submit, "drain_s": max(ends) - t0, "polled_s": polled,
-                      "finished": n if ok else "failed"}))
+    print(
+        json.dumps(
+            {
+                "submit_s": t_submit,
+                "drain_s": max(ends) - t0,
+                "polled_s": polled,
+                "finished": n if ok else "failed",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

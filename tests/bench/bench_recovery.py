@@ -7,9 +7,10 @@ restarts it) and to the next job dispatched (sbatchd registered again), on a sin
         [--markdown docs/performance.md]
 
 Each round kills mbatchd as soon as the previous round's job was dispatched: repeated crashes,
-the case where LIM's restart backoff grows. A job is submitted right after the kill, again every 20 ms
-until mbatchd answers, and counted dispatched when it leaves PEND.
+the case where LIM's restart backoff grows. A job is submitted right after the kill, again every
+20 ms until mbatchd answers, and counted dispatched when it leaves PEND.
 """
+
 import argparse
 import os
 import shlex
@@ -20,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_drain import ROOT, Cluster  # noqa: E402
 from benchlib import report  # noqa: E402
+
 from lavalite import Client, ClientError  # noqa: E402
 
 
@@ -30,7 +32,7 @@ def one_round(cl, client):
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     client.close()
-    req = os.urandom(16).hex()             # the same request each try: one job
+    req = os.urandom(16).hex()  # the same request each try: one job
     while True:
         try:
             job = client.submit(["true"], req=req, out="/dev/null")
@@ -53,13 +55,16 @@ def main():
     args = ap.parse_args()
     rows = [["round", "mbatchd answers (s)", "next job dispatched (s)"]]
     with Cluster(shlex.split(args.program), 2) as cl:
-        with Client(conf_path=cl.conf, command_wait=0) as client:    # it polls every 20 ms itself
+        with Client(conf_path=cl.conf, command_wait=0) as client:  # it polls every 20 ms itself
             for i in range(1, args.rounds + 1):
                 answered, dispatched = one_round(cl, client)
                 rows.append([str(i), f"{answered:.2f}", f"{dispatched:.2f}"])
-    report(rows, "Recovery after kill -9 of mbatchd (tests/bench/bench_recovery.py)",
-           f"{args.rounds} kills in a row, each as soon as a job was dispatched again; "
-           f"{args.program}", args.markdown)
+    report(
+        rows,
+        "Recovery after kill -9 of mbatchd (tests/bench/bench_recovery.py)",
+        f"{args.rounds} kills in a row, each as soon as a job was dispatched again; {args.program}",
+        args.markdown,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ hosts, the jobs queued first: 90% in arrays, 4 users, 3 queues, 1-60 s simulated
 --speed divides the run times so the hosts free slots faster than mbatchd can refill them at
 the larger sizes: the dispatch rate is then mbatchd's, not the workload's (`offered/s`).
 """
+
 import argparse
 import json
 import os
@@ -20,16 +21,27 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COLUMNS = [("hosts", "hosts"), ("jobs", "jobs"), ("submit_jobs_per_s", "submit jobs/s"),
-           ("register_s", "register (s)"), ("offered_per_s", "offered/s"),
-           ("dispatch_per_s_mean", "dispatch/s mean"),
-           ("dispatch_per_s_median_second", "dispatch/s median second"),
-           ("wait_p50_s", "wait p50 (s)"), ("wait_p99_s", "wait p99 (s)"),
-           ("turn_p50_ms", "turn p50 (ms)"), ("turn_p99_ms", "turn p99 (ms)"),
-           ("turn_max_ms", "turn max (ms)"), ("sched_p99_ms", "schedule() p99 (ms)"),
-           ("sched_max_ms", "schedule() max (ms)"), ("mbatchd_cpu_s", "mbatchd CPU (s)"),
-           ("mbatchd_peak_rss_mib", "mbatchd peak RSS (MiB)"), ("store_mib", "store (MiB)"),
-           ("drain_s", "drain (s)"), ("ended_twice", "ended twice")]
+COLUMNS = [
+    ("hosts", "hosts"),
+    ("jobs", "jobs"),
+    ("submit_jobs_per_s", "submit jobs/s"),
+    ("register_s", "register (s)"),
+    ("offered_per_s", "offered/s"),
+    ("dispatch_per_s_mean", "dispatch/s mean"),
+    ("dispatch_per_s_median_second", "dispatch/s median second"),
+    ("wait_p50_s", "wait p50 (s)"),
+    ("wait_p99_s", "wait p99 (s)"),
+    ("turn_p50_ms", "turn p50 (ms)"),
+    ("turn_p99_ms", "turn p99 (ms)"),
+    ("turn_max_ms", "turn max (ms)"),
+    ("sched_p99_ms", "schedule() p99 (ms)"),
+    ("sched_max_ms", "schedule() max (ms)"),
+    ("mbatchd_cpu_s", "mbatchd CPU (s)"),
+    ("mbatchd_peak_rss_mib", "mbatchd peak RSS (MiB)"),
+    ("store_mib", "store (MiB)"),
+    ("drain_s", "drain (s)"),
+    ("ended_twice", "ended twice"),
+]
 
 
 def ints(text):
@@ -49,20 +61,34 @@ def main():
     started = time.time()
     for jobs in args.jobs:
         for hosts in args.hosts:
-            cmd = args.program.split() + ["simulate", "--json", "--hosts", str(hosts), "--slots",
-                                          str(args.slots), "--jobs", str(jobs), "--speed",
-                                          str(args.speed)]
+            cmd = args.program.split() + [
+                "simulate",
+                "--json",
+                "--hosts",
+                str(hosts),
+                "--slots",
+                str(args.slots),
+                "--jobs",
+                str(jobs),
+                "--speed",
+                str(args.speed),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
-                print(f"{hosts} hosts, {jobs} jobs: exit {out.returncode}\n{out.stderr[-2000:]}",
-                      file=sys.stderr)
+                print(
+                    f"{hosts} hosts, {jobs} jobs: exit {out.returncode}\n{out.stderr[-2000:]}",
+                    file=sys.stderr,
+                )
                 continue
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(" ".join(f"{label}={rows[-1][key]}" for key, label in COLUMNS), flush=True)
     table = [[label for _, label in COLUMNS]] + [[str(r[k]) for k, _ in COLUMNS] for r in rows]
-    head = (f"`lavalite simulate`, {args.slots} slots per host, speed {args.speed:g}; "
-            f"whole run {time.time() - started:.0f} s")
+    head = (
+        f"`lavalite simulate`, {args.slots} slots per host, speed {args.speed:g}; "
+        f"whole run {time.time() - started:.0f} s"
+    )
     report(table, "Scale benchmark (tests/bench/bench_scale.py)", head, args.markdown)
+
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ It prints figures and ratios and asserts nothing about time. A user's `bjobs` is
 connection, a hello and a `jobs` query (lavalite.Client), one every 20 ms during the drain.
 The attack runs in a process of its own and starts HELLO_DEADLINE + 1 s before the drain.
 """
+
 import argparse
 import multiprocessing
 import os
@@ -26,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_drain import ROOT, Cluster, fmt, pct, submit_client  # noqa: E402
 from benchlib import report  # noqa: E402
+
 from lavalite import Client, auth  # noqa: E402
 from lavalite import config as config_mod  # noqa: E402
 from lavalite.client import _read_frame  # noqa: E402
@@ -61,7 +63,7 @@ class Silent(Attacker):
                 self.open(sel)
             while not self.stop.is_set():
                 for key, _ in sel.select(0.2):
-                    if not _closed(key.fileobj):   # the daemon's challenge: read, unanswered
+                    if not _closed(key.fileobj):  # the daemon's challenge: read, unanswered
                         continue
                     sel.unregister(key.fileobj)
                     key.fileobj.close()
@@ -94,8 +96,9 @@ class NonReader(Attacker):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect(self.address)
             challenge = _read_frame(s, bytearray())
-            hello = auth.hello(self.key, "user", "bench", "mbatchd", challenge["nonce"], uid=0,
-                               user="root")
+            hello = auth.hello(
+                self.key, "user", "bench", "mbatchd", challenge["nonce"], uid=0, user="root"
+            )
             session = auth.Session(auth.session_key(self.key, hello), dialler=True)
             s.sendall(encode(hello))
             try:
@@ -137,9 +140,16 @@ def drain(args, attacked):
     with Cluster(args.program, args.slots) as cl:
         conf = config_mod.load(cl.conf)
         if attacked:
-            mp.Process(target=attack, args=(("127.0.0.1", conf.mbatchd.port),
-                                            auth.load_key(conf.cluster.key_file), args.silent,
-                                            stop, counts)).start()
+            mp.Process(
+                target=attack,
+                args=(
+                    ("127.0.0.1", conf.mbatchd.port),
+                    auth.load_key(conf.cluster.key_file),
+                    args.silent,
+                    stop,
+                    counts,
+                ),
+            ).start()
             time.sleep(HELLO_DEADLINE + 1)
         done, lat = threading.Event(), []
         user = threading.Thread(target=bjobs_loop, args=(cl.conf, done, lat))
@@ -152,10 +162,15 @@ def drain(args, attacked):
         user.join()
         stop.set()
         reopened, dropped = counts.get() if attacked else ("-", "-")
-        return {"drain time (s)": elapsed, "jobs/s": args.jobs / elapsed,
-                "bjobs p50 / p99 (ms)": (pct(lat, 50) * 1e3, pct(lat, 99) * 1e3),
-                "bjobs run": len(lat), "mbatchd peak RSS (MB)": peak_rss_mb(cl.mbatchd),
-                "silent connections closed by mbatchd": reopened, "non-reader dropped": dropped}
+        return {
+            "drain time (s)": elapsed,
+            "jobs/s": args.jobs / elapsed,
+            "bjobs p50 / p99 (ms)": (pct(lat, 50) * 1e3, pct(lat, 99) * 1e3),
+            "bjobs run": len(lat),
+            "mbatchd peak RSS (MB)": peak_rss_mb(cl.mbatchd),
+            "silent connections closed by mbatchd": reopened,
+            "non-reader dropped": dropped,
+        }
 
 
 def main():
@@ -163,25 +178,32 @@ def main():
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--slots", type=int, default=16)
     ap.add_argument("--silent", type=int, default=1000, help="silent connections held open")
-    ap.add_argument("--program", type=shlex.split, default=[sys.executable, "lavalite.py"],
-                    help='how to run LavaLite, from the checkout (default: "python lavalite.py")')
+    ap.add_argument(
+        "--program",
+        type=shlex.split,
+        default=[sys.executable, "lavalite.py"],
+        help='how to run LavaLite, from the checkout (default: "python lavalite.py")',
+    )
     ap.add_argument("--timeout", type=float, default=300, help="drain timeout (s)")
     ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))   # 1,000 sockets and more
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sockets and more
     args.cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
     quiet = drain(args, attacked=False)
     attacked = drain(args, attacked=True)
     os.rmdir(args.cwd)
     attacked["jobs/s ÷ quiet"] = attacked["jobs/s"] / quiet["jobs/s"]
-    attacked["bjobs p99 ÷ quiet"] = attacked["bjobs p50 / p99 (ms)"][1] / quiet[
-        "bjobs p50 / p99 (ms)"][1]
+    attacked["bjobs p99 ÷ quiet"] = (
+        attacked["bjobs p50 / p99 (ms)"][1] / quiet["bjobs p50 / p99 (ms)"][1]
+    )
     quiet["jobs/s ÷ quiet"] = quiet["bjobs p99 ÷ quiet"] = 1.0
     table = [["", "quiet", "attacked"]] + [[k, fmt(quiet[k]), fmt(attacked[k])] for k in attacked]
-    head = (f"{args.jobs} jobs of /bin/true, {args.slots} slots, submitted by one client; "
-            f"attacked: {args.silent} silent connections and one peer that never reads; "
-            f"program `{shlex.join(args.program)}`")
+    head = (
+        f"{args.jobs} jobs of /bin/true, {args.slots} slots, submitted by one client; "
+        f"attacked: {args.silent} silent connections and one peer that never reads; "
+        f"program `{shlex.join(args.program)}`"
+    )
     report(table, "Strangers (tests/bench/bench_strangers.py)", head, args.markdown)
 
 

@@ -9,6 +9,7 @@ submit path is measured): N jobs in ONE submit_many request; N jobs one request 
 connection; one array of M elements (--repeat times). Times are the client's wall clock from
 request to reply, which includes mbatchd's commit: a reply means the jobs are durable.
 """
+
 import argparse
 import os
 import sys
@@ -45,15 +46,27 @@ def main():
         ids = c.submit_many([["/bin/true"]] * args.jobs, env=env, cwd="/tmp")
         t = time.perf_counter() - t0
         assert len(ids) == args.jobs
-        rows.append((f"{args.jobs} jobs, one submit_many request", t, args.jobs / t,
-                     cpu_seconds(cl.mbatchd) - cpu0))
+        rows.append(
+            (
+                f"{args.jobs} jobs, one submit_many request",
+                t,
+                args.jobs / t,
+                cpu_seconds(cl.mbatchd) - cpu0,
+            )
+        )
         cpu0 = cpu_seconds(cl.mbatchd)
         t0 = time.perf_counter()
         for _ in range(args.jobs):
             c.submit(["/bin/true"], env=env, cwd="/tmp")
         t = time.perf_counter() - t0
-        rows.append((f"{args.jobs} jobs, one request each, one connection", t, args.jobs / t,
-                     cpu_seconds(cl.mbatchd) - cpu0))
+        rows.append(
+            (
+                f"{args.jobs} jobs, one request each, one connection",
+                t,
+                args.jobs / t,
+                cpu_seconds(cl.mbatchd) - cpu0,
+            )
+        )
         times = []
         cpu0 = cpu_seconds(cl.mbatchd)
         for _ in range(args.repeat):
@@ -61,14 +74,25 @@ def main():
             c.submit(["/bin/true"], name=f"big[1-{args.array}]", env=env, cwd="/tmp")
             times.append(time.perf_counter() - t0)
         times.sort()
-        rows.append((f"one array of {args.array} (p50 of {args.repeat}; max "
-                     f"{times[-1] * 1e3:.1f} ms)", pct(times, 50), args.array / pct(times, 50),
-                     (cpu_seconds(cl.mbatchd) - cpu0) / args.repeat))
+        rows.append(
+            (
+                f"one array of {args.array} (p50 of {args.repeat}; max {times[-1] * 1e3:.1f} ms)",
+                pct(times, 50),
+                args.array / pct(times, 50),
+                (cpu_seconds(cl.mbatchd) - cpu0) / args.repeat,
+            )
+        )
         c.close()
     table = [["submit", "time (ms)", "jobs/s", "mbatchd CPU (ms)"]] + [
-        [name, f"{t * 1e3:.1f}", f"{rate:.0f}", f"{cpu * 1e3:.0f}"] for name, t, rate, cpu in rows]
-    report(table, "Submit (tests/bench/bench_submit.py)",
-           "Queue inactive: the submit path only", args.markdown)
+        [name, f"{t * 1e3:.1f}", f"{rate:.0f}", f"{cpu * 1e3:.0f}"] for name, t, rate, cpu in rows
+    ]
+    report(
+        table,
+        "Submit (tests/bench/bench_submit.py)",
+        "Queue inactive: the submit path only",
+        args.markdown,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
 """What the bench scripts share: print a table, append it to docs/performance.md."""
+
 import datetime
 import os
 import platform
@@ -14,9 +15,11 @@ def report(table, title, head, markdown=None):
     if not markdown:
         return
     with open(markdown, "a") as f:
-        f.write(f"\n## {title}, {datetime.date.today()}\n\n"
-                f"Machine: {len(os.sched_getaffinity(0))} CPUs shared with other work, "
-                f"{platform.platform()}, Python {platform.python_version()}. {head}.\n\n")
+        f.write(
+            f"\n## {title}, {datetime.date.today()}\n\n"
+            f"Machine: {len(os.sched_getaffinity(0))} CPUs shared with other work, "
+            f"{platform.platform()}, Python {platform.python_version()}. {head}.\n\n"
+        )
         for i, row in enumerate(table):
             f.write("| " + " | ".join(row) + " |\n")
             if i == 0:
