@@ -204,37 +204,21 @@ class Core:
 
     def cannot_run(self, att: Attempt, message: str, now: float) -> list[Effect]:
         """No account for the job on this host: it fails as a command that cannot run."""
-        del self.attempts[att.key]
-        return [
-            Report(
-                {
-                    "kind": "exit",
-                    "job": att.job,
-                    "attempt": att.attempt,
-                    "time": now,
-                    "exit_code": 126,
-                    "reason": EXEC_FAILED,
-                    "message": message,
-                }
-            )
-        ]
+        return [self._never_ran(att, now, reason=EXEC_FAILED, message=message, exit_code=126)]
 
     def not_started(self, att: Attempt, message: str, now: float) -> list[Effect]:
         """No shepherd could take it (its record exists, unlocked): it is lost."""
+        report = self._never_ran(
+            att, now, reason=NODE_LOST, message=f"sbatchd could not start it: {message}"
+        )
+        return [report, Clean(att.path)]
+
+    def _never_ran(self, att: Attempt, now: float, **fields: Any) -> Report:
+        """The attempt is forgotten; the report of an end it had without running."""
         del self.attempts[att.key]
-        return [
-            Report(
-                {
-                    "kind": "exit",
-                    "job": att.job,
-                    "attempt": att.attempt,
-                    "time": now,
-                    "reason": NODE_LOST,
-                    "message": f"sbatchd could not start it: {message}",
-                }
-            ),
-            Clean(att.path),
-        ]
+        return Report(
+            {"kind": "exit", "job": att.job, "attempt": att.attempt, "time": now, **fields}
+        )
 
     # --- the shepherds, the clocks, the locks
 
