@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import report  # noqa: E402
+from benchlib import drain_arguments, report  # noqa: E402
 
 from lavalite import Client  # noqa: E402  (the scripts' API: orjson, as bench_submit)
 from lavalite.hosts import local_host  # noqa: E402
@@ -307,16 +307,7 @@ def fmt(value):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=1000)
-    ap.add_argument("--slots", type=int, default=16)
-    ap.add_argument(
-        "--program",
-        type=shlex.split,
-        default=[sys.executable, "lavalite.py"],
-        help='how to run LavaLite, from the checkout (default: "python lavalite.py")',
-    )
-    ap.add_argument("--timeout", type=float, default=600, help="drain timeout per scenario (s)")
-    ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
+    drain_arguments(ap, timeout=600)  # per scenario
     ap.add_argument(
         "--hq",
         metavar="PYTHON",

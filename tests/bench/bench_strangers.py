@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_drain import ROOT, Cluster, fmt, pct, submit_client  # noqa: E402
-from benchlib import report  # noqa: E402
+from benchlib import drain_arguments, report  # noqa: E402
 
 from lavalite import Client, auth  # noqa: E402
 from lavalite import config as config_mod  # noqa: E402
@@ -175,17 +175,8 @@ def drain(args, attacked):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=1000)
-    ap.add_argument("--slots", type=int, default=16)
+    drain_arguments(ap, timeout=300)
     ap.add_argument("--silent", type=int, default=1000, help="silent connections held open")
-    ap.add_argument(
-        "--program",
-        type=shlex.split,
-        default=[sys.executable, "lavalite.py"],
-        help='how to run LavaLite, from the checkout (default: "python lavalite.py")',
-    )
-    ap.add_argument("--timeout", type=float, default=300, help="drain timeout (s)")
-    ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 sockets and more

@@ -3,6 +3,8 @@
 import datetime
 import os
 import platform
+import shlex
+import sys
 
 
 def report(table, title, head, markdown=None):
@@ -24,3 +26,18 @@ def report(table, title, head, markdown=None):
             f.write("| " + " | ".join(row) + " |\n")
             if i == 0:
                 f.write("|" + "---|" * len(row) + "\n")
+
+
+def drain_arguments(ap, timeout):
+    """The options every drain-style benchmark takes: how many jobs, on how many slots, run by
+    which program, for how long at most, and where to append the figures."""
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--slots", type=int, default=16)
+    ap.add_argument(
+        "--program",
+        type=shlex.split,
+        default=[sys.executable, "lavalite.py"],
+        help='how to run LavaLite, from the checkout (default: "python lavalite.py")',
+    )
+    ap.add_argument("--timeout", type=float, default=timeout, help="drain timeout (s)")
+    ap.add_argument("--markdown", metavar="FILE", help="also append the figures to FILE")
