@@ -7,6 +7,9 @@ a user at their cap is skipped whole, and host search stops when the slots run o
 """
 
 import heapq
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 from lavalite.model import (
     PEND,
@@ -17,6 +20,12 @@ from lavalite.model import (
     PR_TOO_BIG,
     PR_USER_CAP,
 )
+
+# A pending job as the scheduler reads it: a model.Job, or a job array's entry
+# (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
+Pending = Any
+Entry = tuple[int, Pending]  # (pend_seq, job) in a user's FIFO
+Reasons = dict[tuple[str, Any], str]
 
 
 class QueueView:
@@ -37,15 +46,22 @@ class QueueView:
         "pending",
     )
 
-    def __init__(self, name, priority=30, active=True, max_running_user=0, max_running_queue=0):
+    def __init__(
+        self,
+        name: str,
+        priority: int = 30,
+        active: bool = True,
+        max_running_user: int = 0,
+        max_running_queue: int = 0,
+    ) -> None:
         self.name = name
         self.priority = priority
         self.active = active
         self.max_running_user = max_running_user
         self.max_running_queue = max_running_queue
         self.running = 0  # slots in use by this queue's jobs
-        self.running_user = {}  # user -> slots in use
-        self.pending = {}  # user -> deque[(pend_seq, Job)]
+        self.running_user: dict[str, int] = {}  # user -> slots in use
+        self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
 
 
 class Snapshot:
@@ -56,7 +72,15 @@ class Snapshot:
 
     __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit")
 
-    def __init__(self, now, queues, free_by_host, total_free, max_slots, limit=0):
+    def __init__(
+        self,
+        now: float,
+        queues: list[QueueView],
+        free_by_host: dict[str, int],
+        total_free: int,
+        max_slots: int,
+        limit: int = 0,
+    ) -> None:
         self.now = now
         self.queues = queues
         self.free_by_host = free_by_host
@@ -73,17 +97,17 @@ class Plan:
 
     __slots__ = ("placements", "reasons")
 
-    def __init__(self):
-        self.placements = []
-        self.reasons = {}
+    def __init__(self) -> None:
+        self.placements: list[tuple[Pending, str]] = []
+        self.reasons: Reasons = {}
 
 
-def live(entry):
+def live(entry: Entry) -> bool:
     seq, job = entry
     return job.state == PEND and job.pend_seq == seq
 
 
-def _first_live(it):
+def _first_live(it: Iterator[Entry]) -> Entry | None:
     for entry in it:
         if live(entry):
             return entry
@@ -94,13 +118,12 @@ class _Hosts:
     """Free slots handed out in order; a host left with too few slots for a wide job is kept
     aside for narrower ones."""
 
-    def __init__(self, free_by_host, total):
+    def __init__(self, free_by_host: dict[str, int], total: int) -> None:
         self.it = iter(free_by_host.items())
-        self.aside = []  # [host, remaining]
+        self.aside: list[list[Any]] = []  # [host, remaining]
         self.left = total  # slots still to place: the free ones, or the turn's limit
-        self.used = {}
 
-    def take(self, n):
+    def take(self, n: int) -> str | None:
         for i, slot in enumerate(self.aside):
             if slot[1] >= n:
                 return self._use(slot, n, i)
@@ -112,7 +135,7 @@ class _Hosts:
             self.aside.append(slot)
         return None
 
-    def _use(self, slot, n, index):
+    def _use(self, slot: list[Any], n: int, index: int) -> str:
         slot[1] -= n
         self.left -= n
         if slot[1] == 0:
@@ -120,7 +143,7 @@ class _Hosts:
         return slot[0]
 
 
-def plan(snap):
+def plan(snap: Snapshot) -> Plan:
     result = Plan()
     hosts = _Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
     for q in snap.queues:
@@ -133,8 +156,10 @@ def plan(snap):
     return result
 
 
-def _plan_queue(q, snap, hosts, result):
-    heads = []  # (pend_seq, user, job, iterator) of each user's first live job
+def _plan_queue(q: QueueView, snap: Snapshot, hosts: _Hosts, result: Plan) -> None:
+    heads: list[
+        tuple[int, str, Pending, Iterator[Entry]]
+    ] = []  # (pend_seq, user, job, iterator) of each user's first live job
     for user, fifo in q.pending.items():
         it = iter(fifo)
         entry = _first_live(it)
@@ -142,8 +167,8 @@ def _plan_queue(q, snap, hosts, result):
             heads.append((entry[0], user, entry[1], it))
     heapq.heapify(heads)
     q_used = q.running
-    placed = {}  # user -> slots placed this turn
-    taken = {}  # array -> [elements started this turn, indices handed out]
+    placed: dict[str, int] = {}  # user -> slots placed this turn
+    taken: dict[Any, list[int]] = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         _, user, job, it = heads[0]
         arr = job.array  # an Array entry (arr is job) or a retried element
@@ -178,7 +203,7 @@ def _plan_queue(q, snap, hosts, result):
         _advance(heads, user, it)
 
 
-def _advance(heads, user, it):
+def _advance(heads: list, user: str, it: Iterator[Entry]) -> None:
     """Replace the head by the user's next live entry (or drop the user for this turn)."""
     entry = _first_live(it)
     if entry:
@@ -187,7 +212,7 @@ def _advance(heads, user, it):
         heapq.heappop(heads)
 
 
-def _room(job, arr, taken, result):
+def _room(job: Pending, arr: Any, taken: dict[Any, list[int]], result: Plan) -> bool:
     """May one more element start from this entry: the array's throttle (%LIMIT) counts running
     elements and those started this turn; an Array entry also needs indices left."""
     started, handed = taken.get(arr, (0, 0))
