@@ -8,11 +8,13 @@ do), a process crash loses nothing committed, and a power loss at most the last 
 import json
 import operator
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import apsw
 
-from lavalite.model import ELEMENT_BITS, PEND, RUN, Host, Job
+from lavalite.model import ELEMENT_BITS, PEND, RUN, Event, Host, Job
 
 SCHEMA_VERSION = 3
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
@@ -100,7 +102,7 @@ class StoreFull(StoreError):
 
 
 class Store:
-    def __init__(self, path, exclusive=False):
+    def __init__(self, path: str, exclusive: bool = False) -> None:
         """`exclusive`: hold the database lock for the life of the connection. WAL then needs
         no shared-memory file, which is what makes the store safe on NFS, and a second
         mbatchd cannot open it (it fails after the busy timeout)."""
@@ -117,8 +119,8 @@ class Store:
         except apsw.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
 
-    def _migrate(self):
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self) -> None:
+        ((version,),) = self.db.execute("PRAGMA user_version")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store schema {version} is newer than this LavaLite ({SCHEMA_VERSION})"
@@ -134,7 +136,7 @@ class Store:
                 self.db.execute(MIGRATIONS[v] or schema)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
     def free_bytes(self) -> int:
@@ -144,7 +146,7 @@ class Store:
 
     # --- reading, at start-up and for jobs no longer in memory
 
-    def load(self, finished_since):
+    def load(self, finished_since: float) -> dict[str, Any]:
         """Everything mbatchd keeps in memory: live jobs, jobs finished since `finished_since`,
         hosts, the environments those jobs use, and the counters to continue from."""
         jobs = [
@@ -164,7 +166,7 @@ class Store:
         ]
         specs = [j.spec for j in jobs] + [a["spec"] for a in arrays]
         env_ids = sorted({s.get("env_id") for s in specs if s.get("env_id")})
-        envs = {}
+        envs: dict[int, tuple[str, dict]] = {}
         for i in range(0, len(env_ids), 500):
             chunk = env_ids[i : i + 500]
             for eid, h, data in self.db.execute(
@@ -192,15 +194,15 @@ class Store:
             "users": {n for (n,) in self.db.execute("SELECT name FROM users")},
         }
 
-    def job(self, job_id):
+    def job(self, job_id: int) -> Job | None:
         row = self.db.execute(f"{_SELECT_JOB} WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def env_id(self, digest):
+    def env_id(self, digest: str) -> int | None:
         row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()
         return row[0] if row else None
 
-    def events(self, job_id=None):
+    def events(self, job_id: int | None = None) -> list[tuple]:
         """Event rows (job_id, time, old, new, reason, host, attempt) in the order written."""
         sql = "SELECT job_id, time, old, new, reason, host, attempt FROM job_events"
         if job_id is None:
@@ -209,7 +211,16 @@ class Store:
 
     # --- writing: one transaction per mbatchd loop turn
 
-    def commit(self, jobs=(), events=(), hosts=(), envs=(), users=(), queues=(), arrays=()):
+    def commit(
+        self,
+        jobs: Iterable[Job] = (),
+        events: Iterable[Event] = (),
+        hosts: Iterable[Host] = (),
+        envs: Iterable[tuple[int, str, dict]] = (),
+        users: Iterable[tuple[str, int, float]] = (),
+        queues: Iterable[tuple[str, dict]] = (),
+        arrays: Iterable[Any] = (),
+    ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs. Raises StoreFull when the
@@ -219,8 +230,9 @@ class Store:
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
-    def _commit(self, jobs, events, hosts, envs, users, queues, arrays):
-        new, changed = [], []
+    def _commit(self, jobs, events, hosts, envs, users, queues, arrays) -> None:
+        new: list[Job] = []
+        changed: list[Job] = []
         for j in jobs:
             (changed if j.stored else new).append(j)
         new_arrays = [a for a in arrays if not a.stored]
@@ -236,7 +248,7 @@ class Store:
             if changed_arrays:
                 cur.executemany(_UPDATE_ARRAY, changed_arrays)
             if new:
-                specs = {}  # an array's elements share its spec: encoded once
+                specs: dict[int, str] = {}  # an array's elements share its spec: encoded once
                 cur.executemany(_INSERT_JOB, [_row(j, specs) for j in new])
             if changed:
                 cur.executemany(_UPDATE_JOB, [_update_values(j) for j in changed])
@@ -272,7 +284,7 @@ class Store:
             j.stored = True
 
 
-def _row(job, specs):
+def _row(job: Job, specs: dict[int, str]) -> list:
     """The INSERT values of `job`; `specs` maps id(spec) -> its JSON, for the commit's life."""
     values = list(_job_values(job))
     key = id(job.spec)
@@ -282,7 +294,7 @@ def _row(job, specs):
     return values
 
 
-def _job(row):
+def _job(row: tuple) -> Job:
     rec = dict(zip(_JOB_COLS, row))
     job = Job(
         rec["id"],
@@ -303,7 +315,7 @@ def _job(row):
     return job
 
 
-def _array_row(arr):
+def _array_row(arr: Any) -> list:
     values = [getattr(arr, c) for c in _ARRAY_COLS]
     values[_ARRAY_COLS.index("spec")] = json.dumps(arr.spec)
     for col, value in zip(_ARRAY_MUTABLE, _array_update(arr)):
@@ -311,7 +323,7 @@ def _array_row(arr):
     return values
 
 
-def _array_update(arr):
+def _array_update(arr: Any) -> list:
     """The UPDATE values of a stored array, in _ARRAY_MUTABLE's order: what changes as its
     elements run (its spec, written once, is not encoded again each turn)."""
     return [
@@ -324,7 +336,7 @@ def _array_update(arr):
     ]
 
 
-def _array_rec(row):
+def _array_rec(row: tuple) -> dict[str, Any]:
     """An arrays row as a dict (lavalite.job_array.Array.from_record builds the object)."""
     rec = dict(zip(_ARRAY_COLS, row))
     for col in ("spec", "skip", "counts"):
