@@ -52,16 +52,16 @@ ELEMENT_BITS = 32
 MAX_INDEX = (1 << ELEMENT_BITS) - 1
 
 
-def element_id(array_id, index):
+def element_id(array_id: int, index: int) -> int:
     return array_id << ELEMENT_BITS | index
 
 
-def split_id(job_id):
+def split_id(job_id: int) -> tuple[int, int]:
     """(array id, index) of an element; (0, job id) of anything else."""
     return job_id >> ELEMENT_BITS, job_id & MAX_INDEX
 
 
-def label(job_id):
+def label(job_id: int) -> str:
     """How users see a job id: 42, or 42[7] for an element."""
     array_id, index = split_id(job_id)
     return f"{array_id}[{index}]" if array_id else str(job_id)
@@ -104,18 +104,18 @@ class Job:
 
     def __init__(
         self,
-        id,
-        user,
-        uid,
-        queue,
-        name,
-        spec,
+        id: int,
+        user: str,
+        uid: int | None,
+        queue: str,
+        name: str,
+        spec: dict,
         *,
-        req_id=None,
-        slots=1,
-        max_attempts=1,
-        submit_time=0.0,
-    ):
+        req_id: str | None = None,
+        slots: int = 1,
+        max_attempts: int = 1,
+        submit_time: float = 0.0,
+    ) -> None:
         self.id = id
         self.req_id = req_id
         self.user = user
@@ -128,25 +128,27 @@ class Job:
         self.reason = ""
         self.attempt = 0
         self.max_attempts = max_attempts
-        self.host = None
+        self.host: str | None = None
         self.submit_time = submit_time
-        self.start_time = None
-        self.end_time = None
+        self.start_time: float | None = None
+        self.end_time: float | None = None
         self.eligible_time = submit_time
-        self.exit_code = None
-        self.exit_signal = None
-        self.message = None  # what the worker said of the last attempt's end, if anything
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self.message: str | None = (
+            None  # what the worker said of the last attempt's end, if anything
+        )
         self.kill_requested = False
         self.pend_seq = 0  # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False  # has a row in the store (insert vs update)
         self.array = None  # the lavalite.job_array.Array of an array element
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return self.state in FINISHED
 
     @property
-    def stat(self):
+    def stat(self) -> str:
         """The STAT column: FAILED carries its reason, as FAILED(timeout)."""
         if self.state == FAILED and self.reason:
             return f"FAILED({self.reason})"
@@ -158,15 +160,24 @@ class Event:
 
     __slots__ = ("job_id", "time", "old", "new", "reason", "host", "attempt")
 
-    def __init__(self, job_id, time, old, new, reason, host, attempt):
+    def __init__(
+        self,
+        job_id: int,
+        time: float,
+        old: str | None,
+        new: str,
+        reason: str,
+        host: str | None,
+        attempt: int,
+    ) -> None:
         self.job_id, self.time, self.old, self.new = job_id, time, old, new
         self.reason, self.host, self.attempt = reason, host, attempt
 
-    def as_tuple(self):
+    def as_tuple(self) -> tuple:
         return (self.job_id, self.time, self.old, self.new, self.reason, self.host, self.attempt)
 
 
-def transition(job, new, now, reason=""):
+def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
     """Move `job` to state `new`, or raise IllegalTransition. Returns the Event to store.
 
     Side effects on times follow the state: entering RUN clears the previous attempt's end,
@@ -193,22 +204,22 @@ class Host:
 
     __slots__ = ("name", "slots", "used", "status", "connected", "load", "labels", "stored")
 
-    def __init__(self, name, slots=0):
+    def __init__(self, name: str, slots: int = 0) -> None:
         self.name = name
         self.slots = slots
         self.used = 0
         self.status = HOST_UNAVAIL
         self.connected = False
-        self.load = {}
-        self.labels = []
+        self.load: dict = {}
+        self.labels: list[str] = []
         self.stored = False
 
     @property
-    def free(self):
+    def free(self) -> int:
         return self.slots - self.used if self.status == HOST_OK else 0
 
 
-def job_view(job, pend_reason=None):
+def job_view(job: Job, pend_reason: str | None = None) -> dict:
     """The JSON shape of a job in replies (bjobs, --json). Stable: scripts read it.
     An array element's id is array_id << 32 | index; "label" is how users write it, ID[INDEX]."""
     spec = job.spec
@@ -247,6 +258,6 @@ def job_view(job, pend_reason=None):
     }
 
 
-def submitted(job, now):
+def submitted(job: Job, now: float) -> Event:
     """The first event of a job's life (no previous state)."""
     return Event(job.id, now, None, PEND, "submitted", None, 0)
