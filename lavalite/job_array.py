@@ -10,19 +10,21 @@ id of its own, sorts after every plain job, and `ID[INDEX]` maps to one integer 
 
 import bisect
 import re
+from collections.abc import Iterator
 
 from lavalite.model import DONE, FAILED, KILLED, MAX_INDEX, PEND, RUN, element_id
 
 MAX_ELEMENTS = 1_000_000  # LSF's MAX_JOB_ARRAY_SIZE is configurable; this is ours
 _NAME = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<spec>[^\[\]]+)\](?:%(?P<throttle>\d+))?$")
 _LABEL = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
+Range = tuple[int, int, int]  # (first, last, step)
 
 
 class ArrayError(ValueError):
     pass
 
 
-def parse_label(text):
+def parse_label(text: str) -> int:
     """'42' or '42[7]' -> the job id on the wire; ArrayError otherwise."""
     m = _LABEL.match(text.strip())
     if not m or int(m.group(1)) <= 0 or int(m.group(1)) > MAX_INDEX:
@@ -35,7 +37,7 @@ def parse_label(text):
     return element_id(int(m.group(1)), index)
 
 
-def parse_name(text):
+def parse_name(text: str) -> tuple[str, list[Range] | None, int]:
     """'name[1-10:2,20]%5' -> (name, ranges, throttle); (text, None, 0) if it names no array.
     ranges: [(first, last, step)] in submission order."""
     if "[" not in text:
@@ -48,21 +50,22 @@ def parse_name(text):
     return m.group("name"), ranges, 0 if throttle is None else parse_throttle(throttle)
 
 
-def parse_throttle(text):
+def parse_throttle(text: str) -> int:
     """%LIMIT: running elements at most, 1..MAX_ELEMENTS (an array has no more)."""
     if not 1 <= int(text) <= MAX_ELEMENTS:
         raise ArrayError(f"an array's %LIMIT must be from 1 to {MAX_ELEMENTS}")
     return int(text)
 
 
-def parse_ranges(spec):
-    ranges, total = [], 0
+def parse_ranges(spec: str) -> list[Range]:
+    ranges: list[Range] = []
+    total = 0
     for part in spec.split(","):
-        body, _, step = part.strip().partition(":")
-        first, _, last = body.partition("-")
+        body, _, step_text = part.strip().partition(":")
+        first_text, _, last_text = body.partition("-")
         try:
-            first, last = int(first), int(last or first)
-            step = int(step or 1)
+            first, last = int(first_text), int(last_text or first_text)
+            step = int(step_text or 1)
         except ValueError:
             raise ArrayError(f"bad array index {part!r} (use N, N-M or N-M:STEP)") from None
         if not 1 <= first <= last <= MAX_INDEX or step < 1:
@@ -76,7 +79,7 @@ def parse_ranges(spec):
     return ranges
 
 
-def format_ranges(ranges):
+def format_ranges(ranges: list[Range]) -> str:
     return ",".join(
         f"{a}" if a == b else f"{a}-{b}" + (f":{s}" if s != 1 else "") for a, b, s in ranges
     )
@@ -120,43 +123,44 @@ class Array:
 
     def __init__(
         self,
-        id,
-        user,
-        uid,
-        queue,
-        name,
-        spec,
-        ranges,
+        id: int,
+        user: str,
+        uid: int | None,
+        queue: str,
+        name: str,
+        spec: dict,
+        ranges: list[Range],
         *,
-        throttle=0,
-        req_id=None,
-        slots=1,
-        max_attempts=1,
-        submit_time=0.0,
-        cursor=0,
-        killed=False,
-        end_time=None,
-    ):
+        throttle: int = 0,
+        req_id: str | None = None,
+        slots: int = 1,
+        max_attempts: int = 1,
+        submit_time: float = 0.0,
+        cursor: int = 0,
+        killed: bool = False,
+        end_time: float | None = None,
+    ) -> None:
         self.id, self.req_id, self.user, self.uid = id, req_id, user, uid
         self.queue, self.name, self.spec, self.slots = queue, name, spec, slots
         self.max_attempts, self.submit_time = max_attempts, submit_time
         self.ranges = ranges
         self.indices = format_ranges(ranges)
-        self.starts = []  # position of each range's first index
+        self.starts: list[int] = []  # position of each range's first index
         self.total = 0
         for first, last, step in ranges:
             self.starts.append(self.total)
             self.total += (last - first) // step + 1
-        self.cursor, self.skip, self.throttle = cursor, set(), throttle
+        self.cursor, self.throttle = cursor, throttle
+        self.skip: set[int] = set()
         self.killed, self.end_time = killed, end_time
         self.counts = {PEND: 0, RUN: 0, DONE: 0, FAILED: 0, KILLED: 0}
-        self.live = set()  # indices of elements PEND or RUN
+        self.live: set[int] = set()  # indices of elements PEND or RUN
         self.pend_seq = 0
         self.eligible_time = 0.0  # as a job's: an array is never in retry backoff
         self.stored = False
 
     @classmethod
-    def from_record(cls, rec):
+    def from_record(cls, rec: dict) -> "Array":
         """From a store row (store.load's dict)."""
         arr = cls(
             rec["id"],
@@ -182,40 +186,40 @@ class Array:
         return arr
 
     @property
-    def array(self):
+    def array(self) -> "Array":
         """The array whose throttle applies: for the scheduler, an array and its elements alike."""
         return self
 
     @property
-    def running(self):
+    def running(self) -> int:
         return self.counts[RUN]
 
     @property
-    def remaining(self):
+    def remaining(self) -> int:
         """Indices not yet handed out (none once the array is killed)."""
         return 0 if self.killed else self.total - self.cursor - len(self.skip)
 
     @property
-    def state(self):
+    def state(self) -> str:
         return PEND if self.remaining > 0 else RUN
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return self.remaining == 0 and not (self.counts[PEND] or self.counts[RUN])
 
-    def index_at(self, pos):
+    def index_at(self, pos: int) -> int:
         r = bisect.bisect_right(self.starts, pos) - 1
         first, _, step = self.ranges[r]
         return first + (pos - self.starts[r]) * step
 
-    def position(self, index):
+    def position(self, index: int) -> int | None:
         """The position of `index` in the array, or None if it is no index of it."""
         for (first, last, step), start in zip(self.ranges, self.starts):
             if first <= index <= last and (index - first) % step == 0:
                 return start + (index - first) // step
         return None
 
-    def take(self):
+    def take(self) -> int:
         """Hand out the next index (the caller makes the element)."""
         while True:
             index = self.index_at(self.cursor)
@@ -225,14 +229,14 @@ class Array:
             else:
                 return index
 
-    def unhanded(self):
+    def unhanded(self) -> Iterator[int]:
         """The indices not yet handed out, in order (for bjobs; a generator: arrays are big)."""
         for pos in range(self.cursor, self.total):
             index = self.index_at(pos)
             if index not in self.skip:
                 yield index
 
-    def summary(self):
+    def summary(self) -> dict:
         """bjobs -A's counts: PEND includes indices not handed out; EXIT is FAILED + KILLED
         (LSF counts a killed element as EXIT), including indices killed with the array."""
         c = self.counts
