@@ -11,19 +11,21 @@ that still runs cannot give orders.
 import fcntl
 import os
 
+from lavalite.files import write_whole
+
 NAME = "master.epoch"
 
 
-def path(state_dir):
+def path(state_dir: str) -> str:
     return os.path.join(state_dir, NAME)
 
 
-def read(state_dir):
+def read(state_dir: str) -> int:
     """The current epoch (0 when no master was ever elected)."""
     return read_file(path(state_dir))
 
 
-def read_file(name):
+def read_file(name: str) -> int:
     try:
         with open(name) as f:
             return int(f.read().strip() or 0)
@@ -31,23 +33,20 @@ def read_file(name):
         return 0
 
 
-def remember(name, epoch):
+def remember(name: str, epoch: int) -> None:
     """sbatchd keeps the newest epoch it has seen across its restarts."""
-    tmp = f"{name}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{epoch}\n")
-    os.replace(tmp, name)
+    write_whole(name, f"{epoch}\n")
 
 
 class EpochLock:
     """Held by the master LIM: acquire() -> the new epoch, or None while another host holds it."""
 
-    def __init__(self, state_dir):
+    def __init__(self, state_dir: str) -> None:
         self.path = path(state_dir)
-        self.fd = None
-        self.epoch = None
+        self.fd: int | None = None
+        self.epoch: int | None = None
 
-    def acquire(self):
+    def acquire(self) -> int | None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask: private
         try:
@@ -64,7 +63,7 @@ class EpochLock:
         self.fd, self.epoch = fd, epoch
         return epoch
 
-    def release(self):
+    def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the fcntl lock
             self.fd = self.epoch = None
