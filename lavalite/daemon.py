@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from lavalite import config as config_mod
 from lavalite import log as log_mod
@@ -18,7 +20,7 @@ from lavalite.hosts import local_host
 log = logging.getLogger("lavalite")
 
 
-def setup(role, argv_conf, argv_host):
+def setup(role: str, argv_conf: str | None, argv_host: str | None) -> tuple[config_mod.Config, str]:
     """Load the config (exit 2 with every error on a bad one), make what the daemon writes
     private (and what an earlier run left loose), set up logging, return (conf, host)."""
     private.enter()
@@ -79,7 +81,7 @@ RESTART_ONLY = (
 )
 
 
-def reread(role, host, conf):
+def reread(role: str, host: str, conf: config_mod.Config) -> config_mod.Config | None:
     """SIGHUP: the configuration re-read from conf.path, or None when it is bad: the error is
     logged exactly as config-check reports it, and the daemon keeps the one it runs."""
     try:
@@ -124,12 +126,15 @@ def unclaim(directory: str) -> None:
     os.unlink(os.path.join(directory, CLAIM))
 
 
-def write_pid(path):
+def write_pid(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_whole(path, f"{os.getpid()}\n")
 
 
-def run(main, reload=None):
+def run(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
+    reload: Callable[[], None] | None = None,
+) -> Any:
     """Run coroutine function main(stop_event) on uvloop until it returns; SIGTERM and SIGINT
     set stop_event so the role can finish its turn and close cleanly. SIGHUP calls reload()
     in the loop, between two turns, so a role never sees its configuration change mid-turn."""
@@ -165,7 +170,13 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float, *also: asyncio.Even
             w.cancel()
 
 
-def main(role, argv, factory, startup_errors, options=None):
+def main(
+    role: str,
+    argv: list[str],
+    factory: Callable[[config_mod.Config, str, argparse.Namespace], Any],
+    startup_errors: type[Exception] | tuple[type[Exception], ...],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
     """A daemon's whole life: arguments (`options(parser)` adds the role's own), configuration,
     logging, `factory(conf, host, args)` (an object with `serve(stop)` and `reload()`), then
     the loop. A startup_error (no key, no store...) is logged and exits 2, like a bad
