@@ -10,6 +10,8 @@ histogram's observe does nothing.
 import asyncio
 import json
 import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from lavalite.log import Throttled, address
 
@@ -23,7 +25,7 @@ _END = (b"\r\n", b"\n", b"")  # the empty line that ends a request head, or the 
 __all__ = ["Exporter", "counter", "gauge"]
 
 
-def gauge(name, doc, labels, values):
+def gauge(name: str, doc: str, labels: Iterable[str], values: dict) -> Any:
     """A gauge family from {label value or tuple: number} (labels=() for one plain value).
     Called at scrape time only."""
     from prometheus_client.core import GaugeMetricFamily
@@ -31,14 +33,14 @@ def gauge(name, doc, labels, values):
     return _family(GaugeMetricFamily, name, doc, labels, values)
 
 
-def counter(name, doc, labels, values):
+def counter(name: str, doc: str, labels: Iterable[str], values: dict) -> Any:
     """A counter family, as `gauge`."""
     from prometheus_client.core import CounterMetricFamily
 
     return _family(CounterMetricFamily, name, doc, labels, values)
 
 
-def _family(kind, name, doc, labels, values):
+def _family(kind: Any, name: str, doc: str, labels: Iterable[str], values: dict) -> Any:
     family = kind(name, doc, labels=list(labels))
     for key, value in values.items():
         family.add_metric(list(key) if isinstance(key, tuple) else ([key] if labels else []), value)
@@ -48,7 +50,7 @@ def _family(kind, name, doc, labels, values):
 class _Unobserved:
     """A histogram while metrics are off."""
 
-    def observe(self, value):
+    def observe(self, value: float) -> None:
         pass
 
 
@@ -56,10 +58,12 @@ class Exporter:
     """collect() yields the metric families computed at scrape time; status() returns the
     /status dict; port: the role's metrics_port (0: off)."""
 
-    def __init__(self, collect, status, port):
+    def __init__(
+        self, collect: Callable[[], Iterable[Any]], status: Callable[[], dict], port: int
+    ) -> None:
         self._collect, self.status, self.port = collect, status, port
         self.warn = Throttled(log)
-        self.registry = None
+        self.registry: Any = None
         if port:
             from prometheus_client import CollectorRegistry
             from prometheus_client.process_collector import ProcessCollector
@@ -68,7 +72,7 @@ class Exporter:
             ProcessCollector(registry=self.registry)
             self.registry.register(self)
 
-    def histogram(self, name, doc, buckets):
+    def histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Any:
         """The role's own histogram in this registry; one that keeps nothing while off."""
         if self.registry is None:
             return _Unobserved()
@@ -76,10 +80,10 @@ class Exporter:
 
         return Histogram(name, doc, buckets=buckets, registry=self.registry)
 
-    def collect(self):
+    def collect(self) -> Iterable[Any]:
         return self._collect()
 
-    async def serve(self, address):
+    async def serve(self, address: str) -> asyncio.Server | None:
         """Listen when the port is set; returns the server (to close) or None."""
         if not self.port:
             return None
@@ -89,7 +93,7 @@ class Exporter:
         log.info("metrics on http://%s:%d/metrics, status on /status", address, self.port)
         return server
 
-    async def _handle(self, reader, writer):
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(_request_line(reader), HEAD_TIME)
             parts = request.split()
