@@ -456,7 +456,7 @@ _NAMESPACES = dict.fromkeys(s for f in FILES[:3] for s in _SCHEMA[f] if (f, s) n
 
 
 class ConfigError(Exception):
-    def __init__(self, errors):
+    def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = list(errors)
 
@@ -478,18 +478,19 @@ class Config:
     sbatchd: Section
     logging: Section
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path, self.dir = path, os.path.dirname(path)
         for sec in _NAMESPACES:
             setattr(self, sec, Section())
-        self.hosts, self.queues = {}, {}
+        self.hosts: dict[str, str] = {}  # host name -> address ([hosts])
+        self.queues: dict[str, QueueConf] = {}
         self.lim.labels = {}
 
-    def queue_order(self):
+    def queue_order(self) -> list[QueueConf]:
         """Queues by priority, highest first; file order breaks ties (sorted is stable)."""
         return sorted(self.queues.values(), key=lambda q: -q.priority)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and vars(self) == vars(other)
 
 
@@ -735,7 +736,7 @@ def _tls_keys_together(conf, main, path, errors):
         )
 
 
-def origin(conf, section, key):
+def origin(conf: Config, section: str, key: str) -> str:
     """'FILE:LINE' where lavalite.conf sets [section] key (FILE alone where it does not), for
     errors found after loading."""
     parsed = _read(conf.path, []) or {}
@@ -760,7 +761,7 @@ def _state_id(state_dir: str) -> str:
     return f"{h:08x}"
 
 
-def from_env(var: str, kind: str, value):
+def from_env(var: str, kind: str, value: object) -> object:
     """$var checked as a key of `kind` would be, else `value` (the configured one)."""
     raw = os.environ.get(var)
     if raw is None:
@@ -771,7 +772,7 @@ def from_env(var: str, kind: str, value):
         raise ConfigError([f"${var}: {exc}"]) from None
 
 
-def find_conf(explicit=None):
+def find_conf(explicit: str | None = None) -> str:
     """--conf, then $LAVALITE_CONF (returned even if missing so load() reports it), then the
     first of SEARCH that exists."""
     if explicit:
@@ -790,10 +791,10 @@ def find_conf(explicit=None):
     )
 
 
-def load(path):
+def load(path: str) -> Config:
     """Parse and validate lavalite.conf and its companions; ConfigError lists every error."""
     path = os.path.abspath(os.path.expanduser(path))
-    errors = []
+    errors: list[str] = []
     main = _read(path, errors)
     if main is None:
         raise ConfigError(errors)
@@ -823,11 +824,11 @@ def _state_paths(state_dir):
     }
 
 
-def defaults(state_dir):
+def defaults(state_dir: str) -> Config:
     """The embedded defaults with every path under state_dir (`lavalite up`, no root needed)."""
     sd = os.path.abspath(os.path.expanduser(state_dir))
     main = {"paths": (0, {k: (v, 0) for k, v in _state_paths(sd).items()})}
-    errors = []
+    errors: list[str] = []
     conf = _build(os.path.join(sd, LAVALITE), main, errors, read=False)
     if errors:  # only if KEYS itself is inconsistent
         raise ConfigError(errors)
@@ -859,7 +860,7 @@ def _describe(kind):
     }.get(kind, kind)
 
 
-def render(conf_name, values=None):
+def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
     """Documented sample of conf_name: every key with its meaning, type and default. Keys given
     in values[section][key] are set; the others stay commented out at their default, so a file
     written once keeps following the defaults of the LavaLite that reads it.
@@ -893,7 +894,7 @@ def render(conf_name, values=None):
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_state_conf(state_dir, overrides):
+def write_state_conf(state_dir: str, overrides: dict) -> str:
     """Write the four files into state_dir for `lavalite up` (paths default to state_dir, as in
     defaults()); existing files are kept. Returns the lavalite.conf path. They are readable by
     all, in a directory all can traverse: every user's commands read them (they hold no
