@@ -156,6 +156,25 @@ class Stats(Envelope):
     pass
 
 
+class StatsReply(Reply):
+    """Turn and scheduling durations in seconds (p50, p99, max of the last 100,000 turns)
+    and what mbatchd's memory holds."""
+
+    turns: int
+    turn_p50: float
+    turn_p99: float
+    turn_max: float
+    sched_p50: float
+    sched_p99: float
+    sched_max: float
+    reports_waiting: int
+    budget_places: int
+    jobs_in_memory: int
+    arrays_in_memory: int
+    pending: int
+    running: int
+
+
 class Peek(Envelope):
     job: str | int
     offsets: NotRequired[list[int] | None]  # bytes of each output already read

@@ -148,3 +148,8 @@ def test_a_real_sbatchd_sends_what_the_builders_make(sbatchd):
     start = frame["reports"][0]
     assert start["kind"] == "start"
     assert set(start) <= set(messages.JobReport.__annotations__)
+
+
+def test_the_stats_reply_type_names_every_field_mbatchd_sends(cluster):
+    reply = cluster.client.call("stats")
+    assert set(reply) == messages.StatsReply.__required_keys__
