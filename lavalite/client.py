@@ -17,6 +17,13 @@ from lavalite import auth, config, cpython
 from lavalite import protocol as P
 from lavalite.hosts import local_host, mbatchd_endpoints
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lavalite import messages
+
 _HDR = struct.Struct(">I")
 
 
@@ -70,7 +77,7 @@ class Client:
         )
         return hello, auth.Session(auth.session_key(key, hello), dialler=True)
 
-    def _node_credential(self, sn: str) -> tuple[dict, bytes]:
+    def _node_credential(self, sn: str) -> "tuple[messages.Hello, bytes]":
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
         try:
             with socket.socket(socket.AF_UNIX) as sock:
@@ -140,7 +147,7 @@ class Client:
                 P.AUTH, f"mbatchd on {host}: TLS certificate refused: {exc.verify_message}"
             ) from None
 
-    def call(self, op, **fields):
+    def call(self, op: str, **fields: "Any") -> "dict[str, Any]":
         """Send one request, return the reply's fields; raise ClientError on an error reply.
         While mbatchd cannot be reached, the same request (same id, same `req`: a submit
         retried makes no second job) is sent again until `wait` has passed; a submit without

@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import psutil
 
@@ -86,7 +87,7 @@ class Lim:
             "labels": self.conf.lim.labels.get(self.host, []),
         }
 
-    def on_frame(self, peer, msg):
+    def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         if peer.identity is None and msg.get("op") == "sign":
             peer.send(
                 P.reply(msg.get("id"), **credential.sign(self.keys.ring(), self.host, peer, msg))

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-from lavalite import auth, config
-from lavalite import protocol as P
+from lavalite import auth, config, messages
 from lavalite.peer import Peer, hello
 from lavalite.program import self_command
 
@@ -121,7 +121,7 @@ class SimHost:
         self.rid = 0
         self.timers = {}  # (job, attempt) -> TimerHandle
 
-    def on_frame(self, peer, msg):
+    def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         self.peer = peer
         op = msg.get("op")
         if op == "dispatch":
@@ -164,7 +164,7 @@ class SimHost:
         self.reports.append(rep)
 
     def flush(self):
-        self.peer.send({"v": P.VERSION, "op": "report", "id": None, "reports": self.reports})
+        self.peer.send(messages.report(self.reports))
         self.reports = []
 
 
@@ -231,16 +231,7 @@ async def register_hosts(sim, n, slots):
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.5 * 2**attempt)
-        peer.send(
-            {
-                "v": P.VERSION,
-                "op": "register",
-                "id": None,
-                "slots": slots,
-                "running": [],
-                "reports": [],
-            }
-        )
+        peer.send(messages.register(slots, [], []))
         return peer
 
     peers = []

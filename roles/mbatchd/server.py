@@ -12,8 +12,9 @@ import logging
 import os
 import time
 from collections import deque
+from typing import Any
 
-from lavalite import auth, daemon, fence
+from lavalite import auth, daemon, fence, messages
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.model import label
@@ -108,7 +109,7 @@ class Mbatchd:
 
     # --- frames
 
-    def on_frame(self, peer, msg):
+    def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         if peer.identity is None:
             self.tls.check_hello(peer.transport, msg)
             peer.send(peer.login(self.keys.ring(), msg, "mbatchd", self.seen))
@@ -137,16 +138,16 @@ class Mbatchd:
             self.observer.host_changed(ident["host"], old, "sbatchd disconnected")
             self.request_turn()
 
-    def op_submit(self, peer, msg, now):
+    def op_submit(self, peer: Peer, msg: messages.Submit, now: float) -> dict[str, Any]:
         return self.core.submit(peer.identity, msg, now, self.store.env_id)
 
-    def op_jobs(self, peer, msg, now):
+    def op_jobs(self, peer: Peer, msg: messages.Jobs, now: float) -> dict[str, Any]:
         return self.core.query_jobs(peer.identity, msg, now, self.store.job)
 
-    def op_kill(self, peer, msg, now):
+    def op_kill(self, peer: Peer, msg: messages.Kill, now: float) -> dict[str, Any]:
         return self.core.kill(peer.identity, msg, now)
 
-    def op_peek(self, peer, msg, now):
+    def op_peek(self, peer: Peer, msg: messages.Peek, now: float) -> None:
         """Relay to the sbatchd that runs the job; its answer goes back as it arrives (it
         changes no state, so it does not wait for a turn)."""
         job = self.core.peek_target(peer.identity, msg.get("job"))
@@ -180,7 +181,7 @@ class Mbatchd:
 
         fut.add_done_callback(relay)
 
-    def op_register(self, peer, msg, now):
+    def op_register(self, peer: Peer, msg: messages.Register, now: float) -> None:
         host = peer.identity["host"]
         old = self.sbatchd.get(host)
         if old is not None and old is not peer:
@@ -191,7 +192,7 @@ class Mbatchd:
         self.observer.host_changed(host, was, f"sbatchd registered, {msg.get('slots')} slots")
         self.held.append((peer, self._order({"op": "ack", "rids": acks})))
 
-    def op_report(self, peer, msg, now):
+    def op_report(self, peer: Peer, msg: messages.Report, now: float) -> None:
         """Applied by a turn (apply_reports). A register applied before reports still waiting
         from the same host's previous connection is safe: they are unacknowledged, so its
         register carries them again, and applied twice a report changes nothing."""
@@ -209,7 +210,7 @@ class Mbatchd:
                 self.held.append((peer, self._order({"op": "ack", "rids": acks})))
         return applied
 
-    def _order(self, msg):
+    def _order(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A message to sbatchd, stamped with our epoch so a deposed mbatchd is refused."""
         return {"v": P.VERSION, "id": None, "epoch": self.epoch, **msg}
 

@@ -17,6 +17,7 @@ import os
 import stat
 import time
 
+from lavalite import messages
 from lavalite import protocol as P
 from roles.sbatchd import record
 
@@ -78,7 +79,7 @@ def read(files, offsets):
     return data, new, more
 
 
-def serve(sbatchd, peer, msg):
+def serve(sbatchd, peer, msg: messages.PeekOrder) -> None:
     """Answer a peek request relayed by mbatchd: {job, attempt, offsets, wait}."""
     key = (msg.get("job"), msg.get("attempt"))
     att = sbatchd.core.attempts.get(key)

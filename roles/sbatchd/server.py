@@ -19,8 +19,9 @@ import shutil
 import signal
 import stat
 import time
+from typing import Any, cast
 
-from lavalite import auth, daemon, fence, private
+from lavalite import auth, daemon, fence, messages, private
 from lavalite import log as log_setup
 from lavalite import protocol as P
 from lavalite.daemon import sleep_or_stop, write_pid
@@ -142,14 +143,14 @@ class Sbatchd:
         self.flushed = self.loop.time()
         self.journal.flush()
         if self.peer is not None and self.outgoing:
-            self.peer.send({"v": P.VERSION, "op": "report", "id": None, "reports": self.outgoing})
+            self.peer.send(messages.report(self.outgoing))
         self.outgoing = []
         if self.cleaning:
             self._clean()
 
     # --- frames from mbatchd
 
-    def on_frame(self, peer, msg):
+    def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         epoch = msg.get("epoch") or 0
         try:
             self.run(self.core.fence(epoch))
@@ -166,7 +167,7 @@ class Sbatchd:
         elif op == "ack":
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
-            peek.serve(self, peer, msg)
+            peek.serve(self, peer, cast(messages.PeekOrder, msg))
         else:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
 
@@ -585,14 +586,11 @@ class Sbatchd:
 
     def _register(self, peer):
         peer.send(
-            {
-                "v": P.VERSION,
-                "op": "register",
-                "id": None,
-                "slots": self.conf.sbatchd.slots,
-                "running": [list(k) for k in self.core.attempts],
-                "reports": self.journal.pending(),
-            }
+            messages.register(
+                self.conf.sbatchd.slots,
+                [list(k) for k in self.core.attempts],
+                self.journal.pending(),
+            )
         )
 
     async def serve(self, stop):

@@ -1,0 +1,325 @@
+"""The protocol's messages, one type per operation: what each end sends and reads.
+
+Types only, checked by mypy: at run time a message is the plain dict the JSON codec makes, with
+no validation layer (a handler checks the fields it takes, lavalite.protocol.require). Where two
+programs build the same message (sbatchd and `lavalite simulate`), they build it here.
+Standard library only, and cheap to import: the CLI loads it.
+"""
+
+from typing import Any, NotRequired, TypedDict
+
+from lavalite.protocol import VERSION
+
+
+class Envelope(TypedDict):
+    """Every request and one-way message: the version, the operation, the request id (None
+    for a message nobody answers)."""
+
+    v: int
+    op: str
+    id: int | None
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+
+
+class Reply(TypedDict):
+    """Every reply: the request's id; `ok`, with the op's fields, or the error."""
+
+    v: int
+    id: int | None
+    ok: bool
+    error: NotRequired[ErrorBody]
+
+
+class Redirect(Reply):
+    """A backup candidate's refusal (error code "redirect")."""
+
+    master: str | None  # the master to dial instead; None while none is elected
+
+
+# --- login (lavalite.auth): the accepting side's challenge, the dialler's signed hello
+
+
+class Challenge(Envelope):
+    nonce: str
+
+
+class Hello(Envelope):
+    role: str
+    host: str
+    to: str
+    sn: str  # the challenge's nonce this hello answers
+    cn: str  # the dialler's own nonce
+    ts: float
+    sig: str
+    uid: NotRequired[int]  # role "user"
+    user: NotRequired[str]
+
+
+class HelloAnswer(Reply):
+    """The acceptor's sealed answer to a good hello: its proof that it holds the key."""
+
+    sig: NotRequired[str]
+
+
+# --- user requests to mbatchd
+
+
+class Submit(Envelope):
+    spec: dict[str, Any]  # lavalite.jobspec: cmd, queue, name, env, cwd, ...
+    req: str | None  # the client's request id: a submit sent again makes no second job
+
+
+class SubmitReply(Reply):
+    job: str | int
+    queue: str
+
+
+class SubmitMany(Envelope):
+    defaults: dict[str, Any]
+    specs: list[dict[str, Any]]
+    req: str | None
+
+
+class SubmitManyReply(Reply):
+    jobs: list[int]
+    queues: list[str]
+
+
+class Jobs(Envelope):
+    jobs: list[str | int]
+    users: NotRequired[list[str] | None]
+    all: NotRequired[bool]
+    queue: NotRequired[str | None]
+    arrays: NotRequired[bool]
+
+
+class JobsReply(Reply):
+    jobs: list[dict[str, Any]]
+    missing: list[str | int]
+
+
+class Kill(Envelope):
+    jobs: list[str | int]
+
+
+class KillResult(TypedDict):
+    job: str | int
+    ok: bool
+    message: str
+    code: NotRequired[str]
+
+
+class KillReply(Reply):
+    results: list[KillResult]
+
+
+class Wait(Envelope):
+    job: str | int
+    cond: str  # "ended" or "done"
+
+
+class WaitReply(Reply):
+    job: str | int
+    cond: str
+
+
+class Queues(Envelope):
+    pass
+
+
+class QueuesReply(Reply):
+    queues: list[dict[str, Any]]
+
+
+class Hosts(Envelope):
+    pass
+
+
+class HostsReply(Reply):
+    hosts: list[dict[str, Any]]
+
+
+class Ping(Envelope):
+    pass
+
+
+class PingReply(Reply):
+    host: str
+    pid: int
+
+
+class Stats(Envelope):
+    pass
+
+
+class StatsReply(Reply):
+    """Turn and scheduling durations in seconds (p50, p99, max of the last 100,000 turns)
+    and what mbatchd's memory holds."""
+
+    turns: int
+    turn_p50: float
+    turn_p99: float
+    turn_max: float
+    sched_p50: float
+    sched_p99: float
+    sched_max: float
+    reports_waiting: int
+    budget_places: int
+    jobs_in_memory: int
+    arrays_in_memory: int
+    pending: int
+    running: int
+
+
+class Peek(Envelope):
+    job: str | int
+    offsets: NotRequired[list[int] | None]  # bytes of each output already read
+    wait: NotRequired[float | None]  # seconds to wait for more output
+
+
+class PeekReply(Reply):
+    data: list[str | None]
+    offsets: list[int]
+    more: bool
+    running: bool
+    streams: list[list[int]]
+
+
+# --- sbatchd to mbatchd
+
+
+class JobReport(TypedDict):
+    """What happened to an attempt, journaled by sbatchd until mbatchd acknowledges its rid."""
+
+    kind: str  # "start" or "exit"
+    job: int | str
+    attempt: int
+    time: float
+    rid: NotRequired[int]
+    exit_code: NotRequired[int | None]
+    exit_signal: NotRequired[int | None]
+    reason: NotRequired[str]
+
+
+class Register(Envelope):
+    slots: int
+    running: list[list[Any]]  # [job, attempt] of each attempt running on the host
+    reports: list[JobReport]  # every report not yet acknowledged
+
+
+class Report(Envelope):
+    reports: list[JobReport]
+
+
+# --- mbatchd's orders to sbatchd (each stamped with mbatchd's fencing epoch)
+
+
+class Order(Envelope):
+    epoch: int
+
+
+class Dispatch(Order):
+    jobs: list[dict[str, Any]]  # one spec per attempt: id, attempt, user, uid, cmd, ...
+    envs: dict[str, dict[str, str]]  # env id -> environment, sent once per message
+
+
+class KillOrder(Order):
+    job: int | str
+    attempt: int
+    stale: NotRequired[bool]  # an attempt mbatchd no longer runs: kill it, report nothing
+
+
+class Ack(Order):
+    rids: list[int]  # reports now durable in mbatchd's store: drop them from the journal
+
+
+class PeekOrder(Order):
+    job: int | str
+    attempt: int
+    offsets: list[int] | None
+    wait: float | None
+
+
+# --- LIM's ops
+
+
+class Sign(Envelope):
+    """To the local LIM over its Unix socket: a user hello for the caller's uid."""
+
+    sn: str
+    to: str
+
+
+class SignReply(Reply):
+    hello: Hello
+    session: str  # that hello's session key, hex
+
+
+class Load(Envelope):
+    pass
+
+
+class LoadReply(Reply):
+    hosts: dict[str, Any]
+    master: str | None
+
+
+class Heartbeat(Envelope):
+    load: dict[str, Any]
+    master: bool
+
+
+class HeartbeatReply(Reply):
+    load: dict[str, Any]
+    master: bool
+
+
+# Each server's requests, by op: what the type checks and tests/test_messages.py hold the
+# handlers to.
+MBATCHD_REQUESTS: dict[str, type] = {
+    "submit": Submit,
+    "submit_many": SubmitMany,
+    "jobs": Jobs,
+    "kill": Kill,
+    "wait": Wait,
+    "queues": Queues,
+    "hosts": Hosts,
+    "ping": Ping,
+    "stats": Stats,
+    "peek": Peek,
+    "register": Register,
+    "report": Report,
+}
+SBATCHD_ORDERS: dict[str, type] = {
+    "dispatch": Dispatch,
+    "kill": KillOrder,
+    "ack": Ack,
+    "peek": PeekOrder,
+}
+LIM_REQUESTS: dict[str, type] = {
+    "sign": Sign,
+    "load": Load,
+    "heartbeat": Heartbeat,
+}
+LOGIN: dict[str, type] = {"challenge": Challenge, "hello": Hello}
+
+
+def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> Register:
+    """sbatchd's first frame on a connection: its slots, what runs, what is unacknowledged."""
+    return {
+        "v": VERSION,
+        "op": "register",
+        "id": None,
+        "slots": slots,
+        "running": running,
+        "reports": reports,
+    }
+
+
+def report(reports: list[JobReport]) -> Report:
+    """One frame of reports (one-way: the acknowledgement comes as an `ack` order)."""
+    return {"v": VERSION, "op": "report", "id": None, "reports": reports}
