@@ -14,6 +14,11 @@ from types import SimpleNamespace
 from lavalite.files import write_whole
 from lavalite.limits import parse_size
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
@@ -761,7 +766,7 @@ def _state_id(state_dir: str) -> str:
     return f"{h:08x}"
 
 
-def from_env(var: str, kind: str, value: object) -> object:
+def from_env(var: str, kind: str, value: "Any") -> "Any":
     """$var checked as a key of `kind` would be, else `value` (the configured one)."""
     raw = os.environ.get(var)
     if raw is None:
