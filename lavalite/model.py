@@ -4,6 +4,11 @@ Plain data with __slots__ (mbatchd holds every unfinished job in memory), and on
 function through which every state change goes, so an illegal move cannot be written.
 """
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lavalite.job_array import Array
+
 PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
 FINISHED = frozenset((DONE, FAILED, KILLED))
 STATES = (PEND, RUN, DONE, FAILED, KILLED)
@@ -141,7 +146,7 @@ class Job:
         self.kill_requested = False
         self.pend_seq = 0  # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False  # has a row in the store (insert vs update)
-        self.array = None  # the lavalite.job_array.Array of an array element
+        self.array: Array | None = None  # the Array of an array element
 
     @property
     def finished(self) -> bool:

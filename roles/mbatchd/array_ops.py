@@ -7,12 +7,16 @@ ends when its last element does. `wait` (bwait) parks a request until a job or a
 """
 
 import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import (
     MAX_ELEMENTS,
     Array,
     ArrayError,
+    Range,
     format_ranges,
     parse_name,
     parse_throttle,
@@ -30,11 +34,16 @@ from lavalite.model import (
     split_id,
 )
 
+if TYPE_CHECKING:  # core imports this module
+    from roles.mbatchd.core import TurnOutput
+
 MAX_LINE = 64 << 10
 _LIMIT = re.compile(r"^(.*)%([1-9][0-9]*)$")  # --each-line -J NAME%LIMIT
 
 
-def check_array(spec):
+def check_array(
+    spec: dict[str, Any],
+) -> tuple[str, list[Range] | None, int, list[str] | None]:
     """(name, ranges, throttle, lines) of a submitted spec: ranges None for a plain job.
     `lines` (bsub --each-line) makes an array of one element per line."""
     try:
@@ -72,7 +81,23 @@ def check_array(spec):
 class ArrayOps:
     """Mixed into Core: uses its jobs, arrays, _move, _enqueue, _dirty, _kill, _finish."""
 
-    def _element(self, arr, index):
+    # Core's state, declared for the checker (Core.__init__ sets it)
+    jobs: dict[int, Job]
+    arrays: dict[int, Array]
+    npend: dict[str, int]
+    waiters: dict[int, list[tuple[str, Any]]]
+    finished: deque[tuple[float, int]]
+    touched: set[tuple[str, str]]
+    out: "TurnOutput"
+    wake: bool
+
+    if TYPE_CHECKING:  # Core's methods these call
+
+        def _kill(self, job: Job, now: float) -> dict[str, Any]: ...
+        def _env_unref(self, job: Job | Array) -> None: ...
+        def pending_reason(self, job: Job | Array, now: float) -> str: ...
+
+    def _element(self, arr: Array, index: int) -> Job:
         """Make element `index` of `arr` a Job (PEND) in memory."""
         job = Job(
             element_id(arr.id, index),
@@ -93,7 +118,7 @@ class ArrayOps:
         self.out.arrays[arr.id] = arr
         return job
 
-    def _array_kill(self, arr, now):
+    def _array_kill(self, arr: Array, now: float) -> dict[str, Any]:
         """bkill ARRAY: indices not handed out end at once (no element rows: the array row
         says killed); elements pending or running are killed as jobs."""
         if arr.finished:
@@ -112,31 +137,31 @@ class ArrayOps:
         self._array_check_end(arr, now)
         return {"job": arr.id, "ok": True, "message": f"Job <{arr.id}> is being terminated"}
 
-    def _index_array(self, job_id):
+    def _index_array(self, job_id: int) -> Array | None:
         """The array in memory that `job_id` is an index of, started or not."""
         array_id, index = split_id(job_id)
         arr = self.arrays.get(array_id) if array_id else None
         return arr if arr is not None and arr.position(index) is not None else None
 
-    def _pending_index(self, job_id):
+    def _pending_index(self, job_id: int) -> Array | None:
         """The array of element `job_id` if that index is not handed out yet, else None."""
         arr = self._index_array(job_id)
         if arr is None or arr.killed:
             return None
         index = split_id(job_id)[1]
-        if arr.position(index) < arr.cursor or index in arr.skip:
+        position = arr.position(index)
+        if position is None or position < arr.cursor or index in arr.skip:
             return None  # handed out already
         return arr
 
-    def _element_out_of_turn(self, arr, job_id):
+    def _element_out_of_turn(self, arr: Array, job_id: int) -> Job:
         """Make a pending index an element now (to kill it alone); the cursor passes it later."""
         index = split_id(job_id)[1]
         arr.skip.add(index)
         return self._element(arr, index)
 
-    def _element_changed(self, job, old, new, now):
-        """Keep the array's counts; called by Core._move for elements."""
-        arr = job.array
+    def _element_changed(self, arr: Array, job: Job, old: str, new: str, now: float) -> None:
+        """Keep the counts of `arr`, the array of `job`; called by Core._move for elements."""
         arr.counts[old] -= 1
         arr.counts[new] += 1
         if new == PEND or new == RUN:
@@ -147,7 +172,7 @@ class ArrayOps:
         if new in FINISHED:
             self._array_check_end(arr, now)
 
-    def _array_check_end(self, arr, now):
+    def _array_check_end(self, arr: Array, now: float) -> None:
         if arr.finished and arr.end_time is None:
             arr.end_time = now
             self.out.arrays[arr.id] = arr
@@ -157,7 +182,7 @@ class ArrayOps:
             for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
                 self._fire(job_id)  # waits on indices that ended with it, never started
 
-    def array_views(self, arr, show_finished, now):
+    def array_views(self, arr: Array, show_finished: bool, now: float) -> list[dict[str, Any]]:
         """bjobs rows of an array's indices that are not jobs: one row per state with the
         indices as ranges (the CLI prints one line per index, as LSF does)."""
         out = []
@@ -167,7 +192,7 @@ class ArrayOps:
             out.append(self._index_view(arr, KILLED, _compact(arr.unhanded()), now))
         return out
 
-    def _index_view(self, arr, state, ranges, now):
+    def _index_view(self, arr: Array, state: str, ranges: str, now: float) -> dict[str, Any]:
         return {
             "array": arr.id,
             "indices": ranges,
@@ -185,7 +210,13 @@ class ArrayOps:
 
     # --- bwait
 
-    def wait(self, ident, msg, token, lookup):
+    def wait(
+        self,
+        ident: dict[str, Any],
+        msg: dict[str, Any],
+        token: Any,
+        lookup: Callable[[int], Job | None],
+    ) -> dict[str, Any] | None:
         """bwait -w 'done(ID)' | 'ended(ID)': the reply now if the condition holds (or never
         can), else None and the request waits; `token` comes back in self.out.woken when it ends.
         lookup(job_id): a job no longer in memory (ended before clean_period), from the store."""
@@ -207,14 +238,16 @@ class ArrayOps:
         self.waiters.setdefault(job_id, []).append((cond, token))
         return None
 
-    def _target(self, job_id):
+    def _target(self, job_id: int) -> Job | Array | None:
         return self.jobs.get(job_id) or self.arrays.get(job_id)
 
-    def _wait_result(self, job_id, cond):
+    def _wait_result(self, job_id: int, cond: str) -> dict[str, Any] | P.ProtocolError | None:
         """{"ok"...} when the condition holds, a ProtocolError when it never will, else None."""
         target = self._target(job_id)
         if target is None:  # an index not started: it ends unstarted with its array
-            ended, done = self._index_array(job_id).finished, False
+            arr = self._index_array(job_id)
+            assert arr is not None  # wait() took only a job, an array or one of its indices
+            ended, done = arr.finished, False
         elif isinstance(target, Array):
             ended = target.finished
             done = ended and target.counts[DONE] == target.total
@@ -223,12 +256,14 @@ class ArrayOps:
             done = target.state == DONE
         return _condition(job_id, cond, ended, done)
 
-    def _fire(self, job_id):
+    def _fire(self, job_id: int) -> None:
         for cond, token in self.waiters.pop(job_id, ()):
             self.out.woken.append((token, self._wait_result(job_id, cond)))
 
 
-def _condition(job_id, cond, ended, done):
+def _condition(
+    job_id: int, cond: str, ended: bool, done: bool
+) -> dict[str, Any] | P.ProtocolError | None:
     if cond == "done" and ended and not done:
         return P.ProtocolError(
             "never",
@@ -238,9 +273,9 @@ def _condition(job_id, cond, ended, done):
     return {"job": job_id, "cond": cond} if ended else None
 
 
-def _compact(indices):
+def _compact(indices: Iterable[int]) -> str:
     """Increasing indices -> 'a-b,c' (step 1 runs)."""
-    ranges = []
+    ranges: list[list[int]] = []
     for i in indices:
         if ranges and ranges[-1][1] == i - 1:
             ranges[-1][1] = i

@@ -97,7 +97,7 @@ class Core(ArrayOps):
         self.waiters = {}  # job or array id -> [(cond, token)] (bwait)
         self.max_slots = 0  # the largest slot count of any host seen
         self.by_req = {}  # client request id -> job id
-        self.host_jobs = {}  # host -> {job id} running there
+        self.host_jobs: dict[str, set[int]] = {}  # host -> {job id} running there
         self.hosts = {}
         self.free_by_host = {}  # host -> free slots, usable hosts with free > 0
         self.total_free = 0
@@ -234,7 +234,7 @@ class Core(ArrayOps):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
         if job.array is not None:
-            self._element_changed(job, old, new, now)
+            self._element_changed(job.array, job, old, new, now)
 
     def _send(self, host, msg):
         self.out.outbox.setdefault(host, []).append(msg)
@@ -328,6 +328,8 @@ class Core(ArrayOps):
 
     def _duplicate(self, req):
         known = self.by_req.get(req) if req is not None else None
+        if known is None:
+            return None
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
@@ -492,7 +494,7 @@ class Core(ArrayOps):
             self.users.add(ident["user"])
             self.out.users.append((ident["user"], ident["uid"], now))
         self._enqueue(job)
-        if kind is Array:
+        if isinstance(job, Array):
             self.arrays[job_id] = job
             self.out.arrays[job_id] = job
         else:
@@ -599,7 +601,10 @@ class Core(ArrayOps):
             if isinstance(job, Array):
                 results.append(self._array_kill(job, now))
                 continue
-            results.append(self._kill(job or self._element_out_of_turn(pending_in, job_id), now))
+            if job is None:
+                assert pending_in is not None  # `who` is one of the two
+                job = self._element_out_of_turn(pending_in, job_id)
+            results.append(self._kill(job, now))
         return {"results": results}
 
     def _may_act_on(self, ident, job):
@@ -730,7 +735,7 @@ class Core(ArrayOps):
         return PR_NO_SLOT if self.total_free <= 0 else PR_NEW
 
     def query_queues(self):
-        unhanded = {}
+        unhanded: dict[str, int] = {}
         for arr in self.arrays.values():
             unhanded[arr.queue] = unhanded.get(arr.queue, 0) + arr.remaining
         out = []
@@ -800,8 +805,13 @@ class Core(ArrayOps):
                 # sbatchd starts an attempt at most once, so this cannot run it twice.
                 self._dispatch_msgs(name, [job])
         for job_id, attempt in running:
-            job = self.jobs.get(job_id)
-            if job is None or job.state != RUN or job.attempt != attempt or job.host != name:
+            known = self.jobs.get(job_id)
+            if (
+                known is None
+                or known.state != RUN
+                or known.attempt != attempt
+                or known.host != name
+            ):
                 self._send(name, {"op": "kill", "job": job_id, "attempt": attempt, "stale": True})
         self._set_free(host)
         self.wake = True
@@ -874,7 +884,7 @@ class Core(ArrayOps):
             if not isinstance(rep, dict) or not isinstance(rep.get("rid"), int):
                 raise P.ProtocolError(P.BAD_REQUEST, "a report needs an integer rid")
             acks.append(rep["rid"])
-            job = self.jobs.get(rep.get("job"))
+            job = self.jobs.get(rep.get("job"))  # type: ignore[arg-type]  # a wire value: no id, no job
             if (
                 job is None
                 or job.state != RUN
@@ -950,12 +960,11 @@ class Core(ArrayOps):
         horizon = now - self.conf.mbatchd.clean_period
         while self.finished and self.finished[0][0] < horizon:
             _, job_id = self.finished.popleft()
-            job = self.jobs.get(job_id)
-            job = job or self.arrays.get(job_id)
-            if job is not None and job.finished and job.end_time < horizon:
-                del (self.arrays if isinstance(job, Array) else self.jobs)[job_id]
-                if job.req_id:
-                    self.by_req.pop(job.req_id, None)
+            gone = self.jobs.get(job_id) or self.arrays.get(job_id)
+            if gone is not None and gone.finished and gone.end_time < horizon:
+                del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
+                if gone.req_id:
+                    self.by_req.pop(gone.req_id, None)
 
     def next_timer(self):
         times = [self.backoff[0][0]] if self.backoff else []
@@ -974,7 +983,7 @@ class Core(ArrayOps):
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons
-        by_host = {}
+        by_host: dict[str, list[Job]] = {}
         for job, host_name in result.placements:
             if isinstance(job, Array):
                 job = self._element(job, job.take())

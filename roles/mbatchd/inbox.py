@@ -8,21 +8,28 @@ this queue is FIFO, so they are applied in the order sbatchd sent them.
 """
 
 from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from lavalite.messages import JobReport, Report
+from lavalite.peer import Peer
 
 
 class Inbox:
-    def __init__(self):
-        self.frames = deque()  # [peer, msg, index of its first report not yet applied]
+    def __init__(self) -> None:
+        self.frames: deque[list[Any]] = (
+            deque()
+        )  # [peer, msg, index of its first report not yet applied]
         self.waiting = 0  # reports not yet applied
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.frames)
 
-    def put(self, peer, msg, reports):
+    def put(self, peer: Peer, msg: Report, reports: list[JobReport]) -> None:
         self.frames.append([peer, msg, 0])
         self.waiting += len(reports)
 
-    def take(self, budget):
+    def take(self, budget: int) -> Iterator[tuple[Peer, Report, list[JobReport]]]:
         """Yield (peer, msg, reports) for at most `budget` reports in all. A frame larger than
         what is left of the budget is split: its tail stays first in line."""
         while self.frames and budget > 0:

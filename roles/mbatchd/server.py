@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from lavalite import auth, daemon, fence, messages
@@ -27,6 +28,9 @@ from roles.mbatchd.observe import Observer
 from store import Store, StoreFull
 
 log = logging.getLogger("lavalite.mbatchd")
+
+# An op's handler: (peer, request, now) -> the reply's fields, or None when it answers later
+Handler = Callable[[Peer, Any, float], dict[str, Any] | None]
 
 USER_OPS = (
     "submit",
@@ -87,10 +91,10 @@ class Mbatchd:
         self.timer_at = 0.0  # when self.timer fires (time.time())
         # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
         # of schedule() alone, for the stats op (lavalite simulate).
-        self.turn_times = deque(maxlen=100_000)
-        self.sched_times = deque(maxlen=100_000)
+        self.turn_times: deque[float] = deque(maxlen=100_000)
+        self.sched_times: deque[float] = deque(maxlen=100_000)
         self.frozen_at = 0.0
-        self.ops = {
+        self.ops: dict[str, Handler] = {
             "submit": self.op_submit,
             "jobs": self.op_jobs,
             "kill": self.op_kill,
@@ -114,7 +118,7 @@ class Mbatchd:
             self.tls.check_hello(peer.transport, msg)
             peer.send(peer.login(self.keys.ring(), msg, "mbatchd", self.seen))
             return
-        op = msg.get("op")
+        op = msg["op"]  # Peer.take hands on only frames with an op
         handler = self.ops.get(op)
         if handler is None:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
@@ -225,10 +229,10 @@ class Mbatchd:
         """Scheduling turn durations (the last 100,000 turns) and what memory holds."""
         out = {}
         for name, times in (("turn", self.turn_times), ("sched", self.sched_times)):
-            times = sorted(times) or [0.0]
+            ordered = sorted(times) or [0.0]
             for p in (50, 99):
-                out[f"{name}_p{p}"] = times[min(len(times) - 1, len(times) * p // 100)]
-            out[f"{name}_max"] = times[-1]
+                out[f"{name}_p{p}"] = ordered[min(len(ordered) - 1, len(ordered) * p // 100)]
+            out[f"{name}_max"] = ordered[-1]
         return {
             "turns": len(self.turn_times),
             **out,
