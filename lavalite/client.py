@@ -20,6 +20,7 @@ from lavalite.hosts import local_host, mbatchd_endpoints
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from typing import Any
 
     from lavalite import messages
@@ -52,12 +53,13 @@ class Client:
             if command_wait is not None
             else config.from_env("LAVALITE_COMMAND_WAIT", "dur>=0", self.conf.cluster.command_wait)
         )
-        self.sock = None
-        self.session = None  # the connection's seal, from its login
+        self.sock: socket.socket | None = None
+        self.session: auth.Session | None = None  # the connection's seal, from its login
         self.inbuf = bytearray()  # bytes read past the last reply (none, in practice)
         self.next_id = 1
         self.waited = False  # said once on stderr that it waits for mbatchd
-        self.tls = None  # the ssl context, made at the first connection with TLS
+        # the ssl context, made at the first connection with TLS
+        self.tls: ssl.SSLContext | None = None
 
     def _credential(self, sn: str):
         """(signed hello answering challenge `sn`, its Session). Who can read the cluster key
@@ -102,16 +104,18 @@ class Client:
             )
         return reply["hello"], bytes.fromhex(reply["session"])
 
-    def _connect(self, master=None):
+    def _connect(self, master: str | None = None) -> socket.socket:
         self._tls_context()
         errors = []
         for host, addr, port in mbatchd_endpoints(self.conf, first=master):
             # getaddrinfo() encodes a str name with the idna codec, whose import (stringprep,
             # unicodedata) costs a command about 1 ms; an ASCII name needs no encoding.
+            # (typeshed allows only str; the socket module takes bytes too)
             host_arg = addr.encode() if addr.isascii() else addr
             try:
                 sock = self._secure(
-                    socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout)), host
+                    socket.create_connection((host_arg, port), timeout=min(5.0, self.timeout)),  # type: ignore[arg-type]
+                    host,
                 )
             except OSError as exc:
                 errors.append(f"{host} ({addr}:{port}): {exc.strerror or exc}")
@@ -285,7 +289,9 @@ class Client:
         return self.call("wait", cond=cond, job=job_id)
 
 
-_env = [None, None]  # os.environ's raw data when last copied, and that copy decoded
+# os.environ's raw data when last copied, and that copy decoded (empty ones until then, which
+# hold for an empty environment)
+_env: list[dict] = [{}, {}]
 
 
 def environ():

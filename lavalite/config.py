@@ -445,7 +445,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _index():
     """KEYS -> ({file: {section: {key: (kind, default, doc)}}}, {(file, section): doc} of the
     free-form sections)."""
-    schema, free = {f: {} for f in FILES}, {}
+    schema: dict[str, dict[str, dict]] = {f: {} for f in FILES}
+    free: dict[tuple[str, str], str] = {}
     for f, sec, key, kind, default, doc in KEYS:
         rows = schema[f].setdefault(sec, {})
         if kind == "free":
@@ -523,6 +524,7 @@ def _convert(kind, raw):
     if kind == "slots" and raw == "auto":
         return os.cpu_count() or 1
     base, lo, hi, strict, desc = _NUM[kind]
+    value: float  # an int where base is int
     try:
         if base == "int":
             value = int(raw)
@@ -569,7 +571,9 @@ def _read(path, errors, queues=False):
     except (OSError, UnicodeDecodeError) as exc:
         errors.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
         return None
-    sections, cur, name = {}, None, None
+    sections: dict[str, tuple[int, dict[str, tuple[str, int]]]] = {}
+    cur: dict[str, tuple[str, int]] | None = None
+    name = None
     for n, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if not s or s[0] in "#;":

@@ -65,6 +65,12 @@ class _Private:
     """A file handler whose files (a rotation's new one too) are created private whatever the
     process's umask: a shepherd keeps the jobs' umask, and opens the file again once rotated."""
 
+    # logging.FileHandler's, which it is mixed into
+    baseFilename: str
+    mode: str
+    encoding: str | None
+    errors: str | None
+
     def _open(self):
         return open(
             self.baseFilename,

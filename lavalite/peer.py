@@ -10,6 +10,7 @@ import resource
 
 from lavalite import auth
 from lavalite.log import Throttled, address
+from lavalite.messages import Challenge
 from lavalite.protocol import (
     AUTH,
     INTERNAL,
@@ -94,7 +95,7 @@ class Peer(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self._identity = None
         self.session: auth.Session | None = None  # set by the login: seals every frame
-        self.challenge: dict | None = None  # the one we sent (accepted side)
+        self.challenge: Challenge | None = None  # the one we sent (accepted side)
         self.challenged: asyncio.Future | None = None  # its nonce, when dialled
         self.closed = False
         self.paused = False  # the transport's buffer is over its high-water mark
@@ -180,9 +181,9 @@ class Peer(asyncio.Protocol):
         return None
 
     def fail(self, req_id, exc):
-        stranger = self.strangers is not None
-        if stranger:
-            self.strangers.refused(self, exc.message)
+        strangers = self.strangers
+        if strangers is not None:
+            strangers.refused(self, exc.message)
         elif exc.code == AUTH:
             _bad_mac.warning(
                 "peer %s (%s) refused: %s",
@@ -191,7 +192,7 @@ class Peer(asyncio.Protocol):
                 exc.message,
             )
         self.send(error(req_id, exc.code, exc.message))
-        if exc.fatal or stranger:  # a stranger's first frame is its hello, or it goes
+        if exc.fatal or strangers is not None:  # a stranger's first frame is its hello, or it goes
             self.close()
 
     def connection_lost(self, exc):

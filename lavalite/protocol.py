@@ -10,6 +10,12 @@ closed connection (framing lost): never a crash, never a half-applied change.
 import json
 import struct
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 VERSION = 2
 MAX_FRAME = 64 << 20
 # a frame's limit until the peer's hello is verified: a stranger cannot make a daemon buffer
@@ -63,7 +69,7 @@ def dumps_sorted(obj):
     return _SORTED.encode(obj).encode()
 
 
-loads = json.loads
+loads: "Callable[[bytes | str], Any]" = json.loads  # or orjson's (use_orjson)
 
 
 def use_orjson():
@@ -121,7 +127,7 @@ class Decoder:
         """The messages completed by `data`; with `most`, no more than that many, the rest
         staying buffered for the next call (a stranger's frames are taken one at a time)."""
         self.buf += data
-        out = []
+        out: list[dict[str, Any] | ProtocolError] = []
         buf = self.buf
         pos = 0
         while len(buf) - pos >= 4 and len(out) != most:

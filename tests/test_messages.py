@@ -75,9 +75,9 @@ def test_mbatchd_handles_exactly_the_typed_requests():
     ops = next(
         node.value
         for node in ast.walk(_function("roles/mbatchd/server.py", "__init__"))
-        if isinstance(node, ast.Assign)
-        and isinstance(node.targets[0], ast.Attribute)
-        and node.targets[0].attr == "ops"
+        if isinstance(node, ast.AnnAssign)  # self.ops: dict[str, Handler] = {...}
+        and isinstance(node.target, ast.Attribute)
+        and node.target.attr == "ops"
     )
     assert isinstance(ops, ast.Dict)
     handled = {key.value for key in ops.keys if isinstance(key, ast.Constant)}

@@ -1,7 +1,7 @@
 """mbatchd: queues, scheduling and the job store; started and supervised by the master LIM."""
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     from lavalite import daemon
     from lavalite.auth import KeyFileError
     from roles.mbatchd.server import Mbatchd

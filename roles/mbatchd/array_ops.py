@@ -21,6 +21,7 @@ from lavalite.job_array import (
     parse_name,
     parse_throttle,
 )
+from lavalite.messages import Wait
 from lavalite.model import (
     DONE,
     FINISHED,
@@ -213,7 +214,7 @@ class ArrayOps:
     def wait(
         self,
         ident: dict[str, Any],
-        msg: dict[str, Any],
+        msg: Wait,
         token: Any,
         lookup: Callable[[int], Job | None],
     ) -> dict[str, Any] | None:

@@ -16,19 +16,19 @@ SAMPLE = 100  # units of work a turn must do to count in the estimate
 
 
 class TurnBudget:
-    def __init__(self, unit=50e-6):
+    def __init__(self, unit: float = 50e-6) -> None:
         self.unit = unit  # seconds per unit of work, a moving average
 
     @property
-    def places(self):
+    def places(self) -> int:
         units = TARGET / self.unit
         return int(min(PLACE_MAX, max(PLACE_MIN, units / (1 + REPORTS_PER_PLACE))))
 
     @property
-    def reports(self):
+    def reports(self) -> int:
         return self.places * REPORTS_PER_PLACE
 
-    def turn(self, seconds, work):
+    def turn(self, seconds: float, work: int) -> None:
         """A turn that applied and placed `work` reports and slots took `seconds`."""
         if work >= SAMPLE:
             self.unit += (seconds / work - self.unit) / 4

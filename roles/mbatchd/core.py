@@ -10,10 +10,13 @@ durable.
 import hashlib
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from lavalite import jobspec
+from lavalite import jobspec, messages
 from lavalite import protocol as P
+from lavalite.config import Config
 from lavalite.job_array import Array
 from lavalite.limits import format_size
 from lavalite.model import (
@@ -155,7 +158,7 @@ class Core(ArrayOps):
                 view.priority, view.active = -1, False
                 self.queues[name] = view
 
-    def reconfigure(self, conf):
+    def reconfigure(self, conf: Config) -> None:
         """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
         self.conf = conf
         self.admins = set(conf.cluster.admins)
@@ -213,7 +216,7 @@ class Core(ArrayOps):
         if arr.remaining:
             self._queue(arr.queue).pending.setdefault(arr.user, deque()).append((arr.pend_seq, arr))
 
-    def sort_pending(self):
+    def sort_pending(self) -> None:
         """After a reload, put every FIFO in pend_seq order (jobs came in id order)."""
         for q in self.queues.values():
             for user, fifo in q.pending.items():
@@ -287,7 +290,13 @@ class Core(ArrayOps):
 
     # --- client requests
 
-    def submit(self, ident, msg, now, lookup_env):
+    def submit(
+        self,
+        ident: dict[str, Any],
+        msg: messages.Submit,
+        now: float,
+        lookup_env: Callable[[str], int | None],
+    ) -> dict[str, Any]:
         """lookup_env(digest) -> env id already in the store, or None."""
         self._check_submitter(ident)
         req = _req(msg.get("req"))
@@ -296,7 +305,13 @@ class Core(ArrayOps):
             return dup
         return self._create(ident, self._check(P.require(msg, "spec", dict)), req, now, lookup_env)
 
-    def submit_many(self, ident, msg, now, lookup_env):
+    def submit_many(
+        self,
+        ident: dict[str, Any],
+        msg: messages.SubmitMany,
+        now: float,
+        lookup_env: Callable[[str], int | None],
+    ) -> dict[str, Any]:
         """Many jobs in one request: `defaults` (cwd, env, ...) sent once, merged under each of
         `specs`. All are checked before any is created: one bad spec refuses the request whole.
         With `req`, job i's request id is REQ:i, so a retried request makes no job twice."""
@@ -572,7 +587,7 @@ class Core(ArrayOps):
         self.env_sizes[digest] = size
         return env_id
 
-    def kill(self, ident, msg, now):
+    def kill(self, ident: dict[str, Any], msg: messages.Kill, now: float) -> dict[str, Any]:
         results = []
         for job_id in _job_ids(msg):
             job = self._target(job_id)
@@ -611,7 +626,7 @@ class Core(ArrayOps):
         """Only the owner or a cluster admin may kill, modify or peek at a job."""
         return ident["user"] == job.user or ident["user"] in self.admins
 
-    def peek_target(self, ident, job_id):
+    def peek_target(self, ident: dict[str, Any], job_id: object) -> Job:
         """The running job `bpeek JOBID` reads, or ProtocolError saying why not."""
         if type(job_id) is not int:
             raise P.ProtocolError(P.BAD_REQUEST, "field 'job' of 'peek' must be a job id")
@@ -657,7 +672,13 @@ class Core(ArrayOps):
             self._send(job.host, {"op": "kill", "job": job.id, "attempt": job.attempt})
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
 
-    def query_jobs(self, ident, msg, now, load_job):
+    def query_jobs(
+        self,
+        ident: dict[str, Any],
+        msg: messages.Jobs,
+        now: float,
+        load_job: Callable[[int], Job | None],
+    ) -> dict[str, Any]:
         """bjobs. load_job(id) reads a job gone from memory from the store."""
         ids = _job_ids(msg, optional=True)
         if ids:
@@ -723,7 +744,7 @@ class Core(ArrayOps):
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
 
-    def pending_reason(self, job, now):
+    def pending_reason(self, job: Job | Array, now: float) -> str:
         held = job.array is not None and self.reasons.get(("array", job.array.id))
         if held:
             return held
@@ -734,7 +755,7 @@ class Core(ArrayOps):
             return reason
         return PR_NO_SLOT if self.total_free <= 0 else PR_NEW
 
-    def query_queues(self):
+    def query_queues(self) -> dict[str, Any]:
         unhanded: dict[str, int] = {}
         for arr in self.arrays.values():
             unhanded[arr.queue] = unhanded.get(arr.queue, 0) + arr.remaining
@@ -757,7 +778,7 @@ class Core(ArrayOps):
             )
         return {"queues": out}
 
-    def query_hosts(self):
+    def query_hosts(self) -> dict[str, Any]:
         return {
             "hosts": [
                 {
@@ -775,7 +796,7 @@ class Core(ArrayOps):
 
     # --- hosts
 
-    def host_register(self, name, msg, now):
+    def host_register(self, name: str, msg: messages.Register, now: float) -> list[int]:
         """sbatchd (re)connects: its slots, the attempts it runs, its unacknowledged reports."""
         slots = P.require(msg, "slots", int)
         running = {(j, a) for j, a in P.require(msg, "running", list)}
@@ -817,7 +838,7 @@ class Core(ArrayOps):
         self.wake = True
         return acks
 
-    def host_gone(self, name, now):
+    def host_gone(self, name: str, now: float) -> None:
         """The sbatchd connection dropped. Its jobs keep running there; it reports on return."""
         host = self.hosts.get(name)
         if host is None:
@@ -831,7 +852,7 @@ class Core(ArrayOps):
         if self.host_jobs[name]:
             self.lost.setdefault(name, now)
 
-    def host_load(self, loads, now):
+    def host_load(self, loads: dict[str, dict[str, Any]], now: float) -> list[str]:
         """LIM's view: {host: {...load...}}. Returns the hosts whose sbatchd is connected but
         which LIM declares dead (heartbeats missed): the shell drops those connections. An
         sbatchd that registered after the host fell silent is trusted: its LIM comes back
@@ -876,7 +897,7 @@ class Core(ArrayOps):
 
     # --- reports from sbatchd
 
-    def reports(self, host, reports, now):
+    def reports(self, host: str, reports: list[Any], now: float) -> list[int]:
         """Apply START/EXIT reports; return the report ids to acknowledge after commit.
         A report of an attempt that is no longer current changes nothing and is acknowledged."""
         acks = []
@@ -947,7 +968,7 @@ class Core(ArrayOps):
 
     # --- time and scheduling
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         """Release jobs whose backoff expired; drop finished jobs older than clean_period from
         memory (they stay in the store)."""
         while self.backoff and self.backoff[0][0] <= now:
@@ -966,12 +987,12 @@ class Core(ArrayOps):
                 if gone.req_id:
                     self.by_req.pop(gone.req_id, None)
 
-    def next_timer(self):
+    def next_timer(self) -> float | None:
         times = [self.backoff[0][0]] if self.backoff else []
         times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
         return min(times, default=None)
 
-    def schedule(self, now, limit=0):
+    def schedule(self, now: float, limit: int = 0) -> int:
         """One scheduling pass: plan, then apply the placements to memory and the outbox.
         `limit`: slots to place at most (0: all it can), so that a turn stays short when
         thousands of slots free at once; the rest go in the next turn."""
@@ -1042,7 +1063,7 @@ def _req(req):
     return req
 
 
-def _job_ids(msg: dict, optional: bool = False) -> list[int]:
+def _job_ids(msg: messages.Kill | messages.Jobs, optional: bool = False) -> list[int]:
     """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
     ids = P.require(msg, "jobs", list, optional) or []
     if not all(type(job_id) is int for job_id in ids):

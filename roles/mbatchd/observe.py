@@ -6,11 +6,15 @@ computed at scrape time from the core's live counters (nothing per job is kept).
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
 from lavalite.limits import format_size
 from lavalite.log import lines
 from lavalite.metrics import Exporter, counter, gauge
-from lavalite.model import FAILED, HOST_OK, PEND, RUN
+from lavalite.model import FAILED, HOST_OK, PEND, RUN, Event
+
+if TYPE_CHECKING:
+    from roles.mbatchd.core import Core
 
 log = logging.getLogger("lavalite.mbatchd")
 
@@ -24,17 +28,17 @@ LOG_GATHER = 0.05
 
 
 class Observer:
-    def __init__(self, core, host, metrics_port):
+    def __init__(self, core: "Core", host: str, metrics_port: int) -> None:
         self.core, self.host = core, host
         self.submitted = 0
-        self.started = {}  # (queue, user) -> jobs dispatched
-        self.failed = {}  # reason -> jobs ended FAILED
-        self.retried = {}  # queue -> failed attempts sent back to PEND
+        self.started: dict[tuple[str, str], int] = {}  # (queue, user) -> jobs dispatched
+        self.failed: dict[str, int] = {}  # reason -> jobs ended FAILED
+        self.retried: dict[str, int] = {}  # queue -> failed attempts sent back to PEND
         self.lim_polls_failed = 0
-        self.disk_free = None  # bytes free on the store's filesystem, last look
+        self.disk_free: int | None = None  # bytes free on the store's filesystem, last look
         self.disk_low = False  # under disk_warn_free at the last look
-        self.texts = []  # job lines not logged yet
-        self.flusher = None  # the timer that logs them
+        self.texts: list[str] = []  # job lines not logged yet
+        self.flusher: asyncio.TimerHandle | None = None  # the timer that logs them
         self.exporter = Exporter(self.families, self.status, metrics_port)
         self.latency = self.exporter.histogram(
             "lavalite_dispatch_latency_ms",
@@ -47,7 +51,7 @@ class Observer:
             POLL_BUCKETS,
         )
 
-    def events(self, events):
+    def events(self, events: list[Event]) -> None:
         """After the turn's commit: count each state change and log it (a line each, gathered
         LOG_GATHER, so the lines are stamped up to that much after the change)."""
         jobs = self.core.jobs
@@ -73,7 +77,7 @@ class Observer:
         if self.texts and self.flusher is None:
             self.flusher = asyncio.get_running_loop().call_later(LOG_GATHER, self.flush)
 
-    def flush(self):
+    def flush(self) -> None:
         """Log the job lines gathered so far (mbatchd calls it last as it stops)."""
         if self.flusher is not None:
             self.flusher.cancel()
@@ -99,7 +103,7 @@ class Observer:
             else:
                 log.info("disk space on %s: %d MB free again", path, free >> 20)
 
-    def host_changed(self, name, old, why):
+    def host_changed(self, name: str, old: str | None, why: str) -> None:
         """One line per host state change (or re-registration), as for jobs; a warning when
         the host stops taking jobs."""
         new = self.core.hosts[name].status
@@ -112,7 +116,7 @@ class Observer:
             why,
         )
 
-    def families(self):
+    def families(self) -> list[Any]:
         core = self.core
         return [
             counter("lavalite_jobs_submitted", "Jobs accepted", (), {(): self.submitted}),
@@ -173,7 +177,7 @@ class Observer:
             ),
         ]
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         core = self.core
         return {
             "mbatchd": "running",

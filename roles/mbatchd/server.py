@@ -17,6 +17,7 @@ from typing import Any
 
 from lavalite import auth, daemon, fence, messages
 from lavalite import protocol as P
+from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.model import label
 from lavalite.peer import Peer, Strangers, hello
@@ -58,7 +59,7 @@ SPACE_EVERY = 5.0  # seconds between two looks at the store's free space
 
 
 class Mbatchd:
-    def __init__(self, conf, host, epoch=0):
+    def __init__(self, conf: Config, host: str, epoch: int = 0) -> None:
         self.conf = conf
         self.host = host
         self.epoch = epoch  # fencing token from the master LIM, on every order we send
@@ -79,15 +80,17 @@ class Mbatchd:
             len(self.core.jobs),
             self.core.next_id,
         )
-        self.held = []  # (peer, message) to send once the turn has committed
-        self.submits = []  # (peer, reply) of the turn's submits: refused if it fails
-        self.full = None  # "disk full on DIR" while the turn's changes wait
+        # (peer, message) to send once the turn has committed
+        self.held: list[tuple[Peer, dict[str, Any]]] = []
+        # (peer, reply) of the turn's submits: refused if it fails
+        self.submits: list[tuple[Peer, dict[str, Any]]] = []
+        self.full: str | None = None  # "disk full on DIR" while the turn's changes wait
         self.space_at = 0.0  # when to look at the free space again
-        self.sbatchd = {}  # host -> Peer of its registered sbatchd
+        self.sbatchd: dict[str, Peer] = {}  # host -> Peer of its registered sbatchd
         self.inbox = Inbox()  # report frames not yet applied
         self.budget = TurnBudget()  # slots to place and reports to apply per turn
         self.turn_pending = False
-        self.timer = None
+        self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0  # when self.timer fires (time.time())
         # Seconds of the last 100,000 turns, whole (apply reports, schedule, commit, send) and
         # of schedule() alone, for the stats op (lavalite simulate).
@@ -133,7 +136,7 @@ class Mbatchd:
             held.append((peer, P.reply(msg.get("id"), **result)))
         self.request_turn()
 
-    def on_close(self, peer):
+    def on_close(self, peer: Peer) -> None:
         ident = peer.identity or {}
         if ident.get("role") == "sbatchd" and self.sbatchd.get(ident["host"]) is peer:
             del self.sbatchd[ident["host"]]
@@ -155,7 +158,7 @@ class Mbatchd:
         """Relay to the sbatchd that runs the job; its answer goes back as it arrives (it
         changes no state, so it does not wait for a turn)."""
         job = self.core.peek_target(peer.identity, msg.get("job"))
-        worker = self.sbatchd.get(job.host)
+        worker = self.sbatchd.get(job.host or "")  # a running job has its host
         if worker is None:
             raise P.ProtocolError(
                 P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {job.host} is not connected"
@@ -202,7 +205,7 @@ class Mbatchd:
         register carries them again, and applied twice a report changes nothing."""
         self.inbox.put(peer, msg, P.require(msg, "reports", list))
 
-    def apply_reports(self, now):
+    def apply_reports(self, now: float) -> int:
         """The oldest waiting reports, up to the turn's budget; acknowledged after this turn's
         commit. A closed connection's reports still count: they are what happened. Returns
         how many it applied."""
@@ -220,12 +223,12 @@ class Mbatchd:
 
     # --- the turn
 
-    def request_turn(self):
+    def request_turn(self) -> None:
         if not self.turn_pending:
             self.turn_pending = True
             asyncio.get_running_loop().call_soon(self.turn)
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Scheduling turn durations (the last 100,000 turns) and what memory holds."""
         out = {}
         for name, times in (("turn", self.turn_times), ("sched", self.sched_times)):
@@ -245,7 +248,7 @@ class Mbatchd:
             "running": sum(q.running for q in self.core.queues.values()),
         }
 
-    def turn(self):
+    def turn(self) -> None:
         self.turn_pending = False
         core = self.core
         started = time.perf_counter()
@@ -396,7 +399,7 @@ class Mbatchd:
         self.timer = None
         self.request_turn()
 
-    def store_queues(self, conf):
+    def store_queues(self, conf: Config) -> None:
         """Queues are kept for the record; memory has them from the configuration, so a
         full disk delays the record (to the next start or reload) and nothing else."""
         try:
@@ -404,7 +407,7 @@ class Mbatchd:
         except StoreFull as exc:
             log.warning("%s: the queue definitions are not recorded", exc)
 
-    def reload(self):
+    def reload(self) -> None:
         """SIGHUP: new queues, limits and settings; jobs and connections are untouched."""
         conf = daemon.reread("mbatchd", self.host, self.conf)
         if conf is None:
@@ -417,7 +420,7 @@ class Mbatchd:
 
     # --- LIM's view of the hosts
 
-    async def pull_load(self, stop):
+    async def pull_load(self, stop: asyncio.Event) -> None:
         """Every heartbeat, take the local LIM's view of the hosts (over its Unix socket) and
         check that we are still the master's mbatchd."""
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
@@ -441,13 +444,13 @@ class Mbatchd:
             self.observer.lim_polls_failed += 1
             await sleep_or_stop(stop, every)
 
-    def host_view(self, loads):
+    def host_view(self, loads: dict[str, dict[str, Any]]) -> None:
         for name in self.core.host_load(loads, time.time()):
             log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
             self.sbatchd[name].close()
             self.on_close(self.sbatchd[name])
 
-    def fenced(self, stop):
+    def fenced(self, stop: asyncio.Event) -> bool:
         """Stop (set `stop`) once a newer master exists or the LIM that started us is gone:
         a deposed mbatchd must not accept work."""
         if self.epoch and not stop.is_set():
@@ -462,7 +465,7 @@ class Mbatchd:
                 stop.set()
         return stop.is_set()
 
-    async def serve(self, stop):
+    async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         strangers = Strangers()
         server = await loop.create_server(
