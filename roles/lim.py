@@ -58,14 +58,15 @@ class Lim:
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
         self.seen = auth.ReplayCache()  # the nonces of recent hellos: each is good once
-        self.load = {"alive": True, "time": time.time()}
+        self.load: dict[str, Any] = {"alive": True, "time": time.time()}
         self.mbatchd = None  # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
         self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
         self.heard = {}  # host -> (monotonic time, its load, it says it is master)
         self.lock = fence.EpochLock(conf.paths.state_dir)
         self.master = False
-        self.reign = None  # (stop event, supervisor task) while master
+        # (stop event, supervisor task) while master
+        self.reign: tuple[asyncio.Event, asyncio.Task] | None = None
         self.redirector = None  # the server on the mbatchd port while a non-master candidate
         self.strangers = Strangers()  # every listener's connections until their hello
         self.tls = DaemonTLS(conf)
@@ -285,6 +286,7 @@ class Lim:
 
     async def step_down(self):
         """Stop mbatchd first, then release the lock: never two mbatchd."""
+        assert self.reign is not None  # called while master
         reign, task = self.reign
         reign.set()
         await task

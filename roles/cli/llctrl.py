@@ -81,7 +81,8 @@ def expand(spec):
 
 def fold(hosts):
     """['n1', 'n2', 'n3', 'x'] -> 'n[1-3],x': the inverse of expand, for the group headers."""
-    groups, out = {}, []
+    groups: dict[str, list[str]] = {}
+    out: list[str] = []
     for h in hosts:
         m = re.fullmatch(r"(.*?)(\d+)", h)
         if m:
@@ -90,7 +91,7 @@ def fold(hosts):
             out.append(h)
     for prefix, nums in groups.items():
         nums.sort(key=int)
-        runs = []
+        runs: list[list[str]] = []
         for n in nums:
             if runs and int(n) == int(runs[-1][1]) + 1 and len(n) == len(runs[-1][1]):
                 runs[-1][1] = n
@@ -121,7 +122,7 @@ def _hosts(args, conf):
 def parse_pdsh(out, err, hosts):
     """pdsh's `host: line` output -> ({host: [lines]}, {host: exit status or None when the host
     gave none, i.e. ssh failed}). ssh's own complaints land in the host's answer."""
-    lines = {h: [] for h in hosts}
+    lines: dict[str, list[str]] = {h: [] for h in hosts}
     codes = dict.fromkeys(hosts)
     for text, is_out in ((out, True), (err, False)):
         for line in text.splitlines():
@@ -140,7 +141,7 @@ def parse_pdsh(out, err, hosts):
 def report(lines, codes):
     """The dshbak -c view: hosts with identical answers share one block. Returns the failed
     hosts with why."""
-    groups = {}
+    groups: dict[tuple[str, ...], list[str]] = {}
     for host, answer in lines.items():
         groups.setdefault(tuple(answer), []).append(host)
     for answer, hosts in groups.items():

@@ -116,8 +116,8 @@ class SimHost:
 
     def __init__(self, sim, name):
         self.sim, self.name = sim, name
-        self.peer = None
-        self.reports = []
+        self.peer: Peer | None = None  # set by the first frame, which any report answers
+        self.reports: list[messages.JobReport] = []
         self.rid = 0
         self.timers = {}  # (job, attempt) -> TimerHandle
 
@@ -163,7 +163,8 @@ class SimHost:
             self.sim.loop.call_soon(self.flush)
         self.reports.append(rep)
 
-    def flush(self):
+    def flush(self) -> None:
+        assert self.peer is not None  # a report answers a frame, which set the peer
         self.peer.send(messages.report(self.reports))
         self.reports = []
 

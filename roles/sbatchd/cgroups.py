@@ -97,8 +97,10 @@ class Group:
         self.name = name
         self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()  # as written by create/reuse
-        self.fds = None  # {(dir key, file): descriptor} once `keep` is called
-        self.ooms = None  # its OOM kill count when last read (None: not yet)
+        self.fds: dict[tuple[str, str], int] | None = (
+            None  # {(dir key, file): descriptor} once `keep` is called
+        )
+        self.ooms: int | None = None  # its OOM kill count when last read (None: not yet)
 
     def keep(self):
         """Hold the files used per job open from now on (the shepherd's pooled v1 groups and
@@ -113,21 +115,21 @@ class Group:
             os.close(fd)
         self.fds = None
 
-    def _fd(self, key, name, flags):
-        fd = self.fds.get((key, name))
+    def _fd(self, fds: dict[tuple[str, str], int], key: str, name: str, flags: int) -> int:
+        """The kept descriptor of a file (`fds`: self.fds once kept), opened on first use."""
+        fd = fds.get((key, name))
         if fd is None:
-            fd = self.fds[key, name] = os.open(
-                os.path.join(self.dirs[key], name), flags | os.O_CLOEXEC
-            )
+            fd = fds[key, name] = os.open(os.path.join(self.dirs[key], name), flags | os.O_CLOEXEC)
         return fd
 
     def knob(self, key, name):
         """A counter file's text ("" if it cannot be read), through the kept descriptor if any.
         Not for cgroup.procs or tasks: v1 keeps their list per open file for a second."""
-        if self.fds is None:
+        fds = self.fds
+        if fds is None:
             return _read(os.path.join(self.dirs[key], name))
         try:
-            return os.pread(self._fd(key, name, os.O_RDONLY), 65536, 0).decode()
+            return os.pread(self._fd(fds, key, name, os.O_RDONLY), 65536, 0).decode()
         except OSError:
             return ""
 
@@ -139,11 +141,12 @@ class Group:
     def enter(self):
         """Move the calling thread in (v1 only: cgroup2 moves whole processes). "0" names the
         writer, and moving oneself takes no lock on the whole thread group."""
+        fds = self.fds
         for key, d in self.dirs.items():
-            if self.fds is None:
+            if fds is None:
                 _write(os.path.join(d, "tasks"), 0, create=False)
             else:
-                os.write(self._fd(key, "tasks", os.O_WRONLY), b"0")
+                os.write(self._fd(fds, key, "tasks", os.O_WRONLY), b"0")
 
     def pids(self):
         """Tasks in the group: the union over its directories (the same tasks in each, except
@@ -445,7 +448,8 @@ def _try_rmdir(path):
 
 def mounts(table=_MOUNTS):
     """(v2 mount point or None, {v1 controller: mount point}) from the mount table."""
-    v2, v1 = None, {}
+    v2: str | None = None
+    v1: dict[str, str] = {}
     with open(table) as f:
         for line in f:
             fields = line.split()
@@ -479,6 +483,7 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
         ["v2", "v1"] if v2_rich or not v1.get("memory") else ["v1", "v2"]
     )
     errors = []
+    backend: V1 | V2
     for kind in order:
         if kind == "v2" and v2_mount:
             backend = V2(v2_mount, slice_name)
@@ -495,7 +500,9 @@ def choose(mode, slice_name, table=_MOUNTS, root=None):
         log.info(
             "cgroups: %s below %s%s",
             kind,
-            backend.base if kind == "v2" else ", ".join(f"{c}={m}" for c, m in sorted(v1.items())),
+            backend.base
+            if isinstance(backend, V2)
+            else ", ".join(f"{c}={m}" for c, m in sorted(v1.items())),
             f"; missing controllers, not enforced: {', '.join(missing)}" if missing else "",
         )
         return backend

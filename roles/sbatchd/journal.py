@@ -16,7 +16,7 @@ COMPACT_AT = 4096  # lines written since the last compaction
 class Journal:
     def __init__(self, path):
         self.path = path
-        self.unacked = {}  # rid -> report, in rid order
+        self.unacked: dict[int, dict] = {}  # rid -> report, in rid order
         self.next_rid = 1
         if os.path.exists(path):
             with open(path, "rb") as f:

@@ -52,7 +52,9 @@ class ShepherdLink:
         self.sock, self.loop = ours, loop
         self.on_ended, self.on_lost = on_ended, on_lost
         self.decoder = P.Decoder()
-        self.waiting = deque()  # [(bytes, descriptors)] of orders the socket has yet to take
+        self.waiting: deque[tuple[memoryview, list[int]]] = (
+            deque()
+        )  # [(bytes, descriptors)] of orders the socket has yet to take
         self.alive = True
         self.attempts = 0  # in its care: kept by sbatchd, to pick the least busy
         self.kept_groups = []  # its cgroups kept for reuse (v1), by name

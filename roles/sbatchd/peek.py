@@ -48,7 +48,7 @@ def _open(att):
     entries = record.read(att.path).get("outfds")
     if entries is None or not att.shepherd:
         return None  # the shepherd has not opened them yet
-    files = []
+    files: list[int | None] = []
     for entry in entries:
         fd = None
         if entry is not None:

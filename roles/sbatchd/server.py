@@ -19,6 +19,7 @@ import shutil
 import signal
 import stat
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from lavalite import auth, daemon, fence, messages, private
@@ -88,11 +89,11 @@ class Sbatchd:
         self.peer = None  # the registered connection to mbatchd
         self.outgoing = []
         self.flushed = 0.0  # loop time of the last _flush
-        self.loop = None
+        self.loop: asyncio.AbstractEventLoop  # the running loop, from serve
         self.links = {}  # pid -> ShepherdLink: the shepherd processes
         self.cleaning = []  # attempt records to remove, sent by _flush
         self.polling = None  # the timer that looks at adopted attempts' locks
-        self.carry = {
+        self.carry: dict[type, Callable[[Any], None]] = {
             SaveEpoch: self._save_epoch,
             Report: self._report,
             Arm: self._arm,
@@ -239,9 +240,9 @@ class Sbatchd:
         att.shepherd = link.pid
         return link, att, lock, order
 
-    def _order(self, batch):
+    def _order(self, batch: list) -> None:
         """One frame per shepherd for the attempts of a dispatch."""
-        per_link = {}
+        per_link: dict[ShepherdLink, list[tuple[Attempt, int, dict]]] = {}
         for link, att, lock, order in batch:
             per_link.setdefault(link, []).append((att, lock, order))
         for link, items in per_link.items():

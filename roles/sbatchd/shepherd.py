@@ -49,6 +49,7 @@ import stat
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from lavalite import log as log_setup
 from lavalite import protocol as P
@@ -255,9 +256,9 @@ class Run:
         self.job, self.attempt = order["job"], order["attempt"]
         self.record = record  # the descriptor of its record, locked
         self.account = Account(*order["account"])
-        self.group = None
+        self.group: cgroups.Group | None = None
         self.opened, self.renames, self.outfds, self.notes = [], [], [], []
-        self.status = {"start": time.time()}
+        self.status: dict[str, Any] = {"start": time.time()}
         self.argv0 = self.tmpdir = self.pid = self.pidfd = None
         self.ooms = 0  # OOM kills its group had counted before it
 
@@ -270,7 +271,7 @@ class Shepherd:
         self.sel.register(sock, selectors.EVENT_READ, self._read)
         self.decoder = P.Decoder()
         self.inbuf = bytearray(1 << 20)
-        self.locks = deque()  # descriptors received, in order: one per start order
+        self.locks: deque[int] = deque()  # descriptors received, in order: one per start order
         self.out = bytearray()  # ended frames not yet taken by the socket
         self.written = 0.0  # monotonic time of the last _write
         self.linked = True
@@ -281,7 +282,7 @@ class Shepherd:
         self.scratch = scratch.Scratch()  # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()  # None: glibc's calls, a fork per other user's job
-        self.home = None  # the loop thread's own groups (v1), set by serve
+        self.home: cgroups.Group | None = None  # the loop thread's own groups (v1), set by serve
         self.away = False  # the loop thread is in a job's groups (see _settle)
         self.placed = []  # runs started from inside their groups, pids not written
 
@@ -409,9 +410,8 @@ class Shepherd:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
-                run.ooms = run.group.ooms  # a reused group's, read as its last job ended
-                if run.ooms is None:
-                    run.ooms = run.group.oom_count()
+                ooms = run.group.ooms  # a reused group's, read as its last job ended
+                run.ooms = run.group.oom_count() if ooms is None else ooms
             except OSError as exc:  # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
                 self._trash("cgroup", order["cgroup"])
@@ -455,6 +455,7 @@ class Shepherd:
         try:
             if inside:  # from the last job's groups straight into this one's
                 self.away = True
+                assert group is not None  # inside implies a group
                 group.enter()
             pid = self._start_job(account, argv, env, cwd, run.opened, None if direct else group)
         except OSError as exc:
@@ -473,6 +474,7 @@ class Shepherd:
         never finds the shepherd there. Once per start frame, and before anything that must
         not happen inside a job's group (a fork, a prelude, a status)."""
         if self.away:
+            assert self.home is not None  # away only from inside, which needs a home
             try:
                 self.home.enter()
             except OSError as exc:  # a thread left there would be frozen and killed with
