@@ -79,7 +79,7 @@ def expand(spec):
     return hosts
 
 
-def fold(hosts):
+def fold(hosts: list[str]) -> str:
     """['n1', 'n2', 'n3', 'x'] -> 'n[1-3],x': the inverse of expand, for the group headers."""
     groups: dict[str, list[str]] = {}
     out: list[str] = []
@@ -119,7 +119,9 @@ def _hosts(args, conf):
     return hosts
 
 
-def parse_pdsh(out, err, hosts):
+def parse_pdsh(
+    out: str, err: str, hosts: list[str]
+) -> tuple[dict[str, list[str]], dict[str, int | None]]:
     """pdsh's `host: line` output -> ({host: [lines]}, {host: exit status or None when the host
     gave none, i.e. ssh failed}). ssh's own complaints land in the host's answer."""
     lines: dict[str, list[str]] = {h: [] for h in hosts}
@@ -138,12 +140,12 @@ def parse_pdsh(out, err, hosts):
     return lines, codes
 
 
-def report(lines, codes):
+def report(lines: dict[str, list[str]], codes: dict[str, int | None]) -> dict[str, str]:
     """The dshbak -c view: hosts with identical answers share one block. Returns the failed
     hosts with why."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for host, answer in lines.items():
-        groups.setdefault(tuple(answer), []).append(host)
+    for host, said in lines.items():
+        groups.setdefault(tuple(said), []).append(host)
     for answer, hosts in groups.items():
         bar = "-" * 16
         print(f"{bar}\n{fold(hosts)}\n{bar}")

@@ -114,12 +114,14 @@ class SimHost:
 
     __slots__ = ("sim", "name", "peer", "reports", "rid", "timers")
 
-    def __init__(self, sim, name):
+    def __init__(self, sim: Sim, name: str) -> None:
         self.sim, self.name = sim, name
         self.peer: Peer | None = None  # set by the first frame, which any report answers
         self.reports: list[messages.JobReport] = []
         self.rid = 0
-        self.timers = {}  # (job, attempt) -> TimerHandle
+        self.timers: dict[
+            tuple[int, int], asyncio.TimerHandle
+        ] = {}  # (job, attempt) -> TimerHandle
 
     def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         self.peer = peer
