@@ -16,9 +16,11 @@ import base64
 import os
 import stat
 import time
+from typing import Any
 
 from lavalite import messages
 from lavalite import protocol as P
+from lavalite.peer import Peer
 from roles.sbatchd import record
 from roles.sbatchd.core import Attempt
 
@@ -80,7 +82,8 @@ def read(files: list[int | None], offsets: list[int]) -> tuple[list[str], list[i
     return data, new, more
 
 
-def serve(sbatchd, peer, msg: messages.PeekOrder) -> None:
+# sbatchd: the Sbatchd, as Any: its maps are keyed by int job ids, PeekOrder's job is int | str
+def serve(sbatchd: Any, peer: Peer, msg: messages.PeekOrder) -> None:
     """Answer a peek request relayed by mbatchd: {job, attempt, offsets, wait}."""
     key = (msg.get("job"), msg.get("attempt"))
     att = sbatchd.core.attempts.get(key)
