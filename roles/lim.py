@@ -62,16 +62,14 @@ class Lim:
         self.mbatchd: asyncio.subprocess.Process | None = None  # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
         self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
-        self.heard: dict[
-            str, tuple[float, dict[str, Any], bool]
-        ] = {}  # host -> (monotonic time, its load, it says it is master)
+        # host -> (monotonic time, its load, it says it is master)
+        self.heard: dict[str, tuple[float, dict[str, Any], bool]] = {}
         self.lock = fence.EpochLock(conf.paths.state_dir)
         self.master = False
         # (stop event, supervisor task) while master
         self.reign: tuple[asyncio.Event, asyncio.Task] | None = None
-        self.redirector: asyncio.Server | None = (
-            None  # the server on the mbatchd port while a non-master candidate
-        )
+        # the server on the mbatchd port while a non-master candidate
+        self.redirector: asyncio.Server | None = None
         self.strangers = Strangers()  # every listener's connections until their hello
         self.tls = DaemonTLS(conf)
         self.started = time.monotonic()

@@ -119,9 +119,8 @@ class SimHost:
         self.peer: Peer | None = None  # set by the first frame, which any report answers
         self.reports: list[messages.JobReport] = []
         self.rid = 0
-        self.timers: dict[
-            tuple[int, int], asyncio.TimerHandle
-        ] = {}  # (job, attempt) -> TimerHandle
+        # (job, attempt) -> TimerHandle
+        self.timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
 
     def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         self.peer = peer

@@ -101,9 +101,8 @@ class Group:
         self.name = name
         self.dirs = dirs or backend.dirs(name)
         self.limits = Limits()  # as written by create/reuse
-        self.fds: dict[tuple[str, str], int] | None = (
-            None  # {(dir key, file): descriptor} once `keep` is called
-        )
+        # {(dir key, file): descriptor} once `keep` is called
+        self.fds: dict[tuple[str, str], int] | None = None
         self.ooms: int | None = None  # its OOM kill count when last read (None: not yet)
 
     def keep(self) -> "Group":

@@ -28,9 +28,8 @@ class Scratch:
     """One shepherd's kept TMPDIRs, per user."""
 
     def __init__(self) -> None:
-        self.kept: dict[
-            int, deque[tuple[float, str]]
-        ] = {}  # uid -> deque of (until, path), oldest first
+        # uid -> deque of (until, path), oldest first
+        self.kept: dict[int, deque[tuple[float, str]]] = {}
         self.check_at = 0.0  # monotonic time of the next look for expired ones
 
     def make(self, path: str, uid: int, now: float) -> list[str]:

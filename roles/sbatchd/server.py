@@ -84,9 +84,8 @@ class Sbatchd:
         self.cg = cgroups.choose(conf.sbatchd.cgroups, self.slice)
         # the pids of the shepherds this sbatchd started: whose cgroups are its own to clean
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
-        self.recent: dict[
-            tuple[int, int], tuple[list, list | None]
-        ] = {}  # (job, attempt) -> (outputs, open files): ended lately
+        # (job, attempt) -> (outputs, open files): ended lately
+        self.recent: dict[tuple[int, int], tuple[list, list | None]] = {}
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
         self.peer: Peer | None = None  # the registered connection to mbatchd
@@ -95,9 +94,8 @@ class Sbatchd:
         self.loop: asyncio.AbstractEventLoop  # the running loop, from serve
         self.links: dict[int, ShepherdLink] = {}  # pid -> ShepherdLink: the shepherd processes
         self.cleaning: list[str] = []  # attempt records to remove, sent by _flush
-        self.polling: asyncio.TimerHandle | None = (
-            None  # the timer that looks at adopted attempts' locks
-        )
+        # the timer that looks at adopted attempts' locks
+        self.polling: asyncio.TimerHandle | None = None
         self.carry: dict[type, Callable[[Any], None]] = {
             SaveEpoch: self._save_epoch,
             Report: self._report,

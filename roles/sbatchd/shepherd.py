@@ -282,9 +282,8 @@ class Shepherd:
         self.runs = 0  # attempts in our care
         self.cleaner = cleaner  # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()  # what the cleaner has yet to be told
-        self.kept_groups: dict[
-            str, cgroups.Group
-        ] = {}  # name -> an ended attempt's cgroup, kept for the next (v1)
+        # name -> an ended attempt's cgroup, kept for the next (v1)
+        self.kept_groups: dict[str, cgroups.Group] = {}
         self.scratch = scratch.Scratch()  # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()  # None: glibc's calls, a fork per other user's job
