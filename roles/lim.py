@@ -29,7 +29,7 @@ import psutil
 from lavalite import auth, credential, daemon, fence, private
 from lavalite import protocol as P
 from lavalite.auth import KeyFileError
-from lavalite.config import Section
+from lavalite.config import Config, Section
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.hosts import address
 from lavalite.metrics import Exporter, counter, gauge
@@ -53,20 +53,23 @@ def restart_delay(last: float | None, ran: float, lc: Section) -> float:
 
 
 class Lim:
-    def __init__(self, conf, host):
+    def __init__(self, conf: Config, host: str) -> None:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
         self.seen = auth.ReplayCache()  # the nonces of recent hellos: each is good once
-        self.load = {"alive": True, "time": time.time()}
-        self.mbatchd = None  # the supervised process
+        self.load: dict[str, Any] = {"alive": True, "time": time.time()}
+        self.mbatchd: asyncio.subprocess.Process | None = None  # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
         self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
-        self.heard = {}  # host -> (monotonic time, its load, it says it is master)
+        # host -> (monotonic time, its load, it says it is master)
+        self.heard: dict[str, tuple[float, dict[str, Any], bool]] = {}
         self.lock = fence.EpochLock(conf.paths.state_dir)
         self.master = False
-        self.reign = None  # (stop event, supervisor task) while master
-        self.redirector = None  # the server on the mbatchd port while a non-master candidate
+        # (stop event, supervisor task) while master
+        self.reign: tuple[asyncio.Event, asyncio.Task] | None = None
+        # the server on the mbatchd port while a non-master candidate
+        self.redirector: asyncio.Server | None = None
         self.strangers = Strangers()  # every listener's connections until their hello
         self.tls = DaemonTLS(conf)
         self.started = time.monotonic()
@@ -74,7 +77,7 @@ class Lim:
         self.mbatchd_starts = 0
         self.exporter = Exporter(self.families, self.status, conf.lim.metrics_port)
 
-    def sample(self):
+    def sample(self) -> None:
         mem = psutil.virtual_memory()
         self.load = {
             "alive": True,
@@ -106,16 +109,16 @@ class Lim:
     # --- observability and reload
 
     @property
-    def rank(self):
+    def rank(self) -> str:
         """master; backup: a later master candidate; worker: never runs mbatchd."""
         return "master" if self.master else "backup" if self.host in self.candidates else "worker"
 
-    def mbatchd_state(self):
+    def mbatchd_state(self) -> str:
         if not (self.master and self.conf.lim.supervise_mbatchd):
             return "not supervised here"
         return "running" if self.mbatchd and self.mbatchd.returncode is None else "restarting"
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         return {
             "lim": self.rank,
             "host": self.host,
@@ -126,7 +129,7 @@ class Lim:
             "load_age": round(time.time() - self.load["time"], 3),
         }
 
-    def families(self):
+    def families(self) -> list[Any]:
         now = time.monotonic()
         silent = {(h,): now - seen for h, (seen, _, _) in self.heard.items()}
         load = self.load
@@ -172,7 +175,7 @@ class Lim:
             ),
         ]
 
-    def reload(self):
+    def reload(self) -> None:
         """SIGHUP: new sampling settings and labels; the supervised mbatchd reloads too (it is
         LIM's child, so `llctrl lim reload` reaches it)."""
         conf = daemon.reread("lim", self.host, self.conf)
@@ -184,19 +187,19 @@ class Lim:
 
     # --- membership
 
-    def on_heartbeat(self, host, msg):
+    def on_heartbeat(self, host: str, msg: dict[str, Any]) -> None:
         first = host not in self.heard
         self.heard[host] = (time.monotonic(), msg.get("load") or {}, bool(msg.get("master")))
         if first:
             log.info("host %s: heartbeats received", host)
 
-    def alive(self, host, now=None):
+    def alive(self, host: str, now: float | None = None) -> bool:
         if host == self.host:
             return True
         seen = self.heard.get(host)
         return seen is not None and (now or time.monotonic()) - seen[0] < self.t_fail
 
-    def view(self):
+    def view(self) -> dict[str, dict[str, Any]]:
         """{host: load + alive} for this host and every host heard from: what mbatchd uses."""
         now = time.monotonic()
         out = {self.host: self.load}
@@ -204,13 +207,13 @@ class Lim:
             out[host] = {**load, "alive": self.alive(host, now), "silent": now - seen}
         return out
 
-    def master_host(self):
+    def master_host(self) -> str | None:
         if self.master:
             return self.host
         now = time.monotonic()
         return next((h for h, (_, _, m) in self.heard.items() if m and self.alive(h, now)), None)
 
-    async def heartbeat(self, target, stop):
+    async def heartbeat(self, target: str, stop: asyncio.Event) -> None:
         """Keep a connection to candidate `target` and heartbeat over it; the replies tell us
         that `target` lives."""
         addr, port = address(self.conf, target), self.conf.lim.port
@@ -242,7 +245,7 @@ class Lim:
 
     # --- election
 
-    async def elect(self, stop):
+    async def elect(self, stop: asyncio.Event) -> None:
         """Every heartbeat interval: the first live candidate should be master."""
         while not stop.is_set():
             now = time.monotonic()
@@ -257,7 +260,7 @@ class Lim:
                 await self.redirect()
             await sleep_or_stop(stop, self.conf.lim.heartbeat_interval)
 
-    async def take_over(self):
+    async def take_over(self) -> None:
         try:
             epoch = self.lock.acquire()
         except OSError as exc:
@@ -283,8 +286,9 @@ class Lim:
         self.reign = (reign, asyncio.create_task(supervise))
         log.info("this host is master now (epoch %d)", epoch)
 
-    async def step_down(self):
+    async def step_down(self) -> None:
         """Stop mbatchd first, then release the lock: never two mbatchd."""
+        assert self.reign is not None  # called while master
         reign, task = self.reign
         reign.set()
         await task
@@ -293,7 +297,7 @@ class Lim:
         self.master = False
         self.reign = None
 
-    async def redirect(self):
+    async def redirect(self) -> None:
         """A candidate that is not master answers on the mbatchd port: 'ask the master'."""
         try:
             self.redirector = await asyncio.get_running_loop().create_server(
@@ -306,7 +310,7 @@ class Lim:
         except OSError as exc:
             log.warning("cannot answer redirects on port %d: %s", self.conf.mbatchd.port, exc)
 
-    def on_redirect(self, peer, msg):
+    def on_redirect(self, peer: Peer, msg: dict[str, Any]) -> None:
         if peer.identity is None:  # the redirect goes sealed: a client can trust it
             peer.login(self.keys.ring(), msg, "mbatchd", self.seen)
         master = self.master_host()
@@ -319,7 +323,7 @@ class Lim:
         peer.send({**err, "master": master})
         peer.close()
 
-    async def collect(self, stop):
+    async def collect(self, stop: asyncio.Event) -> None:
         lc = self.conf.lim
         while not stop.is_set():
             self.sample()
@@ -330,7 +334,7 @@ class Lim:
                 else lc.poll_interval,
             )
 
-    async def supervise(self, stop, epoch):
+    async def supervise(self, stop: asyncio.Event, epoch: int) -> None:
         """Keep mbatchd running: restart it when it exits, after restart_delay()."""
         lc = self.conf.lim
         delay = None
@@ -359,7 +363,7 @@ class Lim:
             log.error("mbatchd exited with status %s; restarting in %.1f s", waiter.result(), delay)
             await sleep_or_stop(stop, delay)
 
-    async def stop_mbatchd(self):
+    async def stop_mbatchd(self) -> None:
         proc = self.mbatchd
         if proc is None or proc.returncode is not None:
             return
@@ -374,7 +378,7 @@ class Lim:
         """A connection to one of our listeners."""
         return Peer(self.on_frame, strangers=self.strangers)
 
-    async def serve(self, stop):
+    async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         private.make_dir(self.conf.paths.spool_dir, traversable=True)  # lim.sock is for all
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
@@ -419,5 +423,5 @@ class Lim:
         log.info("lim stopped")
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     return daemon.main("lim", argv, lambda conf, host, args: Lim(conf, host), (KeyFileError,))

@@ -114,7 +114,7 @@ def wait(args):
         job_id = parse_label(m.group(2)) if m else None
     except ArrayError:
         job_id = None
-    if job_id is None:
+    if m is None or job_id is None:  # job_id is None whenever m is
         print(
             f"bwait: bad condition {args.cond!r} (use 'done(ID)' or 'ended(ID)')", file=sys.stderr
         )

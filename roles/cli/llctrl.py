@@ -79,9 +79,10 @@ def expand(spec):
     return hosts
 
 
-def fold(hosts):
+def fold(hosts: list[str]) -> str:
     """['n1', 'n2', 'n3', 'x'] -> 'n[1-3],x': the inverse of expand, for the group headers."""
-    groups, out = {}, []
+    groups: dict[str, list[str]] = {}
+    out: list[str] = []
     for h in hosts:
         m = re.fullmatch(r"(.*?)(\d+)", h)
         if m:
@@ -90,7 +91,7 @@ def fold(hosts):
             out.append(h)
     for prefix, nums in groups.items():
         nums.sort(key=int)
-        runs = []
+        runs: list[list[str]] = []
         for n in nums:
             if runs and int(n) == int(runs[-1][1]) + 1 and len(n) == len(runs[-1][1]):
                 runs[-1][1] = n
@@ -118,10 +119,12 @@ def _hosts(args, conf):
     return hosts
 
 
-def parse_pdsh(out, err, hosts):
+def parse_pdsh(
+    out: str, err: str, hosts: list[str]
+) -> tuple[dict[str, list[str]], dict[str, int | None]]:
     """pdsh's `host: line` output -> ({host: [lines]}, {host: exit status or None when the host
     gave none, i.e. ssh failed}). ssh's own complaints land in the host's answer."""
-    lines = {h: [] for h in hosts}
+    lines: dict[str, list[str]] = {h: [] for h in hosts}
     codes = dict.fromkeys(hosts)
     for text, is_out in ((out, True), (err, False)):
         for line in text.splitlines():
@@ -137,12 +140,12 @@ def parse_pdsh(out, err, hosts):
     return lines, codes
 
 
-def report(lines, codes):
+def report(lines: dict[str, list[str]], codes: dict[str, int | None]) -> dict[str, str]:
     """The dshbak -c view: hosts with identical answers share one block. Returns the failed
     hosts with why."""
-    groups = {}
-    for host, answer in lines.items():
-        groups.setdefault(tuple(answer), []).append(host)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for host, said in lines.items():
+        groups.setdefault(tuple(said), []).append(host)
     for answer, hosts in groups.items():
         bar = "-" * 16
         print(f"{bar}\n{fold(hosts)}\n{bar}")

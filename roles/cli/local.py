@@ -319,6 +319,7 @@ def demo(args):
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert upper.stdout is not None  # stdout=PIPE
     try:
         for line in upper.stdout:  # up prints its ready line once sbatchd is in
             print(line, end="", flush=True)

@@ -114,12 +114,13 @@ class SimHost:
 
     __slots__ = ("sim", "name", "peer", "reports", "rid", "timers")
 
-    def __init__(self, sim, name):
+    def __init__(self, sim: Sim, name: str) -> None:
         self.sim, self.name = sim, name
-        self.peer = None
-        self.reports = []
+        self.peer: Peer | None = None  # set by the first frame, which any report answers
+        self.reports: list[messages.JobReport] = []
         self.rid = 0
-        self.timers = {}  # (job, attempt) -> TimerHandle
+        # (job, attempt) -> TimerHandle
+        self.timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
 
     def on_frame(self, peer: Peer, msg: dict[str, Any]) -> None:
         self.peer = peer
@@ -163,7 +164,8 @@ class SimHost:
             self.sim.loop.call_soon(self.flush)
         self.reports.append(rep)
 
-    def flush(self):
+    def flush(self) -> None:
+        assert self.peer is not None  # a report answers a frame, which set the peer
         self.peer.send(messages.report(self.reports))
         self.reports = []
 

@@ -1,7 +1,7 @@
 """sbatchd: the worker. Runs jobs, enforces their limits, reports their ends."""
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if argv[:1] == ["--shepherd"]:  # the job shepherd sbatchd starts beside itself
         from roles.sbatchd.shepherd import main as shepherd
 

@@ -38,7 +38,7 @@ class Attempt:
         "peek",
     )
 
-    def __init__(self, job: int, attempt: int, path: str, spec: dict):
+    def __init__(self, job: int, attempt: int, path: str, spec: dict) -> None:
         self.job, self.attempt, self.path, self.spec = job, attempt, path, spec
         self.state = ORDERED  # RUNNING once its shepherd has the order
         self.shepherd: int | None = None  # the pid of the shepherd process that runs it
@@ -137,7 +137,7 @@ Effect = (
 
 
 class Core:
-    def __init__(self, work: str, epoch: int):
+    def __init__(self, work: str, epoch: int) -> None:
         self.work = work  # the attempt records' directory
         self.epoch = epoch  # the newest master epoch seen
         self.attempts: dict[tuple[int, int], Attempt] = {}  # ordered or running here

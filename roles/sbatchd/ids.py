@@ -16,6 +16,8 @@ fork per job of another user.
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from types import ModuleType
 
 log = logging.getLogger("lavalite.shepherd")
 
@@ -25,7 +27,7 @@ PROBE = 65534  # the ids of the start-up check (nobody's, usually)
 
 
 class ThreadIds:
-    def __init__(self, ctypes, numbers):
+    def __init__(self, ctypes: ModuleType, numbers: tuple[int, int, int]) -> None:
         self.c = ctypes
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.nr_setgroups, self.nr_setresgid, self.nr_setresuid = numbers
@@ -52,7 +54,7 @@ class ThreadIds:
         )
 
     @contextlib.contextmanager
-    def user(self, uid, gid, groups, real=False):
+    def user(self, uid: int, gid: int, groups: list[int], real: bool = False) -> Iterator[None]:
         """The calling thread with the user's groups and effective ids, and real ones too with
         real=True (for a child it forks); as it was after. A thread that cannot come back
         ends the process: nothing it did next would be done as root."""
@@ -72,7 +74,7 @@ class ThreadIds:
                 os._exit(70)
 
 
-def thread_ids():
+def thread_ids() -> ThreadIds | None:
     """ThreadIds where the raw calls work as described (checked once), else None."""
     numbers = _CALLS.get(os.uname().machine)
     if numbers is None or os.geteuid() != 0:

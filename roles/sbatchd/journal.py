@@ -14,9 +14,9 @@ COMPACT_AT = 4096  # lines written since the last compaction
 
 
 class Journal:
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.unacked = {}  # rid -> report, in rid order
+        self.unacked: dict[int, dict] = {}  # rid -> report, in rid order
         self.next_rid = 1
         if os.path.exists(path):
             with open(path, "rb") as f:
@@ -42,14 +42,14 @@ class Journal:
         self.buf = bytearray()
         self.lines = len(self.unacked)
 
-    def add(self, report):
+    def add(self, report: dict) -> dict:
         report["rid"] = self.next_rid
         self.next_rid += 1
         self.unacked[report["rid"]] = report
         self._write(report)
         return report
 
-    def ack(self, rids):
+    def ack(self, rids: list[int]) -> None:
         rids = [r for r in rids if self.unacked.pop(r, None) is not None]
         if rids:
             self._write({"ack": rids})
@@ -63,9 +63,9 @@ class Journal:
         self.buf += b"\n"
         self.lines += 1
 
-    def flush(self):
+    def flush(self) -> None:
         while self.buf:
             del self.buf[: os.write(self.fd, self.buf)]
 
-    def pending(self):
+    def pending(self) -> list:  # JobReports, as the core made them
         return list(self.unacked.values())

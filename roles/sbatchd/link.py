@@ -8,12 +8,14 @@ as the shepherd drains the socket. Answers come in through the event loop.
 """
 
 import array
+import asyncio
 import json
 import logging
 import os
 import socket
 import subprocess
 from collections import deque
+from collections.abc import Callable
 
 from lavalite import private
 from lavalite import protocol as P
@@ -24,7 +26,16 @@ FDS_PER_MESSAGE = 200  # the kernel takes at most 253 descriptors in one message
 
 
 class ShepherdLink:
-    def __init__(self, loop, backend, slice_name, on_ended, on_lost, program=None, log_to=None):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        backend: str,
+        slice_name: str,
+        on_ended: Callable[[dict], None],
+        on_lost: Callable[["ShepherdLink"], None],
+        program: list[str] | None = None,
+        log_to: dict | None = None,
+    ) -> None:
         """backend: the cgroup backend's name (v1, v2, none); on_ended(msg) for each ended
         attempt; on_lost(link) once, when the shepherd is gone; program: how to run LavaLite
         (default: as this process was run); log_to: where it logs (lavalite.log.helper_spec;
@@ -52,14 +63,15 @@ class ShepherdLink:
         self.sock, self.loop = ours, loop
         self.on_ended, self.on_lost = on_ended, on_lost
         self.decoder = P.Decoder()
-        self.waiting = deque()  # [(bytes, descriptors)] of orders the socket has yet to take
+        # [(bytes, descriptors)] of orders the socket has yet to take
+        self.waiting: deque[tuple[memoryview, list[int]]] = deque()
         self.alive = True
         self.attempts = 0  # in its care: kept by sbatchd, to pick the least busy
-        self.kept_groups = []  # its cgroups kept for reuse (v1), by name
+        self.kept_groups: list[str] = []  # its cgroups kept for reuse (v1), by name
         self.made = 0  # cgroup names made for it
         loop.add_reader(ours, self._read)
 
-    def start(self, orders, locks):
+    def start(self, orders: list[dict], locks: list[int]) -> bool:
         """Attempts to start; `locks` the descriptors of their locked `shepherd` files, in
         the same order, which the shepherd holds from now on (the caller closes its own)."""
         return all(
@@ -70,7 +82,7 @@ class ShepherdLink:
             for at in range(0, len(orders), FDS_PER_MESSAGE)
         )
 
-    def group_name(self):
+    def group_name(self) -> str:
         """The cgroup of its next attempt: one it kept, else a new name. Named after the
         shepherd, unique while it lives: a kept group serves job after job without a rename."""
         if self.kept_groups:
@@ -87,7 +99,7 @@ class ShepherdLink:
         except subprocess.TimeoutExpired:
             return False
 
-    def clean(self, records):
+    def clean(self, records: list[str]) -> None:
         """Remove attempt records whose reports are in the journal (off sbatchd's loop)."""
         self._send({"op": "clean", "records": records})
 
@@ -168,7 +180,7 @@ class ShepherdLink:
         )
         self.on_lost(self)
 
-    def close(self):
+    def close(self) -> None:
         """sbatchd stops: the shepherd sees the end of the link, finishes its jobs and exits."""
         if self.alive:
             self._unlink()

@@ -16,10 +16,13 @@ import base64
 import os
 import stat
 import time
+from typing import Any
 
 from lavalite import messages
 from lavalite import protocol as P
+from lavalite.peer import Peer
 from roles.sbatchd import record
+from roles.sbatchd.core import Attempt
 
 CHUNK = 1 << 20  # bytes per stream per answer; the caller asks again for more
 RECENT = 256  # ended attempts whose files stay open, for a follower's last read
@@ -27,20 +30,20 @@ POLL = 0.05  # seconds between looks at the files while a request waits
 MAX_WAIT = 10.0
 
 
-def remember(recent, att):
+def remember(recent: dict[tuple[int, int], tuple[list, list | None]], att: Attempt) -> None:
     """An attempt ended: keep its open files a while for followers, close the oldest."""
     recent[att.key] = (att.spec.get("outputs") or [], att.peek)
     while len(recent) > RECENT:
         close(recent.pop(next(iter(recent)))[1])
 
 
-def close(files):
+def close(files: list[int | None] | None) -> None:
     for fd in files or ():
         if fd is not None:
             os.close(fd)
 
 
-def _open(att):
+def _open(att: Attempt) -> list[int | None] | None:
     """The attempt's output files, opened through its live shepherd; None if not yet known.
     Each must be the very file the shepherd opened for this attempt (device and inode as it
     wrote them): a number reused for another job since, or a pid reused by another process,
@@ -48,7 +51,7 @@ def _open(att):
     entries = record.read(att.path).get("outfds")
     if entries is None or not att.shepherd:
         return None  # the shepherd has not opened them yet
-    files = []
+    files: list[int | None] = []
     for entry in entries:
         fd = None
         if entry is not None:
@@ -67,7 +70,7 @@ def _open(att):
     return files
 
 
-def read(files, offsets):
+def read(files: list[int | None], offsets: list[int]) -> tuple[list[str], list[int], bool]:
     """(base64 chunks, new offsets, more): one entry per output file."""
     data, new, more = [], [], False
     for fd, offset in zip(files, offsets):
@@ -79,7 +82,8 @@ def read(files, offsets):
     return data, new, more
 
 
-def serve(sbatchd, peer, msg: messages.PeekOrder) -> None:
+# sbatchd: the Sbatchd, as Any: its maps are keyed by int job ids, PeekOrder's job is int | str
+def serve(sbatchd: Any, peer: Peer, msg: messages.PeekOrder) -> None:
     """Answer a peek request relayed by mbatchd: {job, attempt, offsets, wait}."""
     key = (msg.get("job"), msg.get("attempt"))
     att = sbatchd.core.attempts.get(key)

@@ -23,22 +23,23 @@ temporary files and renames: 3 system calls an attempt for the record against ab
 import fcntl
 import os
 import shutil
+from typing import Any
 
 from lavalite import protocol as P
 
 
-def create(path):
+def create(path: str) -> int:
     """The record, locked: its descriptor, or FileExistsError if this node has it already."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
 
-def append(fd, **fields):
+def append(fd: int, **fields: Any) -> None:
     os.write(fd, P.dumps(fields) + b"\n")
 
 
-def add(path, **fields):
+def add(path: str, **fields: Any) -> None:
     """Append through a descriptor of our own (the shepherd holds the record's lock)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
@@ -47,7 +48,7 @@ def add(path, **fields):
         os.close(fd)
 
 
-def remove(path):
+def remove(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -56,7 +57,7 @@ def remove(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def read(path):
+def read(path: str) -> dict[str, Any]:
     """Every field its whole lines hold ({} for a missing record); a later line wins."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -83,7 +84,7 @@ def _fields(fd):
     return out
 
 
-def holder(path):
+def holder(path: str) -> int | None:
     """The pid of the attempt's shepherd if the lock is held (0 if the record does not name
     it yet: sbatchd holds it before the order), else None."""
     try:

@@ -16,7 +16,7 @@ KEEP_FOR = 5.0  # seconds an empty TMPDIR waits for its user's next job
 _CHECK = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def mkdir(path):
+def mkdir(path: str) -> None:
     """A new TMPDIR, by the calling thread's ids (the job's user's, so it is theirs)."""
     try:
         os.mkdir(path, 0o700)
@@ -27,11 +27,12 @@ def mkdir(path):
 class Scratch:
     """One shepherd's kept TMPDIRs, per user."""
 
-    def __init__(self):
-        self.kept = {}  # uid -> deque of (until, path), oldest first
+    def __init__(self) -> None:
+        # uid -> deque of (until, path), oldest first
+        self.kept: dict[int, deque[tuple[float, str]]] = {}
         self.check_at = 0.0  # monotonic time of the next look for expired ones
 
-    def make(self, path, uid, now):
+    def make(self, path: str, uid: int, now: float) -> list[str]:
         """The attempt's TMPDIR at `path`: a kept one of this user's renamed, else a new one.
         Called with the user's ids; returns the kept paths that could not be taken (gone, or
         the name refused), for the cleaner."""
@@ -49,7 +50,7 @@ class Scratch:
         mkdir(path)
         return lost
 
-    def keep(self, path, uid, now):
+    def keep(self, path: str, uid: int, now: float) -> bool:
         """Keep an ended attempt's TMPDIR if it is still the user's, private and empty (a
         directory, not a link put in its place). Whether it was kept."""
         try:
@@ -67,7 +68,7 @@ class Scratch:
         self.kept.setdefault(uid, deque()).append((now + KEEP_FOR, path))
         return True
 
-    def expired(self, now):
+    def expired(self, now: float) -> list[str]:
         """The kept directories no job took in time, looked for at most once a second."""
         if now < self.check_at:
             return []
@@ -80,7 +81,7 @@ class Scratch:
                 del self.kept[uid]
         return gone
 
-    def drain(self):
+    def drain(self) -> list[str]:
         """Every kept directory (the shepherd is leaving)."""
         gone = [path for kept in self.kept.values() for _, path in kept]
         self.kept.clear()

@@ -19,11 +19,13 @@ import shutil
 import signal
 import stat
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from lavalite import auth, daemon, fence, messages, private
 from lavalite import log as log_setup
 from lavalite import protocol as P
+from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.files import write_whole
 from lavalite.hosts import mbatchd_endpoints
@@ -64,7 +66,7 @@ RECONNECT_FAST = (60.0, 0.5)
 
 
 class Sbatchd:
-    def __init__(self, conf, host):
+    def __init__(self, conf: Config, host: str) -> None:
         self.conf = conf
         self.host = host
         self.keys = auth.KeyFile(conf.cluster.key_file)
@@ -82,17 +84,19 @@ class Sbatchd:
         self.cg = cgroups.choose(conf.sbatchd.cgroups, self.slice)
         # the pids of the shepherds this sbatchd started: whose cgroups are its own to clean
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
-        self.recent = {}  # (job, attempt) -> (outputs, open files): ended lately
+        # (job, attempt) -> (outputs, open files): ended lately
+        self.recent: dict[tuple[int, int], tuple[list, list | None]] = {}
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
-        self.peer = None  # the registered connection to mbatchd
-        self.outgoing = []
+        self.peer: Peer | None = None  # the registered connection to mbatchd
+        self.outgoing: list = []  # the turn's reports (the core's JobReport dicts)
         self.flushed = 0.0  # loop time of the last _flush
-        self.loop = None
-        self.links = {}  # pid -> ShepherdLink: the shepherd processes
-        self.cleaning = []  # attempt records to remove, sent by _flush
-        self.polling = None  # the timer that looks at adopted attempts' locks
-        self.carry = {
+        self.loop: asyncio.AbstractEventLoop  # the running loop, from serve
+        self.links: dict[int, ShepherdLink] = {}  # pid -> ShepherdLink: the shepherd processes
+        self.cleaning: list[str] = []  # attempt records to remove, sent by _flush
+        # the timer that looks at adopted attempts' locks
+        self.polling: asyncio.TimerHandle | None = None
+        self.carry: dict[type, Callable[[Any], None]] = {
             SaveEpoch: self._save_epoch,
             Report: self._report,
             Arm: self._arm,
@@ -239,9 +243,9 @@ class Sbatchd:
         att.shepherd = link.pid
         return link, att, lock, order
 
-    def _order(self, batch):
+    def _order(self, batch: list) -> None:
         """One frame per shepherd for the attempts of a dispatch."""
-        per_link = {}
+        per_link: dict[ShepherdLink, list[tuple[Attempt, int, dict]]] = {}
         for link, att, lock, order in batch:
             per_link.setdefault(link, []).append((att, lock, order))
         for link, items in per_link.items():
@@ -280,7 +284,9 @@ class Sbatchd:
     def _shepherd_lost(self, link):
         del self.links[link.pid]
         for name in link.kept_groups:  # empty, and no other shepherd will name them
-            self.cg.group(name).remove()
+            group = self.cg.group(name)
+            assert group is not None  # a shepherd keeps groups only under a cgroup backend
+            group.remove()
         self.run(self.core.shepherd_lost(link.pid))
 
     def _outputs(self, spec, cwd):
@@ -388,6 +394,7 @@ class Sbatchd:
             if att.group is not None:
                 att.group.remove()
         else:
+            assert att.shepherd is not None  # set by _prepare as the order left
             self.links[att.shepherd].attempts -= 1
         peek.remember(self.recent, att)
 
@@ -399,7 +406,7 @@ class Sbatchd:
             for path in records:
                 record.remove(path)
 
-    def adopt(self):
+    def adopt(self) -> None:
         """After a restart: every attempt record is a job this node started. Watch those
         still running; report those that ended while sbatchd was away."""
         found = []
@@ -435,7 +442,9 @@ class Sbatchd:
             pid = _shepherd_of(name)
             if pid not in ours:
                 continue
-            if name in running or not self.cg.group(name).remove(wait=1.0):
+            group = self.cg.group(name)
+            assert group is not None  # only a cgroup backend names groups
+            if name in running or not group.remove(wait=1.0):
                 left.add(pid)
             else:
                 log.info("removed stale cgroup %s", name)
@@ -443,7 +452,7 @@ class Sbatchd:
 
     # --- operations: status, metrics, reload
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         return {
             "sbatchd": "connected" if self.peer else "disconnected",
             "host": self.host,
@@ -452,7 +461,7 @@ class Sbatchd:
             "slots": self.conf.sbatchd.slots,
         }
 
-    def families(self):
+    def families(self) -> list[Any]:
         return [
             counter(
                 "lavalite_sbatchd_attempts_started",
@@ -486,7 +495,7 @@ class Sbatchd:
             ),
         ]
 
-    def reload(self):
+    def reload(self) -> None:
         """SIGHUP: new limits and defaults apply to the next attempts; running attempts keep
         going. A slot count change is sent to mbatchd at once by registering again."""
         conf = daemon.reread("sbatchd", self.host, self.conf)
@@ -498,7 +507,7 @@ class Sbatchd:
 
     # --- the connection to mbatchd
 
-    async def connect(self, stop):
+    async def connect(self, stop: asyncio.Event) -> None:
         """Dial mbatchd (the master the local LIM knows first, then the candidates in order,
         following redirects), register, serve its frames; on loss retry with backoff and
         jitter (RECONNECT_FAST). Running jobs are not touched."""
@@ -593,7 +602,7 @@ class Sbatchd:
             )
         )
 
-    async def serve(self, stop):
+    async def serve(self, stop: asyncio.Event) -> None:
         self.loop = asyncio.get_running_loop()
         metrics = await self.exporter.serve(self.conf.cluster.listen)
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))

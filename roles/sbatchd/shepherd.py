@@ -49,6 +49,7 @@ import stat
 import threading
 import time
 from collections import deque
+from typing import Any, cast
 
 from lavalite import log as log_setup
 from lavalite import protocol as P
@@ -67,7 +68,7 @@ class Account:
 
     __slots__ = ("name", "uid", "gid", "switch")
 
-    def __init__(self, name, uid, gid, switch):
+    def __init__(self, name: str, uid: int, gid: int, switch: bool) -> None:
         self.name, self.uid, self.gid, self.switch = name, uid, gid, switch
 
 
@@ -86,7 +87,7 @@ def _nss_cached(function, *args):
     return answer
 
 
-def user_groups(account):
+def user_groups(account: Account) -> list[int]:
     return _nss_cached(os.getgrouplist, account.name, account.gid)
 
 
@@ -251,41 +252,46 @@ class Run:
         "ooms",
     )
 
-    def __init__(self, order, record):
+    def __init__(self, order: dict, record: int) -> None:
         self.job, self.attempt = order["job"], order["attempt"]
         self.record = record  # the descriptor of its record, locked
         self.account = Account(*order["account"])
-        self.group = None
-        self.opened, self.renames, self.outfds, self.notes = [], [], [], []
-        self.status = {"start": time.time()}
+        self.group: cgroups.Group | None = None
+        self.opened: list[tuple[int, list[int]]] = []  # (fd, which of the job's 1 and 2 it is)
+        self.renames: list[tuple[str, str]] = []  # (temp, final)
+        self.outfds: list[list[int] | None] = []  # peek's [fd, st_dev, st_ino] per output
+        self.notes: list[str] = []
+        self.status: dict[str, Any] = {"start": time.time()}
         self.argv0 = self.tmpdir = self.pid = self.pidfd = None
         self.ooms = 0  # OOM kills its group had counted before it
 
 
 class Shepherd:
-    def __init__(self, sock, cg, cleaner):
+    # cg: a cgroups backend; its flags (threads, pooled) say which of V1's methods it has
+    def __init__(self, sock: socket.socket, cg: Any, cleaner: int) -> None:
         self.sock = sock
         self.cg = cg
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, self._read)
         self.decoder = P.Decoder()
         self.inbuf = bytearray(1 << 20)
-        self.locks = deque()  # descriptors received, in order: one per start order
+        self.locks: deque[int] = deque()  # descriptors received, in order: one per start order
         self.out = bytearray()  # ended frames not yet taken by the socket
         self.written = 0.0  # monotonic time of the last _write
         self.linked = True
         self.runs = 0  # attempts in our care
         self.cleaner = cleaner  # the write end of the cleaner's pipe (non-blocking)
         self.trash = bytearray()  # what the cleaner has yet to be told
-        self.kept_groups = {}  # name -> an ended attempt's cgroup, kept for the next (v1)
+        # name -> an ended attempt's cgroup, kept for the next (v1)
+        self.kept_groups: dict[str, cgroups.Group] = {}
         self.scratch = scratch.Scratch()  # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()  # None: glibc's calls, a fork per other user's job
-        self.home = None  # the loop thread's own groups (v1), set by serve
+        self.home: cgroups.Group | None = None  # the loop thread's own groups (v1), set by serve
         self.away = False  # the loop thread is in a job's groups (see _settle)
-        self.placed = []  # runs started from inside their groups, pids not written
+        self.placed: list[Run] = []  # runs started from inside their groups, pids not written
 
-    def serve(self):
+    def serve(self) -> None:
         """Until sbatchd is gone and every job has ended. Answers go out before the turn's
         start orders are read (mbatchd refills those slots while the shepherd starts jobs),
         at most one frame per ANSWER_GATHER while they stream."""
@@ -409,9 +415,8 @@ class Shepherd:
         if order.get("cgroup"):
             try:
                 run.group = self._group(order["cgroup"], cgroups.Limits(*order["limits"]))
-                run.ooms = run.group.ooms  # a reused group's, read as its last job ended
-                if run.ooms is None:
-                    run.ooms = run.group.oom_count()
+                ooms = run.group.ooms  # a reused group's, read as its last job ended
+                run.ooms = run.group.oom_count() if ooms is None else ooms
             except OSError as exc:  # the job must not run unconfined when cgroups are in use
                 log.error("job %s.%s: cannot create its cgroup: %s", run.job, run.attempt, exc)
                 self._trash("cgroup", order["cgroup"])
@@ -455,6 +460,7 @@ class Shepherd:
         try:
             if inside:  # from the last job's groups straight into this one's
                 self.away = True
+                assert group is not None  # inside implies a group
                 group.enter()
             pid = self._start_job(account, argv, env, cwd, run.opened, None if direct else group)
         except OSError as exc:
@@ -473,6 +479,7 @@ class Shepherd:
         never finds the shepherd there. Once per start frame, and before anything that must
         not happen inside a job's group (a fork, a prelude, a status)."""
         if self.away:
+            assert self.home is not None  # away only from inside, which needs a home
             try:
                 self.home.enter()
             except OSError as exc:  # a thread left there would be frozen and killed with
@@ -489,6 +496,7 @@ class Shepherd:
         if not account.switch:
             self._make_tmp(account, env["TMPDIR"])
             return spawn(argv, env, cwd, opened, prelude)
+        assert self.ids is not None  # without them _launch forks another user's job
         with self.ids.user(account.uid, account.gid, user_groups(account), real=True):
             self._make_tmp(account, env["TMPDIR"])
             return spawn(argv, env, cwd, opened)
@@ -690,7 +698,7 @@ def _unmoved(sig, frame):
     pass
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     """`lavalite --role sbatchd --shepherd FD CGROUPS SLICE LOG`: started by sbatchd only; FD is
     its end of the link, CGROUPS the backend sbatchd chose (v1, v2, none), LOG where sbatchd
     logs (JSON, lavalite.log.helper_spec: its file, syslog or stderr; warnings and errors)."""
@@ -723,7 +731,7 @@ def main(argv):
     return 70 if failed else 0
 
 
-def account_for(spec, allow_root):
+def account_for(spec: dict, allow_root: bool) -> tuple[Account, pwd.struct_passwd]:
     """Whom to run the job as: the submitting user, by name, checked against the uid the
     submission was signed for. ValueError says why the job cannot run here."""
     user, uid = spec.get("user"), spec.get("uid")
@@ -731,6 +739,7 @@ def account_for(spec, allow_root):
         pw = _nss_cached(pwd.getpwnam, user)
     except (KeyError, TypeError):
         raise ValueError(f"user {user!r} does not exist on this host") from None
+    user = cast(str, user)  # getpwnam took it
     if pw.pw_uid != uid:
         raise ValueError(f"user {user} has uid {pw.pw_uid} on this host but submitted as uid {uid}")
     if os.geteuid() != 0:
