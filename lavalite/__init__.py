@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type:
     """`lavalite.Client` without importing the client (config, sockets) on `import lavalite`:
     every role imports this package, and the CLI's start-up is the user's latency. A script's
     client encodes with orjson, as the daemons do (its one-time import pays back over many

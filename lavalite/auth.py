@@ -29,9 +29,13 @@ from lavalite.protocol import AUTH, BAD_FRAME, REDIRECT, VERSION, ProtocolError,
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from lavalite import messages
+
+    # a bare key, or a key file's keys (current first)
+    Key = bytes | tuple[bytes, ...]
 
 # seconds a signed hello stays valid: a credential the local LIM signs lives this long, and a
 # server remembers its nonce as long (clocks of the cluster's hosts must agree within it)
@@ -46,17 +50,17 @@ class KeyFileError(Exception):
     """The key file is missing or unsafe; the message says which and how to fix it."""
 
 
-def _new_key():
+def _new_key() -> str:
     return os.urandom(32).hex()  # secrets.token_hex(32), without secrets' OpenSSL import
 
 
-def _write_keys(path, keys, exclusive=False):
+def _write_keys(path: str, keys: "list[str]", exclusive: bool = False) -> None:
     """Write the key file atomically (a daemon reading it sees the old or the new file)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_whole(path, "".join(k + "\n" for k in keys), 0o600, replace=not exclusive)
 
 
-def create_key(path):
+def create_key(path: str) -> None:
     """Write a new random key, mode 0600, unless one exists."""
     try:
         _write_keys(path, [_new_key()], exclusive=True)
@@ -64,7 +68,7 @@ def create_key(path):
         pass
 
 
-def rotate_key(path, finish=False):
+def rotate_key(path: str, finish: bool = False) -> "list[bytes]":
     """Start a rotation: a new current key, the old current one kept as previous. With
     `finish`, end the overlap window: keep only the current key. Returns the keys written."""
     ring = load_key(path)
@@ -77,7 +81,7 @@ class Keyring(tuple):
     """The keys of a key file: the current one first (used to sign), then the previous one."""
 
 
-def load_key(path):
+def load_key(path: str) -> "Keyring":
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
@@ -91,7 +95,7 @@ def load_key(path):
     return Keyring(keys[:2])
 
 
-def _stamp(path):
+def _stamp(path: str) -> "tuple[int, int, int] | None":
     try:
         st = os.stat(path)
     except OSError:
@@ -103,12 +107,12 @@ class KeyFile:
     """A daemon's key file, re-read whenever it changed (checked at each new connection), so
     a rotation needs no restart. A broken new file keeps the keys already loaded."""
 
-    def __init__(self, path):
+    def __init__(self, path: str):
         self.path = path
         self.stamp = _stamp(path)
         self.keys = load_key(path)
 
-    def ring(self):
+    def ring(self) -> Keyring:
         stamp = _stamp(self.path)
         if stamp != self.stamp:
             self.stamp = stamp
@@ -124,12 +128,12 @@ class KeyFile:
         return self.keys
 
 
-def _ring(key):
+def _ring(key: "Key") -> "tuple[bytes, ...]":
     """A bare key (bytes) or a Keyring, as a tuple of keys, current first."""
     return key if isinstance(key, tuple) else (key,)
 
 
-def canonical(fields):
+def canonical(fields: "Mapping[str, Any]") -> bytes:
     """The bytes a hello's signature covers. A canonical form of its own, not the wire codec's:
     signer and verifier may use different codecs (protocol.use_orjson), and a signature must
     not depend on one."""
@@ -142,7 +146,7 @@ def canonical(fields):
         raise ProtocolError(BAD_FRAME, "hello nested too deep to check", fatal=True) from None
 
 
-def _mac(key, fields):
+def _mac(key: "Key", fields: "Mapping[str, Any]") -> str:
     return hmacsha.hexdigest(_ring(key)[0], canonical(fields))
 
 
@@ -155,7 +159,7 @@ def challenge() -> "messages.Challenge":
     return {"v": VERSION, "op": "challenge", "id": None, "nonce": _nonce()}
 
 
-def hello(key, role: str, host: str, to: str, sn: str, **extra) -> "messages.Hello":
+def hello(key: "Key", role: str, host: str, to: str, sn: str, **extra: "Any") -> "messages.Hello":
     """A signed hello answering challenge nonce `sn` of a `to` server (its role). `extra`
     carries uid/user for role 'user'."""
     msg: dict[str, Any] = {
@@ -175,14 +179,21 @@ def hello(key, role: str, host: str, to: str, sn: str, **extra) -> "messages.Hel
     return msg  # type: ignore[return-value]
 
 
-def session_key(key, msg: "messages.Hello") -> bytes:
+def session_key(key: "Key", msg: "Mapping[str, Any]") -> bytes:
     """The session key of the connection `msg` (a signed hello) logged in: known only to who
     holds the cluster key (and to the user LIM signed that one hello for)."""
     material = f"session|{msg['sn']}|{msg['cn']}|{msg['sig']}".encode()
     return bytes.fromhex(hmacsha.hexdigest(_ring(key)[0], material))
 
 
-def verify_hello(key, msg, sn: str, to: str, seen: "ReplayCache", now=None):
+def verify_hello(
+    key: "Key",
+    msg: "dict[str, Any]",
+    sn: str,
+    to: str,
+    seen: "ReplayCache",
+    now: float | None = None,
+) -> "tuple[dict[str, Any], Session]":
     """Check a hello answering challenge `sn` on a `to` server: (identity, its Session on the
     accepting side), or raise ProtocolError (fatal: the connection goes)."""
     now = time.time() if now is None else now
@@ -225,7 +236,9 @@ def _identity(msg: dict) -> dict:
     return ident
 
 
-def greet(key, msg, sn: str, to: str, seen: "ReplayCache"):
+def greet(
+    key: "Key", msg: "dict[str, Any]", sn: str, to: str, seen: "ReplayCache"
+) -> "tuple[dict[str, Any], Session, dict[str, Any]]":
     """Server side of a hello: (identity, Session, reply frame). The session key comes from
     the key the client signed with, so a client still on the previous key during a rotation
     gets an answer it can check."""
@@ -242,7 +255,7 @@ class ReplayCache:
         self.cap = cap
         self.until: OrderedDict[str, float] = OrderedDict()  # nonce -> expiry, oldest first
 
-    def first(self, nonce, now: float) -> bool:
+    def first(self, nonce: "Any", now: float) -> bool:
         """Record `nonce`; whether it is new. A missing nonce is never new."""
         until = self.until
         while until and (len(until) >= self.cap or next(iter(until.values())) < now):

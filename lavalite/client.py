@@ -21,6 +21,7 @@ from lavalite.hosts import local_host, mbatchd_endpoints
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Iterable
     from typing import Any
 
     from lavalite import messages
@@ -45,7 +46,13 @@ class Client:
     (restarting, failing over: ClientError 'unreachable'); None = $LAVALITE_COMMAND_WAIT, else the
     configured [cluster] command_wait. A refusal is never retried."""
 
-    def __init__(self, conf_path=None, conf=None, timeout=60.0, command_wait: float | None = None):
+    def __init__(
+        self,
+        conf_path: str | None = None,
+        conf: config.Config | None = None,
+        timeout: float = 60.0,
+        command_wait: float | None = None,
+    ):
         self.conf = conf or config.load(config.find_conf(conf_path))
         self.timeout = timeout
         self.command_wait = (
@@ -61,7 +68,7 @@ class Client:
         # the ssl context, made at the first connection with TLS
         self.tls: ssl.SSLContext | None = None
 
-    def _credential(self, sn: str):
+    def _credential(self, sn: str) -> "tuple[messages.Hello, auth.Session]":
         """(signed hello answering challenge `sn`, its Session). Who can read the cluster key
         signs for itself; any other user gets a hello the local LIM signs for the uid the
         kernel reports, with the key of that hello's session."""
@@ -70,14 +77,14 @@ class Client:
             hello, key = self._node_credential(sn)
             return hello, auth.Session(key, dialler=True)
         try:
-            key = auth.load_key(path)
+            ring = auth.load_key(path)
         except auth.KeyFileError as exc:
             raise ClientError(P.AUTH, str(exc)) from None
         uid = os.getuid()
         hello = auth.hello(
-            key, "user", local_host(), "mbatchd", sn, uid=uid, user=pwd.getpwuid(uid).pw_name
+            ring, "user", local_host(), "mbatchd", sn, uid=uid, user=pwd.getpwuid(uid).pw_name
         )
-        return hello, auth.Session(auth.session_key(key, hello), dialler=True)
+        return hello, auth.Session(auth.session_key(ring, hello), dialler=True)
 
     def _node_credential(self, sn: str) -> "tuple[messages.Hello, bytes]":
         path = os.path.join(self.conf.paths.spool_dir, "lim.sock")
@@ -125,7 +132,7 @@ class Client:
             return sock
         raise ClientError("unreachable", "cannot reach mbatchd: " + "; ".join(errors))
 
-    def _tls_context(self):
+    def _tls_context(self) -> "ssl.SSLContext | None":
         """Where [cluster] tls_ca is set, the ssl context to dial mbatchd with (made once);
         a tls_ca that cannot be used is a configuration error, found before any dial."""
         if self.tls is None and self.conf.cluster.tls_ca:
@@ -225,7 +232,7 @@ class Client:
                 raise ClientError("unreachable", err.get("message") or "no master elected")
             master = greeting["master"]
 
-    def _greet(self, msg, master=None):
+    def _greet(self, msg: "dict[str, Any]", master: str | None = None) -> "dict[str, Any]":
         """Connect, take the challenge, send the hello answering it and msg (sealed) in one
         write; the answer to the hello (sealed: mbatchd's proof that it holds the key)."""
         self.sock = self._connect(master)
@@ -237,28 +244,29 @@ class Client:
         self.session = session
         return self._read()
 
-    def _read(self):
+    def _read(self) -> "dict[str, Any]":
+        assert self.sock is not None  # _greet connects before it reads
         try:
             return _read_frame(self.sock, self.inbuf, self.session)
         except P.ProtocolError as exc:
             raise ClientError(exc.code, exc.message) from None
 
-    def close(self):
+    def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
             self.session = None
             self.inbuf.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- the requests, for scripts
 
-    def submit(self, cmd, req=None, **spec):
+    def submit(self, cmd: "Iterable[str]", req: str | None = None, **spec: "Any") -> int:
         """Submit one job; returns its id. `spec` takes queue, name, out, err, walltime,
         retries, slots, cwd, env (defaults: the caller's cwd and environment)."""
         spec.setdefault("cwd", os.getcwd())
@@ -266,13 +274,20 @@ class Client:
         spec.setdefault("from_host", local_host())
         return self.call("submit", spec={"cmd": list(cmd), **spec}, req=req)["job"]
 
-    def jobs(self, ids=(), users=None, all=False):
+    def jobs(
+        self, ids: "Iterable[int | str]" = (), users: list[str] | None = None, all: bool = False
+    ) -> "list[dict[str, Any]]":
         return self.call("jobs", jobs=list(ids), users=users, all=all)["jobs"]
 
-    def kill(self, ids):
+    def kill(self, ids: "Iterable[int | str]") -> "list[dict[str, Any]]":
         return self.call("kill", jobs=list(ids))["results"]
 
-    def submit_many(self, jobs, req=None, **defaults):
+    def submit_many(
+        self,
+        jobs: "Iterable[Iterable[str] | dict[str, Any]]",
+        req: str | None = None,
+        **defaults: "Any",
+    ) -> list[int]:
         """Submit many jobs in ONE request; returns their ids in order. `jobs`: command lists
         or spec dicts ({"cmd": [...], "queue": ..., "name": "x[1-100]", ...}); `defaults`
         apply to every job (the caller's cwd and environment unless given). mbatchd checks
@@ -283,7 +298,7 @@ class Client:
         specs = [j if isinstance(j, dict) else {"cmd": list(j)} for j in jobs]
         return self.call("submit_many", defaults=defaults, specs=specs, req=req)["jobs"]
 
-    def wait(self, job_id, cond="ended"):
+    def wait(self, job_id: int | str, cond: str = "ended") -> "dict[str, Any]":
         """Block until job (or array) `job_id` has ended, or is done ("done": raises
         ClientError if it ended otherwise). One request; mbatchd answers when it holds."""
         return self.call("wait", cond=cond, job=job_id)
@@ -294,7 +309,7 @@ class Client:
 _env: list[dict] = [{}, {}]
 
 
-def environ():
+def environ() -> dict[str, str]:
     """A copy of the caller's environment, as a submission carries it. Reading os.environ
     decodes every name and value (25 us of a submission's client CPU with 40 variables): the
     decoded copy is kept and made again only when the raw data changed (lavalite.cpython)."""
@@ -321,7 +336,9 @@ def _pause(delay: float, left: float) -> float:
     return min(delay * 2, 2.0)
 
 
-def _read_frame(sock, buf, session=None):
+def _read_frame(
+    sock: socket.socket, buf: bytearray, session: auth.Session | None = None
+) -> "dict[str, Any]":
     """The next frame (its MAC checked under `session`, if given; ProtocolError if bad); bytes
     past it stay in buf. A reply usually takes one recv (its header and body together), not
     one for each."""
@@ -335,7 +352,7 @@ def _read_frame(sock, buf, session=None):
     return P.loads(frame if session is None else session.open(frame))
 
 
-def _fill(sock, buf, n):
+def _fill(sock: socket.socket, buf: bytearray, n: int) -> None:
     """Read until buf holds n bytes (at least 64 KiB a read, at most 1 MiB)."""
     while len(buf) < n:
         chunk = sock.recv(min(max(1 << 16, n - len(buf)), 1 << 20))

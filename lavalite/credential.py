@@ -13,10 +13,14 @@ import struct
 from lavalite import auth
 from lavalite.protocol import AUTH, ProtocolError, require
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lavalite.peer import Peer
+
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def peer_uid(sock):
+def peer_uid(sock: socket.socket | None) -> int:
     """The uid of the process at the other end of a connected Unix socket."""
     if sock is None or sock.family != socket.AF_UNIX:
         raise ProtocolError(
@@ -26,7 +30,7 @@ def peer_uid(sock):
     return uid
 
 
-def sign(key, host: str, peer, msg: dict) -> dict:
+def sign(key: auth.Keyring, host: str, peer: "Peer", msg: dict) -> dict:
     """For whoever is connected to `peer` (a daemon-side Peer), a signed user hello answering
     the challenge `msg` names (sn, of a `to` server) and the key of that hello's session,
     which the user needs to seal its frames: the user learns the key of that one session,

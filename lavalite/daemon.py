@@ -143,7 +143,7 @@ def run(
     protocol.use_orjson()
     hmacsha.use_openssl()
 
-    async def wrapper():
+    async def wrapper() -> Any:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

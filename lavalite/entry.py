@@ -8,7 +8,7 @@ import sys
 ROLES = ("lim", "mbatchd", "sbatchd", "cli")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "lavalite"
     args = argv[1:]

@@ -25,7 +25,7 @@ _IPAD = int.from_bytes(b"\x36" * _BLOCK, "big")
 _OPAD = int.from_bytes(b"\x5c" * _BLOCK, "big")
 
 
-def hexdigest(key, msg):
+def hexdigest(key: bytes, msg: bytes) -> str:
     """hmac.new(key, msg, "sha256").hexdigest() for bytes `key` and `msg`."""
     if len(key) > _BLOCK:
         key = sha256(key).digest()

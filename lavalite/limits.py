@@ -4,7 +4,7 @@
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_size(text):
+def parse_size(text: str | int | float) -> int:
     """'512' (MB), '512M', '2G', '100K', '1T', with an optional trailing B -> bytes (int).
     ValueError says what was expected."""
     raw = str(text).strip().upper()
@@ -20,7 +20,7 @@ def parse_size(text):
     return int(value * (mult or _UNITS["M"]))
 
 
-def format_size(nbytes):
+def format_size(nbytes: int) -> str:
     """Bytes -> the largest whole unit: 536870912 -> '512M'."""
     for unit in "TGMK":
         if nbytes and nbytes % _UNITS[unit] == 0:

@@ -13,6 +13,14 @@ import time
 
 from lavalite import private
 
+# llctrl imports this module: typing's own flag would cost that command typing's import
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from lavalite.config import Config
+
 FORMAT = "%(asctime)s {role}@{host}[%(process)d] %(levelname)s %(message)s"
 # syslog stamps time and host itself; the tag names the role, as `lavalite-mbatchd[PID]: `
 SYSLOG_FORMAT = "lavalite-{role}[%(process)d]: %(levelname)s %(message)s"
@@ -23,7 +31,7 @@ class _Formatter(logging.Formatter):
     one handler call and one write, and still reads as a line per event. The formats end with
     the message, so what precedes it is the prefix."""
 
-    def formatMessage(self, record):
+    def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
         if "\n" not in message:
             return super().formatMessage(record)
@@ -36,7 +44,7 @@ class _Formatter(logging.Formatter):
 _joined = True  # the target takes a record of several lines (not syslog: a message each)
 
 
-def lines(logger, level, texts):
+def lines(logger: logging.Logger, level: int, texts: "Sequence[str]") -> None:
     """Log several lines: one record where the target allows (a record costs ~20 us; mbatchd
     logs a line per job state change, thousands a second at full speed), else one per line."""
     if not texts or not logger.isEnabledFor(level):
@@ -48,7 +56,7 @@ def lines(logger, level, texts):
             logger.log(level, "%s", text)
 
 
-def syslog_address(text):
+def syslog_address(text: str) -> "str | tuple[str, int]":
     """'/dev/log' -> the path; 'host:port' -> (host, port) for UDP."""
     if text.startswith("/") or ":" not in text:
         return text
@@ -56,7 +64,9 @@ def syslog_address(text):
     return (host, int(port))
 
 
-def syslog_handler(address, facility=logging.handlers.SysLogHandler.LOG_DAEMON):
+def syslog_handler(
+    address: str, facility: int = logging.handlers.SysLogHandler.LOG_DAEMON
+) -> logging.handlers.SysLogHandler:
     """OSError when nothing listens on a Unix socket address."""
     return logging.handlers.SysLogHandler(syslog_address(address), facility)
 
@@ -71,7 +81,7 @@ class _Private:
     encoding: str | None
     errors: str | None
 
-    def _open(self):
+    def _open(self) -> "Any":
         return open(
             self.baseFilename,
             self.mode,
@@ -93,12 +103,22 @@ class _WatchedFile(_Private, logging.handlers.WatchedFileHandler):
     pass
 
 
-def _handler(role, host, target, syslog_address, open_file):
+def _handler(
+    role: str,
+    host: str,
+    target: str | None,
+    syslog_address: str | None,
+    open_file: "Callable[[], logging.Handler] | None",
+) -> logging.Handler:
     """The handler for `target` in the daemons' format; open_file() makes the file's."""
     fmt = FORMAT
+    handler: logging.Handler
+    # the fallbacks to stderr pass neither an address nor an open_file
     if target == "syslog":
+        assert syslog_address is not None
         handler, fmt = syslog_handler(syslog_address), SYSLOG_FORMAT
     elif target == "file":
+        assert open_file is not None
         handler = open_file()
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -106,7 +126,7 @@ def _handler(role, host, target, syslog_address, open_file):
     return handler
 
 
-def _install(handler, level):
+def _install(handler: logging.Handler, level: int) -> None:
     """The root logger's one handler from now on (a reload's replaces the old)."""
     global _joined
     _joined = not isinstance(handler, logging.handlers.SysLogHandler)
@@ -118,11 +138,11 @@ def _install(handler, level):
     root.setLevel(level)
 
 
-def _file(conf, role, host):
+def _file(conf: "Config", role: str, host: str) -> str:
     return os.path.join(conf.paths.log_dir, f"{role}-{host}.log")
 
 
-def helper_spec(role, host, conf):
+def helper_spec(role: str, host: str, conf: "Config") -> "dict[str, Any]":
     """What a helper process of `role` (sbatchd's shepherds) needs to log where the role does:
     passed on its command line, read by setup_helper."""
     return {
@@ -134,7 +154,7 @@ def helper_spec(role, host, conf):
     }
 
 
-def setup_helper(role, spec, floor=logging.WARNING):
+def setup_helper(role: str, spec: "dict[str, Any]", floor: int = logging.WARNING) -> None:
     """Log as the daemon that started this process: into its file (appended, and opened again
     once the daemon has rotated it), to syslog, or to the stderr it inherited; at `floor` or
     above. An empty spec (a helper started by hand) logs to stderr."""
@@ -148,13 +168,13 @@ def setup_helper(role, spec, floor=logging.WARNING):
     _install(handler, max(floor, getattr(logging, spec.get("level", "warning").upper())))
 
 
-def setup(role, host, conf):
+def setup(role: str, host: str, conf: "Config") -> None:
     """Route the `lavalite` loggers as conf says. A syslog socket that cannot be reached falls
     back to stderr with a warning: a daemon must not refuse to run for its logging."""
     # what the formats never show is not gathered (the logging HOWTO's "Optimization")
     logging.logThreads = logging.logMultiprocessing = False
 
-    def rotated():
+    def rotated() -> logging.Handler:
         os.makedirs(conf.paths.log_dir, exist_ok=True)
         return _RotatingFile(
             _file(conf, role, host),
@@ -173,7 +193,7 @@ def setup(role, host, conf):
         logging.getLogger("lavalite").warning("%s", problem)
 
 
-def address(peername) -> str:
+def address(peername: "Any") -> str:
     """A peer's address in a log line: host:port, or "(Unix socket)"."""
     return f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "(Unix socket)"
 
@@ -188,7 +208,7 @@ class Throttled:
         self.next_at = 0.0
         self.held = 0
 
-    def warning(self, fmt: str, *args) -> None:
+    def warning(self, fmt: str, *args: object) -> None:
         now = time.monotonic()
         if now < self.next_at:
             self.held += 1

@@ -7,6 +7,8 @@ socket, never imports asyncio.
 import asyncio
 import logging
 import resource
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from lavalite import auth
 from lavalite.log import Throttled, address
@@ -87,27 +89,33 @@ class Peer(asyncio.Protocol):
     it opens with a challenge its hello must answer (login()). A dialled connection waits for
     the challenge (`challenged`) and logs in with hello()."""
 
-    def __init__(self, handler, on_close=None, strangers: Strangers | None = None):
+    def __init__(
+        self,
+        handler: "Callable[[Peer, dict[str, Any]], Any]",
+        on_close: "Callable[[Peer], Any] | None" = None,
+        strangers: Strangers | None = None,
+    ):
         self.handler = handler
         self.on_close = on_close
         self.strangers = strangers
         self.decoder = Decoder(MAX_FRAME if strangers is None else STRANGER_FRAME)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
-        self._identity = None
+        # the hello's identity (a dict), None before: Any, as handlers see only logged-in peers
+        self._identity: Any = None
         self.session: auth.Session | None = None  # set by the login: seals every frame
         self.challenge: Challenge | None = None  # the one we sent (accepted side)
         self.challenged: asyncio.Future | None = None  # its nonce, when dialled
         self.closed = False
         self.paused = False  # the transport's buffer is over its high-water mark
-        self.waiters: dict[int, asyncio.Future] = {}  # request id -> reply, for our requests
+        self.waiters: dict[int | None, asyncio.Future] = {}  # request id -> reply, for our requests
         self.next_id = 1
 
     @property
-    def identity(self):
+    def identity(self) -> Any:
         return self._identity
 
     @identity.setter
-    def identity(self, ident) -> None:
+    def identity(self, ident: Any) -> None:
         self._identity = ident
         if ident is not None and self.strangers is not None:
             self.strangers.forget(self)
@@ -117,7 +125,7 @@ class Peer(asyncio.Protocol):
     def name(self) -> str:
         return address(self.transport.get_extra_info("peername"))
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         if self.strangers is not None:
             self.strangers.admit(self)
@@ -126,7 +134,7 @@ class Peer(asyncio.Protocol):
         else:
             self.challenged = asyncio.get_running_loop().create_future()
 
-    def login(self, keys, msg: dict, to: str, seen: auth.ReplayCache) -> dict:
+    def login(self, keys: auth.Keyring, msg: dict, to: str, seen: auth.ReplayCache) -> dict:
         """Check `msg` as the hello answering our challenge (we serve as role `to`): from
         now on every frame is sealed. Returns the answer to send (sealed: the proof that we
         hold the key too); raises ProtocolError (fatal) on a bad hello."""
@@ -136,7 +144,7 @@ class Peer(asyncio.Protocol):
         self.identity = ident
         return answer
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         # A stranger's frames one at a time: its hello, once verified, lifts the limit for the
         # frames sent right behind it (a client sends hello and request in one write).
         while self.strangers is not None and not self.closed:
@@ -152,7 +160,7 @@ class Peer(asyncio.Protocol):
                 return
             self.take(msg)
 
-    def take(self, msg) -> None:
+    def take(self, msg: dict[str, Any] | ProtocolError) -> None:
         """One decoded frame (or decoding error): a request to handle or a reply awaited."""
         if isinstance(msg, ProtocolError):
             self.fail(None, msg)
@@ -165,7 +173,7 @@ class Peer(asyncio.Protocol):
         else:
             self.guarded(msg, self.handler, self, msg)
 
-    def guarded(self, msg, fn, *args):
+    def guarded(self, msg: Any, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) on behalf of request `msg`; its result, or None once a ProtocolError has
         become an error reply. A bug must cost one request, never the daemon."""
         try:
@@ -180,7 +188,7 @@ class Peer(asyncio.Protocol):
             )
         return None
 
-    def fail(self, req_id, exc):
+    def fail(self, req_id: Any, exc: ProtocolError) -> None:
         strangers = self.strangers
         if strangers is not None:
             strangers.refused(self, exc.message)
@@ -195,7 +203,7 @@ class Peer(asyncio.Protocol):
         if exc.fatal or strangers is not None:  # a stranger's first frame is its hello, or it goes
             self.close()
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         for fut in self.waiters.values():
             if not fut.done():
@@ -208,10 +216,10 @@ class Peer(asyncio.Protocol):
         if self.on_close:
             self.on_close(self)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         self.paused = True
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self.paused = False
 
     def keeps_up(self) -> bool:
@@ -229,20 +237,20 @@ class Peer(asyncio.Protocol):
         self.abort()
         return False
 
-    def send(self, msg):
+    def send(self, msg: Any) -> None:
         if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(encode(msg, self.session))
 
-    def send_all(self, msgs):
+    def send_all(self, msgs: Iterable[Any]) -> None:
         """Several frames in one write (one system call instead of one each)."""
         if not self.closed and (not self.paused or self.keeps_up()):
             self.transport.write(b"".join([encode(m, self.session) for m in msgs]))
 
-    def request(self, op, **fields):
+    def request(self, op: str, **fields: Any) -> asyncio.Future:
         """Send a request and return a Future for its reply."""
         return self.request_msg({"v": VERSION, "op": op, **fields})
 
-    def request_msg(self, msg):
+    def request_msg(self, msg: Any) -> asyncio.Future:
         """Send a prebuilt request under a fresh id; a Future for its reply."""
         msg["id"] = rid = self.next_id
         self.next_id += 1
@@ -251,7 +259,7 @@ class Peer(asyncio.Protocol):
         self.send(msg)
         return fut
 
-    def close(self):
+    def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.transport.close()
@@ -263,11 +271,20 @@ class Peer(asyncio.Protocol):
             self.transport.abort()
 
 
-async def hello(peer, keys, role, host, to, timeout, **extra):
+async def hello(
+    peer: Peer,
+    keys: auth.Keyring,
+    role: str,
+    host: str,
+    to: str,
+    timeout: float,
+    **extra: Any,
+) -> dict[str, Any]:
     """Log a dialled connection in to a `to` server: answer its challenge with our signed
     hello and return its reply once it has proved it holds the key too (its reply is sealed
     under the session key; a redirect reply is returned for the caller to follow). Raises
     ConnectionError on a refusal or a missing proof. `extra`: uid and user for role 'user'."""
+    assert peer.challenged is not None, "a dialled connection awaits a challenge"
     challenge = await asyncio.wait_for(peer.challenged, timeout)
     if challenge.get("op") != "challenge" or not isinstance(challenge.get("nonce"), str):
         raise ConnectionError(f"expected a challenge, got {challenge.get('op')!r}")

@@ -19,6 +19,10 @@ import os
 import stat
 from collections.abc import Iterable
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lavalite.config import Config
+
 GROUP = "lavalite"
 SHOWN = 5  # paths a tightening line names; the rest are counted
 _inherited: list[int] = []  # the umask this process was started with, once enter() ran
@@ -98,7 +102,7 @@ def _entries(directory: str, keep: Iterable[str] = ()) -> list[tuple[str, bool]]
     return [(os.path.join(directory, n), False) for n in names if n not in keep]
 
 
-def state_targets(conf) -> list[tuple[str, bool]]:
+def state_targets(conf: "Config") -> list[tuple[str, bool]]:
     """What a daemon's start looks at: the directories of conf.paths and sbatchd's work_dir,
     everything in the spool, log and records directories (they are LavaLite's alone), and in
     state_dir the files LavaLite writes there (the configuration stays readable: users need
@@ -123,7 +127,7 @@ def state_targets(conf) -> list[tuple[str, bool]]:
     )
 
 
-def tighten_state(conf, log: logging.Logger) -> None:
+def tighten_state(conf: "Config", log: logging.Logger) -> None:
     """Tighten what an earlier run, another umask or a hand left looser than private, and say
     so in one line."""
     changed = tighten(state_targets(conf))

@@ -13,8 +13,10 @@ import struct
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
+
+    from lavalite.auth import Session
 
 VERSION = 2
 MAX_FRAME = 64 << 20
@@ -45,7 +47,7 @@ STALE_EPOCH = "stale_epoch"  # an order from a deposed master (an older fencing 
 class ProtocolError(Exception):
     """An error to send back as a typed error reply. `fatal` closes the connection after it."""
 
-    def __init__(self, code, message, fatal=False):
+    def __init__(self, code: str, message: str, fatal: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -60,11 +62,11 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
-def dumps(obj):
+def dumps(obj: "Any", /) -> bytes:  # positional, as orjson.dumps that replaces it
     return _JSON.encode(obj).encode()
 
 
-def dumps_sorted(obj):
+def dumps_sorted(obj: "Any") -> bytes:
     """The same JSON with every object's keys in order: equal contents, equal bytes."""
     return _SORTED.encode(obj).encode()
 
@@ -72,7 +74,7 @@ def dumps_sorted(obj):
 loads: "Callable[[bytes | str], Any]" = json.loads  # or orjson's (use_orjson)
 
 
-def use_orjson():
+def use_orjson() -> None:
     """Switch this process to orjson (daemons); falls back silently where it is missing."""
     global dumps, dumps_sorted, loads
     try:
@@ -81,25 +83,25 @@ def use_orjson():
         return
     dumps, loads = orjson.dumps, orjson.loads
 
-    def dumps_sorted(obj):
+    def dumps_sorted(obj: "Any") -> bytes:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
-def encode(msg, session=None):
+def encode(msg: "Mapping[str, Any]", session: "Session | None" = None) -> bytes:
     """One frame; sealed with `session` (a lavalite.auth.Session) once there is one."""
     body = dumps(msg) if session is None else session.seal(dumps(msg))
     return _HDR.pack(len(body)) + body
 
 
-def reply(req_id, **fields):
+def reply(req_id: "Any", **fields: "Any") -> "dict[str, Any]":
     return {"v": VERSION, "id": req_id, "ok": True, **fields}
 
 
-def error(req_id, code, message):
+def error(req_id: "Any", code: str, message: str) -> "dict[str, Any]":
     return {"v": VERSION, "id": req_id, "ok": False, "error": {"code": code, "message": message}}
 
 
-def check_message(msg):
+def check_message(msg: "Any") -> "dict[str, Any]":
     """Validate the envelope of a decoded frame; the op's own fields are checked by its handler."""
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_FRAME, "a frame must hold a JSON object")
@@ -118,12 +120,16 @@ def check_message(msg):
 class Decoder:
     """Incremental frame splitter: feed bytes, get messages or ProtocolErrors in order."""
 
-    def __init__(self, max_frame=MAX_FRAME):
+    def __init__(self, max_frame: int = MAX_FRAME):
         self.buf = bytearray()
         self.max_frame = max_frame
-        self.session = None  # once logged in: each frame's MAC is checked before decoding
+        self.session: Session | None = (
+            None  # once logged in: each frame's MAC is checked before decoding
+        )
 
-    def feed(self, data, most=None):
+    def feed(
+        self, data: bytes | bytearray, most: int | None = None
+    ) -> "list[dict[str, Any] | ProtocolError]":
         """The messages completed by `data`; with `most`, no more than that many, the rest
         staying buffered for the next call (a stranger's frames are taken one at a time)."""
         self.buf += data
@@ -161,7 +167,7 @@ class Decoder:
         return out
 
 
-def require(msg, field, kind, optional=False):
+def require(msg: "Mapping[str, Any]", field: str, kind: "Any", optional: bool = False) -> "Any":
     """A request field of the expected JSON type, or a BAD_REQUEST error naming it."""
     if field not in msg or msg[field] is None:
         if optional:

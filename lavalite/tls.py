@@ -15,6 +15,11 @@ import ssl
 from lavalite import config
 from lavalite.protocol import AUTH, ProtocolError
 
+# a user command imports this module: no asyncio, no typing at run time
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+
 # seconds an accepted connection has to finish its handshake; the hello deadline only starts
 # once it has (asyncio hands the connection over after the handshake)
 HANDSHAKE_TIMEOUT = 5.0
@@ -49,7 +54,7 @@ class DaemonTLS:
             "ssl_handshake_timeout": HANDSHAKE_TIMEOUT,
         }
 
-    def check_hello(self, transport, msg: dict) -> None:
+    def check_hello(self, transport: "asyncio.BaseTransport", msg: dict) -> None:
         """On a port users share with daemons: a hello in a daemon's role must come over a
         connection that presented a host certificate (which TLS has verified), so that the
         cluster key alone does not make a daemon."""
