@@ -17,7 +17,13 @@ from lavalite.limits import parse_size
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
+
+    # a file's syntax pass: {section: (line, {key: (value, line)})}
+    Parsed = dict[str, tuple[int, dict[str, tuple[str, int]]]]
+    # a section's keys in KEYS: {key: (kind, default, doc)}
+    Rows = dict[str, tuple[str, str, str]]
 
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
@@ -442,16 +448,17 @@ _BOOLS = {
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _index():
+def _index() -> "tuple[dict[str, dict[str, Rows]], dict[tuple[str, str], str]]":
     """KEYS -> ({file: {section: {key: (kind, default, doc)}}}, {(file, section): doc} of the
     free-form sections)."""
-    schema: dict[str, dict[str, dict]] = {f: {} for f in FILES}
+    schema: dict[str, dict[str, Rows]] = {f: {} for f in FILES}
     free: dict[tuple[str, str], str] = {}
     for f, sec, key, kind, default, doc in KEYS:
         rows = schema[f].setdefault(sec, {})
         if kind == "free":
             free[f, sec] = doc
         else:
+            assert key is not None  # only a free-form row has no key
             rows[key] = (kind, default, doc)
     return schema, free
 
@@ -500,7 +507,7 @@ class Config:
         return isinstance(other, Config) and vars(self) == vars(other)
 
 
-def _convert(kind, raw):
+def _convert(kind: str, raw: str) -> "Any":
     """Text -> typed value; ValueError's message says what was expected."""
     if kind in ("str", "path", "file?"):  # paths are resolved once [paths] is known
         return raw
@@ -546,23 +553,23 @@ def _convert(kind, raw):
     return value
 
 
-def _queue_name_ok(name):
+def _queue_name_ok(name: str) -> bool:
     return name.isascii() and all(c.isalnum() or c in "_-." for c in name)
 
 
-def _free_ok(key, value):
+def _free_ok(key: str, value: str) -> bool:
     """An entry of [hosts]/[labels]: one host name, a non-empty value."""
     return len(key.split()) == 1 and bool(value)
 
 
-def _hint(word, choices):
+def _hint(word: str, choices: "Iterable[str]") -> str:
     import difflib  # only on errors: keeps the CLI's import cheap
 
     close = difflib.get_close_matches(word, list(choices), 1)
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _read(path, errors, queues=False):
+def _read(path: str, errors: list[str], queues: bool = False) -> "Parsed | None":
     """Syntax pass -> {section: (line, {key: (value, line)})} in file order, None if unreadable.
     Known sections and keys are checked later, against KEYS."""
     try:
@@ -608,7 +615,7 @@ def _read(path, errors, queues=False):
     return sections
 
 
-def _check(fname, path, parsed, errors):
+def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
     """Report unknown sections/keys and bad free-form entries of one parsed file."""
     schema = _SCHEMA[fname]
     for sec, (sline, keys) in parsed.items():
@@ -636,7 +643,14 @@ def _check(fname, path, parsed, errors):
                 errors.append(f"{path}:{line}: [{sec}] {key}: unknown key{hint}")
 
 
-def _fill(ns, rows, given, path, sec, errors):
+def _fill(
+    ns: SimpleNamespace,
+    rows: "Rows",
+    given: "dict[str, tuple[str, int]]",
+    path: str,
+    sec: str,
+    errors: list[str],
+) -> None:
     """Set every key of one section on ns: the given value if valid, else the default."""
     for key, (kind, default, _) in rows.items():
         raw, line = given.get(key, (default, None))
@@ -656,7 +670,7 @@ def _fill(ns, rows, given, path, sec, errors):
             )
 
 
-def _resolve_paths(conf, fname):
+def _resolve_paths(conf: Config, fname: str) -> None:
     """Expand {state_dir}/{spool_dir}/{run_dir}, ~ and relative paths (relative to
     lavalite.conf's dir)."""
     # [paths] first, in table order (state_dir, spool_dir, ...), so later keys see resolved values
@@ -671,10 +685,11 @@ def _resolve_paths(conf, fname):
                 setattr(ns, key, os.path.normpath(value))
 
 
-def _build(path, main, errors, read=True):
+def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> Config:
     """Config from parsed lavalite.conf `main`; companions are read only if `read`."""
     conf = Config(path)
     _check(LAVALITE, path, main, errors)
+    parsed: Parsed | None  # None: a companion file absent or unreadable
     for fname in FILES:
         parsed, fpath, pkey = main, path, fname.replace(".", "_")
         if fname != LAVALITE:
@@ -716,10 +731,10 @@ def _build(path, main, errors, read=True):
         conf.sbatchd.cgroup_slice = cluster_slice(conf.cluster.name, conf.paths.state_dir)
     dq = conf.mbatchd.default_queue
     if dq not in conf.queues:
-        line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
-        if line:
+        dq_line = main.get("mbatchd", (0, {}))[1].get("default_queue", (0, None))[1]
+        if dq_line:
             errors.append(
-                f"{path}:{line}: [mbatchd] default_queue: queue {dq!r} is not defined "
+                f"{path}:{dq_line}: [mbatchd] default_queue: queue {dq!r} is not defined "
                 f"in {conf.paths.queues_conf}"
             )
         else:
@@ -731,7 +746,7 @@ def _build(path, main, errors, read=True):
     return conf
 
 
-def _tls_keys_together(conf, main, path, errors):
+def _tls_keys_together(conf: Config, main: "Parsed", path: str, errors: list[str]) -> None:
     """tls_cert and tls_key go together and need tls_ca to check peers with (tls_ca alone:
     a host that only runs commands). Whether the files fit is tls.check's business."""
     c, given = conf.cluster, main.get("cluster", (0, {}))[1]  # a key set here is given
@@ -813,7 +828,7 @@ def load(path: str) -> Config:
     return conf
 
 
-def _state_paths(state_dir):
+def _state_paths(state_dir: str) -> dict[str, str]:
     """Everything under state_dir but the runtime records, which go to a RAM filesystem where
     there is one (/dev/shm), named after state_dir, as /run/lavalite is for installed nodes."""
     import zlib  # only `lavalite up` comes here, never a user command
@@ -844,7 +859,7 @@ def defaults(state_dir: str) -> Config:
     return conf
 
 
-def _fmt(value):
+def _fmt(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
@@ -854,7 +869,7 @@ def _fmt(value):
     return str(value)
 
 
-def _describe(kind):
+def _describe(kind: str) -> str:
     if kind in _NUM:
         return _NUM[kind][4]
     if kind.startswith("choice:"):
@@ -922,7 +937,7 @@ def write_state_conf(state_dir: str, overrides: dict) -> str:
     return os.path.join(sd, LAVALITE)
 
 
-def _main(argv):
+def _main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--write-samples":
         os.makedirs(argv[1], exist_ok=True)
         for name in FILES:
