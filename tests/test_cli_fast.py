@@ -24,6 +24,7 @@ def test_user_commands_import_little():
         "uuid",
         "roles.cli.local",
         "roles.cli.simulator",
+        "typing",  # the CLI's annotations name typing's types only for mypy (TYPE_CHECKING)
     )
     for command in ("submit", "jobs", "kill", "wait"):
         code = (
@@ -80,6 +81,7 @@ def test_real_commands_load_no_heavy_module(cluster):
         "uuid",
         "ssl",
         "lavalite.tls",
+        "typing",
     }
     for args in (["submit", "-o", "/dev/null", "--", "true"], ["jobs", "-a"], ["queues"]):
         res = subprocess.run(

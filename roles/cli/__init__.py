@@ -12,6 +12,17 @@ from lavalite import config
 from lavalite.client import Client, ClientError
 from roles.cli.quick import Quick, Refused
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    from roles.cli.quick import Args, Command, Parser
+
+    P = TypeVar("P", ArgumentParser, Quick)
+
 # LSF names -> subcommands; also what `lavalite links` creates.
 ALIASES = {
     "bsub": "submit",
@@ -25,7 +36,7 @@ ALIASES = {
 }
 
 
-def _conf_arg(p):
+def _conf_arg(p: "Parser") -> None:
     p.add_argument(
         "--conf",
         help="lavalite.conf (default: $LAVALITE_CONF, "
@@ -48,19 +59,19 @@ MODULES = {
 QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek")
 
 
-def module_of(command):
+def module_of(command: str | None) -> str | None:
     """The name of the module under roles.cli that holds `command`, or None."""
     return next((m for m, cmds in MODULES.items() if command in cmds), None)
 
 
-def command_parts(command):
+def command_parts(command: str) -> "tuple[Callable[[Parser], None], Command, str]":
     """(setup, func, help) of a known command."""
     import importlib
 
     return importlib.import_module(f"roles.cli.{module_of(command)}").COMMANDS[command]
 
 
-def add_command(parser, setup, func):
+def add_command(parser: "P", setup: "Callable[[P], None]", func: "Command") -> "P":
     """A command's arguments on `parser` (argparse's, or a Quick)."""
     _conf_arg(parser)
     setup(parser)
@@ -73,14 +84,14 @@ def quick_parser(command: str) -> Quick:
     return add_command(Quick(), *command_parts(command)[:2])
 
 
-def quick_args(command, argv):
+def quick_args(command: str, argv: list[str]) -> "Args | None":
     """The user commands' arguments without argparse where roles.cli.quick can parse them."""
     if command not in QUICK:
         return None
     return quick_parser(command).parse(argv)
 
 
-def _quick(command: str | None, argv: list[str], prog: str):
+def _quick(command: str | None, argv: list[str], prog: str) -> "Args | None":
     """A QUICK command's arguments parsed without argparse where roles.cli.quick can, None
     otherwise; its words are checked first, whoever parses them (raises Refused)."""
     if command not in QUICK:
@@ -91,12 +102,12 @@ def _quick(command: str | None, argv: list[str], prog: str):
     return quick.parse(argv)
 
 
-def main(argv, prog="lavalite"):
+def main(argv: list[str], prog: str = "lavalite") -> int:
     if prog != "lavalite":  # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
     try:
-        args = _quick(command, argv[1:], prog)
+        args: Args | None = _quick(command, argv[1:], prog)
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -136,5 +147,5 @@ def _reader_gone() -> int:
     return 141
 
 
-def client(args):
+def client(args: "Args") -> Client:
     return Client(conf_path=args.conf)

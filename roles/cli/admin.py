@@ -12,7 +12,7 @@ import tempfile
 from lavalite import auth, config
 
 
-def _setup_admin(p):
+def _setup_admin(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     rk = sub.add_parser(
         "rotate-key",
@@ -46,7 +46,7 @@ def _setup_admin(p):
     )
 
 
-def admin(args):
+def admin(args: argparse.Namespace) -> int:
     if args.action == "tls-init":
         return tls_init(args.dir, args.hosts, args.days)
     conf = config.load(config.find_conf(args.conf))

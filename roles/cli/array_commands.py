@@ -6,10 +6,17 @@ import sys
 
 from lavalite.job_array import parse_ranges
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from roles.cli.quick import Args, Parser
+
 _COND = r"^\s*(done|ended)\(\s*([^)]+?)\s*\)\s*$"  # re.match compiles it for bwait only
 
 
-def read_lines(path):
+def read_lines(path: str) -> list[str]:
     """--each-line FILE: its lines without their newline; empty lines are skipped (a trailing
     newline or a blank line is not an element)."""
     try:
@@ -23,7 +30,7 @@ def read_lines(path):
     return lines
 
 
-def expand(views):
+def expand(views: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
     """mbatchd sends an array's not-yet-started indices as one view with "indices"; bjobs
     prints one row per element, as LSF does."""
     out = []
@@ -37,7 +44,7 @@ def expand(views):
     return out
 
 
-def order(view):
+def order(view: "dict[str, Any]") -> int:
     return view["id"]
 
 
@@ -47,7 +54,7 @@ def public(view: dict) -> dict:
     return {**view, "id": view["array"]} if view.get("array") else view
 
 
-def print_arrays(arrays, args):
+def print_arrays(arrays: "list[dict[str, Any]]", args: "Args") -> int:
     """bjobs -A: one line per array, LSF's columns (EXIT counts killed elements too)."""
     if args.json:
         import json
@@ -82,7 +89,7 @@ def print_arrays(arrays, args):
 # --- bwait
 
 
-def setup_wait(p):
+def setup_wait(p: "Parser") -> None:
     p.add_argument(
         "-w",
         dest="cond",
@@ -105,7 +112,7 @@ def _minutes(text: str) -> float:
     return seconds(text, "the time to wait", unit=60) / 60
 
 
-def wait(args):
+def wait(args: "Args") -> int:
     from lavalite.client import Client, ClientError
     from lavalite.job_array import ArrayError, parse_label
 

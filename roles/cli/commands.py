@@ -13,8 +13,16 @@ from lavalite.model import label
 from roles.cli import array_commands
 from roles.cli.quick import REMAINDER
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def _client(args):
+    from lavalite.client import Client
+    from roles.cli.quick import Args, Parser
+
+
+def _client(args: "Args") -> "Client":
     from roles.cli import client
 
     return client(args)
@@ -23,7 +31,7 @@ def _client(args):
 # --- bsub
 
 
-def _setup_submit(p):
+def _setup_submit(p: "Parser") -> None:
     p.add_argument("-q", dest="queue", help="queue (default: the cluster's default queue)")
     p.add_argument(
         "-J",
@@ -67,7 +75,7 @@ def _setup_submit(p):
     p.add_argument("cmd", nargs=REMAINDER, metavar="[--] COMMAND [ARGS]")
 
 
-def _bad_value(message):
+def _bad_value(message: str) -> Exception:
     """What a type function raises for argparse to print `message` (roles.cli.quick leaves
     any bad value to argparse, so argparse is loaded only then)."""
     import argparse
@@ -130,7 +138,7 @@ def _w_limit(text: str) -> float:
     return seconds(value, unit=60)
 
 
-def submit(args):
+def submit(args: "Args") -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         print("bsub: no command to run (bsub [options] COMMAND [ARGS])", file=sys.stderr)
@@ -163,7 +171,7 @@ def submit(args):
 # --- bjobs
 
 
-def _setup_jobs(p):
+def _setup_jobs(p: "Parser") -> None:
     p.add_argument("-a", dest="all", action="store_true", help="also jobs that finished recently")
     p.add_argument("-u", dest="user", help="jobs of USER, or all")
     p.add_argument("-q", dest="queue", help="only jobs of this queue")
@@ -178,7 +186,7 @@ def _setup_jobs(p):
     p.add_argument("jobs", nargs="*", type=_job_id, metavar="JOBID")
 
 
-def _job_id(text):
+def _job_id(text: str) -> int:
     """ID or ID[INDEX] (an array element)."""
     try:
         return parse_label(text)
@@ -186,22 +194,22 @@ def _job_id(text):
         raise _bad_value(str(exc)) from None
 
 
-def _short_time(t):
+def _short_time(t: float | None) -> str:
     return time.strftime("%b %e %H:%M", time.localtime(t)) if t else "-"
 
 
-def _long_time(t):
+def _long_time(t: float) -> str:
     return time.strftime("%a %b %e %H:%M:%S", time.localtime(t))
 
 
-def table(rows, header):
+def table(rows: "list[list[Any]]", header: list[str]) -> None:
     """Columns as wide as their widest cell, LSF style (left aligned, two spaces apart)."""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def jobs(args):
+def jobs(args: "Args") -> int:
     import json
 
     users = [args.user] if args.user else None
@@ -245,7 +253,7 @@ def jobs(args):
     return 1 if reply["missing"] else 0
 
 
-def _print_long(j):
+def _print_long(j: "dict[str, Any]") -> None:
     if "indices" in j:  # an array index not started yet: nothing more to say
         print(
             f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, "
@@ -305,7 +313,7 @@ def _print_long(j):
     print()
 
 
-def _ending(j):
+def _ending(j: "dict[str, Any]") -> str:
     if j["state"] == "DONE":
         return "Done successfully."
     if j["state"] == "KILLED":
@@ -326,11 +334,11 @@ def _ending(j):
 # --- bkill
 
 
-def _setup_kill(p):
+def _setup_kill(p: "Parser") -> None:
     p.add_argument("jobs", nargs="+", type=_job_id, metavar="JOBID")
 
 
-def kill(args):
+def kill(args: "Args") -> int:
     results = _client(args).call("kill", jobs=args.jobs)["results"]
     failed = False
     for r in results:
@@ -342,7 +350,7 @@ def kill(args):
 # --- bqueues, bhosts
 
 
-def queues(args):
+def queues(args: "Args") -> None:
     rows = _client(args).call("queues")["queues"]
     table(
         [
@@ -362,7 +370,7 @@ def queues(args):
     )
 
 
-def hosts(args):
+def hosts(args: "Args") -> None:
     rows = _client(args).call("hosts")["hosts"]
     table(
         [[h["name"], h["status"], h["slots"], h["used"], h["jobs"], h["free"]] for h in rows],
@@ -370,7 +378,7 @@ def hosts(args):
     )
 
 
-def no_options(p):
+def no_options(p: "Parser") -> None:
     pass
 
 

@@ -17,6 +17,10 @@ import zipfile
 
 from lavalite import config
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
 USER = "lavalite"
 UNIT_FILES = ("lavalite-lim.service", "lavalite-mbatchd.service", "lavalite-sbatchd.service")
 # directory -> mode; owned by the lavalite user (sbatchd, running as root, writes the spool too);
@@ -25,7 +29,7 @@ UNIT_FILES = ("lavalite-lim.service", "lavalite-mbatchd.service", "lavalite-sbat
 DIRS = {"var/lib/lavalite": 0o750, "var/spool/lavalite": 0o751, "var/log/lavalite": 0o750}
 
 
-def _setup(p):
+def _setup(p: "ArgumentParser") -> None:
     p.add_argument(
         "--prefix",
         default="/",
@@ -36,7 +40,7 @@ def _setup(p):
     p.add_argument("--no-user", action="store_true", help="do not create the lavalite system user")
 
 
-def _copy(src, dst, mode, first_line=None):
+def _copy(src: str | os.PathLike[str], dst: str, mode: int, first_line: str | None = None) -> None:
     """first_line: a zipapp's new `#!` line (the archive is written again after it, as zipapp
     does: shiv's offsets count its own first line, so a longer or shorter one breaks them)."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -54,7 +58,7 @@ def _copy(src, dst, mode, first_line=None):
     print(f"installed {dst}")
 
 
-def _shebang():
+def _shebang() -> str | None:
     """`#!<this python> -S` as pip pins its scripts' interpreter: every command starts without
     the site module (about 4 ms of a 45 ms bsub; the program carries its own packages). None
     (keep `#!/usr/bin/env python3`) when this python is a virtual environment's."""
@@ -63,7 +67,7 @@ def _shebang():
     return f"#!{sys.executable} -S"
 
 
-def _user(prefix, no_user):
+def _user(prefix: str, no_user: bool) -> tuple[int, int] | None:
     """The uid/gid of the lavalite user, created if missing; None when not ours to create."""
     import pwd
 
@@ -97,7 +101,7 @@ def _user(prefix, no_user):
     return pw.pw_uid, pw.pw_gid
 
 
-def install(args):
+def install(args: "Namespace") -> int:
     from importlib import resources
 
     program = os.path.realpath(args.file or sys.argv[0])

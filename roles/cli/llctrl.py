@@ -21,6 +21,10 @@ import time
 
 from lavalite import config
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
 UNITS = {
     "lim": "lavalite-lim.service",
     "mbatch": "lavalite-mbatchd.service",
@@ -38,7 +42,7 @@ SYSTEMCTL_VERBS = {
 RC = "llctrl-rc="  # the remote command's exit status, as the last line of its answer
 
 
-def remote_command(daemon, verb, lavalite="lavalite"):
+def remote_command(daemon: str, verb: str, lavalite: str = "lavalite") -> list[str]:
     """The argv each host runs. Shared with units/sudoers.lavalite-admin's test: whatever llctrl
     runs under sudo, the sudoers sample must allow, and nothing more."""
     if verb == "config-check":
@@ -46,7 +50,7 @@ def remote_command(daemon, verb, lavalite="lavalite"):
     return ["sudo", "-n", "systemctl", SYSTEMCTL_VERBS[verb], UNITS[daemon]]
 
 
-def _split(spec):
+def _split(spec: str) -> list[str]:
     """Split on the commas outside brackets: 'n[1,3],x' -> ['n[1,3]', 'x']."""
     parts, cur, depth = [], "", 0
     for c in spec:
@@ -59,7 +63,7 @@ def _split(spec):
     return [p.strip() for p in parts + [cur] if p.strip()]
 
 
-def expand(spec):
+def expand(spec: str) -> list[str]:
     """'node[1-3,7],gpu01' -> ['node1', 'node2', 'node3', 'node7', 'gpu01'] (pdsh's syntax;
     numbers keep their zero padding)."""
     hosts = []
@@ -102,7 +106,7 @@ def fold(hosts: list[str]) -> str:
     return ",".join(out)
 
 
-def _hosts(args, conf):
+def _hosts(args: "Namespace", conf: config.Config | None) -> list[str]:
     if args.hosts:
         return expand(args.hosts)
     if args.file:
@@ -155,7 +159,7 @@ def report(lines: dict[str, list[str]], codes: dict[str, int | None]) -> dict[st
     }
 
 
-def _who():
+def _who() -> str:
     """The admin behind the action: sudo's caller if any, else the uid's name."""
     try:
         me = pwd.getpwuid(os.getuid()).pw_name
@@ -164,7 +168,7 @@ def _who():
     return f"{os.environ['SUDO_USER']} (as {me})" if os.environ.get("SUDO_USER") else me
 
 
-def audit(address, message):
+def audit(address: str, message: str) -> None:
     """One syslog line (facility daemon, tag llctrl). A missing syslog socket is said, not
     fatal: the admin's action must not depend on the logger."""
     import logging
@@ -185,7 +189,7 @@ def audit(address, message):
     logger.info("%s", message)
 
 
-def setup(p):
+def setup(p: "ArgumentParser") -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "-w",
@@ -222,7 +226,7 @@ def setup(p):
     )
 
 
-def llctrl(args):
+def llctrl(args: "Namespace") -> int:
     if args.fanout < 1:
         print("llctrl: --fanout must be at least 1", file=sys.stderr)
         return 2

@@ -21,17 +21,21 @@ from lavalite.hosts import local_host
 from lavalite.program import self_command
 from roles.cli.commands import no_options
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
 LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "llctrl")
 
 
-def _state_dir(path):
+def _state_dir(path: str | None) -> str:
     return os.path.abspath(os.path.expanduser(path or "~/.lavalite"))
 
 
 _handed: set[int] = set()  # ports free_port gave already: the kernel may offer one again
 
 
-def free_port():
+def free_port() -> int:
     """A TCP port free on loopback now, and not one this process handed out before (`up`
     asks for five in a row; once the kernel gave the same one twice, and mbatchd could not
     listen)."""
@@ -47,7 +51,7 @@ def free_port():
 # --- up / down
 
 
-def _setup_up(p):
+def _setup_up(p: "ArgumentParser") -> None:
     p.add_argument("--state-dir", help="where the cluster keeps its state (default ~/.lavalite)")
     p.add_argument(
         "--slots",
@@ -57,7 +61,7 @@ def _setup_up(p):
     )
 
 
-def _first_conf(state, slots):
+def _first_conf(state: str, slots: int | None) -> str:
     host = local_host()
     sbatchd = {"slots": str(slots)} if slots else {}
     return config.write_state_conf(
@@ -86,7 +90,7 @@ def _first_conf(state, slots):
     )
 
 
-def metrics_urls(conf):
+def metrics_urls(conf: config.Config) -> list[tuple[str, str]]:
     """(role, URL) of each daemon's metrics endpoint that is on."""
     host = local_host() if conf.cluster.listen in ("0.0.0.0", "::") else conf.cluster.listen
     return [
@@ -100,7 +104,7 @@ def metrics_urls(conf):
     ]
 
 
-def _running_pid(path):
+def _running_pid(path: str) -> int | None:
     try:
         with open(path) as f:
             pid = int(f.read().strip())
@@ -110,7 +114,7 @@ def _running_pid(path):
         return None
 
 
-def up(args):
+def up(args: "Namespace") -> int:
     private.enter()
     state = _state_dir(args.state_dir)
     conf_path = os.path.join(state, "lavalite.conf")
@@ -184,7 +188,7 @@ def up(args):
     return 1 if dead and not stopping else 0
 
 
-def _start_role(conf, role):
+def _start_role(conf: config.Config, role: str) -> subprocess.Popen[bytes]:
     """The daemon, started with up's own umask, not up's private one: it keeps that for its
     jobs (lavalite/private.py)."""
     with open(os.path.join(conf.paths.log_dir, f"{role}.log"), "ab") as log:
@@ -197,7 +201,9 @@ def _start_role(conf, role):
         )
 
 
-def _supervise_sbatchd(conf, procs, stopping):
+def _supervise_sbatchd(
+    conf: config.Config, procs: dict[str, subprocess.Popen[bytes]], stopping: list[bool]
+) -> None:
     """Until asked to stop or lim dies: an sbatchd that dies is started again, as systemd's
     Restart= would (its jobs run on under their shepherds and are adopted); the delay doubles
     after each death within a minute of its start."""
@@ -220,7 +226,12 @@ def _supervise_sbatchd(conf, procs, stopping):
         time.sleep(0.2)
 
 
-def _wait_ready(conf, procs, stopping, timeout=60.0):
+def _wait_ready(
+    conf: config.Config,
+    procs: dict[str, subprocess.Popen[bytes]],
+    stopping: list[bool],
+    timeout: float = 60.0,
+) -> int | None:
     """Until mbatchd answers and this host's sbatchd has registered: its slot count."""
     deadline = time.time() + timeout
     with Client(conf=conf, timeout=5, command_wait=0) as c:  # it retries itself, watching procs
@@ -238,7 +249,7 @@ def _wait_ready(conf, procs, stopping, timeout=60.0):
     return None
 
 
-def _setup_down(p):
+def _setup_down(p: "ArgumentParser") -> None:
     p.add_argument(
         "--state-dir",
         help="the state directory of the cluster to stop "
@@ -246,7 +257,7 @@ def _setup_down(p):
     )
 
 
-def down(args):
+def down(args: "Namespace") -> int:
     state = args.state_dir
     if state is None:
         try:
@@ -271,11 +282,11 @@ def down(args):
 # --- links, config-check
 
 
-def _setup_links(p):
+def _setup_links(p: "ArgumentParser") -> None:
     p.add_argument("dir", help=f"directory for the symlinks ({', '.join(LINKS)})")
 
 
-def links(args):
+def links(args: "Namespace") -> None:
     target = os.path.realpath(sys.argv[0])
     os.makedirs(args.dir, exist_ok=True)
     for name in LINKS:
@@ -286,7 +297,7 @@ def links(args):
     print(f"linked {', '.join(LINKS)} in {args.dir} to {target}")
 
 
-def config_check(args):
+def config_check(args: "Namespace") -> int:
     path = config.find_conf(args.conf)
     conf = config.load(path)
     if conf.cluster.tls_ca:
@@ -302,7 +313,7 @@ def config_check(args):
 # --- demo
 
 
-def demo(args):
+def demo(args: "Namespace") -> int:
     """Start a throw-away cluster, run a few jobs through the LSF commands, show them, stop."""
     state = tempfile.mkdtemp(prefix="lavalite-demo-")
     bindir = os.path.join(state, "bin")

@@ -14,11 +14,11 @@ class _Formatter(argparse.HelpFormatter):
     lzma, fnmatch) was a tenth of a command's start-up, and argparse makes a formatter for
     every add_argument."""
 
-    def __init__(self, prog):
+    def __init__(self, prog: str) -> None:
         super().__init__(prog, width=_columns() - 2)
 
 
-def _columns():
+def _columns() -> int:
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
@@ -31,13 +31,13 @@ def _columns():
         return 80
 
 
-def build_parser(command=None):
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of `command` alone when it is known: the fast path, one parser to build (it
     parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
     the parser of every command, as subcommands."""
     import importlib
 
-    if module_of(command):
+    if command is not None and module_of(command):
         setup, func, helptext = command_parts(command)
         return add_command(
             argparse.ArgumentParser(

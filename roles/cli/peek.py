@@ -9,10 +9,18 @@ import sys
 from lavalite import protocol as P
 from lavalite.client import ClientError
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lavalite.client import Client
+    from roles.cli.quick import Args, Parser
+
 FOLLOW_WAIT = 5.0  # seconds a follow request may wait on the worker for new output
 
 
-def _setup(p):
+def _setup(p: "Parser") -> None:
     from roles.cli.commands import _job_id
 
     p.add_argument(
@@ -21,7 +29,9 @@ def _setup(p):
     p.add_argument("job", type=_job_id, metavar="JOBID")
 
 
-def stream(client, job, follow, write):
+def stream(
+    client: "Client", job: int, follow: bool, write: "Callable[[list[int], bytes], None]"
+) -> None:
     """Call write(stream_fds, bytes) with the job's output as it comes; returns when all of it
     is shown (without follow: what exists now)."""
     offsets = None
@@ -40,12 +50,12 @@ def stream(client, job, follow, write):
             return
 
 
-def peek(args):
+def peek(args: "Args") -> int:
     from roles.cli import client
 
     out = sys.stdout.buffer
 
-    def write(fds, data):
+    def write(fds: list[int], data: bytes) -> None:
         out.write(data)
         out.flush()
 

@@ -16,6 +16,13 @@ not implement (roles.cli.lsf_options).
 
 from types import SimpleNamespace
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+    from collections.abc import Callable
+    from typing import Any
+
 REMAINDER = "..."  # argparse.REMAINDER
 
 
@@ -24,26 +31,30 @@ class Refused(Exception):
 
 
 class Quick:
-    def __init__(self):
-        self.options = {}  # option string -> (dest, is_flag, type)
-        self.positional = None  # (dest, nargs, type)
-        self.defaults = {}
-        self.required = []
+    def __init__(self) -> None:
+        self.options: dict[
+            str, tuple[str, bool, Converter | None]
+        ] = {}  # option -> (dest, is_flag, type)
+        self.positional: tuple[str, str | None, Converter | None] | None = (
+            None  # (dest, nargs, type)
+        )
+        self.defaults: dict[str, Any] = {}
+        self.required: list[str] = []
         self.known = True  # False: some argument is beyond this parser
 
     def add_argument(
         self,
-        *names,
-        dest=None,
-        action=None,
-        nargs=None,
-        type=None,
-        default=None,
-        required=False,
-        help=None,
-        metavar=None,
-        **other,
-    ):
+        *names: str,
+        dest: str | None = None,
+        action: str | None = None,
+        nargs: str | None = None,
+        type: "Converter | None" = None,
+        default: "Any" = None,
+        required: bool = False,
+        help: str | None = None,
+        metavar: str | None = None,
+        **other: "Any",
+    ) -> None:
         if other or action not in (None, "store_true") or (type and isinstance(default, str)):
             self.known = False
         elif names[0].startswith("-"):
@@ -66,7 +77,7 @@ class Quick:
         else:
             self.known = False
 
-    def set_defaults(self, **values):
+    def set_defaults(self, **values: "Any") -> None:
         self.defaults.update(values)
 
     def check_words(self, argv: list[str], prog: str, lsf_name: str | None = None) -> None:
@@ -99,7 +110,7 @@ class Quick:
                 raise Refused(f"{prog}: {word} is an LSF option that LavaLite does not support")
         raise Refused(f"{prog}: {word} is not an option of {prog}")
 
-    def parse(self, argv):
+    def parse(self, argv: list[str]) -> SimpleNamespace | None:
         """The namespace argparse would give for argv, or None (leave it to argparse)."""
         if not self.known:
             return None
@@ -148,7 +159,7 @@ class Quick:
 _BAD = object()
 
 
-def _convert(kind, text):
+def _convert(kind: "Converter | None", text: str) -> "Any":
     if kind is None:
         return text
     try:
@@ -157,7 +168,14 @@ def _convert(kind, text):
         return _BAD
 
 
-def _count_ok(nargs, strings, dest):
+def _count_ok(nargs: str | None, strings: list[str], dest: str | None) -> bool:
     if dest is None:
         return not strings
     return {None: len(strings) == 1, "+": len(strings) >= 1}.get(nargs, True)
+
+
+if TYPE_CHECKING:
+    Converter = Callable[[str], Any]  # an argument's type=: str -> its value
+    Parser = ArgumentParser | Quick  # what a command's setup fills: argparse's, or a Quick
+    Args = Namespace | SimpleNamespace  # what a command receives: either's parse
+    Command = Callable[[Args], int | None]  # a command's function: its exit status (None: 0)

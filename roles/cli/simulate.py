@@ -1,8 +1,12 @@
 """`lavalite simulate`: the options; the engine (asyncio) is imported only when it runs, so
 registering the command costs the other commands nothing."""
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
 
-def _setup(p):
+
+def _setup(p: "ArgumentParser") -> None:
     p.add_argument("--hosts", type=int, default=100, help="virtual hosts (default 100)")
     p.add_argument("--slots", type=int, default=8, help="slots per host (default 8)")
     p.add_argument("--jobs", type=int, default=10_000, help="jobs to queue (default 10,000)")
@@ -43,7 +47,7 @@ def _setup(p):
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
-def run(args):
+def run(args: "Namespace") -> int:
     from roles.cli import simulator
 
     return simulator.main(args)

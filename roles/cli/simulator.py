@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from argparse import Namespace
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lavalite import auth, config, messages
@@ -35,15 +37,17 @@ DEFAULT_QUEUES = {
     "long": {"priority": "10", "max_running_user": "20000"},
 }
 BATCH = 5000  # single jobs per submit_many request
+# (user, queue, kind, size, duration): an array's one duration, or each single job's
+WorkItem = tuple[str, str, str, int, Any]
 
 
-def pct(values, p):
+def pct(values: Iterable[float], p: int) -> float:
     """Nearest-rank percentile (the bench scripts use it too)."""
     values = sorted(values)
     return values[max(0, -(-len(values) * p // 100) - 1)] if values else float("nan")
 
 
-def cpu_seconds(pid, children=False):
+def cpu_seconds(pid: int, children: bool = False) -> float:
     """User + system CPU of a live process (with children=True, plus the children it has
     reaped), from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -52,47 +56,47 @@ def cpu_seconds(pid, children=False):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid):
+def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
 
 
 class Sim:
-    def __init__(self, args, key, addr, port):
+    def __init__(self, args: Namespace, key: auth.Keyring, addr: str, port: int) -> None:
         self.args, self.key, self.addr, self.port = args, key, addr, port
         lo, _, hi = args.duration.partition("-")
         self.lo, self.hi = float(lo), float(hi or lo)
         self.loop = asyncio.get_running_loop()
-        self.submitted = {}  # job or array id -> submit time
+        self.submitted: dict[int, float] = {}  # job or array id -> submit time
         self.total = 0  # jobs (elements counted) the workload queued
-        self.ended = set()
+        self.ended: set[int] = set()
         self.twice = 0  # jobs that ended more than once: must stay 0
-        self.waits = []  # submit-to-start, seconds
-        self.per_second = {}  # int(time) -> dispatches
-        self.by_queue = {}  # queue -> [waits]
+        self.waits: list[float] = []  # submit-to-start, seconds
+        self.per_second: dict[int, int] = {}  # int(time) -> dispatches
+        self.by_queue: dict[str, list[float]] = {}  # queue -> [waits]
         self.all_ended = asyncio.Event()
 
-    def duration(self, spec):
+    def duration(self, spec: dict[str, Any]) -> float:
         d = spec.get("sim_duration") or self.lo
         if "index" in spec:
             d *= 0.5 + (spec["index"] * 2654435761 % 1000) / 1000
         return min(self.hi, max(self.lo, d)) / self.args.speed
 
-    def started(self, spec, now):
+    def started(self, spec: dict[str, Any], now: float) -> None:
         wait = now - self.submitted[spec.get("array", spec["id"])]
         self.waits.append(wait)
         self.by_queue.setdefault(spec["queue"], []).append(wait)
         sec = int(now)
         self.per_second[sec] = self.per_second.get(sec, 0) + 1
 
-    def finished(self, job_id):
+    def finished(self, job_id: int) -> None:
         if job_id in self.ended:
             self.twice += 1
         self.ended.add(job_id)
         if len(self.ended) >= self.total:
             self.all_ended.set()
 
-    async def connect(self, role, name, **extra):
+    async def connect(self, role: str, name: str, **extra: Any) -> Peer:
         _, peer = await self.loop.create_connection(
             lambda: Peer(self._frame(name)), self.addr, self.port
         )
@@ -104,7 +108,7 @@ class Sim:
             raise RuntimeError(f"mbatchd refused {role} {name}: {reply}")
         return peer
 
-    def _frame(self, name):
+    def _frame(self, name: str) -> Callable[[Peer, dict[str, Any]], None]:
         host = SimHost(self, name) if name.startswith("sim") else None
         return host.on_frame if host else (lambda peer, msg: None)
 
@@ -142,7 +146,7 @@ class SimHost:
                 self.exit(key, None, "killed")
         # "ack": nothing to drop, the simulator keeps no journal
 
-    def exit(self, key, code, reason):
+    def exit(self, key: tuple[int, int], code: int | None, reason: str) -> None:
         del self.timers[key]
         self.sim.finished(key[0])
         self.report(
@@ -157,7 +161,7 @@ class SimHost:
             }
         )
 
-    def report(self, rep):
+    def report(self, rep: messages.JobReport) -> None:
         rep["rid"] = self.rid
         self.rid += 1
         if not self.reports:
@@ -170,11 +174,13 @@ class SimHost:
         self.reports = []
 
 
-def workload(args, queues, rng, lo, hi):
+def workload(
+    args: Namespace, queues: list[str], rng: random.Random, lo: float, hi: float
+) -> list[WorkItem]:
     """[(user, queue, kind, size, duration)]: arrays (kind "array") and batches of single jobs
     (kind "singles", one duration per job), shuffled."""
     users = [f"user{i + 1}" for i in range(args.users)]
-    items = []
+    items: list[WorkItem] = []
     left = int(args.jobs * args.array_share)
     while left > 0:
         size = min(left, rng.randint(max(1, args.array_size // 10), max(1, args.array_size)))
@@ -197,7 +203,7 @@ def workload(args, queues, rng, lo, hi):
     return items
 
 
-async def submit_all(sim, items):
+async def submit_all(sim: Sim, items: list[WorkItem]) -> dict[str, Peer]:
     peers = {}
     for user, queue, kind, size, dur in items:
         if user not in peers:
@@ -223,8 +229,8 @@ async def submit_all(sim, items):
     return peers
 
 
-async def register_hosts(sim, n, slots):
-    async def one(i):
+async def register_hosts(sim: Sim, n: int, slots: int) -> list[Peer]:
+    async def one(i: int) -> Peer:
         for attempt in range(5):  # as sbatchd: a refused or dropped dial is tried again
             try:
                 peer = await sim.connect("sbatchd", f"sim{i:05d}")
@@ -242,7 +248,7 @@ async def register_hosts(sim, n, slots):
     return peers
 
 
-async def drive(args, conf, pid):
+async def drive(args: Namespace, conf: config.Config, pid: int) -> tuple[Sim, dict[str, Any]]:
     key = auth.load_key(conf.cluster.key_file)
     sim = Sim(args, key, "127.0.0.1", conf.mbatchd.port)
     rng = random.Random(args.seed)
@@ -282,13 +288,13 @@ async def drive(args, conf, pid):
     }
 
 
-def _state(args):
+def _state(args: Namespace) -> tuple[str, bool]:
     if args.state_dir:
         return os.path.abspath(args.state_dir), False
     return tempfile.mkdtemp(prefix="lavalite-sim-"), True
 
 
-def _write_conf(state, args):
+def _write_conf(state: str, args: Namespace) -> str:
     from roles.cli.local import free_port
 
     qfile = os.path.join(state, "queues.conf")
@@ -316,7 +322,7 @@ def _write_conf(state, args):
     return config.write_state_conf(state, overrides)
 
 
-def main(args):
+def main(args: Namespace) -> int:
     lo, _, hi = args.duration.partition("-")
     try:
         if not 0 < float(lo) <= float(hi or lo) or args.speed <= 0 or args.hosts < 1:
@@ -360,7 +366,7 @@ def main(args):
     return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
 
 
-def _wait_port(conf, proc, timeout=60):
+def _wait_port(conf: config.Config, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     import socket
 
     deadline = time.time() + timeout
@@ -378,7 +384,7 @@ def _wait_port(conf, proc, timeout=60):
     raise SystemExit("simulate: mbatchd did not listen within 60 s")
 
 
-def report(args, sim, fig):
+def report(args: Namespace, sim: Sim, fig: dict[str, Any]) -> None:
     waits = sorted(sim.waits)
     busy = sorted(sim.per_second.values())
     started = len(waits)
