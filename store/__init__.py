@@ -230,7 +230,16 @@ class Store:
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
-    def _commit(self, jobs, events, hosts, envs, users, queues, arrays) -> None:
+    def _commit(
+        self,
+        jobs: Iterable[Job],
+        events: Iterable[Event],
+        hosts: Iterable[Host],
+        envs: Iterable[tuple[int, str, dict]],
+        users: Iterable[tuple[str, int, float]],
+        queues: Iterable[tuple[str, dict]],
+        arrays: Iterable[Any],
+    ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
         for j in jobs:
