@@ -21,30 +21,8 @@ SCHEMA_VERSION = 3
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {2: None, 3: "ALTER TABLE jobs ADD COLUMN message TEXT"}
 
-_JOB_COLS = (
-    "id",
-    "req_id",
-    "user",
-    "uid",
-    "queue",
-    "name",
-    "slots",
-    "spec",
-    "state",
-    "reason",
-    "attempt",
-    "max_attempts",
-    "host",
-    "submit_time",
-    "start_time",
-    "end_time",
-    "eligible_time",
-    "exit_code",
-    "exit_signal",
-    "kill_requested",
-    "pend_seq",
-    "message",
-)
+# The columns a job's life changes (written again at each update), then the whole row: the ones
+# set at submit first. Rows are read back by name, so the order is the store's own.
 _MUTABLE = (
     "state",
     "reason",
@@ -58,6 +36,19 @@ _MUTABLE = (
     "kill_requested",
     "pend_seq",
     "message",
+)
+_JOB_COLS = (
+    "id",
+    "req_id",
+    "user",
+    "uid",
+    "queue",
+    "name",
+    "slots",
+    "spec",
+    "max_attempts",
+    "submit_time",
+    *_MUTABLE,
 )
 _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) VALUES ({', '.join('?' * len(_JOB_COLS))})"
