@@ -214,6 +214,36 @@ KEYS = [
         "How long a host may be unavailable before its running jobs are requeued (rerunnable "
         "queue) or end FAILED(node_lost).",
     ),
+    (
+        _LC,
+        "mbatchd",
+        "max_user_priority",
+        "int>=1",
+        "100",
+        "LSF's MAX_USER_PRIORITY: the highest priority a user may give a job (bsub -sp); a job "
+        "without -sp has half of it. Admins may go beyond it.",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "max_preexec_retry",
+        "int>=0",
+        "5",
+        "How many times a job whose pre-execution command (bsub -E) fails goes back to PEND "
+        "before it ends FAILED(pre_exec).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "notify_command",
+        "str",
+        "",
+        "Command mbatchd runs (as itself, on its host) for bsub -B (job begins) and -N (job "
+        "ends), with the event, the job id and the address (-u, else the user) as arguments "
+        "and LSB_JOBID, LSB_JOBNAME, LSB_USER, LSB_NOTIFY_EVENT, LSB_MAILTO, LSB_JOBSTAT, "
+        "LSB_JOBEXIT_STAT in its environment. Empty = none (-B and -N are accepted and do "
+        "nothing).",
+    ),
     (_LC, "lim", "port", "port", "6879", "TCP port LIM listens on."),
     (_LC, "lim", "metrics_port", "port0", "0", "HTTP port of LIM's /metrics and /status."),
     (_LC, "sbatchd", "metrics_port", "port0", "0", "HTTP port of sbatchd's /metrics and /status."),

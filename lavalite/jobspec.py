@@ -15,6 +15,7 @@ MAX_MEMORY = 1 << 60  # bytes of -M (1 EiB)
 MAX_PIDS = 1 << 22  # --pids: Linux's largest pid_max
 MAX_RETRIES = 1000  # --retries, before the queue's max_retries bounds it
 MAX_SECONDS = 366 * 86400  # walltime (--time, -W) and the like: one year
+MAX_PRIORITY = (1 << 31) - 1  # -sp, before mbatchd's max_user_priority bounds it
 
 
 class SpecError(ValueError):

@@ -14,9 +14,9 @@ FINISHED = frozenset((DONE, FAILED, KILLED))
 STATES = (PEND, RUN, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
-# that never reached its host.
+# that never reached its host. PEND -> FAILED: its termination time (bsub -t) came first.
 TRANSITIONS = {
-    PEND: frozenset((RUN, KILLED)),
+    PEND: frozenset((RUN, KILLED, FAILED)),
     RUN: frozenset((DONE, FAILED, KILLED, PEND)),
     DONE: frozenset(),
     FAILED: frozenset(),
@@ -46,6 +46,23 @@ PR_TOO_BIG = "No host has enough job slots for this job (-n)"
 PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
 PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
+
+# The spec's fields of bsub's timing, pre/post-execution and bookkeeping options, as job_view
+# shows them (roles/cli/bsub_options.py makes them)
+OPTION_FIELDS = (
+    "begin",
+    "term_time",
+    "pre_exec",
+    "post_exec",
+    "rerunnable",
+    "project",
+    "user_group",
+    "description",
+    "priority",
+    "cpu_limit",
+    "notify",
+    "mail_user",
+)
 
 # Host states as bhosts shows them.
 HOST_OK, HOST_CLOSED, HOST_UNAVAIL = "ok", "closed_Adm", "unavail"
@@ -260,6 +277,7 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "memory": spec.get("memory"),
         "pids": spec.get("pids"),
         "kill_requested": job.kill_requested,
+        **{field: spec.get(field) for field in OPTION_FIELDS},
     }
 
 

@@ -10,7 +10,7 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands
+from roles.cli import array_commands, bsub_options
 from roles.cli.quick import REMAINDER
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -72,6 +72,7 @@ def _setup_submit(p: "Parser") -> None:
         help="an array of one element per line of "
         "FILE (- for stdin); the element's line is in $LSB_JOBLINE",
     )
+    bsub_options.setup(p)
     p.add_argument("cmd", nargs=REMAINDER, metavar="[--] COMMAND [ARGS]")
 
 
@@ -160,6 +161,11 @@ def submit(args: "Args") -> int:
     }
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
+    try:
+        spec.update(bsub_options.fields(args, time.time()))
+    except bsub_options.OptionError as exc:
+        print(f"bsub: {exc}. Job not submitted.", file=sys.stderr)
+        return 2
     reply = _client(args).call(
         "submit", spec={k: v for k, v in spec.items() if v is not None}, req=os.urandom(16).hex()
     )
@@ -278,6 +284,8 @@ def _print_long(j: "dict[str, Any]") -> None:
         f"{_long_time(j['submit_time'])}: Submitted from host <{j['from_host']}>, "
         f"CWD <{j['cwd']}>{files};"
     )
+    for line in bsub_options.long_lines(j):
+        print(line)
     if j["walltime"]:
         print(f"  RUNLIMIT: {j['walltime'] / 60:.1f} min ({j['walltime']:g} s)")
     if j.get("memory") or j.get("pids"):
@@ -323,6 +331,7 @@ def _ending(j: "dict[str, Any]") -> str:
         "oom": "Exceeded its memory limit (TERM_MEMLIMIT)",
         "node_lost": "Its host was lost",
         "exec_failed": f"Could not start (exit code {j['exit_code']})",
+        **bsub_options.ENDINGS,
     }
     if j["exit_signal"] is not None and j["reason"] == "signal":
         return f"Exited by signal {j['exit_signal']}."

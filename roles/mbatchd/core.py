@@ -45,7 +45,9 @@ from lavalite.model import (
     submitted,
     transition,
 )
+from roles.mbatchd import job_options
 from roles.mbatchd.array_ops import ArrayOps, check_array
+from roles.mbatchd.job_options import OptionOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -72,6 +74,7 @@ class TurnOutput:
     arrays: dict = field(default_factory=dict)  # id -> Array changed
     woken: list = field(default_factory=list)  # (token, result or ProtocolError) of bwaits
     outbox: dict = field(default_factory=dict)  # host -> [message]
+    notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -87,7 +90,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps):
+class Core(ArrayOps, OptionOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -104,7 +107,9 @@ class Core(ArrayOps):
         self.hosts = {}
         self.free_by_host = {}  # host -> free slots, usable hosts with free > 0
         self.total_free = 0
-        self.backoff = []  # heap of (eligible_time, job id)
+        self.backoff = []  # heap of (eligible_time, job id): retry backoff and begin time (-b)
+        self.deadlines = []  # heap of (term_time, job id) of jobs with -t, pending when pushed
+        self.pre_failures = {}  # job id -> its pre-execution commands that failed (-E)
         self.finished = deque()  # (end_time, job id), for expiry from memory
         self.reasons = {}  # last plan's pending reasons
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
@@ -126,7 +131,7 @@ class Core(ArrayOps):
             self.host_jobs[host.name] = set()
             self.max_slots = max(self.max_slots, host.slots)
         for rec in state["arrays"]:
-            self._adopt_array(Array.from_record(rec), state["envs"])
+            self._adopt_array(Array.from_record(rec), state["envs"], now)
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
         for name, ids in self.host_jobs.items():
@@ -191,6 +196,7 @@ class Core(ArrayOps):
         q = self._queue(job.queue)
         if job.state == PEND:
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+            self._track_deadline(job)
             if job.eligible_time > now:
                 heapq.heappush(self.backoff, (job.eligible_time, job.id))
             else:
@@ -203,7 +209,7 @@ class Core(ArrayOps):
             self.host_jobs[job.host].add(job.id)
             self.hosts[job.host].used += job.slots
 
-    def _adopt_array(self, arr, envs):
+    def _adopt_array(self, arr, envs, now):
         self.arrays[arr.id] = arr
         if arr.req_id:
             self.by_req[arr.req_id] = arr.id
@@ -214,13 +220,19 @@ class Core(ArrayOps):
         if env_id in envs:
             self._env_ref(env_id, *envs[env_id])
         if arr.remaining:
-            self._queue(arr.queue).pending.setdefault(arr.user, deque()).append((arr.pend_seq, arr))
+            self._track_deadline(arr)
+            if not self._hold_until_begin(arr, now):
+                self._queue(arr.queue).pending.setdefault(arr.user, deque()).append(
+                    (arr.pend_seq, arr)
+                )
 
     def sort_pending(self) -> None:
-        """After a reload, put every FIFO in pend_seq order (jobs came in id order)."""
+        """After a reload, put every FIFO in (-priority, pend_seq) order (jobs came in id
+        order)."""
+        order = job_options.fifo_order(self._default_priority())
         for q in self.queues.values():
             for user, fifo in q.pending.items():
-                q.pending[user] = deque(sorted(fifo, key=lambda e: e[0]))
+                q.pending[user] = deque(sorted(fifo, key=order))
 
     # --- bookkeeping helpers
 
@@ -259,8 +271,16 @@ class Core(ArrayOps):
     def _enqueue(self, job):
         job.pend_seq = self.next_seq
         self.next_seq += 1
-        self._queue(job.queue).pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        job_options.fifo_add(
+            self._queue(job.queue).pending.setdefault(job.user, deque()),
+            (job.pend_seq, job),
+            self._default_priority(),
+        )
         self.wake = True
+
+    def _default_priority(self) -> int:
+        """The priority of a job without -sp: half of MAX_USER_PRIORITY, as LSF."""
+        return self.conf.mbatchd.max_user_priority // 2
 
     def _env_ref(self, env_id, digest, env):
         entry = self.envs.get(env_id)
@@ -287,6 +307,7 @@ class Core(ArrayOps):
             self._env_unref(job)
         self.touched.add((job.queue, job.user))
         self._fire(job.id)
+        self._options_ended(job)
 
     # --- client requests
 
@@ -303,7 +324,9 @@ class Core(ArrayOps):
         dup = self._duplicate(req)
         if dup:
             return dup
-        return self._create(ident, self._check(P.require(msg, "spec", dict)), req, now, lookup_env)
+        return self._create(
+            ident, self._check(P.require(msg, "spec", dict), ident), req, now, lookup_env
+        )
 
     def submit_many(
         self,
@@ -324,7 +347,7 @@ class Core(ArrayOps):
         checked, known_env = [], self._known_env(defaults)
         for i, spec in enumerate(specs):
             try:
-                checked.append(self._check({**defaults, **spec}, known_env))
+                checked.append(self._check({**defaults, **spec}, ident, known_env))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
         out = []
@@ -348,16 +371,16 @@ class Core(ArrayOps):
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
-    def _check(self, spec: dict, known_env: tuple = (None,)) -> dict:
+    def _check(self, spec: dict, ident: dict[str, Any], known_env: tuple = (None,)) -> dict:
         """Validate a submitted spec; return what _create needs. Changes nothing.
         known_env: an environment's (env, hash, exec bytes) already checked, so that
         submit_many checks the environment its specs share once."""
         try:
-            return self._checked(spec, known_env)
+            return self._checked(spec, ident, known_env)
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
-    def _checked(self, spec: dict, known_env: tuple) -> dict:
+    def _checked(self, spec: dict, ident: dict[str, Any], known_env: tuple) -> dict:
         cmd, env_info = self._check_exec(spec, known_env)
         qname, qc = self._check_queue(spec)
         walltime = spec.get("walltime")
@@ -415,6 +438,9 @@ class Core(ArrayOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
+        stored.update(
+            job_options.checked(spec, self.conf, ident["user"], ident["user"] in self.admins)
+        )
         return {
             "queue": qname,
             "slots": slots,
@@ -508,7 +534,7 @@ class Core(ArrayOps):
         if ident["user"] not in self.users:
             self.users.add(ident["user"])
             self.out.users.append((ident["user"], ident["uid"], now))
-        self._enqueue(job)
+        self._admit(job, now)
         if isinstance(job, Array):
             self.arrays[job_id] = job
             self.out.arrays[job_id] = job
@@ -748,6 +774,8 @@ class Core(ArrayOps):
         held = job.array is not None and self.reasons.get(("array", job.array.id))
         if held:
             return held
+        if job.spec.get("begin", 0) > now:
+            return job_options.PR_BEGIN
         if job.eligible_time > now:
             return f"{PR_BACKOFF} (eligible in {job.eligible_time - now:.0f} s)"
         reason = self.reasons.get((job.queue, job.user)) or self.reasons.get((job.queue, None))
@@ -887,11 +915,11 @@ class Core(ArrayOps):
 
     def _node_lost(self, job, now):
         qc = self.qconf.get(job.queue)
-        if job.kill_requested or not (qc and qc.rerunnable):
+        if job.kill_requested or not job_options.rerunnable(job, bool(qc and qc.rerunnable)):
             self._ended(job, {"reason": KILLED_REASON if job.kill_requested else NODE_LOST}, now)
             return
         self._release(job)
-        self._move(job, PEND, now, f"{NODE_LOST}: requeued (rerunnable queue)")
+        self._move(job, PEND, now, f"{NODE_LOST}: requeued (rerunnable)")
         job.host = None
         self._enqueue(job)
 
@@ -916,12 +944,14 @@ class Core(ArrayOps):
             if rep.get("kind") == "start":
                 job.start_time = rep.get("time", now)
                 self._dirty(job)
+                self._notice(job, "begin")
             elif rep.get("kind") == "exit":
                 self._ended(job, rep, now)
         return acks
 
     def _ended(self, job, rep, now):
         code, sig, why = rep.get("exit_code"), rep.get("exit_signal"), rep.get("reason") or ""
+        why = why or job_options.ending(job.spec, sig) or ""
         job.exit_code, job.exit_signal = code, sig
         message = rep.get("message")
         job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None
@@ -938,6 +968,12 @@ class Core(ArrayOps):
         else:
             state = FAILED
             why = why or (SIGNAL if sig is not None else EXIT)
+        if (
+            why == job_options.PRE_EXEC
+            and not job.kill_requested
+            and self._requeue_pre_exec(job, now)
+        ):
+            return
         if (
             state == FAILED
             and why in RETRYABLE
@@ -973,10 +1009,12 @@ class Core(ArrayOps):
         memory (they stay in the store)."""
         while self.backoff and self.backoff[0][0] <= now:
             _, job_id = heapq.heappop(self.backoff)
-            job = self.jobs.get(job_id)
+            job = self.jobs.get(job_id) or self.arrays.get(job_id)  # an array: its begin time
             if job is not None and job.state == PEND:
                 self._enqueue(job)
-                self._dirty(job)
+                if not isinstance(job, Array):
+                    self._dirty(job)
+        self._expire_deadlines(now)
         self._check_lost(now)
         horizon = now - self.conf.mbatchd.clean_period
         while self.finished and self.finished[0][0] < horizon:
@@ -988,7 +1026,7 @@ class Core(ArrayOps):
                     self.by_req.pop(gone.req_id, None)
 
     def next_timer(self) -> float | None:
-        times = [self.backoff[0][0]] if self.backoff else []
+        times = [heap[0][0] for heap in (self.backoff, self.deadlines) if heap]
         times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
         return min(times, default=None)
 

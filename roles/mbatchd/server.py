@@ -25,6 +25,7 @@ from lavalite.tls import DaemonTLS
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
+from roles.mbatchd.job_options import Notifier
 from roles.mbatchd.observe import Observer
 from store import Store, StoreFull
 
@@ -97,6 +98,7 @@ class Mbatchd:
         self.turn_times: deque[float] = deque(maxlen=100_000)
         self.sched_times: deque[float] = deque(maxlen=100_000)
         self.frozen_at = 0.0
+        self.notifier = Notifier()  # bsub -B and -N
         self.ops: dict[str, Handler] = {
             "submit": self.op_submit,
             "jobs": self.op_jobs,
@@ -289,6 +291,8 @@ class Mbatchd:
                 sends.setdefault(peer, []).extend(map(self._order, msgs))
         for peer, msgs in sends.items():
             peer.send_all(msgs)
+        if out.notices:
+            self.notifier.send(self.conf.mbatchd.notify_command, out.notices)
         self._arm_timer()
         if core.wake or self.inbox:  # the budget ran out: go on after the loop's next poll
             self.request_turn()

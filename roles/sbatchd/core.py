@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 
+DEADLINE = "deadline"  # the termination time (bsub -t) came: LSF's TERM_DEADLINE
+
 ORDERED, RUNNING = "ordered", "running"
 
 
@@ -82,10 +84,12 @@ class Report(NamedTuple):
 
 
 class Arm(NamedTuple):
-    """Call `timer(att)` at wall-clock time `at` (its wall clock runs out)."""
+    """Call `timer(att, reason)` at wall-clock time `at`: its wall clock runs out (TIMEOUT), or
+    its termination time comes (DEADLINE)."""
 
     att: Attempt
     at: float
+    reason: str = TIMEOUT
 
 
 class RecordKill(NamedTuple):
@@ -237,9 +241,9 @@ class Core:
                 att.adopted = True
         return [Watch()]
 
-    def timer(self, att: Attempt) -> list[Effect]:
-        """Its wall clock ran out."""
-        return self.kill(att.job, att.attempt, TIMEOUT)
+    def timer(self, att: Attempt, reason: str = TIMEOUT) -> list[Effect]:
+        """Its wall clock ran out, or its termination time came."""
+        return self.kill(att.job, att.attempt, reason)
 
     def lock_freed(self, att: Attempt, record: dict, now: float) -> list[Effect]:
         """An adopted attempt's lock is free: its status says how it ended; without one its
@@ -272,8 +276,12 @@ class Core:
         return effects
 
     def _arm(self, att: Attempt, now: float) -> list[Effect]:
-        walltime = att.spec.get("walltime")
-        return [Arm(att, (att.spec.get("started") or now) + walltime)] if walltime else []
+        """The earlier of its wall clock's end and its termination time (bsub -t)."""
+        walltime, term_time = att.spec.get("walltime"), att.spec.get("term_time")
+        ends = [(term_time, DEADLINE)] if term_time is not None else []
+        if walltime:
+            ends.append(((att.spec.get("started") or now) + walltime, TIMEOUT))
+        return [Arm(att, *min(ends))] if ends else []
 
     def _end(self, att: Attempt, status: dict, now: float) -> list[Effect]:
         del self.attempts[att.key]

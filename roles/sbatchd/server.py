@@ -32,7 +32,7 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, peek, record, shepherd
+from roles.sbatchd import cgroups, peek, prepost, record, shepherd
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -220,7 +220,7 @@ class Sbatchd:
             "job": job,
             "attempt": attempt,
             "record": att.path,
-            "argv": _argv(spec["cmd"]),
+            "argv": prepost.wrapped(_argv(spec["cmd"]), spec),
             "env": env,
             "cwd": cwd,
             "outputs": outputs,
@@ -228,6 +228,8 @@ class Sbatchd:
             "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
             "cgroup": att.group and att.group.name,
         }
+        if "pre_exec" in spec:  # where the wrapper says that it failed
+            order["pre_marker"] = os.path.join(tmpdir, prepost.PRE_FAILED)
         att.spec = {
             **spec,
             "started": time.time(),
@@ -334,7 +336,7 @@ class Sbatchd:
     def _arm(self, effect: Arm) -> None:
         att = effect.att
         att.timer = self.loop.call_later(
-            max(0.0, effect.at - time.time()), lambda: self.run(self.core.timer(att))
+            max(0.0, effect.at - time.time()), lambda: self.run(self.core.timer(att, effect.reason))
         )
 
     def _watch(self, effect: Watch | None = None) -> None:

@@ -250,6 +250,7 @@ class Run:
         "pid",
         "pidfd",
         "ooms",
+        "pre_marker",
     )
 
     def __init__(self, order: dict, record: int) -> None:
@@ -264,6 +265,7 @@ class Run:
         self.status: dict[str, Any] = {"start": time.time()}
         self.argv0 = self.tmpdir = self.pid = self.pidfd = None
         self.ooms = 0  # OOM kills its group had counted before it
+        self.pre_marker: str | None = order.get("pre_marker")  # bsub -E (roles/sbatchd/prepost.py)
 
 
 class Shepherd:
@@ -556,11 +558,25 @@ class Shepherd:
             stime=usage.ru_stime,
             maxrss_kb=usage.ru_maxrss,
         )
+        if run.pre_marker and self._pre_exec_failed(run):
+            run.status.update(
+                reason="pre_exec", message=f"the pre-execution command (-E) exited {code}"
+            )
         try:  # what the job left behind dies with it
             os.killpg(run.pid, signal.SIGKILL)
         except OSError:
             pass
         self._finish(run)
+
+    def _pre_exec_failed(self, run: Run) -> bool:
+        """Whether the wrapper left its mark (removed here, as the user: the TMPDIR may serve
+        the user's next job)."""
+        try:
+            with self._as(run.account):
+                os.unlink(cast(str, run.pre_marker))
+            return True
+        except OSError:
+            return False
 
     def _finish(self, run):
         status = run.status
