@@ -110,6 +110,20 @@ def test_a_pending_job_whose_termination_time_comes_ends_without_running(world):
     assert [e[3] for e in store.events(job_id)] == ["PEND", "FAILED"]
 
 
+def test_an_array_waits_for_its_begin_time_and_its_unstarted_indices_end_at_its_deadline(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    arr_id = submit(core, store, name="a[1-3]", begin=200.0, term_time=300.0)
+    assert core.schedule(100.0) == 0
+    assert core.pending_reason(core.arrays[arr_id], 100.0) == "The job has a specified start time"
+    core.tick(200.0)
+    assert core.schedule(200.0) == 1  # one slot: index 1 runs, 2 and 3 wait
+    core.tick(300.0)
+    summary = core.arrays[arr_id].summary()
+    assert (summary["run"], summary["pend"], summary["exit"]) == (1, 0, 2)
+    assert core.schedule(300.0) == 0
+
+
 def test_user_priority_orders_a_user_s_jobs_then_first_come_first_served(world):
     conf, store, core = world
     default = conf.mbatchd.max_user_priority // 2

@@ -33,67 +33,43 @@ class OptionError(ValueError):
     """A value LSF would refuse; the message names the option."""
 
 
-def setup(p: "Parser") -> None:
-    p.add_argument(
-        "-b",
-        dest="begin",
-        metavar="[[year:][month:]day:]hour:minute",
-        help="dispatch the job on or after this time",
-    )
-    p.add_argument(
-        "-t",
-        dest="term_time",
-        metavar="[[year:][month:]day:]hour:minute",
-        help="kill the job at this time (TERM_DEADLINE)",
-    )
-    p.add_argument(
-        "-E",
-        dest="pre_exec",
-        metavar="COMMAND",
-        help="pre-execution command; if it fails the job goes back to PEND",
-    )
-    p.add_argument(
-        "-Ep", dest="post_exec", metavar="COMMAND", help="post-execution command, run after the job"
-    )
-    p.add_argument(
-        "-r", dest="rerun", action="store_true", help="rerunnable: requeued if its host is lost"
-    )
-    p.add_argument(
-        "-rn",
-        dest="never_rerun",
-        action="store_true",
-        help="never rerun, even in a rerunnable queue",
-    )
-    p.add_argument("-P", dest="project", help="project name, for accounting")
-    p.add_argument("-G", dest="user_group", help="user group (one of yours), for accounting")
-    p.add_argument("-Jd", dest="description", help="job description")
-    p.add_argument(
+_TIME = "[[year:][month:]day:]hour:minute"
+_FLAG = None  # an option that takes no value
+# option, dest, metavar (_FLAG: none), help
+_OPTIONS = (
+    ("-b", "begin", _TIME, "dispatch the job on or after this time"),
+    ("-t", "term_time", _TIME, "kill the job at this time (TERM_DEADLINE)"),
+    ("-E", "pre_exec", "COMMAND", "pre-execution command; if it fails the job goes back to PEND"),
+    ("-Ep", "post_exec", "COMMAND", "post-execution command, run after the job"),
+    ("-r", "rerun", _FLAG, "rerunnable: requeued if its host is lost"),
+    ("-rn", "never_rerun", _FLAG, "never rerun, even in a rerunnable queue"),
+    ("-P", "project", "PROJECT", "project name, for accounting"),
+    ("-G", "user_group", "USER_GROUP", "user group (one of yours), for accounting"),
+    ("-Jd", "description", "DESCRIPTION", "job description"),
+    (
         "-sp",
-        dest="priority",
-        metavar="PRIORITY",
-        help="job priority among your jobs in the queue, 1..MAX_USER_PRIORITY",
-    )
-    p.add_argument(
+        "priority",
+        "PRIORITY",
+        "job priority among your jobs in the queue, 1..MAX_USER_PRIORITY",
+    ),
+    (
         "-c",
-        dest="cpu_limit",
-        metavar="[hour:]minute",
-        help="CPU time limit of each of the job's processes (TERM_CPULIMIT)",
-    )
-    p.add_argument(
-        "-u", dest="mail_user", metavar="ADDRESS", help="address the site's notify command is given"
-    )
-    p.add_argument(
-        "-N",
-        dest="notify_end",
-        action="store_true",
-        help="notify when the job ends (the site's notify command)",
-    )
-    p.add_argument(
-        "-B",
-        dest="notify_begin",
-        action="store_true",
-        help="notify when the job begins (the site's notify command)",
-    )
+        "cpu_limit",
+        "[hour:]minute",
+        "CPU time limit of each of the job's processes (TERM_CPULIMIT)",
+    ),
+    ("-u", "mail_user", "ADDRESS", "address the site's notify command is given"),
+    ("-N", "notify_end", _FLAG, "notify when the job ends (the site's notify command)"),
+    ("-B", "notify_begin", _FLAG, "notify when the job begins (the site's notify command)"),
+)
+
+
+def setup(p: "Parser") -> None:
+    for option, dest, metavar, text in _OPTIONS:
+        if metavar is _FLAG:
+            p.add_argument(option, dest=dest, action="store_true", help=text)
+        else:
+            p.add_argument(option, dest=dest, metavar=metavar, help=text)
 
 
 def fields(args: "Args", now: float) -> "dict[str, Any]":

@@ -139,6 +139,7 @@ class OptionOps:
     out: Any
     conf: Any
     qconf: dict[str, Any]
+    touched: set[tuple[str, str]]
 
     if TYPE_CHECKING:  # Core's methods these call
 
@@ -181,6 +182,7 @@ class OptionOps:
             if arr is not None and arr.remaining:
                 arr.killed = True
                 self.out.arrays[arr.id] = arr
+                self.touched.add((arr.queue, arr.user))  # its FIFO entry is stale now
                 self._array_check_end(arr, now)
 
     def _requeue_pre_exec(self, job: Job, now: float) -> bool:
