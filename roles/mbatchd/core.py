@@ -229,7 +229,7 @@ class Core(ArrayOps, OptionOps):
     def sort_pending(self) -> None:
         """After a reload, put every FIFO in (-priority, pend_seq) order (jobs came in id
         order)."""
-        order = job_options.fifo_order(self._default_priority())
+        order = job_options.fifo_order(self.conf)
         for q in self.queues.values():
             for user, fifo in q.pending.items():
                 q.pending[user] = deque(sorted(fifo, key=order))
@@ -274,13 +274,9 @@ class Core(ArrayOps, OptionOps):
         job_options.fifo_add(
             self._queue(job.queue).pending.setdefault(job.user, deque()),
             (job.pend_seq, job),
-            self._default_priority(),
+            self.conf,
         )
         self.wake = True
-
-    def _default_priority(self) -> int:
-        """The priority of a job without -sp: half of MAX_USER_PRIORITY, as LSF."""
-        return self.conf.mbatchd.max_user_priority // 2
 
     def _env_ref(self, env_id, digest, env):
         entry = self.envs.get(env_id)
@@ -438,9 +434,7 @@ class Core(ArrayOps, OptionOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
-        stored.update(
-            job_options.checked(spec, self.conf, ident["user"], ident["user"] in self.admins)
-        )
+        stored.update(job_options.checked(spec, self.conf, ident["user"], self.admins))
         return {
             "queue": qname,
             "slots": slots,
@@ -944,14 +938,16 @@ class Core(ArrayOps, OptionOps):
             if rep.get("kind") == "start":
                 job.start_time = rep.get("time", now)
                 self._dirty(job)
-                self._notice(job, "begin")
+                if "notify" in job.spec:
+                    self._notice(job, "begin")
             elif rep.get("kind") == "exit":
                 self._ended(job, rep, now)
         return acks
 
     def _ended(self, job, rep, now):
         code, sig, why = rep.get("exit_code"), rep.get("exit_signal"), rep.get("reason") or ""
-        why = why or job_options.ending(job.spec, sig) or ""
+        if sig is not None and not why:  # the CPU limit's signals (-c)
+            why = job_options.ending(job.spec, sig) or ""
         job.exit_code, job.exit_signal = code, sig
         message = rep.get("message")
         job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.model import FAILED, PEND, Job, label
+from lavalite.model import FAILED, OPTION_FIELDS, PEND, Job, label
 
 log = logging.getLogger("lavalite.mbatchd")
 
@@ -43,10 +43,15 @@ _TEXTS = (  # field, option, bound
 )
 
 
-def checked(spec: dict, conf: Any, user: str, admin: bool) -> dict:
+_FIELDS = frozenset(OPTION_FIELDS)
+
+
+def checked(spec: dict, conf: Any, user: str, admins: set[str]) -> dict:
     """The option fields of a submitted spec, checked: what is stored with the job (only the
     fields given). SpecError or ProtocolError names the option."""
     out: dict[str, Any] = {}
+    if _FIELDS.isdisjoint(spec):  # most jobs: nothing more to check
+        return out
     for field, option, bound in _TEXTS:
         if spec.get(field) is not None:
             out[field] = jobspec.text(f"{field} ({option})", spec[field], bound)
@@ -60,7 +65,7 @@ def checked(spec: dict, conf: Any, user: str, admin: bool) -> dict:
             raise jobspec.SpecError("rerunnable (-r, -rn) must be a boolean")
         out["rerunnable"] = spec["rerunnable"]
     if spec.get("priority") is not None:
-        top = jobspec.MAX_PRIORITY if admin else conf.mbatchd.max_user_priority
+        top = jobspec.MAX_PRIORITY if user in admins else conf.mbatchd.max_user_priority
         out["priority"] = jobspec.integer("priority (-sp)", spec["priority"], 1, top)
     if spec.get("cpu_limit") is not None:
         out["cpu_limit"] = jobspec.seconds("cpu_limit (-c)", spec["cpu_limit"])
@@ -108,24 +113,33 @@ def ending(spec: dict, signal_number: int | None) -> str | None:
     return None
 
 
-def priority(obj: Job | Array, default: int) -> int:
-    return obj.spec.get("priority", default)
+def default_priority(conf: Any) -> int:
+    """The priority of a job without -sp: half of MAX_USER_PRIORITY, as LSF."""
+    return conf.mbatchd.max_user_priority // 2
 
 
-def fifo_add(fifo: deque, entry: tuple[int, Any], default: int) -> None:
+def fifo_add(fifo: deque, entry: tuple[int, Any], conf: Any) -> None:
     """Into a user's FIFO, kept in (-priority, pend_seq) order: after the jobs of the same or
-    a higher priority. A job of the priority of the last (all of them, without -sp) is
-    appended: what every job costs stays O(1)."""
-    rank = -priority(entry[1], default)
-    if not fifo or -priority(fifo[-1][1], default) <= rank:
+    a higher priority. Appended when neither it nor the last has -sp (every job, in a cluster
+    without -sp) or the last's priority is not below its own: most jobs cost O(1)."""
+    if not fifo or ("priority" not in entry[1].spec and "priority" not in fifo[-1][1].spec):
+        fifo.append(entry)
+        return
+    default = default_priority(conf)
+
+    def rank(e: tuple[int, Any]) -> int:
+        return -e[1].spec.get("priority", default)
+
+    if rank(fifo[-1]) <= rank(entry):
         fifo.append(entry)
     else:
-        fifo.insert(bisect_right(fifo, rank, key=lambda e: -priority(e[1], default)), entry)
+        fifo.insert(bisect_right(fifo, rank(entry), key=rank), entry)
 
 
-def fifo_order(default: int) -> Any:
+def fifo_order(conf: Any) -> Any:
     """The sort key of a FIFO's entries (after a reload)."""
-    return lambda e: (-priority(e[1], default), e[0])
+    default = default_priority(conf)
+    return lambda e: (-e[1].spec.get("priority", default), e[0])
 
 
 class OptionOps:
@@ -151,8 +165,9 @@ class OptionOps:
 
     def _admit(self, obj: Job | Array, now: float) -> None:
         """A new job or array: into its FIFO, or held until its begin time (-b)."""
-        self._track_deadline(obj)
-        if not self._hold_until_begin(obj, now):
+        if "term_time" in obj.spec:
+            self._track_deadline(obj)
+        if "begin" not in obj.spec or not self._hold_until_begin(obj, now):
             self._enqueue(obj)
 
     def _hold_until_begin(self, obj: Job | Array, now: float) -> bool:
@@ -207,12 +222,14 @@ class OptionOps:
         return True
 
     def _options_ended(self, job: Job) -> None:
-        self.pre_failures.pop(job.id, None)
-        self._notice(job, "end")
+        if self.pre_failures:
+            self.pre_failures.pop(job.id, None)
+        if "notify" in job.spec:
+            self._notice(job, "end")
 
     def _notice(self, job: Job, event: str) -> None:
         """-B (begin) and -N (end): a notice for the shell to hand the notify command."""
-        if event not in job.spec.get("notify", ()):
+        if event not in job.spec["notify"]:
             return
         self.out.notices.append(
             {
