@@ -109,7 +109,7 @@ class ScriptError(ValueError):
     """A #BSUB line bsub refuses; the message names the line."""
 
 
-_BSUB = re.compile(r"#BSUB(?:\s|$)")
+_BSUB = r"#BSUB(?:\s|$)"  # compiled at the first script (re caches it), not at import
 
 
 def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
@@ -121,7 +121,7 @@ def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if _BSUB.match(stripped):
+        if re.match(_BSUB, stripped):
             try:
                 found.append((number, shlex.split(stripped[5:], comments=True)))
             except ValueError as exc:

@@ -30,7 +30,8 @@ def command(args: "Args", conf: "Callable[[], Config]") -> "tuple[Args, list[str
     Raises Refused for what bsub refuses (exit 2)."""
     prog = getattr(args, "prog", "lavalite")
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd and not sys.stdin.isatty():  # bsub < script, echo cmd | bsub
+    # bsub < script, echo cmd | bsub (a process started without stdin has sys.stdin None)
+    if not cmd and sys.stdin is not None and not sys.stdin.isatty():
         text = _bounded(sys.stdin.buffer.read(), "the job script")
         shown = jobscript.commands_of(text)
         if shown:
@@ -128,8 +129,9 @@ def files(args: "Args", lsf: bool) -> "dict[str, Any]":
     if args.stdin and args.stdin_spool:
         raise Refused("bsub: -i and -is cannot be used together")
     if args.stdin:
-        if "%" not in args.stdin:  # %J/%I are known on the execution host only
-            _check_input(args.stdin)
+        where = os.path.join(args.job_cwd or "", args.stdin)  # relative: to the job's directory
+        if "%" not in where:  # %J/%I are known on the execution host only
+            _check_input(where)
         spec["stdin"] = args.stdin
     if args.stdin_spool:
         spec["stdin_spool"] = _spooled(args.stdin_spool)
@@ -163,8 +165,9 @@ def _spooled(path: str) -> str:
     return base64.b64encode(data).decode()
 
 
-_ITEMS = re.compile(r"(?:'[^']*'|[^,])+")
-_RESERVED = re.compile(r"^(none|all)$|[,~=\"']")
+# compiled at the first -env (re caches it), not at every bsub's import
+_ITEMS = r"(?:'[^']*'|[^,])+"  # -env's comma-separated items; a single-quoted value holds commas
+_RESERVED = r"^(none|all)$|[,~=\"']"  # what a variable's name may not be or hold
 
 
 def environment(text: str | None, current: "Mapping[str, str]") -> "dict[str, str]":
@@ -172,7 +175,7 @@ def environment(text: str | None, current: "Mapping[str, str]") -> "dict[str, st
     those). A value may quote other variables ($NAME) and, in single quotes, hold commas."""
     if text is None:
         return dict(current)
-    items = [item.strip() for item in _ITEMS.findall(text) if item.strip()]
+    items = [item.strip() for item in re.findall(_ITEMS, text) if item.strip()]
     if items == ["none"]:
         return {}
     everything = items[:1] == ["all"]
@@ -180,7 +183,7 @@ def environment(text: str | None, current: "Mapping[str, str]") -> "dict[str, st
     for item in items[everything:]:
         name, eq, value = item.lstrip("~").partition("=")
         name = name.strip()
-        if not name or _RESERVED.search(name):
+        if not name or re.search(_RESERVED, name):
             raise Refused(f"bsub: -env: bad variable name {name!r} in {text!r}")
         if item.startswith("~"):
             if not everything or eq:

@@ -10,7 +10,7 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands, bsub_script
+from roles.cli import array_commands
 from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -159,6 +159,8 @@ def _w_limit(text: str) -> float:
 
 
 def submit(args: "Args") -> int:
+    from roles.cli import bsub_script  # submit's own: no other command loads it
+
     client: Client | None = None  # made early only if a job script asks the configuration
 
     def conf() -> "config.Config":
