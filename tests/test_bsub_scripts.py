@@ -153,8 +153,13 @@ def test_echo_cmd_into_bsub_and_the_command_line_as_lsf(cluster, tmp_path):
         _bsub(cluster, tmp_path, "-J", "a[1-3]", "-oo", "arr.%I", "echo", "input.$LSB_JOBINDEX")
     )
     plain = _job(_bsub(cluster, tmp_path, "-oo", "plain.out", "echo", "a", "b"))
-    views = cluster.wait([piped, shell, plain])
+    failed = _job(_bsub(cluster, tmp_path, "-oo", "failed.out", "exit 5; true"))
+    views = cluster.wait([piped, shell, plain, failed])
+    assert views.pop(failed)["exit_code"] == 5
     assert all(v["state"] == "DONE" for v in views.values()), views
+    report = _read(cluster, "failed.out")
+    assert f"Subject: Job {failed}: <exit 5; true> in cluster <lavalite> Exited" in report
+    assert "\nExited with exit code 5.\n" in report
     assert views[plain]["cmd"] == ["echo", "a", "b"]  # no shell syntax: exec'd directly
     assert views[shell]["cmd"] == ["cd /tmp && pwd"]
     assert f"piped {piped}\n" in _read(cluster, "piped.out")
@@ -219,19 +224,11 @@ def test_the_job_report_is_a_site_choice(make_cluster, tmp_path):
     c = make_cluster(conf={"cluster": {"job_report": "no"}})
     job = _job(
         _bsub(
-            c,
-            tmp_path,
-            "-o",
-            "r.out",
-            "-e",
-            "r.err",
-            "sh",
-            "-c",
-            "'echo out; echo err >&2; exit 4'",
+            c, tmp_path, "-o", "r.out", "-e", "r.err", "echo $LSB_ERRORFILE; echo err >&2; exit 4"
         )
     )
     assert c.wait([job])[job]["exit_code"] == 4
-    assert _read(c, "r.out") == "out\n" and _read(c, "r.err") == "err\n"
+    assert _read(c, "r.out") == f"{c.state}/r.err\n" and _read(c, "r.err") == "err\n"
 
 
 def test_input_files_directories_and_umask(cluster, tmp_path):
@@ -243,14 +240,16 @@ def test_input_files_directories_and_umask(cluster, tmp_path):
     i = _job(_bsub(cluster, tmp_path, "-i", "in.txt", "-oo", "i.out", "cat"))
     is_ = _job(_bsub(cluster, tmp_path, "-is", str(spooled), "-oo", "is.out", "cat"))
     spooled.unlink()  # -is read it at submit
-    outdir = _job(_bsub(cluster, tmp_path, "-outdir", "od/%J", "-oo", "o.txt", "echo", "outdir"))
+    outdir = _job(
+        _bsub(cluster, tmp_path, "-outdir", "od/%J", "-oo", "o.txt", "echo", "in $LSB_OUTDIR")
+    )
     cwd = _job(_bsub(cluster, tmp_path, "-cwd", "wd/%J", "-oo", "c.out", "pwd"))
     masked = _job(_bsub(cluster, tmp_path, "-oo", "m.out", "touch", "masked.file", umask=0o027))
     views = cluster.wait([i, is_, outdir, cwd, masked])
     assert all(v["state"] == "DONE" for v in views.values()), views
     assert "from -i\n" in _read(cluster, "i.out")
     assert "from -is\n" in _read(cluster, "is.out")
-    assert "outdir\n" in _read(cluster, f"od/{outdir}/o.txt")
+    assert f"in {cluster.state}/od/{outdir}\n" in _read(cluster, f"od/{outdir}/o.txt")
     assert f"{cluster.state}/wd/{cwd}\n" in _read(cluster, f"wd/{cwd}/c.out")
     mode = stat.S_IMODE(os.stat(os.path.join(cluster.state, "masked.file")).st_mode)
     assert mode == 0o640, oct(mode)
