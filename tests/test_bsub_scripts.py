@@ -12,10 +12,12 @@ import subprocess
 import pytest
 from conftest import wait_until
 from test_lsf_options import _lsf_command, _run
+from test_users import _job_id, accounts, as_user, multiuser, readable  # noqa: F401 (fixtures)
 
 from lavalite import jobscript, jobspec
 from roles.cli import bsub_script
 from roles.cli.quick import Refused
+from roles.sbatchd import cgroups
 
 # --- without processes
 
@@ -287,3 +289,34 @@ def test_bad_scripts_and_inputs_are_refused_and_nothing_is_created(cluster, tmp_
     assert res.returncode == 2
     assert res.stderr == "bsub: missing.txt: No such file or directory. Job not submitted.\n"
     assert cluster.client.jobs(all=True) == []
+
+
+FORKED = """#BSUB -J forked
+read line
+echo "got $line"
+: > made.file
+umask
+"""
+
+
+def test_a_script_job_of_another_user_forked_into_its_cgroup(multiuser, accounts, tmp_path):
+    """The shepherd's fork path (another user's job that cannot be spawned from inside its
+    groups: --pids 1 under cgroup v1): the script and the -is input are spooled by the job's
+    own process, as the user, its umask the submitter's; only builtins run (one task)."""
+    if "pids" not in cgroups.mounts()[1]:
+        pytest.skip("needs cgroup v1's pids controller (the fork path under --pids 1)")
+    c, pw = multiuser, accounts["llt4a"]
+    data = os.path.join(pw.pw_dir, "in.txt")
+    with open(data, "w") as f:
+        f.write("hello\n")
+    os.chown(data, pw.pw_uid, pw.pw_gid)
+    res = as_user(
+        c, pw, "submit", "--pids", "1", "-is", "in.txt", "-oo", "out.txt", input=FORKED, umask=0o027
+    )
+    job = _job_id(res)
+    view = c.wait([job])[job]
+    assert (view["state"], view["name"]) == ("DONE", "forked"), view
+    with open(os.path.join(pw.pw_dir, "out.txt")) as f:
+        assert f.read() == "got hello\n0027\n"
+    made = os.stat(os.path.join(pw.pw_dir, "made.file"))
+    assert (made.st_uid, stat.S_IMODE(made.st_mode)) == (pw.pw_uid, 0o640)
