@@ -111,8 +111,10 @@ def _options_only(options: "dict[str, tuple[str, bool, Any]]", line: list[str]) 
 # --- the job's files and environment
 
 
-def files(args: "Args", lsf: bool) -> "dict[str, Any]":
-    """The spec's fields for -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L and the umask."""
+def files(args: "Args") -> "dict[str, Any]":
+    """The spec's fields for -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L and the umask; the job
+    report goes with -o/-oo under the LSF name only."""
+    lsf = getattr(args, "prog", "lavalite") != "lavalite"
     spec: dict[str, Any] = {
         "out": args.out_over or args.out,
         "err": args.err_over or args.err,

@@ -169,27 +169,26 @@ def submit(args: "Args") -> int:
         return client.conf
 
     try:
-        args, cmd, spec = bsub_script.command(args, conf)
-        spec.update(bsub_script.files(args, getattr(args, "prog", "lavalite") != "lavalite"))
+        args, cmd, extra = bsub_script.command(args, conf)
+        extra.update(bsub_script.files(args))
         env = bsub_script.environment(args.env_spec, os.environ)
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 2
-    spec.update(
-        {
-            "cmd": cmd,
-            "queue": args.queue,
-            "name": args.name,
-            "slots": args.slots,
-            "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
-            "retries": args.retries,
-            "memory": args.memory,
-            "pids": args.pids,
-            "cwd": os.getcwd(),
-            "env": env,
-            "from_host": local_host(),
-        }
-    )
+    spec = {
+        "cmd": cmd,
+        "queue": args.queue,
+        "name": args.name,
+        "slots": args.slots,
+        "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
+        "retries": args.retries,
+        "memory": args.memory,
+        "pids": args.pids,
+        "cwd": os.getcwd(),
+        "env": env,
+        "from_host": local_host(),
+        **extra,  # the script, -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L, the umask
+    }
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
     reply = (client or _client(args)).call(

@@ -68,6 +68,12 @@ def spawn(
     opened: the job's descriptors 1 and 2, and 0 if it reads a file (else /dev/null).
     umask: the submitter's, the process's own for the moment of the spawn (posix_spawn has
     none of its own); the shepherd's other thread creates no file meanwhile."""
+    if umask is not None and umask != _UMASK:
+        os.umask(umask)
+        try:
+            return spawn(argv, env, cwd, opened, prelude)
+        finally:
+            os.umask(_UMASK)
     out = {n: fd for fd, fds in opened for n in fds}
     if not _null:
         _null.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
@@ -76,12 +82,6 @@ def spawn(
         (os.POSIX_SPAWN_DUP2, out[1], 1),
         (os.POSIX_SPAWN_DUP2, out[2], 2),
     ]  # every other descriptor is close-on-exec
-    if umask is not None and umask != _UMASK:
-        os.umask(umask)
-        try:
-            return spawn(argv, env, cwd, opened, prelude)
-        finally:
-            os.umask(_UMASK)
     if prelude is not None:
         os.chdir("/")
         procs = [os.path.join(d, "cgroup.procs") for d in prelude.dirs.values()]
