@@ -26,12 +26,11 @@ SCRIPT_NAME = "lavalite-job.sh"  # the script, spooled in the attempt's TMPDIR
 STDIN_NAME = "lavalite-job.in"  # the spooled -is input, beside it
 _TEXT_FIELDS = ("stdin", "job_cwd", "outdir", "login_shell")
 _FLAGS = ("out_append", "err_append", "report")
-
-
 _ONE_WORD = SHELL_SYNTAX | frozenset(" \t")  # in a one-string command, blanks are syntax too
 
 
 def needs_shell(line: str) -> bool:
+    """Whether a command line holds shell syntax (its blanks only separate words)."""
     return not SHELL_SYNTAX.isdisjoint(line)
 
 

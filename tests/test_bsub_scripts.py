@@ -189,6 +189,8 @@ def test_a_job_script_file_is_parsed_only_where_the_site_says(make_cluster, tmp_
     job = _job(_bsub(parsing, tmp_path, "-oo", "o", str(script)))
     assert parsing.wait([job])[job]["name"] == "parsed"
     assert "ran parsed" in _read(parsing, "o")
+    binary = _job(_bsub(parsing, tmp_path, "-oo", "b", "/bin/true"))  # a program, not a script
+    assert parsing.wait([binary])[binary]["cmd"] == ["/bin/true"]
 
 
 def test_append_keeps_only_the_attempt_that_ends_the_job_and_the_text_submitted(

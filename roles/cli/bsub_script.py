@@ -36,26 +36,33 @@ def command(args: "Args", conf: "Callable[[], Config]") -> "tuple[Args, list[str
         shown = jobscript.commands_of(text)
         if shown:
             return _with_script(args, text, prog), [shown], {"script": text}
-    if not cmd:
+    if prog != "lavalite" and args.cmd[:1] != ["--"]:
+        script = _job_script(cmd, conf)
+        if script is not None:
+            return _with_script(args, script, prog), cmd, {"script": script}
+        cmd = jobscript.command_line(cmd)
+    if not cmd:  # none given, or blanks only
         raise Refused(f"{_name(prog)}: no command to run ({_name(prog)} [options] COMMAND [ARGS])")
-    if prog == "lavalite" or args.cmd[:1] == ["--"]:
-        return args, cmd, {}
-    if len(cmd) == 1 and os.path.isfile(cmd[0]) and conf().cluster.parse_script:
-        text = _read(cmd[0], "the job script")
-        return _with_script(args, text, prog), cmd, {"script": text}
-    return args, jobscript.command_line(cmd), {}
+    return args, cmd, {}
 
 
 def _name(prog: str) -> str:
     return "bsub" if prog != "lavalite" else "lavalite submit"
 
 
-def _read(path: str, what: str) -> str:
+def _job_script(cmd: list[str], conf: "Callable[[], Config]") -> str | None:
+    """The text of `bsub job_script` where the site parses job scripts (parse_script): one
+    word naming a text file (a binary one, with NUL bytes, is a program to run)."""
+    if len(cmd) != 1 or not os.path.isfile(cmd[0]) or not conf().cluster.parse_script:
+        return None
     try:
-        with open(path, "rb") as f:
-            return _bounded(f.read(jobspec.MAX_SCRIPT + 1), f"{what} {path}")
+        with open(cmd[0], "rb") as f:
+            data = f.read(jobspec.MAX_SCRIPT + 1)
     except OSError as exc:
-        raise Refused(f"bsub: {what} {path}: {exc.strerror}. Job not submitted.") from None
+        raise Refused(
+            f"bsub: the job script {cmd[0]}: {exc.strerror}. Job not submitted."
+        ) from None
+    return None if b"\0" in data else _bounded(data, f"the job script {cmd[0]}")
 
 
 def _bounded(data: bytes, what: str) -> str:
