@@ -68,9 +68,11 @@ def login_argv(shell: str, argv: list[str]) -> list[str]:
     return [shell, "-l", "-c", "exec " + shlex.join(argv)]
 
 
-def substitute(path: str, job: str, index: str, user: str = "") -> str:
-    """LSF's patterns in a path: %J the job (or array) id, %I the array index, %U the user."""
-    return path.replace("%J", job).replace("%I", index).replace("%U", user)
+def substitute(path: str, job: str, index: str, user: str | None = None) -> str:
+    """LSF's patterns in a path: %J the job (or array) id, %I the array index, and where the
+    option has it (-cwd, -outdir) %U the user."""
+    path = path.replace("%J", job).replace("%I", index)
+    return path if user is None else path.replace("%U", user)
 
 
 def checked(spec: dict, attempts: int) -> dict:

@@ -248,13 +248,16 @@ def test_input_files_directories_and_umask(cluster, tmp_path):
         _bsub(cluster, tmp_path, "-outdir", "od/%J", "-oo", "o.txt", "echo", "in $LSB_OUTDIR")
     )
     cwd = _job(_bsub(cluster, tmp_path, "-cwd", "wd/%J", "-oo", "c.out", "pwd"))
+    in_dir = _job(_bsub(cluster, tmp_path, "-o", "logs/", "-e", "logs/", "echo", "in logs"))
     masked = _job(_bsub(cluster, tmp_path, "-oo", "m.out", "touch", "masked.file", umask=0o027))
-    views = cluster.wait([i, is_, outdir, cwd, masked])
+    views = cluster.wait([i, is_, outdir, cwd, masked, in_dir])
     assert all(v["state"] == "DONE" for v in views.values()), views
     assert "from -i\n" in _read(cluster, "i.out")
     assert "from -is\n" in _read(cluster, "is.out")
     assert f"in {cluster.state}/od/{outdir}\n" in _read(cluster, f"od/{outdir}/o.txt")
     assert f"{cluster.state}/wd/{cwd}\n" in _read(cluster, f"wd/{cwd}/c.out")
+    assert "\nin logs\n" in _read(cluster, f"logs/{in_dir}.out")  # -o DIR/: LSF's JOB.out
+    assert _read(cluster, f"logs/{in_dir}.err") == ""
     mode = stat.S_IMODE(os.stat(os.path.join(cluster.state, "masked.file")).st_mode)
     assert mode == 0o640, oct(mode)
 

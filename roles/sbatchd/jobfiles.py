@@ -18,22 +18,34 @@ from roles.sbatchd import record
 def places(spec: dict[str, Any], user: str) -> tuple[str, str, list[str]]:
     """(the job's directory, the one relative -o/-e resolve against, the directories to
     create as the user). -cwd and -outdir resolve against the submit directory; -cwd is made
-    when it holds a pattern (LSF), -outdir always."""
+    when it holds a pattern (LSF), -outdir always, and the directory an -o/-e ending in '/'
+    names (LSF: the file is JOB.out or JOB.err there, `output_path`)."""
     cwd = spec.get("cwd") or "/"
-    if "job_cwd" not in spec and "outdir" not in spec:
-        return cwd, cwd, []
+    in_dirs = [k for k in ("out", "err") if (spec.get(k) or "").endswith("/")]
+    if not in_dirs and "job_cwd" not in spec and "outdir" not in spec:
+        return cwd, cwd, []  # most jobs
     job, index = job_index(spec)
     made = []
-    job_cwd = cwd
+    job_cwd = base = cwd
     if "job_cwd" in spec:
-        job_cwd = os.path.join(cwd, jobscript.substitute(spec["job_cwd"], job, index, user))
+        job_cwd = base = os.path.join(cwd, jobscript.substitute(spec["job_cwd"], job, index, user))
         if "%" in spec["job_cwd"]:
             made.append(job_cwd)
-    base = job_cwd
     if "outdir" in spec:
         base = os.path.join(cwd, jobscript.substitute(spec["outdir"], job, index, user))
         made.append(base)
+    made += [os.path.join(base, jobscript.substitute(spec[k], job, index)) for k in in_dirs]
     return job_cwd, base, made
+
+
+def output_path(spec: dict[str, Any], path: str | None, kind: str, base: str) -> str | None:
+    """An -o/-e path on this host: %J and %I substituted, against `base`; one ending in '/'
+    is a directory, the file in it JOB.out or JOB.err (kind), as LSF."""
+    if not path:
+        return None
+    if path.endswith("/"):
+        path += f"%J.{kind}"
+    return os.path.join(base, jobscript.substitute(path, *job_index(spec)))
 
 
 def job_index(spec: dict[str, Any]) -> tuple[str, str]:

@@ -312,16 +312,11 @@ class Sbatchd:
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
         substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
         default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
-        job_id, index = str(spec.get("array", spec["id"])), str(spec.get("index", 0))
-
-        def resolve(path):
-            return (
-                os.path.join(cwd, path.replace("%J", job_id).replace("%I", index)) if path else None
-            )
-
-        out, err = resolve(spec.get("out")), resolve(spec.get("err"))
+        out = jobfiles.output_path(spec, spec.get("out"), "out", cwd)
+        err = jobfiles.output_path(spec, spec.get("err"), "err", cwd)
         if out is None and self.conf.sbatchd.default_output == "cwd":
-            out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
+            default = "lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out"
+            out = jobfiles.output_path(spec, default, "out", cwd)
         if err is None or err == out:
             return [((1, 2), out)]
         return [((1,), out), ((2,), err)]
