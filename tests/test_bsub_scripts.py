@@ -137,7 +137,8 @@ def test_bsub_reads_a_script_on_stdin_and_the_command_line_wins(cluster, tmp_pat
     assert line.endswith(f"subcwd={cluster.state}")
     spooled = line.split("file=")[1].split()[0]
     assert spooled.endswith(jobscript.SCRIPT_NAME) and "#!/bin/sh\n" in out.split(line)[1]
-    assert not os.path.exists(spooled), "the spooled script goes with the attempt's TMPDIR"
+    # the spooled script goes with the attempt's TMPDIR (removed by the shepherd's cleaner)
+    wait_until(lambda: not os.path.exists(spooled), what=f"{spooled} to be removed")
     long = _bsub_long(cluster, tmp_path, job)
     assert "Command <echo " in long
 
