@@ -97,6 +97,25 @@ KEYS = [
     ),
     (
         _LC,
+        "cluster",
+        "parse_script",
+        "bool",
+        "no",
+        "`bsub job_script` (one word naming a file) reads the file's #BSUB lines and keeps its "
+        "text with the job, as LSF's LSB_BSUB_PARSE_SCRIPT=Y; no = it runs as a command. "
+        "`bsub < job_script` reads them either way.",
+    ),
+    (
+        _LC,
+        "cluster",
+        "job_report",
+        "bool",
+        "yes",
+        "bsub -o/-oo writes LSF's job report (Sender, Subject, the job as submitted, how it "
+        "ended, its resource usage) before the output in the file; no = the output alone.",
+    ),
+    (
+        _LC,
         "hosts",
         None,
         "free",

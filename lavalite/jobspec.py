@@ -10,6 +10,7 @@ MAX_NAME = 512  # characters of a job name (-J, array indices included), queue, 
 MAX_PATH = 4096  # characters of cwd, -o and -e: Linux's PATH_MAX
 MAX_ARG = 128 << 10  # bytes of one argument or one NAME=value: Linux's MAX_ARG_STRLEN
 MAX_EXEC = 1 << 20  # bytes of arguments + environment (exec refuses past ARG_MAX)
+MAX_SCRIPT = 1 << 20  # bytes of a job script (bsub < script) or a spooled -is input: stored
 MAX_SLOTS = 1 << 16  # -n, before the largest host's slots bound it
 MAX_MEMORY = 1 << 60  # bytes of -M (1 EiB)
 MAX_PIDS = 1 << 22  # --pids: Linux's largest pid_max

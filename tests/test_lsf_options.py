@@ -21,7 +21,7 @@ LSF_DOC = {
         "-ar -B -datachk -H -hl -I -Ip -IS -ISp -ISs -Is -IX -K -N -Ne -r -rn -ti -tty -ul -XF "
         "-x -Zs -h -help -V",
         "-a -alloc_flags -app -b -C -c -clusters -cn_cu -cn_mem -core_isolation -csm -cwd -D "
-        "-data -datagrp -E -Ep -e -env -eo -eptl -ext -F -f -freq -G -g -gpu -hostfile -i -io "
+        "-data -datagrp -E -Ep -e -env -eo -eptl -ext -F -f -freq -G -g -gpu -hostfile -i -io -is "
         "-J -Jd -jobaff -jsdl -jsdl_strict -jsm -json -k -L -Lp -ln_mem -ln_slots -M -m -mig "
         "-n -network -nnodes -notify -o -oo -outdir -P -p -pack -ptl -Q -q -R -rcacct -rnc -S "
         "-s -sla -smt -sp -stage -step_cgroup -T -t -U -u -v -W -We -w -wa -wt -yaml",
@@ -103,10 +103,10 @@ def _lsf_command(tmp_path, name):
     return [sys.executable, str(link)]
 
 
-def test_bsub_oo_is_refused_and_nothing_runs(cluster, tmp_path):
-    res = _run(cluster, tmp_path, ["bsub", "-oo", "out.txt", "true"])
+def test_bsub_lp_is_refused_and_nothing_runs(cluster, tmp_path):
+    res = _run(cluster, tmp_path, ["bsub", "-Lp", "proj", "true"])
     assert (res.returncode, res.stdout) == (2, "")
-    assert res.stderr == "bsub: -oo is an LSF option that LavaLite does not support\n"
+    assert res.stderr == "bsub: -Lp is an LSF option that LavaLite does not support\n"
     assert cluster.client.jobs(all=True) == []
 
 
@@ -120,7 +120,7 @@ MISREAD = [
     ["bsub", "-o=x", "true"],
     ["bjobs", "-al"],
     ["bkill", "-1"],
-    ["lavalite", "submit", "-oo", "out.txt", "true"],
+    ["lavalite", "submit", "-ox", "out.txt", "true"],
     ["lavalite", "submit", "-qserial", "true"],
 ]
 
@@ -150,10 +150,12 @@ def test_abbreviations_and_glued_values_are_refused(cluster, tmp_path):
 
 
 def test_the_first_word_that_is_no_option_starts_the_command(cluster, tmp_path):
+    """bsub's words from there are LSF's command line: joined, and split again to be exec'd
+    directly when they hold no shell syntax."""
     res = _run(cluster, tmp_path, ["bsub", "-q", "serial", "sh", "-c", "exit 0", "-oo", "x"])
     assert res.returncode == 0, res
     job_id = int(res.stdout.split("<")[1].split(">")[0])
-    assert cluster.wait([job_id])[job_id]["cmd"] == ["sh", "-c", "exit 0", "-oo", "x"]
+    assert cluster.wait([job_id])[job_id]["cmd"] == ["sh", "-c", "exit", "0", "-oo", "x"]
 
 
 def test_a_closed_pipe_ends_a_command_quietly(cluster, tmp_path):

@@ -121,8 +121,9 @@ def multiuser(accounts, readable):
         yield c
 
 
-def as_user(c, pw, *args, script=None):
-    """Run the CLI (or a python script) as that user, in their home directory."""
+def as_user(c, pw, *args, script=None, **run):
+    """Run the CLI (or a python script) as that user, in their home directory; `run` adds to
+    subprocess.run's arguments (input, umask)."""
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": pw.pw_dir,
@@ -145,6 +146,7 @@ def as_user(c, pw, *args, script=None):
         user=pw.pw_uid,
         group=pw.pw_gid,
         extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
+        **run,
     )
 
 

@@ -119,6 +119,8 @@ def main(argv: list[str], prog: str = "lavalite") -> int:
         if not getattr(args, "func", None):
             ap.print_help()
             return 2
+    # the name and words it was called with: bsub reads them again after a script's #BSUB lines
+    args.prog, args.words = prog, argv[1:]
     try:
         code = args.func(args) or 0
         sys.stdout.flush()  # buffered output meets a closed pipe here, not at exit

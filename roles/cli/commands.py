@@ -11,13 +11,14 @@ from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
 from roles.cli import array_commands, bsub_options
-from roles.cli.quick import REMAINDER
+from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from lavalite import config
     from lavalite.client import Client
     from roles.cli.quick import Args, Parser
 
@@ -39,8 +40,27 @@ def _setup_submit(p: "Parser") -> None:
         help='job name; "NAME[1-100:2,200]%%LIMIT" submits a job '
         "array (LSB_JOBINDEX, %%I in -o/-e), at most LIMIT elements running",
     )
-    p.add_argument("-o", dest="out", help="stdout file; %%J is the job id (stderr too unless -e)")
-    p.add_argument("-e", dest="err", help="stderr file; %%J is the job id")
+    p.add_argument(
+        "-o",
+        dest="out",
+        help="stdout file, appended to (with LSF's job report under bsub); %%J is the job id, "
+        "%%I the array index (stderr too unless -e)",
+    )
+    p.add_argument("-oo", dest="out_over", help="as -o, but the file is overwritten")
+    p.add_argument("-e", dest="err", help="stderr file, appended to; %%J is the job id")
+    p.add_argument("-eo", dest="err_over", help="as -e, but the file is overwritten")
+    p.add_argument("-i", dest="stdin", help="the job's standard input (%%J, %%I substituted)")
+    p.add_argument("-is", dest="stdin_spool", help="as -i, the file read now (spooled)")
+    p.add_argument("-cwd", dest="job_cwd", help="the job's working directory (%%J %%I %%U)")
+    p.add_argument("-outdir", help="output directory, created; relative -o/-e go there")
+    p.add_argument("-L", dest="login_shell", help="run the job under this login shell (SHELL -l)")
+    p.add_argument(
+        "-env",
+        dest="env_spec",
+        metavar="ENV",
+        help='the environment the job gets: "all" (default), "none", "all, ~VAR, VAR=value" '
+        'or "VAR1, VAR2=value"',
+    )
     p.add_argument(
         "-W",
         dest="walltime_w",
@@ -140,24 +160,35 @@ def _w_limit(text: str) -> float:
 
 
 def submit(args: "Args") -> int:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        print("bsub: no command to run (bsub [options] COMMAND [ARGS])", file=sys.stderr)
+    from roles.cli import bsub_script  # submit's own: no other command loads it
+
+    client: Client | None = None  # made early only if a job script asks the configuration
+
+    def conf() -> "config.Config":
+        nonlocal client
+        client = client or _client(args)
+        return client.conf
+
+    try:
+        args, cmd, extra = bsub_script.command(args, conf)
+        extra.update(bsub_script.files(args))
+        env = bsub_script.environment(args.env_spec, os.environ)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
         return 2
     spec = {
         "cmd": cmd,
         "queue": args.queue,
         "name": args.name,
-        "out": args.out,
-        "err": args.err,
         "slots": args.slots,
         "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
         "retries": args.retries,
         "memory": args.memory,
         "pids": args.pids,
         "cwd": os.getcwd(),
-        "env": dict(os.environ),
+        "env": env,
         "from_host": local_host(),
+        **extra,  # the script, -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L, the umask
     }
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
@@ -166,7 +197,7 @@ def submit(args: "Args") -> int:
     except bsub_options.OptionError as exc:
         print(f"bsub: {exc}. Job not submitted.", file=sys.stderr)
         return 2
-    reply = _client(args).call(
+    reply = (client or _client(args)).call(
         "submit", spec={k: v for k, v in spec.items() if v is not None}, req=os.urandom(16).hex()
     )
     where = "queue" if args.queue else "default queue"

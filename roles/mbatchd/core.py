@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import jobspec, messages
+from lavalite import jobscript, jobspec, messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -430,6 +430,7 @@ class Core(ArrayOps, OptionOps):
             "pids": pids,
             "from_host": spec.get("from_host"),
         }
+        stored.update(jobscript.checked(spec, attempts))  # script, -i, -o append, umask...
         if sim is not None:  # for `lavalite simulate`; sbatchd ignores it
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:

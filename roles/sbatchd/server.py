@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from lavalite import auth, daemon, fence, messages, private
+from lavalite import auth, daemon, fence, jobscript, messages, private
 from lavalite import log as log_setup
 from lavalite import protocol as P
 from lavalite.config import Config
@@ -32,7 +32,7 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, peek, prepost, record, shepherd
+from roles.sbatchd import cgroups, jobfiles, peek, prepost, record, shepherd
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -207,29 +207,34 @@ class Sbatchd:
     def _order_for(self, att, env, lock, account, pw):
         """The attempt's order to its shepherd, once its record names the shepherd."""
         job, attempt, spec = att.job, att.attempt, att.spec
-        cwd = spec.get("cwd") or "/"
-        outputs = self._outputs(spec, cwd)
+        cwd, outbase, made = jobfiles.places(spec, pw.pw_name)
+        outputs = self._outputs(spec, outbase)
         # unguessable, so no other user can take the name first in a shared /tmp
         tmpdir = os.path.join(
             self.conf.sbatchd.tmp_dir, f"lavalite.{job}.{attempt}.{os.urandom(4).hex()}"
         )
         env = self._env(spec, env, tmpdir, pw)
+        jobfiles.job_variables(env, spec, outputs, tmpdir, outbase)
         link = self._shepherd()
         att.group = self.cg.group(link.group_name())  # one it kept: taken once it will be used
+        argv, extra = jobfiles.prepare(spec, jobscript.argv_of(spec["cmd"]), tmpdir, cwd)
         order = {
             "job": job,
             "attempt": attempt,
             "record": att.path,
-            "argv": prepost.wrapped(_argv(spec["cmd"]), spec),
+            "argv": prepost.wrapped(argv, spec),
             "env": env,
             "cwd": cwd,
             "outputs": outputs,
             "account": [account.name, account.uid, account.gid, account.switch],
             "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
             "cgroup": att.group and att.group.name,
+            **extra,
         }
         if "pre_exec" in spec:  # where the wrapper says that it failed
             order["pre_marker"] = os.path.join(tmpdir, prepost.PRE_FAILED)
+        if made or "attempts" in spec or "report" in spec:
+            order.update(self._output_modes(spec, made, pw, cwd))
         att.spec = {
             **spec,
             "started": time.time(),
@@ -291,20 +296,29 @@ class Sbatchd:
             group.remove()
         self.run(self.core.shepherd_lost(link.pid))
 
+    def _output_modes(self, spec, made, pw, cwd):
+        """The order's directories to make, which outputs are appended (and up to which
+        attempt), and LSF's job report unless the site turned it off (`job_report`)."""
+        modes = {
+            "mkdirs": made,
+            "append": [spec.get("out_append", False), spec.get("err_append", False)],
+            "attempts": spec.get("attempts"),
+        }
+        if spec.get("report") and self.conf.cluster.job_report:
+            modes["report"] = jobfiles.report_facts(
+                spec, self.host, self.conf.cluster.name, pw.pw_dir, cwd
+            )
+        return modes
+
     def _outputs(self, spec, cwd):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
         substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
         default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
-        job_id, index = str(spec.get("array", spec["id"])), str(spec.get("index", 0))
-
-        def resolve(path):
-            return (
-                os.path.join(cwd, path.replace("%J", job_id).replace("%I", index)) if path else None
-            )
-
-        out, err = resolve(spec.get("out")), resolve(spec.get("err"))
+        out = jobfiles.output_path(spec, spec.get("out"), "out", cwd)
+        err = jobfiles.output_path(spec, spec.get("err"), "err", cwd)
         if out is None and self.conf.sbatchd.default_output == "cwd":
-            out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
+            default = "lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out"
+            out = jobfiles.output_path(spec, default, "out", cwd)
         if err is None or err == out:
             return [((1, 2), out)]
         return [((1,), out), ((2,), err)]
@@ -648,17 +662,6 @@ def reconnect_delay(last: float, away: float, reconnect_max: float) -> float:
     doubled, up to RECONNECT_FAST's bound for its first window, then up to reconnect_max."""
     window, fast = RECONNECT_FAST
     return min(last * 2, fast if away < window else reconnect_max)
-
-
-_SHELL_SYNTAX = frozenset(" \t\n|&;<>()$`\\\"'*?[#~=%{}")
-
-
-def _argv(cmd):
-    """A single string with shell syntax runs through /bin/sh, as LSF runs a command line;
-    a list of arguments (bsub ... -- prog args) is executed as it is."""
-    if len(cmd) == 1 and not _SHELL_SYNTAX.isdisjoint(cmd[0]):
-        return ["/bin/sh", "-c", cmd[0]]
-    return list(cmd)
 
 
 def _check_owned(path):

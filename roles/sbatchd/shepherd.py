@@ -53,7 +53,7 @@ from typing import Any, cast
 
 from lavalite import log as log_setup
 from lavalite import protocol as P
-from roles.sbatchd import cgroups, ids, record, scratch
+from roles.sbatchd import cgroups, ids, jobfiles, record, scratch
 from roles.sbatchd.spawn import RESET, command_path, enter_cwd, spawn
 
 log = logging.getLogger("lavalite.shepherd")
@@ -146,10 +146,45 @@ def _deliver(temp: str, final: str) -> str | None:
         return f"{why}; it is in {temp}"
 
 
-def _open_outputs(outputs, run):
-    """Opened as the user: run.opened [(fd, (1, 2))], run.renames [(temp, final)], and
-    run.outfds, where peek finds a file being written: [fd, st_dev, st_ino], or None."""
-    for fds, final in outputs:
+def _write_out(temp: str, final: str, appended: bool, head: bytes, tail: bytes) -> str | None:
+    """An attempt's output to its file, with the report's head and tail around it: appended
+    (-o, -e), else renamed over it (_deliver). None, or a note on where it went."""
+    if not (appended or head or tail):
+        return _deliver(temp, final)
+    target = final if appended else f"{temp}.report"
+    try:
+        fd = os.open(
+            target,
+            os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if appended else os.O_TRUNC),
+            0o644,
+        )
+    except OSError as exc:
+        return f"cannot write {target}: {exc.strerror}; the output is in {temp}"
+    try:
+        os.write(fd, head)
+        with open(temp, "rb") as src:  # not sendfile: it refuses an O_APPEND target
+            while chunk := src.read(1 << 20):
+                os.write(fd, chunk)
+        os.write(fd, tail)
+    except OSError as exc:
+        return f"cannot write {target}: {exc.strerror}; the output is in {temp}"
+    finally:
+        os.close(fd)
+    os.unlink(temp)
+    return None if appended else _deliver(target, final)
+
+
+def _open_outputs(order, run):
+    """Opened as the user, after the directories the order names (-cwd, -outdir): run.opened
+    [(fd, (1, 2))], run.renames [(temp, final, appended)], and run.outfds, where peek finds a
+    file being written: [fd, st_dev, st_ino], or None."""
+    for path in order.get("mkdirs", ()):
+        try:
+            os.makedirs(path, 0o700, exist_ok=True)
+        except OSError as exc:
+            run.notes.append(f"cannot create {path}: {exc.strerror}")
+    # stdout (with stderr when they share a file), then stderr: the first flag or both
+    for (fds, final), appended in zip(order["outputs"], order.get("append") or (False, False)):
         temp = _temp(final, run)
         target = temp or final or os.devnull
         try:
@@ -161,17 +196,17 @@ def _open_outputs(outputs, run):
             fd, temp = os.open(os.devnull, os.O_WRONLY), None
         if temp:  # peek reads it through /proc/<shepherd>/fd/N, never by
             st = os.fstat(fd)  # path (the user's); the identity refuses a reused number
-            run.renames.append((temp, final))
+            run.renames.append((temp, final, appended))
             run.outfds.append([fd, st.st_dev, st.st_ino])
         else:
             run.outfds.append(None)
         run.opened.append((fd, fds))
 
 
-def _exec_job(exe, argv, env, cwd, opened, account, group):
+def _exec_job(exe, argv, env, cwd, opened, account, group, order):
     """In the job's process: group, identity, TMPDIR (made here, as the user, so it is theirs
-    from the start and the shepherd never waits on the disk for it), directory, files, exec.
-    Raises OSError."""
+    from the start and the shepherd never waits on the disk for it) and what is spooled there,
+    directory, files, umask, exec. Raises OSError."""
     os.setpgid(0, 0)  # its own process group: pgid = pid
     for sig in RESET:  # what the shepherd ignores must not stay ignored
         signal.signal(sig, signal.SIG_DFL)
@@ -183,12 +218,14 @@ def _exec_job(exe, argv, env, cwd, opened, account, group):
         os.setgid(account.gid)
         os.setuid(account.uid)
     scratch.mkdir(env["TMPDIR"])
+    stdin = jobfiles.spool(order)
     enter_cwd(cwd, env)
     for fd, fds in opened:
         for n in fds:
             os.dup2(fd, n)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+    os.dup2(os.open(os.devnull, os.O_RDONLY) if stdin is None else stdin, 0)
+    if "umask" in order:
+        os.umask(order["umask"])
     if exe is None:
         raise FileNotFoundError(errno.ENOENT, "command not found")
     try:
@@ -211,7 +248,7 @@ def _unrunnable(exe):
     return None
 
 
-def _fork(exe, argv, env, cwd, opened, account, group):
+def _fork(exe, argv, env, cwd, opened, account, group, order):
     """Fork the job: (pid, the read end of a close-on-exec pipe). The pipe says how the exec
     went: EOF means it succeeded, else "errno:reason". Read when it is ready, so the shepherd
     never waits for a child's exec."""
@@ -220,7 +257,7 @@ def _fork(exe, argv, env, cwd, opened, account, group):
     if pid == 0:
         try:
             os.close(rfd)
-            _exec_job(exe, argv, env, cwd, opened, account, group)
+            _exec_job(exe, argv, env, cwd, opened, account, group, order)
         except OSError as exc:
             os.write(wfd, f"{exc.errno or 0}:{exc.strerror or exc}".encode(errors="replace"))
         except ValueError as exc:  # a NUL byte, say: exec takes none
@@ -242,6 +279,7 @@ class Run:
         "group",
         "opened",
         "renames",
+        "appending",
         "outfds",
         "notes",
         "status",
@@ -259,7 +297,13 @@ class Run:
         self.account = Account(*order["account"])
         self.group: cgroups.Group | None = None
         self.opened: list[tuple[int, list[int]]] = []  # (fd, which of the job's 1 and 2 it is)
-        self.renames: list[tuple[str, str]] = []  # (temp, final)
+        self.renames: list[tuple[str, str, bool]] = []  # (temp, final, appended)
+        # appended output: (the record's path, the job's most attempts, the report's facts)
+        self.appending = (
+            (order["record"], order.get("attempts"), order.get("report"))
+            if "append" in order
+            else None
+        )
         self.outfds: list[list[int] | None] = []  # peek's [fd, st_dev, st_ino] per output
         self.notes: list[str] = []
         self.status: dict[str, Any] = {"start": time.time()}
@@ -441,7 +485,7 @@ class Shepherd:
         direct = group is None or inside
         try:
             with self._as(account):
-                _open_outputs(order["outputs"], run)
+                _open_outputs(order, run)
         except OSError as exc:  # the user's ids refused (their groups, say)
             self._exec_failed(run, exc.errno, f"cannot act as {account.name}: {exc.strerror}")
             return
@@ -452,7 +496,7 @@ class Shepherd:
             if account.switch:
                 # a Python child joins the group as root, then drops: cgroup2, --pids 1, or
                 # no per-thread ids
-                run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group)
+                run.pid, pipe = _fork(exe, argv, env, cwd, run.opened, account, group, order)
                 self.sel.register(pipe, selectors.EVENT_READ, lambda _: self._execed(run, pipe))
                 return
             failure = _unrunnable(exe)  # the prelude's shell could only exit 127 or 126
@@ -464,7 +508,9 @@ class Shepherd:
                 self.away = True
                 assert group is not None  # inside implies a group
                 group.enter()
-            pid = self._start_job(account, argv, env, cwd, run.opened, None if direct else group)
+            pid = self._start_job(
+                account, argv, env, cwd, run.opened, None if direct else group, order
+            )
         except OSError as exc:
             self._settle()  # after a half move too: some hierarchies took it
             self._exec_failed(run, exc.errno, exc.strerror or str(exc))
@@ -492,20 +538,24 @@ class Shepherd:
         for run in placed:
             self._running(run)
 
-    def _start_job(self, account, argv, env, cwd, opened, prelude):
-        """The job's TMPDIR, then the job, as its user (this thread's real and effective ids:
-        the spawned child inherits them)."""
+    def _start_job(self, account, argv, env, cwd, opened, prelude, order):
+        """The job's TMPDIR and what is spooled there, then the job, as its user (this
+        thread's real and effective ids: the spawned child inherits them)."""
         if not account.switch:
-            self._make_tmp(account, env["TMPDIR"])
-            return spawn(argv, env, cwd, opened, prelude)
+            self._make_tmp(account, env["TMPDIR"], order, opened)
+            return spawn(argv, env, cwd, opened, prelude, order.get("umask"))
         assert self.ids is not None  # without them _launch forks another user's job
         with self.ids.user(account.uid, account.gid, user_groups(account), real=True):
-            self._make_tmp(account, env["TMPDIR"])
-            return spawn(argv, env, cwd, opened)
+            self._make_tmp(account, env["TMPDIR"], order, opened)
+            return spawn(argv, env, cwd, opened, umask=order.get("umask"))
 
-    def _make_tmp(self, account, path):
+    def _make_tmp(self, account, path, order, opened):
+        """The TMPDIR, its spooled script and input; the input joins `opened` as stdin."""
         for lost in self.scratch.make(path, account.uid, time.monotonic()):
             self._trash("path", lost)
+        stdin = jobfiles.spool(order)
+        if stdin is not None:
+            opened.append((stdin, [0]))
 
     def _as(self, account):
         """File operations with the user's identity (effective ids only, restored after)."""
@@ -593,14 +643,12 @@ class Shepherd:
         if run.renames:
             try:
                 with self._as(run.account):
-                    for temp, final in run.renames:
-                        if (note := _deliver(temp, final)) is not None:
-                            run.notes.append(note)
+                    self._deliver_all(run)
             except OSError as exc:  # the user's ids refused
                 run.notes.append(
                     f"cannot act as {run.account.name} to move the output: "
                     f"{exc.strerror}; it is in "
-                    f"{', '.join(temp for temp, _ in run.renames)}"
+                    f"{', '.join(temp for temp, _, _ in run.renames)}"
                 )
         for fd, _ in run.opened:
             os.close(fd)
@@ -626,6 +674,26 @@ class Shepherd:
         self._send(answer)
         os.close(run.record)  # last: the status is written before the lock says "ended"
         self.runs -= 1
+
+    def _deliver_all(self, run):
+        """Each output to its file: renamed over it, or with -o/-e appended to it, by the
+        attempt that ends the job only (a retried one's is dropped: one complete attempt,
+        never a mix), with LSF's job report around the output when the job asked for it."""
+        head = tail = b""
+        ends = True
+        if run.appending is not None:
+            path, attempts, facts = run.appending
+            ends = jobfiles.ends_job(run.status, run.attempt, attempts, path)
+            if facts is not None:
+                head, tail = jobfiles.report(facts, {**run.status, "end": time.time()})
+        for i, (temp, final, appended) in enumerate(run.renames):
+            if appended and not ends:
+                os.unlink(temp)
+                continue
+            report = (head, tail) if i == 0 else (b"", b"")
+            note = _write_out(temp, final, appended, *report)
+            if note is not None:
+                run.notes.append(note)
 
     def _group(self, name, limits):
         """The attempt's cgroup: the one kept under that name (v1), else a new one."""

@@ -45,7 +45,9 @@ RESET = (
     signal.SIGHUP,
     signal.SIGCHLD,
 )
-_null: list[int] = []  # /dev/null, opened once: every job's stdin
+_null: list[int] = []  # /dev/null, opened once: the stdin of every job without -i
+_UMASK = os.umask(0o022)  # the shepherd's own, read once (reading it means setting it)
+os.umask(_UMASK)
 
 
 def spawn(
@@ -54,6 +56,7 @@ def spawn(
     cwd: str,
     opened: list[tuple[int, list[int]]],
     prelude: Group | None = None,
+    umask: int | None = None,
 ) -> int:
     """Start the job with the calling thread's ids; its pid. posix_spawn (glibc: a clone that
     shares the shepherd's memory until the exec, as vfork) costs half of subprocess.Popen's
@@ -61,12 +64,21 @@ def spawn(
     child's directory, so the shepherd's changes for the moment of the spawn (nothing else in
     it uses a relative path); a directory the user cannot enter or that is gone here: the
     job's TMPDIR, as LSF.
-    prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1)."""
+    prelude: a group to join through PRELUDE (cgroup2, or v1 --pids 1).
+    opened: the job's descriptors 1 and 2, and 0 if it reads a file (else /dev/null).
+    umask: the submitter's, the process's own for the moment of the spawn (posix_spawn has
+    none of its own); the shepherd's other thread creates no file meanwhile."""
+    if umask is not None and umask != _UMASK:
+        os.umask(umask)
+        try:
+            return spawn(argv, env, cwd, opened, prelude)
+        finally:
+            os.umask(_UMASK)
     out = {n: fd for fd, fds in opened for n in fds}
     if not _null:
         _null.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     actions = [
-        (os.POSIX_SPAWN_DUP2, _null[0], 0),
+        (os.POSIX_SPAWN_DUP2, out.get(0, _null[0]), 0),
         (os.POSIX_SPAWN_DUP2, out[1], 1),
         (os.POSIX_SPAWN_DUP2, out[2], 2),
     ]  # every other descriptor is close-on-exec

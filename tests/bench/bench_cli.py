@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """CLI latency: `bsub` and `bjobs` as a user runs them (a new process each), beside
-`python3 -c pass` and `python3 -S -c pass`, measured in the same run, interleaved.
+`python3 -c pass` and `python3 -S -c pass`, measured in the same run, interleaved; `bsub < script`
+(a job script of SCRIPT_LINES lines with #BSUB options) beside `bsub cmd` as LSF users type it.
 
     .venv/bin/python tests/bench/bench_cli.py [--runs 50] [--also OTHER_ZIPAPP ...] [--installed]
         [--markdown docs/performance.md]
@@ -24,11 +25,16 @@ from bench_drain import ROOT, Cluster, pct  # noqa: E402
 from benchlib import report  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+SCRIPT_LINES = 40  # a job script's lines: a few #BSUB options, comments and commands
 
 
-def timed(cmd, env):
+def timed(cmd, env, stdin=None):
+    """Seconds `cmd` takes; its stdin from the file `stdin`, else /dev/null."""
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(stdin or os.devnull, "rb") as f:
+        out = subprocess.run(
+            cmd, env=env, stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
     elapsed = time.perf_counter() - t0
     if out.returncode:
         raise RuntimeError(f"{cmd} exited {out.returncode}: {out.stderr.decode()[-500:]}")
@@ -90,7 +96,8 @@ def measure(programs, runs):
     """{case: [seconds]}; a program is [interpreter, file], or [file] run through its #!."""
     with Cluster(programs["python lavalite.py"], 4) as cl:
         env = dict(os.environ, LAVALITE_CONF=cl.conf)
-        cases = {}
+        script = _job_script(cl.state)
+        cases, stdin = {}, {}
         for label, prog in programs.items():
             bindir = os.path.join(cl.state, "bin-" + label.split()[0].replace("/", "_"))
             subprocess.run(prog + ["links", bindir], check=True, stdout=subprocess.DEVNULL)
@@ -107,12 +114,26 @@ def measure(programs, runs):
                 "--",
                 "true",
             ]
+            bsub = [*launch, os.path.join(bindir, "bsub"), "-o", "/dev/null"]
+            cases[f"{label}: bsub cmd"] = [*bsub, "echo", "done"]
+            cases[f"{label}: bsub < script"] = bsub
+            stdin[f"{label}: bsub < script"] = script
             cases[f"{label}: bjobs"] = [*launch, os.path.join(bindir, "bjobs")]
         times = {k: [] for k in cases}
         for _ in range(runs):  # interleaved: machine noise hits every case alike
             for name, cmd in cases.items():
-                times[name].append(timed(cmd, env))
+                times[name].append(timed(cmd, env, stdin.get(name)))
     return times
+
+
+def _job_script(directory):
+    """A job script as labs write them: #BSUB options, comments, then its commands."""
+    path = os.path.join(directory, "job.sh")
+    head = ["#!/bin/sh", "#BSUB -J bench", "#BSUB -q serial", "#BSUB -n 1", "#BSUB -W 10"]
+    body = [f"# step {i}\necho step {i}" for i in range((SCRIPT_LINES - len(head)) // 2)]
+    with open(path, "w") as f:
+        f.write("\n".join(head + body) + "\n")
+    return path
 
 
 if __name__ == "__main__":
