@@ -33,6 +33,9 @@ EXIT, SIGNAL, TIMEOUT, KILLED_REASON, OOM, NODE_LOST, EXEC_FAILED = (
     "node_lost",
     "exec_failed",
 )
+# Endings of bsub's options: -E failed (requeued), -t came, -c exceeded (LSF's TERM_DEADLINE,
+# TERM_CPULIMIT).
+PRE_EXEC, DEADLINE, CPULIMIT = "pre_exec", "deadline", "cpulimit"
 # Endings worth another attempt: the job itself failed. A timeout, a kill or an OOM would only
 # repeat, so they end the job at once (Slurm and LSF requeue only on request, too).
 RETRYABLE = frozenset((EXIT, SIGNAL, EXEC_FAILED, NODE_LOST))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import jobscript, jobspec, messages
+from lavalite import endings, jobscript, jobspec, messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -34,7 +34,7 @@ from lavalite.model import (
     PR_BACKOFF,
     PR_NEW,
     PR_NO_SLOT,
-    RETRYABLE,
+    PRE_EXEC,
     RUN,
     SIGNAL,
     Host,
@@ -946,9 +946,8 @@ class Core(ArrayOps, OptionOps):
         return acks
 
     def _ended(self, job, rep, now):
-        code, sig, why = rep.get("exit_code"), rep.get("exit_signal"), rep.get("reason") or ""
-        if sig is not None and not why:  # the CPU limit's signals (-c)
-            why = job_options.ending(job.spec, sig) or ""
+        code, sig = rep.get("exit_code"), rep.get("exit_signal")
+        why = endings.reason(job.spec, rep.get("reason") or "", code, sig)
         job.exit_code, job.exit_signal = code, sig
         message = rep.get("message")
         job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None
@@ -960,21 +959,13 @@ class Core(ArrayOps, OptionOps):
         # as in LSF and Slurm, but is not tried again
         if why == KILLED_REASON:
             state = KILLED
-        elif not why and code == 0 and sig is None:
-            state = DONE
         else:
-            state = FAILED
-            why = why or (SIGNAL if sig is not None else EXIT)
-        if (
-            why == job_options.PRE_EXEC
-            and not job.kill_requested
-            and self._requeue_pre_exec(job, now)
-        ):
+            state = FAILED if why else DONE
+        if why == PRE_EXEC and not job.kill_requested and self._requeue_pre_exec(job, now):
             return
         if (
             state == FAILED
-            and why in RETRYABLE
-            and job.attempt < job.max_attempts
+            and endings.retried(why, job.attempt, job.max_attempts)
             and not job.kill_requested
         ):
             qc = self.qconf.get(job.queue)

@@ -16,7 +16,6 @@ import logging
 import os
 import pwd
 import shlex
-import signal
 from bisect import bisect_right
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.model import FAILED, OPTION_FIELDS, PEND, Job, label
+from lavalite.model import DEADLINE, FAILED, OPTION_FIELDS, PEND, PRE_EXEC, Job, label
 
 log = logging.getLogger("lavalite.mbatchd")
 
 PR_BEGIN = "The job has a specified start time"  # LSF's pending reason for -b
-PRE_EXEC, DEADLINE, CPULIMIT = "pre_exec", "deadline", "cpulimit"  # endings (FAILED(reason))
 NOTIFY_EVENTS = ("begin", "end")
 NOTIFY_WAIT = 60.0  # seconds a notify command may run before it is killed
 
@@ -103,14 +101,6 @@ def check_group(group: str, user: str) -> None:
 def rerunnable(job: Job, queue_rerunnable: bool) -> bool:
     """-r or -rn, else the queue's `rerunnable`."""
     return bool(job.spec.get("rerunnable", queue_rerunnable))
-
-
-def ending(spec: dict, signal_number: int | None) -> str | None:
-    """CPULIMIT for a job with -c killed by the CPU time rlimit (SIGXCPU at the limit, or
-    SIGKILL at the hard limit for one that ignored it); None otherwise."""
-    if "cpu_limit" in spec and signal_number in (signal.SIGXCPU, signal.SIGKILL):
-        return CPULIMIT
-    return None
 
 
 def default_priority(conf: Any) -> int:

@@ -12,9 +12,7 @@ survives a restart, a lost shepherd's attempts are watched through their locks.
 
 from typing import Any, NamedTuple
 
-from lavalite.model import EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
-
-DEADLINE = "deadline"  # the termination time (bsub -t) came: LSF's TERM_DEADLINE
+from lavalite.model import DEADLINE, EXEC_FAILED, KILLED_REASON, NODE_LOST, TIMEOUT
 
 ORDERED, RUNNING = "ordered", "running"
 

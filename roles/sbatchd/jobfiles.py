@@ -10,8 +10,8 @@ import os
 import time
 from typing import Any
 
-from lavalite import jobscript
-from lavalite.model import RETRYABLE
+from lavalite import endings, jobscript
+from lavalite.model import PRE_EXEC
 from roles.sbatchd import record
 
 
@@ -111,15 +111,18 @@ def spool(order: dict[str, Any]) -> int | None:
         raise OSError(exc.errno, f"{order['stdin']}: {exc.strerror}") from None
 
 
-def ends_job(status: dict[str, Any], attempt: int, attempts: int | None, path: str) -> bool:
-    """Whether mbatchd will end the job with this attempt (no retry follows), as it decides:
-    a success, the last attempt, an ending it never retries, or a kill (the record says)."""
-    if attempts is None or attempt >= attempts:
-        return True
-    if status.get("exit_code") == 0 and not status.get("reason"):
-        return True
-    reason = status.get("reason")
-    if reason is not None and reason not in RETRYABLE:
+def ends_job(
+    status: dict[str, Any], attempt: int, attempts: int | None, path: str, spec: dict[str, Any]
+) -> bool:
+    """Whether mbatchd will end the job with this attempt, by its own rule (lavalite.endings):
+    no retry follows, or a kill (the record says) stops it. A failed pre-execution command
+    (-E) never ends it here: the job did not run, and mbatchd requeues it while it may."""
+    why = endings.reason(
+        spec, status.get("reason") or "", status.get("exit_code"), status.get("exit_signal")
+    )
+    if why == PRE_EXEC:
+        return False
+    if attempts is None or not endings.retried(why, attempt, attempts):
         return True
     return "kill" in record.read(path)
 

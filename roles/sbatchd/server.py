@@ -304,6 +304,8 @@ class Sbatchd:
             "append": [spec.get("out_append", False), spec.get("err_append", False)],
             "attempts": spec.get("attempts"),
         }
+        if "cpu_limit" in spec:  # its signals end the job as cpulimit (lavalite.endings)
+            modes["cpu_limit"] = spec["cpu_limit"]
         if spec.get("report") and self.conf.cluster.job_report:
             modes["report"] = jobfiles.report_facts(
                 spec, self.host, self.conf.cluster.name, pw.pw_dir, cwd

@@ -298,9 +298,15 @@ class Run:
         self.group: cgroups.Group | None = None
         self.opened: list[tuple[int, list[int]]] = []  # (fd, which of the job's 1 and 2 it is)
         self.renames: list[tuple[str, str, bool]] = []  # (temp, final, appended)
-        # appended output: (the record's path, the job's most attempts, the report's facts)
+        # appended output: (the record's path, the job's most attempts, the report's facts,
+        # what of the spec its ending's reason depends on)
         self.appending = (
-            (order["record"], order.get("attempts"), order.get("report"))
+            (
+                order["record"],
+                order.get("attempts"),
+                order.get("report"),
+                {k: order[k] for k in ("cpu_limit",) if k in order},
+            )
             if "append" in order
             else None
         )
@@ -682,8 +688,8 @@ class Shepherd:
         head = tail = b""
         ends = True
         if run.appending is not None:
-            path, attempts, facts = run.appending
-            ends = jobfiles.ends_job(run.status, run.attempt, attempts, path)
+            path, attempts, facts, spec = run.appending
+            ends = jobfiles.ends_job(run.status, run.attempt, attempts, path, spec)
             if facts is not None:
                 head, tail = jobfiles.report(facts, {**run.status, "end": time.time()})
         for i, (temp, final, appended) in enumerate(run.renames):
