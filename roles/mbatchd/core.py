@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import jobspec, messages
+from lavalite import jobspec, messages, relay
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -415,6 +415,10 @@ class Core(ArrayOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
+        if spec.get("interactive") is not None:  # bsub -I: its terminal cannot take a rerun
+            if ranges is not None:
+                raise jobspec.SpecError("an interactive job (-I) cannot be a job array")
+            stored["interactive"], attempts = relay.checked(spec["interactive"]), 1
         return {
             "queue": qname,
             "slots": slots,

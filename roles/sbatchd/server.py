@@ -32,7 +32,7 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, peek, record, shepherd
+from roles.sbatchd import cgroups, peek, record, relay_job, shepherd
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -220,7 +220,7 @@ class Sbatchd:
             "job": job,
             "attempt": attempt,
             "record": att.path,
-            "argv": _argv(spec["cmd"]),
+            "argv": relay_job.wrapped(spec, _argv(spec["cmd"]), env),
             "env": env,
             "cwd": cwd,
             "outputs": outputs,
@@ -292,7 +292,8 @@ class Sbatchd:
     def _outputs(self, spec, cwd):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
         substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
-        default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
+        default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element).
+        An interactive job writes no file but those it names."""
         job_id, index = str(spec.get("array", spec["id"])), str(spec.get("index", 0))
 
         def resolve(path):
@@ -301,6 +302,8 @@ class Sbatchd:
             )
 
         out, err = resolve(spec.get("out")), resolve(spec.get("err"))
+        if "interactive" in spec:  # relayed to bsub, each stream unless sent to a file
+            return [((1,), out), ((2,), err)]
         if out is None and self.conf.sbatchd.default_output == "cwd":
             out = resolve("lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out")
         if err is None or err == out:

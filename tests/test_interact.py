@@ -1,0 +1,326 @@
+"""bsub -K and the interactive jobs (-I, -Ip, -Is) on a real cluster: the job's streams relayed
+between bsub and the job, exit codes as LSF's, Ctrl-C, and a submitter that goes away."""
+
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import wait_until
+
+from lavalite import relay
+
+
+def bsub(cluster, *args, stdin=subprocess.DEVNULL, input=None, timeout=60):
+    """bsub as a user runs it: a new process, under the LSF name."""
+    return subprocess.run(
+        cluster.program + ["submit", *args],
+        env=cluster.env,
+        cwd=cluster.state,
+        input=input,
+        stdin=None if input is not None else stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_bsub(cluster, *args, **kw):
+    return subprocess.Popen(
+        cluster.program + ["submit", *args], env=cluster.env, cwd=cluster.state, text=True, **kw
+    )
+
+
+def job_id_in(text: str) -> int:
+    return int(text.split("Job <", 1)[1].split(">", 1)[0])
+
+
+def running_job(cluster, job_id: int) -> bool:
+    return cluster.jobs([job_id])[job_id]["stat"] == "RUN"
+
+
+# --- -K
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_K_waits_and_exits_with_the_jobs_exit_code(cluster, code):
+    res = bsub(cluster, "-K", "-o", "/dev/null", "--", "sh", "-c", f"exit {code}")
+    assert res.returncode == code, res.stderr
+    job_id = job_id_in(res.stdout)
+    assert cluster.jobs([job_id])[job_id]["state"] == ("DONE" if code == 0 else "FAILED")
+    assert "<<Waiting for dispatch ...>>" in res.stderr
+    assert res.stderr.rstrip().endswith("<<Job is finished>>")
+
+
+def test_K_of_a_job_killed_by_bkill(cluster):
+    proc = start_bsub(
+        cluster,
+        "-K",
+        "-o",
+        "/dev/null",
+        "--",
+        "sleep",
+        "300",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    job_id = job_id_in(proc.stdout.readline())
+    wait_until(lambda: running_job(cluster, job_id), what="the job running")
+    cluster.cli("kill", str(job_id))
+    _, err = proc.communicate(timeout=60)
+    view = cluster.jobs([job_id])[job_id]
+    assert proc.returncode == 128 + view["exit_signal"], (err, view)
+    assert view["exit_signal"] in (signal.SIGTERM, signal.SIGKILL)
+
+
+def test_K_ctrl_c_kills_the_job(cluster):
+    proc = start_bsub(
+        cluster,
+        "-K",
+        "-o",
+        "/dev/null",
+        "--",
+        "sleep",
+        "300",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    job_id = job_id_in(proc.stdout.readline())
+    wait_until(lambda: running_job(cluster, job_id), what="the job running")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    view = cluster.jobs([job_id])[job_id]
+    assert view["state"] == "KILLED", view
+    assert proc.returncode == 128 + view["exit_signal"], err
+    assert f"Job <{job_id}> is being terminated" in err
+
+
+def test_K_of_a_job_killed_while_pending_exits_126(make_cluster):
+    cluster = make_cluster(slots=1)
+    blocker = cluster.submit(["sleep", "300"])
+    cluster.wait_started([blocker])
+    proc = start_bsub(cluster, "-K", "--", "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job_id = job_id_in(proc.stdout.readline())
+    cluster.cli("kill", str(job_id))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 126, err
+    assert "<<Terminated while pending>>" in err
+
+
+# --- -I
+
+
+def test_I_relays_piped_stdin_and_stdout(cluster, tmp_path):
+    res = bsub(cluster, "-I", "cat", input="hi\n")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("Job <") and lines[1:] == ["hi"], res.stdout
+    assert "<<Waiting for dispatch ...>>" in res.stderr
+    assert "<<Starting on testhost>>" in res.stderr
+    job_id = job_id_in(res.stdout)
+    assert not os.path.exists(os.path.join(cluster.state, f"lavalite-{job_id}.out"))
+
+
+def test_I_exit_code_and_stderr_relayed_apart(cluster):
+    res = bsub(cluster, "-I", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert res.returncode == 7, res.stderr
+    assert res.stdout.splitlines()[1:] == ["out"]
+    assert "err\n" in res.stderr and "out" not in res.stderr
+    job_id = job_id_in(res.stdout)
+    assert cluster.jobs([job_id])[job_id]["exit_code"] == 7
+
+
+def test_I_with_o_writes_stdout_to_the_file(cluster):
+    res = bsub(cluster, "-I", "-o", "out.%J", "--", "sh", "-c", "echo to-file; echo to-tty >&2")
+    assert res.returncode == 0, res.stderr
+    job_id = job_id_in(res.stdout)
+    with open(os.path.join(cluster.state, f"out.{job_id}")) as f:
+        assert f.read() == "to-file\n"
+    assert "to-tty" in res.stderr and "to-file" not in res.stdout
+
+
+def test_I_command_not_found(cluster):
+    res = bsub(cluster, "-I", "--", "no-such-command-here")
+    assert res.returncode == 127, res.stderr
+    assert "no-such-command-here: command not found" in res.stderr
+
+
+def test_I_ctrl_c_goes_to_the_job(cluster):
+    proc = start_bsub(
+        cluster,
+        "-I",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    job_id = job_id_in(proc.stdout.readline())
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    view = cluster.jobs([job_id])[job_id]
+    assert view["exit_signal"] == signal.SIGINT, (view, err)
+    assert proc.returncode == 128 + signal.SIGINT
+
+
+def test_I_submitter_gone_kills_the_job(cluster):
+    proc = start_bsub(
+        cluster,
+        "-I",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    job_id = job_id_in(proc.stdout.readline())
+    assert proc.stdout.readline() == "ready\n"
+    proc.kill()
+    proc.wait()
+    view = cluster.wait([job_id], timeout=60)[job_id]
+    assert view["state"] == "FAILED" and view["exit_signal"] == signal.SIGKILL, str(view)
+
+
+def test_I_listener_closed_before_dispatch_ends_the_job(make_cluster):
+    """bsub gone while the job pends: the job's side finds no one and the job ends (hung up)."""
+    cluster = make_cluster(slots=1)
+    blocker = cluster.submit(["sleep", "300"])
+    cluster.wait_started([blocker])
+    proc = start_bsub(
+        cluster,
+        "-I",
+        "--",
+        "sleep",
+        "300",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    job_id = job_id_in(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    cluster.cli("kill", str(blocker))
+    view = cluster.wait([job_id], timeout=60)[job_id]
+    assert view["state"] == "FAILED" and view["exit_signal"] == signal.SIGHUP, view
+
+
+def test_I_and_K_together_are_refused(cluster):
+    res = bsub(cluster, "-I", "-K", "true")
+    assert res.returncode == 2
+    assert "bsub: -I and -K cannot be used together" in res.stderr
+    assert cluster.client.jobs(all=True) == []
+
+
+def test_I_job_array_is_refused(cluster):
+    res = bsub(cluster, "-I", "-J", "a[1-3]", "true")
+    assert res.returncode == 2 and "cannot be a job array" in res.stderr
+
+
+# --- -Is, -Ip: a real terminal
+
+
+def _drive(cluster, argv, keys=b"", until=b"", timeout=60):
+    """Run bsub on a pty as a user at a terminal: type `keys` once `until` shows, read all
+    it prints; (exit status, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(cluster.state)
+        os.execve(cluster.program[0], cluster.program + ["submit", *argv], cluster.env)
+    out = bytearray()
+    typed = not keys
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not typed and until in out:
+            os.write(fd, keys)
+            typed = True
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # EIO: bsub has exited and closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), bytes(out)
+
+
+def test_Is_runs_on_a_terminal(cluster):
+    code, out = _drive(cluster, ["-Is", "--", "sh", "-c", "tty; stty size"])
+    assert code == 0, out
+    assert b"/dev/pts/" in out and b"not a tty" not in out, out
+
+
+def test_Is_ctrl_c_kills_the_job(cluster):
+    code, out = _drive(
+        cluster,
+        ["-Is", "--", "sh", "-c", "echo ready; exec sleep 300"],
+        keys=b"\x03",
+        until=b"ready",
+    )
+    assert code == 128 + signal.SIGINT, out
+
+
+def test_Ip_ctrl_c_kills_the_job(cluster):
+    code, out = _drive(
+        cluster,
+        ["-Ip", "--", "sh", "-c", "echo ready; exec sleep 300"],
+        keys=b"\x03",
+        until=b"ready",
+    )
+    assert code == 128 + signal.SIGINT, out
+
+
+def test_Is_from_a_pipe_still_gets_a_pty(cluster):
+    res = bsub(cluster, "-Is", "--", "sh", "-c", "tty", input="")
+    assert res.returncode == 0, res.stderr
+    assert "/dev/pts/" in res.stdout
+
+
+# --- the relay's handshake (no cluster)
+
+
+def test_relay_handshake_refuses_a_wrong_token():
+    listener = socket.create_server(("127.0.0.1", 0))
+    token = relay.new_token()
+    port = listener.getsockname()[1]
+    with pytest.raises(relay.RelayError):
+        _both(listener, token, relay.new_token(), port)
+    conn = _both(listener, token, token, port)
+    conn.close()
+    listener.close()
+
+
+def _both(listener, token, their_token, port):
+    """The job's side connects with `their_token` while the listener checks `token`."""
+    import threading
+
+    result = {}
+
+    def job_side():
+        try:
+            result["sock"] = relay.connect(("127.0.0.1", port), their_token)
+        except (OSError, relay.RelayError) as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=job_side)
+    t.start()
+    conn, _ = listener.accept()
+    try:
+        relay.accept(conn, token)
+    finally:
+        t.join()
+        conn.close()
+    return result["sock"]
