@@ -1,12 +1,15 @@
 """bsub -K and the interactive jobs (-I, -Ip, -Is) on a real cluster: the job's streams relayed
 between bsub and the job, exit codes as LSF's, Ctrl-C, and a submitter that goes away."""
 
+import fcntl
 import os
 import pty
 import select
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import time
 
 import pytest
@@ -233,6 +236,7 @@ def _drive(cluster, argv, keys=b"", until=b"", timeout=60):
     it prints; (exit status, output)."""
     pid, fd = pty.fork()
     if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.chdir(cluster.state)
         os.execve(cluster.program[0], cluster.program + ["submit", *argv], cluster.env)
     out = bytearray()
@@ -261,6 +265,7 @@ def test_Is_runs_on_a_terminal(cluster):
     code, out = _drive(cluster, ["-Is", "--", "sh", "-c", "tty; stty size"])
     assert code == 0, out
     assert b"/dev/pts/" in out and b"not a tty" not in out, out
+    assert b"33 101" in out, out  # the terminal's size, on the job's pty
 
 
 def test_Is_ctrl_c_kills_the_job(cluster):
