@@ -9,7 +9,8 @@ the token itself never crosses the network and neither side talks to an impostor
 Then frames both ways: a 5-byte header (channel, 4-byte big-endian length) and the bytes.
 Channels 0, 1, 2 carry stdin, stdout and stderr (an empty frame is that stream's end); WINCH
 carries a terminal's new size (rows, columns), SIGNAL a signal number for the job, HOST the
-job's host (the job's side's first frame). `Relay` pumps
+job's host (the job's side's first frame), EXIT how the command ended (its last frame: the exit
+code, or minus the signal). `Relay` pumps
 both ends with one `selectors` loop and bounded buffers, so neither side ever blocks the other.
 Stdlib only: bsub imports it."""
 
@@ -27,9 +28,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-STDIN, STDOUT, STDERR, WINCH, SIGNAL, HOST = 0, 1, 2, 3, 4, 5
+STDIN, STDOUT, STDERR, WINCH, SIGNAL, HOST, EXIT = 0, 1, 2, 3, 4, 5, 6
 _HEADER = struct.Struct(">BI")
 _SIZE = struct.Struct(">HH")
+_STATUS = struct.Struct(">i")
 _MAGIC = b"LLR1"
 _NONCE = 32
 HIGH = 1 << 20  # bytes buffered towards one destination before its source is read no more
@@ -123,6 +125,18 @@ def _pollable(fd: int) -> bool:
         probe.close()
 
 
+def listen(host: str) -> socket.socket:
+    """A listening socket on an ephemeral port of `host` (an address of this host); OSError."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.bind((host, 0))
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def frame(channel: int, data: bytes = b"") -> bytes:
     return _HEADER.pack(channel, len(data)) + data
 
@@ -133,6 +147,16 @@ def winch_frame(rows: int, cols: int) -> bytes:
 
 def window_size(payload: bytes) -> tuple[int, int]:
     return _SIZE.unpack(payload)
+
+
+def exit_frame(status: int) -> bytes:
+    return frame(EXIT, _STATUS.pack(status))
+
+
+def exit_status(payload: bytes) -> int:
+    """An EXIT frame's status as a shell shows it: the code, or 128 + the signal."""
+    (status,) = _STATUS.unpack(payload)
+    return status if status >= 0 else 128 - status
 
 
 class Relay:

@@ -9,11 +9,12 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import ROOT, wait_until
 
 from lavalite import relay
 
@@ -329,3 +330,90 @@ def _both(listener, token, their_token, port):
         t.join()
         conn.close()
     return result["sock"]
+
+
+# --- blaunch
+
+
+def _blaunch(tmp_path) -> str:
+    """How a job runs blaunch: the program under that name (argv[0] picks the command)."""
+    link = tmp_path / "blaunch"
+    if not link.exists():
+        link.symlink_to(os.path.join(ROOT, "lavalite.py"))
+    return f"{sys.executable} {link}"
+
+
+def _job_output(cluster, job_id, stream="out"):
+    with open(os.path.join(cluster.state, f"{stream}.{job_id}")) as f:
+        return f.read()
+
+
+def test_blaunch_runs_a_task_on_the_jobs_host_in_its_cgroups(cluster, tmp_path):
+    task = "cat /proc/self/cgroup > task.cg; echo task $LSB_JOBID; echo task-err >&2; exit 5"
+    script = f"cat /proc/self/cgroup > job.cg; {_blaunch(tmp_path)} testhost sh -c '{task}'"
+    res = bsub(cluster, "-o", "out.%J", "-e", "err.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+    view = cluster.wait([job_id])[job_id]
+    assert view["exit_code"] == 5, (view, _job_output(cluster, job_id, "err"))
+    assert _job_output(cluster, job_id) == f"task {job_id}\n"
+    assert _job_output(cluster, job_id, "err") == "task-err\n"
+    with (
+        open(os.path.join(cluster.state, "job.cg")) as f,
+        open(os.path.join(cluster.state, "task.cg")) as g,
+    ):
+        assert f.read() == g.read()  # the job's own groups
+
+
+def test_blaunch_relays_stdin_unless_n(cluster, tmp_path):
+    script = (
+        f"echo piped | {_blaunch(tmp_path)} testhost cat; "
+        f"echo dropped | {_blaunch(tmp_path)} -n testhost cat; echo end"
+    )
+    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+    cluster.wait([job_id])
+    assert _job_output(cluster, job_id) == "piped\nend\n"
+
+
+def test_blaunch_refuses_a_host_outside_the_job(cluster, tmp_path):
+    script = f"{_blaunch(tmp_path)} elsewhere true; echo exit=$?"
+    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+    cluster.wait([job_id])
+    out = _job_output(cluster, job_id)
+    assert "host 'elsewhere' is not one of the job's hosts" in out and "exit=1" in out, out
+
+
+def test_blaunch_outside_a_job_is_refused(cluster, tmp_path):
+    env = {k: v for k, v in cluster.env.items() if k != "LSB_JOBID"}
+    res = subprocess.run(
+        [*_blaunch(tmp_path).split(), "testhost", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "blaunch: not inside a job" in res.stderr
+
+
+def test_blaunch_task_is_killed_with_its_job(cluster, tmp_path):
+    marker = f"{os.getpid()}.{time.monotonic_ns() % 1000}"
+    script = f"{_blaunch(tmp_path)} testhost sleep 3{marker}"
+    res = bsub(cluster, "-o", "/dev/null", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+
+    def task_running():
+        return any(f"sleep\0003{marker}" in _cmdline(pid) for pid in os.listdir("/proc"))
+
+    wait_until(task_running, what="the task running")
+    cluster.cli("kill", str(job_id))
+    cluster.wait([job_id])
+    wait_until(lambda: not task_running(), what="the task gone with its job")
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return ""

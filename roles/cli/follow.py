@@ -159,12 +159,10 @@ class Interactive(Follow):
         self.tty = pty and os.isatty(0)  # a pty for the job even from a pipe; raw mode needs a tty
         self.token = relay.new_token()
         host = address(client.conf, spec["from_host"])
-        self.listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         try:
-            self.listener.bind((host, 0))
+            self.listener = relay.listen(host)
         except OSError as exc:
             usage(f"cannot listen for the interactive job on {host}: {exc.strerror or exc}")
-        self.listener.listen(4)
         spec["interactive"] = {
             "host": host,
             "port": self.listener.getsockname()[1],

@@ -252,4 +252,14 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-h": (FLAG, YES),
         "-V": (FLAG, NO),
     },
+    "blaunch": {
+        "-n": (FLAG, YES),
+        "-fixenv": (FLAG, NO),
+        "-no-shell": (FLAG, NO),
+        "-u": (VALUE, NO),
+        "-z": (VALUE, NO),
+        "-use-env": (VALUE, NO),
+        "-h": (FLAG, YES),
+        "-V": (FLAG, NO),
+    },
 }

@@ -651,6 +651,35 @@ class Core(ArrayOps):
             )
         return job
 
+    def launch_task(self, ident: dict[str, Any], msg: messages.Launch) -> tuple[Job, dict]:
+        """blaunch: (the running job, the task to start on msg's host), or ProtocolError saying
+        why not. Only the job's owner may start a task in it, and only on a host of its
+        allocation."""
+        job_id, host = msg.get("job"), msg.get("host")
+        job = self.jobs.get(job_id) if type(job_id) is int else None
+        if job is None or job.state != RUN:
+            raise P.ProtocolError(
+                P.NOT_RUNNING,
+                f"Job <{label(job_id)}>: not running; blaunch starts tasks of a running job",
+            )
+        if ident["user"] != job.user:
+            raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
+        if host != job.host:
+            raise P.ProtocolError(
+                P.DENIED, f"Job <{label(job_id)}>: host {host!r} is not one of the job's hosts"
+            )
+        try:
+            cmd, (env, _, _) = self._check_exec(dict(msg), (None,))
+            task = {
+                "cmd": cmd,
+                "env": env,
+                "cwd": jobspec.text("cwd", msg.get("cwd") or "/", jobspec.MAX_PATH),
+                "interactive": relay.checked(msg.get("interactive")),
+            }
+        except jobspec.SpecError as exc:
+            raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+        return job, task
+
     def _kill(self, job, now):
         name = label(job.id)
         if job.state == KILLED:

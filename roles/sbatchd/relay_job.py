@@ -41,12 +41,22 @@ def wrapped(spec: dict, argv: list[str], env: dict[str, str]) -> list[str]:
     if params is None:
         return argv
     env[ENV] = json.dumps({**params, "stdout": not spec.get("out"), "stderr": not spec.get("err")})
-    return [*self_command(), "--role", "sbatchd", "--relay", "--", *argv]
+    return relay_argv(self_command(), argv)
+
+
+def relay_argv(program: list[str], argv: list[str]) -> list[str]:
+    """The relay's command line, running `argv`."""
+    return [*program, "--role", "sbatchd", "--relay", "--", *argv]
 
 
 def main(argv: list[str]) -> int:
     params = json.loads(os.environ.pop(ENV))
     cmd = argv[1:] if argv[:1] == ["--"] else argv
+    try:
+        _become(params.get("become"))
+        failure = None
+    except OSError as exc:  # it reaches blaunch all the same, to say so
+        failure = f"lavalite: cannot join the job's cgroups or become its user: {exc}"
     try:
         sock = relay.connect((params["host"], params["port"]), params["token"])
     except (OSError, relay.RelayError) as exc:
@@ -56,7 +66,22 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return _end_as(-signal.SIGHUP)
-    return _Session(sock, params, cmd).run()
+    session = _Session(sock, params, cmd)
+    return session.run() if failure is None else session.unstarted(126, failure)
+
+
+def _become(become: dict | None) -> None:
+    """A blaunch task: started by root, it joins the job's cgroups, then takes the user's
+    identity, before it connects or runs anything of the user's."""
+    if become is None:
+        return
+    for procs in become["procs"]:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    if become["switch"]:
+        os.setgroups(os.getgrouplist(become["user"], become["gid"]))
+        os.setgid(become["gid"])
+        os.setuid(become["uid"])
 
 
 def _end_as(code: int) -> int:
@@ -79,12 +104,13 @@ class _Session:
         self.child: subprocess.Popen | None = None
         self.status: int | None = None
         self.master = -1
+        self.cwd = params.get("cwd")  # a blaunch task's; a job's relay starts in the job's
 
     def run(self) -> int:
         try:
             sources, sinks, child_fds = self._pty() if self.pty else self._pipes()
         except OSError as exc:
-            return self._unstarted(126, f"lavalite: cannot make the job's terminal: {exc}")
+            return self.unstarted(126, f"lavalite: cannot make the job's terminal: {exc}")
         try:
             self.child = subprocess.Popen(
                 self.cmd,
@@ -93,12 +119,13 @@ class _Session:
                 stderr=child_fds[2],
                 start_new_session=self.pty,
                 process_group=None if self.pty else 0,
+                cwd=self.cwd,
                 preexec_fn=_child_setup(self.pty),
             )
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             why = "command not found" if code == 127 and "/" not in self.cmd[0] else exc.strerror
-            return self._unstarted(code, f"lavalite: {self.cmd[0]}: {why}")
+            return self.unstarted(code, f"lavalite: {self.cmd[0]}: {why}")
         finally:
             for fd in {fd for fd in child_fds if fd not in (1, 2)}:
                 os.close(fd)
@@ -147,7 +174,7 @@ class _Session:
         child = [slave, slave if self.relay_out else 1, slave if self.relay_err else 2]
         return {self.master: relay.STDOUT}, {relay.STDIN: writer}, child
 
-    def _unstarted(self, code: int, message: str) -> int:
+    def unstarted(self, code: int, message: str) -> int:
         """Said on the submitter's terminal, and in the job's error file if it has one."""
         print(message, file=sys.stderr)
         self.sock.setblocking(True)
@@ -164,6 +191,7 @@ class _Session:
         assert self.child is not None
         self.status = self.child.wait()
         self._killpg(signal.SIGKILL)  # what it left holding the streams ends with it
+        pump.send(relay.exit_frame(self.status))
 
     def _control(self, channel: int, payload: bytes) -> None:
         if channel == relay.WINCH and self.master >= 0:

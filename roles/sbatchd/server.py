@@ -52,6 +52,7 @@ from roles.sbatchd.core import (
 )
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
+from roles.sbatchd.tasks import Tasks
 
 log = logging.getLogger("lavalite.sbatchd")
 LEGACY_SLICE = "lavalite"  # the cgroup slice every cluster shared before it was derived per cluster
@@ -86,6 +87,7 @@ class Sbatchd:
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
         # (job, attempt) -> (outputs, open files): ended lately
         self.recent: dict[tuple[int, int], tuple[list, list | None]] = {}
+        self.tasks = Tasks(self)  # blaunch's tasks of the attempts running here
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
         self.peer: Peer | None = None  # the registered connection to mbatchd
@@ -172,6 +174,8 @@ class Sbatchd:
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
             peek.serve(self, peer, cast(messages.PeekOrder, msg))
+        elif op == "launch":  # blaunch
+            peer.send(P.reply(msg.get("id"), **self.tasks.launch(msg)))
         else:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
 
@@ -400,6 +404,7 @@ class Sbatchd:
             assert att.shepherd is not None  # set by _prepare as the order left
             self.links[att.shepherd].attempts -= 1
         peek.remember(self.recent, att)
+        self.tasks.ended(att.key)
 
     def _clean(self):
         records, self.cleaning = self.cleaning, []
