@@ -33,9 +33,16 @@ def bsub(cluster, *args, stdin=subprocess.DEVNULL, input=None, timeout=60):
     )
 
 
-def start_bsub(cluster, *args, **kw):
+def start_bsub(cluster, *args):
+    """bsub left running, its stdout and stderr piped, no stdin."""
     return subprocess.Popen(
-        cluster.program + ["submit", *args], env=cluster.env, cwd=cluster.state, text=True, **kw
+        cluster.program + ["submit", *args],
+        env=cluster.env,
+        cwd=cluster.state,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -60,54 +67,29 @@ def test_K_waits_and_exits_with_the_jobs_exit_code(cluster, code):
     assert res.stderr.rstrip().endswith("<<Job is finished>>")
 
 
-def test_K_of_a_job_killed_by_bkill(cluster):
-    proc = start_bsub(
-        cluster,
-        "-K",
-        "-o",
-        "/dev/null",
-        "--",
-        "sleep",
-        "300",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+@pytest.mark.parametrize("how", ["bkill", "ctrl-c"])
+def test_K_of_a_killed_job(cluster, how):
+    """bkill from another process, or Ctrl-C at bsub -K (which kills the job, as LSF)."""
+    proc = start_bsub(cluster, "-K", "-o", "/dev/null", "--", "sleep", "300")
     job_id = job_id_in(proc.stdout.readline())
     wait_until(lambda: running_job(cluster, job_id), what="the job running")
-    cluster.cli("kill", str(job_id))
-    _, err = proc.communicate(timeout=60)
-    view = cluster.jobs([job_id])[job_id]
-    assert proc.returncode == 128 + view["exit_signal"], (err, view)
-    assert view["exit_signal"] in (signal.SIGTERM, signal.SIGKILL)
-
-
-def test_K_ctrl_c_kills_the_job(cluster):
-    proc = start_bsub(
-        cluster,
-        "-K",
-        "-o",
-        "/dev/null",
-        "--",
-        "sleep",
-        "300",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    job_id = job_id_in(proc.stdout.readline())
-    wait_until(lambda: running_job(cluster, job_id), what="the job running")
-    proc.send_signal(signal.SIGINT)
+    if how == "bkill":
+        cluster.cli("kill", str(job_id))
+    else:
+        proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     view = cluster.jobs([job_id])[job_id]
     assert view["state"] == "KILLED", view
+    assert view["exit_signal"] in (signal.SIGTERM, signal.SIGKILL)
     assert proc.returncode == 128 + view["exit_signal"], err
-    assert f"Job <{job_id}> is being terminated" in err
+    assert how == "bkill" or f"Job <{job_id}> is being terminated" in err
 
 
 def test_K_of_a_job_killed_while_pending_exits_126(make_cluster):
     cluster = make_cluster(slots=1)
     blocker = cluster.submit(["sleep", "300"])
     cluster.wait_started([blocker])
-    proc = start_bsub(cluster, "-K", "--", "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_bsub(cluster, "-K", "--", "true")
     job_id = job_id_in(proc.stdout.readline())
     cluster.cli("kill", str(job_id))
     _, err = proc.communicate(timeout=60)
@@ -116,6 +98,14 @@ def test_K_of_a_job_killed_while_pending_exits_126(make_cluster):
 
 
 # --- -I
+
+
+def _interactive_job_running(cluster):
+    """(bsub -I, its job id) once the job runs and has said so through the relay."""
+    proc = start_bsub(cluster, "-I", "--", "sh", "-c", "echo ready; exec sleep 300")
+    job_id = job_id_in(proc.stdout.readline())
+    assert proc.stdout.readline() == "ready\n"
+    return proc, job_id
 
 
 def test_I_relays_piped_stdin_and_stdout(cluster, tmp_path):
@@ -154,19 +144,7 @@ def test_I_command_not_found(cluster):
 
 
 def test_I_ctrl_c_goes_to_the_job(cluster):
-    proc = start_bsub(
-        cluster,
-        "-I",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; exec sleep 300",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    job_id = job_id_in(proc.stdout.readline())
-    assert proc.stdout.readline() == "ready\n"
+    proc, job_id = _interactive_job_running(cluster)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     view = cluster.jobs([job_id])[job_id]
@@ -175,19 +153,7 @@ def test_I_ctrl_c_goes_to_the_job(cluster):
 
 
 def test_I_submitter_gone_kills_the_job(cluster):
-    proc = start_bsub(
-        cluster,
-        "-I",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; exec sleep 300",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    job_id = job_id_in(proc.stdout.readline())
-    assert proc.stdout.readline() == "ready\n"
+    proc, job_id = _interactive_job_running(cluster)
     proc.kill()
     proc.wait()
     view = cluster.wait([job_id], timeout=60)[job_id]
@@ -199,16 +165,7 @@ def test_I_listener_closed_before_dispatch_ends_the_job(make_cluster):
     cluster = make_cluster(slots=1)
     blocker = cluster.submit(["sleep", "300"])
     cluster.wait_started([blocker])
-    proc = start_bsub(
-        cluster,
-        "-I",
-        "--",
-        "sleep",
-        "300",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_bsub(cluster, "-I", "--", "sleep", "300")
     job_id = job_id_in(proc.stdout.readline())
     proc.kill()
     proc.wait()
@@ -269,20 +226,13 @@ def test_Is_runs_on_a_terminal(cluster):
     assert b"33 101" in out, out  # the terminal's size, on the job's pty
 
 
-def test_Is_ctrl_c_kills_the_job(cluster):
+@pytest.mark.parametrize("mode", ["-Is", "-Ip"])
+def test_ctrl_c_at_the_terminal_kills_the_job(cluster, mode):
+    """-Is: Ctrl-C is a key for the job's pty, which signals the job; -Ip: bsub gets SIGINT
+    and sends it to the job."""
     code, out = _drive(
         cluster,
-        ["-Is", "--", "sh", "-c", "echo ready; exec sleep 300"],
-        keys=b"\x03",
-        until=b"ready",
-    )
-    assert code == 128 + signal.SIGINT, out
-
-
-def test_Ip_ctrl_c_kills_the_job(cluster):
-    code, out = _drive(
-        cluster,
-        ["-Ip", "--", "sh", "-c", "echo ready; exec sleep 300"],
+        [mode, "--", "sh", "-c", "echo ready; exec sleep 300"],
         keys=b"\x03",
         until=b"ready",
     )

@@ -59,6 +59,24 @@ class Follow:
         self.ended = False
         self.failure: ClientError | None = None
         self.killed = False
+        self._catch_signals()
+
+    def _catch_signals(self) -> None:
+        """From before the submit on, Ctrl-C (and a terminal's resizing) arrive as bytes on a
+        socket that the loop watches (Python's wakeup fd), and are handled there, between two
+        steps, once the job's id is known. bsub ends after the job: nothing to restore."""
+        self.wakeup, wakeup_w = socket.socketpair()
+        self.wakeup.setblocking(False)
+        wakeup_w.setblocking(False)
+        signal.set_wakeup_fd(wakeup_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGWINCH):
+            signal.signal(sig, lambda *_: None)
+        self.sel.register(self.wakeup, selectors.EVENT_READ, self._signalled)
+        self._keep = wakeup_w  # the write end lives as long as the handlers
+
+    def _signalled(self) -> None:
+        for sig in self.wakeup.recv(64):
+            self.signalled(sig)
 
     def follow(self, job_id: int) -> int:
         self.job = job_id
@@ -66,8 +84,7 @@ class Follow:
         done_r, done_w = os.pipe()
         threading.Thread(target=self._wait, args=(done_w,), daemon=True).start()
         self.sel.register(done_r, selectors.EVENT_READ, self._job_ended)
-        with self._signals():
-            self.run()
+        self.run()
         if self.failure is not None:
             raise self.failure
         view = self.client.call("jobs", jobs=[job_id])["jobs"][0]
@@ -112,41 +129,6 @@ class Follow:
         if sig == signal.SIGINT:
             self.interrupted()
 
-    def caught(self) -> "tuple[int, ...]":
-        return (signal.SIGINT,)
-
-    def _signals(self) -> "_Signals":
-        return _Signals(self)
-
-
-class _Signals:
-    """While bsub follows a job, the signals it acts on arrive as bytes on a socket that
-    the selector watches (Python's wakeup fd): handled in the loop, between two steps."""
-
-    def __init__(self, follow: Follow) -> None:
-        self.follow = follow
-        self.saved: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        self.r, self.w = socket.socketpair()
-        self.r.setblocking(False)
-        self.w.setblocking(False)
-        self.old_fd = signal.set_wakeup_fd(self.w.fileno(), warn_on_full_buffer=False)
-        for sig in self.follow.caught():
-            self.saved[sig] = signal.signal(sig, lambda *_: None)
-        self.follow.sel.register(self.r, selectors.EVENT_READ, self._read)
-
-    def _read(self) -> None:
-        for sig in self.r.recv(64):
-            self.follow.signalled(sig)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self.old_fd)
-        self.r.close()
-        self.w.close()
-
 
 class Interactive(Follow):
     """bsub -I, -Ip, -Is: listen, relay the job's streams once its side has connected."""
@@ -177,9 +159,6 @@ class Interactive(Follow):
             return {}
         cols, rows = os.get_terminal_size(0)
         return {"rows": rows, "cols": cols}
-
-    def caught(self) -> "tuple[int, ...]":
-        return (signal.SIGINT, signal.SIGWINCH) if self.tty else (signal.SIGINT,)
 
     def run(self) -> None:
         """Until the job's side connects (or the job ends without it), then the relay."""
@@ -219,7 +198,7 @@ class Interactive(Follow):
             )
 
     def signalled(self, sig: int) -> None:
-        if sig == signal.SIGWINCH and self.pump is not None:
+        if sig == signal.SIGWINCH and self.tty and self.pump is not None:
             self.pump.send(relay.winch_frame(**self._size()))
         elif sig == signal.SIGINT and self.pump is not None:  # LSF: the job gets the signal
             self.pump.send(relay.frame(relay.SIGNAL, bytes([signal.SIGINT])))
