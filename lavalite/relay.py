@@ -10,9 +10,8 @@ Then frames both ways: a 5-byte header (channel, 4-byte big-endian length) and t
 Channels 0, 1, 2 carry stdin, stdout and stderr (an empty frame is that stream's end); WINCH
 carries a terminal's new size (rows, columns), SIGNAL a signal number for the job, HOST the
 job's host (the job's side's first frame), EXIT how the command ended (its last frame: the exit
-code, or minus the signal). `Relay` pumps
-both ends with one `selectors` loop and bounded buffers, so neither side ever blocks the other.
-Stdlib only: bsub imports it."""
+code, or minus the signal). `Relay` pumps both ends with one `selectors` loop and bounded
+buffers, so neither side ever blocks the other. Stdlib only: bsub imports it."""
 
 import hashlib
 import hmac
@@ -37,6 +36,8 @@ _NONCE = 32
 HIGH = 1 << 20  # bytes buffered towards one destination before its source is read no more
 CHUNK = 4096  # bytes per write to a local descriptor: a pipe takes PIPE_BUF without blocking
 HANDSHAKE_TIMEOUT = 30.0
+MAX_FRAME = 1 << 20  # bytes of one frame's payload (a sender's are at most 64 KiB): past it,
+# the peer is broken and the connection is dropped rather than buffered without end
 
 
 def checked(params: object) -> dict:
@@ -322,6 +323,10 @@ class Relay:
         buf, at = self.inbuf, 0
         while len(buf) - at >= _HEADER.size:
             ch, size = _HEADER.unpack_from(buf, at)
+            if size > MAX_FRAME:
+                self._lost()
+                buf.clear()
+                return
             if len(buf) - at - _HEADER.size < size:
                 break
             payload = bytes(buf[at + _HEADER.size : at + _HEADER.size + size])

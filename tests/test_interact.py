@@ -334,6 +334,15 @@ def test_blaunch_refuses_a_host_outside_the_job(cluster, tmp_path):
     assert "host 'elsewhere' is not one of the job's hosts" in out and "exit=1" in out, out
 
 
+def test_blaunch_of_a_command_not_found_exits_127(cluster, tmp_path):
+    script = f"{_blaunch(tmp_path)} testhost no-such-command-here; echo exit=$?"
+    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+    cluster.wait([job_id])
+    out = _job_output(cluster, job_id)
+    assert "no-such-command-here: command not found" in out and "exit=127" in out, out
+
+
 def test_blaunch_outside_a_job_is_refused(cluster, tmp_path):
     env = {k: v for k, v in cluster.env.items() if k != "LSB_JOBID"}
     res = subprocess.run(

@@ -24,6 +24,7 @@ ENV = "LAVALITE_RELAY"  # the job's relay parameters (JSON), taken out of the co
 # what bkill and a hangup send: the command leads its own process group (and with a pty its own
 # session), so it is passed on
 PR_SET_PDEATHSIG = 1  # prctl(2)
+_NEWLINE = {False: "\n", True: "\r\n"}  # a raw terminal needs the carriage return
 FORWARDED = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -61,8 +62,8 @@ def main(argv: list[str]) -> int:
         sock = relay.connect((params["host"], params["port"]), params["token"])
     except (OSError, relay.RelayError) as exc:
         print(
-            f"lavalite: the submitter of this interactive job at {params['host']}:"
-            f"{params['port']} cannot be reached ({exc}): hung up",
+            f"lavalite: bsub -I or blaunch at {params['host']}:{params['port']} cannot be "
+            f"reached ({exc}): hung up",
             file=sys.stderr,
         )
         return _end_as(-signal.SIGHUP)
@@ -175,11 +176,15 @@ class _Session:
         return {self.master: relay.STDOUT}, {relay.STDIN: writer}, child
 
     def unstarted(self, code: int, message: str) -> int:
-        """Said on the submitter's terminal, and in the job's error file if it has one."""
+        """The command could not start: said on the submitter's terminal (and in the job's
+        error file, if it has one), with the exit status blaunch exits with."""
         print(message, file=sys.stderr)
         self.sock.setblocking(True)
         try:
-            self.sock.sendall(relay.frame(relay.STDERR, f"{message}\r\n".encode()))
+            self.sock.sendall(
+                relay.frame(relay.STDERR, f"{message}{_NEWLINE[self.pty]}".encode())
+                + relay.exit_frame(code)
+            )
         except OSError:
             pass
         self.sock.close()
