@@ -325,6 +325,15 @@ def test_blaunch_relays_stdin_unless_n(cluster, tmp_path):
     assert _job_output(cluster, job_id) == "piped\nend\n"
 
 
+def test_blaunch_z_runs_a_task_on_each_host_named(cluster, tmp_path):
+    """-z "HOST ...": one task per word (the same host twice here: a single-host job)."""
+    script = f"{_blaunch(tmp_path)} -z 'testhost testhost' sh -c 'echo t; exit 3'; echo exit=$?"
+    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(res.stdout)
+    cluster.wait([job_id])
+    assert _job_output(cluster, job_id) == "t\nt\nexit=3\n"
+
+
 def test_blaunch_refuses_a_host_outside_the_job(cluster, tmp_path):
     script = f"{_blaunch(tmp_path)} elsewhere true; echo exit=$?"
     res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)

@@ -22,7 +22,13 @@ START_WITHIN = 60.0  # seconds the task has to connect back once its host has st
 
 def setup(p: "Parser") -> None:
     p.add_argument("-n", dest="no_stdin", action="store_true", help="the task's stdin is /dev/null")
-    p.add_argument("words", nargs=REMAINDER, metavar="HOST COMMAND [ARGS]")
+    p.add_argument(
+        "-z",
+        dest="hosts",
+        metavar='"HOST ..."',
+        help="a task on each of these hosts (then no HOST word), none with stdin",
+    )
+    p.add_argument("words", nargs=REMAINDER, metavar="[HOST] COMMAND [ARGS]")
 
 
 def _refuse(message: str) -> int:
@@ -42,8 +48,10 @@ def launch(args: "Args") -> int:
     from lavalite.client import Client
 
     words = args.words[1:] if args.words[:1] == ["--"] else args.words
-    if len(words) < 2:
-        return _refuse("give a host and a command (blaunch HOST COMMAND [ARGS])")
+    hosts = args.hosts.split() if args.hosts is not None else words[:1]
+    cmd = words if args.hosts is not None else words[1:]
+    if not hosts or not cmd:
+        return _refuse('give a host and a command (blaunch [-n] HOST | -z "HOST ..." COMMAND)')
     job_id = _job_id()
     if job_id is None:
         return _refuse("not inside a job: LSB_JOBID is not set")
@@ -52,34 +60,70 @@ def launch(args: "Args") -> int:
     assert client.sock is not None  # a call leaves it connected
     listener = relay.listen(client.sock.getsockname()[0])
     token = relay.new_token()
-    host, port = listener.getsockname()[:2]
-    client.call(
-        "launch",
-        job=job_id,
-        host=words[0],
-        cmd=words[1:],
-        cwd=os.getcwd(),
-        env=dict(os.environ),
-        interactive={"host": host, "port": port, "token": token},
-    )
-    return _relay(listener, token, words[0], not args.no_stdin)
+    address, port = listener.getsockname()[:2]
+    for host in hosts:
+        client.call(
+            "launch",
+            job=job_id,
+            host=host,
+            cmd=cmd,
+            cwd=os.getcwd(),
+            env=dict(os.environ),
+            interactive={"host": address, "port": port, "token": token},
+        )
+    conns = _accepted(listener, token, len(hosts))
+    if len(conns) < len(hosts):
+        print(f"blaunch: {len(hosts) - len(conns)} of the tasks did not start", file=sys.stderr)
+    # one task has blaunch's stdin; several (-z) have none, as if -n
+    stdin = len(hosts) == 1 and not args.no_stdin
+    statuses = _relay_all(conns, stdin)
+    failed = [status for status in statuses if status != 0]
+    if failed:  # the first failing task's, as a shell's `&&` would stop at
+        return failed[0]
+    return 0 if len(conns) == len(hosts) else 1
 
 
-def _relay(listener: "Any", token: str, host: str, stdin: bool) -> int:
-    """The task's streams until it ends; its exit status."""
+def _accepted(listener: "Any", token: str, n: int) -> "list[Any]":
+    """The connections of the `n` tasks that prove the token, each within START_WITHIN of
+    the last; fewer if some never come."""
     listener.settimeout(START_WITHIN)
-    while True:
+    conns: list[Any] = []
+    while len(conns) < n:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
-            print(f"blaunch: the task did not start on {host}", file=sys.stderr)
-            return 1
+            break
         try:
             relay.accept(conn, token)
-            break
-        except (OSError, relay.RelayError):  # not our task: keep listening
+            conns.append(conn)
+        except (OSError, relay.RelayError):  # not one of our tasks: keep listening
             conn.close()
     listener.close()
+    return conns
+
+
+def _relay_all(conns: "list[Any]", stdin: bool) -> list[int]:
+    """Every task's streams until it ends (one thread each beside the first); their exit
+    statuses, 1 for a task lost before it said how it ended."""
+    import threading
+
+    statuses = [1] * len(conns)
+
+    def one(i: int) -> None:
+        statuses[i] = _relay(conns[i], stdin and i == 0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(1, len(conns))]
+    for t in threads:
+        t.start()
+    if conns:
+        one(0)
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def _relay(conn: "Any", stdin: bool) -> int:
+    """One task's streams until it ends; its exit status."""
     ended: list[int] = []
 
     def control(channel: int, payload: bytes) -> None:
@@ -98,7 +142,7 @@ def _relay(listener: "Any", token: str, host: str, stdin: bool) -> int:
     pump.run()
     conn.close()
     if not ended:
-        print(f"blaunch: lost the task on {host}", file=sys.stderr)
+        print("blaunch: lost a task before it ended", file=sys.stderr)
         return 1
     return ended[0]
 

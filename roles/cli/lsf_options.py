@@ -257,7 +257,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-fixenv": (FLAG, NO),
         "-no-shell": (FLAG, NO),
         "-u": (VALUE, NO),
-        "-z": (VALUE, NO),
+        "-z": (VALUE, YES),
         "-use-env": (VALUE, NO),
         "-h": (FLAG, YES),
         "-V": (FLAG, NO),
