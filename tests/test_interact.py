@@ -298,6 +298,13 @@ def _job_output(cluster, job_id, stream="out"):
         return f.read()
 
 
+def _output_of_job(cluster, script: str) -> str:
+    """What a job running `script` wrote on its stdout, once it has ended."""
+    job_id = job_id_in(bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script).stdout)
+    cluster.wait([job_id])
+    return _job_output(cluster, job_id)
+
+
 def test_blaunch_runs_a_task_on_the_jobs_host_in_its_cgroups(cluster, tmp_path):
     task = "cat /proc/self/cgroup > task.cg; echo task $LSB_JOBID; echo task-err >&2; exit 5"
     script = f"cat /proc/self/cgroup > job.cg; {_blaunch(tmp_path)} testhost sh -c '{task}'"
@@ -319,36 +326,24 @@ def test_blaunch_relays_stdin_unless_n(cluster, tmp_path):
         f"echo piped | {_blaunch(tmp_path)} testhost cat; "
         f"echo dropped | {_blaunch(tmp_path)} -n testhost cat; echo end"
     )
-    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
-    job_id = job_id_in(res.stdout)
-    cluster.wait([job_id])
-    assert _job_output(cluster, job_id) == "piped\nend\n"
+    assert _output_of_job(cluster, script) == "piped\nend\n"
 
 
 def test_blaunch_z_runs_a_task_on_each_host_named(cluster, tmp_path):
     """-z "HOST ...": one task per word (the same host twice here: a single-host job)."""
     script = f"{_blaunch(tmp_path)} -z 'testhost testhost' sh -c 'echo t; exit 3'; echo exit=$?"
-    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
-    job_id = job_id_in(res.stdout)
-    cluster.wait([job_id])
-    assert _job_output(cluster, job_id) == "t\nt\nexit=3\n"
+    assert _output_of_job(cluster, script) == "t\nt\nexit=3\n"
 
 
 def test_blaunch_refuses_a_host_outside_the_job(cluster, tmp_path):
     script = f"{_blaunch(tmp_path)} elsewhere true; echo exit=$?"
-    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
-    job_id = job_id_in(res.stdout)
-    cluster.wait([job_id])
-    out = _job_output(cluster, job_id)
+    out = _output_of_job(cluster, script)
     assert "host 'elsewhere' is not one of the job's hosts" in out and "exit=1" in out, out
 
 
 def test_blaunch_of_a_command_not_found_exits_127(cluster, tmp_path):
     script = f"{_blaunch(tmp_path)} testhost no-such-command-here; echo exit=$?"
-    res = bsub(cluster, "-o", "out.%J", "--", "sh", "-c", script)
-    job_id = job_id_in(res.stdout)
-    cluster.wait([job_id])
-    out = _job_output(cluster, job_id)
+    out = _output_of_job(cluster, script)
     assert "no-such-command-here: command not found" in out and "exit=127" in out, out
 
 
