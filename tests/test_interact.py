@@ -119,6 +119,21 @@ def test_I_relays_piped_stdin_and_stdout(cluster, tmp_path):
     assert not os.path.exists(os.path.join(cluster.state, f"lavalite-{job_id}.out"))
 
 
+def test_I_relays_megabytes_both_ways_at_once(cluster):
+    """cat echoes while stdin still streams: neither side's buffers may wait on the other."""
+    data = os.urandom(1 << 20) * 6
+    res = subprocess.run(
+        cluster.program + ["submit", "-I", "cat"],
+        env=cluster.env,
+        cwd=cluster.state,
+        input=data,
+        capture_output=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split(b"\n", 1)[1] == data
+
+
 def test_I_exit_code_and_stderr_relayed_apart(cluster):
     res = bsub(cluster, "-I", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert res.returncode == 7, res.stderr
@@ -189,34 +204,42 @@ def test_I_job_array_is_refused(cluster):
 # --- -Is, -Ip: a real terminal
 
 
-def _drive(cluster, argv, keys=b"", until=b"", timeout=60):
-    """Run bsub on a pty as a user at a terminal: type `keys` once `until` shows, read all
-    it prints; (exit status, output)."""
+def _drive(cluster, argv, react=None, timeout=60):
+    """Run bsub on a pty as a user at a terminal of 33 rows and 101 columns; `react(fd, out)`
+    acts on the terminal (types, resizes) after each read. (exit status, all it printed)."""
     pid, fd = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.chdir(cluster.state)
         os.execve(cluster.program[0], cluster.program + ["submit", *argv], cluster.env)
     out = bytearray()
-    typed = not keys
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not typed and until in out:
-            os.write(fd, keys)
-            typed = True
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 4096)
-        except OSError:  # EIO: bsub has exited and closed the terminal
-            break
-        if not data:
-            break
-        out += data
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: bsub has exited and closed the terminal
+                break
+            if not data:
+                break
+            out += data
+        if react is not None:
+            react(fd, out)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), bytes(out)
+
+
+def _once_ready(keys: bytes):
+    """A `react` that types `keys` once the job has printed "ready"."""
+    typed = []
+
+    def react(fd, out):
+        if not typed and b"ready" in out:
+            os.write(fd, keys)
+            typed.append(keys)
+
+    return react
 
 
 def test_Is_runs_on_a_terminal(cluster):
@@ -226,15 +249,29 @@ def test_Is_runs_on_a_terminal(cluster):
     assert b"33 101" in out, out  # the terminal's size, on the job's pty
 
 
+def test_Is_window_size_changes_reach_the_job(cluster):
+    """The terminal resized while the job runs: the job's pty takes the new size (SIGWINCH)."""
+    script = 'echo ready; while read x; do [ "$x" = q ] && exit 0; stty size; done'
+    resized = []
+
+    def react(fd, out):
+        if b"ready" not in out:
+            return
+        if not resized:
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            resized.append(True)
+        os.write(fd, b"q\r" if b"40 120" in out else b"x\r")
+
+    code, out = _drive(cluster, ["-Is", "--", "sh", "-c", script], react)
+    assert code == 0 and b"40 120" in out, out
+
+
 @pytest.mark.parametrize("mode", ["-Is", "-Ip"])
 def test_ctrl_c_at_the_terminal_kills_the_job(cluster, mode):
     """-Is: Ctrl-C is a key for the job's pty, which signals the job; -Ip: bsub gets SIGINT
     and sends it to the job."""
     code, out = _drive(
-        cluster,
-        [mode, "--", "sh", "-c", "echo ready; exec sleep 300"],
-        keys=b"\x03",
-        until=b"ready",
+        cluster, [mode, "--", "sh", "-c", "echo ready; exec sleep 300"], _once_ready(b"\x03")
     )
     assert code == 128 + signal.SIGINT, out
 
