@@ -196,6 +196,26 @@ def test_I_and_K_together_are_refused(cluster):
     assert cluster.client.jobs(all=True) == []
 
 
+def test_queue_interactive_setting(make_cluster):
+    """queues.conf `interactive`: no refuses -I, only refuses anything else (LSF's INTERACTIVE)."""
+    cluster = make_cluster(
+        queues={
+            "serial": {},
+            "batch": {"interactive": "no"},
+            "terminal": {"interactive": "only"},
+        }
+    )
+    refused = bsub(cluster, "-q", "batch", "-I", "true")
+    assert refused.returncode == 1
+    assert "queue <batch> does not accept interactive jobs" in refused.stderr
+    refused = bsub(cluster, "-q", "terminal", "true")
+    assert refused.returncode == 1
+    assert "queue <terminal> accepts interactive jobs only" in refused.stderr
+    assert cluster.client.jobs(all=True) == []
+    assert bsub(cluster, "-q", "terminal", "-I", "true").returncode == 0
+    assert bsub(cluster, "-q", "batch", "-o", "/dev/null", "-K", "true").returncode == 0
+
+
 def test_I_job_array_is_refused(cluster):
     res = bsub(cluster, "-I", "-J", "a[1-3]", "true")
     assert res.returncode == 2 and "cannot be a job array" in res.stderr

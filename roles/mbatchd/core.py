@@ -415,10 +415,9 @@ class Core(ArrayOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
-        if spec.get("interactive") is not None:  # bsub -I: its terminal cannot take a rerun
-            if ranges is not None:
-                raise jobspec.SpecError("an interactive job (-I) cannot be a job array")
-            stored["interactive"], attempts = relay.checked(spec["interactive"]), 1
+        interactive = _check_interactive(spec.get("interactive"), qname, qc, ranges)
+        if interactive is not None:  # bsub -I: its terminal cannot take a rerun
+            stored["interactive"], attempts = interactive, 1
         return {
             "queue": qname,
             "slots": slots,
@@ -1088,6 +1087,20 @@ class Core(ArrayOps):
                     spec["line"] = lines[spec["index"] - 1]
             specs.append(spec)
         self._send(host, {"op": "dispatch", "jobs": specs, "envs": envs})
+
+
+def _check_interactive(params: object, qname: str, qc: Any, ranges: object) -> dict | None:
+    """bsub -I's `interactive` as stored (None for a batch job), within the queue's
+    `interactive` setting (LSF's INTERACTIVE = YES | NO | ONLY)."""
+    if params is None:
+        if qc.interactive == "only":
+            raise jobspec.SpecError(f"queue <{qname}> accepts interactive jobs only (bsub -I)")
+        return None
+    if qc.interactive == "no":
+        raise jobspec.SpecError(f"queue <{qname}> does not accept interactive jobs")
+    if ranges is not None:
+        raise jobspec.SpecError("an interactive job (-I) cannot be a job array")
+    return relay.checked(params)
 
 
 def _req(req):
