@@ -85,6 +85,21 @@ def test_K_of_a_killed_job(cluster, how):
     assert how == "bkill" or f"Job <{job_id}> is being terminated" in err
 
 
+@pytest.mark.parametrize("option", ["-K", "-I"])
+def test_bsub_waiting_survives_an_mbatchd_restart(cluster, option):
+    """mbatchd killed and restarted while bsub -K or -I waits: the wait is sent again and bsub
+    still exits with the job's exit code (its relay never went through mbatchd)."""
+    go = os.path.join(cluster.state, "go")
+    script = f"while [ ! -e {go} ]; do sleep 0.1; done; echo went; exit 4"
+    proc = start_bsub(cluster, option, "-o", "out.%J", "--", "sh", "-c", script)
+    job_id = job_id_in(proc.stdout.readline())
+    wait_until(lambda: running_job(cluster, job_id), what="the job running")
+    cluster.kill9_restarted("mbatchd")
+    open(go, "w").close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err
+
+
 def test_K_of_a_job_killed_while_pending_exits_126(make_cluster):
     cluster = make_cluster(slots=1)
     blocker = cluster.submit(["sleep", "300"])
