@@ -455,6 +455,15 @@ KEYS = [
     (_QU, QUEUE, "retry_backoff_max", "dur>=0", "5m", "Upper bound of the retry delay."),
     (_QU, QUEUE, "rerunnable", "bool", "no", "Requeue (PEND) jobs whose host is lost."),
     (_QU, QUEUE, "open", "bool", "yes", "Accept submissions."),
+    (
+        _QU,
+        QUEUE,
+        "interactive",
+        "choice:yes|no|only",
+        "yes",
+        "Interactive jobs (bsub -I, -Ip, -Is): yes = accepted, no = refused, only = accepted "
+        "and nothing else (LSF's INTERACTIVE).",
+    ),
     (_QU, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
     (_QU, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
 ]

@@ -181,6 +181,17 @@ class Peek(Envelope):
     wait: NotRequired[float | None]  # seconds to wait for more output
 
 
+class Launch(Envelope):
+    """blaunch: start `cmd` on `host`, one of the running job's hosts, relayed to `interactive`."""
+
+    job: int
+    host: str
+    cmd: list[str]
+    cwd: str
+    env: dict[str, str]
+    interactive: dict[str, Any]  # where blaunch listens: host, port, token
+
+
 class PeekReply(Reply):
     data: list[str | None]
     offsets: list[int]
@@ -244,6 +255,12 @@ class PeekOrder(Order):
     wait: float | None
 
 
+class LaunchOrder(Order):
+    job: int
+    attempt: int
+    task: dict[str, Any]  # cmd, cwd, env, interactive, as mbatchd checked them
+
+
 # --- LIM's ops
 
 
@@ -291,6 +308,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "ping": Ping,
     "stats": Stats,
     "peek": Peek,
+    "launch": Launch,
     "register": Register,
     "report": Report,
 }
@@ -299,6 +317,7 @@ SBATCHD_ORDERS: dict[str, type] = {
     "kill": KillOrder,
     "ack": Ack,
     "peek": PeekOrder,
+    "launch": LaunchOrder,
 }
 LIM_REQUESTS: dict[str, type] = {
     "sign": Sign,

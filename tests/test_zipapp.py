@@ -39,6 +39,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bhosts",
         "bjobs",
         "bkill",
+        "blaunch",
         "bpeek",
         "bqueues",
         "bsub",
@@ -66,6 +67,9 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     assert listing.returncode == 0 and "DONE" in listing.stdout
     assert "serial" in run("bqueues").stdout and "ok" in run("bhosts").stdout
     assert "already finished" in run("bkill", str(job_id)).stderr
+    # an interactive job's relay and a blaunch task run from the file too
+    task = run("bsub", "-I", "--", "blaunch", "-n", "testhost", "sh", "-c", "echo task; exit 4")
+    assert task.returncode == 4 and task.stdout.splitlines()[1:] == ["task"], task.stderr
 
 
 def test_cli_path_stays_light():

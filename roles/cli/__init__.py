@@ -32,6 +32,7 @@ ALIASES = {
     "bhosts": "hosts",
     "bpeek": "peek",
     "bwait": "wait",
+    "blaunch": "launch",
     "llctrl": "llctrl",
 }
 
@@ -54,9 +55,10 @@ MODULES = {
     "install": ("install",),
     "admin": ("admin",),
     "simulate": ("simulate",),
+    "blaunch": ("launch",),
 }
 # What users run all day, parsed by roles.cli.quick first.
-QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek")
+QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")
 
 
 def module_of(command: str | None) -> str | None:

@@ -10,7 +10,7 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands, bsub_options
+from roles.cli import array_commands, bsub_options, interact
 from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -93,6 +93,7 @@ def _setup_submit(p: "Parser") -> None:
         "FILE (- for stdin); the element's line is in $LSB_JOBLINE",
     )
     bsub_options.setup(p)
+    interact.setup(p)
     p.add_argument("cmd", nargs=REMAINDER, metavar="[--] COMMAND [ARGS]")
 
 
@@ -197,12 +198,14 @@ def submit(args: "Args") -> int:
     except bsub_options.OptionError as exc:
         print(f"bsub: {exc}. Job not submitted.", file=sys.stderr)
         return 2
-    reply = (client or _client(args)).call(
+    client = client or _client(args)
+    follow = interact.prepare(args, spec, client)
+    reply = client.call(
         "submit", spec={k: v for k, v in spec.items() if v is not None}, req=os.urandom(16).hex()
     )
     where = "queue" if args.queue else "default queue"
-    print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.")
-    return 0
+    print(f"Job <{reply['job']}> is submitted to {where} <{reply['queue']}>.", flush=True)
+    return follow.follow(reply["job"]) if follow else 0
 
 
 # --- bjobs

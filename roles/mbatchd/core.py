@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import endings, jobscript, jobspec, messages
+from lavalite import endings, jobscript, jobspec, messages, relay
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -436,6 +436,9 @@ class Core(ArrayOps, OptionOps):
         if lines is not None:
             stored["lines"] = lines
         stored.update(job_options.checked(spec, self.conf, ident["user"], self.admins))
+        interactive = _check_interactive(spec.get("interactive"), qname, qc, ranges)
+        if interactive is not None:  # bsub -I: its terminal cannot take a rerun
+            stored["interactive"], attempts = interactive, 1
         return {
             "queue": qname,
             "slots": slots,
@@ -667,6 +670,35 @@ class Core(ArrayOps, OptionOps):
                 f"output is in {job.spec.get('out') or 'its -o file'}",
             )
         return job
+
+    def launch_task(self, ident: dict[str, Any], msg: messages.Launch) -> tuple[Job, dict]:
+        """blaunch: (the running job, the task to start on msg's host), or ProtocolError saying
+        why not. Only the job's owner may start a task in it, and only on a host of its
+        allocation."""
+        job_id, host = msg.get("job"), msg.get("host")
+        job = self.jobs.get(job_id) if type(job_id) is int else None
+        if job is None or job.state != RUN:
+            raise P.ProtocolError(
+                P.NOT_RUNNING,
+                f"Job <{label(job_id)}>: not running; blaunch starts tasks of a running job",
+            )
+        if ident["user"] != job.user:
+            raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
+        if host != job.host:
+            raise P.ProtocolError(
+                P.DENIED, f"Job <{label(job_id)}>: host {host!r} is not one of the job's hosts"
+            )
+        try:
+            cmd, (env, _, _) = self._check_exec(dict(msg), (None,))
+            task = {
+                "cmd": cmd,
+                "env": env,
+                "cwd": jobspec.text("cwd", msg.get("cwd") or "/", jobspec.MAX_PATH),
+                "interactive": relay.checked(msg.get("interactive")),
+            }
+        except jobspec.SpecError as exc:
+            raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+        return job, task
 
     def _kill(self, job, now):
         name = label(job.id)
@@ -1081,6 +1113,20 @@ class Core(ArrayOps, OptionOps):
                     spec["line"] = lines[spec["index"] - 1]
             specs.append(spec)
         self._send(host, {"op": "dispatch", "jobs": specs, "envs": envs})
+
+
+def _check_interactive(params: object, qname: str, qc: Any, ranges: object) -> dict | None:
+    """bsub -I's `interactive` as stored (None for a batch job), within the queue's
+    `interactive` setting (LSF's INTERACTIVE = YES | NO | ONLY)."""
+    if params is None:
+        if qc.interactive == "only":
+            raise jobspec.SpecError(f"queue <{qname}> accepts interactive jobs only (bsub -I)")
+        return None
+    if qc.interactive == "no":
+        raise jobspec.SpecError(f"queue <{qname}> does not accept interactive jobs")
+    if ranges is not None:
+        raise jobspec.SpecError("an interactive job (-I) cannot be a job array")
+    return relay.checked(params)
 
 
 def _req(req):

@@ -19,7 +19,7 @@ from lavalite import auth, daemon, fence, messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.model import label
+from lavalite.model import Job, label
 from lavalite.peer import Peer, Strangers, hello
 from lavalite.tls import DaemonTLS
 from roles.mbatchd.budget import TurnBudget
@@ -45,6 +45,7 @@ USER_OPS = (
     "ping",
     "stats",
     "peek",
+    "launch",
 )
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
@@ -114,6 +115,7 @@ class Mbatchd:
             "register": self.op_register,
             "report": self.op_report,
             "peek": self.op_peek,
+            "launch": self.op_launch,
         }
 
     # --- frames
@@ -160,21 +162,27 @@ class Mbatchd:
         """Relay to the sbatchd that runs the job; its answer goes back as it arrives (it
         changes no state, so it does not wait for a turn)."""
         job = self.core.peek_target(peer.identity, msg.get("job"))
-        worker = self.sbatchd.get(job.host or "")  # a running job has its host
+        order = {"offsets": msg.get("offsets"), "wait": msg.get("wait")}
+        self._ask_worker(peer, msg, job, job.host, "peek", order)
+
+    def op_launch(self, peer: Peer, msg: messages.Launch, now: float) -> None:
+        """blaunch: the task goes to the sbatchd of the host it names, which answers once it
+        has started the task's relay (or says why not)."""
+        job, task = self.core.launch_task(peer.identity, msg)
+        self._ask_worker(peer, msg, job, msg["host"], "launch", {"task": task})
+
+    def _ask_worker(
+        self, peer: Peer, msg: Any, job: Job, host: str | None, op: str, order: dict[str, Any]
+    ) -> None:
+        """Send `op` about the job's attempt to `host`'s sbatchd; its answer goes back to
+        `peer` as the reply to `msg`."""
+        worker = self.sbatchd.get(host or "")
         if worker is None:
             raise P.ProtocolError(
-                P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {job.host} is not connected"
+                P.UNAVAILABLE, f"Job <{label(job.id)}>: its host {host} is not connected"
             )
         fut = worker.request_msg(
-            self._order(
-                {
-                    "op": "peek",
-                    "job": job.id,
-                    "attempt": job.attempt,
-                    "offsets": msg.get("offsets"),
-                    "wait": msg.get("wait"),
-                }
-            )
+            self._order({"op": op, "job": job.id, "attempt": job.attempt, **order})
         )
 
         def relay(fut):
@@ -182,7 +190,7 @@ class Mbatchd:
                 answer = P.error(
                     msg.get("id"),
                     P.UNAVAILABLE,
-                    f"Job <{label(job.id)}>: lost the connection to {job.host}",
+                    f"Job <{label(job.id)}>: lost the connection to {host}",
                 )
             else:
                 answer = {**fut.result(), "id": msg.get("id")}

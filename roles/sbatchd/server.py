@@ -32,7 +32,7 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, jobfiles, peek, prepost, record, shepherd
+from roles.sbatchd import cgroups, jobfiles, peek, prepost, record, relay_job, shepherd
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -52,6 +52,7 @@ from roles.sbatchd.core import (
 )
 from roles.sbatchd.journal import Journal
 from roles.sbatchd.link import ShepherdLink
+from roles.sbatchd.tasks import Tasks
 
 log = logging.getLogger("lavalite.sbatchd")
 LEGACY_SLICE = "lavalite"  # the cgroup slice every cluster shared before it was derived per cluster
@@ -86,6 +87,7 @@ class Sbatchd:
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
         # (job, attempt) -> (outputs, open files): ended lately
         self.recent: dict[tuple[int, int], tuple[list, list | None]] = {}
+        self.tasks = Tasks(self)  # blaunch's tasks of the attempts running here
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
         self.peer: Peer | None = None  # the registered connection to mbatchd
@@ -172,6 +174,8 @@ class Sbatchd:
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
             peek.serve(self, peer, cast(messages.PeekOrder, msg))
+        elif op == "launch":  # blaunch
+            peer.send(P.reply(msg.get("id"), **self.tasks.launch(msg)))
         else:
             raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}")
 
@@ -222,7 +226,7 @@ class Sbatchd:
             "job": job,
             "attempt": attempt,
             "record": att.path,
-            "argv": prepost.wrapped(argv, spec),
+            "argv": relay_job.wrapped(spec, prepost.wrapped(argv, spec), env),
             "env": env,
             "cwd": cwd,
             "outputs": outputs,
@@ -315,9 +319,12 @@ class Sbatchd:
     def _outputs(self, spec, cwd):
         """-o and -e with %J (job or array id) and %I (array index, 0 outside arrays)
         substituted; without -e, stderr joins stdout (as LSF); without -o, sbatchd.conf's
-        default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element)."""
+        default_output decides (lavalite-%J.out, lavalite-%J_%I.out for an array element).
+        An interactive job writes no file but those it names."""
         out = jobfiles.output_path(spec, spec.get("out"), "out", cwd)
         err = jobfiles.output_path(spec, spec.get("err"), "err", cwd)
+        if "interactive" in spec:  # relayed to bsub, each stream unless sent to a file
+            return [((1,), out), ((2,), err)]
         if out is None and self.conf.sbatchd.default_output == "cwd":
             default = "lavalite-%J_%I.out" if "array" in spec else "lavalite-%J.out"
             out = jobfiles.output_path(spec, default, "out", cwd)
@@ -415,6 +422,7 @@ class Sbatchd:
             assert att.shepherd is not None  # set by _prepare as the order left
             self.links[att.shepherd].attempts -= 1
         peek.remember(self.recent, att)
+        self.tasks.ended(att.key)
 
     def _clean(self):
         records, self.cleaning = self.cleaning, []
