@@ -122,7 +122,7 @@ def main(argv: list[str], prog: str = "lavalite") -> int:
             ap.print_help()
             return 2
     # the name and words it was called with: bsub reads them again after a script's #BSUB lines
-    args.prog, args.words = prog, argv[1:]
+    args.prog, args.typed = prog, argv[1:]
     try:
         code = args.func(args) or 0
         sys.stdout.flush()  # buffered output meets a closed pipe here, not at exit

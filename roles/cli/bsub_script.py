@@ -93,13 +93,13 @@ def _with_script(args: "Args", text: str, prog: str) -> "Args":
         words += line
     if not words:
         return args
-    argv = words + args.words
+    argv = words + args.typed
     parsed: Args | None = quick.parse(argv)
     if parsed is None:  # what the quick parser leaves to argparse (which exits 2 on errors)
         from roles.cli.parser import build_parser
 
         parsed = build_parser("submit").parse_args(argv)
-    parsed.prog, parsed.words = prog, argv
+    parsed.prog, parsed.typed = prog, argv
     return parsed
 
 
