@@ -214,18 +214,18 @@ class _Parser:
         return tok
 
     def _or(self) -> Test:
-        parts = [self._and()]
-        while self._peek() == "||":
-            self.i += 1
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else lambda f: any(p(f) for p in parts)
+        return self._chain("||", self._and, any)
 
     def _and(self) -> Test:
-        parts = [self._not()]
-        while self._peek() == "&&":
+        return self._chain("&&", self._not, all)
+
+    def _chain(self, op: str, part: Callable[[], Test], combine: Callable[..., bool]) -> Test:
+        """part (op part)*: one test, or their combination (any for ||, all for &&)."""
+        parts = [part()]
+        while self._peek() == op:
             self.i += 1
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else lambda f: all(p(f) for p in parts)
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else lambda f: combine(p(f) for p in parts)
 
     def _not(self) -> Test:
         if self._peek() == "!":

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import LAUNCHER, ROOT, kill_jobs_in, remove_cgroup_slice, wait_until
+from conftest import ROOT, kill_jobs_in, remove_cgroup_slice, start_sbatchd, wait_until
 
-from lavalite import config
 from lavalite.client import ClientError
 
 
@@ -23,36 +22,11 @@ def two_hosts(make_cluster, tmp_path):
         f.write(text.replace("[labels]\n", "[labels]\ntesthost = bigmem\n", 1))
     cluster.start()
     state = str(tmp_path / "h2")
-    slice_name = f"lavalite-test-h2-{os.getpid()}-{os.path.basename(cluster.state)[-8:]}"
-    conf_path = config.write_state_conf(
-        state,
-        {
-            "lavalite.conf": {
-                "cluster": {
-                    "master_candidates": "testhost",
-                    "key_file": cluster.conf.cluster.key_file,
-                    "allow_root_jobs": "yes",
-                },
-                "hosts": {"testhost": "127.0.0.1", "h2": "127.0.0.1"},
-                "mbatchd": {"port": str(cluster.conf.mbatchd.port)},
-                "paths": {"state_dir": state, "spool_dir": os.path.join(state, "spool")},
-            },
-            "sbatchd.conf": {
-                "sbatchd": {"slots": "2", "reconnect_max": "1", "cgroup_slice": slice_name}
-            },
-        },
-    )
-    log = open(tmp_path / "h2.log", "wb")
-    proc = subprocess.Popen(
-        LAUNCHER + ["--role", "sbatchd", "--conf", conf_path, "--host", "h2"],
-        stdout=log,
-        stderr=log,
-    )
+    proc, slice_name = start_sbatchd(cluster, state, "h2", 2)
     wait_until(lambda: _status(cluster, "h2") == "ok", 30, "h2 registered")
     yield cluster
     proc.terminate()
     proc.wait(30)
-    log.close()
     kill_jobs_in(state)
     remove_cgroup_slice(slice_name)
 

@@ -37,20 +37,19 @@ def _bad_value(message: str) -> Exception:
 
 
 def _resreq(text: str) -> str:
-    from lavalite import resreq  # only a bsub with -R or -m pays its import
-
-    try:
-        resreq.parse(text)
-    except resreq.ResReqError as exc:
-        raise _bad_value(str(exc)) from None
-    return text
+    return _checked(text, "parse")
 
 
 def _hosts(text: str) -> str:
-    from lavalite import resreq
+    return _checked(text, "parse_hosts")
+
+
+def _checked(text: str, parser: str) -> str:
+    """`text` if lavalite.resreq's `parser` takes it; its message for argparse otherwise."""
+    from lavalite import resreq  # only a bsub with -R or -m pays its import
 
     try:
-        resreq.parse_hosts(text)
+        getattr(resreq, parser)(text)
     except resreq.ResReqError as exc:
         raise _bad_value(str(exc)) from None
     return text

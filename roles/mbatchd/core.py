@@ -423,7 +423,8 @@ class Core(ArrayOps):
             stored["sim_duration"] = jobspec.seconds("sim_duration", sim, zero=True)
         if lines is not None:
             stored["lines"] = lines
-        stored.update(placing)
+        if placing is not None:
+            stored.update(placing)
         return {
             "queue": qname,
             "slots": slots,
@@ -433,6 +434,7 @@ class Core(ArrayOps):
             "name": name or " ".join(cmd)[:60],
             "ranges": ranges,
             "throttle": throttle,
+            "needs": resreq.needs(stored, slots) if placing else None,
         }
 
     def _check_exec(self, spec: dict, known_env: tuple) -> tuple:
@@ -502,7 +504,7 @@ class Core(ArrayOps):
             submit_time=now,
             **extra,
         )
-        job.needs = resreq.needs(stored, job.slots)
+        job.needs = prep["needs"]
         if req is not None:
             self.by_req[req] = job_id
         if ident["user"] not in self.users:
@@ -788,7 +790,8 @@ class Core(ArrayOps):
             "hosts": [
                 {
                     "name": h.name,
-                    "status": h.status,
+                    # LSF's word for a host that a -x job holds
+                    "status": "closed_Excl" if h.exclusive and h.status == HOST_OK else h.status,
                     "slots": h.slots,
                     "used": h.used,
                     "free": h.free,
@@ -974,8 +977,14 @@ class Core(ArrayOps):
 
     def _release(self, job):
         """A RUN job leaves its hosts: give their slots back."""
-        for host in hold(job, self.hosts, self.host_jobs, -1):
+        if job.needs is None and job.hosts is None:  # one host, slots only
+            host = self.hosts[job.host]
+            host.used -= job.slots
+            self.host_jobs[job.host].discard(job.id)
             self._set_free(host)
+        else:
+            for host in hold(job, self.hosts, self.host_jobs, -1):
+                self._set_free(host)
         self._count_run(job, -1)
         self.wake = True
 

@@ -16,10 +16,22 @@ from lavalite.resreq import ResReqError, parse, parse_hosts
 
 def check_needs(
     spec: dict[str, Any], slots: int, hosts: dict[str, Host], max_slots: int, all_slots: int
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """The stored fields of a submitted spec's -R (resreq), -m (asked_hosts), -x (exclusive)
-    and -n MIN,MAX (slots_max), each checked; {} for a job that has none. `slots` is -n (MIN);
-    max_slots: the largest host's slots, all_slots: every host's (0: no host known yet)."""
+    and -n MIN,MAX (slots_max), each checked; None for a job that has none (the common case,
+    checked in a few lookups). `slots` is -n (MIN); max_slots: the largest host's slots,
+    all_slots: every host's (0: no host known yet)."""
+    if (
+        "resreq" not in spec
+        and "asked_hosts" not in spec
+        and "exclusive" not in spec
+        and "slots_max" not in spec
+    ):
+        if all_slots and slots > all_slots:
+            raise P.ProtocolError(
+                P.BAD_REQUEST, f"slots (-n) {slots}: the hosts have in all {all_slots} slots"
+            )
+        return None
     out: dict[str, Any] = {}
     one_host = False
     text = spec.get("resreq")
