@@ -13,8 +13,9 @@ from lavalite.client import ClientError
 
 @pytest.fixture
 def two_hosts(make_cluster, tmp_path):
-    """(the cluster, with testhost labelled `bigmem`, and h2 registered beside it)."""
-    cluster = make_cluster(start=False, slots=2)
+    """The cluster, with testhost labelled `bigmem` and h2 registered beside it (its process
+    is the cluster's `h2`). A host gone 2 s is lost."""
+    cluster = make_cluster(start=False, slots=2, mbatchd={"node_lost_grace": "2"})
     lim_conf = os.path.join(cluster.state, "lim.conf")
     with open(lim_conf) as f:
         text = f.read()
@@ -24,9 +25,11 @@ def two_hosts(make_cluster, tmp_path):
     state = str(tmp_path / "h2")
     proc, slice_name = start_sbatchd(cluster, state, "h2", 2)
     wait_until(lambda: _status(cluster, "h2") == "ok", 30, "h2 registered")
+    cluster.h2 = proc
     yield cluster
-    proc.terminate()
-    proc.wait(30)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
     kill_jobs_in(state)
     remove_cgroup_slice(slice_name)
 
@@ -85,6 +88,8 @@ def test_a_wide_job_runs_on_two_hosts_with_lsf_s_variables(two_hosts, tmp_path):
     long = cluster.cli("jobs", "-l", str(job)).stdout
     assert f"Started 4 Task(s) on Host(s) <2*{first}> <2*{other}>" in long
     assert "Requested Resources <span[ptile=2]>" in long
+    short = cluster.cli("jobs", str(job)).stdout.splitlines()
+    assert f" 2*{first} " in short[1] and short[2].split() == [f"2*{other}"], short
     go.touch()
     assert cluster.wait([job])[job]["stat"] == "DONE"
     assert _used(cluster) == {"testhost": 0, "h2": 0}, "every host's slots given back"
@@ -153,3 +158,48 @@ def test_mbatchd_refuses_what_the_cli_would_have(cluster, tmp_path):
     res = _bsub(cluster, tmp_path, "-m", "nohost", "true", check=False)
     assert res.returncode == 1 and "nohost: Bad host name" in res.stderr
     assert cluster.client.jobs(all=True) == []
+
+
+def test_losing_the_other_host_ends_the_job_where_it_runs(two_hosts, tmp_path):
+    """A wide job started on testhost; h2, its other host, goes away: after node_lost_grace
+    the job ends FAILED(node_lost) and its processes on testhost are killed."""
+    cluster = two_hosts
+    pid_file = tmp_path / "pid"
+    job = _bsub(
+        cluster,
+        tmp_path,
+        "-n",
+        "4",
+        "-m",
+        "testhost+1 h2",
+        "sh",
+        "-c",
+        f"echo $$ > {pid_file}; exec sleep 300",
+    )
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, "the job's pid")
+    assert cluster.jobs([job])[job]["exec_hosts"] == [["testhost", 2], ["h2", 2]]
+    pid = int(pid_file.read_text())
+    cluster.h2.terminate()
+    cluster.h2.wait(30)
+    assert cluster.wait([job], timeout=60)[job]["stat"] == "FAILED(node_lost)"
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, "the job killed on testhost")
+    wait_until(lambda: _used(cluster)["testhost"] == 0, 30, "testhost's slots given back")
+
+
+def test_n_min_max_starts_with_the_free_slots(two_hosts, tmp_path):
+    cluster = two_hosts
+    out = tmp_path / "procs"
+    job = _bsub(
+        cluster,
+        tmp_path,
+        "-n",
+        "1,8",
+        "sh",
+        "-c",
+        f'echo "$LSB_DJOB_NUMPROC $LSB_MAX_NUM_PROCESSORS $LSB_MCPU_HOSTS" > {out}',
+    )
+    view = cluster.wait([job])[job]
+    assert view["stat"] == "DONE" and view["slots"] == 4
+    numproc, max_procs, *mcpu = out.read_text().split()
+    assert (numproc, max_procs) == ("4", "4"), "all 4 free slots; MAX bounded by the hosts'"
+    assert sorted(mcpu[0::2]) == ["h2", "testhost"] and mcpu[1::2] == ["2", "2"]

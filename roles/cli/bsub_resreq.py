@@ -94,6 +94,21 @@ def submitted_details(j: dict) -> str:
     return words
 
 
+def _counted(j: dict) -> list[str]:
+    """LSF's "N*host" for each host of a job (a host with one slot: "host")."""
+    return [f"{n}*{h}" if n > 1 else h for h, n in j.get("exec_hosts") or ()]
+
+
 def started_on(j: dict) -> str:
-    """LSF's "<N*host>" for each host of a job (a host with one slot: "<host>")."""
-    return " ".join(f"<{n}*{h}>" if n > 1 else f"<{h}>" for h, n in j["exec_hosts"])
+    return " ".join(f"<{h}>" for h in _counted(j))
+
+
+def host_lines(row: list, j: dict, column: int) -> list[list]:
+    """bjobs' row of a job, as LSF prints one with several slots: N*HOST in the EXEC_HOST
+    column, and each further host on a line of its own below."""
+    hosts = _counted(j)
+    if not hosts:
+        return [row]
+    row[column] = hosts[0]
+    blank = [""] * len(row)
+    return [row] + [blank[:column] + [h] + blank[column + 1 :] for h in hosts[1:]]

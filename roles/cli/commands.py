@@ -238,17 +238,22 @@ def jobs(args: "Args") -> int:
     elif found:
         table(
             [
-                [
-                    j["label"],
-                    j["user"],
-                    j["stat"],
-                    j["queue"],
-                    j["from_host"] or "-",
-                    j["exec_host"] or "-",
-                    j["name"],
-                    _short_time(j["submit_time"]),
-                ]
+                row
                 for j in found
+                for row in bsub_resreq.host_lines(
+                    [
+                        j["label"],
+                        j["user"],
+                        j["stat"],
+                        j["queue"],
+                        j["from_host"] or "-",
+                        j["exec_host"] or "-",
+                        j["name"],
+                        _short_time(j["submit_time"]),
+                    ],
+                    j,
+                    5,
+                )
             ],
             ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME", "SUBMIT_TIME"],
         )
