@@ -227,9 +227,10 @@ class Host:
         "load",
         "labels",
         "stored",
-        "facts",
         "reserved",
         "exclusive",
+        "_facts",
+        "_facts_of",
     )
 
     def __init__(self, name: str, slots: int = 0) -> None:
@@ -241,9 +242,21 @@ class Host:
         self.load: dict = {}
         self.labels: list[str] = []
         self.stored = False
-        self.facts: dict = {"labels": frozenset()}  # lavalite.resreq.host_facts of load
+        self._facts: dict = {}
+        self._facts_of: dict | None = None  # the load _facts were made from
         self.reserved = 0  # bytes of memory that running jobs' rusage[mem] hold
         self.exclusive = 0  # running -x jobs: the host takes no other job meanwhile
+
+    @property
+    def facts(self) -> dict:
+        """-R's view of the host (lavalite.resreq.host_facts), made from its load when first
+        asked after each load report: mbatchd does not pay for it on every report."""
+        if self._facts_of is not self.load:
+            from lavalite.resreq import host_facts
+
+            self._facts = host_facts(self.load, self.labels)
+            self._facts_of = self.load
+        return self._facts
 
     @property
     def free(self) -> int:

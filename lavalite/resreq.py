@@ -65,10 +65,9 @@ class ResReq:
     reserved per slot (0: none); span_hosts: 1 to keep the job on one host (0: free);
     ptile: slots per host (0: free); order: (index, larger is better) pairs, first key first."""
 
-    __slots__ = ("text", "select", "mem", "span_hosts", "ptile", "order")
+    __slots__ = ("select", "mem", "span_hosts", "ptile", "order")
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+    def __init__(self) -> None:
         self.select: Test | None = None
         self.mem = 0
         self.span_hosts = 0
@@ -86,7 +85,7 @@ def parse(text: str) -> ResReq:
             "compound and alternative resource requirements ({...} || {...}, N*{...}) "
             "are not supported"
         )
-    req = ResReq(stripped)
+    req = ResReq()
     bare, sections = _split(stripped)
     if bare and "select" in sections:
         raise _bad(f"'{bare}' before select[]")
@@ -349,6 +348,8 @@ def parse_hosts(text: str) -> dict[str, int]:
     hosts: dict[str, int] = {}
     for word in text.split():
         name, plus, level = word.partition("+")
+        if name == "others" or name.startswith("~"):
+            raise ResReqError(f"-m: '{word}' is not supported (host names only, no groups)")
         if not name or (plus and not (level == "" or level.isdigit())):
             raise ResReqError(f"-m: bad host specification '{word}' (HOST or HOST+LEVEL)")
         hosts[name] = int(level or 1) if plus else 0
@@ -376,10 +377,6 @@ class Needs:
         self.exclusive = exclusive
         self.slots_min = slots_min
         self.slots_max = slots_max
-
-    @property
-    def one_host(self) -> bool:
-        return self.req is not None and self.req.span_hosts == 1
 
 
 def needs(spec: dict[str, Any], slots: int) -> Needs | None:

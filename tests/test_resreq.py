@@ -102,7 +102,7 @@ def test_bad_strings_are_refused_naming_the_token(text, words):
 
 def test_host_list_with_preference_levels():
     assert parse_hosts("h1 h2+2 h3+") == {"h1": 0, "h2": 2, "h3": 1}
-    for bad in ("", "h1+x", "+2"):
+    for bad in ("", "h1+x", "+2", "h1 others", "~h2"):
         with pytest.raises(ResReqError):
             parse_hosts(bad)
 
@@ -141,7 +141,7 @@ def host(name, slots, used=0, labels=(), mem_gb=None, **load):
     h.status, h.used = "ok", used
     if mem_gb is not None:
         load.update(mem_avail=mem_gb * GB, mem_total=mem_gb * GB)
-    h.facts = host_facts(load, list(labels))
+    h.load, h.labels = load, list(labels)
     return h
 
 

@@ -874,7 +874,6 @@ class Core(ArrayOps):
             if host is not None:
                 host.load = load
                 host.labels = load.get("labels", [])
-                host.facts = resreq.host_facts(load, host.labels)
                 silent_since = now - load.get("silent", 0)
                 if (
                     host.connected
