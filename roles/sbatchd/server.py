@@ -229,7 +229,8 @@ class Sbatchd:
             "cwd": cwd,
             "outputs": outputs,
             "account": [account.name, account.uid, account.gid, account.switch],
-            "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
+            # CPUs: the job's slots on this host (a wide job has the rest on its others)
+            "limits": [spec.get("memory"), spec.get("pids"), spec["hosts"][0][1]],
             "cgroup": att.group and att.group.name,
         }
         att.spec = {
