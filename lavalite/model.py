@@ -47,7 +47,7 @@ PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
 PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
 # A job with -R, -m, -x: the first test that turned every host with a free slot away
-PR_ASKED_HOSTS = "Not specified in job submission (-m)"
+PR_ASKED_HOSTS = "Not specified in job submission"
 PR_SELECT = "Job's resource requirements not satisfied"
 PR_EXCLUSIVE = "Job's requirement for exclusive execution not satisfied"
 PR_RUSAGE_MEM = "Job's requirements for reserving resource (mem) not satisfied"

@@ -114,7 +114,17 @@ def test_select_m_and_x_on_real_hosts(two_hosts, tmp_path):
         cluster, tmp_path, "-m", "testhost", "sh", "-c", f"until [ -e {go} ]; do sleep 0.1; done"
     )
     cluster.wait_started([busy])
-    alone = _bsub(cluster, tmp_path, "-x", "-m", "testhost", "true")
+    done = tmp_path / "done"
+    alone = _bsub(
+        cluster,
+        tmp_path,
+        "-x",
+        "-m",
+        "testhost",
+        "sh",
+        "-c",
+        f"until [ -e {done} ]; do sleep 0.1; done",
+    )
     wait_until(
         lambda: (
             _pending_reason(cluster, alone)
@@ -124,8 +134,15 @@ def test_select_m_and_x_on_real_hosts(two_hosts, tmp_path):
         "the exclusive reason",
     )
     go.touch()
-    assert cluster.wait([busy, alone])[alone]["stat"] == "DONE"
+    assert cluster.wait([busy])[busy]["stat"] == "DONE"
+    cluster.wait_started([alone])
+    assert _status(cluster, "testhost") == "closed_Excl"
+    beside = _bsub(cluster, tmp_path, "-m", "testhost", "true")
+    wait_until(lambda: _pending_reason(cluster, beside), 30, "a job kept off the exclusive host")
     assert "Exclusive Execution" in cluster.cli("jobs", "-l", str(alone)).stdout
+    done.touch()
+    assert cluster.wait([alone, beside])[beside]["stat"] == "DONE"
+    assert _status(cluster, "testhost") == "ok"
     cluster.client.call("kill", jobs=[never])
 
 
