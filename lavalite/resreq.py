@@ -44,6 +44,7 @@ NUMERIC = {
     "ut": False,
 }
 STRINGS = ("type", "model")
+ALIASES = {"swap": "swp", "cpu": "r1m"}  # LSF's other names of load indices
 SECTIONS = ("select", "order", "rusage", "span")
 UNSUPPORTED = ("same", "cu", "affinity")  # LSF sections LavaLite does not take
 _UNITS = {"": 1, "K": 1 << 10, "M": MB, "G": 1 << 30, "T": 1 << 40}
@@ -128,6 +129,7 @@ def _order(req: ResReq, body: str) -> None:
     for key in body.split(":") if body else []:
         key = key.strip()
         name = key.lstrip("-").strip()
+        name = ALIASES.get(name, name)
         if name not in NUMERIC:
             raise _bad(f"order[] takes load indices ({', '.join(NUMERIC)}), not '{key}'")
         keys.append((name, NUMERIC[name] != key.startswith("-")))
@@ -299,6 +301,8 @@ def _comparison(left: str, op: str, right: str, text: str) -> Test:
             raise _bad(f"'{name}' compares with == or != only, in select[{text}]")
         if value == "any":
             return lambda f: op == "=="
+        if value == "local":  # the submission host's: LavaLite does not know it here
+            raise ResReqError(f"{name}==local is not supported: name the {name}, or any")
         return lambda f: name in f and compare(f[name], value)
     a, b = _operand(left, text), _operand(right, text)
     return lambda f: _both(a(f), b(f), compare)
@@ -312,6 +316,7 @@ def _operand(tok: str, text: str) -> Callable[[Facts], float | None]:
     value = _number(tok)
     if value is not None:
         return lambda f: value
+    tok = ALIASES.get(tok, tok)
     if tok not in NUMERIC:
         raise _bad(f"'{tok}' is no numeric load index ({', '.join(NUMERIC)}) in select[{text}]")
     return lambda f: f.get(tok)

@@ -51,6 +51,7 @@ def facts(**kw):
         ("select[type==any]", facts(), True),
         ("select[swp>1]", facts(), False),  # an index the host does not report: no match
         ("select[mem>=6000 && maxmem==8000]", facts(), True),
+        ("select[swap>100 && cpu<1]", facts(swp=200, r1m=0.5), True),  # LSF's aliases
     ],
 )
 def test_select_over_host_facts(text, host, expected):
@@ -79,6 +80,7 @@ def test_sections_rusage_units_span_order():
         ("foo[1]", "unknown section 'foo[]'"),
         ("select[gpu>1]", "'gpu' is no numeric load index"),
         ("select[type<3]", "'type' compares with == or != only"),
+        ("select[type==local]", "type==local is not supported"),
         ("order[foo]", "order[] takes load indices"),
         ("rusage[mem=-5]", "Bad resource requirement syntax: memory '-5'"),
         ("affinity[core(1)]", "the affinity[] section of -R is not supported"),
