@@ -14,6 +14,11 @@ from collections.abc import Iterator
 
 from lavalite.model import DONE, FAILED, KILLED, MAX_INDEX, PEND, RUN, element_id
 
+# typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lavalite.resreq import Needs
+
 MAX_ELEMENTS = 1_000_000  # LSF's MAX_JOB_ARRAY_SIZE is configurable; this is ours
 _NAME = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<spec>[^\[\]]+)\](?:%(?P<throttle>\d+))?$")
 _LABEL = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
@@ -119,6 +124,7 @@ class Array:
         "pend_seq",
         "eligible_time",
         "stored",
+        "needs",
     )
 
     def __init__(
@@ -158,6 +164,7 @@ class Array:
         self.pend_seq = 0
         self.eligible_time = 0.0  # as a job's: an array is never in retry backoff
         self.stored = False
+        self.needs: Needs | None = None  # its elements' -R, -m, -x (as a job's)
 
     @classmethod
     def from_record(cls, rec: dict) -> "Array":

@@ -8,6 +8,7 @@ function through which every state change goes, so an illegal move cannot be wri
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lavalite.job_array import Array
+    from lavalite.resreq import Needs
 
 PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
 FINISHED = frozenset((DONE, FAILED, KILLED))
@@ -45,10 +46,15 @@ PR_NEW = "New job is waiting for scheduling"
 PR_USER_CAP = "The user has reached the queue's per-user job slot limit (max_running_user)"
 PR_QUEUE_CAP = "The queue has reached its job slot limit (max_running_queue)"
 PR_NO_SLOT = "No host has a free job slot"
-PR_TOO_BIG = "No host has enough job slots for this job (-n)"
 PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
 PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
+# A job with -R, -m, -x: the first test that turned every host with a free slot away
+PR_ASKED_HOSTS = "Not specified in job submission"
+PR_SELECT = "Job's resource requirements not satisfied"
+PR_EXCLUSIVE = "Job's requirement for exclusive execution not satisfied"
+PR_RUSAGE_MEM = "Job's requirements for reserving resource (mem) not satisfied"
+PR_SPAN = "Not enough processors to meet the job's spanning requirement"
 
 # The spec's fields of bsub's timing, pre/post-execution and bookkeeping options, as job_view
 # shows them (roles/cli/bsub_options.py makes them)
@@ -125,6 +131,8 @@ class Job:
         "pend_seq",
         "stored",
         "array",
+        "needs",
+        "hosts",
     )
 
     def __init__(
@@ -167,6 +175,9 @@ class Job:
         self.pend_seq = 0  # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False  # has a row in the store (insert vs update)
         self.array: Array | None = None  # the Array of an array element
+        self.needs: Needs | None = None  # -R, -m, -x, -n MIN,MAX (lavalite.resreq)
+        # [[host, slots], ...] while placed on several hosts or with -n MIN,MAX (first = host)
+        self.hosts: list[list] | None = None
 
     @property
     def finished(self) -> bool:
@@ -227,7 +238,20 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
 class Host:
     """A worker as mbatchd sees it: slots from sbatchd's registration, load from LIM."""
 
-    __slots__ = ("name", "slots", "used", "status", "connected", "load", "labels", "stored")
+    __slots__ = (
+        "name",
+        "slots",
+        "used",
+        "status",
+        "connected",
+        "load",
+        "labels",
+        "stored",
+        "reserved",
+        "exclusive",
+        "_facts",
+        "_facts_of",
+    )
 
     def __init__(self, name: str, slots: int = 0) -> None:
         self.name = name
@@ -238,10 +262,25 @@ class Host:
         self.load: dict = {}
         self.labels: list[str] = []
         self.stored = False
+        self._facts: dict = {}
+        self._facts_of: dict | None = None  # the load _facts were made from
+        self.reserved = 0  # bytes of memory that running jobs' rusage[mem] hold
+        self.exclusive = 0  # running -x jobs: the host takes no other job meanwhile
+
+    @property
+    def facts(self) -> dict:
+        """-R's view of the host (lavalite.resreq.host_facts), made from its load when first
+        asked after each load report: mbatchd does not pay for it on every report."""
+        if self._facts_of is not self.load:
+            from lavalite.resreq import host_facts
+
+            self._facts = host_facts(self.load, self.labels)
+            self._facts_of = self.load
+        return self._facts
 
     @property
     def free(self) -> int:
-        return self.slots - self.used if self.status == HOST_OK else 0
+        return self.slots - self.used if self.status == HOST_OK and not self.exclusive else 0
 
 
 def job_view(job: Job, pend_reason: str | None = None) -> dict:
@@ -263,6 +302,7 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "pend_reason": pend_reason if job.state == PEND else None,
         "from_host": spec.get("from_host"),
         "exec_host": job.host,
+        "exec_hosts": job.hosts or ([[job.host, job.slots]] if job.host else None),
         "submit_time": job.submit_time,
         "start_time": job.start_time,
         "end_time": job.end_time,
@@ -281,6 +321,9 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "pids": spec.get("pids"),
         "kill_requested": job.kill_requested,
         **{field: spec.get(field) for field in OPTION_FIELDS},
+        "resreq": spec.get("resreq"),
+        "asked_hosts": spec.get("asked_hosts"),
+        "exclusive": bool(spec.get("exclusive")),
     }
 
 

@@ -19,7 +19,10 @@ mbatchd reads the host view over LIM's Unix socket (`<spool_dir>/lim.sock`).
 import asyncio
 import logging
 import os
+import platform
 import random
+import re
+import shutil
 import signal
 import time
 from typing import Any
@@ -41,6 +44,22 @@ log = logging.getLogger("lavalite.lim")
 # An mbatchd that ran this long did not fail to start: its next restart waits only
 # restart_backoff (a crash after a while is no loop; every second it is down stalls the cluster).
 HEALTHY = 10.0
+
+
+def _host_kind() -> dict[str, str]:
+    """-R's type (the machine, as X86_64) and model (the CPU's name, as one word)."""
+    kind = platform.machine().upper() or "UNKNOWN"
+    model = kind
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1] for line in f if line.startswith("model name")]
+        model = re.sub(r"\W+", "_", names[0].strip()).strip("_") or kind if names else kind
+    except OSError:
+        pass
+    return {"type": kind, "model": model}
+
+
+HOST_KIND = _host_kind()  # read once: it does not change while LIM runs
 
 
 def restart_delay(last: float | None, ran: float, lc: Section) -> float:
@@ -79,6 +98,8 @@ class Lim:
 
     def sample(self) -> None:
         mem = psutil.virtual_memory()
+        swap = psutil.swap_memory()
+        tmp = shutil.disk_usage("/tmp")
         self.load = {
             "alive": True,
             "time": time.time(),
@@ -87,6 +108,11 @@ class Lim:
             "ncpu": os.cpu_count(),
             "mem_total": mem.total,
             "mem_avail": mem.available,
+            "swap_total": swap.total,
+            "swap_free": swap.free,
+            "tmp_total": tmp.total,
+            "tmp_free": tmp.free,
+            **HOST_KIND,
             "labels": self.conf.lim.labels.get(self.host, []),
         }
 

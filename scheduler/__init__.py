@@ -17,9 +17,9 @@ from lavalite.model import (
     PR_NO_SLOT,
     PR_QUEUE_CAP,
     PR_QUEUE_INACTIVE,
-    PR_TOO_BIG,
     PR_USER_CAP,
 )
+from scheduler.fit import HOST_REASONS, Hosts, place
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -70,7 +70,7 @@ class Snapshot:
     limit: place about this many slots at most (0: no limit), so that one turn stays short
     when thousands of slots free at once; the caller plans again for the rest."""
 
-    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit")
+    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit", "hosts")
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class Snapshot:
         total_free: int,
         max_slots: int,
         limit: int = 0,
+        hosts: dict[str, Any] | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -87,19 +88,25 @@ class Snapshot:
         self.total_free = total_free
         self.max_slots = max_slots  # the largest slot count of any host, free or not
         self.limit = limit
+        self.hosts = hosts or {}  # name -> model.Host: facts, reservations (jobs with Needs)
 
 
 class Plan:
     """placements: [(job, host)]; a job array (lavalite.job_array.Array) appears once per element
     to start, mbatchd makes the elements. reasons: {(queue, user or None): pending reason} for
-    the groups the scheduler looked at and could not place, and {("array", id): reason} for
-    arrays held by their throttle. Groups it did not reach are pending for want of a free slot."""
+    the groups the scheduler looked at and could not place, {("array", id): reason} for
+    arrays held by their throttle, and {("job", id): reason} for jobs no host is eligible for
+    (-R select or rusage, -m, -x), which do not hold their user's next jobs back. Groups it
+    did not reach are pending for want of a free slot.
+    wide: {index in placements: [[host, slots], ...]} for a placement on several hosts or with
+    other than job.slots slots (-n MIN,MAX); its host in placements is the first."""
 
-    __slots__ = ("placements", "reasons")
+    __slots__ = ("placements", "reasons", "wide")
 
     def __init__(self) -> None:
         self.placements: list[tuple[Pending, str]] = []
         self.reasons: Reasons = {}
+        self.wide: dict[int, list[list[Any]]] = {}
 
 
 def live(entry: Entry) -> bool:
@@ -114,38 +121,9 @@ def _first_live(it: Iterator[Entry]) -> Entry | None:
     return None
 
 
-class _Hosts:
-    """Free slots handed out in order; a host left with too few slots for a wide job is kept
-    aside for narrower ones."""
-
-    def __init__(self, free_by_host: dict[str, int], total: int) -> None:
-        self.it = iter(free_by_host.items())
-        self.aside: list[list[Any]] = []  # [host, remaining]
-        self.left = total  # slots still to place: the free ones, or the turn's limit
-
-    def take(self, n: int) -> str | None:
-        for i, slot in enumerate(self.aside):
-            if slot[1] >= n:
-                return self._use(slot, n, i)
-        for host, free in self.it:
-            slot = [host, free]
-            if free >= n:
-                self.aside.append(slot)
-                return self._use(slot, n, len(self.aside) - 1)
-            self.aside.append(slot)
-        return None
-
-    def _use(self, slot: list[Any], n: int, index: int) -> str:
-        slot[1] -= n
-        self.left -= n
-        if slot[1] == 0:
-            del self.aside[index]
-        return slot[0]
-
-
 def plan(snap: Snapshot) -> Plan:
     result = Plan()
-    hosts = _Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
+    hosts = Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
     for q in snap.queues:
         if hosts.left <= 0:
             break
@@ -156,7 +134,7 @@ def plan(snap: Snapshot) -> Plan:
     return result
 
 
-def _plan_queue(q: QueueView, snap: Snapshot, hosts: _Hosts, result: Plan) -> None:
+def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> None:
     heads: list[
         tuple[int, str, Pending, Iterator[Entry]]
     ] = []  # (pend_seq, user, job, iterator) of each user's first live job
@@ -183,17 +161,27 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: _Hosts, result: Plan) -> No
             result.reasons[(q.name, user)] = PR_USER_CAP
             heapq.heappop(heads)
             continue
-        host = hosts.take(job.slots)
+        slots = job.slots
+        host = hosts.take(slots) if job.needs is None else None
         if host is None:
-            # FIFO per user: this user's next job waits behind the wide one; others go on.
-            result.reasons[(q.name, user)] = (
-                PR_TOO_BIG if job.slots > snap.max_slots else PR_NO_SLOT
-            )
-            heapq.heappop(heads)
-            continue
+            # a job that asks more than slots, or that did not fit on one host
+            got = place(job, hosts, snap.hosts) if job.needs or slots > 1 else PR_NO_SLOT
+            if isinstance(got, str) and got in HOST_REASONS:
+                # no host is eligible (LSF: the job waits, the user's next ones go on)
+                result.reasons[("job", job.id)] = got
+                _advance(heads, user, it)
+                continue
+            if isinstance(got, str):
+                # FIFO per user: this user's next job waits behind the wide one; others go on.
+                result.reasons[(q.name, user)] = got
+                heapq.heappop(heads)
+                continue
+            host, slots = got[0][0], sum(n for _, n in got)
+            if len(got) > 1 or slots != job.slots:
+                result.wide[len(result.placements)] = got
         result.placements.append((job, host))
-        q_used += job.slots
-        placed[user] = placed.get(user, 0) + job.slots
+        q_used += slots
+        placed[user] = placed.get(user, 0) + slots
         if arr is not None:
             counts = taken.setdefault(arr, [0, 0])
             counts[0] += 1

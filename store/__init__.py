@@ -16,10 +16,14 @@ import apsw
 
 from lavalite.model import ELEMENT_BITS, PEND, RUN, Event, Host, Job
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
-MIGRATIONS = {2: None, 3: "ALTER TABLE jobs ADD COLUMN message TEXT"}
+MIGRATIONS = {
+    2: None,
+    3: "ALTER TABLE jobs ADD COLUMN message TEXT",
+    4: "ALTER TABLE jobs ADD COLUMN hosts TEXT",
+}
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
 # set at submit first. Rows are read back by name, so the order is the store's own.
@@ -36,6 +40,7 @@ _MUTABLE = (
     "kill_requested",
     "pend_seq",
     "message",
+    "hosts",
 )
 _JOB_COLS = (
     "id",
@@ -54,9 +59,11 @@ _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLS)}) VALUES ({', '.join('?' * len(_JOB_COLS))})"
 )
 _SPEC = _JOB_COLS.index("spec")
+_HOSTS_COL = _JOB_COLS.index("hosts")  # JSON in the row, a list in memory
 # Row values read in C: a commit at scale builds thousands of rows per turn.
 _job_values = operator.attrgetter(*_JOB_COLS)
 _update_values = operator.attrgetter(*_MUTABLE, "id")
+_HOSTS = _MUTABLE.index("hosts")  # in the UPDATE values
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
 _ARRAY_COLS = (
@@ -251,7 +258,10 @@ class Store:
                 specs: dict[int, str] = {}  # an array's elements share its spec: encoded once
                 cur.executemany(_INSERT_JOB, [_row(j, specs) for j in new])
             if changed:
-                cur.executemany(_UPDATE_JOB, [_update_values(j) for j in changed])
+                cur.executemany(
+                    _UPDATE_JOB,
+                    [_update_values(j) if j.hosts is None else _hosts_update(j) for j in changed],
+                )
             if events:
                 cur.executemany(
                     "INSERT INTO job_events (job_id, time, old, new, reason, host, "
@@ -291,6 +301,15 @@ def _row(job: Job, specs: dict[int, str]) -> list:
     if key not in specs:
         specs[key] = json.dumps(job.spec)
     values[_SPEC] = specs[key]
+    if job.hosts is not None:
+        values[_HOSTS_COL] = json.dumps(job.hosts)
+    return values
+
+
+def _hosts_update(job: Job) -> list:
+    """The UPDATE values of a job placed on several hosts: its hosts as JSON."""
+    values = list(_update_values(job))
+    values[_HOSTS] = json.dumps(job.hosts)
     return values
 
 
@@ -311,6 +330,8 @@ def _job(row: tuple) -> Job:
     for col in _MUTABLE:
         setattr(job, col, rec[col])
     job.kill_requested = bool(job.kill_requested)
+    if rec["hosts"] is not None:
+        job.hosts = json.loads(rec["hosts"])
     job.stored = True
     return job
 

@@ -1,4 +1,4 @@
--- LavaLite store, schema version 3. mbatchd is the only writer.
+-- LavaLite store, schema version 4. mbatchd is the only writer.
 -- Jobs keep their immutable spec as a JSON blob; the columns are what changes or is filtered on.
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_signal   INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     pend_seq      INTEGER NOT NULL DEFAULT 0,
-    message       TEXT                  -- what the worker said of the last attempt's end
+    message       TEXT,                 -- what the worker said of the last attempt's end
+    hosts         TEXT                  -- JSON [[host, slots], ...] of a job on several hosts
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(state) WHERE state IN ('PEND', 'RUN');
 CREATE INDEX IF NOT EXISTS jobs_end ON jobs(end_time) WHERE end_time IS NOT NULL;

@@ -268,6 +268,37 @@ class Cluster:
             return int(f.read())
 
 
+def start_sbatchd(cluster, state, host, slots, port=None):
+    """One more sbatchd beside `cluster`'s, as host `host` on loopback, its state and log
+    (HOST.log) in `state`, dialling mbatchd's port (or `port`: a recorder in between).
+    (its process, its cgroup slice); the caller stops it and removes the slice."""
+    slice_name = f"lavalite-test-{host}-{uuid.uuid4().hex[:8]}"
+    conf_path = config.write_state_conf(
+        state,
+        {
+            "lavalite.conf": {
+                "cluster": {
+                    "master_candidates": "testhost",
+                    "key_file": cluster.conf.cluster.key_file,
+                    "allow_root_jobs": "yes",
+                },
+                "hosts": {"testhost": "127.0.0.1", host: "127.0.0.1"},
+                "mbatchd": {"port": str(port or cluster.conf.mbatchd.port)},
+            },
+            "sbatchd.conf": {
+                "sbatchd": {"slots": str(slots), "reconnect_max": "1", "cgroup_slice": slice_name}
+            },
+        },
+    )
+    with open(os.path.join(state, f"{host}.log"), "wb") as log:
+        proc = subprocess.Popen(
+            LAUNCHER + ["--role", "sbatchd", "--conf", conf_path, "--host", host],
+            stdout=log,
+            stderr=log,
+        )
+    return proc, slice_name
+
+
 def kill_jobs_in(directory):
     """Jobs left running (a `sleep` the test did not wait for) must not outlive the test:
     every process whose working directory is inside `directory`."""

@@ -64,7 +64,7 @@ def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
         assert exc.value.code == "bad_request" and name in exc.value.message
     slots = _host_slots(cluster)
     err = _refusal(cluster, slots=slots + 1)
-    assert err.message == f"slots (-n) {slots + 1}: the largest host has {slots} slots"
+    assert err.message == f"slots (-n) {slots + 1}: the hosts have in all {slots} slots"
     for args in (
         ["-n", "9223372036854775808"],
         ["-n", "true"],
@@ -76,7 +76,7 @@ def test_bad_specs_are_refused_by_field_and_mbatchd_serves_on(cluster):
         assert res.returncode == 2 and f"argument {args[0]}:" in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr
     res = cluster.cli("submit", "-n", str(slots + 1), "--", "true", check=False)
-    assert res.returncode == 1 and f"the largest host has {slots} slots" in res.stderr
+    assert res.returncode == 1 and f"the hosts have in all {slots} slots" in res.stderr
     assert cluster.client.jobs([], users=["all"], all=True) == [], "nothing got in"
     job = cluster.submit(["true"])
     assert cluster.wait([job])[job]["stat"] == "DONE"

@@ -14,7 +14,7 @@ import time
 
 import orjson
 import pytest
-from conftest import LAUNCHER, wait_until
+from conftest import LAUNCHER, remove_cgroup_slice, start_sbatchd, wait_until
 from rawpeer import RawPeer, key_of
 from test_command_wait import _refused
 
@@ -254,39 +254,13 @@ def second_sbatchd(cluster, tmp_path):
     """One more sbatchd (host h2) whose connection to mbatchd goes through a Recorder.
     (its process, the recorder)."""
     rec = Recorder(cluster.conf.mbatchd.port)
-    state = str(tmp_path / "h2")
-    conf_path = config.write_state_conf(
-        state,
-        {
-            "lavalite.conf": {
-                "cluster": {
-                    "master_candidates": "testhost",
-                    "key_file": cluster.conf.cluster.key_file,
-                    "allow_root_jobs": "yes",
-                },
-                "hosts": {"testhost": "127.0.0.1", "h2": "127.0.0.1"},
-                "mbatchd": {"port": str(rec.port)},
-            },
-            "sbatchd.conf": {
-                "sbatchd": {
-                    "slots": "1",
-                    "reconnect_max": "1",
-                    "cgroup_slice": f"lavalite-test-h2-{os.getpid()}",
-                }
-            },
-        },
-    )
-    log = open(tmp_path / "h2.log", "wb")
-    proc = subprocess.Popen(
-        LAUNCHER + ["--role", "sbatchd", "--conf", conf_path, "--host", "h2"],
-        stdout=log,
-        stderr=log,
-    )
+    proc, slice_name = start_sbatchd(cluster, str(tmp_path / "h2"), "h2", 1, port=rec.port)
     yield proc, rec
     if proc.poll() is None:
         proc.terminate()
         proc.wait(20)
     rec.close()
+    remove_cgroup_slice(slice_name)
 
 
 def _h2(cluster):

@@ -2,7 +2,7 @@
 
 from collections import deque
 
-from lavalite.model import KILLED, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_TOO_BIG, PR_USER_CAP, Job
+from lavalite.model import KILLED, PR_NO_SLOT, PR_QUEUE_CAP, PR_QUEUE_INACTIVE, PR_USER_CAP, Job
 from scheduler import QueueView, Snapshot, plan
 
 _seq = iter(range(1, 10**6))
@@ -72,7 +72,11 @@ def test_slots_and_hosts():
     }
     q2 = QueueView("serial")
     pend(q2, "a", 1, slots=8)
-    assert plan(snap([q2], {"h1": 2})).reasons[("serial", "a")] == PR_TOO_BIG
+    assert plan(snap([q2], {"h1": 2})).reasons[("serial", "a")] == PR_NO_SLOT
+    # wider than any host: as LSF without span[], its slots come from several hosts
+    spread = plan(snap([q2], {"h1": 4, "h2": 2, "h3": 4}))
+    assert spread.wide == {0: [["h1", 4], ["h2", 2], ["h3", 2]]}
+    assert [(j.id, h) for j, h in spread.placements] == [(q2.pending["a"][0][1].id, "h1")]
 
 
 def test_no_free_slot_stops_and_stale_entries_are_skipped():

@@ -107,14 +107,19 @@ def test_command_and_environment_are_bounded_by_size(world):
     )
 
 
-def test_a_job_wider_than_the_largest_host_is_refused(world):
-    """Refused once a host is known; before any host registered only MAX_SLOTS bounds it."""
+def test_a_job_wider_than_the_hosts_is_refused(world):
+    """Refused once a host is known; before any host registered only MAX_SLOTS bounds it.
+    As LSF, a job without span[hosts=1] may take slots on several hosts: the bound is every
+    host's slots; with span[hosts=1] it is the largest host's."""
     conf, store, core = world
     assert submit(core, store, slots=8) in core.jobs
     core.host_register("h1", {"slots": 4, "running": []}, 100.0)
     core.host_register("h2", {"slots": 2, "running": []}, 100.0)
-    refused(core, store, {"slots": 5}, "slots (-n) 5: the largest host has 4 slots")
-    assert submit(core, store, slots=4) in core.jobs
+    refused(core, store, {"slots": 7}, "slots (-n) 7: the hosts have in all 6 slots")
+    assert submit(core, store, slots=6) in core.jobs
+    one = {"slots": 5, "resreq": "span[hosts=1]"}
+    refused(core, store, one, "slots (-n) 5: the largest host has 4 slots")
+    assert submit(core, store, slots=4, resreq="span[hosts=1]") in core.jobs
 
 
 def test_submit_many_checks_its_shared_environment_once_and_names_the_bad_spec(world):

@@ -10,7 +10,7 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands, bsub_options, interact
+from roles.cli import array_commands, bsub_options, bsub_resreq, interact
 from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -71,7 +71,15 @@ def _setup_submit(p: "Parser") -> None:
     p.add_argument(
         "--time", dest="walltime", type=seconds, metavar="SECS", help="wall-clock limit in seconds"
     )
-    p.add_argument("-n", dest="slots", type=_slots, default=1, help="job slots (default 1)")
+    p.add_argument(
+        "-n",
+        dest="slots",
+        type=bsub_resreq.slots_range,
+        default=(1, 1),
+        metavar="MIN[,MAX]",
+        help="job slots (default 1); MIN,MAX: as many as are free, at least MIN",
+    )
+    bsub_resreq.setup(p)
     p.add_argument(
         "--retries", type=_retries, metavar="N", help="run again up to N times on failure"
     )
@@ -121,10 +129,6 @@ def _int_option(text: str | int, field: str, low: int, high: int) -> int:
         raise _bad_value(str(exc)) from None
     except ValueError:
         raise _bad_value(f"{text!r} is not an integer") from None
-
-
-def _slots(text: str) -> int:
-    return _int_option(text, "the job slots", 1, jobspec.MAX_SLOTS)
 
 
 def _pids(text: str) -> int:
@@ -181,7 +185,6 @@ def submit(args: "Args") -> int:
         "cmd": cmd,
         "queue": args.queue,
         "name": args.name,
-        "slots": args.slots,
         "walltime": args.walltime if args.walltime_w is None else args.walltime_w,
         "retries": args.retries,
         "memory": args.memory,
@@ -190,6 +193,7 @@ def submit(args: "Args") -> int:
         "env": env,
         "from_host": local_host(),
         **extra,  # the script, -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L, the umask
+        **bsub_resreq.fields(args),  # -n, -R, -m, -x
     }
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
@@ -274,17 +278,22 @@ def jobs(args: "Args") -> int:
     elif found:
         table(
             [
-                [
-                    j["label"],
-                    j["user"],
-                    j["stat"],
-                    j["queue"],
-                    j["from_host"] or "-",
-                    j["exec_host"] or "-",
-                    j["name"],
-                    _short_time(j["submit_time"]),
-                ]
+                row
                 for j in found
+                for row in bsub_resreq.host_lines(
+                    [
+                        j["label"],
+                        j["user"],
+                        j["stat"],
+                        j["queue"],
+                        j["from_host"] or "-",
+                        j["exec_host"] or "-",
+                        j["name"],
+                        _short_time(j["submit_time"]),
+                    ],
+                    j,
+                    5,
+                )
             ],
             ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME", "SUBMIT_TIME"],
         )
@@ -316,7 +325,7 @@ def _print_long(j: "dict[str, Any]") -> None:
     )
     print(
         f"{_long_time(j['submit_time'])}: Submitted from host <{j['from_host']}>, "
-        f"CWD <{j['cwd']}>{files};"
+        f"CWD <{j['cwd']}>{files}{bsub_resreq.submitted_details(j)};"
     )
     for line in bsub_options.long_lines(j):
         print(line)
@@ -337,7 +346,7 @@ def _print_long(j: "dict[str, Any]") -> None:
     if j["start_time"]:
         print(
             f"{_long_time(j['start_time'])}: Started {j['slots']} Task(s) on Host(s) "
-            f"<{j['exec_host']}>;"
+            f"{bsub_resreq.started_on(j)};"
         )
     elif j["state"] == "RUN":
         print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 REMAINDER = "..."  # argparse.REMAINDER
+# Options LSF takes more than once (merging them) and LavaLite only once: refused when repeated,
+# where argparse would keep the last silently.
+ONCE = {"-R": "multiple -R strings are not supported; write one with all its sections"}
 
 
 class Refused(Exception):
@@ -86,10 +89,13 @@ class Quick:
         split (`-oo FILE` read as `-o o FILE`), and under an LSF name an LSF option that
         LavaLite does not implement. Words after `--`, and from the first word of a command
         line on (bsub COMMAND ARGS), are not looked at."""
-        i = 0
+        i, seen = 0, set()
         while i < len(argv) and argv[i] != "--":
             word = argv[i]
             if word.startswith("-") and word != "-":
+                if word in ONCE and word in seen and word in self.options:
+                    raise Refused(f"{prog}: {word} given more than once: {ONCE[word]}")
+                seen.add(word)
                 i += 1 + self._takes_value(word, prog, lsf_name)
             elif self.positional and self.positional[1] == REMAINDER:
                 return  # the command starts: the rest are its own words

@@ -112,6 +112,7 @@ class ArrayOps:
             submit_time=arr.submit_time,
         )
         job.array = arr
+        job.needs = arr.needs
         arr.counts[PEND] += 1
         arr.live.add(index)
         self.jobs[job.id] = job

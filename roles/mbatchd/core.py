@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import endings, jobscript, jobspec, messages, relay
+from lavalite import endings, jobscript, jobspec, messages, relay, resreq
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -34,6 +34,8 @@ from lavalite.model import (
     PR_BACKOFF,
     PR_NEW,
     PR_NO_SLOT,
+    PR_RUSAGE_MEM,
+    PR_SELECT,
     PRE_EXEC,
     RUN,
     SIGNAL,
@@ -48,9 +50,12 @@ from lavalite.model import (
 from roles.mbatchd import job_options
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.job_options import OptionOps
+from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
+# pending reasons that new host facts (LIM's load) may lift
+WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM))
 MAX_MESSAGE = 2000  # characters of a worker's message kept with the job
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
 _TEXTS = (
@@ -102,6 +107,7 @@ class Core(ArrayOps, OptionOps):
         self.arrays = {}  # id -> Array: live, and ended within clean_period
         self.waiters = {}  # job or array id -> [(cond, token)] (bwait)
         self.max_slots = 0  # the largest slot count of any host seen
+        self.all_slots = 0  # every known host's slots: the widest job that could run
         self.by_req = {}  # client request id -> job id
         self.host_jobs: dict[str, set[int]] = {}  # host -> {job id} running there
         self.hosts = {}
@@ -130,6 +136,7 @@ class Core(ArrayOps, OptionOps):
             self.hosts[host.name] = host
             self.host_jobs[host.name] = set()
             self.max_slots = max(self.max_slots, host.slots)
+            self.all_slots += host.slots
         for rec in state["arrays"]:
             self._adopt_array(Array.from_record(rec), state["envs"], now)
         for job in state["jobs"]:
@@ -184,6 +191,9 @@ class Core(ArrayOps, OptionOps):
             self.by_req[job.req_id] = job.id
         array_id, index = split_id(job.id)
         job.array = self.arrays.get(array_id) if array_id else None
+        job.needs = resreq.needs(job.spec, job.slots)
+        if job.hosts:  # the slots it was given (-n MIN,MAX), the store keeps MIN
+            job.slots = sum(n for _, n in job.hosts)
         if job.state in FINISHED:
             self.finished.append((job.end_time, job.id))
             return
@@ -203,14 +213,11 @@ class Core(ArrayOps, OptionOps):
                 q.pending.setdefault(job.user, deque()).append((job.pend_seq, job))
         else:
             self._count_run(job, +1)
-            if job.host not in self.hosts:
-                self.hosts[job.host] = Host(job.host)
-                self.host_jobs[job.host] = set()
-            self.host_jobs[job.host].add(job.id)
-            self.hosts[job.host].used += job.slots
+            hold(job, self.hosts, self.host_jobs, +1)
 
     def _adopt_array(self, arr, envs, now):
         self.arrays[arr.id] = arr
+        arr.needs = resreq.needs(arr.spec, arr.slots)
         if arr.req_id:
             self.by_req[arr.req_id] = arr.id
         if arr.end_time is not None:
@@ -399,7 +406,8 @@ class Core(ArrayOps, OptionOps):
                 f"retries in queue <{qname}>", retries, 0, min(qc.max_retries, jobspec.MAX_RETRIES)
             )
         )
-        slots = self._check_slots(spec.get("slots", 1))
+        slots = jobspec.integer("slots (-n)", spec.get("slots", 1), 1, jobspec.MAX_SLOTS)
+        placing = check_needs(spec, slots, self.hosts, self.max_slots, self.all_slots)
         memory = _limit(
             spec,
             "memory",
@@ -439,6 +447,8 @@ class Core(ArrayOps, OptionOps):
         interactive = _check_interactive(spec.get("interactive"), qname, qc, ranges)
         if interactive is not None:  # bsub -I: its terminal cannot take a rerun
             stored["interactive"], attempts = interactive, 1
+        if placing is not None:
+            stored.update(placing)
         return {
             "queue": qname,
             "slots": slots,
@@ -448,6 +458,7 @@ class Core(ArrayOps, OptionOps):
             "name": name or " ".join(cmd)[:60],
             "ranges": ranges,
             "throttle": throttle,
+            "needs": resreq.needs(stored, slots) if placing else None,
         }
 
     def _check_exec(self, spec: dict, known_env: tuple) -> tuple:
@@ -496,16 +507,6 @@ class Core(ArrayOps, OptionOps):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 
-    def _check_slots(self, slots: object) -> int:
-        """-n, bounded by the largest host known (registered now, or before and stored), as
-        LSF refuses a job no host can run. Until any host has registered, only MAX_SLOTS."""
-        slots = jobspec.integer("slots (-n)", slots, 1, jobspec.MAX_SLOTS)
-        if self.max_slots and slots > self.max_slots:
-            raise P.ProtocolError(
-                P.BAD_REQUEST, f"slots (-n) {slots}: the largest host has {self.max_slots} slots"
-            )
-        return slots
-
     def _create(self, ident, prep, req, now, lookup_env):
         job_id = self.next_id
         self.next_id += 1
@@ -527,6 +528,7 @@ class Core(ArrayOps, OptionOps):
             submit_time=now,
             **extra,
         )
+        job.needs = prep["needs"]
         if req is not None:
             self.by_req[req] = job_id
         if ident["user"] not in self.users:
@@ -722,7 +724,8 @@ class Core(ArrayOps, OptionOps):
             if not job.kill_requested:
                 job.kill_requested = True
                 self._dirty(job)
-            self._send(job.host, {"op": "kill", "job": job.id, "attempt": job.attempt})
+            for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
+                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
 
     def query_jobs(
@@ -805,7 +808,11 @@ class Core(ArrayOps, OptionOps):
             return job_options.PR_BEGIN
         if job.eligible_time > now:
             return f"{PR_BACKOFF} (eligible in {job.eligible_time - now:.0f} s)"
-        reason = self.reasons.get((job.queue, job.user)) or self.reasons.get((job.queue, None))
+        reason = (
+            self.reasons.get(("job", job.id))
+            or self.reasons.get((job.queue, job.user))
+            or self.reasons.get((job.queue, None))
+        )
         if reason:
             return reason
         return PR_NO_SLOT if self.total_free <= 0 else PR_NEW
@@ -838,7 +845,8 @@ class Core(ArrayOps, OptionOps):
             "hosts": [
                 {
                     "name": h.name,
-                    "status": h.status,
+                    # LSF's word for a host that a -x job holds
+                    "status": "closed_Excl" if h.exclusive and h.status == HOST_OK else h.status,
                     "slots": h.slots,
                     "used": h.used,
                     "free": h.free,
@@ -859,6 +867,7 @@ class Core(ArrayOps, OptionOps):
         if host is None:
             host = self.hosts[name] = Host(name)
             self.host_jobs[name] = set()
+        self.all_slots += slots - host.slots
         host.slots = slots
         self.max_slots = max(self.max_slots, slots)
         host.connected = True
@@ -870,6 +879,8 @@ class Core(ArrayOps, OptionOps):
         acks = self.reports(name, msg.get("reports") or [], now)
         for job_id in list(self.host_jobs[name]):
             job = self.jobs[job_id]
+            if job.host != name:  # a job that started on another of its hosts
+                continue
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
                     self._send(name, {"op": "kill", "job": job.id, "attempt": job.attempt})
@@ -886,7 +897,7 @@ class Core(ArrayOps, OptionOps):
                 known is None
                 or known.state != RUN
                 or known.attempt != attempt
-                or known.host != name
+                or all(host != name for host, _ in allocation(known))
             ):
                 self._send(name, {"op": "kill", "job": job_id, "attempt": attempt, "stale": True})
         self._set_free(host)
@@ -925,6 +936,8 @@ class Core(ArrayOps, OptionOps):
                     and self.registered.get(name, 0) < silent_since
                 ):
                     dead.append(name)
+        if any(reason in WAIT_ON_FACTS for reason in self.reasons.values()):
+            self.wake = True  # a job waits for a host's facts to change: plan again
         return dead
 
     def _check_lost(self, now):
@@ -938,16 +951,20 @@ class Core(ArrayOps, OptionOps):
                 continue
             del self.lost[name]
             for job_id in sorted(self.host_jobs[name]):
-                self._node_lost(self.jobs[job_id], now)
+                self._node_lost(self.jobs[job_id], name, now)
 
-    def _node_lost(self, job, now):
+    def _node_lost(self, job, lost, now):
+        """`job` had a part on the lost host `lost`: what runs on its other hosts is killed."""
+        for host, _ in allocation(job):
+            if host != lost:
+                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
         qc = self.qconf.get(job.queue)
         if job.kill_requested or not job_options.rerunnable(job, bool(qc and qc.rerunnable)):
             self._ended(job, {"reason": KILLED_REASON if job.kill_requested else NODE_LOST}, now)
             return
         self._release(job)
         self._move(job, PEND, now, f"{NODE_LOST}: requeued (rerunnable)")
-        job.host = None
+        unplace(job)
         self._enqueue(job)
 
     # --- reports from sbatchd
@@ -1006,7 +1023,7 @@ class Core(ArrayOps, OptionOps):
             delay = min(cap, base * 2 ** (job.attempt - 1))
             detail = f"retry {job.attempt + 1}/{job.max_attempts} after {_describe(why, code, sig)}"
             self._move(job, PEND, now, detail)
-            job.host = None
+            unplace(job)
             job.eligible_time = now + delay
             heapq.heappush(self.backoff, (job.eligible_time, job.id))
             return
@@ -1014,11 +1031,15 @@ class Core(ArrayOps, OptionOps):
         self._finish(job, now)
 
     def _release(self, job):
-        """A RUN job leaves its host: give its slots back."""
-        host = self.hosts[job.host]
-        host.used -= job.slots
-        self.host_jobs[job.host].discard(job.id)
-        self._set_free(host)
+        """A RUN job leaves its hosts: give their slots back."""
+        if job.needs is None and job.hosts is None:  # one host, slots only
+            host = self.hosts[job.host]
+            host.used -= job.slots
+            self.host_jobs[job.host].discard(job.id)
+            self._set_free(host)
+        else:
+            for host in hold(job, self.hosts, self.host_jobs, -1):
+                self._set_free(host)
         self._count_run(job, -1)
         self.wake = True
 
@@ -1057,26 +1078,37 @@ class Core(ArrayOps, OptionOps):
         self.wake = False
         queues = list(self.queues.values())
         result = plan(
-            Snapshot(now, queues, self.free_by_host, self.total_free, self.max_slots, limit)
+            Snapshot(
+                now, queues, self.free_by_host, self.total_free, self.max_slots, limit, self.hosts
+            )
         )
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons
         by_host: dict[str, list[Job]] = {}
-        for job, host_name in result.placements:
+        wide = result.wide
+        for i, (job, host_name) in enumerate(result.placements):
             if isinstance(job, Array):
                 job = self._element(job, job.take())
-            host = self.hosts[host_name]
             job.host = host_name
+            if wide and i in wide:
+                job.hosts = wide[i]
+                job.slots = sum(n for _, n in job.hosts)
+                for other, _ in job.hosts[1:]:
+                    by_host.setdefault(other, [])  # its free slots change too
             self._move(job, RUN, now)
-            host.used += job.slots
-            self.host_jobs[host_name].add(job.id)
+            if job.needs is None and job.hosts is None:
+                self.hosts[host_name].used += job.slots
+                self.host_jobs[host_name].add(job.id)
+            else:
+                hold(job, self.hosts, self.host_jobs, +1)
             self._count_run(job, +1)
             self.touched.add((job.queue, job.user))
             by_host.setdefault(host_name, []).append(job)
         for host_name, jobs in by_host.items():
             self._set_free(self.hosts[host_name])
-            self._dispatch_msgs(host_name, jobs)
+            if jobs:
+                self._dispatch_msgs(host_name, jobs)
         # Drop the stale heads of the FIFOs that changed, not of every queue and user.
         for qname, user in self.touched:
             pending = self._queue(qname).pending
@@ -1103,9 +1135,11 @@ class Core(ArrayOps, OptionOps):
                 "queue": job.queue,
                 "name": job.name,
                 "slots": job.slots,
-                "hosts": [host],
+                "hosts": job.hosts or [[host, job.slots]],
                 **job.spec,
             }
+            if job.needs is not None and spec.get("memory") is None:
+                spec["memory"] = memory_limit(job, spec["hosts"][0][1])
             if job.array is not None:  # LSF: LSB_JOBID is the array's, LSB_JOBINDEX the index
                 spec["array"], spec["index"] = split_id(job.id)
                 lines = spec.pop("lines", None)

@@ -24,6 +24,7 @@ from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.job_array import Array
 from lavalite.model import DEADLINE, FAILED, OPTION_FIELDS, PEND, PRE_EXEC, Job, label
+from roles.mbatchd.placement import unplace
 
 log = logging.getLogger("lavalite.mbatchd")
 
@@ -206,7 +207,7 @@ class OptionOps:
             f"{PRE_EXEC}: requeued ({failures} of "
             f"{self.conf.mbatchd.max_preexec_retry}), exit code {job.exit_code}",
         )
-        job.host = None
+        unplace(job)
         job.eligible_time = now + (qc.retry_backoff if qc else 10.0)
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
         return True

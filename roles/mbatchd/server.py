@@ -461,6 +461,8 @@ class Mbatchd:
             log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
             self.sbatchd[name].close()
             self.on_close(self.sbatchd[name])
+        if self.core.wake:  # -R jobs wait on the facts that just came
+            self.request_turn()
 
     def fenced(self, stop: asyncio.Event) -> bool:
         """Stop (set `stop`) once a newer master exists or the LIM that started us is gone:

@@ -32,7 +32,7 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, jobfiles, peek, prepost, record, relay_job, shepherd
+from roles.sbatchd import cgroups, hostfile, jobfiles, peek, prepost, record, relay_job, shepherd
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -219,6 +219,10 @@ class Sbatchd:
         )
         env = self._env(spec, env, tmpdir, pw)
         jobfiles.job_variables(env, spec, outputs, tmpdir, outbase)
+        hosts_file = None
+        if int(env["LSB_DJOB_NUMPROC"]) > 1:  # a parallel job: its slots, one per line
+            hosts_file = env["LSB_DJOB_HOSTFILE"] = tmpdir + ".hosts"
+            hostfile.write(hosts_file, spec["hosts"])
         link = self._shepherd()
         att.group = self.cg.group(link.group_name())  # one it kept: taken once it will be used
         argv, extra = jobfiles.prepare(spec, jobscript.argv_of(spec["cmd"]), tmpdir, cwd)
@@ -231,7 +235,8 @@ class Sbatchd:
             "cwd": cwd,
             "outputs": outputs,
             "account": [account.name, account.uid, account.gid, account.switch],
-            "limits": [spec.get("memory"), spec.get("pids"), spec.get("slots")],
+            # CPUs: the job's slots on this host (a wide job has the rest on its others)
+            "limits": [spec.get("memory"), spec.get("pids"), spec["hosts"][0][1]],
             "cgroup": att.group and att.group.name,
             **extra,
         }
@@ -246,6 +251,7 @@ class Sbatchd:
             "tmpdir": tmpdir,
             "cgroup": order["cgroup"],
             "slice": self.slice,
+            "hostfile": hosts_file,
         }
         # locked before the order leaves and held by the shepherd after: never a moment when
         # a restarted sbatchd could take a started attempt for a dead one
@@ -344,9 +350,7 @@ class Sbatchd:
             LSB_JOBNAME=spec.get("name") or "",
             LSB_QUEUE=spec.get("queue") or "",
             LSB_JOBINDEX=str(spec.get("index", 0)),
-            LSB_HOSTS=" ".join(h for h in spec["hosts"] for _ in range(spec["slots"])),
-            LSB_MCPU_HOSTS=" ".join(f"{h} {spec['slots']}" for h in spec["hosts"]),
-            LSB_DJOB_NUMPROC=str(spec["slots"]),
+            **hostfile.variables(spec),
             LSB_SUB_HOST=spec.get("from_host") or "",
             LS_SUBCWD=spec.get("cwd") or "",
             LAVALITE_ATTEMPT=str(spec["attempt"]),
@@ -412,6 +416,9 @@ class Sbatchd:
 
     def _finish(self, effect: Finish) -> None:
         att = effect.att
+        if att.spec.get("hostfile"):
+            with contextlib.suppress(OSError):
+                os.unlink(att.spec["hostfile"])
         for timer in (att.timer, att.kill_timer):
             if timer is not None:
                 timer.cancel()

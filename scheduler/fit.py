@@ -1,0 +1,184 @@
+"""Where a job goes: free slots handed out in placement order, and the slow path for a job that
+asks more than free slots (lavalite.resreq.Needs: -R select, rusage, span, order; -m; -x;
+-n MIN,MAX) or that is wider than any one host's free slots.
+
+The fast path (Hosts.take) stays as cheap as it was: a job without Needs costs what it costs.
+The slow path looks at every host with a free slot, once per such job, and places a job
+atomically: all its hosts, or none.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from lavalite.model import (
+    PR_ASKED_HOSTS,
+    PR_EXCLUSIVE,
+    PR_NO_SLOT,
+    PR_RUSAGE_MEM,
+    PR_SELECT,
+    PR_SPAN,
+)
+
+MB = 1 << 20
+Slot = list[Any]  # [host, free slots left this turn]
+Alloc = list[list[Any]]  # [[host, slots], ...], first = where the job starts
+# The tests a host goes through, in order: a job left unplaced is pending for the reason of the
+# furthest test any host failed (the one closest to letting it run).
+_REASONS = (PR_NO_SLOT, PR_ASKED_HOSTS, PR_EXCLUSIVE, PR_SELECT, PR_RUSAGE_MEM)
+HOST_REASONS = frozenset(_REASONS[1:])  # the job's own demands, not a want of slots
+
+
+class Hosts:
+    """Free slots handed out in order; a host left with too few slots for a wide job is kept
+    aside for narrower ones."""
+
+    def __init__(self, free_by_host: dict[str, int], total: int) -> None:
+        self.it: Iterator[tuple[str, int]] = iter(free_by_host.items())
+        self.aside: list[Slot] = []  # [host, remaining]
+        self.left = total  # slots still to place: the free ones, or the turn's limit
+        self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
+
+    def take(self, n: int) -> str | None:
+        for i, slot in enumerate(self.aside):
+            if slot[1] >= n:
+                return self._use(slot, n, i)
+        for host, free in self.it:
+            slot = [host, free]
+            if free >= n:
+                self.aside.append(slot)
+                return self._use(slot, n, len(self.aside) - 1)
+            self.aside.append(slot)
+        return None
+
+    def _use(self, slot: Slot, n: int, index: int) -> str:
+        slot[1] -= n
+        self.left -= n
+        if slot[1] == 0:
+            del self.aside[index]
+        return slot[0]
+
+    def every(self) -> list[Slot]:
+        """Every host with slots left this turn (the slow path reads them all)."""
+        self.aside.extend([host, free] for host, free in self.it)
+        return self.aside
+
+    def commit(self, chosen: list[tuple[Slot, int]], mem: int, exclusive: bool) -> None:
+        """Take `chosen` [(slot, n)]: n slots of each, and mem bytes per slot; an exclusive
+        job's hosts take nobody else this turn."""
+        for slot, n in chosen:
+            slot[1] -= n
+            self.left -= n
+            if mem:
+                self.mem[slot[0]] = self.mem.get(slot[0], 0) + mem * n
+            if exclusive:
+                self.left -= slot[1]
+                slot[1] = 0
+        self.aside = [slot for slot in self.aside if slot[1] > 0]
+
+
+def place(job: Any, hosts: Hosts, known: dict[str, Any]) -> Alloc | str:
+    """The hosts of a job with Needs, or of a job wider than any host's free slots: an
+    allocation, or the pending reason. `known`: host name -> model.Host."""
+    needs = job.needs
+    want_min = needs.slots_min if needs else job.slots
+    want_max = needs.slots_max if needs else job.slots
+    if want_min > hosts.left:
+        return PR_NO_SLOT
+    fits, reason = _candidates(needs, hosts, known)
+    req = needs and needs.req
+    chosen = _allocate(fits, want_min, want_max, req)
+    if chosen is None:
+        return PR_SPAN if fits and req and (req.span_hosts or req.ptile) else reason
+    hosts.commit(chosen, req.mem if req else 0, bool(needs and needs.exclusive))
+    return [[slot[0], n] for slot, n in chosen]
+
+
+def _candidates(needs: Any, hosts: Hosts, known: dict[str, Any]) -> tuple[list, str]:
+    """[(slot, how many slots the job may have there)] in the order the job prefers, and the
+    reason of the furthest test a host failed."""
+    fits: list[tuple[Slot, int, dict]] = []
+    furthest = 0
+    for slot in hosts.every():
+        if slot[1] <= 0:
+            continue
+        if needs is None:
+            fits.append((slot, slot[1], {}))
+            continue
+        failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+        if failed:
+            furthest = max(furthest, failed)
+        else:
+            fits.append((slot, cap, facts))
+    if needs is not None and (needs.hosts or (needs.req and needs.req.order)):
+        fits.sort(key=lambda f: _preference(needs, f[0][0], f[2]))
+    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest]
+
+
+def _fit(needs: Any, slot: Slot, host: Any, taken: int) -> tuple[int, int, dict]:
+    """(index in _REASONS of the test the host fails, 0 if none; slots the job may have
+    there; the host's facts as the job sees them)."""
+    name, free = slot
+    if needs.hosts is not None and name not in needs.hosts:
+        return 1, 0, {}
+    if host is None:
+        return 3, 0, {}
+    if needs.exclusive and (host.used or free < host.slots):
+        return 2, 0, {}
+    facts = _with_reserved(host.facts, host.reserved + taken)
+    req = needs.req
+    if req is None:
+        return 0, free, facts
+    if req.select is not None and not req.select(facts):
+        return 3, 0, facts
+    if req.mem:
+        free = min(free, int(facts.get("mem", 0) * MB) // req.mem)
+        if free <= 0:
+            return 4, 0, facts
+    return 0, free, facts
+
+
+def _with_reserved(facts: dict, reserved: int) -> dict:
+    """The facts a job sees while `reserved` bytes of the host's memory are promised to jobs
+    (rusage[mem]): mem is what is free now, and no more than maxmem less the promises."""
+    if not reserved or "maxmem" not in facts:
+        return facts
+    free = facts["maxmem"] - reserved / MB
+    return {**facts, "mem": min(facts.get("mem", free), free)}
+
+
+def _preference(needs: Any, name: str, facts: dict) -> tuple:
+    """Sort key, best host first: -m's preference level, then order[]'s indices (a host that
+    does not report an index comes after those that do)."""
+    key: list[Any] = [-(needs.hosts or {}).get(name, 0)]
+    for index, larger_first in needs.req.order if needs.req else ():
+        value = facts.get(index)
+        key += [value is None, 0 if value is None else (-value if larger_first else value)]
+    return tuple(key)
+
+
+def _allocate(
+    fits: list[tuple[Slot, int]], want_min: int, want_max: int, req: Any
+) -> list[tuple[Slot, int]] | None:
+    """Slots from the candidates in order: one host (span[hosts=1]), ptile per host, or as
+    many as each has; between want_min and want_max in all, or None."""
+    if req and req.span_hosts:  # the first host with all it wants, else the one with most
+        best: tuple[Slot, int] | None = None
+        for slot, cap in fits:
+            if cap >= want_max:
+                return [(slot, want_max)]
+            if cap >= want_min and (best is None or cap > best[1]):
+                best = (slot, cap)
+        return [best] if best else None
+    chosen, got = [], 0
+    ptile = req.ptile if req else 0
+    for slot, cap in fits:
+        if got >= want_max:
+            break
+        n = min(cap, want_max - got)
+        if ptile:
+            n = min(ptile, want_max - got)
+            if cap < n:
+                continue
+        chosen.append((slot, n))
+        got += n
+    return chosen if got >= want_min else None
