@@ -75,7 +75,7 @@ def test_a_wide_job_runs_on_two_hosts_with_lsf_s_variables(two_hosts, tmp_path):
         f'$(tr "\\n" " " < $LSB_DJOB_HOSTFILE)|$LSB_DJOB_HOSTFILE" > {out}; '
         f"while [ ! -e {go} ]; do sleep 0.1; done"
     )
-    job = _bsub(cluster, tmp_path, "-n", "4", "-R", "span[ptile=2]", "sh", "-c", script)
+    job = _bsub(cluster, tmp_path, "-n", "4", "-R", "span[ptile=2]", script)
     wait_until(lambda: out.exists() and out.read_text().count("|") == 5, 60, "the job's variables")
     assert _used(cluster) == {"testhost": 2, "h2": 2}, "both hosts hold its slots"
     hosts, mcpu, numproc, max_procs, listed, path = out.read_text().strip().split("|")
@@ -110,9 +110,7 @@ def test_select_m_and_x_on_real_hosts(two_hosts, tmp_path):
     pinned = _bsub(cluster, tmp_path, "-m", "h2", "true")
     assert cluster.wait([pinned])[pinned]["exec_host"] == "h2"
     go = tmp_path / "go"
-    busy = _bsub(
-        cluster, tmp_path, "-m", "testhost", "sh", "-c", f"until [ -e {go} ]; do sleep 0.1; done"
-    )
+    busy = _bsub(cluster, tmp_path, "-m", "testhost", f"until [ -e {go} ]; do sleep 0.1; done")
     cluster.wait_started([busy])
     done = tmp_path / "done"
     alone = _bsub(
@@ -121,8 +119,6 @@ def test_select_m_and_x_on_real_hosts(two_hosts, tmp_path):
         "-x",
         "-m",
         "testhost",
-        "sh",
-        "-c",
         f"until [ -e {done} ]; do sleep 0.1; done",
     )
     wait_until(
@@ -189,8 +185,6 @@ def test_losing_the_other_host_ends_the_job_where_it_runs(two_hosts, tmp_path):
         "4",
         "-m",
         "testhost+1 h2",
-        "sh",
-        "-c",
         f"echo $$ > {pid_file}; exec sleep 300",
     )
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, "the job's pid")
@@ -211,8 +205,6 @@ def test_n_min_max_starts_with_the_free_slots(two_hosts, tmp_path):
         tmp_path,
         "-n",
         "1,8",
-        "sh",
-        "-c",
         f'echo "$LSB_DJOB_NUMPROC $LSB_MAX_NUM_PROCESSORS $LSB_MCPU_HOSTS" > {out}',
     )
     view = cluster.wait([job])[job]
