@@ -10,13 +10,16 @@ if TYPE_CHECKING:
     from lavalite.job_array import Array
 
 PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
+PSUSP = "PSUSP"  # LSF's held pending job (bsub -H): it waits for bresume
 FINISHED = frozenset((DONE, FAILED, KILLED))
-STATES = (PEND, RUN, DONE, FAILED, KILLED)
+WAITING = frozenset((PEND, PSUSP))  # not started: bjobs -l gives the pending reason
+STATES = (PEND, PSUSP, RUN, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
-# that never reached its host.
+# that never reached its host. PEND <-> PSUSP: held at submit (-H), released by bresume.
 TRANSITIONS = {
-    PEND: frozenset((RUN, KILLED)),
+    PEND: frozenset((RUN, KILLED, PSUSP)),
+    PSUSP: frozenset((PEND, KILLED)),
     RUN: frozenset((DONE, FAILED, KILLED, PEND)),
     DONE: frozenset(),
     FAILED: frozenset(),
@@ -46,6 +49,9 @@ PR_TOO_BIG = "No host has enough job slots for this job (-n)"
 PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
 PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
+PR_HELD = "The job was suspended by the user while pending"
+PR_DEPEND = "Job dependency condition not satisfied"
+PR_DEPEND_NEVER = "Dependency condition invalid or never satisfied"
 
 # Host states as bhosts shows them.
 HOST_OK, HOST_CLOSED, HOST_UNAVAIL = "ok", "closed_Adm", "unavail"
@@ -240,7 +246,8 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "state": job.state,
         "stat": job.stat,
         "reason": job.reason,
-        "pend_reason": pend_reason if job.state == PEND else None,
+        "pend_reason": pend_reason if job.state in WAITING else None,
+        "depend": spec.get("depend"),
         "from_host": spec.get("from_host"),
         "exec_host": job.host,
         "submit_time": job.submit_time,

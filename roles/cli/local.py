@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "llctrl")
+LINKS = ("bsub", "bjobs", "bkill", "bresume", "bwait", "bqueues", "bhosts", "bpeek", "llctrl")
 
 
 def _state_dir(path: str | None) -> str:

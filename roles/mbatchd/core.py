@@ -34,9 +34,11 @@ from lavalite.model import (
     PR_BACKOFF,
     PR_NEW,
     PR_NO_SLOT,
+    PSUSP,
     RETRYABLE,
     RUN,
     SIGNAL,
+    WAITING,
     Host,
     Job,
     job_view,
@@ -46,6 +48,7 @@ from lavalite.model import (
     transition,
 )
 from roles.mbatchd.array_ops import ArrayOps, check_array
+from roles.mbatchd.depends import DependOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -87,7 +90,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps):
+class Core(ArrayOps, DependOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -120,6 +123,7 @@ class Core(ArrayOps):
         self.out = TurnOutput()  # what this turn must commit, then send
         self.touched = set()  # (queue, user) FIFOs whose heads may be stale
         self.wake = True
+        self._init_depend()
         for host in state["hosts"]:
             host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
             self.hosts[host.name] = host
@@ -188,13 +192,10 @@ class Core(ArrayOps):
         elif env_id in envs:
             digest, env = envs[env_id]
             self._env_ref(env_id, digest, env)
-        q = self._queue(job.queue)
-        if job.state == PEND:
-            self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
-            if job.eligible_time > now:
-                heapq.heappush(self.backoff, (job.eligible_time, job.id))
-            else:
-                q.pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        if job.state in WAITING:
+            if job.state == PEND:
+                self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+            self._pend_loaded(job, now)
         else:
             self._count_run(job, +1)
             if job.host not in self.hosts:
@@ -214,7 +215,20 @@ class Core(ArrayOps):
         if env_id in envs:
             self._env_ref(env_id, *envs[env_id])
         if arr.remaining:
-            self._queue(arr.queue).pending.setdefault(arr.user, deque()).append((arr.pend_seq, arr))
+            self._pend_loaded(arr, 0.0)
+
+    def _pend_loaded(self, job: Job | Array, now: float, watched: bool = False) -> None:
+        """A pending job or array read from the store back in its FIFO with its pend_seq, or
+        in retry backoff; one held (-H) or with a condition (-w) first waits for
+        watch_loaded, which calls this again once its condition is `watched`."""
+        if not watched and (job.state == PSUSP or job.spec.get("depend")):
+            self.depend_loaded.append(job)
+        elif job.eligible_time > now:
+            heapq.heappush(self.backoff, (job.eligible_time, job.id))
+        elif job.pend_seq:
+            self._queue(job.queue).pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        else:  # released by its condition at load, never queued before
+            self._enqueue(job)
 
     def sort_pending(self) -> None:
         """After a reload, put every FIFO in pend_seq order (jobs came in id order)."""
@@ -238,6 +252,7 @@ class Core(ArrayOps):
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
+        self._depend_moved(job)
 
     def _send(self, host, msg):
         self.out.outbox.setdefault(host, []).append(msg)
@@ -287,6 +302,7 @@ class Core(ArrayOps):
             self._env_unref(job)
         self.touched.add((job.queue, job.user))
         self._fire(job.id)
+        self._forget_depend(job.id)
 
     # --- client requests
 
@@ -303,7 +319,8 @@ class Core(ArrayOps):
         dup = self._duplicate(req)
         if dup:
             return dup
-        return self._create(ident, self._check(P.require(msg, "spec", dict)), req, now, lookup_env)
+        spec = P.require(msg, "spec", dict)
+        return self._create(ident, self._check(spec, user=ident["user"]), req, now, lookup_env)
 
     def submit_many(
         self,
@@ -324,7 +341,7 @@ class Core(ArrayOps):
         checked, known_env = [], self._known_env(defaults)
         for i, spec in enumerate(specs):
             try:
-                checked.append(self._check({**defaults, **spec}, known_env))
+                checked.append(self._check({**defaults, **spec}, known_env, ident["user"]))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
         out = []
@@ -348,12 +365,15 @@ class Core(ArrayOps):
         job = self.jobs.get(known) or self.arrays.get(known)
         return job and {"job": job.id, "queue": job.queue, "duplicate": True}
 
-    def _check(self, spec: dict, known_env: tuple = (None,)) -> dict:
+    def _check(self, spec: dict, known_env: tuple = (None,), user: str = "") -> dict:
         """Validate a submitted spec; return what _create needs. Changes nothing.
         known_env: an environment's (env, hash, exec bytes) already checked, so that
-        submit_many checks the environment its specs share once."""
+        submit_many checks the environment its specs share once. `user`: the submitter, whose
+        job names a -w condition may use."""
         try:
-            return self._checked(spec, known_env)
+            prep = self._checked(spec, known_env)
+            prep["spec"].update(self._check_depend(spec, user))
+            return prep
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
@@ -508,7 +528,6 @@ class Core(ArrayOps):
         if ident["user"] not in self.users:
             self.users.add(ident["user"])
             self.out.users.append((ident["user"], ident["uid"], now))
-        self._enqueue(job)
         if isinstance(job, Array):
             self.arrays[job_id] = job
             self.out.arrays[job_id] = job
@@ -516,6 +535,7 @@ class Core(ArrayOps):
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        self._admit(job, now)
         return {"job": job_id, "queue": job.queue}
 
     def refuse_created(self, error: P.ProtocolError) -> int:
@@ -532,6 +552,8 @@ class Core(ArrayOps):
         if not jobs and not arrays:
             return 0
         gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
+        for job_id in gone:
+            self._forget_depend(job_id)
 
         def refused(job_id: int) -> bool:
             return job_id in gone or split_id(job_id)[0] in gone
@@ -589,7 +611,7 @@ class Core(ArrayOps):
 
     def kill(self, ident: dict[str, Any], msg: messages.Kill, now: float) -> dict[str, Any]:
         results = []
-        for job_id in _job_ids(msg):
+        for job_id in P.job_ids(msg):
             job = self._target(job_id)
             pending_in = self._pending_index(job_id) if job is None else None
             who = job or pending_in
@@ -662,7 +684,7 @@ class Core(ArrayOps):
                 "code": "finished",
                 "message": f"Job <{name}>: Job has already finished",
             }
-        if job.state == PEND:
+        if job.state in WAITING:
             self._move(job, KILLED, now, KILLED_REASON)
             self._finish(job, now)
         else:
@@ -680,7 +702,7 @@ class Core(ArrayOps):
         load_job: Callable[[int], Job | None],
     ) -> dict[str, Any]:
         """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = _job_ids(msg, optional=True)
+        ids = P.job_ids(msg, optional=True)
         if ids:
             out, missing = [], []
             for job_id in ids:
@@ -742,9 +764,12 @@ class Core(ArrayOps):
         ]
 
     def _view(self, job, now):
-        return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
+        return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
 
     def pending_reason(self, job: Job | Array, now: float) -> str:
+        waits = self.depend_reason(job)
+        if waits:
+            return waits
         held = job.array is not None and self.reasons.get(("array", job.array.id))
         if held:
             return held
@@ -1061,16 +1086,6 @@ def _req(req):
     if req is not None and (not isinstance(req, str) or len(req) > 128):
         raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
     return req
-
-
-def _job_ids(msg: messages.Kill | messages.Jobs, optional: bool = False) -> list[int]:
-    """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
-    ids = P.require(msg, "jobs", list, optional) or []
-    if not all(type(job_id) is int for job_id in ids):
-        raise P.ProtocolError(
-            P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list job ids (integers)"
-        )
-    return ids
 
 
 def _limit(spec, field, option, qname, default, maximum, fmt, bound):

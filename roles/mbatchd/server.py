@@ -38,6 +38,7 @@ USER_OPS = (
     "submit_many",
     "jobs",
     "kill",
+    "resume",
     "wait",
     "queues",
     "hosts",
@@ -71,6 +72,7 @@ class Mbatchd:
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
         self.core = Core(conf, state, now)
+        self.core.watch_loaded(self.store.job, self.store.array, now)
         self.core.sort_pending()
         self.store_queues(conf)
         self.observer = Observer(self.core, host, conf.mbatchd.metrics_port)
@@ -101,6 +103,7 @@ class Mbatchd:
             "submit": self.op_submit,
             "jobs": self.op_jobs,
             "kill": self.op_kill,
+            "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
