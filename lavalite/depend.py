@@ -36,7 +36,8 @@ REFUSED = {
     "numhold": "held array elements are not supported",
 }
 OPS = ("==", "!=", "<=", ">=", "<", ">")
-MAX_TEXT = 64 << 10  # characters of an expression
+MAX_TEXT = 64 << 10  # characters of an expression as given (names may resolve to more)
+MAX_DEPTH = 64  # parentheses and ! nested: the parser and evaluator recurse that deep
 
 Target = tuple[str, int | str, list[Range] | None]
 Node = tuple
@@ -72,6 +73,12 @@ class _Tokens:
             self.items.append((kind, m.group(kind), m.start(kind) + 1))
             pos = m.end()
         self.i = 0
+        self.depth = 0
+
+    def nest(self, tok: tuple[str, str, int] | None) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(tok, f"more than {MAX_DEPTH} levels of ( and !")
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.items[self.i] if self.i < len(self.items) else None
@@ -96,14 +103,15 @@ class _Tokens:
 
     def error(self, tok: tuple[str, str, int] | None, why: str = "") -> DependError:
         where = "at the end" if tok is None else f'at "{tok[1]}" (column {tok[2]})'
-        return DependError(f"{SYNTAX} {where}{': ' + why if why else ''}: {self.text}")
+        return DependError(f"{SYNTAX} {where} of '{self.text}'" + (f": {why}" if why else ""))
 
 
-def parse(text: str) -> Node:
-    """The tree of a -w expression, or DependError naming the token it could not take."""
+def parse(text: str, resolved: bool = False) -> Node:
+    """The tree of a -w expression, or DependError naming the token it could not take.
+    `resolved`: a job's stored condition, whose names `resolve` made ids: of any length."""
     if not isinstance(text, str) or not text.strip():
         raise DependError(f"{SYNTAX}: the expression is empty")
-    if len(text) > MAX_TEXT or "\0" in text:
+    if len(text) > MAX_TEXT and not resolved or "\0" in text:
         raise DependError(f"{SYNTAX}: at most {MAX_TEXT} characters, without NUL")
     tokens = _Tokens(text)
     tree = _or(tokens)
@@ -128,13 +136,18 @@ def _and(t: _Tokens) -> Node:
 
 
 def _unary(t: _Tokens) -> Node:
+    tok = t.peek()
     if t.accept("!"):
-        return ("not", _unary(t))
-    if t.accept("("):
-        inner = _or(t)
+        t.nest(tok)
+        node: Node = ("not", _unary(t))
+    elif t.accept("("):
+        t.nest(tok)
+        node = _or(t)
         t.expect(")")
-        return inner
-    return _condition(t)
+    else:
+        return _condition(t)
+    t.depth -= 1
+    return node
 
 
 def _condition(t: _Tokens) -> Node:

@@ -5,9 +5,11 @@ refusals that create nothing, bresume and bkill of held jobs, and an mbatchd res
 import pytest
 from conftest import wait_until
 
-from lavalite import depend
+from lavalite import config, depend
 from lavalite.depend import DependError, format, parse, resolve
 from lavalite.model import PR_DEPEND, PR_DEPEND_NEVER, PR_HELD, element_id
+from roles.mbatchd.core import Core
+from store import Store
 
 # --- the parser: LSF's documented examples, and what it refuses
 
@@ -84,6 +86,76 @@ def test_lsf_conditions_lavalite_lacks_are_refused_by_name(text, named):
 def test_a_name_stands_for_all_its_jobs():
     tree = resolve(parse('done("prep") || 5'), {"prep": [3, 4]}.__getitem__)
     assert format(tree) == "(done(3) && done(4)) || done(5)"
+
+
+# --- mbatchd's core driven directly (no processes; the store is a real file)
+
+USER = {"role": "user", "user": "alice", "uid": 1000, "host": "h0"}
+
+
+@pytest.fixture
+def world(tmp_path):
+    conf = config.defaults(str(tmp_path))
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=100.0)
+    return conf, store, core
+
+
+def _commit(store, core):
+    rows = core.out.rows()
+    if rows is not None:
+        store.commit(**rows)
+    core.new_turn()
+
+
+def _reloaded(conf, store):
+    core = Core(conf, store.load(0), now=200.0)
+    core.watch_loaded(store.job, store.array, 200.0)
+    core.sort_pending()
+    return core
+
+
+def _queued(core):
+    """Ids of the jobs in the scheduler's FIFOs."""
+    return {job.id for q in core.queues.values() for f in q.pending.values() for _, job in f}
+
+
+def _core_submit(core, store, **spec):
+    msg = {"spec": {"cmd": ["true"], **spec}}
+    return core.submit(USER, msg, 100.0, store.env_id)["job"]
+
+
+def test_a_name_of_thousands_of_jobs_waits_outside_the_fifos_and_across_a_reload(world):
+    conf, store, core = world
+    n = 5000  # resolved, the condition is longer than the 64 KiB a user may type
+    defaults = {"cmd": ["true"], "name": "fan"}
+    fan = core.submit_many(USER, {"defaults": defaults, "specs": [{}] * n}, 100.0, store.env_id)[
+        "jobs"
+    ]
+    last = _core_submit(core, store, depend="ended(fan)")
+    assert len(core.jobs[last].spec["depend"]) > depend.MAX_TEXT
+    assert core.pending_reason(core.jobs[last], 100.0) == PR_DEPEND
+    assert last not in _queued(core) and set(fan) <= _queued(core)
+    _commit(store, core)
+    core = _reloaded(conf, store)
+    assert last not in _queued(core)
+    core.kill(USER, {"op": "kill", "jobs": fan[:-1]}, 200.0)
+    assert last not in _queued(core)
+    core.kill(USER, {"op": "kill", "jobs": fan[-1:]}, 200.0)
+    assert last in _queued(core)
+    assert core.pending_reason(core.jobs[last], 200.0) != PR_DEPEND
+
+
+def test_a_released_job_is_not_tested_again_after_a_reload(world):
+    conf, store, core = world
+    target = _core_submit(core, store)
+    released = _core_submit(core, store, depend=f"!ended({target})")  # holds at once
+    waiting = _core_submit(core, store, depend=f"ended({target})")
+    assert released in _queued(core) and waiting not in _queued(core)
+    core.kill(USER, {"op": "kill", "jobs": [target]}, 100.0)  # !ended() is false from now on
+    _commit(store, core)
+    core = _reloaded(conf, store)
+    assert {released, waiting} <= _queued(core)
 
 
 # --- on a real cluster

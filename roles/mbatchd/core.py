@@ -219,9 +219,10 @@ class Core(ArrayOps, DependOps):
 
     def _pend_loaded(self, job: Job | Array, now: float, watched: bool = False) -> None:
         """A pending job or array read from the store back in its FIFO with its pend_seq, or
-        in retry backoff; one held (-H) or with a condition (-w) first waits for
-        watch_loaded, which calls this again once its condition is `watched`."""
-        if not watched and (job.state == PSUSP or job.spec.get("depend")):
+        in retry backoff. One held (-H), or with a condition (-w) that never let it in a FIFO
+        (no pend_seq yet), first waits for watch_loaded, which calls this again once its
+        condition is `watched`."""
+        if not watched and (job.state == PSUSP or job.spec.get("depend") and not job.pend_seq):
             self.depend_loaded.append(job)
         elif job.eligible_time > now:
             heapq.heappush(self.backoff, (job.eligible_time, job.id))
