@@ -52,6 +52,8 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+# The shape nearly every pipeline writes, `done(123)` or `123`: read without the tokenizer
+_ONE_JOB = re.compile(r"\s*(?:(done|ended|exit|started)\s*\(\s*([0-9]+)\s*\)|([0-9]+))\s*")
 _JOB_ID = re.compile(r"^([0-9]+)(?:\[([^\]]*)\])?$")
 _NAME = re.compile(r"^([^\[\]]+)(?:\[([^\]]*)\])?$")
 
@@ -113,6 +115,15 @@ def parse(text: str, resolved: bool = False) -> Node:
         raise DependError(f"{SYNTAX}: the expression is empty")
     if len(text) > MAX_TEXT and not resolved or "\0" in text:
         raise DependError(f"{SYNTAX}: at most {MAX_TEXT} characters, without NUL")
+    m = _ONE_JOB.fullmatch(text)
+    if m and 0 < int(m.group(2) or m.group(3)) <= MAX_INDEX:
+        return (
+            "cond",
+            m.group(1) or "done",
+            ("id", int(m.group(2) or m.group(3)), None),
+            None,
+            None,
+        )
     tokens = _Tokens(text)
     tree = _or(tokens)
     tok = tokens.peek()

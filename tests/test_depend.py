@@ -4,12 +4,12 @@ refusals that create nothing, bresume and bkill of held jobs, and an mbatchd res
 
 import pytest
 from conftest import wait_until
+from test_core import USER, commit, submit, world  # noqa: F401 (world: a fixture)
 
-from lavalite import config, depend
+from lavalite import depend
 from lavalite.depend import DependError, format, parse, resolve
 from lavalite.model import PR_DEPEND, PR_DEPEND_NEVER, PR_HELD, element_id
 from roles.mbatchd.core import Core
-from store import Store
 
 # --- the parser: LSF's documented examples, and what it refuses
 
@@ -90,23 +90,6 @@ def test_a_name_stands_for_all_its_jobs():
 
 # --- mbatchd's core driven directly (no processes; the store is a real file)
 
-USER = {"role": "user", "user": "alice", "uid": 1000, "host": "h0"}
-
-
-@pytest.fixture
-def world(tmp_path):
-    conf = config.defaults(str(tmp_path))
-    store = Store(str(tmp_path / "db"))
-    core = Core(conf, store.load(0), now=100.0)
-    return conf, store, core
-
-
-def _commit(store, core):
-    rows = core.out.rows()
-    if rows is not None:
-        store.commit(**rows)
-    core.new_turn()
-
 
 def _reloaded(conf, store):
     core = Core(conf, store.load(0), now=200.0)
@@ -120,11 +103,6 @@ def _queued(core):
     return {job.id for q in core.queues.values() for f in q.pending.values() for _, job in f}
 
 
-def _core_submit(core, store, **spec):
-    msg = {"spec": {"cmd": ["true"], **spec}}
-    return core.submit(USER, msg, 100.0, store.env_id)["job"]
-
-
 def test_a_name_of_thousands_of_jobs_waits_outside_the_fifos_and_across_a_reload(world):
     conf, store, core = world
     n = 5000  # resolved, the condition is longer than the 64 KiB a user may type
@@ -132,11 +110,11 @@ def test_a_name_of_thousands_of_jobs_waits_outside_the_fifos_and_across_a_reload
     fan = core.submit_many(USER, {"defaults": defaults, "specs": [{}] * n}, 100.0, store.env_id)[
         "jobs"
     ]
-    last = _core_submit(core, store, depend="ended(fan)")
+    last = submit(core, store, depend="ended(fan)")
     assert len(core.jobs[last].spec["depend"]) > depend.MAX_TEXT
     assert core.pending_reason(core.jobs[last], 100.0) == PR_DEPEND
     assert last not in _queued(core) and set(fan) <= _queued(core)
-    _commit(store, core)
+    commit(store, core)
     core = _reloaded(conf, store)
     assert last not in _queued(core)
     core.kill(USER, {"op": "kill", "jobs": fan[:-1]}, 200.0)
@@ -148,12 +126,12 @@ def test_a_name_of_thousands_of_jobs_waits_outside_the_fifos_and_across_a_reload
 
 def test_a_released_job_is_not_tested_again_after_a_reload(world):
     conf, store, core = world
-    target = _core_submit(core, store)
-    released = _core_submit(core, store, depend=f"!ended({target})")  # holds at once
-    waiting = _core_submit(core, store, depend=f"ended({target})")
+    target = submit(core, store)
+    released = submit(core, store, depend=f"!ended({target})")  # holds at once
+    waiting = submit(core, store, depend=f"ended({target})")
     assert released in _queued(core) and waiting not in _queued(core)
     core.kill(USER, {"op": "kill", "jobs": [target]}, 100.0)  # !ended() is false from now on
-    _commit(store, core)
+    commit(store, core)
     core = _reloaded(conf, store)
     assert {released, waiting} <= _queued(core)
 
@@ -253,8 +231,9 @@ def test_bad_dependencies_are_refused_and_create_nothing(cluster):
     for args, code, message in (
         (["-w", "done(12"], 2, "Dependency condition syntax error at the end"),
         (["-w", "post_done(1)"], 2, "post_done(): post-execution processing"),
-        (["-w", f"done({gone})"], 1, f"Job <{gone}>: No matching job found"),
-        (["-w", 'done("nobody")'], 1, "job name <nobody>: No matching job found"),
+        (["-w", f"done({gone})"], 1, f"{gone}: No matching job found. Job not submitted."),
+        (["-w", 'done("nobody")'], 1, "nobody: No matching job found. Job not submitted."),
+        (["-w", f"done({gone}[2])"], 1, f"{gone}[]: No matching job found. Job not submitted."),
         (["-H", "-J", "a[1-2]"], 1, "holding a job array is not supported"),
     ):
         res = cluster.cli("submit", *args, "true", check=False)

@@ -373,7 +373,8 @@ class Core(ArrayOps, DependOps):
         job names a -w condition may use."""
         try:
             prep = self._checked(spec, known_env)
-            prep["spec"].update(self._check_depend(spec, user))
+            fields, prep["depend"] = self._check_depend(spec, user)  # -w, -H
+            prep["spec"].update(fields)
             return prep
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
@@ -536,7 +537,7 @@ class Core(ArrayOps, DependOps):
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
-        self._admit(job, now)
+        self._admit(job, now, prep["depend"])
         return {"job": job_id, "queue": job.queue}
 
     def refuse_created(self, error: P.ProtocolError) -> int:

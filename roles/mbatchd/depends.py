@@ -128,9 +128,12 @@ class DependOps:
 
     # --- submit
 
-    def _check_depend(self, spec: dict[str, Any], user: str) -> dict[str, Any]:
-        """The spec's depend (-w, resolved to job ids) and hold (-H) as stored; changes
-        nothing. A name or id of no job is refused, as LSF refuses it."""
+    def _check_depend(
+        self, spec: dict[str, Any], user: str
+    ) -> tuple[dict[str, Any], depend.Node | None]:
+        """The spec's depend (-w, resolved to job ids) and hold (-H) as stored, and the
+        condition's tree for _admit; changes nothing. A name or id of no job is refused, as
+        LSF refuses it."""
         out: dict[str, Any] = {}
         if spec.get("hold"):
             if "[" in (spec.get("name") or "") or spec.get("lines") is not None:
@@ -140,7 +143,7 @@ class DependOps:
             out["hold"] = True
         text = spec.get("depend")
         if text is None:
-            return out
+            return out, None
         try:
             tree = depend.resolve(depend.parse(text), lambda name: self._named(name, user))
             for target in depend.ids(tree):
@@ -149,7 +152,7 @@ class DependOps:
         except depend.DependError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
         out["depend"] = depend.format(tree)
-        return out
+        return out, tree
 
     def _named(self, name: str, user: str) -> list[int]:
         """The ids of `user`'s jobs and arrays named `name` (`prefix*`: whose name starts so)
@@ -164,7 +167,7 @@ class DependOps:
         found = [a.id for a in self.arrays.values() if named(a)]
         found += [j.id for j in self.jobs.values() if j.array is None and named(j)]
         if not found:
-            raise depend.DependError(f"-w: job name <{name}>: No matching job found")
+            raise _no_such_job(name)
         return sorted(found)
 
     def _check_target(self, target: depend.Target) -> None:
@@ -172,14 +175,14 @@ class DependOps:
         assert isinstance(job_id, int)  # resolved
         if ranges is None:
             if self._state_of(job_id) is None and self._whole_array(job_id) is None:
-                raise depend.DependError(f"-w: Job <{label(job_id)}>: No matching job found")
+                raise _no_such_job(label(job_id))
             return
         arr = self._whole_array(job_id)
         if arr is None:
-            raise depend.DependError(f"-w: Job <{job_id}>: No matching job array found")
+            raise _no_such_job(f"{job_id}[]")
         for index in _indices(ranges):
             if arr.position(index) is None:
-                raise depend.DependError(f"-w: Job <{job_id}[{index}]>: No matching job found")
+                raise _no_such_job(f"{job_id}[{index}]")
 
     def _check_counts(self, tree: depend.Node) -> None:
         """num*() and a whole array's exit() with a code take an array."""
@@ -202,9 +205,10 @@ class DependOps:
 
     # --- the watch: build, fire, release
 
-    def _admit(self, job: Job | Array, now: float) -> None:
-        """A new job or array goes where it waits: held (-H), on its condition, or its FIFO."""
-        waits = self._watch(job)
+    def _admit(self, job: Job | Array, now: float, tree: depend.Node | None) -> None:
+        """A new job or array goes where it waits: held (-H), on its condition (`tree`, from
+        _check_depend), or its FIFO."""
+        waits = tree is not None and self._watch(job, tree)
         if job.spec.get("hold"):
             assert isinstance(job, Job)  # _check_depend refuses a held array
             self._move(job, PSUSP, now, "held (-H)")
@@ -226,12 +230,15 @@ class DependOps:
             if not self._watch(job) and job.state == PEND:
                 self._pend_loaded(job, now, watched=True)
 
-    def _watch(self, job: Job | Array) -> bool:
-        """Index the condition of `job` if it has one; True while it does not hold."""
-        text = job.spec.get("depend")
-        if text is None:
-            return False
-        root = self._build(depend.parse(text, resolved=True), job.id)
+    def _watch(self, job: Job | Array, tree: depend.Node | None = None) -> bool:
+        """Index the condition of `job` (its spec's, unless given) if it has one; True while
+        it does not hold."""
+        if tree is None:
+            text = job.spec.get("depend")
+            if text is None:
+                return False
+            tree = depend.parse(text, resolved=True)
+        root = self._build(tree, job.id)
         if root.status & 1:
             return False
         self.depend_waiting[job.id] = root
@@ -424,6 +431,11 @@ class DependOps:
             self._enqueue(job)
             self._dirty(job)
         return {"job": job_id, "ok": True, "message": f"Job <{name}> is being resumed"}
+
+
+def _no_such_job(job: str) -> depend.DependError:
+    """LSF's refusal of a dependency on a job it cannot find (bsub -w)."""
+    return depend.DependError(f"{job}: No matching job found. Job not submitted.")
 
 
 def _indices(ranges: list[Range]) -> Iterator[int]:

@@ -3,7 +3,8 @@
 run against the same jobs without dependencies.
 
     .venv/bin/python tests/bench/bench_depend.py [--jobs 10000] [--slots 16]
-        [--program "python lavalite.py" | --program dist/lavalite] [--markdown docs/performance.md]
+        [--program "python lavalite.py" | --program dist/lavalite] [--repeat K]
+        [--markdown docs/performance.md]
 
 (chain) job i+1 waits for done(job i), on ONE slot, against N jobs without dependencies on one
 slot: both run one job at a time, so the difference is what the dependencies cost mbatchd
@@ -11,11 +12,14 @@ slot: both run one job at a time, so the difference is what the dependencies cos
 --slots slots, against N+1 jobs without dependencies. Each column gets a fresh cluster
 (bench_drain.Cluster); the drain is from the first submit to the last job's end, read from the
 store. Jobs are submitted one request each over one connection, in both columns of a pair (a
-chain's job names the one before, which must exist first).
+chain's job names the one before, which must exist first). --repeat K runs each pair K times,
+in rounds (without, then with): the table shows the median drains and every round's ratio,
+since one drain on a shared machine varies by more than the 10% looked for.
 """
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +30,8 @@ from benchlib import drain_arguments, report  # noqa: E402
 
 sys.path.insert(0, ROOT)
 from lavalite import Client  # noqa: E402
+
+FIGURES = ("drain (s)", "mbatchd CPU (s)")
 
 
 def plain(c: Client, n: int, cwd: str, name: str = "plain") -> list[int]:
@@ -58,12 +64,13 @@ def drain(submit, n: int, slots: int, args: argparse.Namespace, cwd: str) -> dic
     done = sum(1 for r in cl.rows if r[0] == "DONE")
     if done != n:
         raise RuntimeError(f"{done} of {n} jobs DONE")
-    return {"drain (s)": max(ends) - t0, "mbatchd CPU (s)": cpu}
+    return dict(zip(FIGURES, (max(ends) - t0, cpu)))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     drain_arguments(ap, timeout=900)
+    ap.add_argument("--repeat", type=int, default=1, metavar="K", help="rounds of each pair")
     ap.set_defaults(jobs=10_000)
     args = ap.parse_args()
     cwd = tempfile.mkdtemp(prefix="lavalite-bench-cwd-")
@@ -72,24 +79,39 @@ def main() -> None:
         f"chain of {args.jobs}, 1 slot": (chain, 1),
         f"{args.jobs}-to-1 fan-in, {args.slots} slots": (fan_in, args.slots),
     }
-    rows = [["", "drain with -w (s)", "without (s)", "ratio", "mbatchd CPU with / without (s)"]]
+    rows = [
+        [
+            "",
+            "drain with -w (s)",
+            "without (s)",
+            "ratio",
+            "every round's ratio",
+            "mbatchd CPU with / without (s)",
+        ]
+    ]
     for name, (submit, slots) in pairs.items():
-        base = drain(plain, args.jobs, slots, args, cwd)
-        dep = drain(submit, args.jobs, slots, args, cwd)
+        rounds = [
+            (drain(plain, args.jobs, slots, args, cwd), drain(submit, args.jobs, slots, args, cwd))
+            for _ in range(args.repeat)
+        ]
+        base, dep = (
+            {k: statistics.median(r[i][k] for r in rounds) for k in FIGURES} for i in (0, 1)
+        )
         rows.append(
             [
                 name,
                 fmt(dep["drain (s)"]),
                 fmt(base["drain (s)"]),
                 f"{dep['drain (s)'] / base['drain (s)']:.3f}",
+                " ".join(f"{d['drain (s)'] / b['drain (s)']:.3f}" for b, d in rounds),
                 f"{fmt(dep['mbatchd CPU (s)'])} / {fmt(base['mbatchd CPU (s)'])}",
             ]
         )
     os.rmdir(cwd)
     head = (
-        f"{args.jobs} jobs of /bin/true; each column a fresh cluster, jobs submitted one "
-        f"request each; whole run {time.time() - started:.0f} s; program "
-        f"`{' '.join(args.program)}`"
+        f"{args.jobs} jobs of /bin/true; each drain a fresh cluster, jobs submitted one "
+        f"request each; {args.repeat} round(s), medians; whole run "
+        f"{time.time() - started:.0f} s; program `{' '.join(args.program)}`"
     )
     report(rows, "Dependency benchmark (tests/bench/bench_depend.py)", head, args.markdown)
 
