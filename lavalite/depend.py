@@ -261,14 +261,14 @@ def resolve(tree: Node, find: Find) -> Node:
     return conds[0] if len(conds) == 1 else ("and", conds)
 
 
-def ids(tree: Node) -> list[Target]:
-    """Every target of a resolved tree, in the order written."""
+def conditions(tree: Node) -> list[Node]:
+    """Every ("cond", ...) node of a tree, in the order written."""
     kind = tree[0]
     if kind in ("and", "or"):
-        return [t for x in tree[1] for t in ids(x)]
+        return [c for x in tree[1] for c in conditions(x)]
     if kind == "not":
-        return ids(tree[1])
-    return [tree[2]]
+        return conditions(tree[1])
+    return [tree]
 
 
 def format(tree: Node) -> str:

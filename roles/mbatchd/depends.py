@@ -146,9 +146,8 @@ class DependOps:
             return out, None
         try:
             tree = depend.resolve(depend.parse(text), lambda name: self._named(name, user))
-            for target in depend.ids(tree):
-                self._check_target(target)
-            self._check_counts(tree)
+            for cond in depend.conditions(tree):
+                self._check_condition(cond)
         except depend.DependError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
         out["depend"] = depend.format(tree)
@@ -170,31 +169,20 @@ class DependOps:
             raise _no_such_job(name)
         return sorted(found)
 
-    def _check_target(self, target: depend.Target) -> None:
-        _, job_id, ranges = target
-        assert isinstance(job_id, int)  # resolved
-        if ranges is None:
-            if self._state_of(job_id) is None and self._whole_array(job_id) is None:
-                raise _no_such_job(label(job_id))
-            return
+    def _check_condition(self, cond: depend.Node) -> None:
+        """A resolved condition names jobs that exist; num*() and a whole array's exit() with
+        a code take an array."""
+        _, kind, (_, job_id, ranges), op, _ = cond
         arr = self._whole_array(job_id)
-        if arr is None:
-            raise _no_such_job(f"{job_id}[]")
-        for index in _indices(ranges):
-            if arr.position(index) is None:
-                raise _no_such_job(f"{job_id}[{index}]")
-
-    def _check_counts(self, tree: depend.Node) -> None:
-        """num*() and a whole array's exit() with a code take an array."""
-        if tree[0] in ("and", "or"):
-            for child in tree[1]:
-                self._check_counts(child)
-            return
-        if tree[0] == "not":
-            self._check_counts(tree[1])
-            return
-        _, kind, (_, job_id, ranges), op, _ = tree
-        is_array = ranges is None and self._whole_array(job_id) is not None
+        if ranges is not None:
+            if arr is None:
+                raise _no_such_job(f"{job_id}[]")
+            for index in _indices(ranges):
+                if arr.position(index) is None:
+                    raise _no_such_job(f"{job_id}[{index}]")
+        elif arr is None and self._state_of(job_id) is None:
+            raise _no_such_job(label(job_id))
+        is_array = ranges is None and arr is not None
         if kind in depend.COUNT_CONDITIONS and not is_array:
             raise depend.DependError(f"-w: {kind}(): job <{label(job_id)}> is no job array")
         if kind == "exit" and op is not None and is_array:
@@ -272,7 +260,7 @@ class DependOps:
     def _cond(
         self, kind: str, job_id: int, op: str | None, number: int | None, owner: int
     ) -> _Cond:
-        whole = job_id not in self.jobs and self._whole_array(job_id) is not None
+        whole = self._whole_array(job_id) is not None
         leaf = _Cond(kind, job_id, whole, op, number)
         leaf.owner = owner
         leaf.status = self._status(leaf)
@@ -390,9 +378,10 @@ class DependOps:
         return job.state, code
 
     def _whole_array(self, array_id: int) -> Array | None:
-        """The array `array_id` from memory or the store; None if it is no array."""
-        if split_id(array_id)[0]:
-            return None  # an element
+        """The array `array_id` from memory or the store; None if it is no array (a job in
+        memory, an element: jobs and arrays take their ids from one counter)."""
+        if split_id(array_id)[0] or array_id in self.jobs:
+            return None
         arr = self.arrays.get(array_id)
         if arr is None:
             rec = self.load_array(array_id)
