@@ -131,8 +131,8 @@ class Mbatchd:
         role = peer.identity["role"]
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
-        if op == "kill" and self.full:
-            raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: kill again once space is freed")
+        if op in ("kill", "resume") and self.full:  # a user's answer would precede the commit
+            raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())
         if result is not None:
             held = self.submits if op in SUBMIT_OPS else self.held

@@ -12,9 +12,9 @@ slot: both run one job at a time, so the difference is what the dependencies cos
 --slots slots, against N+1 jobs without dependencies. Each column gets a fresh cluster
 (bench_drain.Cluster); the drain is from the first submit to the last job's end, read from the
 store. Jobs are submitted one request each over one connection, in both columns of a pair (a
-chain's job names the one before, which must exist first). --repeat K runs each pair K times,
-in rounds (without, then with): the table shows the median drains and every round's ratio,
-since one drain on a shared machine varies by more than the 10% looked for.
+chain's job names the one before, which must exist first). --repeat K runs each pair K times
+(the order alternating) and gives each round's drains and ratio, then the median ratio: one
+drain on a shared machine varies by more than the 10% looked for.
 """
 
 import argparse
@@ -29,7 +29,7 @@ from bench_drain import ROOT, Cluster, fmt  # noqa: E402
 from benchlib import drain_arguments, report  # noqa: E402
 
 sys.path.insert(0, ROOT)
-from lavalite import Client  # noqa: E402
+from lavalite.client import Client  # noqa: E402
 
 FIGURES = ("drain (s)", "mbatchd CPU (s)")
 
@@ -79,38 +79,32 @@ def main() -> None:
         f"chain of {args.jobs}, 1 slot": (chain, 1),
         f"{args.jobs}-to-1 fan-in, {args.slots} slots": (fan_in, args.slots),
     }
-    rows = [
-        [
-            "",
-            "drain with -w (s)",
-            "without (s)",
-            "ratio",
-            "every round's ratio",
-            "mbatchd CPU with / without (s)",
-        ]
-    ]
+    rows = [["workload", "round", "without -w (s)", "with -w (s)", "ratio", "mbatchd CPU (s)"]]
     for name, (submit, slots) in pairs.items():
-        rounds = [
-            (drain(plain, args.jobs, slots, args, cwd), drain(submit, args.jobs, slots, args, cwd))
-            for _ in range(args.repeat)
-        ]
-        base, dep = (
-            {k: statistics.median(r[i][k] for r in rounds) for k in FIGURES} for i in (0, 1)
-        )
-        rows.append(
-            [
-                name,
-                fmt(dep["drain (s)"]),
-                fmt(base["drain (s)"]),
-                f"{dep['drain (s)'] / base['drain (s)']:.3f}",
-                " ".join(f"{d['drain (s)'] / b['drain (s)']:.3f}" for b, d in rounds),
-                f"{fmt(dep['mbatchd CPU (s)'])} / {fmt(base['mbatchd CPU (s)'])}",
-            ]
-        )
+        ratios = []
+        for i in range(args.repeat):
+            # the order alternates, so that a machine slowing down hits both columns alike
+            order = [(plain, 0), (submit, 1)] if i % 2 == 0 else [(submit, 1), (plain, 0)]
+            figs: list[dict[str, float]] = [{}, {}]
+            for how, column in order:
+                figs[column] = drain(how, args.jobs, slots, args, cwd)
+            base, dep = figs
+            ratios.append(dep["drain (s)"] / base["drain (s)"])
+            rows.append(
+                [
+                    name,
+                    str(i + 1),
+                    fmt(base["drain (s)"]),
+                    fmt(dep["drain (s)"]),
+                    f"{ratios[-1]:.3f}",
+                    f"{fmt(base['mbatchd CPU (s)'])} / {fmt(dep['mbatchd CPU (s)'])}",
+                ]
+            )
+        rows.append([name, "median", "", "", f"{statistics.median(ratios):.3f}", ""])
     os.rmdir(cwd)
     head = (
         f"{args.jobs} jobs of /bin/true; each drain a fresh cluster, jobs submitted one "
-        f"request each; {args.repeat} round(s), medians; whole run "
+        f"request each; {args.repeat} round(s); whole run "
         f"{time.time() - started:.0f} s; program `{' '.join(args.program)}`"
     )
     report(rows, "Dependency benchmark (tests/bench/bench_depend.py)", head, args.markdown)
