@@ -253,7 +253,7 @@ class Core(ArrayOps, DependOps):
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
-        self._depend_moved(job)
+        self._depend_moved(job, now)
 
     def _send(self, host, msg):
         self.out.outbox.setdefault(host, []).append(msg)
@@ -537,7 +537,8 @@ class Core(ArrayOps, DependOps):
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
-        self._admit(job, now, prep["depend"])
+        if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
+            self._enqueue(job)
         return {"job": job_id, "queue": job.queue}
 
     def refuse_created(self, error: P.ProtocolError) -> int:

@@ -132,7 +132,7 @@ class DependOps:
         self, spec: dict[str, Any], user: str
     ) -> tuple[dict[str, Any], depend.Node | None]:
         """The spec's depend (-w, resolved to job ids) and hold (-H) as stored, and the
-        condition's tree for _admit; changes nothing. A name or id of no job is refused, as
+        condition's tree for _depend_admit; changes nothing. A name or id of no job is refused, as
         LSF refuses it."""
         out: dict[str, Any] = {}
         if spec.get("hold"):
@@ -193,15 +193,15 @@ class DependOps:
 
     # --- the watch: build, fire, release
 
-    def _admit(self, job: Job | Array, now: float, tree: depend.Node | None) -> None:
-        """A new job or array goes where it waits: held (-H), on its condition (`tree`, from
-        _check_depend), or its FIFO."""
+    def _depend_admit(self, job: Job | Array, now: float, tree: depend.Node | None) -> bool:
+        """A new job or array: held (-H: PSUSP), or waiting on its condition (`tree`, from
+        _check_depend), or neither (False: the caller puts it in its FIFO)."""
         waits = tree is not None and self._watch(job, tree)
         if job.spec.get("hold"):
             assert isinstance(job, Job)  # _check_depend refuses a held array
             self._move(job, PSUSP, now, "held (-H)")
-        elif not waits:
-            self._enqueue(job)
+            return True
+        return waits
 
     def watch_loaded(
         self,
@@ -271,23 +271,23 @@ class DependOps:
                 self.depend_elements.setdefault(array_id, set()).add(job_id)
         return leaf
 
-    def _depend_moved(self, job: Job) -> None:
+    def _depend_moved(self, job: Job, now: float) -> None:
         """Core._move's hook: a job (or element) changed state."""
         if not self.depend_index:
             return
-        self._depend_fire(job.id)
+        self._depend_fire(job.id, now)
         if job.array is not None:
-            self._depend_fire(job.array.id)
+            self._depend_fire(job.array.id, now)
 
-    def _depend_array_ended(self, arr: Array) -> None:
+    def _depend_array_ended(self, arr: Array, now: float) -> None:
         """An array ended: its whole-array leaves, and the leaves of its indices that ended
         with it without ever starting (bkill of the array)."""
         self._forget_depend(arr.id)
-        self._depend_fire(arr.id)
+        self._depend_fire(arr.id, now)
         for job_id in self.depend_elements.pop(arr.id, ()):
-            self._depend_fire(job_id)
+            self._depend_fire(job_id, now)
 
-    def _depend_fire(self, target: int) -> None:
+    def _depend_fire(self, target: int, now: float) -> None:
         leaves = self.depend_index.get(target)
         if not leaves:
             return
@@ -295,7 +295,7 @@ class DependOps:
         for leaf in leaves:
             if leaf.owner not in self.depend_waiting:
                 continue  # released, killed or forgotten meanwhile
-            self._set(leaf, self._status(leaf))
+            self._set(leaf, self._status(leaf), now)
             if not leaf.status & 2:
                 keep.append(leaf)
         if keep:
@@ -303,25 +303,30 @@ class DependOps:
         else:
             del self.depend_index[target]
 
-    def _set(self, node: _Node, status: int) -> None:
+    def _set(self, node: _Node, status: int, now: float) -> None:
         """A node's new status, carried up the tree while it changes anything."""
         while node.status != status:
             old, node.status = node.status, status
             parent = node.parent
             if parent is None:
                 if status & 1:
-                    self._depend_release(node.owner)
+                    self._depend_release(node.owner, now)
                 return
             parent.count(old, -1)
             parent.count(status, +1)
             node, status = parent, parent.evaluate()
 
-    def _depend_release(self, owner: int) -> None:
+    def _depend_release(self, owner: int, now: float) -> None:
         """The condition of `owner` holds: it joins its FIFO, unless held (-H)."""
         self.depend_waiting.pop(owner, None)
         job = self.jobs.get(owner) or self.arrays.get(owner)
-        if job is None or job.state != PEND:
-            return
+        if job is not None and job.state == PEND:
+            self._enter_fifo(job, now)
+
+    def _enter_fifo(self, job: Job | Array, now: float) -> None:
+        """A job (or array) no condition or hold keeps any longer joins its FIFO, eligible
+        from now: its scheduling latency counts from here."""
+        job.eligible_time = now
         self._enqueue(job)
         if isinstance(job, Array):
             self.out.arrays[job.id] = job
@@ -417,8 +422,7 @@ class DependOps:
             return _result(job_id, "not_suspended", f"Job <{name}>: Job is not suspended")
         self._move(job, PEND, now, RESUMED)
         if job.id not in self.depend_waiting:
-            self._enqueue(job)
-            self._dirty(job)
+            self._enter_fifo(job, now)
         return {"job": job_id, "ok": True, "message": f"Job <{name}> is being resumed"}
 
 
