@@ -5,6 +5,7 @@ refusals that create nothing, bresume and bkill of held jobs, and an mbatchd res
 import pytest
 from conftest import wait_until
 from test_core import USER, commit, submit, world  # noqa: F401 (world: a fixture)
+from test_lsf_options import _run
 
 from lavalite import depend
 from lavalite.depend import DependError, format, parse, resolve
@@ -299,3 +300,23 @@ def test_a_dependency_on_a_job_gone_from_memory_reads_the_store(make_cluster):
     never = _submit(c, "true", depend=f"done({failed})")
     assert c.wait([runs])[runs]["state"] == "DONE"
     assert _pend_reason(c, never) == PR_DEPEND_NEVER
+
+
+def test_under_the_lsf_names(cluster, tmp_path):
+    def run(*argv):
+        return _run(cluster, tmp_path, list(argv))
+
+    held = int(run("bsub", "-H", "true").stdout.split("<")[1].split(">")[0])
+    after = int(run("bsub", "-w", f"done({held})", "true").stdout.split("<")[1].split(">")[0])
+    assert cluster.jobs([held])[held]["stat"] == "PSUSP"
+    assert _pend_reason(cluster, after) == PR_DEPEND
+    res = run("bresume", str(held))
+    assert (res.returncode, res.stdout) == (0, f"Job <{held}> is being resumed\n")
+    assert {j["state"] for j in cluster.wait([held, after]).values()} == {"DONE"}
+    res = run("bsub", "-w", "done(1", "true")
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == "bsub: Dependency condition syntax error at the end of 'done(1'\n"
+    res = run("bresume", "-C", "why", str(held))
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == "bresume: -C is an LSF option that LavaLite does not support\n"
+    assert len(cluster.client.jobs(all=True)) == 2
