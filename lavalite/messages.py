@@ -117,6 +117,12 @@ class KillReply(Reply):
     results: list[KillResult]
 
 
+class Resume(Envelope):
+    """bresume: held jobs (PSUSP) back to PEND; the reply is a KillReply's results."""
+
+    jobs: list[str | int]
+
+
 class Wait(Envelope):
     job: str | int
     cond: str  # "ended" or "done"
@@ -302,6 +308,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "submit_many": SubmitMany,
     "jobs": Jobs,
     "kill": Kill,
+    "resume": Resume,
     "wait": Wait,
     "queues": Queues,
     "hosts": Hosts,

@@ -11,13 +11,17 @@ if TYPE_CHECKING:
     from lavalite.resreq import Needs
 
 PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
+PSUSP = "PSUSP"  # LSF's held pending job (bsub -H): it waits for bresume
 FINISHED = frozenset((DONE, FAILED, KILLED))
-STATES = (PEND, RUN, DONE, FAILED, KILLED)
+WAITING = frozenset((PEND, PSUSP))  # not started: bjobs -l gives the pending reason
+STATES = (PEND, PSUSP, RUN, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
 # that never reached its host. PEND -> FAILED: its termination time (bsub -t) came first.
+# PEND <-> PSUSP: held at submit (-H), released by bresume.
 TRANSITIONS = {
-    PEND: frozenset((RUN, KILLED, FAILED)),
+    PEND: frozenset((RUN, KILLED, FAILED, PSUSP)),
+    PSUSP: frozenset((PEND, KILLED, FAILED)),
     RUN: frozenset((DONE, FAILED, KILLED, PEND)),
     DONE: frozenset(),
     FAILED: frozenset(),
@@ -49,6 +53,9 @@ PR_NO_SLOT = "No host has a free job slot"
 PR_BACKOFF = "Waiting for the retry backoff to expire"
 PR_QUEUE_INACTIVE = "The queue is inactivated"
 PR_ARRAY_LIMIT = "The job array has reached its limit of running elements (%LIMIT)"
+PR_HELD = "The job was suspended by the user while pending"
+PR_DEPEND = "Job dependency condition not satisfied"
+PR_DEPEND_NEVER = "Dependency condition invalid or never satisfied"
 # A job with -R, -m, -x: the first test that turned every host with a free slot away
 PR_ASKED_HOSTS = "Not specified in job submission"
 PR_SELECT = "Job's resource requirements not satisfied"
@@ -299,7 +306,8 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "state": job.state,
         "stat": job.stat,
         "reason": job.reason,
-        "pend_reason": pend_reason if job.state == PEND else None,
+        "pend_reason": pend_reason if job.state in WAITING else None,
+        "depend": spec.get("depend"),
         "from_host": spec.get("from_host"),
         "exec_host": job.host,
         "exec_hosts": job.hosts or ([[job.host, job.slots]] if job.host else None),

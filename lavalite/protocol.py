@@ -177,3 +177,13 @@ def require(msg: "Mapping[str, Any]", field: str, kind: "Any", optional: bool = 
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ProtocolError(BAD_REQUEST, f"field {field!r} of {msg.get('op')!r} has the wrong type")
     return value
+
+
+def job_ids(msg: "Mapping[str, Any]", optional: bool = False) -> list[int]:
+    """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
+    ids = require(msg, "jobs", list, optional) or []
+    if not all(type(job_id) is int for job_id in ids):
+        raise ProtocolError(
+            BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list job ids (integers)"
+        )
+    return ids

@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from lavalite.model import ELEMENT_BITS, PEND, RUN, Event, Host, Job
+from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
 
 SCHEMA_VERSION = 4
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
@@ -86,6 +86,7 @@ _ARRAY_COLS = (
     "end_time",
     "pend_seq",
 )
+_SELECT_ARRAY = f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays"
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
 
@@ -146,20 +147,19 @@ class Store:
 
     def load(self, finished_since: float) -> dict[str, Any]:
         """Everything mbatchd keeps in memory: live jobs, jobs finished since `finished_since`,
-        hosts, the environments those jobs use, and the counters to continue from."""
+        hosts, the environments those jobs use, and the counters to continue from. Held jobs
+        (PSUSP) are outside the jobs_live index: finding them reads the table once."""
         jobs = [
             _job(r)
             for r in self.db.execute(
-                f"{_SELECT_JOB} WHERE state IN (?, ?) OR end_time >= ? ORDER BY id",
-                (PEND, RUN, finished_since),
+                f"{_SELECT_JOB} WHERE state IN (?, ?, ?) OR end_time >= ? ORDER BY id",
+                (PEND, RUN, PSUSP, finished_since),
             )
         ]
         arrays = [
             _array_rec(r)
             for r in self.db.execute(
-                f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays "
-                "WHERE end_time IS NULL OR end_time >= ?",
-                (finished_since,),
+                f"{_SELECT_ARRAY} WHERE end_time IS NULL OR end_time >= ?", (finished_since,)
             )
         ]
         specs = [j.spec for j in jobs] + [a["spec"] for a in arrays]
@@ -195,6 +195,11 @@ class Store:
     def job(self, job_id: int) -> Job | None:
         row = self.db.execute(f"{_SELECT_JOB} WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
+
+    def array(self, array_id: int) -> dict[str, Any] | None:
+        """An array's record (Array.from_record builds the object), or None."""
+        row = self.db.execute(f"{_SELECT_ARRAY} WHERE id=?", (array_id,)).fetchone()
+        return _array_rec(row) if row else None
 
     def env_id(self, digest: str) -> int | None:
         row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()

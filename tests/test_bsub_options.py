@@ -124,6 +124,33 @@ def test_an_array_waits_for_its_begin_time_and_its_unstarted_indices_end_at_its_
     assert core.schedule(300.0) == 0
 
 
+def test_a_begin_time_and_a_dependency_both_hold_a_job(world):
+    """-b and -w together: the job starts once both hold, whichever comes last."""
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    first = submit(core, store, cmd=("sleep", "1"))
+    core.schedule(100.0)
+    early = submit(core, store, depend=f"done({first})", begin=300.0)  # condition first
+    late = submit(core, store, depend=f"done({first})", begin=150.0)  # begin time first
+    core.tick(200.0)
+    assert core.schedule(200.0) == 0, "the begin time alone does not start a dependent job"
+    exit_ok = {"rid": 1, "kind": "exit", "job": first, "attempt": 1, "exit_code": 0}
+    core.reports("h1", [exit_ok], 250.0)
+    assert core.schedule(250.0) == 1 and core.jobs[late].state == "RUN"
+    assert core.jobs[early].state == "PEND", "its condition holds, its begin time has not come"
+    assert core.next_timer() == 300.0
+    core.tick(300.0)
+    assert core.schedule(300.0) == 1 and core.jobs[early].state == "RUN"
+
+
+def test_a_held_job_whose_termination_time_comes_ends_without_running(world):
+    conf, store, core = world
+    job_id = submit(core, store, hold=True, term_time=301.0)
+    assert core.jobs[job_id].state == "PSUSP"
+    core.tick(301.0)
+    assert core.jobs[job_id].stat == "FAILED(deadline)"
+
+
 def test_user_priority_orders_a_user_s_jobs_then_first_come_first_served(world):
     conf, store, core = world
     default = conf.mbatchd.max_user_priority // 2

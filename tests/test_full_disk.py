@@ -63,6 +63,7 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
     go = os.path.join(c.state, "go")
     running = c.submit(["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done"])
     c.wait_started([running])
+    held = c.submit(["true"], hold=True)
     filler = fill(tmpfs)
 
     with pytest.raises(ClientError) as refused:
@@ -83,17 +84,21 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
     res = c.cli("kill", str(running), check=False)
     assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
     assert [e[3] for e in c.events(running)] == ["PEND", "RUN"], "not stored yet"
+    res = c.cli("resume", str(held), check=False)
+    assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
+    assert c.jobs([held])[held]["stat"] == "PSUSP"
 
     os.unlink(filler)  # space returns: mbatchd resumes by itself
     ends = wait_until(
         lambda: [e for e in c.events(running) if e[3] == "DONE"], 60, "the end recorded"
     )
     after = c.submit(["true"])  # accepted, placed and ended: how it ends is sbatchd's
-    c.wait([after])
+    c.cli("resume", str(held))
+    c.wait([after, held])
     assert len(ends) == 1 and [e[3] for e in c.events(running)].count("DONE") == 1
     shown = c.client.jobs(users=["all"], all=True)
-    assert sorted(j["id"] for j in shown) == [running, after], "no refused submit appears"
-    assert {e[0] for e in c.events()} == {running, after}
+    assert sorted(j["id"] for j in shown) == [running, held, after], "no refused submit appears"
+    assert {e[0] for e in c.events()} == {running, held, after}
     wait_until(lambda: "free again" in log_text(c), 60, "the space-back line")
     assert log_text(c).count("low disk space on") == 1, "warned once, not at every look"
 

@@ -33,6 +33,7 @@ LSF_DOC = {
         "-app -G -g -J -Jd -Lp -m -N -o -P -q -rusage -sla -U -u",
     ),
     "bkill": ("-l -b -r -d -h -V", "-stat -app -g -sla -J -m -q -s -u -C"),
+    "bresume": ("-h -V", "-app -C -g -J -m -q -sla -u"),
     "bqueues": ("-w -l -r -lr -json -alloc -noheader -h -V", "-o -m -u"),
     "bhosts": (
         "-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w -x -X -h -V",

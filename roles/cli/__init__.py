@@ -28,6 +28,7 @@ ALIASES = {
     "bsub": "submit",
     "bjobs": "jobs",
     "bkill": "kill",
+    "bresume": "resume",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -48,7 +49,7 @@ def _conf_arg(p: "Parser") -> None:
 # Which module holds each command: a command imports its own module only (local's subprocess
 # and tempfile are no business of bjobs). tests/test_cli_fast.py checks it against COMMANDS.
 MODULES = {
-    "commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
+    "commands": ("submit", "jobs", "kill", "resume", "queues", "hosts", "wait"),
     "local": ("up", "down", "links", "config-check", "demo"),
     "peek": ("peek",),
     "llctrl": ("llctrl",),
@@ -58,7 +59,7 @@ MODULES = {
     "blaunch": ("launch",),
 }
 # What users run all day, parsed by roles.cli.quick first.
-QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")
+QUICK = ("submit", "jobs", "kill", "resume", "queues", "hosts", "wait", "peek", "launch")
 
 
 def module_of(command: str | None) -> str | None:

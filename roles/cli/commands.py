@@ -10,7 +10,7 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands, bsub_options, bsub_resreq, interact
+from roles.cli import array_commands, bsub_options, bsub_resreq, depend_commands, interact
 from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -99,6 +99,16 @@ def _setup_submit(p: "Parser") -> None:
         metavar="FILE",
         help="an array of one element per line of "
         "FILE (- for stdin); the element's line is in $LSB_JOBLINE",
+    )
+    p.add_argument(
+        "-w",
+        dest="depend",
+        metavar="'DEPENDENCY'",
+        help="start only once the condition holds: done(ID), ended(ID), exit(ID[,[OP] CODE]), "
+        'started(ID), ID or "NAME" (done), ID[INDICES]; && || ! ( ) (LSF\'s -w)',
+    )
+    p.add_argument(
+        "-H", dest="hold", action="store_true", help="hold the job (PSUSP) until bresume"
     )
     bsub_options.setup(p)
     interact.setup(p)
@@ -194,7 +204,11 @@ def submit(args: "Args") -> int:
         "from_host": local_host(),
         **extra,  # the script, -o/-oo/-e/-eo, -i/-is, -cwd, -outdir, -L, the umask
         **bsub_resreq.fields(args),  # -n, -R, -m, -x
+        "depend": args.depend,
+        "hold": args.hold or None,
     }
+    if args.depend is not None and not depend_commands.check(args.depend):
+        return 2
     if args.each_line:
         spec["lines"] = array_commands.read_lines(args.each_line)
     try:
@@ -313,10 +327,11 @@ def _print_long(j: "dict[str, Any]") -> None:
         print()
         return
     cmd = " ".join(j["cmd"] or [])
+    depend = f"Dependency Condition <{j['depend']}>, " if j.get("depend") else ""
     print(
         f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
         f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
-        f"Command <{cmd}>"
+        f"{depend}Command <{cmd}>"
     )
     files = "".join(
         f", {label} <{j[k]}>"
@@ -352,11 +367,11 @@ def _print_long(j: "dict[str, Any]") -> None:
         print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")
     if j["end_time"]:
         print(f"{_long_time(j['end_time'])}: {_ending(j)}")
-    if j["state"] == "PEND" and j["reason"]:
+    if j["state"] == "PEND" and j["reason"] and j["attempt"]:  # not -H's, bresume's
         print(f"  Last attempt: {j['reason']}")
     if j.get("message"):  # the worker's words on the (last) attempt's end
         print(f"  {j['message']}")
-    if j["state"] == "PEND":
+    if j["pend_reason"]:
         print(" PENDING REASONS:")
         print(f" {j['pend_reason']};")
     elif j["kill_requested"] and j["state"] == "RUN":
@@ -391,7 +406,17 @@ def _setup_kill(p: "Parser") -> None:
 
 
 def kill(args: "Args") -> int:
-    results = _client(args).call("kill", jobs=args.jobs)["results"]
+    return _each_job(args, "kill")
+
+
+def resume(args: "Args") -> int:
+    return _each_job(args, "resume")
+
+
+def _each_job(args: "Args", op: str) -> int:
+    """An op on each job named (bkill, bresume): mbatchd's line per job, exit 1 if any was
+    refused."""
+    results = _client(args).call(op, jobs=args.jobs)["results"]
     failed = False
     for r in results:
         print(r["message"], file=sys.stdout if r["ok"] else sys.stderr)
@@ -438,6 +463,7 @@ COMMANDS = {
     "submit": (_setup_submit, submit, "submit a job (bsub)"),
     "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
+    "resume": (_setup_kill, resume, "release held jobs (bresume)"),
     "queues": (no_options, queues, "show queues (bqueues)"),
     "hosts": (no_options, hosts, "show hosts (bhosts)"),
     "wait": (

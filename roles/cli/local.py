@@ -25,7 +25,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "blaunch", "llctrl")
+LINKS = (
+    "bsub",
+    "bjobs",
+    "bkill",
+    "bresume",
+    "bwait",
+    "bqueues",
+    "bhosts",
+    "bpeek",
+    "blaunch",
+    "llctrl",
+)
 
 
 def _state_dir(path: str | None) -> str:

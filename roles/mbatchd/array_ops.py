@@ -97,6 +97,7 @@ class ArrayOps:
         def _kill(self, job: Job, now: float) -> dict[str, Any]: ...
         def _env_unref(self, job: Job | Array) -> None: ...
         def pending_reason(self, job: Job | Array, now: float) -> str: ...
+        def _depend_array_ended(self, arr: Array, now: float) -> None: ...
 
     def _element(self, arr: Array, index: int) -> Job:
         """Make element `index` of `arr` a Job (PEND) in memory."""
@@ -181,6 +182,7 @@ class ArrayOps:
             self.finished.append((now, arr.id))
             self._env_unref(arr)
             self._fire(arr.id)
+            self._depend_array_ended(arr, now)
             for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
                 self._fire(job_id)  # waits on indices that ended with it, never started
 

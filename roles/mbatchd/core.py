@@ -37,8 +37,10 @@ from lavalite.model import (
     PR_RUSAGE_MEM,
     PR_SELECT,
     PRE_EXEC,
+    PSUSP,
     RUN,
     SIGNAL,
+    WAITING,
     Host,
     Job,
     job_view,
@@ -49,6 +51,7 @@ from lavalite.model import (
 )
 from roles.mbatchd import job_options
 from roles.mbatchd.array_ops import ArrayOps, check_array
+from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
 from scheduler import QueueView, Snapshot, live, plan
@@ -95,7 +98,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps):
+class Core(ArrayOps, OptionOps, DependOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -131,6 +134,7 @@ class Core(ArrayOps, OptionOps):
         self.out = TurnOutput()  # what this turn must commit, then send
         self.touched = set()  # (queue, user) FIFOs whose heads may be stale
         self.wake = True
+        self._init_depend()
         for host in state["hosts"]:
             host.status = HOST_CLOSED if host.status == HOST_CLOSED else HOST_UNAVAIL
             self.hosts[host.name] = host
@@ -203,14 +207,11 @@ class Core(ArrayOps, OptionOps):
         elif env_id in envs:
             digest, env = envs[env_id]
             self._env_ref(env_id, digest, env)
-        q = self._queue(job.queue)
-        if job.state == PEND:
-            self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        if job.state in WAITING:
+            if job.state == PEND:
+                self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
             self._track_deadline(job)
-            if job.eligible_time > now:
-                heapq.heappush(self.backoff, (job.eligible_time, job.id))
-            else:
-                q.pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+            self._pend_loaded(job, now)
         else:
             self._count_run(job, +1)
             hold(job, self.hosts, self.host_jobs, +1)
@@ -228,10 +229,24 @@ class Core(ArrayOps, OptionOps):
             self._env_ref(env_id, *envs[env_id])
         if arr.remaining:
             self._track_deadline(arr)
-            if not self._hold_until_begin(arr, now):
-                self._queue(arr.queue).pending.setdefault(arr.user, deque()).append(
-                    (arr.pend_seq, arr)
-                )
+            self._pend_loaded(arr, now)
+
+    def _pend_loaded(self, job: Job | Array, now: float, watched: bool = False) -> None:
+        """A pending job or array read from the store back in its FIFO with its pend_seq, or
+        in retry backoff, or held until its begin time (-b: an array's is not stored as its
+        eligible time). One held (-H), or with a condition (-w) that never let it in a FIFO
+        (no pend_seq yet), first waits for watch_loaded, which calls this again once its
+        condition is `watched`."""
+        if not watched and (job.state == PSUSP or job.spec.get("depend") and not job.pend_seq):
+            self.depend_loaded.append(job)
+        elif job.eligible_time > now:
+            heapq.heappush(self.backoff, (job.eligible_time, job.id))
+        elif "begin" in job.spec and self._hold_until_begin(job, now):
+            pass
+        elif job.pend_seq:
+            self._queue(job.queue).pending.setdefault(job.user, deque()).append((job.pend_seq, job))
+        else:  # released by its condition at load, never queued before
+            self._admit(job, now)
 
     def sort_pending(self) -> None:
         """After a reload, put every FIFO in (-priority, pend_seq) order (jobs came in id
@@ -257,6 +272,7 @@ class Core(ArrayOps, OptionOps):
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
+        self._depend_moved(job, now)
 
     def _send(self, host, msg):
         self.out.outbox.setdefault(host, []).append(msg)
@@ -311,6 +327,7 @@ class Core(ArrayOps, OptionOps):
         self.touched.add((job.queue, job.user))
         self._fire(job.id)
         self._options_ended(job)
+        self._forget_depend(job.id)
 
     # --- client requests
 
@@ -377,9 +394,13 @@ class Core(ArrayOps, OptionOps):
     def _check(self, spec: dict, ident: dict[str, Any], known_env: tuple = (None,)) -> dict:
         """Validate a submitted spec; return what _create needs. Changes nothing.
         known_env: an environment's (env, hash, exec bytes) already checked, so that
-        submit_many checks the environment its specs share once."""
+        submit_many checks the environment its specs share once. `ident`: the submitter (whose
+        job names a -w condition may use)."""
         try:
-            return self._checked(spec, ident, known_env)
+            prep = self._checked(spec, ident, known_env)
+            fields, prep["depend"] = self._check_depend(spec, ident["user"])  # -w, -H
+            prep["spec"].update(fields)
+            return prep
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
@@ -534,7 +555,6 @@ class Core(ArrayOps, OptionOps):
         if ident["user"] not in self.users:
             self.users.add(ident["user"])
             self.out.users.append((ident["user"], ident["uid"], now))
-        self._admit(job, now)
         if isinstance(job, Array):
             self.arrays[job_id] = job
             self.out.arrays[job_id] = job
@@ -542,6 +562,9 @@ class Core(ArrayOps, OptionOps):
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        self._track_deadline(job)  # -t, whatever keeps it pending
+        if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
+            self._admit(job, now)  # -b
         return {"job": job_id, "queue": job.queue}
 
     def refuse_created(self, error: P.ProtocolError) -> int:
@@ -558,6 +581,8 @@ class Core(ArrayOps, OptionOps):
         if not jobs and not arrays:
             return 0
         gone = {a.id for a in arrays} | {j.id for j in jobs if j.array is None}
+        for job_id in gone:
+            self._forget_depend(job_id)
 
         def refused(job_id: int) -> bool:
             return job_id in gone or split_id(job_id)[0] in gone
@@ -615,7 +640,7 @@ class Core(ArrayOps, OptionOps):
 
     def kill(self, ident: dict[str, Any], msg: messages.Kill, now: float) -> dict[str, Any]:
         results = []
-        for job_id in _job_ids(msg):
+        for job_id in P.job_ids(msg):
             job = self._target(job_id)
             pending_in = self._pending_index(job_id) if job is None else None
             who = job or pending_in
@@ -717,7 +742,7 @@ class Core(ArrayOps, OptionOps):
                 "code": "finished",
                 "message": f"Job <{name}>: Job has already finished",
             }
-        if job.state == PEND:
+        if job.state in WAITING:
             self._move(job, KILLED, now, KILLED_REASON)
             self._finish(job, now)
         else:
@@ -736,7 +761,7 @@ class Core(ArrayOps, OptionOps):
         load_job: Callable[[int], Job | None],
     ) -> dict[str, Any]:
         """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = _job_ids(msg, optional=True)
+        ids = P.job_ids(msg, optional=True)
         if ids:
             out, missing = [], []
             for job_id in ids:
@@ -798,9 +823,12 @@ class Core(ArrayOps, OptionOps):
         ]
 
     def _view(self, job, now):
-        return job_view(job, self.pending_reason(job, now) if job.state == PEND else None)
+        return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
 
     def pending_reason(self, job: Job | Array, now: float) -> str:
+        waits = self.depend_reason(job)
+        if waits:
+            return waits
         held = job.array is not None and self.reasons.get(("array", job.array.id))
         if held:
             return held
@@ -1167,16 +1195,6 @@ def _req(req):
     if req is not None and (not isinstance(req, str) or len(req) > 128):
         raise P.ProtocolError(P.BAD_REQUEST, "field 'req' must be a string of at most 128")
     return req
-
-
-def _job_ids(msg: messages.Kill | messages.Jobs, optional: bool = False) -> list[int]:
-    """The request's `jobs`: a list of job ids (integers; a boolean is none)."""
-    ids = P.require(msg, "jobs", list, optional) or []
-    if not all(type(job_id) is int for job_id in ids):
-        raise P.ProtocolError(
-            P.BAD_REQUEST, f"field 'jobs' of {msg.get('op')!r} must list job ids (integers)"
-        )
-    return ids
 
 
 def _limit(spec, field, option, qname, default, maximum, fmt, bound):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.model import DEADLINE, FAILED, OPTION_FIELDS, PEND, PRE_EXEC, Job, label
+from lavalite.model import DEADLINE, FAILED, OPTION_FIELDS, PEND, PRE_EXEC, WAITING, Job, label
 from roles.mbatchd.placement import unplace
 
 log = logging.getLogger("lavalite.mbatchd")
@@ -155,9 +155,8 @@ class OptionOps:
         def _array_check_end(self, arr: Array, now: float) -> None: ...
 
     def _admit(self, obj: Job | Array, now: float) -> None:
-        """A new job or array: into its FIFO, or held until its begin time (-b)."""
-        if "term_time" in obj.spec:
-            self._track_deadline(obj)
+        """A job or array nothing else keeps pending (no -H, its -w holds): into its FIFO, or
+        held until its begin time (-b)."""
         if "begin" not in obj.spec or not self._hold_until_begin(obj, now):
             self._enqueue(obj)
 
@@ -180,7 +179,7 @@ class OptionOps:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, job_id = heapq.heappop(self.deadlines)
             job = self.jobs.get(job_id)
-            if job is not None and job.state == PEND:
+            if job is not None and job.state in WAITING:  # pending, held or waiting on -w
                 job.message = "its termination time (-t) came before it could start"
                 self._move(job, FAILED, now, DEADLINE)
                 self._finish(job, now)

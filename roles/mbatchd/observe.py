@@ -72,7 +72,7 @@ class Observer:
                     self.latency.observe(max(0.0, ev.time - job.eligible_time) * 1000)
             elif ev.new == FAILED:
                 self.failed[ev.reason] = self.failed.get(ev.reason, 0) + 1
-            elif ev.new == PEND:
+            elif ev.new == PEND and ev.old == RUN:
                 self.retried[queue] = self.retried.get(queue, 0) + 1
         if self.texts and self.flusher is None:
             self.flusher = asyncio.get_running_loop().call_later(LOG_GATHER, self.flush)

@@ -39,6 +39,7 @@ USER_OPS = (
     "submit_many",
     "jobs",
     "kill",
+    "resume",
     "wait",
     "queues",
     "hosts",
@@ -73,6 +74,7 @@ class Mbatchd:
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
         self.core = Core(conf, state, now)
+        self.core.watch_loaded(self.store.job, self.store.array, now)
         self.core.sort_pending()
         self.store_queues(conf)
         self.observer = Observer(self.core, host, conf.mbatchd.metrics_port)
@@ -104,6 +106,7 @@ class Mbatchd:
             "submit": self.op_submit,
             "jobs": self.op_jobs,
             "kill": self.op_kill,
+            "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
@@ -132,8 +135,8 @@ class Mbatchd:
         role = peer.identity["role"]
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
-        if op == "kill" and self.full:
-            raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: kill again once space is freed")
+        if op in ("kill", "resume") and self.full:  # a user's answer would precede the commit
+            raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())
         if result is not None:
             held = self.submits if op in SUBMIT_OPS else self.held
