@@ -48,7 +48,7 @@ class FakeMaster(RawPeer):
                         "user": pwd.getpwuid(os.getuid()).pw_name,
                         "uid": os.getuid(),
                         "cwd": cwd,
-                        "hosts": ["testhost"],
+                        "hosts": [["testhost", 1]],
                         "slots": 1,
                         "out": "/dev/null",
                     }
