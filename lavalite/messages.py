@@ -214,6 +214,8 @@ class JobReport(TypedDict):
     exit_code: NotRequired[int | None]
     exit_signal: NotRequired[int | None]
     reason: NotRequired[str]
+    cpu_time: NotRequired[float | None]  # seconds of CPU the attempt used (an exit)
+    max_mem: NotRequired[int | None]  # its peak memory, bytes (an exit)
 
 
 class Register(Envelope):

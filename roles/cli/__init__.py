@@ -33,6 +33,8 @@ ALIASES = {
     "bpeek": "peek",
     "bwait": "wait",
     "blaunch": "launch",
+    "bhist": "history",
+    "bacct": "acct",
     "llctrl": "llctrl",
 }
 
@@ -56,6 +58,7 @@ MODULES = {
     "admin": ("admin",),
     "simulate": ("simulate",),
     "blaunch": ("launch",),
+    "history": ("history", "acct"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")

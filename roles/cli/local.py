@@ -25,7 +25,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "blaunch", "llctrl")
+LINKS = (
+    "bsub",
+    "bjobs",
+    "bkill",
+    "bwait",
+    "bqueues",
+    "bhosts",
+    "bpeek",
+    "blaunch",
+    "bhist",
+    "bacct",
+    "llctrl",
+)
 
 
 def _state_dir(path: str | None) -> str:

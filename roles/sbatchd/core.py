@@ -296,6 +296,8 @@ class Core:
                     "exit_signal": status.get("exit_signal"),
                     "reason": att.kill or status.get("reason") or "",
                     "message": status.get("message"),
+                    "cpu_time": status.get("cpu_time"),
+                    "max_mem": status.get("max_mem"),
                 }
             ),
             Clean(att.path),
