@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from lavalite import messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop
@@ -38,7 +39,7 @@ class History:
         self.pool = ThreadPoolExecutor(1, "history") if shared else None
         self.local = threading.local()  # the worker thread's Reader
 
-    def op_history(self, peer: Peer, msg: dict[str, Any], now: float) -> dict[str, Any] | None:
+    def op_history(self, peer: Peer, msg: messages.History, now: float) -> dict[str, Any] | None:
         """Jobs (with their events, or bacct's summary) as `request` asks: at once from
         mbatchd's connection, or later from the worker thread's."""
         request = parse_request(peer.identity, msg)
@@ -82,7 +83,7 @@ def _reply(req_id: Any, future: "asyncio.Future[dict[str, Any]]") -> dict[str, A
     return P.error(req_id, P.UNAVAILABLE, f"cannot read the job history: {exc}")
 
 
-def parse_request(ident: dict[str, Any], msg: dict[str, Any]) -> tuple[Filter, int, bool, bool]:
+def parse_request(ident: dict[str, Any], msg: messages.History) -> tuple[Filter, int, bool, bool]:
     """(filter, limit, summary, events) of a `history` request. Without job ids or users, the
     caller's own jobs (as LSF); "all" among the users: everyone's."""
     ids = P.require(msg, "ids", list, optional=True)
