@@ -61,7 +61,7 @@ MODULES = {
     "history": ("history", "acct"),
 }
 # What users run all day, parsed by roles.cli.quick first.
-QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")
+QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch", "history", "acct")
 
 
 def module_of(command: str | None) -> str | None:
