@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_until
 from test_lsf_options import _lsf_command
 
 from lavalite import accounting
@@ -263,3 +264,26 @@ def test_v2_usage_and_its_absence(tmp_path):
     _put(os.path.join(group.dirs[""], "cpu.stat"), "usage_usec 1500000\nuser_usec 1000000\n")
     _put(os.path.join(group.dirs[""], "memory.peak"), f"{64 * MB}\n")
     assert group.usage() == (1.5, 64 * MB)
+
+
+def test_history_days_prunes_what_ended_before_it(make_cluster, tmp_path):
+    """A store holding jobs that ended 10 days (1, 3) and 1 hour (2) ago: a running mbatchd
+    with history_days = 2 removes job 1, events and all; keeps 2, younger, and 3, the highest
+    id, which the next job id continues from."""
+    cluster = make_cluster(start=False, mbatchd={"history_days": "2"})
+    store = Store(cluster.conf.mbatchd.database)
+    old, young = time.time() - 10 * 86400, time.time() - 3600
+    for job_id, end in ((1, old), (2, young), (3, old)):
+        _finished(store, job_id, "root", DONE, end, end, end, 1.0, 0)
+    store.close()
+    cluster.start()
+    wait_until(
+        lambda: _lsf(cluster, tmp_path, "bhist", "-l", "1").returncode == 1,
+        what=cluster.logs,
+        interval=0.5,
+    )
+    assert cluster.events(1) == []
+    for kept in (2, 3):
+        res = _lsf(cluster, tmp_path, "bhist", "-l", str(kept))
+        assert res.returncode == 0 and "Done successfully" in res.stdout, res
+    assert cluster.submit(["true"]) == 4
