@@ -85,8 +85,7 @@ def _name(text: str, width: int) -> str:
 
 def history(args: "Args") -> int:
     prog = _prog(args, "history")
-    finished = True if args.done or args.ended else None if args.every or args.jobs else False
-    reply = _request(args, prog, finished=finished, events=True)
+    reply = _request(args, prog, finished=_finished_wanted(args), events=True)
     if reply is None:
         return 2
     jobs = reply["jobs"]
@@ -105,15 +104,28 @@ def history(args: "Args") -> int:
     return 0
 
 
+def _finished_wanted(args: "Args") -> bool | None:
+    """Which jobs bhist asks for: finished ones only (-d, -C), all (-a, or job ids given),
+    else (LSF's default) the unfinished only."""
+    if args.done or args.ended:
+        return True
+    return None if args.every or args.jobs else False
+
+
 def _print_history_summary(jobs: list[dict[str, Any]], now: float) -> None:
     print("Summary of time in seconds spent in various states:")
-    columns = ("JOBID", "USER", "JOB_NAME", *accounting.STATE_COLUMNS, "TOTAL")
-    print("".join(c.ljust(8 if i != 2 else 10) for i, c in enumerate(columns)).rstrip())
+    _print_summary_row(["JOBID", "USER", "JOB_NAME", *accounting.STATE_COLUMNS, "TOTAL"])
     for job in jobs:
         spent = accounting.time_in_states(job["events"], now)
         cells = [label(job["id"]), _name(job["user"], 7), _name(job["name"], 9)]
-        cells += [str(round(spent[c])) for c in (*accounting.STATE_COLUMNS, "TOTAL")]
-        print("".join(c.ljust(8 if i != 2 else 10) for i, c in enumerate(cells)).rstrip())
+        _print_summary_row(
+            cells + [str(round(spent[c])) for c in (*accounting.STATE_COLUMNS, "TOTAL")]
+        )
+
+
+def _print_summary_row(cells: list[str]) -> None:
+    """LSF's columns: 8 wide, JOB_NAME 10."""
+    print("".join(c.ljust(10 if i == 2 else 8) for i, c in enumerate(cells)).rstrip())
 
 
 def _print_history_long(job: dict[str, Any], now: float) -> None:
