@@ -201,6 +201,15 @@ KEYS = [
     (
         _LC,
         "mbatchd",
+        "history_days",
+        "int>=0",
+        "0",
+        "Days finished jobs and their events stay in the store for bhist and bacct (0 = for "
+        "ever); older ones are removed a few hundred at a time between loop turns.",
+    ),
+    (
+        _LC,
+        "mbatchd",
         "metrics_port",
         "port0",
         "0",

@@ -97,6 +97,26 @@ class Jobs(Envelope):
     arrays: NotRequired[bool]
 
 
+class History(Envelope):
+    """bhist and bacct: jobs from the store (roles/mbatchd/history.py)."""
+
+    ids: NotRequired[list[int] | None]
+    users: NotRequired[list[str] | None]  # None: the caller's; "all" among them: everyone's
+    queue: NotRequired[str | None]
+    project: NotRequired[str | None]
+    ended: NotRequired[list[float] | None]  # [time0, time1] of the end
+    finished: NotRequired[bool | None]  # True: finished only; False: unfinished only
+    events: NotRequired[bool]  # each job's events too
+    summary: NotRequired[bool]  # bacct's summary too
+    limit: NotRequired[int | None]  # jobs at most (0: the summary alone)
+
+
+class HistoryReply(Reply):
+    jobs: list[dict[str, Any]]
+    more: bool  # more jobs matched than the answer holds
+    summary: NotRequired[dict[str, Any]]
+
+
 class JobsReply(Reply):
     jobs: list[dict[str, Any]]
     missing: list[str | int]
@@ -220,6 +240,8 @@ class JobReport(TypedDict):
     exit_code: NotRequired[int | None]
     exit_signal: NotRequired[int | None]
     reason: NotRequired[str]
+    cpu_time: NotRequired[float | None]  # seconds of CPU the attempt used (an exit)
+    max_mem: NotRequired[int | None]  # its peak memory, bytes (an exit)
 
 
 class Register(Envelope):
@@ -316,6 +338,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "stats": Stats,
     "peek": Peek,
     "launch": Launch,
+    "history": History,
     "register": Register,
     "report": Report,
 }

@@ -134,6 +134,8 @@ class Job:
         "exit_code",
         "exit_signal",
         "message",
+        "cpu_time",
+        "max_mem",
         "kill_requested",
         "pend_seq",
         "stored",
@@ -178,6 +180,9 @@ class Job:
         self.message: str | None = (
             None  # what the worker said of the last attempt's end, if anything
         )
+        # what the last attempt used, as its worker measured it at its end (None: not known)
+        self.cpu_time: float | None = None  # seconds
+        self.max_mem: int | None = None  # peak memory, bytes
         self.kill_requested = False
         self.pend_seq = 0  # FIFO key inside its queue; set each time the job enters PEND
         self.stored = False  # has a row in the store (insert vs update)
@@ -234,7 +239,7 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
         job.attempt += 1
         job.start_time = None  # set by the START report
         job.end_time = None
-        job.exit_code = job.exit_signal = job.message = None
+        job.exit_code = job.exit_signal = job.message = job.cpu_time = job.max_mem = None
     elif new == PEND:
         job.start_time = None  # bjobs shows the attempt to come, not the one that ended
     elif new in FINISHED:
@@ -317,6 +322,8 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "exit_code": job.exit_code,
         "exit_signal": job.exit_signal,
         "message": job.message,
+        "cpu_time": job.cpu_time,
+        "max_mem": job.max_mem,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,
         "slots": job.slots,

@@ -15,14 +15,17 @@ from typing import Any
 import apsw
 
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
+from store.history import Queries, prune
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {
     2: None,
     3: "ALTER TABLE jobs ADD COLUMN message TEXT",
     4: "ALTER TABLE jobs ADD COLUMN hosts TEXT",
+    5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
+    "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -41,6 +44,8 @@ _MUTABLE = (
     "pend_seq",
     "message",
     "hosts",
+    "cpu_time",
+    "max_mem",
 )
 _JOB_COLS = (
     "id",
@@ -100,7 +105,7 @@ class StoreFull(StoreError):
     it was written."""
 
 
-class Store:
+class Store(Queries):
     def __init__(self, path: str, exclusive: bool = False) -> None:
         """`exclusive`: hold the database lock for the life of the connection. WAL then needs
         no shared-memory file, which is what makes the store safe on NFS, and a second
@@ -138,6 +143,13 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def prune(self, before: float) -> int:
+        """One batch of history_days' retention (store.history.prune)."""
+        try:
+            return prune(self.db, before)
+        except apsw.Error as exc:
+            raise StoreError(f"cannot prune the history: {exc}") from None
+
     def free_bytes(self) -> int:
         """Bytes free for us on the database's filesystem (one statvfs call)."""
         st = os.statvfs(self.dir)
@@ -147,8 +159,7 @@ class Store:
 
     def load(self, finished_since: float) -> dict[str, Any]:
         """Everything mbatchd keeps in memory: live jobs, jobs finished since `finished_since`,
-        hosts, the environments those jobs use, and the counters to continue from. Held jobs
-        (PSUSP) are outside the jobs_live index: finding them reads the table once."""
+        hosts, the environments those jobs use, and the counters to continue from."""
         jobs = [
             _job(r)
             for r in self.db.execute(

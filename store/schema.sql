@@ -1,4 +1,4 @@
--- LavaLite store, schema version 4. mbatchd is the only writer.
+-- LavaLite store, schema version 5. mbatchd is the only writer.
 -- Jobs keep their immutable spec as a JSON blob; the columns are what changes or is filtered on.
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -24,10 +24,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     kill_requested INTEGER NOT NULL DEFAULT 0,
     pend_seq      INTEGER NOT NULL DEFAULT 0,
     message       TEXT,                 -- what the worker said of the last attempt's end
-    hosts         TEXT                  -- JSON [[host, slots], ...] of a job on several hosts
+    hosts         TEXT,                 -- JSON [[host, slots], ...] of a job on several hosts
+    cpu_time      REAL,                 -- CPU seconds of the last attempt, as its worker measured
+    max_mem       INTEGER               -- its peak memory, bytes
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(state) WHERE state IN ('PEND', 'RUN');
 CREATE INDEX IF NOT EXISTS jobs_end ON jobs(end_time) WHERE end_time IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_req ON jobs(req_id) WHERE req_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS job_events (

@@ -121,14 +121,20 @@ def test_v1_kept_group_reused_with_only_the_changed_limits_written(v1, tmp_path,
 
     monkeypatch.setattr(cgroups, "_write", spy)
     assert v1.reuse(g, Limits(memory=512 << 20, pids=32, cpus=None)) is g
-    # raising the limit: memsw first, so it is never below the memory limit
-    assert writes == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "cpu.cfs_quota_us"]
+    # raising the limit: memsw first, so it is never below the memory limit; then the peak
+    # memory counter reset, so that it counts the new attempt alone
+    assert writes == [
+        "memory.memsw.limit_in_bytes",
+        "memory.limit_in_bytes",
+        "cpu.cfs_quota_us",
+        "memory.max_usage_in_bytes",
+    ]
     assert _get(mem / "memory.limit_in_bytes") == str(512 << 20)
     assert _get(tmp_path / "cpu" / "lavalite" / "shepherd-7.1" / "cpu.cfs_quota_us") == "-1"
     assert _get(tmp_path / "pids" / "lavalite" / "shepherd-7.1" / "pids.max") == "kept"
     writes.clear()
     v1.reuse(g, Limits(memory=64 << 20, pids=32))
-    assert writes == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]  # lowering
+    assert writes[:2] == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]  # lowering
     assert sorted(os.listdir(tmp_path / "memory" / "lavalite")) == ["shepherd-7.1"]
 
 

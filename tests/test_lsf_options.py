@@ -42,6 +42,14 @@ LSF_DOC = {
     "bpeek": ("-f -h -V", "-q -m -J"),
     "bwait": ("-h -V", "-w -t -r"),
     "blaunch": ("-n -fixenv -no-shell -h -V", "-u -z -use-env"),
+    "bhist": (
+        "-l -aff -gpu -hostfile -a -b -d -data -e -p -r -s -w -UF -cname -t -h -V",
+        "-app -C -D -f -n -S -J -Jd -Lp -m -N -P -q -u -G -g -T",
+    ),
+    "bacct": (
+        "-b -l -aff -gpu -d -E -e -UF -w -x -cname -h -V",
+        "-app -C -D -f -Lp -m -M -N -P -q -rcacct -rcalloc -sla -S -u -U",
+    ),
 }
 LSF_NAMES = sorted(LSF_DOC)
 

@@ -36,6 +36,8 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     bindir = tmp_path / "bin"
     c.cli("links", str(bindir))
     assert sorted(os.listdir(bindir)) == [
+        "bacct",
+        "bhist",
         "bhosts",
         "bjobs",
         "bkill",
@@ -68,6 +70,8 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     assert listing.returncode == 0 and "DONE" in listing.stdout
     assert "serial" in run("bqueues").stdout and "ok" in run("bhosts").stdout
     assert "already finished" in run("bkill", str(job_id)).stderr
+    assert "Done successfully" in run("bhist", "-l", str(job_id)).stdout
+    assert "Total number of done jobs:" in run("bacct").stdout
     # an interactive job's relay and a blaunch task run from the file too
     task = run("bsub", "-I", "--", "blaunch", "-n", "testhost", "sh", "-c", "echo task; exit 4")
     assert task.returncode == 4 and task.stdout.splitlines()[1:] == ["task"], task.stderr

@@ -34,6 +34,8 @@ ALIASES = {
     "bpeek": "peek",
     "bwait": "wait",
     "blaunch": "launch",
+    "bhist": "history",
+    "bacct": "acct",
     "llctrl": "llctrl",
 }
 
@@ -57,9 +59,22 @@ MODULES = {
     "admin": ("admin",),
     "simulate": ("simulate",),
     "blaunch": ("launch",),
+    "history": ("history", "acct"),
 }
 # What users run all day, parsed by roles.cli.quick first.
-QUICK = ("submit", "jobs", "kill", "resume", "queues", "hosts", "wait", "peek", "launch")
+QUICK = (
+    "submit",
+    "jobs",
+    "kill",
+    "resume",
+    "queues",
+    "hosts",
+    "wait",
+    "peek",
+    "launch",
+    "history",
+    "acct",
+)
 
 
 def module_of(command: str | None) -> str | None:

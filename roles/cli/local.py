@@ -35,6 +35,8 @@ LINKS = (
     "bhosts",
     "bpeek",
     "blaunch",
+    "bhist",
+    "bacct",
     "llctrl",
 )
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lavalite import endings, jobscript, jobspec, messages, relay, resreq
+from lavalite import accounting, endings, jobscript, jobspec, messages, relay, resreq
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.job_array import Array
@@ -1028,6 +1028,7 @@ class Core(ArrayOps, OptionOps, DependOps):
         job.exit_code, job.exit_signal = code, sig
         message = rep.get("message")
         job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None
+        job.cpu_time, job.max_mem = accounting.usage(rep)
         if job.start_time is None:
             job.start_time = rep.get("start_time")
         self._release(job)

@@ -24,6 +24,7 @@ from lavalite.peer import Peer, Strangers, hello
 from lavalite.tls import DaemonTLS
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
+from roles.mbatchd.history import History
 from roles.mbatchd.inbox import Inbox
 from roles.mbatchd.job_options import Notifier
 from roles.mbatchd.observe import Observer
@@ -47,6 +48,7 @@ USER_OPS = (
     "stats",
     "peek",
     "launch",
+    "history",
 )
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
@@ -102,6 +104,7 @@ class Mbatchd:
         self.sched_times: deque[float] = deque(maxlen=100_000)
         self.frozen_at = 0.0
         self.notifier = Notifier()  # bsub -B and -N
+        self.history = History(self.store, conf)  # bhist, bacct, history_days
         self.ops: dict[str, Handler] = {
             "submit": self.op_submit,
             "jobs": self.op_jobs,
@@ -119,6 +122,7 @@ class Mbatchd:
             "report": self.op_report,
             "peek": self.op_peek,
             "launch": self.op_launch,
+            "history": self.history.op_history,
         }
 
     # --- frames
@@ -427,7 +431,7 @@ class Mbatchd:
         conf = daemon.reread("mbatchd", self.host, self.conf)
         if conf is None:
             return
-        self.conf = conf
+        self.conf = self.history.conf = conf
         self.core.reconfigure(conf)
         self.store_queues(conf)
         log.info("queues now: %s", ", ".join(self.core.qconf))
@@ -498,11 +502,14 @@ class Mbatchd:
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()
         loader = asyncio.create_task(self.pull_load(stop))
+        pruner = asyncio.create_task(self.history.prune(stop))
         await stop.wait()
         server.close()
         if metrics is not None:
             metrics.close()
         loader.cancel()
+        await pruner
+        self.history.close()
         self.turn()  # commit what the last frames changed
         while self.inbox and not self.full:  # and every report that arrived before the stop
             self.turn()

@@ -184,6 +184,11 @@ class Group:
         self.ooms = self.backend.oom_count(self)
         return self.ooms
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """(CPU seconds, peak memory bytes) its tasks used, each None where the kernel keeps
+        no such counter."""
+        return self.backend.usage(self)
+
     def remove(self, wait: float = 0.0) -> bool:
         """Kill what is left and remove the directories; a group whose tasks are still exiting
         is retried for up to `wait` seconds. Returns whether it is gone."""
@@ -219,6 +224,16 @@ class _Hierarchy:
     def oom_count(self, group: Group) -> int:
         """OOM kills in the group so far (each backend counts its own way)."""
         raise NotImplementedError
+
+    def usage(self, group: Group) -> tuple[float | None, int | None]:
+        """(CPU seconds, peak memory bytes) of the group (each backend counts its own way)."""
+        raise NotImplementedError
+
+
+def _number(text: str) -> int | None:
+    """A counter file's integer, None if the file was missing or unreadable."""
+    text = text.strip()
+    return int(text) if text.isdigit() else None
 
 
 class V2(_Hierarchy):
@@ -281,11 +296,20 @@ class V2(_Hierarchy):
     def empty(self, group: Group) -> bool:
         return _keyed(group.knob("", "cgroup.events")).get("populated") == 0
 
+    def usage(self, group: Group) -> tuple[float | None, int | None]:
+        usec = _keyed(group.knob("", "cpu.stat")).get("usage_usec")
+        peak = _number(group.knob("", "memory.peak"))  # kernel >= 5.19
+        return (usec / 1e6 if usec is not None else None), peak
+
     def names(self) -> list[str]:
         return _subdirs(self.base)
 
     def remove_slice(self) -> None:
         _try_rmdir(self.base)
+
+
+# v1's counters of what an attempt used: CPU nanoseconds and peak memory bytes
+_USAGE = (("cpuacct", "cpuacct.usage"), ("memory", "memory.max_usage_in_bytes"))
 
 
 class V1(_Hierarchy):
@@ -354,9 +378,19 @@ class V1(_Hierarchy):
         )
 
     def reuse(self, group: Group, limits: Limits) -> Group:
-        """A kept group for its shepherd's next attempt: only the limits that differ written."""
+        """A kept group for its shepherd's next attempt: only the limits that differ written,
+        and its CPU and peak memory counters reset, so that they count this attempt alone."""
         self._limit(group, limits)
+        for key, name in _USAGE:
+            if key in group.dirs:
+                _write(os.path.join(group.dirs[key], name), 0)
         return group
+
+    def usage(self, group: Group) -> tuple[float | None, int | None]:
+        cpu, peak = (
+            _number(group.knob(key, name)) if key in group.dirs else None for key, name in _USAGE
+        )
+        return (cpu / 1e9 if cpu is not None else None), peak
 
     def _limit(self, group, new):
         """Write the limits that differ from the group's present ones (None = unlimited)."""

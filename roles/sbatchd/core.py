@@ -296,6 +296,8 @@ class Core:
                     "exit_signal": status.get("exit_signal"),
                     "reason": att.kill or status.get("reason") or "",
                     "message": status.get("message"),
+                    # what the shepherd measured (roles/sbatchd/shepherd.py _measure), if it did
+                    **{k: status[k] for k in ("cpu_time", "max_mem") if k in status},
                 }
             ),
             Clean(att.path),

@@ -644,8 +644,11 @@ class Shepherd:
                     message="killed by the out-of-memory killer: the "
                     "job exceeded its memory limit (-M)",
                 )
+            _measure(run.status, run.group)
             vacant = self.cg.empty(run.group)
             kept = self._retire(run.group, vacant)
+        else:
+            _measure(run.status, None)
         if run.renames:
             try:
                 with self._as(run.account):
@@ -773,6 +776,21 @@ def _start_cleaner(cg, link):
                     log.warning("cannot remove %s %s: %s", kind, what, exc)
     finally:
         os._exit(0)
+
+
+def _measure(status: dict[str, Any], group: "cgroups.Group | None") -> None:
+    """The attempt's `cpu_time` (seconds) and `max_mem` (bytes) into its end status: its
+    cgroup's counters, which count every process of it, else the rusage wait4 gave of the
+    job's first process and the children it waited for."""
+    cpu, peak = group.usage() if group is not None else (None, None)
+    if cpu is None and "utime" in status:
+        cpu = status["utime"] + status["stime"]
+    if peak is None and "maxrss_kb" in status:
+        peak = status["maxrss_kb"] * 1024
+    if cpu is not None:
+        status["cpu_time"] = round(cpu, 6)
+    if peak is not None:
+        status["max_mem"] = peak
 
 
 def _remove(path):
