@@ -114,8 +114,8 @@ _BSUB = r"#BSUB(?:\s|$)"  # compiled at the first script (re caches it), not at 
 
 
 def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
-    """The options of a script's leading block of #BSUB lines, as LSF reads them: after an
-    optional #! line, among comments and blank lines, up to the first command. Each as
+    """The options of a script's #BSUB lines, as LSF reads them: every line that begins
+    with #BSUB (blanks before it allowed), before the commands or among them. Each as
     (line number, its words split as a shell would)."""
     import shlex
 
@@ -127,8 +127,6 @@ def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
                 found.append((number, shlex.split(stripped[5:], comments=True)))
             except ValueError as exc:
                 raise ScriptError(f"line {number}: {stripped}: {exc}") from None
-        elif stripped and not stripped.startswith("#"):
-            break  # the first command ends the block
     return found
 
 

@@ -22,7 +22,7 @@ from roles.sbatchd import cgroups
 # --- without processes
 
 
-def test_the_leading_block_of_bsub_lines_is_read_as_lsf_does():
+def test_bsub_lines_are_read_wherever_they_are_as_lsf_does():
     text = (
         "#!/bin/bash\n"
         "\n"
@@ -36,6 +36,7 @@ def test_the_leading_block_of_bsub_lines_is_read_as_lsf_does():
     assert jobscript.bsub_lines(text) == [
         (4, ["-J", "my job", "-q", "normal"]),
         (5, ["-o", "out.%J"]),
+        (8, ["-n", "4"]),  # among the commands, as in LSF's job_script example (-P there)
     ]
     assert jobscript.commands_of(text) == "echo first command"
     with pytest.raises(jobscript.ScriptError, match="line 1"):

