@@ -72,3 +72,19 @@ def test_bsub_on_a_terminal_with_nothing_typed_runs_nothing(cluster, tmp_path):
     said = term.close().decode()
     assert term.proc.returncode == 2 and "bsub: no command to run" in said, said
     assert cluster.client.jobs(all=True) == []
+
+
+def test_login_shell_takes_effect_over_env(cluster, tmp_path):
+    shell = tmp_path / "loginsh"  # a login shell whose profile sets FROM, then runs the job
+    shell.write_text('#!/bin/sh\nexport FROM=profile\nshift\nexec /bin/sh "$@"\n')
+    shell.chmod(0o755)
+    job = _job(
+        _bsub(
+            cluster,
+            tmp_path,
+            *("-L", str(shell), "-env", "all, FROM=env, SHELL=/bin/false", "-oo", "l.out"),
+            'echo "$FROM $SHELL"',
+        )
+    )
+    assert cluster.wait([job])[job]["state"] == "DONE"
+    assert _read(cluster, "l.out").endswith(f"profile {shell}\n")
