@@ -88,3 +88,24 @@ def test_login_shell_takes_effect_over_env(cluster, tmp_path):
     )
     assert cluster.wait([job])[job]["state"] == "DONE"
     assert _read(cluster, "l.out").endswith(f"profile {shell}\n")
+
+
+def _interactive(cluster, tmp_path, *argv):
+    """bsub under its LSF name, its own stdin empty (/dev/null), its output captured."""
+    return subprocess.run(
+        _lsf_command(tmp_path, "bsub") + list(argv),
+        env=cluster.env,
+        cwd=cluster.state,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_interactive_job_reads_its_input_file(cluster, tmp_path):
+    with open(os.path.join(cluster.state, "in.txt"), "w") as f:
+        f.write("from the file\n")
+    for mode, given in (("-I", "-i"), ("-Ip", "-i"), ("-Is", "-is")):  # on pipes, on a pty
+        res = _interactive(cluster, tmp_path, mode, given, "in.txt", "cat")
+        assert (res.returncode, res.stdout.splitlines()[1:]) == (0, ["from the file"]), res
