@@ -6,10 +6,14 @@ import os
 import pty
 import re
 import subprocess
+import time
 
+import pytest
 from conftest import wait_until
 from test_bsub_scripts import _bsub, _job, _read
 from test_lsf_options import _lsf_command
+
+from roles.sbatchd import cgroups
 
 
 class _Terminal:
@@ -109,3 +113,26 @@ def test_interactive_job_reads_its_input_file(cluster, tmp_path):
     for mode, given in (("-I", "-i"), ("-Ip", "-i"), ("-Is", "-is")):  # on pipes, on a pty
         res = _interactive(cluster, tmp_path, mode, given, "in.txt", "cat")
         assert (res.returncode, res.stdout.splitlines()[1:]) == (0, ["from the file"]), res
+
+
+# a job that holds 64 MiB written (counted as resident) and spends CPU time
+HUNGRY = (
+    "python3 -c 'import time; b = b\"x\" * (64 << 20)\n"
+    "while time.process_time() < 0.3: pass'"
+)
+
+
+def test_job_report_says_when_the_job_was_submitted_and_what_it_used(cluster, tmp_path):
+    job = _job(_bsub(cluster, tmp_path, "-o", "r.out", HUNGRY))
+    view = cluster.wait([job])[job]
+    assert view["state"] == "DONE", view
+    out = _read(cluster, "r.out")
+    submitted = time.ctime(view["submit_time"])
+    assert f"in cluster <lavalite> at {submitted}\n" in out, out
+    cpu = float(re.search(r"CPU time :\s+([\d.]+) sec\.", out).group(1))
+    assert cpu >= 0.3, out
+    v2, v1 = cgroups.mounts()
+    if "memory" not in v1 and v2 is None:
+        pytest.skip("no memory cgroup here: Max Memory is '-' without one")
+    peak = int(re.search(r"Max Memory :\s+(\d+) MB", out).group(1))
+    assert 64 <= peak < 1024, out

@@ -74,6 +74,15 @@ class Limits:
         self.memory, self.pids, self.cpus = memory, pids, cpus
 
 
+def _number(text: str) -> int | None:
+    """A counter file's integer, None if it is absent or empty."""
+    return int(text) if text.strip().isdigit() else None
+
+
+def _scaled(count: int | None, unit: float) -> float | None:
+    return None if count is None else count * unit
+
+
 def _keyed(text):
     """'name value' lines (memory.events, memory.oom_control) -> {name: int}."""
     out = {}
@@ -179,6 +188,11 @@ class Group:
     def kill(self) -> None:
         self.backend.kill(self)
 
+    def usage(self) -> "tuple[float | None, int | None]":
+        """(CPU seconds, peak memory bytes) of the group's tasks, each None where the kernel
+        does not count it for this group."""
+        return self.backend.usage(self)
+
     def oom_count(self) -> int:
         """OOM kills in the group so far (a reused group: compare with the count at reuse)."""
         self.ooms = self.backend.oom_count(self)
@@ -218,6 +232,10 @@ class _Hierarchy:
 
     def oom_count(self, group: Group) -> int:
         """OOM kills in the group so far (each backend counts its own way)."""
+        raise NotImplementedError
+
+    def usage(self, group: Group) -> "tuple[float | None, int | None]":
+        """(CPU seconds, peak memory bytes), None where not counted (each backend its way)."""
         raise NotImplementedError
 
 
@@ -278,6 +296,12 @@ class V2(_Hierarchy):
     def oom_count(self, group: Group) -> int:
         return _keyed(group.knob("", "memory.events")).get("oom_kill", 0)
 
+    def usage(self, group: Group) -> "tuple[float | None, int | None]":
+        # cpu.stat's usage is counted with or without the cpu controller; memory.peak
+        # exists from Linux 5.19 on
+        usec = _keyed(group.knob("", "cpu.stat")).get("usage_usec")
+        return _scaled(usec, 1e-6), _number(group.knob("", "memory.peak"))
+
     def empty(self, group: Group) -> bool:
         return _keyed(group.knob("", "cgroup.events")).get("populated") == 0
 
@@ -304,10 +328,18 @@ class V1(_Hierarchy):
         self.mounts = mounts
         self.controllers = set(mounts)
         self.slices = {c: os.path.join(m, slice_name) for c, m in mounts.items()}
+        self.counters: list[tuple[str, str]] = []  # (controller, file), found by setup
 
     def setup(self) -> list[str]:
         for d in self.slices.values():
             os.makedirs(d, exist_ok=True)
+        # the usage counters this host's groups have (cpuacct.usage only where cpuacct is
+        # mounted with cpu): a reused group's are restarted
+        self.counters = [
+            (key, name)
+            for key, name in (("cpu", "cpuacct.usage"), ("memory", "memory.max_usage_in_bytes"))
+            if key in self.slices and os.path.exists(os.path.join(self.slices[key], name))
+        ]
         return [c for c in V1_CONTROLLERS if c not in self.mounts]
 
     def dirs(self, name: str, slice_name: str | None = None) -> dict[str, str]:
@@ -354,9 +386,16 @@ class V1(_Hierarchy):
         )
 
     def reuse(self, group: Group, limits: Limits) -> Group:
-        """A kept group for its shepherd's next attempt: only the limits that differ written."""
+        """A kept group for its shepherd's next attempt: only the limits that differ written,
+        its usage counters restarted (they are the attempt's figures)."""
         self._limit(group, limits)
+        for key, name in self.counters:  # OSError as _limit's: the group is not reused
+            _write(os.path.join(group.dirs[key], name), 0, create=False)
         return group
+
+    def usage(self, group: Group) -> "tuple[float | None, int | None]":
+        figures = {name: _number(group.knob(key, name)) for key, name in self.counters}
+        return _scaled(figures.get("cpuacct.usage"), 1e-9), figures.get("memory.max_usage_in_bytes")
 
     def _limit(self, group, new):
         """Write the limits that differ from the group's present ones (None = unlimited)."""

@@ -622,6 +622,7 @@ class Shepherd:
             os.killpg(run.pid, signal.SIGKILL)
         except OSError:
             pass
+        run.status.update(_usage(run.group, usage))
         self._finish(run)
 
     def _pre_exec_failed(self, run: Run) -> bool:
@@ -739,6 +740,14 @@ class Shepherd:
             self.sel.register(self.cleaner, selectors.EVENT_WRITE, self._feed_cleaner)
         elif waiting and not self.trash:
             self.sel.unregister(self.cleaner)
+
+
+def _usage(group: "cgroups.Group | None", rusage: "os.struct_rusage") -> dict[str, Any]:
+    """The attempt's end status figures (accounting keeps them): cpu_time (seconds) and
+    max_mem (bytes) from the job's cgroup where it counts them. wait4's maxrss would be the
+    shepherd's own peak for a job spawned from it, so max_mem is None without a cgroup."""
+    cpu, peak = group.usage() if group is not None else (None, None)
+    return {"cpu_time": rusage.ru_utime + rusage.ru_stime if cpu is None else cpu, "max_mem": peak}
 
 
 def _start_cleaner(cg, link):
