@@ -130,6 +130,16 @@ def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
     return found
 
 
+SHOWN_MAX = 4094  # characters of a job's command in LSF (bsub's `command` argument)
+
+
+def shown(text: str) -> str:
+    """A script job's command as LSF shows it (bjobs -l, and the job's name without -J): the
+    script's lines, blank ones left out, joined with ';', within LSF's length."""
+    lines = (line.rstrip() for line in text.splitlines())
+    return ";".join(line for line in lines if line)[:SHOWN_MAX]
+
+
 def commands_of(text: str) -> str:
     """The script's command lines (not comments, not blank), joined as LSF shows a script's
     command: with '; '. Empty if the script runs nothing."""

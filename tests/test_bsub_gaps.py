@@ -116,10 +116,7 @@ def test_interactive_job_reads_its_input_file(cluster, tmp_path):
 
 
 # a job that holds 64 MiB written (counted as resident) and spends CPU time
-HUNGRY = (
-    "python3 -c 'import time; b = b\"x\" * (64 << 20)\n"
-    "while time.process_time() < 0.3: pass'"
-)
+HUNGRY = "python3 -c 'import time; b = b\"x\" * (64 << 20)\nwhile time.process_time() < 0.3: pass'"
 
 
 def test_job_report_says_when_the_job_was_submitted_and_what_it_used(cluster, tmp_path):
@@ -136,3 +133,33 @@ def test_job_report_says_when_the_job_was_submitted_and_what_it_used(cluster, tm
         pytest.skip("no memory cgroup here: Max Memory is '-' without one")
     peak = int(re.search(r"Max Memory :\s+(\d+) MB", out).group(1))
     assert 64 <= peak < 1024, out
+
+
+def _long(cluster, tmp_path, job):
+    res = subprocess.run(
+        _lsf_command(tmp_path, "bjobs") + ["-l", str(job)],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res
+    return res.stdout
+
+
+def test_bjobs_l_says_interactive_mode_and_shows_a_script_as_lsf(cluster, tmp_path):
+    modes = {
+        "-I": "Interactive mode",
+        "-Ip": "Interactive pseudo-terminal mode",
+        "-Is": "Interactive pseudo-terminal shell mode",
+    }
+    for option, words in modes.items():
+        res = _interactive(cluster, tmp_path, option, "true")
+        job = int(re.search(r"Job <(\d+)>", res.stdout).group(1))
+        assert f", {words}, Command <true>" in _long(cluster, tmp_path, job)
+    script = _job(
+        _bsub(cluster, tmp_path, "-oo", "s.out", stdin="#!/bin/sh\n#BSUB -q serial\n\necho a\n")
+    )
+    cluster.wait([script])
+    long = _long(cluster, tmp_path, script)
+    assert "Command <#!/bin/sh;#BSUB -q serial;echo a>" in long and "Interactive" not in long

@@ -141,7 +141,7 @@ def test_bsub_reads_a_script_on_stdin_and_the_command_line_wins(cluster, tmp_pat
     # the spooled script goes with the attempt's TMPDIR (removed by the shepherd's cleaner)
     wait_until(lambda: not os.path.exists(spooled), what=f"{spooled} to be removed")
     long = _bsub_long(cluster, tmp_path, job)
-    assert "Command <echo " in long
+    assert "Command <#!/bin/sh;# From LSF's documented example" in long  # LSF's: every line
 
 
 def _bsub_long(cluster, tmp_path, job):

@@ -1,7 +1,8 @@
 """bsub's job scripts and files: `bsub < script` (#BSUB lines, the text kept with the job),
-`echo cmd | bsub`, the commands typed at the `bsub> ` prompt, a job_script parsed when the site sets `parse_script`, LSF's command line
-(the words joined, through /bin/sh when they need it), and the options about the job's files
-and environment (-i/-is, -o/-oo/-e/-eo, -cwd, -outdir, -L, -env, the umask).
+`echo cmd | bsub`, the commands typed at the `bsub> ` prompt, a job_script parsed when the
+site sets `parse_script`, LSF's command line (the words joined, through /bin/sh when they
+need it), and the options about the job's files and environment (-i/-is, -o/-oo/-e/-eo,
+-cwd, -outdir, -L, -env, the umask).
 
 Nothing here runs for `bsub [options] prog args` beyond joining the words: the script paths
 read stdin or a file only when there is no command, or when the site asked for it.
@@ -35,9 +36,8 @@ def command(args: "Args", conf: "Callable[[], Config]") -> "tuple[Args, list[str
     if not cmd and sys.stdin is not None:
         text = _typed() if sys.stdin.isatty() else sys.stdin.buffer.read()
         text = _bounded(text, "the job script")
-        shown = jobscript.commands_of(text)
-        if shown:
-            return _with_script(args, text, prog), [shown], {"script": text}
+        if jobscript.commands_of(text):
+            return _with_script(args, text, prog), [jobscript.shown(text)], {"script": text}
     if prog != "lavalite" and args.cmd[:1] != ["--"]:
         script = _job_script(cmd, conf)
         if script is not None:

@@ -152,6 +152,7 @@ class Interactive(Follow):
             "port": self.listener.getsockname()[1],
             "token": self.token,
             "pty": pty,
+            "shell": shell,
             **self._size(),
         }
         self.pump: relay.Relay | None = None

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import pwd
+import resource
 import selectors
 import shutil
 import signal
@@ -742,7 +743,7 @@ class Shepherd:
             self.sel.unregister(self.cleaner)
 
 
-def _usage(group: "cgroups.Group | None", rusage: "os.struct_rusage") -> dict[str, Any]:
+def _usage(group: "cgroups.Group | None", rusage: "resource.struct_rusage") -> dict[str, Any]:
     """The attempt's end status figures (accounting keeps them): cpu_time (seconds) and
     max_mem (bytes) from the job's cgroup where it counts them. wait4's maxrss would be the
     shepherd's own peak for a job spawned from it, so max_mem is None without a cgroup."""
