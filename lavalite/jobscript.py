@@ -114,8 +114,8 @@ _BSUB = r"#BSUB(?:\s|$)"  # compiled at the first script (re caches it), not at 
 
 
 def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
-    """The options of a script's leading block of #BSUB lines, as LSF reads them: after an
-    optional #! line, among comments and blank lines, up to the first command. Each as
+    """The options of a script's #BSUB lines, as LSF reads them: every line that begins
+    with #BSUB (blanks before it allowed), before the commands or among them. Each as
     (line number, its words split as a shell would)."""
     import shlex
 
@@ -127,9 +127,17 @@ def bsub_lines(text: str) -> list[tuple[int, list[str]]]:
                 found.append((number, shlex.split(stripped[5:], comments=True)))
             except ValueError as exc:
                 raise ScriptError(f"line {number}: {stripped}: {exc}") from None
-        elif stripped and not stripped.startswith("#"):
-            break  # the first command ends the block
     return found
+
+
+SHOWN_MAX = 4094  # characters of a job's command in LSF (bsub's `command` argument)
+
+
+def shown(text: str) -> str:
+    """A script job's command as LSF shows it (bjobs -l, and the job's name without -J): the
+    script's lines, blank ones left out, joined with ';', within LSF's length."""
+    lines = (line.rstrip() for line in text.splitlines())
+    return ";".join(line for line in lines if line)[:SHOWN_MAX]
 
 
 def commands_of(text: str) -> str:

@@ -339,7 +339,15 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "resreq": spec.get("resreq"),
         "asked_hosts": spec.get("asked_hosts"),
         "exclusive": bool(spec.get("exclusive")),
+        "interactive": _interactive_option(spec.get("interactive")),
     }
+
+
+def _interactive_option(params: dict | None) -> str | None:
+    """Which of bsub -I, -Ip, -Is made an interactive job (None: a batch job)."""
+    if params is None:
+        return None
+    return "-Is" if params.get("shell") else "-Ip" if params.get("pty") else "-I"
 
 
 def submitted(job: Job, now: float) -> Event:

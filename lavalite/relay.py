@@ -56,6 +56,8 @@ def checked(params: object) -> dict:
         "token": token,
         "pty": bool(params.get("pty")),
     }
+    if params.get("shell"):  # -Is: kept for bjobs -l to say so
+        out["shell"] = True
     for field in ("rows", "cols"):
         if params.get(field) is not None:
             out[field] = jobspec.integer(f"interactive.{field}", params[field], 0, 65535)

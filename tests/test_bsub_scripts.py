@@ -22,7 +22,7 @@ from roles.sbatchd import cgroups
 # --- without processes
 
 
-def test_the_leading_block_of_bsub_lines_is_read_as_lsf_does():
+def test_bsub_lines_are_read_wherever_they_are_as_lsf_does():
     text = (
         "#!/bin/bash\n"
         "\n"
@@ -36,6 +36,7 @@ def test_the_leading_block_of_bsub_lines_is_read_as_lsf_does():
     assert jobscript.bsub_lines(text) == [
         (4, ["-J", "my job", "-q", "normal"]),
         (5, ["-o", "out.%J"]),
+        (8, ["-n", "4"]),  # among the commands, as in LSF's job_script example (-P there)
     ]
     assert jobscript.commands_of(text) == "echo first command"
     with pytest.raises(jobscript.ScriptError, match="line 1"):
@@ -140,7 +141,7 @@ def test_bsub_reads_a_script_on_stdin_and_the_command_line_wins(cluster, tmp_pat
     # the spooled script goes with the attempt's TMPDIR (removed by the shepherd's cleaner)
     wait_until(lambda: not os.path.exists(spooled), what=f"{spooled} to be removed")
     long = _bsub_long(cluster, tmp_path, job)
-    assert "Command <echo " in long
+    assert "Command <#!/bin/sh;# From LSF's documented example" in long  # LSF's: every line
 
 
 def _bsub_long(cluster, tmp_path, job):

@@ -1,7 +1,8 @@
 """bsub's job scripts and files: `bsub < script` (#BSUB lines, the text kept with the job),
-`echo cmd | bsub`, a job_script parsed when the site sets `parse_script`, LSF's command line
-(the words joined, through /bin/sh when they need it), and the options about the job's files
-and environment (-i/-is, -o/-oo/-e/-eo, -cwd, -outdir, -L, -env, the umask).
+`echo cmd | bsub`, the commands typed at the `bsub> ` prompt, a job_script parsed when the
+site sets `parse_script`, LSF's command line (the words joined, through /bin/sh when they
+need it), and the options about the job's files and environment (-i/-is, -o/-oo/-e/-eo,
+-cwd, -outdir, -L, -env, the umask).
 
 Nothing here runs for `bsub [options] prog args` beyond joining the words: the script paths
 read stdin or a file only when there is no command, or when the site asked for it.
@@ -30,12 +31,13 @@ def command(args: "Args", conf: "Callable[[], Config]") -> "tuple[Args, list[str
     Raises Refused for what bsub refuses (exit 2)."""
     prog = getattr(args, "prog", "lavalite")
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    # bsub < script, echo cmd | bsub (a process started without stdin has sys.stdin None)
-    if not cmd and sys.stdin is not None and not sys.stdin.isatty():
-        text = _bounded(sys.stdin.buffer.read(), "the job script")
-        shown = jobscript.commands_of(text)
-        if shown:
-            return _with_script(args, text, prog), [shown], {"script": text}
+    # bsub < script, echo cmd | bsub, or typed at bsub's prompt (a process started without
+    # stdin has sys.stdin None)
+    if not cmd and sys.stdin is not None:
+        text = _typed() if sys.stdin.isatty() else sys.stdin.buffer.read()
+        text = _bounded(text, "the job script")
+        if jobscript.commands_of(text):
+            return _with_script(args, text, prog), [jobscript.shown(text)], {"script": text}
     if prog != "lavalite" and args.cmd[:1] != ["--"]:
         script = _job_script(cmd, conf)
         if script is not None:
@@ -44,6 +46,18 @@ def command(args: "Args", conf: "Callable[[], Config]") -> "tuple[Args, list[str
     if not cmd:  # none given, or blanks only
         raise Refused(f"{_name(prog)}: no command to run ({_name(prog)} [options] COMMAND [ARGS])")
     return args, cmd, {}
+
+
+def _typed() -> bytes:
+    """The job's commands typed at LSF's `bsub> ` prompt, a line each, up to Ctrl-D (EOF)
+    on a new line: read as a script piped in is."""
+    lines = []
+    while True:
+        try:
+            lines.append(input("bsub> ") + "\n")
+        except EOFError:
+            print(flush=True)  # the prompt Ctrl-D answered ends its line
+            return "".join(lines).encode(errors="replace")
 
 
 def _name(prog: str) -> str:

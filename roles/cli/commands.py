@@ -331,7 +331,7 @@ def _print_long(j: "dict[str, Any]") -> None:
     print(
         f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
         f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
-        f"{depend}Command <{cmd}>"
+        f"{depend}{interact.long_mode(j)}Command <{cmd}>"
     )
     files = "".join(
         f", {label} <{j[k]}>"

@@ -138,6 +138,8 @@ class Interactive(Follow):
     ) -> None:
         super().__init__(args, client)
         self.pty, self.shell = pty, shell
+        # the job reads its -i/-is file, not this stdin (LSF): no keys to pass on
+        self.keys = "stdin" not in spec and "stdin_spool" not in spec
         self.tty = pty and os.isatty(0)  # a pty for the job even from a pipe; raw mode needs a tty
         self.token = relay.new_token()
         host = address(client.conf, spec["from_host"])
@@ -150,6 +152,7 @@ class Interactive(Follow):
             "port": self.listener.getsockname()[1],
             "token": self.token,
             "pty": pty,
+            "shell": shell,
             **self._size(),
         }
         self.pump: relay.Relay | None = None
@@ -167,7 +170,7 @@ class Interactive(Follow):
             self.select()
         self.listener.close()
         if self.pump is not None:
-            with _raw(self.shell) if self.tty else contextlib.nullcontext():
+            with _raw(self.shell) if self.tty and self.keys else contextlib.nullcontext():
                 self.pump.run()
         super().run()  # the job's record: mbatchd has it once the job's side has ended
 
@@ -181,7 +184,7 @@ class Interactive(Follow):
         self.sel.unregister(self.listener)
         self.pump = relay.Relay(
             conn,
-            {0: relay.STDIN},
+            {0: relay.STDIN} if self.keys else {},
             {relay.STDOUT: 1, relay.STDERR: 2},
             self._control,
             close_sinks=False,

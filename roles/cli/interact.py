@@ -35,6 +35,20 @@ def setup(p: "Parser") -> None:
     )
 
 
+# bjobs -l's words for an interactive job (LSF's)
+_LONG_MODES = {
+    "-I": "Interactive mode",
+    "-Ip": "Interactive pseudo-terminal mode",
+    "-Is": "Interactive pseudo-terminal shell mode",
+}
+
+
+def long_mode(view: "dict[str, Any]") -> str:
+    """What bjobs -l says of an interactive job before its command, as LSF; "" otherwise."""
+    option = view.get("interactive")
+    return f"{_LONG_MODES[option]}, " if option in _LONG_MODES else ""
+
+
 def usage(message: str) -> "Any":
     print(f"bsub: {message}", file=sys.stderr)
     raise SystemExit(2)

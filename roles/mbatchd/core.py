@@ -1165,6 +1165,7 @@ class Core(ArrayOps, OptionOps, DependOps):
                 "name": job.name,
                 "slots": job.slots,
                 "hosts": job.hosts or [[host, job.slots]],
+                "submit_time": job.submit_time,  # LSF's job report says it
                 **job.spec,
             }
             if job.needs is not None and spec.get("memory") is None:

@@ -138,6 +138,7 @@ def report_facts(spec: dict[str, Any], host: str, cluster: str, home: str, cwd: 
         "name": spec.get("name") or "",
         "user": spec.get("user") or "",
         "from": spec.get("from_host") or "",
+        "submitted": spec.get("submit_time"),
         "host": host,
         "cluster": cluster,
         "queue": spec.get("queue") or "",
@@ -151,12 +152,17 @@ def report_facts(spec: dict[str, Any], host: str, cluster: str, home: str, cwd: 
 _RULE = "-" * 60
 
 
+def _megabytes(size: int | None) -> str:
+    """A peak as LSF prints it (whole MB, rounded up), '-' where it was not counted."""
+    return "-" if size is None else f"{-(-size // (1 << 20))} MB"
+
+
 def report(facts: dict[str, Any], status: dict[str, Any]) -> tuple[bytes, bytes]:
     """(the report before the output, the note after it), in LSF's words and order."""
     code, sig = status.get("exit_code"), status.get("exit_signal")
     done = code == 0 and not status.get("reason")
     start, end = status.get("start") or time.time(), status.get("end") or time.time()
-    cpu = (status.get("utime") or 0.0) + (status.get("stime") or 0.0)
+    cpu = status.get("cpu_time") or 0.0
     ending = (
         "Successfully completed."
         if done
@@ -172,7 +178,7 @@ def report(facts: dict[str, Any], status: dict[str, Any]) -> tuple[bytes, bytes]
             + ("Done" if done else "Exited"),
             "",
             f"Job <{f['name']}> was submitted from host <{f['from']}> by user <{f['user']}> "
-            f"in cluster <{f['cluster']}>.",
+            f"in cluster <{f['cluster']}> at {time.ctime(f['submitted'] or start)}",
             f"Job was executed on host(s) <{f['host']}>, in queue <{f['queue']}>, as user "
             f"<{f['user']}> in cluster <{f['cluster']}> at {time.ctime(start)}",
             f"<{f['home']}> was used as the home directory.",
@@ -193,9 +199,7 @@ def report(facts: dict[str, Any], status: dict[str, Any]) -> tuple[bytes, bytes]
             "Resource usage summary:",
             "",
             f"    CPU time :{cpu:>40.2f} sec.",
-            # "-" as LSF says of a figure it lacks: wait4's maxrss of a job posix_spawn'd
-            # from the shepherd counts the shepherd's own pages
-            f"    Max Memory :{'-':>38}",
+            f"    Max Memory :{_megabytes(status.get('max_mem')):>38}",
             f"    Run time :{round(end - start):>40} sec.",
             "",
             "The output (if any) follows:",

@@ -41,8 +41,14 @@ def wrapped(spec: dict, argv: list[str], env: dict[str, str]) -> list[str]:
     params = spec.get("interactive")
     if params is None:
         return argv
-    env[ENV] = json.dumps({**params, "stdout": not spec.get("out"), "stderr": not spec.get("err")})
+    streams = {"stdin": not _input_file(spec), "stdout": not spec.get("out")}
+    env[ENV] = json.dumps({**params, **streams, "stderr": not spec.get("err")})
     return relay_argv(self_command(), argv)
+
+
+def _input_file(spec: dict) -> bool:
+    """Whether the job reads a file (-i, -is): then that is its stdin, not the relay (LSF)."""
+    return "stdin" in spec or "stdin_spool" in spec
 
 
 def relay_argv(program: list[str], argv: list[str]) -> list[str]:
@@ -101,10 +107,12 @@ class _Session:
         self.sock, self.cmd = sock, cmd
         self.pty = bool(params.get("pty"))
         self.size = params.get("rows") or 0, params.get("cols") or 0
+        self.relay_in = params.get("stdin", True)  # else the job's -i file, on descriptor 0
         self.relay_out, self.relay_err = params.get("stdout", True), params.get("stderr", True)
         self.child: subprocess.Popen | None = None
         self.status: int | None = None
         self.master = -1
+        self.terminal: int | None = None  # the pty's slave, the command's terminal with -Ip/-Is
         self.cwd = params.get("cwd")  # a blaunch task's; a job's relay starts in the job's
 
     def run(self) -> int:
@@ -121,14 +129,14 @@ class _Session:
                 start_new_session=self.pty,
                 process_group=None if self.pty else 0,
                 cwd=self.cwd,
-                preexec_fn=_child_setup(self.pty),
+                preexec_fn=_child_setup(self.terminal),
             )
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             why = "command not found" if code == 127 and "/" not in self.cmd[0] else exc.strerror
             return self.unstarted(code, f"lavalite: {self.cmd[0]}: {why}")
         finally:
-            for fd in {fd for fd in child_fds if fd not in (1, 2)}:
+            for fd in {fd for fd in child_fds if fd not in (0, 1, 2)}:
                 os.close(fd)
         for sig in FORWARDED:
             signal.signal(sig, self._passed_on)
@@ -148,32 +156,34 @@ class _Session:
         return _end_as(self.status)
 
     def _pipes(self) -> tuple[dict, dict, list[int]]:
-        """(sources, sinks, the child's 0, 1, 2): a pipe per relayed stream; a stream sent to
-        a file (-o, -e) stays on the descriptor sbatchd opened for it."""
-        sources, child = {}, [0, 1, 2]
-        stdin_r, stdin_w = os.pipe()
-        child[0] = stdin_r
+        """(sources, sinks, the child's 0, 1, 2): a pipe per relayed stream; a stream read
+        from or sent to a file (-i, -o, -e) stays on the descriptor sbatchd opened for it."""
+        sources, sinks, child = {}, {}, [0, 1, 2]
+        if self.relay_in:
+            child[0], sinks[relay.STDIN] = os.pipe()
         for ch, relayed in ((relay.STDOUT, self.relay_out), (relay.STDERR, self.relay_err)):
             if relayed:
                 r, w = os.pipe()
                 sources[r], child[ch] = ch, w
-        for fd in (stdin_w, *sources):
+        for fd in (*sinks.values(), *sources):
             os.set_blocking(fd, False)
-        return sources, {relay.STDIN: stdin_w}, child
+        return sources, sinks, child
 
     def _pty(self) -> tuple[dict, dict, list[int]]:
-        """The same with a pseudo-terminal as the command's stdin (and stdout, stderr unless
-        sent to a file). The master is read and written through two descriptors: one each
-        for the pump's source and sink."""
+        """The same with a pseudo-terminal as the command's stdin (and stdout, stderr) unless
+        read from or sent to a file. The master is read and written through two descriptors:
+        one each for the pump's source and sink."""
         import pty
 
         self.master, slave = pty.openpty()
+        self.terminal = slave
         if all(self.size):
             _set_size(self.master, *self.size)
         os.set_blocking(self.master, False)
-        writer = os.dup(self.master)
-        child = [slave, slave if self.relay_out else 1, slave if self.relay_err else 2]
-        return {self.master: relay.STDOUT}, {relay.STDIN: writer}, child
+        sinks = {relay.STDIN: os.dup(self.master)} if self.relay_in else {}
+        child = [slave if self.relay_in else 0, slave if self.relay_out else 1]
+        child.append(slave if self.relay_err else 2)
+        return {self.master: relay.STDOUT}, sinks, child
 
     def unstarted(self, code: int, message: str) -> int:
         """The command could not start: said on the submitter's terminal (and in the job's
@@ -221,10 +231,11 @@ def _host() -> str:
     return hosts[0] if hosts else socket.gethostname()
 
 
-def _child_setup(pty: bool) -> "Callable[[], None]":
+def _child_setup(terminal: int | None) -> "Callable[[], None]":
     """What the child does before exec: die with this process (a SIGKILL that reaches only
     this one, without cgroups, must not leave the command running), and with a pty make it
-    the controlling terminal of the child's new session."""
+    the controlling terminal of the child's new session (through the slave's own descriptor:
+    with -i the child's stdin is a file)."""
     import ctypes
     import fcntl
     import termios
@@ -233,8 +244,8 @@ def _child_setup(pty: bool) -> "Callable[[], None]":
 
     def setup() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if pty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if terminal is not None:
+            fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
 
     return setup
 

@@ -340,11 +340,11 @@ class Sbatchd:
 
     def _env(self, spec, env, tmpdir, pw):
         """The submitter's environment, with HOME, USER, LOGNAME and SHELL of the user's
-        account on this host (as LSF), and the LSB_* variables."""
+        account on this host (as LSF), and the LSB_* variables. With -L, SHELL is the login
+        shell: where -L and -env conflict, -L takes effect (LSF)."""
         env = dict(env)
-        env.update(
-            HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=pw.pw_shell or "/bin/sh"
-        )
+        shell = spec.get("login_shell") or pw.pw_shell or "/bin/sh"
+        env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=shell)
         env.update(
             LSB_JOBID=str(spec.get("array", spec["id"])),
             LSB_JOBNAME=spec.get("name") or "",
