@@ -36,6 +36,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     bindir = tmp_path / "bin"
     c.cli("links", str(bindir))
     assert sorted(os.listdir(bindir)) == [
+        "badmin",
         "bhosts",
         "bjobs",
         "bkill",
@@ -43,8 +44,11 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bpeek",
         "bqueues",
         "bsub",
+        "busers",
         "bwait",
         "llctrl",
+        "lshosts",
+        "lsload",
     ]
     # the symlinks run through the shebang's `env python3`: the bare one, first on PATH
     env = dict(c.env, PATH=f"{bindir}:/usr/bin:/bin")

@@ -34,6 +34,10 @@ ALIASES = {
     "bwait": "wait",
     "blaunch": "launch",
     "llctrl": "llctrl",
+    "badmin": "badmin",
+    "busers": "users",
+    "lsload": "load",
+    "lshosts": "hostinfo",
 }
 
 
@@ -48,7 +52,9 @@ def _conf_arg(p: "Parser") -> None:
 # Which module holds each command: a command imports its own module only (local's subprocess
 # and tempfile are no business of bjobs). tests/test_cli_fast.py checks it against COMMANDS.
 MODULES = {
-    "commands": ("submit", "jobs", "kill", "queues", "hosts", "wait"),
+    "commands": ("submit", "jobs", "kill", "wait"),
+    "views": ("queues", "hosts", "users", "load", "hostinfo"),
+    "badmin": ("badmin",),
     "local": ("up", "down", "links", "config-check", "demo"),
     "peek": ("peek",),
     "llctrl": ("llctrl",),
@@ -58,7 +64,8 @@ MODULES = {
     "blaunch": ("launch",),
 }
 # What users run all day, parsed by roles.cli.quick first.
-QUICK = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")
+QUICK: tuple[str, ...] = ("submit", "jobs", "kill", "queues", "hosts", "wait", "peek", "launch")
+QUICK += ("users", "load", "hostinfo")
 
 
 def module_of(command: str | None) -> str | None:

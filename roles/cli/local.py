@@ -25,7 +25,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-LINKS = ("bsub", "bjobs", "bkill", "bwait", "bqueues", "bhosts", "bpeek", "blaunch", "llctrl")
+LINKS: tuple[str, ...] = (
+    "bsub",
+    "bjobs",
+    "bkill",
+    "bwait",
+    "bqueues",
+    "bhosts",
+    "bpeek",
+    "blaunch",
+    "llctrl",
+)
+LINKS += ("badmin", "busers", "lsload", "lshosts")
 
 
 def _state_dir(path: str | None) -> str:

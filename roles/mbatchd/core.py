@@ -48,6 +48,7 @@ from lavalite.model import (
     transition,
 )
 from roles.mbatchd import job_options
+from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
@@ -95,13 +96,14 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps):
+class Core(ArrayOps, OptionOps, AdminOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
         self.admins = set(conf.cluster.admins)
         self.queues = {}  # name -> QueueView, in priority order
         self.qconf = {}
+        self.admin_state = state.get("badmin") or empty_state()  # see roles.mbatchd.admin_ops
         self._set_queues(conf)
         self.jobs = {}  # id -> Job: live, and finished within clean_period
         self.arrays = {}  # id -> Array: live, and ended within clean_period
@@ -169,6 +171,7 @@ class Core(ArrayOps, OptionOps):
             if self.npend.get(name) or view.running:
                 view.priority, view.active = -1, False
                 self.queues[name] = view
+        self.apply_queue_state()
 
     def reconfigure(self, conf: Config) -> None:
         """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
@@ -503,7 +506,7 @@ class Core(ArrayOps, OptionOps):
                 P.NOT_FOUND, f"Queue <{qname}> does not exist (queues: {', '.join(self.qconf)})"
             )
         qc = self.qconf[qname]
-        if not qc.open:
+        if not self.queue_flag(qname, "open"):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 
@@ -828,7 +831,7 @@ class Core(ArrayOps, OptionOps):
                 {
                     "name": name,
                     "priority": q.priority,
-                    "status": ("Open" if qc and qc.open else "Closed")
+                    "status": ("Open" if self.queue_flag(name, "open") else "Closed")
                     + ":"
                     + ("Active" if q.active else "Inact"),
                     "max": q.max_running_queue,
@@ -836,6 +839,7 @@ class Core(ArrayOps, OptionOps):
                     "pend": self.npend.get(name, 0) + unhanded.get(name, 0),
                     "run": q.running,
                     "description": qc.description if qc else "(not in queues.conf)",
+                    "admin": self.admin_comment("queue", name),
                 }
             )
         return {"queues": out}
@@ -852,6 +856,7 @@ class Core(ArrayOps, OptionOps):
                     "free": h.free,
                     "load": h.load,
                     "jobs": len(self.host_jobs[h.name]),
+                    "admin": self.admin_comment("host", h.name),
                 }
                 for h in self.hosts.values()
             ]

@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from lavalite import auth, daemon, fence, messages
+from lavalite import auth, config, daemon, fence, messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.model import Job, label
+from lavalite.model import FINISHED, PEND, Job, label
 from lavalite.peer import Peer, Strangers, hello
 from lavalite.tls import DaemonTLS
+from roles.mbatchd import admin_ops
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.inbox import Inbox
@@ -46,6 +47,8 @@ USER_OPS = (
     "stats",
     "peek",
     "launch",
+    "badmin",
+    "users",
 )
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
@@ -72,6 +75,7 @@ class Mbatchd:
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
+        state["badmin"] = admin_ops.load_state(conf.paths.state_dir)
         self.core = Core(conf, state, now)
         self.core.sort_pending()
         self.store_queues(conf)
@@ -116,7 +120,12 @@ class Mbatchd:
             "report": self.op_report,
             "peek": self.op_peek,
             "launch": self.op_launch,
+            "badmin": self.op_badmin,
+            "users": lambda p, m, n: self.core.query_users(m.get("users")),
         }
+        self.stop: asyncio.Event | None = None  # serve's: badmin mbdrestart sets it
+        self.started_at = now
+        self.reconfig_at: float | None = None
 
     # --- frames
 
@@ -197,6 +206,62 @@ class Mbatchd:
             peer.send(answer)
 
         fut.add_done_callback(relay)
+
+    def op_badmin(self, peer: Peer, msg: messages.Badmin, now: float) -> dict[str, Any] | None:
+        """badmin: host and queue control (answered once the turn has stored the hosts'
+        status), reconfig (a SIGHUP's reload, its error answered), mbdrestart (answered, then
+        mbatchd stops; the master LIM starts it again) and showstatus."""
+        action = P.require(msg, "action", str)
+        self.core.require_admin(peer.identity, f"badmin {action}")
+        if action in ("reconfig", "mbdrestart"):
+            error = self.config_error()
+            if error is not None:  # the running configuration stays, and so does mbatchd
+                return {"error": error}
+        if action == "reconfig":
+            self.reload()
+            return {"error": None}
+        if action == "mbdrestart":
+            peer.send(P.reply(msg.get("id"), error=None, supervised=bool(self.epoch)))
+            if self.stop is not None:
+                self.stop.set()
+            return None
+        if action == "showstatus":
+            return self.showstatus()
+        result = self.core.badmin_control(peer.identity, msg, now)
+        admin_ops.save_state(self.conf.paths.state_dir, self.core.admin_state)
+        return result
+
+    def config_error(self) -> str | None:
+        """badmin reconfig and mbdrestart check the configuration first: what is wrong with
+        it is the admin's answer, and nothing changes."""
+        try:
+            config.load(self.conf.path)
+        except config.ConfigError as exc:
+            return str(exc)
+        return None
+
+    def showstatus(self) -> dict[str, Any]:
+        """badmin showstatus: hosts by status, slots, jobs by state, users."""
+        core = self.core
+        hosts: dict[str, int] = {}
+        for h in core.hosts.values():
+            hosts[h.status] = hosts.get(h.status, 0) + 1
+        jobs: dict[str, int] = {}
+        for j in core.jobs.values():
+            jobs[j.state] = jobs.get(j.state, 0) + 1
+        jobs[PEND] = jobs.get(PEND, 0) + sum(a.remaining for a in core.arrays.values())
+        return {
+            "hosts": hosts,
+            "slots": sum(h.slots for h in core.hosts.values()),
+            "free": core.total_free,
+            "jobs": jobs,
+            "users": len(core.users),
+            "active_users": len({j.user for j in core.jobs.values() if j.state not in FINISHED}),
+            "started": self.started_at,
+            "reconfigured": self.reconfig_at,
+            "pid": os.getpid(),
+            "host": self.host,
+        }
 
     def op_register(self, peer: Peer, msg: messages.Register, now: float) -> None:
         host = peer.identity["host"]
@@ -426,6 +491,7 @@ class Mbatchd:
             return
         self.conf = conf
         self.core.reconfigure(conf)
+        self.reconfig_at = time.time()
         self.store_queues(conf)
         log.info("queues now: %s", ", ".join(self.core.qconf))
         self.request_turn()
@@ -494,6 +560,7 @@ class Mbatchd:
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()
+        self.stop = stop
         loader = asyncio.create_task(self.pull_load(stop))
         await stop.wait()
         server.close()

@@ -1,0 +1,323 @@
+"""The cluster as LSF 10.1 shows it: bqueues [-l] [-w], bhosts [-l] [-w], busers [-w], lsload
+[-l] [-w] and lshosts [-w] (native: queues, hosts, users, load, hostinfo).
+
+The load and the host facts are LIM's (psutil on each host, sampled by its LIM); mbatchd holds
+the master LIM's view of every host and hands it on with the hosts, so these commands make one
+request and format it: this path imports no psutil.
+"""
+
+import sys
+
+from roles.cli.commands import table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from roles.cli.quick import Args, Parser
+
+MB = 1 << 20
+
+
+def _call(args: "Args", op: str, **fields: "Any") -> "dict[str, Any]":
+    from roles.cli import client
+
+    return client(args).call(op, **fields)
+
+
+def _wide(p: "Parser", what: str) -> None:
+    p.add_argument("-w", dest="wide", action="store_true", help=f"wide format: {what} in full")
+
+
+def _long(p: "Parser") -> None:
+    p.add_argument("-l", dest="long", action="store_true", help="long format")
+
+
+def _pick(
+    rows: "list[dict[str, Any]]", names: list[str], kind: str
+) -> "tuple[list[dict[str, Any]], int]":
+    """The rows named (all when none is), in the order asked, and the exit status: an
+    unknown name is said on stderr in LSF's words and makes it 1."""
+    if not names:
+        return rows, 0
+    by_name = {r["name"]: r for r in rows}
+    missing = [n for n in names if n not in by_name]
+    for n in missing:
+        print(f"{n}: {kind}", file=sys.stderr)
+    return [by_name[n] for n in names if n in by_name], 1 if missing else 0
+
+
+def _cut(text: "Any", width: int, wide: bool) -> str:
+    """LSF's narrow columns: a longer value keeps its end behind a '*' (unless -w)."""
+    text = str(text)
+    return text if wide or len(text) <= width else "*" + text[-(width - 1) :]
+
+
+def _dash(n: "int | None") -> "int | str":
+    return n if n else "-"
+
+
+def _size(n: "float | None") -> str:
+    """LSF's memory figures: megabytes as 4231M, from 10 GB on as 12.3G."""
+    if n is None:
+        return "-"
+    mb = n / MB
+    return f"{mb / 1024:.1f}G" if mb >= 10240 else f"{mb:.0f}M"
+
+
+# --- bqueues
+
+
+def _setup_queues(p: "Parser") -> None:
+    _wide(p, "queue names and status")
+    _long(p)
+    p.add_argument("names", nargs="*", metavar="QUEUE")
+
+
+QUEUE_HEADER = ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H"]
+QUEUE_COUNTS = ["NJOBS", "PEND", "RUN", "SUSP"]
+
+
+def queues(args: "Args") -> int:
+    rows, code = _pick(_call(args, "queues")["queues"], args.names, "No such queue")
+    if args.long:
+        for q in rows:
+            _queue_long(q)
+        return code
+    if rows:
+        table(
+            [
+                [
+                    _cut(q["name"], 10, args.wide),
+                    q["priority"],
+                    q["status"],
+                    _dash(q["max"]),
+                    _dash(q["max_user"]),
+                    "-",
+                    "-",
+                    q["pend"] + q["run"],
+                    q["pend"],
+                    q["run"],
+                    0,
+                ]
+                for q in rows
+            ],
+            QUEUE_HEADER + QUEUE_COUNTS,
+        )
+    return code
+
+
+def _queue_long(q: "dict[str, Any]") -> None:
+    print(f"QUEUE: {q['name']}\n  -- {q['description'] or '(no description)'}\n")
+    print("PARAMETERS/STATISTICS")
+    table(
+        [
+            [
+                q["priority"],
+                q["status"],
+                _dash(q["max"]),
+                _dash(q["max_user"]),
+                "-",
+                "-",
+                q["pend"] + q["run"],
+                q["pend"],
+                q["run"],
+                0,
+                0,
+                0,
+            ]
+        ],
+        ["PRIO", "STATUS"] + QUEUE_HEADER[3:] + QUEUE_COUNTS[:3] + ["SSUSP", "USUSP", "RSV"],
+    )
+    _admin_comment(q.get("admin"))
+    print()
+
+
+def _admin_comment(note: "dict[str, Any] | None") -> None:
+    """bhosts -l and bqueues -l: the last admin action's comment (badmin -C)."""
+    if note and note.get("comment"):
+        print(f' ADMIN ACTION COMMENT: "{note["comment"]}" ({note["user"]}, {note["action"]})')
+
+
+# --- bhosts
+
+
+def _setup_hosts(p: "Parser") -> None:
+    _wide(p, "host names and the closed_* reasons")
+    _long(p)
+    p.add_argument("names", nargs="*", metavar="HOST")
+
+
+def host_status(h: "dict[str, Any]") -> str:
+    """closed_Full for a host whose every slot is taken, as LSF says."""
+    if h["status"] == "ok" and h["slots"] and not h["free"]:
+        return "closed_Full"
+    return str(h["status"])
+
+
+def _short(status: str) -> str:
+    """bhosts' narrow STATUS: each closed_* reason is `closed` (-w and -l name it)."""
+    return "closed" if status.startswith("closed_") else status
+
+
+def hosts(args: "Args") -> int:
+    rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
+    if args.long:
+        for h in rows:
+            _host_long(h)
+        return code
+    if rows:
+        table(
+            [
+                [
+                    _cut(h["name"], 18, args.wide),
+                    host_status(h) if args.wide else _short(host_status(h)),
+                    "-",
+                    h["slots"],
+                    h["used"],
+                    h["used"],
+                    0,
+                    0,
+                    0,
+                ]
+                for h in rows
+            ],
+            ["HOST_NAME", "STATUS", "JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"],
+        )
+    return code
+
+
+LOAD_INDICES = ["r15s", "r1m", "r15m", "ut", "pg", "ls", "it", "tmp", "swp", "mem"]
+
+
+def load_values(load: "dict[str, Any]") -> list[str]:
+    """LSF's load indices from LIM's sample; what LIM does not measure (r15s, pg, ls, it) is
+    '-'. r1m and r15m are the kernel's 1- and 15-minute load averages."""
+    avg = load.get("loadavg") or [None, None, None]
+    cpu = load.get("cpu")
+    return [
+        "-",
+        "-" if avg[0] is None else f"{avg[0]:.1f}",
+        "-" if avg[2] is None else f"{avg[2]:.1f}",
+        "-" if cpu is None else f"{cpu * 100:.0f}%",
+        "-",
+        "-",
+        "-",
+        _size(load.get("tmp_free")),
+        _size(load.get("swap_free")),
+        _size(load.get("mem_avail")),
+    ]
+
+
+def _host_long(h: "dict[str, Any]") -> None:
+    print(f"HOST  {h['name']}")
+    table(
+        [[host_status(h), "1.00", "-", h["slots"], h["used"], h["used"], 0, 0, 0, "-"]],
+        ["STATUS", "CPUF", "JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
+        + ["DISPATCH_WINDOW"],
+    )
+    print(" CURRENT LOAD USED FOR SCHEDULING:")
+    table([["Total", *load_values(h.get("load") or {}), h["free"]]], ["", *LOAD_INDICES, "slots"])
+    _admin_comment(h.get("admin"))
+    print()
+
+
+# --- busers
+
+
+def _setup_users(p: "Parser") -> None:
+    _wide(p, "user names")
+    p.add_argument("names", nargs="*", metavar="USER", help="users, or all (default: you)")
+
+
+def users(args: "Args") -> int:
+    import getpass
+
+    names = args.names or [getpass.getuser()]
+    rows = _call(args, "users", users=names)["users"]
+    table(
+        [
+            [
+                _cut(u["user"], 15, args.wide),
+                "-",
+                "-",
+                u["pend"] + u["run"],
+                u["pend"],
+                u["run"],
+                0,
+                0,
+                0,
+            ]
+            for u in rows
+        ],
+        ["USER/GROUP", "JL/P", "MAX", "NJOBS", "PEND", "RUN", "SSUSP", "USUSP", "RSV"],
+    )
+    return 0
+
+
+# --- lsload, lshosts
+
+
+def _setup_load(p: "Parser") -> None:
+    _wide(p, "host names")
+    p.add_argument(
+        "-l", dest="long", action="store_true", help="every load index (LSF's wide index list)"
+    )
+    p.add_argument("names", nargs="*", metavar="HOST")
+
+
+def load(args: "Args") -> int:
+    rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
+    if rows:
+        wide = args.wide or args.long
+        table(
+            [
+                [
+                    _cut(h["name"], 15, wide),
+                    "ok" if (h.get("load") or {}).get("alive") else "unavail",
+                    *load_values(h.get("load") or {}),
+                ]
+                for h in rows
+            ],
+            ["HOST_NAME", "status", *LOAD_INDICES],
+        )
+    return code
+
+
+def _setup_hostinfo(p: "Parser") -> None:
+    _wide(p, "host names, types and models")
+    p.add_argument("names", nargs="*", metavar="HOST")
+
+
+def hostinfo(args: "Args") -> int:
+    rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
+    if rows:
+        table(
+            [
+                [
+                    _cut(h["name"], 15, args.wide),
+                    _cut(load.get("type", "-"), 7, args.wide),
+                    _cut(load.get("model", "-"), 8, args.wide),
+                    "1.0",
+                    load.get("ncpu") or "-",
+                    _size(load.get("mem_total")),
+                    _size(load.get("swap_total")),
+                    "Yes",
+                    f"({' '.join(load.get('labels') or [])})",
+                ]
+                for h in rows
+                for load in [h.get("load") or {}]
+            ],
+            ["HOST_NAME", "type", "model", "cpuf", "ncpus", "maxmem", "maxswp", "server"]
+            + ["RESOURCES"],
+        )
+    return code
+
+
+COMMANDS = {
+    "queues": (_setup_queues, queues, "show queues (bqueues)"),
+    "hosts": (_setup_hosts, hosts, "show hosts (bhosts)"),
+    "users": (_setup_users, users, "show users' job counts (busers)"),
+    "load": (_setup_load, load, "show the hosts' load from LIM (lsload)"),
+    "hostinfo": (_setup_hostinfo, hostinfo, "show the hosts' facts from LIM (lshosts)"),
+}
