@@ -1,9 +1,10 @@
 """The cluster as LSF 10.1 shows it: bqueues [-l] [-w], bhosts [-l] [-w], busers [-w], lsload
 [-l] [-w] and lshosts [-w] (native: queues, hosts, users, load, hostinfo).
 
-The load and the host facts are LIM's (psutil on each host, sampled by its LIM); mbatchd holds
-the master LIM's view of every host and hands it on with the hosts, so these commands make one
-request and format it: this path imports no psutil.
+The load and the host facts are LIM's (psutil on each host, sampled by its LIM). The master
+LIM hears every host; mbatchd reads its view every poll (it schedules on it) and hands it on,
+so lsload and lshosts show every host LIM hears, sbatchd or not, in one request that this
+path only formats: it imports no psutil.
 """
 
 import sys
@@ -266,16 +267,23 @@ def _setup_load(p: "Parser") -> None:
     p.add_argument("names", nargs="*", metavar="HOST")
 
 
+def _lim_view(args: "Args") -> "tuple[list[dict[str, Any]], int]":
+    """(the hosts LIM hears, named ones only if any, each {"name", "load"}; exit status)."""
+    view = _call(args, "load")["hosts"]
+    rows = [{"name": n, "load": view[n]} for n in sorted(view)]
+    return _pick(rows, args.names, "Bad host name")
+
+
 def load(args: "Args") -> int:
-    rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
+    rows, code = _lim_view(args)
     if rows:
         wide = args.wide or args.long
         table(
             [
                 [
                     _cut(h["name"], 15, wide),
-                    "ok" if (h.get("load") or {}).get("alive") else "unavail",
-                    *load_values(h.get("load") or {}),
+                    "ok" if h["load"].get("alive") else "unavail",
+                    *load_values(h["load"]),
                 ]
                 for h in rows
             ],
@@ -290,7 +298,7 @@ def _setup_hostinfo(p: "Parser") -> None:
 
 
 def hostinfo(args: "Args") -> int:
-    rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
+    rows, code = _lim_view(args)
     if rows:
         table(
             [
@@ -306,7 +314,7 @@ def hostinfo(args: "Args") -> int:
                     f"({' '.join(load.get('labels') or [])})",
                 ]
                 for h in rows
-                for load in [h.get("load") or {}]
+                for load in [h["load"]]
             ],
             ["HOST_NAME", "type", "model", "cpuf", "ncpus", "maxmem", "maxswp", "server"]
             + ["RESOURCES"],

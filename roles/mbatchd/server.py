@@ -49,6 +49,7 @@ USER_OPS = (
     "launch",
     "badmin",
     "users",
+    "load",
 )
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
@@ -122,9 +123,12 @@ class Mbatchd:
             "launch": self.op_launch,
             "badmin": self.op_badmin,
             "users": lambda p, m, n: self.core.query_users(m.get("users")),
+            "load": lambda p, m, n: {"hosts": self.lim_view},
         }
         self.stop: asyncio.Event | None = None  # serve's: badmin mbdrestart sets it
         self.started_at = now
+        # the master LIM's last view of every host it hears, for lsload and lshosts
+        self.lim_view: dict[str, dict[str, Any]] = {}
         self.reconfig_at: float | None = None
 
     # --- frames
@@ -523,6 +527,7 @@ class Mbatchd:
             await sleep_or_stop(stop, every)
 
     def host_view(self, loads: dict[str, dict[str, Any]]) -> None:
+        self.lim_view = loads
         for name in self.core.host_load(loads, time.time()):
             log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
             self.sbatchd[name].close()
