@@ -13,6 +13,7 @@ from roles.cli.commands import table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from roles.cli.quick import Args, Parser
@@ -75,61 +76,50 @@ def _setup_queues(p: "Parser") -> None:
     p.add_argument("names", nargs="*", metavar="QUEUE")
 
 
-QUEUE_HEADER = ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H"]
-QUEUE_COUNTS = ["NJOBS", "PEND", "RUN", "SUSP"]
+QUEUE_FIGURES = ["PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H", "NJOBS", "PEND", "RUN"]
+
+
+def _queue_figures(q: "dict[str, Any]") -> list:
+    """QUEUE_FIGURES of a queue: no per-processor or per-host limits (JL/P, JL/H)."""
+    pend, run = q["pend"], q["run"]
+    return [q["priority"], q["status"], _dash(q["max"]), _dash(q["max_user"]), "-", "-"] + [
+        pend + run,
+        pend,
+        run,
+    ]
+
+
+def _show(
+    args: "Args",
+    rows: "list[dict[str, Any]]",
+    long_form: "Callable[[dict[str, Any]], None]",
+    row: "Callable[[dict[str, Any]], list]",
+    header: list[str],
+) -> None:
+    """-l: each one's long form; else a table of one row each (none when nothing is found)."""
+    if args.long:
+        for r in rows:
+            long_form(r)
+    elif rows:
+        table([row(r) for r in rows], header)
 
 
 def queues(args: "Args") -> int:
     rows, code = _pick(_call(args, "queues")["queues"], args.names, "No such queue")
-    if args.long:
-        for q in rows:
-            _queue_long(q)
-        return code
-    if rows:
-        table(
-            [
-                [
-                    _cut(q["name"], 10, args.wide),
-                    q["priority"],
-                    q["status"],
-                    _dash(q["max"]),
-                    _dash(q["max_user"]),
-                    "-",
-                    "-",
-                    q["pend"] + q["run"],
-                    q["pend"],
-                    q["run"],
-                    0,
-                ]
-                for q in rows
-            ],
-            QUEUE_HEADER + QUEUE_COUNTS,
-        )
+    _show(
+        args,
+        rows,
+        _queue_long,
+        lambda q: [_cut(q["name"], 10, args.wide), *_queue_figures(q), 0],
+        ["QUEUE_NAME", *QUEUE_FIGURES, "SUSP"],
+    )
     return code
 
 
 def _queue_long(q: "dict[str, Any]") -> None:
     print(f"QUEUE: {q['name']}\n  -- {q['description'] or '(no description)'}\n")
     print("PARAMETERS/STATISTICS")
-    table(
-        [
-            [
-                q["priority"],
-                q["status"],
-                _dash(q["max"]),
-                _dash(q["max_user"]),
-                "-",
-                "-",
-                q["pend"] + q["run"],
-                q["pend"],
-                q["run"],
-                0,
-                0,
-                0,
-            ]
-        ],
-        ["PRIO", "STATUS"] + QUEUE_HEADER[3:] + QUEUE_COUNTS[:3] + ["SSUSP", "USUSP", "RSV"],
-    )
+    table([[*_queue_figures(q), 0, 0, 0]], [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"])
     _admin_comment(q.get("admin"))
     print()
 
@@ -161,30 +151,27 @@ def _short(status: str) -> str:
     return "closed" if status.startswith("closed_") else status
 
 
+HOST_FIGURES = ["JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
+
+
+def _host_figures(h: "dict[str, Any]") -> list:
+    """HOST_FIGURES of a host, in slots: no per-user limit (JL/U)."""
+    return ["-", h["slots"], h["used"], h["used"], 0, 0, 0]
+
+
 def hosts(args: "Args") -> int:
     rows, code = _pick(_call(args, "hosts")["hosts"], args.names, "Bad host name")
-    if args.long:
-        for h in rows:
-            _host_long(h)
-        return code
-    if rows:
-        table(
-            [
-                [
-                    _cut(h["name"], 18, args.wide),
-                    host_status(h) if args.wide else _short(host_status(h)),
-                    "-",
-                    h["slots"],
-                    h["used"],
-                    h["used"],
-                    0,
-                    0,
-                    0,
-                ]
-                for h in rows
-            ],
-            ["HOST_NAME", "STATUS", "JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"],
-        )
+    _show(
+        args,
+        rows,
+        _host_long,
+        lambda h: [
+            _cut(h["name"], 18, args.wide),
+            host_status(h) if args.wide else _short(host_status(h)),
+            *_host_figures(h),
+        ],
+        ["HOST_NAME", "STATUS", *HOST_FIGURES],
+    )
     return code
 
 
@@ -213,9 +200,8 @@ def load_values(load: "dict[str, Any]") -> list[str]:
 def _host_long(h: "dict[str, Any]") -> None:
     print(f"HOST  {h['name']}")
     table(
-        [[host_status(h), "1.00", "-", h["slots"], h["used"], h["used"], 0, 0, 0, "-"]],
-        ["STATUS", "CPUF", "JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
-        + ["DISPATCH_WINDOW"],
+        [[host_status(h), "1.00", *_host_figures(h), "-"]],
+        ["STATUS", "CPUF", *HOST_FIGURES, "DISPATCH_WINDOW"],
     )
     print(" CURRENT LOAD USED FOR SCHEDULING:")
     table([["Total", *load_values(h.get("load") or {}), h["free"]]], ["", *LOAD_INDICES, "slots"])
