@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, wait_until
 
 HOST = "testhost"  # the Cluster fixture's host
@@ -228,3 +229,46 @@ def test_bqueues_and_bhosts_long_forms(cluster, tmp_path):
     assert long[0] == f"HOST  {HOST}"
     assert long[1].split()[:3] == ["STATUS", "CPUF", "JL/U"]
     assert " CURRENT LOAD USED FOR SCHEDULING:" in long
+
+
+# --- the core's part, driven directly (no processes)
+
+ROOT_USER = {"role": "user", "user": "root", "uid": 0, "host": "h0"}
+
+
+def _core(tmp_path, state=None):
+    from lavalite import config
+    from roles.mbatchd.core import Core
+    from store import Store
+
+    conf = config.defaults(str(tmp_path))
+    loaded = Store(str(tmp_path / "db")).load(0)
+    loaded["badmin"] = state
+    return conf, Core(conf, loaded, now=100.0)
+
+
+def test_queue_state_set_by_an_admin_outlives_reloads_and_restarts(tmp_path):
+    from roles.mbatchd import admin_ops
+
+    conf, core = _core(tmp_path)
+    q = conf.mbatchd.default_queue
+    results = core.badmin_control(ROOT_USER, {"action": "qinact", "names": ["all"]}, 100.0)
+    assert results == {"results": [{"ok": True, "message": f"Queue <{q}> is inactivated"}]}
+    assert core.queues[q].active is False
+    core.reconfigure(conf)  # queues.conf says active: the admin's word stays
+    assert core.queues[q].active is False
+    admin_ops.save_state(str(tmp_path), core.admin_state)
+    _, again = _core(tmp_path, admin_ops.load_state(str(tmp_path)))
+    assert again.queues[q].active is False and again.queue_flag(q, "open") is True
+    assert admin_ops.load_state(str(tmp_path / "none")) == admin_ops.empty_state()
+
+
+def test_the_core_refuses_a_non_admin_and_changes_nothing(tmp_path):
+    from lavalite.protocol import ProtocolError
+
+    conf, core = _core(tmp_path)
+    alice = {**ROOT_USER, "user": "alice", "uid": 1000}
+    with pytest.raises(ProtocolError, match="User <alice> is not a cluster administrator"):
+        core.badmin_control(alice, {"action": "qclose", "names": ["all"]}, 100.0)
+    assert core.queue_flag(conf.mbatchd.default_queue, "open") is True
+    assert core.admin_state == {"queues": {}, "comments": {}}

@@ -81,7 +81,7 @@ class AdminOps:
         one). Each target's result is LSF's line; an unknown name fails alone."""
         action = P.require(msg, "action", str)
         names = P.require(msg, "names", list)
-        self.require_admin(ident, f"badmin {action}")
+        self.require_admin(ident, f"badmin {action}")  # the shell asked already; the core holds
         if action not in HOST_ACTIONS and action not in QUEUE_ACTIONS:
             raise P.ProtocolError(P.BAD_REQUEST, f"unknown badmin action {action!r}")
         known = self.hosts if action in HOST_ACTIONS else self.qconf
