@@ -43,7 +43,8 @@ def queue_row(cluster, tmp_path, queue="serial"):
     return res.stdout.splitlines()[1].split()
 
 
-def test_hclose_keeps_new_jobs_off_the_host_and_survives_an_mbatchd_restart(cluster, tmp_path):
+def test_hclose_keeps_new_jobs_off_the_host_and_survives_an_mbatchd_restart(make_cluster, tmp_path):
+    cluster = make_cluster(conf={"logging": {"target": "file"}})  # to read mbatchd's record
     res = lsf(cluster, tmp_path, "badmin", "hclose", "-C", "disk swap", HOST)
     assert (res.returncode, res.stdout) == (0, f"Close <{HOST}> ...... done\n"), res.stderr
     assert host_row(cluster, tmp_path)[1] == "closed"
@@ -56,10 +57,12 @@ def test_hclose_keeps_new_jobs_off_the_host_and_survives_an_mbatchd_restart(clus
     assert host_row(cluster, tmp_path, "-w")[1] == "closed_Adm"
     assert 'ADMIN ACTION COMMENT: "disk swap"' in lsf(cluster, tmp_path, "bhosts", "-l").stdout
     assert cluster.jobs([job])[job]["state"] == "PEND"  # the closed host took nothing
-    res = lsf(cluster, tmp_path, "badmin", "hopen", HOST)
+    res = lsf(cluster, tmp_path, "badmin", "hopen")  # no host: this one
     assert (res.returncode, res.stdout) == (0, f"Open <{HOST}> ...... done\n"), res.stderr
     cluster.wait([job])
     assert cluster.jobs([job])[job]["state"] == "DONE"
+    with open(os.path.join(cluster.state, "log", f"mbatchd-{HOST}.log")) as f:
+        assert "badmin hclose testhost by root: disk swap" in f.read()
 
 
 def test_queue_states_answer_submits_and_dispatch_and_survive_a_restart(cluster, tmp_path):

@@ -248,7 +248,10 @@ def users(args: "Args") -> int:
 def _setup_load(p: "Parser") -> None:
     _wide(p, "host names")
     p.add_argument(
-        "-l", dest="long", action="store_true", help="every load index (LSF's wide index list)"
+        "-l",
+        dest="long",
+        action="store_true",
+        help="long format: nothing truncated (LIM has no io or external indices to add)",
     )
     p.add_argument("names", nargs="*", metavar="HOST")
 

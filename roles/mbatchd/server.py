@@ -217,6 +217,14 @@ class Mbatchd:
         mbatchd stops; the master LIM starts it again) and showstatus."""
         action = P.require(msg, "action", str)
         self.core.require_admin(peer.identity, f"badmin {action}")
+        # the record of who did what, as LSF's lsb.events keeps it
+        log.info(
+            "badmin %s %s by %s%s",
+            action,
+            " ".join(map(str, msg.get("names") or [])),
+            peer.identity["user"],
+            f": {msg['comment']}" if msg.get("comment") else "",
+        )
         if action in ("reconfig", "mbdrestart"):
             error = self.config_error()
             if error is not None:  # the running configuration stays, and so does mbatchd
