@@ -224,10 +224,15 @@ def test_lsload_and_lshosts_show_lims_figures(cluster, tmp_path):
     assert (res.returncode, res.stderr) == (1, "nosuch: Bad host name\n")
 
 
-def test_bqueues_and_bhosts_long_forms(cluster, tmp_path):
+def test_bqueues_and_bhosts_long_forms(make_cluster, tmp_path):
+    cluster = make_cluster(
+        queues={"serial": {"default_walltime": "10m", "max_walltime": "1h", "max_memory": "2G"}}
+    )
     long = lsf(cluster, tmp_path, "bqueues", "-l", "serial").stdout
     assert long.startswith("QUEUE: serial\n")
     assert "PARAMETERS/STATISTICS" in long and "Open:Active" in long
+    assert "DEFAULT LIMITS:\n RUNLIMIT\n 10.0 min\n" in long
+    assert "MAXIMUM LIMITS:\n RUNLIMIT\n 60.0 min\n\n MEMLIMIT\n 2G\n" in long, long
     long = lsf(cluster, tmp_path, "bhosts", "-l").stdout.splitlines()
     assert long[0] == f"HOST  {HOST}"
     assert long[1].split()[:3] == ["STATUS", "CPUF", "JL/U"]

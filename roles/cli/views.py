@@ -120,8 +120,23 @@ def _queue_long(q: "dict[str, Any]") -> None:
     print(f"QUEUE: {q['name']}\n  -- {q['description'] or '(no description)'}\n")
     print("PARAMETERS/STATISTICS")
     table([[*_queue_figures(q), 0, 0, 0]], [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"])
+    _queue_limits(q.get("limits") or {})
     _admin_comment(q.get("admin"))
     print()
+
+
+def _queue_limits(limits: "dict[str, Any]") -> None:
+    """bqueues -l's DEFAULT LIMITS and MAXIMUM LIMITS blocks, of the limits the queue sets."""
+    from lavalite.limits import format_size
+
+    for title, run, mem in (
+        ("DEFAULT LIMITS", limits.get("default_walltime"), None),
+        ("MAXIMUM LIMITS", limits.get("max_walltime"), limits.get("max_memory")),
+    ):
+        lines = [f" RUNLIMIT\n {run / 60:.1f} min"] if run else []
+        lines += [f" MEMLIMIT\n {format_size(mem)}"] if mem else []
+        if lines:
+            print(f"\n{title}:\n" + "\n\n".join(lines))
 
 
 def _admin_comment(note: "dict[str, Any] | None") -> None:

@@ -840,6 +840,12 @@ class Core(ArrayOps, OptionOps, AdminOps):
                     "run": q.running,
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
+                    "limits": {
+                        k: getattr(qc, k)
+                        for k in ("default_walltime", "max_walltime", "max_memory")
+                    }
+                    if qc
+                    else {},
                 }
             )
         return {"queues": out}
