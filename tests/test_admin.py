@@ -280,3 +280,10 @@ def test_the_core_refuses_a_non_admin_and_changes_nothing(tmp_path):
         core.badmin_control(alice, {"action": "qclose", "names": ["all"]}, 100.0)
     assert core.queue_flag(conf.mbatchd.default_queue, "open") is True
     assert core.admin_state == {"queues": {}, "comments": {}}
+
+
+def test_an_action_that_cannot_be_kept_says_so(cluster, tmp_path):
+    os.mkdir(os.path.join(cluster.state, "badmin.json"))  # the whole-file write cannot land
+    res = lsf(cluster, tmp_path, "badmin", "qclose", "serial")
+    assert res.returncode == 1
+    assert "badmin.json" in res.stderr and "done, but only until mbatchd restarts" in res.stderr

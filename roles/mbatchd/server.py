@@ -240,7 +240,13 @@ class Mbatchd:
         if action == "showstatus":
             return self.showstatus()
         result = self.core.badmin_control(peer.identity, msg, now)
-        admin_ops.save_state(self.conf.paths.state_dir, self.core.admin_state)
+        try:
+            admin_ops.save_state(self.conf.paths.state_dir, self.core.admin_state)
+        except OSError as exc:  # done in memory; the admin must know it is not kept
+            log.error("badmin %s: %s", action, exc)
+            raise P.ProtocolError(
+                P.UNAVAILABLE, f"{exc}: done, but only until mbatchd restarts"
+            ) from None
         return result
 
     def config_error(self) -> str | None:
