@@ -269,6 +269,9 @@ def test_queue_state_set_by_an_admin_outlives_reloads_and_restarts(tmp_path):
     _, again = _core(tmp_path, admin_ops.load_state(str(tmp_path)))
     assert again.queues[q].active is False and again.queue_flag(q, "open") is True
     assert admin_ops.load_state(str(tmp_path / "none")) == admin_ops.empty_state()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / admin_ops.STATE_FILE).write_text("{not json")
+    assert admin_ops.load_state(str(tmp_path / "bad")) == admin_ops.empty_state()
 
 
 def test_the_core_refuses_a_non_admin_and_changes_nothing(tmp_path):

@@ -9,6 +9,7 @@ whole after each action), so it survives restarts and reconfigurations alike.
 """
 
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from scheduler import QueueView
 
 if TYPE_CHECKING:  # core imports this module
     from roles.mbatchd.core import TurnOutput
+
+log = logging.getLogger("lavalite.mbatchd")
 
 HOST_ACTIONS = {"hclose": HOST_CLOSED, "hopen": HOST_OK}
 # action -> (the queue's flag it sets, to what, the word LSF prints)
@@ -40,11 +43,17 @@ def empty_state() -> dict[str, dict[str, Any]]:
 
 
 def load_state(state_dir: str) -> dict[str, dict[str, Any]]:
-    """What admins set before this start; none when the file is missing."""
+    """What admins set before this start; none when the file is missing. A file that cannot
+    be read is logged and passed over: mbatchd starts with queues.conf's word (closed hosts
+    are in the store, unaffected)."""
+    path = os.path.join(state_dir, STATE_FILE)
     try:
-        with open(os.path.join(state_dir, STATE_FILE), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return {**empty_state(), **json.load(f)}
     except FileNotFoundError:
+        return empty_state()
+    except (OSError, ValueError) as exc:
+        log.error("%s: unreadable (%s); queues start as queues.conf says", path, exc)
         return empty_state()
 
 
