@@ -143,6 +143,12 @@ class Resume(Envelope):
     jobs: list[str | int]
 
 
+class Badmin(Envelope):
+    action: str  # hclose hopen qclose qopen qinact qact reconfig mbdrestart showstatus
+    names: NotRequired[list[str]]  # hosts or queues, or ["all"]
+    comment: NotRequired[str]  # -C
+
+
 class Wait(Envelope):
     job: str | int
     cond: str  # "ended" or "done"

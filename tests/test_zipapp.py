@@ -38,6 +38,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     assert sorted(os.listdir(bindir)) == [
         "bacct",
         "bhist",
+        "badmin",
         "bhosts",
         "bjobs",
         "bkill",
@@ -46,8 +47,11 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bqueues",
         "bresume",
         "bsub",
+        "busers",
         "bwait",
         "llctrl",
+        "lshosts",
+        "lsload",
     ]
     # the symlinks run through the shebang's `env python3`: the bare one, first on PATH
     env = dict(c.env, PATH=f"{bindir}:/usr/bin:/bin")

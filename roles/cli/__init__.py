@@ -37,6 +37,10 @@ ALIASES = {
     "bhist": "history",
     "bacct": "acct",
     "llctrl": "llctrl",
+    "badmin": "badmin",
+    "busers": "users",
+    "lsload": "load",
+    "lshosts": "hostinfo",
 }
 
 
@@ -51,7 +55,9 @@ def _conf_arg(p: "Parser") -> None:
 # Which module holds each command: a command imports its own module only (local's subprocess
 # and tempfile are no business of bjobs). tests/test_cli_fast.py checks it against COMMANDS.
 MODULES = {
-    "commands": ("submit", "jobs", "kill", "resume", "queues", "hosts", "wait"),
+    "commands": ("submit", "jobs", "kill", "resume", "wait"),
+    "views": ("queues", "hosts", "users", "load", "hostinfo"),
+    "badmin": ("badmin",),
     "local": ("up", "down", "links", "config-check", "demo"),
     "peek": ("peek",),
     "llctrl": ("llctrl",),
@@ -74,6 +80,9 @@ QUICK = (
     "launch",
     "history",
     "acct",
+    "users",
+    "load",
+    "hostinfo",
 )
 
 

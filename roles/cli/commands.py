@@ -1,5 +1,6 @@
-"""The commands that talk to mbatchd: submit (bsub), jobs (bjobs), kill (bkill), queues
-(bqueues), hosts (bhosts). Output follows LSF's wording and columns, which users' scripts read."""
+"""The commands that talk to mbatchd about jobs: submit (bsub), jobs (bjobs), kill (bkill),
+wait (bwait); roles.cli.views shows queues, hosts and users. Output follows LSF's wording
+and columns, which users' scripts read."""
 
 import os
 import sys
@@ -424,37 +425,6 @@ def _each_job(args: "Args", op: str) -> int:
     return 1 if failed else 0
 
 
-# --- bqueues, bhosts
-
-
-def queues(args: "Args") -> None:
-    rows = _client(args).call("queues")["queues"]
-    table(
-        [
-            [
-                q["name"],
-                q["priority"],
-                q["status"],
-                q["max"] or "-",
-                q["max_user"] or "-",
-                q["pend"] + q["run"],
-                q["pend"],
-                q["run"],
-            ]
-            for q in rows
-        ],
-        ["QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "NJOBS", "PEND", "RUN"],
-    )
-
-
-def hosts(args: "Args") -> None:
-    rows = _client(args).call("hosts")["hosts"]
-    table(
-        [[h["name"], h["status"], h["slots"], h["used"], h["jobs"], h["free"]] for h in rows],
-        ["HOST_NAME", "STATUS", "MAX", "NJOBS", "RUN", "FREE"],
-    )
-
-
 def no_options(p: "Parser") -> None:
     pass
 
@@ -464,8 +434,6 @@ COMMANDS = {
     "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
     "kill": (_setup_kill, kill, "kill jobs (bkill)"),
     "resume": (_setup_kill, resume, "release held jobs (bresume)"),
-    "queues": (no_options, queues, "show queues (bqueues)"),
-    "hosts": (no_options, hosts, "show hosts (bhosts)"),
     "wait": (
         array_commands.setup_wait,
         array_commands.wait,

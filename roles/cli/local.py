@@ -37,6 +37,10 @@ LINKS = (
     "blaunch",
     "bhist",
     "bacct",
+    "badmin",
+    "busers",
+    "lsload",
+    "lshosts",
     "llctrl",
 )
 

@@ -50,6 +50,7 @@ from lavalite.model import (
     transition,
 )
 from roles.mbatchd import job_options
+from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
@@ -98,13 +99,14 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
         self.admins = set(conf.cluster.admins)
         self.queues = {}  # name -> QueueView, in priority order
         self.qconf = {}
+        self.admin_state = state.get("badmin") or empty_state()  # see roles.mbatchd.admin_ops
         self._set_queues(conf)
         self.jobs = {}  # id -> Job: live, and finished within clean_period
         self.arrays = {}  # id -> Array: live, and ended within clean_period
@@ -173,6 +175,7 @@ class Core(ArrayOps, OptionOps, DependOps):
             if self.npend.get(name) or view.running:
                 view.priority, view.active = -1, False
                 self.queues[name] = view
+        self.apply_queue_state()
 
     def reconfigure(self, conf: Config) -> None:
         """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
@@ -524,7 +527,7 @@ class Core(ArrayOps, OptionOps, DependOps):
                 P.NOT_FOUND, f"Queue <{qname}> does not exist (queues: {', '.join(self.qconf)})"
             )
         qc = self.qconf[qname]
-        if not qc.open:
+        if not self.queue_flag(qname, "open"):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 
@@ -856,7 +859,7 @@ class Core(ArrayOps, OptionOps, DependOps):
                 {
                     "name": name,
                     "priority": q.priority,
-                    "status": ("Open" if qc and qc.open else "Closed")
+                    "status": ("Open" if self.queue_flag(name, "open") else "Closed")
                     + ":"
                     + ("Active" if q.active else "Inact"),
                     "max": q.max_running_queue,
@@ -864,6 +867,13 @@ class Core(ArrayOps, OptionOps, DependOps):
                     "pend": self.npend.get(name, 0) + unhanded.get(name, 0),
                     "run": q.running,
                     "description": qc.description if qc else "(not in queues.conf)",
+                    "admin": self.admin_comment("queue", name),
+                    "limits": {
+                        k: getattr(qc, k)
+                        for k in ("default_walltime", "max_walltime", "max_memory")
+                    }
+                    if qc
+                    else {},
                 }
             )
         return {"queues": out}
@@ -880,6 +890,7 @@ class Core(ArrayOps, OptionOps, DependOps):
                     "free": h.free,
                     "load": h.load,
                     "jobs": len(self.host_jobs[h.name]),
+                    "admin": self.admin_comment("host", h.name),
                 }
                 for h in self.hosts.values()
             ]

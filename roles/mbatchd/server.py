@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from lavalite import auth, daemon, fence, messages
+from lavalite import auth, config, daemon, fence, messages
 from lavalite import protocol as P
 from lavalite.config import Config
 from lavalite.daemon import sleep_or_stop, write_pid
-from lavalite.model import Job, label
+from lavalite.model import FINISHED, PEND, Job, label
 from lavalite.peer import Peer, Strangers, hello
 from lavalite.tls import DaemonTLS
+from roles.mbatchd import admin_ops
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.history import History
@@ -49,6 +50,9 @@ USER_OPS = (
     "peek",
     "launch",
     "history",
+    "badmin",
+    "users",
+    "load",
 )
 SBATCHD_OPS = ("register", "report")
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
@@ -75,6 +79,7 @@ class Mbatchd:
         self.store = Store(conf.mbatchd.database, exclusive=conf.mbatchd.store_lock == "exclusive")
         now = time.time()
         state = self.store.load(now - conf.mbatchd.clean_period)
+        state["badmin"] = admin_ops.load_state(conf.paths.state_dir)
         self.core = Core(conf, state, now)
         self.core.watch_loaded(self.store.job, self.store.array, now)
         self.core.sort_pending()
@@ -123,7 +128,15 @@ class Mbatchd:
             "peek": self.op_peek,
             "launch": self.op_launch,
             "history": self.history.op_history,
+            "badmin": self.op_badmin,
+            "users": lambda p, m, n: self.core.query_users(m.get("users")),
+            "load": lambda p, m, n: {"hosts": self.lim_view},
         }
+        self.stop: asyncio.Event | None = None  # serve's: badmin mbdrestart sets it
+        self.started_at = now
+        # the master LIM's last view of every host it hears, for lsload and lshosts
+        self.lim_view: dict[str, dict[str, Any]] = {}
+        self.reconfig_at: float | None = None
 
     # --- frames
 
@@ -204,6 +217,76 @@ class Mbatchd:
             peer.send(answer)
 
         fut.add_done_callback(relay)
+
+    def op_badmin(self, peer: Peer, msg: messages.Badmin, now: float) -> dict[str, Any] | None:
+        """badmin: host and queue control (answered once the turn has stored the hosts'
+        status), reconfig (a SIGHUP's reload, its error answered), mbdrestart (answered, then
+        mbatchd stops; the master LIM starts it again) and showstatus."""
+        action = P.require(msg, "action", str)
+        self.core.require_admin(peer.identity, f"badmin {action}")
+        # the record of who did what, as LSF's lsb.events keeps it
+        log.info(
+            "badmin %s %s by %s%s",
+            action,
+            " ".join(map(str, msg.get("names") or [])),
+            peer.identity["user"],
+            f": {msg['comment']}" if msg.get("comment") else "",
+        )
+        if action in ("reconfig", "mbdrestart"):
+            error = self.config_error()
+            if error is not None:  # the running configuration stays, and so does mbatchd
+                return {"error": error}
+        if action == "reconfig":
+            self.reload()
+            return {"error": None}
+        if action == "mbdrestart":
+            peer.send(P.reply(msg.get("id"), error=None, supervised=bool(self.epoch)))
+            if self.stop is not None:
+                self.stop.set()
+            return None
+        if action == "showstatus":
+            return self.showstatus()
+        result = self.core.badmin_control(peer.identity, msg, now)
+        try:
+            admin_ops.save_state(self.conf.paths.state_dir, self.core.admin_state)
+        except OSError as exc:  # done in memory; the admin must know it is not kept
+            log.error("badmin %s: %s", action, exc)
+            raise P.ProtocolError(
+                P.UNAVAILABLE, f"{exc}: done, but only until mbatchd restarts"
+            ) from None
+        return result
+
+    def config_error(self) -> str | None:
+        """badmin reconfig and mbdrestart check the configuration first: what is wrong with
+        it is the admin's answer, and nothing changes."""
+        try:
+            config.load(self.conf.path)
+        except config.ConfigError as exc:
+            return str(exc)
+        return None
+
+    def showstatus(self) -> dict[str, Any]:
+        """badmin showstatus: hosts by status, slots, jobs by state, users."""
+        core = self.core
+        hosts: dict[str, int] = {}
+        for h in core.hosts.values():
+            hosts[h.status] = hosts.get(h.status, 0) + 1
+        jobs: dict[str, int] = {}
+        for j in core.jobs.values():
+            jobs[j.state] = jobs.get(j.state, 0) + 1
+        jobs[PEND] = jobs.get(PEND, 0) + sum(a.remaining for a in core.arrays.values())
+        return {
+            "hosts": hosts,
+            "slots": sum(h.slots for h in core.hosts.values()),
+            "free": core.total_free,
+            "jobs": jobs,
+            "users": len(core.users),
+            "active_users": len({j.user for j in core.jobs.values() if j.state not in FINISHED}),
+            "started": self.started_at,
+            "reconfigured": self.reconfig_at,
+            "pid": os.getpid(),
+            "host": self.host,
+        }
 
     def op_register(self, peer: Peer, msg: messages.Register, now: float) -> None:
         host = peer.identity["host"]
@@ -433,6 +516,7 @@ class Mbatchd:
             return
         self.conf = self.history.conf = conf
         self.core.reconfigure(conf)
+        self.reconfig_at = time.time()
         self.store_queues(conf)
         log.info("queues now: %s", ", ".join(self.core.qconf))
         self.request_turn()
@@ -464,6 +548,7 @@ class Mbatchd:
             await sleep_or_stop(stop, every)
 
     def host_view(self, loads: dict[str, dict[str, Any]]) -> None:
+        self.lim_view = loads
         for name in self.core.host_load(loads, time.time()):
             log.warning("host %s: LIM lost its heartbeats; dropping its sbatchd", name)
             self.sbatchd[name].close()
@@ -501,6 +586,7 @@ class Mbatchd:
         write_pid(os.path.join(self.conf.paths.state_dir, "mbatchd.pid"))
         log.info("mbatchd listening on %s:%d", self.conf.cluster.listen, self.conf.mbatchd.port)
         self.request_turn()
+        self.stop = stop
         loader = asyncio.create_task(self.pull_load(stop))
         pruner = asyncio.create_task(self.history.prune(stop))
         await stop.wait()
