@@ -175,6 +175,16 @@ class HostsReply(Reply):
     hosts: list[dict[str, Any]]
 
 
+class Users(Envelope):
+    """busers: pending and running slots of these users (None: the caller; "all")."""
+
+    users: NotRequired[list[str] | None]
+
+
+class LoadView(Envelope):
+    """lsload, lshosts: the master LIM's last view of every host, as mbatchd holds it."""
+
+
 class Ping(Envelope):
     pass
 
@@ -345,6 +355,9 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "peek": Peek,
     "launch": Launch,
     "history": History,
+    "badmin": Badmin,
+    "users": Users,
+    "load": LoadView,
     "register": Register,
     "report": Report,
 }

@@ -37,8 +37,8 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     c.cli("links", str(bindir))
     assert sorted(os.listdir(bindir)) == [
         "bacct",
-        "bhist",
         "badmin",
+        "bhist",
         "bhosts",
         "bjobs",
         "bkill",
