@@ -26,6 +26,8 @@ def test_o_fields_widths_and_delimiter():
     ]
     assert columns[3].unit == 1 << 30
     assert parse_format('jobid delimiter="^"')[1] == "^"
+    every = parse_format("all:12")[0]
+    assert len(every) > 30 and {(c.width, c.right) for c in every} == {(12, False)}
     assert [c.field for c in parse_format("id name proj cpu")[0]] == [
         "jobid",
         "job_name",
@@ -131,6 +133,9 @@ def test_a_monitoring_script_reads_noheader_o_and_json(make_cluster, tmp_path):
     assert sum("EXIT" in line for line in res.stdout.splitlines()) == 2
     native = c.cli("jobs", "-a").stdout
     assert "FAILED(exit)" in native and "KILLED" in native and "EXIT" not in native
+    long = _records(c, tmp_path, "-l", str(failed)).stdout
+    assert "Status <EXIT>" in long and "Exited with exit code 3." in long, long
+    assert "Status <FAILED(exit)>" in c.cli("jobs", "-l", str(failed)).stdout
 
     res = _records(c, tmp_path, "-a", "-json", "-o", "jobid stat job_name proj_name slots")
     doc = json.loads(res.stdout)

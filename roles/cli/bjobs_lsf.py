@@ -97,7 +97,14 @@ def parse_format(text: str) -> "tuple[list[Column], str]":
     words = text.split()
     if not words:
         raise FormatError("-o: no field given")
-    return [_column(w) for w in words], delimiter
+    return [_column(f"{field}{spec}") for w in words for field, spec in _expand(w)], delimiter
+
+
+def _expand(word: str) -> list[tuple[str, str]]:
+    """(field, its ':width:unit') of a word; `all` is every field, its width applying to each."""
+    name, colon, spec = word.partition(":")
+    fields = list(FIELDS) if name.lower() == "all" else [name]
+    return [(field, colon + spec) for field in fields]
 
 
 def _column(word: str) -> Column:
