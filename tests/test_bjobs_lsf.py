@@ -191,8 +191,9 @@ def test_filters_select_as_lsf(make_cluster, tmp_path):
         [str(pending), "root", "PEND"],
     ]
     assert len(lines) == 3 and lines[2].startswith(" ") and lines[2].endswith(";"), lines
-    res = _run(c, tmp_path, ["bjobs", "-s"])
-    assert (res.returncode, res.stdout, res.stderr) == (0, "", "No suspended job found\n")
+    for words in (["-s"], ["-s", "-o", "jobid"], ["-s", "-l"]):
+        res = _run(c, tmp_path, ["bjobs", *words])
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", "No suspended job found\n")
     res = _run(c, tmp_path, ["bjobs", "-sum"])
     assert res.stdout.splitlines()[1].split() == ["1", "0", "0", "0", "1", "0"], res.stdout
     c.client.kill([running, pending])

@@ -287,36 +287,42 @@ def jobs(args: "Args") -> int:
         bjobs_lsf.print_summary(found)
     elif args.lsf_json:
         bjobs_lsf.print_json(shown, (args.format or bjobs_lsf.default_columns())[0])
+    elif not found:
+        if not reply["missing"]:
+            print(_nothing(args), file=sys.stderr)
     elif args.format:
         columns, delimiter = args.format
         bjobs_lsf.print_format(shown, columns, delimiter, header=not args.noheader)
     elif args.long:
         for j in shown:
             _print_long(j)
-    elif found:
-        rows = [
-            row
-            for j in shown
-            for row in bsub_resreq.host_lines(
-                [
-                    j["_jobid"],
-                    j["user"],
-                    j["_stat"],
-                    j["queue"],
-                    j["from_host"] or "-",
-                    j["exec_host"] or "-",
-                    j["_name"],
-                    _short_time(j["submit_time"]),
-                ],
-                j,
-                5,
-            )
-            + ([f" {j['pend_reason']};"] if args.pending and j["pend_reason"] else [])
-        ]
-        table(rows, bjobs_lsf.DEFAULT_FORMAT.upper().split(), not args.noheader)
-    elif not reply["missing"]:
-        print(_nothing(args), file=sys.stderr)
+    else:
+        _print_table(shown, args)
     return 1 if reply["missing"] else 0
+
+
+def _print_table(shown: "list[dict[str, Any]]", args: "Args") -> None:
+    """bjobs' default columns; with -p each pending job's reason on a line below it (LSF)."""
+    rows = [
+        row
+        for j in shown
+        for row in bsub_resreq.host_lines(
+            [
+                j["_jobid"],
+                j["user"],
+                j["_stat"],
+                j["queue"],
+                j["from_host"] or "-",
+                j["exec_host"] or "-",
+                j["_name"],
+                _short_time(j["submit_time"]),
+            ],
+            j,
+            5,
+        )
+        + ([f" {j['pend_reason']};"] if args.pending and j["pend_reason"] else [])
+    ]
+    table(rows, bjobs_lsf.DEFAULT_FORMAT.upper().split(), not args.noheader)
 
 
 def _nothing(args: "Args") -> str:
