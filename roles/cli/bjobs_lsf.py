@@ -334,8 +334,8 @@ def default_columns() -> "tuple[list[Column], str]":
 
 
 def long_lines(j: "View") -> list[str]:
-    """bjobs -l's resource usage and dependency, in LSF's words, when the job view has them
-    (CPU time and memory come with the job's end status)."""
+    """bjobs -l's resource usage in LSF's words, when the job view has it (CPU time and
+    memory come with the job's end status)."""
     lines = []
     if j.get("cpu_time") is not None:
         lines.append(f"  The CPU time used is {j['cpu_time']:.1f} seconds.")
@@ -346,6 +346,4 @@ def long_lines(j: "View") -> list[str]:
     ]
     if usage:
         lines += [" MEMORY USAGE:", f" {';  '.join(usage)};"]
-    if j.get("depend"):
-        lines.append(f"  Dependency Condition: <{j['depend']}>")
     return lines
