@@ -71,9 +71,15 @@ def job_ids(text: str) -> list[int]:
             for i in range(first, last + 1, step)
         ]
     except ArrayError as exc:
-        import argparse
+        raise _usage_error(str(exc)) from None
 
-        raise argparse.ArgumentTypeError(str(exc)) from None
+
+def _usage_error(message: str) -> Exception:
+    """What a type function raises for argparse to print `message` as a usage error (the quick
+    parser leaves a bad value to argparse, so argparse is imported only then)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 # --- the -o string
@@ -128,9 +134,7 @@ def _format(text: str) -> "tuple[list[Column], str]":
     try:
         return parse_format(text)
     except FormatError as exc:
-        import argparse
-
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise _usage_error(str(exc)) from None
 
 
 # --- the fields
