@@ -70,6 +70,15 @@ KEYS = [
     (
         _LC,
         "cluster",
+        "bjobs_element_ids",
+        "bool",
+        "no",
+        "How bjobs names an array element: no = as LSF (JOBID 12, JOB_NAME arr[1]); "
+        "yes = JOBID 12[1], JOB_NAME arr.",
+    ),
+    (
+        _LC,
+        "cluster",
         "tls_ca",
         "file?",
         "",

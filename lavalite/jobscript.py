@@ -15,6 +15,7 @@ Spec fields (each absent unless given, so jobs without them cost nothing more):
                   ends the job is appended)
 """
 
+import os
 import re
 
 from lavalite import jobspec
@@ -73,6 +74,24 @@ def substitute(path: str, job: str, index: str, user: str | None = None) -> str:
     option has it (-cwd, -outdir) %U the user."""
     path = path.replace("%J", job).replace("%I", index)
     return path if user is None else path.replace("%U", user)
+
+
+def output_file(path: str, kind: str, base: str, job: str, index: str) -> str:
+    """An -o/-e path as the job's host opens it: patterns substituted, against `base`; one
+    ending in '/' is a directory, the file in it JOB.out or JOB.err (kind), as LSF."""
+    if path.endswith("/"):
+        path += f"%J.{kind}"
+    return os.path.join(base, substitute(path, job, index))
+
+
+def output_base(spec: dict, job: str, index: str, user: str) -> str:
+    """The directory relative -o/-e resolve against: -outdir, else -cwd, else the submit
+    directory."""
+    cwd = spec.get("cwd") or "/"
+    for field in ("outdir", "job_cwd"):
+        if field in spec:
+            return os.path.join(cwd, substitute(spec[field], job, index, user))
+    return cwd
 
 
 def checked(spec: dict, attempts: int) -> dict:

@@ -379,7 +379,7 @@ def test_bsub_options_reach_bjobs_and_bad_ones_create_nothing(cluster, monkeypat
             "bsub: -r and -rn: a job is either rerunnable or not. Job not submitted.\n",
             2,
         ),
-        (["-G", "nogroup"], "lavalite: -G nogroup: User not in the specified user group\n", 1),
+        (["-G", "nogroup"], "bsub: -G nogroup: User not in the specified user group\n", 1),
     ):
         assert _bsub(cluster, monkeypatch, capsys, *words, "true") == (exit_code, "", message)
     assert [j["id"] for j in cluster.client.jobs(all=True)] == [job_id]

@@ -10,7 +10,7 @@ import sys
 
 from lavalite import config
 from lavalite.client import Client, ClientError
-from roles.cli.quick import Quick, Refused
+from roles.cli.quick import Quick, Refused, ShowVersion
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -135,13 +135,15 @@ def main(argv: list[str], prog: str = "lavalite") -> int:
     command = argv[0] if argv else None
     try:
         args: Args | None = _quick(command, argv[1:], prog)
+    except ShowVersion:
+        return _version()
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 2
     if args is None:
         from roles.cli.parser import build_parser
 
-        ap = build_parser(command)
+        ap = build_parser(command, prog)
         args = ap.parse_args(argv[1:] if module_of(command) else argv)
         if not getattr(args, "func", None):
             ap.print_help()
@@ -155,13 +157,21 @@ def main(argv: list[str], prog: str = "lavalite") -> int:
     except BrokenPipeError:
         return _reader_gone()
     except config.ConfigError as exc:
-        print(f"lavalite: bad configuration:\n{exc}", file=sys.stderr)
+        print(f"{prog}: bad configuration:\n{exc}", file=sys.stderr)
         return 2
     except ClientError as exc:
-        print(f"lavalite: {exc.message}", file=sys.stderr)
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         return 3 if exc.code == "unreachable" else 1
     except KeyboardInterrupt:
         return 130
+
+
+def _version() -> int:
+    """-V under an LSF name: the release on stderr, as LSF prints it."""
+    from lavalite import __version__
+
+    print(f"LavaLite {__version__}, compatible with IBM Spectrum LSF 10.1", file=sys.stderr)
+    return 0
 
 
 def _reader_gone() -> int:

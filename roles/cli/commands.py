@@ -11,7 +11,14 @@ from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
 from lavalite.model import label
-from roles.cli import array_commands, bsub_options, bsub_resreq, depend_commands, interact
+from roles.cli import (
+    array_commands,
+    bjobs_lsf,
+    bsub_options,
+    bsub_resreq,
+    depend_commands,
+    interact,
+)
 from roles.cli.quick import REMAINDER, Refused
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -242,7 +249,8 @@ def _setup_jobs(p: "Parser") -> None:
         help="job arrays: one line per array with its element counts",
     )
     p.add_argument("--json", action="store_true", help="JSON, one object per job")
-    p.add_argument("jobs", nargs="*", type=_job_id, metavar="JOBID")
+    bjobs_lsf.setup(p)
+    p.add_argument("jobs", nargs="*", type=bjobs_lsf.job_ids, metavar="JOBID")
 
 
 def _job_id(text: str) -> int:
@@ -261,11 +269,16 @@ def _long_time(t: float) -> str:
     return time.strftime("%a %b %e %H:%M:%S", time.localtime(t))
 
 
-def table(rows: "list[list[Any]]", header: list[str]) -> None:
-    """Columns as wide as their widest cell, LSF style (left aligned, two spaces apart)."""
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for r in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+def table(rows: "list[list[Any] | str]", header: list[str], show_header: bool = True) -> None:
+    """Columns as wide as their widest cell, LSF style (left aligned, two spaces apart). A row
+    that is a string is a line of its own (bjobs -p's pending reasons), outside the columns."""
+    cells = [header] + [r for r in rows if not isinstance(r, str)]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+    for r in [header] * show_header + rows:
+        if isinstance(r, str):
+            print(r)
+        else:
+            print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def jobs(args: "Args") -> int:
@@ -279,49 +292,79 @@ def jobs(args: "Args") -> int:
             ],
             args,
         )
-    reply = _client(args).call("jobs", jobs=args.jobs, users=users, all=args.all, queue=args.queue)
+    client = _client(args)
+    ids = [i for group in args.jobs for i in group]
+    reply = client.call("jobs", jobs=ids, users=users, all=args.all or args.done, queue=args.queue)
     found = array_commands.expand(reply["jobs"]) if not args.json else reply["jobs"]
+    found = list(filter(bjobs_lsf.wanted(args), found))
     found.sort(key=array_commands.order)
     for job_id in reply["missing"]:
         print(f"Job <{label(job_id)}> is not found", file=sys.stderr)
+    lsf = args.prog != "lavalite"
+    shown = bjobs_lsf.annotate(found, lsf, client.conf.cluster.bjobs_element_ids)
     if args.json:
         for j in found:
             print(json.dumps(array_commands.public(j)))
+    elif args.summary:
+        bjobs_lsf.print_summary(found)
+    elif args.lsf_json:
+        bjobs_lsf.print_json(shown, (args.format or bjobs_lsf.default_columns())[0])
+    elif not found:
+        if not reply["missing"]:
+            print(_nothing(args), file=sys.stderr)
+    elif args.format:
+        columns, delimiter = args.format
+        bjobs_lsf.print_format(shown, columns, delimiter, header=not args.noheader)
     elif args.long:
-        for j in found:
+        for j in shown:
             _print_long(j)
-    elif found:
-        table(
-            [
-                row
-                for j in found
-                for row in bsub_resreq.host_lines(
-                    [
-                        j["label"],
-                        j["user"],
-                        j["stat"],
-                        j["queue"],
-                        j["from_host"] or "-",
-                        j["exec_host"] or "-",
-                        j["name"],
-                        _short_time(j["submit_time"]),
-                    ],
-                    j,
-                    5,
-                )
-            ],
-            ["JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME", "SUBMIT_TIME"],
-        )
-    elif not reply["missing"]:
-        print("No unfinished job found" if not args.all else "No job found", file=sys.stderr)
+    else:
+        _print_table(shown, args)
     return 1 if reply["missing"] else 0
+
+
+def _print_table(shown: "list[dict[str, Any]]", args: "Args") -> None:
+    """bjobs' default columns; with -p each pending job's reason on a line below it (LSF)."""
+    rows = [
+        row
+        for j in shown
+        for row in bsub_resreq.host_lines(
+            [
+                j["_jobid"],
+                j["user"],
+                j["_stat"],
+                j["queue"],
+                j["from_host"] or "-",
+                j["exec_host"] or "-",
+                j["_name"],
+                _short_time(j["submit_time"]),
+            ],
+            j,
+            5,
+        )
+        + ([f" {j['pend_reason']};"] if args.pending and j["pend_reason"] else [])
+    ]
+    table(rows, bjobs_lsf.DEFAULT_FORMAT.upper().split(), not args.noheader)
+
+
+def _nothing(args: "Args") -> str:
+    """LSF's words when no job is selected."""
+    for flag, words in (
+        ("pending", "No pending job found"),
+        ("running", "No running job found"),
+        ("suspended", "No suspended job found"),
+        ("done", "No done job found"),
+    ):
+        if getattr(args, flag):
+            return words
+    return "No unfinished job found" if not args.all else "No job found"
 
 
 def _print_long(j: "dict[str, Any]") -> None:
     if "indices" in j:  # an array index not started yet: nothing more to say
         print(
-            f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, "
-            f"Queue <{j['queue']}>, Status <{j['stat']}>"
+            f"Job <{j['label']}>, Job Name <{j['_name']}>, User <{j['user']}>, "
+            f"Queue <{j['queue']}>, Status <{j['_stat']}>"
         )
         if j["state"] == "PEND":
             print(f" PENDING REASONS:\n {j['pend_reason']};")
@@ -330,8 +373,8 @@ def _print_long(j: "dict[str, Any]") -> None:
     cmd = " ".join(j["cmd"] or [])
     depend = f"Dependency Condition <{j['depend']}>, " if j.get("depend") else ""
     print(
-        f"Job <{j['label']}>, Job Name <{j['name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
-        f"Status <{j['stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
+        f"Job <{j['label']}>, Job Name <{j['_name']}>, User <{j['user']}>, Queue <{j['queue']}>, "
+        f"Status <{j['_stat']}>, Attempt <{j['attempt']} of {j['max_attempts']}>, "
         f"{depend}{interact.long_mode(j)}Command <{cmd}>"
     )
     files = "".join(
@@ -368,6 +411,8 @@ def _print_long(j: "dict[str, Any]") -> None:
         print(f"  Dispatched to <{j['exec_host']}>, waiting for it to start;")
     if j["end_time"]:
         print(f"{_long_time(j['end_time'])}: {_ending(j)}")
+    for line in bjobs_lsf.long_lines(j):
+        print(line)
     if j["state"] == "PEND" and j["reason"] and j["attempt"]:  # not -H's, bresume's
         print(f"  Last attempt: {j['reason']}")
     if j.get("message"):  # the worker's words on the (last) attempt's end

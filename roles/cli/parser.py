@@ -31,17 +31,17 @@ def _columns() -> int:
         return 80
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, prog: str = "lavalite") -> argparse.ArgumentParser:
     """The parser of `command` alone when it is known: the fast path, one parser to build (it
-    parses the arguments after the command, and prints what `lavalite COMMAND` would). Else
-    the parser of every command, as subcommands."""
+    parses the arguments after the command, and its usage and errors name the command as
+    typed: `bsub`, or `lavalite submit`). Else the parser of every command, as subcommands."""
     import importlib
 
     if command is not None and module_of(command):
         setup, func, helptext = command_parts(command)
         return add_command(
             argparse.ArgumentParser(
-                prog=f"lavalite {command}",
+                prog=f"lavalite {command}" if prog == "lavalite" else prog,
                 description=helptext,
                 allow_abbrev=False,
                 formatter_class=_Formatter,

@@ -54,8 +54,13 @@ def peek(args: "Args") -> int:
     from roles.cli import client
 
     out = sys.stdout.buffer
+    header = args.prog != "lavalite"  # LSF's header line before the output; lavalite's: bare
 
     def write(fds: list[int], data: bytes) -> None:
+        nonlocal header
+        if header:
+            out.write(b"<< output from stdout >>\n")
+            header = False
         out.write(data)
         out.flush()
 

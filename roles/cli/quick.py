@@ -33,6 +33,10 @@ class Refused(Exception):
     """A command line refused before any parser reads it; the message names the word (exit 2)."""
 
 
+class ShowVersion(Exception):
+    """-V under an LSF name: the command prints its version and does nothing else (exit 0)."""
+
+
 class Quick:
     def __init__(self) -> None:
         self.options: dict[
@@ -103,6 +107,8 @@ class Quick:
                 i += 1
 
     def _takes_value(self, word: str, prog: str, lsf_name: str | None) -> bool:
+        if word == "-V" and lsf_name is not None and word not in self.options:
+            raise ShowVersion
         if word in self.options:  # an implemented LSF option takes a value as in LSF
             return not self.options[word][1]
         if word.startswith("--") or word == "-h":  # argparse refuses an unknown long option

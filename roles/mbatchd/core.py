@@ -695,11 +695,21 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps):
             )
         if job.state != RUN:
             raise P.ProtocolError(
-                P.NOT_RUNNING,
-                f"Job <{label(job_id)}>: Job has finished; its "
-                f"output is in {job.spec.get('out') or 'its -o file'}",
+                P.NOT_RUNNING, f"Job <{label(job_id)}>: Job has finished; {self._output_of(job)}"
             )
         return job
+
+    def _output_of(self, job: Job) -> str:
+        """Where a finished job's output went, the path expanded as its host opened it."""
+        array_id, index = split_id(job.id)
+        job_index = (str(array_id), str(index)) if array_id else (str(job.id), "0")
+        path = job.spec.get("out")
+        if path is None and self.conf.sbatchd.default_output == "cwd":
+            path = "lavalite-%J_%I.out" if array_id else "lavalite-%J.out"
+        if path is None:
+            return "its output was not kept (no -o)"
+        base = jobscript.output_base(job.spec, *job_index, job.user)
+        return f"its output is in {jobscript.output_file(path, 'out', base, *job_index)}"
 
     def launch_task(self, ident: dict[str, Any], msg: messages.Launch) -> tuple[Job, dict]:
         """blaunch: (the running job, the task to start on msg's host), or ProtocolError saying

@@ -41,11 +41,7 @@ def places(spec: dict[str, Any], user: str) -> tuple[str, str, list[str]]:
 def output_path(spec: dict[str, Any], path: str | None, kind: str, base: str) -> str | None:
     """An -o/-e path on this host: %J and %I substituted, against `base`; one ending in '/'
     is a directory, the file in it JOB.out or JOB.err (kind), as LSF."""
-    if not path:
-        return None
-    if path.endswith("/"):
-        path += f"%J.{kind}"
-    return os.path.join(base, jobscript.substitute(path, *job_index(spec)))
+    return jobscript.output_file(path, kind, base, *job_index(spec)) if path else None
 
 
 def job_index(spec: dict[str, Any]) -> tuple[str, str]:
