@@ -90,8 +90,12 @@ def test_v1_group_reused_with_the_next_jobs_limits_and_its_own_oom_count(make_cl
     second = c.submit(["sleep", "2"])
     c.wait_started([second])
     assert _backend(c, "v1").names() == kept
-    with open(os.path.join(group, "tasks")) as f:
-        assert f.read().split(), "the second job runs in the kept group"
+    # START is reported once the order is with the shepherd: the job joins the group soon after
+    wait_until(
+        lambda: open(os.path.join(group, "tasks")).read().split(),
+        10,
+        "the second job running in the kept group",
+    )
     with open(os.path.join(group, "memory.limit_in_bytes")) as f:
         assert int(f.read()) > 1 << 60  # unlimited again, not the 64 MB
     with open(os.path.join(group, "memory.oom_control")) as f:

@@ -133,6 +133,8 @@ def main(argv: list[str], prog: str = "lavalite") -> int:
     if prog != "lavalite":  # invoked as bsub, bjobs, ...
         argv = [ALIASES[prog]] + list(argv)
     command = argv[0] if argv else None
+    if prog != "lavalite" and argv[1:2] == ["-V"]:  # badmin -V: its words are subcommands
+        return _version()
     try:
         args: Args | None = _quick(command, argv[1:], prog)
     except ShowVersion:

@@ -211,7 +211,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-sla": (VALUE, NO),
         "-u": (VALUE, NO),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
     "bqueues": {
         "-alloc": (FLAG, NO),
@@ -310,7 +310,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-UF": (FLAG, NO),
         "-w": (FLAG, NO),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
     "bacct": {
         "-aff": (FLAG, NO),
@@ -341,7 +341,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-w": (FLAG, NO),
         "-x": (FLAG, NO),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
     "busers": {
         "-alloc": (FLAG, NO),
@@ -349,7 +349,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-o": (VALUE, NO),
         "-w": (FLAG, YES),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
     "lsload": {
         "-a": (FLAG, NO),
@@ -367,7 +367,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-s": (FLAG, NO),
         "-w": (FLAG, YES),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
     "lshosts": {
         "-a": (FLAG, NO),
@@ -382,6 +382,6 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-T": (FLAG, NO),
         "-w": (FLAG, YES),
         "-h": (FLAG, YES),
-        "-V": (FLAG, NO),
+        "-V": (FLAG, YES),
     },
 }
