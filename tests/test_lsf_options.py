@@ -40,7 +40,7 @@ LSF_DOC = {
     ),
     "bpeek": ("-f -h -V", "-q -m -J"),
     "bwait": ("-h -V", "-w -t -r"),
-    "blaunch": ("-n -fixenv -no-shell -h -V", "-u -z -use-env"),
+    "blaunch": ("-n -fixenv -no-shell -use-login-shell -h -V", "-u -z -use-env"),
 }
 LSF_NAMES = sorted(LSF_DOC)
 

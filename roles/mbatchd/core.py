@@ -50,7 +50,14 @@ from lavalite.model import (
 from roles.mbatchd import job_options
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.job_options import OptionOps
-from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
+from roles.mbatchd.placement import (
+    allocation,
+    check_needs,
+    hold,
+    memory_limit,
+    part_of,
+    unplace,
+)
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -686,7 +693,8 @@ class Core(ArrayOps, OptionOps):
             )
         if ident["user"] != job.user:
             raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
-        if host != job.host:
+        slots_here = next((n for name, n in allocation(job) if name == host), None)
+        if slots_here is None:
             raise P.ProtocolError(
                 P.DENIED, f"Job <{label(job_id)}>: host {host!r} is not one of the job's hosts"
             )
@@ -700,6 +708,8 @@ class Core(ArrayOps, OptionOps):
             }
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+        if host != job.host:  # no attempt runs there: what its share of the job is
+            task["part"] = part_of(job, slots_here)
         return job, task
 
     def _kill(self, job, now):
@@ -1040,6 +1050,8 @@ class Core(ArrayOps, OptionOps):
         else:
             for host in hold(job, self.hosts, self.host_jobs, -1):
                 self._set_free(host)
+            for host, _ in (job.hosts or ())[1:]:  # blaunch's tasks there end with the job
+                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
         self._count_run(job, -1)
         self.wake = True
 
