@@ -5,6 +5,7 @@ limits of the job's slots there), as the user, is relayed back, and ends with th
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -188,6 +189,30 @@ def test_a_task_left_on_the_second_host_lives_until_the_job_ends(two_hosts, tmp_
     wait_until(lambda: not _sleeping(marker), what="the leftover task killed")
     part = _part_dir(cluster, job_id, "pids")
     wait_until(lambda: part is None or not os.path.exists(part), what=f"{part} removed")
+
+
+def test_a_part_whose_job_ended_while_its_host_was_away_is_killed_on_return(two_hosts, tmp_path):
+    """The kill sent at the job's end cannot reach an sbatchd that is not connected; when it
+    registers again it names the parts it runs, and mbatchd kills the stale one."""
+    cluster = two_hosts
+    marker = _marker()
+    task = f"sleep {marker} < /dev/null > /dev/null 2>&1 &"
+    script = (
+        f"{OTHER}{_link(tmp_path, 'blaunch')} $other '{task}'; touch launched; "
+        "until [ -e end ]; do sleep 0.05; done"
+    )
+    job_id = _submit(cluster, *WIDE, "-o", "/dev/null", script)
+    wait_until(lambda: os.path.exists(os.path.join(cluster.state, "launched")), what="blaunch")
+    assert _sleeping(marker)
+    cluster.h2.send_signal(signal.SIGSTOP)  # h2 cannot reconnect to the new mbatchd
+    try:
+        cluster.kill9_restarted("mbatchd")
+        open(os.path.join(cluster.state, "end"), "w").close()
+        assert cluster.wait([job_id])[job_id]["stat"] == "DONE"
+        assert _status(cluster, "h2") != "ok"
+    finally:
+        cluster.h2.send_signal(signal.SIGCONT)
+    wait_until(lambda: not _sleeping(marker), what="the stale part killed")
 
 
 def test_blaunch_to_a_host_outside_the_allocation_is_refused(two_hosts, tmp_path):

@@ -632,7 +632,8 @@ class Sbatchd:
         peer.send(
             messages.register(
                 self.conf.sbatchd.slots,
-                [list(k) for k in self.core.attempts],
+                # the jobs' parts too: one that ended while we were away is killed (stale)
+                [list(k) for k in [*self.core.attempts, *self.tasks.parts]],
                 self.journal.pending(),
             )
         )
