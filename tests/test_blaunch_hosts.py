@@ -140,6 +140,17 @@ def _knob(path):
         return f.read().strip()
 
 
+def test_blaunch_u_starts_a_task_per_line_of_the_host_file(two_hosts, tmp_path):
+    """-u $LSB_DJOB_HOSTFILE: one task per slot, two on each host."""
+    cluster = two_hosts
+    task = "grep -q blaunch- /proc/self/cgroup && echo part || echo first"
+    script = f"{_link(tmp_path, 'blaunch')} -u $LSB_DJOB_HOSTFILE '{task}'; echo exit=$?"
+    job_id = _submit(cluster, *WIDE, "-o", "out.%J", script)
+    assert cluster.wait([job_id])[job_id]["stat"] == "DONE"
+    out = _read(cluster, f"out.{job_id}").split()
+    assert sorted(out) == ["exit=0", "first", "first", "part", "part"], out
+
+
 def test_the_part_has_the_limits_of_the_jobs_slots_there(two_hosts, tmp_path):
     cluster = two_hosts
     v2, v1 = cgroups.mounts()
