@@ -180,10 +180,9 @@ def test_bkill_kills_the_task_on_the_second_host(two_hosts, tmp_path):
     wait_until(lambda: part is None or not os.path.exists(part), what=f"{part} removed")
 
 
-def test_a_task_left_on_the_second_host_lives_until_the_job_ends(two_hosts, tmp_path):
-    """A task's child that outlives it (a daemon, as an MPI launcher leaves) runs on in the
-    job's part, as under rsh, and is killed with the part when the job ends by itself."""
-    cluster = two_hosts
+def _leave_a_task(cluster, tmp_path):
+    """A wide job whose blaunch on h2 leaves a `sleep` behind and returns (its exit status in
+    out.JOB), then runs until the file `end` appears. (job id, the sleep's marker)"""
     marker = _marker()
     task = f"sleep {marker} < /dev/null > /dev/null 2>&1 &"
     script = (
@@ -192,6 +191,14 @@ def test_a_task_left_on_the_second_host_lives_until_the_job_ends(two_hosts, tmp_
     )
     job_id = _submit(cluster, *WIDE, "-o", "out.%J", script)
     wait_until(lambda: os.path.exists(os.path.join(cluster.state, "launched")), what="blaunch")
+    return job_id, marker
+
+
+def test_a_task_left_on_the_second_host_lives_until_the_job_ends(two_hosts, tmp_path):
+    """A task's child that outlives it (a daemon, as an MPI launcher leaves) runs on in the
+    job's part, as under rsh, and is killed with the part when the job ends by itself."""
+    cluster = two_hosts
+    job_id, marker = _leave_a_task(cluster, tmp_path)
     pids = _sleeping(marker)
     assert pids and f"blaunch-{job_id}.1" in _cgroup_of(pids[0])
     open(os.path.join(cluster.state, "end"), "w").close()
@@ -206,14 +213,7 @@ def test_a_part_whose_job_ended_while_its_host_was_away_is_killed_on_return(two_
     """The kill sent at the job's end cannot reach an sbatchd that is not connected; when it
     registers again it names the parts it runs, and mbatchd kills the stale one."""
     cluster = two_hosts
-    marker = _marker()
-    task = f"sleep {marker} < /dev/null > /dev/null 2>&1 &"
-    script = (
-        f"{OTHER}{_link(tmp_path, 'blaunch')} $other '{task}'; touch launched; "
-        "until [ -e end ]; do sleep 0.05; done"
-    )
-    job_id = _submit(cluster, *WIDE, "-o", "/dev/null", script)
-    wait_until(lambda: os.path.exists(os.path.join(cluster.state, "launched")), what="blaunch")
+    job_id, marker = _leave_a_task(cluster, tmp_path)
     assert _sleeping(marker)
     cluster.h2.send_signal(signal.SIGSTOP)  # h2 cannot reconnect to the new mbatchd
     try:
