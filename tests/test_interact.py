@@ -379,7 +379,7 @@ def _output_of_job(cluster, script: str) -> str:
 
 def test_blaunch_runs_a_task_on_the_jobs_host_in_its_cgroups(cluster, tmp_path):
     task = "cat /proc/self/cgroup > task.cg; echo task $LSB_JOBID; echo task-err >&2; exit 5"
-    script = f"cat /proc/self/cgroup > job.cg; {_blaunch(tmp_path)} testhost sh -c '{task}'"
+    script = f"cat /proc/self/cgroup > job.cg; {_blaunch(tmp_path)} testhost '{task}'"
     res = bsub(cluster, "-o", "out.%J", "-e", "err.%J", "--", "sh", "-c", script)
     job_id = job_id_in(res.stdout)
     view = cluster.wait([job_id])[job_id]
@@ -402,8 +402,12 @@ def test_blaunch_relays_stdin_unless_n(cluster, tmp_path):
 
 
 def test_blaunch_z_runs_a_task_on_each_host_named(cluster, tmp_path):
-    """-z "HOST ...": one task per word (the same host twice here: a single-host job)."""
-    script = f"{_blaunch(tmp_path)} -z 'testhost testhost' sh -c 'echo t; exit 3'; echo exit=$?"
+    """-z "HOST ...": one task per word (the same host twice here: a single-host job);
+    -no-shell: the command's words as they are."""
+    script = (
+        f"{_blaunch(tmp_path)} -z 'testhost testhost' -no-shell sh -c 'echo t; exit 3'; "
+        "echo exit=$?"
+    )
     assert _output_of_job(cluster, script) == "t\nt\nexit=3\n"
 
 

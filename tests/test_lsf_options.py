@@ -41,7 +41,7 @@ LSF_DOC = {
     ),
     "bpeek": ("-f -h -V", "-q -m -J"),
     "bwait": ("-h -V", "-w -t -r"),
-    "blaunch": ("-n -fixenv -no-shell -h -V", "-u -z -use-env"),
+    "blaunch": ("-n -fixenv -no-shell -use-login-shell -h -V", "-u -z -use-env"),
     "bhist": (
         "-l -aff -gpu -hostfile -a -b -d -data -e -p -r -s -w -UF -cname -t -h -V",
         "-app -C -D -f -n -S -J -Jd -Lp -m -N -P -q -u -G -g -T",

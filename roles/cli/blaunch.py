@@ -7,6 +7,7 @@ import os
 import sys
 
 from lavalite import relay
+from lavalite.jobscript import argv_of, command_line
 from lavalite.model import element_id
 from roles.cli.quick import REMAINDER
 
@@ -28,6 +29,15 @@ def setup(p: "Parser") -> None:
         metavar='"HOST ..."',
         help="a task on each of these hosts (then no HOST word), none with stdin",
     )
+    p.add_argument(
+        "-u", dest="host_file", metavar="HOST_FILE", help="a task on each host the file lists"
+    )
+    p.add_argument(
+        "-no-shell",
+        dest="no_shell",
+        action="store_true",
+        help="run COMMAND ARGS as they are (default: their words joined, run by /bin/sh, as rsh)",
+    )
     p.add_argument("words", nargs=REMAINDER, metavar="[HOST] COMMAND [ARGS]")
 
 
@@ -48,10 +58,16 @@ def launch(args: "Args") -> int:
     from lavalite.client import Client
 
     words = args.words[1:] if args.words[:1] == ["--"] else args.words
-    hosts = args.hosts.split() if args.hosts is not None else words[:1]
-    cmd = words if args.hosts is not None else words[1:]
+    try:
+        hosts, cmd = _hosts_and_command(args, words)
+    except OSError as exc:
+        return _refuse(f"-u {args.host_file}: {exc.strerror or exc}")
     if not hosts or not cmd:
-        return _refuse('give a host and a command (blaunch [-n] HOST | -z "HOST ..." COMMAND)')
+        return _refuse(
+            'give a host and a command (blaunch [-n] HOST | -z "HOST ..." | -u HOST_FILE COMMAND)'
+        )
+    if not args.no_shell:  # as rsh and ssh: the words are one line for the remote shell
+        cmd = argv_of(command_line(cmd))
     job_id = _job_id()
     if job_id is None:
         return _refuse("not inside a job: LSB_JOBID is not set")
@@ -81,6 +97,16 @@ def launch(args: "Args") -> int:
     if failed:  # the first failing task's, as a shell's `&&` would stop at
         return failed[0]
     return 0 if len(conns) == len(hosts) else 1
+
+
+def _hosts_and_command(args: "Args", words: list[str]) -> tuple[list[str], list[str]]:
+    """The hosts to start a task on (-z's, -u's file's, or the first word) and the command."""
+    if args.hosts is not None:
+        return args.hosts.split(), words
+    if args.host_file is not None:
+        with open(args.host_file) as f:  # one host a line, maybe with a count (LSF's form)
+            return [line.split()[0] for line in f if line.strip()], words
+    return words[:1], words[1:]
 
 
 def _accepted(listener: "Any", token: str, n: int) -> "list[Any]":

@@ -268,10 +268,11 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
     "blaunch": {
         "-n": (FLAG, YES),
         "-fixenv": (FLAG, NO),
-        "-no-shell": (FLAG, NO),
-        "-u": (VALUE, NO),
+        "-no-shell": (FLAG, YES),
+        "-u": (VALUE, YES),
         "-z": (VALUE, YES),
         "-use-env": (VALUE, NO),
+        "-use-login-shell": (FLAG, NO),
         "-h": (FLAG, YES),
         "-V": (FLAG, YES),
     },

@@ -54,7 +54,14 @@ from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
-from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
+from roles.mbatchd.placement import (
+    allocation,
+    check_needs,
+    hold,
+    memory_limit,
+    part_of,
+    unplace,
+)
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -724,7 +731,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps):
             )
         if ident["user"] != job.user:
             raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
-        if host != job.host:
+        slots_here = next((n for name, n in allocation(job) if name == host), None)
+        if slots_here is None:
             raise P.ProtocolError(
                 P.DENIED, f"Job <{label(job_id)}>: host {host!r} is not one of the job's hosts"
             )
@@ -738,6 +746,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps):
             }
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+        if host != job.host:  # no attempt runs there: what its share of the job is
+            task["part"] = part_of(job, slots_here)
         return job, task
 
     def _kill(self, job, now):
@@ -1090,6 +1100,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps):
         else:
             for host in hold(job, self.hosts, self.host_jobs, -1):
                 self._set_free(host)
+            for host, _ in (job.hosts or ())[1:]:  # blaunch's tasks there end with the job
+                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
         self._count_run(job, -1)
         self.wake = True
 

@@ -125,3 +125,13 @@ def unplace(job: Job) -> None:
     job.host = job.hosts = None
     if job.needs is not None:
         job.slots = job.needs.slots_min
+
+
+def part_of(job: Job, slots_here: int) -> dict[str, Any]:
+    """What a host of the job other than its first needs to run blaunch's tasks there in a
+    group of their own: whom they run as, and the limits of the job's slots there ([memory,
+    pids, CPUs], as the first host's attempt has for its own)."""
+    memory = job.spec.get("memory")
+    if memory is None:
+        memory = memory_limit(job, slots_here)
+    return {"user": job.user, "uid": job.uid, "limits": [memory, job.spec.get("pids"), slots_here]}

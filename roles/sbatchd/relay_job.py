@@ -114,6 +114,7 @@ class _Session:
         self.master = -1
         self.terminal: int | None = None  # the pty's slave, the command's terminal with -Ip/-Is
         self.cwd = params.get("cwd")  # a blaunch task's; a job's relay starts in the job's
+        self.task = params.get("become") is not None  # a blaunch task's relay
 
     def run(self) -> int:
         try:
@@ -205,7 +206,11 @@ class _Session:
         os.close(pidfd)
         assert self.child is not None
         self.status = self.child.wait()
-        self._killpg(signal.SIGKILL)  # what it left holding the streams ends with it
+        # what a job's command left holding the streams ends with it; a task's leftovers live
+        # on, as under rsh, until the job's end kills its cgroups: an MPI launcher's daemon
+        # forks, and the child leaves the process group a moment later
+        if not self.task:
+            self._killpg(signal.SIGKILL)
         pump.send(relay.exit_frame(self.status))
 
     def _control(self, channel: int, payload: bytes) -> None:

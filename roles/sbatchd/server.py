@@ -87,7 +87,7 @@ class Sbatchd:
         self.made = os.path.join(conf.paths.spool_dir, f"shepherds-{host}")
         # (job, attempt) -> (outputs, open files): ended lately
         self.recent: dict[tuple[int, int], tuple[list, list | None]] = {}
-        self.tasks = Tasks(self)  # blaunch's tasks of the attempts running here
+        self.tasks = Tasks(self)  # blaunch's tasks of the jobs running here
         self.journal = Journal(os.path.join(conf.paths.spool_dir, f"reports-{host}.log"))
         self.core = Core(self.work, fence.read_file(self.epoch_file))
         self.peer: Peer | None = None  # the registered connection to mbatchd
@@ -170,6 +170,7 @@ class Sbatchd:
             self.run(self.core.dispatch(P.require(msg, "jobs", list), msg.get("envs") or {}))
         elif op == "kill":
             self.run(self.core.kill(msg.get("job"), msg.get("attempt")))
+            self.tasks.end_part(msg.get("job"), msg.get("attempt"))  # the job's part here, if any
         elif op == "ack":
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
@@ -462,6 +463,7 @@ class Sbatchd:
             log.info("adopted %d job attempts from %s", len(found), self.work)
         self.run(self.core.adopt(found, time.time()))
         self._remove_stale_groups()
+        self.tasks.clean_left()
 
     def _remove_stale_groups(self) -> None:
         """The groups of our shepherds (those this host's sbatchd started, listed in the spool)
@@ -630,7 +632,8 @@ class Sbatchd:
         peer.send(
             messages.register(
                 self.conf.sbatchd.slots,
-                [list(k) for k in self.core.attempts],
+                # the jobs' parts too: one that ended while we were away is killed (stale)
+                [list(k) for k in [*self.core.attempts, *self.tasks.parts]],
                 self.journal.pending(),
             )
         )

@@ -1,11 +1,18 @@
 """blaunch on the worker: a task of a running job started on this host, as the job's user, in
 the job's cgroups, under the relay that carries its streams back to blaunch
-(roles/sbatchd/relay_job.py), and killed when the job's attempt ends here.
+(roles/sbatchd/relay_job.py).
 
-mbatchd has checked that the caller owns the job and that this host is one of its hosts; the
-order names the attempt, which must be running here. The relay starts as root, joins the
-attempt's cgroups, drops to the user and only then connects and runs the command."""
+mbatchd has checked that the caller owns the job and that this host is one of its hosts. On the
+job's first host the task joins the attempt's cgroups and is killed when the attempt ends. On
+another host of the job no attempt runs: the first task there makes the job's part, a group
+`blaunch-JOB.ATTEMPT` with the limits of the job's slots there (the order's `part`), and the
+part ends, its tasks killed and its group removed, at mbatchd's kill, which it sends to these
+hosts when the job is killed and when it ends. A part is written down in the spool
+(`parts-HOST/JOB.ATTEMPT`) so that a restarted sbatchd, which no longer owns its tasks, kills
+them (`clean_left`). The relay starts as root, joins the cgroups, drops to the user and only
+then connects and runs the command."""
 
+import contextlib
 import json
 import os
 import signal
@@ -14,26 +21,35 @@ from typing import Any
 
 from lavalite import protocol as P
 from lavalite.program import self_command
-from roles.sbatchd import relay_job, shepherd
+from roles.sbatchd import cgroups, relay_job, shepherd
+
+REMOVE_TRIES = 50  # looks, 0.1 s apart, for a killed part's group to empty before rmdir
 
 
 class Tasks:
     def __init__(self, sbatchd: Any) -> None:
         self.sbatchd = sbatchd
         self.running: dict[tuple[int, int], set[int]] = {}  # attempt -> its tasks' relays
+        # the parts of jobs that started on another host: attempt -> their group here
+        self.parts: dict[tuple[int, int], cgroups.Group | None] = {}
+        self.spool = os.path.join(sbatchd.conf.paths.spool_dir, f"parts-{sbatchd.host}")
 
     def launch(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Start the order's task; the reply's fields (ProtocolError if it cannot run here)."""
-        key = (msg.get("job"), msg.get("attempt"))
-        att = self.sbatchd.core.attempts.get(key)
-        if att is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"Job <{key[0]}>: not running on this host")
+        key = (P.require(msg, "job", int), P.require(msg, "attempt", int))
         task = P.require(msg, "task", dict)
+        att = self.sbatchd.core.attempts.get(key)
+        if att is not None:
+            spec, group = att.spec, att.group
+        elif isinstance(task.get("part"), dict):
+            spec = task["part"]
+            group = self._part(key, spec["limits"])
+        else:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{key[0]}>: not running on this host")
         try:
-            account, _ = shepherd.account_for(att.spec, self.sbatchd.conf.cluster.allow_root_jobs)
+            account, _ = shepherd.account_for(spec, self.sbatchd.conf.cluster.allow_root_jobs)
         except ValueError as exc:
             raise P.ProtocolError(P.DENIED, str(exc)) from None
-        groups = att.group.dirs.values() if att.group is not None else ()
         params = {
             **task["interactive"],
             "cwd": task["cwd"],
@@ -42,7 +58,9 @@ class Tasks:
                 "uid": account.uid,
                 "gid": account.gid,
                 "switch": account.switch,
-                "procs": [os.path.join(d, "cgroup.procs") for d in groups],
+                "procs": [os.path.join(d, "cgroup.procs") for d in group.dirs.values()]
+                if group is not None
+                else [],
             },
         }
         proc = subprocess.Popen(
@@ -54,10 +72,39 @@ class Tasks:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.running.setdefault(att.key, set()).add(proc.pid)
+        self.running.setdefault(key, set()).add(proc.pid)
+        if key in self.parts:
+            self._write_part(key)
         pidfd = os.pidfd_open(proc.pid)
-        self.sbatchd.loop.add_reader(pidfd, self._reaped, att.key, proc, pidfd)
+        self.sbatchd.loop.add_reader(pidfd, self._reaped, key, proc, pidfd)
         return {"pid": proc.pid}
+
+    def _part(self, key: tuple[int, int], limits: list[Any]) -> cgroups.Group | None:
+        """The job's group on this host, made by its first task here."""
+        if key in self.parts:
+            return self.parts[key]
+        name = f"blaunch-{key[0]}.{key[1]}"
+        try:
+            group = self.sbatchd.cg.create(name, cgroups.Limits(*limits))
+        except OSError as exc:  # a task must not run unconfined when cgroups are in use
+            raise P.ProtocolError(
+                P.UNAVAILABLE, f"Job <{key[0]}>: cannot create its cgroup here: {exc}"
+            ) from None
+        self.parts[key] = group
+        return group
+
+    def _write_part(self, key: tuple[int, int]) -> None:
+        """The part's record: its group and its relays (pid, start time), for `clean_left`."""
+        group = self.parts[key]
+        pids = [[pid, _started(pid)] for pid in sorted(self.running.get(key, ()))]
+        os.makedirs(self.spool, mode=0o700, exist_ok=True)
+        path = os.path.join(self.spool, f"{key[0]}.{key[1]}")
+        with open(path + ".new", "w") as f:
+            json.dump(
+                {"cgroup": group and group.name, "slice": self.sbatchd.slice, "pids": pids},
+                f,
+            )
+        os.replace(path + ".new", path)
 
     def _reaped(self, key: tuple[int, int], proc: subprocess.Popen, pidfd: int) -> None:
         self.sbatchd.loop.remove_reader(pidfd)
@@ -68,7 +115,58 @@ class Tasks:
     def ended(self, key: tuple[int, int]) -> None:
         """The attempt ended here: its tasks end with it (their commands die with their relay)."""
         for pid in self.running.pop(key, ()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+    def end_part(self, job: Any, attempt: Any) -> None:
+        """mbatchd's kill of a job whose part runs here: every task of it killed, its group
+        removed, its record dropped. Nothing for a job with no part here."""
+        key = (job, attempt)
+        if key not in self.parts:
+            return
+        self.ended(key)
+        group = self.parts.pop(key)
+        if group is not None:
+            group.kill()
+            self._remove(group, REMOVE_TRIES)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.spool, f"{key[0]}.{key[1]}"))
+
+    def _remove(self, group: cgroups.Group, tries: int) -> None:
+        """rmdir once its killed tasks are gone, looked at again later rather than waited for
+        in the loop."""
+        if not group.remove() and tries > 1:
+            self.sbatchd.loop.call_later(0.1, self._remove, group, tries - 1)
+
+    def clean_left(self) -> None:
+        """At start: the parts a previous sbatchd ran, whose tasks nothing owns any more
+        (their blaunch cannot be answered), killed and their groups removed."""
+        try:
+            names = os.listdir(self.spool)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self.spool, name)
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+            except (OSError, ValueError):
+                rec = {}
+            for pid, started in rec.get("pids") or ():
+                if _started(pid) == started:  # the same process, not a reused pid
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+            if rec.get("cgroup"):
+                group = self.sbatchd.cg.group(rec["cgroup"], rec.get("slice"))
+                if group is not None:  # None: no cgroups on this host now
+                    group.remove(wait=1.0)
+            os.unlink(path)
+
+
+def _started(pid: int) -> int | None:
+    """A process's start time (clock ticks after boot), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
