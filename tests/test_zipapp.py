@@ -77,7 +77,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     assert "Done successfully" in run("bhist", "-l", str(job_id)).stdout
     assert "Total number of done jobs:" in run("bacct").stdout
     # an interactive job's relay and a blaunch task run from the file too
-    task = run("bsub", "-I", "--", "blaunch", "-n", "testhost", "sh", "-c", "echo task; exit 4")
+    task = run("bsub", "-I", "--", "blaunch", "-n", "testhost", "echo task; exit 4")
     assert task.returncode == 4 and task.stdout.splitlines()[1:] == ["task"], task.stderr
 
 
