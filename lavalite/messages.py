@@ -124,6 +124,8 @@ class JobsReply(Reply):
 
 class Kill(Envelope):
     jobs: list[str | int]
+    signal: NotRequired[int]  # bkill -s: this signal instead of a kill
+    force: NotRequired[bool]  # bkill -r: KILLED now, without waiting for the host
 
 
 class KillResult(TypedDict):
@@ -280,6 +282,14 @@ class Order(Envelope):
 class Dispatch(Order):
     jobs: list[dict[str, Any]]  # one spec per attempt: id, attempt, user, uid, cmd, ...
     envs: dict[str, dict[str, str]]  # env id -> environment, sent once per message
+
+
+class SignalOrder(Order):
+    """bkill -s: one signal to the attempt's processes."""
+
+    job: int | str
+    attempt: int
+    signal: int
 
 
 class KillOrder(Order):

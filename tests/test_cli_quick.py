@@ -177,7 +177,7 @@ def test_help_and_errors_are_argparse_s():
         (["jobs", "abc"], "argument JOBID: 'abc' is not a job id"),
         (["submit", "-n", "x", "true"], "argument -n: 'x' is not an integer"),
         (["submit", "--pids", "0", "true"], "the process limit must be an integer from 1 to"),
-        (["kill"], "the following arguments are required: JOBID"),
+        (["kill", "-s", "FOO", "1"], "argument -s: 'FOO' is not a signal name or number"),
     ):
         res = subprocess.run(
             [sys.executable, "lavalite.py"] + argv,

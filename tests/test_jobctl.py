@@ -1,0 +1,144 @@
+"""Job control as LSF 10.1 documents it: bkill's selection (0, -J, -u, -q, -m), -s (a signal,
+not a kill), -r (removed without waiting for the host), -b. Fast tests of the option readings;
+real clusters for the commands."""
+
+import argparse
+import os
+import signal
+
+import pytest
+from conftest import wait_until
+from test_lsf_options import _run
+
+from lavalite.model import element_id
+from roles.cli.bkill import ALL, job_id, signal_number
+
+# --- the option readings (no processes)
+
+
+def test_signals_by_name_or_number_as_lsf_takes_them():
+    assert signal_number("USR1") == signal.SIGUSR1
+    assert signal_number("sigterm") == signal.SIGTERM
+    assert signal_number("9") == signal.SIGKILL
+    for bad in ("FOO", "0", "999", "SIG_DFL"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a signal name or number"):
+            signal_number(bad)
+
+
+def test_job_zero_means_every_selected_job():
+    assert job_id("0") == ALL
+    assert job_id("12[3]") == element_id(12, 3)
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a job id"):
+        job_id("x")
+
+
+# --- real clusters
+
+
+def _bsub(c, tmp_path, *words):
+    res = _run(c, tmp_path, ["bsub", *words])
+    assert res.returncode == 0, res
+    return int(res.stdout.split("<")[1].split(">")[0])
+
+
+def _bkill(c, tmp_path, *words):
+    return _run(c, tmp_path, ["bkill", *words])
+
+
+def _states(c, ids):
+    return {i: j["state"] for i, j in c.jobs(ids).items()}
+
+
+def test_bkill_selects_by_name_queue_and_host(make_cluster, tmp_path):
+    c = make_cluster(slots=1, queues={"serial": {"retry_backoff": "1"}, "other": {}})
+    running = _bsub(c, tmp_path, "-q", "serial", "-J", "run1", "sleep 300")
+    c.wait_started([running])
+    a1 = _bsub(c, tmp_path, "-q", "serial", "-J", "alpha1", "true")
+    a2 = _bsub(c, tmp_path, "-q", "serial", "-J", "alpha2", "true")
+    b1 = _bsub(c, tmp_path, "-q", "serial", "-J", "beta", "sleep 300")
+    b2 = _bsub(c, tmp_path, "-q", "serial", "-J", "beta", "true")
+    o1 = _bsub(c, tmp_path, "-q", "other", "-J", "alpha3", "sleep 300")
+
+    # -J without a job ID: the latest job of that name only
+    res = _bkill(c, tmp_path, "-J", "beta")
+    assert res.returncode == 0 and res.stdout == f"Job <{b2}> is being terminated\n", res
+    # 0 with -J and -q: every match, nothing else
+    res = _bkill(c, tmp_path, "-J", "alpha*", "-q", "serial", "0")
+    assert res.returncode == 0, res
+    assert sorted(res.stdout.splitlines()) == sorted(
+        f"Job <{j}> is being terminated" for j in (a1, a2)
+    )
+    # -m: the jobs running on that host, not the pending ones
+    res = _bkill(c, tmp_path, "-m", "testhost", "0")
+    assert res.stdout == f"Job <{running}> is being terminated\n", res
+    c.wait([a1, a2, b2, running])
+    assert "KILLED" not in _states(c, [b1, o1]).values()
+    # a job ID beside the filters: LSF ignores them
+    assert _bkill(c, tmp_path, "-q", "serial", str(o1)).returncode == 0
+    res = _bkill(c, tmp_path, "0")
+    assert res.stdout == f"Job <{b1}> is being terminated\n", res
+    assert {j["state"] for j in c.wait([b1, o1]).values()} == {"KILLED"}
+    res = _bkill(c, tmp_path, "0")
+    assert (res.returncode, res.stderr) == (1, "No unfinished job found\n"), res
+
+
+def test_bkill_s_signals_a_running_job_that_keeps_running(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    mark = tmp_path / "usr1"
+    job = _bsub(c, tmp_path, f"trap 'echo got >> {mark}' USR1; while true; do sleep 0.2; done")
+    c.wait_started([job])
+    pending = _bsub(c, tmp_path, "true")
+    res = _bkill(c, tmp_path, "-s", "USR1", str(job))
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being signaled\n"), res
+    wait_until(lambda: mark.exists(), 30, lambda: f"USR1 to reach job {job}\n{c.logs()}")
+    assert _states(c, [job]) == {job: "RUN"}
+    # a pending job has no process: only a killing signal reaches it
+    res = _bkill(c, tmp_path, "-s", "USR1", str(pending))
+    assert res.returncode == 1 and "Job has not started yet" in res.stderr, res
+    assert _states(c, [pending]) == {pending: "PEND"}
+    assert _bkill(c, tmp_path, "-s", "KILL", str(pending)).returncode == 0
+    assert _bkill(c, tmp_path, "-s", "TERM", str(job)).returncode == 0
+    views = c.wait([pending, job])
+    assert views[pending]["state"] == "KILLED"
+    assert views[job]["exit_signal"] == signal.SIGTERM
+
+
+def test_bkill_r_ends_the_job_at_once_and_its_host_kills_it(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    pid_file = tmp_path / "pid"
+    job = _bsub(c, tmp_path, f"echo $$ > {pid_file}; exec sleep 300")
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, c.logs)
+    pid = int(pid_file.read_text())
+    res = _bkill(c, tmp_path, "-r", str(job))
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being terminated\n"), res
+    # KILLED as soon as mbatchd answered: no wait for the host
+    assert _states(c, [job]) == {job: "KILLED"}
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, lambda: f"pid {pid} to end")
+    nxt = _bsub(c, tmp_path, "true")  # its slot is free again
+    assert c.wait([nxt])[nxt]["state"] == "DONE"
+    assert _states(c, [job]) == {job: "KILLED"}  # the host's late report changed nothing
+
+
+def test_bkill_b_with_0_skips_what_cannot_be_killed(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    mine = [_bsub(c, tmp_path, "sleep 300") for _ in range(3)]
+    res = _bkill(c, tmp_path, "-b", "0")
+    assert res.returncode == 0 and res.stderr == "", res
+    c.wait(mine)
+    assert set(_states(c, mine).values()) == {"KILLED"}
+
+
+@pytest.mark.parametrize(
+    "words, says",
+    [
+        ([], "a job ID, 0, or one of -J, -u, -q, -m is required"),
+        (["-s", "FOO", "1"], "'FOO' is not a signal name or number"),
+        (["-r", "-s", "9", "1"], "-r and -s cannot be used together"),
+        (["-d", "1"], "-d is an LSF option that LavaLite does not support"),
+    ],
+)
+def test_bad_bkill_lines_are_refused_by_name(cluster, tmp_path, words, says):
+    job = cluster.submit(["sleep", "300"])
+    res = _bkill(cluster, tmp_path, *words)
+    assert res.returncode == 2 and says in res.stderr, res
+    assert _states(cluster, [job])[job] in ("PEND", "RUN")
