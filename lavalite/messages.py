@@ -145,6 +145,13 @@ class Resume(Envelope):
     jobs: list[str | int]
 
 
+class Move(Envelope):
+    """btop/bbot: a pending job to the top or bottom of its user's jobs in its queue."""
+
+    job: int
+    to: str  # "top" or "bottom"
+
+
 class Badmin(Envelope):
     action: str  # hclose hopen qclose qopen qinact qact reconfig mbdrestart showstatus
     names: NotRequired[list[str]]  # hosts or queues, or ["all"]

@@ -8,9 +8,11 @@ import signal
 
 import pytest
 from conftest import wait_until
+from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
 from test_lsf_options import _run
 
 from lavalite.model import element_id
+from lavalite.protocol import ProtocolError
 from roles.cli.bkill import ALL, job_id, signal_number
 
 # --- the option readings (no processes)
@@ -30,6 +32,64 @@ def test_job_zero_means_every_selected_job():
     assert job_id("12[3]") == element_id(12, 3)
     with pytest.raises(argparse.ArgumentTypeError, match="is not a job id"):
         job_id("x")
+
+
+# --- mbatchd's core (no processes)
+
+
+def _live_order(core, job_id):
+    job = core.jobs[job_id]
+    fifo = core._queue(job.queue).pending[job.user]
+    return [j.id for seq, j in fifo if j.state == "PEND" and j.pend_seq == seq]
+
+
+def test_btop_bbot_move_among_jobs_of_the_same_priority(world):
+    conf, store, core = world
+    high = submit(core, store, priority=90)
+    a, b, c = (submit(core, store) for _ in range(3))
+    assert core.move(USER, {"job": c, "to": "top"}, 100.0)["message"] == (
+        f"Job <{c}> has been moved to position 1 from top."
+    )
+    assert _live_order(core, a) == [high, c, a, b]  # not above a job of a higher priority
+    core.move(USER, {"job": a, "to": "bottom"}, 100.0)
+    assert _live_order(core, a) == [high, c, b, a]
+    commit(store, core)
+    stored = {row[0]: row[1] for row in store.db.execute("SELECT id, pend_seq FROM jobs")}
+    assert sorted((c, b, a), key=stored.get) == [c, b, a]
+    with pytest.raises(ProtocolError, match="No matching job found"):
+        core.move(USER, {"job": 999, "to": "top"}, 100.0)
+    with pytest.raises(ProtocolError, match="'to': 'top' or 'bottom'"):
+        core.move(USER, {"job": a, "to": "middle"}, 100.0)
+    other = dict(USER, user="bob")
+    with pytest.raises(ProtocolError, match="User permission denied"):
+        core.move(other, {"job": a, "to": "top"}, 100.0)
+
+
+def test_bkill_r_frees_the_slots_at_once_and_the_late_report_changes_nothing(world):
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    reply = core.kill(USER, {"jobs": [job_id], "force": True}, 101.0)
+    assert reply["results"][0]["ok"]
+    job = core.jobs[job_id]
+    assert job.state == "KILLED" and core.hosts["h1"].used == 0
+    out = commit(store, core)
+    assert out["h1"] == [{"op": "kill", "job": job_id, "attempt": 1, "stale": True}]
+    rep = {"rid": 1, "kind": "exit", "job": job_id, "attempt": 1, "exit_code": 0}
+    assert core.reports("h1", [rep], 102.0) == [1] and job.state == "KILLED"
+
+
+def test_bkill_s_signals_running_jobs_only(world):
+    conf, store, core = world
+    running = dispatched(core, store)
+    pending = submit(core, store)
+    results = core.kill(USER, {"jobs": [running, pending], "signal": 10}, 101.0)["results"]
+    assert [r["ok"] for r in results] == [True, False]
+    assert "Job has not started yet" in results[1]["message"]
+    order = {"op": "signal", "job": running, "attempt": 1, "signal": 10}
+    assert commit(store, core)["h1"] == [order]
+    assert core.jobs[pending].state == "PEND" and core.jobs[running].state == "RUN"
+    with pytest.raises(ProtocolError, match="field 'signal' of 'kill'"):
+        core.kill(USER, {"jobs": [running], "signal": "USR1"}, 101.0)
 
 
 # --- real clusters
@@ -142,3 +202,33 @@ def test_bad_bkill_lines_are_refused_by_name(cluster, tmp_path, words, says):
     res = _bkill(cluster, tmp_path, *words)
     assert res.returncode == 2 and says in res.stderr, res
     assert _states(cluster, [job])[job] in ("PEND", "RUN")
+
+
+# --- btop, bbot
+
+
+def test_btop_and_bbot_reorder_pending_jobs_across_an_mbatchd_restart(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    order = tmp_path / "order"
+    blocker = _bsub(c, tmp_path, "sleep 300")
+    c.wait_started([blocker])
+    first, second, third = (_bsub(c, tmp_path, f"echo {n} >> {order}") for n in (1, 2, 3))
+    res = _run(c, tmp_path, ["btop", str(third)])
+    assert (res.returncode, res.stdout) == (
+        0,
+        f"Job <{third}> has been moved to position 1 from top.\n",
+    ), res
+    res = _run(c, tmp_path, ["bbot", str(first)])
+    assert res.stdout == f"Job <{first}> has been moved to position 1 from bottom.\n", res
+    c.kill9_restarted("mbatchd")  # the order is in the store
+    wait_until(lambda: _run(c, tmp_path, ["bjobs"]).returncode == 0, 60, c.logs)
+    # a running job has no place in the order; nothing changes
+    res = _run(c, tmp_path, ["btop", str(blocker)])
+    assert (res.returncode, res.stderr) == (1, f"Job <{blocker}>: Job has already started\n")
+    res = _run(c, tmp_path, ["bbot", "999"])
+    assert (res.returncode, res.stderr) == (1, "Job <999>: No matching job found\n"), res
+    assert _bkill(c, tmp_path, str(blocker)).returncode == 0
+    c.wait([first, second, third])
+    assert order.read_text().split() == ["3", "2", "1"]
+    res = _run(c, tmp_path, ["bbot", str(first)])
+    assert (res.returncode, res.stderr) == (1, f"Job <{first}>: Job has already finished\n")

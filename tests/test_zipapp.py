@@ -38,6 +38,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
     assert sorted(os.listdir(bindir)) == [
         "bacct",
         "badmin",
+        "bbot",
         "bhist",
         "bhosts",
         "bjobs",
@@ -47,6 +48,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bqueues",
         "bresume",
         "bsub",
+        "btop",
         "busers",
         "bwait",
         "llctrl",

@@ -29,6 +29,8 @@ ALIASES = {
     "bjobs": "jobs",
     "bkill": "kill",
     "bresume": "resume",
+    "btop": "top",
+    "bbot": "bottom",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -66,6 +68,7 @@ MODULES = {
     "simulate": ("simulate",),
     "blaunch": ("launch",),
     "history": ("history", "acct"),
+    "position": ("top", "bottom"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -73,6 +76,8 @@ QUICK = (
     "jobs",
     "kill",
     "resume",
+    "top",
+    "bottom",
     "queues",
     "hosts",
     "wait",

@@ -30,6 +30,8 @@ LINKS = (
     "bjobs",
     "bkill",
     "bresume",
+    "btop",
+    "bbot",
     "bwait",
     "bqueues",
     "bhosts",

@@ -201,6 +201,16 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-h": (FLAG, YES),
         "-V": (FLAG, YES),
     },
+    "btop": {
+        "-u": (FLAG, NO),
+        "-h": (FLAG, YES),
+        "-V": (FLAG, YES),
+    },
+    "bbot": {
+        "-u": (FLAG, NO),
+        "-h": (FLAG, YES),
+        "-V": (FLAG, YES),
+    },
     "bresume": {
         "-app": (VALUE, NO),
         "-C": (VALUE, NO),

@@ -1,4 +1,5 @@
-"""mbatchd's job control beyond a plain kill (bkill -s, bkill -r).
+"""mbatchd's job control beyond a plain kill (bkill -s, bkill -r) and the order of pending
+jobs (btop, bbot).
 
 - `-s SIGNAL` sends one signal to a running job's processes: the job keeps running unless it
   dies of it. A pending job can only be killed (KILL, TERM, INT), as LSF: other signals are
@@ -9,13 +10,30 @@
 """
 
 import signal
+from bisect import bisect_left
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.messages import Kill
-from lavalite.model import FINISHED, KILLED_REASON, RUN, WAITING, Job, element_id, label
+from lavalite.messages import Kill, Move
+from lavalite.model import (
+    FINISHED,
+    KILLED_REASON,
+    PEND,
+    PSUSP,
+    RUN,
+    WAITING,
+    Job,
+    element_id,
+    label,
+)
+from roles.mbatchd.job_options import fifo_order
 from roles.mbatchd.placement import allocation
+
+if TYPE_CHECKING:  # core imports this module
+    from lavalite.config import Config
+    from roles.mbatchd.core import TurnOutput
 
 # the signals that kill a pending job (it has no process to receive them)
 _KILLING = frozenset((signal.SIGKILL, signal.SIGTERM, signal.SIGINT))
@@ -35,6 +53,10 @@ class ControlOps:
     """Mixed into Core (roles/mbatchd/core.py), whose state and helpers it uses."""
 
     jobs: dict[int, Job]
+    touched: set[tuple[str, str]]
+    out: "TurnOutput"
+    conf: "Config"
+    wake: bool
 
     if TYPE_CHECKING:  # Core's methods these call
 
@@ -42,6 +64,11 @@ class ControlOps:
         def _array_kill(self, arr: Array, now: float) -> dict[str, Any]: ...
         def _send(self, host: str, msg: dict[str, Any]) -> None: ...
         def _ended(self, job: Job, rep: dict[str, Any], now: float) -> None: ...
+        def _target(self, job_id: int) -> Job | Array | None: ...
+        def _may_act_on(self, ident: dict[str, Any], job: Job | Array) -> bool: ...
+        def _queue(self, name: str) -> Any: ...
+        def _enqueue(self, job: Job | Array) -> None: ...
+        def _dirty(self, job: Job) -> None: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
         """bkill of one job or array with the request's options (none: a plain kill)."""
@@ -88,3 +115,64 @@ class ControlOps:
             self._send(host, dict(stale))
         self._ended(job, {"reason": KILLED_REASON}, now)
         return {"job": job.id, "ok": True, "message": f"Job <{label(job.id)}> is being terminated"}
+
+    # --- btop, bbot
+
+    def move(self, ident: dict[str, Any], msg: Move, now: float) -> dict[str, Any]:
+        """btop/bbot: a pending job (or array) before the first, or after the last, of its
+        user's pending jobs of the same priority in its queue (LSF). Its new pend_seq is
+        stored with it, so the order survives a restart."""
+        job_id, to = msg.get("job"), msg.get("to")
+        if type(job_id) is not int or to not in ("top", "bottom"):
+            raise P.ProtocolError(
+                P.BAD_REQUEST, "'move' takes a job id and 'to': 'top' or 'bottom'"
+            )
+        target = self._target(job_id)
+        name = label(job_id)
+        if target is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{name}>: No matching job found")
+        if not self._may_act_on(ident, target):
+            raise P.ProtocolError(P.DENIED, f"Job <{name}>: User permission denied")
+        fifo = self._fifo_of(target)
+        if fifo is None:
+            raise P.ProtocolError(P.WRONG_STATE, f"Job <{name}>: {_not_movable(target)}")
+        if to == "bottom":
+            self._enqueue(target)  # a new pend_seq, after its equals and betters
+        else:
+            self._to_top(target, fifo)
+        self.touched.add((target.queue, target.user))
+        self.wake = True
+        self._save_position(target)
+        return {"message": f"Job <{name}> has been moved to position 1 from {to}."}
+
+    def _fifo_of(self, target: Job | Array) -> deque[tuple[int, Any]] | None:
+        """Its user's FIFO in its queue if it waits there now (not held, not waiting for a
+        condition, a retry backoff or a begin time): only then has it a place to move."""
+        if target.state != PEND:
+            return None
+        fifo = self._queue(target.queue).pending.get(target.user) or deque()
+        live = any(j is target and seq == target.pend_seq for seq, j in fifo)
+        return fifo if live else None
+
+    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]]) -> None:
+        order = fifo_order(self.conf)
+        rank = order((0, target))[0]
+        first = min(seq for seq, j in fifo if order((seq, j))[0] == rank)
+        target.pend_seq = first - 1 or -1  # 0 means "never queued" in the store
+        entry = (target.pend_seq, target)
+        fifo.insert(bisect_left(fifo, order(entry), key=order), entry)
+
+    def _save_position(self, target: Job | Array) -> None:
+        if isinstance(target, Array):
+            self.out.arrays[target.id] = target
+        else:
+            self._dirty(target)
+
+
+def _not_movable(target: Job | Array) -> str:
+    """LSF's reason a job cannot be moved in its queue."""
+    if target.state in FINISHED:
+        return "Job has already finished"
+    if target.state == PEND:
+        return "Job is waiting for a dependency, a retry backoff or its begin time"
+    return "Job has already started" if target.state != PSUSP else "Job is suspended"
