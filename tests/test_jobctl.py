@@ -232,3 +232,48 @@ def test_btop_and_bbot_reorder_pending_jobs_across_an_mbatchd_restart(make_clust
     assert order.read_text().split() == ["3", "2", "1"]
     res = _run(c, tmp_path, ["bbot", str(first)])
     assert (res.returncode, res.stderr) == (1, f"Job <{first}>: Job has already finished\n")
+
+
+# --- brequeue
+
+
+def test_brequeue_in_the_core_is_a_stored_pend_and_a_stale_kill(world):
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    results = core.requeue(USER, {"jobs": [job_id, 999]}, 101.0)["results"]
+    assert [r["message"] for r in results] == [
+        f"Job <{job_id}> is being requeued",
+        "Job <999>: No matching job found",
+    ]
+    job = core.jobs[job_id]
+    assert job.state == "PEND" and core.hosts["h1"].used == 0
+    assert commit(store, core)["h1"] == [{"op": "kill", "job": job_id, "attempt": 1, "stale": True}]
+    assert [e[3] for e in store.events(job_id)] == ["PEND", "RUN", "PEND"]
+    again = core.requeue(USER, {"jobs": [job_id]}, 101.0)["results"][0]
+    assert again["message"] == f"Job <{job_id}>: Job has not started yet" and not again["ok"]
+    core.tick(101.0 + conf.sbatchd.kill_grace)
+    core.schedule(101.0 + conf.sbatchd.kill_grace)
+    assert job.state == "RUN" and job.attempt == 2
+
+
+def test_brequeue_runs_a_running_job_again_across_an_mbatchd_restart(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    starts = tmp_path / "starts"
+    job = _bsub(c, tmp_path, f"echo start >> {starts}; exec sleep 300")
+    wait_until(lambda: starts.exists(), 30, c.logs)
+    res = _run(c, tmp_path, ["brequeue", str(job)])
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being requeued\n"), res
+    c.kill9_restarted("mbatchd")
+    wait_until(lambda: starts.read_text().split() == ["start", "start"], 60, lambda: f"{c.logs()}")
+    assert c.wait([job], states=("RUN",))[job]["attempt"] == 2
+    pending = _bsub(c, tmp_path, "true")
+    res = _run(c, tmp_path, ["brequeue", str(pending)])
+    assert (res.returncode, res.stderr) == (1, f"Job <{pending}>: Job has not started yet\n")
+    assert _bkill(c, tmp_path, str(job)).returncode == 0
+    c.wait([job, pending])
+    res = _run(c, tmp_path, ["brequeue", str(job)])
+    assert (res.returncode, res.stderr) == (1, f"Job <{job}>: Job has already finished\n")
+    res = _run(c, tmp_path, ["brequeue", "-e", str(job)])
+    assert (
+        res.returncode == 2 and "-e is an LSF option that LavaLite does not support" in res.stderr
+    )

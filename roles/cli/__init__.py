@@ -31,6 +31,7 @@ ALIASES = {
     "bresume": "resume",
     "btop": "top",
     "bbot": "bottom",
+    "brequeue": "requeue",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -68,7 +69,7 @@ MODULES = {
     "simulate": ("simulate",),
     "blaunch": ("launch",),
     "history": ("history", "acct"),
-    "position": ("top", "bottom"),
+    "jobctl": ("top", "bottom", "requeue"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -78,6 +79,7 @@ QUICK = (
     "resume",
     "top",
     "bottom",
+    "requeue",
     "queues",
     "hosts",
     "wait",

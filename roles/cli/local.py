@@ -32,6 +32,7 @@ LINKS = (
     "bresume",
     "btop",
     "bbot",
+    "brequeue",
     "bwait",
     "bqueues",
     "bhosts",

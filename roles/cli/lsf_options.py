@@ -211,6 +211,18 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-h": (FLAG, YES),
         "-V": (FLAG, YES),
     },
+    "brequeue": {
+        "-a": (FLAG, NO),
+        "-d": (FLAG, NO),
+        "-e": (FLAG, NO),
+        "-H": (FLAG, NO),
+        "-J": (VALUE, NO),
+        "-p": (FLAG, NO),
+        "-r": (FLAG, YES),
+        "-u": (VALUE, NO),
+        "-h": (FLAG, YES),
+        "-V": (FLAG, YES),
+    },
     "bresume": {
         "-app": (VALUE, NO),
         "-C": (VALUE, NO),

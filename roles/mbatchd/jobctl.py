@@ -9,6 +9,7 @@ jobs (btop, bbot).
   nothing (mbatchd no longer runs that attempt).
 """
 
+import heapq
 import signal
 from bisect import bisect_left
 from collections import deque
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.messages import Kill, Move
+from lavalite.messages import Kill, Move, Resume
 from lavalite.model import (
     FINISHED,
     KILLED_REASON,
@@ -29,11 +30,13 @@ from lavalite.model import (
     label,
 )
 from roles.mbatchd.job_options import fifo_order
-from roles.mbatchd.placement import allocation
+from roles.mbatchd.placement import allocation, unplace
 
 if TYPE_CHECKING:  # core imports this module
     from lavalite.config import Config
     from roles.mbatchd.core import TurnOutput
+
+REQUEUED = "requeued by brequeue"  # the event reason of RUN -> PEND
 
 # the signals that kill a pending job (it has no process to receive them)
 _KILLING = frozenset((signal.SIGKILL, signal.SIGTERM, signal.SIGINT))
@@ -57,6 +60,7 @@ class ControlOps:
     out: "TurnOutput"
     conf: "Config"
     wake: bool
+    backoff: list[tuple[float, int]]
 
     if TYPE_CHECKING:  # Core's methods these call
 
@@ -69,6 +73,8 @@ class ControlOps:
         def _queue(self, name: str) -> Any: ...
         def _enqueue(self, job: Job | Array) -> None: ...
         def _dirty(self, job: Job) -> None: ...
+        def _release(self, job: Job) -> None: ...
+        def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
         """bkill of one job or array with the request's options (none: a plain kill)."""
@@ -115,6 +121,42 @@ class ControlOps:
             self._send(host, dict(stale))
         self._ended(job, {"reason": KILLED_REASON}, now)
         return {"job": job.id, "ok": True, "message": f"Job <{label(job.id)}> is being terminated"}
+
+    # --- brequeue
+
+    def requeue(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
+        """brequeue: running jobs killed and PEND again, as a retry is."""
+        return {"results": [self._requeue_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+
+    def _requeue_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        name = label(job_id)
+        refusal = None
+        if job is None:
+            refusal = (P.NOT_FOUND, "No matching job found")
+        elif not self._may_act_on(ident, job):
+            refusal = (P.DENIED, "User permission denied")
+        elif job.state != RUN:
+            refusal = (P.WRONG_STATE, _not_requeued(job))
+        if refusal is not None:
+            code, text = refusal
+            return {"job": job_id, "ok": False, "code": code, "message": f"Job <{name}>: {text}"}
+        assert job is not None  # no refusal
+        self._requeue_running(job, now)
+        return {"job": job_id, "ok": True, "message": f"Job <{name}> is being requeued"}
+
+    def _requeue_running(self, job: Job, now: float) -> None:
+        """PEND now (stored: a restart keeps it pending); its hosts kill the attempt as a
+        stale one. It waits kill_grace before it may start again, the time the old attempt
+        has to end, so that two attempts do not overlap on a host that hears at once."""
+        for host, _ in allocation(job):
+            self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt, "stale": True})
+        self._release(job)
+        job.kill_requested = False  # a kill under way ends with the old attempt
+        self._move(job, PEND, now, REQUEUED)
+        unplace(job)
+        job.eligible_time = now + self.conf.sbatchd.kill_grace
+        heapq.heappush(self.backoff, (job.eligible_time, job.id))
 
     # --- btop, bbot
 
@@ -167,6 +209,12 @@ class ControlOps:
             self.out.arrays[target.id] = target
         else:
             self._dirty(target)
+
+
+def _not_requeued(job: Job) -> str:
+    if job.state in FINISHED:
+        return "Job has already finished"
+    return "Job has not started yet"
 
 
 def _not_movable(target: Job | Array) -> str:

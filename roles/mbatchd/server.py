@@ -43,6 +43,7 @@ USER_OPS = (
     "kill",
     "resume",
     "move",
+    "requeue",
     "wait",
     "queues",
     "hosts",
@@ -117,6 +118,7 @@ class Mbatchd:
             "kill": self.op_kill,
             "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
+            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),

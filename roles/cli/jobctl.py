@@ -1,10 +1,11 @@
-"""btop and bbot as LSF 10.1 documents them: a pending job (or array) moves before the first,
-or after the last, of its user's pending jobs of the same priority in its queue; mbatchd
-answers `Job <ID> has been moved to position 1 from top.` (roles/mbatchd/jobctl.py)."""
+"""btop, bbot and brequeue as LSF 10.1 documents them (mbatchd's side: roles/mbatchd/jobctl.py).
+btop/bbot: a pending job (or array) moves before the first, or after the last, of its user's
+pending jobs of the same priority in its queue. brequeue: running jobs are killed and pending
+again."""
 
 import sys
 
-from roles.cli.bkill import job_id
+from roles.cli.bkill import job_id, print_results
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -38,7 +39,19 @@ def _move(args: "Args", to: str) -> int:
     return 0
 
 
+def setup_requeue(p: "Parser") -> None:
+    p.add_argument("-r", dest="running", action="store_true", help="running jobs (the default)")
+    p.add_argument("jobs", nargs="+", type=job_id, metavar="JOBID")
+
+
+def requeue(args: "Args") -> int:
+    from roles.cli import client
+
+    return print_results(client(args).call("requeue", jobs=args.jobs)["results"])
+
+
 COMMANDS = {
     "top": (setup, top, "move a pending job to the top of your jobs in its queue (btop)"),
     "bottom": (setup, bottom, "move a pending job to the bottom of them (bbot)"),
+    "requeue": (setup_requeue, requeue, "kill running jobs and queue them again (brequeue)"),
 }
