@@ -92,6 +92,17 @@ def test_bkill_s_signals_running_jobs_only(world):
         core.kill(USER, {"jobs": [running], "signal": "USR1"}, 101.0)
 
 
+def test_bkill_s_of_an_array_index_not_started_leaves_it_its_turn(world):
+    conf, store, core = world
+    arr = submit(core, store, name="arr[1-3]")
+    index = element_id(arr, 2)
+    result = core.kill(USER, {"jobs": [index], "signal": 10}, 101.0)["results"][0]
+    assert not result["ok"] and "Job has not started yet" in result["message"]
+    assert index not in core.jobs and 2 not in core.arrays[arr].skip
+    result = core.kill(USER, {"jobs": [index], "signal": 9}, 101.0)["results"][0]
+    assert result["ok"] and core.jobs[index].state == "KILLED"
+
+
 # --- real clusters
 
 

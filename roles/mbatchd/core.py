@@ -54,7 +54,7 @@ from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
-from roles.mbatchd.jobctl import ControlOps
+from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.placement import allocation, check_needs, hold, memory_limit, unplace
 from scheduler import QueueView, Snapshot, live, plan
 
@@ -670,6 +670,10 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps):
                 continue
             if job is None:
                 assert pending_in is not None  # `who` is one of the two
+                refusal = unstarted_refusal(job_id, requested_signal(msg))
+                if refusal is not None:  # the index keeps its turn
+                    results.append(refusal)
+                    continue
                 job = self._element_out_of_turn(pending_in, job_id)
             results.append(self._control(job, msg, now))  # -s, -r: roles/mbatchd/jobctl.py
         return {"results": results}

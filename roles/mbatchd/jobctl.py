@@ -52,6 +52,19 @@ def requested_signal(msg: Kill) -> int | None:
     return sig
 
 
+def unstarted_refusal(job_id: int, sig: int | None) -> dict[str, Any] | None:
+    """The answer to a bkill -s of a job not started yet, unless the signal kills it."""
+    if sig is None or sig in _KILLING:
+        return None
+    return {
+        "job": job_id,
+        "ok": False,
+        "code": P.NOT_RUNNING,
+        "message": f"Job <{label(job_id)}>: Job has not started yet; only KILL, TERM or INT "
+        "reach a pending job",
+    }
+
+
 class ControlOps:
     """Mixed into Core (roles/mbatchd/core.py), whose state and helpers it uses."""
 
@@ -96,17 +109,16 @@ class ControlOps:
             return {"job": target.id, "ok": True, "message": f"Job <{target.id}> is being signaled"}
         if target.state in WAITING and sig in _KILLING or target.state in FINISHED:
             return self._kill(target, now)
-        name = label(target.id)
         if target.state != RUN:
-            return {
-                "job": target.id,
-                "ok": False,
-                "code": P.NOT_RUNNING,
-                "message": f"Job <{name}>: Job has not started yet; only KILL, TERM or INT "
-                "reach a pending job",
-            }
+            refusal = unstarted_refusal(target.id, sig)
+            assert refusal is not None  # not a killing signal
+            return refusal
         self._signal_job(target, sig)
-        return {"job": target.id, "ok": True, "message": f"Job <{name}> is being signaled"}
+        return {
+            "job": target.id,
+            "ok": True,
+            "message": f"Job <{label(target.id)}> is being signaled",
+        }
 
     def _signal_job(self, job: Job, sig: int) -> None:
         for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
