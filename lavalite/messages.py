@@ -152,6 +152,13 @@ class Move(Envelope):
     to: str  # "top" or "bottom"
 
 
+class Switch(Envelope):
+    """bswitch: pending jobs to another queue; the reply is a KillReply's results."""
+
+    queue: str
+    jobs: list[str | int]
+
+
 class Badmin(Envelope):
     action: str  # hclose hopen qclose qopen qinact qact reconfig mbdrestart showstatus
     names: NotRequired[list[str]]  # hosts or queues, or ["all"]

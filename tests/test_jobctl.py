@@ -288,3 +288,40 @@ def test_brequeue_runs_a_running_job_again_across_an_mbatchd_restart(make_cluste
     assert (
         res.returncode == 2 and "-e is an LSF option that LavaLite does not support" in res.stderr
     )
+
+
+# --- bswitch
+
+
+def test_bswitch_moves_a_pending_job_and_refuses_what_the_queue_would(make_cluster, tmp_path):
+    queues = {
+        "serial": {"retry_backoff": "1"},
+        "short": {"max_walltime": "60"},
+        "shut": {"open": "no"},
+    }
+    c = make_cluster(slots=1, queues=queues)
+    blocker = _bsub(c, tmp_path, "-q", "serial", "sleep 300")
+    c.wait_started([blocker])
+    job = _bsub(c, tmp_path, "-q", "serial", "true")
+    long = _bsub(c, tmp_path, "-q", "serial", "-W", "10", "true")
+    res = _run(c, tmp_path, ["bswitch", "short", str(job)])
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is switched to queue <short>\n")
+    c.kill9_restarted("mbatchd")  # the queue is in the store
+    wait_until(lambda: _run(c, tmp_path, ["bjobs"]).returncode == 0, 60, c.logs)
+    assert c.jobs([job])[job]["queue"] == "short"
+    refusals = {
+        ("short", long): f"Job <{long}>: its walltime exceeds queue <short>'s max_walltime",
+        ("shut", job): f"Job <{job}>: Queue <shut> is closed",
+        ("short", blocker): f"Job <{blocker}>: Job has already started",
+        ("short", 999): "Job <999>: No matching job found",
+    }
+    for (queue, target), says in refusals.items():
+        res = _run(c, tmp_path, ["bswitch", queue, str(target)])
+        assert (res.returncode, res.stderr) == (1, says + "\n"), res
+    res = _run(c, tmp_path, ["bswitch", "nosuch", str(job)])
+    assert (res.returncode, res.stderr) == (1, "bswitch: nosuch: No such queue\n"), res
+    res = _run(c, tmp_path, ["bswitch", "short"])
+    assert res.returncode == 2 and "a destination queue and job IDs are required" in res.stderr
+    assert c.jobs([long])[long]["queue"] == "serial"  # refused: where it was
+    assert _bkill(c, tmp_path, str(blocker)).returncode == 0
+    assert c.wait([job, long])[job]["queue"] == "short"  # it ran from its new queue

@@ -37,6 +37,7 @@ LSF_DOC = {
     "btop": ("-u -h -V", ""),
     "bbot": ("-u -h -V", ""),
     "brequeue": ("-a -d -e -H -p -r -h -V", "-J -u"),
+    "bswitch": ("-h -V", "-a -J -m -q -u"),
     "bqueues": ("-w -l -r -lr -json -alloc -noheader -h -V", "-o -m -u"),
     "bhosts": (
         "-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w -x -X -h -V",

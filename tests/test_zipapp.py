@@ -49,6 +49,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "brequeue",
         "bresume",
         "bsub",
+        "bswitch",
         "btop",
         "busers",
         "bwait",

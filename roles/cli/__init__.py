@@ -32,6 +32,7 @@ ALIASES = {
     "btop": "top",
     "bbot": "bottom",
     "brequeue": "requeue",
+    "bswitch": "switch",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -69,7 +70,7 @@ MODULES = {
     "simulate": ("simulate",),
     "blaunch": ("launch",),
     "history": ("history", "acct"),
-    "jobctl": ("top", "bottom", "requeue"),
+    "jobctl": ("top", "bottom", "requeue", "switch"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -80,6 +81,7 @@ QUICK = (
     "top",
     "bottom",
     "requeue",
+    "switch",
     "queues",
     "hosts",
     "wait",

@@ -60,10 +60,10 @@ def kill(args: "Args") -> int:
     from roles.cli import client
 
     if args.force and args.signal is not None:
-        return _usage(args, "-r and -s cannot be used together")
+        return usage(args, "kill", "-r and -s cannot be used together")
     filters = args.job_name or args.user or args.queue or args.host
     if not args.jobs and not filters:
-        return _usage(args, "a job ID, 0, or one of -J, -u, -q, -m is required")
+        return usage(args, "kill", "a job ID, 0, or one of -J, -u, -q, -m is required")
     cli = client(args)
     ids = args.jobs
     if not ids or ALL in ids:  # LSF ignores the filters beside job IDs other than 0
@@ -80,9 +80,10 @@ def kill(args: "Args") -> int:
     return print_results(results, quiet)
 
 
-def _usage(args: "Args", message: str) -> int:
-    command = "lavalite kill" if args.prog == "lavalite" else args.prog
-    print(f"{command}: {message}", file=sys.stderr)
+def usage(args: "Args", command: str, message: str) -> int:
+    """A usage error of `command` run: its name as typed, the message, exit 2."""
+    typed = f"lavalite {command}" if args.prog == "lavalite" else args.prog
+    print(f"{typed}: {message}", file=sys.stderr)
     return 2
 
 

@@ -1,11 +1,11 @@
-"""btop, bbot and brequeue as LSF 10.1 documents them (mbatchd's side: roles/mbatchd/jobctl.py).
-btop/bbot: a pending job (or array) moves before the first, or after the last, of its user's
-pending jobs of the same priority in its queue. brequeue: running jobs are killed and pending
-again."""
+"""btop, bbot, brequeue and bswitch as LSF 10.1 documents them (mbatchd's side:
+roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves before the first, or after
+the last, of its user's pending jobs of the same priority in its queue. brequeue: running jobs
+are killed and pending again. bswitch: pending jobs go to another queue."""
 
 import sys
 
-from roles.cli.bkill import job_id, print_results
+from roles.cli.bkill import job_id, print_results, usage
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -50,8 +50,29 @@ def requeue(args: "Args") -> int:
     return print_results(client(args).call("requeue", jobs=args.jobs)["results"])
 
 
+def setup_switch(p: "Parser") -> None:
+    # one positional: the quick parser (roles.cli.quick) takes one, and checks LSF's options
+    p.add_argument("words", nargs="+", metavar="QUEUE JOBID")
+
+
+def switch(args: "Args") -> int:
+    import argparse
+
+    from roles.cli import client
+
+    queue, words = args.words[0], args.words[1:]
+    if not words:
+        return usage(args, "switch", "a destination queue and job IDs are required")
+    try:
+        ids = [job_id(w) for w in words]
+    except argparse.ArgumentTypeError as exc:
+        return usage(args, "switch", str(exc))
+    return print_results(client(args).call("switch", queue=queue, jobs=ids)["results"])
+
+
 COMMANDS = {
     "top": (setup, top, "move a pending job to the top of your jobs in its queue (btop)"),
     "bottom": (setup, bottom, "move a pending job to the bottom of them (bbot)"),
     "requeue": (setup_requeue, requeue, "kill running jobs and queue them again (brequeue)"),
+    "switch": (setup_switch, switch, "move pending jobs to another queue (bswitch)"),
 }

@@ -33,6 +33,7 @@ LINKS = (
     "btop",
     "bbot",
     "brequeue",
+    "bswitch",
     "bwait",
     "bqueues",
     "bhosts",

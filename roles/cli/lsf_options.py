@@ -223,6 +223,15 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-h": (FLAG, YES),
         "-V": (FLAG, YES),
     },
+    "bswitch": {
+        "-a": (VALUE, NO),
+        "-J": (VALUE, NO),
+        "-m": (VALUE, NO),
+        "-q": (VALUE, NO),
+        "-u": (VALUE, NO),
+        "-h": (FLAG, YES),
+        "-V": (FLAG, YES),
+    },
     "bresume": {
         "-app": (VALUE, NO),
         "-C": (VALUE, NO),

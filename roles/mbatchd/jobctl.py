@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.messages import Kill, Move, Resume
+from lavalite.messages import Kill, Move, Resume, Switch
 from lavalite.model import (
     FINISHED,
     KILLED_REASON,
@@ -74,6 +74,8 @@ class ControlOps:
     conf: "Config"
     wake: bool
     backoff: list[tuple[float, int]]
+    npend: dict[str, int]
+    qconf: dict[str, Any]
 
     if TYPE_CHECKING:  # Core's methods these call
 
@@ -88,6 +90,7 @@ class ControlOps:
         def _dirty(self, job: Job) -> None: ...
         def _release(self, job: Job) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
+        def queue_flag(self, name: str, flag: str) -> bool: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
         """bkill of one job or array with the request's options (none: a plain kill)."""
@@ -169,6 +172,70 @@ class ControlOps:
         unplace(job)
         job.eligible_time = now + self.conf.sbatchd.kill_grace
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
+
+    # --- bswitch
+
+    def switch(self, ident: dict[str, Any], msg: Switch, now: float) -> dict[str, Any]:
+        """bswitch QUEUE: pending jobs to another queue, after the user's jobs of their
+        priority there (LSF). A job the new queue would refuse stays where it is."""
+        queue = msg.get("queue")
+        if not isinstance(queue, str) or queue not in self.qconf:
+            raise P.ProtocolError(P.NOT_FOUND, f"{queue}: No such queue")
+        ids = P.job_ids(msg)
+        return {"results": [self._switch_one(ident, job_id, queue) for job_id in ids]}
+
+    def _switch_one(self, ident: dict[str, Any], job_id: int, queue: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        refusal = self._switch_refusal(ident, job, queue) if job else "No matching job found"
+        if refusal is not None:
+            code = P.NOT_FOUND if job is None else P.WRONG_STATE
+            return {
+                "job": job_id,
+                "ok": False,
+                "code": code,
+                "message": f"Job <{label(job_id)}>: {refusal}",
+            }
+        assert job is not None  # no refusal
+        queued = self._fifo_of(job) is not None  # else it enters a FIFO later, by job.queue
+        if job.state == PEND:
+            self.npend[job.queue] -= 1
+            self.npend[queue] = self.npend.get(queue, 0) + 1
+        self.touched.add((job.queue, job.user))
+        job.queue = queue
+        if queued:
+            self._enqueue(job)  # its old FIFO entry is stale now (another pend_seq)
+        self.touched.add((job.queue, job.user))
+        self._dirty(job)
+        self.wake = True
+        return {
+            "job": job_id,
+            "ok": True,
+            "message": f"Job <{label(job_id)}> is switched to queue <{queue}>",
+        }
+
+    def _switch_refusal(self, ident: dict[str, Any], job: Job, queue: str) -> str | None:
+        """Why `job` cannot go to `queue` as it is, or None."""
+        if not self._may_act_on(ident, job):
+            return "User permission denied"
+        if job.array is not None:
+            return "an array's elements stay in their array's queue"
+        if job.state not in WAITING:
+            return (
+                "Job has already finished" if job.state in FINISHED else "Job has already started"
+            )
+        if not self.queue_flag(queue, "open"):
+            return f"Queue <{queue}> is closed"
+        qc = self.qconf[queue]
+        for field, maximum in (
+            ("walltime", qc.max_walltime),
+            ("memory", qc.max_memory),
+            ("pids", qc.max_pids),
+        ):
+            if maximum and (job.spec.get(field) or 0) > maximum:
+                return f"its {field} exceeds queue <{queue}>'s max_{field}"
+        if job.max_attempts - 1 > qc.max_retries:
+            return f"its retries exceed queue <{queue}>'s max_retries"
+        return None
 
     # --- btop, bbot
 

@@ -44,6 +44,7 @@ USER_OPS = (
     "resume",
     "move",
     "requeue",
+    "switch",
     "wait",
     "queues",
     "hosts",
@@ -119,6 +120,7 @@ class Mbatchd:
             "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
             "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
+            "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
