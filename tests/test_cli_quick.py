@@ -88,6 +88,7 @@ OWN = {
     "bottom": [["7"]],
     "requeue": [["7"], ["-r", "7", "8[2]"]],
     "switch": [["short", "7"], ["short", "7", "8[2]"]],
+    "stop": [["7"], ["7", "8[2]"]],
 }
 OTHERS = {
     "submit": [
@@ -127,6 +128,7 @@ OTHERS = {
     "bottom": [["-h"], ["0x"]],
     "requeue": [[], ["-h"], ["x"]],
     "switch": [[], ["-h"]],
+    "stop": [[], ["-h"], ["x"]],
     "queues": [["-x"], ["-h"], ["--conf"]],
     "hosts": [["-lw"], ["--con", "c"]],
     "users": [["-h"], ["-l"]],

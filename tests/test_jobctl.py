@@ -325,3 +325,43 @@ def test_bswitch_moves_a_pending_job_and_refuses_what_the_queue_would(make_clust
     assert c.jobs([long])[long]["queue"] == "serial"  # refused: where it was
     assert _bkill(c, tmp_path, str(blocker)).returncode == 0
     assert c.wait([job, long])[job]["queue"] == "short"  # it ran from its new queue
+
+
+# --- bstop (pending jobs)
+
+
+def test_bstop_holds_a_pending_job_that_the_scheduler_then_passes(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    stopped, later = submit(core, store), submit(core, store)
+    result = core.stop(USER, {"jobs": [stopped]}, 100.0)["results"][0]
+    assert result["message"] == f"Job <{stopped}> is being stopped"
+    again = core.stop(USER, {"jobs": [stopped]}, 100.0)["results"][0]
+    assert again["message"] == f"Job <{stopped}>: Job has already been suspended"
+    core.schedule(100.0)
+    assert core.jobs[stopped].state == "PSUSP" and core.jobs[later].state == "RUN"
+    commit(store, core)
+    assert store.events(stopped)[-1][3:5] == ("PSUSP", "stopped by bstop")
+    running = core.stop(USER, {"jobs": [later]}, 100.0)["results"][0]
+    assert not running["ok"] and "Job has already started" in running["message"]
+
+
+def test_bstop_of_a_pending_job_holds_across_an_mbatchd_restart(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    blocker = _bsub(c, tmp_path, "sleep 300")
+    c.wait_started([blocker])
+    held = _bsub(c, tmp_path, "true")
+    later = _bsub(c, tmp_path, "true")
+    res = _run(c, tmp_path, ["bstop", str(held)])
+    assert (res.returncode, res.stdout) == (0, f"Job <{held}> is being stopped\n"), res
+    res = _run(c, tmp_path, ["bstop", str(blocker)])
+    assert res.returncode == 1 and "Job has already started" in res.stderr, res
+    c.kill9_restarted("mbatchd")
+    wait_until(lambda: _run(c, tmp_path, ["bjobs"]).returncode == 0, 60, c.logs)
+    assert _bkill(c, tmp_path, str(blocker)).returncode == 0
+    c.wait([later])  # it was behind the stopped job
+    assert _states(c, [held]) == {held: "PSUSP"}
+    res = _run(c, tmp_path, ["bjobs", "-s", "-noheader", "-o", "jobid stat"])
+    assert res.stdout.split() == [str(held), "PSUSP"], res
+    assert _run(c, tmp_path, ["bresume", str(held)]).returncode == 0
+    assert c.wait([held])[held]["state"] == "DONE"

@@ -33,6 +33,7 @@ ALIASES = {
     "bbot": "bottom",
     "brequeue": "requeue",
     "bswitch": "switch",
+    "bstop": "stop",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -70,7 +71,7 @@ MODULES = {
     "simulate": ("simulate",),
     "blaunch": ("launch",),
     "history": ("history", "acct"),
-    "jobctl": ("top", "bottom", "requeue", "switch"),
+    "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -82,6 +83,7 @@ QUICK = (
     "bottom",
     "requeue",
     "switch",
+    "stop",
     "queues",
     "hosts",
     "wait",

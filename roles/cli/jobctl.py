@@ -1,7 +1,8 @@
 """btop, bbot, brequeue and bswitch as LSF 10.1 documents them (mbatchd's side:
 roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves before the first, or after
 the last, of its user's pending jobs of the same priority in its queue. brequeue: running jobs
-are killed and pending again. bswitch: pending jobs go to another queue."""
+are killed and pending again. bswitch: pending jobs go to another queue. bstop: pending jobs
+are held (PSUSP) until bresume."""
 
 import sys
 
@@ -50,6 +51,16 @@ def requeue(args: "Args") -> int:
     return print_results(client(args).call("requeue", jobs=args.jobs)["results"])
 
 
+def setup_stop(p: "Parser") -> None:
+    p.add_argument("jobs", nargs="+", type=job_id, metavar="JOBID")
+
+
+def stop(args: "Args") -> int:
+    from roles.cli import client
+
+    return print_results(client(args).call("stop", jobs=args.jobs)["results"])
+
+
 def setup_switch(p: "Parser") -> None:
     # one positional: the quick parser (roles.cli.quick) takes one, and checks LSF's options
     p.add_argument("words", nargs="+", metavar="QUEUE JOBID")
@@ -75,4 +86,5 @@ COMMANDS = {
     "bottom": (setup, bottom, "move a pending job to the bottom of them (bbot)"),
     "requeue": (setup_requeue, requeue, "kill running jobs and queue them again (brequeue)"),
     "switch": (setup_switch, switch, "move pending jobs to another queue (bswitch)"),
+    "stop": (setup_stop, stop, "hold pending jobs until bresume (bstop)"),
 }

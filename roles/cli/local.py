@@ -34,6 +34,7 @@ LINKS = (
     "bbot",
     "brequeue",
     "bswitch",
+    "bstop",
     "bwait",
     "bqueues",
     "bhosts",

@@ -13,6 +13,7 @@ import heapq
 import signal
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # core imports this module
     from roles.mbatchd.core import TurnOutput
 
 REQUEUED = "requeued by brequeue"  # the event reason of RUN -> PEND
+STOPPED = "stopped by bstop"  # the event reason of PEND -> PSUSP
 
 # the signals that kill a pending job (it has no process to receive them)
 _KILLING = frozenset((signal.SIGKILL, signal.SIGTERM, signal.SIGINT))
@@ -144,21 +146,28 @@ class ControlOps:
         return {"results": [self._requeue_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
 
     def _requeue_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
-        job = self.jobs.get(job_id)
-        name = label(job_id)
-        refusal = None
+        job, refusal = self._controllable(ident, job_id, _not_requeued)
         if job is None:
-            refusal = (P.NOT_FOUND, "No matching job found")
-        elif not self._may_act_on(ident, job):
-            refusal = (P.DENIED, "User permission denied")
-        elif job.state != RUN:
-            refusal = (P.WRONG_STATE, _not_requeued(job))
-        if refusal is not None:
-            code, text = refusal
-            return {"job": job_id, "ok": False, "code": code, "message": f"Job <{name}>: {text}"}
-        assert job is not None  # no refusal
+            return refusal
         self._requeue_running(job, now)
-        return {"job": job_id, "ok": True, "message": f"Job <{name}> is being requeued"}
+        return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being requeued"}
+
+    def _controllable(
+        self, ident: dict[str, Any], job_id: int, wrong_state: Callable[[Job], str | None]
+    ) -> tuple[Job, dict[str, Any]] | tuple[None, dict[str, Any]]:
+        """(the job, {}) if `ident` may act on it and `wrong_state` finds nothing wrong with
+        it, else (None, LSF's refusal as a result line)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            code, text = P.NOT_FOUND, "No matching job found"
+        elif not self._may_act_on(ident, job):
+            code, text = P.DENIED, "User permission denied"
+        else:
+            code, text = P.WRONG_STATE, wrong_state(job) or ""
+            if not text:
+                return job, {}
+        message = f"Job <{label(job_id)}>: {text}"
+        return None, {"job": job_id, "ok": False, "code": code, "message": message}
 
     def _requeue_running(self, job: Job, now: float) -> None:
         """PEND now (stored: a restart keeps it pending); its hosts kill the attempt as a
@@ -173,6 +182,20 @@ class ControlOps:
         job.eligible_time = now + self.conf.sbatchd.kill_grace
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
 
+    # --- bstop
+
+    def stop(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
+        """bstop of pending jobs: PSUSP (held) until bresume, as a bsub -H job is; the state
+        is stored, so it holds across a restart."""
+        return {"results": [self._stop_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+
+    def _stop_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, _not_stopped)
+        if job is None:
+            return refusal
+        self._move(job, PSUSP, now, STOPPED)  # its FIFO entry is stale now
+        return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being stopped"}
+
     # --- bswitch
 
     def switch(self, ident: dict[str, Any], msg: Switch, now: float) -> dict[str, Any]:
@@ -185,17 +208,9 @@ class ControlOps:
         return {"results": [self._switch_one(ident, job_id, queue) for job_id in ids]}
 
     def _switch_one(self, ident: dict[str, Any], job_id: int, queue: str) -> dict[str, Any]:
-        job = self.jobs.get(job_id)
-        refusal = self._switch_refusal(ident, job, queue) if job else "No matching job found"
-        if refusal is not None:
-            code = P.NOT_FOUND if job is None else P.WRONG_STATE
-            return {
-                "job": job_id,
-                "ok": False,
-                "code": code,
-                "message": f"Job <{label(job_id)}>: {refusal}",
-            }
-        assert job is not None  # no refusal
+        job, refusal = self._controllable(ident, job_id, lambda j: self._not_switched(j, queue))
+        if job is None:
+            return refusal
         queued = self._fifo_of(job) is not None  # else it enters a FIFO later, by job.queue
         if job.state == PEND:
             self.npend[job.queue] -= 1
@@ -213,10 +228,8 @@ class ControlOps:
             "message": f"Job <{label(job_id)}> is switched to queue <{queue}>",
         }
 
-    def _switch_refusal(self, ident: dict[str, Any], job: Job, queue: str) -> str | None:
+    def _not_switched(self, job: Job, queue: str) -> str | None:
         """Why `job` cannot go to `queue` as it is, or None."""
-        if not self._may_act_on(ident, job):
-            return "User permission denied"
         if job.array is not None:
             return "an array's elements stay in their array's queue"
         if job.state not in WAITING:
@@ -290,10 +303,22 @@ class ControlOps:
             self._dirty(target)
 
 
-def _not_requeued(job: Job) -> str:
+def _not_requeued(job: Job) -> str | None:
+    if job.state == RUN:
+        return None
     if job.state in FINISHED:
         return "Job has already finished"
     return "Job has not started yet"
+
+
+def _not_stopped(job: Job) -> str | None:
+    if job.state == PSUSP:
+        return "Job has already been suspended"
+    if job.state in FINISHED:
+        return "Job has already finished"
+    if job.state != PEND:
+        return "Job has already started; LavaLite stops pending jobs only"
+    return None
 
 
 def _not_movable(target: Job | Array) -> str:

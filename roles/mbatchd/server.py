@@ -45,6 +45,7 @@ USER_OPS = (
     "move",
     "requeue",
     "switch",
+    "stop",
     "wait",
     "queues",
     "hosts",
@@ -121,6 +122,7 @@ class Mbatchd:
             "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
             "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
             "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
+            "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
