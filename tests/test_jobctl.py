@@ -365,3 +365,17 @@ def test_bstop_of_a_pending_job_holds_across_an_mbatchd_restart(make_cluster, tm
     assert res.stdout.split() == [str(held), "PSUSP"], res
     assert _run(c, tmp_path, ["bresume", str(held)]).returncode == 0
     assert c.wait([held])[held]["state"] == "DONE"
+
+
+def test_bkill_r_while_sbatchd_is_down_ends_the_job_when_it_returns(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    pid_file = tmp_path / "pid"
+    job = _bsub(c, tmp_path, f"echo $$ > {pid_file}; exec sleep 300")
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, c.logs)
+    pid = int(pid_file.read_text())
+    c.kill9_restarted("sbatchd")  # the job runs on under its shepherd
+    res = _bkill(c, tmp_path, "-r", str(job))
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being terminated\n"), res
+    assert _states(c, [job]) == {job: "KILLED"}
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, lambda: f"pid {pid}\n{c.logs()}")
+    assert _states(c, [job]) == {job: "KILLED"}
