@@ -174,12 +174,17 @@ def test_bkill_s_signals_a_running_job_that_keeps_running(make_cluster, tmp_path
     assert views[job]["exit_signal"] == signal.SIGTERM
 
 
-def test_bkill_r_ends_the_job_at_once_and_its_host_kills_it(make_cluster, tmp_path):
-    c = make_cluster(slots=1)
+def _sleeper(c, tmp_path):
+    """(a running job, the pid of its process) once that process exists."""
     pid_file = tmp_path / "pid"
     job = _bsub(c, tmp_path, f"echo $$ > {pid_file}; exec sleep 300")
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, c.logs)
-    pid = int(pid_file.read_text())
+    return job, int(pid_file.read_text())
+
+
+def test_bkill_r_ends_the_job_at_once_and_its_host_kills_it(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    job, pid = _sleeper(c, tmp_path)
     res = _bkill(c, tmp_path, "-r", str(job))
     assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being terminated\n"), res
     # KILLED as soon as mbatchd answered: no wait for the host
@@ -369,10 +374,7 @@ def test_bstop_of_a_pending_job_holds_across_an_mbatchd_restart(make_cluster, tm
 
 def test_bkill_r_while_sbatchd_is_down_ends_the_job_when_it_returns(make_cluster, tmp_path):
     c = make_cluster(slots=1)
-    pid_file = tmp_path / "pid"
-    job = _bsub(c, tmp_path, f"echo $$ > {pid_file}; exec sleep 300")
-    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, c.logs)
-    pid = int(pid_file.read_text())
+    job, pid = _sleeper(c, tmp_path)
     c.kill9_restarted("sbatchd")  # the job runs on under its shepherd
     res = _bkill(c, tmp_path, "-r", str(job))
     assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being terminated\n"), res
