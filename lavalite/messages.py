@@ -124,6 +124,8 @@ class JobsReply(Reply):
 
 class Kill(Envelope):
     jobs: list[str | int]
+    signal: NotRequired[int]  # bkill -s: this signal instead of a kill
+    force: NotRequired[bool]  # bkill -r: KILLED now, without waiting for the host
 
 
 class KillResult(TypedDict):
@@ -140,6 +142,20 @@ class KillReply(Reply):
 class Resume(Envelope):
     """bresume: held jobs (PSUSP) back to PEND; the reply is a KillReply's results."""
 
+    jobs: list[str | int]
+
+
+class Move(Envelope):
+    """btop/bbot: a pending job to the top or bottom of its user's jobs in its queue."""
+
+    job: int
+    to: str  # "top" or "bottom"
+
+
+class Switch(Envelope):
+    """bswitch: pending jobs to another queue; the reply is a KillReply's results."""
+
+    queue: str
     jobs: list[str | int]
 
 
@@ -280,6 +296,14 @@ class Order(Envelope):
 class Dispatch(Order):
     jobs: list[dict[str, Any]]  # one spec per attempt: id, attempt, user, uid, cmd, ...
     envs: dict[str, dict[str, str]]  # env id -> environment, sent once per message
+
+
+class SignalOrder(Order):
+    """bkill -s: one signal to the attempt's processes."""
+
+    job: int | str
+    attempt: int
+    signal: int
 
 
 class KillOrder(Order):

@@ -39,6 +39,7 @@ NOT_FOUND = "not_found"
 DENIED = "permission_denied"
 UNAVAILABLE = "unavailable"
 NOT_RUNNING = "not_running"
+WRONG_STATE = "wrong_state"  # a job control that the job's state does not allow
 INTERNAL = "internal"
 REDIRECT = "redirect"  # a non-master: the error carries "master", the host to dial instead
 STALE_EPOCH = "stale_epoch"  # an order from a deposed master (an older fencing epoch)

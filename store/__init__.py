@@ -31,6 +31,7 @@ MIGRATIONS = {
 # The columns a job's life changes (written again at each update), then the whole row: the ones
 # set at submit first. Rows are read back by name, so the order is the store's own.
 _MUTABLE = (
+    "queue",  # bswitch
     "state",
     "reason",
     "attempt",
@@ -52,7 +53,6 @@ _JOB_COLS = (
     "req_id",
     "user",
     "uid",
-    "queue",
     "name",
     "slots",
     "spec",

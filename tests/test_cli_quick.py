@@ -84,6 +84,11 @@ OWN = {
     ],
     "history": [[], ["-l", "5"], ["-a", "-u", "all", "-n", "0"], ["-d", "-C", "10:00,.", "-t"]],
     "acct": [[], ["-l", "5", "6[2]"], ["-u", "ann bob", "-q", "q", "-P", "p", "-C", "1:00"]],
+    "top": [["5"], ["5[2]"]],
+    "bottom": [["7"]],
+    "requeue": [["7"], ["-r", "7", "8[2]"]],
+    "switch": [["short", "7"], ["short", "7", "8[2]"]],
+    "stop": [["7"], ["7", "8[2]"]],
 }
 OTHERS = {
     "submit": [
@@ -119,6 +124,11 @@ OTHERS = {
     ],
     "kill": [[], ["x"], ["-h"], ["1", "--conf", "c"]],
     "resume": [[], ["x"], ["-h"]],
+    "top": [[], ["x"], ["5", "6"]],
+    "bottom": [["-h"], ["0x"]],
+    "requeue": [[], ["-h"], ["x"]],
+    "switch": [[], ["-h"]],
+    "stop": [[], ["-h"], ["x"]],
     "queues": [["-x"], ["-h"], ["--conf"]],
     "hosts": [["-lw"], ["--con", "c"]],
     "users": [["-h"], ["-l"]],
@@ -177,7 +187,7 @@ def test_help_and_errors_are_argparse_s():
         (["jobs", "abc"], "argument JOBID: 'abc' is not a job id"),
         (["submit", "-n", "x", "true"], "argument -n: 'x' is not an integer"),
         (["submit", "--pids", "0", "true"], "the process limit must be an integer from 1 to"),
-        (["kill"], "the following arguments are required: JOBID"),
+        (["kill", "-s", "FOO", "1"], "argument -s: 'FOO' is not a signal name or number"),
     ):
         res = subprocess.run(
             [sys.executable, "lavalite.py"] + argv,

@@ -34,6 +34,11 @@ LSF_DOC = {
     ),
     "bkill": ("-l -b -r -d -h -V", "-stat -app -g -sla -J -m -q -s -u -C"),
     "bresume": ("-h -V", "-app -C -g -J -m -q -sla -u"),
+    "btop": ("-u -h -V", ""),
+    "bbot": ("-u -h -V", ""),
+    "brequeue": ("-a -d -e -H -p -r -h -V", "-J -u"),
+    "bswitch": ("-h -V", "-a -J -m -q -u"),
+    "bstop": ("-a -h -V", "-app -C -g -J -m -q -sla -u"),
     "bqueues": ("-w -l -r -lr -json -alloc -noheader -h -V", "-o -m -u"),
     "bhosts": (
         "-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w -x -X -h -V",

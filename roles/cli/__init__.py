@@ -29,6 +29,11 @@ ALIASES = {
     "bjobs": "jobs",
     "bkill": "kill",
     "bresume": "resume",
+    "btop": "top",
+    "bbot": "bottom",
+    "brequeue": "requeue",
+    "bswitch": "switch",
+    "bstop": "stop",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -66,6 +71,7 @@ MODULES = {
     "simulate": ("simulate",),
     "blaunch": ("launch",),
     "history": ("history", "acct"),
+    "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -73,6 +79,11 @@ QUICK = (
     "jobs",
     "kill",
     "resume",
+    "top",
+    "bottom",
+    "requeue",
+    "switch",
+    "stop",
     "queues",
     "hosts",
     "wait",

@@ -71,10 +71,10 @@ def job_ids(text: str) -> list[int]:
             for i in range(first, last + 1, step)
         ]
     except ArrayError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
-def _usage_error(message: str) -> Exception:
+def usage_error(message: str) -> Exception:
     """What a type function raises for argparse to print `message` as a usage error (the quick
     parser leaves a bad value to argparse, so argparse is imported only then)."""
     import argparse
@@ -134,7 +134,7 @@ def _format(text: str) -> "tuple[list[Column], str]":
     try:
         return parse_format(text)
     except FormatError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
 # --- the fields
@@ -267,6 +267,11 @@ def _cell(text: str, c: Column, job_name: bool) -> str:
 # --- selecting and printing
 
 
+def name_pattern(text: str) -> "re.Pattern[str]":
+    """-J NAME as LSF reads it: `*` matches any characters, nothing else is special."""
+    return re.compile("^" + ".*".join(map(re.escape, text.split("*"))) + "$")
+
+
 def wanted(args: "Args") -> "Callable[[View], bool]":
     """The filters of bjobs' LSF options as one test of a job view."""
     by_flag: dict[str, Iterable[str]] = {
@@ -275,9 +280,7 @@ def wanted(args: "Args") -> "Callable[[View], bool]":
         "suspended": SUSPENDED,
     }
     states = {s for flag, group in by_flag.items() if getattr(args, flag) for s in group}
-    name = args.job_name and re.compile(
-        "^" + ".*".join(map(re.escape, args.job_name.split("*"))) + "$"
-    )
+    name = args.job_name and name_pattern(args.job_name)
 
     def test(j: "View") -> bool:
         if states and j["state"] not in states:

@@ -14,6 +14,7 @@ from lavalite.model import label
 from roles.cli import (
     array_commands,
     bjobs_lsf,
+    bkill,
     bsub_options,
     bsub_resreq,
     depend_commands,
@@ -447,27 +448,12 @@ def _ending(j: "dict[str, Any]") -> str:
 # --- bkill
 
 
-def _setup_kill(p: "Parser") -> None:
+def _setup_resume(p: "Parser") -> None:
     p.add_argument("jobs", nargs="+", type=_job_id, metavar="JOBID")
 
 
-def kill(args: "Args") -> int:
-    return _each_job(args, "kill")
-
-
 def resume(args: "Args") -> int:
-    return _each_job(args, "resume")
-
-
-def _each_job(args: "Args", op: str) -> int:
-    """An op on each job named (bkill, bresume): mbatchd's line per job, exit 1 if any was
-    refused."""
-    results = _client(args).call(op, jobs=args.jobs)["results"]
-    failed = False
-    for r in results:
-        print(r["message"], file=sys.stdout if r["ok"] else sys.stderr)
-        failed |= not r["ok"]
-    return 1 if failed else 0
+    return bkill.print_results(_client(args).call("resume", jobs=args.jobs)["results"])
 
 
 def no_options(p: "Parser") -> None:
@@ -477,8 +463,8 @@ def no_options(p: "Parser") -> None:
 COMMANDS = {
     "submit": (_setup_submit, submit, "submit a job (bsub)"),
     "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
-    "kill": (_setup_kill, kill, "kill jobs (bkill)"),
-    "resume": (_setup_kill, resume, "release held jobs (bresume)"),
+    "kill": (bkill.setup, bkill.kill, "kill or signal jobs (bkill)"),
+    "resume": (_setup_resume, resume, "release held jobs (bresume)"),
     "wait": (
         array_commands.setup_wait,
         array_commands.wait,

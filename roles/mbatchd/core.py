@@ -54,6 +54,7 @@ from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
+from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.placement import (
     allocation,
     check_needs,
@@ -106,7 +107,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -674,13 +675,14 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps):
                     }
                 )
                 continue
-            if isinstance(job, Array):
-                results.append(self._array_kill(job, now))
-                continue
             if job is None:
                 assert pending_in is not None  # `who` is one of the two
+                refusal = unstarted_refusal(job_id, requested_signal(msg))
+                if refusal is not None:  # the index keeps its turn
+                    results.append(refusal)
+                    continue
                 job = self._element_out_of_turn(pending_in, job_id)
-            results.append(self._kill(job, now))
+            results.append(self._control(job, msg, now))  # -s, -r: roles/mbatchd/jobctl.py
         return {"results": results}
 
     def _may_act_on(self, ident, job):

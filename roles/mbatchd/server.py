@@ -42,6 +42,10 @@ USER_OPS = (
     "jobs",
     "kill",
     "resume",
+    "move",
+    "requeue",
+    "switch",
+    "stop",
     "wait",
     "queues",
     "hosts",
@@ -115,6 +119,10 @@ class Mbatchd:
             "jobs": self.op_jobs,
             "kill": self.op_kill,
             "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
+            "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
+            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
+            "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
+            "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
@@ -152,7 +160,9 @@ class Mbatchd:
         role = peer.identity["role"]
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
-        if op in ("kill", "resume") and self.full:  # a user's answer would precede the commit
+        if (
+            op in ("kill", "resume", "move") and self.full
+        ):  # a user's answer would precede the commit
             raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())
         if result is not None:

@@ -171,6 +171,8 @@ class Sbatchd:
         elif op == "kill":
             self.run(self.core.kill(msg.get("job"), msg.get("attempt")))
             self.tasks.end_part(msg.get("job"), msg.get("attempt"))  # the job's part here, if any
+        elif op == "signal":  # bkill -s
+            self._deliver(cast(messages.SignalOrder, msg))
         elif op == "ack":
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "peek":
@@ -398,6 +400,17 @@ class Sbatchd:
         att.kill_timer = self.loop.call_later(
             self.conf.sbatchd.kill_grace, self._signal, att, pid, signal.SIGKILL
         )
+
+    def _deliver(self, order: messages.SignalOrder) -> None:
+        """One signal to an attempt running here; one not here, or not started yet, has no
+        process to receive it (LSF drops it the same way)."""
+        job, attempt, sig = order.get("job"), order.get("attempt"), order.get("signal")
+        att = self.core.attempts.get((job, attempt)) if type(job) is int else None
+        if att is None or type(sig) is not int:
+            return
+        pid = record.read(att.path).get("pid")
+        if pid is not None:
+            self._signal(att, pid, sig)
 
     def _signal(self, att, pgid, sig):
         """The job's process group, and with cgroups every task of its group (which catches

@@ -1,0 +1,330 @@
+"""mbatchd's job control beyond a plain kill (bkill -s, bkill -r) and the order of pending
+jobs (btop, bbot).
+
+- `-s SIGNAL` sends one signal to a running job's processes: the job keeps running unless it
+  dies of it. A pending job can only be killed (KILL, TERM, INT), as LSF: other signals are
+  refused for it.
+- `-r` is LSF's force: the job ends KILLED in the store at once, without waiting for its host;
+  the host is told to kill the attempt as a stale one, and its report of the end changes
+  nothing (mbatchd no longer runs that attempt).
+"""
+
+import heapq
+import signal
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lavalite import protocol as P
+from lavalite.job_array import Array
+from lavalite.messages import Kill, Move, Resume, Switch
+from lavalite.model import (
+    FINISHED,
+    KILLED_REASON,
+    PEND,
+    PSUSP,
+    RUN,
+    WAITING,
+    Job,
+    element_id,
+    label,
+)
+from roles.mbatchd.job_options import fifo_order
+from roles.mbatchd.placement import allocation, unplace
+
+if TYPE_CHECKING:  # core imports this module
+    from lavalite.config import Config
+    from roles.mbatchd.core import TurnOutput
+
+REQUEUED = "requeued by brequeue"  # the event reason of RUN -> PEND
+STOPPED = "stopped by bstop"  # the event reason of PEND -> PSUSP
+
+# the signals that kill a pending job (it has no process to receive them)
+_KILLING = frozenset((signal.SIGKILL, signal.SIGTERM, signal.SIGINT))
+
+
+def requested_signal(msg: Kill) -> int | None:
+    """The request's `signal` (bkill -s) as a number, or None for a kill."""
+    sig = msg.get("signal")
+    if sig is None:
+        return None
+    if type(sig) is not int or not 0 < sig < signal.NSIG:
+        raise P.ProtocolError(P.BAD_REQUEST, "field 'signal' of 'kill' must be a signal number")
+    return sig
+
+
+def unstarted_refusal(job_id: int, sig: int | None) -> dict[str, Any] | None:
+    """The answer to a bkill -s of a job not started yet, unless the signal kills it."""
+    if sig is None or sig in _KILLING:
+        return None
+    return {
+        "job": job_id,
+        "ok": False,
+        "code": P.NOT_RUNNING,
+        "message": f"Job <{label(job_id)}>: Job has not started yet; only KILL, TERM or INT "
+        "reach a pending job",
+    }
+
+
+class ControlOps:
+    """Mixed into Core (roles/mbatchd/core.py), whose state and helpers it uses."""
+
+    jobs: dict[int, Job]
+    touched: set[tuple[str, str]]
+    out: "TurnOutput"
+    conf: "Config"
+    wake: bool
+    backoff: list[tuple[float, int]]
+    npend: dict[str, int]
+    qconf: dict[str, Any]
+
+    if TYPE_CHECKING:  # Core's methods these call
+
+        def _kill(self, job: Job, now: float) -> dict[str, Any]: ...
+        def _array_kill(self, arr: Array, now: float) -> dict[str, Any]: ...
+        def _send(self, host: str, msg: dict[str, Any]) -> None: ...
+        def _ended(self, job: Job, rep: dict[str, Any], now: float) -> None: ...
+        def _target(self, job_id: int) -> Job | Array | None: ...
+        def _may_act_on(self, ident: dict[str, Any], job: Job | Array) -> bool: ...
+        def _queue(self, name: str) -> Any: ...
+        def _enqueue(self, job: Job | Array) -> None: ...
+        def _dirty(self, job: Job) -> None: ...
+        def _release(self, job: Job) -> None: ...
+        def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
+        def queue_flag(self, name: str, flag: str) -> bool: ...
+
+    def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
+        """bkill of one job or array with the request's options (none: a plain kill)."""
+        sig = requested_signal(msg)
+        if sig is not None:
+            return self._signal_target(target, sig, now)
+        if isinstance(target, Array):
+            return self._array_kill(target, now)
+        if msg.get("force") is True and target.state == RUN:
+            return self._force_kill(target, now)
+        return self._kill(target, now)
+
+    def _signal_target(self, target: Job | Array, sig: int, now: float) -> dict[str, Any]:
+        if isinstance(target, Array):  # its running elements; the rest are not started
+            for index in sorted(target.live):
+                job = self.jobs[element_id(target.id, index)]
+                if job.state == RUN:
+                    self._signal_job(job, sig)
+            return {"job": target.id, "ok": True, "message": f"Job <{target.id}> is being signaled"}
+        if target.state in WAITING and sig in _KILLING or target.state in FINISHED:
+            return self._kill(target, now)
+        if target.state != RUN:
+            refusal = unstarted_refusal(target.id, sig)
+            assert refusal is not None  # not a killing signal
+            return refusal
+        self._signal_job(target, sig)
+        return {
+            "job": target.id,
+            "ok": True,
+            "message": f"Job <{label(target.id)}> is being signaled",
+        }
+
+    def _signal_job(self, job: Job, sig: int) -> None:
+        for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
+            order = {"op": "signal", "job": job.id, "attempt": job.attempt, "signal": sig}
+            self._send(host, order)
+
+    def _force_kill(self, job: Job, now: float) -> dict[str, Any]:
+        """bkill -r of a running job: KILLED now; its hosts kill the attempt when they hear."""
+        job.kill_requested = True  # no retry of what the user removed
+        stale = {"op": "kill", "job": job.id, "attempt": job.attempt, "stale": True}
+        for host, _ in allocation(job):
+            self._send(host, dict(stale))
+        self._ended(job, {"reason": KILLED_REASON}, now)
+        return {"job": job.id, "ok": True, "message": f"Job <{label(job.id)}> is being terminated"}
+
+    # --- brequeue
+
+    def requeue(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
+        """brequeue: running jobs killed and PEND again, as a retry is."""
+        return {"results": [self._requeue_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+
+    def _requeue_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, _not_requeued)
+        if job is None:
+            return refusal
+        self._requeue_running(job, now)
+        return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being requeued"}
+
+    def _controllable(
+        self, ident: dict[str, Any], job_id: int, wrong_state: Callable[[Job], str | None]
+    ) -> tuple[Job, dict[str, Any]] | tuple[None, dict[str, Any]]:
+        """(the job, {}) if `ident` may act on it and `wrong_state` finds nothing wrong with
+        it, else (None, LSF's refusal as a result line)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            code, text = P.NOT_FOUND, "No matching job found"
+        elif not self._may_act_on(ident, job):
+            code, text = P.DENIED, "User permission denied"
+        else:
+            code, text = P.WRONG_STATE, wrong_state(job) or ""
+            if not text:
+                return job, {}
+        message = f"Job <{label(job_id)}>: {text}"
+        return None, {"job": job_id, "ok": False, "code": code, "message": message}
+
+    def _requeue_running(self, job: Job, now: float) -> None:
+        """PEND now (stored: a restart keeps it pending); its hosts kill the attempt as a
+        stale one. It waits kill_grace before it may start again, the time the old attempt
+        has to end, so that two attempts do not overlap on a host that hears at once."""
+        for host, _ in allocation(job):
+            self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt, "stale": True})
+        self._release(job)
+        job.kill_requested = False  # a kill under way ends with the old attempt
+        self._move(job, PEND, now, REQUEUED)
+        unplace(job)
+        job.eligible_time = now + self.conf.sbatchd.kill_grace
+        heapq.heappush(self.backoff, (job.eligible_time, job.id))
+
+    # --- bstop
+
+    def stop(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
+        """bstop of pending jobs: PSUSP (held) until bresume, as a bsub -H job is; the state
+        is stored, so it holds across a restart."""
+        return {"results": [self._stop_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+
+    def _stop_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, _not_stopped)
+        if job is None:
+            return refusal
+        self._move(job, PSUSP, now, STOPPED)  # its FIFO entry is stale now
+        return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being stopped"}
+
+    # --- bswitch
+
+    def switch(self, ident: dict[str, Any], msg: Switch, now: float) -> dict[str, Any]:
+        """bswitch QUEUE: pending jobs to another queue, after the user's jobs of their
+        priority there (LSF). A job the new queue would refuse stays where it is."""
+        queue = msg.get("queue")
+        if not isinstance(queue, str) or queue not in self.qconf:
+            raise P.ProtocolError(P.NOT_FOUND, f"{queue}: No such queue")
+        ids = P.job_ids(msg)
+        return {"results": [self._switch_one(ident, job_id, queue) for job_id in ids]}
+
+    def _switch_one(self, ident: dict[str, Any], job_id: int, queue: str) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, lambda j: self._not_switched(j, queue))
+        if job is None:
+            return refusal
+        queued = self._fifo_of(job) is not None  # else it enters a FIFO later, by job.queue
+        if job.state == PEND:
+            self.npend[job.queue] -= 1
+            self.npend[queue] = self.npend.get(queue, 0) + 1
+        self.touched.add((job.queue, job.user))
+        job.queue = queue
+        if queued:
+            self._enqueue(job)  # its old FIFO entry is stale now (another pend_seq)
+        self.touched.add((job.queue, job.user))
+        self._dirty(job)
+        self.wake = True
+        return {
+            "job": job_id,
+            "ok": True,
+            "message": f"Job <{label(job_id)}> is switched to queue <{queue}>",
+        }
+
+    def _not_switched(self, job: Job, queue: str) -> str | None:
+        """Why `job` cannot go to `queue` as it is, or None."""
+        if job.array is not None:
+            return "an array's elements stay in their array's queue"
+        if job.state not in WAITING:
+            return (
+                "Job has already finished" if job.state in FINISHED else "Job has already started"
+            )
+        if not self.queue_flag(queue, "open"):
+            return f"Queue <{queue}> is closed"
+        qc = self.qconf[queue]
+        for field, maximum in (
+            ("walltime", qc.max_walltime),
+            ("memory", qc.max_memory),
+            ("pids", qc.max_pids),
+        ):
+            if maximum and (job.spec.get(field) or 0) > maximum:
+                return f"its {field} exceeds queue <{queue}>'s max_{field}"
+        if job.max_attempts - 1 > qc.max_retries:
+            return f"its retries exceed queue <{queue}>'s max_retries"
+        return None
+
+    # --- btop, bbot
+
+    def move(self, ident: dict[str, Any], msg: Move, now: float) -> dict[str, Any]:
+        """btop/bbot: a pending job (or array) before the first, or after the last, of its
+        user's pending jobs of the same priority in its queue (LSF). Its new pend_seq is
+        stored with it, so the order survives a restart."""
+        job_id, to = msg.get("job"), msg.get("to")
+        if type(job_id) is not int or to not in ("top", "bottom"):
+            raise P.ProtocolError(
+                P.BAD_REQUEST, "'move' takes a job id and 'to': 'top' or 'bottom'"
+            )
+        target = self._target(job_id)
+        name = label(job_id)
+        if target is None:
+            raise P.ProtocolError(P.NOT_FOUND, f"Job <{name}>: No matching job found")
+        if not self._may_act_on(ident, target):
+            raise P.ProtocolError(P.DENIED, f"Job <{name}>: User permission denied")
+        fifo = self._fifo_of(target)
+        if fifo is None:
+            raise P.ProtocolError(P.WRONG_STATE, f"Job <{name}>: {_not_movable(target)}")
+        if to == "bottom":
+            self._enqueue(target)  # a new pend_seq, after its equals and betters
+        else:
+            self._to_top(target, fifo)
+        self.touched.add((target.queue, target.user))
+        self.wake = True
+        self._save_position(target)
+        return {"message": f"Job <{name}> has been moved to position 1 from {to}."}
+
+    def _fifo_of(self, target: Job | Array) -> deque[tuple[int, Any]] | None:
+        """Its user's FIFO in its queue if it waits there now (not held, not waiting for a
+        condition, a retry backoff or a begin time): only then has it a place to move."""
+        if target.state != PEND:
+            return None
+        fifo = self._queue(target.queue).pending.get(target.user) or deque()
+        live = any(j is target and seq == target.pend_seq for seq, j in fifo)
+        return fifo if live else None
+
+    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]]) -> None:
+        order = fifo_order(self.conf)
+        rank = order((0, target))[0]
+        first = min(seq for seq, j in fifo if order((seq, j))[0] == rank)
+        target.pend_seq = first - 1 or -1  # 0 means "never queued" in the store
+        entry = (target.pend_seq, target)
+        fifo.insert(bisect_left(fifo, order(entry), key=order), entry)
+
+    def _save_position(self, target: Job | Array) -> None:
+        if isinstance(target, Array):
+            self.out.arrays[target.id] = target
+        else:
+            self._dirty(target)
+
+
+def _not_requeued(job: Job) -> str | None:
+    if job.state == RUN:
+        return None
+    if job.state in FINISHED:
+        return "Job has already finished"
+    return "Job has not started yet"
+
+
+def _not_stopped(job: Job) -> str | None:
+    if job.state == PSUSP:
+        return "Job has already been suspended"
+    if job.state in FINISHED:
+        return "Job has already finished"
+    if job.state != PEND:
+        return "Job has already started; LavaLite stops pending jobs only"
+    return None
+
+
+def _not_movable(target: Job | Array) -> str:
+    """LSF's reason a job cannot be moved in its queue."""
+    if target.state in FINISHED:
+        return "Job has already finished"
+    if target.state == PEND:
+        return "Job is waiting for a dependency, a retry backoff or its begin time"
+    return "Job has already started" if target.state != PSUSP else "Job is suspended"
