@@ -382,6 +382,10 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "badmin": Badmin,
     "users": Users,
     "load": LoadView,
+    "move": Move,
+    "requeue": Resume,  # the same fields: the jobs
+    "switch": Switch,
+    "stop": Resume,
     "register": Register,
     "report": Report,
 }
@@ -391,6 +395,7 @@ SBATCHD_ORDERS: dict[str, type] = {
     "ack": Ack,
     "peek": PeekOrder,
     "launch": LaunchOrder,
+    "signal": SignalOrder,
 }
 LIM_REQUESTS: dict[str, type] = {
     "sign": Sign,
