@@ -25,6 +25,18 @@ def usage(report: dict[str, Any]) -> tuple[float | None, int | None]:
     return (None if cpu is None else float(cpu)), mem
 
 
+def combined(
+    a: tuple[float | None, int | None], b: tuple[float | None, int | None]
+) -> tuple[float | None, int | None]:
+    """Two hosts' (cpu_time, max_mem) as one job's: each figure summed, as LSF counts a
+    parallel job's use over all its hosts; a figure neither measured stays None."""
+    return _sum(a[0], b[0]), _sum(a[1], b[1])
+
+
+def _sum(x: Any, y: Any) -> Any:
+    return y if x is None else x if y is None else x + y
+
+
 def time_in_states(events: list[tuple], until: float) -> dict[str, float]:
     """Seconds spent in each of STATE_COLUMNS, and TOTAL, by a job whose events (time, old,
     new, ...) are given in order: each state lasts until the next event, the last one until

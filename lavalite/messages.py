@@ -264,7 +264,7 @@ class PeekReply(Reply):
 class JobReport(TypedDict):
     """What happened to an attempt, journaled by sbatchd until mbatchd acknowledges its rid."""
 
-    kind: str  # "start" or "exit"
+    kind: str  # "start", "exit", or "part": a job's blaunch tasks on another of its hosts ended
     job: int | str
     attempt: int
     time: float
@@ -272,8 +272,8 @@ class JobReport(TypedDict):
     exit_code: NotRequired[int | None]
     exit_signal: NotRequired[int | None]
     reason: NotRequired[str]
-    cpu_time: NotRequired[float | None]  # seconds of CPU the attempt used (an exit)
-    max_mem: NotRequired[int | None]  # its peak memory, bytes (an exit)
+    cpu_time: NotRequired[float | None]  # seconds of CPU the attempt (exit) or part used
+    max_mem: NotRequired[int | None]  # its peak memory, bytes (exit, part)
 
 
 class Register(Envelope):

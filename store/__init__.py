@@ -70,6 +70,15 @@ _job_values = operator.attrgetter(*_JOB_COLS)
 _update_values = operator.attrgetter(*_MUTABLE, "id")
 _HOSTS = _MUTABLE.index("hosts")  # in the UPDATE values
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
+# A part of a job on another of its hosts (roles/mbatchd/parts.py) added to its stored figures:
+# only to the attempt it ran in, and from a host the job had other than its first.
+_ADD_PART = (
+    "UPDATE jobs SET "
+    "cpu_time = CASE WHEN ?1 IS NULL THEN cpu_time ELSE ifnull(cpu_time, 0) + ?1 END, "
+    "max_mem = CASE WHEN ?2 IS NULL THEN max_mem ELSE ifnull(max_mem, 0) + ?2 END "
+    "WHERE id = ?3 AND attempt = ?4 AND EXISTS (SELECT 1 FROM json_each(jobs.hosts) "
+    "WHERE json_each.key > 0 AND json_extract(json_each.value, '$[0]') = ?5)"
+)
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
 _ARRAY_COLS = (
     "id",
@@ -234,13 +243,15 @@ class Store(Queries):
         users: Iterable[tuple[str, int, float]] = (),
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
+        parts: Iterable[tuple[int, int, str, float | None, int | None]] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
-        queues: (name, config dict); arrays: Array objects, as jobs. Raises StoreFull when the
+        queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
+        host, cpu_time, max_mem) added to stored jobs not in memory. Raises StoreFull when the
         filesystem is full; any error leaves the store as it was (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays)
+            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -253,6 +264,7 @@ class Store(Queries):
         users: Iterable[tuple[str, int, float]],
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
+        parts: Iterable[tuple[int, int, str, float | None, int | None]],
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -277,6 +289,10 @@ class Store(Queries):
                 cur.executemany(
                     _UPDATE_JOB,
                     [_update_values(j) if j.hosts is None else _hosts_update(j) for j in changed],
+                )
+            if parts:
+                cur.executemany(
+                    _ADD_PART, [(cpu, mem, job, att, host) for job, att, host, cpu, mem in parts]
                 )
             if events:
                 cur.executemany(

@@ -4,6 +4,7 @@ host where the job did not start runs in the job's part there (group blaunch-JOB
 limits of the job's slots there), as the user, is relayed back, and ends with the job."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import pytest
 from conftest import ROOT, kill_jobs_in, remove_cgroup_slice, start_sbatchd, wait_until
+from test_accounting import _figures, _lsf
 
 from roles.sbatchd import cgroups
 
@@ -22,7 +24,16 @@ OTHER = 'set -- $LSB_MCPU_HOSTS; other=$3; echo "$other" > other.host; '
 
 @pytest.fixture
 def two_hosts(make_cluster, tmp_path):
-    cluster = make_cluster(slots=2)
+    yield from _with_h2(make_cluster(slots=2), tmp_path)
+
+
+@pytest.fixture
+def two_hosts_forgetting(make_cluster, tmp_path):
+    """Two hosts, and a finished job leaves mbatchd's memory at once (clean_period 0)."""
+    yield from _with_h2(make_cluster(slots=2, mbatchd={"clean_period": "0"}), tmp_path)
+
+
+def _with_h2(cluster, tmp_path):
     state = str(tmp_path / "h2")
     cluster.h2_state = state
     cluster.h2, cluster.h2_slice = start_sbatchd(cluster, state, "h2", 2)
@@ -224,6 +235,104 @@ def test_a_part_whose_job_ended_while_its_host_was_away_is_killed_on_return(two_
     finally:
         cluster.h2.send_signal(signal.SIGCONT)
     wait_until(lambda: not _sleeping(marker), what="the stale part killed")
+
+
+BURN_MB = 150  # what the task holds on h2: more than the job's first host ever does
+
+
+def _burner(tmp_path):
+    """A task that uses 2 s of CPU and holds BURN_MB (written, so resident), then exits."""
+    burn = tmp_path / "burn.py"
+    burn.write_text(
+        f"import time\nb = b'x' * ({BURN_MB} << 20)\nwhile time.process_time() < 2.0:\n    pass\n"
+    )
+    return f"{sys.executable} {burn}"
+
+
+def _lsf_out(cluster, tmp_path, *words):
+    res = _lsf(cluster, tmp_path, *words)
+    assert res.returncode == 0, res
+    return res.stdout
+
+
+def _bacct_cpu_mem(cluster, tmp_path, job_id):
+    """(CPU_T seconds, MEM in MB) of bacct -l's figures line."""
+    cpu, *_, mem, _, _ = _figures(_lsf_out(cluster, tmp_path, "bacct", "-l", str(job_id)))
+    return float(cpu), int(mem.rstrip("M"))
+
+
+def _part_cpu_measured():
+    """Whether sbatchd's cgroups here count a part's CPU: its cgroup v2 backend does
+    (cpu.stat); its v1 backend mounts no cpuacct hierarchy, so there only memory is."""
+    v2, v1 = cgroups.mounts()
+    if v2 is None:
+        return False
+    with open(os.path.join(v2, "cgroup.controllers")) as f:
+        return "memory" in f.read().split() or not v1.get("memory")
+
+
+def _skip_without_cgroups():
+    v2, v1 = cgroups.mounts()
+    if not v1.get("memory") and v2 is None:
+        pytest.skip("no cgroups here: a part's use is not measured")
+
+
+def test_a_tasks_use_on_the_second_host_counts_with_its_job(two_hosts, tmp_path):
+    """The job's first host holds little and uses next to no CPU (blaunch waits); its task on
+    h2 holds BURN_MB and burns 2 s: once h2's part has reported, the job's figures are the
+    sums over its hosts, in bjobs -l and bacct -l."""
+    _skip_without_cgroups()
+    cluster = two_hosts
+    script = f"{OTHER}{_link(tmp_path, 'blaunch')} $other '{_burner(tmp_path)}'; echo exit=$?"
+    job_id = _submit(cluster, *WIDE, "-o", "out.%J", script)
+    assert cluster.wait([job_id])[job_id]["stat"] == "DONE"
+    assert _read(cluster, f"out.{job_id}") == "exit=0\n"
+    view = wait_until(
+        lambda: ((v := cluster.jobs([job_id])[job_id])["max_mem"] or 0) >= BURN_MB << 20 and v,
+        what="h2's part added to the job",
+    )
+    cpu, mem = _bacct_cpu_mem(cluster, tmp_path, job_id)
+    assert BURN_MB <= mem < 4 * BURN_MB, view
+    long = _lsf_out(cluster, tmp_path, "bjobs", "-l", str(job_id))
+    shown = re.search(r"MAX MEM: (\d+) Mbytes", long)
+    assert shown and BURN_MB <= int(shown[1]) < 4 * BURN_MB, long
+    if _part_cpu_measured():
+        assert 2.0 <= cpu < 30 and 2.0 <= view["cpu_time"] < 30, view
+        assert f"The CPU time used is {view['cpu_time']:.1f} seconds" in long, long
+
+
+def test_a_part_reported_after_its_job_left_memory_updates_the_store(
+    two_hosts_forgetting, tmp_path
+):
+    """h2 is stopped while the job ends: the kill of its part waits, the finished job leaves
+    mbatchd's memory, and the part's report, when h2 goes on, updates the job's stored row."""
+    _skip_without_cgroups()
+    cluster = two_hosts_forgetting
+    script = (
+        f"{OTHER}{_link(tmp_path, 'blaunch')} $other '{_burner(tmp_path)}'; touch launched; "
+        "until [ -e end ]; do sleep 0.05; done"
+    )
+    job_id = _submit(cluster, *WIDE, "-o", "/dev/null", script)
+    wait_until(lambda: os.path.exists(os.path.join(cluster.state, "launched")), 60, "the task done")
+    cluster.h2.send_signal(signal.SIGSTOP)
+    try:
+        open(os.path.join(cluster.state, "end"), "w").close()
+        wait_until(
+            lambda: cluster.client.call("stats")["jobs_in_memory"] == 0,
+            what="the finished job gone from memory",
+        )
+        first_cpu, first_mem = _bacct_cpu_mem(cluster, tmp_path, job_id)
+        assert first_mem < BURN_MB  # the first host's alone
+    finally:
+        cluster.h2.send_signal(signal.SIGCONT)
+    cpu, mem = wait_until(
+        lambda: (f := _bacct_cpu_mem(cluster, tmp_path, job_id))[1] >= BURN_MB and f,
+        what="h2's part added to the stored job",
+        interval=0.5,
+    )
+    assert mem < first_mem + 4 * BURN_MB
+    if _part_cpu_measured():
+        assert first_cpu + 2.0 <= cpu < 30
 
 
 def test_blaunch_to_a_host_outside_the_allocation_is_refused(two_hosts, tmp_path):

@@ -313,13 +313,19 @@ def test_core_holds_every_host_and_gives_them_back(world):
     assert core.total_free == 4 and not core.host_jobs["h2"]
 
 
-def test_losing_any_host_of_a_job_counts(world):
-    conf, store, core = world
+def running_on_two_hosts(core, store):
+    """A job of 4 slots placed on h1 and h2 (2 slots each: it spans both), committed."""
     for name in ("h1", "h2"):
         core.host_register(name, {"slots": 2, "running": []}, 100.0)
-    job_id = submit(core, store, slots=4)  # wider than any host: it spans both
+    job_id = submit(core, store, slots=4)
     core.schedule(100.0)
     commit(store, core)
+    return job_id
+
+
+def test_losing_any_host_of_a_job_counts(world):
+    conf, store, core = world
+    job_id = running_on_two_hosts(core, store)
     core.host_gone("h2", 101.0)
     core.tick(101.0 + conf.mbatchd.node_lost_grace + 1)
     job = core.jobs[job_id]

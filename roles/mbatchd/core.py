@@ -55,6 +55,7 @@ from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
     check_needs,
@@ -92,10 +93,19 @@ class TurnOutput:
     woken: list = field(default_factory=list)  # (token, result or ProtocolError) of bwaits
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
+    parts: list = field(default_factory=list)  # (job, attempt, host, cpu, mem) of stored jobs
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
-        if not (self.jobs or self.events or self.hosts or self.envs or self.users or self.arrays):
+        if not (
+            self.jobs
+            or self.events
+            or self.hosts
+            or self.envs
+            or self.users
+            or self.arrays
+            or self.parts
+        ):
             return None
         return {
             "jobs": self.jobs.values(),
@@ -104,10 +114,11 @@ class TurnOutput:
             "envs": self.envs,
             "users": self.users,
             "arrays": self.arrays.values(),
+            "parts": self.parts,
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -1031,13 +1042,16 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps):
     # --- reports from sbatchd
 
     def reports(self, host: str, reports: list[Any], now: float) -> list[int]:
-        """Apply START/EXIT reports; return the report ids to acknowledge after commit.
+        """Apply START/EXIT/part reports; return the report ids to acknowledge after commit.
         A report of an attempt that is no longer current changes nothing and is acknowledged."""
         acks = []
         for rep in reports:
             if not isinstance(rep, dict) or not isinstance(rep.get("rid"), int):
                 raise P.ProtocolError(P.BAD_REQUEST, "a report needs an integer rid")
             acks.append(rep["rid"])
+            if rep.get("kind") == "part":  # blaunch's tasks on another host: after the job, often
+                self.part_report(host, rep)
+                continue
             job = self.jobs.get(rep.get("job"))  # type: ignore[arg-type]  # a wire value: no id, no job
             if (
                 job is None
@@ -1061,7 +1075,10 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps):
         job.exit_code, job.exit_signal = code, sig
         message = rep.get("message")
         job.message = message[:MAX_MESSAGE] if isinstance(message, str) and message else None
-        job.cpu_time, job.max_mem = accounting.usage(rep)
+        # with what the job's parts on its other hosts reported before this (roles/mbatchd/parts.py)
+        job.cpu_time, job.max_mem = accounting.combined(
+            (job.cpu_time, job.max_mem), accounting.usage(rep)
+        )
         if job.start_time is None:
             job.start_time = rep.get("start_time")
         self._release(job)

@@ -184,6 +184,22 @@ class Core:
     def ack(self, rids: list) -> list[Effect]:
         return [Ack(rids)]
 
+    def part_ended(
+        self, job: int, attempt: int, usage: tuple[float | None, int | None], now: float
+    ) -> list[Effect]:
+        """A job's part on this host (its blaunch tasks, the job started on another host)
+        ended: what its group used is reported, for mbatchd to add to the job. Nothing when
+        nothing was measured (no cgroups here)."""
+        cpu, mem = usage
+        if cpu is None and mem is None:
+            return []
+        report: dict[str, Any] = {"kind": "part", "job": job, "attempt": attempt, "time": now}
+        if cpu is not None:
+            report["cpu_time"] = round(cpu, 6)
+        if mem is not None:
+            report["max_mem"] = mem
+        return [Report(report)]
+
     # --- how a Start went
 
     def started(self, atts: list[Attempt], now: float) -> list[Effect]:

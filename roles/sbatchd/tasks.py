@@ -7,16 +7,18 @@ job's first host the task joins the attempt's cgroups and is killed when the att
 another host of the job no attempt runs: the first task there makes the job's part, a group
 `blaunch-JOB.ATTEMPT` with the limits of the job's slots there (the order's `part`), and the
 part ends, its tasks killed and its group removed, at mbatchd's kill, which it sends to these
-hosts when the job is killed and when it ends. A part is written down in the spool
-(`parts-HOST/JOB.ATTEMPT`) so that a restarted sbatchd, which no longer owns its tasks, kills
-them (`clean_left`). The relay starts as root, joins the cgroups, drops to the user and only
-then connects and runs the command."""
+hosts when the job is killed and when it ends. What the group used is reported to mbatchd
+before it goes (a `part` report), which adds it to the job's (roles/mbatchd/parts.py). A part
+is written down in the spool (`parts-HOST/JOB.ATTEMPT`) so that a restarted sbatchd, which no
+longer owns its tasks, kills them (`clean_left`). The relay starts as root, joins the
+cgroups, drops to the user and only then connects and runs the command."""
 
 import contextlib
 import json
 import os
 import signal
 import subprocess
+import time
 from typing import Any
 
 from lavalite import protocol as P
@@ -128,9 +130,15 @@ class Tasks:
         group = self.parts.pop(key)
         if group is not None:
             group.kill()
+            self._account(key, group)
             self._remove(group, REMOVE_TRIES)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spool, f"{key[0]}.{key[1]}"))
+
+    def _account(self, key: tuple[int, int], group: cgroups.Group) -> None:
+        """What the part's group used, reported to mbatchd (journaled: a disconnect loses
+        nothing) before the group goes."""
+        self.sbatchd.run(self.sbatchd.core.part_ended(*key, group.usage(), time.time()))
 
     def _remove(self, group: cgroups.Group, tries: int) -> None:
         """rmdir once its killed tasks are gone, looked at again later rather than waited for
@@ -156,9 +164,12 @@ class Tasks:
                 if _started(pid) == started:  # the same process, not a reused pid
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
+            job, _, attempt = name.partition(".")
             if rec.get("cgroup"):
                 group = self.sbatchd.cg.group(rec["cgroup"], rec.get("slice"))
                 if group is not None:  # None: no cgroups on this host now
+                    if job.isdigit() and attempt.isdigit():
+                        self._account((int(job), int(attempt)), group)
                     group.remove(wait=1.0)
             os.unlink(path)
 
