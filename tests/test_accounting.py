@@ -242,16 +242,28 @@ def _put(path, text):
         f.write(text)
 
 
-def test_v1_usage_read_and_reset_for_the_next_attempt(tmp_path):
-    mounts = {c: str(tmp_path / c) for c in ("cpuacct", "memory", "pids")}
+@pytest.mark.parametrize("cpu_mount", ["cpuacct", "cpu"])  # its own, or cpu,cpuacct
+def test_v1_usage_read_and_reset_for_the_next_attempt(tmp_path, cpu_mount):
+    mounts = {c: str(tmp_path / c) for c in (cpu_mount, "memory", "pids")}
+    _put(os.path.join(mounts[cpu_mount], "cpuacct.usage"), "0\n")  # the hierarchy counts CPU
     backend = cgroups.V1(mounts, "lavalite")
     backend.setup()
     group = backend.create("s1", Limits())
-    _put(os.path.join(group.dirs["cpuacct"], "cpuacct.usage"), "2500000000\n")
+    _put(os.path.join(group.dirs[cpu_mount], "cpuacct.usage"), "2500000000\n")
     _put(os.path.join(group.dirs["memory"], "memory.max_usage_in_bytes"), f"{100 * MB}\n")
     assert group.usage() == (2.5, 100 * MB)
     backend.reuse(group, Limits())
     assert group.usage() == (0.0, 0)
+
+
+def test_v1_without_cpuacct_in_its_groups_counts_no_cpu(tmp_path):
+    """A cpu hierarchy without cpuacct (mounted apart): CPU comes from rusage, not a file."""
+    mounts = {c: str(tmp_path / c) for c in ("cpu", "memory")}
+    backend = cgroups.V1(mounts, "lavalite")
+    backend.setup()
+    group = backend.create("s1", Limits())
+    _put(os.path.join(group.dirs["memory"], "memory.max_usage_in_bytes"), f"{MB}\n")
+    assert group.usage() == (None, MB)
 
 
 def test_v2_usage_and_its_absence(tmp_path):

@@ -308,8 +308,8 @@ class V2(_Hierarchy):
         _try_rmdir(self.base)
 
 
-# v1's counters of what an attempt used: CPU nanoseconds and peak memory bytes
-_USAGE = (("cpuacct", "cpuacct.usage"), ("memory", "memory.max_usage_in_bytes"))
+# v1's counter of what an attempt used at its peak: memory bytes (CPU: V1.counters)
+_PEAK = ("memory", "memory.max_usage_in_bytes")
 
 
 class V1(_Hierarchy):
@@ -328,6 +328,18 @@ class V1(_Hierarchy):
         self.mounts = mounts
         self.controllers = set(mounts)
         self.slices = {c: os.path.join(m, slice_name) for c, m in mounts.items()}
+        # CPU nanoseconds: cpuacct.usage, in the cpu groups where cpuacct is mounted with cpu
+        # (cpu,cpuacct, as systemd mounts them); a cpuacct hierarchy of its own is not one the
+        # groups span, so CPU comes from rusage there
+        cpu = next(
+            (
+                c
+                for c in ("cpuacct", "cpu")
+                if c in mounts and os.path.exists(os.path.join(mounts[c], "cpuacct.usage"))
+            ),
+            None,
+        )
+        self.counters = ([(cpu, "cpuacct.usage")] if cpu else []) + [_PEAK]
 
     def setup(self) -> list[str]:
         for d in self.slices.values():
@@ -381,16 +393,18 @@ class V1(_Hierarchy):
         """A kept group for its shepherd's next attempt: only the limits that differ written,
         and its CPU and peak memory counters reset, so that they count this attempt alone."""
         self._limit(group, limits)
-        for key, name in _USAGE:
+        for key, name in self.counters:
             if key in group.dirs:
                 _write(os.path.join(group.dirs[key], name), 0)
         return group
 
     def usage(self, group: Group) -> tuple[float | None, int | None]:
-        cpu, peak = (
-            _number(group.knob(key, name)) if key in group.dirs else None for key, name in _USAGE
-        )
-        return (cpu / 1e9 if cpu is not None else None), peak
+        found = {
+            name: _number(group.knob(key, name)) if key in group.dirs else None
+            for key, name in self.counters
+        }
+        cpu = found.get("cpuacct.usage")
+        return (cpu / 1e9 if cpu is not None else None), found[_PEAK[1]]
 
     def _limit(self, group, new):
         """Write the limits that differ from the group's present ones (None = unlimited)."""
