@@ -261,16 +261,6 @@ def _bacct_cpu_mem(cluster, tmp_path, job_id):
     return float(cpu), int(mem.rstrip("M"))
 
 
-def _part_cpu_measured():
-    """Whether sbatchd's cgroups here count a part's CPU: its cgroup v2 backend does
-    (cpu.stat); its v1 backend mounts no cpuacct hierarchy, so there only memory is."""
-    v2, v1 = cgroups.mounts()
-    if v2 is None:
-        return False
-    with open(os.path.join(v2, "cgroup.controllers")) as f:
-        return "memory" in f.read().split() or not v1.get("memory")
-
-
 def _skip_without_cgroups():
     v2, v1 = cgroups.mounts()
     if not v1.get("memory") and v2 is None:
@@ -296,9 +286,9 @@ def test_a_tasks_use_on_the_second_host_counts_with_its_job(two_hosts, tmp_path)
     long = _lsf_out(cluster, tmp_path, "bjobs", "-l", str(job_id))
     shown = re.search(r"MAX MEM: (\d+) Mbytes", long)
     assert shown and BURN_MB <= int(shown[1]) < 4 * BURN_MB, long
-    if _part_cpu_measured():
-        assert 2.0 <= cpu < 30 and 2.0 <= view["cpu_time"] < 30, view
-        assert f"The CPU time used is {view['cpu_time']:.1f} seconds" in long, long
+    # the part's cgroup counts its CPU (cgroup v2, v1 cpu,cpuacct), else wait4 of its task did
+    assert 2.0 <= cpu < 30 and 2.0 <= view["cpu_time"] < 30, view
+    assert f"The CPU time used is {view['cpu_time']:.1f} seconds" in long, long
 
 
 def test_a_part_reported_after_its_job_left_memory_updates_the_store(
@@ -331,8 +321,7 @@ def test_a_part_reported_after_its_job_left_memory_updates_the_store(
         interval=0.5,
     )
     assert mem < first_mem + 4 * BURN_MB
-    if _part_cpu_measured():
-        assert first_cpu + 2.0 <= cpu < 30
+    assert first_cpu + 2.0 <= cpu < 30
 
 
 def test_blaunch_to_a_host_outside_the_allocation_is_refused(two_hosts, tmp_path):

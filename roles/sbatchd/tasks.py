@@ -34,6 +34,9 @@ class Tasks:
         self.running: dict[tuple[int, int], set[int]] = {}  # attempt -> its tasks' relays
         # the parts of jobs that started on another host: attempt -> their group here
         self.parts: dict[tuple[int, int], cgroups.Group | None] = {}
+        # CPU seconds of a part's tasks that ended, from wait4: its figure where its group
+        # counts no CPU (cgroup v1 with cpuacct apart from cpu) or there is no group
+        self.waited_cpu: dict[tuple[int, int], float] = {}
         self.spool = os.path.join(sbatchd.conf.paths.spool_dir, f"parts-{sbatchd.host}")
 
     def launch(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +114,11 @@ class Tasks:
     def _reaped(self, key: tuple[int, int], proc: subprocess.Popen, pidfd: int) -> None:
         self.sbatchd.loop.remove_reader(pidfd)
         os.close(pidfd)
-        proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)  # the relay and the children it waited for
+        proc.returncode = os.waitstatus_to_exitcode(status)
         self.running.get(key, set()).discard(proc.pid)
+        if key in self.parts:
+            self.waited_cpu[key] = self.waited_cpu.get(key, 0.0) + usage.ru_utime + usage.ru_stime
 
     def ended(self, key: tuple[int, int]) -> None:
         """The attempt ended here: its tasks end with it (their commands die with their relay)."""
@@ -130,15 +136,20 @@ class Tasks:
         group = self.parts.pop(key)
         if group is not None:
             group.kill()
-            self._account(key, group)
+        self._account(key, group)
+        if group is not None:
             self._remove(group, REMOVE_TRIES)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spool, f"{key[0]}.{key[1]}"))
 
-    def _account(self, key: tuple[int, int], group: cgroups.Group) -> None:
-        """What the part's group used, reported to mbatchd (journaled: a disconnect loses
-        nothing) before the group goes."""
-        self.sbatchd.run(self.sbatchd.core.part_ended(*key, group.usage(), time.time()))
+    def _account(self, key: tuple[int, int], group: cgroups.Group | None) -> None:
+        """What the part used, reported to mbatchd (journaled: a disconnect loses nothing)
+        before its group goes: the group's counters, else (CPU) what wait4 gave of its tasks
+        that ended by themselves."""
+        cpu, mem = group.usage() if group is not None else (None, None)
+        waited = self.waited_cpu.pop(key, None)
+        usage = (waited if cpu is None else cpu, mem)
+        self.sbatchd.run(self.sbatchd.core.part_ended(*key, usage, time.time()))
 
     def _remove(self, group: cgroups.Group, tries: int) -> None:
         """rmdir once its killed tasks are gone, looked at again later rather than waited for
