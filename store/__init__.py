@@ -17,7 +17,7 @@ import apsw
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
 from store.history import Queries, prune
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {
@@ -26,6 +26,7 @@ MIGRATIONS = {
     4: "ALTER TABLE jobs ADD COLUMN hosts TEXT",
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
+    6: None,
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -71,14 +72,19 @@ _update_values = operator.attrgetter(*_MUTABLE, "id")
 _HOSTS = _MUTABLE.index("hosts")  # in the UPDATE values
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 # A part of a job on another of its hosts (roles/mbatchd/parts.py) added to its stored figures:
-# only to the attempt it ran in, and from a host the job had other than its first.
+# only to the attempt it ran in, from a host the job had other than its first, and once
+# (job_parts, by the time its host ended it: ?7); ?6: the job's row is written from memory,
+# only the part's mark is to add.
 _ADD_PART = (
     "UPDATE jobs SET "
     "cpu_time = CASE WHEN ?1 IS NULL THEN cpu_time ELSE ifnull(cpu_time, 0) + ?1 END, "
     "max_mem = CASE WHEN ?2 IS NULL THEN max_mem ELSE ifnull(max_mem, 0) + ?2 END "
-    "WHERE id = ?3 AND attempt = ?4 AND EXISTS (SELECT 1 FROM json_each(jobs.hosts) "
-    "WHERE json_each.key > 0 AND json_extract(json_each.value, '$[0]') = ?5)"
+    "WHERE NOT ?6 AND id = ?3 AND attempt = ?4 AND EXISTS (SELECT 1 FROM json_each(jobs.hosts) "
+    "WHERE json_each.key > 0 AND json_extract(json_each.value, '$[0]') = ?5) "
+    "AND NOT EXISTS (SELECT 1 FROM job_parts WHERE job_id = ?3 AND attempt = ?4 AND host = ?5 "
+    "AND time = ?7)"
 )
+_MARK_PART = "INSERT OR IGNORE INTO job_parts (job_id, attempt, host, time) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLS)} FROM jobs"
 _ARRAY_COLS = (
     "id",
@@ -210,6 +216,14 @@ class Store(Queries):
             "next_pend_seq": max(max_seq or 0, max_aseq or 0) + 1,
             "next_env_id": (max_env or 0) + 1,
             "users": {n for (n,) in self.db.execute("SELECT name FROM users")},
+            # the blaunch parts already counted in the figures of the jobs loaded
+            "parts": list(
+                self.db.execute(
+                    "SELECT p.job_id, p.attempt, p.host, p.time FROM job_parts p JOIN jobs j "
+                    "ON j.id = p.job_id WHERE j.state = ? OR j.end_time >= ?",
+                    (RUN, finished_since),
+                )
+            ),
         }
 
     def job(self, job_id: int) -> Job | None:
@@ -243,13 +257,15 @@ class Store(Queries):
         users: Iterable[tuple[str, int, float]] = (),
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
-        parts: Iterable[tuple[int, int, str, float | None, int | None]] = (),
+        parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
-        host, cpu_time, max_mem) added to stored jobs not in memory. Raises StoreFull when the
-        filesystem is full; any error leaves the store as it was (the transaction rolls back)."""
+        host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
+        added to the stored job's figures unless mbatchd holds the job in memory (its row is
+        written then). Raises StoreFull when the filesystem is full; any error leaves the
+        store as it was (the transaction rolls back)."""
         try:
             self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
         except apsw.FullError:
@@ -264,7 +280,7 @@ class Store(Queries):
         users: Iterable[tuple[str, int, float]],
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
-        parts: Iterable[tuple[int, int, str, float | None, int | None]],
+        parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -292,8 +308,13 @@ class Store(Queries):
                 )
             if parts:
                 cur.executemany(
-                    _ADD_PART, [(cpu, mem, job, att, host) for job, att, host, cpu, mem in parts]
+                    _ADD_PART,
+                    [
+                        (cpu, mem, job, att, host, kept, t)
+                        for job, att, host, t, cpu, mem, kept in parts
+                    ],
                 )
+                cur.executemany(_MARK_PART, [p[:4] for p in parts])
             if events:
                 cur.executemany(
                     "INSERT INTO job_events (job_id, time, old, new, reason, host, "

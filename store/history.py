@@ -167,8 +167,9 @@ class Reader(Queries):
 
 def prune(db: apsw.Connection, before: float, batch: int = PRUNE_BATCH) -> int:
     """Remove up to `batch` jobs and `batch` arrays that ended before `before`, with their
-    events, in one transaction. Returns how many went (below 2 * `batch`: nothing older is
-    left). The highest job and array ids stay: mbatchd continues its ids from them."""
+    events and parts' marks, in one transaction. Returns how many went (below 2 * `batch`:
+    nothing older is left). The highest job and array ids stay: mbatchd continues its ids
+    from them."""
     with db:
         gone = 0
         for table, top in _PRUNED:
@@ -183,6 +184,7 @@ def prune(db: apsw.Connection, before: float, batch: int = PRUNE_BATCH) -> int:
             if ids:
                 marks = ", ".join("?" * len(ids))
                 db.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM job_parts WHERE job_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
             gone += len(ids)
     return gone

@@ -93,3 +93,14 @@ CREATE TABLE IF NOT EXISTS arrays (
     pend_seq      INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS arrays_req ON arrays(req_id) WHERE req_id IS NOT NULL;
+
+-- The parts of multi-host jobs (blaunch tasks on their other hosts) whose figures the job's
+-- cpu_time and max_mem hold, by when their host ended them: a part's report sent again after
+-- its commit is not added twice.
+CREATE TABLE IF NOT EXISTS job_parts (
+    job_id   INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    host     TEXT NOT NULL,
+    time     REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt, host, time)
+) WITHOUT ROWID;

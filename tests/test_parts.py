@@ -36,12 +36,13 @@ def test_sbatchd_reports_what_a_part_used_and_nothing_unmeasured():
     assert core.part_ended(5, 2, (None, None), 10.0) == []
 
 
-def _part(rid, job_id, attempt=1, cpu=1.0, mem=MB):
+def _part(rid, job_id, attempt=1, cpu=1.0, mem=MB, ended=None):
     return {
         "rid": rid,
         "kind": "part",
         "job": job_id,
         "attempt": attempt,
+        "time": 100.0 + rid if ended is None else ended,  # when its host ended the part
         "cpu_time": cpu,
         "max_mem": mem,
     }
@@ -73,3 +74,32 @@ def test_mbatchd_adds_a_part_to_its_job_in_memory_then_in_the_store(world):
     commit(store, core)
     assert (store.job(job_id).cpu_time, store.job(job_id).max_mem) == (4.5, 36 * MB)
     assert store.job(999) is None
+
+
+def test_a_part_report_sent_again_is_counted_once(world):
+    """sbatchd sends a report again when the connection dropped between mbatchd's commit and
+    its acknowledgement: the part (job, attempt, host, the time its host ended it) counts once,
+    in memory, after a restart of mbatchd, and in the store once the job left memory."""
+    from roles.mbatchd.core import Core as Mbatchd
+
+    conf, store, core = world
+    job_id = running_on_two_hosts(core, store)
+    exit_ = {"rid": 1, "kind": "exit", "job": job_id, "attempt": 1, "exit_code": 0}
+    core.reports("h1", [{**exit_, "cpu_time": 1.0, "max_mem": 20 * MB}], 102.0)
+    part = _part(2, job_id, cpu=2.0, mem=5 * MB)
+    core.reports("h2", [part], 103.0)
+    commit(store, core)
+    core.reports("h2", [part], 104.0)  # the same report again
+    assert (core.jobs[job_id].cpu_time, core.jobs[job_id].max_mem) == (3.0, 25 * MB)
+    commit(store, core)
+    again = Mbatchd(conf, store.load(0), now=105.0)  # mbatchd restarted: the job in memory
+    again.reports("h2", [part], 105.0)
+    assert (again.jobs[job_id].cpu_time, again.jobs[job_id].max_mem) == (3.0, 25 * MB)
+    another = _part(3, job_id, cpu=1.0, mem=MB)  # a second part on h2 (its sbatchd restarted)
+    again.reports("h2", [another], 105.0)
+    commit(store, again)
+    again.tick(106.0 + conf.mbatchd.clean_period)
+    assert job_id not in again.jobs
+    again.reports("h2", [part, another], 107.0)  # both again, to the store's row
+    commit(store, again)
+    assert (store.job(job_id).cpu_time, store.job(job_id).max_mem) == (4.0, 26 * MB)

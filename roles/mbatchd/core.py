@@ -93,7 +93,7 @@ class TurnOutput:
     woken: list = field(default_factory=list)  # (token, result or ProtocolError) of bwaits
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
-    parts: list = field(default_factory=list)  # (job, attempt, host, cpu, mem) of stored jobs
+    parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -149,6 +149,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         self.lost = {}  # host -> since when it is UNAVAIL with jobs on it
         self.registered = {}  # host -> when its sbatchd last registered
         self.users = state["users"]
+        self.counted: dict[int, set[tuple[int, str, float]]] = {}  # parts.PartOps'
+        for job_id, attempt, host, ended in state.get("parts", ()):
+            self.counted.setdefault(job_id, set()).add((attempt, host, ended))
         self.next_id = state["next_job_id"]
         self.next_seq = state["next_pend_seq"]
         self.next_env = state["next_env_id"]
@@ -1144,6 +1147,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             gone = self.jobs.get(job_id) or self.arrays.get(job_id)
             if gone is not None and gone.finished and gone.end_time < horizon:
                 del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
+                self.counted.pop(job_id, None)
                 if gone.req_id:
                     self.by_req.pop(gone.req_id, None)
 

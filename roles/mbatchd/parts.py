@@ -8,7 +8,9 @@ host's peak. A part usually ends after the job's own EXIT (mbatchd's kill at the
 so it updates a finished job: in memory while it is there (within clean_period), else its
 row in the store, by the turn's commit (no read in the turn). A report of an attempt that is
 not the job's current one, of a host that is not one of the job's other hosts, or of a job
-mbatchd does not know, changes nothing.
+mbatchd does not know, changes nothing; nor does one already counted (a report sbatchd sends
+again when the connection dropped between mbatchd's commit and its acknowledgement): the
+store marks each part counted (job_parts), and mbatchd holds the marks of the jobs in memory.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ class PartOps:
 
     jobs: dict[int, Job]
     out: "TurnOutput"
+    counted: dict[int, set[tuple[int, str, float]]]  # job -> its parts counted
 
     if TYPE_CHECKING:  # Core's
 
@@ -41,12 +44,16 @@ class PartOps:
         cpu, mem = accounting.usage(rep)
         if cpu is None and mem is None:
             return
-        job_id, attempt = rep.get("job"), rep.get("attempt")
-        if type(job_id) is not int or type(attempt) is not int:
+        job_id, attempt, ended = rep.get("job"), rep.get("attempt"), rep.get("time")
+        if type(job_id) is not int or type(attempt) is not int or type(ended) is not float:
             return
         job = self.jobs.get(job_id)
         if job is None:  # gone from memory, or never known: the store's row, if it counts
-            self.out.parts.append((job_id, attempt, host, cpu, mem))
-        elif counts(job, host, attempt):
+            self.out.parts.append((job_id, attempt, host, ended, cpu, mem, False))
+            return
+        seen = self.counted.setdefault(job_id, set())
+        if counts(job, host, attempt) and (attempt, host, ended) not in seen:
+            seen.add((attempt, host, ended))  # a part by the time its host ended it
             job.cpu_time, job.max_mem = accounting.combined((job.cpu_time, job.max_mem), (cpu, mem))
             self._dirty(job)
+            self.out.parts.append((job_id, attempt, host, ended, cpu, mem, True))
