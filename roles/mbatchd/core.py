@@ -302,6 +302,14 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
     def _send(self, host, msg):
         self.out.outbox.setdefault(host, []).append(msg)
 
+    def _kill_order(self, host: str, job_id: int, attempt: int, stale: bool = False) -> None:
+        """`host`'s sbatchd told to kill the attempt; `stale`: one mbatchd no longer counts as
+        running there, so its end is not waited for."""
+        msg: dict[str, Any] = {"op": "kill", "job": job_id, "attempt": attempt}
+        if stale:
+            msg["stale"] = True
+        self._send(host, msg)
+
     def _count_run(self, job, sign):
         q = self._queue(job.queue)
         q.running += sign * job.slots
@@ -789,7 +797,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                 job.kill_requested = True
                 self._dirty(job)
             for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
-                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
+                self._kill_order(host, job.id, job.attempt)
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
 
     def query_jobs(
@@ -958,7 +966,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                 continue
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
-                    self._send(name, {"op": "kill", "job": job.id, "attempt": job.attempt})
+                    self._kill_order(name, job.id, job.attempt)
             elif job.kill_requested:
                 # never delivered, and killed meanwhile: it ends here, it is not sent again
                 self._ended(job, {"reason": KILLED_REASON}, now)
@@ -974,7 +982,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                 or known.attempt != attempt
                 or all(host != name for host, _ in allocation(known))
             ):
-                self._send(name, {"op": "kill", "job": job_id, "attempt": attempt, "stale": True})
+                self._kill_order(name, job_id, attempt, stale=True)
         self._set_free(host)
         self.wake = True
         return acks
@@ -1032,7 +1040,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         """`job` had a part on the lost host `lost`: what runs on its other hosts is killed."""
         for host, _ in allocation(job):
             if host != lost:
-                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
+                self._kill_order(host, job.id, job.attempt)
         qc = self.qconf.get(job.queue)
         if job.kill_requested or not job_options.rerunnable(job, bool(qc and qc.rerunnable)):
             self._ended(job, {"reason": KILLED_REASON if job.kill_requested else NODE_LOST}, now)
@@ -1123,7 +1131,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             for host in hold(job, self.hosts, self.host_jobs, -1):
                 self._set_free(host)
             for host, _ in (job.hosts or ())[1:]:  # blaunch's tasks there end with the job
-                self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt})
+                self._kill_order(host, job.id, job.attempt)
         self._count_run(job, -1)
         self.wake = True
 

@@ -84,6 +84,9 @@ class ControlOps:
         def _kill(self, job: Job, now: float) -> dict[str, Any]: ...
         def _array_kill(self, arr: Array, now: float) -> dict[str, Any]: ...
         def _send(self, host: str, msg: dict[str, Any]) -> None: ...
+        def _kill_order(
+            self, host: str, job_id: int, attempt: int, stale: bool = False
+        ) -> None: ...
         def _ended(self, job: Job, rep: dict[str, Any], now: float) -> None: ...
         def _target(self, job_id: int) -> Job | Array | None: ...
         def _may_act_on(self, ident: dict[str, Any], job: Job | Array) -> bool: ...
@@ -133,9 +136,8 @@ class ControlOps:
     def _force_kill(self, job: Job, now: float) -> dict[str, Any]:
         """bkill -r of a running job: KILLED now; its hosts kill the attempt when they hear."""
         job.kill_requested = True  # no retry of what the user removed
-        stale = {"op": "kill", "job": job.id, "attempt": job.attempt, "stale": True}
         for host, _ in allocation(job):
-            self._send(host, dict(stale))
+            self._kill_order(host, job.id, job.attempt, stale=True)
         self._ended(job, {"reason": KILLED_REASON}, now)
         return {"job": job.id, "ok": True, "message": f"Job <{label(job.id)}> is being terminated"}
 
@@ -174,7 +176,7 @@ class ControlOps:
         stale one. It waits kill_grace before it may start again, the time the old attempt
         has to end, so that two attempts do not overlap on a host that hears at once."""
         for host, _ in allocation(job):
-            self._send(host, {"op": "kill", "job": job.id, "attempt": job.attempt, "stale": True})
+            self._kill_order(host, job.id, job.attempt, stale=True)
         self._release(job)
         job.kill_requested = False  # a kill under way ends with the old attempt
         self._move(job, PEND, now, REQUEUED)
