@@ -417,6 +417,16 @@ KEYS = [
     (
         _SB,
         "sbatchd",
+        "usage_interval",
+        "dur>=0",
+        "10",
+        "Seconds between samples of the running jobs' CPU time, memory, swap, threads and PIDs "
+        "(from their cgroups, else their process groups in /proc), sent to mbatchd in one "
+        "frame for bjobs (as LSF's SBD_SLEEP_TIME, 30 s there); 0 = no samples.",
+    ),
+    (
+        _SB,
+        "sbatchd",
         "reconnect_max",
         "dur>0",
         "30",

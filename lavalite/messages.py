@@ -286,6 +286,26 @@ class Report(Envelope):
     reports: list[JobReport]
 
 
+class JobUsage(TypedDict):
+    """A running attempt's figures now (roles/sbatchd/usage.py); None: not known."""
+
+    job: int
+    attempt: int
+    cpu: float | None  # seconds of CPU so far
+    mem: int | None  # memory now, bytes
+    swap: int | None  # swap now, bytes
+    max_mem: int | None  # peak memory so far, bytes
+    nthreads: int | None
+    pgid: int  # the job's process group (its first process)
+    pids: list[int]  # every process of the job
+
+
+class Usage(Envelope):
+    """sbatchd's running attempts, every usage_interval: one-way, kept in mbatchd's memory."""
+
+    jobs: list[JobUsage]
+
+
 # --- mbatchd's orders to sbatchd (each stamped with mbatchd's fencing epoch)
 
 
@@ -388,6 +408,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "stop": Resume,
     "register": Register,
     "report": Report,
+    "usage": Usage,
 }
 SBATCHD_ORDERS: dict[str, type] = {
     "dispatch": Dispatch,
@@ -415,6 +436,11 @@ def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> 
         "running": running,
         "reports": reports,
     }
+
+
+def usage(jobs: list[JobUsage]) -> Usage:
+    """One frame of every running attempt's figures (one-way, never acknowledged)."""
+    return {"v": VERSION, "op": "usage", "id": None, "jobs": jobs}
 
 
 def report(reports: list[JobReport]) -> Report:

@@ -142,6 +142,7 @@ class Job:
         "array",
         "needs",
         "hosts",
+        "usage",
     )
 
     def __init__(
@@ -190,6 +191,9 @@ class Job:
         self.needs: Needs | None = None  # -R, -m, -x, -n MIN,MAX (lavalite.resreq)
         # [[host, slots], ...] while placed on several hosts or with -n MIN,MAX (first = host)
         self.hosts: list[list] | None = None
+        # a started attempt's figures now, from its worker's last usage frame (job_view's
+        # USAGE_FIELDS), kept while it runs or is suspended; in memory only
+        self.usage: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -240,10 +244,13 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
         job.start_time = None  # set by the START report
         job.end_time = None
         job.exit_code = job.exit_signal = job.message = job.cpu_time = job.max_mem = None
+        job.usage = None
     elif new == PEND:
         job.start_time = None  # bjobs shows the attempt to come, not the one that ended
+        job.usage = None
     elif new in FINISHED:
         job.end_time = now
+        job.usage = None  # its end figures are cpu_time and max_mem
     return Event(job.id, now, old, new, reason, job.host, job.attempt)
 
 
@@ -295,6 +302,11 @@ class Host:
         return self.slots - self.used if self.status == HOST_OK and not self.exclusive else 0
 
 
+# A running job's figures in its view; None until its worker's first sample, and once it ended
+USAGE_FIELDS = ("mem", "swap", "nthreads", "pgid", "run_pids", "usage_time")
+_NO_USAGE = dict.fromkeys(USAGE_FIELDS)
+
+
 def job_view(job: Job, pend_reason: str | None = None) -> dict:
     """The JSON shape of a job in replies (bjobs, --json). Stable: scripts read it.
     An array element's id is array_id << 32 | index; "label" is how users write it, ID[INDEX]."""
@@ -340,6 +352,8 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "asked_hosts": spec.get("asked_hosts"),
         "exclusive": bool(spec.get("exclusive")),
         "interactive": _interactive_option(spec.get("interactive")),
+        **_NO_USAGE,
+        **(job.usage or {}),  # while it runs: cpu_time and max_mem so far too
     }
 
 

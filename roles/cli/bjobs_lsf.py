@@ -218,6 +218,7 @@ FIELDS: "dict[str, tuple[str, Callable[[View], str]]]" = {
     "cpu_used": ("CPU_USED", _cpu),
     "mem": ("MEM", lambda j: _mem(j, "mem", 0)),
     "max_mem": ("MAX_MEM", lambda j: _mem(j, "max_mem", 0)),
+    "swap": ("SWAP", lambda j: _mem(j, "swap", 0)),
     "memlimit": ("MEMLIMIT", lambda j: _mem(j, "memory", 0)),
     "runtimelimit": (
         "RUNTIMELIMIT",
@@ -231,7 +232,7 @@ FIELDS: "dict[str, tuple[str, Callable[[View], str]]]" = {
     "priority": ("PRIORITY", lambda j: _dash(j.get("priority"))),
 }
 # memory fields: the view's key (bytes); -o's unit prefix applies to them
-_MEMORY = {"mem": "mem", "max_mem": "max_mem", "memlimit": "memory"}
+_MEMORY = {"mem": "mem", "max_mem": "max_mem", "swap": "swap", "memlimit": "memory"}
 ALIASES = {
     "id": "jobid",
     "ugroup": "user_group",
@@ -341,16 +342,29 @@ def default_columns() -> "tuple[list[Column], str]":
 
 
 def long_lines(j: "View") -> list[str]:
-    """bjobs -l's resource usage in LSF's words, when the job view has it (CPU time and
-    memory come with the job's end status)."""
-    lines = []
-    if j.get("cpu_time") is not None:
-        lines.append(f"  The CPU time used is {j['cpu_time']:.1f} seconds.")
-    usage = [
-        f"{name}: {_mem(j, key, 0)}"
-        for name, key in (("MEM", "mem"), ("MAX MEM", "max_mem"))
-        if j.get(key) is not None
-    ]
-    if usage:
-        lines += [" MEMORY USAGE:", f" {';  '.join(usage)};"]
+    """bjobs -l's resource usage in LSF's words, when the job view has it: a running job's
+    last sample, a finished job's end figures."""
+    if j.get("usage_time"):
+        lines = running_lines(j)
+    elif j.get("cpu_time") is not None:
+        lines = [f"  The CPU time used is {j['cpu_time']:.1f} seconds."]
+    else:
+        lines = []
+    if j.get("max_mem") is not None:
+        lines += [" MEMORY USAGE:", f" MAX MEM: {_mem(j, 'max_mem', 0)};"]
     return lines
+
+
+def running_lines(j: "View") -> list[str]:
+    """A running (or suspended) job's figures as LSF's bjobs -l shows them, under the time
+    of its worker's last sample."""
+    pad = " " * 21  # under the text after the time stamp
+    cpu = j.get("cpu_time")
+    return [
+        f"{time.strftime('%a %b %e %H:%M:%S', time.localtime(j['usage_time']))}: "
+        "Resource usage collected.",
+        f"{pad}The CPU time used is {'-' if cpu is None else f'{cpu:.0f}'} seconds.",
+        f"{pad}MEM: {_mem(j, 'mem', 0)};  SWAP: {_mem(j, 'swap', 0)};  "
+        f"NTHREAD: {_dash(j.get('nthreads'))}",
+        f"{pad}PGID: {j.get('pgid')};  PIDs: {' '.join(map(str, j.get('run_pids') or ()))}",
+    ]

@@ -22,7 +22,7 @@ from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.model import FINISHED, PEND, Job, label
 from lavalite.peer import Peer, Strangers, hello
 from lavalite.tls import DaemonTLS
-from roles.mbatchd import admin_ops
+from roles.mbatchd import admin_ops, usage
 from roles.mbatchd.budget import TurnBudget
 from roles.mbatchd.core import Core
 from roles.mbatchd.history import History
@@ -58,7 +58,8 @@ USER_OPS = (
     "users",
     "load",
 )
-SBATCHD_OPS = ("register", "report")
+SBATCHD_OPS = ("register", "report", "usage")
+QUIET_OPS = ("usage",)  # change no state: no turn for them
 # What each role that connects to mbatchd may ask; any peer may ping. A lim or mbatchd peer
 # (it holds the key, but mbatchd has nothing to ask of it) may do nothing else.
 ROLE_OPS = {"user": USER_OPS, "sbatchd": SBATCHD_OPS}
@@ -133,6 +134,9 @@ class Mbatchd:
             "stats": lambda p, m, n: self.stats(),
             "register": self.op_register,
             "report": self.op_report,
+            "usage": lambda p, m, n: usage.apply(
+                self.core.jobs, p.identity["host"], P.require(m, "jobs", list), n
+            ),
             "peek": self.op_peek,
             "launch": self.op_launch,
             "history": self.history.op_history,
@@ -168,7 +172,8 @@ class Mbatchd:
         if result is not None:
             held = self.submits if op in SUBMIT_OPS else self.held
             held.append((peer, P.reply(msg.get("id"), **result)))
-        self.request_turn()
+        if op not in QUIET_OPS:
+            self.request_turn()
 
     def on_close(self, peer: Peer) -> None:
         ident = peer.identity or {}

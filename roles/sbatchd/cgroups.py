@@ -208,6 +208,8 @@ class Group:
 
 
 class _Hierarchy:
+    name: str  # "v1" or "v2"
+
     def group(self, name: str, slice_name: str | None = None) -> Group:
         """The group of an attempt that may exist already (adoption, stale clean-up), under
         this backend's slice or the one an attempt's record names."""

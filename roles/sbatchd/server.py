@@ -32,7 +32,17 @@ from lavalite.hosts import mbatchd_endpoints
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
-from roles.sbatchd import cgroups, hostfile, jobfiles, peek, prepost, record, relay_job, shepherd
+from roles.sbatchd import (
+    cgroups,
+    hostfile,
+    jobfiles,
+    peek,
+    prepost,
+    record,
+    relay_job,
+    shepherd,
+    usage,
+)
 from roles.sbatchd.core import (
     Ack,
     Arm,
@@ -553,6 +563,26 @@ class Sbatchd:
         if self.peer is not None and conf.sbatchd.slots != old.sbatchd.slots:
             self._register(self.peer)
 
+    async def sample_usage(self, stop: asyncio.Event) -> None:
+        """Every usage_interval: the running attempts' figures, sampled on a worker thread
+        (the loop keeps serving), to mbatchd in one frame while it is connected."""
+        sampler = usage.Sampler()
+        while not stop.is_set():
+            interval = self.conf.sbatchd.usage_interval  # a reload may change it
+            await sleep_or_stop(stop, interval or 60.0)
+            found = usage.targets(self.core.attempts.values())
+            if not interval or self.peer is None or not found:
+                continue
+            try:
+                sampled = await self.loop.run_in_executor(
+                    None, sampler.sample, found, set(self.links)
+                )
+            except Exception:  # a figure missed is no reason to stop the next ones
+                log.exception("sampling the running jobs' usage failed")
+                continue
+            if sampled and self.peer is not None:
+                self.peer.send(messages.usage(sampled))
+
     # --- the connection to mbatchd
 
     async def connect(self, stop: asyncio.Event) -> None:
@@ -657,7 +687,9 @@ class Sbatchd:
         write_pid(os.path.join(self.conf.paths.spool_dir, f"sbatchd-{self.host}.pid"))
         self.adopt()
         self._shepherd()
+        sampling = asyncio.ensure_future(self.sample_usage(stop))
         await self.connect(stop)
+        await sampling
         self._flush()  # the records of ended attempts go with the shepherds
         for link in list(self.links.values()):
             link.close()
