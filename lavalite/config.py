@@ -324,6 +324,15 @@ KEYS = [
     (
         _LM,
         "lim",
+        "cpu_factor",
+        "float>0",
+        "1.0",
+        "This host's CPU speed relative to the others (LSF's CPU factor, lshosts' cpuf, "
+        "bhosts -l's CPUF): shown, not yet used to scale run limits or CPU times.",
+    ),
+    (
+        _LM,
+        "lim",
         "heartbeat_misses",
         "int>=1",
         "3",
@@ -520,6 +529,7 @@ _NUM = {
     "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
     "dur>=0": ("dur", 0, None, False, _DUR),
     "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">")),
+    "float>0": ("float", 0, None, True, "number > 0"),
 }
 _BOOLS = {
     "yes": True,
@@ -622,16 +632,15 @@ def _convert(kind: str, raw: str) -> "Any":
         if base == "int":
             value = int(raw)
         else:
-            mult = _UNITS.get(raw[-1:].lower())
+            mult = _UNITS.get(raw[-1:].lower()) if base == "dur" else None
             value = float(raw[:-1] if mult else raw) * (mult or 1)
             if not math.isfinite(value):
                 raise ValueError
     except ValueError:
-        want = (
-            "a duration such as 90, 1.5, 90s, 10m, 2h, 1d"
-            if base == "dur"
-            else "an integer" + (" or auto" if kind == "slots" else "")
-        )
+        want = {
+            "dur": "a duration such as 90, 1.5, 90s, 10m, 2h, 1d",
+            "float": "a number such as 1 or 2.5",
+        }.get(base, "an integer" + (" or auto" if kind == "slots" else ""))
         raise ValueError(f"expected {want}, got {raw!r}") from None
     too_low = lo is not None and (value < lo or (strict and value == lo))
     if too_low or (hi is not None and value > hi):

@@ -35,6 +35,7 @@ from lavalite.auth import KeyFileError
 from lavalite.config import Config, Section
 from lavalite.daemon import sleep_or_stop, write_pid
 from lavalite.hosts import address
+from lavalite.loadindex import Indices
 from lavalite.metrics import Exporter, counter, gauge
 from lavalite.peer import Peer, Strangers, hello
 from lavalite.program import self_command
@@ -78,6 +79,7 @@ class Lim:
         self.keys = auth.KeyFile(conf.cluster.key_file)
         self.seen = auth.ReplayCache()  # the nonces of recent hellos: each is good once
         self.load: dict[str, Any] = {"alive": True, "time": time.time()}
+        self.indices = Indices()  # r15s, pg, ls, it: averaged across the samples
         self.mbatchd: asyncio.subprocess.Process | None = None  # the supervised process
         self.candidates = conf.cluster.master_candidates or [host]
         self.t_fail = conf.lim.heartbeat_interval * conf.lim.heartbeat_misses
@@ -112,6 +114,13 @@ class Lim:
             "swap_free": swap.free,
             "tmp_total": tmp.total,
             "tmp_free": tmp.free,
+            **self.indices.sample(
+                time.monotonic(),
+                time.time(),
+                ((u.name, u.terminal) for u in psutil.users()),
+                psutil.boot_time(),
+            ),
+            "cpuf": self.conf.lim.cpu_factor,
             **HOST_KIND,
             "labels": self.conf.lim.labels.get(self.host, []),
         }

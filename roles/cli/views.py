@@ -193,29 +193,39 @@ def hosts(args: "Args") -> int:
 LOAD_INDICES = ["r15s", "r1m", "r15m", "ut", "pg", "ls", "it", "tmp", "swp", "mem"]
 
 
+def _figure(value: "float | None", form: str) -> str:
+    return "-" if value is None else format(value, form)
+
+
 def load_values(load: "dict[str, Any]") -> list[str]:
-    """LSF's load indices from LIM's sample; what LIM does not measure (r15s, pg, ls, it) is
-    '-'. r1m and r15m are the kernel's 1- and 15-minute load averages."""
+    """LSF's load indices from LIM's sample (lavalite/loadindex.py): r15s the run queue
+    averaged over 15 s, r1m and r15m the kernel's 1- and 15-minute load averages, pg pages
+    swapped per second, ls login users, it idle minutes; '-' for what a LIM did not send."""
     avg = load.get("loadavg") or [None, None, None]
     cpu = load.get("cpu")
     return [
-        "-",
-        "-" if avg[0] is None else f"{avg[0]:.1f}",
-        "-" if avg[2] is None else f"{avg[2]:.1f}",
+        _figure(load.get("r15s"), ".1f"),
+        _figure(avg[0], ".1f"),
+        _figure(avg[2], ".1f"),
         "-" if cpu is None else f"{cpu * 100:.0f}%",
-        "-",
-        "-",
-        "-",
+        _figure(load.get("pg"), ".1f"),
+        _figure(load.get("ls"), "d"),
+        _figure(load.get("it"), ".0f"),
         _size(load.get("tmp_free")),
         _size(load.get("swap_free")),
         _size(load.get("mem_avail")),
     ]
 
 
+def _cpuf(load: "dict[str, Any]", form: str) -> str:
+    """The host's CPU factor ([lim] cpu_factor of its LIM; 1 where its LIM sent none)."""
+    return format(load.get("cpuf") or 1.0, form)
+
+
 def _host_long(h: "dict[str, Any]") -> None:
     print(f"HOST  {h['name']}")
     table(
-        [[host_status(h), "1.00", *_host_figures(h), "-"]],
+        [[host_status(h), _cpuf(h.get("load") or {}, ".2f"), *_host_figures(h), "-"]],
         ["STATUS", "CPUF", *HOST_FIGURES, "DISPATCH_WINDOW"],
     )
     print(" CURRENT LOAD USED FOR SCHEDULING:")
@@ -310,7 +320,7 @@ def hostinfo(args: "Args") -> int:
                     _cut(h["name"], 15, args.wide),
                     _cut(load.get("type", "-"), 7, args.wide),
                     _cut(load.get("model", "-"), 8, args.wide),
-                    "1.0",
+                    _cpuf(load, ".1f"),
                     load.get("ncpu") or "-",
                     _size(load.get("mem_total")),
                     _size(load.get("swap_total")),
