@@ -70,9 +70,7 @@ def test_cpu_factor_is_a_positive_number(tmp_path):
             config.load(str(tmp_path / "lavalite.conf"))
 
 
-def test_lsload_shows_a_number_in_every_column_and_lshosts_the_cpu_factor(
-    make_cluster, tmp_path
-):
+def test_lsload_shows_a_number_in_every_column_and_lshosts_the_cpu_factor(make_cluster, tmp_path):
     cluster = make_cluster(lim={"cpu_factor": "2.5"})
 
     def full_row():

@@ -6,12 +6,11 @@ memory; bjobs -l, -o and -json show them as LSF does. Fast tests of the parsers 
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 from conftest import wait_until
-from test_lsf_options import _lsf_command
+from test_admin import lsf
 
 from lavalite.model import DONE, RUN, Job, transition
 from roles.cli import bjobs_lsf
@@ -208,14 +207,7 @@ def test_bjobs_long_lines_of_a_running_job_are_lsfs():
 
 
 def _bjobs(cluster, tmp_path, *args):
-    return subprocess.run(
-        _lsf_command(tmp_path, "bjobs") + list(args),
-        env=cluster.env,
-        cwd=cluster.state,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return lsf(cluster, tmp_path, "bjobs", *args)
 
 
 def _cpu_of(long_text):
