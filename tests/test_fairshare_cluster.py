@@ -108,7 +108,7 @@ def _remove_accounts():
         subprocess.run(["userdel", "-r", user], capture_output=True)
 
 
-def test_two_users_on_one_slot_start_by_their_shares(accounts, readable):  # noqa: F811
+def test_two_users_on_one_slot_start_by_their_shares(accounts, readable, tmp_path):  # noqa: F811
     state = tempfile.mkdtemp(prefix="lavalite-fair-", dir="/tmp")
     os.chmod(state, 0o755)
     libdir = os.path.join(state, "pylib")
@@ -125,14 +125,14 @@ def test_two_users_on_one_slot_start_by_their_shares(accounts, readable):  # noq
     c.start()
     c.pythonpath, c.readable = f"{readable}:{libdir}", readable
     try:
-        assert lsf(c, state, "badmin", "qinact", "fair").returncode == 0
+        assert lsf(c, tmp_path, "badmin", "qinact", "fair").returncode == 0
         ids = {}
         for user in (a, b):  # all of a's jobs queued before b's
             for _ in range(12):
                 res = as_user(c, accounts[user], "submit", "--", "sleep", "1")
                 assert res.returncode == 0, res.stdout + res.stderr
                 ids[int(res.stdout.split("<")[1].split(">")[0])] = user
-        assert lsf(c, state, "badmin", "qact", "fair").returncode == 0
+        assert lsf(c, tmp_path, "badmin", "qact", "fair").returncode == 0
         jobs = c.wait(list(ids), timeout=180)
         order = sorted(ids, key=lambda i: jobs[i]["start_time"])
         first9 = [ids[i] for i in order[:9]]
