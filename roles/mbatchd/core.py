@@ -920,6 +920,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
                     "run": q.running,
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
+                    "fairshare": qc.fairshare if qc else "",
                     "share_info": self.share_info(name),
                     "limits": {
                         k: getattr(qc, k)
