@@ -142,3 +142,27 @@ def test_two_users_on_one_slot_start_by_their_shares(accounts, readable, tmp_pat
     finally:
         c.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_simulate_fairshare_shares_slot_time_two_to_one(tmp_path):
+    """`lavalite simulate --fairshare`: a real mbatchd, simulated hosts; over the simulated hour
+    user1 (2 shares) holds about twice user2's slot time (1 share), where first come, first
+    served gives user2 none (user1's jobs came first)."""
+    from conftest import LAUNCHER
+
+    args = ["--hosts", "10", "--slots", "4", "--users", "8", "--jobs", "8000"]
+    args += ["--duration", "60-300", "--speed", "1800", "--state-dir", str(tmp_path / "sim")]
+    out = subprocess.run(
+        LAUNCHER + ["simulate", "--fairshare", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = orjson.loads(out.stdout.strip().splitlines()[-1])
+    hour = fig["fairshare_hour"]
+    assert fig["ended_twice"] == 0
+    # 2:1 by shares; the slots in use add 1 to each user's load, so with few slots per user
+    # the share leans above 2
+    assert 1.6 <= hour["fairshare"]["ratio"] <= 2.6, hour
+    assert hour["fifo"]["user2_slot_s"] == 0, hour

@@ -209,7 +209,7 @@ def workload(
     users = [f"user{i + 1}" for i in range(args.users)]
     if args.fairshare:  # every user the same work, so shares alone make the difference
         each = max(1, args.jobs // len(users))
-        return [(u, queues[0], "array", each, rng.uniform(lo, hi)) for u in users]
+        return [(u, queues[0], "array", each, (lo + hi) / 2) for u in users]
     items: list[WorkItem] = []
     left = int(args.jobs * args.array_share)
     while left > 0:
