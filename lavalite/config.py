@@ -807,7 +807,9 @@ def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
             sec_key = _queues_key(sec)
             if not _queue_name_ok(sec.removeprefix(USERGROUP + " ")):
                 what = "user group" if sec_key == USERGROUP else "queue"
-                errors.append(f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - .")
+                errors.append(
+                    f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - ."
+                )
         elif sec not in schema:
             other = [f for f in FILES if sec in _SCHEMA[f]]
             hint = f"; it belongs in {other[0]}" if other else _hint(sec, schema)
@@ -1107,7 +1109,7 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
             ]
     if conf_name == QUEUES and not any(_queues_key(s) == USERGROUP for s in values):
         out += [f"# [{USERGROUP} NAME]"]
-        for key, (kind, default, doc) in schema[USERGROUP].items():
+        for key, (kind, _, doc) in schema[USERGROUP].items():
             out += [f"# {doc}", f"# Type: {_describe(kind)}.", f"# {key} = alice bob"]
     return "\n".join(out).rstrip() + "\n"
 

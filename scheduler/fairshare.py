@@ -18,7 +18,11 @@ class Factors:
     __slots__ = ("cpu_time", "run_time", "run_job", "half_life")
 
     def __init__(
-        self, cpu_time: float = 0.7, run_time: float = 0.7, run_job: float = 3.0, half_life: float = 5.0
+        self,
+        cpu_time: float = 0.7,
+        run_time: float = 0.7,
+        run_job: float = 3.0,
+        half_life: float = 5.0,
     ) -> None:
         self.cpu_time, self.run_time, self.run_job = cpu_time, run_time, run_job
         self.half_life = half_life * 3600.0  # seconds; 0 = usage never decays

@@ -172,8 +172,7 @@ def test_config_check_refuses_bad_policy_with_file_line_and_key(tmp_path):
         config.load(path)
     q = os.path.join(tmp_path, "queues.conf")
     assert err.value.errors == [
-        f"{q}:6: [usergroup selfish] members: group selfish contains itself "
-        "(selfish -> selfish)",
+        f"{q}:6: [usergroup selfish] members: group selfish contains itself (selfish -> selfish)",
         f"{q}:8: [usergroup a] members: group a contains itself (a -> b -> a)",
         f"{q}:2: [fair] fairshare: [alice, x]: shares must be an integer >= 1",
         f"{q}:4: [other] fairshare: nobody@ names no [usergroup nobody]",

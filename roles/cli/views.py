@@ -135,7 +135,7 @@ def _share_info(name: str, shares: "str | None", accounts: "list[dict[str, Any]]
     entries = shares[shares.index("[") + 1 : shares.rindex("]")].strip()
     print(f"\nSCHEDULING POLICIES:  FAIRSHARE\nUSER_SHARES:  {entries}")
     print(f"\nSHARE_INFO_FOR: {name}/")
-    rows = [
+    rows: list[list[Any] | str] = [
         [
             a["account"],
             a["shares"],

@@ -53,9 +53,9 @@ class FairOps:
     def _fair_loaded(self) -> None:
         self.fair_loading = False
         self.fair_loaded.clear()
-        for view in self.queues.values():
-            for usage in view.fair.usage.values() if view.fair else ():
-                usage.advance(self.clock, view.fair.factors.half_life)
+        for fair in (view.fair for view in self.queues.values() if view.fair):
+            for usage in fair.usage.values():
+                usage.advance(self.clock, fair.factors.half_life)
 
     def _set_fair(self, jobs: dict[int, Job]) -> None:
         """After the queues are (re)configured: a Fair on each fairshare queue, with the usage
