@@ -36,7 +36,11 @@ def fair_cluster(tmp_path):
     c = Cluster(
         tmp_path / "c",
         slots=2,
-        queues={"fair": {"fairshare": "USER_SHARES[[root, 2] [default, 1]]"}},
+        queues={
+            "fair": {"fairshare": "USER_SHARES[[root, 2] [lab, 3] [default, 1]]"},
+            "usergroup lab": {"members": "root"},
+            "usergroup other": {"members": "nobody"},
+        },
         mbatchd={"default_queue": "fair"},
     )
     c.start()
@@ -70,6 +74,24 @@ def _share_info_or_none(c, tmp_path):
         return None
 
 
+def test_bsub_G_charges_its_group_and_needs_membership(fair_cluster, tmp_path):
+    c = fair_cluster
+    res = lsf(c, tmp_path, "bsub", "-G", "lab", "sleep 30")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = int(res.stdout.split("<")[1].split(">")[0])
+    c.wait_started([job])
+    rows = share_info(c, tmp_path)
+    assert (rows["lab/"]["SHARES"], rows["lab/"]["STARTED"], rows["root"]["STARTED"]) == (
+        "3",
+        "1",
+        "0",
+    )
+    res = lsf(c, tmp_path, "bsub", "-G", "other", "true")
+    assert res.returncode == 1
+    assert res.stderr == "bsub: -G other: User not in the specified user group\n"
+    c.client.kill([job])
+
+
 def test_reload_changes_shares_and_a_bad_policy_keeps_the_old(fair_cluster, tmp_path):
     c = fair_cluster
     assert share_info(c, tmp_path)["root"]["SHARES"] == "2"
@@ -85,7 +107,7 @@ def test_reload_changes_shares_and_a_bad_policy_keeps_the_old(fair_cluster, tmp_
     assert res.returncode != 0 and "fairshare: [root, many]" in res.stdout + res.stderr
     # mbatchd keeps the shares it has (commands read queues.conf, so ask it directly)
     (queue,) = [q for q in c.client.call("queues")["queues"] if q["name"] == "fair"]
-    assert [(a["account"], a["shares"]) for a in queue["share_info"]] == [("root", 7)]
+    assert {a["account"]: a["shares"] for a in queue["share_info"]}["root"] == 7
 
 
 @pytest.fixture(scope="module")
