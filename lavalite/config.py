@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
-QUEUE = "*"  # KEYS section for queues.conf: every section there is a queue but
+QUEUE = "*"  # KEYS section for queues.conf: every section there but [usergroup NAME] is a queue
 USERGROUP = "usergroup"  # [usergroup NAME]: a group of users (fairshare)
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
