@@ -11,6 +11,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+from lavalite.fairshare import GroupLoop, expand_groups, parse_shares, unknown_groups
 from lavalite.files import write_whole
 from lavalite.limits import parse_size
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
-QUEUE = "*"  # KEYS section for queues.conf: every section there is a queue
+QUEUE = "*"  # KEYS section for queues.conf: every section there but [usergroup NAME] is a queue
+USERGROUP = "usergroup"  # [usergroup NAME]: a group of users (fairshare)
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
@@ -263,6 +265,40 @@ KEYS = [
     (
         _LC,
         "mbatchd",
+        "fairshare_half_life",
+        "num>=0",
+        "5",
+        "Fairshare: hours after which a user's past run time and CPU time count half "
+        "(LSF's HIST_HOURS); 0 = they never decay. See docs/policy.md.",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "cpu_time_factor",
+        "num>=0",
+        "0.7",
+        "Fairshare: weight of decayed CPU hours in the dynamic priority (LSF's CPU_TIME_FACTOR).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "run_time_factor",
+        "num>=0",
+        "0.7",
+        "Fairshare: weight of decayed run hours, of finished and running jobs, in the dynamic "
+        "priority (LSF's RUN_TIME_FACTOR).",
+    ),
+    (
+        _LC,
+        "mbatchd",
+        "run_job_factor",
+        "num>=0",
+        "3",
+        "Fairshare: weight of (1 + slots in use) in the dynamic priority (LSF's RUN_JOB_FACTOR).",
+    ),
+    (
+        _LC,
+        "mbatchd",
         "max_preexec_retry",
         "int>=0",
         "5",
@@ -325,7 +361,7 @@ KEYS = [
         _LM,
         "lim",
         "cpu_factor",
-        "float>0",
+        "num>0",
         "1.0",
         "This host's CPU speed relative to the others (LSF's CPU factor, lshosts' cpuf, "
         "bhosts -l's CPUF): shown, not yet used to scale run limits or CPU times.",
@@ -503,12 +539,32 @@ KEYS = [
     ),
     (_QU, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
     (_QU, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
+    (
+        _QU,
+        QUEUE,
+        "fairshare",
+        "shares",
+        "",
+        "Fairshare among users (LSF's FAIRSHARE): USER_SHARES[[alice, 2] [bob, 1] [default, 1]]; "
+        "a name is a user, a [usergroup] (its members share together), GROUP@ (each member "
+        "alone), default (each user named nowhere else) or others (all of those together). "
+        "Empty = first come, first served. See docs/policy.md.",
+    ),
+    (
+        _QU,
+        USERGROUP,
+        "members",
+        "list",
+        "",
+        "Users and groups of a [usergroup NAME] section, for fairshare shares and bsub -G.",
+    ),
 ]
 _FILE_DOC = {
     LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
     LIM: "LIM (load information manager) settings. Every key is optional.",
     SBATCHD: "sbatchd (per-host job runner) settings. Every key is optional.",
-    QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue.",
+    QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue; "
+    "[usergroup NAME] sections define user groups.",
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
 # (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
@@ -529,7 +585,8 @@ _NUM = {
     "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
     "dur>=0": ("dur", 0, None, False, _DUR),
     "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">")),
-    "float>0": ("float", 0, None, True, "number > 0"),
+    "num>0": ("num", 0, None, True, "number > 0"),
+    "num>=0": ("num", 0, None, False, "number >= 0"),
 }
 _BOOLS = {
     "yes": True,
@@ -593,6 +650,8 @@ class Config:
             setattr(self, sec, Section())
         self.hosts: dict[str, str] = {}  # host name -> address ([hosts])
         self.queues: dict[str, QueueConf] = {}
+        self.usergroups: dict[str, list[str]] = {}  # [usergroup NAME] -> members as written
+        self.group_users: dict[str, frozenset[str]] = {}  # group -> its users, nested resolved
         self.lim.labels = {}
 
     def queue_order(self) -> list[QueueConf]:
@@ -606,6 +665,10 @@ class Config:
 def _convert(kind: str, raw: str) -> "Any":
     """Text -> typed value; ValueError's message says what was expected."""
     if kind in ("str", "path", "file?"):  # paths are resolved once [paths] is known
+        return raw
+    if kind == "shares":
+        if raw:
+            parse_shares(raw)  # checked here, resolved by mbatchd
         return raw
     if kind == "list":
         return raw.replace(",", " ").split()
@@ -631,6 +694,10 @@ def _convert(kind: str, raw: str) -> "Any":
     try:
         if base == "int":
             value = int(raw)
+        elif base == "num":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
         else:
             mult = _UNITS.get(raw[-1:].lower()) if base == "dur" else None
             value = float(raw[:-1] if mult else raw) * (mult or 1)
@@ -639,7 +706,7 @@ def _convert(kind: str, raw: str) -> "Any":
     except ValueError:
         want = {
             "dur": "a duration such as 90, 1.5, 90s, 10m, 2h, 1d",
-            "float": "a number such as 1 or 2.5",
+            "num": "a number such as 1 or 2.5",
         }.get(base, "an integer" + (" or auto" if kind == "slots" else ""))
         raise ValueError(f"expected {want}, got {raw!r}") from None
     too_low = lo is not None and (value < lo or (strict and value == lo))
@@ -650,6 +717,49 @@ def _convert(kind: str, raw: str) -> "Any":
 
 def _queue_name_ok(name: str) -> bool:
     return name.isascii() and all(c.isalnum() or c in "_-." for c in name)
+
+
+def _queues_key(sec: str) -> str:
+    """The KEYS section of a queues.conf section: a user group's or a queue's."""
+    return USERGROUP if sec.startswith(USERGROUP + " ") else QUEUE
+
+
+def _user_groups(conf: "Config", parsed: "Parsed", path: str, errors: list[str]) -> None:
+    """conf.usergroups from the [usergroup NAME] sections: {name: members}. A group with no
+    members, or that contains itself (directly or through others), is an error."""
+    lines = {}
+    for sec, (sline, keys) in parsed.items():
+        if _queues_key(sec) == USERGROUP:
+            name = sec[len(USERGROUP) + 1 :]
+            raw, line = keys.get("members", ("", sline))
+            conf.usergroups[name], lines[name] = _convert("list", raw), line
+            if not conf.usergroups[name]:
+                errors.append(f"{path}:{line}: [{sec}] members: a group needs members")
+    while True:
+        try:
+            conf.group_users = expand_groups(conf.usergroups)
+            return
+        except GroupLoop as exc:  # reported, and the loop cut so the others are checked
+            name = exc.group
+            errors.append(f"{path}:{lines[name]}: [{USERGROUP} {name}] members: {exc}")
+            conf.usergroups[name] = [m for m in conf.usergroups[name] if m not in conf.usergroups]
+
+
+def _check_shares(
+    conf: "Config", q: QueueConf, given: "tuple[int, dict] | None", path: str, errors: list[str]
+) -> None:
+    """A queue's fairshare names no undefined `group@` (its syntax was checked with the key)."""
+    if not q.fairshare or given is None or "fairshare" not in given[1]:
+        return
+    try:
+        entries = parse_shares(q.fairshare)
+    except ValueError:  # reported by _fill
+        return
+    for name in unknown_groups(entries, conf.usergroups):
+        errors.append(
+            f"{path}:{given[1]['fairshare'][1]}: [{q.name}] fairshare: {name} names no "
+            f"[{USERGROUP} {name[:-1]}]"
+        )
 
 
 def _free_ok(key: str, value: str) -> bool:
@@ -715,9 +825,12 @@ def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
     schema = _SCHEMA[fname]
     for sec, (sline, keys) in parsed.items():
         if fname == QUEUES:
-            if not _queue_name_ok(sec):
-                errors.append(f"{path}:{sline}: bad queue name [{sec}]: use letters, digits, _ - .")
-            sec_key = QUEUE
+            sec_key = _queues_key(sec)
+            if not _queue_name_ok(sec.removeprefix(USERGROUP + " ")):
+                what = "user group" if sec_key == USERGROUP else "queue"
+                errors.append(
+                    f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - ."
+                )
         elif sec not in schema:
             other = [f for f in FILES if sec in _SCHEMA[f]]
             hint = f"; it belongs in {other[0]}" if other else _hint(sec, schema)
@@ -799,6 +912,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     errors.append(f"{path}:{line}: [paths] {pkey}: {fpath} does not exist")
         if fname == QUEUES:  # no queues.conf at all: one default queue `serial`
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
+            _user_groups(conf, parsed or {}, fpath, errors)
             for name in names:
                 q = conf.queues[name] = QueueConf(name=name)
                 _fill(
@@ -809,6 +923,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     name,
                     errors,
                 )
+                _check_shares(conf, conf.queues[name], (parsed or {}).get(name), fpath, errors)
             continue
         parsed = parsed or {}
         for sec, rows in _SCHEMA[fname].items():
@@ -974,6 +1089,7 @@ def _describe(kind: str) -> str:
         "bool": "yes/no",
         "size": "size in MB, or with a unit: 512M, 2G",
         "relpath": "relative path (no '.' or '..' parts)",
+        "shares": "USER_SHARES[[name, shares] ...], empty = none",
         "file?": "path of a file, empty = none",
         "str": "text",
     }.get(kind, kind)
@@ -987,7 +1103,7 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
     values = values or {}
     schema = _SCHEMA[conf_name]
     for sec, keys in values.items():
-        rows = schema.get(QUEUE if conf_name == QUEUES else sec)
+        rows = schema.get(_queues_key(sec) if conf_name == QUEUES else sec)
         if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
             raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
     out = [
@@ -1002,7 +1118,9 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
             out += [f"# {_FREE[conf_name, sec]}"]
             out += [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
             continue
-        for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
+        for key, (kind, default, doc) in schema[
+            _queues_key(sec) if conf_name == QUEUES else sec
+        ].items():
             line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
             out += [
                 f"# {doc}",
@@ -1010,6 +1128,10 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
                 line.rstrip(),
                 "",
             ]
+    if conf_name == QUEUES and not any(_queues_key(s) == USERGROUP for s in values):
+        out += [f"# [{USERGROUP} NAME]"]
+        for key, (kind, _, doc) in schema[USERGROUP].items():
+            out += [f"# {doc}", f"# Type: {_describe(kind)}.", f"# {key} = alice bob"]
     return "\n".join(out).rstrip() + "\n"
 
 

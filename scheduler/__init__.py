@@ -19,6 +19,7 @@ from lavalite.model import (
     PR_QUEUE_INACTIVE,
     PR_USER_CAP,
 )
+from scheduler.fairshare import Fair
 from scheduler.fit import HOST_REASONS, Hosts, place
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
@@ -26,6 +27,9 @@ from scheduler.fit import HOST_REASONS, Hosts, place
 Pending = Any
 Entry = tuple[int, Pending]  # (pend_seq, job) in a user's FIFO
 Reasons = dict[tuple[str, Any], str]
+# a user's head in a queue's heap: (-dynamic priority or 0 without fairshare, pend_seq, user,
+# job, the rest of the user's FIFO)
+Head = tuple[float, int, str, Pending, Iterator[Entry]]
 
 
 class QueueView:
@@ -44,6 +48,7 @@ class QueueView:
         "running",
         "running_user",
         "pending",
+        "fair",
     )
 
     def __init__(
@@ -62,6 +67,7 @@ class QueueView:
         self.running = 0  # slots in use by this queue's jobs
         self.running_user: dict[str, int] = {}  # user -> slots in use
         self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
+        self.fair: Fair | None = None  # a fairshare queue's policy and usage
 
 
 class Snapshot:
@@ -134,24 +140,53 @@ def plan(snap: Snapshot) -> Plan:
     return result
 
 
+class _Order:
+    """The key of a user's head: 0 in a FIFO queue (pend_seq decides); in a fairshare queue
+    minus its account's dynamic priority, with the slots placed this turn counted, so that the
+    priority falls as the turn places the account's jobs."""
+
+    __slots__ = ("fair", "now", "placed")
+
+    def __init__(self, fair: Fair | None, now: float) -> None:
+        self.fair, self.now = fair, now
+        self.placed: dict[str, int] = {}  # account -> slots placed this turn
+
+    def key(self, user: str, job: Pending) -> float:
+        if self.fair is None:
+            return 0.0
+        account, shares = self.fair.policy.account(user, job.spec.get("user_group"))
+        return -self.fair.priority(account, shares, self.now, self.placed.get(account, 0))
+
+    def charge(self, user: str, job: Pending, slots: int) -> None:
+        if self.fair is not None:
+            account = self.fair.policy.account(user, job.spec.get("user_group"))[0]
+            self.placed[account] = self.placed.get(account, 0) + slots
+
+
 def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> None:
-    heads: list[
-        tuple[int, str, Pending, Iterator[Entry]]
-    ] = []  # (pend_seq, user, job, iterator) of each user's first live job
+    order = _Order(q.fair, snap.now)
+    heads: list[Head] = []  # each user's first live job
     for user, fifo in q.pending.items():
         it = iter(fifo)
         entry = _first_live(it)
         if entry:
-            heads.append((entry[0], user, entry[1], it))
+            heads.append((order.key(user, entry[1]), entry[0], user, entry[1], it))
     heapq.heapify(heads)
     q_used = q.running
     placed: dict[str, int] = {}  # user -> slots placed this turn
     taken: dict[Any, list[int]] = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
-        _, user, job, it = heads[0]
+        key, seq, user, job, it = heads[0]
+        if order.fair is not None:
+            # priorities only fall within a turn: a head whose account placed since it was
+            # keyed goes back in at its new key (lazily, one account at a time)
+            now_key = order.key(user, job)
+            if now_key > key:
+                heapq.heapreplace(heads, (now_key, seq, user, job, it))
+                continue
         arr = job.array  # an Array entry (arr is job) or a retried element
         if arr is not None and not _room(job, arr, taken, result):
-            _advance(heads, user, it)
+            _advance(heads, user, it, order)
             continue
         if q.max_running_queue and q_used + job.slots > q.max_running_queue:
             result.reasons[(q.name, None)] = PR_QUEUE_CAP
@@ -169,7 +204,7 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got
-                _advance(heads, user, it)
+                _advance(heads, user, it, order)
                 continue
             if isinstance(got, str):
                 # FIFO per user: this user's next job waits behind the wide one; others go on.
@@ -182,20 +217,21 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
         result.placements.append((job, host))
         q_used += slots
         placed[user] = placed.get(user, 0) + slots
+        order.charge(user, job, slots)
         if arr is not None:
             counts = taken.setdefault(arr, [0, 0])
             counts[0] += 1
             counts[1] += arr is job
             if arr is job:
                 continue  # the array keeps its place until it is spent or throttled
-        _advance(heads, user, it)
+        _advance(heads, user, it, order)
 
 
-def _advance(heads: list, user: str, it: Iterator[Entry]) -> None:
+def _advance(heads: list[Head], user: str, it: Iterator[Entry], order: _Order) -> None:
     """Replace the head by the user's next live entry (or drop the user for this turn)."""
     entry = _first_live(it)
     if entry:
-        heapq.heapreplace(heads, (entry[0], user, entry[1], it))
+        heapq.heapreplace(heads, (order.key(user, entry[1]), entry[0], user, entry[1], it))
     else:
         heapq.heappop(heads)
 

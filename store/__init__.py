@@ -17,7 +17,7 @@ import apsw
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
 from store.history import Queries, prune
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {
@@ -27,6 +27,7 @@ MIGRATIONS = {
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
     6: None,
+    7: None,
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -216,6 +217,13 @@ class Store(Queries):
             "next_pend_seq": max(max_seq or 0, max_aseq or 0) + 1,
             "next_env_id": (max_env or 0) + 1,
             "users": {n for (n,) in self.db.execute("SELECT name FROM users")},
+            # fairshare: (queue, account) -> (run, cpu, at)
+            "fairshare": {
+                (q, a): (run, cpu, at)
+                for q, a, run, cpu, at in self.db.execute(
+                    "SELECT queue, account, run, cpu, at FROM fairshare_usage"
+                )
+            },
             # the blaunch parts already counted in the figures of the jobs loaded
             "parts": list(
                 self.db.execute(
@@ -258,16 +266,18 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
+        fairshare: Iterable[tuple[str, str, float, float, float]] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
-        written then). Raises StoreFull when the filesystem is full; any error leaves the
+        written then); fairshare: (queue, account, run, cpu, at) of the usage changed.
+        Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
+            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts, fairshare)
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -281,6 +291,7 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
+        fairshare: Iterable[tuple[str, str, float, float, float]] = (),
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -315,6 +326,12 @@ class Store(Queries):
                     ],
                 )
                 cur.executemany(_MARK_PART, [p[:4] for p in parts])
+            if fairshare:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO fairshare_usage (queue, account, run, cpu, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    fairshare,
+                )
             if events:
                 cur.executemany(
                     "INSERT INTO job_events (job_id, time, old, new, reason, host, "

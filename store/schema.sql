@@ -104,3 +104,14 @@ CREATE TABLE IF NOT EXISTS job_parts (
     time     REAL NOT NULL,
     PRIMARY KEY (job_id, attempt, host, time)
 ) WITHOUT ROWID;
+
+-- Fairshare (schema 7): each fairshare queue's usage by share account (a user, a group as
+-- NAME/, or others): run is slot-seconds and cpu CPU seconds, both decayed up to `at`.
+CREATE TABLE IF NOT EXISTS fairshare_usage (
+    queue    TEXT NOT NULL,
+    account  TEXT NOT NULL,
+    run      REAL NOT NULL,
+    cpu      REAL NOT NULL,
+    at       REAL NOT NULL,
+    PRIMARY KEY (queue, account)
+) WITHOUT ROWID;

@@ -44,6 +44,13 @@ def _setup(p: "ArgumentParser") -> None:
         "temporary directory, removed afterwards)",
     )
     p.add_argument("--seed", type=int, default=1, help="workload random seed (default 1)")
+    p.add_argument(
+        "--fairshare",
+        action="store_true",
+        help="one queue with fairshare (user1 2 shares, user2 1, every other user 1), every "
+        "user the same jobs; run one simulated hour, then the same without fairshare, and "
+        "print user1's and user2's slot time and the two runs' figures side by side",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 

@@ -37,6 +37,11 @@ DEFAULT_QUEUES = {
     "long": {"priority": "10", "max_running_user": "20000"},
 }
 BATCH = 5000  # single jobs per submit_many request
+# --fairshare: the queue, and the two users whose slot time is compared (2 shares to 1)
+FAIR_QUEUE = "fair"
+FAIR_SHARES = "USER_SHARES[[user1, 2] [user2, 1] [default, 1]]"
+WATCHED = ("user1", "user2")
+HOUR = 3600.0
 # (user, queue, kind, size, duration): an array's one duration, or each single job's
 WorkItem = tuple[str, str, str, int, Any]
 
@@ -75,6 +80,10 @@ class Sim:
         self.per_second: dict[int, int] = {}  # int(time) -> dispatches
         self.by_queue: dict[str, list[float]] = {}  # queue -> [waits]
         self.all_ended = asyncio.Event()
+        # --fairshare: the simulated hour from the first dispatch (real times), and the
+        # (start, real duration, slots) of the WATCHED users' jobs
+        self.window: tuple[float, float] | None = None
+        self.runs: dict[str, list[tuple[float, float, int]]] = {u: [] for u in WATCHED}
 
     def duration(self, spec: dict[str, Any]) -> float:
         d = spec.get("sim_duration") or self.lo
@@ -82,12 +91,31 @@ class Sim:
             d *= 0.5 + (spec["index"] * 2654435761 % 1000) / 1000
         return min(self.hi, max(self.lo, d)) / self.args.speed
 
-    def started(self, spec: dict[str, Any], now: float) -> None:
+    def started(self, spec: dict[str, Any], now: float, duration: float) -> None:
+        if self.args.fairshare:
+            if self.window is None:
+                self.window = (now, now + HOUR / self.args.speed)
+            if spec["user"] in self.runs:
+                self.runs[spec["user"]].append((now, duration, spec["slots"]))
         wait = now - self.submitted[spec.get("array", spec["id"])]
         self.waits.append(wait)
         self.by_queue.setdefault(spec["queue"], []).append(wait)
         sec = int(now)
         self.per_second[sec] = self.per_second.get(sec, 0) + 1
+
+    def slot_time(self, user: str) -> float:
+        """The user's slot-seconds within the simulated hour, in simulated seconds."""
+        assert self.window is not None  # set by the first dispatch
+        lo, hi = self.window
+        used = sum(
+            n * max(0.0, min(hi, start + dur) - max(lo, start)) for start, dur, n in self.runs[user]
+        )
+        return used * self.args.speed
+
+    def done(self) -> bool:
+        """Every job ended, or (--fairshare) the simulated hour is over."""
+        over = self.window is not None and time.time() >= self.window[1]
+        return self.all_ended.is_set() or over
 
     def finished(self, job_id: int) -> None:
         if job_id in self.ended:
@@ -133,10 +161,9 @@ class SimHost:
             now = time.time()
             for spec in msg["jobs"]:
                 key = (spec["id"], spec["attempt"])
-                self.sim.started(spec, now)
-                self.timers[key] = self.sim.loop.call_later(
-                    self.sim.duration(spec), self.exit, key, 0, ""
-                )
+                duration = self.sim.duration(spec)
+                self.sim.started(spec, now, duration)
+                self.timers[key] = self.sim.loop.call_later(duration, self.exit, key, 0, "")
                 self.report({"kind": "start", "job": key[0], "attempt": key[1], "time": now})
         elif op == "kill":
             key = (msg.get("job"), msg.get("attempt"))
@@ -180,6 +207,9 @@ def workload(
     """[(user, queue, kind, size, duration)]: arrays (kind "array") and batches of single jobs
     (kind "singles", one duration per job), shuffled."""
     users = [f"user{i + 1}" for i in range(args.users)]
+    if args.fairshare:  # every user the same work, so shares alone make the difference
+        each = max(1, args.jobs // len(users))
+        return [(u, queues[0], "array", each, (lo + hi) / 2) for u in users]
     items: list[WorkItem] = []
     left = int(args.jobs * args.array_share)
     while left > 0:
@@ -261,9 +291,9 @@ async def drive(args: Namespace, conf: config.Config, pid: int) -> tuple[Sim, di
     hosts = await register_hosts(sim, args.hosts, args.slots)
     t_register = time.time() - t1
     last = time.time()
-    while not sim.all_ended.is_set():
+    while not sim.done():
         try:
-            await asyncio.wait_for(sim.all_ended.wait(), 10)
+            await asyncio.wait_for(sim.all_ended.wait(), 1 if args.fairshare else 10)
         except TimeoutError:
             if not args.json:
                 print(
@@ -294,12 +324,16 @@ def _state(args: Namespace) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="lavalite-sim-"), True
 
 
-def _write_conf(state: str, args: Namespace) -> str:
+def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
     from roles.cli.local import free_port
 
     qfile = os.path.join(state, "queues.conf")
     overrides = {}
-    if args.queues:
+    if args.fairshare:
+        one = {"fairshare": FAIR_SHARES} if fair else {}
+        overrides["queues.conf"] = {FAIR_QUEUE: one}
+        names = [FAIR_QUEUE]
+    elif args.queues:
         shutil.copyfile(args.queues, qfile)
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(args.queues)
@@ -334,9 +368,22 @@ def main(args: Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.fairshare:
+        sim, fig = _simulate(args, "fair", fair=True)
+        fifo_sim, fifo_fig = _simulate(args, "fifo")
+        report(args, sim, fig, _compare(args, sim, fig, fifo_sim, fifo_fig))
+        return 0 if sim.twice == fifo_sim.twice == 0 else 1
+    sim, fig = _simulate(args)
+    report(args, sim, fig)
+    return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
+
+
+def _simulate(args: Namespace, run: str = "", fair: bool = False) -> tuple["Sim", dict[str, Any]]:
+    """One simulation with its own mbatchd and state (in `run` under --state-dir)."""
     state, temporary = _state(args)
+    state = os.path.join(state, run)
     os.makedirs(state, exist_ok=True)
-    conf_path = _write_conf(state, args)
+    conf_path = _write_conf(state, args, fair)
     conf = config.load(conf_path)  # a bad queues.conf stops here, every error listed
     auth.create_key(conf.cluster.key_file)
     os.makedirs(conf.paths.log_dir, exist_ok=True)
@@ -360,10 +407,9 @@ def main(args: Namespace) -> int:
     fig["store_mib"] = (
         sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p)) / 2**20
     )
-    report(args, sim, fig)
     if temporary:
-        shutil.rmtree(state, ignore_errors=True)
-    return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
+        shutil.rmtree(os.path.dirname(state) if run else state, ignore_errors=True)
+    return sim, fig
 
 
 def _wait_port(conf: config.Config, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -384,7 +430,39 @@ def _wait_port(conf: config.Config, proc: subprocess.Popen[bytes], timeout: floa
     raise SystemExit("simulate: mbatchd did not listen within 60 s")
 
 
-def report(args: Namespace, sim: Sim, fig: dict[str, Any]) -> None:
+def _compare(
+    args: Namespace, sim: Sim, fig: dict[str, Any], fifo_sim: Sim, fifo_fig: dict[str, Any]
+) -> dict[str, Any]:
+    """--fairshare's figures: the watched users' slot time over the simulated hour with
+    fairshare (goal: 2:1) and without, and the fairshare run's cost as ratios to the FIFO run."""
+
+    def share(s: Sim) -> dict[str, Any]:
+        a, b = (s.slot_time(u) for u in WATCHED)
+        return {"user1_slot_s": round(a), "user2_slot_s": round(b), "ratio": _ratio(a, b)}
+
+    def rate(s: Sim) -> float:
+        return len(s.waits) / max(1e-9, max(s.per_second) - min(s.per_second) + 1)
+
+    return {
+        "fairshare": share(sim),
+        "fifo": share(fifo_sim),
+        "fair_to_fifo": {
+            "dispatch_per_s": _ratio(rate(sim), rate(fifo_sim)),
+            "sched_p99": _ratio(fig["stats"]["sched_p99"], fifo_fig["stats"]["sched_p99"]),
+            "mbatchd_peak_rss": _ratio(
+                fig["mbatchd_peak_rss_mib"], fifo_fig["mbatchd_peak_rss_mib"]
+            ),
+        },
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def report(
+    args: Namespace, sim: Sim, fig: dict[str, Any], fair: dict[str, Any] | None = None
+) -> None:
     waits = sorted(sim.waits)
     busy = sorted(sim.per_second.values())
     started = len(waits)
@@ -422,12 +500,16 @@ def report(args: Namespace, sim: Sim, fig: dict[str, Any]) -> None:
             for q, w in sorted(sim.by_queue.items())
         },
     }
+    if fair is not None:
+        out["fairshare_hour"] = fair
     if args.json:
         print(json.dumps(out))
         return
     width = max(map(len, out))
     for k, v in out.items():
-        if k != "queues":
+        if k not in ("queues", "fairshare_hour"):
             print(f"{k.ljust(width)}  {v}")
+    for k, v in (fair or {}).items():
+        print(f"{k.ljust(width)}  {' '.join(f'{n} {x}' for n, x in v.items())}")
     for q, v in out["queues"].items():
         print(f"queue {q}: {v['started']} started, submit-to-start p50 {v['wait_p50_s']} s")

@@ -121,8 +121,35 @@ def _queue_long(q: "dict[str, Any]") -> None:
     print("PARAMETERS/STATISTICS")
     table([[*_queue_figures(q), 0, 0, 0]], [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"])
     _queue_limits(q.get("limits") or {})
+    _share_info(q["name"], q.get("fairshare"), q.get("share_info"))
     _admin_comment(q.get("admin"))
     print()
+
+
+def _share_info(name: str, shares: "str | None", accounts: "list[dict[str, Any]] | None") -> None:
+    """A fairshare queue's policy and SHARE_INFO_FOR block, as LSF: each share account's
+    shares, dynamic priority, slots started and reserved, decayed CPU and run seconds,
+    adjustment."""
+    if accounts is None or not shares:
+        return
+    entries = shares[shares.index("[") + 1 : shares.rindex("]")].strip()
+    print(f"\nSCHEDULING POLICIES:  FAIRSHARE\nUSER_SHARES:  {entries}")
+    print(f"\nSHARE_INFO_FOR: {name}/")
+    rows: list[list[Any] | str] = [
+        [
+            a["account"],
+            a["shares"],
+            f"{a['priority']:.3f}",
+            a["started"],
+            a["reserved"],
+            f"{a['cpu_time']:.1f}",
+            round(a["run_time"]),
+            f"{a['adjust']:.3f}",
+        ]
+        for a in accounts
+    ]
+    header = ["USER/GROUP", "SHARES", "PRIORITY", "STARTED", "RESERVED", "CPU_TIME", "RUN_TIME"]
+    table(rows, [*header, "ADJUST"])
 
 
 def _queue_limits(limits: "dict[str, Any]") -> None:

@@ -53,6 +53,7 @@ from roles.mbatchd import job_options
 from roles.mbatchd.admin_ops import AdminOps, empty_state
 from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
+from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.parts import PartOps
@@ -94,6 +95,7 @@ class TurnOutput:
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
+    fairshare: dict = field(default_factory=dict)  # (queue, account) -> its Usage changed
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -105,6 +107,7 @@ class TurnOutput:
             or self.users
             or self.arrays
             or self.parts
+            or self.fairshare
         ):
             return None
         return {
@@ -115,10 +118,11 @@ class TurnOutput:
             "users": self.users,
             "arrays": self.arrays.values(),
             "parts": self.parts,
+            "fairshare": [(q, a, u.run, u.cpu, u.at) for (q, a), u in self.fairshare.items()],
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -126,6 +130,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         self.queues = {}  # name -> QueueView, in priority order
         self.qconf = {}
         self.admin_state = state.get("badmin") or empty_state()  # see roles.mbatchd.admin_ops
+        self._init_fair(state, now)
         self._set_queues(conf)
         self.jobs = {}  # id -> Job: live, and finished within clean_period
         self.arrays = {}  # id -> Array: live, and ended within clean_period
@@ -172,6 +177,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         for name, ids in self.host_jobs.items():
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
+        self._fair_loaded()
 
     def new_turn(self) -> TurnOutput:
         """What the last turn recorded, handed to the shell after its commit; the next turn
@@ -198,6 +204,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                 view.priority, view.active = -1, False
                 self.queues[name] = view
         self.apply_queue_state()
+        self._set_fair(getattr(self, "jobs", {}))  # none yet at start-up: counted as loaded
 
     def reconfigure(self, conf: Config) -> None:
         """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
@@ -316,6 +323,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         q.running_user[job.user] = q.running_user.get(job.user, 0) + sign * job.slots
         if not q.running_user[job.user]:
             del q.running_user[job.user]
+        self._fair_count(job, sign)
 
     def _set_free(self, host):
         old = self.free_by_host.pop(host.name, 0)
@@ -912,6 +920,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                     "run": q.running,
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
+                    "fairshare": qc.fairshare if qc else "",
+                    "share_info": self.share_info(name),
                     "limits": {
                         k: getattr(qc, k)
                         for k in ("default_walltime", "max_walltime", "max_memory")
@@ -1140,6 +1150,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
     def tick(self, now: float) -> None:
         """Release jobs whose backoff expired; drop finished jobs older than clean_period from
         memory (they stay in the store)."""
+        self.clock = now
         while self.backoff and self.backoff[0][0] <= now:
             _, job_id = heapq.heappop(self.backoff)
             job = self.jobs.get(job_id) or self.arrays.get(job_id)  # an array: its begin time
@@ -1169,6 +1180,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         `limit`: slots to place at most (0: all it can), so that a turn stays short when
         thousands of slots free at once; the rest go in the next turn."""
         self.wake = False
+        self.clock = now
         queues = list(self.queues.values())
         result = plan(
             Snapshot(

@@ -74,7 +74,7 @@ def checked(spec: dict, conf: Any, user: str, admins: set[str]) -> dict:
             raise jobspec.SpecError(f"notify (-B, -N) must list events of {NOTIFY_EVENTS}")
         out["notify"] = sorted(set(notify))
     if "user_group" in out:
-        check_group(out["user_group"], user)
+        check_group(out["user_group"], user, conf.group_users)
     return out
 
 
@@ -85,17 +85,21 @@ def _epoch(field: str, value: object) -> float:
     return float(value)
 
 
-def check_group(group: str, user: str) -> None:
-    """-G: the group exists and the user is in it (LSF refuses the job otherwise)."""
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise P.ProtocolError(P.NOT_FOUND, f"-G {group}: Bad user group name") from None
-    try:
-        groups = os.getgrouplist(user, pwd.getpwnam(user).pw_gid)
-    except KeyError:
-        groups = []
-    if gid not in groups:
+def check_group(group: str, user: str, configured: dict[str, frozenset[str]]) -> None:
+    """-G: the group exists and the user is in it (LSF refuses the job otherwise): a
+    [usergroup] of queues.conf (fairshare) by its members, else the system's group."""
+    if group in configured:
+        member = user in configured[group]
+    else:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise P.ProtocolError(P.NOT_FOUND, f"-G {group}: Bad user group name") from None
+        try:
+            member = gid in os.getgrouplist(user, pwd.getpwnam(user).pw_gid)
+        except KeyError:
+            member = False
+    if not member:
         raise P.ProtocolError(P.DENIED, f"-G {group}: User not in the specified user group")
 
 
