@@ -29,6 +29,8 @@ LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "q
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
 QUEUE = "*"  # KEYS section for queues.conf: every section there is a queue
+QUOTA = "quota"  # KEYS section for queues.conf's [quota NAME] sections (docs/policy.md)
+QUOTA_PREFIX = QUOTA + " "
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
@@ -484,12 +486,48 @@ KEYS = [
     ),
     (_QU, QUEUE, "active", "bool", "yes", "Dispatch pending jobs."),
     (_QU, QUEUE, "description", "str", "", "Free text shown by bqueues -l."),
+    (_QU, QUOTA, "users", "list", "", "The users whose jobs the quota counts."),
+    (
+        _QU,
+        QUOTA,
+        "groups",
+        "list",
+        "",
+        "The Unix groups whose members' jobs it counts (membership as bsub -G checks it).",
+    ),
+    (_QU, QUOTA, "projects", "list", "", "The projects (bsub -P) whose jobs it counts."),
+    (
+        _QU,
+        QUOTA,
+        "core_hours",
+        "core-hours",
+        "0",
+        "Core-hours (slots x hours) the members may use per period; required.",
+    ),
+    (
+        _QU,
+        QUOTA,
+        "period",
+        "dur>0",
+        "30d",
+        "Length of the windows usage is counted in, from the Unix epoch (UTC).",
+    ),
+    (
+        _QU,
+        QUOTA,
+        "admit_below",
+        "percent",
+        "90%",
+        "A submit is refused when used + running + pending + its estimate would reach this "
+        "share of core_hours.",
+    ),
 ]
 _FILE_DOC = {
     LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
     LIM: "LIM (load information manager) settings. Every key is optional.",
     SBATCHD: "sbatchd (per-host job runner) settings. Every key is optional.",
-    QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue.",
+    QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue; each "
+    "[quota NAME] section one quota on core-hours (docs/policy.md).",
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
 # (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
@@ -510,6 +548,7 @@ _NUM = {
     "slots": ("int", 1, None, False, "integer >= 1, or auto = number of CPUs"),
     "dur>=0": ("dur", 0, None, False, _DUR),
     "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">")),
+    "core-hours": ("num", 0, None, False, "a number of core-hours > 0"),  # 0: see _quota
 }
 _BOOLS = {
     "yes": True,
@@ -558,6 +597,11 @@ class QueueConf(SimpleNamespace):
     """One queue of queues.conf; vars(q) is a plain JSON-able dict."""
 
 
+class QuotaConf(SimpleNamespace):
+    """One [quota NAME] of queues.conf (name, users, groups, projects, core_hours, period,
+    admit_below as a fraction); vars(q) is a plain JSON-able dict."""
+
+
 class Config:
     # one Section per namespace of _NAMESPACES, set in __init__ (declared for type checkers)
     cluster: Section
@@ -573,6 +617,7 @@ class Config:
             setattr(self, sec, Section())
         self.hosts: dict[str, str] = {}  # host name -> address ([hosts])
         self.queues: dict[str, QueueConf] = {}
+        self.quotas: dict[str, QuotaConf] = {}
         self.lim.labels = {}
 
     def queue_order(self) -> list[QueueConf]:
@@ -599,6 +644,8 @@ def _convert(kind: str, raw: str) -> "Any":
         raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
     if kind == "size":
         return parse_size(raw)
+    if kind == "percent":
+        return _percent(raw)
     if kind == "relpath":
         parts = raw.split("/")
         if raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -611,22 +658,36 @@ def _convert(kind: str, raw: str) -> "Any":
     try:
         if base == "int":
             value = int(raw)
+        elif base == "num":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
         else:
             mult = _UNITS.get(raw[-1:].lower())
             value = float(raw[:-1] if mult else raw) * (mult or 1)
             if not math.isfinite(value):
                 raise ValueError
     except ValueError:
-        want = (
-            "a duration such as 90, 1.5, 90s, 10m, 2h, 1d"
-            if base == "dur"
-            else "an integer" + (" or auto" if kind == "slots" else "")
-        )
+        want = {
+            "dur": "a duration such as 90, 1.5, 90s, 10m, 2h, 1d",
+            "num": "a number",
+        }.get(base, "an integer" + (" or auto" if kind == "slots" else ""))
         raise ValueError(f"expected {want}, got {raw!r}") from None
     too_low = lo is not None and (value < lo or (strict and value == lo))
     if too_low or (hi is not None and value > hi):
         raise ValueError(f"{raw!r} out of range: expected {desc}")
     return value
+
+
+def _percent(raw: str) -> float:
+    """'90%' or '90' -> 0.9, within (0, 100%]."""
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw)
+    except ValueError:
+        raise ValueError(f"expected a percentage such as 90%, got {raw!r}") from None
+    if not 0 < value <= 100:
+        raise ValueError(f"{raw!r} out of range: expected a percentage in (0, 100%]")
+    return value / 100
 
 
 def _queue_name_ok(name: str) -> bool:
@@ -696,9 +757,12 @@ def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
     schema = _SCHEMA[fname]
     for sec, (sline, keys) in parsed.items():
         if fname == QUEUES:
-            if not _queue_name_ok(sec):
-                errors.append(f"{path}:{sline}: bad queue name [{sec}]: use letters, digits, _ - .")
-            sec_key = QUEUE
+            sec_key = _section_key(fname, sec)
+            name, what = (sec[len(QUOTA_PREFIX) :], "quota") if sec_key == QUOTA else (sec, "queue")
+            if not _queue_name_ok(name):
+                errors.append(
+                    f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - ."
+                )
         elif sec not in schema:
             other = [f for f in FILES if sec in _SCHEMA[f]]
             hint = f"; it belongs in {other[0]}" if other else _hint(sec, schema)
@@ -780,6 +844,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     errors.append(f"{path}:{line}: [paths] {pkey}: {fpath} does not exist")
         if fname == QUEUES:  # no queues.conf at all: one default queue `serial`
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
+            _quotas(conf, parsed or {}, fpath, errors)
             for name in names:
                 q = conf.queues[name] = QueueConf(name=name)
                 _fill(
@@ -820,6 +885,33 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
             )
     _tls_keys_together(conf, main, path, errors)
     return conf
+
+
+def _section_key(fname: str, sec: str) -> str:
+    """The KEYS section of a file's [sec]: queues.conf's are queues or quotas."""
+    if fname != QUEUES:
+        return sec
+    return QUOTA if sec.startswith(QUOTA_PREFIX) else QUEUE
+
+
+def _quotas(conf: Config, parsed: "Parsed", path: str, errors: list[str]) -> None:
+    """conf.quotas from queues.conf's [quota NAME] sections: each needs members and a
+    core_hours > 0."""
+    for sec, (sline, given) in parsed.items():
+        name = sec[len(QUOTA_PREFIX) :]
+        if not sec.startswith(QUOTA_PREFIX) or not _queue_name_ok(name):
+            continue
+        q = conf.quotas[name] = QuotaConf(name=name)
+        found = len(errors)
+        _fill(q, _SCHEMA[QUEUES][QUOTA], given, path, sec, errors)
+        if not (q.users or q.groups or q.projects):
+            errors.append(f"{path}:{sline}: [{sec}]: no members: give users, groups or projects")
+        raw, line = given.get("core_hours", ("", sline))
+        where = f"{path}:{line}: [{sec}] core_hours:"
+        # the kind lets 0 through (its default must convert): 0 given or left out is refused here
+        if q.core_hours == 0 and not any(e.startswith(where) for e in errors[found:]):
+            why = f"{raw!r} out of range" if raw else "missing"
+            errors.append(f"{where} {why}: expected a number of core-hours > 0")
 
 
 def _tls_keys_together(conf: Config, main: "Parsed", path: str, errors: list[str]) -> None:
@@ -955,6 +1047,7 @@ def _describe(kind: str) -> str:
         "bool": "yes/no",
         "size": "size in MB, or with a unit: 512M, 2G",
         "relpath": "relative path (no '.' or '..' parts)",
+        "percent": "percentage in (0, 100%]",
         "file?": "path of a file, empty = none",
         "str": "text",
     }.get(kind, kind)
@@ -964,11 +1057,12 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
     """Documented sample of conf_name: every key with its meaning, type and default. Keys given
     in values[section][key] are set; the others stay commented out at their default, so a file
     written once keeps following the defaults of the LavaLite that reads it.
-    queues.conf gets the queues in values, else [serial]."""
+    queues.conf gets the queues (and [quota NAME] sections) in values, else [serial] and a
+    commented-out [quota NAME]."""
     values = values or {}
     schema = _SCHEMA[conf_name]
     for sec, keys in values.items():
-        rows = schema.get(QUEUE if conf_name == QUEUES else sec)
+        rows = schema.get(_section_key(conf_name, sec))
         if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
             raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
     out = [
@@ -983,15 +1077,26 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
             out += [f"# {_FREE[conf_name, sec]}"]
             out += [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
             continue
-        for key, (kind, default, doc) in schema[QUEUE if conf_name == QUEUES else sec].items():
-            line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
-            out += [
-                f"# {doc}",
-                f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
-                line.rstrip(),
-                "",
-            ]
+        out += _render_keys(schema[_section_key(conf_name, sec)], given)
+    if conf_name == QUEUES and not any(s.startswith(QUOTA_PREFIX) for s in values):
+        out += [f"# [{QUOTA_PREFIX}NAME]: a quota on core-hours (docs/policy.md)"] + _render_keys(
+            schema[QUOTA], {}
+        )
     return "\n".join(out).rstrip() + "\n"
+
+
+def _render_keys(rows: "Rows", given: dict) -> list[str]:
+    """A section's keys, documented: the given ones set, the others commented out."""
+    out = []
+    for key, (kind, default, doc) in rows.items():
+        line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
+        out += [
+            f"# {doc}",
+            f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
+            line.rstrip(),
+            "",
+        ]
+    return out
 
 
 def write_state_conf(state_dir: str, overrides: dict) -> str:

@@ -17,7 +17,7 @@ import apsw
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
 from store.history import Queries, prune
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {
@@ -27,6 +27,7 @@ MIGRATIONS = {
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
     6: None,
+    7: None,  # quota_usage
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -217,6 +218,12 @@ class Store(Queries):
             "next_env_id": (max_env or 0) + 1,
             "users": {n for (n,) in self.db.execute("SELECT name FROM users")},
             # the blaunch parts already counted in the figures of the jobs loaded
+            "quota_usage": {
+                (name, start): used
+                for name, start, used in self.db.execute(
+                    "SELECT quota, period_start, core_seconds FROM quota_usage"
+                )
+            },
             "parts": list(
                 self.db.execute(
                     "SELECT p.job_id, p.attempt, p.host, p.time FROM job_parts p JOIN jobs j "
@@ -258,16 +265,18 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
+        quota_usage: Iterable[tuple[str, float, float]] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
-        written then). Raises StoreFull when the filesystem is full; any error leaves the
+        written then); quota_usage: (quota, period start, core-seconds used in it), the
+        totals. Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
+            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts, quota_usage)
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -281,6 +290,7 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
+        quota_usage: Iterable[tuple[str, float, float]],
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -337,6 +347,12 @@ class Store(Queries):
             if users:
                 cur.executemany(
                     "INSERT OR IGNORE INTO users (name, uid, first_seen) VALUES (?, ?, ?)", users
+                )
+            if quota_usage:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO quota_usage (quota, period_start, core_seconds) "
+                    "VALUES (?, ?, ?)",
+                    quota_usage,
                 )
             if queues:
                 cur.executemany(

@@ -47,6 +47,7 @@ LINKS = (
     "lsload",
     "lshosts",
     "llctrl",
+    "bquota",
 )
 
 

@@ -64,6 +64,7 @@ from roles.mbatchd.placement import (
     part_of,
     unplace,
 )
+from roles.mbatchd.quotas import QuotaOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -94,6 +95,7 @@ class TurnOutput:
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
+    quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -105,6 +107,7 @@ class TurnOutput:
             or self.users
             or self.arrays
             or self.parts
+            or self.quota_usage
         ):
             return None
         return {
@@ -115,10 +118,11 @@ class TurnOutput:
             "users": self.users,
             "arrays": self.arrays.values(),
             "parts": self.parts,
+            "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, QuotaOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -172,6 +176,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         for name, ids in self.host_jobs.items():
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
+        self._build_quotas(state.get("quota_usage", {}))
 
     def new_turn(self) -> TurnOutput:
         """What the last turn recorded, handed to the shell after its commit; the next turn
@@ -204,6 +209,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         self.conf = conf
         self.admins = set(conf.cluster.admins)
         self._set_queues(conf)
+        self._build_quotas(self.quota.used)
         self.wake = True
 
     def _queue(self, name):
@@ -290,8 +296,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
 
     def _move(self, job, new, now, reason=""):
         """Every state change of a job: the model's transition, the event, the counters."""
-        old = job.state
+        old, start = job.state, job.start_time
         self._dirty(job, transition(job, new, now, reason))
+        self._quota_moved(job, old, start, now)
         for state, sign in ((old, -1), (new, +1)):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
@@ -377,9 +384,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         dup = self._duplicate(req)
         if dup:
             return dup
-        return self._create(
-            ident, self._check(P.require(msg, "spec", dict), ident), req, now, lookup_env
-        )
+        prep = self._check(P.require(msg, "spec", dict), ident)
+        self._quota_admit(ident, [prep], now)
+        return self._create(ident, prep, req, now, lookup_env)
 
     def submit_many(
         self,
@@ -403,6 +410,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                 checked.append(self._check({**defaults, **spec}, ident, known_env))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
+        self._quota_admit(ident, checked, now)
         out = []
         for i, prep in enumerate(checked):
             sub = None if req is None else f"{req}:{i}"
@@ -596,6 +604,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
         self._track_deadline(job)  # -t, whatever keeps it pending
+        self._quota_created(job)
         if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
             self._admit(job, now)  # -b
         return {"job": job_id, "queue": job.queue}
@@ -655,6 +664,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             (token, error if isinstance(r, dict) and refused(r["job"]) else r)
             for token, r in self.out.woken
         ]
+        self._build_quotas(self.quota.used)  # without the jobs refused
         self.wake = True
         return len(gone)
 
