@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, wait_until
+from conftest import ROOT, lsf, wait_until
 
 from lavalite import config
 from lavalite.config import QuotaConf
@@ -159,6 +159,15 @@ def test_members_are_users_unix_groups_and_projects():
     assert [period(s) for s in (30 * DAY, 24 * HOUR, 5400, 45)] == ["30d", "1d", "90m", "45s"]
 
 
+def _config_check(conf):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "lavalite.py"), "config-check", "--conf", conf],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     "lines, error",
     [
@@ -195,12 +204,7 @@ def test_config_check_refuses_a_bad_quota_naming_file_line_and_key(tmp_path, lin
         str(tmp_path), {"queues.conf": {"serial": {}}, "lavalite.conf": {}}
     )
     (tmp_path / "queues.conf").write_text(f"[serial]\n[quota q]\n{lines}\n")
-    res = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "lavalite.py"), "config-check", "--conf", conf],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = _config_check(conf)
     assert res.returncode == 2, res.stdout
     assert f"{tmp_path}/{error}" in res.stderr
 
@@ -210,6 +214,8 @@ def test_a_quota_is_read_with_its_defaults(tmp_path):
     (tmp_path / "queues.conf").write_text(
         "[serial]\n[quota lab]\ngroups = staff, lab\nprojects = p1\ncore_hours = 2.5e3\n"
     )
+    check = _config_check(conf)
+    assert check.stdout == f"{conf}: OK (1 queues: serial; 1 quotas: lab)\n", check.stderr
     q = config.load(conf).quotas["lab"]
     assert vars(q) == {
         "name": "lab",
@@ -224,21 +230,6 @@ def test_a_quota_is_read_with_its_defaults(tmp_path):
 
 
 # --- real clusters
-
-
-def _lsf(c, tmp_path, name, *args):
-    """`name ARGS` as a user runs it: a link named so to the program."""
-    link = tmp_path / name
-    if not link.exists():
-        link.symlink_to(os.path.join(ROOT, "lavalite.py"))
-    return subprocess.run(
-        [sys.executable, str(link), *args],
-        env=c.env,
-        cwd=c.state,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _quotas(c):
@@ -257,12 +248,12 @@ def test_a_submit_that_would_pass_the_quota_is_refused_and_one_below_admitted(
     make_cluster, tmp_path
 ):
     c = make_cluster(queues=_lab(), slots=4)
-    first = _lsf(c, tmp_path, "bsub", "-W", "60", "-n", "4", "sleep 60")
+    first = lsf(c, tmp_path, "bsub", "-W", "60", "-n", "4", "sleep 60")
     assert first.returncode == 0, first.stderr
     # an array of 4 one-core jobs of an hour: 4 + 4 = 8 < 9 (90% of 10)
-    array = _lsf(c, tmp_path, "bsub", "-W", "60", "-J", "a[1-4]", "sleep 60")
+    array = lsf(c, tmp_path, "bsub", "-W", "60", "-J", "a[1-4]", "sleep 60")
     assert array.returncode == 0, array.stderr
-    refused = _lsf(c, tmp_path, "bsub", "-W", "60", "sleep 60")
+    refused = lsf(c, tmp_path, "bsub", "-W", "60", "sleep 60")
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
         "bsub: quota lab: 8.0 + 1.0 core-hours would pass 90% of 10"
@@ -272,9 +263,9 @@ def test_a_submit_that_would_pass_the_quota_is_refused_and_one_below_admitted(
     assert lab["running"] + lab["pending"] == 8.0 and lab["percent"] == 80.0
     assert c.cli("quota").stdout.split("\n")[1].split()[:3] == ["lab", "root", "30d"]
     # killing them gives their estimates back; what they ran stays used
-    assert _lsf(c, tmp_path, "bkill", "0").returncode == 0
+    assert lsf(c, tmp_path, "bkill", "0").returncode == 0
     wait_until(lambda: _quotas(c)["lab"]["running"] + _quotas(c)["lab"]["pending"] == 0)
-    again = _lsf(c, tmp_path, "bsub", "-W", "60", "-n", "4", "true")
+    again = lsf(c, tmp_path, "bsub", "-W", "60", "-n", "4", "true")
     assert again.returncode == 0, again.stderr
 
 
@@ -294,13 +285,13 @@ def test_usage_counts_what_ran_and_survives_an_mbatchd_kill_9(make_cluster):
 
 def test_a_reload_changes_core_hours_and_a_bad_one_keeps_the_old(make_cluster, tmp_path):
     c = make_cluster(queues=_lab(core_hours="1"))
-    assert _lsf(c, tmp_path, "bsub", "-W", "60", "true").returncode == 1  # 1 >= 0.9
+    assert lsf(c, tmp_path, "bsub", "-W", "60", "true").returncode == 1  # 1 >= 0.9
     queues = c.state + "/queues.conf"
     with open(queues, "w") as f:
         f.write(config.render("queues.conf", _lab(core_hours="100")))
     os.kill(c.pid("mbatchd"), signal.SIGHUP)
     wait_until(lambda: _quotas(c)["lab"]["core_hours"] == 100)
-    admitted = _lsf(c, tmp_path, "bsub", "-W", "60", "true")
+    admitted = lsf(c, tmp_path, "bsub", "-W", "60", "true")
     assert admitted.returncode == 0, admitted.stderr
     with open(queues, "w") as f:
         f.write("[serial]\n[quota lab]\ncore_hours = 5\n")  # no members

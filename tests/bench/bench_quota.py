@@ -86,9 +86,8 @@ def ms(figs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=3000)
-    ap.add_argument("--quotas", type=int, default=20)
-    ap.add_argument("--drain", type=int, default=1000)
+    for name, default in (("--jobs", 3000), ("--quotas", 20), ("--drain", 1000)):
+        ap.add_argument(name, type=int, default=default)
     ap.add_argument("--markdown", metavar="FILE")
     args = ap.parse_args()
     on = quotas_conf(args.quotas)
