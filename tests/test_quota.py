@@ -15,9 +15,12 @@ from conftest import ROOT, lsf, wait_until
 from lavalite import config
 from lavalite.config import QuotaConf
 from lavalite.job_array import Array, parse_ranges
-from lavalite.model import DONE, KILLED, PEND, RUN, Job, transition
+from lavalite.model import DONE, KILLED, PEND, RUN, Job, element_id, transition
+from lavalite.protocol import ProtocolError
 from roles.cli.quota import members, percent, period
+from roles.mbatchd.core import Core
 from roles.mbatchd.quotas import HOUR, QuotaBook, QuotaRefused, estimate, window
+from store import Store
 
 DAY = 86400.0
 T0 = 1000 * 30 * DAY  # the start of a 30-day window from the epoch
@@ -166,6 +169,66 @@ def _config_check(conf):
         text=True,
         timeout=60,
     )
+
+
+ALICE = {"role": "user", "user": "alice", "uid": 1000, "host": "h0"}
+
+
+def _core_submit(core, store, now, **spec):
+    msg = {"spec": {"cmd": ["true"], "walltime": 3600, **spec}}
+    return core.submit(ALICE, msg, now, store.env_id)["job"]
+
+
+def _report(core, job_id, rid, now, **rep):
+    core.reports("h1", [{"rid": rid, "job": job_id, "attempt": 1, "time": now, **rep}], now)
+
+
+def _commit(store, core):
+    rows = core.out.rows()
+    if rows is not None:
+        store.commit(**rows)
+    core.new_turn()
+
+
+def _as_recounted(core):
+    """The sums kept as jobs moved equal a count from scratch of the jobs in memory."""
+    kept = core.quota
+    core._build_quotas(kept.used)
+    assert core.quota.sums == kept.sums
+
+
+def test_mbatchd_keeps_the_sums_through_every_move_and_reloads_the_usage(tmp_path):
+    """Core driven directly (no processes): retries, an element killed alone, an array killed,
+    an array's termination time, a refused commit; the usage comes back from the store."""
+    conf = config.defaults(str(tmp_path))
+    conf.quotas = {"lab": _quota("lab", core_hours=1000.0)}
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=T0)
+    core.host_register("h1", {"slots": 2, "running": []}, T0)
+    retried = _core_submit(core, store, T0, retries=1, slots=2)
+    core.schedule(T0)
+    _report(core, retried, 1, T0, kind="start")
+    _report(core, retried, 2, T0 + 360, kind="exit", exit_code=1)  # back to PEND: a retry
+    assert core.quota.used == {("lab", T0): 2 * 360.0}
+    _as_recounted(core)
+    arr = _core_submit(core, store, T0 + 400, name="b[1-5]")
+    core.kill(ALICE, {"jobs": [element_id(arr, 3)]}, T0 + 400)  # an index killed alone
+    _as_recounted(core)
+    core.kill(ALICE, {"jobs": [arr]}, T0 + 401)
+    _as_recounted(core)
+    timed = _core_submit(core, store, T0 + 402, name="c[1-4]", term_time=T0 + 500)
+    core.tick(T0 + 501)  # its indices never started end
+    assert core.arrays[timed].remaining == 0
+    _as_recounted(core)
+    _commit(store, core)
+    _core_submit(core, store, T0 + 502)
+    core.refuse_created(ProtocolError("unavailable", "disk full"))
+    _as_recounted(core)
+    assert core.quota.sums["lab"] == [2 * HOUR, 0.0]  # the retried job alone, pending
+    _commit(store, core)
+    again = Core(conf, store.load(0), now=T0 + 503)
+    assert again.quota.used == {("lab", T0): 720.0}
+    assert again.quota.sums == core.quota.sums
 
 
 @pytest.mark.parametrize(
