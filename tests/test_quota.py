@@ -231,6 +231,18 @@ def test_mbatchd_keeps_the_sums_through_every_move_and_reloads_the_usage(tmp_pat
     assert again.quota.sums == core.quota.sums
 
 
+def test_a_bulk_submit_sent_again_is_not_counted_twice(tmp_path):
+    conf = config.defaults(str(tmp_path))
+    conf.quotas = {"lab": _quota("lab", core_hours=3.0, admit_below=1.0)}
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=T0)
+    msg = {"req": "r1", "specs": [{"cmd": ["true"], "walltime": 3600}] * 2}
+    first = core.submit_many(ALICE, msg, T0, store.env_id)
+    assert core.submit_many(ALICE, msg, T0 + 1, store.env_id) == first  # 2 + 2 would pass 3
+    with pytest.raises(ProtocolError, match=r"quota lab: 2\.0 \+ 1\.0 core-hours would pass 100%"):
+        core.submit_many(ALICE, {**msg, "req": "r2"}, T0 + 2, store.env_id)
+
+
 @pytest.mark.parametrize(
     "lines, error",
     [

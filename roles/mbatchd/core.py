@@ -410,10 +410,11 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, QuotaO
                 checked.append(self._check({**defaults, **spec}, ident, known_env))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
-        self._quota_admit(ident, checked, now)
+        subs = [None if req is None else f"{req}:{i}" for i in range(len(checked))]
+        # a request sent again: the jobs it made already count
+        self._quota_admit(ident, [p for p, s in zip(checked, subs) if not self._duplicate(s)], now)
         out = []
-        for i, prep in enumerate(checked):
-            sub = None if req is None else f"{req}:{i}"
+        for prep, sub in zip(checked, subs):
             out.append(self._duplicate(sub) or self._create(ident, prep, sub, now, lookup_env))
         return {"jobs": [r["job"] for r in out], "queues": [r["queue"] for r in out]}
 
