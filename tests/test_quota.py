@@ -205,8 +205,10 @@ def test_mbatchd_keeps_the_sums_through_every_move_and_reloads_the_usage(tmp_pat
     store = Store(str(tmp_path / "db"))
     core = Core(conf, store.load(0), now=T0)
     core.host_register("h1", {"slots": 2, "running": []}, T0)
-    retried = _core_submit(core, store, T0, retries=1, slots=2)
+    # -n 1,2: placed on 2 slots, counted as 1 while pending or running, 2 in what it ran
+    retried = _core_submit(core, store, T0, retries=1, slots=1, slots_max=2)
     core.schedule(T0)
+    assert core.jobs[retried].slots == 2 and core.quota.sums["lab"] == [0.0, HOUR]
     _report(core, retried, 1, T0, kind="start")
     _report(core, retried, 2, T0 + 360, kind="exit", exit_code=1)  # back to PEND: a retry
     assert core.quota.used == {("lab", T0): 2 * 360.0}
@@ -224,7 +226,7 @@ def test_mbatchd_keeps_the_sums_through_every_move_and_reloads_the_usage(tmp_pat
     _core_submit(core, store, T0 + 502)
     core.refuse_created(ProtocolError("unavailable", "disk full"))
     _as_recounted(core)
-    assert core.quota.sums["lab"] == [2 * HOUR, 0.0]  # the retried job alone, pending
+    assert core.quota.sums["lab"] == [HOUR, 0.0]  # the retried job alone, pending
     _commit(store, core)
     again = Core(conf, store.load(0), now=T0 + 503)
     assert again.quota.used == {("lab", T0): 720.0}

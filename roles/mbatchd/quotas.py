@@ -169,10 +169,14 @@ class QuotaBook:
 
 
 def _sizing(job: Any) -> tuple[int, float | None]:
-    """(slots, run limit) of a job's estimate: the fewest slots it may get (-n MIN,MAX gives
-    more at placement), so its estimate is the same whichever sum it is in."""
-    slots = job.needs.slots_min if job.needs is not None else job.slots
-    return slots, job.spec.get("walltime")
+    """(slots, run limit) of a job's estimate."""
+    return _fewest_slots(job.needs, job.slots), job.spec.get("walltime")
+
+
+def _fewest_slots(needs: Any, slots: int) -> int:
+    """The slots an estimate counts: -n MIN,MAX's MIN (placement may give more, and changes
+    job.slots), so a job's estimate is the same whichever sum it is in."""
+    return needs.slots_min if needs is not None else slots
 
 
 def refusal(q: QuotaConf, held: float, own: float, walltime: float | None) -> str:
@@ -215,7 +219,7 @@ class QuotaOps:
             (
                 ident["user"],
                 p["spec"].get("project"),
-                p["needs"].slots_min if p["needs"] is not None else p["slots"],
+                _fewest_slots(p["needs"], p["slots"]),
                 p["spec"].get("walltime"),
                 _count(p["ranges"]),
             )
