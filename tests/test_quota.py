@@ -17,7 +17,7 @@ from lavalite.config import QuotaConf
 from lavalite.job_array import Array, parse_ranges
 from lavalite.model import DONE, KILLED, PEND, RUN, Job, element_id, transition
 from lavalite.protocol import ProtocolError
-from roles.cli.quota import members, percent, period
+from roles.cli.quota import HEADER, members, percent, period
 from roles.mbatchd.core import Core
 from roles.mbatchd.quotas import HOUR, QuotaBook, QuotaRefused, estimate, window
 from store import Store
@@ -339,6 +339,9 @@ def test_a_submit_that_would_pass_the_quota_is_refused_and_one_below_admitted(
     lab = _quotas(c)["lab"]
     assert lab["running"] + lab["pending"] == 8.0 and lab["percent"] == 80.0
     assert c.cli("quota").stdout.split("\n")[1].split()[:3] == ["lab", "root", "30d"]
+    unknown = lsf(c, tmp_path, "bquota", "lab", "nope")
+    assert unknown.returncode == 1 and unknown.stderr == "nope: No such quota\n"
+    assert unknown.stdout.split("\n")[0].split() == HEADER
     # killing them gives their estimates back; what they ran stays used
     assert lsf(c, tmp_path, "bkill", "0").returncode == 0
     wait_until(lambda: _quotas(c)["lab"]["running"] + _quotas(c)["lab"]["pending"] == 0)

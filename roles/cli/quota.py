@@ -39,7 +39,7 @@ def quota(args: "Args") -> int:
         print(json.dumps({"COMMAND": "bquota", "QUOTAS": len(rows), "RECORDS": rows}, indent=2))
     elif rows:
         table([_row(r, args.wide) for r in rows], HEADER)
-    else:
+    elif not args.names:  # a name not found was said on stderr
         print("No quota is defined")
     return code
 
