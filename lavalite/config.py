@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
-QUEUE = "*"  # KEYS section for queues.conf: every section there but [usergroup NAME] is a queue
+QUEUE = "*"  # KEYS section for queues.conf: every section but [usergroup|quota NAME] is a queue
 USERGROUP = "usergroup"  # [usergroup NAME]: a group of users (fairshare)
+QUOTA = "quota"  # KEYS section for queues.conf's [quota NAME] sections (docs/policy.md)
+QUOTA_PREFIX = QUOTA + " "
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
@@ -558,13 +560,49 @@ KEYS = [
         "",
         "Users and groups of a [usergroup NAME] section, for fairshare shares and bsub -G.",
     ),
+    (_QU, QUOTA, "users", "list", "", "The users whose jobs the quota counts."),
+    (
+        _QU,
+        QUOTA,
+        "groups",
+        "list",
+        "",
+        "The Unix groups whose members' jobs it counts (membership as bsub -G checks it).",
+    ),
+    (_QU, QUOTA, "projects", "list", "", "The projects (bsub -P) whose jobs it counts."),
+    (
+        _QU,
+        QUOTA,
+        "core_hours",
+        "core-hours",
+        "0",
+        "Core-hours (slots x hours) the members may use per period; required.",
+    ),
+    (
+        _QU,
+        QUOTA,
+        "period",
+        "dur>0",
+        "30d",
+        "Length of the windows usage is counted in, from the Unix epoch (UTC).",
+    ),
+    (
+        _QU,
+        QUOTA,
+        "admit_below",
+        "percent",
+        "90%",
+        "A submit is refused when used + running + pending + its estimate would reach this "
+        "share of core_hours.",
+    ),
 ]
 _FILE_DOC = {
     LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
     LIM: "LIM (load information manager) settings. Every key is optional.",
     SBATCHD: "sbatchd (per-host job runner) settings. Every key is optional.",
     QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue; "
-    "[usergroup NAME] sections define user groups.",
+    "[usergroup NAME] sections define user groups, [quota NAME] sections quotas on core-hours "
+    "(docs/policy.md).",
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
 # (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
@@ -587,6 +625,7 @@ _NUM = {
     "dur>0": ("dur", 0, None, True, _DUR.replace(">=", ">")),
     "num>0": ("num", 0, None, True, "number > 0"),
     "num>=0": ("num", 0, None, False, "number >= 0"),
+    "core-hours": ("num", 0, None, False, "a number of core-hours > 0"),  # 0: see _quota
 }
 _BOOLS = {
     "yes": True,
@@ -635,6 +674,11 @@ class QueueConf(SimpleNamespace):
     """One queue of queues.conf; vars(q) is a plain JSON-able dict."""
 
 
+class QuotaConf(SimpleNamespace):
+    """One [quota NAME] of queues.conf (name, users, groups, projects, core_hours, period,
+    admit_below as a fraction); vars(q) is a plain JSON-able dict."""
+
+
 class Config:
     # one Section per namespace of _NAMESPACES, set in __init__ (declared for type checkers)
     cluster: Section
@@ -652,6 +696,7 @@ class Config:
         self.queues: dict[str, QueueConf] = {}
         self.usergroups: dict[str, list[str]] = {}  # [usergroup NAME] -> members as written
         self.group_users: dict[str, frozenset[str]] = {}  # group -> its users, nested resolved
+        self.quotas: dict[str, QuotaConf] = {}
         self.lim.labels = {}
 
     def queue_order(self) -> list[QueueConf]:
@@ -682,6 +727,8 @@ def _convert(kind: str, raw: str) -> "Any":
         raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
     if kind == "size":
         return parse_size(raw)
+    if kind == "percent":
+        return _percent(raw)
     if kind == "relpath":
         parts = raw.split("/")
         if raw.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -715,13 +762,19 @@ def _convert(kind: str, raw: str) -> "Any":
     return value
 
 
+def _percent(raw: str) -> float:
+    """'90%' or '90' -> 0.9, within (0, 100%]."""
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw)
+    except ValueError:
+        raise ValueError(f"expected a percentage such as 90%, got {raw!r}") from None
+    if not 0 < value <= 100:
+        raise ValueError(f"{raw!r} out of range: expected a percentage in (0, 100%]")
+    return value / 100
+
+
 def _queue_name_ok(name: str) -> bool:
     return name.isascii() and all(c.isalnum() or c in "_-." for c in name)
-
-
-def _queues_key(sec: str) -> str:
-    """The KEYS section of a queues.conf section: a user group's or a queue's."""
-    return USERGROUP if sec.startswith(USERGROUP + " ") else QUEUE
 
 
 def _user_groups(conf: "Config", parsed: "Parsed", path: str, errors: list[str]) -> None:
@@ -729,7 +782,7 @@ def _user_groups(conf: "Config", parsed: "Parsed", path: str, errors: list[str])
     members, or that contains itself (directly or through others), is an error."""
     lines = {}
     for sec, (sline, keys) in parsed.items():
-        if _queues_key(sec) == USERGROUP:
+        if _section_key(QUEUES, sec) == USERGROUP:
             name = sec[len(USERGROUP) + 1 :]
             raw, line = keys.get("members", ("", sline))
             conf.usergroups[name], lines[name] = _convert("list", raw), line
@@ -825,9 +878,10 @@ def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
     schema = _SCHEMA[fname]
     for sec, (sline, keys) in parsed.items():
         if fname == QUEUES:
-            sec_key = _queues_key(sec)
-            if not _queue_name_ok(sec.removeprefix(USERGROUP + " ")):
-                what = "user group" if sec_key == USERGROUP else "queue"
+            sec_key = _section_key(fname, sec)
+            prefix = {USERGROUP: USERGROUP + " ", QUOTA: QUOTA_PREFIX}.get(sec_key, "")
+            what = {USERGROUP: "user group", QUOTA: "quota"}.get(sec_key, "queue")
+            if not _queue_name_ok(sec.removeprefix(prefix)):
                 errors.append(
                     f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - ."
                 )
@@ -913,6 +967,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
         if fname == QUEUES:  # no queues.conf at all: one default queue `serial`
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
             _user_groups(conf, parsed or {}, fpath, errors)
+            _quotas(conf, parsed or {}, fpath, errors)
             for name in names:
                 q = conf.queues[name] = QueueConf(name=name)
                 _fill(
@@ -954,6 +1009,35 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
             )
     _tls_keys_together(conf, main, path, errors)
     return conf
+
+
+def _section_key(fname: str, sec: str) -> str:
+    """The KEYS section of a file's [sec]: queues.conf's are queues, user groups or quotas."""
+    if fname != QUEUES:
+        return sec
+    if sec.startswith(USERGROUP + " "):
+        return USERGROUP
+    return QUOTA if sec.startswith(QUOTA_PREFIX) else QUEUE
+
+
+def _quotas(conf: Config, parsed: "Parsed", path: str, errors: list[str]) -> None:
+    """conf.quotas from queues.conf's [quota NAME] sections: each needs members and a
+    core_hours > 0."""
+    for sec, (sline, given) in parsed.items():
+        name = sec[len(QUOTA_PREFIX) :]
+        if not sec.startswith(QUOTA_PREFIX) or not _queue_name_ok(name):
+            continue
+        q = conf.quotas[name] = QuotaConf(name=name)
+        found = len(errors)
+        _fill(q, _SCHEMA[QUEUES][QUOTA], given, path, sec, errors)
+        if not (q.users or q.groups or q.projects):
+            errors.append(f"{path}:{sline}: [{sec}]: no members: give users, groups or projects")
+        raw, line = given.get("core_hours", ("", sline))
+        where = f"{path}:{line}: [{sec}] core_hours:"
+        # the kind lets 0 through (its default must convert): 0 given or left out is refused here
+        if q.core_hours == 0 and not any(e.startswith(where) for e in errors[found:]):
+            why = f"{raw!r} out of range" if raw else "missing"
+            errors.append(f"{where} {why}: expected a number of core-hours > 0")
 
 
 def _tls_keys_together(conf: Config, main: "Parsed", path: str, errors: list[str]) -> None:
@@ -1090,6 +1174,7 @@ def _describe(kind: str) -> str:
         "size": "size in MB, or with a unit: 512M, 2G",
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
+        "percent": "percentage in (0, 100%]",
         "file?": "path of a file, empty = none",
         "str": "text",
     }.get(kind, kind)
@@ -1099,11 +1184,12 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
     """Documented sample of conf_name: every key with its meaning, type and default. Keys given
     in values[section][key] are set; the others stay commented out at their default, so a file
     written once keeps following the defaults of the LavaLite that reads it.
-    queues.conf gets the queues in values, else [serial]."""
+    queues.conf gets the queues (and [quota NAME] sections) in values, else [serial] and a
+    commented-out [quota NAME]."""
     values = values or {}
     schema = _SCHEMA[conf_name]
     for sec, keys in values.items():
-        rows = schema.get(_queues_key(sec) if conf_name == QUEUES else sec)
+        rows = schema.get(_section_key(conf_name, sec))
         if rows is None or ((conf_name, sec) not in _FREE and set(keys) - set(rows)):
             raise ValueError(f"render {conf_name}: unknown [{sec}] or key in {sorted(keys)}")
     out = [
@@ -1118,21 +1204,30 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
             out += [f"# {_FREE[conf_name, sec]}"]
             out += [f"{k} = {_fmt(v)}" for k, v in given.items()] + [""]
             continue
-        for key, (kind, default, doc) in schema[
-            _queues_key(sec) if conf_name == QUEUES else sec
-        ].items():
-            line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
-            out += [
-                f"# {doc}",
-                f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
-                line.rstrip(),
-                "",
-            ]
-    if conf_name == QUEUES and not any(_queues_key(s) == USERGROUP for s in values):
+        out += _render_keys(schema[_section_key(conf_name, sec)], given)
+    if conf_name == QUEUES and not any(_section_key(QUEUES, s) == USERGROUP for s in values):
         out += [f"# [{USERGROUP} NAME]"]
         for key, (kind, _, doc) in schema[USERGROUP].items():
             out += [f"# {doc}", f"# Type: {_describe(kind)}.", f"# {key} = alice bob"]
+    if conf_name == QUEUES and not any(s.startswith(QUOTA_PREFIX) for s in values):
+        out += [f"# [{QUOTA_PREFIX}NAME]: a quota on core-hours (docs/policy.md)"] + _render_keys(
+            schema[QUOTA], {}
+        )
     return "\n".join(out).rstrip() + "\n"
+
+
+def _render_keys(rows: "Rows", given: dict) -> list[str]:
+    """A section's keys, documented: the given ones set, the others commented out."""
+    out = []
+    for key, (kind, default, doc) in rows.items():
+        line = f"{key} = {_fmt(given[key])}" if key in given else f"# {key} = {default}"
+        out += [
+            f"# {doc}",
+            f"# Type: {_describe(kind)}. Default: {default or '(empty)'}",
+            line.rstrip(),
+            "",
+        ]
+    return out
 
 
 def write_state_conf(state_dir: str, overrides: dict) -> str:

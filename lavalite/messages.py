@@ -183,6 +183,14 @@ class QueuesReply(Reply):
     queues: list[dict[str, Any]]
 
 
+class Quotas(Envelope):
+    pass
+
+
+class QuotasReply(Reply):
+    quotas: list[dict[str, Any]]  # roles/mbatchd/quotas.py QuotaBook.view
+
+
 class Hosts(Envelope):
     pass
 
@@ -402,6 +410,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "badmin": Badmin,
     "users": Users,
     "load": LoadView,
+    "quotas": Quotas,
     "move": Move,
     "requeue": Resume,  # the same fields: the jobs
     "switch": Switch,

@@ -27,7 +27,7 @@ MIGRATIONS = {
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
     6: None,
-    7: None,
+    7: None,  # fairshare_usage, quota_usage
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -225,6 +225,12 @@ class Store(Queries):
                 )
             },
             # the blaunch parts already counted in the figures of the jobs loaded
+            "quota_usage": {
+                (name, start): used
+                for name, start, used in self.db.execute(
+                    "SELECT quota, period_start, core_seconds FROM quota_usage"
+                )
+            },
             "parts": list(
                 self.db.execute(
                     "SELECT p.job_id, p.attempt, p.host, p.time FROM job_parts p JOIN jobs j "
@@ -267,17 +273,21 @@ class Store(Queries):
         arrays: Iterable[Any] = (),
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
         fairshare: Iterable[tuple[str, str, float, float, float]] = (),
+        quota_usage: Iterable[tuple[str, float, float]] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
-        written then); fairshare: (queue, account, run, cpu, at) of the usage changed.
+        written then); fairshare: (queue, account, run, cpu, at) of the usage changed;
+        quota_usage: (quota, period start, core-seconds used in it), the totals.
         Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts, fairshare)
+            self._commit(
+                jobs, events, hosts, envs, users, queues, arrays, parts, fairshare, quota_usage
+            )
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -291,7 +301,8 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
-        fairshare: Iterable[tuple[str, str, float, float, float]] = (),
+        fairshare: Iterable[tuple[str, str, float, float, float]],
+        quota_usage: Iterable[tuple[str, float, float]],
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -354,6 +365,12 @@ class Store(Queries):
             if users:
                 cur.executemany(
                     "INSERT OR IGNORE INTO users (name, uid, first_seen) VALUES (?, ?, ?)", users
+                )
+            if quota_usage:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO quota_usage (quota, period_start, core_seconds) "
+                    "VALUES (?, ?, ?)",
+                    quota_usage,
                 )
             if queues:
                 cur.executemany(

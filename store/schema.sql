@@ -115,3 +115,12 @@ CREATE TABLE IF NOT EXISTS fairshare_usage (
     at       REAL NOT NULL,
     PRIMARY KEY (queue, account)
 ) WITHOUT ROWID;
+
+-- Core-seconds (slots x seconds) that the ended attempts of each [quota NAME]'s jobs ran in
+-- each of its periods (docs/policy.md): a row per quota and period, written as a total.
+CREATE TABLE IF NOT EXISTS quota_usage (
+    quota         TEXT NOT NULL,
+    period_start  REAL NOT NULL,
+    core_seconds  REAL NOT NULL,
+    PRIMARY KEY (quota, period_start)
+) WITHOUT ROWID;

@@ -268,6 +268,22 @@ class Cluster:
             return int(f.read())
 
 
+def lsf(cluster, tmp_path, name, *args):
+    """`name ARGS` as a user runs it: a link named so to the program (argv[0] picks the
+    command)."""
+    link = tmp_path / name
+    if not link.exists():
+        link.symlink_to(os.path.join(ROOT, "lavalite.py"))
+    return subprocess.run(
+        [sys.executable, str(link), *args],
+        env=cluster.env,
+        cwd=cluster.state,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def start_sbatchd(cluster, state, host, slots, port=None):
     """One more sbatchd beside `cluster`'s, as host `host` on loopback, its state and log
     (HOST.log) in `state`, dialling mbatchd's port (or `port`: a recorder in between).

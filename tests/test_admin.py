@@ -2,29 +2,11 @@
 and messages, admins only, and closed hosts and queues across a restart of mbatchd."""
 
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, wait_until
+from conftest import lsf, wait_until
 
 HOST = "testhost"  # the Cluster fixture's host
-
-
-def lsf(cluster, tmp_path, name, *args):
-    """`name ARGS` as a user runs it: a link named so to the program (argv[0] picks the
-    command)."""
-    link = tmp_path / name
-    if not link.exists():
-        link.symlink_to(os.path.join(ROOT, "lavalite.py"))
-    return subprocess.run(
-        [sys.executable, str(link), *args],
-        env=cluster.env,
-        cwd=cluster.state,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def header(res):

@@ -46,6 +46,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "blaunch",
         "bpeek",
         "bqueues",
+        "bquota",
         "brequeue",
         "bresume",
         "bstop",

@@ -46,6 +46,7 @@ ALIASES = {
     "busers": "users",
     "lsload": "load",
     "lshosts": "hostinfo",
+    "bquota": "quota",  # LavaLite's own: LSF has no quota command
 }
 
 
@@ -72,6 +73,7 @@ MODULES = {
     "blaunch": ("launch",),
     "history": ("history", "acct"),
     "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
+    "quota": ("quota",),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (

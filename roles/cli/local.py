@@ -47,6 +47,7 @@ LINKS = (
     "lsload",
     "lshosts",
     "llctrl",
+    "bquota",
 )
 
 
@@ -328,7 +329,8 @@ def config_check(args: "Namespace") -> int:
         errors = tls.check(conf, local_host(), daemon=False)
         if errors:
             raise config.ConfigError(errors)
-    print(f"{path}: OK ({len(conf.queues)} queues: {', '.join(conf.queues)})")
+    quotas = f"; {len(conf.quotas)} quotas: {', '.join(conf.quotas)}" if conf.quotas else ""
+    print(f"{path}: OK ({len(conf.queues)} queues: {', '.join(conf.queues)}{quotas})")
     return 0
 
 

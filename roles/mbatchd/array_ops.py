@@ -98,6 +98,7 @@ class ArrayOps:
         def _env_unref(self, job: Job | Array) -> None: ...
         def pending_reason(self, job: Job | Array, now: float) -> str: ...
         def _depend_array_ended(self, arr: Array, now: float) -> None: ...
+        def _quota_dropped(self, arr: Array) -> None: ...
 
     def _element(self, arr: Array, index: int) -> Job:
         """Make element `index` of `arr` a Job (PEND) in memory."""
@@ -131,6 +132,7 @@ class ArrayOps:
                 "code": "finished",
                 "message": f"Job <{arr.id}>: Job has already finished",
             }
+        self._quota_dropped(arr)
         arr.killed = True
         self.wake = True  # its FIFO entry held the jobs behind it
         self.out.arrays[arr.id] = arr

@@ -65,6 +65,7 @@ from roles.mbatchd.placement import (
     part_of,
     unplace,
 )
+from roles.mbatchd.quotas import QuotaOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -96,6 +97,7 @@ class TurnOutput:
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
     fairshare: dict = field(default_factory=dict)  # (queue, account) -> its Usage changed
+    quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -108,6 +110,7 @@ class TurnOutput:
             or self.arrays
             or self.parts
             or self.fairshare
+            or self.quota_usage
         ):
             return None
         return {
@@ -119,10 +122,11 @@ class TurnOutput:
             "arrays": self.arrays.values(),
             "parts": self.parts,
             "fairshare": [(q, a, u.run, u.cpu, u.at) for (q, a), u in self.fairshare.items()],
+            "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps, QuotaOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -178,6 +182,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
         self._fair_loaded()
+        self._build_quotas(state.get("quota_usage", {}))
 
     def new_turn(self) -> TurnOutput:
         """What the last turn recorded, handed to the shell after its commit; the next turn
@@ -211,6 +216,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
         self.conf = conf
         self.admins = set(conf.cluster.admins)
         self._set_queues(conf)
+        self._build_quotas(self.quota.used)
         self.wake = True
 
     def _queue(self, name):
@@ -297,8 +303,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
 
     def _move(self, job, new, now, reason=""):
         """Every state change of a job: the model's transition, the event, the counters."""
-        old = job.state
+        old, start = job.state, job.start_time
         self._dirty(job, transition(job, new, now, reason))
+        self._quota_moved(job, old, start, now)
         for state, sign in ((old, -1), (new, +1)):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
@@ -385,9 +392,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
         dup = self._duplicate(req)
         if dup:
             return dup
-        return self._create(
-            ident, self._check(P.require(msg, "spec", dict), ident), req, now, lookup_env
-        )
+        prep = self._check(P.require(msg, "spec", dict), ident)
+        self._quota_admit(ident, [prep], now)
+        return self._create(ident, prep, req, now, lookup_env)
 
     def submit_many(
         self,
@@ -411,9 +418,11 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
                 checked.append(self._check({**defaults, **spec}, ident, known_env))
             except P.ProtocolError as exc:
                 raise P.ProtocolError(exc.code, f"job {i}: {exc.message}") from None
+        subs = [None if req is None else f"{req}:{i}" for i in range(len(checked))]
+        # a request sent again: the jobs it made already count
+        self._quota_admit(ident, [p for p, s in zip(checked, subs) if not self._duplicate(s)], now)
         out = []
-        for i, prep in enumerate(checked):
-            sub = None if req is None else f"{req}:{i}"
+        for prep, sub in zip(checked, subs):
             out.append(self._duplicate(sub) or self._create(ident, prep, sub, now, lookup_env))
         return {"jobs": [r["job"] for r in out], "queues": [r["queue"] for r in out]}
 
@@ -604,6 +613,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
         self._track_deadline(job)  # -t, whatever keeps it pending
+        self._quota_created(job)
         if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
             self._admit(job, now)  # -b
         return {"job": job_id, "queue": job.queue}
@@ -663,6 +673,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
             (token, error if isinstance(r, dict) and refused(r["job"]) else r)
             for token, r in self.out.woken
         ]
+        self._build_quotas(self.quota.used)  # without the jobs refused
         self.wake = True
         return len(gone)
 

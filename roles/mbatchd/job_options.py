@@ -157,6 +157,7 @@ class OptionOps:
         def _finish(self, job: Job, now: float) -> None: ...
         def _dirty(self, job: Job, event: Any = None) -> None: ...
         def _array_check_end(self, arr: Array, now: float) -> None: ...
+        def _quota_dropped(self, arr: Array) -> None: ...
 
     def _admit(self, obj: Job | Array, now: float) -> None:
         """A job or array nothing else keeps pending (no -H, its -w holds): into its FIFO, or
@@ -189,6 +190,7 @@ class OptionOps:
                 self._finish(job, now)
             arr = self.arrays.get(job_id)
             if arr is not None and arr.remaining:
+                self._quota_dropped(arr)
                 arr.killed = True
                 self.out.arrays[arr.id] = arr
                 self.touched.add((arr.queue, arr.user))  # its FIFO entry is stale now

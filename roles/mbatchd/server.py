@@ -57,6 +57,7 @@ USER_OPS = (
     "badmin",
     "users",
     "load",
+    "quotas",
 )
 SBATCHD_OPS = ("register", "report", "usage")
 QUIET_OPS = ("usage",)  # change no state: no turn for them
@@ -143,6 +144,7 @@ class Mbatchd:
             "badmin": self.op_badmin,
             "users": lambda p, m, n: self.core.query_users(m.get("users")),
             "load": lambda p, m, n: {"hosts": self.lim_view},
+            "quotas": lambda p, m, n: self.core.query_quotas(n),  # bquota
         }
         self.stop: asyncio.Event | None = None  # serve's: badmin mbdrestart sets it
         self.started_at = now
