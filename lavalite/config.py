@@ -753,7 +753,7 @@ def _convert(kind: str, raw: str) -> "Any":
     except ValueError:
         want = {
             "dur": "a duration such as 90, 1.5, 90s, 10m, 2h, 1d",
-            "num": "a number such as 1 or 2.5",
+            "num": "a number",
         }.get(base, "an integer" + (" or auto" if kind == "slots" else ""))
         raise ValueError(f"expected {want}, got {raw!r}") from None
     too_low = lo is not None and (value < lo or (strict and value == lo))
