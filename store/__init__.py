@@ -70,6 +70,7 @@ _HOSTS_COL = _JOB_COLS.index("hosts")  # JSON in the row, a list in memory
 _job_values = operator.attrgetter(*_JOB_COLS)
 _update_values = operator.attrgetter(*_MUTABLE, "id")
 _HOSTS = _MUTABLE.index("hosts")  # in the UPDATE values
+_UPDATE_SPEC = "UPDATE jobs SET name=?, slots=?, spec=? WHERE id=?"  # bmod
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 # A part of a job on another of its hosts (roles/mbatchd/parts.py) added to its stored figures:
 # only to the attempt it ran in, from a host the job had other than its first, and once
@@ -258,16 +259,18 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
+        specs: Iterable[Job] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
-        written then). Raises StoreFull when the filesystem is full; any error leaves the
+        written then); specs: Job objects whose spec, name and slots bmod changed. Raises
+        StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
+            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts, modified=specs)
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -281,6 +284,7 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
+        modified: Iterable[Job] = (),
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -305,6 +309,10 @@ class Store(Queries):
                 cur.executemany(
                     _UPDATE_JOB,
                     [_update_values(j) if j.hosts is None else _hosts_update(j) for j in changed],
+                )
+            if modified:  # after the inserts: a job submitted and modified in one turn
+                cur.executemany(
+                    _UPDATE_SPEC, [(j.name, j.slots, json.dumps(j.spec), j.id) for j in modified]
                 )
             if parts:
                 cur.executemany(

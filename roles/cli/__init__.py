@@ -34,6 +34,7 @@ ALIASES = {
     "brequeue": "requeue",
     "bswitch": "switch",
     "bstop": "stop",
+    "bmod": "modify",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -72,6 +73,7 @@ MODULES = {
     "blaunch": ("launch",),
     "history": ("history", "acct"),
     "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
+    "bmod": ("modify",),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -84,6 +86,7 @@ QUICK = (
     "requeue",
     "switch",
     "stop",
+    "modify",
     "queues",
     "hosts",
     "wait",

@@ -55,6 +55,7 @@ from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
@@ -94,6 +95,7 @@ class TurnOutput:
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
+    specs: dict = field(default_factory=dict)  # id -> Job whose spec, name, slots bmod changed
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -105,6 +107,7 @@ class TurnOutput:
             or self.users
             or self.arrays
             or self.parts
+            or self.specs
         ):
             return None
         return {
@@ -115,10 +118,11 @@ class TurnOutput:
             "users": self.users,
             "arrays": self.arrays.values(),
             "parts": self.parts,
+            "specs": self.specs.values(),
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, ModifyOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -1143,7 +1147,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         while self.backoff and self.backoff[0][0] <= now:
             _, job_id = heapq.heappop(self.backoff)
             job = self.jobs.get(job_id) or self.arrays.get(job_id)  # an array: its begin time
-            if job is not None and job.state == PEND:
+            # bmod -b may have moved its begin time since it was pushed
+            if job is not None and job.state == PEND and job.eligible_time <= now:
                 self._enqueue(job)
                 if not isinstance(job, Array):
                     self._dirty(job)

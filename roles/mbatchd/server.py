@@ -46,6 +46,7 @@ USER_OPS = (
     "requeue",
     "switch",
     "stop",
+    "modify",
     "wait",
     "queues",
     "hosts",
@@ -123,6 +124,7 @@ class Mbatchd:
             "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
             "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
             "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
+            "modify": lambda p, m, n: self.core.modify(p.identity, m, n),  # bmod
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
