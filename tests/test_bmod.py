@@ -3,7 +3,9 @@ them, all or nothing, stored, scheduled by the new values), a running job's -W a
 refusals. Fast tests of the option reading and of mbatchd's core; real clusters for the rest."""
 
 import pytest
+from conftest import wait_until
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
+from test_lsf_options import _run
 
 from lavalite.protocol import ProtocolError
 from roles.cli import quick_args
@@ -153,3 +155,84 @@ def test_a_running_job_s_limits_are_ordered_to_its_host(world):
     assert out["h1"] == [order]
     _modify(core, job_id, reset=["walltime", "memory"])
     assert commit(store, core)["h1"] == [dict(order, walltime=None, memory=None)]
+
+
+# --- real clusters
+
+
+def _bsub(c, tmp_path, *words):
+    res = _run(c, tmp_path, ["bsub", *words])
+    assert res.returncode == 0, res
+    return int(res.stdout.split("<")[1].split(">")[0])
+
+
+def _bmod(c, tmp_path, *words):
+    return _run(c, tmp_path, ["bmod", *words])
+
+
+def _changed(c, tmp_path, job, *words):
+    res = _bmod(c, tmp_path, *words, str(job))
+    assert (res.returncode, res.stdout) == (0, f"Parameters of job <{job}> are being changed\n"), (
+        res
+    )
+
+
+def test_pending_jobs_run_by_their_new_values(make_cluster, tmp_path):
+    c = make_cluster(slots=2, queues={"serial": {"retry_backoff": "1"}, "short": {}})
+    blocker = _bsub(c, tmp_path, "sleep 300")
+    c.wait_started([blocker])  # one slot left
+    wide = _bsub(c, tmp_path, "-n", "2", "true")
+    picky = _bsub(c, tmp_path, "-R", "select[mem>999999999]", "true")
+    after = _bsub(c, tmp_path, "-w", f"done({blocker})", "true")
+    later = _bsub(c, tmp_path, "-b", "2099:1:1:0:0", "true")
+    held = _bsub(c, tmp_path, "-H", "-W", "10", "true")
+    _changed(c, tmp_path, held, "-J", "renamed", "-W", "20", "-M", "64M")
+    c.kill9_restarted("mbatchd")  # what bmod changed is in the store
+    wait_until(lambda: _run(c, tmp_path, ["bjobs"]).returncode == 0, 60, c.logs)
+    view = c.jobs([held])[held]
+    assert (view["name"], view["walltime"], view["memory"]) == ("renamed", 1200.0, 64 << 20)
+    assert _states(c, [wide, picky, after, later]) == dict.fromkeys(
+        [wide, picky, after, later], "PEND"
+    )
+    _changed(c, tmp_path, wide, "-n", "1")
+    _changed(c, tmp_path, picky, "-Rn")
+    _changed(c, tmp_path, after, "-wn")
+    _changed(c, tmp_path, later, "-bn", "-q", "short")
+    done = c.wait([wide, picky, after, later])
+    assert {j["state"] for j in done.values()} == {"DONE"}
+    assert done[later]["queue"] == "short" and done[wide]["slots"] == 1
+    res = _run(c, tmp_path, ["bhist", "-l", str(later)])
+    assert "Parameters of Job are changed: queue short; begin reset" in res.stdout, res
+    assert _run(c, tmp_path, ["bkill", str(blocker), str(held)]).returncode == 0
+
+
+def _states(c, ids):
+    return {i: j["state"] for i, j in c.jobs(ids).items()}
+
+
+def test_bmod_refusals_change_nothing(make_cluster, tmp_path):
+    c = make_cluster(slots=1, queues={"serial": {"max_walltime": "600"}})
+    running = _bsub(c, tmp_path, "sleep 300")
+    c.wait_started([running])
+    pending = _bsub(c, tmp_path, "-W", "5", "true")
+    refusals = [
+        (["-J", "x", str(running)], 1, f"Job <{running}>: Job has already started"),
+        (["-W", "5", "999"], 1, "Job <999>: No matching job found"),
+        (["-W", "20", str(pending)], 1, "walltime 1200 s exceeds queue <serial>'s max_walltime"),
+        (["-q", "nosuch", str(pending)], 1, "Queue <nosuch> does not exist"),
+        (["-w", "done(99999)", str(pending)], 1, "99999"),
+        (["-W", "x", str(pending)], 2, "-W takes [HOURS:]MINUTES"),
+        (["-t", "1970:1:1:0:0", str(pending)], 2, "the time is in the past"),
+        (["-Z", "true", str(pending)], 2, "-Z is an LSF option that LavaLite does not support"),
+        (["-W", "5", "-Wn", str(pending)], 2, "an option and its reset form together"),
+        ([str(pending)], 2, "no option to change given"),
+    ]
+    for words, code, says in refusals:
+        res = _bmod(c, tmp_path, *words)
+        assert res.returncode == code and says in res.stderr, (words, res)
+    assert c.jobs([pending])[pending]["walltime"] == 300.0
+    assert not [e for e in c.events(pending) if e[2] == e[3]]  # no change recorded
+    assert _run(c, tmp_path, ["bkill", str(running)]).returncode == 0
+    c.wait([running, pending])
+    res = _bmod(c, tmp_path, "-W", "5", str(pending))
+    assert (res.returncode, res.stderr) == (1, f"Job <{pending}>: Job has already finished\n")
