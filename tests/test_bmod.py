@@ -2,6 +2,8 @@
 them, all or nothing, stored, scheduled by the new values), a running job's -W and -M, and the
 refusals. Fast tests of the option reading and of mbatchd's core; real clusters for the rest."""
 
+import os
+
 import pytest
 from conftest import wait_until
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
@@ -12,6 +14,8 @@ from roles.cli import quick_args
 from roles.cli.bmod import changes
 from roles.mbatchd.core import Core
 from roles.mbatchd.modify import MODIFIED
+from roles.sbatchd import cgroups
+from roles.sbatchd.core import Core as SbatchdCore
 
 # --- the option reading (no processes)
 
@@ -236,3 +240,81 @@ def test_bmod_refusals_change_nothing(make_cluster, tmp_path):
     c.wait([running, pending])
     res = _bmod(c, tmp_path, "-W", "5", str(pending))
     assert (res.returncode, res.stderr) == (1, f"Job <{pending}>: Job has already finished\n")
+
+
+# --- sbatchd's side of a running job's new limits (no processes)
+
+
+def test_sbatchd_moves_a_running_attempt_s_timer_and_keeps_the_new_limits():
+    core = SbatchdCore("/work", 1)
+    [start] = core.dispatch([{"id": 1, "attempt": 1, "cmd": ["true"], "walltime": 600}], {})
+    start.att.spec["started"] = 10.0
+    start.att.shepherd = 7
+    core.started([start.att], 10.0)
+    effects = core.limits(1, 1, 60.0, 1 << 30, 20.0)
+    assert [type(e).__name__ for e in effects] == ["SetLimits", "Arm"]
+    assert effects[1].at == 70.0  # counted from its start, as LSF's run limit
+    assert (start.att.spec["walltime"], start.att.spec["memory"]) == (60.0, 1 << 30)
+    assert [type(e).__name__ for e in core.limits(1, 1, None, None, 20.0)] == ["SetLimits"]
+    assert core.limits(2, 1, 60.0, None, 20.0) == []  # not here: nothing
+
+
+def test_a_running_job_s_memory_limit_is_rewritten_in_its_cgroup(tmp_path):
+    v2 = cgroups.V2(str(tmp_path), "lavalite")
+    v2.controllers = {"memory"}
+    group = v2.create("9.1", cgroups.Limits(memory=256 << 20))
+    v2.set_memory(group, 64 << 20)
+    assert (tmp_path / "lavalite" / "9.1" / "memory.max").read_text().strip() == str(64 << 20)
+    v2.set_memory(group, None)
+    assert (tmp_path / "lavalite" / "9.1" / "memory.max").read_text().strip() == "max"
+    mounts = {c: str(tmp_path / "v1" / c) for c in cgroups.V1_CONTROLLERS}
+    v1 = cgroups.V1(mounts, "lavalite")
+    v1.create("9.1", cgroups.Limits(memory=256 << 20))
+    mem = tmp_path / "v1" / "memory" / "lavalite" / "9.1"
+    (mem / "memory.memsw.limit_in_bytes").write_text(str(256 << 20))
+    adopted = v1.group("9.1")  # a restarted sbatchd's view: the limits it has are read
+    v1.set_memory(adopted, 1 << 30)  # raised: memsw first, never below the limit
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(1 << 30)
+    assert (mem / "memory.memsw.limit_in_bytes").read_text().strip() == str(1 << 30)
+
+
+def _memory_limit(cgroup_lines):
+    """The memory limit of the group a job's /proc/self/cgroup names (v1 or cgroup2)."""
+    v2, v1 = cgroups.mounts()
+    for line in cgroup_lines.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if v1.get("memory") and "memory" in controllers.split(","):
+            return _read_int(f"{v1['memory']}{path}/memory.limit_in_bytes")
+        if not controllers and v2 and not v1.get("memory"):
+            return _read_int(f"{v2}{path}/memory.max")
+    return None
+
+
+def _read_int(path):
+    with open(path) as f:
+        text = f.read().strip()
+    return None if text == "max" else int(text)
+
+
+def test_a_running_job_s_limits_change_and_survive_restarts(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    if c.conf.sbatchd.cgroups == "off" or not any(cgroups.mounts()):
+        pytest.skip("no cgroups here: the memory limit has no group to go to")
+    where = os.path.join(c.state, "job.cg")
+    job = _bsub(c, tmp_path, "-M", "256", "-W", "60", f"cat /proc/self/cgroup > {where}; sleep 300")
+    c.wait_started([job])
+    wait_until(lambda: os.path.exists(where) and os.path.getsize(where), 30, c.logs)
+    with open(where) as f:
+        group = f.read()
+    assert _memory_limit(group) == 256 << 20
+    _changed(c, tmp_path, job, "-M", "128")
+    wait_until(lambda: _memory_limit(group) == 128 << 20, 30, c.logs)
+    res = _bmod(c, tmp_path, "-J", "x", str(job))  # not a limit: refused for a running job
+    assert res.returncode == 1 and "Job has already started" in res.stderr, res
+    # a run limit counted from its start, kept in its record: the next sbatchd ends it by it
+    res = _run(c, tmp_path, ["lavalite", "modify", "--time", "20", str(job)])
+    assert res.returncode == 0, res
+    c.kill9_restarted("sbatchd")
+    c.kill9_restarted("mbatchd")
+    view = c.wait([job], timeout=90)[job]
+    assert (view["state"], view["reason"], view["walltime"]) == ("FAILED", "timeout", 20.0)

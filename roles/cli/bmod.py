@@ -65,6 +65,9 @@ def setup(p: "Parser") -> None:
     p.add_argument("-q", dest="queue", help="move the pending job to this queue")
     p.add_argument("-J", dest="name", help="job name")
     p.add_argument("-W", dest="walltime", type=commands._w_limit, metavar="[HOURS:]MINUTES")
+    p.add_argument(
+        "--time", dest="seconds", type=commands.seconds, metavar="SECS", help="run limit in seconds"
+    )
     p.add_argument("-M", dest="memory", type=commands._size, metavar="MEM", help="memory limit")
     p.add_argument("-n", dest="slots", type=bsub_resreq.slots_range, metavar="MIN[,MAX]")
     p.add_argument("-w", dest="depend", metavar="'DEPENDENCY'", help="dependency condition")
@@ -117,6 +120,8 @@ def changes(args: "Args", now: float) -> "dict[str, Any]":
     spec: dict[str, Any] = {
         field: getattr(args, dest) for _, dest, field in _VALUES if getattr(args, dest) is not None
     }
+    if args.seconds is not None:
+        spec["walltime"] = args.seconds
     spec.update(bsub_options.fields(args, now))
     if args.slots is not None:
         low, high = args.slots
