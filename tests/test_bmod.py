@@ -7,6 +7,7 @@ import os
 import pytest
 from conftest import wait_until
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
+from test_jobctl import _bsub, _states
 from test_lsf_options import _run
 
 from lavalite.protocol import ProtocolError
@@ -121,6 +122,18 @@ def test_refusals_name_the_job_as_lsf_does(world):
         _modify(core, running, walltime=60.0, name="x", slots=2)
 
 
+def test_a_job_in_a_closed_queue_may_still_be_modified(world):
+    conf, store, core = world
+    running = dispatched(core, store, walltime=600.0)
+    pending = submit(core, store)
+    core._queue_action("qclose", conf.mbatchd.default_queue, {})  # badmin qclose
+    _modify(core, running, walltime=60.0)
+    _modify(core, pending, walltime=60.0)
+    assert core.jobs[running].spec["walltime"] == core.jobs[pending].spec["walltime"] == 60.0
+    with pytest.raises(ProtocolError, match="is closed"):  # as a submit there is refused
+        submit(core, store)
+
+
 def test_a_new_dependency_is_indexed_and_the_old_one_forgotten(world):
     conf, store, core = world
     first, second = submit(core, store), submit(core, store)
@@ -164,12 +177,6 @@ def test_a_running_job_s_limits_are_ordered_to_its_host(world):
 # --- real clusters
 
 
-def _bsub(c, tmp_path, *words):
-    res = _run(c, tmp_path, ["bsub", *words])
-    assert res.returncode == 0, res
-    return int(res.stdout.split("<")[1].split(">")[0])
-
-
 def _bmod(c, tmp_path, *words):
     return _run(c, tmp_path, ["bmod", *words])
 
@@ -208,10 +215,6 @@ def test_pending_jobs_run_by_their_new_values(make_cluster, tmp_path):
     res = _run(c, tmp_path, ["bhist", "-l", str(later)])
     assert "Parameters of Job are changed: queue short; begin reset" in res.stdout, res
     assert _run(c, tmp_path, ["bkill", str(blocker), str(held)]).returncode == 0
-
-
-def _states(c, ids):
-    return {i: j["state"] for i, j in c.jobs(ids).items()}
 
 
 def test_bmod_refusals_change_nothing(make_cluster, tmp_path):

@@ -441,9 +441,12 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Modify
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
-    def _checked(self, spec: dict, ident: dict[str, Any], known_env: tuple) -> dict:
+    def _checked(
+        self, spec: dict, ident: dict[str, Any], known_env: tuple, in_queue: str | None = None
+    ) -> dict:
+        """`in_queue`: the queue a job modified by bmod is in (taken closed or not)."""
         cmd, env_info = self._check_exec(spec, known_env)
-        qname, qc = self._check_queue(spec)
+        qname, qc = self._check_queue(spec, in_queue)
         walltime = spec.get("walltime")
         if walltime is None:
             walltime = qc.default_walltime or None
@@ -552,7 +555,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Modify
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
 
-    def _check_queue(self, spec: dict) -> tuple:
+    def _check_queue(self, spec: dict, in_queue: str | None = None) -> tuple:
         qname = jobspec.text(
             "queue", spec.get("queue") or self.conf.mbatchd.default_queue, jobspec.MAX_NAME
         )
@@ -561,7 +564,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Modify
                 P.NOT_FOUND, f"Queue <{qname}> does not exist (queues: {', '.join(self.qconf)})"
             )
         qc = self.qconf[qname]
-        if not self.queue_flag(qname, "open"):
+        if qname != in_queue and not self.queue_flag(qname, "open"):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 

@@ -49,7 +49,9 @@ class ModifyOps:
 
     if TYPE_CHECKING:  # Core's methods these call
 
-        def _checked(self, spec: dict, ident: dict[str, Any], known_env: tuple) -> dict: ...
+        def _checked(
+            self, spec: dict, ident: dict[str, Any], known_env: tuple, in_queue: str | None
+        ) -> dict: ...
         def _check_depend(
             self, spec: dict[str, Any], user: str
         ) -> tuple[dict[str, Any], "depend.Node | None"]: ...
@@ -139,7 +141,7 @@ class ModifyOps:
             spec["slots"] = 1
         spec["retries"] = job.max_attempts - 1  # within the (new) queue's max_retries
         try:
-            prep = self._checked(spec, {"user": job.user, "uid": job.uid}, (None,))
+            prep = self._checked(spec, {"user": job.user, "uid": job.uid}, (None,), job.queue)
             if prep["ranges"] is not None:
                 raise jobspec.SpecError("-J: a job cannot be made a job array")
             if "depend" not in changes:
@@ -201,19 +203,8 @@ class ModifyOps:
     ) -> None:
         """-W, -M (-Wn, -Mn) of a running job: checked as submit checks them against its queue,
         stored, and ordered to its hosts, whose timer and cgroups follow."""
-        spec = {k: v for k, v in job.spec.items() if k not in resets}
-        spec.update(changes)
-        probe = {
-            "cmd": spec["cmd"],
-            "queue": job.queue,
-            "walltime": spec.get("walltime"),
-            "memory": spec.get("memory"),
-            "slots": job.slots,
-        }
-        try:
-            prep = self._checked(probe, {"user": job.user, "uid": job.uid}, (None,))
-        except jobspec.SpecError as exc:
-            raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
+        prep, _, _ = self._checked_change(job, changes, resets, job.queue)
+        spec = dict(job.spec)
         for field in RUNNING_FIELDS:
             spec[field] = prep["spec"][field]
         job.spec = spec
