@@ -163,7 +163,7 @@ class Mbatchd:
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
         if (
-            op in ("kill", "resume", "move") and self.full
+            op in ("kill", "resume", "move", "modify") and self.full
         ):  # a user's answer would precede the commit
             raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())
