@@ -159,8 +159,13 @@ def test_begin_and_termination_times_moved_are_kept_by_the_heaps(world):
     assert core.schedule(250.0) == 0
     core.tick(350.0)  # the old termination time: it ends nothing
     assert core.jobs[job_id].state == "PEND"
-    _modify(core, job_id, reset=["begin"], now=360.0)  # -bn: eligible now
-    assert core.schedule(360.0) == 1
+    _modify(core, job_id, begin=380.0, now=360.0)  # earlier: its 400 entry is stale
+    core.tick(390.0)
+    seq = core.jobs[job_id].pend_seq
+    core.tick(400.0)
+    assert core.jobs[job_id].pend_seq == seq  # not queued a second time
+    _modify(core, job_id, reset=["begin"], now=401.0)  # -bn: eligible now
+    assert core.schedule(401.0) == 1
 
 
 def test_a_running_job_s_limits_are_ordered_to_its_host(world):

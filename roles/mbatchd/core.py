@@ -1148,10 +1148,10 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Modify
         """Release jobs whose backoff expired; drop finished jobs older than clean_period from
         memory (they stay in the store)."""
         while self.backoff and self.backoff[0][0] <= now:
-            _, job_id = heapq.heappop(self.backoff)
+            due, job_id = heapq.heappop(self.backoff)
             job = self.jobs.get(job_id) or self.arrays.get(job_id)  # an array: its begin time
-            # bmod -b may have moved its begin time since it was pushed
-            if job is not None and job.state == PEND and job.eligible_time <= now:
+            # an entry is pushed with the job's eligible time: bmod -b may have moved it since
+            if job is not None and job.state == PEND and job.eligible_time == due:
                 self._enqueue(job)
                 if not isinstance(job, Array):
                     self._dirty(job)
