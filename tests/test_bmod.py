@@ -47,6 +47,8 @@ def test_bmod_reads_bsub_s_options_into_the_spec_fields_bsub_makes():
         "notify": ["begin"],
     }
     assert _args("-Wn", "-wn", "9").reset_walltime
+    assert changes(_args("-Z", "echo a > f", "9"), 0.0) == {"cmd": ["echo a > f"]}
+    assert changes(_args("-Z", "sleep 1", "9"), 0.0) == {"cmd": ["sleep", "1"]}
 
 
 @pytest.mark.parametrize(
@@ -55,7 +57,8 @@ def test_bmod_reads_bsub_s_options_into_the_spec_fields_bsub_makes():
         (["-W", "abc", "7"], "-W takes [HOURS:]MINUTES"),
         (["-n", "0", "7"], "the job slots must be an integer"),
         (["-R", "select[", "7"], "select"),
-        (["-Z", "true", "7"], "-Z is an LSF option that LavaLite does not support"),
+        (["-app", "a", "7"], "-app is an LSF option that LavaLite does not support"),
+        (["-Z", " ", "7"], "-Z: the command is empty"),
         (["-Wx", "7"], "-Wx is not an option of bmod"),
     ],
 )
@@ -211,12 +214,15 @@ def test_pending_jobs_run_by_their_new_values(make_cluster, tmp_path):
         [wide, picky, after, later], "PEND"
     )
     _changed(c, tmp_path, wide, "-n", "1")
-    _changed(c, tmp_path, picky, "-Rn")
+    made = os.path.join(c.state, "made")
+    _changed(c, tmp_path, picky, "-Rn", "-Z", f"echo new > {made}")
     _changed(c, tmp_path, after, "-wn")
     _changed(c, tmp_path, later, "-bn", "-q", "short")
     done = c.wait([wide, picky, after, later])
     assert {j["state"] for j in done.values()} == {"DONE"}
     assert done[later]["queue"] == "short" and done[wide]["slots"] == 1
+    with open(made) as f:  # -Z: the new command ran
+        assert f.read() == "new\n"
     res = _run(c, tmp_path, ["bhist", "-l", str(later)])
     assert "Parameters of Job are changed: queue short; begin reset" in res.stdout, res
     assert _run(c, tmp_path, ["bkill", str(blocker), str(held)]).returncode == 0
@@ -235,7 +241,7 @@ def test_bmod_refusals_change_nothing(make_cluster, tmp_path):
         (["-w", "done(99999)", str(pending)], 1, "99999"),
         (["-W", "x", str(pending)], 2, "-W takes [HOURS:]MINUTES"),
         (["-t", "1970:1:1:0:0", str(pending)], 2, "the time is in the past"),
-        (["-Z", "true", str(pending)], 2, "-Z is an LSF option that LavaLite does not support"),
+        (["-g", "/grp", str(pending)], 2, "-g is an LSF option that LavaLite does not support"),
         (["-W", "5", "-Wn", str(pending)], 2, "an option and its reset form together"),
         ([str(pending)], 2, "no option to change given"),
     ]

@@ -10,6 +10,7 @@ changes the job only if all of it holds.
 import sys
 import time
 
+from lavalite import jobscript
 from roles.cli import bsub_options, bsub_resreq, commands
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -73,6 +74,7 @@ def setup(p: "Parser") -> None:
     p.add_argument("-w", dest="depend", metavar="'DEPENDENCY'", help="dependency condition")
     for option, dest in (("-o", "out"), ("-oo", "out_over"), ("-e", "err"), ("-eo", "err_over")):
         p.add_argument(option, dest=dest, help="as bsub " + option)
+    p.add_argument("-Z", dest="command", metavar='"COMMAND [ARGS]"', help="a new command")
     p.add_argument("-cwd", dest="job_cwd", help="the job's working directory")
     p.add_argument("-outdir", help="output directory")
     p.add_argument("-L", dest="login_shell", help="login shell (absolute path)")
@@ -120,6 +122,10 @@ def changes(args: "Args", now: float) -> "dict[str, Any]":
     spec: dict[str, Any] = {
         field: getattr(args, dest) for _, dest, field in _VALUES if getattr(args, dest) is not None
     }
+    if args.command is not None:
+        if not args.command.strip():
+            raise bsub_options.OptionError("-Z: the command is empty")
+        spec["cmd"] = jobscript.command_line([args.command])  # as bsub's words under LSF
     if args.seconds is not None:
         spec["walltime"] = args.seconds
     spec.update(bsub_options.fields(args, now))

@@ -386,7 +386,7 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-wtn": (FLAG, NO),
         "-x": (FLAG, YES),
         "-xn": (FLAG, YES),
-        "-Z": (VALUE, NO),
+        "-Z": (VALUE, YES),
         "-Zs": (VALUE, NO),
         "-Zsn": (FLAG, NO),
         "-h": (FLAG, YES),

@@ -135,6 +135,8 @@ class ModifyOps:
         """The job's spec with the changes, checked as submit checks a spec: (Core._checked's
         result, the stored -w fields, the new condition's tree or None)."""
         spec = {k: v for k, v in job.spec.items() if k not in _KEPT and k not in resets}
+        if "cmd" in changes:  # -Z: the new command runs, not the job script
+            spec.pop("script", None)
         spec.update(changes)
         spec.update(queue=queue, slots=spec.get("slots", job.slots))
         if "slots" in resets:
