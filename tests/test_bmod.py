@@ -15,6 +15,7 @@ from roles.cli import quick_args
 from roles.cli.bmod import changes
 from roles.mbatchd.core import Core
 from roles.mbatchd.modify import MODIFIED
+from roles.mbatchd.observe import Observer
 from roles.sbatchd import cgroups
 from roles.sbatchd.core import Core as SbatchdCore
 
@@ -123,6 +124,15 @@ def test_refusals_name_the_job_as_lsf_does(world):
     running = dispatched(core, store)
     with pytest.raises(ProtocolError, match="Job has already started.*not name, slots"):
         _modify(core, running, walltime=60.0, name="x", slots=2)
+
+
+def test_a_running_job_s_change_is_counted_as_no_start(world):
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    observer = Observer(core, "h0", 0)  # mbatchd's counters (metrics)
+    _modify(core, job_id, walltime=60.0)
+    observer.events(core.out.events)
+    assert observer.started == {}
 
 
 def test_a_job_in_a_closed_queue_may_still_be_modified(world):
