@@ -159,6 +159,23 @@ class Switch(Envelope):
     jobs: list[str | int]
 
 
+class Modify(Envelope):
+    """bmod: one job's spec fields changed (`spec`) or set back to their defaults (`reset`)."""
+
+    job: int
+    spec: dict[str, Any]
+    reset: list[str]
+
+
+class LimitsOrder(Envelope):
+    """mbatchd -> sbatchd: a running attempt's new run limit and memory limit (bmod -W, -M)."""
+
+    job: int
+    attempt: int
+    walltime: float | None
+    memory: int | None
+
+
 class Badmin(Envelope):
     action: str  # hclose hopen qclose qopen qinact qact reconfig mbdrestart showstatus
     names: NotRequired[list[str]]  # hosts or queues, or ["all"]
@@ -415,6 +432,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "requeue": Resume,  # the same fields: the jobs
     "switch": Switch,
     "stop": Resume,
+    "modify": Modify,
     "register": Register,
     "report": Report,
     "usage": Usage,
@@ -426,6 +444,7 @@ SBATCHD_ORDERS: dict[str, type] = {
     "peek": PeekOrder,
     "launch": LaunchOrder,
     "signal": SignalOrder,
+    "limits": LimitsOrder,
 }
 LIM_REQUESTS: dict[str, type] = {
     "sign": Sign,

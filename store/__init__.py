@@ -71,6 +71,7 @@ _HOSTS_COL = _JOB_COLS.index("hosts")  # JSON in the row, a list in memory
 _job_values = operator.attrgetter(*_JOB_COLS)
 _update_values = operator.attrgetter(*_MUTABLE, "id")
 _HOSTS = _MUTABLE.index("hosts")  # in the UPDATE values
+_UPDATE_SPEC = "UPDATE jobs SET name=?, slots=?, spec=? WHERE id=?"  # bmod
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(c + '=?' for c in _MUTABLE)} WHERE id=?"
 # A part of a job on another of its hosts (roles/mbatchd/parts.py) added to its stored figures:
 # only to the attempt it ran in, from a host the job had other than its first, and once
@@ -274,6 +275,7 @@ class Store(Queries):
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
         fairshare: Iterable[tuple[str, str, float, float, float]] = (),
         quota_usage: Iterable[tuple[str, float, float]] = (),
+        specs: Iterable[Job] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
@@ -281,12 +283,23 @@ class Store(Queries):
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
         written then); fairshare: (queue, account, run, cpu, at) of the usage changed;
-        quota_usage: (quota, period start, core-seconds used in it), the totals.
+        quota_usage: (quota, period start, core-seconds used in it), the totals; specs: Job
+        objects whose spec, name and slots bmod changed.
         Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
             self._commit(
-                jobs, events, hosts, envs, users, queues, arrays, parts, fairshare, quota_usage
+                jobs,
+                events,
+                hosts,
+                envs,
+                users,
+                queues,
+                arrays,
+                parts,
+                fairshare,
+                quota_usage,
+                modified=specs,
             )
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
@@ -303,6 +316,7 @@ class Store(Queries):
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
         fairshare: Iterable[tuple[str, str, float, float, float]],
         quota_usage: Iterable[tuple[str, float, float]],
+        modified: Iterable[Job] = (),
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -327,6 +341,10 @@ class Store(Queries):
                 cur.executemany(
                     _UPDATE_JOB,
                     [_update_values(j) if j.hosts is None else _hosts_update(j) for j in changed],
+                )
+            if modified:  # after the inserts: a job submitted and modified in one turn
+                cur.executemany(
+                    _UPDATE_SPEC, [(j.name, j.slots, json.dumps(j.spec), j.id) for j in modified]
                 )
             if parts:
                 cur.executemany(

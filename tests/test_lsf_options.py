@@ -39,6 +39,16 @@ LSF_DOC = {
     "brequeue": ("-a -d -e -H -p -r -h -V", "-J -u"),
     "bswitch": ("-h -V", "-a -J -m -q -u"),
     "bstop": ("-a -h -V", "-app -C -g -J -m -q -sla -u"),
+    "bmod": (
+        "-ar -arn -B -Bn -N -Ne -Nn -r -rn -ul -uln -x -xn -hl -hln -appn -apsn -bn -Cn -cn "
+        "-clustern -cwdn -Dn -datan -En -Epn -en -eptln -Fn -fn -freqn -Gn -gn -gpun -hostfilen "
+        "-in -isn -Jn -Jdn -kn -Ln -Lpn -Mn -mn -mign -nn -networkn -on -oon -outdirn -Pn -pn "
+        "-qn -Rn -rncn -Sn -sn -slan -spn -Tn -tn -Un -un -vn -Wn -Wep -Wen -wn -wan -wtn -Zsn "
+        "-h -V",
+        "-a -app -aps -b -C -c -clusters -cwd -D -data -E -Ep -e -eo -eptl -ext -F -f -freq -G "
+        "-g -gpu -hostfile -i -is -J -Jd -k -L -Lp -M -m -mig -n -network -o -oo -outdir -P -p "
+        "-Q -q -R -rnc -S -s -sla -sp -T -t -U -u -v -W -We -w -wa -wt -Z -Zs",
+    ),
     "bqueues": ("-w -l -r -lr -json -alloc -noheader -h -V", "-o -m -u"),
     "bhosts": (
         "-a -aff -alloc -attr -cname -e -gpu -json -l -loc -noheader -rc -rconly -s -w -x -X -h -V",

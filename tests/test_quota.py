@@ -380,3 +380,25 @@ def test_a_reload_changes_core_hours_and_a_bad_one_keeps_the_old(make_cluster, t
     assert "[quota lab]: no members" in c.logs()
     # commands read queues.conf too: ask through the client, which holds the good one
     assert [q["core_hours"] for q in c.client.call("quotas")["quotas"]] == [100]
+
+
+def test_bmod_counts_the_new_estimate_and_refuses_one_past_the_quota(tmp_path):
+    """A pending job's -W bmod is admitted as a submit is (its old estimate not counted twice);
+    a running job's new run limit is counted as it runs."""
+    conf = config.defaults(str(tmp_path))
+    conf.quotas = {"lab": _quota("lab", core_hours=4.0, admit_below=1.0)}
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=T0)
+    pending = _core_submit(core, store, T0)  # 1 core-hour
+    core.modify(ALICE, {"job": pending, "spec": {"walltime": 3 * 3600}, "reset": []}, T0)
+    assert core.quota.sums["lab"] == [3 * HOUR, 0.0]
+    _as_recounted(core)
+    with pytest.raises(ProtocolError, match=r"quota lab: 0\.0 \+ 4\.0 core-hours would pass"):
+        core.modify(ALICE, {"job": pending, "spec": {"walltime": 4 * 3600}, "reset": []}, T0)
+    assert core.jobs[pending].spec["walltime"] == 3 * 3600
+    assert core.quota.sums["lab"] == [3 * HOUR, 0.0]
+    core.host_register("h1", {"slots": 1, "running": []}, T0)
+    core.schedule(T0)
+    core.modify(ALICE, {"job": pending, "spec": {"walltime": 3600}, "reset": []}, T0 + 1)
+    assert core.quota.sums["lab"] == [0.0, HOUR]
+    _as_recounted(core)

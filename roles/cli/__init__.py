@@ -34,6 +34,7 @@ ALIASES = {
     "brequeue": "requeue",
     "bswitch": "switch",
     "bstop": "stop",
+    "bmod": "modify",
     "bqueues": "queues",
     "bhosts": "hosts",
     "bpeek": "peek",
@@ -74,6 +75,7 @@ MODULES = {
     "history": ("history", "acct"),
     "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
     "quota": ("quota",),
+    "bmod": ("modify",),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -86,6 +88,7 @@ QUICK = (
     "requeue",
     "switch",
     "stop",
+    "modify",
     "queues",
     "hosts",
     "wait",

@@ -4,13 +4,13 @@ and nothing sent (mbatchd parses it again, and resolves the jobs it names)."""
 import sys
 
 
-def check(text: str) -> bool:
+def check(text: str, prog: str = "bsub") -> bool:
     """True if `text` parses; else LSF's message on stderr."""
     from lavalite.depend import DependError, parse
 
     try:
         parse(text)
     except DependError as exc:
-        print(f"bsub: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return False
     return True

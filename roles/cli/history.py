@@ -163,6 +163,8 @@ def _event_text(job: dict[str, Any], event: tuple) -> str:
             f"Submitted from host <{job['from_host']}>, to Queue <{job['queue']}>, "
             f"CWD <{job['cwd']}>"
         )
+    if old == new:  # no change of state: bmod's "Parameters of Job are changed: ..."
+        return reason
     if new == RUN:
         return f"Dispatched {job['slots']} Task(s) on Host(s) <{host}>"
     if new == PEND:

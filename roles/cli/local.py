@@ -35,6 +35,7 @@ LINKS = (
     "brequeue",
     "bswitch",
     "bstop",
+    "bmod",
     "bwait",
     "bqueues",
     "bhosts",

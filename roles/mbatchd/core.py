@@ -56,6 +56,7 @@ from roles.mbatchd.depends import DependOps
 from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
@@ -98,6 +99,7 @@ class TurnOutput:
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
     fairshare: dict = field(default_factory=dict)  # (queue, account) -> its Usage changed
     quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
+    specs: dict = field(default_factory=dict)  # id -> Job whose spec, name, slots bmod changed
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -111,6 +113,7 @@ class TurnOutput:
             or self.parts
             or self.fairshare
             or self.quota_usage
+            or self.specs
         ):
             return None
         return {
@@ -123,10 +126,13 @@ class TurnOutput:
             "parts": self.parts,
             "fairshare": [(q, a, u.run, u.cpu, u.at) for (q, a), u in self.fairshare.items()],
             "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
+            "specs": self.specs.values(),
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps, QuotaOps):
+class Core(
+    ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps, QuotaOps, ModifyOps
+):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -454,9 +460,12 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, str(exc)) from None
 
-    def _checked(self, spec: dict, ident: dict[str, Any], known_env: tuple) -> dict:
+    def _checked(
+        self, spec: dict, ident: dict[str, Any], known_env: tuple, in_queue: str | None = None
+    ) -> dict:
+        """`in_queue`: the queue a job modified by bmod is in (taken closed or not)."""
         cmd, env_info = self._check_exec(spec, known_env)
-        qname, qc = self._check_queue(spec)
+        qname, qc = self._check_queue(spec, in_queue)
         walltime = spec.get("walltime")
         if walltime is None:
             walltime = qc.default_walltime or None
@@ -565,7 +574,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
         except jobspec.SpecError as exc:
             raise P.ProtocolError(P.BAD_REQUEST, f"defaults: {exc}") from None
 
-    def _check_queue(self, spec: dict) -> tuple:
+    def _check_queue(self, spec: dict, in_queue: str | None = None) -> tuple:
         qname = jobspec.text(
             "queue", spec.get("queue") or self.conf.mbatchd.default_queue, jobspec.MAX_NAME
         )
@@ -574,7 +583,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
                 P.NOT_FOUND, f"Queue <{qname}> does not exist (queues: {', '.join(self.qconf)})"
             )
         qc = self.qconf[qname]
-        if not self.queue_flag(qname, "open"):
+        if qname != in_queue and not self.queue_flag(qname, "open"):
             raise P.ProtocolError(P.DENIED, f"Queue <{qname}> is closed")
         return qname, qc
 
@@ -1163,9 +1172,10 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOp
         memory (they stay in the store)."""
         self.clock = now
         while self.backoff and self.backoff[0][0] <= now:
-            _, job_id = heapq.heappop(self.backoff)
+            due, job_id = heapq.heappop(self.backoff)
             job = self.jobs.get(job_id) or self.arrays.get(job_id)  # an array: its begin time
-            if job is not None and job.state == PEND:
+            # an entry is pushed with the job's eligible time: bmod -b may have moved it since
+            if job is not None and job.state == PEND and job.eligible_time == due:
                 self._enqueue(job)
                 if not isinstance(job, Array):
                     self._dirty(job)

@@ -310,7 +310,8 @@ class DependOps:
             old, node.status = node.status, status
             parent = node.parent
             if parent is None:
-                if status & 1:
+                # bmod -w gives a job a new tree: the old one's root is not its own any more
+                if status & 1 and self.depend_waiting.get(node.owner) is node:
                     self._depend_release(node.owner, now)
                 return
             parent.count(old, -1)

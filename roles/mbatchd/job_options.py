@@ -184,7 +184,12 @@ class OptionOps:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, job_id = heapq.heappop(self.deadlines)
             job = self.jobs.get(job_id)
-            if job is not None and job.state in WAITING:  # pending, held or waiting on -w
+            # pending, held or waiting on -w, and its -t (bmod may have changed it) has come
+            if (
+                job is not None
+                and job.state in WAITING
+                and job.spec.get("term_time", now + 1) <= now
+            ):
                 job.message = "its termination time (-t) came before it could start"
                 self._move(job, FAILED, now, DEADLINE)
                 self._finish(job, now)

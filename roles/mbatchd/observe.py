@@ -64,6 +64,8 @@ class Observer:
                     f"job {ev.job_id} user={user} queue={queue} host={ev.host or '-'} "
                     f"{ev.old or '-'} -> {ev.new}" + (f" reason={ev.reason}" if ev.reason else "")
                 )
+            if ev.old == ev.new:  # bmod's event: parameters changed, not the state
+                continue
             if ev.old is None:
                 self.submitted += 1
             elif ev.new == RUN:

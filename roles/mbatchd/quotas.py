@@ -245,6 +245,23 @@ class QuotaOps:
             for name, begin, total in self.quota.moved(job, old, job.state, start, now):
                 self.out.quota_usage[name, begin] = total
 
+    def _quota_count(self, job: Job, sign: int) -> None:
+        """bmod: a job's estimate leaves its sum (-1) before its spec changes, enters (+1) after."""
+        which = _job_class(job.state)
+        if self.quota.quotas and which is not None:
+            self.quota.add(job, which, 1, sign)
+
+    def _quota_readmit(self, job: Job, prep: dict, now: float) -> None:
+        """bmod of a pending job: its new estimate (`prep`, as _checked makes it) is admitted as
+        a submit's, its old one taken out of its sum; refused (DENIED): the old one counted
+        again, nothing changed. The caller counts the new one once the spec is the job's."""
+        self._quota_count(job, -1)
+        try:
+            self._quota_admit({"user": job.user}, [prep], now)
+        except P.ProtocolError:
+            self._quota_count(job, +1)
+            raise
+
     def query_quotas(self, now: float) -> dict[str, Any]:
         return {"quotas": self.quota.view(now)}
 

@@ -46,6 +46,7 @@ USER_OPS = (
     "requeue",
     "switch",
     "stop",
+    "modify",
     "wait",
     "queues",
     "hosts",
@@ -125,6 +126,7 @@ class Mbatchd:
             "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
             "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
             "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
+            "modify": lambda p, m, n: self.core.modify(p.identity, m, n),  # bmod
             "submit_many": lambda p, m, n: self.core.submit_many(
                 p.identity, m, n, self.store.env_id
             ),
@@ -167,7 +169,7 @@ class Mbatchd:
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
         if (
-            op in ("kill", "resume", "move") and self.full
+            op in ("kill", "resume", "move", "modify") and self.full
         ):  # a user's answer would precede the commit
             raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())

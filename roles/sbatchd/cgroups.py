@@ -231,6 +231,10 @@ class _Hierarchy:
         """(CPU seconds, peak memory bytes) of the group (each backend counts its own way)."""
         raise NotImplementedError
 
+    def set_memory(self, group: Group, memory: int | None) -> None:
+        """A running job's new memory limit (bmod -M; None: unlimited)."""
+        raise NotImplementedError
+
 
 def _number(text: str) -> int | None:
     """A counter file's integer, None if the file was missing or unreadable."""
@@ -283,6 +287,11 @@ class V2(_Hierarchy):
         if limits.cpus and "cpu" in self.controllers:
             _write(os.path.join(d, "cpu.max"), f"{limits.cpus * 100000} 100000")
         return group
+
+    def set_memory(self, group: Group, memory: int | None) -> None:
+        if "memory" in self.controllers:
+            _write(os.path.join(group.dirs[""], "memory.max"), memory or "max")
+        group.limits.memory = memory
 
     def kill(self, group: Group) -> None:
         d = group.dirs[""]
@@ -408,6 +417,17 @@ class V1(_Hierarchy):
         cpu = found.get("cpuacct.usage")
         return (cpu / 1e9 if cpu is not None else None), found[_PEAK[1]]
 
+    def set_memory(self, group: Group, memory: int | None) -> None:
+        """Written as `_limit` writes it, from the limit the group has now (this process may
+        not be the one that wrote it)."""
+        mem = group.dirs.get("memory")
+        if mem is None:
+            return
+        old = group.limits
+        now = _number(_read(os.path.join(mem, "memory.limit_in_bytes")))
+        group.limits = Limits(now, old.pids, old.cpus)
+        self._limit(group, Limits(memory, old.pids, old.cpus))
+
     def _limit(self, group, new):
         """Write the limits that differ from the group's present ones (None = unlimited)."""
         old = group.limits
@@ -485,6 +505,9 @@ class NoCgroups:
 
     def group(self, name: str, slice_name: str | None = None) -> None:
         return None
+
+    def set_memory(self, group: None, memory: int | None) -> None:
+        pass
 
     def names(self) -> list[str]:
         return []

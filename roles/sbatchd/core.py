@@ -117,6 +117,14 @@ class Finish(NamedTuple):
     att: Attempt
 
 
+class SetLimits(NamedTuple):
+    """bmod -W/-M of a running attempt: its timer cancelled (an Arm may follow), its new spec
+    appended to its record (a restarted sbatchd adopts the new limits), its memory limit
+    written to its cgroup."""
+
+    att: Attempt
+
+
 class Clean(NamedTuple):
     """Remove the attempt's record once the journal holds its EXIT report."""
 
@@ -134,7 +142,18 @@ class Ack(NamedTuple):
 
 
 Effect = (
-    SaveEpoch | Start | Report | Arm | RecordKill | Signal | Reap | Finish | Clean | Watch | Ack
+    SaveEpoch
+    | Start
+    | Report
+    | Arm
+    | RecordKill
+    | Signal
+    | Reap
+    | Finish
+    | Clean
+    | Watch
+    | Ack
+    | SetLimits
 )
 
 
@@ -180,6 +199,18 @@ class Core:
             return [Signal(att)]
         att.kill = reason
         return [RecordKill(att, reason), Signal(att)]
+
+    def limits(
+        self, job: Any, attempt: Any, walltime: Any, memory: Any, now: float
+    ) -> list[Effect]:
+        """bmod of a running attempt: its run limit counted from its start again (a limit
+        already passed ends it at once, as TERM_RUNLIMIT) and its memory limit. An attempt
+        not here (ended meanwhile, or a job's other host) changes nothing."""
+        att = self.attempts.get((job, attempt))
+        if att is None:
+            return []
+        att.spec = {**att.spec, "walltime": walltime, "memory": memory}
+        return [SetLimits(att), *self._arm(att, now)]
 
     def ack(self, rids: list) -> list[Effect]:
         return [Ack(rids)]

@@ -99,6 +99,11 @@ class ShepherdLink:
         except subprocess.TimeoutExpired:
             return False
 
+    def limits(self, group: str, memory: int | None) -> None:
+        """A running job's memory limit that sbatchd wrote to its group (bmod -M): the limit
+        the shepherd counts for the group, should it keep it for a later job."""
+        self._send({"op": "limits", "cgroup": group, "memory": memory})
+
     def clean(self, records: list[str]) -> None:
         """Remove attempt records whose reports are in the journal (off sbatchd's loop)."""
         self._send({"op": "clean", "records": records})

@@ -55,6 +55,7 @@ from roles.sbatchd.core import (
     RecordKill,
     Report,
     SaveEpoch,
+    SetLimits,
     Signal,
     StaleEpoch,
     Start,
@@ -119,6 +120,7 @@ class Sbatchd:
             Clean: self._clean_later,
             Watch: self._watch,
             Ack: self._ack,
+            SetLimits: self._set_limits,
         }
         self.exporter = Exporter(self.families, self.status, conf.sbatchd.metrics_port)
 
@@ -185,6 +187,10 @@ class Sbatchd:
             self._deliver(cast(messages.SignalOrder, msg))
         elif op == "ack":
             self.run(self.core.ack(P.require(msg, "rids", list)))
+        elif op == "limits":  # bmod -W, -M of a running job
+            job, attempt = msg.get("job"), msg.get("attempt")
+            walltime, memory = msg.get("walltime"), msg.get("memory")
+            self.run(self.core.limits(job, attempt, walltime, memory, time.time()))
         elif op == "peek":
             peek.serve(self, peer, cast(messages.PeekOrder, msg))
         elif op == "launch":  # blaunch
@@ -392,6 +398,24 @@ class Sbatchd:
                 running = True
         if running:
             self.polling = self.loop.call_later(POLL_ADOPTED, self._watch)
+
+    def _set_limits(self, effect: SetLimits) -> None:
+        att = effect.att
+        if att.timer is not None:
+            att.timer.cancel()
+            att.timer = None
+        record.add(att.path, spec=att.spec)
+        if att.group is None:
+            return
+        memory = att.spec.get("memory")
+        try:
+            self.cg.set_memory(att.group, memory)
+        except OSError as exc:  # v1 refuses a limit below what the job holds (EBUSY)
+            log.warning("job %s: cannot set its memory limit to %s: %s", att.job, memory, exc)
+            return
+        link = self.links.get(att.shepherd or 0) if not att.adopted else None
+        if link is not None:  # the shepherd keeps the group for a later job (v1)
+            link.limits(att.group.name, memory)
 
     def _record_kill(self, effect: RecordKill) -> None:
         record.add(effect.att.path, kill=effect.reason)

@@ -336,6 +336,8 @@ class Shepherd:
         self.trash = bytearray()  # what the cleaner has yet to be told
         # name -> an ended attempt's cgroup, kept for the next (v1)
         self.kept_groups: dict[str, cgroups.Group] = {}
+        # name -> the memory limit sbatchd wrote to a job's group since it started (bmod -M)
+        self.retuned: dict[str, int | None] = {}
         self.scratch = scratch.Scratch()  # TMPDIRs kept for their users' next jobs
         self.pid = os.getpid()
         self.ids = ids.thread_ids()  # None: glibc's calls, a fork per other user's job
@@ -417,6 +419,8 @@ class Shepherd:
             elif msg["op"] == "clean":
                 for path in msg["records"]:
                     self._trash("file", path)
+            elif msg["op"] == "limits":  # bmod -M: what sbatchd wrote to a job's group
+                self.retuned[msg["cgroup"]] = msg["memory"]
 
     def _send(self, msg):
         if self.linked:
@@ -707,6 +711,10 @@ class Shepherd:
     def _group(self, name, limits):
         """The attempt's cgroup: the one kept under that name (v1), else a new one."""
         kept = self.kept_groups.pop(name, None)
+        if self.retuned and name in self.retuned:  # its limit is no longer what we wrote
+            memory = self.retuned.pop(name)
+            if kept is not None:
+                kept.limits.memory = memory
         if kept is not None:
             try:
                 return self.cg.reuse(kept, limits)
