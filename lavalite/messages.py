@@ -167,15 +167,6 @@ class Modify(Envelope):
     reset: list[str]
 
 
-class LimitsOrder(Envelope):
-    """mbatchd -> sbatchd: a running attempt's new run limit and memory limit (bmod -W, -M)."""
-
-    job: int
-    attempt: int
-    walltime: float | None
-    memory: int | None
-
-
 class Badmin(Envelope):
     action: str  # hclose hopen qclose qopen qinact qact reconfig mbdrestart showstatus
     names: NotRequired[list[str]]  # hosts or queues, or ["all"]
@@ -341,6 +332,15 @@ class Order(Envelope):
 class Dispatch(Order):
     jobs: list[dict[str, Any]]  # one spec per attempt: id, attempt, user, uid, cmd, ...
     envs: dict[str, dict[str, str]]  # env id -> environment, sent once per message
+
+
+class LimitsOrder(Order):
+    """mbatchd -> sbatchd: a running attempt's new run limit and memory limit (bmod -W, -M)."""
+
+    job: int
+    attempt: int
+    walltime: float | None
+    memory: int | None
 
 
 class SignalOrder(Order):
