@@ -145,6 +145,14 @@ class Resume(Envelope):
     jobs: list[str | int]
 
 
+class Requeue(Envelope):
+    """brequeue: jobs killed or ended and queued again; the reply is a KillReply's results."""
+
+    jobs: list[str | int]
+    kinds: NotRequired[list[str]]  # of "run" (the default), "pend", "done", "exit"
+    hold: NotRequired[bool]  # -H: requeued to PSUSP
+
+
 class Move(Envelope):
     """btop/bbot: a pending job to the top or bottom of its user's jobs in its queue."""
 
@@ -383,7 +391,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "users": Users,
     "load": LoadView,
     "move": Move,
-    "requeue": Resume,  # the same fields: the jobs
+    "requeue": Requeue,
     "switch": Switch,
     "stop": Resume,
     "register": Register,

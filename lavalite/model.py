@@ -18,14 +18,17 @@ STATES = (PEND, PSUSP, RUN, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
 # that never reached its host. PEND -> FAILED: its termination time (bsub -t) came first.
-# PEND <-> PSUSP: held at submit (-H), released by bresume.
+# PEND <-> PSUSP: held at submit (-H), released by bresume. brequeue: a job goes back to PEND,
+# or PSUSP with -H, from any state but PSUSP (a running job killed, a pending one queued again,
+# a finished one run again: -d, -e); it keeps its id and its next run is attempt N+1.
+_REQUEUED = (PEND, PSUSP)
 TRANSITIONS = {
-    PEND: frozenset((RUN, KILLED, FAILED, PSUSP)),
+    PEND: frozenset((RUN, KILLED, FAILED, *_REQUEUED)),
     PSUSP: frozenset((PEND, KILLED, FAILED)),
-    RUN: frozenset((DONE, FAILED, KILLED, PEND)),
-    DONE: frozenset(),
-    FAILED: frozenset(),
-    KILLED: frozenset(),
+    RUN: frozenset((DONE, FAILED, KILLED, *_REQUEUED)),
+    DONE: frozenset(_REQUEUED),
+    FAILED: frozenset(_REQUEUED),
+    KILLED: frozenset(_REQUEUED),
 }
 
 # Why an attempt ended (FAILED(reason) in bjobs). "exit" and "signal" come with a number.
@@ -240,8 +243,9 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
         job.start_time = None  # set by the START report
         job.end_time = None
         job.exit_code = job.exit_signal = job.message = job.cpu_time = job.max_mem = None
-    elif new == PEND:
+    elif new in _REQUEUED:
         job.start_time = None  # bjobs shows the attempt to come, not the one that ended
+        job.end_time = None  # a finished job requeued (brequeue -d, -e) has not ended
     elif new in FINISHED:
         job.end_time = now
     return Event(job.id, now, old, new, reason, job.host, job.attempt)

@@ -239,6 +239,12 @@ class Store(Queries):
         row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()
         return row[0] if row else None
 
+    def env(self, env_id: int) -> tuple[str, dict] | None:
+        """(hash, environment) of a stored environment: a finished job's that left memory
+        (brequeue -d, -e runs the job again)."""
+        row = self.db.execute("SELECT hash, data FROM envs WHERE id=?", (env_id,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
     def events(self, job_id: int | None = None) -> list[tuple]:
         """Event rows (job_id, time, old, new, reason, host, attempt) in the order written."""
         sql = "SELECT job_id, time, old, new, reason, host, attempt FROM job_events"

@@ -93,6 +93,10 @@ class Filter:
         if self.ids is not None:
             ors = []
             for job_id in self.ids:
+                if job_id >> ELEMENT_BITS:  # an element (ID[INDEX]) has no elements
+                    ors.append("id = ?")
+                    params.append(job_id)
+                    continue
                 ors.append("id = ? OR id BETWEEN ? AND ?")
                 params += [job_id, job_id << ELEMENT_BITS, ((job_id + 1) << ELEMENT_BITS) - 1]
             clauses.append(f"({' OR '.join(ors) or '0'})")

@@ -256,7 +256,7 @@ def test_btop_and_bbot_reorder_pending_jobs_across_an_mbatchd_restart(make_clust
 def test_brequeue_in_the_core_is_a_stored_pend_and_a_stale_kill(world):
     conf, store, core = world
     job_id = dispatched(core, store)
-    results = core.requeue(USER, {"jobs": [job_id, 999]}, 101.0)["results"]
+    results = core.requeue(USER, {"jobs": [job_id, 999]}, 101.0, store.env)["results"]
     assert [r["message"] for r in results] == [
         f"Job <{job_id}> is being requeued",
         "Job <999>: No matching job found",
@@ -265,7 +265,7 @@ def test_brequeue_in_the_core_is_a_stored_pend_and_a_stale_kill(world):
     assert job.state == "PEND" and core.hosts["h1"].used == 0
     assert commit(store, core)["h1"] == [{"op": "kill", "job": job_id, "attempt": 1, "stale": True}]
     assert [e[3] for e in store.events(job_id)] == ["PEND", "RUN", "PEND"]
-    again = core.requeue(USER, {"jobs": [job_id]}, 101.0)["results"][0]
+    again = core.requeue(USER, {"jobs": [job_id]}, 101.0, store.env)["results"][0]
     assert again["message"] == f"Job <{job_id}>: Job has not started yet" and not again["ok"]
     core.tick(101.0 + conf.sbatchd.kill_grace)
     core.schedule(101.0 + conf.sbatchd.kill_grace)
@@ -289,10 +289,11 @@ def test_brequeue_runs_a_running_job_again_across_an_mbatchd_restart(make_cluste
     c.wait([job, pending])
     res = _run(c, tmp_path, ["brequeue", str(job)])
     assert (res.returncode, res.stderr) == (1, f"Job <{job}>: Job has already finished\n")
-    res = _run(c, tmp_path, ["brequeue", "-e", str(job)])
-    assert (
-        res.returncode == 2 and "-e is an LSF option that LavaLite does not support" in res.stderr
-    )
+    res = _run(c, tmp_path, ["brequeue", "-e", str(job)])  # KILLED is LSF's EXIT
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being requeued\n"), res
+    wait_until(lambda: starts.read_text().split() == ["start"] * 3, 60, c.logs)
+    assert c.wait([job], states=("RUN",))[job]["attempt"] == 3
+    assert _bkill(c, tmp_path, str(job)).returncode == 0
 
 
 # --- bswitch

@@ -6,7 +6,7 @@ are held (PSUSP) until bresume."""
 
 import sys
 
-from roles.cli.bkill import job_id, print_results, usage
+from roles.cli.bkill import ALL, job_id, print_results, select, usage
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -41,14 +41,41 @@ def _move(args: "Args", to: str) -> int:
 
 
 def setup_requeue(p: "Parser") -> None:
+    p.add_argument("-a", dest="any_state", action="store_true", help="jobs in any state below")
+    p.add_argument("-d", dest="done", action="store_true", help="finished DONE jobs")
+    p.add_argument("-e", dest="exited", action="store_true", help="finished EXIT jobs")
+    p.add_argument("-p", dest="pending", action="store_true", help="pending jobs")
     p.add_argument("-r", dest="running", action="store_true", help="running jobs (the default)")
-    p.add_argument("jobs", nargs="+", type=job_id, metavar="JOBID")
+    p.add_argument("-H", dest="hold", action="store_true", help="requeued as PSUSP (held)")
+    p.add_argument("-J", dest="job_name", help="jobs of this name (* matches any characters)")
+    p.add_argument("-u", dest="user", help="jobs of this user (all: every user's; admins)")
+    p.add_argument("jobs", nargs="*", type=job_id, metavar="JOBID")
+    p.set_defaults(queue=None, host=None)  # bkill's selection reads them; brequeue has neither
 
 
 def requeue(args: "Args") -> int:
+    """brequeue: the jobs named, or those -J and -u select (the latest one; all with 0), or
+    the caller's latest job, in the states the options ask."""
+    from lavalite.requeue import states_test
     from roles.cli import client
 
-    return print_results(client(args).call("requeue", jobs=args.jobs)["results"])
+    kinds = _requeue_kinds(args)
+    cli = client(args)
+    ids = args.jobs
+    if not ids or ALL in ids:
+        ids = select(cli, args, every=ALL in ids, states=states_test(kinds))
+        if not ids:
+            print("No matching job found", file=sys.stderr)
+            return 1
+    reply = cli.call("requeue", jobs=ids, kinds=kinds, hold=args.hold)
+    return print_results(reply["results"])
+
+
+def _requeue_kinds(args: "Args") -> list[str]:
+    """-a: every kind; else those asked, -r alone by default (LSF)."""
+    asked = {"run": args.running, "pend": args.pending, "done": args.done, "exit": args.exited}
+    kinds = [k for k, on in asked.items() if on or args.any_state]
+    return kinds or ["run"]
 
 
 def setup_stop(p: "Parser") -> None:
@@ -84,7 +111,11 @@ def switch(args: "Args") -> int:
 COMMANDS = {
     "top": (setup, top, "move a pending job to the top of your jobs in its queue (btop)"),
     "bottom": (setup, bottom, "move a pending job to the bottom of them (bbot)"),
-    "requeue": (setup_requeue, requeue, "kill running jobs and queue them again (brequeue)"),
+    "requeue": (
+        setup_requeue,
+        requeue,
+        "run jobs again: running, pending or ended (brequeue)",
+    ),
     "switch": (setup_switch, switch, "move pending jobs to another queue (bswitch)"),
     "stop": (setup_stop, stop, "hold pending jobs until bresume (bstop)"),
 }

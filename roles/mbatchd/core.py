@@ -849,10 +849,9 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         """bjobs ID: a job, every element of an array, or one element (pending or not)."""
         arr = self.arrays.get(job_id)
         if arr is not None:
-            first, last = job_id << 32, (job_id + 1) << 32
-            return [
-                self._view(j, now) for j in self.jobs.values() if first <= j.id < last
-            ] + self.array_views(arr, True, now)
+            return [self._view(j, now) for j in self._elements_of(arr)] + self.array_views(
+                arr, True, now
+            )
         job = self.jobs.get(job_id) or load_job(job_id)
         if job is not None:
             return [self._view(job, now)]
@@ -1156,6 +1155,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             if gone is not None and gone.finished and gone.end_time < horizon:
                 del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
                 self.counted.pop(job_id, None)
+                self.depend_final.pop(job_id, None)  # no brequeue reaches it now
                 if gone.req_id:
                     self.by_req.pop(gone.req_id, None)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.messages import Kill, Move, Resume, Switch
+from lavalite.messages import Kill, Move, Requeue, Resume, Switch
 from lavalite.model import (
     FINISHED,
     KILLED_REASON,
@@ -30,6 +30,7 @@ from lavalite.model import (
     element_id,
     label,
 )
+from lavalite.requeue import states_test
 from roles.mbatchd.job_options import fifo_order
 from roles.mbatchd.placement import allocation, unplace
 
@@ -71,6 +72,9 @@ class ControlOps:
     """Mixed into Core (roles/mbatchd/core.py), whose state and helpers it uses."""
 
     jobs: dict[int, Job]
+    arrays: dict[int, Array]
+    envs: dict[int, list[Any]]
+    depend_waiting: dict[int, Any]
     touched: set[tuple[str, str]]
     out: "TurnOutput"
     conf: "Config"
@@ -96,6 +100,10 @@ class ControlOps:
         def _release(self, job: Job) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
         def queue_flag(self, name: str, flag: str) -> bool: ...
+        def _elements_of(self, arr: Array) -> list[Job]: ...
+        def _enter_fifo(self, job: Job | Array, now: float) -> None: ...
+        def _depend_reopen(self, target: int, now: float) -> None: ...
+        def _env_ref(self, env_id: int, digest: str, env: dict) -> None: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
         """bkill of one job or array with the request's options (none: a plain kill)."""
@@ -143,15 +151,56 @@ class ControlOps:
 
     # --- brequeue
 
-    def requeue(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
-        """brequeue: running jobs killed and PEND again, as a retry is."""
-        return {"results": [self._requeue_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+    def requeue(
+        self,
+        ident: dict[str, Any],
+        msg: Requeue,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> dict[str, Any]:
+        """brequeue: jobs of the states `kinds` asks (running by default; -p pending, -d DONE,
+        -e EXIT) PEND again, or PSUSP with -H; an array's elements in those states.
+        load_env(id): a stored environment, for a finished job whose went from memory."""
+        states = requeue_states(msg.get("kinds", ["run"]))
+        hold = msg.get("hold") is True
+        results = []
+        for job_id in P.job_ids(msg):
+            arr = self.arrays.get(job_id)
+            if arr is None:
+                results.append(self._requeue_one(ident, job_id, states, hold, now, load_env))
+            elif not self._may_act_on(ident, arr):
+                results.append(_refusal(job_id, P.DENIED, "User permission denied"))
+            else:
+                chosen = [j.id for j in self._elements_of(arr) if states(j.state)]
+                if not chosen:
+                    text = "No element of the array is in a state these options requeue"
+                    results.append(_refusal(job_id, P.WRONG_STATE, text))
+                results += [
+                    self._requeue_one(ident, i, states, hold, now, load_env) for i in chosen
+                ]
+        return {"results": results}
 
-    def _requeue_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
-        job, refusal = self._controllable(ident, job_id, _not_requeued)
+    def _requeue_one(
+        self,
+        ident: dict[str, Any],
+        job_id: int,
+        states: Callable[[str], bool],
+        hold: bool,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, lambda j: _not_requeued(j, states, hold))
         if job is None:
             return refusal
-        self._requeue_running(job, now)
+        to = PSUSP if hold else PEND
+        if job.state in FINISHED:
+            if not self._requeue_finished(job, to, now, load_env):
+                text = "Job's submission environment is no longer stored"
+                return _refusal(job_id, P.WRONG_STATE, text)
+        elif job.state in WAITING:
+            self._requeue_pending(job, to, now)
+        else:
+            self._requeue_running(job, to, now)
         return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being requeued"}
 
     def _controllable(
@@ -168,21 +217,71 @@ class ControlOps:
             code, text = P.WRONG_STATE, wrong_state(job) or ""
             if not text:
                 return job, {}
-        message = f"Job <{label(job_id)}>: {text}"
-        return None, {"job": job_id, "ok": False, "code": code, "message": message}
+        return None, _refusal(job_id, code, text)
 
-    def _requeue_running(self, job: Job, now: float) -> None:
-        """PEND now (stored: a restart keeps it pending); its hosts kill the attempt as a
+    def _requeue_running(self, job: Job, to: str, now: float) -> None:
+        """PEND (or PSUSP) now, stored: a restart keeps it; its hosts kill the attempt as a
         stale one. It waits kill_grace before it may start again, the time the old attempt
         has to end, so that two attempts do not overlap on a host that hears at once."""
         for host, _ in allocation(job):
             self._kill_order(host, job.id, job.attempt, stale=True)
         self._release(job)
         job.kill_requested = False  # a kill under way ends with the old attempt
-        self._move(job, PEND, now, REQUEUED)
+        self._move(job, to, now, REQUEUED)
         unplace(job)
         job.eligible_time = now + self.conf.sbatchd.kill_grace
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
+
+    def _requeue_pending(self, job: Job, to: str, now: float) -> None:
+        """brequeue -p: a job waiting in its FIFO goes after its user's jobs of its priority
+        (LSF), a held one (PSUSP) back to its FIFO; -H holds it. One waiting for a condition,
+        a retry backoff or its begin time keeps waiting."""
+        queued = job.state == PSUSP or self._fifo_of(job) is not None
+        self._move(job, to, now, REQUEUED)  # its FIFO entry, if any, is stale now
+        self.touched.add((job.queue, job.user))
+        if to == PEND and queued and job.id not in self.depend_waiting:
+            self._enter_fifo(job, now)
+
+    def _requeue_finished(
+        self,
+        job: Job,
+        to: str,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> bool:
+        """brequeue -d, -e: a finished job (still in memory, within clean_period) is pending
+        again, to run as attempt N+1; its array is unfinished again, and the conditions its
+        end made false for good can hold again. False if its environment is gone."""
+        owner: Job | Array = job if job.array is None else job.array
+        if owner.finished and not self._env_back(owner, load_env):
+            return False
+        job.kill_requested = False
+        self._move(job, to, now, REQUEUED)  # an element's array counts it pending again
+        unplace(job)
+        arr = job.array
+        if arr is not None and arr.end_time is not None:
+            arr.end_time = None  # it ends again with its last element
+            self.out.arrays[arr.id] = arr
+            self._depend_reopen(arr.id, now)
+        self._depend_reopen(job.id, now)
+        if to == PEND:
+            self._enter_fifo(job, now)
+        return True
+
+    def _env_back(
+        self, owner: Job | Array, load_env: Callable[[int], tuple[str, dict] | None]
+    ) -> bool:
+        """Count `owner` among the users of its environment again, read from the store if no
+        job in memory holds it any longer. False if the store has it no longer either."""
+        env_id = owner.spec.get("env_id")
+        if env_id is None:
+            return True
+        entry = self.envs.get(env_id)
+        found = (entry[0], entry[1]) if entry is not None else load_env(env_id)
+        if found is None:
+            return False
+        self._env_ref(env_id, *found)
+        return True
 
     # --- bstop
 
@@ -305,12 +404,30 @@ class ControlOps:
             self._dirty(target)
 
 
-def _not_requeued(job: Job) -> str | None:
-    if job.state == RUN:
-        return None
+def _refusal(job_id: int, code: str, text: str) -> dict[str, Any]:
+    """A result line of a job left as it was: `Job <ID>: text` (LSF)."""
+    return {"job": job_id, "ok": False, "code": code, "message": f"Job <{label(job_id)}>: {text}"}
+
+
+def requeue_states(kinds: object) -> Callable[[str], bool]:
+    """The request's `kinds` (brequeue -r -p -d -e) as a test of a job's state."""
+    try:
+        return states_test(kinds)
+    except ValueError as exc:
+        raise P.ProtocolError(P.BAD_REQUEST, f"field 'kinds' of 'requeue': {exc}") from None
+
+
+def _not_requeued(job: Job, states: Callable[[str], bool], hold: bool) -> str | None:
+    """LSF's reason `job` is not requeued with these options, or None."""
+    if job.spec.get("interactive") is not None:
+        return "Interactive jobs cannot be requeued"
+    if states(job.state):
+        return "Job has already been suspended" if hold and job.state == PSUSP else None
     if job.state in FINISHED:
         return "Job has already finished"
-    return "Job has not started yet"
+    if job.state in WAITING:
+        return "Job has not started yet"
+    return "Job has already started"
 
 
 def _not_stopped(job: Job) -> str | None:

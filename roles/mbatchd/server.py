@@ -120,7 +120,7 @@ class Mbatchd:
             "kill": self.op_kill,
             "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
-            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
+            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n, self.store.env),
             "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
             "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
             "submit_many": lambda p, m, n: self.core.submit_many(
