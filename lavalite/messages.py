@@ -158,6 +158,7 @@ class Move(Envelope):
 
     job: int
     to: str  # "top" or "bottom"
+    position: NotRequired[int]  # from the top or the bottom, 1 (the default) the first
 
 
 class Switch(Envelope):

@@ -6,6 +6,7 @@ are held (PSUSP) until bresume."""
 
 import sys
 
+from roles.cli import bjobs_lsf
 from roles.cli.bkill import ALL, job_id, print_results, select, usage
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 
 
 def setup(p: "Parser") -> None:
-    p.add_argument("job", type=job_id, metavar="JOBID")
+    p.add_argument("-u", dest="own", action="store_true", help="admins: among the owner's jobs")
+    # one positional: the quick parser (roles.cli.quick) takes one
+    p.add_argument("words", nargs="+", metavar="JOBID [POSITION]")
 
 
 def top(args: "Args") -> int:
@@ -27,17 +30,36 @@ def bottom(args: "Args") -> int:
 
 
 def _move(args: "Args", to: str) -> int:
+    """btop/bbot JOBID [POSITION]. -u changes nothing: a user's pending jobs have an order of
+    their own in a queue (users share it by turns), so an admin moves a job among its
+    owner's jobs, as LSF's -u does."""
+    import argparse
+
     from lavalite.client import ClientError
     from roles.cli import client
 
+    command = "top" if to == "top" else "bottom"
+    if len(args.words) > 2:
+        return usage(args, command, "one job ID and at most one position are taken")
     try:
-        print(client(args).call("move", job=args.job, to=to)["message"])
+        job = job_id(args.words[0])
+        position = _position(args.words[1]) if len(args.words) == 2 else 1
+    except argparse.ArgumentTypeError as exc:
+        return usage(args, command, str(exc))
+    try:
+        print(client(args).call("move", job=job, to=to, position=position)["message"])
     except ClientError as exc:
         if exc.code == "unreachable":
             raise
         print(exc.message, file=sys.stderr)  # LSF's "Job <ID>: ..." line, as bkill's
         return 1
     return 0
+
+
+def _position(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise bjobs_lsf.usage_error(f"position {text!r} is not a positive number")
+    return int(text)
 
 
 def setup_requeue(p: "Parser") -> None:
@@ -89,23 +111,33 @@ def stop(args: "Args") -> int:
 
 
 def setup_switch(p: "Parser") -> None:
+    p.add_argument("-J", dest="job_name", help="jobs of this name (* matches any characters)")
+    p.add_argument("-u", dest="user", help="jobs of this user (all: every user's; admins)")
+    p.add_argument("-q", dest="queue", help="jobs in this queue")
+    p.add_argument("-m", dest="host", help="jobs running on this host")
     # one positional: the quick parser (roles.cli.quick) takes one, and checks LSF's options
-    p.add_argument("words", nargs="+", metavar="QUEUE JOBID")
+    p.add_argument("words", nargs="+", metavar="QUEUE [0 | JOBID ...]")
 
 
 def switch(args: "Args") -> int:
+    """bswitch QUEUE JOBID..., or the jobs -J, -u, -q, -m select (the latest one; all with
+    0), or the caller's latest unfinished job."""
     import argparse
 
     from roles.cli import client
 
     queue, words = args.words[0], args.words[1:]
-    if not words:
-        return usage(args, "switch", "a destination queue and job IDs are required")
     try:
         ids = [job_id(w) for w in words]
     except argparse.ArgumentTypeError as exc:
         return usage(args, "switch", str(exc))
-    return print_results(client(args).call("switch", queue=queue, jobs=ids)["results"])
+    cli = client(args)
+    if not ids or ALL in ids:
+        ids = select(cli, args, every=ALL in ids)
+        if not ids:
+            print("No unfinished job found", file=sys.stderr)
+            return 1
+    return print_results(cli.call("switch", queue=queue, jobs=ids)["results"])
 
 
 COMMANDS = {
@@ -116,6 +148,6 @@ COMMANDS = {
         requeue,
         "run jobs again: running, pending or ended (brequeue)",
     ),
-    "switch": (setup_switch, switch, "move pending jobs to another queue (bswitch)"),
+    "switch": (setup_switch, switch, "move unfinished jobs to another queue (bswitch)"),
     "stop": (setup_stop, stop, "hold pending jobs until bresume (bstop)"),
 }

@@ -33,6 +33,7 @@ from lavalite.model import (
 from lavalite.requeue import states_test
 from roles.mbatchd.job_options import fifo_order
 from roles.mbatchd.placement import allocation, unplace
+from scheduler import live
 
 if TYPE_CHECKING:  # core imports this module
     from lavalite.config import Config
@@ -101,6 +102,7 @@ class ControlOps:
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
         def queue_flag(self, name: str, flag: str) -> bool: ...
         def _elements_of(self, arr: Array) -> list[Job]: ...
+        def _count_run(self, job: Job, sign: int) -> None: ...
         def _enter_fifo(self, job: Job | Array, now: float) -> None: ...
         def _depend_reopen(self, target: int, now: float) -> None: ...
         def _env_ref(self, env_id: int, digest: str, env: dict) -> None: ...
@@ -300,8 +302,10 @@ class ControlOps:
     # --- bswitch
 
     def switch(self, ident: dict[str, Any], msg: Switch, now: float) -> dict[str, Any]:
-        """bswitch QUEUE: pending jobs to another queue, after the user's jobs of their
-        priority there (LSF). A job the new queue would refuse stays where it is."""
+        """bswitch QUEUE: unfinished jobs to another queue. A pending one goes after the
+        user's jobs of its priority there; a running one keeps running, counted in the new
+        queue's running jobs, with the limits it started with (LSF). A job the new queue
+        would refuse stays where it is."""
         queue = msg.get("queue")
         if not isinstance(queue, str) or queue not in self.qconf:
             raise P.ProtocolError(P.NOT_FOUND, f"{queue}: No such queue")
@@ -313,11 +317,16 @@ class ControlOps:
         if job is None:
             return refusal
         queued = self._fifo_of(job) is not None  # else it enters a FIFO later, by job.queue
+        running = job.state not in WAITING  # it keeps running, counted in its new queue
         if job.state == PEND:
             self.npend[job.queue] -= 1
             self.npend[queue] = self.npend.get(queue, 0) + 1
+        if running:
+            self._count_run(job, -1)
         self.touched.add((job.queue, job.user))
         job.queue = queue
+        if running:
+            self._count_run(job, +1)
         if queued:
             self._enqueue(job)  # its old FIFO entry is stale now (another pend_seq)
         self.touched.add((job.queue, job.user))
@@ -333,13 +342,15 @@ class ControlOps:
         """Why `job` cannot go to `queue` as it is, or None."""
         if job.array is not None:
             return "an array's elements stay in their array's queue"
-        if job.state not in WAITING:
-            return (
-                "Job has already finished" if job.state in FINISHED else "Job has already started"
-            )
+        if job.state in FINISHED:
+            return "Job has already finished"
         if not self.queue_flag(queue, "open"):
             return f"Queue <{queue}> is closed"
         qc = self.qconf[queue]
+        interactive = job.spec.get("interactive") is not None
+        if qc.interactive == ("no" if interactive else "only"):
+            kind = "interactive" if interactive else "batch"
+            return f"Queue <{queue}> does not accept {kind} jobs"
         for field, maximum in (
             ("walltime", qc.max_walltime),
             ("memory", qc.max_memory),
@@ -357,11 +368,13 @@ class ControlOps:
         """btop/bbot: a pending job (or array) before the first, or after the last, of its
         user's pending jobs of the same priority in its queue (LSF). Its new pend_seq is
         stored with it, so the order survives a restart."""
-        job_id, to = msg.get("job"), msg.get("to")
+        job_id, to, position = msg.get("job"), msg.get("to"), msg.get("position", 1)
         if type(job_id) is not int or to not in ("top", "bottom"):
             raise P.ProtocolError(
                 P.BAD_REQUEST, "'move' takes a job id and 'to': 'top' or 'bottom'"
             )
+        if type(position) is not int or position < 1:
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'position' of 'move' must be 1 or more")
         target = self._target(job_id)
         name = label(job_id)
         if target is None:
@@ -371,14 +384,21 @@ class ControlOps:
         fifo = self._fifo_of(target)
         if fifo is None:
             raise P.ProtocolError(P.WRONG_STATE, f"Job <{name}>: {_not_movable(target)}")
-        if to == "bottom":
+        order = fifo_order(self.conf)
+        rank = order((0, target))[0]
+        equals = [e for e in fifo if e[1] is not target and live(e) and order(e)[0] == rank]
+        position = min(position, len(equals) + 1)  # past the end: the last place there is
+        before = position - 1 if to == "top" else len(equals) + 1 - position
+        if before == len(equals):
             self._enqueue(target)  # a new pend_seq, after its equals and betters
+        elif before == 0:
+            self._to_top(target, fifo, equals[0][0])
         else:
-            self._to_top(target, fifo)
+            self._between(target, fifo, equals, before)
         self.touched.add((target.queue, target.user))
         self.wake = True
         self._save_position(target)
-        return {"message": f"Job <{name}> has been moved to position 1 from {to}."}
+        return {"message": f"Job <{name}> has been moved to position {position} from {to}."}
 
     def _fifo_of(self, target: Job | Array) -> deque[tuple[int, Any]] | None:
         """Its user's FIFO in its queue if it waits there now (not held, not waiting for a
@@ -389,19 +409,44 @@ class ControlOps:
         live = any(j is target and seq == target.pend_seq for seq, j in fifo)
         return fifo if live else None
 
-    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]]) -> None:
+    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]], first: int) -> None:
+        """Before its first equal, whose pend_seq is `first`."""
         order = fifo_order(self.conf)
-        rank = order((0, target))[0]
-        first = min(seq for seq, j in fifo if order((seq, j))[0] == rank)
-        target.pend_seq = first - 1 or -1  # 0 means "never queued" in the store
+        target.pend_seq = _below(first)
         entry = (target.pend_seq, target)
         fifo.insert(bisect_left(fifo, order(entry), key=order), entry)
+
+    def _between(
+        self,
+        target: Job | Array,
+        fifo: deque[tuple[int, Any]],
+        equals: list[tuple[int, Any]],
+        before: int,
+    ) -> None:
+        """Just before equals[before]: the equals ahead of it take lower pend_seqs where
+        there is no room between two (each one stored), and the user's FIFO is made again in
+        its order: the cost of a move into the middle, never of a turn."""
+        members = [j for seq, j in fifo if live((seq, j)) and j is not target] + [target]
+        target.pend_seq = limit = _below(equals[before][0])
+        for _, ahead in reversed(equals[:before]):
+            if ahead.pend_seq < limit:
+                break
+            ahead.pend_seq = limit = _below(limit)
+            self._save_position(ahead)
+        order = fifo_order(self.conf)
+        fifo.clear()
+        fifo.extend(sorted(((j.pend_seq, j) for j in members), key=order))
 
     def _save_position(self, target: Job | Array) -> None:
         if isinstance(target, Array):
             self.out.arrays[target.id] = target
         else:
             self._dirty(target)
+
+
+def _below(seq: int) -> int:
+    """The pend_seq just before `seq` (0 means "never queued" in the store: skipped)."""
+    return seq - 1 or -1
 
 
 def _refusal(job_id: int, code: str, text: str) -> dict[str, Any]:
