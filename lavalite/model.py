@@ -251,6 +251,25 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
     return Event(job.id, now, old, new, reason, job.host, job.attempt)
 
 
+def run_record(job: Job) -> tuple:
+    """A finished job's run as the store keeps it when brequeue -d/-e supersedes it
+    (store.JOB_RUN_COLS): the job's row then holds the next run."""
+    return (
+        job.id,
+        job.attempt,
+        job.state,
+        job.reason,
+        job.host,
+        job.slots,
+        job.start_time,
+        job.end_time,
+        job.exit_code,
+        job.exit_signal,
+        job.cpu_time,
+        job.max_mem,
+    )
+
+
 class Host:
     """A worker as mbatchd sees it: slots from sbatchd's registration, load from LIM."""
 

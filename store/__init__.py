@@ -17,7 +17,7 @@ import apsw
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
 from store.history import Queries, prune
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
 # schema.sql, whose CREATE ... IF NOT EXISTS adds only what is new (2: the arrays table).
 MIGRATIONS = {
@@ -27,6 +27,7 @@ MIGRATIONS = {
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
     6: None,
+    7: None,
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -109,6 +110,27 @@ _ARRAY_COLS = (
 _SELECT_ARRAY = f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays"
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
+
+
+# A run a requeue superseded (brequeue -d, -e): model.run_record's fields, in this order
+JOB_RUN_COLS = (
+    "job_id",
+    "attempt",
+    "state",
+    "reason",
+    "host",
+    "slots",
+    "start_time",
+    "end_time",
+    "exit_code",
+    "exit_signal",
+    "cpu_time",
+    "max_mem",
+)
+_INSERT_RUN = (
+    f"INSERT OR REPLACE INTO job_runs ({', '.join(JOB_RUN_COLS)}) "
+    f"VALUES ({', '.join('?' * len(JOB_RUN_COLS))})"
+)
 
 
 class StoreError(Exception):
@@ -264,16 +286,18 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]] = (),
         arrays: Iterable[Any] = (),
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]] = (),
+        runs: Iterable[tuple] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
         queues: (name, config dict); arrays: Array objects, as jobs; parts: (job, attempt,
         host, end time, cpu_time, max_mem, in memory) of blaunch parts: marked counted, and
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
-        written then). Raises StoreFull when the filesystem is full; any error leaves the
-        store as it was (the transaction rolls back)."""
+        written then); runs: job_runs rows (JOB_RUN_COLS) of the runs a requeue superseded.
+        Raises StoreFull when the filesystem is full; any error leaves the store as it was
+        (the transaction rolls back)."""
         try:
-            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts)
+            self._commit(jobs, events, hosts, envs, users, queues, arrays, parts, runs)
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
 
@@ -287,6 +311,7 @@ class Store(Queries):
         queues: Iterable[tuple[str, dict]],
         arrays: Iterable[Any],
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
+        runs: Iterable[tuple],
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -321,6 +346,8 @@ class Store(Queries):
                     ],
                 )
                 cur.executemany(_MARK_PART, [p[:4] for p in parts])
+            if runs:
+                cur.executemany(_INSERT_RUN, runs)
             if events:
                 cur.executemany(
                     "INSERT INTO job_events (job_id, time, old, new, reason, host, "

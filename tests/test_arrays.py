@@ -241,12 +241,13 @@ def test_store_v1_gains_the_arrays_table_and_the_message_column(tmp_path):
     db.close()
     store = Store(path)
     try:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         loaded = store.load(0)
         assert loaded["arrays"] == []
         assert [(j.id, j.state, j.message, j.hosts) for j in loaded["jobs"]] == [
             (7, "DONE", None, None)
         ]
+        assert store.db.execute("SELECT count(*) FROM job_runs").fetchone() == (0,)
     finally:
         store.close()
 

@@ -106,6 +106,31 @@ def test_a_done_job_requeued_with_d_runs_again_as_its_next_attempt(world):
     assert store.job(job_id).attempt == 2
 
 
+def test_each_run_of_a_requeued_job_is_a_record_of_its_own_for_bacct(world):
+    from store.history import Filter, prune
+
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    _end(core, job_id, code=2)
+    core.jobs[job_id].cpu_time = 1.5
+    assert _requeue(core, store, [job_id], kinds=["exit"])[0]["ok"]
+    commit(store, core)
+    core.schedule(104.0)
+    _end(core, job_id, now=106.0)
+    commit(store, core)
+    flt = Filter(ids=[job_id], finished=True)
+    summary = store.acct_summary(flt)
+    assert (summary["done"], summary["exited"], summary["cpu_total"]) == (1, 1, 1.5)
+    assert (summary["begin"], summary["end"]) == (102.0, 106.0)
+    runs = store.history_jobs(flt, 10, runs=True)
+    assert [(r["state"], r["end_time"]) for r in runs] == [(FAILED, 102.0), (DONE, 106.0)]
+    assert len(store.history_jobs(flt, 10)) == 1  # bhist: one job
+    submit(core, store)  # a later id: the requeued job is not the last one, prune may take it
+    commit(store, core)
+    assert prune(store.db, before=1e12) == 1
+    assert store.db.execute("SELECT count(*) FROM job_runs").fetchone() == (0,)
+
+
 def test_an_exit_job_requeued_with_e_and_h_is_held_until_bresume(world):
     conf, store, core = world
     job_id = dispatched(core, store)
@@ -250,6 +275,9 @@ def test_a_dependent_of_a_requeued_exit_job_runs_once_it_is_done(make_cluster, t
     views = c.wait([target, dependent])
     assert (views[target]["state"], views[dependent]["state"]) == (DONE, DONE)
     assert views[target]["attempt"] == 2
+    res = _run(c, tmp_path, ["bacct", str(target)])  # each run, as LSF's JOB_FINISH records
+    words = " ".join(res.stdout.split())
+    assert "Total number of done jobs: 1 Total number of exited jobs: 1" in words, res
 
 
 def test_brequeue_selects_by_name_and_holds_across_an_mbatchd_restart(make_cluster, tmp_path):

@@ -94,6 +94,7 @@ class TurnOutput:
     outbox: dict = field(default_factory=dict)  # host -> [message]
     notices: list = field(default_factory=list)  # for the notify command (bsub -B, -N)
     parts: list = field(default_factory=list)  # (job, attempt, host, time, cpu, mem, in memory)
+    runs: list = field(default_factory=list)  # model.run_record of runs a requeue superseded
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -105,6 +106,7 @@ class TurnOutput:
             or self.users
             or self.arrays
             or self.parts
+            or self.runs
         ):
             return None
         return {
@@ -115,6 +117,7 @@ class TurnOutput:
             "users": self.users,
             "arrays": self.arrays.values(),
             "parts": self.parts,
+            "runs": self.runs,
         }
 
 

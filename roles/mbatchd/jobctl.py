@@ -29,6 +29,7 @@ from lavalite.model import (
     Job,
     element_id,
     label,
+    run_record,
 )
 from lavalite.requeue import states_test
 from roles.mbatchd.job_options import fifo_order
@@ -258,6 +259,7 @@ class ControlOps:
         if owner.finished and not self._env_back(owner, load_env):
             return False
         job.kill_requested = False
+        self.out.runs.append(run_record(job))  # bacct counts each run (LSF's JOB_FINISH)
         self._move(job, to, now, REQUEUED)  # an element's array counts it pending again
         unplace(job)
         arr = job.array
