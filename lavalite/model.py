@@ -253,7 +253,7 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
 
 def run_record(job: Job) -> tuple:
     """A finished job's run as the store keeps it when brequeue -d/-e supersedes it
-    (store.JOB_RUN_COLS): the job's row then holds the next run."""
+    (store.history.JOB_RUN_COLS): the job's row then holds the next run."""
     return (
         job.id,
         job.attempt,

@@ -15,7 +15,7 @@ from typing import Any
 import apsw
 
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
-from store.history import Queries, prune
+from store.history import JOB_RUN_COLS, Queries, prune
 
 SCHEMA_VERSION = 7
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
@@ -112,21 +112,6 @@ _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
 
 
-# A run a requeue superseded (brequeue -d, -e): model.run_record's fields, in this order
-JOB_RUN_COLS = (
-    "job_id",
-    "attempt",
-    "state",
-    "reason",
-    "host",
-    "slots",
-    "start_time",
-    "end_time",
-    "exit_code",
-    "exit_signal",
-    "cpu_time",
-    "max_mem",
-)
 _INSERT_RUN = (
     f"INSERT OR REPLACE INTO job_runs ({', '.join(JOB_RUN_COLS)}) "
     f"VALUES ({', '.join('?' * len(JOB_RUN_COLS))})"

@@ -39,15 +39,20 @@ HISTORY_COLS = (
 )
 FIELDS = (*HISTORY_COLS[:15], "project", "cmd", "cwd", "from_host")
 _SELECT = f"SELECT {', '.join(HISTORY_COLS)} FROM jobs"
-# The runs a requeue superseded (job_runs), with their job's columns, under the jobs table's
-# names: Filter.where and the queries read them as they read jobs. A small table (only jobs
-# requeued after they finished): no index of its own is needed for bacct.
+# A run a requeue superseded (brequeue -d, -e), a row of job_runs: model.run_record's fields,
+# what differs between runs among HISTORY_COLS (all but the job's id, user, queue, name and
+# submit time)
+_RUN_FIGURES = (*HISTORY_COLS[4:8], *HISTORY_COLS[9:15])
+JOB_RUN_COLS = ("job_id", "attempt", *_RUN_FIGURES)
+# Those runs with their job's columns, under the jobs table's names: Filter.where and the
+# queries read them as they read jobs. A small table (only jobs requeued after they
+# finished): bacct needs no index of its own for it.
 _RUNS = (
-    "(SELECT r.job_id AS id, j.user AS user, j.queue AS queue, j.name AS name, "
-    "r.state AS state, r.reason AS reason, r.host AS host, r.slots AS slots, "
-    "j.submit_time AS submit_time, r.start_time AS start_time, r.end_time AS end_time, "
-    "r.exit_code AS exit_code, r.exit_signal AS exit_signal, r.cpu_time AS cpu_time, "
-    "r.max_mem AS max_mem, j.spec AS spec FROM job_runs r JOIN jobs j ON j.id = r.job_id)"
+    "(SELECT r.job_id AS id, "
+    + ", ".join(f"j.{c} AS {c}" for c in ("user", "queue", "name", "submit_time", "spec"))
+    + ", "
+    + ", ".join(f"r.{c} AS {c}" for c in _RUN_FIGURES)
+    + " FROM job_runs r JOIN jobs j ON j.id = r.job_id)"
 )
 _SELECT_RUNS = f"SELECT {', '.join(HISTORY_COLS)} FROM {_RUNS}"
 _FINISHED_IN = f"state IN ({', '.join(repr(s) for s in sorted(FINISHED))})"

@@ -7,7 +7,7 @@ import pytest
 from conftest import wait_until
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
 from test_depend import _queued, _reloaded
-from test_jobctl import _live_order
+from test_jobctl import _bsub, _live_order
 from test_lsf_options import _run
 
 from lavalite.model import (
@@ -227,12 +227,6 @@ def test_a_finished_job_gone_from_memory_is_not_found(world):
 
 
 # --- real clusters
-
-
-def _bsub(c, tmp_path, *words):
-    res = _run(c, tmp_path, ["bsub", *words])
-    assert res.returncode == 0, res
-    return int(res.stdout.split("<")[1].split(">")[0])
 
 
 def _brequeue(c, tmp_path, *words):
