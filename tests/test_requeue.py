@@ -215,6 +215,22 @@ def test_a_condition_its_end_made_false_for_good_waits_again(world, reload):
     assert core.jobs[target].state == DONE and on_done in _queued(core)
 
 
+def test_a_condition_on_a_whole_array_waits_again_when_its_exit_element_is_requeued(world):
+    conf, store, core = world
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    arr_id = submit(core, store, name="arr[1-2]")
+    core.schedule(100.0)
+    dependent = submit(core, store, depend=f"done({arr_id})")
+    _end(core, element_id(arr_id, 1), code=1)  # done(arr) is false for good from here
+    assert core.pending_reason(core.jobs[dependent], 102.0) == PR_DEPEND_NEVER
+    _requeue(core, store, [element_id(arr_id, 1)], kinds=["exit"])
+    assert core.pending_reason(core.jobs[dependent], 103.0) == PR_DEPEND
+    core.schedule(104.0)
+    for index in (1, 2):
+        _end(core, element_id(arr_id, index), now=105.0)
+    assert dependent in _queued(core)
+
+
 def test_a_finished_job_gone_from_memory_is_not_found(world):
     conf, store, core = world
     job_id = dispatched(core, store)

@@ -263,10 +263,11 @@ class ControlOps:
         self._move(job, to, now, REQUEUED)  # an element's array counts it pending again
         unplace(job)
         arr = job.array
-        if arr is not None and arr.end_time is not None:
-            arr.end_time = None  # it ends again with its last element
-            self.out.arrays[arr.id] = arr
-            self._depend_reopen(arr.id, now)
+        if arr is not None:
+            if arr.end_time is not None:
+                arr.end_time = None  # it ends again with its last element
+                self.out.arrays[arr.id] = arr
+            self._depend_reopen(arr.id, now)  # done(ARRAY) is false once an element exits
         self._depend_reopen(job.id, now)
         if to == PEND:
             self._enter_fifo(job, now)
