@@ -1,8 +1,9 @@
 """btop, bbot, brequeue and bswitch as LSF 10.1 documents them (mbatchd's side:
-roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves before the first, or after
-the last, of its user's pending jobs of the same priority in its queue. brequeue: running jobs
-are killed and pending again. bswitch: pending jobs go to another queue. bstop: pending jobs
-are held (PSUSP) until bresume."""
+roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves to a position among its
+user's pending jobs of the same priority in its queue (the first or the last by default).
+brequeue: jobs running (killed), pending, DONE or EXIT are pending (or held) again. bswitch:
+unfinished jobs go to another queue. bstop: pending jobs are held (PSUSP) until bresume.
+brequeue and bswitch select as bkill does (-J, -u, and -q, -m for bswitch)."""
 
 import sys
 

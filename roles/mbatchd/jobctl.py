@@ -163,7 +163,8 @@ class ControlOps:
     ) -> dict[str, Any]:
         """brequeue: jobs of the states `kinds` asks (running by default; -p pending, -d DONE,
         -e EXIT) PEND again, or PSUSP with -H; an array's elements in those states.
-        load_env(id): a stored environment, for a finished job whose went from memory."""
+        load_env(id): a stored environment, for a finished job whose environment no job in
+        memory holds any longer."""
         states = requeue_states(msg.get("kinds", ["run"]))
         hold = msg.get("hold") is True
         results = []
