@@ -142,6 +142,18 @@ def test_an_exit_job_requeued_with_e_and_h_is_held_until_bresume(world):
     assert job_id in _queued(core)
 
 
+def test_a_running_job_requeued_held_waits_out_the_kill_grace_after_bresume(world):
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    assert _requeue(core, store, [job_id], hold=True)[0]["ok"]
+    assert core.jobs[job_id].state == PSUSP and core.hosts["h1"].used == 0
+    core.resume(USER, {"jobs": [job_id]}, 104.0)
+    core.tick(104.0)
+    assert core.jobs[job_id].state == PEND and job_id not in _queued(core)
+    core.tick(103.0 + conf.sbatchd.kill_grace)  # the old attempt has had its time to end
+    assert job_id in _queued(core)
+
+
 def test_a_pending_job_requeued_with_p_goes_after_its_equals(world):
     conf, store, core = world
     first, second = submit(core, store), submit(core, store)

@@ -442,7 +442,9 @@ class DependOps:
         if isinstance(job, Array) or job.state != PSUSP:
             return _result(job_id, "not_suspended", f"Job <{name}>: Job is not suspended")
         self._move(job, PEND, now, RESUMED)
-        if job.id not in self.depend_waiting:
+        # a job held by brequeue -H waits out its old attempt's kill_grace (the backoff heap
+        # holds it until then), as a retry waits out its backoff
+        if job.id not in self.depend_waiting and job.eligible_time <= now:
             self._enter_fifo(job, now)
         return {"job": job_id, "ok": True, "message": f"Job <{name}> is being resumed"}
 
