@@ -145,11 +145,20 @@ class Resume(Envelope):
     jobs: list[str | int]
 
 
+class Requeue(Envelope):
+    """brequeue: jobs killed or ended and queued again; the reply is a KillReply's results."""
+
+    jobs: list[str | int]
+    kinds: NotRequired[list[str]]  # of "run" (the default), "pend", "done", "exit"
+    hold: NotRequired[bool]  # -H: requeued to PSUSP
+
+
 class Move(Envelope):
     """btop/bbot: a pending job to the top or bottom of its user's jobs in its queue."""
 
     job: int
     to: str  # "top" or "bottom"
+    position: NotRequired[int]  # from the top or the bottom, 1 (the default) the first
 
 
 class Switch(Envelope):
@@ -429,7 +438,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "load": LoadView,
     "quotas": Quotas,
     "move": Move,
-    "requeue": Resume,  # the same fields: the jobs
+    "requeue": Requeue,
     "switch": Switch,
     "stop": Resume,
     "modify": Modify,

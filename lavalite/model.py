@@ -18,14 +18,17 @@ STATES = (PEND, PSUSP, RUN, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
 # that never reached its host. PEND -> FAILED: its termination time (bsub -t) came first.
-# PEND <-> PSUSP: held at submit (-H), released by bresume.
+# PEND <-> PSUSP: held at submit (-H), released by bresume. brequeue: a job goes back to PEND,
+# or PSUSP with -H, from any state but PSUSP (a running job killed, a pending one queued again,
+# a finished one run again: -d, -e); it keeps its id and its next run is attempt N+1.
+_REQUEUED = (PEND, PSUSP)
 TRANSITIONS = {
-    PEND: frozenset((RUN, KILLED, FAILED, PSUSP)),
+    PEND: frozenset((RUN, KILLED, FAILED, *_REQUEUED)),
     PSUSP: frozenset((PEND, KILLED, FAILED)),
-    RUN: frozenset((DONE, FAILED, KILLED, PEND)),
-    DONE: frozenset(),
-    FAILED: frozenset(),
-    KILLED: frozenset(),
+    RUN: frozenset((DONE, FAILED, KILLED, *_REQUEUED)),
+    DONE: frozenset(_REQUEUED),
+    FAILED: frozenset(_REQUEUED),
+    KILLED: frozenset(_REQUEUED),
 }
 
 # Why an attempt ended (FAILED(reason) in bjobs). "exit" and "signal" come with a number.
@@ -245,13 +248,33 @@ def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
         job.end_time = None
         job.exit_code = job.exit_signal = job.message = job.cpu_time = job.max_mem = None
         job.usage = None
-    elif new == PEND:
+    elif new in _REQUEUED:
         job.start_time = None  # bjobs shows the attempt to come, not the one that ended
+        job.end_time = None  # a finished job requeued (brequeue -d, -e) has not ended
         job.usage = None
     elif new in FINISHED:
         job.end_time = now
         job.usage = None  # its end figures are cpu_time and max_mem
     return Event(job.id, now, old, new, reason, job.host, job.attempt)
+
+
+def run_record(job: Job) -> tuple:
+    """A finished job's run as the store keeps it when brequeue -d/-e supersedes it
+    (store.history.JOB_RUN_COLS): the job's row then holds the next run."""
+    return (
+        job.id,
+        job.attempt,
+        job.state,
+        job.reason,
+        job.host,
+        job.slots,
+        job.start_time,
+        job.end_time,
+        job.exit_code,
+        job.exit_signal,
+        job.cpu_time,
+        job.max_mem,
+    )
 
 
 class Host:

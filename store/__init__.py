@@ -15,7 +15,7 @@ from typing import Any
 import apsw
 
 from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
-from store.history import Queries, prune
+from store.history import JOB_RUN_COLS, Queries, prune
 
 SCHEMA_VERSION = 7
 # Schema changes: {version: "SQL"}, applied in order above what the file has. None re-runs
@@ -27,7 +27,7 @@ MIGRATIONS = {
     5: "ALTER TABLE jobs ADD COLUMN cpu_time REAL; ALTER TABLE jobs ADD COLUMN max_mem INTEGER; "
     "CREATE INDEX IF NOT EXISTS jobs_user_end ON jobs(user, end_time) WHERE end_time IS NOT NULL",
     6: None,
-    7: None,  # fairshare_usage, quota_usage
+    7: None,  # fairshare_usage, quota_usage, job_runs
 }
 
 # The columns a job's life changes (written again at each update), then the whole row: the ones
@@ -111,6 +111,12 @@ _ARRAY_COLS = (
 _SELECT_ARRAY = f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays"
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
+
+
+_INSERT_RUN = (
+    f"INSERT OR REPLACE INTO job_runs ({', '.join(JOB_RUN_COLS)}) "
+    f"VALUES ({', '.join('?' * len(JOB_RUN_COLS))})"
+)
 
 
 class StoreError(Exception):
@@ -254,6 +260,12 @@ class Store(Queries):
         row = self.db.execute("SELECT id FROM envs WHERE hash=?", (digest,)).fetchone()
         return row[0] if row else None
 
+    def env(self, env_id: int) -> tuple[str, dict] | None:
+        """(hash, environment) of a stored environment: a finished job's that left memory
+        (brequeue -d, -e runs the job again)."""
+        row = self.db.execute("SELECT hash, data FROM envs WHERE id=?", (env_id,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
     def events(self, job_id: int | None = None) -> list[tuple]:
         """Event rows (job_id, time, old, new, reason, host, attempt) in the order written."""
         sql = "SELECT job_id, time, old, new, reason, host, attempt FROM job_events"
@@ -276,6 +288,7 @@ class Store(Queries):
         fairshare: Iterable[tuple[str, str, float, float, float]] = (),
         quota_usage: Iterable[tuple[str, float, float]] = (),
         specs: Iterable[Job] = (),
+        runs: Iterable[tuple] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
@@ -284,7 +297,8 @@ class Store(Queries):
         added to the stored job's figures unless mbatchd holds the job in memory (its row is
         written then); fairshare: (queue, account, run, cpu, at) of the usage changed;
         quota_usage: (quota, period start, core-seconds used in it), the totals; specs: Job
-        objects whose spec, name and slots bmod changed.
+        objects whose spec, name and slots bmod changed; runs: job_runs rows (JOB_RUN_COLS)
+        of the runs a requeue superseded.
         Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
@@ -299,6 +313,7 @@ class Store(Queries):
                 parts,
                 fairshare,
                 quota_usage,
+                runs,
                 modified=specs,
             )
         except apsw.FullError:
@@ -316,6 +331,7 @@ class Store(Queries):
         parts: Iterable[tuple[int, int, str, float, float | None, int | None, bool]],
         fairshare: Iterable[tuple[str, str, float, float, float]],
         quota_usage: Iterable[tuple[str, float, float]],
+        runs: Iterable[tuple],
         modified: Iterable[Job] = (),
     ) -> None:
         new: list[Job] = []
@@ -361,6 +377,8 @@ class Store(Queries):
                     "VALUES (?, ?, ?, ?, ?)",
                     fairshare,
                 )
+            if runs:
+                cur.executemany(_INSERT_RUN, runs)
             if events:
                 cur.executemany(
                     "INSERT INTO job_events (job_id, time, old, new, reason, host, "

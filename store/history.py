@@ -39,6 +39,22 @@ HISTORY_COLS = (
 )
 FIELDS = (*HISTORY_COLS[:15], "project", "cmd", "cwd", "from_host")
 _SELECT = f"SELECT {', '.join(HISTORY_COLS)} FROM jobs"
+# A run a requeue superseded (brequeue -d, -e), a row of job_runs: model.run_record's fields,
+# what differs between runs among HISTORY_COLS (all but the job's id, user, queue, name and
+# submit time)
+_RUN_FIGURES = (*HISTORY_COLS[4:8], *HISTORY_COLS[9:15])
+JOB_RUN_COLS = ("job_id", "attempt", *_RUN_FIGURES)
+# Those runs with their job's columns, under the jobs table's names: Filter.where and the
+# queries read them as they read jobs. A small table (only jobs requeued after they
+# finished): bacct needs no index of its own for it.
+_RUNS = (
+    "(SELECT r.job_id AS id, "
+    + ", ".join(f"j.{c} AS {c}" for c in ("user", "queue", "name", "submit_time", "spec"))
+    + ", "
+    + ", ".join(f"r.{c} AS {c}" for c in _RUN_FIGURES)
+    + " FROM job_runs r JOIN jobs j ON j.id = r.job_id)"
+)
+_SELECT_RUNS = f"SELECT {', '.join(HISTORY_COLS)} FROM {_RUNS}"
 _FINISHED_IN = f"state IN ({', '.join(repr(s) for s in sorted(FINISHED))})"
 # one pass over the jobs that match: bacct's summary (wait = until the start, or the end of
 # a job that never started; turnaround = submit to end; hog factor = CPU / turnaround)
@@ -53,7 +69,7 @@ SELECT count(*) FILTER (WHERE state = '{DONE}'), count(*) FILTER (WHERE state !=
        max(cpu_time / max(end_time - submit_time, 1e-9)),
        total(cpu_time / max(end_time - submit_time, 1e-9)),
        min(end_time), max(end_time)
-FROM jobs"""
+FROM """
 SUMMARY_FIELDS = (
     "done",
     "exited",
@@ -93,6 +109,10 @@ class Filter:
         if self.ids is not None:
             ors = []
             for job_id in self.ids:
+                if job_id >> ELEMENT_BITS:  # an element (ID[INDEX]) has no elements
+                    ors.append("id = ?")
+                    params.append(job_id)
+                    continue
                 ors.append("id = ? OR id BETWEEN ? AND ?")
                 params += [job_id, job_id << ELEMENT_BITS, ((job_id + 1) << ELEMENT_BITS) - 1]
             clauses.append(f"({' OR '.join(ors) or '0'})")
@@ -120,12 +140,17 @@ class Queries:
 
     db: apsw.Connection
 
-    def history_jobs(self, flt: Filter, limit: int) -> list[dict[str, Any]]:
+    def history_jobs(self, flt: Filter, limit: int, runs: bool = False) -> list[dict[str, Any]]:
         """Up to `limit` jobs matching `flt`: the unfinished, then the finished as they ended
-        (the order of the jobs(user, end_time) index: no sort of a user's whole history)."""
+        (the order of the jobs(user, end_time) index: no sort of a user's whole history).
+        `runs` (bacct): with the earlier runs of requeued jobs, each a record of its own."""
         where, params = flt.where()
-        rows = self.db.execute(f"{_SELECT}{where} ORDER BY end_time, id LIMIT ?", [*params, limit])
-        return [_history_row(row) for row in rows]
+        tail = f"{where} ORDER BY end_time, id LIMIT ?"
+        rows = list(self.db.execute(_SELECT + tail, [*params, limit]))
+        if runs:
+            rows += self.db.execute(_SELECT_RUNS + tail, [*params, limit])
+            rows.sort(key=lambda row: (row[10] is not None, row[10] or 0, row[0]))
+        return [_history_row(row) for row in rows[:limit]]
 
     def history_events(self, job_ids: list[int]) -> dict[int, list[tuple]]:
         """Each job's events (time, old, new, reason, host, attempt) in the order written."""
@@ -143,8 +168,20 @@ class Queries:
     def acct_summary(self, flt: Filter) -> dict[str, Any]:
         """bacct's figures over the finished jobs matching `flt`, in one pass."""
         where, params = replace(flt, finished=True).where()
-        ((*row,),) = self.db.execute(_SUMMARY + where, params)  # an aggregate: one row
-        return dict(zip(SUMMARY_FIELDS, row))
+        ((*row,),) = self.db.execute(_SUMMARY + "jobs" + where, params)  # an aggregate: one row
+        ((*earlier,),) = self.db.execute(_SUMMARY + _RUNS + where, params)  # requeued runs
+        return {f: _merged(f, a, b) for f, a, b in zip(SUMMARY_FIELDS, row, earlier)}
+
+
+def _merged(field: str, a: Any, b: Any) -> Any:
+    """One summary figure over the jobs' last runs (`a`) and the earlier runs (`b`)."""
+    if a is None or b is None:
+        return b if a is None else a
+    if field.endswith("_min") or field == "begin":
+        return min(a, b)
+    if field.endswith("_max") or field == "end":
+        return max(a, b)
+    return a + b  # the counts and the totals
 
 
 def _history_row(row: tuple) -> dict[str, Any]:
@@ -185,6 +222,7 @@ def prune(db: apsw.Connection, before: float, batch: int = PRUNE_BATCH) -> int:
                 marks = ", ".join("?" * len(ids))
                 db.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM job_parts WHERE job_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM job_runs WHERE job_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
             gone += len(ids)
     return gone

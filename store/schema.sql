@@ -124,3 +124,21 @@ CREATE TABLE IF NOT EXISTS quota_usage (
     core_seconds  REAL NOT NULL,
     PRIMARY KEY (quota, period_start)
 ) WITHOUT ROWID;
+
+-- Runs a requeue superseded (schema 7): a finished job that brequeue -d/-e runs again keeps
+-- the record of each earlier run here (its jobs row holds the last), for bacct.
+CREATE TABLE IF NOT EXISTS job_runs (
+    job_id      INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    host        TEXT,
+    slots       INTEGER NOT NULL,
+    start_time  REAL,
+    end_time    REAL NOT NULL,
+    exit_code   INTEGER,
+    exit_signal INTEGER,
+    cpu_time    REAL,
+    max_mem     INTEGER,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;

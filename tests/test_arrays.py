@@ -247,6 +247,7 @@ def test_store_v1_gains_the_arrays_table_and_the_message_column(tmp_path):
         assert [(j.id, j.state, j.message, j.hosts) for j in loaded["jobs"]] == [
             (7, "DONE", None, None)
         ]
+        assert store.db.execute("SELECT count(*) FROM job_runs").fetchone() == (0,)
     finally:
         store.close()
 

@@ -9,11 +9,14 @@ import signal
 import pytest
 from conftest import wait_until
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
+from test_depend import _reloaded
 from test_lsf_options import _run
 
 from lavalite.model import element_id
 from lavalite.protocol import ProtocolError
 from roles.cli.bkill import ALL, job_id, signal_number
+
+ADMIN = {"role": "user", "user": "root", "uid": 0, "host": "h0"}
 
 # --- the option readings (no processes)
 
@@ -101,6 +104,19 @@ def test_bkill_s_of_an_array_index_not_started_leaves_it_its_turn(world):
     assert index not in core.jobs and 2 not in core.arrays[arr].skip
     result = core.kill(USER, {"jobs": [index], "signal": 9}, 101.0)["results"][0]
     assert result["ok"] and core.jobs[index].state == "KILLED"
+
+
+def test_bswitch_of_someone_elses_job_or_to_no_queue_changes_nothing(world):
+    conf, store, core = world
+    job_id = dispatched(core, store)
+    queue = core.jobs[job_id].queue
+    bob = dict(USER, user="bob")
+    result = core.switch(bob, {"queue": queue, "jobs": [job_id]}, 101.0)["results"][0]
+    assert result["message"] == f"Job <{job_id}>: User permission denied"
+    with pytest.raises(ProtocolError, match="nosuch: No such queue"):
+        core.switch(USER, {"queue": "nosuch", "jobs": [job_id]}, 101.0)
+    assert core.jobs[job_id].queue == queue and core._queue(queue).running == 1
+    assert core.out.jobs == {}
 
 
 # --- real clusters
@@ -250,13 +266,34 @@ def test_btop_and_bbot_reorder_pending_jobs_across_an_mbatchd_restart(make_clust
     assert (res.returncode, res.stderr) == (1, f"Job <{first}>: Job has already finished\n")
 
 
+def test_btop_and_bbot_with_a_position_as_lsf_numbers_it(make_cluster, tmp_path):
+    c = make_cluster(slots=1)
+    order = tmp_path / "order"
+    blocker = _bsub(c, tmp_path, "sleep 300")
+    c.wait_started([blocker])
+    jobs = [_bsub(c, tmp_path, f"echo {n} >> {order}") for n in (1, 2, 3, 4)]
+    res = _run(c, tmp_path, ["btop", str(jobs[3]), "2"])
+    assert res.stdout == f"Job <{jobs[3]}> has been moved to position 2 from top.\n", res
+    res = _run(c, tmp_path, ["bbot", "-u", str(jobs[0]), "2"])  # -u: an admin's form
+    assert res.stdout == f"Job <{jobs[0]}> has been moved to position 2 from bottom.\n", res
+    for words, says in (
+        ([str(jobs[0]), "0"], "btop: position '0' is not a positive number"),
+        ([str(jobs[0]), "1", "2"], "btop: one job ID and at most one position are taken"),
+    ):
+        res = _run(c, tmp_path, ["btop", *words])
+        assert (res.returncode, res.stderr) == (2, says + "\n"), res
+    assert _bkill(c, tmp_path, str(blocker)).returncode == 0
+    c.wait(jobs)
+    assert order.read_text().split() == ["4", "2", "1", "3"]
+
+
 # --- brequeue
 
 
 def test_brequeue_in_the_core_is_a_stored_pend_and_a_stale_kill(world):
     conf, store, core = world
     job_id = dispatched(core, store)
-    results = core.requeue(USER, {"jobs": [job_id, 999]}, 101.0)["results"]
+    results = core.requeue(USER, {"jobs": [job_id, 999]}, 101.0, store.env)["results"]
     assert [r["message"] for r in results] == [
         f"Job <{job_id}> is being requeued",
         "Job <999>: No matching job found",
@@ -265,7 +302,7 @@ def test_brequeue_in_the_core_is_a_stored_pend_and_a_stale_kill(world):
     assert job.state == "PEND" and core.hosts["h1"].used == 0
     assert commit(store, core)["h1"] == [{"op": "kill", "job": job_id, "attempt": 1, "stale": True}]
     assert [e[3] for e in store.events(job_id)] == ["PEND", "RUN", "PEND"]
-    again = core.requeue(USER, {"jobs": [job_id]}, 101.0)["results"][0]
+    again = core.requeue(USER, {"jobs": [job_id]}, 101.0, store.env)["results"][0]
     assert again["message"] == f"Job <{job_id}>: Job has not started yet" and not again["ok"]
     core.tick(101.0 + conf.sbatchd.kill_grace)
     core.schedule(101.0 + conf.sbatchd.kill_grace)
@@ -289,10 +326,11 @@ def test_brequeue_runs_a_running_job_again_across_an_mbatchd_restart(make_cluste
     c.wait([job, pending])
     res = _run(c, tmp_path, ["brequeue", str(job)])
     assert (res.returncode, res.stderr) == (1, f"Job <{job}>: Job has already finished\n")
-    res = _run(c, tmp_path, ["brequeue", "-e", str(job)])
-    assert (
-        res.returncode == 2 and "-e is an LSF option that LavaLite does not support" in res.stderr
-    )
+    res = _run(c, tmp_path, ["brequeue", "-e", str(job)])  # KILLED is LSF's EXIT
+    assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being requeued\n"), res
+    wait_until(lambda: starts.read_text().split() == ["start"] * 3, 60, c.logs)
+    assert c.wait([job], states=("RUN",))[job]["attempt"] == 3
+    assert _bkill(c, tmp_path, str(job)).returncode == 0
 
 
 # --- bswitch
@@ -317,7 +355,6 @@ def test_bswitch_moves_a_pending_job_and_refuses_what_the_queue_would(make_clust
     refusals = {
         ("short", long): f"Job <{long}>: its walltime exceeds queue <short>'s max_walltime",
         ("shut", job): f"Job <{job}>: Queue <shut> is closed",
-        ("short", blocker): f"Job <{blocker}>: Job has already started",
         ("short", 999): "Job <999>: No matching job found",
     }
     for (queue, target), says in refusals.items():
@@ -325,11 +362,36 @@ def test_bswitch_moves_a_pending_job_and_refuses_what_the_queue_would(make_clust
         assert (res.returncode, res.stderr) == (1, says + "\n"), res
     res = _run(c, tmp_path, ["bswitch", "nosuch", str(job)])
     assert (res.returncode, res.stderr) == (1, "bswitch: nosuch: No such queue\n"), res
-    res = _run(c, tmp_path, ["bswitch", "short"])
-    assert res.returncode == 2 and "a destination queue and job IDs are required" in res.stderr
     assert c.jobs([long])[long]["queue"] == "serial"  # refused: where it was
     assert _bkill(c, tmp_path, str(blocker)).returncode == 0
     assert c.wait([job, long])[job]["queue"] == "short"  # it ran from its new queue
+
+
+def test_bswitch_moves_a_running_job_that_keeps_running_and_selects_as_lsf(make_cluster, tmp_path):
+    queues = {"serial": {}, "other": {}, "ionly": {"interactive": "only"}}
+    c = make_cluster(slots=1, queues=queues)
+    running = _bsub(c, tmp_path, "-q", "serial", "-J", "long", "sleep 300")
+    c.wait_started([running])
+    pending = _bsub(c, tmp_path, "-q", "serial", "-J", "later", "true")
+    res = _run(c, tmp_path, ["bswitch", "ionly", str(running)])
+    says = f"Job <{running}>: Queue <ionly> does not accept batch jobs\n"
+    assert (res.returncode, res.stderr) == (1, says), res
+    res = _run(c, tmp_path, ["bswitch", "-J", "lo*", "other"])  # the latest job of that name
+    assert (res.returncode, res.stdout) == (0, f"Job <{running}> is switched to queue <other>\n")
+    c.kill9_restarted("mbatchd")  # the queue is in the store; the job runs on
+    wait_until(lambda: _run(c, tmp_path, ["bjobs"]).returncode == 0, 60, c.logs)
+    view = c.jobs([running])[running]
+    assert (view["queue"], view["state"], view["attempt"]) == ("other", "RUN", 1)
+    res = _run(c, tmp_path, ["bqueues"])  # PEND RUN SUSP: it counts in its new queue
+    rows = {line.split()[0]: line.split()[-3:] for line in res.stdout.splitlines()[1:]}
+    assert (rows["other"], rows["serial"]) == (["0", "1", "0"], ["1", "0", "0"]), res
+    res = _run(c, tmp_path, ["bswitch", "-q", "serial", "other", "0"])  # every job in serial
+    assert (res.returncode, res.stdout) == (0, f"Job <{pending}> is switched to queue <other>\n")
+    res = _run(c, tmp_path, ["bswitch", "-q", "serial", "other"])
+    assert (res.returncode, res.stderr) == (1, "No unfinished job found\n"), res
+    assert _bkill(c, tmp_path, str(running)).returncode == 0
+    views = c.wait([running, pending])
+    assert (views[running]["queue"], views[pending]["state"]) == ("other", "DONE")
 
 
 # --- bstop (pending jobs)
@@ -381,3 +443,24 @@ def test_bkill_r_while_sbatchd_is_down_ends_the_job_when_it_returns(make_cluster
     assert _states(c, [job]) == {job: "KILLED"}
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, lambda: f"pid {pid}\n{c.logs()}")
     assert _states(c, [job]) == {job: "KILLED"}
+
+
+def test_btop_bbot_take_a_position_among_the_users_jobs_of_that_priority(world):
+    conf, store, core = world
+    high = submit(core, store, priority=90)
+    a, b, c, d, e = (submit(core, store) for _ in range(5))
+    reply = core.move(USER, {"job": e, "to": "top", "position": 3}, 100.0)
+    assert reply["message"] == f"Job <{e}> has been moved to position 3 from top."
+    assert _live_order(core, a) == [high, a, b, e, c, d]  # the seqs ahead made room
+    reply = core.move(USER, {"job": a, "to": "bottom", "position": 2}, 100.0)
+    assert reply["message"] == f"Job <{a}> has been moved to position 2 from bottom."
+    assert _live_order(core, a) == [high, b, e, c, a, d]
+    reply = core.move(ADMIN, {"job": b, "to": "top", "position": 99}, 100.0)  # an admin's
+    assert reply["message"] == f"Job <{b}> has been moved to position 5 from top."
+    assert _live_order(core, a) == [high, e, c, a, d, b]
+    commit(store, core)
+    reloaded = _reloaded(conf, store)
+    assert _live_order(reloaded, a) == [high, e, c, a, d, b]
+    for bad in (0, -1, "2", True):
+        with pytest.raises(ProtocolError, match="field 'position' of 'move' must be 1 or more"):
+            core.move(USER, {"job": a, "to": "top", "position": bad}, 100.0)

@@ -16,6 +16,7 @@ from roles.cli import array_commands, bjobs_lsf
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from lavalite.client import Client
@@ -67,7 +68,7 @@ def kill(args: "Args") -> int:
     cli = client(args)
     ids = args.jobs
     if not ids or ALL in ids:  # LSF ignores the filters beside job IDs other than 0
-        ids = _select(cli, args, every=ALL in ids)
+        ids = select(cli, args, every=ALL in ids)
         if not ids:
             print("No unfinished job found", file=sys.stderr)
             return 1
@@ -98,17 +99,21 @@ def print_results(results: "list[dict[str, Any]]", quiet_refusals: bool = False)
     return 1 if failed else 0
 
 
-def _select(cli: "Client", args: "Args", every: bool) -> list[int]:
-    """The unfinished jobs the filters select: all of them, or the latest submitted one. An
-    array's indices not started yet are its array ID (one kill ends them all)."""
+def select(
+    cli: "Client", args: "Args", every: bool, states: "Callable[[str], bool] | None" = None
+) -> list[int]:
+    """The jobs the filters select (-J, -u, -q, -m; brequeue has no -q, -m) among the
+    unfinished ones, or among those whose state passes `states`: all of them, or the latest
+    submitted one. An array's indices not started yet are its array ID (one kill ends them all)."""
     users = [args.user] if args.user else None
-    views = cli.call("jobs", users=users, queue=args.queue)["jobs"]
+    views = cli.call("jobs", users=users, queue=args.queue, all=states is not None)["jobs"]
     name = args.job_name and bjobs_lsf.name_pattern(args.job_name)
     chosen = [
         v
         for v in views
         if (not name or name.match(v["name"]))
         and (not args.host or any(h == args.host for h, _ in v.get("exec_hosts") or ()))
+        and (states is None or states(v["state"]))
     ]
     if not every:
         latest = max((v["id"] for v in array_commands.expand(chosen)), default=None)

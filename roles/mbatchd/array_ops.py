@@ -142,6 +142,12 @@ class ArrayOps:
         self._array_check_end(arr, now)
         return {"job": arr.id, "ok": True, "message": f"Job <{arr.id}> is being terminated"}
 
+    def _elements_of(self, arr: Array) -> list[Job]:
+        """The elements of `arr` in memory (handed out: pending, running or finished), by a
+        pass over the jobs: for a user's request on one array, never for a turn."""
+        first, last = element_id(arr.id, 0), element_id(arr.id + 1, 0)
+        return [j for j in self.jobs.values() if first <= j.id < last]
+
     def _index_array(self, job_id: int) -> Array | None:
         """The array in memory that `job_id` is an index of, started or not."""
         array_id, index = split_id(job_id)

@@ -100,6 +100,7 @@ class TurnOutput:
     fairshare: dict = field(default_factory=dict)  # (queue, account) -> its Usage changed
     quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
     specs: dict = field(default_factory=dict)  # id -> Job whose spec, name, slots bmod changed
+    runs: list = field(default_factory=list)  # model.run_record of runs a requeue superseded
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -114,6 +115,7 @@ class TurnOutput:
             or self.fairshare
             or self.quota_usage
             or self.specs
+            or self.runs
         ):
             return None
         return {
@@ -127,6 +129,7 @@ class TurnOutput:
             "fairshare": [(q, a, u.run, u.cpu, u.at) for (q, a), u in self.fairshare.items()],
             "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
             "specs": self.specs.values(),
+            "runs": self.runs,
         }
 
 
@@ -877,10 +880,9 @@ class Core(
         """bjobs ID: a job, every element of an array, or one element (pending or not)."""
         arr = self.arrays.get(job_id)
         if arr is not None:
-            first, last = job_id << 32, (job_id + 1) << 32
-            return [
-                self._view(j, now) for j in self.jobs.values() if first <= j.id < last
-            ] + self.array_views(arr, True, now)
+            return [self._view(j, now) for j in self._elements_of(arr)] + self.array_views(
+                arr, True, now
+            )
         job = self.jobs.get(job_id) or load_job(job_id)
         if job is not None:
             return [self._view(job, now)]
@@ -1188,6 +1190,7 @@ class Core(
             if gone is not None and gone.finished and gone.end_time < horizon:
                 del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
                 self.counted.pop(job_id, None)
+                self.depend_final.pop(job_id, None)  # no brequeue reaches it now
                 if gone.req_id:
                     self.by_req.pop(gone.req_id, None)
 

@@ -120,6 +120,8 @@ class DependOps:
 
     def _init_depend(self) -> None:
         self.depend_index: dict[int, list[_Cond]] = {}  # target id -> the leaves watching it
+        # target id -> leaves false for good (done(X) of an EXIT X): a brequeue of X reopens them
+        self.depend_final: dict[int, list[_Cond]] = {}
         self.depend_waiting: dict[int, _Node] = {}  # dependent id -> its condition's root
         self.depend_elements: dict[int, set[int]] = {}  # array id -> element targets watched
         self.depend_loaded: list[Job | Array] = []  # read from the store, for watch_loaded
@@ -265,12 +267,19 @@ class DependOps:
         leaf = _Cond(kind, job_id, whole, op, number)
         leaf.owner = owner
         leaf.status = self._status(leaf)
-        if not leaf.status & 2:  # a final leaf needs no watching
-            self.depend_index.setdefault(job_id, []).append(leaf)
-            array_id = split_id(job_id)[0]
-            if array_id:
-                self.depend_elements.setdefault(array_id, set()).add(job_id)
+        self._index_leaf(leaf)
         return leaf
+
+    def _index_leaf(self, leaf: _Cond) -> None:
+        """Watch a leaf that may still change; keep one false for good where a brequeue of
+        its target finds it (a leaf true for good needs neither: it stays satisfied)."""
+        if leaf.status == FF:
+            self.depend_final.setdefault(leaf.target, []).append(leaf)
+        elif not leaf.status & 2:
+            self.depend_index.setdefault(leaf.target, []).append(leaf)
+            array_id = split_id(leaf.target)[0]
+            if array_id:
+                self.depend_elements.setdefault(array_id, set()).add(leaf.target)
 
     def _depend_moved(self, job: Job, now: float) -> None:
         """Core._move's hook: a job (or element) changed state."""
@@ -299,10 +308,21 @@ class DependOps:
             self._set(leaf, self._status(leaf), now)
             if not leaf.status & 2:
                 keep.append(leaf)
+            elif leaf.status == FF:
+                self.depend_final.setdefault(target, []).append(leaf)
         if keep:
             self.depend_index[target] = keep
         else:
             del self.depend_index[target]
+
+    def _depend_reopen(self, target: int, now: float) -> None:
+        """`target` (a job, an element or an array) was requeued after it ended: the
+        conditions it made false for good (done(X) of an EXIT X) of jobs still waiting can
+        hold again, as LSF evaluates a condition on the job's state now."""
+        for leaf in self.depend_final.pop(target, ()):
+            if leaf.owner in self.depend_waiting:
+                self._set(leaf, self._status(leaf), now)
+                self._index_leaf(leaf)
 
     def _set(self, node: _Node, status: int, now: float) -> None:
         """A node's new status, carried up the tree while it changes anything."""
@@ -423,7 +443,9 @@ class DependOps:
         if isinstance(job, Array) or job.state != PSUSP:
             return _result(job_id, "not_suspended", f"Job <{name}>: Job is not suspended")
         self._move(job, PEND, now, RESUMED)
-        if job.id not in self.depend_waiting:
+        # a job held by brequeue -H waits out its old attempt's kill_grace (the backoff heap
+        # holds it until then), as a retry waits out its backoff
+        if job.id not in self.depend_waiting and job.eligible_time <= now:
             self._enter_fifo(job, now)
         return {"job": job_id, "ok": True, "message": f"Job <{name}> is being resumed"}
 

@@ -118,7 +118,7 @@ def parse_request(ident: dict[str, Any], msg: messages.History) -> tuple[Filter,
 def answer(db: Queries, flt: Filter, limit: int, summary: bool, events: bool) -> dict[str, Any]:
     """The reply's fields: up to `limit` jobs ("more": whether others matched), each with its
     events if asked, and bacct's summary if asked."""
-    jobs = db.history_jobs(flt, limit + 1) if limit else []
+    jobs = db.history_jobs(flt, limit + 1, runs=summary) if limit else []  # bacct: every run
     out: dict[str, Any] = {"jobs": jobs[:limit], "more": len(jobs) > limit > 0}
     if events:
         found = db.history_events([j["id"] for j in out["jobs"]])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
 from lavalite.job_array import Array
-from lavalite.messages import Kill, Move, Resume, Switch
+from lavalite.messages import Kill, Move, Requeue, Resume, Switch
 from lavalite.model import (
     FINISHED,
     KILLED_REASON,
@@ -29,9 +29,12 @@ from lavalite.model import (
     Job,
     element_id,
     label,
+    run_record,
 )
+from lavalite.requeue import states_test
 from roles.mbatchd.job_options import fifo_order
 from roles.mbatchd.placement import allocation, unplace
+from scheduler import live
 
 if TYPE_CHECKING:  # core imports this module
     from lavalite.config import Config
@@ -71,6 +74,9 @@ class ControlOps:
     """Mixed into Core (roles/mbatchd/core.py), whose state and helpers it uses."""
 
     jobs: dict[int, Job]
+    arrays: dict[int, Array]
+    envs: dict[int, list[Any]]
+    depend_waiting: dict[int, Any]
     touched: set[tuple[str, str]]
     out: "TurnOutput"
     conf: "Config"
@@ -96,6 +102,11 @@ class ControlOps:
         def _release(self, job: Job) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
         def queue_flag(self, name: str, flag: str) -> bool: ...
+        def _elements_of(self, arr: Array) -> list[Job]: ...
+        def _count_run(self, job: Job, sign: int) -> None: ...
+        def _enter_fifo(self, job: Job | Array, now: float) -> None: ...
+        def _depend_reopen(self, target: int, now: float) -> None: ...
+        def _env_ref(self, env_id: int, digest: str, env: dict) -> None: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
         """bkill of one job or array with the request's options (none: a plain kill)."""
@@ -143,15 +154,57 @@ class ControlOps:
 
     # --- brequeue
 
-    def requeue(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
-        """brequeue: running jobs killed and PEND again, as a retry is."""
-        return {"results": [self._requeue_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
+    def requeue(
+        self,
+        ident: dict[str, Any],
+        msg: Requeue,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> dict[str, Any]:
+        """brequeue: jobs of the states `kinds` asks (running by default; -p pending, -d DONE,
+        -e EXIT) PEND again, or PSUSP with -H; an array's elements in those states.
+        load_env(id): a stored environment, for a finished job whose environment no job in
+        memory holds any longer."""
+        states = requeue_states(msg.get("kinds", ["run"]))
+        hold = msg.get("hold") is True
+        results = []
+        for job_id in P.job_ids(msg):
+            arr = self.arrays.get(job_id)
+            if arr is None:
+                results.append(self._requeue_one(ident, job_id, states, hold, now, load_env))
+            elif not self._may_act_on(ident, arr):
+                results.append(_refusal(job_id, P.DENIED, "User permission denied"))
+            else:
+                chosen = [j.id for j in self._elements_of(arr) if states(j.state)]
+                if not chosen:
+                    text = "No element of the array is in a state these options requeue"
+                    results.append(_refusal(job_id, P.WRONG_STATE, text))
+                results += [
+                    self._requeue_one(ident, i, states, hold, now, load_env) for i in chosen
+                ]
+        return {"results": results}
 
-    def _requeue_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
-        job, refusal = self._controllable(ident, job_id, _not_requeued)
+    def _requeue_one(
+        self,
+        ident: dict[str, Any],
+        job_id: int,
+        states: Callable[[str], bool],
+        hold: bool,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> dict[str, Any]:
+        job, refusal = self._controllable(ident, job_id, lambda j: _not_requeued(j, states, hold))
         if job is None:
             return refusal
-        self._requeue_running(job, now)
+        to = PSUSP if hold else PEND
+        if job.state in FINISHED:
+            if not self._requeue_finished(job, to, now, load_env):
+                text = "Job's submission environment is no longer stored"
+                return _refusal(job_id, P.WRONG_STATE, text)
+        elif job.state in WAITING:
+            self._requeue_pending(job, to, now)
+        else:
+            self._requeue_running(job, to, now)
         return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being requeued"}
 
     def _controllable(
@@ -168,21 +221,73 @@ class ControlOps:
             code, text = P.WRONG_STATE, wrong_state(job) or ""
             if not text:
                 return job, {}
-        message = f"Job <{label(job_id)}>: {text}"
-        return None, {"job": job_id, "ok": False, "code": code, "message": message}
+        return None, _refusal(job_id, code, text)
 
-    def _requeue_running(self, job: Job, now: float) -> None:
-        """PEND now (stored: a restart keeps it pending); its hosts kill the attempt as a
+    def _requeue_running(self, job: Job, to: str, now: float) -> None:
+        """PEND (or PSUSP) now, stored: a restart keeps it; its hosts kill the attempt as a
         stale one. It waits kill_grace before it may start again, the time the old attempt
         has to end, so that two attempts do not overlap on a host that hears at once."""
         for host, _ in allocation(job):
             self._kill_order(host, job.id, job.attempt, stale=True)
         self._release(job)
         job.kill_requested = False  # a kill under way ends with the old attempt
-        self._move(job, PEND, now, REQUEUED)
+        self._move(job, to, now, REQUEUED)
         unplace(job)
         job.eligible_time = now + self.conf.sbatchd.kill_grace
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
+
+    def _requeue_pending(self, job: Job, to: str, now: float) -> None:
+        """brequeue -p: a job waiting in its FIFO goes after its user's jobs of its priority
+        (LSF), a held one (PSUSP) back to its FIFO; -H holds it. One waiting for a condition,
+        a retry backoff or its begin time keeps waiting."""
+        queued = job.state == PSUSP or self._fifo_of(job) is not None
+        self._move(job, to, now, REQUEUED)  # its FIFO entry, if any, is stale now
+        self.touched.add((job.queue, job.user))
+        if to == PEND and queued and job.id not in self.depend_waiting:
+            self._enter_fifo(job, now)
+
+    def _requeue_finished(
+        self,
+        job: Job,
+        to: str,
+        now: float,
+        load_env: Callable[[int], tuple[str, dict] | None],
+    ) -> bool:
+        """brequeue -d, -e: a finished job (still in memory, within clean_period) is pending
+        again, to run as attempt N+1; its array is unfinished again, and the conditions its
+        end made false for good can hold again. False if its environment is gone."""
+        owner: Job | Array = job if job.array is None else job.array
+        if owner.finished and not self._env_back(owner, load_env):
+            return False
+        job.kill_requested = False
+        self.out.runs.append(run_record(job))  # bacct counts each run (LSF's JOB_FINISH)
+        self._move(job, to, now, REQUEUED)  # an element's array counts it pending again
+        unplace(job)
+        arr = job.array
+        if arr is not None:
+            if arr.end_time is not None:
+                arr.end_time = None  # it ends again with its last element
+                self.out.arrays[arr.id] = arr
+            self._depend_reopen(arr.id, now)  # done(ARRAY) is false once an element exits
+        self._depend_reopen(job.id, now)
+        if to == PEND:
+            self._enter_fifo(job, now)
+        return True
+
+    def _env_back(
+        self, owner: Job | Array, load_env: Callable[[int], tuple[str, dict] | None]
+    ) -> bool:
+        """Count `owner` among the users of its environment again, read from the store if no
+        job in memory holds it any longer. False if the store has it no longer either."""
+        env_id = owner.spec.get("env_id")
+        if env_id is None:
+            return True
+        entry = self.envs.get(env_id)
+        found = (entry[0], entry[1]) if entry is not None else load_env(env_id)
+        if found is None:
+            return False
+        self._env_ref(env_id, *found)
+        return True
 
     # --- bstop
 
@@ -201,8 +306,10 @@ class ControlOps:
     # --- bswitch
 
     def switch(self, ident: dict[str, Any], msg: Switch, now: float) -> dict[str, Any]:
-        """bswitch QUEUE: pending jobs to another queue, after the user's jobs of their
-        priority there (LSF). A job the new queue would refuse stays where it is."""
+        """bswitch QUEUE: unfinished jobs to another queue. A pending one goes after the
+        user's jobs of its priority there; a running one keeps running, counted in the new
+        queue's running jobs, with the limits it started with (LSF). A job the new queue
+        would refuse stays where it is."""
         queue = msg.get("queue")
         if not isinstance(queue, str) or queue not in self.qconf:
             raise P.ProtocolError(P.NOT_FOUND, f"{queue}: No such queue")
@@ -214,11 +321,16 @@ class ControlOps:
         if job is None:
             return refusal
         queued = self._fifo_of(job) is not None  # else it enters a FIFO later, by job.queue
+        running = job.state not in WAITING  # it keeps running, counted in its new queue
         if job.state == PEND:
             self.npend[job.queue] -= 1
             self.npend[queue] = self.npend.get(queue, 0) + 1
+        if running:
+            self._count_run(job, -1)
         self.touched.add((job.queue, job.user))
         job.queue = queue
+        if running:
+            self._count_run(job, +1)
         if queued:
             self._enqueue(job)  # its old FIFO entry is stale now (another pend_seq)
         self.touched.add((job.queue, job.user))
@@ -234,13 +346,15 @@ class ControlOps:
         """Why `job` cannot go to `queue` as it is, or None."""
         if job.array is not None:
             return "an array's elements stay in their array's queue"
-        if job.state not in WAITING:
-            return (
-                "Job has already finished" if job.state in FINISHED else "Job has already started"
-            )
+        if job.state in FINISHED:
+            return "Job has already finished"
         if not self.queue_flag(queue, "open"):
             return f"Queue <{queue}> is closed"
         qc = self.qconf[queue]
+        interactive = job.spec.get("interactive") is not None
+        if qc.interactive == ("no" if interactive else "only"):
+            kind = "interactive" if interactive else "batch"
+            return f"Queue <{queue}> does not accept {kind} jobs"
         for field, maximum in (
             ("walltime", qc.max_walltime),
             ("memory", qc.max_memory),
@@ -258,11 +372,13 @@ class ControlOps:
         """btop/bbot: a pending job (or array) before the first, or after the last, of its
         user's pending jobs of the same priority in its queue (LSF). Its new pend_seq is
         stored with it, so the order survives a restart."""
-        job_id, to = msg.get("job"), msg.get("to")
+        job_id, to, position = msg.get("job"), msg.get("to"), msg.get("position", 1)
         if type(job_id) is not int or to not in ("top", "bottom"):
             raise P.ProtocolError(
                 P.BAD_REQUEST, "'move' takes a job id and 'to': 'top' or 'bottom'"
             )
+        if type(position) is not int or position < 1:
+            raise P.ProtocolError(P.BAD_REQUEST, "field 'position' of 'move' must be 1 or more")
         target = self._target(job_id)
         name = label(job_id)
         if target is None:
@@ -272,14 +388,21 @@ class ControlOps:
         fifo = self._fifo_of(target)
         if fifo is None:
             raise P.ProtocolError(P.WRONG_STATE, f"Job <{name}>: {_not_movable(target)}")
-        if to == "bottom":
+        order = fifo_order(self.conf)
+        rank = order((0, target))[0]
+        equals = [e for e in fifo if e[1] is not target and live(e) and order(e)[0] == rank]
+        position = min(position, len(equals) + 1)  # past the end: the last place there is
+        before = position - 1 if to == "top" else len(equals) + 1 - position
+        if before == len(equals):
             self._enqueue(target)  # a new pend_seq, after its equals and betters
+        elif before == 0:
+            self._to_top(target, fifo, equals[0][0])
         else:
-            self._to_top(target, fifo)
+            self._between(target, fifo, equals, before)
         self.touched.add((target.queue, target.user))
         self.wake = True
         self._save_position(target)
-        return {"message": f"Job <{name}> has been moved to position 1 from {to}."}
+        return {"message": f"Job <{name}> has been moved to position {position} from {to}."}
 
     def _fifo_of(self, target: Job | Array) -> deque[tuple[int, Any]] | None:
         """Its user's FIFO in its queue if it waits there now (not held, not waiting for a
@@ -290,13 +413,33 @@ class ControlOps:
         live = any(j is target and seq == target.pend_seq for seq, j in fifo)
         return fifo if live else None
 
-    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]]) -> None:
+    def _to_top(self, target: Job | Array, fifo: deque[tuple[int, Any]], first: int) -> None:
+        """Before its first equal, whose pend_seq is `first`."""
         order = fifo_order(self.conf)
-        rank = order((0, target))[0]
-        first = min(seq for seq, j in fifo if order((seq, j))[0] == rank)
-        target.pend_seq = first - 1 or -1  # 0 means "never queued" in the store
+        target.pend_seq = _below(first)
         entry = (target.pend_seq, target)
         fifo.insert(bisect_left(fifo, order(entry), key=order), entry)
+
+    def _between(
+        self,
+        target: Job | Array,
+        fifo: deque[tuple[int, Any]],
+        equals: list[tuple[int, Any]],
+        before: int,
+    ) -> None:
+        """Just before equals[before]: the equals ahead of it take lower pend_seqs where
+        there is no room between two (each one stored), and the user's FIFO is made again in
+        its order: the cost of a move into the middle, never of a turn."""
+        members = [j for seq, j in fifo if live((seq, j)) and j is not target] + [target]
+        target.pend_seq = limit = _below(equals[before][0])
+        for _, ahead in reversed(equals[:before]):
+            if ahead.pend_seq < limit:
+                break
+            ahead.pend_seq = limit = _below(limit)
+            self._save_position(ahead)
+        order = fifo_order(self.conf)
+        fifo.clear()
+        fifo.extend(sorted(((j.pend_seq, j) for j in members), key=order))
 
     def _save_position(self, target: Job | Array) -> None:
         if isinstance(target, Array):
@@ -305,12 +448,35 @@ class ControlOps:
             self._dirty(target)
 
 
-def _not_requeued(job: Job) -> str | None:
-    if job.state == RUN:
-        return None
+def _below(seq: int) -> int:
+    """The pend_seq just before `seq` (0 means "never queued" in the store: skipped)."""
+    return seq - 1 or -1
+
+
+def _refusal(job_id: int, code: str, text: str) -> dict[str, Any]:
+    """A result line of a job left as it was: `Job <ID>: text` (LSF)."""
+    return {"job": job_id, "ok": False, "code": code, "message": f"Job <{label(job_id)}>: {text}"}
+
+
+def requeue_states(kinds: object) -> Callable[[str], bool]:
+    """The request's `kinds` (brequeue -r -p -d -e) as a test of a job's state."""
+    try:
+        return states_test(kinds)
+    except ValueError as exc:
+        raise P.ProtocolError(P.BAD_REQUEST, f"field 'kinds' of 'requeue': {exc}") from None
+
+
+def _not_requeued(job: Job, states: Callable[[str], bool], hold: bool) -> str | None:
+    """LSF's reason `job` is not requeued with these options, or None."""
+    if job.spec.get("interactive") is not None:
+        return "Interactive jobs cannot be requeued"
+    if states(job.state):
+        return "Job has already been suspended" if hold and job.state == PSUSP else None
     if job.state in FINISHED:
         return "Job has already finished"
-    return "Job has not started yet"
+    if job.state in WAITING:
+        return "Job has not started yet"
+    return "Job has already started"
 
 
 def _not_stopped(job: Job) -> str | None:

@@ -70,6 +70,8 @@ SUBMIT_OPS = ("submit", "submit_many")
 # drop their handshakes while a long turn runs (the kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
 FREEZE_EVERY = 10.0  # seconds between gc.freeze() calls (see turn)
+# job control answered at once: refused while the disk is full, as the change could not be kept
+CONTROL_OPS = frozenset(("kill", "resume", "move", "requeue", "switch", "stop", "modify"))
 FULL_RETRY = 2.0  # seconds between commits tried while the store's disk is full
 SPACE_EVERY = 5.0  # seconds between two looks at the store's free space
 
@@ -123,7 +125,7 @@ class Mbatchd:
             "kill": self.op_kill,
             "resume": lambda p, m, n: self.core.resume(p.identity, m, n),
             "move": lambda p, m, n: self.core.move(p.identity, m, n),  # btop, bbot
-            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n),  # brequeue
+            "requeue": lambda p, m, n: self.core.requeue(p.identity, m, n, self.store.env),
             "switch": lambda p, m, n: self.core.switch(p.identity, m, n),  # bswitch
             "stop": lambda p, m, n: self.core.stop(p.identity, m, n),  # bstop
             "modify": lambda p, m, n: self.core.modify(p.identity, m, n),  # bmod
@@ -168,9 +170,7 @@ class Mbatchd:
         role = peer.identity["role"]
         if op not in ROLE_OPS.get(role, ()) and op != "ping":
             raise P.ProtocolError(P.DENIED, f"op {op!r} is not for role {role}")
-        if (
-            op in ("kill", "resume", "move", "modify") and self.full
-        ):  # a user's answer would precede the commit
+        if op in CONTROL_OPS and self.full:  # a user's answer would precede the commit
             raise P.ProtocolError(P.UNAVAILABLE, f"{self.full}: {op} again once space is freed")
         result = handler(peer, msg, time.time())
         if result is not None:
