@@ -87,8 +87,9 @@ def test_a_full_disk_refuses_submits_serves_running_jobs_and_resumes(tmpfs, make
     res = c.cli("resume", str(held), check=False)
     assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
     assert c.jobs([held])[held]["stat"] == "PSUSP"
-    res = c.cli("modify", "-Jd", "x", str(held), check=False)  # bmod: its answer waits too
-    assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, res
+    for words in (["modify", "-Jd", "x"], ["switch", "serial"], ["requeue", "-p"], ["stop"]):
+        res = c.cli(*words, str(held), check=False)  # bmod, bswitch...: their answers wait too
+        assert res.returncode == 1 and f"disk full on {tmpfs}" in res.stderr, (words, res)
     assert c.jobs([held])[held]["description"] is None
 
     os.unlink(filler)  # space returns: mbatchd resumes by itself
