@@ -306,6 +306,14 @@ class SignalOrder(Order):
     signal: int
 
 
+class SuspendOrder(Order):
+    """bstop, bresume (op `suspend`, `resume`): the attempt's processes stopped or running
+    again, with its blaunch tasks on that host."""
+
+    job: int | str
+    attempt: int
+
+
 class KillOrder(Order):
     job: int | str
     attempt: int
@@ -396,6 +404,8 @@ SBATCHD_ORDERS: dict[str, type] = {
     "peek": PeekOrder,
     "launch": LaunchOrder,
     "signal": SignalOrder,
+    "suspend": SuspendOrder,
+    "resume": SuspendOrder,
 }
 LIM_REQUESTS: dict[str, type] = {
     "sign": Sign,

@@ -2,11 +2,11 @@
 roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves before the first, or after
 the last, of its user's pending jobs of the same priority in its queue. brequeue: running jobs
 are killed and pending again. bswitch: pending jobs go to another queue. bstop: pending jobs
-are held (PSUSP) until bresume."""
+are held (PSUSP), running ones stopped (USUSP) until bresume."""
 
 import sys
 
-from roles.cli.bkill import job_id, print_results, usage
+from roles.cli.bkill import job_id, print_results, selected, setup_selection, usage
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -51,14 +51,17 @@ def requeue(args: "Args") -> int:
     return print_results(client(args).call("requeue", jobs=args.jobs)["results"])
 
 
-def setup_stop(p: "Parser") -> None:
-    p.add_argument("jobs", nargs="+", type=job_id, metavar="JOBID")
-
-
 def stop(args: "Args") -> int:
+    """bstop: the jobs named, or the unfinished ones 0 and the filters select that are not
+    stopped already."""
+    from lavalite.model import PEND, RUN, SSUSP
     from roles.cli import client
 
-    return print_results(client(args).call("stop", jobs=args.jobs)["results"])
+    cli = client(args)
+    ids = selected(cli, args, "stop", (PEND, RUN, SSUSP))
+    if isinstance(ids, int):
+        return ids
+    return print_results(cli.call("stop", jobs=ids)["results"])
 
 
 def setup_switch(p: "Parser") -> None:
@@ -86,5 +89,5 @@ COMMANDS = {
     "bottom": (setup, bottom, "move a pending job to the bottom of them (bbot)"),
     "requeue": (setup_requeue, requeue, "kill running jobs and queue them again (brequeue)"),
     "switch": (setup_switch, switch, "move pending jobs to another queue (bswitch)"),
-    "stop": (setup_stop, stop, "hold pending jobs until bresume (bstop)"),
+    "stop": (setup_selection, stop, "stop running jobs, hold pending ones (bstop)"),
 }

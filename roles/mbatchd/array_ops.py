@@ -29,6 +29,7 @@ from lavalite.model import (
     KILLED_REASON,
     PEND,
     RUN,
+    SUSPENDED,
     Job,
     element_id,
     label,
@@ -165,8 +166,8 @@ class ArrayOps:
 
     def _element_changed(self, arr: Array, job: Job, old: str, new: str, now: float) -> None:
         """Keep the counts of `arr`, the array of `job`; called by Core._move for elements."""
-        arr.counts[old] -= 1
-        arr.counts[new] += 1
+        arr.counts[_counted(old)] -= 1
+        arr.counts[_counted(new)] += 1
         if new == PEND or new == RUN:
             arr.live.add(split_id(job.id)[1])
         elif new in FINISHED:
@@ -286,3 +287,8 @@ def _compact(indices: Iterable[int]) -> str:
         else:
             ranges.append([i, i])
     return format_ranges([(a, b, 1) for a, b in ranges])
+
+
+def _counted(state: str) -> str:
+    """An array counts its suspended elements as running: they hold their slots (LSF)."""
+    return RUN if state in SUSPENDED else state

@@ -40,6 +40,7 @@ from lavalite.model import (
     PSUSP,
     RUN,
     SIGNAL,
+    STARTED,
     WAITING,
     Host,
     Job,
@@ -64,6 +65,7 @@ from roles.mbatchd.placement import (
     part_of,
     unplace,
 )
+from roles.mbatchd.suspend import COUNTED, SuspendOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -118,7 +120,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, SuspendOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -143,6 +145,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         self.finished = deque()  # (end_time, job id), for expiry from memory
         self.reasons = {}  # last plan's pending reasons
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
+        self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
         self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)
@@ -227,6 +230,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             self.finished.append((job.end_time, job.id))
             return
         env_id = job.spec.get("env_id")
+        self._suspension_moved(job, "", job.state)
         if job.array is not None:
             job.array.live.add(index)  # its env is the array's, counted once
         elif env_id in envs:
@@ -295,6 +299,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
         for state, sign in ((old, -1), (new, +1)):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
+        if old in COUNTED or new in COUNTED:
+            self._suspension_moved(job, old, new)
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
         self._depend_moved(job, now)
@@ -621,7 +627,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             return job_id in gone or split_id(job_id)[0] in gone
 
         for job in jobs:
-            if job.state == RUN:
+            if job.state in STARTED:
                 self._release(job)
             elif job.state == PEND:
                 self.npend[job.queue] -= 1
@@ -724,7 +730,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             raise P.ProtocolError(
                 P.NOT_RUNNING, f"Job <{label(job_id)}>: Job is pending; no output yet"
             )
-        if job.state != RUN:
+        if job.state not in STARTED:
             raise P.ProtocolError(
                 P.NOT_RUNNING, f"Job <{label(job_id)}>: Job has finished; {self._output_of(job)}"
             )
@@ -909,7 +915,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                     "max": q.max_running_queue,
                     "max_user": q.max_running_user,
                     "pend": self.npend.get(name, 0) + unhanded.get(name, 0),
-                    "run": q.running,
+                    "run": q.running,  # suspended jobs' slots too ("susp": how many)
+                    "susp": self.suspended_slots("queue", name),
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
                     "limits": {
@@ -934,6 +941,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
                     "free": h.free,
                     "load": h.load,
                     "jobs": len(self.host_jobs[h.name]),
+                    "susp": self.suspended_slots("host", h.name),
                     "admin": self.admin_comment("host", h.name),
                 }
                 for h in self.hosts.values()
@@ -967,6 +975,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
                     self._kill_order(name, job.id, job.attempt)
+                self._suspended_again(name, job)
             elif job.kill_requested:
                 # never delivered, and killed meanwhile: it ends here, it is not sent again
                 self._ended(job, {"reason": KILLED_REASON}, now)
@@ -978,7 +987,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             known = self.jobs.get(job_id)
             if (
                 known is None
-                or known.state != RUN
+                or known.state not in STARTED
                 or known.attempt != attempt
                 or all(host != name for host, _ in allocation(known))
             ):
@@ -1066,7 +1075,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             job = self.jobs.get(rep.get("job"))  # type: ignore[arg-type]  # a wire value: no id, no job
             if (
                 job is None
-                or job.state != RUN
+                or job.state not in STARTED
                 or job.attempt != rep.get("attempt")
                 or job.host != host
             ):
