@@ -7,6 +7,16 @@ import time
 
 import pytest
 from conftest import wait_until
+from test_blaunch_hosts import (  # noqa: F401 (a fixture)
+    OTHER,
+    WIDE,
+    _cgroup_of,
+    _link,
+    _marker,
+    _sleeping,
+    _submit,
+    two_hosts,
+)
 from test_core import USER, commit, dispatched, submit, world  # noqa: F401 (a fixture)
 from test_lsf_options import _run
 
@@ -16,7 +26,7 @@ from roles.mbatchd.core import Core
 from roles.sbatchd import core as sb
 
 ADMIN = {**USER, "user": "root", "uid": 0}
-OTHER = {**USER, "user": "bob", "uid": 1001}
+BOB = {**USER, "user": "bob", "uid": 1001}
 
 
 # --- the state machine
@@ -121,7 +131,7 @@ def test_the_system_suspends_and_resumes_a_running_job(world):
 def test_wrong_state_and_permission_are_refused_and_change_nothing(world):
     conf, store, core = world
     job_id = dispatched(core, store)
-    denied = _results(core.stop(OTHER, {"jobs": [job_id]}, 101.0))
+    denied = _results(core.stop(BOB, {"jobs": [job_id]}, 101.0))
     assert denied == [(False, f"Job <{job_id}>: User permission denied")]
     assert core.jobs[job_id].state == "RUN" and not core.out.outbox
     # an admin's stop: its user may not resume it
@@ -210,12 +220,32 @@ def test_a_kill_thaws_a_stopped_attempt_first_and_a_restart_keeps_it_stopped():
 
 
 def _counter(c, tmp_path, **spec):
-    """A running job that appends a line to a file every 0.1 s, and that file."""
+    """A running job that appends a line to a file every 0.1 s, and that file (its first
+    line: the job's shell's pid)."""
     lines = tmp_path / "lines"
-    loop = f"while true; do echo x >> {lines}; sleep 0.1; done"
+    loop = f"echo $$ > {lines}; while true; do echo x >> {lines}; sleep 0.1; done"
     job = c.submit(["/bin/sh", "-c", loop], **spec)
     wait_until(lambda: lines.exists() and _count(lines) > 2, 60, c.logs)
     return job, lines
+
+
+def _pid(lines):
+    with open(lines) as f:
+        return int(f.readline())
+
+
+def _proc_state(pid):
+    """The process's state letter (T: stopped by a signal)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _freezer_state(pid):
+    """FROZEN or THAWED: the v1 freezer group the process is in."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        path = next(line.split(":", 2)[2].strip() for line in f if ":freezer:" in line)
+    with open(f"/sys/fs/cgroup/freezer{path}/freezer.state") as f:
+        return f.read().strip()
 
 
 def _count(path):
@@ -245,12 +275,15 @@ def _state(c, job):
     return c.jobs([job])[job]["state"]
 
 
-def _stop_and_resume(c, tmp_path):
+def _stop_and_resume(c, tmp_path, stopped):
+    """bstop, then bresume, of a job counting in a loop; `stopped(pid)` checks how its
+    shell's process was stopped."""
     job, lines = _counter(c, tmp_path)
     res = _run(c, tmp_path, ["bstop", str(job)])
     assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being stopped\n"), res
     assert _state(c, job) == "USUSP"
     n = _frozen(lines)
+    stopped(_pid(lines))
     res = _run(c, tmp_path, ["bjobs", "-s", str(job)])
     assert "USUSP" in res.stdout and " The job was suspended by user;" in res.stdout, res
     res = _run(c, tmp_path, ["bresume", str(job)])
@@ -263,7 +296,12 @@ def _stop_and_resume(c, tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/freezer"), reason="no v1 freezer here")
 def test_bstop_freezes_a_running_job_and_bresume_thaws_it(make_cluster, tmp_path):
     c = make_cluster(slots=2, sbatchd={"cgroups": "v1"})
-    job, lines = _stop_and_resume(c, tmp_path)
+
+    def frozen(pid):
+        assert _freezer_state(pid) == "FROZEN" and _proc_state(pid) != "T"
+
+    job, lines = _stop_and_resume(c, tmp_path, frozen)
+    assert _freezer_state(_pid(lines)) == "THAWED"
     # bkill of a stopped job: it dies (a frozen task dies of SIGKILL only once thawed)
     assert _run(c, tmp_path, ["bstop", str(job)]).returncode == 0
     _frozen(lines)
@@ -273,7 +311,11 @@ def test_bstop_freezes_a_running_job_and_bresume_thaws_it(make_cluster, tmp_path
 
 def test_bstop_stops_every_process_by_signal_without_cgroups(make_cluster, tmp_path):
     c = make_cluster(slots=2, sbatchd={"cgroups": "off"})
-    job, lines = _stop_and_resume(c, tmp_path)
+
+    def stopped(pid):
+        assert _proc_state(pid) == "T"
+
+    job, lines = _stop_and_resume(c, tmp_path, stopped)
     res = _run(c, tmp_path, ["bqueues"])
     assert res.stdout.split("\n")[1].split()[-4:] == ["1", "0", "1", "0"], res
     assert _run(c, tmp_path, ["bstop", "0"]).returncode == 0
@@ -320,3 +362,32 @@ def test_the_run_limit_does_not_count_the_time_stopped(make_cluster, tmp_path):
     res = _run(c, tmp_path, ["bhist", "-l", str(job)])
     figures = dict(zip(*[line.split() for line in res.stdout.splitlines()[-3:-1]]))
     assert float(figures["USUSP"]) >= 2 * limit, res
+
+
+def _stopped(pid):
+    """Whether the process is frozen by its v1 freezer group, or else stopped by a signal."""
+    try:
+        return _freezer_state(pid) == "FROZEN"
+    except OSError:  # no freezer group of its own
+        return _proc_state(pid) == "T"
+
+
+def test_bstop_stops_the_jobs_blaunch_task_on_its_other_host(two_hosts, tmp_path):
+    cluster = two_hosts
+    marker = _marker()
+    script = f"{OTHER}{_link(tmp_path, 'blaunch')} $other sleep {marker}"
+    job_id = _submit(cluster, *WIDE, "-o", "/dev/null", script)
+    (pid,) = wait_until(
+        lambda: _sleeping(marker), what=lambda: f"the task running: {cluster.jobs([job_id])}"
+    )
+    assert f"blaunch-{job_id}.1" in _cgroup_of(pid)
+    assert not _stopped(pid)
+    assert cluster.cli("stop", str(job_id)).stdout == f"Job <{job_id}> is being stopped\n"
+    wait_until(lambda: _stopped(pid), 30, lambda: f"the task {pid} to stop\n{cluster.logs()}")
+    res = _run(cluster, tmp_path, ["bhosts", "-w", "h2"])
+    assert res.stdout.split("\n")[1].split()[-4:] == ["0", "0", "2", "0"], res  # RUN SSUSP USUSP
+    cluster.cli("resume", str(job_id))
+    wait_until(lambda: not _stopped(pid), 30, lambda: f"the task {pid} to run again")
+    cluster.cli("kill", str(job_id))
+    assert cluster.wait([job_id])[job_id]["stat"] == "KILLED"
+    wait_until(lambda: not _sleeping(marker), what="the task gone with its job")
