@@ -167,6 +167,7 @@ def test_an_array_counts_its_suspended_elements_as_running(world):
     core.schedule(100.0)
     first, second = sorted(j for j in core.jobs if j >> 32 == arr["job"])
     core.stop(USER, {"jobs": [first]}, 101.0)
+    assert core.jobs[first].state == "USUSP"
     core.reports("h1", [{"rid": 1, "kind": "exit", "job": second, "attempt": 1}], 102.0)
     assert core.arrays[arr["job"]].end_time is None, "an element is still suspended"
     core.resume(USER, {"jobs": [first]}, 103.0)
