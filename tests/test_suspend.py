@@ -325,6 +325,9 @@ def test_bstop_stops_every_process_by_signal_without_cgroups(make_cluster, tmp_p
     assert res.stdout.split("\n")[1].split()[-4:] == ["1", "0", "0", "1"], res
     res = _run(c, tmp_path, ["bjobs", "-sum"])
     assert res.stdout.split("\n")[1].split() == ["0", "0", "1", "0", "0", "0", "0"], res
+    res = _run(c, tmp_path, ["badmin", "showstatus"])
+    assert "        Suspended:            1\n" in res.stdout, res
+    assert "        Finished:             0\n" in res.stdout, res
     assert _run(c, tmp_path, ["bkill", str(job)]).returncode == 0
     assert c.wait([job])[job]["state"] == "KILLED"
 
