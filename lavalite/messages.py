@@ -280,6 +280,7 @@ class Register(Envelope):
     slots: int
     running: list[list[Any]]  # [job, attempt] of each attempt running on the host
     reports: list[JobReport]  # every report not yet acknowledged
+    suspended: NotRequired[list[list[Any]]]  # [job, attempt] of those stopped there (bstop)
 
 
 class Report(Envelope):
@@ -415,9 +416,15 @@ LIM_REQUESTS: dict[str, type] = {
 LOGIN: dict[str, type] = {"challenge": Challenge, "hello": Hello}
 
 
-def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> Register:
-    """sbatchd's first frame on a connection: its slots, what runs, what is unacknowledged."""
-    return {
+def register(
+    slots: int,
+    running: list[list[Any]],
+    reports: list[JobReport],
+    suspended: list[list[Any]] | None = None,
+) -> Register:
+    """sbatchd's first frame on a connection: its slots, what runs (and of it, what is
+    stopped), what is unacknowledged."""
+    msg: Register = {
         "v": VERSION,
         "op": "register",
         "id": None,
@@ -425,6 +432,9 @@ def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> 
         "running": running,
         "reports": reports,
     }
+    if suspended:
+        msg["suspended"] = suspended
+    return msg
 
 
 def report(reports: list[JobReport]) -> Report:

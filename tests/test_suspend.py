@@ -97,9 +97,17 @@ def test_a_stopped_job_ends_by_its_kill_and_stays_stopped_across_a_reload(world)
     again = Core(conf, store.load(0), now=102.0)
     assert again.jobs[job_id].state == "USUSP" and again.hosts["h1"].used == 1
     assert again.suspended_slots("queue", "serial")["USUSP"] == 1
-    # its host registers again running it: told again that it is stopped
+    # its host registers again running it, not stopped (the order lost): told again
     again.host_register("h1", {"slots": 1, "running": [[job_id, 1]]}, 103.0)
     assert {"op": "suspend", "job": job_id, "attempt": 1} in commit(store, again)["h1"]
+    stopped = {"slots": 1, "running": [[job_id, 1]], "suspended": [[job_id, 1]]}
+    again.host_register("h1", stopped, 103.0)
+    assert "h1" not in commit(store, again), "stopped there already: nothing to say"
+    # resumed while its host was away: the host that still holds it stopped is told
+    again.resume(USER, {"jobs": [job_id]}, 103.5)
+    again.host_register("h1", stopped, 103.6)
+    assert {"op": "resume", "job": job_id, "attempt": 1} in commit(store, again)["h1"]
+    again.stop(USER, {"jobs": [job_id]}, 103.7)
     assert _results(again.kill(USER, {"jobs": [job_id]}, 104.0)) == [
         (True, f"Job <{job_id}> is being terminated")
     ]
@@ -291,6 +299,8 @@ def _stop_and_resume(c, tmp_path, stopped):
     assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being resumed\n"), res
     _grows(lines, n)
     assert _state(c, job) == "RUN"
+    res = _run(c, tmp_path, ["bresume", str(job)])
+    assert (res.returncode, res.stderr) == (1, f"Job <{job}>: Job is not suspended\n"), res
     return job, lines
 
 

@@ -954,6 +954,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Suspen
         """sbatchd (re)connects: its slots, the attempts it runs, its unacknowledged reports."""
         slots = P.require(msg, "slots", int)
         running = {(j, a) for j, a in P.require(msg, "running", list)}
+        stopped = {(j, a) for j, a in msg.get("suspended") or ()}
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = Host(name)
@@ -975,7 +976,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, Suspen
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
                     self._kill_order(name, job.id, job.attempt)
-                self._suspended_again(name, job)
+                self._suspended_again(name, job, (job.id, job.attempt) in stopped)
             elif job.kill_requested:
                 # never delivered, and killed meanwhile: it ends here, it is not sent again
                 self._ended(job, {"reason": KILLED_REASON}, now)

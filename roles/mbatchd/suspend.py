@@ -58,7 +58,10 @@ class SuspendOps:
 
     def _order_hosts(self, job: Job, op: str) -> None:
         for host, _ in allocation(job):  # its blaunch tasks on its other hosts too
-            self._send(host, {"op": op, "job": job.id, "attempt": job.attempt})
+            self._order(host, job, op)
+
+    def _order(self, host: str, job: Job, op: str) -> None:
+        self._send(host, {"op": op, "job": job.id, "attempt": job.attempt})
 
     def suspend_by_system(self, job_id: int, reason: str, now: float) -> bool:
         """SSUSP with LSF's suspending `reason` (a load threshold, preemption): whether the job
@@ -125,8 +128,11 @@ class SuspendOps:
         """{PSUSP, USUSP, SSUSP: slots} of a queue or host."""
         return {state: self.suspended.get((kind, name, state), 0) for state in COUNTED}
 
-    def _suspended_again(self, host: str, job: Job) -> None:
-        """A host that registers again running `job`: a suspended one stays stopped there,
-        even if the order was lost (mbatchd stopped between its commit and its send)."""
-        if job.state in SUSPENDED:
-            self._send(host, {"op": "suspend", "job": job.id, "attempt": job.attempt})
+    def _suspended_again(self, host: str, job: Job, stopped_there: bool) -> None:
+        """A host that registers again running `job` (`stopped_there`: it says the job is
+        stopped): told again what an order it did not get said (lost with a connection, or
+        with an mbatchd stopped between its commit and its send)."""
+        if job.state in SUSPENDED and not stopped_there:
+            self._order(host, job, "suspend")
+        elif job.state == RUN and stopped_there:
+            self._order(host, job, "resume")

@@ -699,6 +699,7 @@ class Sbatchd:
                 # the jobs' parts too: one that ended while we were away is killed (stale)
                 [list(k) for k in [*self.core.attempts, *self.tasks.parts]],
                 self.journal.pending(),
+                [list(a.key) for a in self.core.attempts.values() if a.suspended_at is not None],
             )
         )
 
