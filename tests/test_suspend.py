@@ -295,6 +295,9 @@ def _stop_and_resume(c, tmp_path, stopped):
     stopped(_pid(lines))
     res = _run(c, tmp_path, ["bjobs", "-s", str(job)])
     assert "USUSP" in res.stdout and " The job was suspended by user;" in res.stdout, res
+    res = _run(c, tmp_path, ["bjobs", "-l", str(job)])
+    assert " SUSPENDING REASONS:\n The job was suspended by user;\n" in res.stdout, res
+    assert c.cli("jobs", str(job)).stdout.split("\n")[1].split()[2] == "USUSP"  # STAT
     res = _run(c, tmp_path, ["bresume", str(job)])
     assert (res.returncode, res.stdout) == (0, f"Job <{job}> is being resumed\n"), res
     _grows(lines, n)
