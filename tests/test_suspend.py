@@ -142,9 +142,12 @@ def test_wrong_state_and_permission_are_refused_and_change_nothing(world):
     denied = _results(core.stop(BOB, {"jobs": [job_id]}, 101.0))
     assert denied == [(False, f"Job <{job_id}>: User permission denied")]
     assert core.jobs[job_id].state == "RUN" and not core.out.outbox
-    # an admin's stop: its user may not resume it
-    core.stop(ADMIN, {"jobs": [job_id]}, 102.0)
+    # an admin stops again what its user stopped: its user may no longer resume it
+    core.stop(USER, {"jobs": [job_id]}, 102.0)
+    assert _results(core.stop(ADMIN, {"jobs": [job_id]}, 102.0))[0][0] is True
     assert core.jobs[job_id].reason == model.SR_ADMIN
+    again = _results(core.stop(ADMIN, {"jobs": [job_id]}, 102.0))
+    assert again == [(False, f"Job <{job_id}>: Job has already been suspended")]
     assert _results(core.resume(USER, {"jobs": [job_id]}, 103.0)) == [
         (False, f"Job <{job_id}>: User permission denied")
     ]

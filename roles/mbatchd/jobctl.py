@@ -25,7 +25,6 @@ from lavalite.model import (
     PEND,
     PSUSP,
     STARTED,
-    USUSP,
     WAITING,
     Job,
     element_id,
@@ -97,6 +96,7 @@ class ControlOps:
         def _release(self, job: Job) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
         def _stop_running(self, ident: dict[str, Any], job: Job, now: float) -> None: ...
+        def _not_stopped(self, ident: dict[str, Any], job: Job) -> str | None: ...
         def queue_flag(self, name: str, flag: str) -> bool: ...
 
     def _control(self, target: Job | Array, msg: Kill, now: float) -> dict[str, Any]:
@@ -194,7 +194,7 @@ class ControlOps:
         return {"results": [self._stop_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
 
     def _stop_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
-        job, refusal = self._controllable(ident, job_id, _not_stopped)
+        job, refusal = self._controllable(ident, job_id, lambda j: self._not_stopped(ident, j))
         if job is None:
             return refusal
         if job.state == PEND:
@@ -316,15 +316,6 @@ def _not_requeued(job: Job) -> str | None:
     if job.state in FINISHED:
         return "Job has already finished"
     return "Job has not started yet"
-
-
-def _not_stopped(job: Job) -> str | None:
-    """Pending, running, or suspended by the system (then its user's: USUSP) may stop."""
-    if job.state == PSUSP or job.state == USUSP:
-        return "Job has already been suspended"
-    if job.state in FINISHED:
-        return "Job has already finished"
-    return None
 
 
 def _not_movable(target: Job | Array) -> str:

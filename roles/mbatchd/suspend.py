@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite.job_array import Array
 from lavalite.model import (
+    FINISHED,
     PSUSP,
     RUN,
     SR_ADMIN,
@@ -44,6 +45,7 @@ class SuspendOps:
 
         def _send(self, host: str, msg: dict[str, Any]) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
+        def _dirty(self, job: Job) -> None: ...
 
     # --- the moves
 
@@ -82,11 +84,31 @@ class SuspendOps:
 
     # --- bstop, bresume of a running job (the checks are ControlOps' and DependOps')
 
+    def _not_stopped(self, ident: dict[str, Any], job: Job) -> str | None:
+        """Why bstop by `ident` leaves `job` as it is, or None: pending, running or suspended
+        by the system, it stops; one its user stopped, an admin may stop again (LSF), so that
+        the user cannot resume it."""
+        if job.state == USUSP and job.reason == SR_USER and self._admin_over(ident, job):
+            return None
+        if job.state == PSUSP or job.state == USUSP:
+            return "Job has already been suspended"
+        if job.state in FINISHED:
+            return "Job has already finished"
+        return None
+
+    def _admin_over(self, ident: dict[str, Any], job: Job) -> bool:
+        """An admin acting on another user's job."""
+        return ident["user"] != job.user and ident["user"] in self.admins
+
     def _stop_running(self, ident: dict[str, Any], job: Job, now: float) -> None:
         """bstop: USUSP, by its user or by an admin (LSF's reasons differ: a user cannot
         resume a job an admin stopped)."""
-        by_admin = ident["user"] != job.user
-        self._suspend(job, USUSP, SR_ADMIN if by_admin else SR_USER, now)
+        reason = SR_ADMIN if self._admin_over(ident, job) else SR_USER
+        if job.state == USUSP:  # stopped by its user already: now by the admin
+            job.reason = reason
+            self._dirty(job)
+        else:
+            self._suspend(job, USUSP, reason, now)
 
     def _not_resumed(self, ident: dict[str, Any], job: Job) -> tuple[str, str] | None:
         """(code, LSF's text) of a suspended job `ident` may not resume, or None."""
