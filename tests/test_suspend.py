@@ -117,6 +117,23 @@ def test_a_stopped_job_ends_by_its_kill_and_stays_stopped_across_a_reload(world)
     assert again.suspended_slots("queue", "serial")["USUSP"] == 0
 
 
+def test_a_stopped_job_is_requeued_or_lost_with_its_host_as_a_running_one(world):
+    conf, store, core = world
+    job_id = dispatched(core, store, slots=2)
+    core.stop(USER, {"jobs": [job_id]}, 101.0)
+    assert _results(core.requeue(USER, {"jobs": [job_id]}, 102.0))[0][0] is True
+    job = core.jobs[job_id]
+    assert job.state == "PEND" and core.hosts["h1"].used == 0
+    assert core.suspended_slots("host", "h1")["USUSP"] == 0
+    core.tick(200.0)
+    core.schedule(200.0)
+    core.stop(USER, {"jobs": [job_id]}, 201.0)
+    assert (job.state, job.attempt) == ("USUSP", 2)
+    core.host_gone("h1", 202.0)
+    core.tick(202.0 + conf.mbatchd.node_lost_grace + 1)
+    assert job.stat == "FAILED(node_lost)" and core.suspended_slots("queue", "serial")["USUSP"] == 0
+
+
 def test_the_system_suspends_and_resumes_a_running_job(world):
     conf, store, core = world
     job_id = dispatched(core, store)
