@@ -26,6 +26,7 @@ from roles.mbatchd.core import Core
 from roles.sbatchd import core as sb
 
 ADMIN = {**USER, "user": "root", "uid": 0}
+NO_SELECTION = "a job ID, 0, or one of -J, -u, -q, -m is required"
 BOB = {**USER, "user": "bob", "uid": 1001}
 
 
@@ -352,6 +353,10 @@ def test_bstop_stops_every_process_by_signal_without_cgroups(make_cluster, tmp_p
     job, lines = _stop_and_resume(c, tmp_path, stopped)
     res = _run(c, tmp_path, ["bqueues"])
     assert res.stdout.split("\n")[1].split()[-4:] == ["1", "0", "1", "0"], res
+    res = _run(c, tmp_path, ["bstop"])
+    assert (res.returncode, res.stderr) == (2, f"bstop: {NO_SELECTION}\n"), res
+    res = _run(c, tmp_path, ["bresume", "0"])
+    assert (res.returncode, res.stderr) == (1, "No suspended job found\n"), res
     assert _run(c, tmp_path, ["bstop", "0"]).returncode == 0
     _frozen(lines)
     res = _run(c, tmp_path, ["bqueues"])  # NJOBS PEND RUN SUSP

@@ -63,14 +63,12 @@ def signal_number(text: str) -> int:
 
 
 def kill(args: "Args") -> int:
-    from roles.cli import client
-
     if args.force and args.signal is not None:
         return usage(args, "kill", "-r and -s cannot be used together")
-    cli = client(args)
-    ids = selected(cli, args, "kill")
-    if isinstance(ids, int):
-        return ids
+    picked = selected(args, "kill")
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     fields: dict[str, Any] = {"signal": args.signal} if args.signal is not None else {}
     if args.force:
         fields["force"] = True
@@ -99,24 +97,27 @@ def print_results(results: "list[dict[str, Any]]", quiet_refusals: bool = False)
 
 
 def selected(
-    cli: "Client",
     args: "Args",
     command: str,
     states: "Container[str] | None" = None,
     nothing: str = "No unfinished job found",
-) -> "list[int] | int":
-    """The job IDs `command` acts on: those named, or, with 0 or filters alone, the jobs
-    `_select` finds (in `states`, if given); else its exit status, the message printed."""
+) -> "tuple[Client, list[int]] | int":
+    """(the client, the job IDs `command` acts on): those named, or, with 0 or filters
+    alone, the jobs `_select` finds (in `states`, if given); else its exit status, the
+    message printed."""
+    from roles.cli import client
+
     filters = args.job_name or args.user or args.queue or args.host
     if not args.jobs and not filters:
         return usage(args, command, "a job ID, 0, or one of -J, -u, -q, -m is required")
+    cli = client(args)
     ids = args.jobs
     if not ids or ALL in ids:  # LSF ignores the filters beside job IDs other than 0
         ids = _select(cli, args, ALL in ids, states)
         if not ids:
             print(nothing, file=sys.stderr)
             return 1
-    return ids
+    return cli, ids
 
 
 def _select(cli: "Client", args: "Args", every: bool, states: "Container[str] | None") -> list[int]:

@@ -465,10 +465,10 @@ def _ending(j: "dict[str, Any]") -> str:
 
 def resume(args: "Args") -> int:
     """bresume: the jobs named, or those in PSUSP or USUSP that 0 and the filters select."""
-    cli = _client(args)
-    ids = bkill.selected(cli, args, "resume", (PSUSP, USUSP), "No suspended job found")
-    if isinstance(ids, int):
-        return ids
+    picked = bkill.selected(args, "resume", (PSUSP, USUSP), "No suspended job found")
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     return bkill.print_results(cli.call("resume", jobs=ids)["results"])
 
 

@@ -55,12 +55,11 @@ def stop(args: "Args") -> int:
     """bstop: the jobs named, or the unfinished ones 0 and the filters select that are not
     stopped already."""
     from lavalite.model import PEND, RUN, SSUSP
-    from roles.cli import client
 
-    cli = client(args)
-    ids = selected(cli, args, "stop", (PEND, RUN, SSUSP))
-    if isinstance(ids, int):
-        return ids
+    picked = selected(args, "stop", (PEND, RUN, SSUSP))
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     return print_results(cli.call("stop", jobs=ids)["results"])
 
 
