@@ -5,9 +5,9 @@ suspension (SSUSP) that load thresholds and preemption call (`suspend_by_system`
 A suspended job keeps its attempt, its hosts and its slots (LSF): only its processes stop.
 Every host of the job is told (`suspend` / `resume` orders: sbatchd freezes the job's cgroup,
 or stops its processes, and pauses its run limit); the state is stored, so it holds across a
-restart of mbatchd, and a host that registers again is told again which of its jobs are
-suspended. The slots suspended jobs hold are counted per queue, host and user as they move,
-for bqueues and bhosts (no pass over the jobs).
+restart of mbatchd, and a host that registers again holding a job stopped or not, against
+its stored state, is told again. The slots suspended jobs hold are counted per queue and host
+as they move, for bqueues and bhosts (no pass over the jobs).
 """
 
 from typing import TYPE_CHECKING, Any
