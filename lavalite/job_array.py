@@ -160,7 +160,7 @@ class Array:
         self.skip: set[int] = set()
         self.killed, self.end_time = killed, end_time
         self.counts = {PEND: 0, RUN: 0, DONE: 0, FAILED: 0, KILLED: 0}
-        self.live: set[int] = set()  # indices of elements PEND or RUN
+        self.live: set[int] = set()  # indices of elements not finished
         self.pend_seq = 0
         self.eligible_time = 0.0  # as a job's: an array is never in retry backoff
         self.stored = False

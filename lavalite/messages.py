@@ -305,6 +305,7 @@ class Register(Envelope):
     slots: int
     running: list[list[Any]]  # [job, attempt] of each attempt running on the host
     reports: list[JobReport]  # every report not yet acknowledged
+    suspended: NotRequired[list[list[Any]]]  # [job, attempt] of those stopped there (bstop)
 
 
 class Report(Envelope):
@@ -358,6 +359,14 @@ class SignalOrder(Order):
     job: int | str
     attempt: int
     signal: int
+
+
+class SuspendOrder(Order):
+    """bstop, bresume (op `suspend`, `resume`): the attempt's processes stopped or running
+    again, with its blaunch tasks on that host."""
+
+    job: int | str
+    attempt: int
 
 
 class KillOrder(Order):
@@ -454,6 +463,8 @@ SBATCHD_ORDERS: dict[str, type] = {
     "launch": LaunchOrder,
     "signal": SignalOrder,
     "limits": LimitsOrder,
+    "suspend": SuspendOrder,
+    "resume": SuspendOrder,
 }
 LIM_REQUESTS: dict[str, type] = {
     "sign": Sign,
@@ -463,9 +474,15 @@ LIM_REQUESTS: dict[str, type] = {
 LOGIN: dict[str, type] = {"challenge": Challenge, "hello": Hello}
 
 
-def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> Register:
-    """sbatchd's first frame on a connection: its slots, what runs, what is unacknowledged."""
-    return {
+def register(
+    slots: int,
+    running: list[list[Any]],
+    reports: list[JobReport],
+    suspended: list[list[Any]] | None = None,
+) -> Register:
+    """sbatchd's first frame on a connection: its slots, what runs (and of it, what is
+    stopped), what is unacknowledged."""
+    msg: Register = {
         "v": VERSION,
         "op": "register",
         "id": None,
@@ -473,6 +490,9 @@ def register(slots: int, running: list[list[Any]], reports: list[JobReport]) -> 
         "running": running,
         "reports": reports,
     }
+    if suspended:
+        msg["suspended"] = suspended
+    return msg
 
 
 def usage(jobs: list[JobUsage]) -> Usage:

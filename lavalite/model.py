@@ -12,20 +12,32 @@ if TYPE_CHECKING:
 
 PEND, RUN, DONE, FAILED, KILLED = "PEND", "RUN", "DONE", "FAILED", "KILLED"
 PSUSP = "PSUSP"  # LSF's held pending job (bsub -H): it waits for bresume
+# LSF's suspended running jobs: stopped by their user or an admin (bstop), or by the system
+# (Core.suspend_by_system: load, preemption). Their processes are frozen on their hosts; they
+# keep their slots, and their run limit does not count the time suspended.
+USUSP, SSUSP = "USUSP", "SSUSP"
 FINISHED = frozenset((DONE, FAILED, KILLED))
 WAITING = frozenset((PEND, PSUSP))  # not started: bjobs -l gives the pending reason
-STATES = (PEND, PSUSP, RUN, DONE, FAILED, KILLED)
+SUSPENDED = frozenset((USUSP, SSUSP))
+STARTED = frozenset((RUN, USUSP, SSUSP))  # an attempt holds its hosts
+STATES = (PEND, PSUSP, RUN, USUSP, SSUSP, DONE, FAILED, KILLED)
 
 # Legal moves. RUN -> PEND is a retry (after backoff), a requeue after node loss, or a dispatch
 # that never reached its host. PEND -> FAILED: its termination time (bsub -t) came first.
-# PEND <-> PSUSP: held at submit (-H), released by bresume. brequeue: a job goes back to PEND,
-# or PSUSP with -H, from any state but PSUSP (a running job killed, a pending one queued again,
-# a finished one run again: -d, -e); it keeps its id and its next run is attempt N+1.
+# PEND <-> PSUSP: held at submit (-H), released by bresume. RUN <-> USUSP/SSUSP: stopped and
+# resumed; a suspended job ends as a running one does (bkill, node loss, brequeue), and a job
+# the system suspended may be stopped by its user too (SSUSP -> USUSP). brequeue: a job goes
+# back to PEND, or PSUSP with -H, from any state but PSUSP (a running job killed, a pending one
+# queued again, a finished one run again: -d, -e); it keeps its id and its next run is attempt
+# N+1.
 _REQUEUED = (PEND, PSUSP)
+_ENDS = (DONE, FAILED, KILLED, *_REQUEUED)
 TRANSITIONS = {
     PEND: frozenset((RUN, KILLED, FAILED, *_REQUEUED)),
     PSUSP: frozenset((PEND, KILLED, FAILED)),
-    RUN: frozenset((DONE, FAILED, KILLED, *_REQUEUED)),
+    RUN: frozenset((*_ENDS, USUSP, SSUSP)),
+    USUSP: frozenset((*_ENDS, RUN)),
+    SSUSP: frozenset((*_ENDS, RUN, USUSP)),
     DONE: frozenset(_REQUEUED),
     FAILED: frozenset(_REQUEUED),
     KILLED: frozenset(_REQUEUED),
@@ -65,6 +77,9 @@ PR_SELECT = "Job's resource requirements not satisfied"
 PR_EXCLUSIVE = "Job's requirement for exclusive execution not satisfied"
 PR_RUSAGE_MEM = "Job's requirements for reserving resource (mem) not satisfied"
 PR_SPAN = "Not enough processors to meet the job's spanning requirement"
+# Why a job is suspended (bjobs -l, -s; the event's reason), as LSF's suspending reasons.
+SR_USER = "The job was suspended by user"
+SR_ADMIN = "The job was suspended by LSF admin or root"
 
 # The spec's fields of bsub's timing, pre/post-execution and bookkeeping options, as job_view
 # shows them (roles/cli/bsub_options.py makes them)
@@ -235,14 +250,15 @@ class Event:
 def transition(job: Job, new: str, now: float, reason: str = "") -> Event:
     """Move `job` to state `new`, or raise IllegalTransition. Returns the Event to store.
 
-    Side effects on times follow the state: entering RUN clears the previous attempt's end,
-    entering a finished state stamps end_time."""
+    Side effects on times follow the state: entering RUN clears the previous attempt's end
+    (resuming a suspended job goes on with the same attempt), entering a finished state stamps
+    end_time."""
     old = job.state
     if new not in TRANSITIONS[old]:
         raise IllegalTransition(f"job {label(job.id)}: {old} -> {new} is not allowed")
     job.state = new
     job.reason = reason
-    if new == RUN:
+    if new == RUN and old not in SUSPENDED:
         job.attempt += 1
         job.start_time = None  # set by the START report
         job.end_time = None
@@ -347,6 +363,7 @@ def job_view(job: Job, pend_reason: str | None = None) -> dict:
         "stat": job.stat,
         "reason": job.reason,
         "pend_reason": pend_reason if job.state in WAITING else None,
+        "susp_reason": job.reason if job.state in SUSPENDED else None,
         "depend": spec.get("depend"),
         "from_host": spec.get("from_host"),
         "exec_host": job.host,

@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, Event, Host, Job
+from lavalite.model import ELEMENT_BITS, PEND, PSUSP, RUN, SSUSP, USUSP, Event, Host, Job
 from store.history import JOB_RUN_COLS, Queries, prune
 
 SCHEMA_VERSION = 7
@@ -186,8 +186,8 @@ class Store(Queries):
         jobs = [
             _job(r)
             for r in self.db.execute(
-                f"{_SELECT_JOB} WHERE state IN (?, ?, ?) OR end_time >= ? ORDER BY id",
-                (PEND, RUN, PSUSP, finished_since),
+                f"{_SELECT_JOB} WHERE state IN (?, ?, ?, ?, ?) OR end_time >= ? ORDER BY id",
+                (PEND, RUN, PSUSP, USUSP, SSUSP, finished_since),
             )
         ]
         arrays = [
@@ -241,8 +241,8 @@ class Store(Queries):
             "parts": list(
                 self.db.execute(
                     "SELECT p.job_id, p.attempt, p.host, p.time FROM job_parts p JOIN jobs j "
-                    "ON j.id = p.job_id WHERE j.state = ? OR j.end_time >= ?",
-                    (RUN, finished_since),
+                    "ON j.id = p.job_id WHERE j.state IN (?, ?, ?) OR j.end_time >= ?",
+                    (RUN, USUSP, SSUSP, finished_since),
                 )
             ),
         }

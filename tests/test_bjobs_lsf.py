@@ -195,7 +195,7 @@ def test_filters_select_as_lsf(make_cluster, tmp_path):
         res = _run(c, tmp_path, ["bjobs", *words])
         assert (res.returncode, res.stdout, res.stderr) == (0, "", "No suspended job found\n")
     res = _run(c, tmp_path, ["bjobs", "-sum"])
-    assert res.stdout.splitlines()[1].split() == ["1", "0", "0", "0", "1", "0"], res.stdout
+    assert res.stdout.splitlines()[1].split() == ["1", "0", "0", "0", "1", "0", "0"], res.stdout
     c.client.kill([running, pending])
 
 

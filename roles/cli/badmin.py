@@ -11,6 +11,7 @@ import sys
 import time
 
 from lavalite.hosts import local_host
+from lavalite.model import FINISHED, PSUSP, SUSPENDED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def print_status(s: "dict[str, Any]") -> None:
     """LSF's showstatus layout, with what mbatchd counts."""
     hosts, jobs = s["hosts"], s["jobs"]
     closed = sum(n for k, n in hosts.items() if k.startswith("closed"))
-    finished = sum(n for k, n in jobs.items() if k not in ("RUN", "PEND"))
+    finished = sum(n for k, n in jobs.items() if k in FINISHED)
+    suspended = sum(n for k, n in jobs.items() if k in (PSUSP, *SUSPENDED))
     lines = [
         "LSF runtime mbatchd information",
         f"    Job slots (free/total):   {s['free']}/{s['slots']}",
@@ -78,6 +80,7 @@ def print_status(s: "dict[str, Any]") -> None:
         f"        Unavailable:          {hosts.get('unavail', 0)}",
         f"    Number of jobs:       {sum(jobs.values())}",
         f"        Running:              {jobs.get('RUN', 0)}",
+        f"        Suspended:            {suspended}",
         f"        Pending:              {jobs.get('PEND', 0)}",
         f"        Finished:             {finished}",
         f"    Number of users:      {s['users']}",

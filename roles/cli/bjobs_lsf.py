@@ -328,12 +328,11 @@ def print_summary(views: "list[View]") -> None:
     """-sum: the slots of unfinished jobs by state, LSF's columns."""
     from roles.cli.commands import table
 
-    heads = ["RUN", "SSUSP", "USUSP", "UNKNOWN", "PEND", "FWD/PEND"]
+    heads = ["RUN", "SSUSP", "USUSP", "UNKNOWN", "PEND", "FWD_PEND", "PSUSP"]
     counts = dict.fromkeys(heads, 0)
     for j in views:
-        key = "PEND" if j["state"] == "PSUSP" else j["state"]
-        if key in counts:
-            counts[key] += j["slots"]
+        if j["state"] in counts:
+            counts[j["state"]] += j["slots"]
     table([[counts[h] for h in heads]], heads)
 
 

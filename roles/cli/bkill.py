@@ -26,13 +26,18 @@ ALL = 0  # the job ID that means every job the filters select
 
 
 def setup(p: "Parser") -> None:
+    p.add_argument("-s", dest="signal", type=signal_number, help="send this signal, not a kill")
+    p.add_argument("-r", dest="force", action="store_true", help="remove without waiting")
+    p.add_argument("-b", dest="batch", action="store_true", help="kill many jobs quickly")
+    setup_selection(p)
+
+
+def setup_selection(p: "Parser") -> None:
+    """The job IDs and filters that select jobs, as bkill, bstop and bresume take them."""
     p.add_argument("-J", dest="job_name", help="jobs of this name (* matches any characters)")
     p.add_argument("-u", dest="user", help="jobs of this user (all: every user's; admins)")
     p.add_argument("-q", dest="queue", help="jobs in this queue")
     p.add_argument("-m", dest="host", help="jobs running on this host")
-    p.add_argument("-s", dest="signal", type=signal_number, help="send this signal, not a kill")
-    p.add_argument("-r", dest="force", action="store_true", help="remove without waiting")
-    p.add_argument("-b", dest="batch", action="store_true", help="kill many jobs quickly")
     p.add_argument("jobs", nargs="*", type=job_id, metavar="JOBID")
 
 
@@ -58,20 +63,12 @@ def signal_number(text: str) -> int:
 
 
 def kill(args: "Args") -> int:
-    from roles.cli import client
-
     if args.force and args.signal is not None:
         return usage(args, "kill", "-r and -s cannot be used together")
-    filters = args.job_name or args.user or args.queue or args.host
-    if not args.jobs and not filters:
-        return usage(args, "kill", "a job ID, 0, or one of -J, -u, -q, -m is required")
-    cli = client(args)
-    ids = args.jobs
-    if not ids or ALL in ids:  # LSF ignores the filters beside job IDs other than 0
-        ids = select(cli, args, every=ALL in ids)
-        if not ids:
-            print("No unfinished job found", file=sys.stderr)
-            return 1
+    picked = selected(args, "kill")
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     fields: dict[str, Any] = {"signal": args.signal} if args.signal is not None else {}
     if args.force:
         fields["force"] = True
@@ -99,19 +96,46 @@ def print_results(results: "list[dict[str, Any]]", quiet_refusals: bool = False)
     return 1 if failed else 0
 
 
-def select(
-    cli: "Client", args: "Args", every: bool, states: "Callable[[str], bool] | None" = None
+def selected(
+    args: "Args",
+    command: str,
+    states: "Callable[[str], bool] | None" = None,
+    nothing: str = "No unfinished job found",
+    required: bool = True,
+) -> "tuple[Client, list[int]] | int":
+    """(the client, the job IDs `command` acts on): those named, or, with 0 or filters
+    alone, the jobs `_select` finds (whose state passes `states`, if given); else its exit
+    status, the message printed. `required`: a job ID, 0 or a filter must be given (bkill,
+    bstop, bresume); else none selects the caller's latest job (brequeue, bswitch)."""
+    from roles.cli import client
+
+    filters = args.job_name or args.user or args.queue or args.host
+    if required and not args.jobs and not filters:
+        return usage(args, command, "a job ID, 0, or one of -J, -u, -q, -m is required")
+    cli = client(args)
+    ids = args.jobs
+    if not ids or ALL in ids:  # LSF ignores the filters beside job IDs other than 0
+        ids = _select(cli, args, ALL in ids, states)
+        if not ids:
+            print(nothing, file=sys.stderr)
+            return 1
+    return cli, ids
+
+
+def _select(
+    cli: "Client", args: "Args", every: bool, states: "Callable[[str], bool] | None"
 ) -> list[int]:
-    """The jobs the filters select (-J, -u, -q, -m; brequeue has no -q, -m) among the
-    unfinished ones, or among those whose state passes `states`: all of them, or the latest
-    submitted one. An array's indices not started yet are its array ID (one kill ends them all)."""
+    """The jobs the filters select among the unfinished ones, or among those whose state
+    passes `states` (finished ones too): all of them, or the latest submitted one. An array's
+    indices not started yet are its array ID (one kill ends them all)."""
     users = [args.user] if args.user else None
     views = cli.call("jobs", users=users, queue=args.queue, all=states is not None)["jobs"]
     name = args.job_name and bjobs_lsf.name_pattern(args.job_name)
     chosen = [
         v
         for v in views
-        if (not name or name.match(v["name"]))
+        if (states is None or states(v["state"]))
+        and (not name or name.match(v["name"]))
         and (not args.host or any(h == args.host for h, _ in v.get("exec_hosts") or ()))
         and (states is None or states(v["state"]))
     ]

@@ -10,7 +10,7 @@ from lavalite import jobspec
 from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
-from lavalite.model import label
+from lavalite.model import PSUSP, STARTED, USUSP, label
 from roles.cli import (
     array_commands,
     bjobs_lsf,
@@ -343,9 +343,21 @@ def _print_table(shown: "list[dict[str, Any]]", args: "Args") -> None:
             j,
             5,
         )
-        + ([f" {j['pend_reason']};"] if args.pending and j["pend_reason"] else [])
+        + _reason_line(args, j)
     ]
     table(rows, bjobs_lsf.DEFAULT_FORMAT.upper().split(), not args.noheader)
+
+
+def _reason_line(args: "Args", j: "dict[str, Any]") -> list[str]:
+    """-p: the pending reason under a job's row; -s: the suspending reason (a held job's is
+    its pending reason, as LSF words it)."""
+    if args.pending:
+        reason = j["pend_reason"]
+    elif args.suspended:
+        reason = j.get("susp_reason") or j["pend_reason"]
+    else:
+        return []
+    return [f" {reason};"] if reason else []
 
 
 def _nothing(args: "Args") -> str:
@@ -421,7 +433,10 @@ def _print_long(j: "dict[str, Any]") -> None:
     if j["pend_reason"]:
         print(" PENDING REASONS:")
         print(f" {j['pend_reason']};")
-    elif j["kill_requested"] and j["state"] == "RUN":
+    elif j.get("susp_reason"):
+        print(" SUSPENDING REASONS:")
+        print(f" {j['susp_reason']};")
+    if j["kill_requested"] and j["state"] in STARTED:
         print("  Kill requested; waiting for the job to end;")
     print()
 
@@ -448,12 +463,13 @@ def _ending(j: "dict[str, Any]") -> str:
 # --- bkill
 
 
-def _setup_resume(p: "Parser") -> None:
-    p.add_argument("jobs", nargs="+", type=_job_id, metavar="JOBID")
-
-
 def resume(args: "Args") -> int:
-    return bkill.print_results(_client(args).call("resume", jobs=args.jobs)["results"])
+    """bresume: the jobs named, or those in PSUSP or USUSP that 0 and the filters select."""
+    picked = bkill.selected(args, "resume", (PSUSP, USUSP).__contains__, "No suspended job found")
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
+    return bkill.print_results(cli.call("resume", jobs=ids)["results"])
 
 
 def no_options(p: "Parser") -> None:
@@ -464,7 +480,7 @@ COMMANDS = {
     "submit": (_setup_submit, submit, "submit a job (bsub)"),
     "jobs": (_setup_jobs, jobs, "show jobs (bjobs)"),
     "kill": (bkill.setup, bkill.kill, "kill or signal jobs (bkill)"),
-    "resume": (_setup_resume, resume, "release held jobs (bresume)"),
+    "resume": (bkill.setup_selection, resume, "resume stopped or held jobs (bresume)"),
     "wait": (
         array_commands.setup_wait,
         array_commands.wait,

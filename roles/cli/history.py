@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from lavalite import accounting
-from lavalite.model import DONE, FINISHED, KILLED, PEND, RUN, label
+from lavalite.model import DONE, FINISHED, KILLED, PEND, RUN, SUSPENDED, label
 from roles.cli.commands import _bad_value, _client, _job_id, _long_time, _short_time
 
 TYPE_CHECKING = False
@@ -165,6 +165,10 @@ def _event_text(job: dict[str, Any], event: tuple) -> str:
         )
     if old == new:  # no change of state: bmod's "Parameters of Job are changed: ..."
         return reason
+    if new in SUSPENDED:
+        return f"Suspended: {reason}" if reason else "Suspended"
+    if new == RUN and old in SUSPENDED:
+        return "Running"
     if new == RUN:
         return f"Dispatched {job['slots']} Task(s) on Host(s) <{host}>"
     if new == PEND:

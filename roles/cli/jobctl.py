@@ -1,14 +1,15 @@
 """btop, bbot, brequeue and bswitch as LSF 10.1 documents them (mbatchd's side:
 roles/mbatchd/jobctl.py). btop/bbot: a pending job (or array) moves to a position among its
 user's pending jobs of the same priority in its queue (the first or the last by default).
-brequeue: jobs running (killed), pending, DONE or EXIT are pending (or held) again. bswitch:
-unfinished jobs go to another queue. bstop: pending jobs are held (PSUSP) until bresume.
-brequeue and bswitch select as bkill does (-J, -u, and -q, -m for bswitch)."""
+brequeue: jobs running or stopped (killed), pending, DONE or EXIT are pending (or held) again.
+bswitch: unfinished jobs go to another queue. bstop: pending jobs are held (PSUSP), running
+ones stopped (USUSP) until bresume. They select as bkill does (-J, -u, and -q, -m but for
+brequeue)."""
 
 import sys
 
 from roles.cli import bjobs_lsf
-from roles.cli.bkill import ALL, job_id, print_results, select, usage
+from roles.cli.bkill import job_id, print_results, selected, setup_selection, usage
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -80,16 +81,12 @@ def requeue(args: "Args") -> int:
     """brequeue: the jobs named, or those -J and -u select (the latest one; all with 0), or
     the caller's latest job, in the states the options ask."""
     from lavalite.requeue import states_test
-    from roles.cli import client
 
     kinds = _requeue_kinds(args)
-    cli = client(args)
-    ids = args.jobs
-    if not ids or ALL in ids:
-        ids = select(cli, args, every=ALL in ids, states=states_test(kinds))
-        if not ids:
-            print("No matching job found", file=sys.stderr)
-            return 1
+    picked = selected(args, "requeue", states_test(kinds), "No matching job found", False)
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     reply = cli.call("requeue", jobs=ids, kinds=kinds, hold=args.hold)
     return print_results(reply["results"])
 
@@ -101,14 +98,16 @@ def _requeue_kinds(args: "Args") -> list[str]:
     return kinds or ["run"]
 
 
-def setup_stop(p: "Parser") -> None:
-    p.add_argument("jobs", nargs="+", type=job_id, metavar="JOBID")
-
-
 def stop(args: "Args") -> int:
-    from roles.cli import client
+    """bstop: the jobs named, or the unfinished ones 0 and the filters select that are not
+    stopped already."""
+    from lavalite.model import PEND, RUN, SSUSP
 
-    return print_results(client(args).call("stop", jobs=args.jobs)["results"])
+    picked = selected(args, "stop", (PEND, RUN, SSUSP).__contains__)
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
+    return print_results(cli.call("stop", jobs=ids)["results"])
 
 
 def setup_switch(p: "Parser") -> None:
@@ -125,19 +124,15 @@ def switch(args: "Args") -> int:
     0), or the caller's latest unfinished job."""
     import argparse
 
-    from roles.cli import client
-
     queue, words = args.words[0], args.words[1:]
     try:
-        ids = [job_id(w) for w in words]
+        args.jobs = [job_id(w) for w in words]
     except argparse.ArgumentTypeError as exc:
         return usage(args, "switch", str(exc))
-    cli = client(args)
-    if not ids or ALL in ids:
-        ids = select(cli, args, every=ALL in ids)
-        if not ids:
-            print("No unfinished job found", file=sys.stderr)
-            return 1
+    picked = selected(args, "switch", required=False)
+    if isinstance(picked, int):
+        return picked
+    cli, ids = picked
     return print_results(cli.call("switch", queue=queue, jobs=ids)["results"])
 
 
@@ -150,5 +145,5 @@ COMMANDS = {
         "run jobs again: running, pending or ended (brequeue)",
     ),
     "switch": (setup_switch, switch, "move unfinished jobs to another queue (bswitch)"),
-    "stop": (setup_stop, stop, "hold pending jobs until bresume (bstop)"),
+    "stop": (setup_selection, stop, "stop running jobs, hold pending ones (bstop)"),
 }

@@ -80,13 +80,21 @@ QUEUE_FIGURES = ["PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H", "NJOBS", "PEND
 
 
 def _queue_figures(q: "dict[str, Any]") -> list:
-    """QUEUE_FIGURES of a queue: no per-processor or per-host limits (JL/P, JL/H)."""
-    pend, run = q["pend"], q["run"]
+    """QUEUE_FIGURES of a queue: no per-processor or per-host limits (JL/P, JL/H). Its
+    pending slots count the held ones (PSUSP), its running ones the suspended ones apart."""
+    susp = q["susp"]
+    pend = q["pend"] + susp.get("PSUSP", 0)
+    run = q["run"] - _suspended(susp)
     return [q["priority"], q["status"], _dash(q["max"]), _dash(q["max_user"]), "-", "-"] + [
-        pend + run,
+        pend + q["run"],
         pend,
         run,
     ]
+
+
+def _suspended(susp: "dict[str, int]") -> int:
+    """The slots of suspended running jobs (USUSP, SSUSP) in a reply's `susp`."""
+    return susp.get("USUSP", 0) + susp.get("SSUSP", 0)
 
 
 def _show(
@@ -110,7 +118,7 @@ def queues(args: "Args") -> int:
         args,
         rows,
         _queue_long,
-        lambda q: [_cut(q["name"], 10, args.wide), *_queue_figures(q), 0],
+        lambda q: [_cut(q["name"], 10, args.wide), *_queue_figures(q), _suspended(q["susp"])],
         ["QUEUE_NAME", *QUEUE_FIGURES, "SUSP"],
     )
     return code
@@ -119,7 +127,11 @@ def queues(args: "Args") -> int:
 def _queue_long(q: "dict[str, Any]") -> None:
     print(f"QUEUE: {q['name']}\n  -- {q['description'] or '(no description)'}\n")
     print("PARAMETERS/STATISTICS")
-    table([[*_queue_figures(q), 0, 0, 0]], [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"])
+    susp = q["susp"]
+    table(
+        [[*_queue_figures(q), susp["SSUSP"], susp["USUSP"], 0]],
+        [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"],
+    )
     _queue_limits(q.get("limits") or {})
     _share_info(q["name"], q.get("fairshare"), q.get("share_info"))
     _admin_comment(q.get("admin"))
@@ -198,7 +210,9 @@ HOST_FIGURES = ["JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
 
 def _host_figures(h: "dict[str, Any]") -> list:
     """HOST_FIGURES of a host, in slots: no per-user limit (JL/U)."""
-    return ["-", h["slots"], h["used"], h["used"], 0, 0, 0]
+    susp = h["susp"]
+    run = h["used"] - _suspended(susp)
+    return ["-", h["slots"], h["used"], run, susp["SSUSP"], susp["USUSP"], 0]
 
 
 def hosts(args: "Args") -> int:
@@ -280,11 +294,11 @@ def users(args: "Args") -> int:
                 _cut(u["user"], 15, args.wide),
                 "-",
                 "-",
-                u["pend"] + u["run"],
-                u["pend"],
+                u["pend"] + u["psusp"] + u["run"] + u["ssusp"] + u["ususp"],
+                u["pend"] + u["psusp"],
                 u["run"],
-                0,
-                0,
+                u["ssusp"],
+                u["ususp"],
                 0,
             ]
             for u in rows

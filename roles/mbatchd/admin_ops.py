@@ -17,8 +17,21 @@ from lavalite import files, messages
 from lavalite import protocol as P
 from lavalite.config import QueueConf
 from lavalite.job_array import Array
-from lavalite.model import HOST_CLOSED, HOST_OK, HOST_UNAVAIL, PEND, RUN, Host, Job
+from lavalite.model import (
+    HOST_CLOSED,
+    HOST_OK,
+    HOST_UNAVAIL,
+    PEND,
+    PSUSP,
+    RUN,
+    SSUSP,
+    USUSP,
+    Host,
+    Job,
+)
 from scheduler import QueueView
+
+_USER_STATES = (PEND, PSUSP, RUN, USUSP, SSUSP)  # busers' figures, lower-case in its reply
 
 if TYPE_CHECKING:  # core imports this module
     from roles.mbatchd.core import TurnOutput
@@ -141,16 +154,16 @@ class AdminOps:
         return self.admin_state["comments"].get(f"{kind} {name}")
 
     def query_users(self, names: list[str] | None) -> dict[str, Any]:
-        """busers: per user, the slots of pending and running jobs. A query, not an event:
-        one pass over the jobs in memory."""
+        """busers: per user, the slots of pending, running and suspended jobs. A query, not an
+        event: one pass over the jobs in memory."""
         counts: dict[str, dict[str, int]] = {}
 
         def add(user: str, state: str, slots: int) -> None:
-            row = counts.setdefault(user, {PEND: 0, RUN: 0})
+            row = counts.setdefault(user, dict.fromkeys(_USER_STATES, 0))
             row[state] += slots
 
         for job in self.jobs.values():
-            if job.state in (PEND, RUN):
+            if job.state in _USER_STATES:
                 add(job.user, job.state, job.slots)
         for arr in self.arrays.values():
             if arr.remaining:
@@ -158,11 +171,7 @@ class AdminOps:
         wanted = sorted(counts) if not names or names == ["all"] else names
         return {
             "users": [
-                {
-                    "user": u,
-                    "pend": counts.get(u, {}).get(PEND, 0),
-                    "run": counts.get(u, {}).get(RUN, 0),
-                }
+                {"user": u, **{s.lower(): counts.get(u, {}).get(s, 0) for s in _USER_STATES}}
                 for u in wanted
             ]
         }

@@ -29,6 +29,7 @@ from lavalite.model import (
     KILLED_REASON,
     PEND,
     RUN,
+    SUSPENDED,
     Job,
     element_id,
     label,
@@ -173,12 +174,12 @@ class ArrayOps:
 
     def _element_changed(self, arr: Array, job: Job, old: str, new: str, now: float) -> None:
         """Keep the counts of `arr`, the array of `job`; called by Core._move for elements."""
-        arr.counts[old] -= 1
-        arr.counts[new] += 1
-        if new == PEND or new == RUN:
-            arr.live.add(split_id(job.id)[1])
-        elif new in FINISHED:
+        arr.counts[_counted(old)] -= 1
+        arr.counts[_counted(new)] += 1
+        if new in FINISHED:
             arr.live.discard(split_id(job.id)[1])
+        else:  # pending, held, running, stopped, or a finished one requeued (brequeue -H too)
+            arr.live.add(split_id(job.id)[1])
         self.out.arrays[arr.id] = arr
         if new in FINISHED:
             self._array_check_end(arr, now)
@@ -294,3 +295,8 @@ def _compact(indices: Iterable[int]) -> str:
         else:
             ranges.append([i, i])
     return format_ranges([(a, b, 1) for a, b in ranges])
+
+
+def _counted(state: str) -> str:
+    """An array counts its suspended elements as running: they hold their slots (LSF)."""
+    return RUN if state in SUSPENDED else state

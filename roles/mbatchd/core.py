@@ -40,6 +40,7 @@ from lavalite.model import (
     PSUSP,
     RUN,
     SIGNAL,
+    STARTED,
     WAITING,
     Host,
     Job,
@@ -67,6 +68,7 @@ from roles.mbatchd.placement import (
     unplace,
 )
 from roles.mbatchd.quotas import QuotaOps
+from roles.mbatchd.suspend import COUNTED, SuspendOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -134,7 +136,16 @@ class TurnOutput:
 
 
 class Core(
-    ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps, QuotaOps, ModifyOps
+    ArrayOps,
+    OptionOps,
+    DependOps,
+    AdminOps,
+    ControlOps,
+    PartOps,
+    FairOps,
+    QuotaOps,
+    ModifyOps,
+    SuspendOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -161,6 +172,7 @@ class Core(
         self.finished = deque()  # (end_time, job id), for expiry from memory
         self.reasons = {}  # last plan's pending reasons
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
+        self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
         self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)
@@ -249,6 +261,7 @@ class Core(
             self.finished.append((job.end_time, job.id))
             return
         env_id = job.spec.get("env_id")
+        self._suspension_moved(job, "", job.state)
         if job.array is not None:
             job.array.live.add(index)  # its env is the array's, counted once
         elif env_id in envs:
@@ -318,6 +331,8 @@ class Core(
         for state, sign in ((old, -1), (new, +1)):
             if state == PEND:
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
+        if old in COUNTED or new in COUNTED:
+            self._suspension_moved(job, old, new)
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
         self._depend_moved(job, now)
@@ -651,7 +666,7 @@ class Core(
             return job_id in gone or split_id(job_id)[0] in gone
 
         for job in jobs:
-            if job.state == RUN:
+            if job.state in STARTED:
                 self._release(job)
             elif job.state == PEND:
                 self.npend[job.queue] -= 1
@@ -755,7 +770,7 @@ class Core(
             raise P.ProtocolError(
                 P.NOT_RUNNING, f"Job <{label(job_id)}>: Job is pending; no output yet"
             )
-        if job.state != RUN:
+        if job.state not in STARTED:
             raise P.ProtocolError(
                 P.NOT_RUNNING, f"Job <{label(job_id)}>: Job has finished; {self._output_of(job)}"
             )
@@ -939,7 +954,8 @@ class Core(
                     "max": q.max_running_queue,
                     "max_user": q.max_running_user,
                     "pend": self.npend.get(name, 0) + unhanded.get(name, 0),
-                    "run": q.running,
+                    "run": q.running,  # suspended jobs' slots too ("susp": how many)
+                    "susp": self.suspended_slots("queue", name),
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
                     "fairshare": qc.fairshare if qc else "",
@@ -966,6 +982,7 @@ class Core(
                     "free": h.free,
                     "load": h.load,
                     "jobs": len(self.host_jobs[h.name]),
+                    "susp": self.suspended_slots("host", h.name),
                     "admin": self.admin_comment("host", h.name),
                 }
                 for h in self.hosts.values()
@@ -978,6 +995,7 @@ class Core(
         """sbatchd (re)connects: its slots, the attempts it runs, its unacknowledged reports."""
         slots = P.require(msg, "slots", int)
         running = {(j, a) for j, a in P.require(msg, "running", list)}
+        stopped = {(j, a) for j, a in msg.get("suspended") or ()}
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = Host(name)
@@ -999,6 +1017,7 @@ class Core(
             if (job.id, job.attempt) in running:
                 if job.kill_requested:
                     self._kill_order(name, job.id, job.attempt)
+                self._suspended_again(name, job, (job.id, job.attempt) in stopped)
             elif job.kill_requested:
                 # never delivered, and killed meanwhile: it ends here, it is not sent again
                 self._ended(job, {"reason": KILLED_REASON}, now)
@@ -1010,7 +1029,7 @@ class Core(
             known = self.jobs.get(job_id)
             if (
                 known is None
-                or known.state != RUN
+                or known.state not in STARTED
                 or known.attempt != attempt
                 or all(host != name for host, _ in allocation(known))
             ):
@@ -1098,7 +1117,7 @@ class Core(
             job = self.jobs.get(rep.get("job"))  # type: ignore[arg-type]  # a wire value: no id, no job
             if (
                 job is None
-                or job.state != RUN
+                or job.state not in STARTED
                 or job.attempt != rep.get("attempt")
                 or job.host != host
             ):

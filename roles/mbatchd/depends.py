@@ -30,6 +30,9 @@ from lavalite.model import (
     PR_HELD,
     PSUSP,
     RUN,
+    SSUSP,
+    SUSPENDED,
+    USUSP,
     Job,
     element_id,
     label,
@@ -43,7 +46,7 @@ if TYPE_CHECKING:  # core imports this module
 F, T, FF, FT = 0, 1, 2, 3
 _NEGATE = {F: T, T: F, FF: FT, FT: FF}
 EXITED = (FAILED, KILLED)  # LSF's EXIT
-STARTED = (RUN, DONE, FAILED, KILLED)
+STARTED = (RUN, USUSP, SSUSP, DONE, FAILED, KILLED)
 RESUMED = "resumed"  # the event reason of PSUSP -> PEND
 
 
@@ -117,6 +120,9 @@ class DependOps:
         def _target(self, job_id: int) -> Job | Array | None: ...
         def _pend_loaded(self, job: Job | Array, now: float, watched: bool = False) -> None: ...
         def _index_array(self, job_id: int) -> Array | None: ...
+        def _resume_one_running(
+            self, ident: dict[str, Any], job: Job, now: float
+        ) -> dict[str, Any]: ...
 
     def _init_depend(self) -> None:
         self.depend_index: dict[int, list[_Cond]] = {}  # target id -> the leaves watching it
@@ -440,6 +446,8 @@ class DependOps:
             return _result(job_id, P.DENIED, f"Job <{name}>: User permission denied")
         if job.state in FINISHED:
             return _result(job_id, "finished", f"Job <{name}>: Job has already finished")
+        if isinstance(job, Job) and job.state in SUSPENDED:  # running: roles/mbatchd/suspend.py
+            return self._resume_one_running(ident, job, now)
         if isinstance(job, Array) or job.state != PSUSP:
             return _result(job_id, "not_suspended", f"Job <{name}>: Job is not suspended")
         self._move(job, PEND, now, RESUMED)

@@ -24,7 +24,7 @@ from lavalite.model import (
     KILLED_REASON,
     PEND,
     PSUSP,
-    RUN,
+    STARTED,
     WAITING,
     Job,
     element_id,
@@ -101,6 +101,8 @@ class ControlOps:
         def _dirty(self, job: Job) -> None: ...
         def _release(self, job: Job) -> None: ...
         def _move(self, job: Job, new: str, now: float, reason: str = "") -> None: ...
+        def _stop_running(self, ident: dict[str, Any], job: Job, now: float) -> None: ...
+        def _not_stopped(self, ident: dict[str, Any], job: Job) -> str | None: ...
         def queue_flag(self, name: str, flag: str) -> bool: ...
         def _elements_of(self, arr: Array) -> list[Job]: ...
         def _count_run(self, job: Job, sign: int) -> None: ...
@@ -115,7 +117,7 @@ class ControlOps:
             return self._signal_target(target, sig, now)
         if isinstance(target, Array):
             return self._array_kill(target, now)
-        if msg.get("force") is True and target.state == RUN:
+        if msg.get("force") is True and target.state in STARTED:
             return self._force_kill(target, now)
         return self._kill(target, now)
 
@@ -123,12 +125,12 @@ class ControlOps:
         if isinstance(target, Array):  # its running elements; the rest are not started
             for index in sorted(target.live):
                 job = self.jobs[element_id(target.id, index)]
-                if job.state == RUN:
+                if job.state in STARTED:
                     self._signal_job(job, sig)
             return {"job": target.id, "ok": True, "message": f"Job <{target.id}> is being signaled"}
         if target.state in WAITING and sig in _KILLING or target.state in FINISHED:
             return self._kill(target, now)
-        if target.state != RUN:
+        if target.state not in STARTED:
             refusal = unstarted_refusal(target.id, sig)
             assert refusal is not None  # not a killing signal
             return refusal
@@ -292,15 +294,18 @@ class ControlOps:
     # --- bstop
 
     def stop(self, ident: dict[str, Any], msg: Resume, now: float) -> dict[str, Any]:
-        """bstop of pending jobs: PSUSP (held) until bresume, as a bsub -H job is; the state
-        is stored, so it holds across a restart."""
+        """bstop: a pending job PSUSP (held) until bresume, as a bsub -H job is; a running one
+        USUSP (roles/mbatchd/suspend.py). The state is stored, so it holds across a restart."""
         return {"results": [self._stop_one(ident, job_id, now) for job_id in P.job_ids(msg)]}
 
     def _stop_one(self, ident: dict[str, Any], job_id: int, now: float) -> dict[str, Any]:
-        job, refusal = self._controllable(ident, job_id, _not_stopped)
+        job, refusal = self._controllable(ident, job_id, lambda j: self._not_stopped(ident, j))
         if job is None:
             return refusal
-        self._move(job, PSUSP, now, STOPPED)  # its FIFO entry is stale now
+        if job.state == PEND:
+            self._move(job, PSUSP, now, STOPPED)  # its FIFO entry is stale now
+        else:
+            self._stop_running(ident, job, now)
         return {"job": job_id, "ok": True, "message": f"Job <{label(job_id)}> is being stopped"}
 
     # --- bswitch
@@ -477,16 +482,6 @@ def _not_requeued(job: Job, states: Callable[[str], bool], hold: bool) -> str | 
     if job.state in WAITING:
         return "Job has not started yet"
     return "Job has already started"
-
-
-def _not_stopped(job: Job) -> str | None:
-    if job.state == PSUSP:
-        return "Job has already been suspended"
-    if job.state in FINISHED:
-        return "Job has already finished"
-    if job.state != PEND:
-        return "Job has already started; LavaLite stops pending jobs only"
-    return None
 
 
 def _not_movable(target: Job | Array) -> str:

@@ -18,7 +18,7 @@ from lavalite import jobspec
 from lavalite import protocol as P
 from lavalite.job_array import Array
 from lavalite.messages import Modify
-from lavalite.model import FINISHED, PEND, PSUSP, RUN, WAITING, Event, Job, label
+from lavalite.model import FINISHED, PEND, PSUSP, STARTED, WAITING, Event, Job, label
 from roles.mbatchd.job_options import NOTIFY_EVENTS
 from roles.mbatchd.placement import allocation
 
@@ -94,7 +94,7 @@ class ModifyOps:
         )
         if job is None:
             raise P.ProtocolError(refusal["code"], refusal["message"])
-        if job.state == RUN:
+        if job.state in STARTED:  # running or stopped
             self._modify_running(job, changes, resets, now)
         else:
             self._modify_pending(job, changes, resets, now)
@@ -235,7 +235,7 @@ def _not_modified(job: Job, changes: dict[str, Any], resets: list[str]) -> str |
     if job.state in WAITING:
         return None
     others = sorted((set(changes) | set(resets)) - RUNNING_FIELDS)
-    if job.state == RUN and not others:
+    if job.state in STARTED and not others:
         return None
     return (
         f"Job has already started; of a running job bmod changes only -W and -M "

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lavalite.limits import format_size
 from lavalite.log import lines
 from lavalite.metrics import Exporter, counter, gauge
-from lavalite.model import FAILED, HOST_OK, PEND, RUN, Event
+from lavalite.model import FAILED, HOST_OK, PEND, RUN, STARTED, SUSPENDED, Event
 
 if TYPE_CHECKING:
     from roles.mbatchd.core import Core
@@ -68,13 +68,13 @@ class Observer:
                 continue
             if ev.old is None:
                 self.submitted += 1
-            elif ev.new == RUN:
+            elif ev.new == RUN and ev.old not in SUSPENDED:  # started, not resumed
                 self.started[queue, user] = self.started.get((queue, user), 0) + 1
                 if job is not None:
                     self.latency.observe(max(0.0, ev.time - job.eligible_time) * 1000)
             elif ev.new == FAILED:
                 self.failed[ev.reason] = self.failed.get(ev.reason, 0) + 1
-            elif ev.new == PEND and ev.old == RUN:
+            elif ev.new == PEND and ev.old in STARTED:
                 self.retried[queue] = self.retried.get(queue, 0) + 1
         if self.texts and self.flusher is None:
             self.flusher = asyncio.get_running_loop().call_later(LOG_GATHER, self.flush)

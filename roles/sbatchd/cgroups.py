@@ -179,6 +179,11 @@ class Group:
     def kill(self) -> None:
         self.backend.kill(self)
 
+    def freeze(self, frozen: bool) -> bool:
+        """Freeze (bstop) or thaw (bresume) every task of the group; False where the group
+        has no freezer (the caller stops its processes by signal instead)."""
+        return self.backend.freeze(self, frozen)
+
     def oom_count(self) -> int:
         """OOM kills in the group so far (a reused group: compare with the count at reuse)."""
         self.ooms = self.backend.oom_count(self)
@@ -225,6 +230,10 @@ class _Hierarchy:
 
     def oom_count(self, group: Group) -> int:
         """OOM kills in the group so far (each backend counts its own way)."""
+        raise NotImplementedError
+
+    def freeze(self, group: Group, frozen: bool) -> bool:
+        """Group.freeze: each backend has its own file."""
         raise NotImplementedError
 
     def usage(self, group: Group) -> tuple[float | None, int | None]:
@@ -303,6 +312,10 @@ class V2(_Hierarchy):
 
     def oom_count(self, group: Group) -> int:
         return _keyed(group.knob("", "memory.events")).get("oom_kill", 0)
+
+    def freeze(self, group: Group, frozen: bool) -> bool:
+        """cgroup.freeze (kernel 5.2 on): a frozen task still dies of cgroup.kill and SIGKILL."""
+        return _set_freezer(os.path.join(group.dirs[""], "cgroup.freeze"), "1" if frozen else "0")
 
     def empty(self, group: Group) -> bool:
         return _keyed(group.knob("", "cgroup.events")).get("populated") == 0
@@ -473,6 +486,14 @@ class V1(_Hierarchy):
             if not sent:
                 return
 
+    def freeze(self, group: Group, frozen: bool) -> bool:
+        """The freezer controller, where mounted: a frozen task dies of SIGKILL only once
+        thawed, which `kill` does."""
+        freezer = group.dirs.get("freezer")
+        if freezer is None:
+            return False
+        return _set_freezer(os.path.join(freezer, "freezer.state"), _V1_FREEZER[frozen])
+
     def oom_count(self, group: Group) -> int:
         if "memory" not in group.dirs:
             return 0
@@ -490,6 +511,18 @@ class V1(_Hierarchy):
     def remove_slice(self) -> None:
         for d in self.slices.values():
             _try_rmdir(d)
+
+
+_V1_FREEZER = {True: "FROZEN", False: "THAWED"}
+
+
+def _set_freezer(path: str, value: str) -> bool:
+    """Write a freezer file; False if the group (or this kernel) has none."""
+    try:
+        _write(path, value, create=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class NoCgroups:

@@ -36,6 +36,8 @@ class Attempt:
         "kill_timer",
         "group",
         "peek",
+        "suspended_at",
+        "paused",
     )
 
     def __init__(self, job: int, attempt: int, path: str, spec: dict) -> None:
@@ -50,6 +52,10 @@ class Attempt:
         self.kill_timer: Any = None
         self.group: Any = None
         self.peek: Any = None
+        # bstop: when it was stopped (None: it runs), and the seconds it spent stopped before:
+        # its wall clock does not count them (LSF)
+        self.suspended_at: float | None = None
+        self.paused = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -110,6 +116,19 @@ class Reap(NamedTuple):
     pid: int | None
 
 
+class Suspend(NamedTuple):
+    """Write down that the attempt is stopped, cancel its timer, freeze its processes (and
+    its blaunch tasks here)."""
+
+    att: Attempt
+
+
+class Resume(NamedTuple):
+    """Write down that the attempt runs again (with the time it spent stopped), thaw it."""
+
+    att: Attempt
+
+
 class Finish(NamedTuple):
     """The attempt ended: cancel its timers; its cgroup is removed if it was adopted (no
     shepherd of ours keeps it), else its shepherd has one attempt less."""
@@ -149,6 +168,8 @@ Effect = (
     | RecordKill
     | Signal
     | Reap
+    | Suspend
+    | Resume
     | Finish
     | Clean
     | Watch
@@ -195,10 +216,33 @@ class Core:
         if att is None or att.signalled:
             return []
         att.signalled = True
+        thaw: list[Effect] = []
+        if att.suspended_at is not None:  # a stopped job runs again to receive TERM
+            att.suspended_at = None
+            thaw.append(Resume(att))
         if att.kill is not None:  # adopted with its reason recorded already
-            return [Signal(att)]
+            return [*thaw, Signal(att)]
         att.kill = reason
-        return [RecordKill(att, reason), Signal(att)]
+        return [RecordKill(att, reason), *thaw, Signal(att)]
+
+    def suspend(self, job: Any, attempt: Any, now: float) -> list[Effect]:
+        """bstop (or the system): the attempt's processes stopped and its wall clock paused
+        (a termination time, bsub -t, still comes). Nothing for an attempt not here, stopped
+        already, or being killed."""
+        att = self.attempts.get((job, attempt))
+        if att is None or att.suspended_at is not None or att.signalled:
+            return []
+        att.suspended_at = now
+        return [Suspend(att), *self._arm(att, now)]
+
+    def resume(self, job: Any, attempt: Any, now: float) -> list[Effect]:
+        """bresume: the attempt runs again; its wall clock goes on where it stopped."""
+        att = self.attempts.get((job, attempt))
+        if att is None or att.suspended_at is None:
+            return []
+        att.paused += max(0.0, now - att.suspended_at)
+        att.suspended_at = None
+        return [Resume(att), *self._arm(att, now)]
 
     def limits(
         self, job: Any, attempt: Any, walltime: Any, memory: Any, now: float
@@ -312,6 +356,7 @@ class Core:
             att = Attempt(job, attempt, f"{self.work}/{job}.{attempt}", rec.get("spec") or {})
             att.state, att.adopted, att.shepherd, att.group = RUNNING, True, holder, group
             att.kill = rec.get("kill")
+            att.suspended_at, att.paused = rec.get("suspended_at"), rec.get("paused") or 0.0
             self.attempts[att.key] = att
             effects += self._arm(att, now)
             if att.kill:
@@ -321,11 +366,12 @@ class Core:
         return effects
 
     def _arm(self, att: Attempt, now: float) -> list[Effect]:
-        """The earlier of its wall clock's end and its termination time (bsub -t)."""
+        """The earlier of its wall clock's end and its termination time (bsub -t). The wall
+        clock does not run while the attempt is stopped, nor count the time it was."""
         walltime, term_time = att.spec.get("walltime"), att.spec.get("term_time")
         ends = [(term_time, DEADLINE)] if term_time is not None else []
-        if walltime:
-            ends.append(((att.spec.get("started") or now) + walltime, TIMEOUT))
+        if walltime and att.suspended_at is None:
+            ends.append(((att.spec.get("started") or now) + att.paused + walltime, TIMEOUT))
         return [Arm(att, *min(ends))] if ends else []
 
     def _end(self, att: Attempt, status: dict, now: float) -> list[Effect]:

@@ -10,6 +10,7 @@
       {"shepherd": pid, "spec": {...}}     sbatchd, before the order leaves
       {"pid": job pid, "outfds": [...]}    the shepherd, once the job runs (peek's files)
       {"kill": reason}                     sbatchd, when it kills the job
+      {"suspended_at": t|null, "paused": s} sbatchd, at bstop and bresume (s: seconds stopped)
       {"status": {...}}                    the shepherd, last, then it lets the lock go
   A record whose lock is free and that has no status never ran a job to its end (its
   shepherd, or sbatchd before the order, died): the attempt is lost.

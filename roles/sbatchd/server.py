@@ -34,6 +34,7 @@ from lavalite.peer import Peer, hello
 from lavalite.tls import DaemonTLS
 from roles.sbatchd import (
     cgroups,
+    freeze,
     hostfile,
     jobfiles,
     peek,
@@ -54,11 +55,13 @@ from roles.sbatchd.core import (
     Reap,
     RecordKill,
     Report,
+    Resume,
     SaveEpoch,
     SetLimits,
     Signal,
     StaleEpoch,
     Start,
+    Suspend,
     Watch,
 )
 from roles.sbatchd.journal import Journal
@@ -116,6 +119,8 @@ class Sbatchd:
             RecordKill: self._record_kill,
             Signal: self._signal_job,
             Reap: self._reap,
+            Suspend: self._suspend,
+            Resume: self._resume,
             Finish: self._finish,
             Clean: self._clean_later,
             Watch: self._watch,
@@ -185,6 +190,8 @@ class Sbatchd:
             self.tasks.end_part(msg.get("job"), msg.get("attempt"))  # the job's part here, if any
         elif op == "signal":  # bkill -s
             self._deliver(cast(messages.SignalOrder, msg))
+        elif op == "suspend" or op == "resume":  # bstop, bresume
+            self._pause_order(op, cast(messages.SuspendOrder, msg))
         elif op == "ack":
             self.run(self.core.ack(P.require(msg, "rids", list)))
         elif op == "limits":  # bmod -W, -M of a running job
@@ -381,6 +388,8 @@ class Sbatchd:
 
     def _arm(self, effect: Arm) -> None:
         att = effect.att
+        if att.timer is not None:  # armed again: bstop, bresume
+            att.timer.cancel()
         att.timer = self.loop.call_later(
             max(0.0, effect.at - time.time()), lambda: self.run(self.core.timer(att, effect.reason))
         )
@@ -455,6 +464,39 @@ class Sbatchd:
                 att.group.kill()
             else:
                 att.group.signal(sig)
+
+    def _pause_order(self, op: str, order: messages.SuspendOrder) -> None:
+        """bstop or bresume of an attempt here, or of the job's part here (its blaunch tasks,
+        the job started on another host)."""
+        job, attempt = order.get("job"), order.get("attempt")
+        frozen = op == "suspend"
+        change = self.core.suspend if frozen else self.core.resume
+        self.run(change(job, attempt, time.time()))
+        self.tasks.pause_part((job, attempt), frozen)
+
+    def _suspend(self, effect: Suspend) -> None:
+        """The attempt's timer stops, its record says it is stopped (a restart keeps it so),
+        and its processes stop once the shepherd has started them (their pid recorded: the
+        shepherd's thread has left the job's groups by then, so it is never frozen there)."""
+        att = effect.att
+        if att.key not in self.core.attempts or att.suspended_at is None:
+            return  # ended, or resumed before it could be stopped
+        if att.timer is not None:
+            att.timer.cancel()
+            att.timer = None
+        pid = record.read(att.path).get("pid")
+        if pid is None:
+            self.loop.call_later(0.05, self._suspend, effect)
+            return
+        record.add(att.path, suspended_at=att.suspended_at, paused=att.paused)
+        freeze.pause(att.group, [pid, *self.tasks.running.get(att.key, ())], True)
+
+    def _resume(self, effect: Resume) -> None:
+        att = effect.att
+        record.add(att.path, suspended_at=None, paused=att.paused)
+        pid = record.read(att.path).get("pid")
+        pgids = [pid] if pid is not None else []
+        freeze.pause(att.group, [*pgids, *self.tasks.running.get(att.key, ())], False)
 
     def _reap(self, effect: Reap) -> None:
         if effect.pid:
@@ -702,6 +744,7 @@ class Sbatchd:
                 # the jobs' parts too: one that ended while we were away is killed (stale)
                 [list(k) for k in [*self.core.attempts, *self.tasks.parts]],
                 self.journal.pending(),
+                [list(a.key) for a in self.core.attempts.values() if a.suspended_at is not None],
             )
         )
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from lavalite import protocol as P
 from lavalite.program import self_command
-from roles.sbatchd import cgroups, relay_job, shepherd
+from roles.sbatchd import cgroups, freeze, relay_job, shepherd
 
 REMOVE_TRIES = 50  # looks, 0.1 s apart, for a killed part's group to empty before rmdir
 
@@ -141,6 +141,13 @@ class Tasks:
             self._remove(group, REMOVE_TRIES)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spool, f"{key[0]}.{key[1]}"))
+
+    def pause_part(self, key: tuple[Any, Any], frozen: bool) -> None:
+        """bstop or bresume of a job whose part runs here: its group frozen or thawed, or
+        its tasks stopped by signal. Nothing for a job with no part here (its tasks on its
+        first host are in its attempt's group, or stopped with it)."""
+        if key in self.parts:
+            freeze.pause(self.parts[key], self.running.get(key, ()), frozen)
 
     def _account(self, key: tuple[int, int], group: cgroups.Group | None) -> None:
         """What the part used, reported to mbatchd (journaled: a disconnect loses nothing)
