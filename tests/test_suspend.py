@@ -122,7 +122,7 @@ def test_a_stopped_job_is_requeued_or_lost_with_its_host_as_a_running_one(world)
     conf, store, core = world
     job_id = dispatched(core, store, slots=2)
     core.stop(USER, {"jobs": [job_id]}, 101.0)
-    assert _results(core.requeue(USER, {"jobs": [job_id]}, 102.0))[0][0] is True
+    assert _results(core.requeue(USER, {"jobs": [job_id]}, 102.0, store.env))[0][0] is True
     job = core.jobs[job_id]
     assert job.state == "PEND" and core.hosts["h1"].used == 0
     assert core.suspended_slots("host", "h1")["USUSP"] == 0
