@@ -21,7 +21,7 @@ from lavalite.hosts import local_host, mbatchd_endpoints
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from lavalite import messages
@@ -274,10 +274,28 @@ class Client:
         spec.setdefault("from_host", local_host())
         return self.call("submit", spec={"cmd": list(cmd), **spec}, req=req)["job"]
 
+    def pages(self, op: str, **fields: "Any") -> "Iterator[dict[str, Any]]":
+        """The replies to a paged request (`jobs`), one by one: the request is sent again
+        with `after` set to the last reply's `next` until that is None. Each page is a request
+        of its own, so a failover between two pages goes on from the cursor on the new master."""
+        after = None
+        while True:
+            reply = self.call(op, after=after, **fields)
+            yield reply
+            after = reply.get("next")
+            if after is None:
+                return
+
     def jobs(
         self, ids: "Iterable[int | str]" = (), users: list[str] | None = None, all: bool = False
     ) -> "list[dict[str, Any]]":
-        return self.call("jobs", jobs=list(ids), users=users, all=all)["jobs"]
+        return [
+            view
+            for reply in self.pages(
+                "jobs", jobs=list(ids), users=users, all=all, limit=P.MAX_JOBS_PAGE
+            )
+            for view in reply["jobs"]
+        ]
 
     def kill(self, ids: "Iterable[int | str]") -> "list[dict[str, Any]]":
         return self.call("kill", jobs=list(ids))["results"]

@@ -10,7 +10,6 @@ id of its own, sorts after every plain job, and `ID[INDEX]` maps to one integer 
 
 import bisect
 import re
-from collections.abc import Iterator
 
 from lavalite.model import DONE, FAILED, KILLED, MAX_INDEX, PEND, RUN, element_id
 
@@ -235,13 +234,6 @@ class Array:
                 self.skip.discard(index)
             else:
                 return index
-
-    def unhanded(self) -> Iterator[int]:
-        """The indices not yet handed out, in order (for bjobs; a generator: arrays are big)."""
-        for pos in range(self.cursor, self.total):
-            index = self.index_at(pos)
-            if index not in self.skip:
-                yield index
 
     def summary(self) -> dict:
         """bjobs -A's counts: PEND includes indices not handed out; EXIT is FAILED + KILLED

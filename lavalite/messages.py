@@ -95,6 +95,10 @@ class Jobs(Envelope):
     all: NotRequired[bool]
     queue: NotRequired[str | None]
     arrays: NotRequired[bool]
+    # a page (roles/mbatchd/listing.py): jobs at most, the cursor of the last answer, states
+    limit: NotRequired[int | None]
+    after: NotRequired[int | None]
+    states: NotRequired[list[str] | None]
 
 
 class History(Envelope):
@@ -120,6 +124,7 @@ class HistoryReply(Reply):
 class JobsReply(Reply):
     jobs: list[dict[str, Any]]
     missing: list[str | int]
+    next: int | None  # the `after` of the next page; None: this was the last
 
 
 class Kill(Envelope):

@@ -55,6 +55,7 @@ from roles.mbatchd.array_ops import ArrayOps, check_array
 from roles.mbatchd.depends import DependOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.listing import Listing, ListingOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
@@ -118,7 +119,7 @@ class TurnOutput:
         }
 
 
-class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
+class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, ListingOps):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
         self.conf = conf
@@ -169,9 +170,16 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             self._adopt_array(Array.from_record(rec), state["envs"], now)
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
+        # bjobs' order (roles/mbatchd/listing.py): the plain jobs and arrays, by id
+        self.listing = Listing(
+            [i for i in self.jobs if not split_id(i)[0]] + list(self.arrays), self._in_memory
+        )
         for name, ids in self.host_jobs.items():
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
+
+    def _in_memory(self, job_id: int) -> bool:
+        return job_id in self.jobs or job_id in self.arrays
 
     def new_turn(self) -> TurnOutput:
         """What the last turn recorded, handed to the shell after its commit; the next turn
@@ -595,6 +603,7 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        self.listing.add(job_id)
         self._track_deadline(job)  # -t, whatever keeps it pending
         if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
             self._admit(job, now)  # -b
@@ -799,75 +808,6 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
                 self._kill_order(host, job.id, job.attempt)
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
-
-    def query_jobs(
-        self,
-        ident: dict[str, Any],
-        msg: messages.Jobs,
-        now: float,
-        load_job: Callable[[int], Job | None],
-    ) -> dict[str, Any]:
-        """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = P.job_ids(msg, optional=True)
-        if ids:
-            out, missing = [], []
-            for job_id in ids:
-                found = self._query_id(job_id, now, load_job)
-                out += found
-                if not found:
-                    missing.append(job_id)
-            return {"jobs": out, "missing": missing}
-        users = P.require(msg, "users", list, optional=True) or [ident["user"]]
-        if not all(isinstance(u, str) for u in users):
-            raise P.ProtocolError(P.BAD_REQUEST, "field 'users' of 'jobs' must list user names")
-        every_user = "all" in users
-        show_finished = bool(msg.get("all"))
-        queue = P.require(msg, "queue", str, optional=True)
-
-        def wanted(j):
-            return (every_user or j.user in users) and (not queue or j.queue == queue)
-
-        if msg.get("arrays"):  # bjobs -A
-            return {
-                "arrays": [
-                    a.summary()
-                    for a in self.arrays.values()
-                    if wanted(a) and (show_finished or a.end_time is None)
-                ]
-            }
-        out = [
-            self._view(j, now)
-            for j in self.jobs.values()
-            if wanted(j) and (show_finished or j.state not in FINISHED)
-        ]
-        for arr in self.arrays.values():
-            if wanted(arr):
-                out += self.array_views(arr, show_finished, now)
-        return {"jobs": out, "missing": []}
-
-    def _query_id(self, job_id, now, load_job):
-        """bjobs ID: a job, every element of an array, or one element (pending or not)."""
-        arr = self.arrays.get(job_id)
-        if arr is not None:
-            first, last = job_id << 32, (job_id + 1) << 32
-            return [
-                self._view(j, now) for j in self.jobs.values() if first <= j.id < last
-            ] + self.array_views(arr, True, now)
-        job = self.jobs.get(job_id) or load_job(job_id)
-        if job is not None:
-            return [self._view(job, now)]
-        arr = self._pending_index(job_id)
-        if arr is None:
-            return []
-        index = split_id(job_id)[1]
-        return [
-            {
-                **self._index_view(arr, PEND, str(index), now),
-                "id": job_id,
-                "index": index,
-                "label": label(job_id),
-            }
-        ]
 
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
@@ -1155,6 +1095,8 @@ class Core(ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps):
             gone = self.jobs.get(job_id) or self.arrays.get(job_id)
             if gone is not None and gone.finished and gone.end_time < horizon:
                 del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
+                if not split_id(job_id)[0]:
+                    self.listing.gone()
                 self.counted.pop(job_id, None)
                 if gone.req_id:
                     self.by_req.pop(gone.req_id, None)
