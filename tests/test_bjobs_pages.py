@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+from conftest import wait_until
 from test_lsf_options import _lsf_command
 
 from lavalite import config
@@ -271,3 +272,29 @@ def test_the_first_lines_are_printed_before_the_last_page_is_fetched(make_cluste
     assert proc.wait(timeout=60) == 0
     listed = [int(line.split()[0]) for line in rest.splitlines()]
     assert len(listed) == 1001 and listed[-1] == later
+
+
+def test_jobs_older_than_clean_period_by_id_only(make_cluster, tmp_path):
+    """Gone from mbatchd's memory: `bjobs ID` reads the store (with -a, -d, -l too); the
+    listings leave them out, as LSF's do; an array's ID is not found, its elements are."""
+    c = make_cluster(mbatchd={"clean_period": "1"})
+    done = _bsub(c, tmp_path, "-J", "old", "true")
+    array_id = _bsub(c, tmp_path, "-J", "olds[1-2]", "true")
+    c.wait([done, element_id(array_id, 1), element_id(array_id, 2)])
+    wait_until(lambda: c.client.call("stats")["jobs_in_memory"] == 0)
+
+    def bjobs(*words):
+        res = _bjobs(c, tmp_path, ["-noheader", "-o", "jobid job_name stat", *words], 2)
+        return res.returncode, res.stdout, res.stderr
+
+    assert bjobs(str(done)) == (0, f"{done} old DONE\n", "")
+    assert bjobs("-d", str(done)) == bjobs("-a", str(done)) == bjobs(str(done))
+    assert "Done successfully." in _bjobs(c, tmp_path, ["-l", str(done)], 2).stdout
+    assert bjobs(f"{array_id}[1-2]") == (
+        0,
+        f"{array_id} olds[1] DONE\n{array_id} olds[2] DONE\n",
+        "",
+    )
+    assert bjobs("-d") == (0, "", "No done job found\n")
+    assert bjobs("-a") == (0, "", "No job found\n")
+    assert bjobs(str(array_id)) == (1, "", f"Job <{array_id}> is not found\n")
