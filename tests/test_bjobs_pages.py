@@ -9,25 +9,13 @@ import subprocess
 
 import pytest
 from conftest import wait_until
+from test_core import USER, world  # noqa: F401  (world: the fixture)
 from test_lsf_options import _lsf_command
 
-from lavalite import config
 from lavalite.model import element_id
 from lavalite.protocol import ProtocolError
 from roles.cli import commands
-from roles.mbatchd.core import Core
 from roles.mbatchd.listing import COMPACT_FLOOR, Listing
-from store import Store
-
-USER = {"role": "user", "user": "alice", "uid": 1000, "host": "h0"}
-
-
-@pytest.fixture
-def world(tmp_path):
-    conf = config.defaults(str(tmp_path))
-    store = Store(str(tmp_path / "db"))
-    core = Core(conf, store.load(0), now=100.0)
-    return store, core
 
 
 def _submit(core, store, name="j", **spec):
@@ -72,7 +60,7 @@ def _mixed(core, store):
 
 
 def test_pages_of_any_size_list_what_one_answer_lists(world):
-    store, core = world
+    _, store, core = world
     plain, array_id = _mixed(core, store)
     whole = core.query_jobs(USER, {"all": True}, 100.0, _none)
     assert whole["next"] is None
@@ -87,7 +75,7 @@ def test_pages_of_any_size_list_what_one_answer_lists(world):
 
 
 def test_a_page_starts_at_its_cursor_and_sees_jobs_submitted_meanwhile(world):
-    store, core = world
+    _, store, core = world
     ids = [_submit(core, store) for _ in range(5)]
     first = core.query_jobs(USER, {"limit": 2}, 100.0, _none)
     assert [v["id"] for v in first["jobs"]] == ids[:2]
@@ -98,7 +86,7 @@ def test_a_page_starts_at_its_cursor_and_sees_jobs_submitted_meanwhile(world):
 
 
 def test_filters_of_user_queue_and_states_apply_in_mbatchd(world):
-    store, core = world
+    _, store, core = world
     plain, array_id = _mixed(core, store)
     bob = {**USER, "user": "bob", "uid": 1001}
     theirs = core.submit(bob, {"spec": {"cmd": ["true"], "env": {}}}, 100.0, store.env_id)["job"]
@@ -115,7 +103,7 @@ def test_filters_of_user_queue_and_states_apply_in_mbatchd(world):
 
 
 def test_named_ids_and_an_array_id_go_by_pages_with_the_missing_said(world):
-    store, core = world
+    _, store, core = world
     plain, array_id = _mixed(core, store)
     asked = [plain[0], 999, array_id, element_id(array_id, 8)]
     pages = _pages(core, 2, jobs=asked)
@@ -129,7 +117,7 @@ def test_named_ids_and_an_array_id_go_by_pages_with_the_missing_said(world):
 
 
 def test_ids_that_left_memory_are_skipped_and_compacted(world):
-    store, core = world
+    _, store, core = world
     ids = [_submit(core, store) for _ in range(4)]
     listing = Listing(ids, lambda i: i in core.jobs)
     for job_id in ids[1:3]:
@@ -158,7 +146,7 @@ def test_ids_that_left_memory_are_skipped_and_compacted(world):
     ],
 )
 def test_a_bad_page_request_is_refused_by_field(world, fields, says):
-    store, core = world
+    _, store, core = world
     with pytest.raises(ProtocolError, match=says):
         core.query_jobs(USER, fields, 100.0, _none)
 
