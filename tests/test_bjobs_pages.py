@@ -239,27 +239,56 @@ def test_every_filter_lists_the_same_in_pages_of_two(make_cluster, tmp_path):
     assert (missing.returncode, missing.stderr) == (1, "Job <999999> is not found\n")
 
 
-def test_the_first_lines_are_printed_before_the_last_page_is_fetched(make_cluster, tmp_path):
-    """The command's stdout is a pipe of 4 KiB that the test does not read: the
-    command blocks writing long before its last page. A job submitted once the first line is
-    read is listed: the listing was still being fetched. (Read whole first, as one answer, the
-    listing could not hold it.)"""
-    c = make_cluster(slots=1)
+def _listing_held(c, tmp_path):
+    """1,000 jobs, and `bjobs -u all` in pages of 5 writing into a pipe of 4 KiB that is not
+    read yet: the command blocks writing long before its last page. Returns the command and
+    the pipe's end to read, whose first line (the header) is read."""
     c.client.submit_many([["sleep", "300"]] * 1000, req="many", cwd=c.state, env={})
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
     env = dict(c.env, LAVALITE_BJOBS_PAGE="5")
     proc = subprocess.Popen(
-        _lsf_command(tmp_path, "bjobs") + ["-u", "all"], env=env, cwd=c.state, stdout=write_end
+        _lsf_command(tmp_path, "bjobs") + ["-u", "all"],
+        env=env,
+        cwd=c.state,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     os.close(write_end)
-    with os.fdopen(read_end) as out:
-        assert out.readline().split()[:2] == ["JOBID", "USER"]
-        later = c.submit(["sleep", "300"])
+    out = os.fdopen(read_end)
+    assert out.readline().split()[:2] == ["JOBID", "USER"]
+    return proc, out
+
+
+def _listed(proc, out):
+    """(the job ids of the rest of the listing, stderr) once the command has ended well."""
+    with out:
         rest = out.read()
-    assert proc.wait(timeout=60) == 0
-    listed = [int(line.split()[0]) for line in rest.splitlines()]
-    assert len(listed) == 1001 and listed[-1] == later
+    said = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, said
+    return [int(line.split()[0]) for line in rest.splitlines()], said
+
+
+def test_the_first_lines_are_printed_before_the_last_page_is_fetched(make_cluster, tmp_path):
+    """A job submitted once the first line is read is listed: the listing was still being
+    fetched. (Read whole first, as one answer, the listing could not hold it.)"""
+    c = make_cluster(slots=1)
+    proc, out = _listing_held(c, tmp_path)
+    later = c.submit(["sleep", "300"])
+    listed, said = _listed(proc, out)
+    assert len(listed) == 1001 and listed[-1] == later and said == ""
+
+
+def test_a_listing_goes_on_after_mbatchd_restarts_between_pages(make_cluster, tmp_path):
+    """mbatchd killed (-9) in the middle of a listing: the command asks for its next page
+    again until the restarted mbatchd answers, and lists every job once, in order."""
+    c = make_cluster(slots=1)
+    proc, out = _listing_held(c, tmp_path)
+    c.kill9_restarted("mbatchd")
+    listed, said = _listed(proc, out)
+    assert listed == sorted(set(listed)) and len(listed) == 1000
+    assert "lost the connection to mbatchd" in said and "retrying" in said
 
 
 def test_jobs_older_than_clean_period_by_id_only(make_cluster, tmp_path):
