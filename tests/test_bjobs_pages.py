@@ -237,7 +237,10 @@ def test_every_filter_lists_the_same_in_pages_of_two(make_cluster, tmp_path):
     assert f"{array_id} arr[7] PEND" in every.splitlines()
     missing = _bjobs(c, tmp_path, ["999999"], 2)
     assert (missing.returncode, missing.stderr) == (1, "Job <999999> is not found\n")
+    bad = _bjobs(c, tmp_path, [], 0)
+    assert bad.returncode == 2 and "$LAVALITE_BJOBS_PAGE: '0' out of range" in bad.stderr
     pages = c.client.pages("jobs", users=["all"], all=True, limit=1)
+
     assert len(next(pages)["jobs"]) == 1
     pages.close()  # its next page was asked for already: that reply answers no later call
     assert c.client.call("ping")["pid"] == c.pid("mbatchd")
