@@ -41,6 +41,12 @@ def parse_label(text: str) -> int:
     return element_id(int(m.group(1)), index)
 
 
+def name_pattern(text: str) -> "re.Pattern[str]":
+    """bjobs -J NAME as LSF reads it: `*` matches any characters, nothing else is special (an
+    element's name is `arr[1]`)."""
+    return re.compile("^" + ".*".join(map(re.escape, text.split("*"))) + "$")
+
+
 def parse_name(text: str) -> tuple[str, list[Range] | None, int]:
     """'name[1-10:2,20]%5' -> (name, ranges, throttle); (text, None, 0) if it names no array.
     ranges: [(first, last, step)] in submission order."""

@@ -99,6 +99,11 @@ class Jobs(Envelope):
     limit: NotRequired[int | None]
     after: NotRequired[int | None]
     states: NotRequired[list[str] | None]
+    # bjobs -J (`*` matches any characters), -P, -G, -m
+    name: NotRequired[str | None]
+    project: NotRequired[str | None]
+    user_group: NotRequired[str | None]
+    host: NotRequired[str | None]
 
 
 class History(Envelope):

@@ -4,7 +4,9 @@ on mbatchd's core without processes; real clusters list more jobs than a page ho
 filter, and show that the first lines come before the last page is fetched."""
 
 import fcntl
+import grp
 import os
+import pwd
 import subprocess
 
 import pytest
@@ -100,6 +102,34 @@ def test_filters_of_user_queue_and_states_apply_in_mbatchd(world):
     assert [r[0] for r in listed(1, states=["RUN"])] == plain[:2]
     assert [r[0] for r in listed(3, all=True, states=["KILLED"])] == [element_id(array_id, 5)]
     assert listed(2, queue="nosuch") == []
+
+
+def test_name_project_group_and_host_apply_in_mbatchd(world):
+    _, store, core = world
+    plain, array_id = _mixed(core, store)  # jobs named j, elements arr[1] ... arr[9]
+    spec = {"cmd": ["true"], "env": {}, "name": "other", "project": "p1", "user_group": "nogroup"}
+    try:
+        nobody = {**USER, "user": "nobody", "uid": pwd.getpwnam("nobody").pw_uid}
+        grp.getgrnam("nogroup")
+    except KeyError:
+        pytest.skip("needs the user nobody and the group nogroup (-G)")
+    other = core.submit(nobody, {"spec": spec}, 100.0, store.env_id)["job"]
+    tagged = _submit(core, store, name="tagged[1-3]", project="p1")  # none handed out
+
+    def listed(**fields):
+        pages = _pages(core, 2, users=["all"], all=True, **fields)
+        return [r[0] for page in pages for r in _rows(page["jobs"])]
+
+    elements = [element_id(array_id, i) for i in range(1, 10)]
+    assert listed(name="oth*") == [other]
+    assert listed(name="arr") == elements
+    assert listed(name="arr[3]") == [element_id(array_id, 3)]
+    assert listed(name="*[2]") == [element_id(array_id, 2), element_id(tagged, 2)]
+    assert listed(project="p1") == [other] + [element_id(tagged, i) for i in (1, 2, 3)]
+    assert other not in listed(project="default")
+    assert listed(user_group="nogroup") == [other]
+    assert listed(host="h1") == plain[:2]  # running there; pending indices run nowhere
+    assert listed(name="j", host="h1", project="default") == plain[:2]
 
 
 def test_named_ids_and_an_array_id_go_by_pages_with_the_missing_said(world):

@@ -273,36 +273,15 @@ def _cell(text: str, c: Column, job_name: bool) -> str:
 # --- selecting and printing
 
 
-def name_pattern(text: str) -> "re.Pattern[str]":
-    """-J NAME as LSF reads it: `*` matches any characters, nothing else is special."""
-    return re.compile("^" + ".*".join(map(re.escape, text.split("*"))) + "$")
-
-
 def states(args: "Args") -> "list[str] | None":
     """The states -p, -r and -s select (any of them), and -d (finished: with another of
-    them, both must hold); None: any state. mbatchd sends only jobs in these states."""
+    them, both must hold); None: any state. mbatchd sends only jobs in these states, and of
+    -J, -P, -G and -m (roles/mbatchd/listing.py, Select)."""
     groups = [group for flag, group in _BY_FLAG.items() if getattr(args, flag)]
     chosen = {s for group in groups for s in group} if groups else None
     if args.done:
         chosen = set(_ENDED) if chosen is None else chosen & set(_ENDED)
     return None if chosen is None else sorted(chosen)
-
-
-def wanted(args: "Args") -> "Callable[[View], bool]":
-    """The filters of bjobs' LSF options that mbatchd leaves to the command, as one test of
-    a job view (the states are mbatchd's: states())."""
-    name = args.job_name and name_pattern(args.job_name)
-
-    def test(j: "View") -> bool:
-        if name and not (name.match(j["name"]) or name.match(lsf_ids(j, False)[1])):
-            return False
-        if args.project and (j.get("project") or "default") != args.project:
-            return False
-        if args.user_group and j.get("user_group") != args.user_group:
-            return False
-        return not args.host or any(h == args.host for h, _ in j.get("exec_hosts") or ())
-
-    return test
 
 
 def annotate(views: "Iterable[View]", lsf: bool, element_ids: bool) -> "Iterator[View]":

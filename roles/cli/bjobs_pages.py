@@ -1,7 +1,9 @@
 """bjobs page by page: the command asks mbatchd for PAGE jobs at a time (the `jobs` op's
 `limit`, `after` and `next`: roles/mbatchd/listing.py) and prints each page as it arrives, so
 the first line of `bjobs -u all` comes at once however many jobs are known, and the command
-holds one page, not the listing. IDs named on the command line go by pages of PAGE ids."""
+holds one page, not the listing. mbatchd applies every filter (-u -q -p -r -s -d -a -J -P -G
+-m), so a page holds only jobs to print. IDs named on the command line go by pages of PAGE
+ids."""
 
 import sys
 
@@ -44,6 +46,10 @@ def views(client: "Client", args: "Args", missing: "list[int]") -> "Iterator[Vie
         "all": args.all or args.done,
         "queue": args.queue,
         "states": bjobs_lsf.states(args),
+        "name": args.job_name,
+        "project": args.project,
+        "user_group": args.user_group,
+        "host": args.host,
         "limit": size,
     }
     for first in range(0, len(ids), size) if ids else [0]:

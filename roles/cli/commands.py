@@ -306,7 +306,7 @@ def jobs(args: "Args") -> int:
         )
     client = _client(args)
     missing: list[int] = []
-    found = filter(bjobs_lsf.wanted(args), bjobs_pages.views(client, args, missing))
+    found = bjobs_pages.views(client, args, missing)
     lsf = args.prog != "lavalite"
     shown = bjobs_lsf.annotate(found, lsf, client.conf.cluster.bjobs_element_ids)
     if args.json:

@@ -17,8 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite import messages
 from lavalite import protocol as P
-from lavalite.job_array import Array, format_ranges
-from lavalite.model import ELEMENT_BITS, FINISHED, KILLED, MAX_INDEX, PEND, Job, element_id, label
+from lavalite.job_array import Array, format_ranges, name_pattern
+from lavalite.model import (
+    ELEMENT_BITS,
+    FINISHED,
+    KILLED,
+    MAX_INDEX,
+    PEND,
+    Job,
+    element_id,
+    label,
+    split_id,
+)
 
 COMPACT_FLOOR = 1024  # stale ids tolerated whatever the listing's size
 
@@ -69,12 +79,13 @@ def resume(after: int | None) -> tuple[int, int]:
 class Page:
     """The jobs of one answer, and the steps it may still take."""
 
-    __slots__ = ("views", "left", "states")
+    __slots__ = ("views", "left", "states", "select")
 
-    def __init__(self, limit: int | None, states: frozenset[str] | None) -> None:
+    def __init__(self, limit: int | None, states: frozenset[str] | None, select: "Select") -> None:
         self.views: list[dict[str, Any]] = []
         self.left: float = math.inf if limit is None else limit  # no limit: the whole answer
         self.states = states
+        self.select = select
 
     def full(self) -> bool:
         return self.left <= 0
@@ -82,11 +93,47 @@ class Page:
     def step(self) -> None:
         self.left -= 1
 
+    def add(self, view: dict[str, Any]) -> None:
+        if self.select.view(view):
+            self.views.append(view)
+
     def shows(self, state: str, finished: bool) -> bool:
         """Whether a job in `state` belongs in the answer (finished ones only if asked)."""
         if self.states is not None:
             return state in self.states
         return finished or state not in FINISHED
+
+
+class Select:
+    """bjobs' -J (an element is also named `arr[1]`), -P, -G and -m: what a job must be to be
+    listed, besides its user, queue and state."""
+
+    __slots__ = ("name", "project", "group", "host", "active")
+
+    def __init__(self, msg: messages.Jobs) -> None:
+        name = P.require(msg, "name", str, optional=True)
+        self.name = name_pattern(name) if name else None
+        self.project = P.require(msg, "project", str, optional=True)
+        self.group = P.require(msg, "user_group", str, optional=True)
+        self.host = P.require(msg, "host", str, optional=True)
+        self.active = bool(name or self.project or self.group or self.host)
+
+    def named(self, name: str, job_id: int) -> bool:
+        if self.name is None or self.name.match(name):
+            return True
+        array_id, index = split_id(job_id)
+        return bool(array_id and self.name.match(f"{name}[{index}]"))
+
+    def fits(self, view: dict[str, Any]) -> bool:
+        """-P, -G and -m on a job's view."""
+        if self.project and (view.get("project") or "default") != self.project:
+            return False
+        if self.group and view.get("user_group") != self.group:
+            return False
+        return not self.host or any(h == self.host for h, _ in view.get("exec_hosts") or ())
+
+    def view(self, view: dict[str, Any]) -> bool:
+        return not self.active or (self.named(view["name"], view["id"]) and self.fits(view))
 
 
 def _page_request(msg: messages.Jobs) -> tuple[Page, tuple[int, int]]:
@@ -102,7 +149,8 @@ def _page_request(msg: messages.Jobs) -> tuple[Page, tuple[int, int]]:
     states = P.require(msg, "states", list, optional=True)
     if states is not None and not all(isinstance(s, str) for s in states):
         raise P.ProtocolError(P.BAD_REQUEST, "field 'states' of 'jobs' must list job states")
-    return Page(limit, None if states is None else frozenset(states)), resume(after)
+    chosen = None if states is None else frozenset(states)
+    return Page(limit, chosen, Select(msg)), resume(after)
 
 
 class ListingOps:
@@ -179,7 +227,7 @@ class ListingOps:
             page.step()
             job = self.jobs.get(job_id)
             if job is not None and wanted(job) and page.shows(job.state, finished):
-                page.views.append(self._view(job, now))
+                page.add(self._view(job, now))
         return None
 
     def _walk_ids(
@@ -209,7 +257,7 @@ class ListingOps:
             if view is None:
                 missing.append(ids[n])
             elif page.shows(view["state"], True):
-                page.views.append(view)
+                page.add(view)
         return None
 
     def _walk_array(
@@ -221,6 +269,8 @@ class ListingOps:
         to resume at when the page is full first."""
         state = KILLED if arr.killed else PEND
         common = self._index_view(arr, state, "", now) if page.shows(state, finished) else None
+        if common is not None and not page.select.fits(_spec_view(arr)):
+            common = None  # -P, -G, -m: none of its indices not handed out is listed
         run: list[int] = []  # indices not handed out, not yet in a view
         for pos in range(at, arr.total):
             if page.full():
@@ -229,13 +279,13 @@ class ListingOps:
             page.step()
             index = arr.index_at(pos)
             if pos >= arr.cursor and index not in arr.skip:
-                if common is not None:
+                if common is not None and page.select.named(arr.name, element_id(arr.id, index)):
                     run.append(index)
                 continue
             _flush(common, run, page)
             job = self.jobs.get(element_id(arr.id, index))
             if job is not None and page.shows(job.state, finished):  # None: left memory
-                page.views.append(self._view(job, now))
+                page.add(self._view(job, now))
         _flush(common, run, page)
         return None
 
@@ -257,6 +307,11 @@ class ListingOps:
             "index": index,
             "label": label(job_id),
         }
+
+
+def _spec_view(arr: Array) -> dict[str, Any]:
+    """What Select.fits reads of an index not handed out: its array's -P and -G; no host."""
+    return {"project": arr.spec.get("project"), "user_group": arr.spec.get("user_group")}
 
 
 def _flush(common: dict[str, Any] | None, run: list[int], page: Page) -> None:
