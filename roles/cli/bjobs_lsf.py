@@ -1,7 +1,7 @@
-"""bjobs as LSF 10.1 shows jobs: its filters (-p -r -d -s -J -P -G -m), STAT EXIT, array
-elements as JOBID 12 / JOB_NAME arr[1], `-o "field[:[-]width] ... delimiter='c'"`, -json,
--noheader and -sum. What mbatchd sends is lavalite.model.job_view; everything here is a
-reading of it, done by the command, so mbatchd's reply stays the one it always was."""
+"""bjobs as LSF 10.1 shows jobs: its options (-p -r -d -s -J -P -G -m, which mbatchd applies:
+roles/mbatchd/listing.py), STAT EXIT, array elements as JOBID 12 / JOB_NAME arr[1], `-o
+"field[:[-]width] ... delimiter='c'"`, -json, -noheader and -sum. What mbatchd sends is
+lavalite.model.job_view; everything here is a reading of it, done by the command."""
 
 import re
 import time
