@@ -21,7 +21,7 @@ from lavalite.hosts import local_host, mbatchd_endpoints
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from lavalite import messages
@@ -163,8 +163,7 @@ class Client:
         While mbatchd cannot be reached, the same request (same id, same `req`: a submit
         retried makes no second job) is sent again until `wait` has passed; a submit without
         `req` is not, once it may have reached mbatchd."""
-        msg = {"v": P.VERSION, "op": op, "id": self.next_id, **fields}
-        self.next_id += 1
+        msg = self._message(op, fields)
         deadline, delay = None, 0.2
         while True:
             try:
@@ -179,10 +178,12 @@ class Client:
                     raise
                 self._say_waiting(exc)
                 delay = _pause(delay, left)
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
-            raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
-        return reply
+        return _checked(reply)
+
+    def _message(self, op: str, fields: "dict[str, Any]") -> "dict[str, Any]":
+        msg = {"v": P.VERSION, "op": op, "id": self.next_id, **fields}
+        self.next_id += 1
+        return msg
 
     def _say_waiting(self, exc: ClientError) -> None:
         if not self.waited:
@@ -274,10 +275,57 @@ class Client:
         spec.setdefault("from_host", local_host())
         return self.call("submit", spec={"cmd": list(cmd), **spec}, req=req)["job"]
 
+    def pages(self, op: str, **fields: "Any") -> "Iterator[dict[str, Any]]":
+        """The replies to a paged request (`jobs`), one by one: the request is sent again
+        with `after` set to the last reply's `next` until that is None. The next page is asked
+        for before this one is handed over, so mbatchd makes it while the caller prints this
+        one. Each page is a request of its own: a failover between two pages goes on from the
+        cursor on the new master."""
+        reply = self.call(op, after=None, **fields)
+        while reply.get("next") is not None:
+            ahead = self._message(op, {**fields, "after": reply["next"]})
+            sent = self._send_ahead(ahead)
+            try:
+                yield reply
+            except GeneratorExit:  # the caller stopped: that reply must not answer its next call
+                self.close()
+                raise
+            # lost with the connection: asked again, as any request is
+            got = self._reply_ahead() if sent else None
+            reply = got or self.call(op, **{**fields, "after": ahead["after"]})
+        yield reply
+
+    def _send_ahead(self, msg: "dict[str, Any]") -> bool:
+        """Send msg on the open connection, its reply read later (_reply_ahead); False when
+        there is no connection or it failed."""
+        if self.sock is None:
+            return False
+        try:
+            self.sock.sendall(P.encode(msg, self.session))
+        except OSError:
+            self.close()
+            return False
+        return True
+
+    def _reply_ahead(self) -> "dict[str, Any] | None":
+        """The reply to a request sent ahead; None when the connection was lost first."""
+        try:
+            reply = self._read()
+        except (OSError, ClientError):
+            self.close()
+            return None
+        return _checked(reply)
+
     def jobs(
         self, ids: "Iterable[int | str]" = (), users: list[str] | None = None, all: bool = False
     ) -> "list[dict[str, Any]]":
-        return self.call("jobs", jobs=list(ids), users=users, all=all)["jobs"]
+        return [
+            view
+            for reply in self.pages(
+                "jobs", jobs=list(ids), users=users, all=all, limit=P.MAX_JOBS_PAGE
+            )
+            for view in reply["jobs"]
+        ]
 
     def kill(self, ids: "Iterable[int | str]") -> "list[dict[str, Any]]":
         return self.call("kill", jobs=list(ids))["results"]
@@ -319,6 +367,14 @@ def environ() -> dict[str, str]:
     if raw != _env[0]:
         _env[:] = [dict(raw), dict(os.environ)]
     return dict(_env[1])
+
+
+def _checked(reply: "dict[str, Any]") -> "dict[str, Any]":
+    """The reply of a request mbatchd answered; ClientError if it refused it."""
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ClientError(err.get("code", P.INTERNAL), err.get("message", "request failed"))
+    return reply
 
 
 def _resendable(msg: dict) -> bool:

@@ -10,7 +10,6 @@ id of its own, sorts after every plain job, and `ID[INDEX]` maps to one integer 
 
 import bisect
 import re
-from collections.abc import Iterator
 
 from lavalite.model import DONE, FAILED, KILLED, MAX_INDEX, PEND, RUN, element_id
 
@@ -40,6 +39,12 @@ def parse_label(text: str) -> int:
     if not 1 <= index <= MAX_INDEX:
         raise ArrayError(f"{text!r}: an array index is 1..{MAX_INDEX}")
     return element_id(int(m.group(1)), index)
+
+
+def name_pattern(text: str) -> "re.Pattern[str]":
+    """bjobs -J NAME as LSF reads it: `*` matches any characters, nothing else is special (an
+    element's name is `arr[1]`)."""
+    return re.compile("^" + ".*".join(map(re.escape, text.split("*"))) + "$")
 
 
 def parse_name(text: str) -> tuple[str, list[Range] | None, int]:
@@ -235,13 +240,6 @@ class Array:
                 self.skip.discard(index)
             else:
                 return index
-
-    def unhanded(self) -> Iterator[int]:
-        """The indices not yet handed out, in order (for bjobs; a generator: arrays are big)."""
-        for pos in range(self.cursor, self.total):
-            index = self.index_at(pos)
-            if index not in self.skip:
-                yield index
 
     def summary(self) -> dict:
         """bjobs -A's counts: PEND includes indices not handed out; EXIT is FAILED + KILLED

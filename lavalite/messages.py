@@ -95,6 +95,15 @@ class Jobs(Envelope):
     all: NotRequired[bool]
     queue: NotRequired[str | None]
     arrays: NotRequired[bool]
+    # a page (roles/mbatchd/listing.py): jobs at most, the cursor of the last answer, states
+    limit: NotRequired[int | None]
+    after: NotRequired[int | None]
+    states: NotRequired[list[str] | None]
+    # bjobs -J (`*` matches any characters), -P, -G, -m
+    name: NotRequired[str | None]
+    project: NotRequired[str | None]
+    user_group: NotRequired[str | None]
+    host: NotRequired[str | None]
 
 
 class History(Envelope):
@@ -120,6 +129,7 @@ class HistoryReply(Reply):
 class JobsReply(Reply):
     jobs: list[dict[str, Any]]
     missing: list[str | int]
+    next: int | None  # the `after` of the next page; None: this was the last
 
 
 class Kill(Envelope):

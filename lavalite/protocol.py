@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 VERSION = 2
 MAX_FRAME = 64 << 20
+# jobs in one page of a `jobs` answer at most (bjobs asks page by page): one short step of
+# mbatchd's loop, a frame far below MAX_FRAME
+MAX_JOBS_PAGE = 10_000
 # a frame's limit until the peer's hello is verified: a stranger cannot make a daemon buffer
 # (or hash, to check a signature) more than this
 STRANGER_FRAME = 64 << 10

@@ -9,6 +9,7 @@ from lavalite.job_array import parse_ranges
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from roles.cli.quick import Args, Parser
@@ -30,22 +31,16 @@ def read_lines(path: str) -> list[str]:
     return lines
 
 
-def expand(views: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
-    """mbatchd sends an array's not-yet-started indices as one view with "indices"; bjobs
-    prints one row per element, as LSF does."""
-    out = []
+def expand(views: "Iterable[dict[str, Any]]") -> "Iterator[dict[str, Any]]":
+    """mbatchd sends a run of an array's not-yet-started indices as one view with "indices";
+    bjobs prints one row per element, as LSF does (made as they are printed)."""
     for v in views:
         if "indices" not in v:
-            out.append(v)
+            yield v
             continue
         for first, last, step in parse_ranges(v["indices"]):
             for i in range(first, last + 1, step):
-                out.append({**v, "id": v["array"] << 32 | i, "label": f"{v['array']}[{i}]"})
-    return out
-
-
-def order(view: "dict[str, Any]") -> int:
-    return view["id"]
+                yield {**v, "id": v["array"] << 32 | i, "label": f"{v['array']}[{i}]"}
 
 
 def public(view: dict) -> dict:

@@ -1,7 +1,7 @@
-"""bjobs as LSF 10.1 shows jobs: its filters (-p -r -d -s -J -P -G -m), STAT EXIT, array
-elements as JOBID 12 / JOB_NAME arr[1], `-o "field[:[-]width] ... delimiter='c'"`, -json,
--noheader and -sum. What mbatchd sends is lavalite.model.job_view; everything here is a
-reading of it, done by the command, so mbatchd's reply stays the one it always was."""
+"""bjobs as LSF 10.1 shows jobs: its options (-p -r -d -s -J -P -G -m, which mbatchd applies:
+roles/mbatchd/listing.py), STAT EXIT, array elements as JOBID 12 / JOB_NAME arr[1], `-o
+"field[:[-]width] ... delimiter='c'"`, -json, -noheader and -sum. What mbatchd sends is
+lavalite.model.job_view; everything here is a reading of it, done by the command."""
 
 import re
 import time
@@ -12,7 +12,7 @@ from lavalite.model import FAILED, KILLED, RUN, element_id, split_id
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
     from roles.cli.quick import Args, Parser
@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     View = dict[str, Any]
 
 SUSPENDED = frozenset(("PSUSP", "USUSP", "SSUSP"))
+_ENDED = ("DONE", FAILED, KILLED)
+_BY_FLAG: "dict[str, Iterable[str]]" = {
+    "pending": ("PEND", "PSUSP"),
+    "running": (RUN,),
+    "suspended": SUSPENDED,
+}
 DEFAULT_FORMAT = "jobid user stat queue from_host exec_host job_name submit_time"
 _DELIMITER = re.compile(r"""\bdelimiter=(['"])(.)\1""")
 _FIELD = re.compile(r"^([a-z_]+)(?::(-?)(\d*))?(?::([KMGT])B?)?$", re.IGNORECASE)
@@ -268,47 +274,27 @@ def _cell(text: str, c: Column, job_name: bool) -> str:
 # --- selecting and printing
 
 
-def name_pattern(text: str) -> "re.Pattern[str]":
-    """-J NAME as LSF reads it: `*` matches any characters, nothing else is special."""
-    return re.compile("^" + ".*".join(map(re.escape, text.split("*"))) + "$")
+def states(args: "Args") -> "list[str] | None":
+    """The states -p, -r and -s select (any of them), and -d (finished: with another of
+    them, both must hold); None: any state. mbatchd sends only jobs in these states, and of
+    -J, -P, -G and -m (roles/mbatchd/listing.py, Select)."""
+    groups = [group for flag, group in _BY_FLAG.items() if getattr(args, flag)]
+    chosen = {s for group in groups for s in group} if groups else None
+    if args.done:
+        chosen = set(_ENDED) if chosen is None else chosen & set(_ENDED)
+    return None if chosen is None else sorted(chosen)
 
 
-def wanted(args: "Args") -> "Callable[[View], bool]":
-    """The filters of bjobs' LSF options as one test of a job view."""
-    by_flag: dict[str, Iterable[str]] = {
-        "pending": ("PEND", "PSUSP"),
-        "running": (RUN,),
-        "suspended": SUSPENDED,
-    }
-    states = {s for flag, group in by_flag.items() if getattr(args, flag) for s in group}
-    name = args.job_name and name_pattern(args.job_name)
-
-    def test(j: "View") -> bool:
-        if states and j["state"] not in states:
-            return False
-        if args.done and j["state"] not in ("DONE", FAILED, KILLED):
-            return False
-        if name and not (name.match(j["name"]) or name.match(lsf_ids(j, False)[1])):
-            return False
-        if args.project and (j.get("project") or "default") != args.project:
-            return False
-        if args.user_group and j.get("user_group") != args.user_group:
-            return False
-        return not args.host or any(h == args.host for h, _ in j.get("exec_hosts") or ())
-
-    return test
-
-
-def annotate(views: "Iterable[View]", lsf: bool, element_ids: bool) -> "list[View]":
-    """Each view with the JOBID, JOB_NAME and STAT this command shows."""
-    out = []
+def annotate(views: "Iterable[View]", lsf: bool, element_ids: bool) -> "Iterator[View]":
+    """Each view with the JOBID, JOB_NAME and STAT this command shows (as they come)."""
     for j in views:
         jobid, name = lsf_ids(j, element_ids or not lsf)
-        out.append({**j, "_jobid": jobid, "_name": name, "_stat": stat(j, lsf)})
-    return out
+        yield {**j, "_jobid": jobid, "_name": name, "_stat": stat(j, lsf)}
 
 
-def print_format(views: "list[View]", columns: list[Column], delimiter: str, header: bool) -> None:
+def print_format(
+    views: "Iterable[View]", columns: list[Column], delimiter: str, header: bool
+) -> None:
     if header:
         print(delimiter.join(_cell(FIELDS[c.field][0], c, False) for c in columns).rstrip())
     for j in views:
@@ -317,14 +303,20 @@ def print_format(views: "list[View]", columns: list[Column], delimiter: str, hea
         )
 
 
-def print_json(views: "list[View]", columns: list[Column]) -> None:
+def print_json(views: "Iterable[View]", columns: list[Column]) -> None:
+    """LSF's -json, each record printed as it comes: "JOBS" (the count) follows "RECORDS"."""
     import json
 
-    records = [{FIELDS[c.field][0]: _value(j, c) for c in columns} for j in views]
-    print(json.dumps({"COMMAND": "bjobs", "JOBS": len(records), "RECORDS": records}, indent=2))
+    print('{\n  "COMMAND": "bjobs",\n  "RECORDS": [', end="")
+    count = 0
+    for j in views:
+        record = json.dumps({FIELDS[c.field][0]: _value(j, c) for c in columns}, indent=2)
+        print("," * bool(count) + "\n    " + record.replace("\n", "\n    "), end="")
+        count += 1
+    print(f'\n  ],\n  "JOBS": {count}\n}}' if count else '],\n  "JOBS": 0\n}')
 
 
-def print_summary(views: "list[View]") -> None:
+def print_summary(views: "Iterable[View]") -> None:
     """-sum: the slots of unfinished jobs by state, LSF's columns."""
     from roles.cli.commands import table
 

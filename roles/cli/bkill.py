@@ -9,7 +9,7 @@ itself reads bjobs' view of the jobs, so no new query exists for it."""
 import signal
 import sys
 
-from lavalite.job_array import ArrayError, parse_label
+from lavalite.job_array import ArrayError, name_pattern, parse_label
 from lavalite.model import split_id
 from roles.cli import array_commands, bjobs_lsf
 
@@ -130,7 +130,7 @@ def _select(
     indices not started yet are its array ID (one kill ends them all)."""
     users = [args.user] if args.user else None
     views = cli.call("jobs", users=users, queue=args.queue, all=states is not None)["jobs"]
-    name = args.job_name and bjobs_lsf.name_pattern(args.job_name)
+    name = args.job_name and name_pattern(args.job_name)
     chosen = [
         v
         for v in views

@@ -2,6 +2,7 @@
 wait (bwait); roles.cli.views shows queues, hosts and users. Output follows LSF's wording
 and columns, which users' scripts read."""
 
+import itertools
 import os
 import sys
 import time
@@ -10,10 +11,11 @@ from lavalite import jobspec
 from lavalite.hosts import local_host
 from lavalite.job_array import ArrayError, parse_label
 from lavalite.limits import format_size, parse_size
-from lavalite.model import PSUSP, STARTED, USUSP, label
+from lavalite.model import PSUSP, STARTED, USUSP
 from roles.cli import (
     array_commands,
     bjobs_lsf,
+    bjobs_pages,
     bkill,
     bsub_options,
     bsub_resreq,
@@ -25,6 +27,7 @@ from roles.cli.quick import REMAINDER, Refused
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from lavalite import config
@@ -270,12 +273,21 @@ def _long_time(t: float) -> str:
     return time.strftime("%a %b %e %H:%M:%S", time.localtime(t))
 
 
-def table(rows: "list[list[Any] | str]", header: list[str], show_header: bool = True) -> None:
+def table(
+    rows: "Iterable[list[Any] | str]",
+    header: list[str],
+    show_header: bool = True,
+    sample: int | None = None,
+) -> None:
     """Columns as wide as their widest cell, LSF style (left aligned, two spaces apart). A row
-    that is a string is a line of its own (bjobs -p's pending reasons), outside the columns."""
-    cells = [header] + [r for r in rows if not isinstance(r, str)]
+    that is a string is a line of its own (bjobs -p's pending reasons), outside the columns.
+    `sample`: the widths are those of the first `sample` rows, and the rest is printed as it
+    comes (bjobs' pages); a wider cell after them widens its own line only."""
+    rows = iter(rows)
+    first = list(rows if sample is None else itertools.islice(rows, sample))
+    cells = [header] + [r for r in first if not isinstance(r, str)]
     widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
-    for r in [header] * show_header + rows:
+    for r in itertools.chain([header] * show_header, first, rows):
         if isinstance(r, str):
             print(r)
         else:
@@ -294,13 +306,8 @@ def jobs(args: "Args") -> int:
             args,
         )
     client = _client(args)
-    ids = [i for group in args.jobs for i in group]
-    reply = client.call("jobs", jobs=ids, users=users, all=args.all or args.done, queue=args.queue)
-    found = array_commands.expand(reply["jobs"]) if not args.json else reply["jobs"]
-    found = list(filter(bjobs_lsf.wanted(args), found))
-    found.sort(key=array_commands.order)
-    for job_id in reply["missing"]:
-        print(f"Job <{label(job_id)}> is not found", file=sys.stderr)
+    missing: list[int] = []
+    found = bjobs_pages.views(client, args, missing)
     lsf = args.prog != "lavalite"
     shown = bjobs_lsf.annotate(found, lsf, client.conf.cluster.bjobs_element_ids)
     if args.json:
@@ -310,23 +317,27 @@ def jobs(args: "Args") -> int:
         bjobs_lsf.print_summary(found)
     elif args.lsf_json:
         bjobs_lsf.print_json(shown, (args.format or bjobs_lsf.default_columns())[0])
-    elif not found:
-        if not reply["missing"]:
-            print(_nothing(args), file=sys.stderr)
-    elif args.format:
-        columns, delimiter = args.format
-        bjobs_lsf.print_format(shown, columns, delimiter, header=not args.noheader)
-    elif args.long:
-        for j in shown:
-            _print_long(j)
     else:
-        _print_table(shown, args)
-    return 1 if reply["missing"] else 0
+        first = next(shown, None)
+        if first is None:
+            if not missing:
+                print(_nothing(args), file=sys.stderr)
+            return 1 if missing else 0
+        shown = itertools.chain([first], shown)
+        if args.format:
+            columns, delimiter = args.format
+            bjobs_lsf.print_format(shown, columns, delimiter, header=not args.noheader)
+        elif args.long:
+            for j in shown:
+                _print_long(j)
+        else:
+            _print_table(shown, args)
+    return 1 if missing else 0
 
 
-def _print_table(shown: "list[dict[str, Any]]", args: "Args") -> None:
+def _print_table(shown: "Iterable[dict[str, Any]]", args: "Args") -> None:
     """bjobs' default columns; with -p each pending job's reason on a line below it (LSF)."""
-    rows = [
+    rows = (
         row
         for j in shown
         for row in bsub_resreq.host_lines(
@@ -344,8 +355,13 @@ def _print_table(shown: "list[dict[str, Any]]", args: "Args") -> None:
             5,
         )
         + _reason_line(args, j)
-    ]
-    table(rows, bjobs_lsf.DEFAULT_FORMAT.upper().split(), not args.noheader)
+    )
+    table(
+        rows,
+        bjobs_lsf.DEFAULT_FORMAT.upper().split(),
+        not args.noheader,
+        sample=bjobs_pages.page_size(),
+    )
 
 
 def _reason_line(args: "Args", j: "dict[str, Any]") -> list[str]:

@@ -8,7 +8,7 @@ ends when its last element does. `wait` (bwait) parks a request until a job or a
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lavalite import protocol as P
@@ -17,7 +17,6 @@ from lavalite.job_array import (
     Array,
     ArrayError,
     Range,
-    format_ranges,
     parse_name,
     parse_throttle,
 )
@@ -195,16 +194,6 @@ class ArrayOps:
             for job_id in [k for k in self.waiters if split_id(k)[0] == arr.id]:
                 self._fire(job_id)  # waits on indices that ended with it, never started
 
-    def array_views(self, arr: Array, show_finished: bool, now: float) -> list[dict[str, Any]]:
-        """bjobs rows of an array's indices that are not jobs: one row per state with the
-        indices as ranges (the CLI prints one line per index, as LSF does)."""
-        out = []
-        if arr.remaining:
-            out.append(self._index_view(arr, PEND, _compact(arr.unhanded()), now))
-        elif arr.killed and show_finished and arr.cursor < arr.total:
-            out.append(self._index_view(arr, KILLED, _compact(arr.unhanded()), now))
-        return out
-
     def _index_view(self, arr: Array, state: str, ranges: str, now: float) -> dict[str, Any]:
         return {
             "array": arr.id,
@@ -284,17 +273,6 @@ def _condition(
             "the job ended without success",
         )
     return {"job": job_id, "cond": cond} if ended else None
-
-
-def _compact(indices: Iterable[int]) -> str:
-    """Increasing indices -> 'a-b,c' (step 1 runs)."""
-    ranges: list[list[int]] = []
-    for i in indices:
-        if ranges and ranges[-1][1] == i - 1:
-            ranges[-1][1] = i
-        else:
-            ranges.append([i, i])
-    return format_ranges([(a, b, 1) for a, b in ranges])
 
 
 def _counted(state: str) -> str:

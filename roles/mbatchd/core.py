@@ -57,6 +57,7 @@ from roles.mbatchd.depends import DependOps
 from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.listing import Listing, ListingOps
 from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
@@ -146,6 +147,7 @@ class Core(
     QuotaOps,
     ModifyOps,
     SuspendOps,
+    ListingOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -199,11 +201,18 @@ class Core(
             self._adopt_array(Array.from_record(rec), state["envs"], now)
         for job in state["jobs"]:
             self._adopt(job, state["envs"], now)
+        # bjobs' order (roles/mbatchd/listing.py): the plain jobs and arrays, by id
+        self.listing = Listing(
+            [i for i in self.jobs if not split_id(i)[0]] + list(self.arrays), self._in_memory
+        )
         for name, ids in self.host_jobs.items():
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
         self._fair_loaded()
         self._build_quotas(state.get("quota_usage", {}))
+
+    def _in_memory(self, job_id: int) -> bool:
+        return job_id in self.jobs or job_id in self.arrays
 
     def new_turn(self) -> TurnOutput:
         """What the last turn recorded, handed to the shell after its commit; the next turn
@@ -639,6 +648,7 @@ class Core(
             self.jobs[job_id] = job
             self._dirty(job, submitted(job, now))
             self.npend[job.queue] = self.npend.get(job.queue, 0) + 1
+        self.listing.add(job_id)
         self._track_deadline(job)  # -t, whatever keeps it pending
         self._quota_created(job)
         if not self._depend_admit(job, now, prep["depend"]):  # -H, -w
@@ -845,74 +855,6 @@ class Core(
             for host, _ in allocation(job):  # the tasks on its other hosts too (blaunch)
                 self._kill_order(host, job.id, job.attempt)
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
-
-    def query_jobs(
-        self,
-        ident: dict[str, Any],
-        msg: messages.Jobs,
-        now: float,
-        load_job: Callable[[int], Job | None],
-    ) -> dict[str, Any]:
-        """bjobs. load_job(id) reads a job gone from memory from the store."""
-        ids = P.job_ids(msg, optional=True)
-        if ids:
-            out, missing = [], []
-            for job_id in ids:
-                found = self._query_id(job_id, now, load_job)
-                out += found
-                if not found:
-                    missing.append(job_id)
-            return {"jobs": out, "missing": missing}
-        users = P.require(msg, "users", list, optional=True) or [ident["user"]]
-        if not all(isinstance(u, str) for u in users):
-            raise P.ProtocolError(P.BAD_REQUEST, "field 'users' of 'jobs' must list user names")
-        every_user = "all" in users
-        show_finished = bool(msg.get("all"))
-        queue = P.require(msg, "queue", str, optional=True)
-
-        def wanted(j):
-            return (every_user or j.user in users) and (not queue or j.queue == queue)
-
-        if msg.get("arrays"):  # bjobs -A
-            return {
-                "arrays": [
-                    a.summary()
-                    for a in self.arrays.values()
-                    if wanted(a) and (show_finished or a.end_time is None)
-                ]
-            }
-        out = [
-            self._view(j, now)
-            for j in self.jobs.values()
-            if wanted(j) and (show_finished or j.state not in FINISHED)
-        ]
-        for arr in self.arrays.values():
-            if wanted(arr):
-                out += self.array_views(arr, show_finished, now)
-        return {"jobs": out, "missing": []}
-
-    def _query_id(self, job_id, now, load_job):
-        """bjobs ID: a job, every element of an array, or one element (pending or not)."""
-        arr = self.arrays.get(job_id)
-        if arr is not None:
-            return [self._view(j, now) for j in self._elements_of(arr)] + self.array_views(
-                arr, True, now
-            )
-        job = self.jobs.get(job_id) or load_job(job_id)
-        if job is not None:
-            return [self._view(job, now)]
-        arr = self._pending_index(job_id)
-        if arr is None:
-            return []
-        index = split_id(job_id)[1]
-        return [
-            {
-                **self._index_view(arr, PEND, str(index), now),
-                "id": job_id,
-                "index": index,
-                "label": label(job_id),
-            }
-        ]
 
     def _view(self, job, now):
         return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
@@ -1208,6 +1150,8 @@ class Core(
             gone = self.jobs.get(job_id) or self.arrays.get(job_id)
             if gone is not None and gone.finished and gone.end_time < horizon:
                 del (self.arrays if isinstance(gone, Array) else self.jobs)[job_id]
+                if not split_id(job_id)[0]:
+                    self.listing.gone()
                 self.counted.pop(job_id, None)
                 self.depend_final.pop(job_id, None)  # no brequeue reaches it now
                 if gone.req_id:
