@@ -9,7 +9,7 @@ itself reads bjobs' view of the jobs, so no new query exists for it."""
 import signal
 import sys
 
-from lavalite.job_array import ArrayError, name_pattern, parse_label
+from lavalite.job_array import ArrayError, parse_label
 from lavalite.model import split_id
 from roles.cli import array_commands, bjobs_lsf
 
@@ -128,17 +128,18 @@ def _select(
     """The jobs the filters select among the unfinished ones, or among those whose state
     passes `states` (finished ones too): all of them, or the latest submitted one. An array's
     indices not started yet are its array ID (one kill ends them all)."""
-    users = [args.user] if args.user else None
-    views = cli.call("jobs", users=users, queue=args.queue, all=states is not None)["jobs"]
-    name = args.job_name and name_pattern(args.job_name)
-    chosen = [
-        v
-        for v in views
-        if (states is None or states(v["state"]))
-        and (not name or name.match(v["name"]))
-        and (not args.host or any(h == args.host for h, _ in v.get("exec_hosts") or ()))
-        and (states is None or states(v["state"]))
-    ]
+    from roles.cli.bjobs_pages import page_size
+
+    pages = cli.pages(
+        "jobs",
+        users=[args.user] if args.user else None,
+        queue=args.queue,
+        all=states is not None,
+        name=args.job_name,
+        host=args.host,
+        limit=page_size(),
+    )
+    chosen = [v for page in pages for v in page["jobs"] if states is None or states(v["state"])]
     if not every:
         latest = max((v["id"] for v in array_commands.expand(chosen)), default=None)
         return [] if latest is None else [latest]
