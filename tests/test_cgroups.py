@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import pytest
+from conftest import wait_until
 
 from roles.sbatchd import cgroups, server
 from roles.sbatchd.cgroups import Limits
@@ -229,3 +230,33 @@ def test_adopted_group_found_under_the_slice_its_record_names(tmp_path):
         c: os.path.join(m, "elsewhere", "shepherd-7.1") for c, m in mounts.items()
     }
     assert server.adopted_group(cgroups.NoCgroups(), {"cgroup": None}, "9.1") is None
+
+
+UNIFIED = "/sys/fs/cgroup/unified"  # this machine's cgroup2 (hybrid: no controllers of v1's)
+
+
+@pytest.mark.skipif(
+    not os.access(os.path.join(UNIFIED, "cgroup.procs"), os.W_OK), reason="no writable cgroup2"
+)
+def test_v2_freeze_stops_and_thaws_a_real_task():
+    """bstop on cgroup2: cgroup.freeze of the kernel's own hierarchy (a slice of this test's)."""
+    backend = cgroups.V2(UNIFIED, f"lavalite-test-{os.getpid()}")
+    backend.setup()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    g = backend.create("5.1", Limits())
+    try:
+        _put(os.path.join(g.dirs[""], "cgroup.procs"), str(sleeper.pid))
+        assert g.freeze(True)
+        events = os.path.join(g.dirs[""], "cgroup.events")
+        wait_until(lambda: "frozen 1" in _get(events), 10, "frozen")
+        assert g.freeze(False)
+        wait_until(lambda: "frozen 0" in _get(events), 10, "thawed")
+        g.freeze(True)  # a frozen task still dies of the group's kill
+        g.kill()
+        assert sleeper.wait(10) == -signal.SIGKILL
+        assert g.remove(wait=5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        g.remove(wait=5)
+        backend.remove_slice()
