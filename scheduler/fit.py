@@ -76,42 +76,60 @@ class Hosts:
         self.aside = [slot for slot in self.aside if slot[1] > 0]
 
 
-def place(job: Any, hosts: Hosts, known: dict[str, Any]) -> Alloc | str:
-    """The hosts of a job with Needs, or of a job wider than any host's free slots: an
-    allocation, or the pending reason. `known`: host name -> model.Host."""
+def place(job: Any, hosts: Hosts, known: dict[str, Any], limit: Any = None) -> Alloc | str:
+    """The hosts of a job with Needs, or of a job wider than any host's free slots, or under a
+    [limit] (`limit`: scheduler.limits.JobLimit): an allocation, or the pending reason.
+    `known`: host name -> model.Host."""
     needs = job.needs
     want_min = needs.slots_min if needs else job.slots
     want_max = needs.slots_max if needs else job.slots
+    if limit is not None:  # -n MIN,MAX: no more than the limits leave (at least MIN, checked)
+        want_max = max(want_min, min(want_max, limit.most))
     if want_min > hosts.left:
         return PR_NO_SLOT
-    fits, reason = _candidates(needs, hosts, known)
+    fits, reason, capped = _candidates(needs, hosts, known, limit)
     req = needs and needs.req
     chosen = _allocate(fits, want_min, want_max, req)
     if chosen is None:
+        if capped is not None:  # a host the job could use has no room under a limit
+            return limit.refusal([(capped, want_min)]) or reason
         return PR_SPAN if fits and req and (req.span_hosts or req.ptile) else reason
+    alloc = [[slot[0], n] for slot, n in chosen]
+    refusal = limit and limit.refusal(alloc)  # a limit over several hosts counts them together
+    if refusal:
+        return refusal
     hosts.commit(chosen, req.mem if req else 0, bool(needs and needs.exclusive))
-    return [[slot[0], n] for slot, n in chosen]
+    return alloc
 
 
-def _candidates(needs: Any, hosts: Hosts, known: dict[str, Any]) -> tuple[list, str]:
-    """[(slot, how many slots the job may have there)] in the order the job prefers, and the
-    reason of the furthest test a host failed."""
+def _candidates(
+    needs: Any, hosts: Hosts, known: dict[str, Any], limit: Any
+) -> tuple[list, str, str | None]:
+    """[(slot, how many slots the job may have there)] in the order the job prefers, the
+    reason of the furthest test a host failed, and a host that a limit left no room on."""
     fits: list[tuple[Slot, int, dict]] = []
     furthest = 0
+    capped = None
+    facts: dict
     for slot in hosts.every():
         if slot[1] <= 0:
             continue
         if needs is None:
-            fits.append((slot, slot[1], {}))
-            continue
-        failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+            failed, cap, facts = 0, slot[1], {}
+        else:
+            failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+        if not failed and limit is not None:
+            cap = limit.cap(slot[0], cap)
+            if cap <= 0:
+                capped = capped or slot[0]
+                continue
         if failed:
             furthest = max(furthest, failed)
         else:
             fits.append((slot, cap, facts))
     if needs is not None and (needs.hosts or (needs.req and needs.req.order)):
         fits.sort(key=lambda f: _preference(needs, f[0][0], f[2]))
-    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest]
+    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest], capped
 
 
 def _fit(needs: Any, slot: Slot, host: Any, taken: int) -> tuple[int, int, dict]:
