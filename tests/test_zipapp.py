@@ -48,6 +48,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bpeek",
         "bqueues",
         "bquota",
+        "blimits",
         "brequeue",
         "bresume",
         "bstop",

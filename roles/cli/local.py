@@ -49,6 +49,7 @@ LINKS = (
     "lshosts",
     "llctrl",
     "bquota",
+    "blimits",
 )
 
 

@@ -1,0 +1,142 @@
+"""[limit NAME] on real clusters: a per-user slot limit holds one user while another user's
+jobs run, blimits shows the counters, a reload changes a limit at the next turn and a bad one
+keeps the old. The scheduler's rules on hand-built snapshots: tests/test_limit_policy.py."""
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import orjson
+import pytest
+from conftest import Cluster, wait_until
+from test_admin import lsf
+from test_users import SYS_PYTHON, as_user, readable  # noqa: F401  (readable: a fixture)
+
+USER = "lllimx"  # an account of this module's own: other modules' may be in use at once
+HELD = "Resource (slot) limit defined on user or user group has been reached"
+
+
+def running(c, user=None):
+    jobs = c.client.jobs(users=["all"])
+    return [j for j in jobs if j["state"] == "RUN" and user in (None, j["user"])]
+
+
+def blimits(c, tmp_path, *args):
+    """blimits' rows below its header: [[NAME, USERS, ...], ...]."""
+    res = lsf(c, tmp_path, "blimits", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:3] == ["INTERNAL RESOURCE LIMITS:", "", lines[2]], res.stdout
+    assert lines[2].split() == [
+        "NAME",
+        "USERS",
+        "QUEUES",
+        "HOSTS",
+        "PROJECTS",
+        "SLOTS",
+        "MEM",
+        "JOBS",
+    ]
+    return [line.split() for line in lines[3:]]
+
+
+@pytest.fixture
+def limit_cluster(tmp_path):
+    c = Cluster(
+        tmp_path / "c",
+        slots=4,
+        queues={
+            "normal": {},
+            "limit peruser": {"per_user": "all", "slots": "1"},
+            "limit short": {"queues": "short", "mem": "1G"},
+        },
+        mbatchd={"default_queue": "normal"},
+    )
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_blimits_and_a_reload_that_changes_the_limit(limit_cluster, tmp_path):
+    c = limit_cluster
+    ids = [c.submit(["sleep", "60"]) for _ in range(3)]
+    wait_until(lambda: len(running(c)) == 1, 30, "one job running")
+    res = lsf(c, tmp_path, "bjobs", "-p")
+    assert f"{HELD} (Resource limit name: peruser)" in res.stdout, res.stdout
+    assert blimits(c, tmp_path) == [["peruser", "root", "-", "-", "-", "1/1", "-", "-"]]
+    rows = blimits(c, tmp_path, "-a")
+    assert ["short", "-", "short", "-", "-", "-", "0/1024", "-"] in rows, rows
+    assert [r[0] for r in blimits(c, tmp_path, "-a", "-q", "normal")] == ["peruser"]
+
+    qpath = c.conf.paths.queues_conf
+    good = open(qpath).read()
+    with open(qpath, "w") as f:
+        f.write(good.replace("slots = 1", "slots = 2"))
+    assert lsf(c, tmp_path, "badmin", "reconfig").returncode == 0
+    wait_until(lambda: len(running(c)) == 2, 30, "a second job started after the reload")
+    assert blimits(c, tmp_path, "-n", "peruser") == [
+        ["peruser", "root", "-", "-", "-", "2/2", "-", "-"]
+    ]
+
+    with open(qpath, "w") as f:
+        f.write(good.replace("slots = 1", "slots = -1"))
+    res = lsf(c, tmp_path, "badmin", "reconfig")
+    assert res.returncode != 0
+    assert "[limit peruser] slots: '-1' out of range" in res.stdout + res.stderr
+    res = c.cli("config-check", check=False)
+    assert res.returncode == 2
+    assert f"{qpath}:" in res.stderr and "[limit peruser] slots:" in res.stderr, res.stderr
+    # mbatchd keeps the limit it has (commands read queues.conf, so ask it directly)
+    (row,) = [r for r in c.client.call("limit_usage")["limits"] if r["used"]]
+    assert (row["name"], row["slots"], len(running(c))) == ("peruser", [2, 2], 2)
+    c.client.kill(ids)
+    c.wait(ids)
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    """One account of this module's own (test_users' readable fixture asks for `accounts`)."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a user needs root and useradd")
+    if not os.path.exists(SYS_PYTHON):
+        pytest.skip(f"{SYS_PYTHON} missing: the test user needs a python they can run")
+    subprocess.run(["userdel", "-r", USER], capture_output=True)
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
+    try:
+        yield {USER: pwd.getpwnam(USER)}
+    finally:
+        subprocess.run(["userdel", "-r", USER], capture_output=True)
+
+
+def test_a_per_user_limit_holds_one_user_while_another_runs(accounts, readable, tmp_path):  # noqa: F811
+    state = tempfile.mkdtemp(prefix="lavalite-limit-", dir="/tmp")
+    os.chmod(state, 0o755)
+    libdir = os.path.join(state, "pylib")
+    shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
+    c = Cluster(
+        os.path.join(state, "cluster"),
+        slots=4,
+        queues={"normal": {}, "limit peruser": {"per_user": "all", "slots": "1"}},
+        mbatchd={"default_queue": "normal"},
+    )
+    c.start()
+    c.pythonpath, c.readable = f"{readable}:{libdir}", readable
+    try:
+        mine = [c.submit(["sleep", "60"]) for _ in range(3)]  # root's, first in the queue
+        wait_until(lambda: len(running(c, "root")) == 1, 30, "root's first job running")
+        res = as_user(c, accounts[USER], "submit", "--", "sleep", "60")
+        assert res.returncode == 0, res.stdout + res.stderr
+        theirs = int(res.stdout.split("<")[1].split(">")[0])
+        wait_until(lambda: running(c, USER), 30, f"{USER}'s job running beside root's")
+        assert len(running(c, "root")) == 1  # 2 slots free, root still held at 1
+        rows = blimits(c, tmp_path)
+        assert sorted(r[1] for r in rows) == sorted(["root", USER]), rows
+        c.client.kill(mine + [theirs])
+        c.wait(mine + [theirs])
+    finally:
+        c.stop()
+        shutil.rmtree(state, ignore_errors=True)
