@@ -14,8 +14,12 @@ if TYPE_CHECKING:
 HEADER = ["NAME", "USERS", "QUEUES", "HOSTS", "PROJECTS", "SLOTS", "MEM", "JOBS"]
 CONSUMERS = ("users", "queues", "hosts", "projects")
 # the options that pick rows by a consumer: (option, dest, the row's field)
-FILTERS = (("-u", "user", "users"), ("-q", "queue", "queues"), ("-m", "host", "hosts"))
-FILTERS += (("-P", "project", "projects"),)
+FILTERS = (
+    ("-u", "user", "users"),
+    ("-q", "queue", "queues"),
+    ("-m", "host", "hosts"),
+    ("-P", "project", "projects"),
+)
 MB = 1 << 20
 
 
