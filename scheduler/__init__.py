@@ -223,7 +223,9 @@ def _plan_queue(
             if job.needs is not None or any(r.hosts is not None for r in rules):
                 limit = JobLimit(turn, rules, job, job.needs.slots_max if job.needs else job.slots)
         slots = job.slots
-        host = hosts.take(slots) if job.needs is None and limit is None else None
+        host = None
+        if job.needs is None:
+            host = hosts.take(slots) if limit is None else hosts.take(slots, limit.fits)
         if host is None:
             # a job that asks more than slots, or that did not fit on one host, or whose
             # hosts a limit narrows

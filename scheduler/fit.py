@@ -7,7 +7,7 @@ The slow path looks at every host with a free slot, once per such job, and place
 atomically: all its hosts, or none.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lavalite.model import (
@@ -38,16 +38,17 @@ class Hosts:
         self.left = total  # slots still to place: the free ones, or the turn's limit
         self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
 
-    def take(self, n: int) -> str | None:
+    def take(self, n: int, fits: "Callable[[str, int], bool] | None" = None) -> str | None:
+        """The first host with n free slots (and, given `fits`, where fits(host, n): a
+        [limit] of hosts has room there)."""
         for i, slot in enumerate(self.aside):
-            if slot[1] >= n:
+            if slot[1] >= n and (fits is None or fits(slot[0], n)):
                 return self._use(slot, n, i)
         for host, free in self.it:
             slot = [host, free]
-            if free >= n:
-                self.aside.append(slot)
-                return self._use(slot, n, len(self.aside) - 1)
             self.aside.append(slot)
+            if free >= n and (fits is None or fits(host, n)):
+                return self._use(slot, n, len(self.aside) - 1)
         return None
 
     def _use(self, slot: Slot, n: int, index: int) -> str:

@@ -191,8 +191,8 @@ class TurnLimits:
         pending reason; None where every one has room."""
         for rule in rules:
             if rule.hosts is None:
-                key, add = next(charges((rule,), job, [("", slots)]))
-                full = self._full(key, rule, add)
+                key = rule.key(job.user, job.queue, project_of(job), None)
+                full = self._full(key, rule, [slots, part_mem(job, slots, True), 1])
                 if full is not None:
                     return rule, rule.reason(full)
         return None
@@ -245,6 +245,11 @@ class JobLimit:
 
     def cap(self, host: str, free: int) -> int:
         return self.turn.room(self.rules, self.job, host, free)
+
+    def fits(self, host: str, n: int) -> bool:
+        """May n slots on `host` go to the job (for a job on one host: the rules not of hosts
+        were checked already)."""
+        return self.cap(host, n) >= n
 
     def refusal(self, parts: Sequence[Part]) -> str | None:
         return self.turn.fits(self.rules, self.job, parts)
