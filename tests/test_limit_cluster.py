@@ -6,13 +6,16 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 
-import orjson
 import pytest
 from conftest import Cluster, wait_until
 from test_admin import lsf
-from test_users import SYS_PYTHON, as_user, readable  # noqa: F401  (readable: a fixture)
+from test_users import (  # noqa: F401  (readable: a fixture)
+    SYS_PYTHON,
+    _users_cluster,
+    as_user,
+    readable,
+)
 
 USER = "lllimx"  # an account of this module's own: other modules' may be in use at once
 HELD = "Resource (slot) limit defined on user or user group has been reached"
@@ -113,19 +116,10 @@ def accounts():
 
 
 def test_a_per_user_limit_holds_one_user_while_another_runs(accounts, readable, tmp_path):  # noqa: F811
-    state = tempfile.mkdtemp(prefix="lavalite-limit-", dir="/tmp")
-    os.chmod(state, 0o755)
-    libdir = os.path.join(state, "pylib")
-    shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
-    c = Cluster(
-        os.path.join(state, "cluster"),
-        slots=4,
-        queues={"normal": {}, "limit peruser": {"per_user": "all", "slots": "1"}},
-        mbatchd={"default_queue": "normal"},
-    )
-    c.start()
-    c.pythonpath, c.readable = f"{readable}:{libdir}", readable
-    try:
+    queues = {"normal": {}, "limit peruser": {"per_user": "all", "slots": "1"}}
+    with _users_cluster(
+        readable, allow_root_jobs="yes", queues=queues, mbatchd={"default_queue": "normal"}
+    ) as c:
         mine = [c.submit(["sleep", "60"]) for _ in range(3)]  # root's, first in the queue
         wait_until(lambda: len(running(c, "root")) == 1, 30, "root's first job running")
         res = as_user(c, accounts[USER], "submit", "--", "sleep", "60")
@@ -137,6 +131,3 @@ def test_a_per_user_limit_holds_one_user_while_another_runs(accounts, readable, 
         assert sorted(r[1] for r in rows) == sorted(["root", USER]), rows
         c.client.kill(mine + [theirs])
         c.wait(mine + [theirs])
-    finally:
-        c.stop()
-        shutil.rmtree(state, ignore_errors=True)
