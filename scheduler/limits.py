@@ -19,6 +19,7 @@ from typing import Any
 SLOTS, MEM, JOBS = 0, 1, 2  # indexes of a counter and of a rule's caps
 RESOURCES = ("slot", "mem", "jobs")  # as LSF's pending reasons name them
 ALL = "all"
+_NONE = (0, 0, 0)  # a counter nobody charged
 DEFAULT_PROJECT = "default"  # LSF's project of a job submitted without -P
 Key = tuple[str, str | None, str | None, str | None, str | None]  # rule, user, queue, project, host
 Part = Sequence[Any]  # (host, slots) of a placed job, a list or a tuple
@@ -49,7 +50,7 @@ class Rule:
     """One [limit NAME]: users, queues, hosts, projects are Members or None (not limited by
     that kind); caps: (slots, mem bytes, jobs), None where the resource is not limited."""
 
-    __slots__ = ("name", "users", "queues", "hosts", "projects", "caps")
+    __slots__ = ("name", "users", "queues", "hosts", "projects", "caps", "limited")
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Rule:
         projects: Members | None = None,
     ) -> None:
         self.name, self.caps = name, caps
+        self.limited = tuple((i, cap) for i, cap in enumerate(caps) if cap is not None)
         self.users, self.queues, self.hosts, self.projects = users, queues, hosts, projects
 
     def applies(self, user: str, queue: str, project: str) -> bool:
@@ -176,13 +178,12 @@ class TurnLimits:
 
     def _in_use(self, key: Key, i: int) -> int:
         """Resource i at `key`: running jobs' and this pass's placements'."""
-        return self.limits.used.get(key, (0, 0, 0))[i] + self.added.get(key, (0, 0, 0))[i]
+        return self.limits.used.get(key, _NONE)[i] + self.added.get(key, _NONE)[i]
 
     def _full(self, key: Key, rule: Rule, add: list[int]) -> int | None:
         """The resource of `rule` that `add` more at `key` would pass, or None."""
-        for i in (SLOTS, MEM, JOBS):
-            cap = rule.caps[i]
-            if cap is not None and add[i] and self._in_use(key, i) + add[i] > cap:
+        for i, cap in rule.limited:
+            if add[i] and self._in_use(key, i) + add[i] > cap:
                 return i
         return None
 
