@@ -255,3 +255,36 @@ def test_config_check_names_file_line_and_key(tmp_path, body, message):
         _conf("\n[normal]\n[limit x]\n" + body + "\n", tmp_path)
     assert [e for e in exc.value.errors if message in e], exc.value.errors
     assert all(e.startswith(str(tmp_path / "queues.conf")) for e in exc.value.errors)
+
+
+# --- mbatchd's counters, driven through its core (no sockets; the store is a file)
+
+
+def test_core_counts_jobs_in_at_start_and_out_at_end_retry_and_reload(tmp_path):
+    from roles.mbatchd.core import Core
+    from store import Store
+
+    text = "\n[normal]\n[limit peruser]\nper_user = all\nslots = 1\n"
+    conf = _conf(text, tmp_path)
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=100.0)
+    core.host_register("h1", {"slots": 4, "running": []}, 100.0)
+    alice = {"role": "user", "user": "alice", "uid": 1000, "host": "h1"}
+    spec = {"cmd": ["true"], "env": {}, "retries": 1}
+    ids = [core.submit(alice, {"spec": spec}, 100.0, store.env_id)["job"] for _ in range(3)]
+    key = ("peruser", "alice", None, None, None)
+    assert core.schedule(100.0) == 1 and core.limits.used == {key: [1, 0, 1]}
+    assert core.schedule(100.0) == 0
+    assert "peruser" in core._view(core.jobs[ids[1]], 100.0)["pend_reason"]
+    # a failed attempt with a retry left goes back to PEND: out of the counter
+    first = next(i for i in ids if core.jobs[i].state == "RUN")
+    rep = {"rid": 1, "kind": "exit", "job": first, "attempt": 1, "exit_code": 2}
+    core.reports("h1", [rep], 101.0)
+    assert core.limits.used == {}
+    assert core.schedule(101.0) == 1 and core.limits.used == {key: [1, 0, 1]}
+    # a reload that raises the limit counts the running job again; the next pass starts one
+    with open(tmp_path / "queues.conf", "w") as f:
+        f.write(text.replace("slots = 1", "slots = 2"))
+    core.reconfigure(config.load(str(tmp_path / "lavalite.conf")))
+    assert core.limits.used == {key: [1, 0, 1]}
+    assert core.schedule(102.0) == 1 and core.limits.used == {key: [2, 0, 2]}
