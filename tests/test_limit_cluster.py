@@ -96,6 +96,9 @@ def test_blimits_and_a_reload_that_changes_the_limit(limit_cluster, tmp_path):
     # mbatchd keeps the limit it has (commands read queues.conf, so ask it directly)
     (row,) = [r for r in c.client.call("limit_usage")["limits"] if r["used"]]
     assert (row["name"], row["slots"], len(running(c))) == ("peruser", [2, 2], 2)
+    with open(qpath, "w") as f:
+        f.write(good)
+    assert c.cli("config-check").stdout.endswith("(1 queues: normal; 2 limits: peruser, short)\n")
     c.client.kill(ids)
     c.wait(ids)
 
@@ -131,3 +134,38 @@ def test_a_per_user_limit_holds_one_user_while_another_runs(accounts, readable, 
         assert sorted(r[1] for r in rows) == sorted(["root", USER]), rows
         c.client.kill(mine + [theirs])
         c.wait(mine + [theirs])
+
+
+def test_simulate_with_a_limit_every_job_ends_and_the_limit_holds(tmp_path):
+    """`lavalite simulate --queues` with a [limit] section (no queue): a real mbatchd and
+    simulated hosts; the queue's running jobs never pass the limit, and every job ends."""
+    import json
+
+    import apsw
+    from conftest import LAUNCHER
+
+    qconf = tmp_path / "queues.conf"
+    qconf.write_text("[fast]\npriority = 50\n[slow]\n[limit slowcap]\nqueues = slow\njobs = 3\n")
+    args = ["--hosts", "6", "--slots", "2", "--jobs", "300", "--array-size", "60"]
+    args += ["--duration", "1-3", "--speed", "40", "--queues", str(qconf)]
+    out = subprocess.run(
+        LAUNCHER + ["simulate", "--json", *args, "--state-dir", str(tmp_path / "sim")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fig["ended"] == fig["jobs"] == 300 and fig["ended_twice"] == 0
+    db = apsw.Connection(str(tmp_path / "sim" / "lavalite.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        running = peak = 0
+        for old, new in db.execute(
+            "SELECT e.old, e.new FROM job_events e JOIN jobs j ON j.id = e.job_id "
+            "WHERE j.queue = 'slow' ORDER BY e.seq"
+        ):
+            running += (new == "RUN") - (old == "RUN")
+            peak = max(peak, running)
+    finally:
+        db.close()
+    assert peak == 3
