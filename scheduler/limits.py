@@ -231,6 +231,8 @@ class TurnLimits:
                 free = min(free, slots - self._in_use(key, SLOTS))
             if mem is not None and per_slot:
                 free = min(free, (mem - self._in_use(key, MEM)) // per_slot)
+            elif mem is not None and self._in_use(key, MEM) + part_mem(job, free, True) > mem:
+                return 0  # its -M, which counts on the host where it starts
         return max(free, 0)
 
 

@@ -160,6 +160,15 @@ def test_memory_counts_rusage_per_slot_or_the_jobs_limit():
     assert "Resource (mem) limit" in reason(p, big[2])
 
 
+def test_per_host_memory_counts_the_jobs_limit_where_it_starts():
+    limits = Limits([rule("hostmem", mem=1024 * MB, per_host="all")])
+    q = QueueView("normal")
+    jobs = pend(q, "alice", 3, memory=600 * MB)
+    p = plan(snap([q], {"h1": 4, "h2": 4}, limits))
+    assert sorted(h for _, h in p.placements) == ["h1", "h2"]
+    assert "Resource (mem) limit defined on host" in reason(p, jobs[2])
+
+
 def test_several_limits_at_once_each_must_have_room():
     limits = Limits([rule("peruser", slots=3, per_user="all"), rule("all", jobs=4, users="all")])
     q = QueueView("normal")
