@@ -29,10 +29,19 @@ if TYPE_CHECKING:
 LAVALITE, LIM, SBATCHD, QUEUES = "lavalite.conf", "lim.conf", "sbatchd.conf", "queues.conf"
 FILES = (LAVALITE, LIM, SBATCHD, QUEUES)
 _LC, _LM, _SB, _QU = FILES  # short names keep the KEYS table one row per key
-QUEUE = "*"  # KEYS section for queues.conf: every section but [usergroup|quota NAME] is a queue
+QUEUE = (
+    "*"  # KEYS section for queues.conf: every section but [usergroup|quota|limit NAME] is a queue
+)
 USERGROUP = "usergroup"  # [usergroup NAME]: a group of users (fairshare)
 QUOTA = "quota"  # KEYS section for queues.conf's [quota NAME] sections (docs/policy.md)
 QUOTA_PREFIX = QUOTA + " "
+LIMIT = (
+    "limit"  # KEYS section for queues.conf's [limit NAME] sections (LSF's Limit, docs/policy.md)
+)
+LIMIT_PREFIX = LIMIT + " "
+# a [limit NAME]'s consumer keys, each with its per- form, and its resource keys
+LIMIT_CONSUMERS = ("users", "queues", "hosts", "projects")
+LIMIT_RESOURCES = ("slots", "mem", "jobs")
 SEARCH = ("/etc/lavalite/lavalite.conf", "~/.lavalite/lavalite.conf")
 AUTO_SLICE = "auto"  # cgroup_slice derived per cluster (cluster_slice)
 _DUR = "duration >= 0 (seconds, or 90s/10m/2h/1d)"
@@ -595,14 +604,41 @@ KEYS = [
         "A submit is refused when used + running + pending + its estimate would reach this "
         "share of core_hours.",
     ),
+    *(
+        (_QU, LIMIT, key, "list", "", doc)
+        for consumer, what in (
+            ("users", "users or [usergroup]s"),
+            ("queues", "queues"),
+            ("hosts", "hosts"),
+            ("projects", "projects (bsub -P)"),
+        )
+        for key, doc in (
+            (
+                consumer,
+                f"The {what} whose jobs the limit counts together; all = every one, ~NAME "
+                f"leaves one out. Empty = not limited by {consumer[:-1]}.",
+            ),
+            (f"per_{consumer[:-1]}", f"As {consumer}, but each of them has the limit alone."),
+        )
+    ),
+    (_QU, LIMIT, "slots", "count?", "", "Slots the jobs it counts may hold at once."),
+    (
+        _QU,
+        LIMIT,
+        "mem",
+        "size?",
+        "",
+        "Memory their running jobs may reserve (rusage[mem] x slots, else -M): MB or 512M, 2G.",
+    ),
+    (_QU, LIMIT, "jobs", "count?", "", "Jobs they may have running (suspended ones count)."),
 ]
 _FILE_DOC = {
     LAVALITE: "Main LavaLite configuration. Companion files: lim.conf, sbatchd.conf, queues.conf.",
     LIM: "LIM (load information manager) settings. Every key is optional.",
     SBATCHD: "sbatchd (per-host job runner) settings. Every key is optional.",
     QUEUES: "Queues: each [NAME] section (letters, digits, _ - .) defines one queue; "
-    "[usergroup NAME] sections define user groups, [quota NAME] sections quotas on core-hours "
-    "(docs/policy.md).",
+    "[usergroup NAME] sections define user groups, [quota NAME] sections quotas on core-hours, "
+    "[limit NAME] sections limits on running jobs (docs/policy.md).",
 }
 # (low, high) keys of one section: low must not exceed high when both are > 0 (0 = unset)
 # (lower, upper, unit): the lower may not exceed the upper where the upper is set (> 0)
@@ -679,6 +715,11 @@ class QuotaConf(SimpleNamespace):
     admit_below as a fraction); vars(q) is a plain JSON-able dict."""
 
 
+class LimitConf(SimpleNamespace):
+    """One [limit NAME] of queues.conf (name; users, per_user, queues, per_queue, hosts,
+    per_host, projects, per_project as lists; slots, mem (bytes), jobs: None = no limit)."""
+
+
 class Config:
     # one Section per namespace of _NAMESPACES, set in __init__ (declared for type checkers)
     cluster: Section
@@ -697,6 +738,7 @@ class Config:
         self.usergroups: dict[str, list[str]] = {}  # [usergroup NAME] -> members as written
         self.group_users: dict[str, frozenset[str]] = {}  # group -> its users, nested resolved
         self.quotas: dict[str, QuotaConf] = {}
+        self.limits: dict[str, LimitConf] = {}
         self.lim.labels = {}
 
     def queue_order(self) -> list[QueueConf]:
@@ -727,6 +769,8 @@ def _convert(kind: str, raw: str) -> "Any":
         raise ValueError(f"expected one of {kind[7:]}, got {raw!r}")
     if kind == "size":
         return parse_size(raw)
+    if kind in ("count?", "size?"):  # empty: no limit on this resource
+        return None if not raw else _convert(kind[:-1] if kind == "size?" else "int>=0", raw)
     if kind == "percent":
         return _percent(raw)
     if kind == "relpath":
@@ -879,8 +923,10 @@ def _check(fname: str, path: str, parsed: "Parsed", errors: list[str]) -> None:
     for sec, (sline, keys) in parsed.items():
         if fname == QUEUES:
             sec_key = _section_key(fname, sec)
-            prefix = {USERGROUP: USERGROUP + " ", QUOTA: QUOTA_PREFIX}.get(sec_key, "")
-            what = {USERGROUP: "user group", QUOTA: "quota"}.get(sec_key, "queue")
+            prefix = {USERGROUP: USERGROUP + " ", QUOTA: QUOTA_PREFIX, LIMIT: LIMIT_PREFIX}.get(
+                sec_key, ""
+            )
+            what = {USERGROUP: "user group", QUOTA: "quota", LIMIT: "limit"}.get(sec_key, "queue")
             if not _queue_name_ok(sec.removeprefix(prefix)):
                 errors.append(
                     f"{path}:{sline}: bad {what} name [{sec}]: use letters, digits, _ - ."
@@ -968,6 +1014,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
             names = ["serial"] if parsed is None else [n for n in parsed if _queue_name_ok(n)]
             _user_groups(conf, parsed or {}, fpath, errors)
             _quotas(conf, parsed or {}, fpath, errors)
+            _limits(conf, parsed or {}, fpath, errors)
             for name in names:
                 q = conf.queues[name] = QueueConf(name=name)
                 _fill(
@@ -1017,6 +1064,8 @@ def _section_key(fname: str, sec: str) -> str:
         return sec
     if sec.startswith(USERGROUP + " "):
         return USERGROUP
+    if sec.startswith(LIMIT_PREFIX):
+        return LIMIT
     return QUOTA if sec.startswith(QUOTA_PREFIX) else QUEUE
 
 
@@ -1038,6 +1087,28 @@ def _quotas(conf: Config, parsed: "Parsed", path: str, errors: list[str]) -> Non
         if q.core_hours == 0 and not any(e.startswith(where) for e in errors[found:]):
             why = f"{raw!r} out of range" if raw else "missing"
             errors.append(f"{where} {why}: expected a number of core-hours > 0")
+
+
+def _limits(conf: Config, parsed: "Parsed", path: str, errors: list[str]) -> None:
+    """conf.limits from queues.conf's [limit NAME] sections: each limits a resource, and names
+    each kind of consumer at most one way (`users` or `per_user`)."""
+    for sec, (sline, given) in parsed.items():
+        name = sec[len(LIMIT_PREFIX) :]
+        if not sec.startswith(LIMIT_PREFIX) or not _queue_name_ok(name):
+            continue
+        lim = conf.limits[name] = LimitConf(name=name)
+        _fill(lim, _SCHEMA[QUEUES][LIMIT], given, path, sec, errors)
+        if all(r not in given for r in LIMIT_RESOURCES):
+            errors.append(f"{path}:{sline}: [{sec}]: no resource: give slots, mem or jobs")
+        for consumer in LIMIT_CONSUMERS:
+            per = f"per_{consumer[:-1]}"
+            if consumer in given and per in given:
+                errors.append(
+                    f"{path}:{given[per][1]}: [{sec}] {per}: give {consumer} or {per}, not both"
+                )
+            for key in (consumer, per):
+                if key in given and not getattr(lim, key):
+                    errors.append(f"{path}:{given[key][1]}: [{sec}] {key}: names no {consumer}")
 
 
 def _tls_keys_together(conf: Config, main: "Parsed", path: str, errors: list[str]) -> None:
@@ -1175,6 +1246,8 @@ def _describe(kind: str) -> str:
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
         "percent": "percentage in (0, 100%]",
+        "count?": "integer >= 0, empty = no limit",
+        "size?": "size in MB, or with a unit: 512M, 2G; empty = no limit",
         "file?": "path of a file, empty = none",
         "str": "text",
     }.get(kind, kind)
@@ -1213,6 +1286,9 @@ def render(conf_name: str, values: dict[str, dict] | None = None) -> str:
         out += [f"# [{QUOTA_PREFIX}NAME]: a quota on core-hours (docs/policy.md)"] + _render_keys(
             schema[QUOTA], {}
         )
+    if conf_name == QUEUES and not any(s.startswith(LIMIT_PREFIX) for s in values):
+        out += [f"# [{LIMIT_PREFIX}NAME]: a limit on running jobs (docs/policy.md)"]
+        out += _render_keys(schema[LIMIT], {})
     return "\n".join(out).rstrip() + "\n"
 
 

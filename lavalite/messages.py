@@ -218,6 +218,14 @@ class QuotasReply(Reply):
     quotas: list[dict[str, Any]]  # roles/mbatchd/quotas.py QuotaBook.view
 
 
+class LimitUsage(Envelope):
+    pass
+
+
+class LimitUsageReply(Reply):
+    limits: list[dict[str, Any]]  # roles/mbatchd/limits.py LimitOps.query_limits
+
+
 class Hosts(Envelope):
     pass
 
@@ -456,6 +464,7 @@ MBATCHD_REQUESTS: dict[str, type] = {
     "users": Users,
     "load": LoadView,
     "quotas": Quotas,
+    "limit_usage": LimitUsage,
     "move": Move,
     "requeue": Requeue,
     "switch": Switch,

@@ -21,6 +21,7 @@ from lavalite.model import (
 )
 from scheduler.fairshare import Fair
 from scheduler.fit import HOST_REASONS, Hosts, place
+from scheduler.limits import JobLimit, Limits, TurnLimits
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -76,7 +77,16 @@ class Snapshot:
     limit: place about this many slots at most (0: no limit), so that one turn stays short
     when thousands of slots free at once; the caller plans again for the rest."""
 
-    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit", "hosts")
+    __slots__ = (
+        "now",
+        "queues",
+        "free_by_host",
+        "total_free",
+        "max_slots",
+        "limit",
+        "hosts",
+        "limits",
+    )
 
     def __init__(
         self,
@@ -87,6 +97,7 @@ class Snapshot:
         max_slots: int,
         limit: int = 0,
         hosts: dict[str, Any] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -95,6 +106,7 @@ class Snapshot:
         self.max_slots = max_slots  # the largest slot count of any host, free or not
         self.limit = limit
         self.hosts = hosts or {}  # name -> model.Host: facts, reservations (jobs with Needs)
+        self.limits = limits  # the [limit NAME]s and their counters; None: there are none
 
 
 class Plan:
@@ -130,13 +142,14 @@ def _first_live(it: Iterator[Entry]) -> Entry | None:
 def plan(snap: Snapshot) -> Plan:
     result = Plan()
     hosts = Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
+    turn = TurnLimits(snap.limits) if snap.limits is not None else None
     for q in snap.queues:
         if hosts.left <= 0:
             break
         if not q.active:
             result.reasons[(q.name, None)] = PR_QUEUE_INACTIVE
             continue
-        _plan_queue(q, snap, hosts, result)
+        _plan_queue(q, snap, hosts, result, turn)
     return result
 
 
@@ -163,7 +176,9 @@ class _Order:
             self.placed[account] = self.placed.get(account, 0) + slots
 
 
-def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> None:
+def _plan_queue(
+    q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan, turn: TurnLimits | None
+) -> None:
     order = _Order(q.fair, snap.now)
     heads: list[Head] = []  # each user's first live job
     for user, fifo in q.pending.items():
@@ -196,11 +211,29 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             result.reasons[(q.name, user)] = PR_USER_CAP
             heapq.heappop(heads)
             continue
+        rules = turn.rules(job, q.name, user) if turn is not None else ()
+        limit = None
+        if rules:
+            assert turn is not None  # rules come from it
+            held = turn.blocked(rules, job, job.slots)
+            if held is not None:
+                if _hold(q, user, job, held, heads, it, order, result):
+                    return
+                continue
+            if job.needs is not None or any(r.hosts is not None for r in rules):
+                limit = JobLimit(turn, rules, job, job.needs.slots_max if job.needs else job.slots)
         slots = job.slots
-        host = hosts.take(slots) if job.needs is None else None
+        host = None
+        if job.needs is None:
+            host = hosts.take(slots) if limit is None else hosts.take(slots, limit.fits)
         if host is None:
-            # a job that asks more than slots, or that did not fit on one host
-            got = place(job, hosts, snap.hosts) if job.needs or slots > 1 else PR_NO_SLOT
+            # a job that asks more than slots, or that did not fit on one host, or whose
+            # hosts a limit narrows
+            got = (
+                place(job, hosts, snap.hosts, limit)
+                if job.needs or slots > 1 or limit
+                else PR_NO_SLOT
+            )
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got
@@ -215,6 +248,9 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             if len(got) > 1 or slots != job.slots:
                 result.wide[len(result.placements)] = got
         result.placements.append((job, host))
+        if rules:
+            assert turn is not None
+            turn.charge(rules, job, result.wide.get(len(result.placements) - 1) or [[host, slots]])
         q_used += slots
         placed[user] = placed.get(user, 0) + slots
         order.charge(user, job, slots)
@@ -225,6 +261,32 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             if arr is job:
                 continue  # the array keeps its place until it is spent or throttled
         _advance(heads, user, it, order)
+
+
+def _hold(
+    q: QueueView,
+    user: str,
+    job: Pending,
+    held: tuple[Any, str],
+    heads: list[Head],
+    it: Iterator[Entry],
+    order: "_Order",
+    result: Plan,
+) -> bool:
+    """A job a [limit] holds back: what else waits with it. A limit of projects holds this
+    job (the user's next may be of another project); one of users holds the user's FIFO in the
+    queue; one of neither holds every user's jobs in the queue alike (True: stop the queue)."""
+    rule, reason = held
+    if rule.projects is not None:
+        result.reasons[("job", job.id)] = reason
+        _advance(heads, user, it, order)
+        return False
+    if rule.users is None:
+        result.reasons[(q.name, None)] = reason
+        return True
+    result.reasons[(q.name, user)] = reason
+    heapq.heappop(heads)
+    return False
 
 
 def _advance(heads: list[Head], user: str, it: Iterator[Entry], order: _Order) -> None:

@@ -7,7 +7,7 @@ The slow path looks at every host with a free slot, once per such job, and place
 atomically: all its hosts, or none.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lavalite.model import (
@@ -38,16 +38,17 @@ class Hosts:
         self.left = total  # slots still to place: the free ones, or the turn's limit
         self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
 
-    def take(self, n: int) -> str | None:
+    def take(self, n: int, fits: "Callable[[str, int], bool] | None" = None) -> str | None:
+        """The first host with n free slots (and, given `fits`, where fits(host, n): a
+        [limit] of hosts has room there)."""
         for i, slot in enumerate(self.aside):
-            if slot[1] >= n:
+            if slot[1] >= n and (fits is None or fits(slot[0], n)):
                 return self._use(slot, n, i)
         for host, free in self.it:
             slot = [host, free]
-            if free >= n:
-                self.aside.append(slot)
-                return self._use(slot, n, len(self.aside) - 1)
             self.aside.append(slot)
+            if free >= n and (fits is None or fits(host, n)):
+                return self._use(slot, n, len(self.aside) - 1)
         return None
 
     def _use(self, slot: Slot, n: int, index: int) -> str:
@@ -76,42 +77,60 @@ class Hosts:
         self.aside = [slot for slot in self.aside if slot[1] > 0]
 
 
-def place(job: Any, hosts: Hosts, known: dict[str, Any]) -> Alloc | str:
-    """The hosts of a job with Needs, or of a job wider than any host's free slots: an
-    allocation, or the pending reason. `known`: host name -> model.Host."""
+def place(job: Any, hosts: Hosts, known: dict[str, Any], limit: Any = None) -> Alloc | str:
+    """The hosts of a job with Needs, or of a job wider than any host's free slots, or under a
+    [limit] (`limit`: scheduler.limits.JobLimit): an allocation, or the pending reason.
+    `known`: host name -> model.Host."""
     needs = job.needs
     want_min = needs.slots_min if needs else job.slots
     want_max = needs.slots_max if needs else job.slots
+    if limit is not None:  # -n MIN,MAX: no more than the limits leave (at least MIN, checked)
+        want_max = max(want_min, min(want_max, limit.most))
     if want_min > hosts.left:
         return PR_NO_SLOT
-    fits, reason = _candidates(needs, hosts, known)
+    fits, reason, capped = _candidates(needs, hosts, known, limit)
     req = needs and needs.req
     chosen = _allocate(fits, want_min, want_max, req)
     if chosen is None:
+        if capped is not None:  # a host the job could use has no room under a limit
+            return limit.refusal([(capped, want_min)]) or reason
         return PR_SPAN if fits and req and (req.span_hosts or req.ptile) else reason
+    alloc = [[slot[0], n] for slot, n in chosen]
+    refusal = limit and limit.refusal(alloc)  # a limit over several hosts counts them together
+    if refusal:
+        return refusal
     hosts.commit(chosen, req.mem if req else 0, bool(needs and needs.exclusive))
-    return [[slot[0], n] for slot, n in chosen]
+    return alloc
 
 
-def _candidates(needs: Any, hosts: Hosts, known: dict[str, Any]) -> tuple[list, str]:
-    """[(slot, how many slots the job may have there)] in the order the job prefers, and the
-    reason of the furthest test a host failed."""
+def _candidates(
+    needs: Any, hosts: Hosts, known: dict[str, Any], limit: Any
+) -> tuple[list, str, str | None]:
+    """[(slot, how many slots the job may have there)] in the order the job prefers, the
+    reason of the furthest test a host failed, and a host that a limit left no room on."""
     fits: list[tuple[Slot, int, dict]] = []
     furthest = 0
+    capped = None
+    facts: dict
     for slot in hosts.every():
         if slot[1] <= 0:
             continue
         if needs is None:
-            fits.append((slot, slot[1], {}))
-            continue
-        failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+            failed, cap, facts = 0, slot[1], {}
+        else:
+            failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+        if not failed and limit is not None:
+            cap = limit.cap(slot[0], cap)
+            if cap <= 0:
+                capped = capped or slot[0]
+                continue
         if failed:
             furthest = max(furthest, failed)
         else:
             fits.append((slot, cap, facts))
     if needs is not None and (needs.hosts or (needs.req and needs.req.order)):
         fits.sort(key=lambda f: _preference(needs, f[0][0], f[2]))
-    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest]
+    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest], capped
 
 
 def _fit(needs: Any, slot: Slot, host: Any, taken: int) -> tuple[int, int, dict]:

@@ -66,6 +66,7 @@ LSF_DOC = {
         "-app -C -D -f -Lp -m -M -N -P -q -rcacct -rcalloc -sla -S -u -U",
     ),
     "busers": ("-w -alloc -json -h -V", "-o"),
+    "blimits": ("-a -c -w -fwd -gl -h -V", "-o -n -P -q -u -Lp -m -C -A"),
     "lsload": ("-a -gpu -gpuload -l -w -json -N -E -s -loc -h -V", "-o -I -n -R"),
     "lshosts": ("-a -cname -gpu -w -l -json -s -loc -T -h -V", "-o -R"),
 }

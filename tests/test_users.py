@@ -92,9 +92,9 @@ def readable(accounts):
 
 
 @contextlib.contextmanager
-def _users_cluster(readable, sbatchd=None):
+def _users_cluster(readable, sbatchd=None, allow_root_jobs="no", **cluster):
     """A cluster the test users can reach (its directory readable by all; the key is not),
-    root jobs not allowed."""
+    root jobs not allowed unless asked; `cluster`: more of Cluster's arguments."""
     state = tempfile.mkdtemp(prefix="lavalite-users-", dir="/tmp")
     os.chmod(state, 0o755)
     libdir = os.path.join(state, "pylib")
@@ -103,7 +103,8 @@ def _users_cluster(readable, sbatchd=None):
         os.path.join(state, "cluster"),
         slots=4,
         sbatchd=sbatchd,
-        conf={"cluster": {"allow_root_jobs": "no"}},
+        conf={"cluster": {"allow_root_jobs": allow_root_jobs}},
+        **cluster,
     )
     c.start()
     c.pythonpath = f"{readable}:{libdir}"

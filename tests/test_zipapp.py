@@ -44,6 +44,7 @@ def test_zipapp_cluster_on_bare_python_with_lsf_names(make_cluster, zipapp, tmp_
         "bjobs",
         "bkill",
         "blaunch",
+        "blimits",
         "bmod",
         "bpeek",
         "bqueues",

@@ -48,6 +48,7 @@ ALIASES = {
     "lsload": "load",
     "lshosts": "hostinfo",
     "bquota": "quota",  # LavaLite's own: LSF has no quota command
+    "blimits": "limits",
 }
 
 
@@ -76,6 +77,7 @@ MODULES = {
     "jobctl": ("top", "bottom", "requeue", "switch", "stop"),
     "quota": ("quota",),
     "bmod": ("modify",),
+    "blimits": ("limits",),
 }
 # What users run all day, parsed by roles.cli.quick first.
 QUICK = (
@@ -99,6 +101,7 @@ QUICK = (
     "users",
     "load",
     "hostinfo",
+    "limits",
 )
 
 

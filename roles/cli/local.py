@@ -49,6 +49,7 @@ LINKS = (
     "lshosts",
     "llctrl",
     "bquota",
+    "blimits",
 )
 
 
@@ -330,8 +331,12 @@ def config_check(args: "Namespace") -> int:
         errors = tls.check(conf, local_host(), daemon=False)
         if errors:
             raise config.ConfigError(errors)
-    quotas = f"; {len(conf.quotas)} quotas: {', '.join(conf.quotas)}" if conf.quotas else ""
-    print(f"{path}: OK ({len(conf.queues)} queues: {', '.join(conf.queues)}{quotas})")
+    extra = "".join(
+        f"; {len(named)} {what}: {', '.join(named)}"
+        for what, named in (("quotas", conf.quotas), ("limits", conf.limits))
+        if named
+    )
+    print(f"{path}: OK ({len(conf.queues)} queues: {', '.join(conf.queues)}{extra})")
     return 0
 
 

@@ -337,7 +337,8 @@ def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
         shutil.copyfile(args.queues, qfile)
         parser = configparser.ConfigParser(interpolation=None)
         parser.read(args.queues)
-        names = parser.sections()
+        # [usergroup|quota|limit NAME] are no queues; [queue NAME] is LSF's way to name one
+        names = [n for n in (s.removeprefix("queue ") for s in parser.sections()) if " " not in n]
     else:
         overrides["queues.conf"] = DEFAULT_QUEUES
         names = list(DEFAULT_QUEUES)

@@ -57,6 +57,7 @@ from roles.mbatchd.depends import DependOps
 from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.limits import LimitOps
 from roles.mbatchd.listing import Listing, ListingOps
 from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
@@ -148,6 +149,7 @@ class Core(
     ModifyOps,
     SuspendOps,
     ListingOps,
+    LimitOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -240,6 +242,7 @@ class Core(
                 self.queues[name] = view
         self.apply_queue_state()
         self._set_fair(getattr(self, "jobs", {}))  # none yet at start-up: counted as loaded
+        self._set_limits(getattr(self, "jobs", {}))
 
     def reconfigure(self, conf: Config) -> None:
         """A reloaded configuration (SIGHUP): queues, admins, defaults. Jobs stay as they are."""
@@ -364,6 +367,7 @@ class Core(
         if not q.running_user[job.user]:
             del q.running_user[job.user]
         self._fair_count(job, sign)
+        self._limit_count(job, sign)
 
     def _set_free(self, host):
         old = self.free_by_host.pop(host.name, 0)
@@ -1171,7 +1175,14 @@ class Core(
         queues = list(self.queues.values())
         result = plan(
             Snapshot(
-                now, queues, self.free_by_host, self.total_free, self.max_slots, limit, self.hosts
+                now,
+                queues,
+                self.free_by_host,
+                self.total_free,
+                self.max_slots,
+                limit,
+                self.hosts,
+                self.limits,
             )
         )
         placed = sum(job.slots for job, _ in result.placements)

@@ -68,6 +68,7 @@ class ModifyOps:
         def _send(self, host: str, msg: dict[str, Any]) -> None: ...
         def _quota_count(self, job: Job, sign: int) -> None: ...
         def _quota_readmit(self, job: Job, prep: dict, now: float) -> None: ...
+        def _limit_count(self, job: Job, sign: int) -> None: ...
 
     def modify(self, ident: dict[str, Any], msg: Modify, now: float) -> dict[str, Any]:
         """bmod of one job: `spec` holds the fields given, `reset` the fields set back to
@@ -214,8 +215,10 @@ class ModifyOps:
         for field in RUNNING_FIELDS:
             spec[field] = prep["spec"][field]
         self._quota_count(job, -1)
+        self._limit_count(job, -1)  # -M: the memory its limits count
         job.spec = spec
         self._quota_count(job, +1)
+        self._limit_count(job, +1)
         self._record(job, changes, resets, now)
         order = {
             "op": "limits",

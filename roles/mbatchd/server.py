@@ -59,6 +59,7 @@ USER_OPS = (
     "users",
     "load",
     "quotas",
+    "limit_usage",
 )
 SBATCHD_OPS = ("register", "report", "usage")
 QUIET_OPS = ("usage",)  # change no state: no turn for them
@@ -149,6 +150,7 @@ class Mbatchd:
             "users": lambda p, m, n: self.core.query_users(m.get("users")),
             "load": lambda p, m, n: {"hosts": self.lim_view},
             "quotas": lambda p, m, n: self.core.query_quotas(n),  # bquota
+            "limit_usage": lambda p, m, n: self.core.query_limits(),  # blimits
         }
         self.stop: asyncio.Event | None = None  # serve's: badmin mbdrestart sets it
         self.started_at = now
