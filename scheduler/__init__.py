@@ -20,7 +20,8 @@ from lavalite.model import (
     PR_USER_CAP,
 )
 from scheduler.fairshare import Fair
-from scheduler.fit import HOST_REASONS, Hosts, place
+from scheduler.fit import HOST_REASONS, Hosts, candidates, place
+from scheduler.reserve import Book, Ends, Reservation, pick, wants
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -49,6 +50,8 @@ class QueueView:
         "running_user",
         "pending",
         "fair",
+        "reserve",
+        "backfill",
     )
 
     def __init__(
@@ -68,6 +71,8 @@ class QueueView:
         self.running_user: dict[str, int] = {}  # user -> slots in use
         self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
+        self.reserve = 0.0  # slot_reserve: seconds a wide job may hold slots (0: it holds none)
+        self.backfill = False  # its jobs with a run limit may use held slots (scheduler/reserve)
 
 
 class Snapshot:
@@ -76,7 +81,17 @@ class Snapshot:
     limit: place about this many slots at most (0: no limit), so that one turn stays short
     when thousands of slots free at once; the caller plans again for the rest."""
 
-    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit", "hosts")
+    __slots__ = (
+        "now",
+        "queues",
+        "free_by_host",
+        "total_free",
+        "max_slots",
+        "limit",
+        "hosts",
+        "reservations",
+        "ends",
+    )
 
     def __init__(
         self,
@@ -87,6 +102,8 @@ class Snapshot:
         max_slots: int,
         limit: int = 0,
         hosts: dict[str, Any] | None = None,
+        reservations: dict[int, Reservation] | None = None,
+        ends: Ends | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -95,6 +112,8 @@ class Snapshot:
         self.max_slots = max_slots  # the largest slot count of any host, free or not
         self.limit = limit
         self.hosts = hosts or {}  # name -> model.Host: facts, reservations (jobs with Needs)
+        self.reservations = reservations or {}  # job id -> the last plan's slot reservations
+        self.ends = ends  # host -> [(end time, slots)] of its running jobs, for estimates
 
 
 class Plan:
@@ -105,14 +124,16 @@ class Plan:
     (-R select or rusage, -m, -x), which do not hold their user's next jobs back. Groups it
     did not reach are pending for want of a free slot.
     wide: {index in placements: [[host, slots], ...]} for a placement on several hosts or with
-    other than job.slots slots (-n MIN,MAX); its host in placements is the first."""
+    other than job.slots slots (-n MIN,MAX); its host in placements is the first.
+    reservations: job id -> the slots a pending job holds after this plan (scheduler/reserve)."""
 
-    __slots__ = ("placements", "reasons", "wide")
+    __slots__ = ("placements", "reasons", "wide", "reservations")
 
     def __init__(self) -> None:
         self.placements: list[tuple[Pending, str]] = []
         self.reasons: Reasons = {}
         self.wide: dict[int, list[list[Any]]] = {}
+        self.reservations: dict[int, Reservation] = {}
 
 
 def live(entry: Entry) -> bool:
@@ -129,15 +150,31 @@ def _first_live(it: Iterator[Entry]) -> Entry | None:
 
 def plan(snap: Snapshot) -> Plan:
     result = Plan()
-    hosts = Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
+    book = _book(snap)
+    hosts = Hosts(
+        snap.free_by_host,
+        min(snap.total_free, snap.limit or snap.total_free),
+        book.held if book else None,
+    )
     for q in snap.queues:
         if hosts.left <= 0:
             break
         if not q.active:
             result.reasons[(q.name, None)] = PR_QUEUE_INACTIVE
             continue
-        _plan_queue(q, snap, hosts, result)
+        _plan_queue(q, snap, hosts, result, book)
+    if book:
+        result.reservations = book.result()
     return result
+
+
+def _book(snap: Snapshot) -> Book | None:
+    """This turn's reservations, where a queue reserves or some are left: None in the common
+    case, which then pays nothing for them."""
+    reserve_time = {q.name: q.reserve for q in snap.queues if q.reserve}
+    if not reserve_time and not snap.reservations:
+        return None
+    return Book(snap.reservations, snap.free_by_host, reserve_time, snap.now)
 
 
 class _Order:
@@ -163,7 +200,9 @@ class _Order:
             self.placed[account] = self.placed.get(account, 0) + slots
 
 
-def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> None:
+def _plan_queue(
+    q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan, book: Book | None
+) -> None:
     order = _Order(q.fair, snap.now)
     heads: list[Head] = []  # each user's first live job
     for user, fifo in q.pending.items():
@@ -197,10 +236,15 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             heapq.heappop(heads)
             continue
         slots = job.slots
-        host = hosts.take(slots) if job.needs is None else None
+        mine = book.mine(job) if book and book.live else None
+        host = hosts.take(slots) if job.needs is None and mine is None else None
         if host is None:
-            # a job that asks more than slots, or that did not fit on one host
-            got = place(job, hosts, snap.hosts) if job.needs or slots > 1 else PR_NO_SLOT
+            # a job that asks more than slots, or that did not fit on one host; a holder
+            # with its reserved slots, a backfill job with those it may use
+            extra = mine or (book.backfill(job) if book and q.backfill else None)
+            offered = dict(extra) if extra else None
+            slow = job.needs or slots > 1 or extra
+            got = place(job, hosts, snap.hosts, extra) if slow else PR_NO_SLOT
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got
@@ -208,9 +252,15 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
                 continue
             if isinstance(got, str):
                 # FIFO per user: this user's next job waits behind the wide one; others go on.
+                if book and q.reserve and arr is None and wants(job) > 1:
+                    _reserve(job, hosts, snap, book, mine)
                 result.reasons[(q.name, user)] = got
                 heapq.heappop(heads)
                 continue
+            if book and mine is not None:
+                book.started(job, mine)
+            elif book and offered:
+                book.backfilled(offered, extra or {})
             host, slots = got[0][0], sum(n for _, n in got)
             if len(got) > 1 or slots != job.slots:
                 result.wide[len(result.placements)] = got
@@ -225,6 +275,19 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             if arr is job:
                 continue  # the array keeps its place until it is spent or throttled
         _advance(heads, user, it, order)
+
+
+def _reserve(
+    job: Pending, hosts: Hosts, snap: Snapshot, book: Book, mine: dict[str, int] | None
+) -> None:
+    """A wide job that cannot start holds the free slots it may use, up to its need, unless
+    its reservation ran out this turn (LSF: it does not reserve for one turn)."""
+    if job.id in book.expired:
+        return
+    fits, _ = candidates(job.needs, hosts, snap.hosts)
+    chosen = pick(job, fits, mine)
+    hosts.commit(chosen, 0, False)
+    book.reserve(job, [[slot[0], n] for slot, n in chosen], snap.ends)
 
 
 def _advance(heads: list[Head], user: str, it: Iterator[Entry], order: _Order) -> None:

@@ -197,8 +197,9 @@ HOST_FIGURES = ["JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
 
 
 def _host_figures(h: "dict[str, Any]") -> list:
-    """HOST_FIGURES of a host, in slots: no per-user limit (JL/U)."""
-    return ["-", h["slots"], h["used"], h["used"], 0, 0, 0]
+    """HOST_FIGURES of a host, in slots: no per-user limit (JL/U); RSV = held by pending jobs'
+    reservations."""
+    return ["-", h["slots"], h["used"], h["used"], 0, 0, h.get("reserved", 0)]
 
 
 def hosts(args: "Args") -> int:

@@ -67,6 +67,7 @@ from roles.mbatchd.placement import (
     unplace,
 )
 from roles.mbatchd.quotas import QuotaOps
+from roles.mbatchd.reserve import ReserveOps
 from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
@@ -131,7 +132,16 @@ class TurnOutput:
 
 
 class Core(
-    ArrayOps, OptionOps, DependOps, AdminOps, ControlOps, PartOps, FairOps, QuotaOps, ModifyOps
+    ArrayOps,
+    OptionOps,
+    DependOps,
+    AdminOps,
+    ControlOps,
+    PartOps,
+    FairOps,
+    QuotaOps,
+    ModifyOps,
+    ReserveOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -157,6 +167,7 @@ class Core(
         self.pre_failures = {}  # job id -> its pre-execution commands that failed (-E)
         self.finished = deque()  # (end_time, job id), for expiry from memory
         self.reasons = {}  # last plan's pending reasons
+        self.reservations = {}  # job id -> the last plan's slot reservation (soft state)
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
@@ -208,6 +219,7 @@ class Core(
                 qc.max_running_user,
                 qc.max_running_queue,
             )
+            view.reserve, view.backfill = qc.slot_reserve, qc.backfill
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
         for name, view in old.items():
@@ -898,7 +910,8 @@ class Core(
         ]
 
     def _view(self, job, now):
-        return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
+        view = job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
+        return {**view, **self.reservation_view(job.id)}
 
     def pending_reason(self, job: Job | Array, now: float) -> str:
         waits = self.depend_reason(job)
@@ -953,6 +966,7 @@ class Core(
         return {"queues": out}
 
     def query_hosts(self) -> dict[str, Any]:
+        held = self.reserved_by_host()
         return {
             "hosts": [
                 {
@@ -965,6 +979,7 @@ class Core(
                     "load": h.load,
                     "jobs": len(self.host_jobs[h.name]),
                     "admin": self.admin_comment("host", h.name),
+                    "reserved": held.get(h.name, 0),
                 }
                 for h in self.hosts.values()
             ]
@@ -1181,6 +1196,9 @@ class Core(
                     self._dirty(job)
         self._expire_deadlines(now)
         self._check_lost(now)
+        runs_out = self.reservation_due()
+        if runs_out is not None and runs_out <= now:
+            self.wake = True  # a reservation ran out: its slots go to others this turn
         horizon = now - self.conf.mbatchd.clean_period
         while self.finished and self.finished[0][0] < horizon:
             _, job_id = self.finished.popleft()
@@ -1194,6 +1212,9 @@ class Core(
     def next_timer(self) -> float | None:
         times = [heap[0][0] for heap in (self.backoff, self.deadlines) if heap]
         times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
+        due = self.reservation_due()
+        if due is not None:
+            times.append(due)
         return min(times, default=None)
 
     def schedule(self, now: float, limit: int = 0) -> int:
@@ -1205,9 +1226,18 @@ class Core(
         queues = list(self.queues.values())
         result = plan(
             Snapshot(
-                now, queues, self.free_by_host, self.total_free, self.max_slots, limit, self.hosts
+                now,
+                queues,
+                self.free_by_host,
+                self.total_free,
+                self.max_slots,
+                limit,
+                self.hosts,
+                self.reservations,
+                self.running_ends,
             )
         )
+        self.reservations = result.reservations
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons

@@ -1,0 +1,156 @@
+"""Slot reservations and backfill (scheduler/reserve.py): snapshots built by hand, plans checked."""
+
+from collections import deque
+
+import pytest
+
+from lavalite import config
+from lavalite.model import Job
+from scheduler import QueueView, Snapshot, plan
+
+_seq = iter(range(1, 10**6))
+
+
+def pend(q, user, slots=1, walltime=None):
+    j = Job(next(_seq), user, 1000, q.name, "j", {"walltime": walltime}, slots=slots)
+    j.pend_seq = j.id
+    q.pending.setdefault(user, deque()).append((j.pend_seq, j))
+    return j
+
+
+def turn(q, free, last=None, now=0.0, ends=None):
+    snap = Snapshot(now, [q], free, sum(free.values()), 4, reservations=last, ends=ends)
+    return plan(snap)
+
+
+def placed(p):
+    return [j for j, _ in p.placements]
+
+
+def reserving_queue(**kw):
+    q = QueueView("wide")
+    q.reserve = 60.0
+    for k, v in kw.items():
+        setattr(q, k, v)
+    return q
+
+
+def test_wide_job_reserves_and_narrow_jobs_do_not_take_reserved_slots():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    narrow = [pend(q, "bob") for _ in range(3)]
+    p = turn(q, {"h1": 1})
+    assert placed(p) == []
+    assert p.reservations[wide.id].hosts == {"h1": 1}
+    # another slot frees: the wide job holds both, bob still gets none
+    p = turn(q, {"h1": 2}, p.reservations, now=10)
+    assert placed(p) == [] and p.reservations[wide.id].hosts == {"h1": 2}
+    assert p.reservations[wide.id].since == 0.0
+    p = turn(q, {"h1": 4}, p.reservations, now=20)
+    assert placed(p) == [wide] and p.reservations == {}
+    assert narrow[0].state == "PEND"
+
+
+def test_without_slot_reserve_narrow_jobs_take_the_free_slots():
+    q = QueueView("fifo")
+    pend(q, "alice", slots=4)
+    bob = pend(q, "bob")
+    p = turn(q, {"h1": 1})
+    assert placed(p) == [bob] and p.reservations == {}
+
+
+def test_short_job_backfills_and_jobs_without_or_with_long_limits_do_not():
+    q = reserving_queue(backfill=True)
+    wide = pend(q, "alice", slots=4)
+    long_job = pend(q, "bob", walltime=500)
+    no_limit = pend(q, "carol")
+    short = pend(q, "dave", walltime=50)
+
+    def ends(host):  # three slots busy on h1 until t=100
+        return [(100.0, 3)] if host == "h1" else []
+
+    p = turn(q, {"h1": 1}, ends=ends)
+    res = p.reservations[wide.id]
+    assert res.hosts == {"h1": 1} and res.start == 100.0
+    p = turn(q, {"h1": 1}, p.reservations, now=5, ends=ends)
+    assert placed(p) == [short]
+    assert long_job.state == no_limit.state == "PEND"
+    # the backfill job holds the slot now: the reservation gave it up
+    assert wide.id not in p.reservations
+
+
+def test_backfill_only_in_a_backfill_queue():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    pend(q, "dave", walltime=50)
+    p = turn(q, {"h1": 1}, ends=lambda host: [(100.0, 3)])
+    p = turn(q, {"h1": 1}, p.reservations, now=5, ends=lambda host: [(100.0, 3)])
+    assert placed(p) == [] and p.reservations[wide.id].hosts == {"h1": 1}
+
+
+def test_no_estimate_when_a_running_job_has_no_run_limit():
+    q = reserving_queue(backfill=True)
+    wide = pend(q, "alice", slots=4)
+    short = pend(q, "dave", walltime=1)
+    p = turn(q, {"h1": 1}, ends=lambda host: [(100.0, 1), (float("inf"), 2)])
+    assert p.reservations[wide.id].start is None
+    p = turn(q, {"h1": 1}, p.reservations, now=1, ends=lambda host: [(100.0, 1), (float("inf"), 2)])
+    assert short.state == "PEND" and placed(p) == []
+
+
+def test_reservation_expires_and_the_job_reserves_again_a_turn_later():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    bob = [pend(q, "bob") for _ in range(2)]
+    p = turn(q, {"h1": 1})
+    assert p.reservations[wide.id].since == 0.0
+    # its reservation time (60 s) is up: dropped, and for this turn the slot is anyone's
+    p = turn(q, {"h1": 1}, p.reservations, now=60)
+    assert placed(p) == [bob[0]] and p.reservations == {}
+    bob[0].state = "RUN"
+    p = turn(q, {"h1": 1}, p.reservations, now=61)
+    assert placed(p) == [] and p.reservations[wide.id].since == 61
+
+
+def test_multi_host_reservation():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    pend(q, "bob")
+    p = turn(q, {"h1": 1, "h2": 1})
+    assert p.reservations[wide.id].hosts == {"h1": 1, "h2": 1}
+    p = turn(q, {"h1": 2, "h2": 1, "h3": 1}, p.reservations, now=1)
+    assert placed(p) == [wide]
+    assert sorted(map(tuple, p.wide[0])) == [("h1", 2), ("h2", 1), ("h3", 1)]
+
+
+def test_a_reserved_slot_that_is_no_longer_free_is_no_longer_held():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    p = turn(q, {"h1": 2})
+    p = turn(q, {"h1": 1}, p.reservations, now=1)
+    assert p.reservations[wide.id].hosts == {"h1": 1}
+
+
+def test_config_keys_and_their_errors(tmp_path):
+    (tmp_path / "lavalite.conf").write_text("")
+    queues = tmp_path / "queues.conf"
+    queues.write_text("[serial]\n[wide]\nslot_reserve = MAX_RESERVE_TIME[5m]\nbackfill = yes\n")
+    conf = config.load(str(tmp_path / "lavalite.conf"))
+    assert conf.queues["wide"].slot_reserve == 300.0 and conf.queues["wide"].backfill is True
+    assert conf.queues["serial"].slot_reserve == 0.0 and conf.queues["serial"].backfill is False
+    queues.write_text(
+        "[serial]\nslot_reserve = RESERVE[5]\n[b]\nslot_reserve = MAX_RESERVE_TIME[0]\n"
+        "[c]\nslot_reserve = MAX_RESERVE_TIME[5\nbackfill = maybe\n"
+    )
+    with pytest.raises(config.ConfigError) as info:
+        config.load(str(tmp_path / "lavalite.conf"))
+    where = f"{queues}:"
+    assert info.value.errors == [
+        f"{where}2: [serial] slot_reserve: expected MAX_RESERVE_TIME[N] (N a duration > 0), "
+        "got 'RESERVE[5]'",
+        f"{where}4: [b] slot_reserve: '0' out of range: expected duration > 0 (seconds, or "
+        "90s/10m/2h/1d)",
+        f"{where}6: [c] slot_reserve: expected MAX_RESERVE_TIME[N] (N a duration > 0), "
+        "got 'MAX_RESERVE_TIME[5'",
+        f"{where}7: [c] backfill: expected yes/no/true/false/on/off/1/0, got 'maybe'",
+    ]
