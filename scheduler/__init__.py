@@ -287,7 +287,7 @@ def _reserve(
     fits, _ = candidates(job.needs, hosts, snap.hosts)
     chosen = pick(job, fits, mine)
     hosts.commit(chosen, 0, False)
-    book.reserve(job, [[slot[0], n] for slot, n in chosen], snap.ends)
+    book.reserve(job, [[slot[0], n] for slot, n in chosen], snap.ends, snap.hosts)
 
 
 def _advance(heads: list[Head], user: str, it: Iterator[Entry], order: _Order) -> None:

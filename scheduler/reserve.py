@@ -4,7 +4,7 @@ A wide pending job that cannot start in a queue with `slot_reserve` holds the fr
 hosts it can use, turn after turn, until it has enough to start or its reservation time runs
 out; no other job takes held slots, except a job of a `backfill` queue whose run limit ends
 before the reservation's estimated start. The estimate is the time by which enough slots end
-on the reserved hosts, from the run limits of the jobs running there.
+on the hosts it may use, from the run limits of the jobs running there.
 
 Pure: the reservations of the last plan come in with the snapshot, the new ones go out with the
 plan; mbatchd keeps them in memory only (soft state, made again after a restart). Reservations
@@ -13,7 +13,7 @@ them, never by the queue; without reservations nothing here runs.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lavalite.model import PEND
@@ -125,18 +125,26 @@ class Book:
                 if not used:
                     break
 
-    def reserve(self, job: Pending, more: list[list[Any]], ends: Ends | None) -> None:
+    def reserve(
+        self, job: Pending, more: list[list[Any]], ends: Ends | None, hosts: Iterable[str]
+    ) -> None:
         """The job could not start: add the free slots `more` [[host, n]] it just took to its
-        reservation, and estimate its start."""
+        reservation, and estimate its start again (only then: a running job that ends frees
+        a slot, which the reservation takes). A one-host job's estimate reads the jobs of its
+        host; another's those of every host in `hosts` (an early estimate: backfill stays on
+        the safe side)."""
         res = self.live.get(job.id)
         if res is None:
             if not more:
                 return
             res = self.live[job.id] = Reservation(job, {}, self.now)
+        elif not more:
+            return
         for host, n in more:
             res.hosts[host] = res.hosts.get(host, 0) + n
             self.held[host] = self.held.get(host, 0) + n
-        res.start = estimate(wants(job) - res.slots, res.hosts, ends, self.now)
+        where = res.hosts if span_one(job) else hosts
+        res.start = estimate(wants(job) - res.slots, where, ends, self.now)
         for host in res.hosts:
             self.due[host] = min(self.due.get(host, math.inf), _due(res))
 
@@ -150,7 +158,7 @@ def _due(res: Reservation) -> float:
     return -math.inf if res.start is None else res.start
 
 
-def estimate(need: int, hosts: dict[str, int], ends: Ends | None, now: float) -> float | None:
+def estimate(need: int, hosts: Iterable[str], ends: Ends | None, now: float) -> float | None:
     """When `need` more slots free on `hosts`: the end of the running job that brings them,
     in end order; None when some of them have no run limit, or too few run there."""
     if need <= 0:

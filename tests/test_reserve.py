@@ -5,7 +5,7 @@ from collections import deque
 import pytest
 
 from lavalite import config
-from lavalite.model import Job
+from lavalite.model import Host, Job
 from scheduler import QueueView, Snapshot, plan
 
 _seq = iter(range(1, 10**6))
@@ -19,7 +19,8 @@ def pend(q, user, slots=1, walltime=None):
 
 
 def turn(q, free, last=None, now=0.0, ends=None):
-    snap = Snapshot(now, [q], free, sum(free.values()), 4, reservations=last, ends=ends)
+    hosts = {h: Host(h, 4) for h in ("h1", "h2", "h3")}
+    snap = Snapshot(now, [q], free, sum(free.values()), 4, None, hosts, last, ends)
     return plan(snap)
 
 
@@ -92,10 +93,23 @@ def test_no_estimate_when_a_running_job_has_no_run_limit():
     q = reserving_queue(backfill=True)
     wide = pend(q, "alice", slots=4)
     short = pend(q, "dave", walltime=1)
-    p = turn(q, {"h1": 1}, ends=lambda host: [(100.0, 1), (float("inf"), 2)])
+
+    def ends(host):  # of h1's three busy slots, two run without a run limit
+        return [(100.0, 1), (float("inf"), 2)] if host == "h1" else []
+
+    p = turn(q, {"h1": 1}, ends=ends)
     assert p.reservations[wide.id].start is None
-    p = turn(q, {"h1": 1}, p.reservations, now=1, ends=lambda host: [(100.0, 1), (float("inf"), 2)])
+    p = turn(q, {"h1": 1}, p.reservations, now=1, ends=ends)
     assert short.state == "PEND" and placed(p) == []
+
+
+def test_a_job_over_several_hosts_is_estimated_from_every_host():
+    q = reserving_queue()
+    wide = pend(q, "alice", slots=4)
+    ends = {"h1": [(90.0, 3)], "h2": [(30.0, 2)], "h3": [(50.0, 2)]}
+    p = turn(q, {"h1": 1}, ends=ends.get)
+    # one slot held, three to come: h2's two at 30, then one of h3's at 50
+    assert p.reservations[wide.id].start == 50.0
 
 
 def test_reservation_expires_and_the_job_reserves_again_a_turn_later():
