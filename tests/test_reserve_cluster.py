@@ -11,7 +11,7 @@ import tempfile
 
 import orjson
 import pytest
-from conftest import Cluster, lsf, wait_until
+from conftest import LAUNCHER, Cluster, lsf, wait_until
 from test_users import SYS_PYTHON, as_user, readable  # noqa: F401  (readable: a fixture)
 
 USER = "llbfa"  # an account of this module's own: other modules may run at once
@@ -95,3 +95,18 @@ def _rsv(c, tmp_path):
     res = lsf(c, tmp_path, "bhosts")
     header, row = res.stdout.splitlines()[:2]
     return dict(zip(header.split(), re.split(r"\s+", row.strip())))["RSV"]
+
+
+def test_simulate_reserve_prints_the_wide_jobs_wait_against_its_reservation():
+    """`lavalite simulate --reserve`: a real mbatchd, simulated hosts, three runs."""
+    argv = ["simulate", "--json", "--reserve", "20", "--hosts", "2", "--slots", "2"]
+    argv += ["--wide", "3", "--jobs", "24", "--users", "2", "--duration", "1-4", "--speed", "4"]
+    out = subprocess.run(LAUNCHER + argv, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = orjson.loads(out.stdout)
+    assert fig["reserve_s"] == 20 and fig["wide_slots"] == 3
+    for run in ("reserve+backfill", "reserve", "neither"):
+        assert 0 < fig[run]["utilisation"] <= 1
+    # held slots: the wide job starts within its reservation time, as soon as slots free
+    assert fig["reserve+backfill"]["wide_wait_s"] <= fig["reserve_s"]
+    assert fig["reserve"]["wide_wait_s"] <= fig["reserve_s"]
