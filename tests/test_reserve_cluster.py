@@ -7,12 +7,11 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 
 import orjson
 import pytest
-from conftest import LAUNCHER, Cluster, lsf, wait_until
-from test_users import SYS_PYTHON, as_user, readable  # noqa: F401  (readable: a fixture)
+from conftest import LAUNCHER, lsf, wait_until
+from test_users import SYS_PYTHON, _users_cluster, as_user, readable  # noqa: F401  (readable: a fixture)
 
 USER = "llbfa"  # an account of this module's own: other modules may run at once
 
@@ -42,12 +41,8 @@ def test_wide_job_reserves_behind_a_stream_and_a_short_job_backfills(
     readable,  # noqa: F811
     tmp_path,
 ):
-    state = tempfile.mkdtemp(prefix="lavalite-reserve-", dir="/tmp")
-    os.chmod(state, 0o755)
-    libdir = os.path.join(state, "pylib")
-    shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
-    c = Cluster(
-        os.path.join(state, "cluster"),
+    with _users_cluster(
+        readable,
         slots=2,
         queues={
             # the stream's jobs get a run limit, from which the reservation's start is estimated
@@ -55,34 +50,32 @@ def test_wide_job_reserves_behind_a_stream_and_a_short_job_backfills(
             "short": {"backfill": "yes", "priority": "20"},
         },
         mbatchd={"default_queue": "wide"},
-    )
-    c.start()
-    c.pythonpath, c.readable = f"{readable}:{libdir}", readable
-    pw = accounts[USER]
-    try:
-        first, running = _submit_as(c, pw, 2), _submit_as(c, pw, 12)
-        c.wait_started([first, running])
-        wide = c.submit(["sleep", "1"], slots=2)
-        stream = [_submit_as(c, pw, 3) for _ in range(3)]
-        # the first job's end frees a slot: the wide job holds it, the stream does not get it
-        shown = wait_until(lambda: _reserved(c, tmp_path, wide), 60, "the wide job reserves")
-        assert "Reserved <1> job slots on host(s) <1*testhost>;" in shown
-        assert "Estimated job start time:" in shown
-        assert _rsv(c, tmp_path) == "1"
-        assert c.jobs(stream)[stream[0]]["state"] == "PEND"
-        # a job whose run limit ends before the estimated start takes the held slot
-        short = c.submit(["sleep", "1"], queue="short", walltime=20)
-        c.wait([short], timeout=60)
-        assert c.jobs([running])[running]["state"] == "RUN"
-        views = c.wait([first, running, wide, *stream], timeout=120)
-        assert views[wide]["state"] == "DONE"
-        # not starved: it started once the running job ended, before any of the stream
-        assert views[wide]["start_time"] >= views[running]["end_time"] - 1
-        assert all(views[wide]["start_time"] < views[j]["start_time"] for j in stream)
-        assert c.jobs([short])[short]["start_time"] < views[running]["end_time"]
-    finally:
-        c.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        conf={},  # root's jobs allowed: the wide and the short job are root's
+    ) as c:
+        _reserve_and_backfill(c, accounts[USER], tmp_path)
+
+
+def _reserve_and_backfill(c, pw, tmp_path):
+    first, running = _submit_as(c, pw, 2), _submit_as(c, pw, 12)
+    c.wait_started([first, running])
+    wide = c.submit(["sleep", "1"], slots=2)
+    stream = [_submit_as(c, pw, 3) for _ in range(3)]
+    # the first job's end frees a slot: the wide job holds it, the stream does not get it
+    shown = wait_until(lambda: _reserved(c, tmp_path, wide), 60, "the wide job reserves")
+    assert "Reserved <1> job slots on host(s) <1*testhost>;" in shown
+    assert "Estimated job start time:" in shown
+    assert _rsv(c, tmp_path) == "1"
+    assert c.jobs(stream)[stream[0]]["state"] == "PEND"
+    # a job whose run limit ends before the estimated start takes the held slot
+    short = c.submit(["sleep", "1"], queue="short", walltime=20)
+    c.wait([short], timeout=60)
+    assert c.jobs([running])[running]["state"] == "RUN"
+    views = c.wait([first, running, wide, *stream], timeout=120)
+    assert views[wide]["state"] == "DONE"
+    # not starved: it started once the running job ended, before any of the stream
+    assert views[wide]["start_time"] >= views[running]["end_time"] - 1
+    assert all(views[wide]["start_time"] < views[j]["start_time"] for j in stream)
+    assert c.jobs([short])[short]["start_time"] < views[running]["end_time"]
 
 
 def _reserved(c, tmp_path, job_id):

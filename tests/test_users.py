@@ -92,18 +92,17 @@ def readable(accounts):
 
 
 @contextlib.contextmanager
-def _users_cluster(readable, sbatchd=None):
+def _users_cluster(readable, sbatchd=None, **cluster):
     """A cluster the test users can reach (its directory readable by all; the key is not),
-    root jobs not allowed."""
+    root jobs not allowed unless `cluster` (more of Cluster's arguments) says otherwise."""
     state = tempfile.mkdtemp(prefix="lavalite-users-", dir="/tmp")
     os.chmod(state, 0o755)
     libdir = os.path.join(state, "pylib")
     shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
     c = Cluster(
         os.path.join(state, "cluster"),
-        slots=4,
         sbatchd=sbatchd,
-        conf={"cluster": {"allow_root_jobs": "no"}},
+        **{"slots": 4, "conf": {"cluster": {"allow_root_jobs": "no"}}, **cluster},
     )
     c.start()
     c.pythonpath = f"{readable}:{libdir}"
