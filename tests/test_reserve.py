@@ -168,3 +168,42 @@ def test_config_keys_and_their_errors(tmp_path):
         "got 'MAX_RESERVE_TIME[5'",
         f"{where}7: [c] backfill: expected yes/no/true/false/on/off/1/0, got 'maybe'",
     ]
+
+
+def _core_with_reserve(tmp_path):
+    from roles.mbatchd.core import Core
+    from store import Store
+
+    conf = config.defaults(str(tmp_path))
+    conf.queues["serial"].slot_reserve = 60.0
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=100.0)
+    core.host_register("h1", {"slots": 2, "running": []}, 100.0)
+    return conf, store, core
+
+
+def _submit(core, store, user, **spec):
+    ident = {"role": "user", "user": user, "uid": 1000 + len(user), "host": "h0"}
+    msg = {"spec": {"cmd": ["true"], "env": {}, **spec}}
+    return core.submit(ident, msg, 100.0, store.env_id)["job"]
+
+
+def test_mbatchd_keeps_reservations_in_memory_shows_them_and_a_reload_drops_them(tmp_path):
+    conf, store, core = _core_with_reserve(tmp_path)
+    running = _submit(core, store, "alice", walltime=50)
+    core.schedule(100.0)
+    wide = _submit(core, store, "alice", slots=2)
+    narrow = _submit(core, store, "bob")
+    core.schedule(101.0)
+    assert core.jobs[narrow].state == "PEND"  # the free slot is the wide job's
+    view = core._view(core.jobs[wide], 101.0)
+    assert view["reserved"] == [["h1", 1]] and view["reserved_since"] == 101.0
+    assert view["est_start"] == 151.0  # its -W from now: the job has not reported its start
+    assert [h["reserved"] for h in core.query_hosts()["hosts"]] == [1]
+    assert core.next_timer() == 161.0  # the reservation runs out then
+    # a reload without slot_reserve: the next turn drops it, the narrow job takes the slot
+    conf.queues["serial"].slot_reserve = 0.0
+    core.reconfigure(conf)
+    core.schedule(102.0)
+    assert core.reservations == {} and core.jobs[narrow].state == "RUN"
+    assert core.jobs[running].state == "RUN"
