@@ -287,6 +287,7 @@ def _reserve(
     fits, _ = candidates(job.needs, hosts, snap.hosts)
     chosen = pick(job, fits, mine)
     hosts.commit(chosen, 0, False)
+    hosts.left += sum(n for _, n in chosen)  # held, not placed: a backfill job may have them
     book.reserve(job, [[slot[0], n] for slot, n in chosen], snap.ends, snap.hosts)
 
 

@@ -51,7 +51,8 @@ def run_limit(job: Pending) -> float | None:
 
 class Book:
     """This turn's reservations: the last plan's, shrunk to the slots still free (a slot a
-    backfill job took, or that a host lost, is no longer held), less the expired ones.
+    backfill job took, or that a host lost, is no longer held), less the expired ones and
+    those of jobs no longer pending.
 
     held: host -> slots held by all reservations; due: host -> the earliest estimated start of
     a reservation there (a backfill job must end by then)."""
@@ -83,13 +84,13 @@ class Book:
                     kept[host] = n
                     self.held[host] = self.held.get(host, 0) + n
                     self.due[host] = min(self.due.get(host, math.inf), _due(res))
-            if kept:
-                self.live[job_id] = Reservation(job, kept, res.since, res.start)
+            # kept even when empty (a backfill job holds its slot): its time still runs
+            self.live[job_id] = Reservation(job, kept, res.since, res.start)
 
     def mine(self, job: Pending) -> dict[str, int] | None:
         """The slots the job itself holds (a copy that placement consumes), or None."""
         res = self.live.get(job.id)
-        return dict(res.hosts) if res else None
+        return dict(res.hosts) if res and res.hosts else None
 
     def backfill(self, job: Pending) -> dict[str, int] | None:
         """The held slots a backfill job may use: those of reservations due after it ends."""
@@ -149,7 +150,7 @@ class Book:
             self.due[host] = min(self.due.get(host, math.inf), _due(res))
 
     def result(self) -> dict[int, Reservation]:
-        return {job_id: res for job_id, res in self.live.items() if res.hosts}
+        return self.live
 
 
 def _due(res: Reservation) -> float:

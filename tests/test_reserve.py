@@ -72,12 +72,14 @@ def test_short_job_backfills_and_jobs_without_or_with_long_limits_do_not():
 
     p = turn(q, {"h1": 1}, ends=ends)
     res = p.reservations[wide.id]
-    assert res.hosts == {"h1": 1} and res.start == 100.0
-    p = turn(q, {"h1": 1}, p.reservations, now=5, ends=ends)
-    assert placed(p) == [short]
+    assert res.start == 100.0 and placed(p) == [short]
     assert long_job.state == no_limit.state == "PEND"
-    # the backfill job holds the slot now: the reservation gave it up
-    assert wide.id not in p.reservations
+    # the backfill job holds the slot now: the reservation gave it up, its time runs on
+    assert res.hosts == {} and res.since == 0.0
+    short.state = "RUN"
+    p = turn(q, {"h1": 1}, p.reservations, now=30, ends=ends)  # the backfill job ended
+    assert placed(p) == [] and p.reservations[wide.id].hosts == {"h1": 1}
+    assert p.reservations[wide.id].since == 0.0
 
 
 def test_backfill_only_in_a_backfill_queue():
