@@ -563,6 +563,26 @@ KEYS = [
     ),
     (
         _QU,
+        QUEUE,
+        "slot_reserve",
+        "reserve",
+        "",
+        "Slot reservation (LSF's SLOT_RESERVE): MAX_RESERVE_TIME[N] lets a pending job of more "
+        "than one slot that cannot start hold the free slots it could use, for up to N seconds "
+        "(or 10m, 1h), so that narrow jobs do not starve it. Empty = no reservation. See "
+        "docs/policy.md.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "backfill",
+        "bool",
+        "no",
+        "Backfill (LSF's BACKFILL): a job of this queue whose run limit (bsub -W, else "
+        "default_walltime) ends before a reservation's estimated start may use its held slots.",
+    ),
+    (
+        _QU,
         USERGROUP,
         "members",
         "list",
@@ -757,6 +777,8 @@ def _convert(kind: str, raw: str) -> "Any":
         if raw:
             parse_shares(raw)  # checked here, resolved by mbatchd
         return raw
+    if kind == "reserve":
+        return _reserve_time(raw)
     if kind == "list":
         return raw.replace(",", " ").split()
     if kind == "bool":
@@ -804,6 +826,16 @@ def _convert(kind: str, raw: str) -> "Any":
     if too_low or (hi is not None and value > hi):
         raise ValueError(f"{raw!r} out of range: expected {desc}")
     return value
+
+
+def _reserve_time(raw: str) -> float:
+    """'MAX_RESERVE_TIME[N]' -> N seconds (a duration > 0); '' -> 0 (no reservation)."""
+    if not raw:
+        return 0.0
+    name, bracket, rest = raw.partition("[")
+    if name.strip().upper() != "MAX_RESERVE_TIME" or not bracket or not rest.endswith("]"):
+        raise ValueError(f"expected MAX_RESERVE_TIME[N] (N a duration > 0), got {raw!r}")
+    return float(_convert("dur>0", rest[:-1].strip()))
 
 
 def _percent(raw: str) -> float:
@@ -1245,6 +1277,7 @@ def _describe(kind: str) -> str:
         "size": "size in MB, or with a unit: 512M, 2G",
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
+        "reserve": "MAX_RESERVE_TIME[N], N a duration > 0; empty = none",
         "percent": "percentage in (0, 100%]",
         "count?": "integer >= 0, empty = no limit",
         "size?": "size in MB, or with a unit: 512M, 2G; empty = no limit",

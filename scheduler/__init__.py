@@ -17,11 +17,13 @@ from lavalite.model import (
     PR_NO_SLOT,
     PR_QUEUE_CAP,
     PR_QUEUE_INACTIVE,
+    PR_SPAN,
     PR_USER_CAP,
 )
 from scheduler.fairshare import Fair
-from scheduler.fit import HOST_REASONS, Hosts, place
+from scheduler.fit import HOST_REASONS, Hosts, candidates, place
 from scheduler.limits import JobLimit, Limits, TurnLimits
+from scheduler.reserve import Book, Ends, Reservation, pick, wants
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -50,6 +52,8 @@ class QueueView:
         "running_user",
         "pending",
         "fair",
+        "reserve",
+        "backfill",
     )
 
     def __init__(
@@ -69,6 +73,8 @@ class QueueView:
         self.running_user: dict[str, int] = {}  # user -> slots in use
         self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
+        self.reserve = 0.0  # slot_reserve: seconds a wide job may hold slots (0: it holds none)
+        self.backfill = False  # its jobs with a run limit may use held slots (scheduler/reserve)
 
 
 class Snapshot:
@@ -86,6 +92,8 @@ class Snapshot:
         "limit",
         "hosts",
         "limits",
+        "reservations",
+        "ends",
     )
 
     def __init__(
@@ -98,6 +106,8 @@ class Snapshot:
         limit: int = 0,
         hosts: dict[str, Any] | None = None,
         limits: Limits | None = None,
+        reservations: dict[int, Reservation] | None = None,
+        ends: Ends | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -107,6 +117,8 @@ class Snapshot:
         self.limit = limit
         self.hosts = hosts or {}  # name -> model.Host: facts, reservations (jobs with Needs)
         self.limits = limits  # the [limit NAME]s and their counters; None: there are none
+        self.reservations = reservations or {}  # job id -> the last plan's slot reservations
+        self.ends = ends  # host -> [(end time, slots)] of its running jobs, for estimates
 
 
 class Plan:
@@ -117,14 +129,16 @@ class Plan:
     (-R select or rusage, -m, -x), which do not hold their user's next jobs back. Groups it
     did not reach are pending for want of a free slot.
     wide: {index in placements: [[host, slots], ...]} for a placement on several hosts or with
-    other than job.slots slots (-n MIN,MAX); its host in placements is the first."""
+    other than job.slots slots (-n MIN,MAX); its host in placements is the first.
+    reservations: job id -> the slots a pending job holds after this plan (scheduler/reserve)."""
 
-    __slots__ = ("placements", "reasons", "wide")
+    __slots__ = ("placements", "reasons", "wide", "reservations")
 
     def __init__(self) -> None:
         self.placements: list[tuple[Pending, str]] = []
         self.reasons: Reasons = {}
         self.wide: dict[int, list[list[Any]]] = {}
+        self.reservations: dict[int, Reservation] = {}
 
 
 def live(entry: Entry) -> bool:
@@ -141,16 +155,35 @@ def _first_live(it: Iterator[Entry]) -> Entry | None:
 
 def plan(snap: Snapshot) -> Plan:
     result = Plan()
-    hosts = Hosts(snap.free_by_host, min(snap.total_free, snap.limit or snap.total_free))
     turn = TurnLimits(snap.limits) if snap.limits is not None else None
+    book = _book(snap)
+    hosts = Hosts(
+        snap.free_by_host,
+        min(snap.total_free, snap.limit or snap.total_free),
+        book.held if book else None,
+    )
     for q in snap.queues:
         if hosts.left <= 0:
             break
         if not q.active:
             result.reasons[(q.name, None)] = PR_QUEUE_INACTIVE
             continue
-        _plan_queue(q, snap, hosts, result, turn)
+        _plan_queue(q, snap, hosts, result, turn, book)
+    if book:
+        result.reservations = book.result()
     return result
+
+
+_RESERVED_FOR = frozenset((PR_NO_SLOT, PR_SPAN))
+
+
+def _book(snap: Snapshot) -> Book | None:
+    """This turn's reservations, where a queue reserves or some are left: None in the common
+    case, which then pays nothing for them."""
+    reserve_time = {q.name: q.reserve for q in snap.queues if q.reserve}
+    if not reserve_time and not snap.reservations:
+        return None
+    return Book(snap.reservations, snap.free_by_host, reserve_time, snap.now)
 
 
 class _Order:
@@ -177,7 +210,12 @@ class _Order:
 
 
 def _plan_queue(
-    q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan, turn: TurnLimits | None
+    q: QueueView,
+    snap: Snapshot,
+    hosts: Hosts,
+    result: Plan,
+    turn: TurnLimits | None,
+    book: Book | None,
 ) -> None:
     order = _Order(q.fair, snap.now)
     heads: list[Head] = []  # each user's first live job
@@ -223,17 +261,18 @@ def _plan_queue(
             if job.needs is not None or any(r.hosts is not None for r in rules):
                 limit = JobLimit(turn, rules, job, job.needs.slots_max if job.needs else job.slots)
         slots = job.slots
+        mine = book.mine(job) if book and book.live else None
         host = None
-        if job.needs is None:
+        if job.needs is None and mine is None:
             host = hosts.take(slots) if limit is None else hosts.take(slots, limit.fits)
         if host is None:
             # a job that asks more than slots, or that did not fit on one host, or whose
-            # hosts a limit narrows
-            got = (
-                place(job, hosts, snap.hosts, limit)
-                if job.needs or slots > 1 or limit
-                else PR_NO_SLOT
-            )
+            # hosts a limit narrows; a holder with its reserved slots, a backfill job with
+            # those it may use
+            extra = mine or (book.backfill(job) if book and q.backfill else None)
+            offered = dict(extra) if extra else None
+            slow = job.needs or slots > 1 or extra or limit
+            got = place(job, hosts, snap.hosts, extra, limit) if slow else PR_NO_SLOT
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got
@@ -241,9 +280,16 @@ def _plan_queue(
                 continue
             if isinstance(got, str):
                 # FIFO per user: this user's next job waits behind the wide one; others go on.
+                # a want of slots (not a limit's refusal) is what a reservation is for
+                if book and q.reserve and arr is None and got in _RESERVED_FOR and wants(job) > 1:
+                    _reserve(job, hosts, snap, book, mine)
                 result.reasons[(q.name, user)] = got
                 heapq.heappop(heads)
                 continue
+            if book and mine is not None:
+                book.started(job, mine)
+            elif book and offered:
+                book.backfilled(offered, extra or {})
             host, slots = got[0][0], sum(n for _, n in got)
             if len(got) > 1 or slots != job.slots:
                 result.wide[len(result.placements)] = got
@@ -287,6 +333,20 @@ def _hold(
     result.reasons[(q.name, user)] = reason
     heapq.heappop(heads)
     return False
+
+
+def _reserve(
+    job: Pending, hosts: Hosts, snap: Snapshot, book: Book, mine: dict[str, int] | None
+) -> None:
+    """A wide job that cannot start holds the free slots it may use, up to its need, unless
+    its reservation ran out this turn (LSF: it does not reserve for one turn)."""
+    if job.id in book.expired:
+        return
+    fits, _, _ = candidates(job.needs, hosts, snap.hosts)
+    chosen = pick(job, fits, mine)
+    hosts.commit(chosen, 0, False)
+    hosts.left += sum(n for _, n in chosen)  # held, not placed: a backfill job may have them
+    book.reserve(job, [[slot[0], n] for slot, n in chosen], snap.ends, snap.hosts)
 
 
 def _advance(heads: list[Head], user: str, it: Iterator[Entry], order: _Order) -> None:

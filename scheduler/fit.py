@@ -32,8 +32,12 @@ class Hosts:
     """Free slots handed out in order; a host left with too few slots for a wide job is kept
     aside for narrower ones."""
 
-    def __init__(self, free_by_host: dict[str, int], total: int) -> None:
+    def __init__(
+        self, free_by_host: dict[str, int], total: int, held: dict[str, int] | None = None
+    ) -> None:
         self.it: Iterator[tuple[str, int]] = iter(free_by_host.items())
+        if held:  # slots reservations hold are no one else's (scheduler/reserve.py)
+            self.it = _unheld(free_by_host, held)
         self.aside: list[Slot] = []  # [host, remaining]
         self.left = total  # slots still to place: the free ones, or the turn's limit
         self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
@@ -58,16 +62,31 @@ class Hosts:
             del self.aside[index]
         return slot[0]
 
-    def every(self) -> list[Slot]:
-        """Every host with slots left this turn (the slow path reads them all)."""
+    def every(self, extra: dict[str, int] | None = None) -> list[Slot]:
+        """Every host with slots left this turn (the slow path reads them all), and those
+        where the job may have `extra` held slots."""
         self.aside.extend([host, free] for host, free in self.it)
+        if extra:
+            known = {slot[0] for slot in self.aside}
+            self.aside.extend([host, 0] for host in extra if host not in known)
         return self.aside
 
-    def commit(self, chosen: list[tuple[Slot, int]], mem: int, exclusive: bool) -> None:
-        """Take `chosen` [(slot, n)]: n slots of each, and mem bytes per slot; an exclusive
-        job's hosts take nobody else this turn."""
+    def commit(
+        self,
+        chosen: list[tuple[Slot, int]],
+        mem: int,
+        exclusive: bool,
+        extra: dict[str, int] | None = None,
+    ) -> None:
+        """Take `chosen` [(slot, n)]: n slots of each, the `extra` held ones first (what is
+        left of them stays in `extra`), and mem bytes per slot; an exclusive job's hosts take
+        nobody else this turn."""
         for slot, n in chosen:
-            slot[1] -= n
+            held = 0
+            if extra:
+                held = min(n, extra.get(slot[0], 0))
+                extra[slot[0]] = extra.get(slot[0], 0) - held
+            slot[1] -= n - held
             self.left -= n
             if mem:
                 self.mem[slot[0]] = self.mem.get(slot[0], 0) + mem * n
@@ -77,10 +96,24 @@ class Hosts:
         self.aside = [slot for slot in self.aside if slot[1] > 0]
 
 
-def place(job: Any, hosts: Hosts, known: dict[str, Any], limit: Any = None) -> Alloc | str:
+def _unheld(free_by_host: dict[str, int], held: dict[str, int]) -> Iterator[tuple[str, int]]:
+    for host, free in free_by_host.items():
+        free -= held.get(host, 0)
+        if free > 0:
+            yield host, free
+
+
+def place(
+    job: Any,
+    hosts: Hosts,
+    known: dict[str, Any],
+    extra: dict[str, int] | None = None,
+    limit: Any = None,
+) -> Alloc | str:
     """The hosts of a job with Needs, or of a job wider than any host's free slots, or under a
     [limit] (`limit`: scheduler.limits.JobLimit): an allocation, or the pending reason.
-    `known`: host name -> model.Host."""
+    `known`: host name -> model.Host; `extra`: held slots the job may use beside the free ones
+    (its own reservation's, or backfill's)."""
     needs = job.needs
     want_min = needs.slots_min if needs else job.slots
     want_max = needs.slots_max if needs else job.slots
@@ -88,7 +121,7 @@ def place(job: Any, hosts: Hosts, known: dict[str, Any], limit: Any = None) -> A
         want_max = max(want_min, min(want_max, limit.most))
     if want_min > hosts.left:
         return PR_NO_SLOT
-    fits, reason, capped = _candidates(needs, hosts, known, limit)
+    fits, reason, capped = candidates(needs, hosts, known, extra, limit)
     req = needs and needs.req
     chosen = _allocate(fits, want_min, want_max, req)
     if chosen is None:
@@ -99,12 +132,16 @@ def place(job: Any, hosts: Hosts, known: dict[str, Any], limit: Any = None) -> A
     refusal = limit and limit.refusal(alloc)  # a limit over several hosts counts them together
     if refusal:
         return refusal
-    hosts.commit(chosen, req.mem if req else 0, bool(needs and needs.exclusive))
+    hosts.commit(chosen, req.mem if req else 0, bool(needs and needs.exclusive), extra)
     return alloc
 
 
-def _candidates(
-    needs: Any, hosts: Hosts, known: dict[str, Any], limit: Any
+def candidates(
+    needs: Any,
+    hosts: Hosts,
+    known: dict[str, Any],
+    extra: dict[str, int] | None = None,
+    limit: Any = None,
 ) -> tuple[list, str, str | None]:
     """[(slot, how many slots the job may have there)] in the order the job prefers, the
     reason of the furthest test a host failed, and a host that a limit left no room on."""
@@ -112,13 +149,15 @@ def _candidates(
     furthest = 0
     capped = None
     facts: dict
-    for slot in hosts.every():
-        if slot[1] <= 0:
+    for slot in hosts.every(extra):
+        free = slot[1] + (extra.get(slot[0], 0) if extra else 0)
+        if free <= 0:
             continue
         if needs is None:
-            failed, cap, facts = 0, slot[1], {}
+            failed, cap, facts = 0, free, {}
         else:
-            failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+            host = known.get(slot[0])
+            failed, cap, facts = _fit(needs, slot[0], free, host, hosts.mem.get(slot[0], 0))
         if not failed and limit is not None:
             cap = limit.cap(slot[0], cap)
             if cap <= 0:
@@ -133,10 +172,9 @@ def _candidates(
     return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest], capped
 
 
-def _fit(needs: Any, slot: Slot, host: Any, taken: int) -> tuple[int, int, dict]:
+def _fit(needs: Any, name: str, free: int, host: Any, taken: int) -> tuple[int, int, dict]:
     """(index in _REASONS of the test the host fails, 0 if none; slots the job may have
     there; the host's facts as the job sees them)."""
-    name, free = slot
     if needs.hosts is not None and name not in needs.hosts:
         return 1, 0, {}
     if host is None:

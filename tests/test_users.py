@@ -101,10 +101,8 @@ def _users_cluster(readable, sbatchd=None, allow_root_jobs="no", **cluster):
     shutil.copytree(os.path.dirname(orjson.__file__), os.path.join(libdir, "orjson"))
     c = Cluster(
         os.path.join(state, "cluster"),
-        slots=4,
         sbatchd=sbatchd,
-        conf={"cluster": {"allow_root_jobs": allow_root_jobs}},
-        **cluster,
+        **{"slots": 4, "conf": {"cluster": {"allow_root_jobs": allow_root_jobs}}, **cluster},
     )
     c.start()
     c.pythonpath = f"{readable}:{libdir}"

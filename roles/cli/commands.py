@@ -446,6 +446,10 @@ def _print_long(j: "dict[str, Any]") -> None:
         print(f"  Last attempt: {j['reason']}")
     if j.get("message"):  # the worker's words on the (last) attempt's end
         print(f"  {j['message']}")
+    if j.get("reserved"):  # a pending job's slot reservation (docs/policy.md)
+        print(_reserved_line(j, _long_time(j["reserved_since"])))
+    if j.get("est_start"):
+        print(f" Estimated job start time: {_long_time(j['est_start'])};")
     if j["pend_reason"]:
         print(" PENDING REASONS:")
         print(f" {j['pend_reason']};")
@@ -455,6 +459,13 @@ def _print_long(j: "dict[str, Any]") -> None:
     if j["kill_requested"] and j["state"] in STARTED:
         print("  Kill requested; waiting for the job to end;")
     print()
+
+
+def _reserved_line(j: "dict[str, Any]", since: str) -> str:
+    """LSF's line for the slots a pending job holds: Reserved <N> job slots on host(s) <2*h>."""
+    n = sum(slots for _, slots in j["reserved"])
+    where = " ".join(f"{slots}*{host}" for host, slots in j["reserved"])
+    return f"{since}: Reserved <{n}> job slots on host(s) <{where}>;"
 
 
 def _ending(j: "dict[str, Any]") -> str:

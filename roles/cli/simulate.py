@@ -51,6 +51,18 @@ def _setup(p: "ArgumentParser") -> None:
         "user the same jobs; run one simulated hour, then the same without fairshare, and "
         "print user1's and user2's slot time and the two runs' figures side by side",
     )
+    p.add_argument(
+        "--reserve",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="one wide job (--wide slots) queued behind a flood of narrow jobs with run "
+        "limits; three runs (slot_reserve = MAX_RESERVE_TIME[SECONDS] with backfill, without, "
+        "neither) print the wide job's wait and the slot utilisation",
+    )
+    p.add_argument(
+        "--wide", type=int, default=16, help="--reserve: the wide job's slots (default 16)"
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from argparse import Namespace
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from lavalite import auth, config, messages
@@ -369,18 +369,28 @@ def main(args: Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.reserve:
+        from roles.cli import simulate_reserve
+
+        return simulate_reserve.main(args)
     if args.fairshare:
-        sim, fig = _simulate(args, "fair", fair=True)
-        fifo_sim, fifo_fig = _simulate(args, "fifo")
+        sim, fig = simulate(args, "fair", fair=True)
+        fifo_sim, fifo_fig = simulate(args, "fifo")
         report(args, sim, fig, _compare(args, sim, fig, fifo_sim, fifo_fig))
         return 0 if sim.twice == fifo_sim.twice == 0 else 1
-    sim, fig = _simulate(args)
+    sim, fig = simulate(args)
     report(args, sim, fig)
     return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
 
 
-def _simulate(args: Namespace, run: str = "", fair: bool = False) -> tuple["Sim", dict[str, Any]]:
-    """One simulation with its own mbatchd and state (in `run` under --state-dir)."""
+Driver = Callable[[Namespace, config.Config, int], Coroutine[Any, Any, tuple[Sim, dict[str, Any]]]]
+
+
+def simulate(
+    args: Namespace, run: str = "", fair: bool = False, driver: "Driver | None" = None
+) -> tuple["Sim", dict[str, Any]]:
+    """One simulation with its own mbatchd and state (in `run` under --state-dir), driven by
+    `driver` (default: the queued workload, then the hosts)."""
     state, temporary = _state(args)
     state = os.path.join(state, run)
     os.makedirs(state, exist_ok=True)
@@ -397,7 +407,7 @@ def _simulate(args: Namespace, run: str = "", fair: bool = False) -> tuple["Sim"
         )
     try:
         _wait_port(conf, mbatchd)
-        sim, fig = asyncio.run(drive(args, conf, mbatchd.pid))
+        sim, fig = asyncio.run((driver or drive)(args, conf, mbatchd.pid))
     finally:
         mbatchd.send_signal(signal.SIGTERM)
         try:

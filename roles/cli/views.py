@@ -209,10 +209,11 @@ HOST_FIGURES = ["JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"]
 
 
 def _host_figures(h: "dict[str, Any]") -> list:
-    """HOST_FIGURES of a host, in slots: no per-user limit (JL/U)."""
+    """HOST_FIGURES of a host, in slots: no per-user limit (JL/U); RSV = held by pending jobs'
+    reservations."""
     susp = h["susp"]
     run = h["used"] - _suspended(susp)
-    return ["-", h["slots"], h["used"], run, susp["SSUSP"], susp["USUSP"], 0]
+    return ["-", h["slots"], h["used"], run, susp["SSUSP"], susp["USUSP"], h.get("reserved", 0)]
 
 
 def hosts(args: "Args") -> int:

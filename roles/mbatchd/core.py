@@ -70,6 +70,7 @@ from roles.mbatchd.placement import (
     unplace,
 )
 from roles.mbatchd.quotas import QuotaOps
+from roles.mbatchd.reserve import ReserveOps
 from roles.mbatchd.suspend import COUNTED, SuspendOps
 from scheduler import QueueView, Snapshot, live, plan
 
@@ -150,6 +151,7 @@ class Core(
     SuspendOps,
     ListingOps,
     LimitOps,
+    ReserveOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -175,6 +177,7 @@ class Core(
         self.pre_failures = {}  # job id -> its pre-execution commands that failed (-E)
         self.finished = deque()  # (end_time, job id), for expiry from memory
         self.reasons = {}  # last plan's pending reasons
+        self.reservations = {}  # job id -> the last plan's slot reservation (soft state)
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
         self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
@@ -234,6 +237,7 @@ class Core(
                 qc.max_running_user,
                 qc.max_running_queue,
             )
+            view.reserve, view.backfill = qc.slot_reserve, qc.backfill
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
         for name, view in old.items():
@@ -861,7 +865,8 @@ class Core(
         return {"job": job.id, "ok": True, "message": f"Job <{name}> is being terminated"}
 
     def _view(self, job, now):
-        return job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
+        view = job_view(job, self.pending_reason(job, now) if job.state in WAITING else None)
+        return {**view, **self.reservation_view(job.id)}
 
     def pending_reason(self, job: Job | Array, now: float) -> str:
         waits = self.depend_reason(job)
@@ -917,6 +922,7 @@ class Core(
         return {"queues": out}
 
     def query_hosts(self) -> dict[str, Any]:
+        held = self.reserved_by_host()
         return {
             "hosts": [
                 {
@@ -930,6 +936,7 @@ class Core(
                     "jobs": len(self.host_jobs[h.name]),
                     "susp": self.suspended_slots("host", h.name),
                     "admin": self.admin_comment("host", h.name),
+                    "reserved": held.get(h.name, 0),
                 }
                 for h in self.hosts.values()
             ]
@@ -1148,6 +1155,9 @@ class Core(
                     self._dirty(job)
         self._expire_deadlines(now)
         self._check_lost(now)
+        runs_out = self.reservation_due()
+        if runs_out is not None and runs_out <= now:
+            self.wake = True  # a reservation ran out: its slots go to others this turn
         horizon = now - self.conf.mbatchd.clean_period
         while self.finished and self.finished[0][0] < horizon:
             _, job_id = self.finished.popleft()
@@ -1164,6 +1174,9 @@ class Core(
     def next_timer(self) -> float | None:
         times = [heap[0][0] for heap in (self.backoff, self.deadlines) if heap]
         times += [since + self.conf.mbatchd.node_lost_grace for since in self.lost.values()]
+        due = self.reservation_due()
+        if due is not None:
+            times.append(due)
         return min(times, default=None)
 
     def schedule(self, now: float, limit: int = 0) -> int:
@@ -1183,8 +1196,11 @@ class Core(
                 limit,
                 self.hosts,
                 self.limits,
+                self.reservations,
+                self.running_ends,
             )
         )
+        self.reservations = result.reservations
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons
