@@ -20,7 +20,9 @@ def pend(q, user, slots=1, walltime=None):
 
 def turn(q, free, last=None, now=0.0, ends=None):
     hosts = {h: Host(h, 4) for h in ("h1", "h2", "h3")}
-    snap = Snapshot(now, [q], free, sum(free.values()), 4, None, hosts, last, ends)
+    snap = Snapshot(
+        now, [q], free, sum(free.values()), 4, None, hosts, reservations=last, ends=ends
+    )
     return plan(snap)
 
 
