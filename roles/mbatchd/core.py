@@ -59,6 +59,7 @@ from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.listing import Listing, ListingOps
 from roles.mbatchd.modify import ModifyOps
+from roles.mbatchd.modify_array import ArrayModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
@@ -104,6 +105,7 @@ class TurnOutput:
     quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
     specs: dict = field(default_factory=dict)  # id -> Job whose spec, name, slots bmod changed
     runs: list = field(default_factory=list)  # model.run_record of runs a requeue superseded
+    array_specs: dict = field(default_factory=dict)  # id -> Array whose spec bmod changed
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -119,6 +121,7 @@ class TurnOutput:
             or self.quota_usage
             or self.specs
             or self.runs
+            or self.array_specs
         ):
             return None
         return {
@@ -133,6 +136,7 @@ class TurnOutput:
             "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
             "specs": self.specs.values(),
             "runs": self.runs,
+            "array_specs": self.array_specs.values(),
         }
 
 
@@ -146,6 +150,7 @@ class Core(
     FairOps,
     QuotaOps,
     ModifyOps,
+    ArrayModifyOps,
     SuspendOps,
     ListingOps,
 ):
