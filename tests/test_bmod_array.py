@@ -32,6 +32,18 @@ def test_bmod_takes_an_array_s_index_list():
     assert target("12[1-3,7]") == (12, "1-3,7")
 
 
+@pytest.mark.parametrize("word", ["12[1-", "12[3-1]", "x[1-3]"])
+def test_a_bad_index_list_is_a_usage_error(word, capsys):
+    from roles.cli import main
+
+    try:
+        code = main(["-W", "5", word], prog="bmod")
+    except SystemExit as exc:  # argparse's own exit on a bad value
+        code = exc.code
+    assert code == 2
+    assert "argument JOBID" in capsys.readouterr().err
+
+
 # --- mbatchd's core (no processes)
 
 
@@ -137,6 +149,7 @@ def test_j_changes_an_array_s_throttle_and_name(world):
         ({"indices": "2,9", "walltime": 60.0}, r"Job <\d+\[9\]>: No matching job found"),
         ({"indices": "2", "walltime": 60.0, "ident": dict(USER, user="bob")}, "permission"),
         ({"indices": "x", "walltime": 60.0}, "bad array index"),
+        ({"indices": "2", "walltime": 60.0, "depend": "done(99999)"}, "99999"),
     ],
 )
 def test_refusals_change_nothing(world, spec, says):
@@ -208,3 +221,31 @@ def test_an_array_runs_by_its_new_values_and_keeps_them_across_a_restart(make_cl
         assert view["walltime"] == (240.0 if i >= 5 else 300.0), view
     res = _run(c, tmp_path, ["bhist", "-l", f"{arr}[1]"])
     assert "Parameters of Job are changed: walltime 300.0" in res.stdout, res
+
+
+def test_each_element_of_an_index_list_waits_on_its_new_condition(world):
+    conf, store, core = world
+    first = core.submit(USER, {"spec": {"cmd": ["true"]}}, 100.0, store.env_id)["job"]
+    arr = _array(core, store, name="a[1-3]")
+    _modify(core, arr, indices="2-3", depend=f"done({first})")
+    waiting = [element_id(arr, 2), element_id(arr, 3)]
+    assert all(j in core.depend_waiting for j in waiting)
+    core.host_register("h1", {"slots": 1, "running": []}, 101.0)
+    core.schedule(101.0)  # the plain job first (submitted first), then the condition holds
+    commit(store, core)
+    _end(core, first, 102.0)
+    assert not any(j in core.depend_waiting for j in waiting)
+    core.host_register("h1", {"slots": 3, "running": []}, 103.0)
+    core.schedule(103.0)
+    assert {core.jobs[j].state for j in waiting} == {"RUN"}
+
+
+def test_an_each_line_array_s_elements_keep_their_lines(world):
+    conf, store, core = world
+    msg = {"spec": {"cmd": ["true"], "name": "lines%1", "lines": ["a", "b", "c"]}}
+    arr = core.submit(USER, msg, 100.0, store.env_id)["job"]
+    _modify(core, arr, indices="2", walltime=60.0)
+    _modify(core, arr, name="%2", walltime=120.0)
+    element = core.jobs[element_id(arr, 2)]
+    assert (element.spec["lines"], element.spec["walltime"]) == (["a", "b", "c"], 120.0)
+    assert core.arrays[arr].throttle == 2

@@ -153,8 +153,9 @@ class ModifyOps:
         self, job: Job | Array, changes: dict[str, Any], resets: list[str], queue: str
     ) -> tuple[dict, dict[str, Any], "depend.Node | None"]:
         """The job's spec with the changes, checked as submit checks a spec: (Core._checked's
-        result, the stored -w fields, the new condition's tree or None). An array's spec keeps
-        its --each-line lines, which _checked reads as the array they make."""
+        result, the stored -w fields, the new condition's tree or None). An array's spec (an
+        element's too) keeps its --each-line lines, which _checked reads as the array they
+        make."""
         spec = {k: v for k, v in job.spec.items() if k not in _KEPT and k not in resets}
         if "cmd" in changes:  # -Z: the new command runs, not the job script
             spec.pop("script", None)
@@ -165,7 +166,7 @@ class ModifyOps:
         spec["retries"] = job.max_attempts - 1  # within the (new) queue's max_retries
         try:
             prep = self._checked(spec, {"user": job.user, "uid": job.uid}, (None,), job.queue)
-            if prep["ranges"] is not None and not isinstance(job, Array):
+            if prep["ranges"] is not None and job.array is None:
                 raise jobspec.SpecError("-J: a job cannot be made a job array")
             if "depend" not in changes:
                 return prep, {}, None

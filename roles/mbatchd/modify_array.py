@@ -189,7 +189,7 @@ class ArrayModifyOps:
         running = [
             (j, self._running_spec(j, changes, resets)) for j in elements if j.state in STARTED
         ]
-        new = [(index, self._pending_change(arr, changes, resets)) for index in made]
+        new = list(zip(made, self._changes(arr, made, changes, resets)))
         readmit: list[tuple[Job | Array, dict, int]] = [(j, c.prep, 1) for j, c in pending]
         readmit += [(arr, c.prep, 1) for _, c in new]
         self._quota_readmit(readmit, now)  # the last refusal
@@ -199,6 +199,15 @@ class ArrayModifyOps:
             self._apply_pending(job, change, changes, resets, now)
         for job, spec in running:
             self._apply_running(job, spec, changes, resets, now)
+
+    def _changes(
+        self, arr: Array, made: list[int], changes: dict[str, Any], resets: list[str]
+    ) -> list[PendingChange]:
+        """The change of each index not handed out: checked once (they share the array's
+        spec), but a new -w condition is each element's own tree."""
+        if not made or "depend" in changes:
+            return [self._pending_change(arr, changes, resets) for _ in made]
+        return [self._pending_change(arr, changes, resets)] * len(made)
 
     def _indexed(
         self, arr: Array, indices: list[int], changes: dict[str, Any], resets: list[str]
