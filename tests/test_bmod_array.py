@@ -165,8 +165,11 @@ def test_refusals_change_nothing(world, spec, says):
     assert not (core.out.specs or core.out.array_specs or core.out.events)
 
 
-def test_a_finished_array_is_not_modified(world):
+def test_indices_of_a_plain_job_and_a_finished_array_are_refused(world):
     conf, store, core = world
+    plain = core.submit(USER, {"spec": {"cmd": ["true"]}}, 100.0, store.env_id)["job"]
+    with pytest.raises(ProtocolError, match=rf"^Job <{plain}\[1-2\]>: No matching job found$"):
+        _modify(core, plain, indices="1-2", walltime=60.0)
     arr = _array(core, store, name="a[1-2]")
     core.kill(USER, {"jobs": [arr]}, 101.0)
     with pytest.raises(ProtocolError, match=f"^Job <{arr}>: Job has already finished$"):

@@ -91,7 +91,7 @@ class ModifyOps:
                 P.BAD_REQUEST, "'modify' takes a job id, 'spec' and 'reset' (field names)"
             )
         arr = self._modified_array(job_id)
-        if arr is not None:  # a whole array, an index list or one element
+        if arr is not None or "indices" in msg:  # a whole array, an index list or one element
             return self._modify_array(ident, arr, job_id, msg.get("indices"), changes, resets, now)
         job, refusal = self._controllable(
             ident, job_id, lambda j: _not_modified(j, changes, resets)

@@ -78,7 +78,7 @@ class ArrayModifyOps:
     def _modify_array(
         self,
         ident: dict[str, Any],
-        arr: Array,
+        arr: Array | None,
         job_id: int,
         indices: object,
         changes: dict[str, Any],
@@ -86,7 +86,11 @@ class ArrayModifyOps:
         now: float,
     ) -> dict[str, Any]:
         """bmod of array `arr` whole (`job_id` is its id, no `indices`), of its `indices`
-        ("1-3,7") or of the one element `job_id`."""
+        ("1-3,7") or of the one element `job_id`; `arr` None: `job_id` is no array in memory."""
+        if arr is None:
+            raise P.ProtocolError(
+                P.NOT_FOUND, f"Job <{label(job_id)}[{indices}]>: No matching job found"
+            )
         if not self._may_act_on(ident, arr):
             raise P.ProtocolError(P.DENIED, f"Job <{label(job_id)}>: User permission denied")
         if job_id == arr.id and indices is None:
