@@ -67,6 +67,17 @@ def parse_throttle(text: str) -> int:
     return int(text)
 
 
+def parse_new_name(text: str) -> tuple[str, int]:
+    """bmod -J of an array: 'name', 'name%LIMIT' or '%LIMIT' -> (the new name, '' to keep it;
+    the new throttle, 0 to keep it). Its indices are what it was submitted with."""
+    if "[" in text or "]" in text:
+        raise ArrayError("-J: the index list of a job array cannot be changed")
+    name, percent, limit = text.rpartition("%")
+    if not percent or not limit.isdigit():
+        return text, 0
+    return name, parse_throttle(limit)
+
+
 def parse_ranges(spec: str) -> list[Range]:
     ranges: list[Range] = []
     total = 0

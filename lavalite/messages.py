@@ -181,9 +181,10 @@ class Switch(Envelope):
 class Modify(Envelope):
     """bmod: one job's spec fields changed (`spec`) or set back to their defaults (`reset`)."""
 
-    job: int
+    job: int  # a job, an array (all its elements not finished) or an element
     spec: dict[str, Any]
     reset: list[str]
+    indices: NotRequired[str]  # of array `job`: only these ("1-3,7"), as bmod "ID[1-3,7]"
 
 
 class Badmin(Envelope):

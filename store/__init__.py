@@ -111,6 +111,9 @@ _ARRAY_COLS = (
 _SELECT_ARRAY = f"SELECT {', '.join(_ARRAY_COLS)} FROM arrays"
 _ARRAY_MUTABLE = ("cursor", "skip", "counts", "killed", "end_time")
 _UPDATE_ARRAY = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MUTABLE)} WHERE id=?"
+# bmod of an array: what it changes of the indices not handed out (its -J throttle too)
+_ARRAY_MODIFIED = ("queue", "name", "slots", "spec", "throttle", "pend_seq")
+_UPDATE_ARRAY_SPEC = f"UPDATE arrays SET {', '.join(c + '=?' for c in _ARRAY_MODIFIED)} WHERE id=?"
 
 
 _INSERT_RUN = (
@@ -289,6 +292,7 @@ class Store(Queries):
         quota_usage: Iterable[tuple[str, float, float]] = (),
         specs: Iterable[Job] = (),
         runs: Iterable[tuple] = (),
+        array_specs: Iterable[Any] = (),
     ) -> None:
         """jobs: Job objects changed this turn (inserted if not yet stored, else updated);
         events: model.Event; hosts: Host; envs: (id, hash, dict); users: (name, uid, time);
@@ -298,7 +302,7 @@ class Store(Queries):
         written then); fairshare: (queue, account, run, cpu, at) of the usage changed;
         quota_usage: (quota, period start, core-seconds used in it), the totals; specs: Job
         objects whose spec, name and slots bmod changed; runs: job_runs rows (JOB_RUN_COLS)
-        of the runs a requeue superseded.
+        of the runs a requeue superseded; array_specs: Array objects bmod changed.
         Raises StoreFull when the filesystem is full; any error leaves the
         store as it was (the transaction rolls back)."""
         try:
@@ -315,6 +319,7 @@ class Store(Queries):
                 quota_usage,
                 runs,
                 modified=specs,
+                modified_arrays=array_specs,
             )
         except apsw.FullError:
             raise StoreFull(f"disk full on {self.dir}") from None
@@ -333,6 +338,7 @@ class Store(Queries):
         quota_usage: Iterable[tuple[str, float, float]],
         runs: Iterable[tuple],
         modified: Iterable[Job] = (),
+        modified_arrays: Iterable[Any] = (),
     ) -> None:
         new: list[Job] = []
         changed: list[Job] = []
@@ -362,6 +368,8 @@ class Store(Queries):
                 cur.executemany(
                     _UPDATE_SPEC, [(j.name, j.slots, json.dumps(j.spec), j.id) for j in modified]
                 )
+            if modified_arrays:
+                cur.executemany(_UPDATE_ARRAY_SPEC, [_array_spec(a) for a in modified_arrays])
             if parts:
                 cur.executemany(
                     _ADD_PART,
@@ -478,6 +486,13 @@ def _array_update(arr: Any) -> list:
         arr.end_time,
         arr.id,
     ]
+
+
+def _array_spec(arr: Any) -> list:
+    """The UPDATE values of an array bmod changed, in _ARRAY_MODIFIED's order."""
+    values = [getattr(arr, c) for c in _ARRAY_MODIFIED] + [arr.id]
+    values[_ARRAY_MODIFIED.index("spec")] = json.dumps(arr.spec)
+    return values
 
 
 def _array_rec(row: tuple) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def _args(*words, prog="bmod"):
 
 def test_bmod_reads_bsub_s_options_into_the_spec_fields_bsub_makes():
     args = _args("-W", "1:30", "-M", "2G", "-n", "2,4", "-R", "select[mem>1]", "-oo", "o", "7")
-    assert args.job == 7
+    assert args.job == (7, None)
     assert changes(args, 0.0) == {
         "walltime": 5400.0,
         "memory": 2 << 30,

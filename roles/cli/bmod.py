@@ -1,4 +1,5 @@
-"""bmod as LSF 10.1 documents it: `bmod [bsub options] [reset options] JOBID`.
+"""bmod as LSF 10.1 documents it: `bmod [bsub options] [reset options] JOBID`, where JOBID
+may be a job array (all its elements not finished), `"ID[INDEX]"` or `"ID[1-3,7]"`.
 
 The options bsub takes are read by bsub's own parsers (roles.cli.commands, bsub_options,
 bsub_resreq), so a value bsub refuses is refused here, exit 2, before anything is sent; each
@@ -11,6 +12,7 @@ import sys
 import time
 
 from lavalite import jobscript
+from lavalite.job_array import ArrayError, parse_ranges
 from roles.cli import bsub_options, bsub_resreq, commands
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
@@ -82,7 +84,22 @@ def setup(p: "Parser") -> None:
     bsub_options.setup(p)
     for option, dest, _, text in RESETS:
         p.add_argument(option, dest=dest, action="store_true", help=text)
-    p.add_argument("job", type=commands._job_id, metavar="JOBID")
+    p.add_argument("job", type=job_target, metavar='JOBID | "JOBID[INDEX_LIST]"')
+
+
+def job_target(text: str) -> "tuple[int, str | None]":
+    """ID, ID[INDEX] or an array's index list ID[1-3,7] -> (the id on the wire, the index
+    list or None)."""
+    head, bracket, rest = text.strip().partition("[")
+    if not bracket or not any(c in rest for c in ",-:"):
+        return commands._job_id(text), None
+    try:
+        if not rest.endswith("]"):
+            raise ArrayError(f"{text!r} is not a job id (ID, ID[INDEX] or ID[1-3,7])")
+        parse_ranges(rest[:-1])
+    except ArrayError as exc:
+        raise commands._bad_value(str(exc)) from None
+    return commands._job_id(head), rest[:-1]
 
 
 def modify(args: "Args") -> int:
@@ -106,7 +123,9 @@ def modify(args: "Args") -> int:
         print(f"{prog}: no option to change given", file=sys.stderr)
         return 2
     try:
-        reply = client(args).call("modify", job=args.job, spec=spec, reset=resets)
+        job_id, indices = args.job
+        fields = {} if indices is None else {"indices": indices}
+        reply = client(args).call("modify", job=job_id, spec=spec, reset=resets, **fields)
     except ClientError as exc:
         if exc.code == "unreachable":
             raise

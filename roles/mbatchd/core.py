@@ -60,6 +60,7 @@ from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.limits import LimitOps
 from roles.mbatchd.listing import Listing, ListingOps
 from roles.mbatchd.modify import ModifyOps
+from roles.mbatchd.modify_array import ArrayModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
     allocation,
@@ -106,6 +107,7 @@ class TurnOutput:
     quota_usage: dict = field(default_factory=dict)  # (quota, period start) -> core-seconds
     specs: dict = field(default_factory=dict)  # id -> Job whose spec, name, slots bmod changed
     runs: list = field(default_factory=list)  # model.run_record of runs a requeue superseded
+    array_specs: dict = field(default_factory=dict)  # id -> Array whose spec bmod changed
 
     def rows(self) -> dict | None:
         """Store.commit's arguments; None when there is nothing to write."""
@@ -121,6 +123,7 @@ class TurnOutput:
             or self.quota_usage
             or self.specs
             or self.runs
+            or self.array_specs
         ):
             return None
         return {
@@ -135,6 +138,7 @@ class TurnOutput:
             "quota_usage": [(*key, used) for key, used in self.quota_usage.items()],
             "specs": self.specs.values(),
             "runs": self.runs,
+            "array_specs": self.array_specs.values(),
         }
 
 
@@ -148,6 +152,7 @@ class Core(
     FairOps,
     QuotaOps,
     ModifyOps,
+    ArrayModifyOps,
     SuspendOps,
     ListingOps,
     LimitOps,

@@ -9,10 +9,11 @@ new -w condition waits), a new condition is indexed, a new begin time (-b) or te
 its run limit (-W) and memory limit (-M) only: its hosts get a `limits` order.
 
 The new spec, name and slots are stored (TurnOutput.specs) with an event whose reason starts
-with MODIFIED, which bhist shows as LSF does.
+with MODIFIED, which bhist shows as LSF does. Job arrays: roles/mbatchd/modify_array.py, which
+uses the steps here (checked first, applied after).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lavalite import jobspec
 from lavalite import protocol as P
@@ -66,13 +67,18 @@ class ModifyOps:
         def _track_deadline(self, obj: Job | Array) -> None: ...
         def _dirty(self, job: Job, event: Any = None) -> None: ...
         def _send(self, host: str, msg: dict[str, Any]) -> None: ...
-        def _quota_count(self, job: Job, sign: int) -> None: ...
-        def _quota_readmit(self, job: Job, prep: dict, now: float) -> None: ...
+        def _quota_count(self, job: Job | Array, sign: int) -> None: ...
+        def _quota_readmit(
+            self, changed: list[tuple[Job | Array, dict, int]], now: float
+        ) -> None: ...
         def _limit_count(self, job: Job, sign: int) -> None: ...
+        def _modified_array(self, job_id: int) -> Array | None: ...
+        def _modify_array(self, *args: Any) -> dict[str, Any]: ...  # modify_array.py
 
     def modify(self, ident: dict[str, Any], msg: Modify, now: float) -> dict[str, Any]:
-        """bmod of one job: `spec` holds the fields given, `reset` the fields set back to
-        their defaults (-Wn, -Mn, ...). All are applied, or none (a ProtocolError says why)."""
+        """bmod of one job, or of an array or its `indices` (roles/mbatchd/modify_array.py):
+        `spec` holds the fields given, `reset` the fields set back to their defaults (-Wn, -Mn,
+        ...). All are applied, or none (a ProtocolError says why)."""
         job_id = msg.get("job")
         changes, resets = msg.get("spec"), msg.get("reset") or []
         if (
@@ -85,11 +91,9 @@ class ModifyOps:
             raise P.ProtocolError(
                 P.BAD_REQUEST, "'modify' takes a job id, 'spec' and 'reset' (field names)"
             )
-        known = self.jobs.get(job_id)
-        if job_id in self.arrays or known is not None and known.array is not None:
-            raise P.ProtocolError(
-                P.WRONG_STATE, f"Job <{label(job_id)}>: bmod of a job array is not supported"
-            )
+        arr = self._modified_array(job_id)
+        if arr is not None or "indices" in msg:  # a whole array, an index list or one element
+            return self._modify_array(ident, arr, job_id, msg.get("indices"), changes, resets, now)
         job, refusal = self._controllable(
             ident, job_id, lambda j: _not_modified(j, changes, resets)
         )
@@ -106,39 +110,53 @@ class ModifyOps:
     def _modify_pending(
         self, job: Job, changes: dict[str, Any], resets: list[str], now: float
     ) -> None:
+        change = self._pending_change(job, changes, resets)
+        self._quota_readmit([(job, change.prep, 1)], now)  # the last refusal
+        self._apply_pending(job, change, changes, resets, now)
+
+    def _pending_change(
+        self, job: Job | Array, changes: dict[str, Any], resets: list[str]
+    ) -> "PendingChange":
+        """The checked change of a pending job (or of an array's indices not handed out);
+        refused (ProtocolError) as submit and bswitch refuse. Changes nothing."""
         queue = changes.get("queue") or (
             self.conf.mbatchd.default_queue if "queue" in resets else job.queue
         )
         prep, depend_fields, tree = self._checked_change(job, changes, resets, queue)
-        if queue != job.queue:
+        if queue != job.queue and isinstance(job, Job) and job.array is None:
             why = self._not_switched(job, queue)  # bswitch's own checks (-q)
             if why:
                 raise P.ProtocolError(P.WRONG_STATE, f"Job <{label(job.id)}>: {why}")
-        self._quota_readmit(job, prep, now)  # the last refusal: nothing is changed before it
+        return PendingChange(queue, prep, depend_fields, tree)
+
+    def _apply_pending(
+        self,
+        job: Job,
+        change: "PendingChange",
+        changes: dict[str, Any],
+        resets: list[str],
+        now: float,
+    ) -> None:
+        """A checked change made the job's, after the quotas took its old estimate out."""
         old_begin = job.spec.get("begin")
-        spec = {k: job.spec[k] for k in _KEPT if k in job.spec}
-        spec.update(prep["spec"])
-        spec.update(depend_fields)
-        if "depend" in resets:
-            spec.pop("depend", None)
-        spec["notify"] = _notify(job.spec, changes, resets)
-        if not spec["notify"]:
-            del spec["notify"]
         self.touched.add((job.queue, job.user))  # its FIFO entry is stale from here
-        if queue != job.queue:
-            self._change_queue(job, queue)
-        job.spec, job.slots, job.needs = spec, prep["slots"], prep["needs"]
+        if change.queue != job.queue:
+            self._change_queue(job, change.queue)
+        job.spec = new_spec(job.spec, change, changes, resets)
+        job.slots, job.needs = change.prep["slots"], change.prep["needs"]
         self._quota_count(job, +1)
         if "name" in changes or "name" in resets:
-            job.name = prep["name"]
+            job.name = change.prep["name"]
         self._record(job, changes, resets, now)
-        self._wait_again(job, tree, "depend" in resets, old_begin, now)
+        self._wait_again(job, change.tree, "depend" in resets, old_begin, now)
 
     def _checked_change(
-        self, job: Job, changes: dict[str, Any], resets: list[str], queue: str
+        self, job: Job | Array, changes: dict[str, Any], resets: list[str], queue: str
     ) -> tuple[dict, dict[str, Any], "depend.Node | None"]:
         """The job's spec with the changes, checked as submit checks a spec: (Core._checked's
-        result, the stored -w fields, the new condition's tree or None)."""
+        result, the stored -w fields, the new condition's tree or None). An array's spec (an
+        element's too) keeps its --each-line lines, which _checked reads as the array they
+        make."""
         spec = {k: v for k, v in job.spec.items() if k not in _KEPT and k not in resets}
         if "cmd" in changes:  # -Z: the new command runs, not the job script
             spec.pop("script", None)
@@ -149,7 +167,7 @@ class ModifyOps:
         spec["retries"] = job.max_attempts - 1  # within the (new) queue's max_retries
         try:
             prep = self._checked(spec, {"user": job.user, "uid": job.uid}, (None,), job.queue)
-            if prep["ranges"] is not None:
+            if prep["ranges"] is not None and job.array is None:
                 raise jobspec.SpecError("-J: a job cannot be made a job array")
             if "depend" not in changes:
                 return prep, {}, None
@@ -167,7 +185,7 @@ class ModifyOps:
 
     def _wait_again(
         self,
-        job: Job,
+        job: Job | Array,
         tree: "depend.Node | None",
         unwatched: bool,
         old_begin: float | None,
@@ -208,12 +226,22 @@ class ModifyOps:
     def _modify_running(
         self, job: Job, changes: dict[str, Any], resets: list[str], now: float
     ) -> None:
-        """-W, -M (-Wn, -Mn) of a running job: checked as submit checks them against its queue,
-        stored, and ordered to its hosts, whose timer and cgroups follow."""
+        self._apply_running(job, self._running_spec(job, changes, resets), changes, resets, now)
+
+    def _running_spec(self, job: Job, changes: dict[str, Any], resets: list[str]) -> dict:
+        """-W, -M (-Wn, -Mn) of a running job checked as submit checks them against its queue:
+        its new spec. Changes nothing."""
         prep, _, _ = self._checked_change(job, changes, resets, job.queue)
         spec = dict(job.spec)
         for field in RUNNING_FIELDS:
             spec[field] = prep["spec"][field]
+        return spec
+
+    def _apply_running(
+        self, job: Job, spec: dict, changes: dict[str, Any], resets: list[str], now: float
+    ) -> None:
+        """The new limits stored and ordered to the job's hosts, whose timer and cgroups
+        follow."""
         self._quota_count(job, -1)
         self._limit_count(job, -1)  # -M: the memory its limits count
         job.spec = spec
@@ -229,6 +257,31 @@ class ModifyOps:
         }
         for host, _ in allocation(job):
             self._send(host, order)
+
+
+class PendingChange(NamedTuple):
+    """A pending job's change as checked: its queue, Core._checked's result, the stored -w
+    fields and the new condition's tree (None: unchanged)."""
+
+    queue: str
+    prep: dict
+    depend_fields: dict[str, Any]
+    tree: "depend.Node | None"
+
+
+def new_spec(
+    old: dict[str, Any], change: PendingChange, changes: dict[str, Any], resets: list[str]
+) -> dict[str, Any]:
+    """The stored spec a checked change makes of `old`."""
+    spec = {k: old[k] for k in _KEPT if k in old}
+    spec.update(change.prep["spec"])
+    spec.update(change.depend_fields)
+    if "depend" in resets:
+        spec.pop("depend", None)
+    spec["notify"] = _notify(old, changes, resets)
+    if not spec["notify"]:
+        del spec["notify"]
+    return spec
 
 
 def _not_modified(job: Job, changes: dict[str, Any], resets: list[str]) -> str | None:

@@ -213,20 +213,25 @@ class QuotaOps:
 
     def _quota_admit(self, ident: dict[str, Any], preps: list[dict], now: float) -> None:
         """Refuse the submit (DENIED, whole) if a quota would not admit its jobs."""
-        if not self.quota.quotas:
-            return
-        asks = [
-            (
-                ident["user"],
-                p["spec"].get("project"),
-                _fewest_slots(p["needs"], p["slots"]),
-                p["spec"].get("walltime"),
-                _count(p["ranges"]),
-            )
-            for p in preps
-        ]
+        if self.quota.quotas:
+            self._quota_asked(ident["user"], [(p, _count(p["ranges"])) for p in preps], now)
+
+    def _quota_asked(self, user: str, asks: list[tuple[dict, int]], now: float) -> None:
+        """DENIED unless every quota admits `asks`: (Core._checked's result, how many jobs)."""
         try:
-            self.quota.admit(asks, now)
+            self.quota.admit(
+                [
+                    (
+                        user,
+                        p["spec"].get("project"),
+                        _fewest_slots(p["needs"], p["slots"]),
+                        p["spec"].get("walltime"),
+                        count,
+                    )
+                    for p, count in asks
+                ],
+                now,
+            )
         except QuotaRefused as exc:
             raise P.ProtocolError(P.DENIED, str(exc)) from None
 
@@ -245,21 +250,32 @@ class QuotaOps:
             for name, begin, total in self.quota.moved(job, old, job.state, start, now):
                 self.out.quota_usage[name, begin] = total
 
-    def _quota_count(self, job: Job, sign: int) -> None:
-        """bmod: a job's estimate leaves its sum (-1) before its spec changes, enters (+1) after."""
+    def _quota_count(self, job: Job | Array, sign: int, count: int | None = None) -> None:
+        """bmod: the estimate of `count` jobs like `job` leaves its sum (-1) before its spec
+        changes, enters (+1) after; by default the job, or an array's indices not handed out."""
+        if not self.quota.quotas:
+            return
+        if isinstance(job, Array):
+            self.quota.add(job, PENDING, job.remaining if count is None else count, sign)
+            return
         which = _job_class(job.state)
-        if self.quota.quotas and which is not None:
+        if which is not None:
             self.quota.add(job, which, 1, sign)
 
-    def _quota_readmit(self, job: Job, prep: dict, now: float) -> None:
-        """bmod of a pending job: its new estimate (`prep`, as _checked makes it) is admitted as
-        a submit's, its old one taken out of its sum; refused (DENIED): the old one counted
-        again, nothing changed. The caller counts the new one once the spec is the job's."""
-        self._quota_count(job, -1)
+    def _quota_readmit(self, changed: list[tuple[Job | Array, dict, int]], now: float) -> None:
+        """bmod of pending jobs (or `count` indices of an array): the new estimates (each
+        `prep` as _checked makes it) admitted as a submit's, the old ones taken out of their
+        sums; refused (DENIED): the old ones counted again, nothing changed. The caller counts
+        the new ones once the specs are the jobs'."""
+        if not self.quota.quotas or not changed:
+            return
+        for job, _, count in changed:
+            self._quota_count(job, -1, count)
         try:
-            self._quota_admit({"user": job.user}, [prep], now)
+            self._quota_asked(changed[0][0].user, [(p, n) for _, p, n in changed], now)
         except P.ProtocolError:
-            self._quota_count(job, +1)
+            for job, _, count in changed:
+                self._quota_count(job, +1, count)
             raise
 
     def query_quotas(self, now: float) -> dict[str, Any]:
