@@ -21,6 +21,7 @@ from lavalite.model import (
 )
 from scheduler.fairshare import Fair
 from scheduler.fit import HOST_REASONS, Hosts, place
+from scheduler.preempt import preempt
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -49,6 +50,7 @@ class QueueView:
         "running_user",
         "pending",
         "fair",
+        "started",
     )
 
     def __init__(
@@ -68,15 +70,28 @@ class QueueView:
         self.running_user: dict[str, int] = {}  # user -> slots in use
         self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
+        # id -> Job of its jobs holding slots, kept only while some queue may preempt it
+        self.started: dict[int, Any] | None = None
 
 
 class Snapshot:
     """queues: QueueViews, highest priority first. free_by_host: host -> free slots, only hosts
     that take jobs and have a free slot, in placement order. total_free: the sum of those.
     limit: place about this many slots at most (0: no limit), so that one turn stays short
-    when thousands of slots free at once; the caller plans again for the rest."""
+    when thousands of slots free at once; the caller plans again for the rest.
+    preempt: preemptive queue -> the QueueViews (with `started`) whose jobs it may preempt;
+    empty: no preemption (scheduler/preempt.py)."""
 
-    __slots__ = ("now", "queues", "free_by_host", "total_free", "max_slots", "limit", "hosts")
+    __slots__ = (
+        "now",
+        "queues",
+        "free_by_host",
+        "total_free",
+        "max_slots",
+        "limit",
+        "hosts",
+        "preempt",
+    )
 
     def __init__(
         self,
@@ -87,6 +102,7 @@ class Snapshot:
         max_slots: int,
         limit: int = 0,
         hosts: dict[str, Any] | None = None,
+        preempt: dict[str, list[QueueView]] | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -95,6 +111,7 @@ class Snapshot:
         self.max_slots = max_slots  # the largest slot count of any host, free or not
         self.limit = limit
         self.hosts = hosts or {}  # name -> model.Host: facts, reservations (jobs with Needs)
+        self.preempt = preempt or {}
 
 
 class Plan:
@@ -105,14 +122,17 @@ class Plan:
     (-R select or rusage, -m, -x), which do not hold their user's next jobs back. Groups it
     did not reach are pending for want of a free slot.
     wide: {index in placements: [[host, slots], ...]} for a placement on several hosts or with
-    other than job.slots slots (-n MIN,MAX); its host in placements is the first."""
+    other than job.slots slots (-n MIN,MAX); its host in placements is the first.
+    victims: {index in placements: [running jobs]} of a placement that preempts them to get
+    their slots (scheduler/preempt.py)."""
 
-    __slots__ = ("placements", "reasons", "wide")
+    __slots__ = ("placements", "reasons", "wide", "victims")
 
     def __init__(self) -> None:
         self.placements: list[tuple[Pending, str]] = []
         self.reasons: Reasons = {}
         self.wide: dict[int, list[list[Any]]] = {}
+        self.victims: dict[int, list[Any]] = {}
 
 
 def live(entry: Entry) -> bool:
@@ -137,6 +157,8 @@ def plan(snap: Snapshot) -> Plan:
             result.reasons[(q.name, None)] = PR_QUEUE_INACTIVE
             continue
         _plan_queue(q, snap, hosts, result)
+    if snap.preempt:
+        preempt(snap, hosts, result)
     return result
 
 
