@@ -2,13 +2,21 @@
 checks, and real clusters whose low-queue jobs are suspended (their cgroup frozen) or requeued
 for a high-queue job."""
 
+import os
+import signal
 from collections import deque
 
 import pytest
+from conftest import wait_until
+from test_core import commit, submit
+from test_lsf_options import _run
+from test_suspend import _count, _freezer_state
 
-from lavalite import preemption
+from lavalite import config, preemption
 from lavalite.model import HOST_OK, RUN, SSUSP, Host, Job
+from roles.mbatchd.core import Core
 from scheduler import QueueView, Snapshot, plan
+from store import Store
 
 _ids = iter(range(1, 10**6))
 
@@ -41,9 +49,7 @@ def hosts(**slots):
 
 
 def snap(queues, free, known, preempt):
-    return Snapshot(
-        100.0, queues, free, sum(free.values()), 8, hosts=known, preempt=preempt
-    )
+    return Snapshot(100.0, queues, free, sum(free.values()), 8, hosts=known, preempt=preempt)
 
 
 def victims_of(p):
@@ -147,3 +153,203 @@ def test_pairs_bare_and_listed():
         "PREEMPTIVE[mid]: a queue cannot preempt itself",
         "PREEMPTIVE[x]: no queue x",
     ]
+
+
+# --- mbatchd's core, without processes
+
+QUEUES = {
+    "hi": {"priority": "50", "preemption": "PREEMPTIVE"},
+    "lo": {"priority": "10"},
+    "serial": {"priority": "5", "preempt_action": "requeue"},
+}
+
+
+@pytest.fixture
+def core(tmp_path):
+    conf = config.load(config.write_state_conf(str(tmp_path), {"queues.conf": QUEUES}))
+    store = Store(str(tmp_path / "db"))
+    core = Core(conf, store.load(0), now=100.0)
+    core.host_register("h1", {"slots": 1, "running": []}, 100.0)
+    return store, core
+
+
+def _run_in(store, core, queue, now):
+    job_id = submit(core, store, queue=queue)
+    core.schedule(now)
+    return job_id, commit(store, core)
+
+
+def _exit(core, job_id, now):
+    core.reports(
+        "h1", [{"rid": job_id, "kind": "exit", "job": job_id, "attempt": 1, "exit_code": 0}], now
+    )
+
+
+def test_core_suspends_the_low_job_dispatches_the_high_one_and_resumes_after(core):
+    store, core = core
+    low, _ = _run_in(store, core, "lo", 100.0)
+    high, out = _run_in(store, core, "hi", 101.0)
+    victim = core.jobs[low]
+    assert (victim.state, victim.reason) == ("SSUSP", f"Preempted by job <{high}>")
+    assert core.jobs[high].state == "RUN"
+    assert out["h1"][0] == {"op": "suspend", "job": low, "attempt": 1}
+    assert [j["id"] for j in out["h1"][1]["jobs"]] == [high]
+    assert core.hosts["h1"].used == 1, "the victim lends its slot to the preemptor"
+    # a preempted job is not preempted again; the preemptor is not preempted by its own victims
+    second, _ = _run_in(store, core, "hi", 102.0)
+    assert core.jobs[second].state == "PEND" and victim.state == "SSUSP"
+    # its preemptor's end gives the victim its slot back first; the next high job then
+    # preempts it again, in the same turn
+    _exit(core, high, 103.0)
+    core.schedule(103.0)
+    out = commit(store, core)
+    assert core.jobs[second].state == "RUN"
+    assert (victim.state, victim.reason) == ("SSUSP", f"Preempted by job <{second}>")
+    assert [m["op"] for m in out["h1"]] == ["resume", "suspend", "dispatch"]
+    assert core.hosts["h1"].used == 1
+
+
+def test_core_resumes_the_victim_when_its_preemptor_ends(core):
+    store, core = core
+    low, _ = _run_in(store, core, "lo", 100.0)
+    high, _ = _run_in(store, core, "hi", 101.0)
+    _exit(core, high, 102.0)
+    core.schedule(102.0)
+    out = commit(store, core)
+    assert core.jobs[low].state == "RUN" and core.hosts["h1"].used == 1
+    assert {"op": "resume", "job": low, "attempt": 1} in out["h1"]
+    _exit(core, low, 103.0)
+    assert core.jobs[low].state == "DONE" and core.hosts["h1"].used == 0
+
+
+def test_core_requeues_a_victim_of_a_requeue_queue(core):
+    store, core = core
+    low, _ = _run_in(store, core, "serial", 100.0)
+    high, out = _run_in(store, core, "hi", 101.0)
+    victim = core.jobs[low]
+    assert (victim.state, victim.reason) == ("PEND", f"Preempted by job <{high}>: requeued")
+    assert {"op": "kill", "job": low, "attempt": 1, "stale": True} in out["h1"]
+    assert core.jobs[high].state == "RUN" and core.hosts["h1"].used == 1
+
+
+def test_core_after_a_restart_lends_again_and_resumes_later(core, tmp_path):
+    store, core = core
+    low, _ = _run_in(store, core, "lo", 100.0)
+    high, _ = _run_in(store, core, "hi", 101.0)
+    again = Core(core.conf, store.load(0), now=102.0)
+    again.host_register("h1", {"slots": 1, "running": [[low, 1], [high, 1]]}, 102.0)
+    assert again.hosts["h1"].used == 1 and again.lent == {low: high}
+    _exit(again, high, 103.0)
+    again.schedule(103.0)
+    assert again.jobs[low].state == "RUN" and again.hosts["h1"].used == 1
+
+
+# --- real clusters: the low job's processes frozen by its cgroup, or killed and run again
+
+CLUSTER_QUEUES = {
+    "serial": {"priority": "30"},
+    "hi": {"priority": "50", "preemption": "PREEMPTIVE[lo]"},
+    "lo": {"priority": "10", "retry_backoff": "1"},
+}
+
+
+def _low_job(c, tmp_path):
+    """A job of queue lo on the only slot: it appends its shell's pid to `runs` at each start,
+    counts a line a tenth of a second into `lines`, and ends once `stop` exists."""
+    runs, lines, stop = (tmp_path / n for n in ("runs", "lines", "stop"))
+    loop = f"echo $$ >> {runs}; while [ ! -e {stop} ]; do echo x >> {lines}; sleep 0.1; done"
+    job = c.submit(["/bin/sh", "-c", loop], queue="lo")
+    wait_until(lambda: lines.exists() and _count(lines) > 2, 60, c.logs)
+    return job, runs, lines, stop
+
+
+def _high_job(c, tmp_path):
+    """A job of queue hi that runs until `go` exists."""
+    go = tmp_path / "go"
+    job = c.submit(["/bin/sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done"], queue="hi")
+    return job, go
+
+
+def _state_of(c, job):
+    return c.jobs([job])[job]["state"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/freezer"), reason="no v1 freezer here")
+def test_a_high_job_suspends_the_low_one_which_resumes_and_completes(make_cluster, tmp_path):
+    c = make_cluster(slots=1, queues=CLUSTER_QUEUES, sbatchd={"cgroups": "v1"})
+    low, runs, lines, stop = _low_job(c, tmp_path)
+    high, go = _high_job(c, tmp_path)
+    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    assert _state_of(c, low) == "SSUSP"
+    pid = int(runs.read_text().split()[0])
+    wait_until(lambda: _freezer_state(pid) == "FROZEN", 30, lambda: f"{pid} frozen\n{c.logs()}")
+    res = _run(c, tmp_path, ["bjobs", "-l", str(low)])
+    assert f" SUSPENDING REASONS:\n Preempted by job <{high}>;\n" in res.stdout, res
+    res = _run(c, tmp_path, ["bhist", "-l", str(low)])
+    assert f"Preempted by job <{high}>" in res.stdout, res
+    res = _run(c, tmp_path, ["bqueues", "-l", "hi"])
+    assert "\nPREEMPTION = PREEMPTIVE[lo]\n" in res.stdout, res
+
+    go.touch()  # the high job ends: the low one resumes, the same attempt
+    assert c.wait([high])[high]["stat"] == "DONE"
+    wait_until(lambda: _state_of(c, low) == "RUN", 60, c.logs)
+    assert _freezer_state(pid) == "THAWED"
+    n = _count(lines)
+    wait_until(lambda: _count(lines) > n + 3, 30, lambda: f"{lines} to grow again")
+    stop.touch()
+    view = c.wait([low])[low]
+    assert (view["stat"], view["attempt"]) == ("DONE", 1)
+    assert len(runs.read_text().split()) == 1, "resumed, not run again"
+
+
+def test_a_high_job_requeues_the_low_one_which_runs_again_after_it(make_cluster, tmp_path):
+    queues = {**CLUSTER_QUEUES, "lo": {**CLUSTER_QUEUES["lo"], "preempt_action": "requeue"}}
+    c = make_cluster(slots=1, queues=queues)
+    low, runs, _, stop = _low_job(c, tmp_path)
+    high, go = _high_job(c, tmp_path)
+    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    reasons = [
+        reason for _, _, old, new, reason, *_ in c.events(low) if (old, new) == ("RUN", "PEND")
+    ]
+    assert reasons == [f"Preempted by job <{high}>: requeued"]
+    assert _state_of(c, low) == "PEND"
+    res = _run(c, tmp_path, ["bqueues", "-l", "lo"])
+    assert "\nPREEMPT_ACTION = requeue\n" in res.stdout, res
+    go.touch()
+    assert c.wait([high])[high]["stat"] == "DONE"
+    wait_until(lambda: len(runs.read_text().split()) == 2, 60, c.logs)  # its second run
+    stop.touch()
+    view = c.wait([low])[low]
+    assert (view["stat"], view["attempt"]) == ("DONE", 2)
+
+
+def test_a_reload_turns_preemption_on_and_a_bad_policy_keeps_the_old(make_cluster, tmp_path):
+    plain = {
+        name: {k: v for k, v in q.items() if k != "preemption"}
+        for name, q in CLUSTER_QUEUES.items()
+    }
+    c = make_cluster(slots=1, queues=plain)
+    low, _, _, stop = _low_job(c, tmp_path)
+    conf_file = os.path.join(c.state, "queues.conf")
+    text = open(conf_file).read()
+    bad = text.replace("[hi]\n", "[hi]\npreemption = PREEMPTIVE[nosuch]\n")
+    with open(conf_file, "w") as f:
+        f.write(bad)
+    line = bad.splitlines().index("preemption = PREEMPTIVE[nosuch]") + 1
+    check = c.cli("config-check", check=False)
+    want = f"queues.conf:{line}: [hi] preemption: PREEMPTIVE[nosuch]: no queue nosuch"
+    assert check.returncode == 2 and want in check.stderr, check
+    os.kill(c.pid("mbatchd"), signal.SIGHUP)  # refused: no preemption yet
+    high, go = _high_job(c, tmp_path)
+    wait_until(lambda: "reload refused" in c.logs(), 30, c.logs)
+    assert (_state_of(c, high), _state_of(c, low)) == ("PEND", "RUN")
+
+    with open(conf_file, "w") as f:
+        f.write(text.replace("[hi]\n", "[hi]\npreemption = PREEMPTIVE\n"))
+    os.kill(c.pid("mbatchd"), signal.SIGHUP)
+    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    assert _state_of(c, low) == "SSUSP"
+    go.touch()
+    wait_until(lambda: _state_of(c, low) == "RUN", 60, c.logs)
+    stop.touch()
+    assert c.wait([low])[low]["stat"] == "DONE"
