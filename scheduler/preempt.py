@@ -61,9 +61,7 @@ def preempt(snap: Any, hosts: Hosts, result: Any) -> None:
         if not lower or not q.active or not q.pending or result.reasons.get((q.name, None)):
             continue
         turn = turn or _Turn(snap, hosts, result)
-        candidates = _candidates(lower, snap)
-        if candidates:
-            _preempt_for_queue(q, candidates, turn)
+        _preempt_for_queue(q, lower, turn)
 
 
 def _candidates(lower: list[Any], snap: Any) -> Candidates:
@@ -86,9 +84,11 @@ def _usable(host: Any) -> bool:
     return host is not None and host.status == HOST_OK and not host.exclusive
 
 
-def _preempt_for_queue(q: Any, candidates: Candidates, turn: _Turn) -> None:
+def _preempt_for_queue(q: Any, lower: list[Any], turn: _Turn) -> None:
     """Each user's waiting jobs in order (users by their first job's arrival); a user's walk
-    stops at the first job that preemption cannot start (FIFO per user)."""
+    stops at the first job that preemption cannot start (FIFO per user). The candidates are
+    read once a job needs them."""
+    candidates: Candidates | None = None
     for user, fifo in sorted(q.pending.items(), key=lambda item: item[1][0][0] if item[1] else 0):
         if turn.result.reasons.get((q.name, user)) == PR_USER_CAP:
             continue
@@ -97,6 +97,8 @@ def _preempt_for_queue(q: Any, candidates: Candidates, turn: _Turn) -> None:
                 break
             if turn.fits_anyway(job.slots):
                 return  # free slots remain (the turn's limit): the next turn places it
+            if candidates is None:
+                candidates = _candidates(lower, turn.snap)
             chosen = _best_host(job, candidates, turn)
             if chosen is None:
                 break

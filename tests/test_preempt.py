@@ -4,12 +4,12 @@ for a high-queue job."""
 
 import os
 import signal
-from collections import deque
 
 import pytest
 from conftest import wait_until
 from test_core import commit, submit
 from test_lsf_options import _run
+from test_scheduler import _seq, pend
 from test_suspend import _count, _freezer_state
 
 from lavalite import config, preemption
@@ -18,21 +18,9 @@ from roles.mbatchd.core import Core
 from scheduler import QueueView, Snapshot, plan
 from store import Store
 
-_ids = iter(range(1, 10**6))
-
-
-def pend(q, user, n=1, slots=1):
-    jobs = []
-    for _ in range(n):
-        j = Job(next(_ids), user, 1000, q.name, "j", {}, slots=slots)
-        j.pend_seq = j.id
-        q.pending.setdefault(user, deque()).append((j.pend_seq, j))
-        jobs.append(j)
-    return jobs
-
 
 def running(q, host, slots=1, start=0.0, state=RUN):
-    j = Job(next(_ids), "low", 1000, q.name, "j", {}, slots=slots)
+    j = Job(next(_seq), "low", 1000, q.name, "j", {}, slots=slots)
     j.state, j.host, j.start_time = state, host, start
     q.started = q.started if q.started is not None else {}
     q.started[j.id] = j
@@ -60,7 +48,7 @@ def test_a_high_job_preempts_the_most_recent_low_job_on_a_full_host():
     hi, lo = QueueView("hi", priority=50), QueueView("lo", priority=10)
     old = running(lo, "h1", start=10.0)
     new = running(lo, "h1", start=20.0)
-    (job,) = pend(hi, "u")
+    (job,) = pend(hi, "u", 1)
     p = plan(snap([hi, lo], {}, hosts(h1=2), {"hi": [lo]}))
     assert p.placements == [(job, "h1")]
     assert victims_of(p) == {job.id: [new.id]}
@@ -70,7 +58,7 @@ def test_a_high_job_preempts_the_most_recent_low_job_on_a_full_host():
 def test_none_when_the_high_job_fits_anyway():
     hi, lo = QueueView("hi", priority=50), QueueView("lo", priority=10)
     running(lo, "h1")
-    (job,) = pend(hi, "u")
+    (job,) = pend(hi, "u", 1)
     p = plan(snap([hi, lo], {"h2": 1}, hosts(h1=1, h2=1), {"hi": [lo]}))
     assert p.placements == [(job, "h2")] and p.victims == {}
 
@@ -80,7 +68,7 @@ def test_fewest_victims_across_hosts():
     for _ in range(2):  # h1: two one-slot jobs
         running(lo, "h1")
     wide = running(lo, "h2", slots=2)  # h2: one two-slot job
-    (job,) = pend(hi, "u", slots=2)
+    (job,) = pend(hi, "u", 1, slots=2)
     p = plan(snap([hi, lo], {}, hosts(h1=2, h2=2), {"hi": [lo]}))
     assert p.placements == [(job, "h2")] and victims_of(p) == {job.id: [wide.id]}
 
@@ -89,7 +77,7 @@ def test_free_slots_count_toward_the_need():
     hi, lo = QueueView("hi", priority=50), QueueView("lo", priority=10)
     running(lo, "h1")
     victim = running(lo, "h2")
-    (job,) = pend(hi, "u", slots=2)  # h2 has one slot free: one victim there is enough
+    (job,) = pend(hi, "u", 1, slots=2)  # h2 has one slot free: one victim there is enough
     p = plan(snap([hi, lo], {"h2": 1}, hosts(h1=1, h2=2), {"hi": [lo]}))
     assert victims_of(p) == {job.id: [victim.id]} and p.placements[0][1] == "h2"
 
@@ -98,7 +86,7 @@ def test_never_a_higher_queue_nor_a_suspended_job():
     hi, mid, lo = (QueueView(n, priority=p) for n, p in (("hi", 50), ("mid", 30), ("lo", 10)))
     running(hi, "h1")  # the higher queue's job is never a candidate
     running(lo, "h2", state=SSUSP)  # preempted already
-    (job,) = pend(mid, "u")
+    (job,) = pend(mid, "u", 1)
     p = plan(snap([hi, mid, lo], {}, hosts(h1=1, h2=1), {"mid": [lo]}))
     assert p.placements == [] and p.victims == {}
 
@@ -115,7 +103,7 @@ def test_each_victim_is_taken_once_and_the_users_fifo_stops():
 def test_no_preemption_configured_changes_nothing():
     hi, lo = QueueView("hi", priority=50), QueueView("lo", priority=10)
     running(lo, "h1")
-    pend(hi, "u")
+    pend(hi, "u", 1)
     p = plan(snap([hi, lo], {}, hosts(h1=1), {}))
     assert p.placements == [] and p.victims == {}
 
@@ -185,14 +173,27 @@ def _exit(core, job_id, now):
     )
 
 
+def _preempted(store, core, low_queue="lo"):
+    """A job of `low_queue` running on h1's only slot, then a job of hi: (the low job, the
+    high job's id, what the second turn sends)."""
+    low, _ = _run_in(store, core, low_queue, 100.0)
+    high, out = _run_in(store, core, "hi", 101.0)
+    return core.jobs[low], high, out
+
+
+def _ends(store, core, job_id, now):
+    """The job ends and a turn runs: what it sends to h1."""
+    _exit(core, job_id, now)
+    core.schedule(now)
+    return commit(store, core).get("h1", [])
+
+
 def test_core_suspends_the_low_job_dispatches_the_high_one_and_resumes_after(core):
     store, core = core
-    low, _ = _run_in(store, core, "lo", 100.0)
-    high, out = _run_in(store, core, "hi", 101.0)
-    victim = core.jobs[low]
+    victim, high, out = _preempted(store, core)
     assert (victim.state, victim.reason) == ("SSUSP", f"Preempted by job <{high}>")
     assert core.jobs[high].state == "RUN"
-    assert out["h1"][0] == {"op": "suspend", "job": low, "attempt": 1}
+    assert out["h1"][0] == {"op": "suspend", "job": victim.id, "attempt": 1}
     assert [j["id"] for j in out["h1"][1]["jobs"]] == [high]
     assert core.hosts["h1"].used == 1, "the victim lends its slot to the preemptor"
     # a preempted job is not preempted again; the preemptor is not preempted by its own victims
@@ -200,47 +201,39 @@ def test_core_suspends_the_low_job_dispatches_the_high_one_and_resumes_after(cor
     assert core.jobs[second].state == "PEND" and victim.state == "SSUSP"
     # its preemptor's end gives the victim its slot back first; the next high job then
     # preempts it again, in the same turn
-    _exit(core, high, 103.0)
-    core.schedule(103.0)
-    out = commit(store, core)
+    out = _ends(store, core, high, 103.0)
     assert core.jobs[second].state == "RUN"
     assert (victim.state, victim.reason) == ("SSUSP", f"Preempted by job <{second}>")
-    assert [m["op"] for m in out["h1"]] == ["resume", "suspend", "dispatch"]
+    assert [m["op"] for m in out] == ["resume", "suspend", "dispatch"]
     assert core.hosts["h1"].used == 1
 
 
 def test_core_resumes_the_victim_when_its_preemptor_ends(core):
     store, core = core
-    low, _ = _run_in(store, core, "lo", 100.0)
-    high, _ = _run_in(store, core, "hi", 101.0)
-    _exit(core, high, 102.0)
-    core.schedule(102.0)
-    out = commit(store, core)
-    assert core.jobs[low].state == "RUN" and core.hosts["h1"].used == 1
-    assert {"op": "resume", "job": low, "attempt": 1} in out["h1"]
-    _exit(core, low, 103.0)
-    assert core.jobs[low].state == "DONE" and core.hosts["h1"].used == 0
+    victim, high, _ = _preempted(store, core)
+    out = _ends(store, core, high, 102.0)
+    assert victim.state == "RUN" and core.hosts["h1"].used == 1
+    assert {"op": "resume", "job": victim.id, "attempt": 1} in out
+    _exit(core, victim.id, 103.0)
+    assert victim.state == "DONE" and core.hosts["h1"].used == 0
 
 
 def test_core_requeues_a_victim_of_a_requeue_queue(core):
     store, core = core
-    low, _ = _run_in(store, core, "serial", 100.0)
-    high, out = _run_in(store, core, "hi", 101.0)
-    victim = core.jobs[low]
+    victim, high, out = _preempted(store, core, "serial")
     assert (victim.state, victim.reason) == ("PEND", f"Preempted by job <{high}>: requeued")
-    assert {"op": "kill", "job": low, "attempt": 1, "stale": True} in out["h1"]
+    assert {"op": "kill", "job": victim.id, "attempt": 1, "stale": True} in out["h1"]
     assert core.jobs[high].state == "RUN" and core.hosts["h1"].used == 1
 
 
-def test_core_after_a_restart_lends_again_and_resumes_later(core, tmp_path):
+def test_core_after_a_restart_lends_again_and_resumes_later(core):
     store, core = core
-    low, _ = _run_in(store, core, "lo", 100.0)
-    high, _ = _run_in(store, core, "hi", 101.0)
+    victim, high, _ = _preempted(store, core)
+    low = victim.id
     again = Core(core.conf, store.load(0), now=102.0)
     again.host_register("h1", {"slots": 1, "running": [[low, 1], [high, 1]]}, 102.0)
     assert again.hosts["h1"].used == 1 and again.lent == {low: high}
-    _exit(again, high, 103.0)
-    again.schedule(103.0)
+    _ends(store, again, high, 103.0)
     assert again.jobs[low].state == "RUN" and again.hosts["h1"].used == 1
 
 

@@ -51,6 +51,12 @@ def _setup(p: "ArgumentParser") -> None:
         "user the same jobs; run one simulated hour, then the same without fairshare, and "
         "print user1's and user2's slot time and the two runs' figures side by side",
     )
+    p.add_argument(
+        "--preempt",
+        action="store_true",
+        help="the default queues with the highest preemptive, then the same without "
+        "preemption; print the first run's figures and its cost as ratios to the second's",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
