@@ -370,6 +370,11 @@ def main(args: Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.preempt and (args.queues or args.fairshare):
+        print(
+            "simulate: --preempt runs its own queues: no --queues or --fairshare", file=sys.stderr
+        )
+        return 2
     if args.fairshare:
         sim, fig = _simulate(args, "fair", fair=True)
         fifo_sim, fifo_fig = _simulate(args, "fifo")
