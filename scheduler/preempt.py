@@ -5,9 +5,9 @@ queues it may preempt, on one host.
 The host is the one where the fewest jobs free enough slots (with what is free there already);
 ties go to fewer slots taken, then the host's name. On a host, victims are taken from the
 lowest-priority queue first and, within it, the most recently started first (LSF: the job that
-loses the least work). Only plain jobs take part, as preemptors and as victims: one host, no
--R/-m/-x/-n MIN,MAX, no array elements; a job that is suspended already (USUSP, SSUSP) is never
-a victim again, and a queue only ever preempts strictly lower-priority queues.
+loses the least work). Only plain jobs preempt (one host, no -R/-m/-x/-n MIN,MAX, no array);
+a victim runs on one host without -R/-m/-x/-n MIN,MAX. A job that is suspended already (USUSP,
+SSUSP) is never a victim again, and a queue only ever preempts strictly lower-priority queues.
 
 The plan says what to do; mbatchd does it: Plan.victims holds, per index of a placement, the
 jobs it preempts. This runs after the ordinary plan and only when some queue preempts
