@@ -13,6 +13,7 @@ from test_scheduler import _seq, pend
 from test_suspend import _count, _freezer_state
 
 from lavalite import config, preemption
+from lavalite.client import ClientError
 from lavalite.model import HOST_OK, RUN, SSUSP, Host, Job
 from roles.mbatchd.core import Core
 from scheduler import QueueView, Snapshot, plan
@@ -264,15 +265,26 @@ def _high_job(c, tmp_path):
 
 
 def _state_of(c, job):
-    return c.jobs([job])[job]["state"]
+    """The job's state, or None while mbatchd restarts."""
+    try:
+        return c.jobs([job])[job]["state"]
+    except ClientError:
+        c.client.close()
+        return None
+
+
+def _preempted_on_a_cluster(c, tmp_path):
+    """The low job running, then preempted by a high one: (low, high, runs, lines, stop, go)."""
+    low, runs, lines, stop = _low_job(c, tmp_path)
+    high, go = _high_job(c, tmp_path)
+    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    return low, high, runs, lines, stop, go
 
 
 @pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/freezer"), reason="no v1 freezer here")
 def test_a_high_job_suspends_the_low_one_which_resumes_and_completes(make_cluster, tmp_path):
     c = make_cluster(slots=1, queues=CLUSTER_QUEUES, sbatchd={"cgroups": "v1"})
-    low, runs, lines, stop = _low_job(c, tmp_path)
-    high, go = _high_job(c, tmp_path)
-    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    low, high, runs, lines, stop, go = _preempted_on_a_cluster(c, tmp_path)
     assert _state_of(c, low) == "SSUSP"
     pid = int(runs.read_text().split()[0])
     wait_until(lambda: _freezer_state(pid) == "FROZEN", 30, lambda: f"{pid} frozen\n{c.logs()}")
@@ -298,9 +310,7 @@ def test_a_high_job_suspends_the_low_one_which_resumes_and_completes(make_cluste
 def test_a_high_job_requeues_the_low_one_which_runs_again_after_it(make_cluster, tmp_path):
     queues = {**CLUSTER_QUEUES, "lo": {**CLUSTER_QUEUES["lo"], "preempt_action": "requeue"}}
     c = make_cluster(slots=1, queues=queues)
-    low, runs, _, stop = _low_job(c, tmp_path)
-    high, go = _high_job(c, tmp_path)
-    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    low, high, runs, _, stop, go = _preempted_on_a_cluster(c, tmp_path)
     reasons = [
         reason for _, _, old, new, reason, *_ in c.events(low) if (old, new) == ("RUN", "PEND")
     ]
@@ -346,3 +356,20 @@ def test_a_reload_turns_preemption_on_and_a_bad_policy_keeps_the_old(make_cluste
     wait_until(lambda: _state_of(c, low) == "RUN", 60, c.logs)
     stop.touch()
     assert c.wait([low])[low]["stat"] == "DONE"
+
+
+def test_a_victim_stays_suspended_across_an_mbatchd_kill9_and_resumes_after(make_cluster, tmp_path):
+    c = make_cluster(slots=1, queues=CLUSTER_QUEUES)
+    low, high, runs, lines, stop, go = _preempted_on_a_cluster(c, tmp_path)
+    assert _state_of(c, low) == "SSUSP"
+    c.kill9_restarted("mbatchd")
+    # the restarted mbatchd lends the victim's slot again: neither job moves
+    wait_until(lambda: _state_of(c, high) == "RUN", 60, c.logs)
+    assert _state_of(c, low) == "SSUSP"
+    go.touch()
+    assert c.wait([high])[high]["stat"] == "DONE"
+    wait_until(lambda: _state_of(c, low) == "RUN", 60, c.logs)
+    stop.touch()
+    view = c.wait([low])[low]
+    assert (view["stat"], view["attempt"]) == ("DONE", 1)
+    assert len(runs.read_text().split()) == 1, "resumed, not run again"
