@@ -7,7 +7,7 @@ import signal
 
 import pytest
 from conftest import wait_until
-from test_core import commit, submit
+from test_core import USER, commit, submit
 from test_lsf_options import _run
 from test_scheduler import _seq, pend
 from test_suspend import _count, _freezer_state
@@ -225,6 +225,20 @@ def test_core_requeues_a_victim_of_a_requeue_queue(core):
     assert (victim.state, victim.reason) == ("PEND", f"Preempted by job <{high}>: requeued")
     assert {"op": "kill", "job": victim.id, "attempt": 1, "stale": True} in out["h1"]
     assert core.jobs[high].state == "RUN" and core.hosts["h1"].used == 1
+
+
+def test_core_a_victim_its_user_resumed_and_preempted_again_waits_for_the_second(core):
+    store, core = core
+    victim, first, _ = _preempted(store, core)
+    core.stop(USER, {"jobs": [victim.id]}, 102.0)  # SSUSP -> USUSP: still lent
+    core.resume(USER, {"jobs": [victim.id]}, 103.0)  # its user runs it beside the first
+    assert victim.state == "RUN" and core.hosts["h1"].used == 2
+    second, _ = _run_in(store, core, "hi", 104.0)
+    assert (victim.state, victim.reason) == ("SSUSP", f"Preempted by job <{second}>")
+    _ends(store, core, first, 105.0)
+    assert victim.state == "SSUSP", "the first preemptor's end does not resume it"
+    _ends(store, core, second, 106.0)
+    assert victim.state == "RUN" and core.hosts["h1"].used == 1
 
 
 def test_core_after_a_restart_lends_again_and_resumes_later(core):

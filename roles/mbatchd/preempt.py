@@ -102,10 +102,13 @@ class PreemptOps:
 
     def _hold_on_host(self, job: Job, sign: int) -> None:
         """Count a (plain, one-host) victim's slots on its host again (+1) or lend them (-1)."""
-        assert job.host is not None  # a started job has its host
-        host = self.hosts[job.host]
+        host = self._host_of(job)
         host.used += sign * job.slots
         self._set_free(host)
+
+    def _host_of(self, job: Job) -> Any:
+        assert job.host is not None  # a started job has its host
+        return self.hosts[job.host]
 
     def _preempt_moved(self, job: Job, new: str) -> None:
         """Core._move, while anything is lent: a victim leaving suspension takes its slots back
@@ -114,7 +117,8 @@ class PreemptOps:
             del self.lent[job.id]
             self._hold_on_host(job, +1)
         if new not in STARTED and job.id in self.victims:
-            self.to_resume += self.victims.pop(job.id)
+            # those still lent to it: one its user resumed since may have been preempted again
+            self.to_resume += [v for v in self.victims.pop(job.id) if self.lent.get(v) == job.id]
             self.wake = True
 
     def _resume_preempted(self, now: float) -> None:
@@ -125,7 +129,7 @@ class PreemptOps:
             job = self.jobs.get(job_id)
             if job is None or job.state != SSUSP or job_id not in self.lent:
                 continue
-            if self.hosts[str(job.host)].free >= job.slots:
+            if self._host_of(job).free >= job.slots:
                 self.resume_by_system(job_id, now)
             else:
                 waiting.append(job_id)
