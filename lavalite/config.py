@@ -11,6 +11,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+from lavalite import preemption
 from lavalite.fairshare import GroupLoop, expand_groups, parse_shares, unknown_groups
 from lavalite.files import write_whole
 from lavalite.limits import parse_size
@@ -575,11 +576,32 @@ KEYS = [
     (
         _QU,
         QUEUE,
+        "preemption",
+        "preemption",
+        "",
+        "Preemptive scheduling (LSF's PREEMPTION): PREEMPTIVE[low normal] = this queue's jobs "
+        "suspend running jobs of those lower-priority queues to get their slots (bare "
+        "PREEMPTIVE: of every lower-priority queue); PREEMPTABLE[high] = this queue's jobs may "
+        "be preempted by those higher-priority queues (bare: by every one). Empty = none. See "
+        "docs/policy.md.",
+    ),
+    (
+        _QU,
+        QUEUE,
         "backfill",
         "bool",
         "no",
         "Backfill (LSF's BACKFILL): a job of this queue whose run limit (bsub -W, else "
         "default_walltime) ends before a reservation's estimated start may use its held slots.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "preempt_action",
+        "choice:suspend|requeue",
+        "suspend",
+        "What preemption does to this queue's jobs: suspend (SSUSP, resumed when the "
+        "preempting job ends) or requeue (killed and pending again).",
     ),
     (
         _QU,
@@ -779,6 +801,10 @@ def _convert(kind: str, raw: str) -> "Any":
         return raw
     if kind == "reserve":
         return _reserve_time(raw)
+    if kind == "preemption":
+        if raw:
+            preemption.parse(raw)  # checked here, against the other queues in _check_preemption
+        return raw
     if kind == "list":
         return raw.replace(",", " ").split()
     if kind == "bool":
@@ -889,6 +915,22 @@ def _check_shares(
             f"{path}:{given[1]['fairshare'][1]}: [{q.name}] fairshare: {name} names no "
             f"[{USERGROUP} {name[:-1]}]"
         )
+
+
+def _check_preemption(conf: "Config", parsed: "Parsed", path: str, errors: list[str]) -> None:
+    """Each queue's preemption names only other queues, of lower (PREEMPTIVE) or higher
+    (PREEMPTABLE) priority (its syntax was checked with the key)."""
+    priorities = {name: q.priority for name, q in conf.queues.items()}
+    for name, q in conf.queues.items():
+        if not q.preemption:
+            continue
+        try:
+            policy = preemption.parse(q.preemption)
+        except ValueError:  # reported by _fill
+            continue
+        line = parsed[name][1]["preemption"][1]
+        for problem in preemption.problems(name, policy, priorities):
+            errors.append(f"{path}:{line}: [{name}] preemption: {problem}")
 
 
 def _free_ok(key: str, value: str) -> bool:
@@ -1058,6 +1100,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     errors,
                 )
                 _check_shares(conf, conf.queues[name], (parsed or {}).get(name), fpath, errors)
+            _check_preemption(conf, parsed or {}, fpath, errors)
             continue
         parsed = parsed or {}
         for sec, rows in _SCHEMA[fname].items():
@@ -1278,6 +1321,7 @@ def _describe(kind: str) -> str:
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
         "reserve": "MAX_RESERVE_TIME[N], N a duration > 0; empty = none",
+        "preemption": "PREEMPTIVE[queue ...] and/or PREEMPTABLE[queue ...], empty = none",
         "percent": "percentage in (0, 100%]",
         "count?": "integer >= 0, empty = no limit",
         "size?": "size in MB, or with a unit: 512M, 2G; empty = no limit",

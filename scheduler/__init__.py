@@ -23,6 +23,7 @@ from lavalite.model import (
 from scheduler.fairshare import Fair
 from scheduler.fit import HOST_REASONS, Hosts, candidates, place
 from scheduler.limits import JobLimit, Limits, TurnLimits
+from scheduler.preempt import preempt
 from scheduler.reserve import Book, Ends, Reservation, pick, wants
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
@@ -54,6 +55,7 @@ class QueueView:
         "fair",
         "reserve",
         "backfill",
+        "started",
     )
 
     def __init__(
@@ -75,13 +77,17 @@ class QueueView:
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
         self.reserve = 0.0  # slot_reserve: seconds a wide job may hold slots (0: it holds none)
         self.backfill = False  # its jobs with a run limit may use held slots (scheduler/reserve)
+        # id -> Job of its jobs holding slots, kept only while some queue may preempt it
+        self.started: dict[int, Any] | None = None
 
 
 class Snapshot:
     """queues: QueueViews, highest priority first. free_by_host: host -> free slots, only hosts
     that take jobs and have a free slot, in placement order. total_free: the sum of those.
     limit: place about this many slots at most (0: no limit), so that one turn stays short
-    when thousands of slots free at once; the caller plans again for the rest."""
+    when thousands of slots free at once; the caller plans again for the rest.
+    preempt: preemptive queue -> the QueueViews (with `started`) whose jobs it may preempt;
+    empty: no preemption (scheduler/preempt.py)."""
 
     __slots__ = (
         "now",
@@ -94,6 +100,7 @@ class Snapshot:
         "limits",
         "reservations",
         "ends",
+        "preempt",
     )
 
     def __init__(
@@ -108,6 +115,7 @@ class Snapshot:
         limits: Limits | None = None,
         reservations: dict[int, Reservation] | None = None,
         ends: Ends | None = None,
+        preempt: dict[str, list[QueueView]] | None = None,
     ) -> None:
         self.now = now
         self.queues = queues
@@ -119,6 +127,7 @@ class Snapshot:
         self.limits = limits  # the [limit NAME]s and their counters; None: there are none
         self.reservations = reservations or {}  # job id -> the last plan's slot reservations
         self.ends = ends  # host -> [(end time, slots)] of its running jobs, for estimates
+        self.preempt = preempt or {}
 
 
 class Plan:
@@ -130,15 +139,18 @@ class Plan:
     did not reach are pending for want of a free slot.
     wide: {index in placements: [[host, slots], ...]} for a placement on several hosts or with
     other than job.slots slots (-n MIN,MAX); its host in placements is the first.
-    reservations: job id -> the slots a pending job holds after this plan (scheduler/reserve)."""
+    reservations: job id -> the slots a pending job holds after this plan (scheduler/reserve).
+    victims: {index in placements: [running jobs]} of a placement that preempts them to get
+    their slots (scheduler/preempt.py)."""
 
-    __slots__ = ("placements", "reasons", "wide", "reservations")
+    __slots__ = ("placements", "reasons", "wide", "reservations", "victims")
 
     def __init__(self) -> None:
         self.placements: list[tuple[Pending, str]] = []
         self.reasons: Reasons = {}
         self.wide: dict[int, list[list[Any]]] = {}
         self.reservations: dict[int, Reservation] = {}
+        self.victims: dict[int, list[Any]] = {}
 
 
 def live(entry: Entry) -> bool:
@@ -171,6 +183,8 @@ def plan(snap: Snapshot) -> Plan:
         _plan_queue(q, snap, hosts, result, turn, book)
     if book:
         result.reservations = book.result()
+    if snap.preempt:
+        preempt(snap, hosts, result)
     return result
 
 

@@ -84,3 +84,23 @@ def test_simulate_refuses_a_bad_queues_conf(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "priority" in out.stderr, out.stdout + out.stderr
+
+
+def _simulate(*args):
+    return subprocess.run(
+        LAUNCHER + ["simulate", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_simulate_preempt_compares_with_the_same_run_without(tmp_path):
+    small = ["--hosts", "6", "--slots", "2", "--jobs", "200", "--duration", "1-2", "--speed", "40"]
+    out = _simulate("--preempt", "--json", *small, "--state-dir", str(tmp_path / "s"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fig["jobs"] == fig["ended"] == 200 and fig["ended_twice"] == 0
+    ratios = fig["preemption"]["preempt_to_plain"]
+    assert set(ratios) == {"dispatch_per_s", "sched_p99", "mbatchd_peak_rss"}
+    assert ratios["mbatchd_peak_rss"] > 0, ratios  # the others may be 0 or None this small
+    (tmp_path / "q.conf").write_text("[q]\n")
+    refused = _simulate("--preempt", "--queues", str(tmp_path / "q.conf"))
+    assert refused.returncode == 2 and "--preempt" in refused.stderr, refused

@@ -63,6 +63,12 @@ def _setup(p: "ArgumentParser") -> None:
     p.add_argument(
         "--wide", type=int, default=16, help="--reserve: the wide job's slots (default 16)"
     )
+    p.add_argument(
+        "--preempt",
+        action="store_true",
+        help="the default queues with the highest preemptive, then the same without "
+        "preemption; print the first run's figures and its cost as ratios to the second's",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 

@@ -36,6 +36,8 @@ DEFAULT_QUEUES = {
     "normal": {"priority": "30"},
     "long": {"priority": "10", "max_running_user": "20000"},
 }
+# --preempt: the default queues with the highest one preemptive (of both others)
+PREEMPT_QUEUES = {**DEFAULT_QUEUES, "short": {"priority": "50", "preemption": "PREEMPTIVE"}}
 BATCH = 5000  # single jobs per submit_many request
 # --fairshare: the queue, and the two users whose slot time is compared (2 shares to 1)
 FAIR_QUEUE = "fair"
@@ -324,7 +326,7 @@ def _state(args: Namespace) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="lavalite-sim-"), True
 
 
-def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
+def _write_conf(state: str, args: Namespace, fair: bool = False, preempt: bool = False) -> str:
     from roles.cli.local import free_port
 
     qfile = os.path.join(state, "queues.conf")
@@ -340,7 +342,7 @@ def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
         # [usergroup|quota|limit NAME] are no queues; [queue NAME] is LSF's way to name one
         names = [n for n in (s.removeprefix("queue ") for s in parser.sections()) if " " not in n]
     else:
-        overrides["queues.conf"] = DEFAULT_QUEUES
+        overrides["queues.conf"] = PREEMPT_QUEUES if preempt else DEFAULT_QUEUES
         names = list(DEFAULT_QUEUES)
     overrides["lavalite.conf"] = {
         "cluster": {
@@ -373,11 +375,23 @@ def main(args: Namespace) -> int:
         from roles.cli import simulate_reserve
 
         return simulate_reserve.main(args)
+    if args.preempt and (args.queues or args.fairshare):
+        print(
+            "simulate: --preempt runs its own queues: no --queues or --fairshare", file=sys.stderr
+        )
+        return 2
     if args.fairshare:
         sim, fig = simulate(args, "fair", fair=True)
         fifo_sim, fifo_fig = simulate(args, "fifo")
-        report(args, sim, fig, _compare(args, sim, fig, fifo_sim, fifo_fig))
+        report(args, sim, fig, {"fairshare_hour": _compare(args, sim, fig, fifo_sim, fifo_fig)})
         return 0 if sim.twice == fifo_sim.twice == 0 else 1
+    if args.preempt:
+        sim, fig = simulate(args, "preempt", preempt=True)
+        plain_sim, plain_fig = simulate(args, "plain")
+        cost = {"preempt_to_plain": _cost(sim, fig, plain_sim, plain_fig)}
+        report(args, sim, fig, {"preemption": cost})
+        ok = all(s.twice == 0 and len(s.ended) == s.total for s in (sim, plain_sim))
+        return 0 if ok else 1
     sim, fig = simulate(args)
     report(args, sim, fig)
     return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
@@ -387,14 +401,18 @@ Driver = Callable[[Namespace, config.Config, int], Coroutine[Any, Any, tuple[Sim
 
 
 def simulate(
-    args: Namespace, run: str = "", fair: bool = False, driver: "Driver | None" = None
+    args: Namespace,
+    run: str = "",
+    fair: bool = False,
+    preempt: bool = False,
+    driver: "Driver | None" = None,
 ) -> tuple["Sim", dict[str, Any]]:
     """One simulation with its own mbatchd and state (in `run` under --state-dir), driven by
     `driver` (default: the queued workload, then the hosts)."""
     state, temporary = _state(args)
     state = os.path.join(state, run)
     os.makedirs(state, exist_ok=True)
-    conf_path = _write_conf(state, args, fair)
+    conf_path = _write_conf(state, args, fair, preempt)
     conf = config.load(conf_path)  # a bad queues.conf stops here, every error listed
     auth.create_key(conf.cluster.key_file)
     os.makedirs(conf.paths.log_dir, exist_ok=True)
@@ -451,19 +469,23 @@ def _compare(
         a, b = (s.slot_time(u) for u in WATCHED)
         return {"user1_slot_s": round(a), "user2_slot_s": round(b), "ratio": _ratio(a, b)}
 
+    return {
+        "fairshare": share(sim),
+        "fifo": share(fifo_sim),
+        "fair_to_fifo": _cost(sim, fig, fifo_sim, fifo_fig),
+    }
+
+
+def _cost(sim: Sim, fig: dict[str, Any], base: Sim, base_fig: dict[str, Any]) -> dict[str, Any]:
+    """A run's dispatch rate, scheduling-pass p99 and peak RSS as ratios to the base run's."""
+
     def rate(s: Sim) -> float:
         return len(s.waits) / max(1e-9, max(s.per_second) - min(s.per_second) + 1)
 
     return {
-        "fairshare": share(sim),
-        "fifo": share(fifo_sim),
-        "fair_to_fifo": {
-            "dispatch_per_s": _ratio(rate(sim), rate(fifo_sim)),
-            "sched_p99": _ratio(fig["stats"]["sched_p99"], fifo_fig["stats"]["sched_p99"]),
-            "mbatchd_peak_rss": _ratio(
-                fig["mbatchd_peak_rss_mib"], fifo_fig["mbatchd_peak_rss_mib"]
-            ),
-        },
+        "dispatch_per_s": _ratio(rate(sim), rate(base)),
+        "sched_p99": _ratio(fig["stats"]["sched_p99"], base_fig["stats"]["sched_p99"]),
+        "mbatchd_peak_rss": _ratio(fig["mbatchd_peak_rss_mib"], base_fig["mbatchd_peak_rss_mib"]),
     }
 
 
@@ -472,7 +494,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def report(
-    args: Namespace, sim: Sim, fig: dict[str, Any], fair: dict[str, Any] | None = None
+    args: Namespace, sim: Sim, fig: dict[str, Any], compared: dict[str, Any] | None = None
 ) -> None:
     waits = sorted(sim.waits)
     busy = sorted(sim.per_second.values())
@@ -511,16 +533,16 @@ def report(
             for q, w in sorted(sim.by_queue.items())
         },
     }
-    if fair is not None:
-        out["fairshare_hour"] = fair
+    out.update(compared or {})
     if args.json:
         print(json.dumps(out))
         return
     width = max(map(len, out))
     for k, v in out.items():
-        if k not in ("queues", "fairshare_hour"):
+        if k != "queues" and k not in (compared or {}):
             print(f"{k.ljust(width)}  {v}")
-    for k, v in (fair or {}).items():
-        print(f"{k.ljust(width)}  {' '.join(f'{n} {x}' for n, x in v.items())}")
+    for block in (compared or {}).values():
+        for k, v in block.items():
+            print(f"{k.ljust(width)}  {' '.join(f'{n} {x}' for n, x in v.items())}")
     for q, v in out["queues"].items():
         print(f"queue {q}: {v['started']} started, submit-to-start p50 {v['wait_p50_s']} s")

@@ -134,6 +134,7 @@ def _queue_long(q: "dict[str, Any]") -> None:
     )
     _queue_limits(q.get("limits") or {})
     _share_info(q["name"], q.get("fairshare"), q.get("share_info"))
+    _preemption(*q.get("preemption") or ("", ""))
     _admin_comment(q.get("admin"))
     print()
 
@@ -162,6 +163,15 @@ def _share_info(name: str, shares: "str | None", accounts: "list[dict[str, Any]]
     ]
     header = ["USER/GROUP", "SHARES", "PRIORITY", "STARTED", "RESERVED", "CPU_TIME", "RUN_TIME"]
     table(rows, [*header, "ADJUST"])
+
+
+def _preemption(policy: str, action: str) -> None:
+    """The queue's PREEMPTION as LSF's bqueues -l prints it, and what preemption does to its
+    jobs when that is not suspending them."""
+    if policy:
+        print(f"\nPREEMPTION = {policy}")
+    if action and action != "suspend":
+        print(f"PREEMPT_ACTION = {action}")
 
 
 def _queue_limits(limits: "dict[str, Any]") -> None:

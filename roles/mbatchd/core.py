@@ -70,6 +70,7 @@ from roles.mbatchd.placement import (
     part_of,
     unplace,
 )
+from roles.mbatchd.preempt import PreemptOps
 from roles.mbatchd.quotas import QuotaOps
 from roles.mbatchd.reserve import ReserveOps
 from roles.mbatchd.suspend import COUNTED, SuspendOps
@@ -157,6 +158,7 @@ class Core(
     ListingOps,
     LimitOps,
     ReserveOps,
+    PreemptOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -166,6 +168,7 @@ class Core(
         self.qconf = {}
         self.admin_state = state.get("badmin") or empty_state()  # see roles.mbatchd.admin_ops
         self._init_fair(state, now)
+        self._init_preempt()
         self._set_queues(conf)
         self.jobs = {}  # id -> Job: live, and finished within clean_period
         self.arrays = {}  # id -> Array: live, and ended within clean_period
@@ -219,6 +222,7 @@ class Core(
             if ids:  # their hosts have node_lost_grace to register
                 self.lost[name] = now
         self._fair_loaded()
+        self._preempt_loaded()
         self._build_quotas(state.get("quota_usage", {}))
 
     def _in_memory(self, job_id: int) -> bool:
@@ -250,6 +254,7 @@ class Core(
                 view.priority, view.active = -1, False
                 self.queues[name] = view
         self.apply_queue_state()
+        self._set_preemption()
         self._set_fair(getattr(self, "jobs", {}))  # none yet at start-up: counted as loaded
         self._set_limits(getattr(self, "jobs", {}))
 
@@ -354,6 +359,8 @@ class Core(
                 self.npend[job.queue] = self.npend.get(job.queue, 0) + sign
         if old in COUNTED or new in COUNTED:
             self._suspension_moved(job, old, new)
+        if self.lent or self.victims:
+            self._preempt_moved(job, new)
         if job.array is not None:
             self._element_changed(job.array, job, old, new, now)
         self._depend_moved(job, now)
@@ -375,6 +382,11 @@ class Core(
         q.running_user[job.user] = q.running_user.get(job.user, 0) + sign * job.slots
         if not q.running_user[job.user]:
             del q.running_user[job.user]
+        if q.started is not None:  # a queue that may be preempted: scheduler/preempt.py
+            if sign > 0:
+                q.started[job.id] = job
+            else:
+                q.started.pop(job.id, None)
         self._fair_count(job, sign)
         self._limit_count(job, sign)
 
@@ -915,6 +927,7 @@ class Core(
                     "description": qc.description if qc else "(not in queues.conf)",
                     "admin": self.admin_comment("queue", name),
                     "fairshare": qc.fairshare if qc else "",
+                    "preemption": [qc.preemption, qc.preempt_action] if qc else ["", ""],
                     "share_info": self.share_info(name),
                     "limits": {
                         k: getattr(qc, k)
@@ -1190,6 +1203,8 @@ class Core(
         thousands of slots free at once; the rest go in the next turn."""
         self.wake = False
         self.clock = now
+        if self.to_resume:  # preempted jobs get their slots back before anyone else
+            self._resume_preempted(now)
         queues = list(self.queues.values())
         result = plan(
             Snapshot(
@@ -1203,9 +1218,12 @@ class Core(
                 self.limits,
                 self.reservations,
                 self.running_ends,
+                self.preempt,
             )
         )
         self.reservations = result.reservations
+        if result.victims:
+            self._apply_preemptions(result, now)
         placed = sum(job.slots for job, _ in result.placements)
         self.wake = bool(limit) and placed >= limit  # more to place: plan again next turn
         self.reasons = result.reasons

@@ -225,7 +225,7 @@ class ControlOps:
                 return job, {}
         return None, _refusal(job_id, code, text)
 
-    def _requeue_running(self, job: Job, to: str, now: float) -> None:
+    def _requeue_running(self, job: Job, to: str, now: float, reason: str = REQUEUED) -> None:
         """PEND (or PSUSP) now, stored: a restart keeps it; its hosts kill the attempt as a
         stale one. It waits kill_grace before it may start again, the time the old attempt
         has to end, so that two attempts do not overlap on a host that hears at once."""
@@ -233,7 +233,7 @@ class ControlOps:
             self._kill_order(host, job.id, job.attempt, stale=True)
         self._release(job)
         job.kill_requested = False  # a kill under way ends with the old attempt
-        self._move(job, to, now, REQUEUED)
+        self._move(job, to, now, reason)
         unplace(job)
         job.eligible_time = now + self.conf.sbatchd.kill_grace
         heapq.heappush(self.backoff, (job.eligible_time, job.id))
