@@ -14,6 +14,8 @@ from types import SimpleNamespace
 from lavalite.fairshare import GroupLoop, expand_groups, parse_shares, unknown_groups
 from lavalite.files import write_whole
 from lavalite.limits import parse_size
+from lavalite.loadthreshold import looser
+from lavalite.loadthreshold import parse as parse_loads
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -554,6 +556,34 @@ KEYS = [
     ),
     (
         _QU,
+        QUEUE,
+        "placement",
+        "choice:first|pack|spread",
+        "first",
+        "Which host a job goes to: first = the first with a free slot, in host order, each "
+        "filled before the next (the fastest); pack = the one with the fewest free slots that "
+        "fits; spread = the one with the most. See docs/policy.md.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "load_sched",
+        "loads",
+        "",
+        "Load thresholds (LSF's loadSched): a host past one takes no new job of this queue, "
+        "e.g. r15s=2.0 ut=0.9 mem=512M. Indices: r15s r1m r15m ut pg ls it mem swp tmp.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "load_stop",
+        "loads",
+        "",
+        "Load thresholds (LSF's loadStop): past one, the queue's jobs on the host are "
+        "suspended (SSUSP), one per load sample, until it is back within load_sched.",
+    ),
+    (
+        _QU,
         USERGROUP,
         "members",
         "list",
@@ -715,6 +745,9 @@ def _convert(kind: str, raw: str) -> "Any":
         if raw:
             parse_shares(raw)  # checked here, resolved by mbatchd
         return raw
+    if kind == "loads":
+        parse_loads(raw)  # checked here, parsed again by mbatchd
+        return raw
     if kind == "list":
         return raw.replace(",", " ").split()
     if kind == "bool":
@@ -812,6 +845,25 @@ def _check_shares(
         errors.append(
             f"{path}:{given[1]['fairshare'][1]}: [{q.name}] fairshare: {name} names no "
             f"[{USERGROUP} {name[:-1]}]"
+        )
+
+
+def _check_loads(
+    q: QueueConf, given: "tuple[int, dict] | None", path: str, errors: list[str]
+) -> None:
+    """Every index of load_stop has a load_sched at the same load or less (each was checked
+    with its key): a job stopped past load_stop resumes within load_sched."""
+    if not q.load_stop or given is None or "load_stop" not in given[1]:
+        return
+    try:
+        index = looser(parse_loads(q.load_stop), parse_loads(q.load_sched))
+    except ValueError:  # reported by _fill
+        return
+    if index is not None:
+        errors.append(
+            f"{path}:{given[1]['load_stop'][1]}: [{q.name}] load_stop: {index} needs a "
+            f"load_sched {index} at the same load or less (a job stopped past load_stop "
+            f"resumes within load_sched)"
         )
 
 
@@ -979,6 +1031,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     errors,
                 )
                 _check_shares(conf, conf.queues[name], (parsed or {}).get(name), fpath, errors)
+                _check_loads(conf.queues[name], (parsed or {}).get(name), fpath, errors)
             continue
         parsed = parsed or {}
         for sec, rows in _SCHEMA[fname].items():
@@ -1174,6 +1227,7 @@ def _describe(kind: str) -> str:
         "size": "size in MB, or with a unit: 512M, 2G",
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
+        "loads": "INDEX=VALUE ..., empty = none",
         "percent": "percentage in (0, 100%]",
         "file?": "path of a file, empty = none",
         "str": "text",

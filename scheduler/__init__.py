@@ -20,7 +20,7 @@ from lavalite.model import (
     PR_USER_CAP,
 )
 from scheduler.fairshare import Fair
-from scheduler.fit import HOST_REASONS, Hosts, place
+from scheduler.fit import HOST_REASONS, Hosts, Threshold, place
 
 # A pending job as the scheduler reads it: a model.Job, or a job array's entry
 # (lavalite.job_array.Array) that duck-types one (state, pend_seq, slots, array, id).
@@ -49,6 +49,8 @@ class QueueView:
         "running_user",
         "pending",
         "fair",
+        "placement",
+        "load_sched",
     )
 
     def __init__(
@@ -68,6 +70,8 @@ class QueueView:
         self.running_user: dict[str, int] = {}  # user -> slots in use
         self.pending: dict[str, deque[Entry]] = {}  # user -> (pend_seq, Job) FIFO
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
+        self.placement = "first"  # first (host order, the fast path), pack or spread
+        self.load_sched: tuple[Threshold, ...] = ()  # a host past one takes no job of the queue
 
 
 class Snapshot:
@@ -174,6 +178,7 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
     heapq.heapify(heads)
     q_used = q.running
     placed: dict[str, int] = {}  # user -> slots placed this turn
+    plain = q.placement == "first" and not q.load_sched  # its jobs may take the fast path
     taken: dict[Any, list[int]] = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         key, seq, user, job, it = heads[0]
@@ -197,10 +202,12 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             heapq.heappop(heads)
             continue
         slots = job.slots
-        host = hosts.take(slots) if job.needs is None else None
+        host = hosts.take(slots) if job.needs is None and plain else None
         if host is None:
-            # a job that asks more than slots, or that did not fit on one host
-            got = place(job, hosts, snap.hosts) if job.needs or slots > 1 else PR_NO_SLOT
+            # a job that asks more than slots, that did not fit on one host, or whose queue
+            # chooses hosts by a policy
+            fast = job.needs is None and slots == 1 and plain
+            got = PR_NO_SLOT if fast else place(job, hosts, snap.hosts, q)
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got

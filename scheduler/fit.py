@@ -1,6 +1,7 @@
 """Where a job goes: free slots handed out in placement order, and the slow path for a job that
 asks more than free slots (lavalite.resreq.Needs: -R select, rusage, span, order; -m; -x;
--n MIN,MAX) or that is wider than any one host's free slots.
+-n MIN,MAX), that is wider than any one host's free slots, or whose queue has a placement
+policy (pack, spread) or load thresholds (load_sched).
 
 The fast path (Hosts.take) stays as cheap as it was: a job without Needs costs what it costs.
 The slow path looks at every host with a free slot, once per such job, and places a job
@@ -26,6 +27,10 @@ Alloc = list[list[Any]]  # [[host, slots], ...], first = where the job starts
 # furthest test any host failed (the one closest to letting it run).
 _REASONS = (PR_NO_SLOT, PR_ASKED_HOSTS, PR_EXCLUSIVE, PR_SELECT, PR_RUSAGE_MEM)
 HOST_REASONS = frozenset(_REASONS[1:])  # the job's own demands, not a want of slots
+_LOAD = len(_REASONS)  # past the queue's load_sched: the closest a host comes to taking the job
+# A queue's load threshold (lavalite.loadthreshold.Threshold): (index, limit, the larger value
+# is the busier host, the pending or suspending reason of a host past it)
+Threshold = tuple[str, float, bool, str]
 
 
 class Hosts:
@@ -76,15 +81,26 @@ class Hosts:
         self.aside = [slot for slot in self.aside if slot[1] > 0]
 
 
-def place(job: Any, hosts: Hosts, known: dict[str, Any]) -> Alloc | str:
-    """The hosts of a job with Needs, or of a job wider than any host's free slots: an
+def overloaded(thresholds: tuple[Threshold, ...], facts: dict) -> str | None:
+    """The reason of the first threshold a host's facts are past, or None (an index the host
+    does not report holds nothing back)."""
+    for index, limit, busier_up, reason in thresholds:
+        value = facts.get(index)
+        if value is not None and (value > limit if busier_up else value < limit):
+            return reason
+    return None
+
+
+def place(job: Any, hosts: Hosts, known: dict[str, Any], queue: Any = None) -> Alloc | str:
+    """The hosts of a job with Needs, of a job wider than any host's free slots, or of any job
+    of a queue with a placement policy or load_sched (`queue`: its scheduler.QueueView): an
     allocation, or the pending reason. `known`: host name -> model.Host."""
     needs = job.needs
     want_min = needs.slots_min if needs else job.slots
     want_max = needs.slots_max if needs else job.slots
     if want_min > hosts.left:
         return PR_NO_SLOT
-    fits, reason = _candidates(needs, hosts, known)
+    fits, reason = _candidates(needs, hosts, known, queue, want_max)
     req = needs and needs.req
     chosen = _allocate(fits, want_min, want_max, req)
     if chosen is None:
@@ -93,25 +109,34 @@ def place(job: Any, hosts: Hosts, known: dict[str, Any]) -> Alloc | str:
     return [[slot[0], n] for slot, n in chosen]
 
 
-def _candidates(needs: Any, hosts: Hosts, known: dict[str, Any]) -> tuple[list, str]:
-    """[(slot, how many slots the job may have there)] in the order the job prefers, and the
-    reason of the furthest test a host failed."""
+def _candidates(
+    needs: Any, hosts: Hosts, known: dict[str, Any], queue: Any, want: int
+) -> tuple[list, str]:
+    """[(slot, how many slots the job may have there)] in the order the job and its queue
+    prefer, and the reason of the furthest test a host failed."""
     fits: list[tuple[Slot, int, dict]] = []
-    furthest = 0
+    furthest, load_reason = 0, ""
+    load_sched = queue.load_sched if queue is not None else ()
     for slot in hosts.every():
         if slot[1] <= 0:
             continue
-        if needs is None:
-            fits.append((slot, slot[1], {}))
-            continue
-        failed, cap, facts = _fit(needs, slot, known.get(slot[0]), hosts.mem.get(slot[0], 0))
+        host = known.get(slot[0])
+        if needs is not None:
+            failed, cap, facts = _fit(needs, slot, host, hosts.mem.get(slot[0], 0))
+        else:
+            failed, cap, facts = 0, slot[1], host.facts if host is not None else {}
+        over = not failed and load_sched and overloaded(load_sched, facts)
+        if over:
+            failed, load_reason = _LOAD, over
         if failed:
             furthest = max(furthest, failed)
         else:
             fits.append((slot, cap, facts))
-    if needs is not None and (needs.hosts or (needs.req and needs.req.order)):
-        fits.sort(key=lambda f: _preference(needs, f[0][0], f[2]))
-    return [(slot, cap) for slot, cap, _ in fits], _REASONS[furthest]
+    side = queue.placement if queue is not None else "first"
+    if side != "first" or (needs is not None and (needs.hosts or (needs.req and needs.req.order))):
+        fits.sort(key=lambda f: (*_preference(needs, f[0][0], f[2]), *_side(side, f[1], want)))
+    reason = load_reason if furthest == _LOAD else _REASONS[furthest]
+    return [(slot, cap) for slot, cap, _ in fits], reason
 
 
 def _fit(needs: Any, slot: Slot, host: Any, taken: int) -> tuple[int, int, dict]:
@@ -146,9 +171,19 @@ def _with_reserved(facts: dict, reserved: int) -> dict:
     return {**facts, "mem": min(facts.get("mem", free), free)}
 
 
+def _side(placement: str, free: int, want: int) -> tuple:
+    """The queue's placement after -m and order[]: pack, a host that takes the whole job and
+    has the fewest free slots; spread, the one with the most; first, host order."""
+    if placement == "pack":
+        return (free < want, free)
+    return (-free,) if placement == "spread" else ()
+
+
 def _preference(needs: Any, name: str, facts: dict) -> tuple:
     """Sort key, best host first: -m's preference level, then order[]'s indices (a host that
     does not report an index comes after those that do)."""
+    if needs is None:
+        return ()
     key: list[Any] = [-(needs.hosts or {}).get(name, 0)]
     for index, larger_first in needs.req.order if needs.req else ():
         value = facts.get(index)

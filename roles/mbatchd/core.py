@@ -57,6 +57,7 @@ from roles.mbatchd.depends import DependOps
 from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
+from roles.mbatchd.loadstop import LOAD_REASONS, LoadStopOps
 from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
@@ -73,7 +74,7 @@ from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
 # pending reasons that new host facts (LIM's load) may lift
-WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM))
+WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM)) | LOAD_REASONS
 MAX_MESSAGE = 2000  # characters of a worker's message kept with the job
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
 _TEXTS = (
@@ -146,6 +147,7 @@ class Core(
     QuotaOps,
     ModifyOps,
     SuspendOps,
+    LoadStopOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -173,6 +175,7 @@ class Core(
         self.reasons = {}  # last plan's pending reasons
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
         self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
+        self.load_stopped = {}  # host -> jobs it stopped for load: LoadStopOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
         self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)
@@ -215,7 +218,7 @@ class Core(
     def _set_queues(self, conf):
         """Queue views in conf's priority order; a view keeps its jobs and counters across a
         reload, and a queue dropped from queues.conf lives on inactive (see _queue)."""
-        old, self.queues, self.qconf = self.queues, {}, {}
+        old, self.queues, self.qconf, self.load_stop = self.queues, {}, {}, {}
         for qc in conf.queue_order():
             view = old.pop(qc.name, None) or QueueView(qc.name)
             view.priority, view.active = qc.priority, qc.active
@@ -225,6 +228,7 @@ class Core(
             )
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
+            self._set_load_policy(view, qc)
         for name, view in old.items():
             if self.npend.get(name) or view.running:
                 view.priority, view.active = -1, False
@@ -262,6 +266,7 @@ class Core(
             return
         env_id = job.spec.get("env_id")
         self._suspension_moved(job, "", job.state)
+        self._adopt_load_stopped(job)
         if job.array is not None:
             job.array.live.add(index)  # its env is the array's, counted once
         elif env_id in envs:
@@ -1070,6 +1075,7 @@ class Core(
                     and self.registered.get(name, 0) < silent_since
                 ):
                     dead.append(name)
+        self.check_loads(now)
         if any(reason in WAIT_ON_FACTS for reason in self.reasons.values()):
             self.wake = True  # a job waits for a host's facts to change: plan again
         return dead

@@ -1,0 +1,248 @@
+"""Load-aware placement without processes: LIM's indices as -R reads them, a queue's placement
+(pack, spread), its load thresholds (lavalite.loadthreshold: load_sched in the scheduler,
+load_stop in mbatchd's core) and their checks in config-check. The real cluster's side is in
+tests/test_loadplace_cluster.py."""
+
+import os
+
+import pytest
+from test_core import USER, commit, submit, world  # noqa: F401  (world is a fixture)
+from test_resreq import host, pend, placed, reason, snap
+
+from lavalite import config, loadthreshold
+from lavalite.model import PR_NO_SLOT, PR_SELECT, RUN, SSUSP
+from lavalite.resreq import host_facts
+from scheduler import QueueView, plan
+
+UT = loadthreshold.reason("ut")
+MEM = loadthreshold.reason("mem")
+
+
+# --- LIM's indices as -R sees them
+
+
+def test_r15s_pg_ls_it_are_lims_own_measures():
+    """r15s is LIM's 15-second average (lavalite.loadindex), not the 1-minute loadavg."""
+    load = {"loadavg": (3.0, 2.0, 1.0), "r15s": 0.5, "pg": 12.0, "ls": 2, "it": 30.0, "cpu": 0.25}
+    f = host_facts(load, [])
+    assert (f["r15s"], f["r1m"], f["r15m"]) == (0.5, 3.0, 1.0)
+    assert (f["pg"], f["ls"], f["it"], f["ut"]) == (12.0, 2, 30.0, 0.25)
+    assert host_facts({"loadavg": (3.0, 2.0, 1.0)}, [])["r15s"] == 3.0  # a LIM without it
+
+
+def test_select_and_order_read_the_current_load():
+    q = QueueView("normal")
+    idle = pend(q, resreq="select[ut < 0.5]")
+    quiet = pend(q, resreq="order[r15s]")
+    busy, calm = host("busy", 4, cpu=0.9, r15s=3.0), host("calm", 4, cpu=0.1, r15s=0.2)
+    assert placed(plan(snap(q, busy, calm))) == {idle.id: [["calm", 1]], quiet.id: [["calm", 1]]}
+    q = QueueView("normal")
+    never = pend(q, resreq="select[ut < 0.5]")
+    idler = pend(q, resreq="order[-it]")  # the longest idle first
+    p = plan(snap(q, busy, host("idle", 4, cpu=0.9, it=60.0)))
+    assert reason(p, never) == PR_SELECT and placed(p) == {idler.id: [["idle", 1]]}
+
+
+# --- placement
+
+
+def _three():
+    """a: 1 free of 4; b: 3 free of 4; c: 2 free of 4 (in that host order)."""
+    return host("a", 4, used=3), host("b", 4, used=1), host("c", 4, used=2)
+
+
+@pytest.mark.parametrize("placement, first", [("first", "a"), ("pack", "a"), ("spread", "b")])
+def test_placement_picks_the_host(placement, first):
+    q = QueueView("normal")
+    q.placement = placement
+    job = pend(q)
+    assert placed(plan(snap(q, *_three()))) == {job.id: [[first, 1]]}
+
+
+def test_pack_takes_the_fewest_free_slots_that_fit_and_spread_spreads():
+    q = QueueView("normal")
+    q.placement = "pack"
+    wide = pend(q, slots=2)  # a has 1 free: c is the fullest that fits
+    assert placed(plan(snap(q, *_three()))) == {wide.id: [["c", 2]]}
+    q = QueueView("normal")
+    q.placement = "spread"
+    jobs = [pend(q) for _ in range(3)]  # b (3 free), then b or c at 2 free each: b first
+    got = placed(plan(snap(q, *_three())))
+    assert [got[j.id][0][0] for j in jobs] == ["b", "b", "c"]
+
+
+def test_order_comes_before_the_queues_placement():
+    q = QueueView("normal")
+    q.placement = "spread"
+    job = pend(q, resreq="order[r15s]")
+    a, b, c = _three()
+    a.load = {"r15s": 0.1}
+    b.load = c.load = {"r15s": 2.0}
+    assert placed(plan(snap(q, a, b, c))) == {job.id: [["a", 1]]}
+
+
+# --- load_sched in the scheduler
+
+
+def test_a_host_past_load_sched_takes_no_job_of_the_queue():
+    q = QueueView("normal")
+    q.load_sched = loadthreshold.parse("ut=0.5")
+    job = pend(q)
+    p = plan(snap(q, host("busy", 4, cpu=0.9), host("calm", 4, cpu=0.4)))
+    assert placed(p) == {job.id: [["calm", 1]]}
+    q = QueueView("normal")
+    q.load_sched = loadthreshold.parse("ut=0.5 mem=2G")
+    first, second = pend(q), pend(q, user="v")
+    p = plan(snap(q, host("busy", 4, cpu=0.9), host("small", 4, cpu=0.1, mem_gb=1)))
+    assert not p.placements
+    assert reason(p, first) == UT or reason(p, first) == MEM
+    assert reason(p, second) in (UT, MEM)
+    other = QueueView("other")  # another queue's thresholds hold nothing back
+    mine = pend(other)
+    assert placed(plan(snap(other, host("busy", 4, cpu=0.9)))) == {mine.id: [["busy", 1]]}
+
+
+def test_a_full_host_is_no_slot_not_load():
+    q = QueueView("normal")
+    q.load_sched = loadthreshold.parse("ut=0.5")
+    job = pend(q, slots=2)
+    p = plan(snap(q, host("calm", 2, used=1, cpu=0.1), host("busy", 1, cpu=0.9)))
+    assert reason(p, job) == UT  # the busy host would take it but for its load
+    p = plan(snap(q, host("calm", 2, used=1, cpu=0.1)))
+    assert reason(p, job) == PR_NO_SLOT
+
+
+# --- the thresholds' syntax
+
+
+def test_thresholds_parse_in_lsfs_units():
+    got = loadthreshold.parse("r15s=2.0 ut=90% mem=512M, swp=1G it=5")
+    assert [(i, limit, up) for i, limit, up, _ in got] == [
+        ("r15s", 2.0, True),
+        ("ut", 0.9, True),
+        ("mem", 512.0, False),
+        ("swp", 1024.0, False),
+        ("it", 5.0, False),
+    ]
+    assert loadthreshold.parse("") == ()
+    assert UT == "The CPU utilization (ut) is beyond threshold"
+    assert MEM == "The available memory (mem) is below threshold"
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("cpu=2", "unknown load index 'cpu'"),
+        ("r15s", "expected INDEX=VALUE"),
+        ("r15s=fast", "r15s=fast: expected a number"),
+        ("ut=-1", "expected a number >= 0"),
+        ("mem=lots", "expected a size"),
+        ("ut=0.5 ut=0.6", "ut given twice"),
+    ],
+)
+def test_bad_thresholds_name_the_word(text, words):
+    with pytest.raises(ValueError, match=words):
+        loadthreshold.parse(text)
+
+
+def test_load_stop_must_be_at_or_past_load_sched():
+    p = loadthreshold.parse
+    assert loadthreshold.looser(p("ut=0.9 mem=100"), p("ut=0.8 mem=200 r1m=3")) is None
+    assert loadthreshold.looser(p("ut=0.9"), p("ut=0.9")) is None
+    assert loadthreshold.looser(p("ut=0.7"), p("ut=0.8")) == "ut"
+    assert loadthreshold.looser(p("mem=300"), p("mem=200")) == "mem"
+    assert loadthreshold.looser(p("pg=10"), p("ut=0.5")) == "pg"  # no way back within load_sched
+
+
+def _conf_errors(tmp_path, queue_text):
+    conf = config.defaults(str(tmp_path))
+    path = conf.paths.queues_conf
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    config.write_state_conf(str(tmp_path), {})
+    with open(os.path.join(str(tmp_path), "queues.conf"), "w") as f:
+        f.write(queue_text)
+    try:
+        config.load(os.path.join(str(tmp_path), "lavalite.conf"))
+    except config.ConfigError as exc:
+        return exc.errors
+    return []
+
+
+def test_config_check_names_file_line_and_key(tmp_path):
+    errors = _conf_errors(
+        tmp_path,
+        "[serial]\nload_sched = r15s=2 cpu=3\nload_stop = ut=lots\nplacement = scatter\n"
+        "[other]\nload_sched = ut=0.9\nload_stop = ut=0.8\n",
+    )
+    text = "\n".join(errors)
+    assert "queues.conf:2: [serial] load_sched: 'cpu=3': unknown load index 'cpu'" in text
+    assert "queues.conf:3: [serial] load_stop: ut=lots: expected a number" in text
+    assert "queues.conf:4: [serial] placement: expected one of first|pack|spread" in text
+    assert "queues.conf:7: [other] load_stop: ut needs a load_sched ut at the same load" in text
+    assert len(errors) == 4, errors
+    assert _conf_errors(tmp_path, "[serial]\nload_sched = ut=0.5\nload_stop = ut=0.9\n") == []
+
+
+# --- load_stop in mbatchd's core
+
+
+def _stop_world(conf, store, core, jobs=3):
+    """`jobs` jobs of queue serial running on h1, started one a second."""
+    conf.queues["serial"].load_sched = "ut=0.5"
+    conf.queues["serial"].load_stop = "ut=0.9"
+    core.reconfigure(conf)
+    core.host_register("h1", {"slots": jobs, "running": []}, 100.0)
+    ids = []
+    for i in range(jobs):
+        ids.append(submit(core, store))
+        core.schedule(100.0 + i)
+        core.jobs[ids[-1]].start_time = 100.0 + i
+    commit(store, core)
+    return ids
+
+
+def _sample(core, store, now, cpu):
+    core.host_load({"h1": {"alive": True, "cpu": cpu}}, now)
+    return commit(store, core).get("h1", [])
+
+
+def test_past_load_stop_one_job_a_sample_stops_newest_first_and_resumes(world):
+    conf, store, core = world
+    first, second, third = _stop_world(conf, store, core)
+    states = lambda: [core.jobs[j].state for j in (first, second, third)]  # noqa: E731
+    assert _sample(core, store, 200.0, 0.95) == [{"op": "suspend", "job": third, "attempt": 1}]
+    assert core.jobs[third].reason == UT and core.wake
+    assert states() == [RUN, RUN, SSUSP]
+    _sample(core, store, 201.0, 0.95)
+    assert states() == [RUN, SSUSP, SSUSP]
+    assert _sample(core, store, 202.0, 0.7) == [], "between the thresholds nothing moves"
+    assert states() == [RUN, SSUSP, SSUSP]
+    assert _sample(core, store, 203.0, 0.4) == [{"op": "resume", "job": second, "attempt": 1}]
+    _sample(core, store, 204.0, 0.4)
+    assert states() == [RUN, RUN, RUN] and not core.load_stopped
+
+
+def test_a_job_stopped_by_its_user_meanwhile_stays_stopped(world):
+    conf, store, core = world
+    first, second = _stop_world(conf, store, core, jobs=2)
+    _sample(core, store, 200.0, 0.95)
+    core.stop(USER, {"jobs": [second]}, 200.5)  # SSUSP -> USUSP: now the user's to resume
+    _sample(core, store, 201.0, 0.95)
+    assert core.jobs[first].state == SSUSP
+    _sample(core, store, 202.0, 0.1)
+    _sample(core, store, 203.0, 0.1)
+    assert (core.jobs[first].state, core.jobs[second].state) == (RUN, "USUSP")
+
+
+def test_a_restarted_mbatchd_resumes_the_jobs_stopped_for_load(world, tmp_path):
+    from roles.mbatchd.core import Core
+
+    conf, store, core = world
+    (job,) = _stop_world(conf, store, core, jobs=1)
+    _sample(core, store, 200.0, 0.95)
+    again = Core(conf, store.load(0), now=300.0)
+    again.host_register("h1", {"slots": 1, "running": [[job, 1]], "suspended": [[job, 1]]}, 300.0)
+    commit(store, again)
+    assert again.load_stopped == {"h1": [job]}
+    _sample(again, store, 301.0, 0.1)
+    assert again.jobs[job].state == RUN
