@@ -53,7 +53,10 @@ def parse(text: str) -> tuple[Threshold, ...]:
 
 def _value(index: str, raw: str) -> float:
     if index in _SIZES:
-        return parse_size(raw) / MB
+        try:
+            return parse_size(raw) / MB
+        except ValueError:
+            raise ValueError(f"{index}={raw}: expected a size such as 512 (MB), 2G") from None
     try:
         value = float(raw[:-1]) / 100 if index == "ut" and raw.endswith("%") else float(raw)
     except ValueError:

@@ -202,12 +202,13 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             heapq.heappop(heads)
             continue
         slots = job.slots
-        host = hosts.take(slots) if job.needs is None and plain else None
+        host, why = None, PR_NO_SLOT
+        if job.needs is None:
+            host, why = (hosts.take(slots), why) if plain else hosts.take_for(q, slots, snap.hosts)
         if host is None:
-            # a job that asks more than slots, that did not fit on one host, or whose queue
-            # chooses hosts by a policy
-            fast = job.needs is None and slots == 1 and plain
-            got = PR_NO_SLOT if fast else place(job, hosts, snap.hosts, q)
+            # a job that asks more than slots, or that did not fit on one host
+            one = job.needs is None and slots == 1
+            got = why if one else place(job, hosts, snap.hosts, q)
             if isinstance(got, str) and got in HOST_REASONS:
                 # no host is eligible (LSF: the job waits, the user's next ones go on)
                 result.reasons[("job", job.id)] = got

@@ -8,12 +8,14 @@ The slow path looks at every host with a free slot, once per such job, and place
 atomically: all its hosts, or none.
 """
 
+import heapq
 from collections.abc import Iterator
 from typing import Any
 
 from lavalite.model import (
     PR_ASKED_HOSTS,
     PR_EXCLUSIVE,
+    PR_LOAD_UNKNOWN,
     PR_NO_SLOT,
     PR_RUSAGE_MEM,
     PR_SELECT,
@@ -42,6 +44,9 @@ class Hosts:
         self.aside: list[Slot] = []  # [host, remaining]
         self.left = total  # slots still to place: the free ones, or the turn's limit
         self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
+        # queue -> (its hosts as a heap by its placement, why the hosts left out are): built at
+        # the queue's first job without Needs this turn (take_for)
+        self.by_queue: dict[str, tuple[list[tuple[int, int, Slot]], str]] = {}
 
     def take(self, n: int) -> str | None:
         for i, slot in enumerate(self.aside):
@@ -54,6 +59,54 @@ class Hosts:
                 return self._use(slot, n, len(self.aside) - 1)
             self.aside.append(slot)
         return None
+
+    def take_for(self, queue: Any, n: int, known: dict[str, Any]) -> tuple[str | None, str]:
+        """A host for a job without Needs of a queue with a placement policy or load_sched:
+        (host, "") or (None, the pending reason). The queue's hosts within load_sched (the
+        facts do not change within a turn) are kept in a heap by free slots (pack: fewest
+        first, spread: most, first: host order), so that a job costs O(log hosts)."""
+        if queue.name not in self.by_queue:
+            self.by_queue[queue.name] = self._heap(queue, known)
+        heap, left_out = self.by_queue[queue.name]
+        sign = {"pack": 1, "spread": -1}.get(queue.placement, 0)
+        skipped, found = [], None
+        while heap:
+            key, seq, slot = heap[0]
+            if slot[1] <= 0:
+                heapq.heappop(heap)
+            elif key != sign * slot[1]:  # another queue's job took slots there since
+                heapq.heapreplace(heap, (sign * slot[1], seq, slot))
+            elif slot[1] >= n:
+                found = heapq.heappop(heap)
+                break
+            elif sign < 0:  # spread: the host with the most free slots has too few
+                break
+            else:
+                skipped.append(heapq.heappop(heap))
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        if found is None:
+            return None, left_out or PR_NO_SLOT
+        _, seq, slot = found
+        slot[1] -= n
+        self.left -= n
+        if slot[1] > 0:
+            heapq.heappush(heap, (sign * slot[1], seq, slot))
+        return slot[0], ""
+
+    def _heap(self, queue: Any, known: dict[str, Any]) -> tuple[list[tuple[int, int, Slot]], str]:
+        sign = {"pack": 1, "spread": -1}.get(queue.placement, 0)
+        heap, left_out = [], ""
+        for seq, slot in enumerate(self.every()):
+            host = known.get(slot[0])
+            facts = host.facts if host is not None else {}
+            over = queue.load_sched and overloaded(queue.load_sched, facts, PR_LOAD_UNKNOWN)
+            if over:
+                left_out = left_out or over
+            elif slot[1] > 0:
+                heap.append((sign * slot[1], seq, slot))
+        heapq.heapify(heap)
+        return heap, left_out
 
     def _use(self, slot: Slot, n: int, index: int) -> str:
         slot[1] -= n
@@ -81,12 +134,17 @@ class Hosts:
         self.aside = [slot for slot in self.aside if slot[1] > 0]
 
 
-def overloaded(thresholds: tuple[Threshold, ...], facts: dict) -> str | None:
-    """The reason of the first threshold a host's facts are past, or None (an index the host
-    does not report holds nothing back)."""
+def overloaded(
+    thresholds: tuple[Threshold, ...], facts: dict, unknown: str | None = None
+) -> str | None:
+    """The reason of the first threshold a host's facts are past, or None. An index the host
+    does not report is `unknown` (None: it holds nothing back)."""
     for index, limit, busier_up, reason in thresholds:
         value = facts.get(index)
-        if value is not None and (value > limit if busier_up else value < limit):
+        if value is None:
+            if unknown:
+                return unknown
+        elif value > limit if busier_up else value < limit:
             return reason
     return None
 
@@ -125,7 +183,8 @@ def _candidates(
             failed, cap, facts = _fit(needs, slot, host, hosts.mem.get(slot[0], 0))
         else:
             failed, cap, facts = 0, slot[1], host.facts if host is not None else {}
-        over = not failed and load_sched and overloaded(load_sched, facts)
+        # a host LIM has not reported yet takes no job of a queue with thresholds (LSF)
+        over = not failed and load_sched and overloaded(load_sched, facts, PR_LOAD_UNKNOWN)
         if over:
             failed, load_reason = _LOAD, over
         if failed:

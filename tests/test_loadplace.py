@@ -10,7 +10,7 @@ from test_core import USER, commit, submit, world  # noqa: F401  (world is a fix
 from test_resreq import host, pend, placed, reason, snap
 
 from lavalite import config, loadthreshold
-from lavalite.model import PR_NO_SLOT, PR_SELECT, RUN, SSUSP
+from lavalite.model import PR_LOAD_UNKNOWN, PR_NO_SLOT, PR_SELECT, RUN, SSUSP
 from lavalite.resreq import host_facts
 from scheduler import QueueView, plan
 
@@ -102,6 +102,13 @@ def test_a_host_past_load_sched_takes_no_job_of_the_queue():
     assert placed(plan(snap(other, host("busy", 4, cpu=0.9)))) == {mine.id: [["busy", 1]]}
 
 
+def test_a_host_lim_has_not_reported_takes_no_job_of_a_queue_with_thresholds():
+    q = QueueView("normal")
+    q.load_sched = loadthreshold.parse("ut=0.5")
+    job = pend(q)
+    assert reason(plan(snap(q, host("new", 4))), job) == PR_LOAD_UNKNOWN
+
+
 def test_a_full_host_is_no_slot_not_load():
     q = QueueView("normal")
     q.load_sched = loadthreshold.parse("ut=0.5")
@@ -136,7 +143,7 @@ def test_thresholds_parse_in_lsfs_units():
         ("r15s", "expected INDEX=VALUE"),
         ("r15s=fast", "r15s=fast: expected a number"),
         ("ut=-1", "expected a number >= 0"),
-        ("mem=lots", "expected a size"),
+        ("mem=lots", "mem=lots: expected a size"),
         ("ut=0.5 ut=0.6", "ut given twice"),
     ],
 )
@@ -192,6 +199,7 @@ def _stop_world(conf, store, core, jobs=3):
     conf.queues["serial"].load_stop = "ut=0.9"
     core.reconfigure(conf)
     core.host_register("h1", {"slots": jobs, "running": []}, 100.0)
+    core.host_load({"h1": {"alive": True, "cpu": 0.1}}, 100.0)
     ids = []
     for i in range(jobs):
         ids.append(submit(core, store))

@@ -84,3 +84,20 @@ def test_simulate_refuses_a_bad_queues_conf(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "priority" in out.stderr, out.stdout + out.stderr
+
+
+def test_simulate_placement_compares_it_with_host_order_in_one_run(tmp_path):
+    out = subprocess.run(
+        LAUNCHER
+        + ["simulate", "--json", "--hosts", "6", "--slots", "2", "--jobs", "200"]
+        + ["--duration", "1-2", "--speed", "40", "--placement", "spread"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fig["ended"] == 200 and fig["ended_twice"] == 0
+    ratios = fig["placement"]["spread_to_first"]
+    assert set(ratios) == {"dispatch_per_s", "sched_p99", "mbatchd_peak_rss"}
+    assert all(r is None or r > 0 for r in ratios.values()), ratios

@@ -51,6 +51,12 @@ def _setup(p: "ArgumentParser") -> None:
         "user the same jobs; run one simulated hour, then the same without fairshare, and "
         "print user1's and user2's slot time and the two runs' figures side by side",
     )
+    p.add_argument(
+        "--placement",
+        choices=("pack", "spread"),
+        help="run the workload with every queue's placement first (the default), then with "
+        "this one, and print the second run's cost as ratios to the first",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 

@@ -324,7 +324,7 @@ def _state(args: Namespace) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="lavalite-sim-"), True
 
 
-def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
+def _write_conf(state: str, args: Namespace, fair: bool = False, placement: str = "") -> str:
     from roles.cli.local import free_port
 
     qfile = os.path.join(state, "queues.conf")
@@ -339,7 +339,10 @@ def _write_conf(state: str, args: Namespace, fair: bool = False) -> str:
         parser.read(args.queues)
         names = parser.sections()
     else:
-        overrides["queues.conf"] = DEFAULT_QUEUES
+        overrides["queues.conf"] = {
+            name: {**q, **({"placement": placement} if placement else {})}
+            for name, q in DEFAULT_QUEUES.items()
+        }
         names = list(DEFAULT_QUEUES)
     overrides["lavalite.conf"] = {
         "cluster": {
@@ -373,17 +376,25 @@ def main(args: Namespace) -> int:
         fifo_sim, fifo_fig = _simulate(args, "fifo")
         report(args, sim, fig, _compare(args, sim, fig, fifo_sim, fifo_fig))
         return 0 if sim.twice == fifo_sim.twice == 0 else 1
+    if args.placement:  # the same workload placed by host order, then by the policy
+        first_sim, first_fig = _simulate(args, "first")
+        sim, fig = _simulate(args, args.placement, placement=args.placement)
+        cost = {f"{args.placement}_to_first": _cost(sim, fig, first_sim, first_fig)}
+        report(args, sim, fig, cost)
+        return 0 if sim.twice == first_sim.twice == 0 and len(sim.ended) == sim.total else 1
     sim, fig = _simulate(args)
     report(args, sim, fig)
     return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
 
 
-def _simulate(args: Namespace, run: str = "", fair: bool = False) -> tuple["Sim", dict[str, Any]]:
+def _simulate(
+    args: Namespace, run: str = "", fair: bool = False, placement: str = ""
+) -> tuple["Sim", dict[str, Any]]:
     """One simulation with its own mbatchd and state (in `run` under --state-dir)."""
     state, temporary = _state(args)
     state = os.path.join(state, run)
     os.makedirs(state, exist_ok=True)
-    conf_path = _write_conf(state, args, fair)
+    conf_path = _write_conf(state, args, fair, placement)
     conf = config.load(conf_path)  # a bad queues.conf stops here, every error listed
     auth.create_key(conf.cluster.key_file)
     os.makedirs(conf.paths.log_dir, exist_ok=True)
@@ -440,19 +451,23 @@ def _compare(
         a, b = (s.slot_time(u) for u in WATCHED)
         return {"user1_slot_s": round(a), "user2_slot_s": round(b), "ratio": _ratio(a, b)}
 
+    return {
+        "fairshare": share(sim),
+        "fifo": share(fifo_sim),
+        "fair_to_fifo": _cost(sim, fig, fifo_sim, fifo_fig),
+    }
+
+
+def _cost(sim: Sim, fig: dict[str, Any], base: Sim, base_fig: dict[str, Any]) -> dict[str, Any]:
+    """A run's cost as ratios to a base run of the same workload."""
+
     def rate(s: Sim) -> float:
         return len(s.waits) / max(1e-9, max(s.per_second) - min(s.per_second) + 1)
 
     return {
-        "fairshare": share(sim),
-        "fifo": share(fifo_sim),
-        "fair_to_fifo": {
-            "dispatch_per_s": _ratio(rate(sim), rate(fifo_sim)),
-            "sched_p99": _ratio(fig["stats"]["sched_p99"], fifo_fig["stats"]["sched_p99"]),
-            "mbatchd_peak_rss": _ratio(
-                fig["mbatchd_peak_rss_mib"], fifo_fig["mbatchd_peak_rss_mib"]
-            ),
-        },
+        "dispatch_per_s": _ratio(rate(sim), rate(base)),
+        "sched_p99": _ratio(fig["stats"]["sched_p99"], base_fig["stats"]["sched_p99"]),
+        "mbatchd_peak_rss": _ratio(fig["mbatchd_peak_rss_mib"], base_fig["mbatchd_peak_rss_mib"]),
     }
 
 
@@ -461,7 +476,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def report(
-    args: Namespace, sim: Sim, fig: dict[str, Any], fair: dict[str, Any] | None = None
+    args: Namespace, sim: Sim, fig: dict[str, Any], compared: dict[str, Any] | None = None
 ) -> None:
     waits = sorted(sim.waits)
     busy = sorted(sim.per_second.values())
@@ -500,16 +515,17 @@ def report(
             for q, w in sorted(sim.by_queue.items())
         },
     }
-    if fair is not None:
-        out["fairshare_hour"] = fair
+    extra = "fairshare_hour" if args.fairshare else "placement"  # what two runs compared
+    if compared is not None:
+        out[extra] = compared
     if args.json:
         print(json.dumps(out))
         return
     width = max(map(len, out))
     for k, v in out.items():
-        if k not in ("queues", "fairshare_hour"):
+        if k not in ("queues", extra):
             print(f"{k.ljust(width)}  {v}")
-    for k, v in (fair or {}).items():
+    for k, v in (compared or {}).items():
         print(f"{k.ljust(width)}  {' '.join(f'{n} {x}' for n, x in v.items())}")
     for q, v in out["queues"].items():
         print(f"queue {q}: {v['started']} started, submit-to-start p50 {v['wait_p50_s']} s")

@@ -32,6 +32,7 @@ from lavalite.model import (
     NODE_LOST,
     PEND,
     PR_BACKOFF,
+    PR_LOAD_UNKNOWN,
     PR_NEW,
     PR_NO_SLOT,
     PR_RUSAGE_MEM,
@@ -74,7 +75,7 @@ from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
 # pending reasons that new host facts (LIM's load) may lift
-WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM)) | LOAD_REASONS
+WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM, PR_LOAD_UNKNOWN)) | LOAD_REASONS
 MAX_MESSAGE = 2000  # characters of a worker's message kept with the job
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
 _TEXTS = (
