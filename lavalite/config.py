@@ -567,6 +567,15 @@ KEYS = [
     (
         _QU,
         QUEUE,
+        "res_req",
+        "resreq",
+        "",
+        "Resource requirement of jobs that give no bsub -R (LSF's RES_REQ): select[] and "
+        "order[], e.g. select[mem>1000] order[r15s].",
+    ),
+    (
+        _QU,
+        QUEUE,
         "load_sched",
         "loads",
         "",
@@ -747,6 +756,12 @@ def _convert(kind: str, raw: str) -> "Any":
         return raw
     if kind == "loads":
         parse_loads(raw)  # checked here, parsed again by mbatchd
+        return raw
+    if kind == "resreq":
+        if raw:
+            from lavalite.resreq import queue_req  # its regular expressions: only when given
+
+            queue_req(raw)
         return raw
     if kind == "list":
         return raw.replace(",", " ").split()
@@ -1228,6 +1243,7 @@ def _describe(kind: str) -> str:
         "relpath": "relative path (no '.' or '..' parts)",
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
         "loads": "INDEX=VALUE ..., empty = none",
+        "resreq": "select[...] order[...], empty = none",
         "percent": "percentage in (0, 100%]",
         "file?": "path of a file, empty = none",
         "str": "text",

@@ -355,6 +355,14 @@ def host_facts(load: dict[str, Any], labels: list[str]) -> Facts:
     return facts
 
 
+def queue_req(text: str) -> ResReq:
+    """A queue's res_req (LSF's RES_REQ): the select[] and order[] of its jobs without -R."""
+    req = parse(text)
+    if req.mem or req.span_hosts or req.ptile:
+        raise ResReqError("a queue's res_req takes select[] and order[] only")
+    return req
+
+
 def parse_hosts(text: str) -> dict[str, int]:
     """-m "host1 host2+2 ...": {host: preference level} (higher first; 0 without +N)."""
     hosts: dict[str, int] = {}

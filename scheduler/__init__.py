@@ -51,6 +51,7 @@ class QueueView:
         "fair",
         "placement",
         "load_sched",
+        "req",
     )
 
     def __init__(
@@ -72,6 +73,7 @@ class QueueView:
         self.fair: Fair | None = None  # a fairshare queue's policy and usage
         self.placement = "first"  # first (host order, the fast path), pack or spread
         self.load_sched: tuple[Threshold, ...] = ()  # a host past one takes no job of the queue
+        self.req: Any = None  # res_req (lavalite.resreq.ResReq: select, order) of jobs without -R
 
 
 class Snapshot:
@@ -178,7 +180,8 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
     heapq.heapify(heads)
     q_used = q.running
     placed: dict[str, int] = {}  # user -> slots placed this turn
-    plain = q.placement == "first" and not q.load_sched  # its jobs may take the fast path
+    # its jobs without Needs may take the fast path
+    plain = q.placement == "first" and not q.load_sched and q.req is None
     taken: dict[Any, list[int]] = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         key, seq, user, job, it = heads[0]
@@ -209,8 +212,9 @@ def _plan_queue(q: QueueView, snap: Snapshot, hosts: Hosts, result: Plan) -> Non
             # a job that asks more than slots, or that did not fit on one host
             one = job.needs is None and slots == 1
             got = why if one else place(job, hosts, snap.hosts, q)
-            if isinstance(got, str) and got in HOST_REASONS:
-                # no host is eligible (LSF: the job waits, the user's next ones go on)
+            if isinstance(got, str) and got in HOST_REASONS and job.needs is not None:
+                # no host is eligible for its own demands (LSF: the job waits, the user's next
+                # ones go on); the queue's res_req holds all the user's jobs alike
                 result.reasons[("job", job.id)] = got
                 _advance(heads, user, it, order)
                 continue

@@ -33,6 +33,8 @@ _LOAD = len(_REASONS)  # past the queue's load_sched: the closest a host comes t
 # A queue's load threshold (lavalite.loadthreshold.Threshold): (index, limit, the larger value
 # is the busier host, the pending or suspending reason of a host past it)
 Threshold = tuple[str, float, bool, str]
+_SIGNS = {"pack": 1, "spread": -1}  # placement -> the sign of free slots in take_for's key
+_Entry = tuple[tuple, int, int, Slot]  # take_for's: (order[] key, free slots key, seq, slot)
 
 
 class Hosts:
@@ -46,9 +48,13 @@ class Hosts:
         self.mem: dict[str, int] = {}  # host -> bytes reserved by this turn's placements
         # queue -> (its hosts as a heap by its placement, why the hosts left out are): built at
         # the queue's first job without Needs this turn (take_for)
-        self.by_queue: dict[str, tuple[list[tuple[int, int, Slot]], str]] = {}
+        self.by_queue: dict[str, tuple[list[_Entry], str]] = {}
+        self.emptied = False  # take_for left hosts without a slot in aside
 
     def take(self, n: int) -> str | None:
+        if self.emptied:  # once per turn and queue at most: take stays O(hosts with slots)
+            self.aside = [slot for slot in self.aside if slot[1] > 0]
+            self.emptied = False
         for i, slot in enumerate(self.aside):
             if slot[1] >= n:
                 return self._use(slot, n, i)
@@ -61,25 +67,26 @@ class Hosts:
         return None
 
     def take_for(self, queue: Any, n: int, known: dict[str, Any]) -> tuple[str | None, str]:
-        """A host for a job without Needs of a queue with a placement policy or load_sched:
-        (host, "") or (None, the pending reason). The queue's hosts within load_sched (the
-        facts do not change within a turn) are kept in a heap by free slots (pack: fewest
-        first, spread: most, first: host order), so that a job costs O(log hosts)."""
+        """A host for a job without Needs of a queue with a placement policy, load_sched or
+        res_req: (host, "") or (None, the pending reason). The queue's hosts that pass its
+        load_sched and res_req's select[] (the facts do not change within a turn) are kept
+        in a heap by res_req's order[], then by free slots (pack: fewest first, spread: most,
+        first: host order), so that a job costs O(log hosts)."""
         if queue.name not in self.by_queue:
             self.by_queue[queue.name] = self._heap(queue, known)
         heap, left_out = self.by_queue[queue.name]
-        sign = {"pack": 1, "spread": -1}.get(queue.placement, 0)
+        sign = _SIGNS.get(queue.placement, 0)
         skipped, found = [], None
         while heap:
-            key, seq, slot = heap[0]
+            order, key, seq, slot = heap[0]
             if slot[1] <= 0:
                 heapq.heappop(heap)
             elif key != sign * slot[1]:  # another queue's job took slots there since
-                heapq.heapreplace(heap, (sign * slot[1], seq, slot))
+                heapq.heapreplace(heap, (order, sign * slot[1], seq, slot))
             elif slot[1] >= n:
                 found = heapq.heappop(heap)
                 break
-            elif sign < 0:  # spread: the host with the most free slots has too few
+            elif sign < 0 and not order:  # spread: the host with the most free has too few
                 break
             else:
                 skipped.append(heapq.heappop(heap))
@@ -87,24 +94,32 @@ class Hosts:
             heapq.heappush(heap, entry)
         if found is None:
             return None, left_out or PR_NO_SLOT
-        _, seq, slot = found
+        order, _, seq, slot = found
         slot[1] -= n
         self.left -= n
         if slot[1] > 0:
-            heapq.heappush(heap, (sign * slot[1], seq, slot))
+            heapq.heappush(heap, (order, sign * slot[1], seq, slot))
+        else:
+            self.emptied = True
         return slot[0], ""
 
-    def _heap(self, queue: Any, known: dict[str, Any]) -> tuple[list[tuple[int, int, Slot]], str]:
-        sign = {"pack": 1, "spread": -1}.get(queue.placement, 0)
-        heap, left_out = [], ""
+    def _heap(self, queue: Any, known: dict[str, Any]) -> tuple[list[_Entry], str]:
+        """The queue's hosts as take_for keeps them, and the reason of the first left out."""
+        sign = _SIGNS.get(queue.placement, 0)
+        req = queue.req
+        heap: list[_Entry] = []
+        left_out = ""
         for seq, slot in enumerate(self.every()):
+            if slot[1] <= 0:
+                continue
             host = known.get(slot[0])
             facts = host.facts if host is not None else {}
-            over = queue.load_sched and overloaded(queue.load_sched, facts, PR_LOAD_UNKNOWN)
-            if over:
-                left_out = left_out or over
-            elif slot[1] > 0:
-                heap.append((sign * slot[1], seq, slot))
+            why = _queue_refuses(queue, facts)
+            if why:
+                left_out = left_out or why
+            else:
+                order = _order_key(req.order, facts) if req is not None else ()
+                heap.append((order, sign * slot[1], seq, slot))
         heapq.heapify(heap)
         return heap, left_out
 
@@ -175,14 +190,16 @@ def _candidates(
     fits: list[tuple[Slot, int, dict]] = []
     furthest, load_reason = 0, ""
     load_sched = queue.load_sched if queue is not None else ()
+    req = needs.req if needs is not None else queue.req if queue is not None else None
     for slot in hosts.every():
         if slot[1] <= 0:
             continue
         host = known.get(slot[0])
         if needs is not None:
             failed, cap, facts = _fit(needs, slot, host, hosts.mem.get(slot[0], 0))
-        else:
-            failed, cap, facts = 0, slot[1], host.facts if host is not None else {}
+        else:  # the queue's res_req is the job's
+            facts = host.facts if host is not None else {}
+            failed, cap = (3 if req and req.select and not req.select(facts) else 0), slot[1]
         # a host LIM has not reported yet takes no job of a queue with thresholds (LSF)
         over = not failed and load_sched and overloaded(load_sched, facts, PR_LOAD_UNKNOWN)
         if over:
@@ -192,8 +209,8 @@ def _candidates(
         else:
             fits.append((slot, cap, facts))
     side = queue.placement if queue is not None else "first"
-    if side != "first" or (needs is not None and (needs.hosts or (needs.req and needs.req.order))):
-        fits.sort(key=lambda f: (*_preference(needs, f[0][0], f[2]), *_side(side, f[1], want)))
+    if side != "first" or (needs is not None and needs.hosts) or (req and req.order):
+        fits.sort(key=lambda f: (*_preference(needs, req, f[0][0], f[2]), *_side(side, f[1], want)))
     reason = load_reason if furthest == _LOAD else _REASONS[furthest]
     return [(slot, cap) for slot, cap, _ in fits], reason
 
@@ -238,16 +255,32 @@ def _side(placement: str, free: int, want: int) -> tuple:
     return (-free,) if placement == "spread" else ()
 
 
-def _preference(needs: Any, name: str, facts: dict) -> tuple:
-    """Sort key, best host first: -m's preference level, then order[]'s indices (a host that
-    does not report an index comes after those that do)."""
-    if needs is None:
-        return ()
-    key: list[Any] = [-(needs.hosts or {}).get(name, 0)]
-    for index, larger_first in needs.req.order if needs.req else ():
+def _preference(needs: Any, req: Any, name: str, facts: dict) -> tuple:
+    """Sort key, best host first: -m's preference level, then order[]'s indices (`req`: the
+    job's -R, or its queue's res_req)."""
+    level = -(needs.hosts or {}).get(name, 0) if needs is not None else 0
+    return (level, *_order_key(req.order if req else (), facts))
+
+
+def _order_key(order: tuple[tuple[str, bool], ...], facts: dict) -> tuple:
+    """order[]'s indices as a sort key: a host that does not report an index comes after
+    those that do."""
+    key: list[Any] = []
+    for index, larger_first in order:
         value = facts.get(index)
         key += [value is None, 0 if value is None else (-value if larger_first else value)]
     return tuple(key)
+
+
+def _queue_refuses(queue: Any, facts: dict) -> str | None:
+    """Why a host takes no job without -R of `queue`: past its load_sched (or not reported
+    yet), or outside its res_req's select[]."""
+    if queue.load_sched:
+        over = overloaded(queue.load_sched, facts, PR_LOAD_UNKNOWN)
+        if over:
+            return over
+    req = queue.req
+    return PR_SELECT if req is not None and req.select and not req.select(facts) else None
 
 
 def _allocate(

@@ -11,8 +11,8 @@ from test_resreq import host, pend, placed, reason, snap
 
 from lavalite import config, loadthreshold
 from lavalite.model import PR_LOAD_UNKNOWN, PR_NO_SLOT, PR_SELECT, RUN, SSUSP
-from lavalite.resreq import host_facts
-from scheduler import QueueView, plan
+from lavalite.resreq import host_facts, queue_req
+from scheduler import QueueView, Snapshot, plan
 
 UT = loadthreshold.reason("ut")
 MEM = loadthreshold.reason("mem")
@@ -79,6 +79,37 @@ def test_order_comes_before_the_queues_placement():
     a.load = {"r15s": 0.1}
     b.load = c.load = {"r15s": 2.0}
     assert placed(plan(snap(q, a, b, c))) == {job.id: [["a", 1]]}
+
+
+def test_a_queues_res_req_is_the_default_of_its_jobs_without_r():
+    q = QueueView("normal")
+    q.req = queue_req("select[ut < 0.5] order[r15s]")
+    plain, wide, own = pend(q), pend(q, slots=2), pend(q, resreq="select[ut > 0.5]")
+    busy = host("busy", 4, cpu=0.9, r15s=0.1)
+    loaded, calm = host("loaded", 4, cpu=0.2, r15s=3.0), host("calm", 4, cpu=0.2, r15s=1.0)
+    got = placed(plan(snap(q, busy, loaded, calm)))
+    assert got == {plain.id: [["calm", 1]], wide.id: [["calm", 2]], own.id: [["busy", 1]]}
+    q = QueueView("normal")
+    q.req = queue_req("select[ut < 0.5]")
+    job = pend(q)
+    assert reason(plan(snap(q, busy)), job) == PR_SELECT
+
+
+def test_a_policy_queue_and_a_host_order_queue_share_a_turn():
+    spread, first = QueueView("spread"), QueueView("first")
+    spread.placement = "spread"
+    a, b, c = host("a", 4, used=3), host("b", 4, used=3), host("c", 4, used=2)
+    mine = [pend(spread), pend(spread)]  # c (2 free), then a (1 free, first in host order)
+    theirs = [pend(first), pend(first)]  # b, then c: a host left without a slot is passed
+    known = {h.name: h for h in (a, b, c)}
+    free = {h.name: h.free for h in (a, b, c)}
+    p = plan(Snapshot(0.0, [spread, first], free, 4, 4, 0, known))
+    assert placed(p) == {
+        mine[0].id: [["c", 1]],
+        mine[1].id: [["a", 1]],
+        theirs[0].id: [["b", 1]],
+        theirs[1].id: [["c", 1]],
+    }
 
 
 # --- load_sched in the scheduler
@@ -179,14 +210,17 @@ def test_config_check_names_file_line_and_key(tmp_path):
     errors = _conf_errors(
         tmp_path,
         "[serial]\nload_sched = r15s=2 cpu=3\nload_stop = ut=lots\nplacement = scatter\n"
-        "[other]\nload_sched = ut=0.9\nload_stop = ut=0.8\n",
+        "[other]\nload_sched = ut=0.9\nload_stop = ut=0.8\nres_req = rusage[mem=100]\n"
+        "[third]\nres_req = select[mem>\n",
     )
     text = "\n".join(errors)
     assert "queues.conf:2: [serial] load_sched: 'cpu=3': unknown load index 'cpu'" in text
     assert "queues.conf:3: [serial] load_stop: ut=lots: expected a number" in text
     assert "queues.conf:4: [serial] placement: expected one of first|pack|spread" in text
     assert "queues.conf:7: [other] load_stop: ut needs a load_sched ut at the same load" in text
-    assert len(errors) == 4, errors
+    assert "queues.conf:8: [other] res_req: a queue's res_req takes select[] and order[]" in text
+    assert "queues.conf:10: [third] res_req: Bad resource requirement syntax" in text
+    assert len(errors) == 6, errors
     assert _conf_errors(tmp_path, "[serial]\nload_sched = ut=0.5\nload_stop = ut=0.9\n") == []
 
 
@@ -199,7 +233,7 @@ def _stop_world(conf, store, core, jobs=3):
     conf.queues["serial"].load_stop = "ut=0.9"
     core.reconfigure(conf)
     core.host_register("h1", {"slots": jobs, "running": []}, 100.0)
-    core.host_load({"h1": {"alive": True, "cpu": 0.1}}, 100.0)
+    core.host_load({"h1": {"alive": True, "cpu": 0.1, "time": 100.0}}, 100.0)
     ids = []
     for i in range(jobs):
         ids.append(submit(core, store))
@@ -210,7 +244,8 @@ def _stop_world(conf, store, core, jobs=3):
 
 
 def _sample(core, store, now, cpu):
-    core.host_load({"h1": {"alive": True, "cpu": cpu}}, now)
+    """LIM's view with a new sample of h1 taken at `now`; the orders the turn sends h1."""
+    core.host_load({"h1": {"alive": True, "cpu": cpu, "time": now}}, now)
     return commit(store, core).get("h1", [])
 
 
@@ -220,7 +255,8 @@ def test_past_load_stop_one_job_a_sample_stops_newest_first_and_resumes(world):
     states = lambda: [core.jobs[j].state for j in (first, second, third)]  # noqa: E731
     assert _sample(core, store, 200.0, 0.95) == [{"op": "suspend", "job": third, "attempt": 1}]
     assert core.jobs[third].reason == UT and core.wake
-    assert states() == [RUN, RUN, SSUSP]
+    core.host_load({"h1": {"alive": True, "cpu": 0.95, "time": 200.0}}, 200.5)
+    assert states() == [RUN, RUN, SSUSP], "the same sample read again stops no other job"
     _sample(core, store, 201.0, 0.95)
     assert states() == [RUN, SSUSP, SSUSP]
     assert _sample(core, store, 202.0, 0.7) == [], "between the thresholds nothing moves"

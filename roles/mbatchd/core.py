@@ -177,6 +177,7 @@ class Core(
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
         self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
         self.load_stopped = {}  # host -> jobs it stopped for load: LoadStopOps'
+        self.load_acted = {}  # host -> its load sample last acted on: LoadStopOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
         self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)

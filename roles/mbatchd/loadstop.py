@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lavalite.loadthreshold import INDICES, parse, reason
 from lavalite.model import RUN, SSUSP, Job
+from lavalite.resreq import queue_req
 from scheduler.fit import Threshold, overloaded
 
 LOAD_REASONS = frozenset(reason(index) for index in INDICES)  # a job stopped for load
@@ -31,6 +32,7 @@ class LoadStopOps:
     queues: dict[str, Any]
     load_stop: dict[str, tuple[Threshold, ...]]  # queue -> its load_stop, queues that have one
     load_stopped: dict[str, list[int]]  # host -> jobs it stopped for load, in that order
+    load_acted: dict[str, float]  # host -> the time of its last load sample acted on
     wake: bool  # plan (and commit) a turn
 
     if TYPE_CHECKING:  # SuspendOps' moves
@@ -39,9 +41,11 @@ class LoadStopOps:
         def resume_by_system(self, job_id: int, now: float) -> bool: ...
 
     def _set_load_policy(self, view: Any, qc: Any) -> None:
-        """A queue's placement and thresholds from its configuration (checked by config)."""
+        """A queue's placement, res_req and thresholds from its configuration (checked by
+        config)."""
         view.placement = qc.placement
         view.load_sched = parse(qc.load_sched)
+        view.req = queue_req(qc.res_req) if qc.res_req else None
         stop = parse(qc.load_stop)
         if stop:
             self.load_stop[qc.name] = stop
@@ -60,10 +64,13 @@ class LoadStopOps:
         if not self.load_stop and not self.load_stopped:
             return
         for name, host in self.hosts.items():
-            if self.host_jobs.get(name) and (
-                self._stop_for_load(name, host.facts, now)
-                or self._resume_after_load(name, host.facts, now)
+            sample = host.load.get("time")  # mbatchd may read LIM's view twice a sample
+            if not self.host_jobs.get(name) or self.load_acted.get(name) == sample:
+                continue
+            if self._stop_for_load(name, host.facts, now) or self._resume_after_load(
+                name, host.facts, now
             ):
+                self.load_acted[name] = sample
                 self.wake = True
 
     def _stop_for_load(self, name: str, facts: dict, now: float) -> bool:
