@@ -49,6 +49,11 @@ def test_past_load_stop_a_job_is_suspended_and_resumes_within_load_sched(make_cl
     assert f" SUSPENDING REASONS:\n {MEM_PENDING};" in _lsf_out(
         c, tmp_path, "bjobs", "-l", str(job)
     )
+    lines = _lsf_out(c, tmp_path, "bqueues", "-l", "serial").splitlines()
+    params = lines[lines.index("SCHEDULING PARAMETERS") + 1 :][:3]
+    assert params[0].split() == "r15s r1m r15m ut pg ls it mem swp tmp".split(), lines
+    assert params[1].split() == ["loadSched", *["-"] * 7, "2000T", "-", "-"], lines
+    assert params[2].split() == ["loadStop", *["-"] * 7, "1000T", "-", "-"], lines
     res = _run(c, tmp_path, ["bresume", str(job)])
     assert res.returncode == 1 and "suspended by the system" in res.stderr, res
 

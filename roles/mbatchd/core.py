@@ -58,7 +58,7 @@ from roles.mbatchd.depends import DependOps
 from roles.mbatchd.fairshare import FairOps
 from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
-from roles.mbatchd.loadstop import LOAD_REASONS, LoadStopOps
+from roles.mbatchd.loadstop import LOAD_REASONS, PLACING, LoadStopOps
 from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.parts import PartOps
 from roles.mbatchd.placement import (
@@ -967,6 +967,7 @@ class Core(
                     "admin": self.admin_comment("queue", name),
                     "fairshare": qc.fairshare if qc else "",
                     "share_info": self.share_info(name),
+                    "placing": {k: getattr(qc, k) for k in PLACING} if qc else {},
                     "limits": {
                         k: getattr(qc, k)
                         for k in ("default_walltime", "max_walltime", "max_memory")

@@ -21,6 +21,7 @@ from lavalite.resreq import queue_req
 from scheduler.fit import Threshold, overloaded
 
 LOAD_REASONS = frozenset(reason(index) for index in INDICES)  # a job stopped for load
+PLACING = ("placement", "res_req", "load_sched", "load_stop")  # a queue's keys, for bqueues -l
 
 
 class LoadStopOps:
