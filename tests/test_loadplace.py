@@ -290,3 +290,33 @@ def test_a_restarted_mbatchd_resumes_the_jobs_stopped_for_load(world, tmp_path):
     assert again.load_stopped == {"h1": [job]}
     _sample(again, store, 301.0, 0.1)
     assert again.jobs[job].state == RUN
+
+
+def test_a_job_on_two_hosts_stops_by_the_load_of_the_host_it_started_on(world):
+    conf, store, core = world
+    conf.queues["serial"].load_sched = "ut=0.5"
+    conf.queues["serial"].load_stop = "ut=0.9"
+    core.reconfigure(conf)
+    for name in ("h1", "h2"):
+        core.host_register(name, {"slots": 2, "running": []}, 100.0)
+    loads = lambda cpu1, cpu2, t: {  # noqa: E731
+        "h1": {"alive": True, "cpu": cpu1, "time": t},
+        "h2": {"alive": True, "cpu": cpu2, "time": t},
+    }
+    core.host_load(loads(0.1, 0.1, 100.0), 100.0)
+    job_id = submit(core, store, slots=4)
+    core.schedule(100.0)
+    job = core.jobs[job_id]
+    assert job.hosts == [["h1", 2], ["h2", 2]]
+    commit(store, core)
+    core.host_load(loads(0.1, 0.95, 200.0), 200.0)
+    assert job.state == RUN, "its other host's load does not stop it"
+    core.host_load(loads(0.95, 0.1, 201.0), 201.0)
+    assert job.state == SSUSP
+    out = commit(store, core)
+    assert {h: [m["op"] for m in msgs] for h, msgs in out.items()} == {
+        "h1": ["suspend"],
+        "h2": ["suspend"],
+    }, "every host of it stops it"
+    core.host_load(loads(0.1, 0.1, 202.0), 202.0)
+    assert job.state == RUN

@@ -147,7 +147,7 @@ def _placing(p: "dict[str, str]") -> None:
         print(f"\nRES_REQ:  {p['res_req']}")
     if p.get("placement", "first") != "first":
         print(f"\nPLACEMENT:  {p['placement']}")
-    rows: "list[list[Any] | str]" = [
+    rows: list[list[Any] | str] = [
         [name, *(given.get(index, "-") for index in INDICES)]
         for name, key in (("loadSched", "load_sched"), ("loadStop", "load_stop"))
         for given in [dict(w.split("=", 1) for w in p.get(key, "").replace(",", " ").split())]

@@ -80,10 +80,10 @@ class LoadStopOps:
         over = {q: why for q, stop in self.load_stop.items() if (why := overloaded(stop, facts))}
         if not over:
             return False
-        running = [
+        running = [  # a job on several hosts goes by the load of the one it started on
             job
             for job_id in self.host_jobs[name]
-            if (job := self.jobs[job_id]).state == RUN and job.queue in over
+            if (job := self.jobs[job_id]).state == RUN and job.queue in over and job.host == name
         ]
         if not running:
             return False
