@@ -3,9 +3,8 @@
 load_stop in mbatchd's core) and their checks in config-check. The real cluster's side is in
 tests/test_loadplace_cluster.py."""
 
-import os
-
 import pytest
+from test_config import errors_of, write
 from test_core import USER, commit, submit, world  # noqa: F401  (world is a fixture)
 from test_resreq import host, pend, placed, reason, snap
 
@@ -192,26 +191,20 @@ def test_load_stop_must_be_at_or_past_load_sched():
     assert loadthreshold.looser(p("pg=10"), p("ut=0.5")) == "pg"  # no way back within load_sched
 
 
-def _conf_errors(tmp_path, queue_text):
-    conf = config.defaults(str(tmp_path))
-    path = conf.paths.queues_conf
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    config.write_state_conf(str(tmp_path), {})
-    with open(os.path.join(str(tmp_path), "queues.conf"), "w") as f:
-        f.write(queue_text)
-    try:
-        config.load(os.path.join(str(tmp_path), "lavalite.conf"))
-    except config.ConfigError as exc:
-        return exc.errors
-    return []
+def _conf(tmp_path, queue_text):
+    """lavalite.conf's path, with `queue_text` as its queues.conf."""
+    write(tmp_path, "queues.conf", queue_text)
+    return write(tmp_path, "lavalite.conf", "")
 
 
 def test_config_check_names_file_line_and_key(tmp_path):
-    errors = _conf_errors(
-        tmp_path,
-        "[serial]\nload_sched = r15s=2 cpu=3\nload_stop = ut=lots\nplacement = scatter\n"
-        "[other]\nload_sched = ut=0.9\nload_stop = ut=0.8\nres_req = rusage[mem=100]\n"
-        "[third]\nres_req = select[mem>\n",
+    errors = errors_of(
+        _conf(
+            tmp_path,
+            "[serial]\nload_sched = r15s=2 cpu=3\nload_stop = ut=lots\nplacement = scatter\n"
+            "[other]\nload_sched = ut=0.9\nload_stop = ut=0.8\nres_req = rusage[mem=100]\n"
+            "[third]\nres_req = select[mem>\n",
+        )
     )
     text = "\n".join(errors)
     assert "queues.conf:2: [serial] load_sched: 'cpu=3': unknown load index 'cpu'" in text
@@ -221,7 +214,8 @@ def test_config_check_names_file_line_and_key(tmp_path):
     assert "queues.conf:8: [other] res_req: a queue's res_req takes select[] and order[]" in text
     assert "queues.conf:10: [third] res_req: Bad resource requirement syntax" in text
     assert len(errors) == 6, errors
-    assert _conf_errors(tmp_path, "[serial]\nload_sched = ut=0.5\nload_stop = ut=0.9\n") == []
+    good = config.load(_conf(tmp_path, "[serial]\nload_sched = ut=0.5\nload_stop = ut=0.9\n"))
+    assert good.queues["serial"].load_stop == "ut=0.9"
 
 
 # --- load_stop in mbatchd's core
