@@ -15,6 +15,8 @@ from lavalite import preemption
 from lavalite.fairshare import GroupLoop, expand_groups, parse_shares, unknown_groups
 from lavalite.files import write_whole
 from lavalite.limits import parse_size
+from lavalite.loadthreshold import looser
+from lavalite.loadthreshold import parse as parse_loads
 
 # typing's own flag would cost every command typing's import; mypy takes any TYPE_CHECKING as true
 TYPE_CHECKING = False
@@ -576,6 +578,25 @@ KEYS = [
     (
         _QU,
         QUEUE,
+        "placement",
+        "choice:first|pack|spread",
+        "first",
+        "Which host a job goes to: first = the first with a free slot, in host order, each "
+        "filled before the next (the fastest); pack = the one with the fewest free slots that "
+        "fits; spread = the one with the most. See docs/policy.md.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "res_req",
+        "resreq",
+        "",
+        "Resource requirement of jobs that give no bsub -R (LSF's RES_REQ): select[] and "
+        "order[], e.g. select[mem>1000] order[r15s].",
+    ),
+    (
+        _QU,
+        QUEUE,
         "preemption",
         "preemption",
         "",
@@ -584,6 +605,15 @@ KEYS = [
         "PREEMPTIVE: of every lower-priority queue); PREEMPTABLE[high] = this queue's jobs may "
         "be preempted by those higher-priority queues (bare: by every one). Empty = none. See "
         "docs/policy.md.",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "load_sched",
+        "loads",
+        "",
+        "Load thresholds (LSF's loadSched): a host past one takes no new job of this queue, "
+        "e.g. r15s=2.0 ut=0.9 mem=512M. Indices: r15s r1m r15m ut pg ls it mem swp tmp.",
     ),
     (
         _QU,
@@ -602,6 +632,15 @@ KEYS = [
         "suspend",
         "What preemption does to this queue's jobs: suspend (SSUSP, resumed when the "
         "preempting job ends) or requeue (killed and pending again).",
+    ),
+    (
+        _QU,
+        QUEUE,
+        "load_stop",
+        "loads",
+        "",
+        "Load thresholds (LSF's loadStop): past one, the queue's jobs on the host are "
+        "suspended (SSUSP), one per load sample, until it is back within load_sched.",
     ),
     (
         _QU,
@@ -805,6 +844,15 @@ def _convert(kind: str, raw: str) -> "Any":
         if raw:
             preemption.parse(raw)  # checked here, against the other queues in _check_preemption
         return raw
+    if kind == "loads":
+        parse_loads(raw)  # checked here, parsed again by mbatchd
+        return raw
+    if kind == "resreq":
+        if raw:
+            from lavalite.resreq import queue_req  # its regular expressions: only when given
+
+            queue_req(raw)
+        return raw
     if kind == "list":
         return raw.replace(",", " ").split()
     if kind == "bool":
@@ -931,6 +979,25 @@ def _check_preemption(conf: "Config", parsed: "Parsed", path: str, errors: list[
         line = parsed[name][1]["preemption"][1]
         for problem in preemption.problems(name, policy, priorities):
             errors.append(f"{path}:{line}: [{name}] preemption: {problem}")
+
+
+def _check_loads(
+    q: QueueConf, given: "tuple[int, dict] | None", path: str, errors: list[str]
+) -> None:
+    """Every index of load_stop has a load_sched at the same load or less (each was checked
+    with its key): a job stopped past load_stop resumes within load_sched."""
+    if not q.load_stop or given is None or "load_stop" not in given[1]:
+        return
+    try:
+        index = looser(parse_loads(q.load_stop), parse_loads(q.load_sched))
+    except ValueError:  # reported by _fill
+        return
+    if index is not None:
+        errors.append(
+            f"{path}:{given[1]['load_stop'][1]}: [{q.name}] load_stop: {index} needs a "
+            f"load_sched {index} at the same load or less (a job stopped past load_stop "
+            f"resumes within load_sched)"
+        )
 
 
 def _free_ok(key: str, value: str) -> bool:
@@ -1100,6 +1167,7 @@ def _build(path: str, main: "Parsed", errors: list[str], read: bool = True) -> C
                     errors,
                 )
                 _check_shares(conf, conf.queues[name], (parsed or {}).get(name), fpath, errors)
+                _check_loads(conf.queues[name], (parsed or {}).get(name), fpath, errors)
             _check_preemption(conf, parsed or {}, fpath, errors)
             continue
         parsed = parsed or {}
@@ -1322,6 +1390,8 @@ def _describe(kind: str) -> str:
         "shares": "USER_SHARES[[name, shares] ...], empty = none",
         "reserve": "MAX_RESERVE_TIME[N], N a duration > 0; empty = none",
         "preemption": "PREEMPTIVE[queue ...] and/or PREEMPTABLE[queue ...], empty = none",
+        "loads": "INDEX=VALUE ..., empty = none",
+        "resreq": "select[...] order[...], empty = none",
         "percent": "percentage in (0, 100%]",
         "count?": "integer >= 0, empty = no limit",
         "size?": "size in MB, or with a unit: 512M, 2G; empty = no limit",

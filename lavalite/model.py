@@ -77,6 +77,8 @@ PR_SELECT = "Job's resource requirements not satisfied"
 PR_EXCLUSIVE = "Job's requirement for exclusive execution not satisfied"
 PR_RUSAGE_MEM = "Job's requirements for reserving resource (mem) not satisfied"
 PR_SPAN = "Not enough processors to meet the job's spanning requirement"
+# a host LIM has not reported yet, to a job of a queue with load_sched
+PR_LOAD_UNKNOWN = "Load information unavailable"
 # Why a job is suspended (bjobs -l, -s; the event's reason), as LSF's suspending reasons.
 SR_USER = "The job was suspended by user"
 SR_ADMIN = "The job was suspended by LSF admin or root"

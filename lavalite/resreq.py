@@ -10,7 +10,8 @@ reads. Sections, as LSF 10.1 writes them:
     span[hosts=1] | span[ptile=N]   one host / N slots on each host
 
 Host facts are LSF's load indices in LSF's units: mem, maxmem, swp, maxswp, tmp, maxtmp in MB;
-ncpus, maxcpus; r15s, r1m, r15m (run queue length); ut (0 to 1); and the strings type and model.
+ncpus, maxcpus; r15s, r1m, r15m (run queue length); ut (0 to 1); pg (pages swapped a second),
+ls (login users), it (idle minutes); and the strings type and model.
 Any other name is a boolean resource: a host label from lim.conf's [labels].
 """
 
@@ -42,6 +43,9 @@ NUMERIC = {
     "r1m": False,
     "r15m": False,
     "ut": False,
+    "pg": False,
+    "ls": False,
+    "it": True,
 }
 STRINGS = ("type", "model")
 ALIASES = {"swap": "swp", "cpu": "r1m"}  # LSF's other names of load indices
@@ -340,12 +344,23 @@ def host_facts(load: dict[str, Any], labels: list[str]) -> Facts:
     if load.get("ncpu"):
         facts["ncpus"] = facts["maxcpus"] = load["ncpu"]
     averages = load.get("loadavg")
-    if averages:  # Linux's shortest average is 1 min: r15s reads it too
+    if averages:
         facts["r15s"], facts["r1m"], facts["r15m"] = averages[0], averages[0], averages[2]
+    for index in ("r15s", "pg", "ls", "it"):  # LIM's own (lavalite.loadindex): r15s over 15 s
+        if load.get(index) is not None:
+            facts[index] = load[index]
     for name in STRINGS:
         if load.get(name):
             facts[name] = load[name]
     return facts
+
+
+def queue_req(text: str) -> ResReq:
+    """A queue's res_req (LSF's RES_REQ): the select[] and order[] of its jobs without -R."""
+    req = parse(text)
+    if req.mem or req.span_hosts or req.ptile:
+        raise ResReqError("a queue's res_req takes select[] and order[] only")
+    return req
 
 
 def parse_hosts(text: str) -> dict[str, int]:

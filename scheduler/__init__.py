@@ -21,7 +21,7 @@ from lavalite.model import (
     PR_USER_CAP,
 )
 from scheduler.fairshare import Fair
-from scheduler.fit import HOST_REASONS, Hosts, candidates, place
+from scheduler.fit import HOST_REASONS, Hosts, Threshold, candidates, place
 from scheduler.limits import JobLimit, Limits, TurnLimits
 from scheduler.preempt import preempt
 from scheduler.reserve import Book, Ends, Reservation, pick, wants
@@ -56,6 +56,9 @@ class QueueView:
         "reserve",
         "backfill",
         "started",
+        "placement",
+        "load_sched",
+        "req",
     )
 
     def __init__(
@@ -79,6 +82,9 @@ class QueueView:
         self.backfill = False  # its jobs with a run limit may use held slots (scheduler/reserve)
         # id -> Job of its jobs holding slots, kept only while some queue may preempt it
         self.started: dict[int, Any] | None = None
+        self.placement = "first"  # first (host order, the fast path), pack or spread
+        self.load_sched: tuple[Threshold, ...] = ()  # a host past one takes no job of the queue
+        self.req: Any = None  # res_req (lavalite.resreq.ResReq: select, order) of jobs without -R
 
 
 class Snapshot:
@@ -241,6 +247,8 @@ def _plan_queue(
     heapq.heapify(heads)
     q_used = q.running
     placed: dict[str, int] = {}  # user -> slots placed this turn
+    # its jobs without Needs may take the fast path
+    plain = q.placement == "first" and not q.load_sched and q.req is None
     taken: dict[Any, list[int]] = {}  # array -> [elements started this turn, indices handed out]
     while heads and hosts.left > 0:
         key, seq, user, job, it = heads[0]
@@ -276,19 +284,25 @@ def _plan_queue(
                 limit = JobLimit(turn, rules, job, job.needs.slots_max if job.needs else job.slots)
         slots = job.slots
         mine = book.mine(job) if book and book.live else None
-        host = None
+        host, why = None, PR_NO_SLOT
         if job.needs is None and mine is None:
-            host = hosts.take(slots) if limit is None else hosts.take(slots, limit.fits)
+            if limit is None:
+                host, why = (
+                    (hosts.take(slots), why) if plain else hosts.take_for(q, slots, snap.hosts)
+                )
+            elif plain:  # under a limit of hosts; in a queue with a policy: the slow path
+                host = hosts.take(slots, limit.fits)
         if host is None:
             # a job that asks more than slots, or that did not fit on one host, or whose
             # hosts a limit narrows; a holder with its reserved slots, a backfill job with
             # those it may use
             extra = mine or (book.backfill(job) if book and q.backfill else None)
             offered = dict(extra) if extra else None
-            slow = job.needs or slots > 1 or extra or limit
-            got = place(job, hosts, snap.hosts, extra, limit) if slow else PR_NO_SLOT
-            if isinstance(got, str) and got in HOST_REASONS:
-                # no host is eligible (LSF: the job waits, the user's next ones go on)
+            one = job.needs is None and slots == 1 and not extra and limit is None
+            got = why if one else place(job, hosts, snap.hosts, extra, limit, q)
+            if isinstance(got, str) and got in HOST_REASONS and job.needs is not None:
+                # no host is eligible for its own demands (LSF: the job waits, the user's next
+                # ones go on); the queue's res_req holds all the user's jobs alike
                 result.reasons[("job", job.id)] = got
                 _advance(heads, user, it, order)
                 continue

@@ -92,9 +92,11 @@ def _simulate(*args):
     )
 
 
+SMALL = ["--hosts", "6", "--slots", "2", "--jobs", "200", "--duration", "1-2", "--speed", "40"]
+
+
 def test_simulate_preempt_compares_with_the_same_run_without(tmp_path):
-    small = ["--hosts", "6", "--slots", "2", "--jobs", "200", "--duration", "1-2", "--speed", "40"]
-    out = _simulate("--preempt", "--json", *small, "--state-dir", str(tmp_path / "s"))
+    out = _simulate("--preempt", "--json", *SMALL, "--state-dir", str(tmp_path / "s"))
     assert out.returncode == 0, out.stdout + out.stderr
     fig = json.loads(out.stdout.strip().splitlines()[-1])
     assert fig["jobs"] == fig["ended"] == 200 and fig["ended_twice"] == 0
@@ -104,3 +106,13 @@ def test_simulate_preempt_compares_with_the_same_run_without(tmp_path):
     (tmp_path / "q.conf").write_text("[q]\n")
     refused = _simulate("--preempt", "--queues", str(tmp_path / "q.conf"))
     assert refused.returncode == 2 and "--preempt" in refused.stderr, refused
+
+
+def test_simulate_placement_compares_it_with_host_order_in_one_run(tmp_path):
+    out = _simulate("--json", *SMALL, "--placement", "spread")
+    assert out.returncode == 0, out.stdout + out.stderr
+    fig = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fig["ended"] == 200 and fig["ended_twice"] == 0
+    ratios = fig["placement"]["spread_to_first"]
+    assert set(ratios) == {"dispatch_per_s", "sched_p99", "mbatchd_peak_rss"}
+    assert all(r is None or r > 0 for r in ratios.values()), ratios

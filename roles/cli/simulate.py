@@ -69,6 +69,12 @@ def _setup(p: "ArgumentParser") -> None:
         help="the default queues with the highest preemptive, then the same without "
         "preemption; print the first run's figures and its cost as ratios to the second's",
     )
+    p.add_argument(
+        "--placement",
+        choices=("pack", "spread"),
+        help="run the workload with every queue's placement first (the default), then with "
+        "this one, and print the second run's cost as ratios to the first",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 

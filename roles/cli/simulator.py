@@ -326,7 +326,9 @@ def _state(args: Namespace) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="lavalite-sim-"), True
 
 
-def _write_conf(state: str, args: Namespace, fair: bool = False, preempt: bool = False) -> str:
+def _write_conf(
+    state: str, args: Namespace, fair: bool = False, preempt: bool = False, placement: str = ""
+) -> str:
     from roles.cli.local import free_port
 
     qfile = os.path.join(state, "queues.conf")
@@ -342,7 +344,10 @@ def _write_conf(state: str, args: Namespace, fair: bool = False, preempt: bool =
         # [usergroup|quota|limit NAME] are no queues; [queue NAME] is LSF's way to name one
         names = [n for n in (s.removeprefix("queue ") for s in parser.sections()) if " " not in n]
     else:
-        overrides["queues.conf"] = PREEMPT_QUEUES if preempt else DEFAULT_QUEUES
+        overrides["queues.conf"] = {
+            name: {**q, **({"placement": placement} if placement else {})}
+            for name, q in (PREEMPT_QUEUES if preempt else DEFAULT_QUEUES).items()
+        }
         names = list(DEFAULT_QUEUES)
     overrides["lavalite.conf"] = {
         "cluster": {
@@ -392,6 +397,12 @@ def main(args: Namespace) -> int:
         report(args, sim, fig, {"preemption": cost})
         ok = all(s.twice == 0 and len(s.ended) == s.total for s in (sim, plain_sim))
         return 0 if ok else 1
+    if args.placement:  # the same workload placed by host order, then by the policy
+        first_sim, first_fig = simulate(args, "first")
+        sim, fig = simulate(args, args.placement, placement=args.placement)
+        cost = {f"{args.placement}_to_first": _cost(sim, fig, first_sim, first_fig)}
+        report(args, sim, fig, {"placement": cost})
+        return 0 if sim.twice == first_sim.twice == 0 and len(sim.ended) == sim.total else 1
     sim, fig = simulate(args)
     report(args, sim, fig)
     return 0 if sim.twice == 0 and len(sim.ended) == sim.total else 1
@@ -405,6 +416,7 @@ def simulate(
     run: str = "",
     fair: bool = False,
     preempt: bool = False,
+    placement: str = "",
     driver: "Driver | None" = None,
 ) -> tuple["Sim", dict[str, Any]]:
     """One simulation with its own mbatchd and state (in `run` under --state-dir), driven by
@@ -412,7 +424,7 @@ def simulate(
     state, temporary = _state(args)
     state = os.path.join(state, run)
     os.makedirs(state, exist_ok=True)
-    conf_path = _write_conf(state, args, fair, preempt)
+    conf_path = _write_conf(state, args, fair, preempt, placement)
     conf = config.load(conf_path)  # a bad queues.conf stops here, every error listed
     auth.create_key(conf.cluster.key_file)
     os.makedirs(conf.paths.log_dir, exist_ok=True)

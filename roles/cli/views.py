@@ -9,6 +9,7 @@ path only formats: it imports no psutil.
 
 import sys
 
+from lavalite.loadthreshold import INDICES
 from roles.cli.commands import table
 
 TYPE_CHECKING = False
@@ -133,10 +134,28 @@ def _queue_long(q: "dict[str, Any]") -> None:
         [*QUEUE_FIGURES, "SSUSP", "USUSP", "RSV"],
     )
     _queue_limits(q.get("limits") or {})
+    _placing(q.get("placing") or {})
     _share_info(q["name"], q.get("fairshare"), q.get("share_info"))
     _preemption(*q.get("preemption") or ("", ""))
     _admin_comment(q.get("admin"))
     print()
+
+
+def _placing(p: "dict[str, str]") -> None:
+    """A queue's placement, res_req (LSF's RES_REQ) and its load thresholds as LSF's
+    SCHEDULING PARAMETERS table (loadSched and loadStop by index, as configured)."""
+    if p.get("res_req"):
+        print(f"\nRES_REQ:  {p['res_req']}")
+    if p.get("placement", "first") != "first":
+        print(f"\nPLACEMENT:  {p['placement']}")
+    rows: list[list[Any] | str] = [
+        [name, *(given.get(index, "-") for index in INDICES)]
+        for name, key in (("loadSched", "load_sched"), ("loadStop", "load_stop"))
+        for given in [dict(w.split("=", 1) for w in p.get(key, "").replace(",", " ").split())]
+    ]
+    if p.get("load_sched") or p.get("load_stop"):
+        print("\nSCHEDULING PARAMETERS")
+        table(rows, ["", *INDICES])
 
 
 def _share_info(name: str, shares: "str | None", accounts: "list[dict[str, Any]] | None") -> None:

@@ -32,6 +32,7 @@ from lavalite.model import (
     NODE_LOST,
     PEND,
     PR_BACKOFF,
+    PR_LOAD_UNKNOWN,
     PR_NEW,
     PR_NO_SLOT,
     PR_RUSAGE_MEM,
@@ -59,6 +60,7 @@ from roles.mbatchd.job_options import OptionOps
 from roles.mbatchd.jobctl import ControlOps, requested_signal, unstarted_refusal
 from roles.mbatchd.limits import LimitOps
 from roles.mbatchd.listing import Listing, ListingOps
+from roles.mbatchd.loadstop import LOAD_REASONS, PLACING, LoadStopOps
 from roles.mbatchd.modify import ModifyOps
 from roles.mbatchd.modify_array import ArrayModifyOps
 from roles.mbatchd.parts import PartOps
@@ -78,7 +80,7 @@ from scheduler import QueueView, Snapshot, live, plan
 
 MAX_CMD_BYTES = 128 << 10
 # pending reasons that new host facts (LIM's load) may lift
-WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM))
+WAIT_ON_FACTS = frozenset((PR_SELECT, PR_RUSAGE_MEM, PR_LOAD_UNKNOWN)) | LOAD_REASONS
 MAX_MESSAGE = 2000  # characters of a worker's message kept with the job
 # the spec's strings that are no part of exec, and their bounds (the name holds [INDICES]%LIMIT)
 _TEXTS = (
@@ -159,6 +161,7 @@ class Core(
     LimitOps,
     ReserveOps,
     PreemptOps,
+    LoadStopOps,
 ):
     def __init__(self, conf, state, now):
         """`state` is what Store.load returned."""
@@ -188,6 +191,8 @@ class Core(
         self.reservations = {}  # job id -> the last plan's slot reservation (soft state)
         self.npend = {}  # queue -> PEND jobs, kept as jobs move
         self.suspended = {}  # (kind, name, state) -> slots: SuspendOps'
+        self.load_stopped = {}  # host -> jobs it stopped for load: LoadStopOps'
+        self.load_acted = {}  # host -> its load sample last acted on: LoadStopOps'
         self.envs = {}  # env id -> [hash, env dict, live jobs using it]
         self.env_ids = {}  # hash -> env id, for envs in memory
         self.env_sizes = {}  # hash -> exec bytes, of envs in memory (checked)
@@ -238,7 +243,7 @@ class Core(
     def _set_queues(self, conf):
         """Queue views in conf's priority order; a view keeps its jobs and counters across a
         reload, and a queue dropped from queues.conf lives on inactive (see _queue)."""
-        old, self.queues, self.qconf = self.queues, {}, {}
+        old, self.queues, self.qconf, self.load_stop = self.queues, {}, {}, {}
         for qc in conf.queue_order():
             view = old.pop(qc.name, None) or QueueView(qc.name)
             view.priority, view.active = qc.priority, qc.active
@@ -249,6 +254,7 @@ class Core(
             view.reserve, view.backfill = qc.slot_reserve, qc.backfill
             self.queues[qc.name] = view
             self.qconf[qc.name] = qc
+            self._set_load_policy(view, qc)
         for name, view in old.items():
             if self.npend.get(name) or view.running:
                 view.priority, view.active = -1, False
@@ -288,6 +294,7 @@ class Core(
             return
         env_id = job.spec.get("env_id")
         self._suspension_moved(job, "", job.state)
+        self._adopt_load_stopped(job)
         if job.array is not None:
             job.array.live.add(index)  # its env is the array's, counted once
         elif env_id in envs:
@@ -929,6 +936,7 @@ class Core(
                     "fairshare": qc.fairshare if qc else "",
                     "preemption": [qc.preemption, qc.preempt_action] if qc else ["", ""],
                     "share_info": self.share_info(name),
+                    "placing": {k: getattr(qc, k) for k in PLACING} if qc else {},
                     "limits": {
                         k: getattr(qc, k)
                         for k in ("default_walltime", "max_walltime", "max_memory")
@@ -1041,6 +1049,7 @@ class Core(
                     and self.registered.get(name, 0) < silent_since
                 ):
                     dead.append(name)
+        self.check_loads(now)
         if any(reason in WAIT_ON_FACTS for reason in self.reasons.values()):
             self.wake = True  # a job waits for a host's facts to change: plan again
         return dead
