@@ -2,7 +2,6 @@
 changes the shares, and two real users' jobs on one slot start by their shares."""
 
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -11,7 +10,7 @@ import orjson
 import pytest
 from conftest import Cluster, wait_until
 from test_admin import lsf
-from test_users import SYS_PYTHON, as_user, readable  # noqa: F401  (readable: a fixture)
+from test_users import as_user, own_accounts, readable  # noqa: F401  (readable: a fixture)
 
 USERS = ("llfsa", "llfsb")  # not test_users' accounts: the two modules may run at once
 
@@ -112,22 +111,7 @@ def test_reload_changes_shares_and_a_bad_policy_keeps_the_old(fair_cluster, tmp_
 
 @pytest.fixture(scope="module")
 def accounts():
-    if os.geteuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("creating users needs root and useradd")
-    if not os.path.exists(SYS_PYTHON):
-        pytest.skip(f"{SYS_PYTHON} missing: the test users need a python they can run")
-    _remove_accounts()
-    for user in USERS:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
-    try:
-        yield {u: pwd.getpwnam(u) for u in USERS}
-    finally:
-        _remove_accounts()
-
-
-def _remove_accounts():
-    for user in USERS:
-        subprocess.run(["userdel", "-r", user], capture_output=True)
+    yield from own_accounts(*USERS)
 
 
 def test_two_users_on_one_slot_start_by_their_shares(accounts, readable, tmp_path):  # noqa: F811

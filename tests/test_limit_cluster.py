@@ -2,18 +2,16 @@
 jobs run, blimits shows the counters, a reload changes a limit at the next turn and a bad one
 keeps the old. The scheduler's rules on hand-built snapshots: tests/test_limit_policy.py."""
 
-import os
 import pwd
-import shutil
 import subprocess
 
 import pytest
 from conftest import Cluster, wait_until
 from test_admin import lsf
 from test_users import (  # noqa: F401  (readable: a fixture)
-    SYS_PYTHON,
     _users_cluster,
     as_user,
+    own_accounts,
     readable,
 )
 
@@ -106,11 +104,7 @@ def test_blimits_and_a_reload_that_changes_the_limit(limit_cluster, tmp_path):
 @pytest.fixture(scope="module")
 def accounts():
     """One account of this module's own (test_users' readable fixture asks for `accounts`)."""
-    if os.geteuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("creating a user needs root and useradd")
-    if not os.path.exists(SYS_PYTHON):
-        pytest.skip(f"{SYS_PYTHON} missing: the test user needs a python they can run")
-    subprocess.run(["userdel", "-r", USER], capture_output=True)
+    yield from own_accounts(USER)
     subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
     try:
         yield {USER: pwd.getpwnam(USER)}

@@ -2,27 +2,21 @@
 1-slot jobs holds the slots that free and starts once the running ones end, a short -W job of a
 backfill queue uses a held slot meanwhile, and bjobs -l / bhosts show the reservation."""
 
-import os
 import pwd
 import re
-import shutil
 import subprocess
 
 import orjson
 import pytest
 from conftest import LAUNCHER, lsf, wait_until
-from test_users import SYS_PYTHON, _users_cluster, as_user, readable  # noqa: F401  (readable: a fixture)
+from test_users import _users_cluster, as_user, own_accounts, readable  # noqa: F401  (readable: a fixture)
 
 USER = "llbfa"  # an account of this module's own: other modules may run at once
 
 
 @pytest.fixture(scope="module")
 def accounts():
-    if os.geteuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("creating users needs root and useradd")
-    if not os.path.exists(SYS_PYTHON):
-        pytest.skip(f"{SYS_PYTHON} missing: the test user needs a python they can run")
-    subprocess.run(["userdel", "-r", USER], capture_output=True)
+    yield from own_accounts(USER)
     subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
     try:
         yield {USER: pwd.getpwnam(USER)}

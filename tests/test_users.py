@@ -65,6 +65,26 @@ def accounts():
         _remove_accounts()
 
 
+def own_accounts(*names: str):
+    """Plain accounts of one test module's own (other modules may run at once), made for it and
+    removed after: the body of that module's `accounts` fixture (`yield from`)."""
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating users needs root and useradd")
+    if not os.path.exists(SYS_PYTHON):
+        pytest.skip(f"{SYS_PYTHON} missing: the test users need a python they can run")
+    for user in names:
+        subprocess.run(["userdel", "-r", user], capture_output=True)
+    try:
+        for user in names:
+            subprocess.run(
+                ["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True
+            )
+        yield {u: pwd.getpwnam(u) for u in names}
+    finally:
+        for user in names:
+            subprocess.run(["userdel", "-r", user], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def readable(accounts):
     """What the test users run, copied where they can read it: the checkout (CI's fresh clone)
