@@ -2,7 +2,6 @@
 jobs run, blimits shows the counters, a reload changes a limit at the next turn and a bad one
 keeps the old. The scheduler's rules on hand-built snapshots: tests/test_limit_policy.py."""
 
-import pwd
 import subprocess
 
 import pytest
@@ -105,11 +104,6 @@ def test_blimits_and_a_reload_that_changes_the_limit(limit_cluster, tmp_path):
 def accounts():
     """One account of this module's own (test_users' readable fixture asks for `accounts`)."""
     yield from own_accounts(USER)
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
-    try:
-        yield {USER: pwd.getpwnam(USER)}
-    finally:
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
 
 
 def test_a_per_user_limit_holds_one_user_while_another_runs(accounts, readable, tmp_path):  # noqa: F811

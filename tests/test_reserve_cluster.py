@@ -2,7 +2,6 @@
 1-slot jobs holds the slots that free and starts once the running ones end, a short -W job of a
 backfill queue uses a held slot meanwhile, and bjobs -l / bhosts show the reservation."""
 
-import pwd
 import re
 import subprocess
 
@@ -17,11 +16,6 @@ USER = "llbfa"  # an account of this module's own: other modules may run at once
 @pytest.fixture(scope="module")
 def accounts():
     yield from own_accounts(USER)
-    subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, capture_output=True)
-    try:
-        yield {USER: pwd.getpwnam(USER)}
-    finally:
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
 
 
 def _submit_as(c, pw, seconds):
