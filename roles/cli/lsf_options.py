@@ -15,6 +15,20 @@ LSF option it refuses): the command lines users type all day never load it.
 VALUE, FLAG = True, False  # takes a value (the next word) / takes none
 YES, NO = True, False  # LavaLite implements it
 
+# bresume's options; bstop has them and -a
+_SUSPEND = {
+    "-app": (VALUE, NO),
+    "-C": (VALUE, NO),
+    "-g": (VALUE, NO),
+    "-J": (VALUE, YES),
+    "-m": (VALUE, YES),
+    "-q": (VALUE, YES),
+    "-sla": (VALUE, NO),
+    "-u": (VALUE, YES),
+    "-h": (FLAG, YES),
+    "-V": (FLAG, YES),
+}
+
 OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
     "bsub": {
         "-a": (VALUE, NO),
@@ -232,31 +246,8 @@ OPTIONS: dict[str, dict[str, tuple[bool, bool]]] = {
         "-h": (FLAG, YES),
         "-V": (FLAG, YES),
     },
-    "bstop": {
-        "-a": (FLAG, NO),
-        "-app": (VALUE, NO),
-        "-C": (VALUE, NO),
-        "-g": (VALUE, NO),
-        "-J": (VALUE, YES),
-        "-m": (VALUE, YES),
-        "-q": (VALUE, YES),
-        "-sla": (VALUE, NO),
-        "-u": (VALUE, YES),
-        "-h": (FLAG, YES),
-        "-V": (FLAG, YES),
-    },
-    "bresume": {
-        "-app": (VALUE, NO),
-        "-C": (VALUE, NO),
-        "-g": (VALUE, NO),
-        "-J": (VALUE, YES),
-        "-m": (VALUE, YES),
-        "-q": (VALUE, YES),
-        "-sla": (VALUE, NO),
-        "-u": (VALUE, YES),
-        "-h": (FLAG, YES),
-        "-V": (FLAG, YES),
-    },
+    "bstop": {"-a": (FLAG, NO), **_SUSPEND},
+    "bresume": _SUSPEND,
     "bmod": {
         "-a": (VALUE, NO),
         "-app": (VALUE, NO),
